@@ -1,0 +1,72 @@
+// Dense layer on OpenBLAS GEMM; bias and ReLU are applied in the same pass over y.
+#include <cblas.h>
+
+#include "kernels/cpu/ops.h"
+
+namespace equivae::cpu {
+namespace {
+
+// Thin overloads so the layer is written once for float and double.
+void gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, const float* A, int lda,
+          const float* Bm, int ldb, float beta, float* C, int ldc) {
+  cblas_sgemm(CblasRowMajor, ta, tb, M, N, K, 1.0f, A, lda, Bm, ldb, beta, C, ldc);
+}
+void gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, const double* A, int lda,
+          const double* Bm, int ldb, double beta, double* C, int ldc) {
+  cblas_dgemm(CblasRowMajor, ta, tb, M, N, K, 1.0, A, lda, Bm, ldb, beta, C, ldc);
+}
+
+}  // namespace
+
+template <class T>
+void dense_forward(T* y, const T* x, const T* W, const T* b, int B, int in, int out, bool relu) {
+  gemm(CblasNoTrans, CblasNoTrans, B, out, in, x, in, W, out, T(0), y, out);
+#pragma omp parallel for schedule(static) if (B * out > 32768)
+  for (int i = 0; i < B; ++i) {
+    T* yi = y + size_t(i) * out;
+    if (relu) {
+      for (int j = 0; j < out; ++j) {
+        const T z = yi[j] + b[j];
+        yi[j] = z > T(0) ? z : T(0);
+      }
+    } else {
+      for (int j = 0; j < out; ++j) yi[j] += b[j];
+    }
+  }
+}
+
+template <class T>
+void dense_backward(T* dx, T* dW, T* db, T* dy, const T* x, const T* W, const T* y, int B, int in,
+                    int out, bool relu, int dx_from, bool accumulate_dx) {
+  if (relu) {
+#pragma omp parallel for schedule(static) if (B * out > 32768)
+    for (int i = 0; i < B; ++i) {
+      T* dyi = dy + size_t(i) * out;
+      const T* yi = y + size_t(i) * out;
+      for (int j = 0; j < out; ++j) dyi[j] = yi[j] > T(0) ? dyi[j] : T(0);
+    }
+  }
+  // db: column sums of dz, accumulated row by row so the inner loop vectorises.
+  for (int j = 0; j < out; ++j) db[j] = T(0);
+  for (int i = 0; i < B; ++i) {
+    const T* dyi = dy + size_t(i) * out;
+    for (int j = 0; j < out; ++j) db[j] += dyi[j];
+  }
+  gemm(CblasTrans, CblasNoTrans, in, out, B, x, in, dy, out, T(0), dW, out);
+  // W's rows dx_from.. are contiguous in the [in,out] layout: a plain sub-matrix.
+  const int width = in - dx_from;
+  if (dx && width > 0)
+    gemm(CblasNoTrans, CblasTrans, B, width, out, dy, out, W + size_t(dx_from) * out, out,
+         accumulate_dx ? T(1) : T(0), dx, width);
+}
+
+template void dense_forward<float>(float*, const float*, const float*, const float*, int, int, int,
+                                   bool);
+template void dense_forward<double>(double*, const double*, const double*, const double*, int, int,
+                                    int, bool);
+template void dense_backward<float>(float*, float*, float*, float*, const float*, const float*,
+                                    const float*, int, int, int, bool, int, bool);
+template void dense_backward<double>(double*, double*, double*, double*, const double*,
+                                     const double*, const double*, int, int, int, bool, int, bool);
+
+}  // namespace equivae::cpu

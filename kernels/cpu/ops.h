@@ -1,0 +1,83 @@
+#pragma once
+// CPU reference ops, instantiated for float and double (double is the oracle of
+// the gradient checks). Each op has its forward and hand-derived backward side
+// by side: outputs first, gradients prefixed `d`, shapes in the comments.
+// Matrices are row-major; a dense layer's weight is W[in, out] so y = x · W.
+#include <cstddef>
+#include <cstdint>
+
+namespace equivae::cpu {
+
+// ---- dense layer: y[B,out] = act(x[B,in] · W[in,out] + b[out]), act = ReLU or identity
+template <class T>
+void dense_forward(T* y, const T* x, const T* W, const T* b, int B, int in, int out, bool relu);
+// dy[B,out] is the gradient w.r.t. the layer's output y (post-activation); with
+// ReLU it is masked in place by (y > 0), so dy holds d(pre-activation) after.
+// dW[in,out] = xᵀ · dz and db[out] = Σ_rows dz are overwritten (each parameter is
+// used once per step). dx[B, in − dx_from] = dz · W[dx_from:in, :]ᵀ is the gradient
+// of the input columns from dx_from on (0: all; a layer fed [x ; r] needs only r's
+// part), written or, with accumulate_dx, added; a null dx skips it.
+template <class T>
+void dense_backward(T* dx, T* dW, T* db, T* dy, const T* x, const T* W, const T* y, int B, int in,
+                    int out, bool relu, int dx_from = 0, bool accumulate_dx = false);
+
+// ---- column concat: out[B, na+nb] = [a[B,na] ; b[B,nb]]
+template <class T>
+void concat_forward(T* out, const T* a, const T* b, int B, int na, int nb);
+// da[B,na], db[B,nb] from dout[B,na+nb]; each either overwritten or accumulated
+// into (+=); a null pointer skips that part.
+template <class T>
+void concat_backward(T* da, T* db, const T* dout, int B, int na, int nb, bool accumulate_a,
+                     bool accumulate_b);
+
+// ---- segmented leave-one-out mean pooling, the pooled sets given in CSR form:
+// row i of r averages the rows members[offsets[i] .. offsets[i+1]) of e.
+// r[R,d] = (1/m_i) Σ_{j ∈ S_i} e[j],  m_i = offsets[i+1] − offsets[i] ≥ 1; e[N,d].
+template <class T>
+void pool_forward(T* r, const T* e, const int32_t* offsets, const int32_t* members, int R, int d);
+// de[N,d] = Σ_i Σ_{j ∈ S_i} dr[i] / m_i  (overwritten: rows no set uses get 0).
+template <class T>
+void pool_backward(T* de, const T* dr, const int32_t* offsets, const int32_t* members, int R, int N,
+                   int d);
+
+// ---- reparameterised sampling + KL(q(v|·) || N(0, I)) in one pass.
+// mulv[B,2d] = [μ | log σ²]; eps[B,d] = Philox normal at (seed, step, row0 + i, j);
+// v[B,d] = μ + exp(½ log σ²) · eps; kl[B] = ½ Σ_j (μ² + σ² − 1 − log σ²).
+template <class T>
+void sample_kl_forward(T* v, T* eps, T* kl, const T* mulv, int B, int d, uint64_t seed,
+                       uint64_t step, uint32_t row0);
+// dmulv[B,2d] from dv[B,d] and dkl[B] (the loss's weight on each row's KL).
+template <class T>
+void sample_kl_backward(T* dmulv, const T* dv, const T* dkl, const T* mulv, const T* eps, int B,
+                        int d);
+
+// ---- Bernoulli log-likelihood with soft targets x ∈ [0,1], from logits:
+// ll[B] = Σ_j x_ij · l_ij − softplus(l_ij)   (stable softplus, never σ(l) twice)
+template <class T>
+void bernoulli_ll_forward(T* ll, const T* logits, const T* x, int B, int D);
+// dlogits[B,D] = dll[i] · (x_ij − σ(l_ij))
+template <class T>
+void bernoulli_ll_backward(T* dlogits, const T* dll, const T* logits, const T* x, int B, int D);
+
+// ---- softmax cross-entropy: probs[B,C] = softmax(logits), loss[B] = −log probs[i, y_i]
+template <class T>
+void softmax_xent_forward(T* loss, T* probs, const T* logits, const int32_t* labels, int B, int C);
+// dlogits[B,C] = dloss[i] · (probs − onehot(y_i))
+template <class T>
+void softmax_xent_backward(T* dlogits, const T* dloss, const T* probs, const int32_t* labels, int B,
+                           int C);
+
+// ---- Adam over one flat parameter buffer (PyTorch semantics, bias-corrected):
+// m = β1 m + (1−β1) g; v = β2 v + (1−β2) g²; p −= lr · m̂ / (√v̂ + eps), t ≥ 1.
+struct AdamConfig {
+  double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
+};
+template <class T>
+void adam_step(T* params, T* m, T* v, const T* grads, size_t n, const AdamConfig& config,
+               int64_t t);
+
+// ---- small reductions
+template <class T>
+double sum(const T* x, size_t n);
+
+}  // namespace equivae::cpu

@@ -1,0 +1,267 @@
+// IDX reader: whole file into memory (gunzipped when it starts with the gzip
+// magic), then the header and payload are checked against each other before a
+// single pixel is converted. See idx_dataset.h for the format.
+#include "model/idx_dataset.h"
+
+#include <zlib.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <climits>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <memory>
+
+#include "runtime/error.h"
+
+namespace equivae {
+namespace {
+
+constexpr uint32_t kImagesMagic = 0x00000803;  // type 0x08 (uint8), 3 dims
+constexpr uint32_t kLabelsMagic = 0x00000801;  // type 0x08 (uint8), 1 dim
+constexpr size_t kImagesHeader = 16;           // magic, n, rows, cols
+constexpr size_t kLabelsHeader = 8;            // magic, n
+
+struct FileBytes {
+  std::vector<uint8_t> data;  // decompressed when the file was gzip
+  bool gzip = false;
+};
+
+std::string hex32(uint32_t v) {
+  char buf[16];
+  std::snprintf(buf, sizeof buf, "0x%08x", v);
+  return buf;
+}
+
+uint32_t be32(const uint8_t* p) {
+  return uint32_t{p[0]} << 24 | uint32_t{p[1]} << 16 | uint32_t{p[2]} << 8 | uint32_t{p[3]};
+}
+
+// What a found magic number looks like, so "wrong magic" says what the file is.
+std::string describe_magic(uint32_t m) {
+  if (m == kImagesMagic) return "an IDX uint8 image file";
+  if (m == kLabelsMagic) return "an IDX uint8 label file";
+  if ((m >> 16) != 0) return "not an IDX file";
+  const uint32_t type = (m >> 8) & 0xff, ndims = m & 0xff;
+  const char* name = type == 0x08   ? "uint8"
+                     : type == 0x09 ? "int8"
+                     : type == 0x0b ? "int16"
+                     : type == 0x0c ? "int32"
+                     : type == 0x0d ? "float32"
+                     : type == 0x0e ? "float64"
+                                    : nullptr;
+  if (!name) return "not an IDX file";
+  return "IDX " + std::string(name) + " with " + std::to_string(ndims) + " dims";
+}
+
+std::vector<uint8_t> gunzip(const std::vector<uint8_t>& in, const std::string& path) {
+  check(in.size() <= UINT_MAX, path, "gzip file larger than 4 GiB is not supported");
+  z_stream s{};
+  // 16 + MAX_WBITS: gzip wrapper only (header, CRC32 and length are checked by zlib).
+  if (inflateInit2(&s, 16 + MAX_WBITS) != Z_OK) throw Error(path, "zlib inflateInit2 failed");
+  std::unique_ptr<z_stream, int (*)(z_stream*)> guard(&s, inflateEnd);
+  s.next_in = const_cast<Bytef*>(in.data());
+  s.avail_in = static_cast<uInt>(in.size());
+
+  std::vector<uint8_t> out(std::max<size_t>(4 * in.size(), size_t{1} << 16));
+  size_t produced = 0;
+  for (;;) {
+    if (produced == out.size()) out.resize(2 * out.size());
+    const size_t room = std::min<size_t>(out.size() - produced, UINT_MAX);
+    s.next_out = out.data() + produced;
+    s.avail_out = static_cast<uInt>(room);
+    const int ret = inflate(&s, Z_NO_FLUSH);
+    produced += room - s.avail_out;
+    const size_t consumed = in.size() - s.avail_in;
+
+    if (ret == Z_STREAM_END) {
+      if (s.avail_in == 0) break;
+      // `cat a.gz b.gz` is valid gzip: go on with the next member. Anything
+      // else after the end is damage we refuse to guess about.
+      if (s.avail_in >= 2 && s.next_in[0] == 0x1f && s.next_in[1] == 0x8b) {
+        inflateReset(&s);
+        continue;
+      }
+      throw Error(path, "corrupt gzip: " + std::to_string(s.avail_in) +
+                            " bytes of trailing data after the gzip stream ends at byte " +
+                            std::to_string(consumed));
+    }
+    if (ret != Z_OK && ret != Z_BUF_ERROR) {
+      throw Error(path, std::string("corrupt gzip stream: ") + (s.msg ? s.msg : "zlib error") +
+                            " (at compressed byte " + std::to_string(consumed) + " of " +
+                            std::to_string(in.size()) + ")");
+    }
+    if (s.avail_out == 0) continue;  // out of room: grow and go on
+    // inflate stops early only when the input runs out: the stream was cut
+    // short (the case gzread would report as a silently short read).
+    if (s.avail_in == 0) {
+      throw Error(path, "truncated gzip stream: all " + std::to_string(in.size()) +
+                            " compressed bytes used (" + std::to_string(produced) +
+                            " bytes decompressed) without reaching the end of the stream");
+    }
+    throw Error(path, "corrupt gzip stream: zlib made no progress at compressed byte " +
+                          std::to_string(consumed));
+  }
+  out.resize(produced);
+  return out;
+}
+
+FileBytes read_file(const std::string& path) {
+  std::error_code ec;
+  check(!std::filesystem::is_directory(path, ec), path, "cannot open: is a directory");
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> f(std::fopen(path.c_str(), "rb"), std::fclose);
+  if (!f) throw Error(path, std::string("cannot open: ") + std::strerror(errno));
+  FileBytes file;
+  std::array<uint8_t, 1 << 16> chunk;
+  size_t got;
+  while ((got = std::fread(chunk.data(), 1, chunk.size(), f.get())) > 0)
+    file.data.insert(file.data.end(), chunk.begin(), chunk.begin() + got);
+  if (std::ferror(f.get())) throw Error(path, std::string("read error: ") + std::strerror(errno));
+  // Detect by content, not by the ".gz" suffix: files get renamed and re-packed.
+  if (file.data.size() >= 2 && file.data[0] == 0x1f && file.data[1] == 0x8b) {
+    file.data = gunzip(file.data, path);
+    file.gzip = true;
+  }
+  return file;
+}
+
+std::string holds(const FileBytes& f, size_t header) {
+  return "file holds " + std::to_string(f.data.size() - header) + " bytes after the " +
+         std::to_string(header) + "-byte header" + (f.gzip ? " (after gunzip)" : "");
+}
+
+// Checks the magic and that the whole header is present; returns nothing, throws on damage.
+void check_header(const FileBytes& f, const std::string& path, uint32_t magic, size_t header,
+                  const char* what) {
+  const size_t size = f.data.size();
+  const std::string gz = f.gzip ? " (after gunzip)" : "";
+  if (size >= 4 && be32(f.data.data()) != magic) {
+    const uint32_t found = be32(f.data.data());
+    throw Error(path, "wrong magic " + hex32(found) + " (" + describe_magic(found) +
+                          "), expected " + hex32(magic) + " (IDX uint8 " + what + ")");
+  }
+  if (size < header) {
+    throw Error(path, "header truncated: file holds " + std::to_string(size) + " bytes" + gz +
+                          ", an IDX " + what + " header needs " + std::to_string(header));
+  }
+}
+
+// Pixels 0..255 -> [0, 1]; the table makes 255 exactly 1.0f and costs nothing per pixel.
+const std::array<float, 256>& pixel_table() {
+  static const std::array<float, 256> table = [] {
+    std::array<float, 256> t{};
+    for (int i = 0; i < 256; ++i) t[i] = static_cast<float>(i) / 255.0f;
+    return t;
+  }();
+  return table;
+}
+
+void parse_images(const FileBytes& f, const std::string& path, Dataset& ds) {
+  check_header(f, path, kImagesMagic, kImagesHeader, "images");
+  const uint8_t* p = f.data.data();
+  const uint32_t n = be32(p + 4), rows = be32(p + 8), cols = be32(p + 12);
+  const std::string shape = std::to_string(rows) + "x" + std::to_string(cols);
+  check(rows > 0 && cols > 0, path, "zero-sized images: header declares " + shape);
+  check(n > 0, path, "empty data set: header declares 0 images");
+  const uint64_t dim = uint64_t{rows} * cols;  // < 2^64, no overflow
+  check(dim <= INT_MAX, path, "image size " + shape + " is too large");
+  const uint64_t want = uint64_t{n} * dim;  // n < 2^32, dim < 2^31: fits
+  const uint64_t have = f.data.size() - kImagesHeader;
+  const std::string declares = "header declares " + std::to_string(n) + " images of " + shape +
+                               " = " + std::to_string(want) + " bytes, ";
+  check(have >= want, path, "truncated: " + declares + holds(f, kImagesHeader));
+  check(have == want, path,
+        "size mismatch: " + declares + holds(f, kImagesHeader) + " (" +
+            std::to_string(have - want) + " bytes of trailing data)");
+
+  ds.n = n;
+  ds.rows = static_cast<int>(rows);
+  ds.cols = static_cast<int>(cols);
+  ds.dim = static_cast<int>(dim);
+  const auto& table = pixel_table();
+  const uint8_t* pixels = p + kImagesHeader;
+  ds.images.resize(want);  // [n, dim]
+  for (uint64_t i = 0; i < want; ++i) ds.images[i] = table[pixels[i]];
+}
+
+void parse_labels(const FileBytes& f, const std::string& path, Dataset& ds) {
+  check_header(f, path, kLabelsMagic, kLabelsHeader, "labels");
+  const uint32_t n = be32(f.data.data() + 4);
+  check(n > 0, path, "empty data set: header declares 0 labels");
+  const uint64_t have = f.data.size() - kLabelsHeader;
+  const std::string declares =
+      "header declares " + std::to_string(n) + " labels = " + std::to_string(n) + " bytes, ";
+  check(have >= n, path, "truncated: " + declares + holds(f, kLabelsHeader));
+  check(have == n, path,
+        "size mismatch: " + declares + holds(f, kLabelsHeader) + " (" + std::to_string(have - n) +
+            " bytes of trailing data)");
+
+  const uint8_t* values = f.data.data() + kLabelsHeader;
+  ds.labels.resize(n);  // [n]
+  for (uint32_t i = 0; i < n; ++i) {
+    if (values[i] >= ds.num_classes) {
+      throw Error(path, "label " + std::to_string(values[i]) + " at index " + std::to_string(i) +
+                            " is out of range [0, " + std::to_string(ds.num_classes) + ")");
+    }
+    ds.labels[i] = values[i];
+  }
+}
+
+}  // namespace
+
+Dataset Dataset::slice(int64_t begin, int64_t end) const {
+  check(0 <= begin && begin <= end && end <= n, source,
+        "bad slice [" + std::to_string(begin) + ", " + std::to_string(end) +
+            ") of a data set with " + std::to_string(n) + " rows");
+  Dataset out;
+  out.n = end - begin;
+  out.rows = rows;
+  out.cols = cols;
+  out.dim = dim;
+  out.num_classes = num_classes;
+  out.source = source + " [" + std::to_string(begin) + ", " + std::to_string(end) + ")";
+  out.images.assign(images.begin() + begin * dim, images.begin() + end * dim);
+  out.labels.assign(labels.begin() + begin, labels.begin() + end);
+  return out;
+}
+
+Dataset load_idx(const std::string& images_path, const std::string& labels_path, int num_classes) {
+  check(num_classes >= 1, labels_path,
+        "num_classes must be at least 1, got " + std::to_string(num_classes));
+  Dataset ds;
+  ds.num_classes = num_classes;
+  ds.source = images_path + " + " + labels_path;
+  parse_images(read_file(images_path), images_path, ds);  // file bytes freed after each parse
+  parse_labels(read_file(labels_path), labels_path, ds);
+  if (static_cast<int64_t>(ds.labels.size()) != ds.n) {
+    throw Error(images_path, "image file holds " + std::to_string(ds.n) +
+                                 " images but label file " + labels_path + " holds " +
+                                 std::to_string(ds.labels.size()) + " labels");
+  }
+  return ds;
+}
+
+MnistFiles find_mnist_files(const std::string& dir) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  check(fs::is_directory(dir, ec), dir, "not a directory (looking for MNIST IDX files)");
+  // dashed: the official name; dotted: the variant some mirrors use.
+  auto find = [&](const std::string& dashed, const std::string& dotted) {
+    for (const std::string& name : {dashed, dashed + ".gz", dotted, dotted + ".gz"}) {
+      const fs::path p = fs::path(dir) / name;
+      if (fs::is_regular_file(p, ec)) return p.string();
+    }
+    throw Error(dir, "missing " + dashed + " (also looked for " + dashed + ".gz, " + dotted + ", " +
+                         dotted + ".gz)");
+  };
+  MnistFiles files;
+  files.train_images = find("train-images-idx3-ubyte", "train-images.idx3-ubyte");
+  files.train_labels = find("train-labels-idx1-ubyte", "train-labels.idx1-ubyte");
+  files.test_images = find("t10k-images-idx3-ubyte", "t10k-images.idx3-ubyte");
+  files.test_labels = find("t10k-labels-idx1-ubyte", "t10k-labels.idx1-ubyte");
+  return files;
+}
+
+}  // namespace equivae

@@ -1,0 +1,39 @@
+#pragma once
+// IDX data sets (MNIST, Fashion-MNIST): the image + label file pair, plain or
+// gzip-compressed, read whole and parsed from memory with every size checked,
+// so a damaged or mismatched file fails loudly instead of training on junk.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace equivae {
+
+struct Dataset {
+  std::vector<float> images;    // [n, dim] row-major, pixel / 255 in [0, 1]
+  std::vector<int32_t> labels;  // [n], each in [0, num_classes)
+  int64_t n = 0;
+  int rows = 0, cols = 0, dim = 0;  // image height, width, rows*cols
+  int num_classes = 10;
+  std::string source;  // human-readable origin (paths)
+  // Rows [begin, end) as a new data set (throws Error on a bad range).
+  Dataset slice(int64_t begin, int64_t end) const;
+  const float* image(int64_t i) const { return images.data() + i * dim; }
+};
+
+// Reads an IDX image file (magic 0x00000803, uint8, dims n,rows,cols) and an IDX label
+// file (magic 0x00000801, uint8, dim n). Either may be gzip-compressed: detect by the gzip
+// magic bytes (1f 8b), not by the file name. Big-endian headers.
+Dataset load_idx(const std::string& images_path, const std::string& labels_path,
+                 int num_classes = 10);
+
+struct MnistFiles {
+  std::string train_images, train_labels, test_images, test_labels;
+};
+
+// Finds the standard MNIST / Fashion-MNIST names in a directory: train-images-idx3-ubyte,
+// train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, each either plain or
+// with .gz (also accept the dotted variants train-images.idx3-ubyte etc.). Throws Error naming the
+// directory and the missing file when one is absent.
+MnistFiles find_mnist_files(const std::string& dir);
+
+}  // namespace equivae

@@ -1,0 +1,122 @@
+#include "model/trainer.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "model/evaluate.h"
+#include "model/sampler.h"
+#include "runtime/error.h"
+
+namespace equivae {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+std::string format_duration(double seconds) {
+  const int s = int(std::lround(seconds));
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%d:%02d", s / 60, s % 60);
+  return buf;
+}
+
+// Mean log p(y) of a class-balanced batch, p(y) = class frequencies of the training set
+// (eq. 4's constant term: it moves the ELBO, never the gradients).
+double balanced_log_prior(const Dataset& data, int classes) {
+  std::vector<double> counts(classes, 0);
+  for (int32_t y : data.labels) counts[y] += 1;
+  double mean = 0;
+  for (double c : counts) mean += std::log(c / double(data.n)) / classes;
+  return mean;
+}
+
+}  // namespace
+
+template <class T>
+std::vector<EpochRecord> train(EquiVae<T>& model, const Dataset& train, const Dataset* validation,
+                               const TrainOptions& options) {
+  const EquiVaeConfig& config = model.config();
+  BalancedBatchSampler sampler(train.labels, config.classes, config.k, config.m_max, config.seed);
+  const int64_t steps = sampler.steps_per_epoch();
+  const double log_prior = balanced_log_prior(train, config.classes);
+  const bool live = !options.quiet && isatty(STDERR_FILENO);
+
+  std::ofstream csv;
+  std::string checkpoint_path;
+  if (!options.out_dir.empty()) {
+    std::error_code ec;
+    std::filesystem::create_directories(options.out_dir, ec);
+    check(!ec, options.out_dir, "cannot create the output directory: " + ec.message());
+    csv.open(options.out_dir + "/metrics.csv");
+    check(csv.good(), options.out_dir + "/metrics.csv", "cannot open for writing");
+    csv << "epoch,elbo,recon,kl,validation_error,seconds,examples_per_s\n";
+    checkpoint_path = options.out_dir + "/checkpoint.safetensors";
+  }
+
+  std::vector<EpochRecord> records;
+  Batch batch;
+  const auto run_start = Clock::now();
+  uint64_t step = 0;
+  for (int epoch = 1; epoch <= options.epochs; ++epoch) {
+    const auto epoch_start = Clock::now();
+    double recon = 0, kl = 0;
+    for (int64_t s = 0; s < steps; ++s, ++step) {
+      sampler.sample(step, batch);
+      const StepMetrics m = model.train_step(batch, train, step);
+      if (!std::isfinite(m.recon) || !std::isfinite(m.kl))
+        throw Error("step " + std::to_string(step) + " (epoch " + std::to_string(epoch) + ")",
+                    "training diverged: reconstruction " + std::to_string(m.recon) + ", KL " +
+                        std::to_string(m.kl) + "; the last good checkpoint is kept");
+      recon += m.recon;
+      kl += m.kl;
+      if (live && (s % 10 == 0 || s + 1 == steps))
+        std::fprintf(stderr, "\repoch %d/%d  step %lld/%lld  ELBO %.2f", epoch, options.epochs,
+                     (long long)s + 1, (long long)steps, (recon - kl) / double(s + 1) + log_prior);
+    }
+    EpochRecord r;
+    r.epoch = epoch;
+    r.recon = recon / double(steps);
+    r.kl = kl / double(steps);
+    r.elbo = r.recon - r.kl + log_prior;
+    r.seconds = seconds_since(epoch_start);
+    r.examples_per_s = double(steps) * config.batch() / r.seconds;
+    if (validation) r.validation_error = distance_classifier_error(model, train, *validation);
+    records.push_back(r);
+
+    if (!options.quiet) {
+      const double elapsed = seconds_since(run_start);
+      const double eta = elapsed / epoch * (options.epochs - epoch);
+      std::fprintf(stderr, "%sepoch %3d/%d  ELBO %8.2f  recon %8.2f  KL %6.2f", live ? "\r" : "",
+                   epoch, options.epochs, r.elbo, r.recon, r.kl);
+      if (validation) std::fprintf(stderr, "  val err %5.2f%%", 100 * r.validation_error);
+      std::fprintf(stderr, "  %7.0f ex/s  ETA %s\n", r.examples_per_s, format_duration(eta).c_str());
+    }
+    if (csv.is_open()) {
+      csv << r.epoch << ',' << r.elbo << ',' << r.recon << ',' << r.kl << ','
+          << r.validation_error << ',' << r.seconds << ',' << r.examples_per_s << '\n';
+      csv.flush();
+    }
+    if (!checkpoint_path.empty()) {
+      Checkpoint ckpt = model.to_checkpoint();
+      ckpt.metadata["epoch"] = std::to_string(epoch);
+      save_checkpoint(checkpoint_path, ckpt);
+    }
+  }
+  return records;
+}
+
+template std::vector<EpochRecord> train<float>(EquiVae<float>&, const Dataset&, const Dataset*,
+                                               const TrainOptions&);
+template std::vector<EpochRecord> train<double>(EquiVae<double>&, const Dataset&, const Dataset*,
+                                                const TrainOptions&);
+
+}  // namespace equivae

@@ -1,0 +1,62 @@
+#pragma once
+// The backend interface: memory plus the engine's ops, one virtual call per op.
+// The model speaks only to this interface, so the CPU backend (kernels/cpu) and
+// the CUDA backend run the same plan. Pointers are backend memory (host memory
+// for the CPU backend); shapes and semantics are those of kernels/cpu/ops.h.
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "kernels/cpu/ops.h"
+
+namespace equivae {
+
+using cpu::AdamConfig;
+
+template <class T>
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string name() const = 0;
+
+  // ---- memory: the plan takes one block up front, zero-filled.
+  virtual void* allocate(size_t bytes) = 0;
+  virtual void release(void* block) = 0;
+  virtual void upload(void* dst, const void* src, size_t bytes) = 0;
+  virtual void download(void* dst, const void* src, size_t bytes) = 0;
+  virtual void fill(T* dst, T value, size_t count) = 0;
+
+  // ---- ops (see kernels/cpu/ops.h for the contracts)
+  virtual void dense_forward(T* y, const T* x, const T* W, const T* b, int B, int in, int out,
+                             bool relu) = 0;
+  virtual void dense_backward(T* dx, T* dW, T* db, T* dy, const T* x, const T* W, const T* y,
+                              int B, int in, int out, bool relu, int dx_from,
+                              bool accumulate_dx) = 0;
+  virtual void concat_forward(T* out, const T* a, const T* b, int B, int na, int nb) = 0;
+  virtual void concat_backward(T* da, T* db, const T* dout, int B, int na, int nb,
+                               bool accumulate_a, bool accumulate_b) = 0;
+  virtual void pool_forward(T* r, const T* e, const int32_t* offsets, const int32_t* members, int R,
+                            int d) = 0;
+  virtual void pool_backward(T* de, const T* dr, const int32_t* offsets, const int32_t* members,
+                             int R, int N, int d) = 0;
+  virtual void sample_kl_forward(T* v, T* eps, T* kl, const T* mulv, int B, int d, uint64_t seed,
+                                 uint64_t step, uint32_t row0) = 0;
+  virtual void sample_kl_backward(T* dmulv, const T* dv, const T* dkl, const T* mulv, const T* eps,
+                                  int B, int d) = 0;
+  virtual void bernoulli_ll_forward(T* ll, const T* logits, const T* x, int B, int D) = 0;
+  virtual void bernoulli_ll_backward(T* dlogits, const T* dll, const T* logits, const T* x, int B,
+                                     int D) = 0;
+  virtual void softmax_xent_forward(T* loss, T* probs, const T* logits, const int32_t* labels,
+                                    int B, int C) = 0;
+  virtual void softmax_xent_backward(T* dlogits, const T* dloss, const T* probs,
+                                     const int32_t* labels, int B, int C) = 0;
+  virtual void adam_step(T* params, T* m, T* v, const T* grads, size_t n, const AdamConfig& config,
+                         int64_t t) = 0;
+};
+
+// The native CPU backend (OpenBLAS + OpenMP); threads ≤ 0 keeps the defaults.
+template <class T>
+std::unique_ptr<Backend<T>> make_cpu_backend(int threads = 0);
+
+}  // namespace equivae

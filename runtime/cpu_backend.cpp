@@ -1,0 +1,104 @@
+// The CPU backend: host memory and the reference ops of kernels/cpu.
+#include <cblas.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+
+#include "runtime/backend.h"
+#include "runtime/error.h"
+
+namespace equivae {
+namespace {
+
+template <class T>
+class CpuBackend final : public Backend<T> {
+ public:
+  explicit CpuBackend(int threads) {
+    if (threads > 0) {
+      openblas_set_num_threads(threads);
+      omp_set_num_threads(threads);
+    }
+  }
+  std::string name() const override { return "cpu"; }
+
+  void* allocate(size_t bytes) override {
+    // 64-byte alignment: cache lines and AVX-512 vectors.
+    const size_t rounded = std::max<size_t>(64, (bytes + 63) / 64 * 64);
+    void* block = std::aligned_alloc(64, rounded);
+    check(block != nullptr, "cpu backend", "out of memory allocating " + std::to_string(bytes) +
+                                               " bytes");
+    std::memset(block, 0, rounded);
+    return block;
+  }
+  void release(void* block) override { std::free(block); }
+  void upload(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
+  void download(void* dst, const void* src, size_t bytes) override {
+    std::memcpy(dst, src, bytes);
+  }
+  void fill(T* dst, T value, size_t count) override { std::fill_n(dst, count, value); }
+
+  void dense_forward(T* y, const T* x, const T* W, const T* b, int B, int in, int out,
+                     bool relu) override {
+    cpu::dense_forward(y, x, W, b, B, in, out, relu);
+  }
+  void dense_backward(T* dx, T* dW, T* db, T* dy, const T* x, const T* W, const T* y, int B,
+                      int in, int out, bool relu, int dx_from, bool accumulate_dx) override {
+    cpu::dense_backward(dx, dW, db, dy, x, W, y, B, in, out, relu, dx_from, accumulate_dx);
+  }
+  void concat_forward(T* out, const T* a, const T* b, int B, int na, int nb) override {
+    cpu::concat_forward(out, a, b, B, na, nb);
+  }
+  void concat_backward(T* da, T* db, const T* dout, int B, int na, int nb, bool accumulate_a,
+                       bool accumulate_b) override {
+    cpu::concat_backward(da, db, dout, B, na, nb, accumulate_a, accumulate_b);
+  }
+  void pool_forward(T* r, const T* e, const int32_t* offsets, const int32_t* members, int R,
+                    int d) override {
+    cpu::pool_forward(r, e, offsets, members, R, d);
+  }
+  void pool_backward(T* de, const T* dr, const int32_t* offsets, const int32_t* members, int R,
+                     int N, int d) override {
+    cpu::pool_backward(de, dr, offsets, members, R, N, d);
+  }
+  void sample_kl_forward(T* v, T* eps, T* kl, const T* mulv, int B, int d, uint64_t seed,
+                         uint64_t step, uint32_t row0) override {
+    cpu::sample_kl_forward(v, eps, kl, mulv, B, d, seed, step, row0);
+  }
+  void sample_kl_backward(T* dmulv, const T* dv, const T* dkl, const T* mulv, const T* eps, int B,
+                          int d) override {
+    cpu::sample_kl_backward(dmulv, dv, dkl, mulv, eps, B, d);
+  }
+  void bernoulli_ll_forward(T* ll, const T* logits, const T* x, int B, int D) override {
+    cpu::bernoulli_ll_forward(ll, logits, x, B, D);
+  }
+  void bernoulli_ll_backward(T* dlogits, const T* dll, const T* logits, const T* x, int B,
+                             int D) override {
+    cpu::bernoulli_ll_backward(dlogits, dll, logits, x, B, D);
+  }
+  void softmax_xent_forward(T* loss, T* probs, const T* logits, const int32_t* labels, int B,
+                            int C) override {
+    cpu::softmax_xent_forward(loss, probs, logits, labels, B, C);
+  }
+  void softmax_xent_backward(T* dlogits, const T* dloss, const T* probs, const int32_t* labels,
+                             int B, int C) override {
+    cpu::softmax_xent_backward(dlogits, dloss, probs, labels, B, C);
+  }
+  void adam_step(T* params, T* m, T* v, const T* grads, size_t n, const AdamConfig& config,
+                 int64_t t) override {
+    cpu::adam_step(params, m, v, grads, n, config, t);
+  }
+};
+
+}  // namespace
+
+template <class T>
+std::unique_ptr<Backend<T>> make_cpu_backend(int threads) {
+  return std::make_unique<CpuBackend<T>>(threads);
+}
+
+template std::unique_ptr<Backend<float>> make_cpu_backend<float>(int);
+template std::unique_ptr<Backend<double>> make_cpu_backend<double>(int);
+
+}  // namespace equivae

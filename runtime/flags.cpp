@@ -1,0 +1,97 @@
+#include "runtime/flags.h"
+
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
+#include <sstream>
+
+#include "runtime/error.h"
+
+namespace equivae {
+
+void Flags::add(const std::string& name, const std::string& default_value, const std::string& help,
+                bool is_switch) {
+  specs_[name] = {default_value, help, is_switch};
+  order_.push_back(name);
+}
+
+const Flags::Spec& Flags::spec(const std::string& name) const {
+  auto it = specs_.find(name);
+  check(it != specs_.end(), "--" + name, "unknown flag (see --help)");
+  return it->second;
+}
+
+void Flags::parse(int argc, const char* const* argv) {
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    check(arg.size() > 2 && arg.rfind("--", 0) == 0, arg,
+          "unexpected argument; flags look like --name value (see --help)");
+    std::string name = arg.substr(2), value;
+    const size_t eq = name.find('=');
+    const bool inline_value = eq != std::string::npos;
+    if (inline_value) value = name.substr(eq + 1), name = name.substr(0, eq);
+    const Spec& s = spec(name);
+    check(!values_.count(name), "--" + name, "given more than once");
+    if (s.is_switch) {
+      check(!inline_value || value == "true" || value == "false", "--" + name,
+            "is a switch; it takes no value");
+      values_[name] = inline_value ? value : "true";
+      continue;
+    }
+    if (!inline_value) {
+      check(i + 1 < argc, "--" + name, "needs a value");
+      value = argv[++i];
+    }
+    values_[name] = value;
+  }
+}
+
+bool Flags::has(const std::string& name) const { return values_.count(name) > 0; }
+
+std::string Flags::get(const std::string& name) const {
+  const Spec& s = spec(name);
+  auto it = values_.find(name);
+  return it == values_.end() ? s.default_value : it->second;
+}
+
+int64_t Flags::get_int(const std::string& name, int64_t min, int64_t max) const {
+  const std::string text = get(name);
+  char* end = nullptr;
+  errno = 0;
+  const long long value = std::strtoll(text.c_str(), &end, 10);
+  check(!text.empty() && *end == '\0' && errno == 0, "--" + name,
+        "expects an integer, got '" + text + "'");
+  check(value >= min && value <= max, "--" + name,
+        "must be in [" + std::to_string(min) + ", " + std::to_string(max) + "], got " + text);
+  return value;
+}
+
+double Flags::get_double(const std::string& name, double min, double max) const {
+  const std::string text = get(name);
+  char* end = nullptr;
+  errno = 0;
+  const double value = std::strtod(text.c_str(), &end);
+  check(!text.empty() && *end == '\0' && errno == 0 && std::isfinite(value), "--" + name,
+        "expects a number, got '" + text + "'");
+  std::ostringstream range;
+  range << "must be in [" << min << ", " << max << "], got " << text;
+  check(value >= min && value <= max, "--" + name, range.str());
+  return value;
+}
+
+bool Flags::get_switch(const std::string& name) const { return get(name) == "true"; }
+
+std::string Flags::help(const std::string& usage) const {
+  std::ostringstream s;
+  s << usage << "\n\nFlags:\n";
+  for (const std::string& name : order_) {
+    const Spec& sp = specs_.at(name);
+    std::string left = "  --" + name + (sp.is_switch ? "" : " VALUE");
+    s << left << std::string(left.size() < 28 ? 28 - left.size() : 1, ' ') << sp.help;
+    if (!sp.default_value.empty() && !sp.is_switch) s << " (default: " << sp.default_value << ")";
+    s << "\n";
+  }
+  return s.str();
+}
+
+}  // namespace equivae

@@ -1,0 +1,36 @@
+#pragma once
+// A small command-line parser: --name value or --name=value, typed getters that
+// name the flag in every error, and a generated --help text.
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace equivae {
+
+class Flags {
+ public:
+  // Declares a flag; default_value is shown in --help ("" for none). A switch takes no value.
+  void add(const std::string& name, const std::string& default_value, const std::string& help,
+           bool is_switch = false);
+  // Parses argv; throws Error on an unknown flag, a missing value or a repeated flag.
+  void parse(int argc, const char* const* argv);
+  bool has(const std::string& name) const;  // given on the command line
+  std::string get(const std::string& name) const;
+  int64_t get_int(const std::string& name, int64_t min, int64_t max) const;
+  double get_double(const std::string& name, double min, double max) const;
+  bool get_switch(const std::string& name) const;
+  std::string help(const std::string& usage) const;
+
+ private:
+  struct Spec {
+    std::string default_value, help;
+    bool is_switch = false;
+  };
+  const Spec& spec(const std::string& name) const;
+  std::map<std::string, Spec> specs_;
+  std::vector<std::string> order_;
+  std::map<std::string, std::string> values_;
+};
+
+}  // namespace equivae

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs every dependency from Debian packages (idempotent, quiet when all is
+# there), then configures and builds the engine in Release under build/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(build-essential cmake pkg-config libopenblas-openmp-dev zlib1g-dev nlohmann-json3-dev
+          libgtest-dev libgmock-dev libbenchmark-dev dataset-fashion-mnist python3 python3-numpy)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}"
+  sudo_cmd=""
+  [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo_cmd apt-get update -qq
+  $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+build_dir=${EQUIVAE_BUILD_DIR:-build}
+if [ ! -f "$build_dir/CMakeCache.txt" ]; then
+  cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release >/dev/null
+fi
+cmake --build "$build_dir" -j"$(nproc)" 2>&1 | grep -E "error|warning|Error" || true
+test "${PIPESTATUS[0]}" -eq 0

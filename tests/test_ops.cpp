@@ -1,0 +1,270 @@
+// Every CPU op through the one harness: float vs double, finite differences,
+// NaN/Inf, guard sentinels. Plus the ops' own properties (pooling's dense form,
+// Adam against a plain reference) and proof that the harness can fail.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "kernels/cpu/ops.h"
+#include "tests/op_harness.h"
+
+namespace equivae::test {
+namespace {
+
+using IntInputs = std::vector<std::pair<std::string, std::vector<int32_t>>>;
+
+struct DenseCase {
+  int B = 9, in = 37, out = 19;
+  bool relu = true;
+  int dx_from = 0;
+  bool accumulate = false;
+  std::vector<BufferSpec> inputs() const {
+    BufferSpec x{"x", size_t(B) * in};
+    const int from = dx_from, width = in;
+    x.checked = [from, width](size_t i) { return int(i % width) >= from; };
+    return {x, {"W", size_t(in) * out, -0.5, 0.5}, {"b", size_t(out)}};
+  }
+  std::vector<BufferSpec> outputs() const { return {{"y", size_t(B) * out}}; }
+  IntInputs int_inputs() const { return {}; }
+  template <class T>
+  void forward(Buffers<T>& b) const {
+    cpu::dense_forward(b["y"], b["x"], b["W"], b["b"], B, in, out, relu);
+  }
+  template <class T>
+  void backward(Buffers<T>& b) const {
+    // The op writes dx only for columns dx_from..; lay them into the full-width dx.
+    const int width = in - dx_from;
+    std::vector<T> narrow(size_t(B) * width, accumulate ? T(0.25) : T(0));
+    cpu::dense_backward(narrow.data(), b["dW"], b["db"], b["dy"], b["x"], b["W"], b["y"], B, in,
+                        out, relu, dx_from, accumulate);
+    for (int i = 0; i < B; ++i)
+      for (int j = 0; j < in; ++j)
+        b["dx"][i * in + j] =
+            j < dx_from ? T(0) : narrow[i * width + j - dx_from] - (accumulate ? T(0.25) : T(0));
+  }
+};
+
+TEST(Ops, DenseReluMatchesReferenceAndFiniteDifferences) { expect_op_ok(check_op(DenseCase{})); }
+TEST(Ops, DenseLinear) { expect_op_ok(check_op(DenseCase{.relu = false})); }
+TEST(Ops, DensePartialInputGradientAccumulates) {
+  expect_op_ok(check_op(DenseCase{.dx_from = 30, .accumulate = true}));
+}
+TEST(Ops, DenseOddShapes) { expect_op_ok(check_op(DenseCase{.B = 1, .in = 1, .out = 3})); }
+
+struct ConcatCase {
+  int B = 6, na = 5, nb = 3;
+  bool accumulate = false;
+  std::vector<BufferSpec> inputs() const {
+    return {{"a", size_t(B) * na}, {"b", size_t(B) * nb}};
+  }
+  std::vector<BufferSpec> outputs() const { return {{"out", size_t(B) * (na + nb)}}; }
+  IntInputs int_inputs() const { return {}; }
+  template <class T>
+  void forward(Buffers<T>& b) const {
+    cpu::concat_forward(b["out"], b["a"], b["b"], B, na, nb);
+  }
+  template <class T>
+  void backward(Buffers<T>& b) const {
+    if (accumulate) {  // accumulate onto 1, then take the 1 back off
+      std::fill_n(b["da"], B * na, T(1));
+      std::fill_n(b["db"], B * nb, T(1));
+    }
+    cpu::concat_backward(b["da"], b["db"], b["dout"], B, na, nb, accumulate, accumulate);
+    if (accumulate) {
+      for (int i = 0; i < B * na; ++i) b["da"][i] -= T(1);
+      for (int i = 0; i < B * nb; ++i) b["db"][i] -= T(1);
+    }
+  }
+};
+
+TEST(Ops, Concat) { expect_op_ok(check_op(ConcatCase{})); }
+TEST(Ops, ConcatAccumulate) { expect_op_ok(check_op(ConcatCase{.accumulate = true})); }
+
+// Pooling sets: C segments of k rows, row i pools m_i = 1 + (i mod (k−1)) others.
+struct PoolCase {
+  int C = 3, k = 5, d = 4;
+  int rows() const { return C * k; }
+  std::pair<std::vector<int32_t>, std::vector<int32_t>> sets() const {
+    std::vector<int32_t> offsets{0}, members;
+    for (int i = 0; i < rows(); ++i) {
+      const int seg = i / k, m = 1 + i % (k - 1);
+      for (int o = 1; o <= m; ++o) members.push_back(seg * k + (i % k + o) % k);
+      offsets.push_back(int32_t(members.size()));
+    }
+    return {offsets, members};
+  }
+  std::vector<BufferSpec> inputs() const { return {{"e", size_t(rows()) * d}}; }
+  std::vector<BufferSpec> outputs() const { return {{"r", size_t(rows()) * d}}; }
+  IntInputs int_inputs() const {
+    auto [offsets, members] = sets();
+    return {{"offsets", offsets}, {"members", members}};
+  }
+  template <class T>
+  void forward(Buffers<T>& b) const {
+    cpu::pool_forward(b["r"], b["e"], b.i("offsets"), b.i("members"), rows(), d);
+  }
+  template <class T>
+  void backward(Buffers<T>& b) const {
+    cpu::pool_backward(b["de"], b["dr"], b.i("offsets"), b.i("members"), rows(), rows(), d);
+  }
+};
+
+TEST(Ops, LeaveOneOutPooling) { expect_op_ok(check_op(PoolCase{})); }
+
+TEST(Ops, PoolingBackwardEqualsDenseMatrixForm) {
+  // r = P e with P[i][j] = 1/m_i for j ∈ S_i, so de = Pᵀ dr.
+  PoolCase c;
+  auto [offsets, members] = c.sets();
+  const int R = c.rows(), d = c.d;
+  std::vector<double> P(size_t(R) * R, 0.0), dr(size_t(R) * d), de(size_t(R) * d);
+  for (int i = 0; i < R; ++i)
+    for (int s = offsets[i]; s < offsets[i + 1]; ++s)
+      P[size_t(i) * R + members[s]] += 1.0 / (offsets[i + 1] - offsets[i]);
+  for (size_t i = 0; i < dr.size(); ++i) dr[i] = random_in(77, i, -1, 1);
+  cpu::pool_backward(de.data(), dr.data(), offsets.data(), members.data(), R, R, d);
+  for (int j = 0; j < R; ++j)
+    for (int c2 = 0; c2 < d; ++c2) {
+      double expected = 0;
+      for (int i = 0; i < R; ++i) expected += P[size_t(i) * R + j] * dr[size_t(i) * d + c2];
+      EXPECT_NEAR(de[size_t(j) * d + c2], expected, 1e-12) << "row " << j;
+    }
+}
+
+struct SampleKlCase {
+  int B = 7, d = 5;
+  std::vector<BufferSpec> inputs() const { return {{"mulv", size_t(B) * 2 * d, -2, 2}}; }
+  std::vector<BufferSpec> outputs() const {
+    return {{"v", size_t(B) * d}, {"kl", size_t(B)}, {"eps", size_t(B) * d, 0, 0, false}};
+  }
+  IntInputs int_inputs() const { return {}; }
+  template <class T>
+  void forward(Buffers<T>& b) const {
+    cpu::sample_kl_forward(b["v"], b["eps"], b["kl"], b["mulv"], B, d, 42, 3, 0);
+  }
+  template <class T>
+  void backward(Buffers<T>& b) const {
+    cpu::sample_kl_backward(b["dmulv"], b["dv"], b["dkl"], b["mulv"], b["eps"], B, d);
+  }
+};
+
+TEST(Ops, SampleAndKl) { expect_op_ok(check_op(SampleKlCase{})); }
+
+TEST(Ops, SampleUsesPhiloxNoiseOfItsRows) {
+  // Same (seed, step, row, col) → same ε whatever the batch around it; row0 shifts rows.
+  const int d = 3;
+  std::vector<double> mulv(4 * 2 * d, 0.0), v(4 * d), eps(4 * d), kl(4);
+  cpu::sample_kl_forward(v.data(), eps.data(), kl.data(), mulv.data(), 4, d, 9, 5, 10);
+  for (int i = 0; i < 4; ++i)
+    for (int j = 0; j < d; ++j) {
+      EXPECT_EQ(eps[i * d + j], (philox_normal<double>(9, 5, 10 + i, j)));
+      EXPECT_EQ(v[i * d + j], eps[i * d + j]);  // μ = 0, σ = 1
+    }
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(kl[i], 0.0);
+}
+
+struct BernoulliCase {
+  int B = 6, D = 23;
+  std::vector<BufferSpec> inputs() const {
+    return {{"logits", size_t(B) * D, -6, 6}, {"x", size_t(B) * D, 0, 1, false}};
+  }
+  std::vector<BufferSpec> outputs() const { return {{"ll", size_t(B)}}; }
+  IntInputs int_inputs() const { return {}; }
+  template <class T>
+  void forward(Buffers<T>& b) const {
+    cpu::bernoulli_ll_forward(b["ll"], b["logits"], b["x"], B, D);
+  }
+  template <class T>
+  void backward(Buffers<T>& b) const {
+    cpu::bernoulli_ll_backward(b["dlogits"], b["dll"], b["logits"], b["x"], B, D);
+  }
+};
+
+TEST(Ops, BernoulliLogLikelihood) { expect_op_ok(check_op(BernoulliCase{})); }
+
+TEST(Ops, BernoulliStableAtExtremeLogits) {
+  const float logits[4] = {1e4f, -1e4f, 88.f, -88.f}, x[4] = {1, 0, 0.5f, 0.5f};
+  float ll[1], dl[4], one[1] = {1};
+  cpu::bernoulli_ll_forward(ll, logits, x, 1, 4);
+  cpu::bernoulli_ll_backward(dl, one, logits, x, 1, 4);
+  EXPECT_TRUE(std::isfinite(ll[0]));
+  EXPECT_NEAR(ll[0], -88.f, 1e-2);  // 0 + 0 + (44 − 88) + (−44 − 0)
+  for (float g : dl) EXPECT_TRUE(std::isfinite(g));
+}
+
+struct SoftmaxCase {
+  int B = 8, C = 10;
+  std::vector<BufferSpec> inputs() const { return {{"logits", size_t(B) * C, -4, 4}}; }
+  std::vector<BufferSpec> outputs() const {
+    return {{"loss", size_t(B)}, {"probs", size_t(B) * C, 0, 0, false}};
+  }
+  IntInputs int_inputs() const {
+    std::vector<int32_t> labels(B);
+    for (int i = 0; i < B; ++i) labels[i] = (i * 7) % C;
+    return {{"labels", labels}};
+  }
+  template <class T>
+  void forward(Buffers<T>& b) const {
+    cpu::softmax_xent_forward(b["loss"], b["probs"], b["logits"], b.i("labels"), B, C);
+  }
+  template <class T>
+  void backward(Buffers<T>& b) const {
+    cpu::softmax_xent_backward(b["dlogits"], b["dloss"], b["probs"], b.i("labels"), B, C);
+  }
+};
+
+TEST(Ops, SoftmaxCrossEntropy) { expect_op_ok(check_op(SoftmaxCase{})); }
+
+TEST(Ops, AdamMatchesPlainReference) {
+  // PyTorch's Adam written out in double, three steps, against the fused op in float.
+  const size_t n = 1000;
+  std::vector<double> p(n), m(n, 0), v(n, 0);
+  std::vector<float> pf(n), mf(n, 0), vf(n, 0), gf(n);
+  for (size_t i = 0; i < n; ++i) pf[i] = float(p[i] = random_in(5, i, -1, 1));
+  cpu::AdamConfig config;
+  for (int t = 1; t <= 3; ++t) {
+    for (size_t i = 0; i < n; ++i) {
+      const double g = random_in(100 + t, i, -1, 1) * (i % 7 == 0 ? 1e-6 : 1.0);
+      gf[i] = float(g);
+      m[i] = 0.9 * m[i] + 0.1 * double(gf[i]);
+      v[i] = 0.999 * v[i] + 0.001 * double(gf[i]) * double(gf[i]);
+      const double mhat = m[i] / (1 - std::pow(0.9, t)), vhat = v[i] / (1 - std::pow(0.999, t));
+      p[i] -= 1e-3 * mhat / (std::sqrt(vhat) + 1e-8);
+    }
+    cpu::adam_step(pf.data(), mf.data(), vf.data(), gf.data(), n, config, t);
+  }
+  for (size_t i = 0; i < n; ++i) EXPECT_NEAR(pf[i], p[i], 1e-6) << i;
+}
+
+// ---- the harness can fail: each broken op must be caught.
+
+struct WrongGradientCase : BernoulliCase {
+  template <class T>
+  void backward(Buffers<T>& b) const {
+    BernoulliCase::backward(b);
+    b["dlogits"][3] *= T(1.01);  // a 1% error in one element
+  }
+};
+struct OutOfBoundsCase : ConcatCase {
+  template <class T>
+  void forward(Buffers<T>& b) const {
+    ConcatCase::forward(b);
+    b["out"][B * (na + nb)] = T(0);  // one past the end
+  }
+};
+struct UnwrittenOutputCase : PoolCase {
+  template <class T>
+  void forward(Buffers<T>& b) const {
+    cpu::pool_forward(b["r"], b["e"], b.i("offsets"), b.i("members"), rows() - 1, d);
+  }
+};
+
+TEST(OpHarness, CatchesAWrongGradient) {
+  const OpReport r = check_op(WrongGradientCase{});
+  EXPECT_GT(r.worst_fd_error, 1e-6);
+}
+TEST(OpHarness, CatchesAnOutOfBoundsWrite) { EXPECT_FALSE(check_op(OutOfBoundsCase{}).guards_intact); }
+TEST(OpHarness, CatchesAnUnwrittenOutput) { EXPECT_FALSE(check_op(UnwrittenOutputCase{}).finite); }
+
+}  // namespace
+}  // namespace equivae::test
