@@ -27,7 +27,7 @@ void dense_forward(T* y, const T* x, const T* W, const T* b, int B, int in, int 
     if (relu) {
       for (int j = 0; j < out; ++j) {
         const T z = yi[j] + b[j];
-        yi[j] = z > T(0) ? z : T(0);
+        yi[j] = z < T(0) ? T(0) : z;  // NaN propagates, as in PyTorch
       }
     } else {
       for (int j = 0; j < out; ++j) yi[j] += b[j];

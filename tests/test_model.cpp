@@ -1,0 +1,246 @@
+// The whole EquiVAE plan: gradients against finite differences in double, the
+// float plan against the double plan, training lowers the loss, determinism,
+// checkpoints, and the divergence stop.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include "model/equivae.h"
+#include "model/evaluate.h"
+#include "model/idx_dataset.h"
+#include "model/sampler.h"
+#include "model/trainer.h"
+#include "runtime/error.h"
+
+namespace equivae {
+namespace {
+
+const Dataset& digits() {
+  static const Dataset data =
+      load_idx(EQUIVAE_SOURCE_DIR "/data/mnist10k-images-idx3-ubyte.gz",
+               EQUIVAE_SOURCE_DIR "/data/mnist10k-labels-idx1-ubyte.gz")
+          .slice(0, 1500);
+  return data;
+}
+
+EquiVaeConfig tiny_config() {
+  EquiVaeConfig c;
+  c.hidden = 24;
+  c.latent_r = 3;
+  c.latent_v = 4;
+  c.k = 4;
+  c.m_max = 3;
+  c.seed = 7;
+  return c;
+}
+
+template <class T>
+double loss_at(EquiVae<T>& model, uint64_t step) {
+  const StepMetrics m = model.forward(step);
+  return -(m.recon - m.kl);
+}
+
+TEST(Model, WholeBackwardMatchesFiniteDifferencesInDouble) {
+  auto backend = make_cpu_backend<double>(1);
+  EquiVae<double> model(tiny_config(), *backend);
+  BalancedBatchSampler sampler(digits().labels, 10, 4, 3, 7);
+  Batch batch;
+  sampler.sample(5, batch);
+  model.load_batch(batch, digits());
+  const double loss = loss_at(model, 5);
+  ASSERT_TRUE(std::isfinite(loss));
+  model.backward();
+  std::vector<double> grads(model.gradients(), model.gradients() + model.parameter_count());
+
+  // h = 1e-4: the loss sums ~800 pixel terms, so a smaller step drowns in round-off.
+  // Parameters of every layer (weights and biases of f_inv, encoder, decoder).
+  std::vector<size_t> probes;
+  for (DenseLayer<double>* layer : model.all_layers()) {
+    const size_t w0 = size_t(layer->W.data - model.parameters());
+    const size_t b0 = size_t(layer->b.data - model.parameters());
+    for (size_t s = 0; s < 6; ++s) probes.push_back(w0 + (s * 7919) % layer->W.size());
+    probes.push_back(b0 + layer->b.size() / 2);
+  }
+  const double h = 1e-4;
+  double worst = 0;
+  int nonzero = 0;
+  for (size_t p : probes) {
+    double& w = model.parameters()[p];
+    const double saved = w;
+    w = saved + h;
+    const double up = loss_at(model, 5);
+    w = saved - h;
+    const double down = loss_at(model, 5);
+    w = saved;
+    const double numeric = (up - down) / (2 * h);
+    const double e = std::fabs(numeric - grads[p]) / (1e-4 + std::fabs(numeric));
+    worst = std::max(worst, e);
+    nonzero += std::fabs(numeric) > 1e-9;
+  }
+  EXPECT_LT(worst, 2e-5);
+  EXPECT_GT(nonzero, int(probes.size()) / 2) << "most probed gradients should be non-zero";
+}
+
+TEST(Model, FloatPlanMatchesDoublePlanForOneStep) {
+  auto bf = make_cpu_backend<float>(1);
+  auto bd = make_cpu_backend<double>(1);
+  EquiVae<float> mf(tiny_config(), *bf);
+  EquiVae<double> md(tiny_config(), *bd);
+  BalancedBatchSampler sampler(digits().labels, 10, 4, 3, 7);
+  Batch batch;
+  sampler.sample(0, batch);
+  mf.load_batch(batch, digits());
+  md.load_batch(batch, digits());
+  const StepMetrics a = mf.forward(0), b = md.forward(0);
+  EXPECT_NEAR(a.recon, b.recon, 1e-4 * std::fabs(b.recon));
+  EXPECT_NEAR(a.kl, b.kl, 1e-4 * std::fabs(b.kl) + 1e-6);
+  mf.backward();
+  md.backward();
+  const auto lf = mf.all_layers();
+  const auto ld = md.all_layers();
+  ASSERT_EQ(lf.size(), ld.size());
+  double err = 0, norm = 0;
+  for (size_t l = 0; l < ld.size(); ++l) {
+    for (auto [f, d] : {std::pair{lf[l]->dW, ld[l]->dW}, std::pair{lf[l]->db, ld[l]->db}}) {
+      ASSERT_EQ(f.size(), d.size());
+      for (size_t i = 0; i < d.size(); ++i) {
+        err += (d.data[i] - f.data[i]) * (d.data[i] - f.data[i]);
+        norm += d.data[i] * d.data[i];
+      }
+    }
+  }
+  EXPECT_LT(err / norm, 1e-7) << "normalised MSE of the float gradients";
+}
+
+TEST(Model, ShortRunRaisesTheElboAndLearnsClasses) {
+  auto backend = make_cpu_backend<float>(1);
+  EquiVaeConfig c = tiny_config();
+  c.hidden = 64;
+  c.latent_r = 8;
+  c.k = 8;
+  EquiVae<float> model(c, *backend);
+  TrainOptions options;
+  options.epochs = 50;  // 750 steps: r takes a few hundred steps to start carrying the class
+  options.quiet = true;
+  const Dataset train_set = digits().slice(0, 1200), test_set = digits().slice(1200, 1500);
+  const double error_before = distance_classifier_error(model, train_set, test_set);
+  const std::vector<EpochRecord> records = train(model, train_set, nullptr, options);
+  const double error_after = distance_classifier_error(model, train_set, test_set);
+  std::printf("distance-classifier error before %.3f after %.3f\n", error_before, error_after);
+  ASSERT_EQ(records.size(), 50u);
+  for (const EpochRecord& r : records) EXPECT_TRUE(std::isfinite(r.elbo));
+  EXPECT_GT(records.back().elbo, records.front().elbo + 20) << "ELBO should rise by > 20 nats";
+  EXPECT_LT(error_after, error_before - 0.05);
+}
+
+TEST(Model, SameSeedSameNumbers) {
+  auto run = [](uint64_t seed) {
+    auto backend = make_cpu_backend<float>(1);
+    EquiVaeConfig c = tiny_config();
+    c.seed = seed;
+    EquiVae<float> model(c, *backend);
+    BalancedBatchSampler sampler(digits().labels, 10, 4, 3, seed);
+    Batch batch;
+    for (uint64_t step = 0; step < 3; ++step) {
+      sampler.sample(step, batch);
+      model.train_step(batch, digits(), step);
+    }
+    return std::vector<float>(model.parameters(), model.parameters() + model.parameter_count());
+  };
+  EXPECT_EQ(run(3), run(3));
+  EXPECT_NE(run(3), run(4));
+}
+
+std::string temp_path(const std::string& name) {
+  return (std::filesystem::path(testing::TempDir()) /
+          (name + "." + std::to_string(::getpid()) + ".safetensors"))
+      .string();
+}
+
+TEST(Model, CheckpointRoundTripsBitExactly) {
+  auto backend = make_cpu_backend<float>(1);
+  EquiVae<float> model(tiny_config(), *backend);
+  BalancedBatchSampler sampler(digits().labels, 10, 4, 3, 7);
+  Batch batch;
+  for (uint64_t step = 0; step < 2; ++step) {
+    sampler.sample(step, batch);
+    model.train_step(batch, digits(), step);
+  }
+  const std::string path = temp_path("roundtrip");
+  save_checkpoint(path, model.to_checkpoint());
+
+  EquiVaeConfig other_seed = tiny_config();
+  other_seed.seed = 99;  // different initial weights, same architecture
+  EquiVae<float> restored(other_seed, *backend);
+  restored.load_checkpoint(load_checkpoint(path), path);
+  EXPECT_EQ(restored.adam_steps(), 2);
+  const Checkpoint a = model.to_checkpoint(), b = restored.to_checkpoint();
+  ASSERT_EQ(a.tensors.size(), b.tensors.size());
+  for (size_t t = 0; t < a.tensors.size(); ++t) {
+    EXPECT_EQ(a.tensors[t].name, b.tensors[t].name);
+    EXPECT_EQ(a.tensors[t].shape, b.tensors[t].shape);
+    EXPECT_EQ(0, std::memcmp(a.tensors[t].data.data(), b.tensors[t].data.data(),
+                             a.tensors[t].data.size() * sizeof(float)))
+        << a.tensors[t].name;
+  }
+  std::filesystem::remove(path);
+}
+
+TEST(Model, CheckpointOfAnotherArchitectureIsRefused) {
+  auto backend = make_cpu_backend<float>(1);
+  EquiVae<float> model(tiny_config(), *backend);
+  const std::string path = temp_path("arch");
+  save_checkpoint(path, model.to_checkpoint());
+  EquiVaeConfig wider = tiny_config();
+  wider.hidden = 32;
+  EquiVae<float> other(wider, *backend);
+  try {
+    other.load_checkpoint(load_checkpoint(path), path);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find(path), std::string::npos) << what;
+    EXPECT_NE(what.find("different configuration"), std::string::npos) << what;
+    EXPECT_NE(what.find("hidden=24"), std::string::npos) << what;
+  }
+  std::filesystem::remove(path);
+}
+
+TEST(Model, TruncatedCheckpointIsRejected) {
+  auto backend = make_cpu_backend<float>(1);
+  EquiVae<float> model(tiny_config(), *backend);
+  const std::string path = temp_path("truncated");
+  save_checkpoint(path, model.to_checkpoint());
+  std::filesystem::resize_file(path, std::filesystem::file_size(path) - 100);
+  try {
+    load_checkpoint(path);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("truncated"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find(path), std::string::npos) << e.what();
+  }
+  std::filesystem::remove(path);
+}
+
+TEST(Model, DivergenceStopsWithTheStepNamed) {
+  auto backend = make_cpu_backend<float>(1);
+  EquiVae<float> model(tiny_config(), *backend);
+  model.parameters()[0] = std::nanf("");
+  TrainOptions options;
+  options.epochs = 1;
+  options.quiet = true;
+  try {
+    train(model, digits(), nullptr, options);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("step 0"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("diverged"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace equivae
