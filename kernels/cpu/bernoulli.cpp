@@ -1,25 +1,10 @@
 // Bernoulli log-likelihood from logits with soft targets, and its gradient.
-#include <cmath>
-
+// Both passes derive everything from one e = exp(−|l|), which never overflows:
+//   softplus(l) = max(l, 0) + log1p(e),   σ(l) = (l ≥ 0 ? 1 : e) / (1 + e).
 #include "kernels/cpu/ops.h"
+#include "kernels/cpu/vector_math.h"
 
 namespace equivae::cpu {
-namespace {
-
-// softplus(l) = log(1 + e^l), stable for any l: max(l, 0) + log1p(e^−|l|).
-template <class T>
-inline T softplus(T l) {
-  return std::fmax(l, T(0)) + std::log1p(std::exp(-std::fabs(l)));
-}
-// σ(l) without overflow for large |l|.
-template <class T>
-inline T sigmoid(T l) {
-  if (l >= 0) return T(1) / (T(1) + std::exp(-l));
-  const T e = std::exp(l);
-  return e / (T(1) + e);
-}
-
-}  // namespace
 
 template <class T>
 void bernoulli_ll_forward(T* ll, const T* logits, const T* x, int B, int D) {
@@ -28,7 +13,12 @@ void bernoulli_ll_forward(T* ll, const T* logits, const T* x, int B, int D) {
     const T* l = logits + size_t(i) * D;
     const T* xi = x + size_t(i) * D;
     T acc = 0;
-    for (int j = 0; j < D; ++j) acc += xi[j] * l[j] - softplus(l[j]);
+#pragma omp simd reduction(+ : acc)
+    for (int j = 0; j < D; ++j) {
+      const T positive = l[j] > T(0) ? l[j] : T(0);
+      const T magnitude = l[j] < T(0) ? -l[j] : l[j];
+      acc += xi[j] * l[j] - (positive + vlog1p(vexp(-magnitude)));
+    }
     ll[i] = acc;
   }
 }
@@ -40,11 +30,18 @@ void bernoulli_ll_backward(T* dlogits, const T* dll, const T* logits, const T* x
     const T* l = logits + size_t(i) * D;
     const T* xi = x + size_t(i) * D;
     T* dl = dlogits + size_t(i) * D;
-    for (int j = 0; j < D; ++j) dl[j] = dll[i] * (xi[j] - sigmoid(l[j]));
+    const T scale = dll[i];
+#pragma omp simd
+    for (int j = 0; j < D; ++j) {
+      const T magnitude = l[j] < T(0) ? -l[j] : l[j];
+      const T e = vexp(-magnitude);
+      const T sigmoid = (l[j] >= T(0) ? T(1) : e) / (T(1) + e);
+      dl[j] = scale * (xi[j] - sigmoid);
+    }
   }
 }
 
-#define INSTANTIATE(T)                                                           \
+#define INSTANTIATE(T)                                                     \
   template void bernoulli_ll_forward<T>(T*, const T*, const T*, int, int); \
   template void bernoulli_ll_backward<T>(T*, const T*, const T*, const T*, int, int);
 INSTANTIATE(float)

@@ -1,0 +1,131 @@
+// Google Benchmark suite: every CPU op at the shapes of the supervised MNIST step
+// (B = 160, H = 512, d = 16), float. Counters: FLOP/s for GEMM work, bytes/s for
+// the bandwidth-bound ops, so each can be held against the machine's peaks.
+#include <benchmark/benchmark.h>
+
+#include <vector>
+
+#include "kernels/cpu/ops.h"
+#include "kernels/philox.h"
+
+namespace {
+
+using namespace equivae;
+constexpr int kB = 160, kD = 784, kH = 512, kLatent = 16;
+
+std::vector<float> random_vector(size_t n, float lo, float hi, uint64_t stream) {
+  std::vector<float> v(n);
+  for (size_t i = 0; i < n; ++i) v[i] = lo + (hi - lo) * philox_uniform<float>(1, stream, 0, i);
+  return v;
+}
+
+void set_flops(benchmark::State& state, double flops_per_iteration) {
+  state.counters["FLOP/s"] = benchmark::Counter(flops_per_iteration * state.iterations(),
+                                                benchmark::Counter::kIsRate);
+}
+void set_bytes(benchmark::State& state, double bytes_per_iteration) {
+  state.SetBytesProcessed(int64_t(bytes_per_iteration * state.iterations()));
+}
+
+// Args: in, out
+void BM_DenseForward(benchmark::State& state) {
+  const int in = int(state.range(0)), out = int(state.range(1));
+  auto x = random_vector(size_t(kB) * in, 0, 1, 1), W = random_vector(size_t(in) * out, -.05f, .05f, 2),
+       b = random_vector(out, -.05f, .05f, 3), y = std::vector<float>(size_t(kB) * out);
+  for (auto _ : state) {
+    cpu::dense_forward(y.data(), x.data(), W.data(), b.data(), kB, in, out, true);
+    benchmark::DoNotOptimize(y.data());
+  }
+  set_flops(state, 2.0 * kB * in * out);
+}
+BENCHMARK(BM_DenseForward)->Args({kD, kH})->Args({kH, kH})->Args({kH, kD})->Args({kD + kLatent, kH});
+
+void BM_DenseBackward(benchmark::State& state) {
+  const int in = int(state.range(0)), out = int(state.range(1));
+  auto x = random_vector(size_t(kB) * in, 0, 1, 1), W = random_vector(size_t(in) * out, -.05f, .05f, 2),
+       y = random_vector(size_t(kB) * out, 0, 1, 3), dy = random_vector(size_t(kB) * out, -1, 1, 4);
+  std::vector<float> dx(size_t(kB) * in), dW(W.size()), db(out);
+  for (auto _ : state) {
+    cpu::dense_backward(dx.data(), dW.data(), db.data(), dy.data(), x.data(), W.data(), y.data(), kB,
+                        in, out, true);
+    benchmark::DoNotOptimize(dW.data());
+  }
+  set_flops(state, 4.0 * kB * in * out);  // dW and dx GEMMs
+}
+BENCHMARK(BM_DenseBackward)->Args({kH, kH})->Args({kH, kD});
+
+void BM_Pooling(benchmark::State& state) {
+  // Class segments of 16, each row pooling 7 others: the step's worst case.
+  std::vector<int32_t> offsets{0}, members;
+  for (int i = 0; i < kB; ++i) {
+    for (int o = 1; o <= 7; ++o) members.push_back(i / 16 * 16 + (i % 16 + o) % 16);
+    offsets.push_back(int32_t(members.size()));
+  }
+  auto e = random_vector(size_t(kB) * kLatent, -1, 1, 1);
+  std::vector<float> r(e.size()), de(e.size());
+  for (auto _ : state) {
+    cpu::pool_forward(r.data(), e.data(), offsets.data(), members.data(), kB, kLatent);
+    cpu::pool_backward(de.data(), r.data(), offsets.data(), members.data(), kB, kB, kLatent);
+    benchmark::DoNotOptimize(de.data());
+  }
+  set_bytes(state, 2.0 * 8 * kB * kLatent * sizeof(float));
+}
+BENCHMARK(BM_Pooling);
+
+void BM_SampleKl(benchmark::State& state) {
+  auto mulv = random_vector(size_t(kB) * 2 * kLatent, -1, 1, 1);
+  std::vector<float> v(size_t(kB) * kLatent), eps(v.size()), kl(kB), dv(v.size(), 0.1f),
+      dkl(kB, 0.01f), dmulv(mulv.size());
+  uint64_t step = 0;
+  for (auto _ : state) {
+    cpu::sample_kl_forward(v.data(), eps.data(), kl.data(), mulv.data(), kB, kLatent, 1, ++step, 0);
+    cpu::sample_kl_backward(dmulv.data(), dv.data(), dkl.data(), mulv.data(), eps.data(), kB,
+                            kLatent);
+    benchmark::DoNotOptimize(dmulv.data());
+  }
+  set_bytes(state, 9.0 * kB * kLatent * sizeof(float));
+}
+BENCHMARK(BM_SampleKl);
+
+void BM_BernoulliForwardBackward(benchmark::State& state) {
+  auto logits = random_vector(size_t(kB) * kD, -5, 5, 1), x = random_vector(size_t(kB) * kD, 0, 1, 2);
+  std::vector<float> ll(kB), dll(kB, -1.f / kB), dlogits(logits.size());
+  for (auto _ : state) {
+    cpu::bernoulli_ll_forward(ll.data(), logits.data(), x.data(), kB, kD);
+    cpu::bernoulli_ll_backward(dlogits.data(), dll.data(), logits.data(), x.data(), kB, kD);
+    benchmark::DoNotOptimize(dlogits.data());
+  }
+  set_bytes(state, 5.0 * kB * kD * sizeof(float));
+}
+BENCHMARK(BM_BernoulliForwardBackward);
+
+void BM_SoftmaxXent(benchmark::State& state) {
+  const int C = 10;
+  auto logits = random_vector(size_t(kB) * C, -3, 3, 1);
+  std::vector<int32_t> labels(kB);
+  for (int i = 0; i < kB; ++i) labels[i] = i % C;
+  std::vector<float> loss(kB), probs(logits.size()), dloss(kB, 1.f), dlogits(logits.size());
+  for (auto _ : state) {
+    cpu::softmax_xent_forward(loss.data(), probs.data(), logits.data(), labels.data(), kB, C);
+    cpu::softmax_xent_backward(dlogits.data(), dloss.data(), probs.data(), labels.data(), kB, C);
+    benchmark::DoNotOptimize(dlogits.data());
+  }
+  set_bytes(state, 4.0 * kB * C * sizeof(float));
+}
+BENCHMARK(BM_SoftmaxXent);
+
+void BM_Adam(benchmark::State& state) {
+  const size_t n = size_t(state.range(0));
+  auto p = random_vector(n, -1, 1, 1), g = random_vector(n, -1, 1, 2);
+  std::vector<float> m(n), v(n);
+  cpu::AdamConfig config;
+  int64_t t = 0;
+  for (auto _ : state) {
+    cpu::adam_step(p.data(), m.data(), v.data(), g.data(), n, config, ++t);
+    benchmark::DoNotOptimize(p.data());
+  }
+  set_bytes(state, 7.0 * n * sizeof(float));  // read p, g, m, v; write p, m, v
+}
+BENCHMARK(BM_Adam)->Arg(2'000'000);
+
+}  // namespace

@@ -1,0 +1,105 @@
+// Google Benchmark: the whole supervised training step (batch gather, forward,
+// backward, Adam) at B = 160 with the reference architecture, its phases, and the
+// GEMM floor: the step's 27 GEMMs (forward, dX, dW of 9 layers) alone in OpenBLAS.
+#include <benchmark/benchmark.h>
+#include <cblas.h>
+
+#include <vector>
+
+#include "model/equivae.h"
+#include "model/idx_dataset.h"
+#include "model/sampler.h"
+
+namespace {
+
+using namespace equivae;
+
+const Dataset& digits() {
+  static const Dataset data =
+      load_idx(EQUIVAE_SOURCE_DIR "/data/mnist10k-images-idx3-ubyte.gz",
+               EQUIVAE_SOURCE_DIR "/data/mnist10k-labels-idx1-ubyte.gz")
+          .slice(0, 8000);
+  return data;
+}
+
+struct StepFixture {
+  EquiVaeConfig config;
+  std::unique_ptr<Backend<float>> backend = make_cpu_backend<float>();
+  EquiVae<float> model{config, *backend};
+  BalancedBatchSampler sampler{digits().labels, config.classes, config.k, config.m_max, 1};
+  Batch batch;
+};
+
+void BM_TrainStep(benchmark::State& state) {
+  StepFixture f;
+  uint64_t step = 0;
+  for (auto _ : state) {
+    f.sampler.sample(step, f.batch);
+    benchmark::DoNotOptimize(f.model.train_step(f.batch, digits(), step));
+    ++step;
+  }
+  state.counters["examples/s"] =
+      benchmark::Counter(double(f.config.batch()) * state.iterations(), benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_TrainStep)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+void BM_StepPhases(benchmark::State& state) {
+  // range(0): 0 = sample + load batch, 1 = forward, 2 = backward, 3 = Adam
+  StepFixture f;
+  const int phase = int(state.range(0));
+  f.sampler.sample(0, f.batch);
+  f.model.load_batch(f.batch, digits());
+  f.model.forward(0);
+  uint64_t step = 0;
+  for (auto _ : state) {
+    switch (phase) {
+      case 0:
+        f.sampler.sample(++step, f.batch);
+        f.model.load_batch(f.batch, digits());
+        break;
+      case 1:
+        f.model.forward(0);
+        break;
+      case 2:
+        f.model.backward();
+        break;
+      default:
+        f.model.apply_adam();
+    }
+  }
+  state.SetLabel(phase == 0 ? "sample+load" : phase == 1 ? "forward" : phase == 2 ? "backward" : "adam");
+}
+BENCHMARK(BM_StepPhases)->DenseRange(0, 3)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+void BM_GemmFloor(benchmark::State& state) {
+  // The 9 layers' (in, out) shapes; each costs 3 GEMMs per step.
+  const int B = 160;
+  const std::vector<std::pair<int, int>> layers = {
+      {784, 512}, {512, 512}, {512, 16},  {800, 512}, {512, 512},
+      {512, 32},  {32, 512},  {512, 512}, {512, 784}};
+  std::vector<std::vector<float>> W, dW, x, y;
+  for (auto [in, out] : layers) {
+    W.emplace_back(size_t(in) * out, 0.01f);
+    dW.emplace_back(size_t(in) * out);
+    x.emplace_back(size_t(B) * in, 0.5f);
+    y.emplace_back(size_t(B) * out, 0.5f);
+  }
+  double flops = 0;
+  for (auto [in, out] : layers) flops += 6.0 * B * in * out;
+  for (auto _ : state) {
+    for (size_t l = 0; l < layers.size(); ++l) {
+      const auto [in, out] = layers[l];
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, out, in, 1, x[l].data(), in,
+                  W[l].data(), out, 0, y[l].data(), out);
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, in, out, B, 1, x[l].data(), in,
+                  y[l].data(), out, 0, dW[l].data(), out);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, in, out, 1, y[l].data(), out,
+                  W[l].data(), out, 0, x[l].data(), in);
+    }
+    benchmark::DoNotOptimize(x.back().data());
+  }
+  state.counters["FLOP/s"] = benchmark::Counter(flops * state.iterations(), benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_GemmFloor)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+}  // namespace
