@@ -1,0 +1,224 @@
+"""Shared pieces of the EquiVAE peer benchmarks (PyTorch / JAX).
+
+Data loading (IDX / IDX.gz), the class-balanced batch sampler in numpy, the
+common command-line flags, the timing loop bookkeeping and the final JSON line.
+Framework-free: only numpy is imported here, so the JAX script can set its
+environment before anything loads XLA.
+
+Batch construction (identical semantics in numpy here, in torch and in JAX):
+
+* C classes, k items per class, B = C*k rows; rows c*k .. c*k+k-1 are class c.
+* Items: at the start of each epoch every class's item list is shuffled once
+  (an independent permutation per class); step s of the epoch takes the
+  positions (s*k + j) mod n_c, j = 0..k-1, of class c's permutation. Items of
+  one batch are therefore distinct (drawn without replacement), and the data
+  are covered class by class. One epoch = N // B steps.
+* Pooling sets: each row i draws m_i ~ Uniform{1..m_max} (m_max capped at
+  k-1) and m_i distinct OTHER rows of its own segment (never itself): row i
+  gets random keys over the k positions of its segment, its own position gets
+  the largest key, and the m_i positions with the smallest keys are chosen.
+* The pooling is a dense [B, B] matrix P with P[i, j] = 1/m_i for the chosen
+  j (block diagonal), so r = P @ f_inv(x): one small GEMM forward and one
+  (P^T @ dR) backward. That is the fastest form in both frameworks at B = 160
+  (a gather + mean needs a scatter-add in the backward).
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import statistics
+import struct
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+DEFAULT_IMAGES = os.path.join(REPO, "data", "mnist10k-images-idx3-ubyte.gz")
+DEFAULT_LABELS = os.path.join(REPO, "data", "mnist10k-labels-idx1-ubyte.gz")
+DEFAULT_TRAIN_N = 8000  # first 8,000 of the bundled 10,000 digits are the training set
+
+
+# ----------------------------------------------------------------------------
+# data
+
+def read_idx(path: str) -> np.ndarray:
+    """Reads an IDX file (optionally gzip-compressed) into a numpy array."""
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
+    if zero != 0:
+        raise ValueError(f"{path}: not an IDX file")
+    dtypes = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+    dims = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
+    arr = np.frombuffer(data, dtype=dtypes[dtype_code], offset=4 + 4 * ndim)
+    return arr.reshape(dims)
+
+
+def _find(dirpath: str, stem: str) -> str:
+    for name in (stem, stem + ".gz"):
+        p = os.path.join(dirpath, name)
+        if os.path.exists(p):
+            return p
+    # some distributions use a dot instead of a dash before "idx"
+    alt = stem.replace("-idx", ".idx")
+    for name in (alt, alt + ".gz"):
+        p = os.path.join(dirpath, name)
+        if os.path.exists(p):
+            return p
+    raise FileNotFoundError(f"{stem}[.gz] not found in {dirpath}")
+
+
+def load_data(args) -> tuple[np.ndarray, np.ndarray]:
+    """Returns (x [N, 784] float32 in [0, 1], y [N] int64) of the training set."""
+    if args.data_dir:
+        images = read_idx(_find(args.data_dir, "train-images-idx3-ubyte"))
+        labels = read_idx(_find(args.data_dir, "train-labels-idx1-ubyte"))
+        n = len(labels) if args.n_train is None else args.n_train
+    else:
+        images = read_idx(DEFAULT_IMAGES)
+        labels = read_idx(DEFAULT_LABELS)
+        n = DEFAULT_TRAIN_N if args.n_train is None else args.n_train
+    x = images[:n].reshape(n, -1).astype(np.float32) / np.float32(255.0)
+    y = labels[:n].astype(np.int64)
+    return np.ascontiguousarray(x), y
+
+
+class ClassTable:
+    """Per-class item lists as a padded [C, n_max] table (pad = -1) + counts."""
+
+    def __init__(self, y: np.ndarray, num_classes: int, k: int):
+        self.C = num_classes
+        self.lists = [np.flatnonzero(y == c).astype(np.int32) for c in range(num_classes)]
+        self.counts = np.array([len(l) for l in self.lists], dtype=np.int32)
+        if self.counts.min() < k:
+            raise ValueError(f"a class has {self.counts.min()} items < k = {k}")
+        self.n_max = int(self.counts.max())
+        self.table = np.full((num_classes, self.n_max), -1, dtype=np.int32)
+        for c, l in enumerate(self.lists):
+            self.table[c, :len(l)] = l
+
+
+# ----------------------------------------------------------------------------
+# batch sampler (numpy, host)
+
+class HostSampler:
+    """Class-balanced batches + leave-one-out pooling matrices, in numpy."""
+
+    def __init__(self, table: ClassTable, k: int, m_max: int, steps_per_epoch: int, seed: int):
+        self.t = table
+        self.C, self.k = table.C, k
+        self.B = self.C * k
+        self.m_max = min(m_max, k - 1)
+        self.spe = steps_per_epoch
+        self.rng = np.random.default_rng(seed)
+        self.step = 0
+        self.perms = None
+        self.seg_start = (np.arange(self.B) // k) * k            # [B]
+        self.self_pos = np.arange(self.B) % k                     # [B]
+        self.rows = np.arange(self.B)
+        self.cols_j = np.arange(k, dtype=np.int32)
+
+    def _new_epoch(self):
+        self.perms = [l[self.rng.permutation(len(l))] for l in self.t.lists]
+
+    def sample(self) -> tuple[np.ndarray, np.ndarray]:
+        """Returns (idx [B] int32 item indices, P [B, B] float32 pooling matrix)."""
+        s = self.step % self.spe
+        if s == 0:
+            self._new_epoch()
+        self.step += 1
+        k = self.k
+        idx = np.empty(self.B, dtype=np.int32)
+        for c, perm in enumerate(self.perms):
+            n_c = len(perm)
+            pos = (s * k + self.cols_j) % n_c
+            idx[c * k:(c + 1) * k] = perm[pos]
+        m = self.rng.integers(1, self.m_max + 1, size=self.B)           # m_i in 1..m_max
+        keys = self.rng.random((self.B, k), dtype=np.float32)
+        keys[self.rows, self.self_pos] = 2.0                              # never choose itself
+        rank = np.argsort(np.argsort(keys, axis=1), axis=1)               # rank of each position
+        sel = rank < m[:, None]                                           # [B, k] m_i chosen
+        w = np.where(sel, (1.0 / m)[:, None], 0.0).astype(np.float32)    # [B, k]
+        P = np.zeros((self.B, self.C, k), dtype=np.float32)
+        P[self.rows, self.seg_start // k] = w                             # block diagonal
+        P = P.reshape(self.B, self.B)
+        return idx, P
+
+
+# ----------------------------------------------------------------------------
+# CLI + reporting
+
+def common_parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--steps", type=int, default=200, help="timed training steps (default 200)")
+    p.add_argument("--warmup", type=int, default=20, help="untimed steps first (default 20)")
+    p.add_argument("--threads", type=int, default=2, help="CPU intra-op threads (default 2)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--sampler", choices=["host", "device"], default=None,
+                   help="where batches are sampled: numpy on the host (P and idx copied to the "
+                        "device each step) or framework RNG on the device (default: host for "
+                        "step modes; JAX --mode epoch always samples on the device)")
+    p.add_argument("--window", type=int, default=10,
+                   help="steps per timing window: the device is synchronised at the end of each "
+                        "window; median over windows of (window time / window steps) (default 10; "
+                        "1 = every step synchronised)")
+    p.add_argument("--data-dir", default=None,
+                   help="directory with standard MNIST/Fashion-MNIST names "
+                        "(train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz]); "
+                        "default: the bundled 10k set, first 8,000 as training set")
+    p.add_argument("--n-train", type=int, default=None, help="use only the first N training items")
+    p.add_argument("--k", type=int, default=16, help="items per class in a batch (default 16)")
+    p.add_argument("--classes", type=int, default=10)
+    p.add_argument("--m-max", type=int, default=7, help="max pooled items per row (capped at k-1)")
+    p.add_argument("--hidden", type=int, default=512)
+    p.add_argument("--d-r", type=int, default=16)
+    p.add_argument("--d-v", type=int, default=16)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json-only", action="store_true", help="print only the final JSON line")
+    return p
+
+
+def log(args, *a):
+    if not args.json_only:
+        print(*a, file=sys.stderr, flush=True)
+
+
+def summarise(args, peer: str, mode: str, per_step_ms: list[float], total_ms: float,
+              n_steps: int, losses: list[float], extra: dict | None = None) -> dict:
+    """per_step_ms: per-window mean step times; total_ms over n_steps timed steps."""
+    B = args.classes * args.k
+    elbo = [-float(l) for l in losses]
+    n = min(20, len(elbo))
+    mean_ms = total_ms / n_steps
+    out = {
+        "peer": peer,
+        "mode": mode,
+        "device": args.device,
+        "threads": args.threads,
+        "batch": B,
+        "ms_per_step_median": round(statistics.median(per_step_ms), 4),
+        "ms_per_step_mean": round(mean_ms, 4),
+        "examples_per_s": round(B / (mean_ms / 1e3), 1),
+        "elbo_first": round(sum(elbo[:n]) / n, 4),
+        "elbo_last": round(sum(elbo[-n:]) / n, 4),
+        "loss_final": round(float(losses[-1]), 4),
+        "steps": n_steps,
+        "warmup": args.warmup,
+    }
+    if extra:
+        out.update(extra)
+    return out
+
+
+def emit(result: dict):
+    print(json.dumps(result), flush=True)
+
+
+def now_ms() -> float:
+    return time.perf_counter() * 1e3
