@@ -20,8 +20,14 @@ if ((${#missing[@]})); then
 fi
 
 build_dir=${EQUIVAE_BUILD_DIR:-build}
+log="$build_dir/build.log"
+mkdir -p "$build_dir"
 if [ ! -f "$build_dir/CMakeCache.txt" ]; then
-  cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release >/dev/null
+  cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release >"$log" 2>&1 || { cat "$log"; exit 1; }
 fi
-cmake --build "$build_dir" -j"$(nproc)" 2>&1 | grep -E "error|warning|Error" || true
-test "${PIPESTATUS[0]}" -eq 0
+# Quiet when all is built; the whole log when something fails.
+if ! cmake --build "$build_dir" -j"$(nproc)" >"$log" 2>&1; then
+  cat "$log"
+  echo "setup: build failed (log: $log)" >&2
+  exit 1
+fi
