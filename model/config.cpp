@@ -18,12 +18,15 @@ void EquiVaeConfig::validate() const {
         "partner to pool, got " + std::to_string(k));
   check(m_max >= 1, ctx, "m_max must be at least 1, got " + std::to_string(m_max));
   check(lr > 0, ctx, "learning rate must be positive");
+  check(unlabelled >= 0, ctx, "unlabelled items per step must be ≥ 0");
+  check(unlabelled_weight >= 0, ctx, "unlabelled weight must be ≥ 0");
 }
 
 std::string EquiVaeConfig::describe() const {
   std::ostringstream s;
   s << "input_dim=" << input_dim << " hidden=" << hidden << " latent_r=" << latent_r
     << " latent_v=" << latent_v << " classes=" << classes << " k=" << k << " m_max=" << m_max;
+  if (semi_supervised()) s << " unlabelled=" << unlabelled << " classifier=" << hidden;
   return s.str();
 }
 

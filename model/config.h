@@ -16,8 +16,15 @@ struct EquiVaeConfig {
   int m_max = 7;        // r_y pools m ~ U{1..m_max} other same-class items
   double lr = 1e-3;
   uint64_t seed = 1;
+  // Semi-supervised (eqs. 5–7): U unlabelled items per step, each expanded over all C
+  // labels (C·U extra rows through encoder and decoder) and a classifier q(y|x).
+  int unlabelled = 0;             // U; 0: supervised
+  double unlabelled_weight = 1.0; // loss = mean_lab(−L_lab − log q) + w · mean_unlab(−L_unlab)
 
   int batch() const { return classes * k; }
+  bool semi_supervised() const { return unlabelled > 0; }
+  // Rows through encoder and decoder per step: B labelled + C·U expanded unlabelled.
+  int rows() const { return batch() + classes * unlabelled; }
   // Throws Error naming the first field out of range.
   void validate() const;
   // One line of "key=value" pairs; checkpoints store it and compare it on load.

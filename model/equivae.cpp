@@ -10,64 +10,98 @@
 namespace equivae {
 namespace {
 constexpr uint64_t kInitSalt = 0x1717'0000'0000'0000ull;  // parameter-init Philox stream
+
+std::vector<int> classifier_widths(const EquiVaeConfig& c) {
+  if (!c.semi_supervised()) return {};
+  return {c.input_dim, c.hidden, c.hidden, c.classes};
 }
+}  // namespace
 
 template <class T>
 EquiVae<T>::EquiVae(const EquiVaeConfig& config, Backend<T>& backend)
     : config_(config),
       backend_(backend),
       B_(config.batch()),
+      U_(config.unlabelled),
+      R_(config.rows()),
       finv_("finv", {config.input_dim, config.hidden, config.hidden, config.latent_r}),
       encoder_("encoder",
                {config.input_dim + config.latent_r, config.hidden, config.hidden,
                 2 * config.latent_v}),
       decoder_("decoder",
-               {config.latent_r + config.latent_v, config.hidden, config.hidden, config.input_dim}) {
+               {config.latent_r + config.latent_v, config.hidden, config.hidden, config.input_dim}),
+      classifier_("classifier", classifier_widths(config)) {
   config_.validate();
-  const int D = config.input_dim, dr = config.latent_r, dv = config.latent_v, B = B_;
+  const int D = config.input_dim, dr = config.latent_r, dv = config.latent_v, C = config.classes;
+  const int B = B_, R = R_, U = U_;
+  networks_ = {&finv_, &encoder_, &decoder_};
+  if (config.semi_supervised()) networks_.push_back(&classifier_);
 
   // Parameters, then gradients in the same order: two regions with one layout.
   const size_t params_begin = arena_.reserved_bytes();
-  for (Mlp<T>* net : {&finv_, &encoder_, &decoder_}) net->place_parameters(arena_);
+  for (Mlp<T>* net : networks_) net->place_parameters(arena_);
   const size_t params_bytes = arena_.reserved_bytes() - params_begin;
-  for (Mlp<T>* net : {&finv_, &encoder_, &decoder_}) net->place_gradients(arena_);
+  for (Mlp<T>* net : networks_) net->place_gradients(arena_);
   parameter_count_ = params_bytes / sizeof(T);  // includes alignment padding (kept at zero)
   arena_.place(adam_m_, 1, int(parameter_count_));
   arena_.place(adam_v_, 1, int(parameter_count_));
 
-  for (Mlp<T>* net : {&finv_, &encoder_, &decoder_}) net->place_activations(arena_, B);
-  arena_.place(x_, B, D);
-  arena_.place(offsets_, 1, B + 1);
-  arena_.place(members_, 1, B * (config.k - 1));
-  arena_.place(r_, B, dr);
-  arena_.place(dr_, B, dr);
-  arena_.place(de_, B, dr);
-  arena_.place(xr_, B, D + dr);
-  arena_.place(v_, B, dv);
-  arena_.place(eps_, B, dv);
-  arena_.place(dv_, B, dv);
-  arena_.place(kl_, 1, B);
-  arena_.place(ll_, 1, B);
-  arena_.place(dkl_, 1, B);
-  arena_.place(dll_, 1, B);
-  arena_.place(rv_, B, dr + dv);
-  arena_.place(drv_, B, dr + dv);
+  // f_inv sees the B labelled rows; encoder and decoder all R rows.
+  finv_.place_activations(arena_, B);
+  encoder_.place_activations(arena_, R);
+  decoder_.place_activations(arena_, R);
+  arena_.place(x_, R, D);
+  arena_.place(offsets_, 1, R + 1);
+  arena_.place(members_, 1, B * (config.k - 1) + C * U * std::min(config.m_max, config.k));
+  arena_.place(r_, R, dr);
+  arena_.place(dr_, R, dr);
+  arena_.place(xr_, R, D + dr);
+  arena_.place(v_, R, dv);
+  arena_.place(eps_, R, dv);
+  arena_.place(dv_, R, dv);
+  arena_.place(kl_, 1, R);
+  arena_.place(ll_, 1, R);
+  arena_.place(dkl_, 1, R);
+  arena_.place(dll_, 1, R);
+  arena_.place(rv_, R, dr + dv);
+  arena_.place(drv_, R, dr + dv);
+  if (config.semi_supervised()) {
+    classifier_.place_activations(arena_, B + U);
+    arena_.place(xq_, B + U, D);
+    arena_.place(labels_, 1, B);
+    arena_.place(log_prior_, 1, C);
+    arena_.place(nll_, 1, B);
+    arena_.place(probs_, B, C);
+    arena_.place(dnll_, 1, B);
+    arena_.place(bound_, 1, U);
+    arena_.place(q_, U, C);
+    arena_.place(dbound_, 1, U);
+  }
   arena_.allocate(backend_);
 
   params_flat_ = finv_.layers().front().W.data;
   grads_flat_ = finv_.layers().front().dW.data;
-  // loss = −(1/B) Σ (ll_i − kl_i): constant per-row weights, set once.
+  // Labelled rows: loss = −(1/B) Σ (ll_i − kl_i) [− (1/B) Σ log q(y_i|x_i)]; constant
+  // weights, set once. The unlabelled rows' weights come from the expectation each step.
   backend_.fill(dll_.data, T(-1) / T(B), B);
   backend_.fill(dkl_.data, T(1) / T(B), B);
-  staging_.resize(size_t(B) * D);
-  metric_rows_.resize(B);
+  if (config.semi_supervised()) {
+    backend_.fill(dnll_.data, T(1) / T(B), B);
+    backend_.fill(dbound_.data, T(-config.unlabelled_weight) / T(U), U);
+    std::vector<int32_t> labels(B);
+    for (int i = 0; i < B; ++i) labels[i] = i / config.k;
+    backend_.upload(labels_.data, labels.data(), B * sizeof(int32_t));
+    set_log_prior(std::vector<double>(C, -std::log(double(C))));
+  }
+  staging_.resize(size_t(R) * D);
+  metric_rows_.resize(std::max(R, B + U));
   initialise_parameters();
 }
 
 template <class T>
 std::vector<DenseLayer<T>*> EquiVae<T>::all_layers() {
   std::vector<DenseLayer<T>*> layers;
-  for (Mlp<T>* net : {&finv_, &encoder_, &decoder_})
+  for (Mlp<T>* net : networks_)
     for (auto& l : net->layers()) layers.push_back(&l);
   return layers;
 }
@@ -94,60 +128,107 @@ void EquiVae<T>::initialise_parameters() {
 }
 
 template <class T>
-void EquiVae<T>::load_batch(const Batch& batch, const Dataset& data) {
-  const int D = config_.input_dim;
+void EquiVae<T>::set_log_prior(const std::vector<double>& log_prior) {
+  if (!config_.semi_supervised()) return;  // a constant of the supervised loss
+  check(int(log_prior.size()) == config_.classes, "log prior",
+        "has " + std::to_string(log_prior.size()) + " classes, the model " +
+            std::to_string(config_.classes));
+  std::vector<T> values(log_prior.begin(), log_prior.end());
+  backend_.upload(log_prior_.data, values.data(), values.size() * sizeof(T));
+}
+
+template <class T>
+void EquiVae<T>::load_batch(const Batch& batch, const Dataset& data, const Dataset* unlabelled) {
+  const int D = config_.input_dim, C = config_.classes;
   check(int(batch.rows.size()) == B_, "batch",
         "has " + std::to_string(batch.rows.size()) + " rows, the plan expects " +
             std::to_string(B_));
+  check(int(batch.unlabelled_rows.size()) == U_, "batch",
+        "has " + std::to_string(batch.unlabelled_rows.size()) +
+            " unlabelled items, the plan expects " + std::to_string(U_));
+  check(int(batch.offsets.size()) == R_ + 1 && int(batch.members.size()) <= members_.cols,
+        "batch", "pooling sets do not match the plan");
   check(data.dim == D, data.source,
         "images have " + std::to_string(data.dim) + " pixels, the model expects " +
             std::to_string(D));
-  check(int(batch.members.size()) <= members_.cols, "batch", "more pooling members than planned");
-  for (int i = 0; i < B_; ++i) {
-    const float* src = data.image(batch.rows[i]);
-    std::copy(src, src + D, staging_.begin() + size_t(i) * D);
+  check(U_ == 0 || (unlabelled && unlabelled->dim == D), "batch",
+        "the semi-supervised plan needs an unlabelled set of " + std::to_string(D) + "-pixel images");
+  auto put = [&](int row, const float* src) {
+    std::copy(src, src + D, staging_.begin() + size_t(row) * D);
+  };
+  for (int i = 0; i < B_; ++i) put(i, data.image(batch.rows[i]));
+  for (int u = 0; u < U_; ++u)
+    for (int y = 0; y < C; ++y) put(B_ + u * C + y, unlabelled->image(batch.unlabelled_rows[u]));
+  backend_.upload(x_.data, staging_.data(), size_t(R_) * D * sizeof(T));
+  if (config_.semi_supervised()) {
+    // The classifier sees each item once: the labelled rows, then row y = 0 of every u.
+    backend_.upload(xq_.data, staging_.data(), size_t(B_) * D * sizeof(T));
+    for (int u = 0; u < U_; ++u)
+      backend_.upload(xq_.row(B_ + u), staging_.data() + size_t(B_ + u * C) * D, D * sizeof(T));
   }
-  backend_.upload(x_.data, staging_.data(), staging_.size() * sizeof(T));
   backend_.upload(offsets_.data, batch.offsets.data(), batch.offsets.size() * sizeof(int32_t));
   backend_.upload(members_.data, batch.members.data(), batch.members.size() * sizeof(int32_t));
 }
 
 template <class T>
+double EquiVae<T>::mean_of(const Tensor<T>& values, int count) {
+  backend_.download(metric_rows_.data(), values.data, size_t(count) * sizeof(T));
+  double sum = 0;
+  for (int i = 0; i < count; ++i) sum += double(metric_rows_[i]);
+  return sum / count;
+}
+
+template <class T>
 StepMetrics EquiVae<T>::forward(uint64_t step) {
   Backend<T>& be = backend_;
-  const int B = B_, D = config_.input_dim, dr = config_.latent_r, dv = config_.latent_v;
+  const int B = B_, R = R_, D = config_.input_dim, dr = config_.latent_r, dv = config_.latent_v;
   const Tensor<T>& e = finv_.forward(be, x_.data, B);  // [B, d_r]
-  be.pool_forward(r_.data, e.data, offsets_.data, members_.data, B, dr);
-  be.concat_forward(xr_.data, x_.data, r_.data, B, D, dr);
-  const Tensor<T>& mulv = encoder_.forward(be, xr_.data, B);  // [B, 2 d_v]
-  be.sample_kl_forward(v_.data, eps_.data, kl_.data, mulv.data, B, dv, config_.seed, step, 0);
-  be.concat_forward(rv_.data, r_.data, v_.data, B, dr, dv);
-  const Tensor<T>& logits = decoder_.forward(be, rv_.data, B);  // [B, D]
-  be.bernoulli_ll_forward(ll_.data, logits.data, x_.data, B, D);
+  be.pool_forward(r_.data, e.data, offsets_.data, members_.data, R, dr);
+  be.concat_forward(xr_.data, x_.data, r_.data, R, D, dr);
+  const Tensor<T>& mulv = encoder_.forward(be, xr_.data, R);  // [R, 2 d_v]
+  be.sample_kl_forward(v_.data, eps_.data, kl_.data, mulv.data, R, dv, config_.seed, step, 0);
+  be.concat_forward(rv_.data, r_.data, v_.data, R, dr, dv);
+  const Tensor<T>& logits = decoder_.forward(be, rv_.data, R);  // [R, D]
+  be.bernoulli_ll_forward(ll_.data, logits.data, x_.data, R, D);
 
   StepMetrics metrics;
-  be.download(metric_rows_.data(), ll_.data, B * sizeof(T));
-  for (T value : metric_rows_) metrics.recon += double(value);
-  be.download(metric_rows_.data(), kl_.data, B * sizeof(T));
-  for (T value : metric_rows_) metrics.kl += double(value);
-  metrics.recon /= B;
-  metrics.kl /= B;
+  metrics.recon = mean_of(ll_, B);
+  metrics.kl = mean_of(kl_, B);
+  if (config_.semi_supervised()) {
+    const int C = config_.classes, U = U_;
+    const Tensor<T>& q_logits = classifier_.forward(be, xq_.data, B + U);  // [B + U, C]
+    be.softmax_xent_forward(nll_.data, probs_.data, q_logits.data, labels_.data, B, C);
+    be.expectation_forward(bound_.data, q_.data, q_logits.row(B), ll_.data + B, kl_.data + B,
+                           log_prior_.data, U, C);
+    metrics.classifier_nll = mean_of(nll_, B);
+    metrics.unlabelled_bound = mean_of(bound_, U);
+  }
   return metrics;
 }
 
 template <class T>
 void EquiVae<T>::backward() {
   Backend<T>& be = backend_;
-  const int B = B_, D = config_.input_dim, dr = config_.latent_r, dv = config_.latent_v;
+  const int B = B_, R = R_, D = config_.input_dim, dr = config_.latent_r, dv = config_.latent_v;
+  if (config_.semi_supervised()) {
+    const int C = config_.classes, U = U_;
+    Tensor<T>& dq_logits = classifier_.output_grad();  // [B + U, C]
+    be.softmax_xent_backward(dq_logits.data, dnll_.data, probs_.data, labels_.data, B, C);
+    // Also sets the unlabelled rows' likelihood and KL weights: ±w/U · q(y|x).
+    be.expectation_backward(dq_logits.row(B), dll_.data + B, dkl_.data + B, dbound_.data,
+                            q_.data, ll_.data + B, kl_.data + B, log_prior_.data, U, C);
+    classifier_.backward(be, xq_.data, B + U, nullptr, 0, false);
+  }
   be.bernoulli_ll_backward(decoder_.output_grad().data, dll_.data, decoder_.output().data, x_.data,
-                           B, D);
-  decoder_.backward(be, rv_.data, B, drv_.data, 0, false);
-  be.concat_backward(dr_.data, dv_.data, drv_.data, B, dr, dv, false, false);
+                           R, D);
+  decoder_.backward(be, rv_.data, R, drv_.data, 0, false);
+  be.concat_backward(dr_.data, dv_.data, drv_.data, R, dr, dv, false, false);
   be.sample_kl_backward(encoder_.output_grad().data, dv_.data, dkl_.data, encoder_.output().data,
-                        eps_.data, B, dv);
+                        eps_.data, R, dv);
   // The encoder sees [x ; r]: only r's columns need a gradient, added to the decoder's.
-  encoder_.backward(be, xr_.data, B, dr_.data, D, true);
-  be.pool_backward(finv_.output_grad().data, dr_.data, offsets_.data, members_.data, B, B, dr);
+  encoder_.backward(be, xr_.data, R, dr_.data, D, true);
+  // Every pooled row, labelled or not, hands its gradient to the labelled rows it averaged.
+  be.pool_backward(finv_.output_grad().data, dr_.data, offsets_.data, members_.data, R, B, dr);
   finv_.backward(be, x_.data, B, nullptr, 0, false);
 }
 
@@ -160,8 +241,9 @@ void EquiVae<T>::apply_adam() {
 }
 
 template <class T>
-StepMetrics EquiVae<T>::train_step(const Batch& batch, const Dataset& data, uint64_t step) {
-  load_batch(batch, data);
+StepMetrics EquiVae<T>::train_step(const Batch& batch, const Dataset& data, uint64_t step,
+                                   const Dataset* unlabelled) {
+  load_batch(batch, data, unlabelled);
   const StepMetrics metrics = forward(step);
   backward();
   apply_adam();
@@ -183,6 +265,24 @@ void EquiVae<T>::embed(const float* images, int64_t n, float* out) {
 }
 
 template <class T>
+void EquiVae<T>::classify(const float* images, int64_t n, int32_t* labels) {
+  check(config_.semi_supervised(), "classify", "the supervised model has no classifier q(y|x)");
+  const int D = config_.input_dim, C = config_.classes, chunk = B_ + U_;
+  std::vector<T> logits(size_t(chunk) * C);
+  for (int64_t begin = 0; begin < n; begin += chunk) {
+    const int count = int(std::min<int64_t>(chunk, n - begin));
+    std::copy(images + begin * D, images + (begin + count) * D, staging_.begin());
+    backend_.upload(xq_.data, staging_.data(), size_t(count) * D * sizeof(T));
+    const Tensor<T>& out = classifier_.forward(backend_, xq_.data, count);
+    backend_.download(logits.data(), out.data, size_t(count) * C * sizeof(T));
+    for (int i = 0; i < count; ++i) {
+      const T* row = logits.data() + size_t(i) * C;
+      labels[begin + i] = int32_t(std::max_element(row, row + C) - row);
+    }
+  }
+}
+
+template <class T>
 Checkpoint EquiVae<T>::to_checkpoint() const {
   Checkpoint ckpt;
   auto add = [&](const std::string& name, std::vector<int64_t> shape, const T* src, size_t n) {
@@ -190,7 +290,7 @@ Checkpoint EquiVae<T>::to_checkpoint() const {
     backend_.download(host.data(), src, n * sizeof(T));
     ckpt.tensors.push_back({name, std::move(shape), std::vector<float>(host.begin(), host.end())});
   };
-  for (const Mlp<T>* net : {&finv_, &encoder_, &decoder_}) {
+  for (const Mlp<T>* net : networks_) {
     for (size_t l = 0; l < net->layers().size(); ++l) {
       const DenseLayer<T>& layer = net->layers()[l];
       const std::string prefix = net->name() + "." + std::to_string(l);
@@ -222,7 +322,7 @@ void EquiVae<T>::load_checkpoint(const Checkpoint& ckpt, const std::string& path
     std::vector<T> host(t.data.begin(), t.data.end());
     backend_.upload(dst, host.data(), n * sizeof(T));
   };
-  for (Mlp<T>* net : {&finv_, &encoder_, &decoder_}) {
+  for (Mlp<T>* net : networks_) {
     for (size_t l = 0; l < net->layers().size(); ++l) {
       DenseLayer<T>& layer = net->layers()[l];
       const std::string prefix = net->name() + "." + std::to_string(l);

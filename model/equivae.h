@@ -7,6 +7,13 @@
 //   [x ; r] → encoder → [μ | log σ²][B,2d_v] → v = μ + σ·ε, KL
 //   [r ; v] → decoder → logits[B,784] → Bernoulli log-likelihood
 //   loss = −mean_i (log p(x_i|r_i,v_i) − KL_i)
+//
+// Semi-supervised (config.unlabelled = U > 0, eqs. 5–7): each of U unlabelled items is
+// paired with every label y (rows B + u·C + y, r_y pooled from labelled segment y), so the
+// encoder and decoder run once over R = B + C·U rows; a classifier q(y|x) on the B + U
+// items gives log q(y|x) for the labelled ones and the exact expectation over y for the
+// unlabelled ones:
+//   loss = mean_lab(−ELBO − log q(y|x)) + w · mean_unlab(−Σ_y q_y (ELBO_y + log p(y) − log q_y))
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -22,9 +29,12 @@
 namespace equivae {
 
 struct StepMetrics {
-  double recon = 0;  // mean log p(x|r,v) per example (nats)
-  double kl = 0;     // mean KL(q(v|r,x) || p(v)) per example (nats)
+  double recon = 0;  // mean log p(x|r,v) per labelled example (nats)
+  double kl = 0;     // mean KL(q(v|r,x) || p(v)) per labelled example (nats)
   double elbo() const { return recon - kl; }
+  // Semi-supervised only:
+  double classifier_nll = 0;    // mean −log q(y|x) over the labelled batch
+  double unlabelled_bound = 0;  // mean L_unlab per unlabelled item (eq. 6, incl. log p(y))
 };
 
 template <class T>
@@ -34,17 +44,23 @@ class EquiVae {
   EquiVae(const EquiVae&) = delete;
   EquiVae& operator=(const EquiVae&) = delete;
 
-  // A whole training step: load the batch, forward, backward, Adam.
-  StepMetrics train_step(const Batch& batch, const Dataset& data, uint64_t step);
+  // A whole training step: load the batch, forward, backward, Adam. unlabelled: the
+  // semi-supervised plan's unlabelled set (batch.unlabelled_rows index it).
+  StepMetrics train_step(const Batch& batch, const Dataset& data, uint64_t step,
+                         const Dataset* unlabelled = nullptr);
 
   // The step's phases, public for tests and benchmarks.
-  void load_batch(const Batch& batch, const Dataset& data);  // gather rows, upload pooling sets
+  void load_batch(const Batch& batch, const Dataset& data, const Dataset* unlabelled = nullptr);
   StepMetrics forward(uint64_t step);                         // noise from (seed, step, row, col)
   void backward();
   void apply_adam();
 
   // f_inv(x) for n images[n, input_dim] → out[n, d_r] (host memory), in chunks of B rows.
   void embed(const float* images, int64_t n, float* out);
+  // Semi-supervised: argmax_y q(y|x) for n images → labels[n].
+  void classify(const float* images, int64_t n, int32_t* labels);
+  // log p(y) of the objective (default uniform); class frequencies of the labelled data.
+  void set_log_prior(const std::vector<double>& log_prior);
 
   const EquiVaeConfig& config() const { return config_; }
   Backend<T>& backend() { return backend_; }
@@ -65,24 +81,33 @@ class EquiVae {
 
   EquiVaeConfig config_;
   Backend<T>& backend_;
-  int B_;
+  int B_, U_, R_;  // labelled rows, unlabelled items, rows through encoder/decoder
   Mlp<T> finv_, encoder_, decoder_;
+  Mlp<T> classifier_;  // q(y|x); no layers in the supervised plan
+  std::vector<Mlp<T>*> networks_;
   Arena arena_;
   // Parameter region: params_flat_ .. + parameter_count_, the same layout for gradients.
   T* params_flat_ = nullptr;
   T* grads_flat_ = nullptr;
   size_t parameter_count_ = 0;
   Tensor<T> adam_m_, adam_v_;                   // [1, parameter_count]
-  Tensor<T> x_;                                 // [B, input_dim] batch images
-  Tensor<int32_t> offsets_, members_;           // pooling sets, CSR [1,B+1], [1,B·(k−1)]
-  Tensor<T> r_, dr_, de_;                       // [B, d_r]
-  Tensor<T> xr_;                                // [B, input_dim + d_r] encoder input
-  Tensor<T> v_, eps_, dv_;                      // [B, d_v]
-  Tensor<T> kl_, ll_, dkl_, dll_;               // [1, B]
-  Tensor<T> rv_, drv_;                          // [B, d_r + d_v] decoder input
+  Tensor<T> x_;                        // [R, input_dim] labelled rows, then unlabelled per label
+  Tensor<int32_t> offsets_, members_;  // pooling sets of the R rows, CSR
+  Tensor<T> r_, dr_;                   // [R, d_r]
+  Tensor<T> xr_;                       // [R, input_dim + d_r] encoder input
+  Tensor<T> v_, eps_, dv_;             // [R, d_v]
+  Tensor<T> kl_, ll_, dkl_, dll_;      // [1, R]
+  Tensor<T> rv_, drv_;                 // [R, d_r + d_v] decoder input
+  // Semi-supervised only:
+  Tensor<T> xq_;                       // [B + U, input_dim] classifier input
+  Tensor<int32_t> labels_;             // [1, B] segment labels
+  Tensor<T> log_prior_;                // [1, C]
+  Tensor<T> nll_, probs_, dnll_;       // [1, B], [B, C], [1, B]
+  Tensor<T> bound_, q_, dbound_;       // [1, U], [U, C], [1, U]
   int64_t adam_steps_ = 0;
-  std::vector<T> staging_;                      // host gather buffer [B, input_dim]
-  std::vector<T> metric_rows_;                  // host copy of ll / kl rows
+  std::vector<T> staging_;      // host gather buffer [R, input_dim]
+  std::vector<T> metric_rows_;  // host copy of per-row metrics
+  double mean_of(const Tensor<T>& values, int count);
 };
 
 }  // namespace equivae

@@ -64,6 +64,17 @@ double distance_classifier_error(EquiVae<T>& model, const Dataset& train, const 
   return classifier.error(embed_dataset(model, test), test.labels);
 }
 
+template <class T>
+double classifier_error(EquiVae<T>& model, const Dataset& data) {
+  std::vector<int32_t> predicted(data.n);
+  model.classify(data.images.data(), data.n, predicted.data());
+  int64_t wrong = 0;
+  for (int64_t i = 0; i < data.n; ++i) wrong += predicted[i] != data.labels[i];
+  return data.n ? double(wrong) / double(data.n) : 0.0;
+}
+
+template double classifier_error<float>(EquiVae<float>&, const Dataset&);
+template double classifier_error<double>(EquiVae<double>&, const Dataset&);
 template std::vector<float> embed_dataset<float>(EquiVae<float>&, const Dataset&);
 template std::vector<float> embed_dataset<double>(EquiVae<double>&, const Dataset&);
 template double distance_classifier_error<float>(EquiVae<float>&, const Dataset&, const Dataset&);

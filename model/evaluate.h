@@ -28,4 +28,8 @@ std::vector<float> embed_dataset(EquiVae<T>& model, const Dataset& data);
 template <class T>
 double distance_classifier_error(EquiVae<T>& model, const Dataset& train, const Dataset& test);
 
+// Error of argmax q(y|x) (semi-supervised models) on data.
+template <class T>
+double classifier_error(EquiVae<T>& model, const Dataset& data);
+
 }  // namespace equivae

@@ -12,6 +12,20 @@ namespace {
 // Salts keep the sampler's Philox streams apart from the model's (init, noise).
 constexpr uint64_t kPermutationSalt = 0x5eed'0001'0000'0000ull;
 constexpr uint64_t kPoolingSalt = 0x5eed'0002'0000'0000ull;
+constexpr uint64_t kUnlabelledOrderSalt = 0x5eed'0003'0000'0000ull;
+constexpr uint64_t kUnlabelledPoolingSalt = 0x5eed'0004'0000'0000ull;
+
+// Appends m distinct picks from candidates (partial Fisher–Yates; candidates is scrambled).
+void pick_distinct(std::vector<int32_t>& candidates, int m, uint64_t seed, uint64_t step,
+                   uint32_t row, std::vector<int32_t>& out) {
+  const int n = int(candidates.size());
+  for (int s = 0; s < m; ++s) {
+    const uint32_t pick =
+        uint32_t(s) + philox_below(uint32_t(n - s), seed, step, row, uint32_t(1 + s));
+    std::swap(candidates[s], candidates[pick]);
+    out.push_back(candidates[s]);
+  }
+}
 }  // namespace
 
 BalancedBatchSampler::BalancedBatchSampler(const std::vector<int32_t>& labels, int classes, int k,
@@ -56,6 +70,7 @@ void BalancedBatchSampler::sample(uint64_t step, Batch& batch) {
   batch.rows.resize(B);
   batch.offsets.assign(B + 1, 0);
   batch.members.clear();
+  batch.unlabelled_rows.clear();
   std::vector<int32_t> others(k_ - 1);
   for (int c = 0; c < classes_; ++c) {
     const std::vector<int32_t>& order = order_[c];
@@ -70,13 +85,48 @@ void BalancedBatchSampler::sample(uint64_t step, Batch& batch) {
       // The k−1 other rows of the segment; a partial Fisher–Yates picks m of them.
       for (int o = 0, n = 0; o < k_; ++o)
         if (o != j) others[n++] = c * k_ + o;
-      for (int s = 0; s < m; ++s) {
-        const uint32_t pick = uint32_t(s) + philox_below(uint32_t(k_ - 1 - s), salt, step,
-                                                         uint32_t(row), uint32_t(1 + s));
-        std::swap(others[s], others[pick]);
-        batch.members.push_back(others[s]);
-      }
+      pick_distinct(others, m, salt, step, uint32_t(row), batch.members);
       batch.offsets[row + 1] = int32_t(batch.members.size());
+    }
+  }
+}
+
+UnlabelledSampler::UnlabelledSampler(int64_t n, int per_step, int classes, int k, int m_max,
+                                     uint64_t seed)
+    : n_(n), per_step_(per_step), classes_(classes), k_(k), m_cap_(std::min(m_max, k)),
+      seed_(seed) {
+  check(per_step >= 1, "unlabelled sampler", "needs at least one item per step");
+  check(n >= per_step, "unlabelled sampler",
+        "the unlabelled set holds " + std::to_string(n) + " items, fewer than the " +
+            std::to_string(per_step) + " drawn per step");
+  steps_per_epoch_ = n / per_step;
+}
+
+void UnlabelledSampler::sample(uint64_t step, Batch& batch) {
+  const uint64_t epoch = step / uint64_t(steps_per_epoch_);
+  if (int64_t(epoch) != shuffled_epoch_) {
+    order_.resize(n_);
+    std::iota(order_.begin(), order_.end(), 0);
+    for (int64_t i = n_ - 1; i > 0; --i)
+      std::swap(order_[i], order_[philox_below(uint32_t(i + 1), seed_ ^ kUnlabelledOrderSalt,
+                                               epoch, 0, uint32_t(i))]);
+    shuffled_epoch_ = int64_t(epoch);
+  }
+  const int64_t begin = int64_t(step % uint64_t(steps_per_epoch_)) * per_step_;
+  batch.unlabelled_rows.assign(order_.begin() + begin, order_.begin() + begin + per_step_);
+
+  const int B = classes_ * k_;
+  check(int(batch.offsets.size()) == B + 1, "unlabelled sampler",
+        "expects a labelled batch of " + std::to_string(B) + " rows first");
+  std::vector<int32_t> segment(k_);
+  const uint64_t salt = seed_ ^ kUnlabelledPoolingSalt;
+  for (int u = 0; u < per_step_; ++u) {
+    for (int y = 0; y < classes_; ++y) {
+      const uint32_t row = uint32_t(B + u * classes_ + y);
+      const int m = 1 + int(philox_below(uint32_t(m_cap_), salt, step, row, 0));
+      for (int j = 0; j < k_; ++j) segment[j] = y * k_ + j;
+      pick_distinct(segment, m, salt, step, row, batch.members);
+      batch.offsets.push_back(int32_t(batch.members.size()));
     }
   }
 }

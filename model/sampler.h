@@ -10,8 +10,11 @@ namespace equivae {
 
 struct Batch {
   std::vector<int32_t> rows;     // [B] data-set index of each batch row; segment c = rows c·k..
-  std::vector<int32_t> offsets;  // [B+1] CSR offsets of the pooling sets
-  std::vector<int32_t> members;  // [offsets[B]] batch rows pooled by each row
+  std::vector<int32_t> offsets;  // [R+1] CSR offsets of the pooling sets of all R rows
+  std::vector<int32_t> members;  // [offsets[R]] labelled batch rows pooled by each row
+  // Semi-supervised: [U] indices into the unlabelled set; row B + u·C + y of the plan
+  // is unlabelled item u paired with label y, its r_y pooled from segment y.
+  std::vector<int32_t> unlabelled_rows;
 };
 
 class BalancedBatchSampler {
@@ -33,6 +36,25 @@ class BalancedBatchSampler {
   uint64_t seed_;
   int64_t steps_per_epoch_ = 1;
   int64_t shuffled_epoch_ = -1;
+};
+
+// Unlabelled items for the semi-supervised step: U per step, each of N items once per
+// epoch (N / U steps), in a Philox order per epoch. Appends to a labelled batch (after
+// BalancedBatchSampler::sample) the C·U pooling sets: for (u, y), m ~ U{1..min(m_max, k)}
+// distinct rows of labelled segment y (u is not in the labelled batch, so none is excluded).
+class UnlabelledSampler {
+ public:
+  UnlabelledSampler(int64_t n, int per_step, int classes, int k, int m_max, uint64_t seed);
+  int64_t steps_per_epoch() const { return steps_per_epoch_; }
+  void sample(uint64_t step, Batch& batch);
+
+ private:
+  int64_t n_;
+  int per_step_, classes_, k_, m_cap_;
+  uint64_t seed_;
+  int64_t steps_per_epoch_ = 1;
+  int64_t shuffled_epoch_ = -1;
+  std::vector<int32_t> order_;
 };
 
 }  // namespace equivae

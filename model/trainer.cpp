@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <string>
 
 #include "model/evaluate.h"
@@ -42,12 +43,28 @@ double balanced_log_prior(const Dataset& data, int classes) {
 }  // namespace
 
 template <class T>
-std::vector<EpochRecord> train(EquiVae<T>& model, const Dataset& train, const Dataset* validation,
+std::vector<EpochRecord> train(EquiVae<T>& model, const Dataset& labelled,
+                               const Dataset* unlabelled, const Dataset* validation,
                                const TrainOptions& options) {
   const EquiVaeConfig& config = model.config();
+  const Dataset& train = labelled;
+  check(config.semi_supervised() == (unlabelled != nullptr), "training",
+        config.semi_supervised() ? "the semi-supervised model needs an unlabelled set"
+                                 : "an unlabelled set needs a semi-supervised model");
   BalancedBatchSampler sampler(train.labels, config.classes, config.k, config.m_max, config.seed);
-  const int64_t steps = sampler.steps_per_epoch();
+  std::unique_ptr<UnlabelledSampler> unlabelled_sampler;
+  if (unlabelled)
+    unlabelled_sampler = std::make_unique<UnlabelledSampler>(
+        unlabelled->n, config.unlabelled, config.classes, config.k, config.m_max, config.seed);
+  const int64_t steps =
+      unlabelled_sampler ? unlabelled_sampler->steps_per_epoch() : sampler.steps_per_epoch();
   const double log_prior = balanced_log_prior(train, config.classes);
+  if (unlabelled) {
+    std::vector<double> counts(config.classes, 0), log_p(config.classes);
+    for (int32_t y : train.labels) counts[y] += 1;
+    for (int y = 0; y < config.classes; ++y) log_p[y] = std::log(counts[y] / double(train.n));
+    model.set_log_prior(log_p);
+  }
   const bool live = !options.quiet && isatty(STDERR_FILENO);
 
   std::ofstream csv;
@@ -58,7 +75,8 @@ std::vector<EpochRecord> train(EquiVae<T>& model, const Dataset& train, const Da
     check(!ec, options.out_dir, "cannot create the output directory: " + ec.message());
     csv.open(options.out_dir + "/metrics.csv");
     check(csv.good(), options.out_dir + "/metrics.csv", "cannot open for writing");
-    csv << "epoch,elbo,recon,kl,validation_error,seconds,examples_per_s\n";
+    csv << "epoch,elbo,recon,kl,validation_error,seconds,examples_per_s,classifier_nll,"
+           "unlabelled_bound,classifier_validation_error\n";
     checkpoint_path = options.out_dir + "/checkpoint.safetensors";
   }
 
@@ -68,16 +86,22 @@ std::vector<EpochRecord> train(EquiVae<T>& model, const Dataset& train, const Da
   uint64_t step = 0;
   for (int epoch = 1; epoch <= options.epochs; ++epoch) {
     const auto epoch_start = Clock::now();
-    double recon = 0, kl = 0;
+    double recon = 0, kl = 0, nll = 0, bound = 0;
     for (int64_t s = 0; s < steps; ++s, ++step) {
       sampler.sample(step, batch);
-      const StepMetrics m = model.train_step(batch, train, step);
-      if (!std::isfinite(m.recon) || !std::isfinite(m.kl))
+      if (unlabelled_sampler) unlabelled_sampler->sample(step, batch);
+      const StepMetrics m = model.train_step(batch, train, step, unlabelled);
+      if (!std::isfinite(m.recon) || !std::isfinite(m.kl) || !std::isfinite(m.classifier_nll) ||
+          !std::isfinite(m.unlabelled_bound))
         throw Error("step " + std::to_string(step) + " (epoch " + std::to_string(epoch) + ")",
                     "training diverged: reconstruction " + std::to_string(m.recon) + ", KL " +
-                        std::to_string(m.kl) + "; the last good checkpoint is kept");
+                        std::to_string(m.kl) + ", classifier NLL " +
+                        std::to_string(m.classifier_nll) + ", unlabelled bound " +
+                        std::to_string(m.unlabelled_bound) + "; the last good checkpoint is kept");
       recon += m.recon;
       kl += m.kl;
+      nll += m.classifier_nll;
+      bound += m.unlabelled_bound;
       if (live && (s % 10 == 0 || s + 1 == steps))
         std::fprintf(stderr, "\repoch %d/%d  step %lld/%lld  ELBO %.2f", epoch, options.epochs,
                      (long long)s + 1, (long long)steps, (recon - kl) / double(s + 1) + log_prior);
@@ -87,9 +111,14 @@ std::vector<EpochRecord> train(EquiVae<T>& model, const Dataset& train, const Da
     r.recon = recon / double(steps);
     r.kl = kl / double(steps);
     r.elbo = r.recon - r.kl + log_prior;
+    r.classifier_nll = nll / double(steps);
+    r.unlabelled_bound = bound / double(steps);
     r.seconds = seconds_since(epoch_start);
-    r.examples_per_s = double(steps) * config.batch() / r.seconds;
-    if (validation) r.validation_error = distance_classifier_error(model, train, *validation);
+    r.examples_per_s = double(steps) * (config.batch() + config.unlabelled) / r.seconds;
+    if (validation) {
+      r.validation_error = distance_classifier_error(model, train, *validation);
+      if (unlabelled) r.classifier_validation_error = classifier_error(model, *validation);
+    }
     records.push_back(r);
 
     if (!options.quiet) {
@@ -97,12 +126,18 @@ std::vector<EpochRecord> train(EquiVae<T>& model, const Dataset& train, const Da
       const double eta = elapsed / epoch * (options.epochs - epoch);
       std::fprintf(stderr, "%sepoch %3d/%d  ELBO %8.2f  recon %8.2f  KL %6.2f", live ? "\r" : "",
                    epoch, options.epochs, r.elbo, r.recon, r.kl);
+      if (unlabelled)
+        std::fprintf(stderr, "  L_unlab %8.2f  -log q %5.3f", r.unlabelled_bound, r.classifier_nll);
       if (validation) std::fprintf(stderr, "  val err %5.2f%%", 100 * r.validation_error);
+      if (r.classifier_validation_error >= 0)
+        std::fprintf(stderr, " (q(y|x) %5.2f%%)", 100 * r.classifier_validation_error);
       std::fprintf(stderr, "  %7.0f ex/s  ETA %s\n", r.examples_per_s, format_duration(eta).c_str());
     }
     if (csv.is_open()) {
       csv << r.epoch << ',' << r.elbo << ',' << r.recon << ',' << r.kl << ','
-          << r.validation_error << ',' << r.seconds << ',' << r.examples_per_s << '\n';
+          << r.validation_error << ',' << r.seconds << ',' << r.examples_per_s << ','
+          << r.classifier_nll << ',' << r.unlabelled_bound << ','
+          << r.classifier_validation_error << '\n';
       csv.flush();
     }
     if (!checkpoint_path.empty()) {
@@ -115,8 +150,8 @@ std::vector<EpochRecord> train(EquiVae<T>& model, const Dataset& train, const Da
 }
 
 template std::vector<EpochRecord> train<float>(EquiVae<float>&, const Dataset&, const Dataset*,
-                                               const TrainOptions&);
+                                               const Dataset*, const TrainOptions&);
 template std::vector<EpochRecord> train<double>(EquiVae<double>&, const Dataset&, const Dataset*,
-                                                const TrainOptions&);
+                                                const Dataset*, const TrainOptions&);
 
 }  // namespace equivae

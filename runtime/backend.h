@@ -51,8 +51,16 @@ class Backend {
                                     int B, int C) = 0;
   virtual void softmax_xent_backward(T* dlogits, const T* dloss, const T* probs,
                                      const int32_t* labels, int B, int C) = 0;
+  virtual void expectation_forward(T* L, T* q, const T* logits, const T* ll, const T* kl,
+                                   const T* log_prior, int U, int C) = 0;
+  virtual void expectation_backward(T* dlogits, T* dll, T* dkl, const T* dL, const T* q,
+                                    const T* ll, const T* kl, const T* log_prior, int U,
+                                    int C) = 0;
   virtual void adam_step(T* params, T* m, T* v, const T* grads, size_t n, const AdamConfig& config,
                          int64_t t) = 0;
+  virtual void dropout_forward(T* y, T* mask, const T* x, size_t n, T rate, uint64_t seed,
+                               uint64_t step, uint32_t stream) = 0;
+  virtual void dropout_backward(T* dx, const T* dy, const T* mask, size_t n) = 0;
 };
 
 // The native CPU backend (OpenBLAS + OpenMP); threads ≤ 0 keeps the defaults.

@@ -85,9 +85,24 @@ class CpuBackend final : public Backend<T> {
                              int B, int C) override {
     cpu::softmax_xent_backward(dlogits, dloss, probs, labels, B, C);
   }
+  void expectation_forward(T* L, T* q, const T* logits, const T* ll, const T* kl,
+                           const T* log_prior, int U, int C) override {
+    cpu::expectation_forward(L, q, logits, ll, kl, log_prior, U, C);
+  }
+  void expectation_backward(T* dlogits, T* dll, T* dkl, const T* dL, const T* q, const T* ll,
+                            const T* kl, const T* log_prior, int U, int C) override {
+    cpu::expectation_backward(dlogits, dll, dkl, dL, q, ll, kl, log_prior, U, C);
+  }
   void adam_step(T* params, T* m, T* v, const T* grads, size_t n, const AdamConfig& config,
                  int64_t t) override {
     cpu::adam_step(params, m, v, grads, n, config, t);
+  }
+  void dropout_forward(T* y, T* mask, const T* x, size_t n, T rate, uint64_t seed, uint64_t step,
+                       uint32_t stream) override {
+    cpu::dropout_forward(y, mask, x, n, rate, seed, step, stream);
+  }
+  void dropout_backward(T* dx, const T* dy, const T* mask, size_t n) override {
+    cpu::dropout_backward(dx, dy, mask, n);
   }
 };
 

@@ -215,6 +215,41 @@ struct SoftmaxCase {
 
 TEST(Ops, SoftmaxCrossEntropy) { expect_op_ok(check_op(SoftmaxCase{})); }
 
+struct ExpectationCase {
+  int U = 5, C = 4;
+  std::vector<BufferSpec> inputs() const {
+    return {{"logits", size_t(U) * C, -3, 3},
+            {"ll", size_t(U) * C, -200, -50},
+            {"kl", size_t(U) * C, 0, 20},
+            {"log_prior", size_t(C), -2, -1, false}};
+  }
+  std::vector<BufferSpec> outputs() const {
+    return {{"L", size_t(U)}, {"q", size_t(U) * C, 0, 0, false}};
+  }
+  IntInputs int_inputs() const { return {}; }
+  template <class T>
+  void forward(Buffers<T>& b) const {
+    cpu::expectation_forward(b["L"], b["q"], b["logits"], b["ll"], b["kl"], b["log_prior"], U, C);
+  }
+  template <class T>
+  void backward(Buffers<T>& b) const {
+    cpu::expectation_backward(b["dlogits"], b["dll"], b["dkl"], b["dL"], b["q"], b["ll"], b["kl"],
+                              b["log_prior"], U, C);
+  }
+};
+
+TEST(Ops, ExactExpectationOverLabels) { expect_op_ok(check_op(ExpectationCase{})); }
+
+TEST(Ops, ExpectationWithOneHotQEqualsTheLabelledElbo) {
+  // q(y|x) → one-hot on label 2: L → ELBO_2 + log p(2) (the KL(q‖p) term → −log p(2) + 0).
+  const int C = 3;
+  const double logits[C] = {-60, -60, 60}, ll[C] = {-10, -20, -30}, kl[C] = {1, 2, 3},
+               log_prior[C] = {-1.0, -1.5, -0.5};
+  double L, q[C];
+  cpu::expectation_forward(&L, q, logits, ll, kl, log_prior, 1, C);
+  EXPECT_NEAR(L, (ll[2] - kl[2]) + log_prior[2], 1e-9);
+}
+
 TEST(Ops, AdamMatchesPlainReference) {
   // PyTorch's Adam written out in double, three steps, against the fused op in float.
   const size_t n = 1000;

@@ -67,6 +67,18 @@ template <class T>
 void softmax_xent_backward(T* dlogits, const T* dloss, const T* probs, const int32_t* labels, int B,
                            int C);
 
+// ---- exact expectation over the C labels of an unlabelled item (eqs. 6–7):
+// q[U,C] = softmax(logits); elbo_uy = ll[u·C+y] − kl[u·C+y] (row u·C+y ran with r_y);
+// L[u] = Σ_y q_uy (elbo_uy + log_prior[y] − log q_uy)   (= E_q[ELBO] − KL(q ‖ p(y)))
+template <class T>
+void expectation_forward(T* L, T* q, const T* logits, const T* ll, const T* kl,
+                         const T* log_prior, int U, int C);
+// From dL[U]: dll[u·C+y] = dL_u·q_uy, dkl[u·C+y] = −dL_u·q_uy, and through the softmax
+// dlogits_uk = dL_u·q_uk·(g_uk − Σ_y q_uy g_uy), g_uy = elbo_uy + log_prior[y] − log q_uy.
+template <class T>
+void expectation_backward(T* dlogits, T* dll, T* dkl, const T* dL, const T* q, const T* ll,
+                          const T* kl, const T* log_prior, int U, int C);
+
 // ---- Adam over one flat parameter buffer (PyTorch semantics, bias-corrected):
 // m = β1 m + (1−β1) g; v = β2 v + (1−β2) g²; p −= lr · m̂ / (√v̂ + eps), t ≥ 1.
 struct AdamConfig {
@@ -79,5 +91,15 @@ void adam_step(T* params, T* m, T* v, const T* grads, size_t n, const AdamConfig
 // ---- small reductions
 template <class T>
 double sum(const T* x, size_t n);
+
+// ---- inverted dropout: mask[n] = keep_i / (1 − rate) or 0, keep_i ⇔ Philox uniform at
+// (seed, step, row = stream, col = i) ≥ rate (so P(keep) = 1 − rate, E[y] = x); y[n] = x ⊙ mask.
+// rate = 0 copies (mask = 1); rate ≥ 1 zeroes. n < 2^32 (the column counter is 32-bit).
+template <class T>
+void dropout_forward(T* y, T* mask, const T* x, size_t n, T rate, uint64_t seed, uint64_t step,
+                     uint32_t stream);
+// dx[n] = dy ⊙ mask (dx may alias dy).
+template <class T>
+void dropout_backward(T* dx, const T* dy, const T* mask, size_t n);
 
 }  // namespace equivae::cpu
