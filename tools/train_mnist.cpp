@@ -1,5 +1,6 @@
 // train_mnist: trains the supervised EquiVAE on MNIST-format data (the bundled
 // 10,000 digits by default) on the CPU and reports the distance-classifier error.
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <string>
@@ -8,6 +9,7 @@
 #include "model/equivae.h"
 #include "model/evaluate.h"
 #include "model/idx_dataset.h"
+#include "model/subsets.h"
 #include "model/trainer.h"
 #include "runtime/backend.h"
 #include "runtime/error.h"
@@ -23,8 +25,8 @@ using namespace equivae;
 
 constexpr const char* kUsage =
     "usage: train_mnist [flags]\n"
-    "Trains the supervised EquiVAE (Feige, ICML 2019) and prints the distance-classifier test "
-    "error.\nWithout data flags it uses the bundled 10,000 MNIST digits: the first 8,000 train, "
+    "Trains EquiVAE (Feige, ICML 2019), supervised or with --labels N semi-supervised, and prints "
+    "the distance-classifier test error (and q(y|x)'s, semi-supervised).\nWithout data flags it uses the bundled 10,000 MNIST digits: the first 8,000 train, "
     "the last 2,000 test.";
 
 void declare_flags(Flags& f) {
@@ -39,11 +41,18 @@ void declare_flags(Flags& f) {
         "5000 for a data directory, as the paper's 55k/5k split)");
   f.add("epochs", "40", "training epochs");
   f.add("k", "16", "items per class in a batch (batch = 10 k)");
-  f.add("latent", "16", "size of both latents r and v (overridden by --latent-r / --latent-v)");
+  f.add("labels", "0",
+        "semi-supervised: keep the labels of only N training examples (N/10 per class, chosen "
+        "by --seed), the rest train unlabelled; 0: supervised");
+  f.add("unlabelled", "100", "semi-supervised: unlabelled items per step (each paired with all 10 labels)");
+  f.add("unlabelled-weight", "1", "semi-supervised: weight of the unlabelled term's batch mean");
+  f.add("latent", "auto",
+        "size of both latents r and v (auto: 16 supervised, 8 semi-supervised, as the paper)");
   f.add("latent-r", "", "size of the invariant latent r");
   f.add("latent-v", "", "size of the equivariant latent v");
   f.add("hidden", "512", "width of every hidden layer");
-  f.add("m-max", "7", "r pools m ~ U{1..m_max} other same-class items");
+  f.add("m-max", "auto",
+        "r pools m ~ U{1..m_max} other same-class items (auto: 7 supervised, 4 semi-supervised)");
   f.add("lr", "0.001", "Adam learning rate");
   f.add("seed", "1", "random seed (same seed, same numbers)");
   f.add("threads", "0", "CPU threads for GEMM and OpenMP (0: all cores)");
@@ -96,12 +105,21 @@ EquiVaeConfig config_from(const Flags& f, const Dataset& train) {
   EquiVaeConfig c;
   c.input_dim = train.dim;
   c.classes = train.num_classes;
+  const int64_t labels = f.get_int("labels", 0, train.n);
+  const bool semi = labels > 0;
   c.k = int(f.get_int("k", 2, 4096));
-  const int latent = int(f.get_int("latent", 1, 4096));
+  // With few labels a class holds fewer than k: its whole labelled set forms the segment.
+  if (semi) c.k = int(std::min<int64_t>(c.k, labels / c.classes));
+  const int latent =
+      f.get("latent") == "auto" ? (semi ? 8 : 16) : int(f.get_int("latent", 1, 4096));
   c.latent_r = f.has("latent-r") ? int(f.get_int("latent-r", 1, 4096)) : latent;
   c.latent_v = f.has("latent-v") ? int(f.get_int("latent-v", 1, 4096)) : latent;
   c.hidden = int(f.get_int("hidden", 1, 65536));
-  c.m_max = int(f.get_int("m-max", 1, 4096));
+  c.m_max = f.get("m-max") == "auto" ? (semi ? 4 : 7) : int(f.get_int("m-max", 1, 4096));
+  if (semi) {
+    c.unlabelled = int(f.get_int("unlabelled", 1, 100000));
+    c.unlabelled_weight = f.get_double("unlabelled-weight", 0, 1e6);
+  }
   c.lr = f.get_double("lr", 1e-8, 10);
   c.seed = uint64_t(f.get_int("seed", 0, INT64_MAX));
   c.validate();
@@ -125,19 +143,33 @@ int run(int argc, char** argv) {
   options.out_dir = flags.get("out");
   options.quiet = flags.get_switch("quiet");
 
+  const int64_t labels = flags.get_int("labels", 0, data.train.n);
+  LabelledSplit split;
+  if (labels > 0) split = split_labelled(data.train, labels, config.seed);
+  const Dataset& labelled = labels > 0 ? split.labelled : data.train;
+  const Dataset* unlabelled = labels > 0 ? &split.unlabelled : nullptr;
+
   auto backend = make_cpu_backend<float>(threads);
   EquiVae<float> model(config, *backend);
-  std::fprintf(stderr, "train %lld  validation %lld  test %lld  (%s)\n", (long long)data.train.n,
-               (long long)data.validation.n, (long long)data.test.n, data.train.source.c_str());
+  std::fprintf(stderr, "train %lld", (long long)data.train.n);
+  if (unlabelled)
+    std::fprintf(stderr, " (%lld labelled, %lld unlabelled)", (long long)labelled.n,
+                 (long long)unlabelled->n);
+  std::fprintf(stderr, "  validation %lld  test %lld  (%s)\n", (long long)data.validation.n,
+               (long long)data.test.n, data.train.source.c_str());
   std::fprintf(stderr, "model %s  B=%d  %s backend\n", config.describe().c_str(), config.batch(),
                backend->name().c_str());
-  train(model, data.train, data.validation.n ? &data.validation : nullptr, options);
+  train(model, labelled, unlabelled, data.validation.n ? &data.validation : nullptr, options);
 
-  const double error = distance_classifier_error(model, data.train, data.test);
+  // The distance classifier's centroids come from the labelled examples only.
+  const double error = distance_classifier_error(model, labelled, data.test);
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::printf("test error (distance classifier): %.2f%% on %lld images  [%.1f s]\n", 100 * error,
               (long long)data.test.n, seconds);
+  if (unlabelled)
+    std::printf("test error (q(y|x)): %.2f%% on %lld images\n",
+                100 * classifier_error(model, data.test), (long long)data.test.n);
   if (!options.out_dir.empty())
     std::printf("wrote %s/metrics.csv and %s/checkpoint.safetensors\n", options.out_dir.c_str(),
                 options.out_dir.c_str());

@@ -1,0 +1,300 @@
+#include "model/classifier.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <string>
+
+#include "kernels/philox.h"
+#include "runtime/error.h"
+
+namespace equivae {
+namespace {
+// Philox streams of one classifier seed: initial weights, dropout masks, minibatch order.
+constexpr uint64_t kInitSalt = 0xC1A5'0000'0000'0001ull;
+constexpr uint64_t kDropoutSalt = 0xC1A5'0000'0000'0002ull;
+constexpr uint64_t kShuffleSalt = 0xC1A5'0000'0000'0003ull;
+
+std::vector<int> widths_of(int in, int classes, const std::vector<int>& hidden) {
+  std::vector<int> widths{in};
+  widths.insert(widths.end(), hidden.begin(), hidden.end());
+  widths.push_back(classes);
+  return widths;
+}
+
+void validate(int in, int classes, const ClassifierConfig& c) {
+  const std::string where = "classifier";
+  check(in >= 1, where, "input width must be ≥ 1, got " + std::to_string(in));
+  check(classes >= 2, where, "needs ≥ 2 classes, got " + std::to_string(classes));
+  for (int h : c.hidden)
+    check(h >= 1, where, "hidden widths must be ≥ 1, got " + std::to_string(h));
+  check(c.dropout >= 0 && c.dropout < 1, where,
+        "dropout must lie in [0, 1), got " + std::to_string(c.dropout));
+  check(c.lr > 0 && std::isfinite(c.lr), where, "lr must be > 0, got " + std::to_string(c.lr));
+  check(c.batch >= 1, where, "batch must be ≥ 1, got " + std::to_string(c.batch));
+  check(c.epochs >= 0, where, "epochs must be ≥ 0, got " + std::to_string(c.epochs));
+}
+}  // namespace
+
+ClassifierConfig neural_classifier_preset() {
+  ClassifierConfig c;
+  c.hidden = {128, 64};
+  c.dropout = 0.5;
+  return c;
+}
+
+ClassifierConfig benchmark_classifier_preset(int hidden) {
+  ClassifierConfig c;
+  c.hidden = {hidden, hidden};
+  c.dropout = 0.5;
+  return c;
+}
+
+template <class T>
+MlpClassifier<T>::MlpClassifier(int in, int classes, const ClassifierConfig& config,
+                                Backend<T>& backend)
+    : config_((validate(in, classes, config), config)),
+      backend_(backend),
+      in_(in),
+      classes_(classes),
+      B_(config.batch),
+      net_("classifier", widths_of(in, classes, config.hidden)) {
+  const int B = B_;
+  const size_t params_begin = arena_.reserved_bytes();
+  net_.place_parameters(arena_);
+  const size_t params_bytes = arena_.reserved_bytes() - params_begin;
+  net_.place_gradients(arena_);
+  parameter_count_ = params_bytes / sizeof(T);
+  arena_.place(adam_m_, 1, int(parameter_count_));
+  arena_.place(adam_v_, 1, int(parameter_count_));
+
+  net_.place_activations(arena_, B);
+  const size_t hidden_layers = config_.hidden.size();
+  drop_y_.resize(hidden_layers);
+  drop_mask_.resize(hidden_layers);
+  drop_dy_.resize(hidden_layers);
+  for (size_t l = 0; l < hidden_layers; ++l) {
+    arena_.place(drop_y_[l], B, config_.hidden[l]);
+    arena_.place(drop_mask_[l], B, config_.hidden[l]);
+    arena_.place(drop_dy_[l], B, config_.hidden[l]);
+  }
+  arena_.place(x_, B, in);
+  arena_.place(labels_, 1, B);
+  arena_.place(probs_, B, classes);
+  arena_.place(loss_, 1, B);
+  arena_.place(dloss_, 1, B);
+  arena_.allocate(backend_);
+
+  params_flat_ = net_.layers().front().W.data;
+  grads_flat_ = net_.layers().front().dW.data;
+  staging_.resize(size_t(B) * in);
+  label_staging_.resize(B);
+  host_rows_.resize(size_t(B) * std::max(classes, 1));
+  initialise_parameters();
+}
+
+template <class T>
+void MlpClassifier<T>::initialise_parameters() {
+  // PyTorch's nn.Linear default, drawn in double so float and double plans start identical.
+  const uint64_t seed = config_.seed ^ kInitSalt;
+  uint64_t layer_index = 0;
+  for (DenseLayer<T>& l : net_.layers()) {
+    const double bound = 1.0 / std::sqrt(double(l.in));
+    std::vector<T> w(l.W.size()), b(l.b.size());
+    for (int i = 0; i < l.in; ++i)
+      for (int j = 0; j < l.out; ++j)
+        w[size_t(i) * l.out + j] =
+            T(bound * (2 * philox_uniform<double>(seed, layer_index, i, j) - 1));
+    for (int j = 0; j < l.out; ++j)
+      b[j] = T(bound * (2 * philox_uniform<double>(seed, layer_index, l.in, j) - 1));
+    backend_.upload(l.W.data, w.data(), w.size() * sizeof(T));
+    backend_.upload(l.b.data, b.data(), b.size() * sizeof(T));
+    ++layer_index;
+  }
+}
+
+template <class T>
+void MlpClassifier<T>::check_data(const std::vector<float>& features,
+                                  const std::vector<int32_t>* labels, const char* what) const {
+  check(features.size() % size_t(in_) == 0, what,
+        "holds " + std::to_string(features.size()) + " values, not a multiple of the " +
+            std::to_string(in_) + " input features");
+  if (!labels) return;
+  const size_t n = features.size() / size_t(in_);
+  check(labels->size() == n, what,
+        std::to_string(n) + " feature rows but " + std::to_string(labels->size()) + " labels");
+  for (size_t i = 0; i < n; ++i)
+    check((*labels)[i] >= 0 && (*labels)[i] < classes_, what,
+          "label " + std::to_string((*labels)[i]) + " of row " + std::to_string(i) +
+              " is outside [0, " + std::to_string(classes_) + ")");
+}
+
+template <class T>
+void MlpClassifier<T>::load_batch(const float* features, const int32_t* labels, const int64_t* rows,
+                                  int count) {
+  check(count >= 1 && count <= B_, "classifier batch",
+        "has " + std::to_string(count) + " rows, the plan holds 1.." + std::to_string(B_));
+  for (int i = 0; i < count; ++i) {
+    const int64_t r = rows ? rows[i] : i;
+    const float* src = features + r * in_;
+    std::copy(src, src + in_, staging_.begin() + size_t(i) * in_);
+    if (labels) label_staging_[i] = labels[r];
+  }
+  backend_.upload(x_.data, staging_.data(), size_t(count) * in_ * sizeof(T));
+  if (labels) backend_.upload(labels_.data, label_staging_.data(), count * sizeof(int32_t));
+  rows_ = count;
+}
+
+template <class T>
+const Tensor<T>& MlpClassifier<T>::run_network(bool training, uint64_t step) {
+  Backend<T>& be = backend_;
+  const int b = rows_;
+  dropped_ = training && config_.dropout > 0;
+  const uint64_t seed = config_.seed ^ kDropoutSalt;
+  const T* input = x_.data;
+  auto& layers = net_.layers();
+  for (size_t l = 0; l < layers.size(); ++l) {
+    DenseLayer<T>& layer = layers[l];
+    be.dense_forward(layer.y.data, input, layer.W.data, layer.b.data, b, layer.in, layer.out,
+                     layer.relu);
+    input = layer.y.data;
+    if (dropped_ && l + 1 < layers.size()) {
+      be.dropout_forward(drop_y_[l].data, drop_mask_[l].data, layer.y.data, size_t(b) * layer.out,
+                         T(config_.dropout), seed, step, uint32_t(l));
+      input = drop_y_[l].data;
+    }
+  }
+  return layers.back().y;
+}
+
+template <class T>
+double MlpClassifier<T>::forward(bool training, uint64_t step) {
+  const int b = rows_;
+  check(b >= 1, "classifier", "forward before load_batch");
+  const Tensor<T>& logits = run_network(training, step);
+  backend_.softmax_xent_forward(loss_.data, probs_.data, logits.data, labels_.data, b, classes_);
+  backend_.fill(dloss_.data, T(1) / T(b), b);  // loss = mean over the loaded rows
+  backend_.download(host_rows_.data(), loss_.data, b * sizeof(T));
+  double total = 0;
+  for (int i = 0; i < b; ++i) total += double(host_rows_[i]);
+  return total / b;
+}
+
+template <class T>
+void MlpClassifier<T>::backward() {
+  Backend<T>& be = backend_;
+  const int b = rows_;
+  auto& layers = net_.layers();
+  be.softmax_xent_backward(layers.back().dy.data, dloss_.data, probs_.data, labels_.data, b,
+                           classes_);
+  for (size_t l = layers.size(); l-- > 0;) {
+    DenseLayer<T>& layer = layers[l];
+    if (l == 0) {  // the features need no gradient
+      be.dense_backward(nullptr, layer.dW.data, layer.db.data, layer.dy.data, x_.data, layer.W.data,
+                        layer.y.data, b, layer.in, layer.out, layer.relu, 0, false);
+      break;
+    }
+    DenseLayer<T>& below = layers[l - 1];
+    const T* input = dropped_ ? drop_y_[l - 1].data : below.y.data;
+    T* dinput = dropped_ ? drop_dy_[l - 1].data : below.dy.data;
+    be.dense_backward(dinput, layer.dW.data, layer.db.data, layer.dy.data, input, layer.W.data,
+                      layer.y.data, b, layer.in, layer.out, layer.relu, 0, false);
+    if (dropped_)
+      be.dropout_backward(below.dy.data, drop_dy_[l - 1].data, drop_mask_[l - 1].data,
+                          size_t(b) * below.out);
+  }
+}
+
+template <class T>
+void MlpClassifier<T>::apply_adam() {
+  AdamConfig adam;
+  adam.lr = config_.lr;
+  backend_.adam_step(params_flat_, adam_m_.data, adam_v_.data, grads_flat_, parameter_count_, adam,
+                     ++adam_steps_);
+}
+
+template <class T>
+TrainSummary MlpClassifier<T>::train(const std::vector<float>& features,
+                                     const std::vector<int32_t>& labels,
+                                     const std::vector<float>* val_features,
+                                     const std::vector<int32_t>* val_labels) {
+  check_data(features, &labels, "classifier training data");
+  check((val_features == nullptr) == (val_labels == nullptr), "classifier validation data",
+        "needs both features and labels");
+  if (val_features) check_data(*val_features, val_labels, "classifier validation data");
+  const int64_t n = int64_t(labels.size());
+  check(n >= 1, "classifier training data", "is empty");
+
+  TrainSummary summary;
+  std::vector<int64_t> order(n);
+  std::vector<T> best_params;
+  for (int epoch = 1; epoch <= config_.epochs; ++epoch) {
+    // Fisher–Yates from Philox: the permutation of epoch e is a function of (seed, e).
+    const uint64_t shuffle_seed = config_.seed ^ kShuffleSalt, e = epochs_trained_++;
+    std::iota(order.begin(), order.end(), int64_t(0));
+    for (int64_t i = n - 1; i > 0; --i)
+      std::swap(order[i], order[philox_below(uint32_t(i + 1), shuffle_seed, e, 0, uint32_t(i))]);
+
+    double loss_sum = 0;
+    for (int64_t begin = 0; begin < n; begin += B_) {
+      const int count = int(std::min<int64_t>(B_, n - begin));
+      load_batch(features.data(), labels.data(), order.data() + begin, count);
+      const double loss = forward(true, uint64_t(adam_steps_));
+      check(std::isfinite(loss), "classifier step " + std::to_string(adam_steps_),
+            "the loss is not finite");
+      backward();
+      apply_adam();
+      loss_sum += loss * count;
+    }
+    summary.loss.push_back(loss_sum / double(n));
+
+    if (val_features) {
+      const double e_val = error(*val_features, *val_labels);
+      summary.validation_error.push_back(e_val);
+      if (summary.best_epoch == 0 || e_val < summary.best_validation_error) {
+        summary.best_epoch = epoch;
+        summary.best_validation_error = e_val;
+        best_params.resize(parameter_count_);
+        backend_.download(best_params.data(), params_flat_, parameter_count_ * sizeof(T));
+      }
+    } else {
+      summary.best_epoch = epoch;
+    }
+  }
+  if (!best_params.empty())
+    backend_.upload(params_flat_, best_params.data(), parameter_count_ * sizeof(T));
+  return summary;
+}
+
+template <class T>
+std::vector<int32_t> MlpClassifier<T>::predict(const std::vector<float>& features) {
+  check_data(features, nullptr, "classifier input");
+  const int64_t n = int64_t(features.size() / size_t(in_));
+  std::vector<int32_t> predictions(n);
+  for (int64_t begin = 0; begin < n; begin += B_) {
+    const int count = int(std::min<int64_t>(B_, n - begin));
+    load_batch(features.data() + begin * in_, nullptr, nullptr, count);
+    const Tensor<T>& logits = run_network(false, 0);
+    backend_.download(host_rows_.data(), logits.data, size_t(count) * classes_ * sizeof(T));
+    for (int i = 0; i < count; ++i) {
+      const T* row = host_rows_.data() + size_t(i) * classes_;
+      predictions[begin + i] = int32_t(std::max_element(row, row + classes_) - row);
+    }
+  }
+  return predictions;
+}
+
+template <class T>
+double MlpClassifier<T>::error(const std::vector<float>& features,
+                               const std::vector<int32_t>& labels) {
+  check_data(features, &labels, "classifier evaluation data");
+  const std::vector<int32_t> predictions = predict(features);
+  int64_t wrong = 0;
+  for (size_t i = 0; i < labels.size(); ++i) wrong += predictions[i] != labels[i];
+  return labels.empty() ? 0.0 : double(wrong) / double(labels.size());
+}
+
+template class MlpClassifier<float>;
+template class MlpClassifier<double>;
+
+}  // namespace equivae
