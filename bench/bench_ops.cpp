@@ -20,8 +20,8 @@ std::vector<float> random_vector(size_t n, float lo, float hi, uint64_t stream) 
 }
 
 void set_flops(benchmark::State& state, double flops_per_iteration) {
-  state.counters["FLOP/s"] = benchmark::Counter(flops_per_iteration * state.iterations(),
-                                                benchmark::Counter::kIsRate);
+  state.counters["FLOP/s"] =
+      benchmark::Counter(flops_per_iteration * state.iterations(), benchmark::Counter::kIsRate);
 }
 void set_bytes(benchmark::State& state, double bytes_per_iteration) {
   state.SetBytesProcessed(int64_t(bytes_per_iteration * state.iterations()));
@@ -30,24 +30,30 @@ void set_bytes(benchmark::State& state, double bytes_per_iteration) {
 // Args: in, out
 void BM_DenseForward(benchmark::State& state) {
   const int in = int(state.range(0)), out = int(state.range(1));
-  auto x = random_vector(size_t(kB) * in, 0, 1, 1), W = random_vector(size_t(in) * out, -.05f, .05f, 2),
-       b = random_vector(out, -.05f, .05f, 3), y = std::vector<float>(size_t(kB) * out);
+  auto x = random_vector(size_t(kB) * in, 0, 1, 1),
+       W = random_vector(size_t(in) * out, -.05f, .05f, 2), b = random_vector(out, -.05f, .05f, 3),
+       y = std::vector<float>(size_t(kB) * out);
   for (auto _ : state) {
     cpu::dense_forward(y.data(), x.data(), W.data(), b.data(), kB, in, out, true);
     benchmark::DoNotOptimize(y.data());
   }
   set_flops(state, 2.0 * kB * in * out);
 }
-BENCHMARK(BM_DenseForward)->Args({kD, kH})->Args({kH, kH})->Args({kH, kD})->Args({kD + kLatent, kH});
+BENCHMARK(BM_DenseForward)
+    ->Args({kD, kH})
+    ->Args({kH, kH})
+    ->Args({kH, kD})
+    ->Args({kD + kLatent, kH});
 
 void BM_DenseBackward(benchmark::State& state) {
   const int in = int(state.range(0)), out = int(state.range(1));
-  auto x = random_vector(size_t(kB) * in, 0, 1, 1), W = random_vector(size_t(in) * out, -.05f, .05f, 2),
+  auto x = random_vector(size_t(kB) * in, 0, 1, 1),
+       W = random_vector(size_t(in) * out, -.05f, .05f, 2),
        y = random_vector(size_t(kB) * out, 0, 1, 3), dy = random_vector(size_t(kB) * out, -1, 1, 4);
   std::vector<float> dx(size_t(kB) * in), dW(W.size()), db(out);
   for (auto _ : state) {
-    cpu::dense_backward(dx.data(), dW.data(), db.data(), dy.data(), x.data(), W.data(), y.data(), kB,
-                        in, out, true);
+    cpu::dense_backward(dx.data(), dW.data(), db.data(), dy.data(), x.data(), W.data(), y.data(),
+                        kB, in, out, true);
     benchmark::DoNotOptimize(dW.data());
   }
   set_flops(state, 4.0 * kB * in * out);  // dW and dx GEMMs
@@ -88,7 +94,8 @@ void BM_SampleKl(benchmark::State& state) {
 BENCHMARK(BM_SampleKl);
 
 void BM_BernoulliForwardBackward(benchmark::State& state) {
-  auto logits = random_vector(size_t(kB) * kD, -5, 5, 1), x = random_vector(size_t(kB) * kD, 0, 1, 2);
+  auto logits = random_vector(size_t(kB) * kD, -5, 5, 1),
+       x = random_vector(size_t(kB) * kD, 0, 1, 2);
   std::vector<float> ll(kB), dll(kB, -1.f / kB), dlogits(logits.size());
   for (auto _ : state) {
     cpu::bernoulli_ll_forward(ll.data(), logits.data(), x.data(), kB, kD);

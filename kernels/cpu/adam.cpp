@@ -23,7 +23,7 @@ void adam_step(T* params, T* m, T* v, const T* grads, size_t n, const AdamConfig
   }
 }
 
-#define INSTANTIATE(T)                                                                     \
+#define INSTANTIATE(T) \
   template void adam_step<T>(T*, T*, T*, const T*, size_t, const AdamConfig&, int64_t);
 INSTANTIATE(float)
 INSTANTIATE(double)

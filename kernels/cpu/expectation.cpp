@@ -8,8 +8,8 @@
 namespace equivae::cpu {
 
 template <class T>
-void expectation_forward(T* L, T* q, const T* logits, const T* ll, const T* kl,
-                         const T* log_prior, int U, int C) {
+void expectation_forward(T* L, T* q, const T* logits, const T* ll, const T* kl, const T* log_prior,
+                         int U, int C) {
   for (int u = 0; u < U; ++u) {
     const T* l = logits + size_t(u) * C;
     T* qu = q + size_t(u) * C;
@@ -49,10 +49,9 @@ void expectation_backward(T* dlogits, T* dll, T* dkl, const T* dL, const T* q, c
   }
 }
 
-#define INSTANTIATE(T)                                                                      \
-  template void expectation_forward<T>(T*, T*, const T*, const T*, const T*, const T*, int, \
-                                       int);                                                \
-  template void expectation_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*, \
+#define INSTANTIATE(T)                                                                            \
+  template void expectation_forward<T>(T*, T*, const T*, const T*, const T*, const T*, int, int); \
+  template void expectation_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*,       \
                                         const T*, int, int);
 INSTANTIATE(float)
 INSTANTIATE(double)

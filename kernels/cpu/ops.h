@@ -71,8 +71,8 @@ void softmax_xent_backward(T* dlogits, const T* dloss, const T* probs, const int
 // q[U,C] = softmax(logits); elbo_uy = ll[u·C+y] − kl[u·C+y] (row u·C+y ran with r_y);
 // L[u] = Σ_y q_uy (elbo_uy + log_prior[y] − log q_uy)   (= E_q[ELBO] − KL(q ‖ p(y)))
 template <class T>
-void expectation_forward(T* L, T* q, const T* logits, const T* ll, const T* kl,
-                         const T* log_prior, int U, int C);
+void expectation_forward(T* L, T* q, const T* logits, const T* ll, const T* kl, const T* log_prior,
+                         int U, int C);
 // From dL[U]: dll[u·C+y] = dL_u·q_uy, dkl[u·C+y] = −dL_u·q_uy, and through the softmax
 // dlogits_uk = dL_u·q_uk·(g_uk − Σ_y q_uy g_uy), g_uy = elbo_uy + log_prior[y] − log q_uy.
 template <class T>

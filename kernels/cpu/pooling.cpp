@@ -36,7 +36,7 @@ void pool_backward(T* de, const T* dr, const int32_t* offsets, const int32_t* me
   }
 }
 
-#define INSTANTIATE(T)                                                                      \
+#define INSTANTIATE(T)                                                                   \
   template void pool_forward<T>(T*, const T*, const int32_t*, const int32_t*, int, int); \
   template void pool_backward<T>(T*, const T*, const int32_t*, const int32_t*, int, int, int);
 INSTANTIATE(float)

@@ -37,14 +37,15 @@ void sample_kl_backward(T* dmulv, const T* dv, const T* dkl, const T* mulv, cons
       const T g = dv[size_t(i) * d + j];
       // ∂v/∂μ = 1, ∂v/∂logσ² = ½σε; ∂KL/∂μ = μ, ∂KL/∂logσ² = ½(σ² − 1).
       dmu[j] = g + dkl[i] * mu[j];
-      dlogvar[j] = g * T(0.5) * sigma * eps[size_t(i) * d + j] + dkl[i] * T(0.5) * (sigma * sigma - 1);
+      dlogvar[j] =
+          g * T(0.5) * sigma * eps[size_t(i) * d + j] + dkl[i] * T(0.5) * (sigma * sigma - 1);
     }
   }
 }
 
-#define INSTANTIATE(T)                                                                    \
+#define INSTANTIATE(T)                                                                   \
   template void sample_kl_forward<T>(T*, T*, T*, const T*, int, int, uint64_t, uint64_t, \
-                                     uint32_t);                                           \
+                                     uint32_t);                                          \
   template void sample_kl_backward<T>(T*, const T*, const T*, const T*, const T*, int, int);
 INSTANTIATE(float)
 INSTANTIATE(double)

@@ -30,7 +30,7 @@ void softmax_xent_backward(T* dlogits, const T* dloss, const T* probs, const int
   }
 }
 
-#define INSTANTIATE(T)                                                                        \
+#define INSTANTIATE(T)                                                               \
   template void softmax_xent_forward<T>(T*, T*, const T*, const int32_t*, int, int); \
   template void softmax_xent_backward<T>(T*, const T*, const T*, const int32_t*, int, int);
 INSTANTIATE(float)

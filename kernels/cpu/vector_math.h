@@ -17,9 +17,17 @@ float log1pf(float) noexcept;
 
 namespace equivae::cpu {
 
-inline float vexp(float x) { return expf(x); }
-inline double vexp(double x) { return std::exp(x); }
-inline float vlog1p(float x) { return log1pf(x); }
-inline double vlog1p(double x) { return std::log1p(x); }
+inline float vexp(float x) {
+  return expf(x);
+}
+inline double vexp(double x) {
+  return std::exp(x);
+}
+inline float vlog1p(float x) {
+  return log1pf(x);
+}
+inline double vlog1p(double x) {
+  return std::log1p(x);
+}
 
 }  // namespace equivae::cpu

@@ -1,0 +1,84 @@
+// Dense-layer epilogues around the GEMM (cuBLAS on the GPU; the CPU GEMM under emulation).
+//
+// Launch geometry:
+// - kernel_bias_act: elementwise over y[B,out], 256 threads per block (8 warps), 1-D
+//   grid-stride. At the step's shapes (160 × 512 = 81,920 elements) that is 320 blocks, over
+//   two per SM on an H100; the column of element i is i % out (the kernel is bound by memory
+//   traffic, not by one integer modulo).
+// - kernel_dense_backward_bias: 32 × 8 threads own 32 columns. threadIdx.x walks columns so a
+//   warp reads 128 contiguous bytes of one row (coalesced); threadIdx.y strides over rows.
+//   The 8 row-partials meet in shared memory and are summed in a fixed order: db is
+//   deterministic (no atomics) and the ReLU mask is applied in the same pass that reads dy.
+//   grid = ceil(out / 32).
+#include "kernels/cuda/launch.h"
+#include "kernels/cuda/ops.h"
+
+namespace equivae::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kColumns = 32, kRowLanes = 8;
+
+template <class T>
+__global__ void __launch_bounds__(kThreads)
+    kernel_bias_act(T* __restrict__ y, const T* __restrict__ b, int n, int out, bool relu) {
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
+    const T z = y[i] + b[i % out];
+    y[i] = relu ? (z < T(0) ? T(0) : z) : z;  // NaN propagates, as on the CPU
+  }
+}
+
+template <class T>
+__global__ void __launch_bounds__(kColumns* kRowLanes)
+    kernel_dense_backward_bias(T* __restrict__ dy, T* __restrict__ db, const T* __restrict__ y,
+                               int B, int out, bool relu) {
+  __shared__ T partial[kRowLanes][kColumns + 1];
+  const int col = blockIdx.x * kColumns + threadIdx.x;
+  T acc = T(0);
+  if (col < out) {
+    for (int row = threadIdx.y; row < B; row += kRowLanes) {
+      const size_t k = size_t(row) * out + col;
+      T g = dy[k];
+      if (relu) {
+        g = y[k] > T(0) ? g : T(0);
+        dy[k] = g;
+      }
+      acc += g;
+    }
+  }
+  partial[threadIdx.y][threadIdx.x] = acc;
+  __syncthreads();
+  if (threadIdx.y == 0 && col < out) {
+    T s = partial[0][threadIdx.x];
+#pragma unroll
+    for (int r = 1; r < kRowLanes; ++r) s += partial[r][threadIdx.x];
+    db[col] = s;
+  }
+}
+
+}  // namespace
+
+template <class T>
+void dense_bias_act(T* y, const T* b, int B, int out, bool relu, cudaStream_t stream) {
+  const int n = B * out;
+  if (n <= 0) return;
+  EQUIVAE_LAUNCH(kernel_bias_act<T>, blocks_for(size_t(n), kThreads), kThreads, 0, stream, y, b, n,
+                 out, relu);
+}
+
+template <class T>
+void dense_backward_bias(T* dy, T* db, const T* y, int B, int out, bool relu, cudaStream_t stream) {
+  if (out <= 0) return;
+  const unsigned grid = unsigned((out + kColumns - 1) / kColumns);
+  EQUIVAE_LAUNCH(kernel_dense_backward_bias<T>, grid, dim3(kColumns, kRowLanes), 0, stream, dy, db,
+                 y, B, out, relu);
+}
+
+#define INSTANTIATE(T)                                                         \
+  template void dense_bias_act<T>(T*, const T*, int, int, bool, cudaStream_t); \
+  template void dense_backward_bias<T>(T*, T*, const T*, int, int, bool, cudaStream_t);
+INSTANTIATE(float)
+INSTANTIATE(double)
+#undef INSTANTIATE
+
+}  // namespace equivae::cuda

@@ -1,0 +1,55 @@
+#pragma once
+// The project's one way to launch a kernel. Under nvcc it is `kernel<<<grid, block, shmem,
+// stream>>>(args...)`; compiled as C++ (kernels/cuda/*.cu built by g++ for the emulator) it
+// is the emulator's launch, which runs every CUDA thread as a fiber on the CPU.
+//
+//   EQUIVAE_LAUNCH(kernel_name<T>, grid, block, shmem, stream, args...);
+//   equivae::cuda::launch(kernel_name<T>, grid, block, shmem, stream, args...);  // same, unnamed
+//
+// The macro passes the kernel's spelling along so emulator errors name it. (A kernel whose
+// template arguments contain a comma needs the function form or an alias.)
+//
+// Dynamic shared memory: EQUIVAE_DYNAMIC_SHARED(T, name) declares `T* name` pointing at the
+// block's dynamic shared memory (the `extern __shared__` array under nvcc).
+#include <cstddef>
+#include <utility>
+
+#if defined(__CUDACC__)
+#include <cuda_runtime.h>
+#define EQUIVAE_DYNAMIC_SHARED(T, name)                                    \
+  extern __shared__ __align__(16) unsigned char equivae_dynamic_shared_[]; \
+  T* name = reinterpret_cast<T*>(equivae_dynamic_shared_)
+#else
+#include "kernels/emu/emu.h"
+#define EQUIVAE_DYNAMIC_SHARED(T, name) T* name = static_cast<T*>(::emu::dynamic_shared_memory())
+#endif
+
+namespace equivae::cuda {
+
+template <class... P, class... A>
+inline void launch_named([[maybe_unused]] const char* name, void (*kernel)(P...), dim3 grid,
+                         dim3 block, size_t shmem, cudaStream_t stream, A&&... args) {
+#if defined(__CUDACC__)
+  kernel<<<grid, block, shmem, stream>>>(std::forward<A>(args)...);
+#else
+  ::emu::launch(name, kernel, grid, block, shmem, stream, std::forward<A>(args)...);
+#endif
+}
+
+template <class... P, class... A>
+inline void launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t shmem, cudaStream_t stream,
+                   A&&... args) {
+  launch_named("(unnamed)", kernel, grid, block, shmem, stream, std::forward<A>(args)...);
+}
+
+// Blocks for a 1-D grid-stride loop over n items: enough to cover n, at most `cap` (the loop
+// picks up the rest), at least 1 (a launch with zero blocks is an error).
+inline unsigned blocks_for(size_t n, unsigned threads, unsigned cap = 4096) {
+  const size_t b = (n + threads - 1) / threads;
+  return b == 0 ? 1u : (b > cap ? cap : unsigned(b));
+}
+
+}  // namespace equivae::cuda
+
+#define EQUIVAE_LAUNCH(kernel, grid, block, shmem, stream, ...) \
+  ::equivae::cuda::launch_named(#kernel, kernel, grid, block, shmem, stream, __VA_ARGS__)

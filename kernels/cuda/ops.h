@@ -1,0 +1,106 @@
+#pragma once
+// The CUDA counterparts of kernels/cpu/ops.h: host-callable launchers taking device pointers
+// and a stream, with the CPU ops' contracts and argument order (stream last). Instantiated
+// for float (the engine's precision) and double (the tests' oracle runs, also on the
+// emulator). Launchers enqueue and return: no synchronisation, no allocation, so a training
+// step built from them can be captured into a CUDA graph.
+//
+// Built twice from the same sources: by nvcc into equivae_kernels_cuda (real GPU), and by g++
+// against the emulator into equivae_kernels_cuda_emu (defines EQUIVAE_CUDA_EMULATED; a
+// "device pointer" is then a host pointer and the stream a dummy).
+#include <cstddef>
+#include <cstdint>
+
+#include "kernels/cpu/ops.h"  // AdamConfig
+
+#if defined(EQUIVAE_CUDA_EMULATED) && !defined(__CUDACC__)
+#include "kernels/emu/emu_runtime.h"
+#else
+#include <cuda_runtime_api.h>
+#endif
+
+namespace equivae::cuda {
+
+// ---- dense layer epilogues (the GEMM is cuBLAS on the GPU, the CPU GEMM under emulation)
+// y[B,out] holds x·W; adds b[out] and, with relu, applies max(·, 0) in place (NaN propagates).
+template <class T>
+void dense_bias_act(T* y, const T* b, int B, int out, bool relu, cudaStream_t stream);
+// Backward epilogue, fused: with relu, dy[B,out] is masked in place by (y > 0) so it holds
+// dz after; db[out] = Σ_rows dz (overwritten, deterministic order). dW and dx are GEMMs.
+template <class T>
+void dense_backward_bias(T* dy, T* db, const T* y, int B, int out, bool relu, cudaStream_t stream);
+
+// ---- column concat out[B, na+nb] = [a ; b] and its split (null skips, accumulate adds)
+template <class T>
+void concat_forward(T* out, const T* a, const T* b, int B, int na, int nb, cudaStream_t stream);
+template <class T>
+void concat_backward(T* da, T* db, const T* dout, int B, int na, int nb, bool accumulate_a,
+                     bool accumulate_b, cudaStream_t stream);
+
+// ---- segmented leave-one-out mean pooling over CSR sets (offsets[R+1], members[offsets[R]])
+template <class T>
+void pool_forward(T* r, const T* e, const int32_t* offsets, const int32_t* members, int R, int d,
+                  cudaStream_t stream);
+// de[N,d] overwritten (rows no set uses get 0). Deterministic gather, no atomics: each row j
+// of de gathers dr[i]/m_i from the sets that contain it.
+template <class T>
+void pool_backward(T* de, const T* dr, const int32_t* offsets, const int32_t* members, int R, int N,
+                   int d, cudaStream_t stream);
+
+// ---- reparameterised sample + KL in one pass; ε = philox_normal<T>(seed, step, row0+i, j),
+// the CPU's noise. The step_device overload reads the step from device memory (graph replay).
+template <class T>
+void sample_kl_forward(T* v, T* eps, T* kl, const T* mulv, int B, int d, uint64_t seed,
+                       uint64_t step, uint32_t row0, cudaStream_t stream);
+template <class T>
+void sample_kl_forward(T* v, T* eps, T* kl, const T* mulv, int B, int d, uint64_t seed,
+                       const uint64_t* step_device, uint32_t row0, cudaStream_t stream);
+template <class T>
+void sample_kl_backward(T* dmulv, const T* dv, const T* dkl, const T* mulv, const T* eps, int B,
+                        int d, cudaStream_t stream);
+
+// ---- Bernoulli log-likelihood from logits (soft targets x ∈ [0,1])
+template <class T>
+void bernoulli_ll_forward(T* ll, const T* logits, const T* x, int B, int D, cudaStream_t stream);
+template <class T>
+void bernoulli_ll_backward(T* dlogits, const T* dll, const T* logits, const T* x, int B, int D,
+                           cudaStream_t stream);
+
+// ---- softmax cross-entropy
+template <class T>
+void softmax_xent_forward(T* loss, T* probs, const T* logits, const int32_t* labels, int B, int C,
+                          cudaStream_t stream);
+template <class T>
+void softmax_xent_backward(T* dlogits, const T* dloss, const T* probs, const int32_t* labels, int B,
+                           int C, cudaStream_t stream);
+
+// ---- exact expectation over the C labels of an unlabelled item (eqs. 6–7):
+// q[U,C] = softmax(logits); L[u] = Σ_y q_uy (ll − kl + log_prior[y] − log q_uy)[u·C+y]
+template <class T>
+void expectation_forward(T* L, T* q, const T* logits, const T* ll, const T* kl, const T* log_prior,
+                         int U, int C, cudaStream_t stream);
+// dll = dL·q, dkl = −dL·q, dlogits through the softmax (cpu::expectation_backward's contract)
+template <class T>
+void expectation_backward(T* dlogits, T* dll, T* dkl, const T* dL, const T* q, const T* ll,
+                          const T* kl, const T* log_prior, int U, int C, cudaStream_t stream);
+
+// ---- Adam over the flat parameter buffer, one fused pass (PyTorch semantics, t ≥ 1). The
+// t_device overload reads t from device memory (graph replay: t changes every step).
+template <class T>
+void adam_step(T* params, T* m, T* v, const T* grads, size_t n, const cpu::AdamConfig& config,
+               int64_t t, cudaStream_t stream);
+template <class T>
+void adam_step(T* params, T* m, T* v, const T* grads, size_t n, const cpu::AdamConfig& config,
+               const int64_t* t_device, cudaStream_t stream);
+
+// ---- batch gather from a device-resident data set: out[i, :] = data[index[i], :]
+void gather_rows(float* out, const float* data, const int32_t* index, int B, int D,
+                 cudaStream_t stream);
+// uint8 pixels → float, out = data · scale (1/255 for [0,1] intensities)
+void gather_rows(float* out, const uint8_t* data, const int32_t* index, int B, int D, float scale,
+                 cudaStream_t stream);
+// labels (D = 1) or any int32 rows
+void gather_rows(int32_t* out, const int32_t* data, const int32_t* index, int B, int D,
+                 cudaStream_t stream);
+
+}  // namespace equivae::cuda

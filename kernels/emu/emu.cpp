@@ -1,0 +1,467 @@
+// The emulator's runtime: one Boost.Context fiber per CUDA thread, a scheduler per block that
+// resumes fibers in a freshly shuffled order after every barrier, and deadlock detection.
+// The system headers come first, before emu.h defines CUDA's keywords as macros.
+// clang-format off
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <exception>
+#include <new>
+#include <sstream>
+#include <vector>
+
+#include <boost/context/fiber.hpp>
+
+#include "kernels/emu/emu.h"
+// clang-format on
+
+thread_local uint3 threadIdx{0, 0, 0};
+thread_local uint3 blockIdx{0, 0, 0};
+thread_local uint3 blockDim{1, 1, 1};
+thread_local uint3 gridDim{1, 1, 1};
+
+namespace emu {
+namespace {
+
+namespace ctx = boost::context;
+
+std::atomic<uint64_t> g_seed{0x5EED};
+std::atomic<uint64_t> g_launch{0};
+std::atomic<size_t> g_stack_size{64 << 10};
+struct AtomicStats {
+  std::atomic<uint64_t> launches{0}, blocks{0}, threads{0}, block_barriers{0}, warp_syncs{0};
+} g_stats;
+
+uint64_t splitmix64(uint64_t& state) {
+  uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+// Fiber stacks: mmap-ed with a PROT_NONE guard page below, recycled per OS thread (a block
+// of 1024 threads needs 1024 of them; pages a fiber never touches are never committed).
+class StackPool {
+ public:
+  StackPool() : page_(size_t(sysconf(_SC_PAGESIZE))) {}
+  ~StackPool() {
+    for (const Stack& s : free_) munmap(s.base, s.size + page_);
+  }
+  ctx::stack_context allocate() {
+    const size_t want = (g_stack_size.load() + page_ - 1) / page_ * page_;
+    while (!free_.empty()) {
+      Stack s = free_.back();
+      free_.pop_back();
+      if (s.size == want) return context_of(s);
+      munmap(s.base, s.size + page_);
+    }
+    void* base = mmap(nullptr, want + page_, PROT_READ | PROT_WRITE,
+                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (base == MAP_FAILED) throw std::bad_alloc();
+    mprotect(base, page_, PROT_NONE);
+    return context_of({static_cast<char*>(base), want});
+  }
+  void deallocate(ctx::stack_context& sc) noexcept {
+    free_.push_back({static_cast<char*>(sc.sp) - sc.size - page_, sc.size});
+  }
+
+ private:
+  struct Stack {
+    char* base;  // start of the mapping (the guard page)
+    size_t size;
+  };
+  ctx::stack_context context_of(Stack s) const {
+    ctx::stack_context sc;
+    sc.size = s.size;
+    sc.sp = s.base + page_ + s.size;  // stacks grow down from the top
+    return sc;
+  }
+  size_t page_;
+  std::vector<Stack> free_;
+};
+
+struct PoolAllocator {
+  StackPool* pool;
+  ctx::stack_context allocate() { return pool->allocate(); }
+  void deallocate(ctx::stack_context& sc) noexcept { pool->deallocate(sc); }
+};
+
+enum class State : uint8_t { Ready, AtBlockBarrier, AtWarpBarrier, Done };
+
+struct Thread {
+  ctx::fiber fiber;  // the CUDA thread, while suspended
+  ctx::fiber sched;  // the scheduler, while the thread runs
+  uint3 idx{};
+  unsigned linear = 0;
+  State state = State::Ready;
+  unsigned mask = 0;  // of the warp barrier it waits at
+  uint64_t slot = 0;  // value published to a shuffle / vote
+  std::exception_ptr error;
+};
+
+struct BlockRun {
+  const char* name = "";
+  detail::Body body = nullptr;
+  void* ctx = nullptr;
+  dim3 dims;
+  unsigned n = 0;
+  std::vector<Thread> threads;
+  std::vector<unsigned> runnable, now, later;
+  std::vector<unsigned char> dynamic_shared;
+  uint64_t rng = 0;
+  uint64_t slow_warps = 0;  // bit w % 64: warp w is slow in this phase
+};
+
+thread_local StackPool t_pool;
+thread_local BlockRun* t_run = nullptr;
+thread_local Thread* t_self = nullptr;
+
+std::string where(const BlockRun& r) {
+  std::ostringstream s;
+  s << "kernel '" << r.name << "' block (" << blockIdx.x << "," << blockIdx.y << "," << blockIdx.z
+    << ") of grid (" << gridDim.x << "," << gridDim.y << "," << gridDim.z << "), block dims ("
+    << r.dims.x << "," << r.dims.y << "," << r.dims.z << ")";
+  return s.str();
+}
+
+Thread& self(const char* what) {
+  if (!t_self) {
+    std::string m = std::string("emu: ") + what + " called outside a kernel";
+    throw Error(m);
+  }
+  return *t_self;
+}
+
+void suspend(Thread& th, State s) {
+  th.state = s;
+  th.sched = std::move(th.sched).resume();
+}
+
+void resume(BlockRun& r, unsigned i) {
+  Thread& th = r.threads[i];
+  th.state = State::Ready;
+  t_self = &th;
+  threadIdx = th.idx;
+  th.fiber = std::move(th.fiber).resume();
+  t_self = nullptr;
+}
+
+void warp_wait(unsigned mask) {
+  Thread& th = self("a warp-synchronous primitive");
+  const unsigned lane = th.linear & 31u;
+  if (!((mask >> lane) & 1u)) {
+    std::ostringstream s;
+    s << "emu: lane " << lane << " of warp " << (th.linear >> 5)
+      << " calls a warp-synchronous primitive with a mask that excludes it (0x" << std::hex << mask
+      << ")";
+    detail::fail(s.str().c_str());
+  }
+  th.mask = mask;
+  g_stats.warp_syncs.fetch_add(1, std::memory_order_relaxed);
+  suspend(th, State::AtWarpBarrier);
+}
+
+// Releases every warp group whose lanes (those of its mask that exist) all wait at a warp
+// barrier with the same mask. Returns whether any was released.
+bool release_warp_groups(BlockRun& r) {
+  bool any = false;
+  for (unsigned base = 0; base < r.n; base += 32) {
+    const unsigned lanes = std::min(32u, r.n - base);
+    for (unsigned l = 0; l < lanes; ++l) {
+      const Thread& t = r.threads[base + l];
+      if (t.state != State::AtWarpBarrier) continue;
+      const unsigned m = t.mask;
+      bool complete = true;
+      for (unsigned k = 0; k < lanes && complete; ++k)
+        if ((m >> k) & 1u) {
+          const Thread& u = r.threads[base + k];
+          complete = u.state == State::AtWarpBarrier && u.mask == m;
+        }
+      if (!complete) continue;
+      for (unsigned k = 0; k < lanes; ++k)
+        if ((m >> k) & 1u) {
+          r.threads[base + k].state = State::Ready;
+          r.runnable.push_back(base + k);
+        }
+      any = true;
+    }
+  }
+  return any;
+}
+
+std::string describe_stuck(const BlockRun& r) {
+  unsigned done = 0, at_block = 0, at_warp = 0;
+  for (const Thread& t : r.threads) {
+    done += t.state == State::Done;
+    at_block += t.state == State::AtBlockBarrier;
+    at_warp += t.state == State::AtWarpBarrier;
+  }
+  std::ostringstream s;
+  s << "emu: deadlock in " << where(r) << ": ";
+  if (at_warp == 0) {
+    s << at_block << " of " << r.n << " threads wait at __syncthreads() while " << done
+      << " have exited (a barrier inside a divergent branch, or an early return before it)";
+    return s.str();
+  }
+  s << at_warp << " threads wait at warp-synchronous primitives (shuffle/vote/__syncwarp), "
+    << at_block << " at __syncthreads(), " << done << " have exited; ";
+  for (const Thread& t : r.threads)
+    if (t.state == State::AtWarpBarrier) {
+      const unsigned base = t.linear & ~31u;
+      s << "e.g. lane " << (t.linear & 31u) << " of warp " << (t.linear >> 5)
+        << " waits with mask 0x" << std::hex << t.mask << std::dec << " for lanes:";
+      for (unsigned k = 0; k < 32 && base + k < r.n; ++k)
+        if ((t.mask >> k) & 1u) {
+          const Thread& u = r.threads[base + k];
+          if (u.state == State::AtWarpBarrier && u.mask == t.mask) continue;
+          s << " " << k
+            << (u.state == State::Done             ? "(exited)"
+                : u.state == State::AtBlockBarrier ? "(at __syncthreads)"
+                                                   : "(other warp mask)");
+        }
+      break;
+    }
+  return s.str();
+}
+
+[[noreturn]] void abort_block(BlockRun& r, const std::string& message) {
+  // Destroying a suspended fiber unwinds its stack (boost's forced_unwind).
+  for (Thread& t : r.threads) t.fiber = ctx::fiber{};
+  throw Error(message);
+}
+
+void run_block(BlockRun& r) {
+  for (unsigned z = 0, i = 0; z < r.dims.z; ++z)
+    for (unsigned y = 0; y < r.dims.y; ++y)
+      for (unsigned x = 0; x < r.dims.x; ++x, ++i) {
+        Thread& t = r.threads[i];
+        t.idx = {x, y, z};
+        t.linear = i;
+        t.state = State::Ready;
+        t.mask = 0;
+        t.slot = 0;
+        t.error = nullptr;
+        t.fiber = ctx::fiber(std::allocator_arg, PoolAllocator{&t_pool},
+                             [th = &t, run = &r](ctx::fiber&& sched) {
+                               th->sched = std::move(sched);
+                               try {
+                                 run->body(run->ctx);
+                               } catch (const ctx::detail::forced_unwind&) {
+                                 throw;
+                               } catch (...) {
+                                 th->error = std::current_exception();
+                               }
+                               th->state = State::Done;
+                               return std::move(th->sched);
+                             });
+      }
+  if (!r.dynamic_shared.empty()) std::fill(r.dynamic_shared.begin(), r.dynamic_shared.end(), 0xFF);
+
+  r.runnable.resize(r.n);
+  for (unsigned i = 0; i < r.n; ++i) r.runnable[i] = i;
+  r.slow_warps = splitmix64(r.rng);
+  const unsigned warps = (r.n + 31) / 32;
+  for (;;) {
+    // A fresh order every phase (Fisher-Yates).
+    for (size_t i = r.runnable.size(); i > 1; --i)
+      std::swap(r.runnable[i - 1], r.runnable[splitmix64(r.rng) % i]);
+    // Random delays, as independent warps have on the GPU: in each phase (between block
+    // barriers) about half of the warps are slow and run only when no fast thread can; on
+    // top of that any warp sits out a pass with probability 1/4. Fast warps thus run ahead
+    // by many warp-synchronous steps, and a missing barrier between warps shows up even
+    // where each warp must pass shuffles or votes before it reaches the conflicting access.
+    r.now.clear();
+    r.later.clear();
+    if (warps > 1) {
+      const uint64_t sitting_out = splitmix64(r.rng) & splitmix64(r.rng);
+      auto bit = [](uint64_t mask, unsigned i) { return ((mask >> ((i / 32) % 64)) & 1u) != 0; };
+      for (unsigned i : r.runnable)
+        (bit(r.slow_warps | sitting_out, i) ? r.later : r.now).push_back(i);
+      if (r.now.empty()) {  // fast warps that sat out go first, the slow ones last
+        for (unsigned i : r.later)
+          if (!bit(r.slow_warps, i)) r.now.push_back(i);
+        if (r.now.empty())
+          r.now.swap(r.later);
+        else
+          std::erase_if(r.later, [&](unsigned i) { return !bit(r.slow_warps, i); });
+      }
+    } else {
+      r.now.swap(r.runnable);
+    }
+    for (unsigned i : r.now) {
+      resume(r, i);
+      if (Thread& t = r.threads[i]; t.error) {
+        std::string what = "unknown exception";
+        try {
+          std::rethrow_exception(t.error);
+        } catch (const std::exception& e) {
+          what = e.what();
+        } catch (...) {
+        }
+        std::ostringstream s;
+        s << what << " [in " << where(r) << ", thread (" << t.idx.x << "," << t.idx.y << ","
+          << t.idx.z << ")]";
+        abort_block(r, s.str());
+      }
+    }
+    r.runnable.swap(r.later);  // the held-back threads run in the next pass
+    if (release_warp_groups(r) || !r.runnable.empty()) continue;
+    unsigned done = 0, at_block = 0;
+    for (const Thread& t : r.threads) {
+      done += t.state == State::Done;
+      at_block += t.state == State::AtBlockBarrier;
+    }
+    if (done == r.n) break;
+    if (done == 0 && at_block == r.n) {
+      g_stats.block_barriers.fetch_add(1, std::memory_order_relaxed);
+      r.slow_warps = splitmix64(r.rng);  // a new phase: new slow warps
+      for (unsigned i = 0; i < r.n; ++i) r.runnable.push_back(i);
+      continue;
+    }
+    abort_block(r, describe_stuck(r));
+  }
+  for (Thread& t : r.threads) t.fiber = ctx::fiber{};  // already finished: frees the stacks
+}
+
+}  // namespace
+
+void set_schedule_seed(uint64_t seed) {
+  g_seed = seed;
+  g_launch = 0;
+}
+uint64_t schedule_seed() {
+  return g_seed;
+}
+void set_fiber_stack_size(size_t bytes) {
+  g_stack_size = std::max<size_t>(bytes, 16 << 10);
+}
+Stats stats() {
+  return {g_stats.launches.load(), g_stats.blocks.load(), g_stats.threads.load(),
+          g_stats.block_barriers.load(), g_stats.warp_syncs.load()};
+}
+void reset_stats() {
+  g_stats.launches = 0, g_stats.blocks = 0, g_stats.threads = 0;
+  g_stats.block_barriers = 0, g_stats.warp_syncs = 0;
+}
+
+namespace detail {
+
+void fail(const char* what) {
+  throw Error(what);
+}
+
+void run_grid(const char* name, dim3 grid, dim3 block, size_t shmem, Body body, void* ctx) {
+  if (t_run) throw Error(std::string("emu: kernel '") + name + "' launched from device code");
+  const uint64_t threads = uint64_t(block.x) * block.y * block.z;
+  std::ostringstream bad;
+  if (threads == 0 || threads > 1024 || block.x > 1024 || block.y > 1024 || block.z > 64)
+    bad << "block (" << block.x << "," << block.y << "," << block.z
+        << ") is not a valid CUDA block (at most 1024 threads; z at most 64)";
+  else if (grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.x > 0x7FFFFFFFu || grid.y > 65535 ||
+           grid.z > 65535)
+    bad << "grid (" << grid.x << "," << grid.y << "," << grid.z << ") is not a valid CUDA grid";
+  else if (shmem > 48 * 1024)
+    bad << shmem << " bytes of dynamic shared memory exceed the 48 KiB available without "
+        << "cudaFuncSetAttribute(MaxDynamicSharedMemorySize)";
+  if (!bad.str().empty())
+    throw Error(std::string("emu: invalid launch of kernel '") + name + "': " + bad.str());
+
+  BlockRun r;
+  r.name = name;
+  r.body = body;
+  r.ctx = ctx;
+  r.dims = block;
+  r.n = unsigned(threads);
+  r.threads.resize(r.n);
+  r.dynamic_shared.resize(shmem);
+  const uint64_t launch = g_launch.fetch_add(1);
+  const uint64_t seed = g_seed.load();
+  g_stats.launches.fetch_add(1, std::memory_order_relaxed);
+
+  struct Scope {
+    BlockRun* r;
+    explicit Scope(BlockRun* run) : r(run) { t_run = run; }
+    ~Scope() { t_run = nullptr; }
+  } scope(&r);
+  gridDim = {grid.x, grid.y, grid.z};
+  blockDim = {block.x, block.y, block.z};
+  for (unsigned z = 0; z < grid.z; ++z)
+    for (unsigned y = 0; y < grid.y; ++y)
+      for (unsigned x = 0; x < grid.x; ++x) {
+        blockIdx = {x, y, z};
+        uint64_t s = seed ^ (launch * 0xD1B54A32D192ED03ull);
+        s = splitmix64(s) ^ ((uint64_t(z) * 65536 + y) << 32 | x);
+        r.rng = splitmix64(s);
+        run_block(r);
+        g_stats.blocks.fetch_add(1, std::memory_order_relaxed);
+        g_stats.threads.fetch_add(r.n, std::memory_order_relaxed);
+      }
+}
+
+void syncthreads() {
+  Thread& th = self("__syncthreads()");
+  suspend(th, State::AtBlockBarrier);
+}
+
+int syncthreads_combine(int predicate, int how) {
+  Thread& th = self("__syncthreads_count/and/or()");
+  th.slot = predicate != 0;
+  suspend(th, State::AtBlockBarrier);
+  int count = 0;
+  for (const Thread& t : t_run->threads) count += int(t.slot);
+  suspend(th, State::AtBlockBarrier);
+  const int n = int(t_run->n);
+  return how == 0 ? count : how == 1 ? int(count == n) : int(count > 0);
+}
+
+void syncwarp(unsigned mask) {
+  warp_wait(mask);
+}
+
+uint64_t warp_exchange(unsigned mask, uint64_t mine, int src_lane) {
+  Thread& th = self("a warp shuffle");
+  th.slot = mine;
+  warp_wait(mask);
+  const unsigned base = th.linear & ~31u;
+  uint64_t value = ~uint64_t(0);  // an absent or non-participating source: undefined bits
+  if (src_lane >= 0 && src_lane < 32 && ((mask >> src_lane) & 1u) &&
+      base + unsigned(src_lane) < t_run->n)
+    value = t_run->threads[base + unsigned(src_lane)].slot;
+  warp_wait(mask);
+  return value;
+}
+
+unsigned warp_ballot(unsigned mask, bool predicate) {
+  Thread& th = self("a warp vote");
+  th.slot = predicate;
+  warp_wait(mask);
+  const unsigned base = th.linear & ~31u;
+  unsigned bits = 0;
+  for (unsigned k = 0; k < 32 && base + k < t_run->n; ++k)
+    if (((mask >> k) & 1u) && t_run->threads[base + k].slot) bits |= 1u << k;
+  warp_wait(mask);
+  return bits;
+}
+
+unsigned lane_id() {
+  return self("laneid").linear & 31u;
+}
+
+unsigned active_mask() {
+  const Thread& th = self("__activemask()");
+  const unsigned base = th.linear & ~31u;
+  unsigned bits = 0;
+  for (unsigned k = 0; k < 32 && base + k < t_run->n; ++k)
+    if (t_run->threads[base + k].state != State::Done) bits |= 1u << k;
+  return bits;
+}
+
+void* dynamic_shared_memory() {
+  self("dynamic shared memory");
+  return t_run->dynamic_shared.empty() ? nullptr : t_run->dynamic_shared.data();
+}
+
+}  // namespace detail
+}  // namespace emu

@@ -1,0 +1,355 @@
+#pragma once
+// The CUDA-on-CPU emulator, device side: what a kernels/cuda/*.cu source needs to compile as
+// C++ with g++ and run on the CPU (DESIGN §3). Each CUDA thread of a block is a fiber
+// (Boost.Context) on one OS thread; the blocks of a launch run one after another.
+//
+//  - __global__/__device__/__host__/__forceinline__/__launch_bounds__: dropped.
+//  - __shared__ is `thread_local` (block scope ⇒ static): one instance per OS thread, which
+//    is exactly one per running block. Dynamic shared memory has no `extern` form here: use
+//    EQUIVAE_DYNAMIC_SHARED(T, name) from kernels/cuda/launch.h (a per-block buffer that the
+//    emulator fills with 0xFF bytes, a NaN pattern, before every block).
+//  - threadIdx/blockIdx/blockDim/gridDim are thread_local globals the scheduler sets.
+//  - __syncthreads() suspends the fiber; when every thread of the block waits at a barrier
+//    the scheduler resumes them all, in a freshly shuffled order (emu::set_schedule_seed).
+//    Threads that exit while others wait, or warps stuck in a shuffle while the rest waits at
+//    __syncthreads, are reported as emu::Error instead of hanging.
+//  - Warp shuffles and votes publish the lane's value, meet a barrier among the lanes of
+//    `mask`, read, and meet a second barrier. Reading a lane that is not in `mask` or does not
+//    exist gives all-ones bits (NaN for float), as undefined as on the GPU.
+//  - Atomics are std::atomic_ref operations; math intrinsics map to libm.
+#include <atomic>
+#include <bit>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+
+#include "kernels/emu/emu_runtime.h"
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __shared__ thread_local
+#define __constant__
+#define __managed__
+#define __launch_bounds__(...)
+#define __align__(n) alignas(n)
+// __restrict__ is already a g++ keyword.
+
+constexpr int warpSize = 32;
+
+extern thread_local uint3 threadIdx;
+extern thread_local uint3 blockIdx;
+extern thread_local uint3 blockDim;
+extern thread_local uint3 gridDim;
+
+namespace emu {
+namespace detail {
+
+using Body = void (*)(void*);
+// Runs body(ctx) once per CUDA thread of every block of the grid; throws emu::Error.
+void run_grid(const char* name, dim3 grid, dim3 block, size_t dynamic_shared_bytes, Body body,
+              void* ctx);
+
+void syncthreads();
+// Block-wide barrier that also combines one predicate per thread (0: count, 1: and, 2: or).
+int syncthreads_combine(int predicate, int how);
+void syncwarp(unsigned mask);
+// Publishes `mine`, meets the lanes of `mask`, returns the bits of lane `src_lane` (0..31 of
+// this warp), meets them again.
+uint64_t warp_exchange(unsigned mask, uint64_t mine, int src_lane);
+unsigned warp_ballot(unsigned mask, bool predicate);
+unsigned lane_id();
+unsigned active_mask();
+void* dynamic_shared_memory();
+[[noreturn]] void fail(const char* what);
+
+template <class T>
+inline uint64_t to_bits(T v) {
+  static_assert(sizeof(T) <= 8 && std::is_trivially_copyable_v<T>,
+                "warp shuffles move types of at most 8 bytes");
+  uint64_t b = 0;
+  std::memcpy(&b, &v, sizeof(T));
+  return b;
+}
+template <class T>
+inline T from_bits(uint64_t b) {
+  T v;
+  std::memcpy(&v, &b, sizeof(T));
+  return v;
+}
+inline void check_width(int width) {
+  if (width <= 0 || width > 32 || (width & (width - 1)))
+    fail("warp shuffle width must be a power of two in [1, 32]");
+}
+
+}  // namespace detail
+
+// The emulator's kernel launch (kernels/cuda/launch.h wraps it). Arguments are converted to
+// the kernel's parameter types once, as a CUDA launch does, and every thread receives copies.
+template <class... P, class... A>
+void launch(const char* name, void (*kernel)(P...), dim3 grid, dim3 block, size_t shmem,
+            cudaStream_t, A&&... args) {
+  static_assert(sizeof...(P) == sizeof...(A), "kernel launched with the wrong number of args");
+  using Params = std::tuple<std::decay_t<P>...>;
+  Params params(static_cast<std::decay_t<P>>(std::forward<A>(args))...);
+  struct Ctx {
+    void (*kernel)(P...);
+    Params* params;
+  } ctx{kernel, &params};
+  detail::run_grid(
+      name, grid, block, shmem,
+      [](void* c) {
+        Ctx* x = static_cast<Ctx*>(c);
+        std::apply(x->kernel, *x->params);
+      },
+      &ctx);
+}
+
+inline void* dynamic_shared_memory() {
+  return detail::dynamic_shared_memory();
+}
+
+}  // namespace emu
+
+// ---- synchronisation
+inline void __syncthreads() {
+  emu::detail::syncthreads();
+}
+inline int __syncthreads_count(int p) {
+  return emu::detail::syncthreads_combine(p, 0);
+}
+inline int __syncthreads_and(int p) {
+  return emu::detail::syncthreads_combine(p, 1);
+}
+inline int __syncthreads_or(int p) {
+  return emu::detail::syncthreads_combine(p, 2);
+}
+inline void __syncwarp(unsigned mask = 0xffffffffu) {
+  emu::detail::syncwarp(mask);
+}
+inline void __threadfence() {
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+}
+inline void __threadfence_block() {
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+}
+inline unsigned __activemask() {
+  return emu::detail::active_mask();
+}
+
+// ---- warp shuffles (CUDA's lane arithmetic, sub-warp `width` included)
+template <class T>
+inline T __shfl_sync(unsigned mask, T var, int src_lane, int width = warpSize) {
+  emu::detail::check_width(width);
+  const int lane = int(emu::detail::lane_id());
+  const int src = (lane & ~(width - 1)) + (src_lane & (width - 1));
+  return emu::detail::from_bits<T>(
+      emu::detail::warp_exchange(mask, emu::detail::to_bits(var), src));
+}
+template <class T>
+inline T __shfl_down_sync(unsigned mask, T var, unsigned delta, int width = warpSize) {
+  emu::detail::check_width(width);
+  const int lane = int(emu::detail::lane_id());
+  const int src = (lane & (width - 1)) + int(delta) < width ? lane + int(delta) : lane;
+  return emu::detail::from_bits<T>(
+      emu::detail::warp_exchange(mask, emu::detail::to_bits(var), src));
+}
+template <class T>
+inline T __shfl_up_sync(unsigned mask, T var, unsigned delta, int width = warpSize) {
+  emu::detail::check_width(width);
+  const int lane = int(emu::detail::lane_id());
+  const int src = (lane & (width - 1)) >= int(delta) ? lane - int(delta) : lane;
+  return emu::detail::from_bits<T>(
+      emu::detail::warp_exchange(mask, emu::detail::to_bits(var), src));
+}
+template <class T>
+inline T __shfl_xor_sync(unsigned mask, T var, int lane_mask, int width = warpSize) {
+  emu::detail::check_width(width);
+  const int lane = int(emu::detail::lane_id());
+  int src = lane ^ lane_mask;
+  if (src >= (lane & ~(width - 1)) + width) src = lane;  // later groups: own value
+  return emu::detail::from_bits<T>(
+      emu::detail::warp_exchange(mask, emu::detail::to_bits(var), src));
+}
+
+// ---- votes
+inline unsigned __ballot_sync(unsigned mask, int predicate) {
+  return emu::detail::warp_ballot(mask, predicate != 0);
+}
+inline int __any_sync(unsigned mask, int predicate) {
+  return emu::detail::warp_ballot(mask, predicate != 0) != 0;
+}
+inline int __all_sync(unsigned mask, int predicate) {
+  return emu::detail::warp_ballot(mask, predicate == 0) == 0;
+}
+
+// ---- atomics (return the old value, like CUDA's)
+namespace emu::detail {
+template <class T>
+inline std::atomic_ref<T> ref(T* p) {
+  return std::atomic_ref<T>(*p);
+}
+template <class T, class F>
+inline T atomic_update(T* p, F f) {
+  std::atomic_ref<T> r(*p);
+  T old = r.load(std::memory_order_relaxed);
+  while (!r.compare_exchange_weak(old, f(old), std::memory_order_relaxed)) {
+  }
+  return old;
+}
+}  // namespace emu::detail
+inline float atomicAdd(float* p, float v) {
+  return emu::detail::ref(p).fetch_add(v);
+}
+inline double atomicAdd(double* p, double v) {
+  return emu::detail::ref(p).fetch_add(v);
+}
+inline int atomicAdd(int* p, int v) {
+  return emu::detail::ref(p).fetch_add(v);
+}
+inline unsigned atomicAdd(unsigned* p, unsigned v) {
+  return emu::detail::ref(p).fetch_add(v);
+}
+inline unsigned long long atomicAdd(unsigned long long* p, unsigned long long v) {
+  return emu::detail::ref(p).fetch_add(v);
+}
+inline int atomicSub(int* p, int v) {
+  return emu::detail::ref(p).fetch_sub(v);
+}
+inline unsigned atomicSub(unsigned* p, unsigned v) {
+  return emu::detail::ref(p).fetch_sub(v);
+}
+template <class T>
+inline T atomicExch(T* p, T v) {
+  return emu::detail::ref(p).exchange(v);
+}
+template <class T>
+inline T atomicCAS(T* p, T compare, T value) {
+  emu::detail::ref(p).compare_exchange_strong(compare, value);
+  return compare;  // the old value either way
+}
+template <class T>
+inline T atomicMax(T* p, T v) {
+  static_assert(std::is_integral_v<T>, "CUDA's atomicMax is for integers");
+  return emu::detail::atomic_update(p, [v](T old) { return old < v ? v : old; });
+}
+template <class T>
+inline T atomicMin(T* p, T v) {
+  static_assert(std::is_integral_v<T>, "CUDA's atomicMin is for integers");
+  return emu::detail::atomic_update(p, [v](T old) { return v < old ? v : old; });
+}
+template <class T>
+inline T atomicAnd(T* p, T v) {
+  return emu::detail::ref(p).fetch_and(v);
+}
+template <class T>
+inline T atomicOr(T* p, T v) {
+  return emu::detail::ref(p).fetch_or(v);
+}
+template <class T>
+inline T atomicXor(T* p, T v) {
+  return emu::detail::ref(p).fetch_xor(v);
+}
+
+// ---- loads and math intrinsics (libm; the GPU's fast variants are a few ulp off these)
+template <class T>
+inline T __ldg(const T* p) {
+  return *p;
+}
+// glibc's math.h already declares (but libm does not export) __expf, __logf ...: name them
+// through macros so no definition clashes with those declarations.
+#define __expf(x) ::expf(x)
+#define __exp10f(x) ::exp10f(x)
+#define __logf(x) ::logf(x)
+#define __log2f(x) ::log2f(x)
+#define __log10f(x) ::log10f(x)
+#define __sinf(x) ::sinf(x)
+#define __cosf(x) ::cosf(x)
+#define __tanf(x) ::tanf(x)
+#define __powf(x, y) ::powf(x, y)
+inline float __fdividef(float a, float b) {
+  return a / b;
+}
+inline float rsqrtf(float x) {
+  return 1.0f / std::sqrt(x);
+}
+inline double rsqrt(double x) {
+  return 1.0 / std::sqrt(x);
+}
+inline float __frsqrt_rn(float x) {
+  return 1.0f / std::sqrt(x);
+}
+inline float __fsqrt_rn(float x) {
+  return std::sqrt(x);
+}
+inline float __frcp_rn(float x) {
+  return 1.0f / x;
+}
+inline float __saturatef(float x) {
+  return x < 0.0f ? 0.0f : (x > 1.0f ? 1.0f : x);
+}
+inline float __fadd_rn(float a, float b) {
+  return a + b;
+}
+inline float __fmul_rn(float a, float b) {
+  return a * b;
+}
+inline float __fmaf_rn(float a, float b, float c) {
+  return std::fma(a, b, c);
+}
+inline double __dadd_rn(double a, double b) {
+  return a + b;
+}
+inline double __dmul_rn(double a, double b) {
+  return a * b;
+}
+inline double __fma_rn(double a, double b, double c) {
+  return std::fma(a, b, c);
+}
+inline int __float_as_int(float x) {
+  return std::bit_cast<int>(x);
+}
+inline unsigned __float_as_uint(float x) {
+  return std::bit_cast<unsigned>(x);
+}
+inline float __int_as_float(int x) {
+  return std::bit_cast<float>(x);
+}
+inline float __uint_as_float(unsigned x) {
+  return std::bit_cast<float>(x);
+}
+inline long long __double_as_longlong(double x) {
+  return std::bit_cast<long long>(x);
+}
+inline double __longlong_as_double(long long x) {
+  return std::bit_cast<double>(x);
+}
+inline int __popc(unsigned x) {
+  return __builtin_popcount(x);
+}
+inline int __popcll(unsigned long long x) {
+  return __builtin_popcountll(x);
+}
+inline int __clz(int x) {
+  return x == 0 ? 32 : __builtin_clz(unsigned(x));
+}
+inline int __ffs(int x) {
+  return __builtin_ffs(x);
+}
+inline int __ffsll(long long x) {
+  return __builtin_ffsll(x);
+}
+inline unsigned __brev(unsigned x) {
+  x = ((x >> 1) & 0x55555555u) | ((x & 0x55555555u) << 1);
+  x = ((x >> 2) & 0x33333333u) | ((x & 0x33333333u) << 2);
+  x = ((x >> 4) & 0x0F0F0F0Fu) | ((x & 0x0F0F0F0Fu) << 4);
+  x = ((x >> 8) & 0x00FF00FFu) | ((x & 0x00FF00FFu) << 8);
+  return (x >> 16) | (x << 16);
+}
+inline unsigned __umulhi(unsigned a, unsigned b) {
+  return unsigned((uint64_t(a) * b) >> 32);
+}

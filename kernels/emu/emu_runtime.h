@@ -1,0 +1,127 @@
+#pragma once
+// The CUDA-on-CPU emulator's host-side surface: the CUDA runtime types and the few runtime
+// calls the engine uses (device memory is host memory; streams are dummies; everything is
+// synchronous), plus the emulator's own controls. Safe to include from ordinary host code:
+// it defines no device keywords (kernels/emu/emu.h does, for the kernel sources).
+//
+// Never link the emulator into a program that also links the real CUDA runtime: both define
+// the same global names (dim3, cudaStream_t, cudaMalloc ...).
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+#if defined(__CUDACC__)
+#error "kernels/emu is the CUDA-on-CPU emulator: it is for g++ builds only"
+#endif
+
+struct uint3 {
+  unsigned x, y, z;
+};
+struct dim3 {
+  unsigned x, y, z;
+  constexpr dim3(unsigned vx = 1, unsigned vy = 1, unsigned vz = 1) : x(vx), y(vy), z(vz) {}
+  constexpr dim3(uint3 v) : x(v.x), y(v.y), z(v.z) {}
+  constexpr operator uint3() const { return {x, y, z}; }
+};
+
+struct CUstream_st;
+using cudaStream_t = CUstream_st*;
+
+enum cudaError_t : int {
+  cudaSuccess = 0,
+  cudaErrorInvalidValue = 1,
+  cudaErrorMemoryAllocation = 2,
+  cudaErrorLaunchFailure = 719,
+};
+enum cudaMemcpyKind : int {
+  cudaMemcpyHostToHost = 0,
+  cudaMemcpyHostToDevice = 1,
+  cudaMemcpyDeviceToHost = 2,
+  cudaMemcpyDeviceToDevice = 3,
+  cudaMemcpyDefault = 4,
+};
+
+namespace emu {
+
+// Every emulator failure (deadlock, divergent barrier, bad launch configuration, misuse of
+// a warp primitive, an exception thrown by kernel code) is reported by throwing this from
+// the launch.
+struct Error : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// The schedule: threads of a block are resumed in a freshly shuffled order at every phase
+// (after each barrier), from a generator seeded by this seed, the launch's ordinal since the
+// seed was set, and the block index. Setting the seed resets the ordinal, so a sequence of
+// launches replays exactly. Default seed: 0x5EED.
+void set_schedule_seed(uint64_t seed);
+uint64_t schedule_seed();
+
+// Stack of each CUDA thread's fiber (default 64 KiB, guard page below; a kernel that
+// overflows it faults instead of corrupting memory). Takes effect for new stacks.
+void set_fiber_stack_size(size_t bytes);
+
+// Counters since the process started (or the last reset), for tests and curiosity.
+struct Stats {
+  uint64_t launches = 0, blocks = 0, threads = 0, block_barriers = 0, warp_syncs = 0;
+};
+Stats stats();
+void reset_stats();
+
+}  // namespace emu
+
+// ---- the CUDA runtime calls, emulated (device memory is plain host memory)
+inline const char* cudaGetErrorString(cudaError_t e) {
+  switch (e) {
+    case cudaSuccess:
+      return "no error";
+    case cudaErrorInvalidValue:
+      return "invalid argument";
+    case cudaErrorMemoryAllocation:
+      return "out of memory";
+    default:
+      return "unspecified launch failure";
+  }
+}
+inline cudaError_t cudaGetLastError() {
+  return cudaSuccess;
+}
+inline cudaError_t cudaPeekAtLastError() {
+  return cudaSuccess;
+}
+inline cudaError_t cudaMalloc(void** p, size_t bytes) {
+  *p = std::aligned_alloc(256, (bytes + 255) / 256 * 256 + 256);
+  return *p ? cudaSuccess : cudaErrorMemoryAllocation;
+}
+template <class T>
+inline cudaError_t cudaMalloc(T** p, size_t bytes) {
+  return cudaMalloc(reinterpret_cast<void**>(p), bytes);
+}
+inline cudaError_t cudaFree(void* p) {
+  std::free(p);
+  return cudaSuccess;
+}
+inline cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind) {
+  if (bytes) std::memmove(dst, src, bytes);
+  return cudaSuccess;
+}
+inline cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind,
+                                   cudaStream_t = nullptr) {
+  return cudaMemcpy(dst, src, bytes, kind);
+}
+inline cudaError_t cudaMemset(void* p, int value, size_t bytes) {
+  if (bytes) std::memset(p, value, bytes);
+  return cudaSuccess;
+}
+inline cudaError_t cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_t = nullptr) {
+  return cudaMemset(p, value, bytes);
+}
+inline cudaError_t cudaStreamSynchronize(cudaStream_t) {
+  return cudaSuccess;
+}
+inline cudaError_t cudaDeviceSynchronize() {
+  return cudaSuccess;
+}

@@ -1,0 +1,27 @@
+#pragma once
+// Train / validation / test splits for the tools: the bundled 10,000 digits (first
+// 8,000 train, last 2,000 test), a directory with the standard MNIST file names, or
+// explicit IDX files; the last `validation` training examples become the validation set.
+#include <cstdint>
+#include <string>
+
+#include "model/idx_dataset.h"
+
+namespace equivae {
+
+struct DataSplits {
+  Dataset train, validation, test;
+  bool bundled = false;
+};
+
+struct DataSource {
+  std::string bundled_dir;  // where mnist10k-*.gz live (used when nothing else is given)
+  std::string directory;    // standard MNIST names
+  std::string train_images, train_labels, test_images, test_labels;  // explicit files
+  int64_t validation = -1;  // −1: 0 for the bundled digits, 5000 otherwise (the paper's 55k/5k)
+};
+
+// Throws Error naming the file or flag at fault.
+DataSplits load_splits(const DataSource& source);
+
+}  // namespace equivae

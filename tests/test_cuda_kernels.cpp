@@ -1,0 +1,496 @@
+// Every CUDA kernel (kernels/cuda/*.cu), executed by the CUDA-on-CPU emulator, against the
+// CPU double reference (kernels/cpu): normalised MSE ≤ 1e-7 for float, NaN/Inf checks, guard
+// sentinels around every output, under several schedule seeds. The double instantiation of
+// each kernel is also run and must agree with the double reference to rounding (that checks
+// the kernel's logic without float noise). Shapes: small ones that are not multiples of the
+// block sizes, and the training step's B = 160, D = 784 for elementwise and row kernels.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "kernels/cpu/ops.h"
+#include "kernels/cuda/ops.h"
+#include "kernels/philox.h"
+#include "tests/op_harness.h"
+
+namespace equivae::test {
+namespace {
+
+constexpr uint64_t kSeeds[] = {1, 2, 3};
+constexpr cudaStream_t kStream = nullptr;
+
+// Inputs are drawn in double and rounded to float, so float and double runs see the same
+// values and only the arithmetic differs.
+std::vector<double> draw(uint64_t stream, size_t n, double lo, double hi) {
+  std::vector<double> v(n);
+  for (size_t i = 0; i < n; ++i) v[i] = double(float(random_in(stream, i, lo, hi)));
+  return v;
+}
+
+// An input buffer: its guards hold NaN instead of the sentinel, so an out-of-bounds read
+// surfaces as a non-finite output, and copying an input's guard into an output's guard (an
+// off-by-one that reads and writes past the end) cannot leave the output's sentinel intact.
+template <class T>
+Guarded<T> guarded(const std::vector<double>& v) {
+  Guarded<T> g(v.size());
+  for (size_t i = 0; i < v.size(); ++i) g[i] = T(v[i]);
+  for (int k = 1; k <= Guarded<T>::kGuard; ++k)
+    g.data()[-k] = g.data()[v.size() - 1 + k] = std::numeric_limits<T>::quiet_NaN();
+  return g;
+}
+// A buffer the kernel updates in place: sentinel guards, checked like an output's.
+template <class T>
+Guarded<T> inout(const std::vector<double>& v) {
+  Guarded<T> g(v.size());
+  for (size_t i = 0; i < v.size(); ++i) g[i] = T(v[i]);
+  return g;
+}
+template <class T>
+Guarded<T> nan_buffer(size_t n) {
+  return Guarded<T>(n);  // NaN-filled: an element the kernel never writes stays NaN
+}
+template <class T>
+std::vector<double> as_double(const Guarded<T>& g) {
+  std::vector<double> v(g.size());
+  for (size_t i = 0; i < g.size(); ++i) v[i] = double(g[i]);
+  return v;
+}
+
+// float: NMSE ≤ 1e-7; double: agreement to rounding.
+template <class T>
+double tolerance() {
+  return std::is_same_v<T, float> ? 1e-7 : 1e-24;
+}
+
+template <class T>
+void expect_matches(const std::vector<double>& ref, const Guarded<T>& got,
+                    const std::string& what) {
+  ASSERT_EQ(ref.size(), got.size()) << what;
+  EXPECT_TRUE(got.guards_intact()) << what << ": write outside its bounds";
+  size_t non_finite = 0;
+  for (size_t i = 0; i < got.size(); ++i) non_finite += !std::isfinite(double(got[i]));
+  EXPECT_EQ(non_finite, 0u) << what << ": NaN/Inf (or never written) elements";
+  const std::vector<double> g = as_double(got);
+  const double e = nmse(ref.data(), g.data(), ref.size());
+  EXPECT_LE(e, tolerance<T>()) << what << (std::is_same_v<T, float> ? " (float)" : " (double)");
+}
+
+template <class T>
+bool bitwise_equal(const Guarded<T>& a, const Guarded<T>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
+}
+
+std::string shape(std::initializer_list<int> dims) {
+  std::string s;
+  for (int d : dims) {
+    if (!s.empty()) s.push_back('x');
+    s.append(std::to_string(d));
+  }
+  return s;
+}
+
+// ---------------------------------------------------------------- dense epilogues
+template <class T>
+void check_dense_forward(int B, int in, int out, bool relu) {
+  const auto x = draw(1, size_t(B) * in, -1, 1), W = draw(2, size_t(in) * out, -0.3, 0.3),
+             b = draw(3, size_t(out), -1, 1);
+  std::vector<double> ref(size_t(B) * out);
+  cpu::dense_forward(ref.data(), x.data(), W.data(), b.data(), B, in, out, relu);
+  // The GEMM is the CPU's (cuBLAS on the GPU); the kernel is the epilogue.
+  Guarded<T> xt = guarded<T>(x), Wt = guarded<T>(W), bt = guarded<T>(b);
+  std::vector<T> zero(out, T(0));
+  for (uint64_t seed : kSeeds) {
+    emu::set_schedule_seed(seed);
+    Guarded<T> y = nan_buffer<T>(size_t(B) * out);
+    cpu::dense_forward(y.data(), xt.data(), Wt.data(), zero.data(), B, in, out, false);
+    cuda::dense_bias_act(y.data(), bt.data(), B, out, relu, kStream);
+    expect_matches(ref, y, "dense_bias_act y " + shape({B, in, out}));
+  }
+}
+
+TEST(CudaKernels, DenseBiasReluEpilogue) {
+  for (bool relu : {true, false}) {
+    check_dense_forward<float>(37, 50, 100, relu);
+    check_dense_forward<double>(37, 50, 100, relu);
+  }
+  check_dense_forward<float>(160, 64, 784, true);
+  check_dense_forward<float>(160, 64, 512, false);
+}
+
+template <class T>
+void check_dense_backward(int B, int in, int out, bool relu) {
+  const auto x = draw(4, size_t(B) * in, -1, 1), W = draw(5, size_t(in) * out, -0.3, 0.3),
+             b = draw(6, size_t(out), -0.5, 0.5), dy = draw(7, size_t(B) * out, -1, 1);
+  std::vector<double> y(size_t(B) * out), dz = dy, dW(size_t(in) * out), db(out);
+  cpu::dense_forward(y.data(), x.data(), W.data(), b.data(), B, in, out, relu);
+  cpu::dense_backward<double>(nullptr, dW.data(), db.data(), dz.data(), x.data(), W.data(),
+                              y.data(), B, in, out, relu);
+  for (uint64_t seed : kSeeds) {
+    emu::set_schedule_seed(seed);
+    Guarded<T> g = inout<T>(dy), yt = guarded<T>(y), dbt = nan_buffer<T>(out);
+    cuda::dense_backward_bias(g.data(), dbt.data(), yt.data(), B, out, relu, kStream);
+    expect_matches(dz, g, "dense_backward_bias dz " + shape({B, out}));
+    expect_matches(db, dbt, "dense_backward_bias db " + shape({B, out}));
+  }
+}
+
+TEST(CudaKernels, DenseBackwardReluMaskAndBiasGradient) {
+  for (bool relu : {true, false}) {
+    check_dense_backward<float>(37, 20, 100, relu);
+    check_dense_backward<double>(37, 20, 100, relu);
+  }
+  check_dense_backward<float>(160, 16, 784, true);
+  check_dense_backward<float>(1, 3, 33, true);
+}
+
+// ---------------------------------------------------------------- concat
+template <class T>
+void check_concat(int B, int na, int nb, bool accumulate) {
+  const auto a = draw(8, size_t(B) * na, -1, 1), b = draw(9, size_t(B) * nb, -1, 1),
+             dout = draw(10, size_t(B) * (na + nb), -1, 1);
+  std::vector<double> out(size_t(B) * (na + nb)), da(size_t(B) * na, 0.25), db(size_t(B) * nb, 0.5);
+  cpu::concat_forward(out.data(), a.data(), b.data(), B, na, nb);
+  cpu::concat_backward(da.data(), db.data(), dout.data(), B, na, nb, accumulate, accumulate);
+  for (uint64_t seed : kSeeds) {
+    emu::set_schedule_seed(seed);
+    Guarded<T> at = guarded<T>(a), bt = guarded<T>(b), o = nan_buffer<T>(out.size());
+    cuda::concat_forward(o.data(), at.data(), bt.data(), B, na, nb, kStream);
+    expect_matches(out, o, "concat_forward " + shape({B, na, nb}));
+    Guarded<T> g = guarded<T>(dout), dat(da.size(), T(0.25)), dbt(db.size(), T(0.5));
+    cuda::concat_backward(dat.data(), dbt.data(), g.data(), B, na, nb, accumulate, accumulate,
+                          kStream);
+    expect_matches(da, dat, "concat_backward da " + shape({B, na, nb}));
+    expect_matches(db, dbt, "concat_backward db " + shape({B, na, nb}));
+    // A null part is skipped.
+    Guarded<T> only_b(db.size(), T(0.5));
+    cuda::concat_backward<T>(nullptr, only_b.data(), g.data(), B, na, nb, false, accumulate,
+                             kStream);
+    expect_matches(db, only_b, "concat_backward (da null) db");
+  }
+}
+
+TEST(CudaKernels, ConcatForwardAndBackward) {
+  for (bool accumulate : {false, true}) {
+    check_concat<float>(37, 100, 16, accumulate);
+    check_concat<double>(37, 100, 16, accumulate);
+  }
+  check_concat<float>(160, 784, 16, false);
+}
+
+// ---------------------------------------------------------------- pooling
+struct Sets {
+  std::vector<int32_t> offsets{0}, members;
+};
+// Class-balanced leave-one-out sets: C segments of k rows; row i pools m_i others of its
+// segment, m_i = 1 + Philox mod (k − 1).
+Sets segment_sets(int C, int k) {
+  Sets s;
+  for (int i = 0; i < C * k; ++i) {
+    const int seg = i / k, m = 1 + int(philox_below(uint32_t(k - 1), 7, 1, 0, uint32_t(i)));
+    for (int o = 1; o <= m; ++o) s.members.push_back(seg * k + (i % k + o) % k);
+    s.offsets.push_back(int32_t(s.members.size()));
+  }
+  return s;
+}
+// R sets over N rows with arbitrary members (repeats allowed; some rows never used).
+Sets random_sets(int R, int N) {
+  Sets s;
+  for (int i = 0; i < R; ++i) {
+    const int m = 1 + int(philox_below(6, 8, 2, 0, uint32_t(i)));
+    for (int o = 0; o < m; ++o)
+      s.members.push_back(int32_t(philox_below(uint32_t(N - 3), 8, 3, uint32_t(i), uint32_t(o))));
+    s.offsets.push_back(int32_t(s.members.size()));
+  }
+  return s;
+}
+
+template <class T>
+void check_pool(const Sets& s, int R, int N, int d, const std::string& name) {
+  const auto e = draw(11, size_t(N) * d, -1, 1), dr = draw(12, size_t(R) * d, -1, 1);
+  std::vector<double> r(size_t(R) * d), de(size_t(N) * d);
+  cpu::pool_forward(r.data(), e.data(), s.offsets.data(), s.members.data(), R, d);
+  cpu::pool_backward(de.data(), dr.data(), s.offsets.data(), s.members.data(), R, N, d);
+  Guarded<int32_t> offsets(s.offsets.size()), members(s.members.size());
+  std::copy(s.offsets.begin(), s.offsets.end(), offsets.data());
+  std::copy(s.members.begin(), s.members.end(), members.data());
+  Guarded<T> first;
+  for (uint64_t seed : kSeeds) {
+    emu::set_schedule_seed(seed);
+    Guarded<T> et = guarded<T>(e), drt = guarded<T>(dr), rt = nan_buffer<T>(r.size()),
+               det = nan_buffer<T>(de.size());
+    cuda::pool_forward(rt.data(), et.data(), offsets.data(), members.data(), R, d, kStream);
+    cuda::pool_backward(det.data(), drt.data(), offsets.data(), members.data(), R, N, d, kStream);
+    expect_matches(r, rt, "pool_forward " + name);
+    expect_matches(de, det, "pool_backward " + name);
+    if (seed == kSeeds[0])
+      first = det;
+    else
+      EXPECT_TRUE(bitwise_equal(first, det)) << "pool_backward must not depend on the schedule";
+  }
+  EXPECT_TRUE(offsets.guards_intact() && members.guards_intact());
+}
+
+TEST(CudaKernels, LeaveOneOutPoolingForwardAndGatherBackward) {
+  const Sets step = segment_sets(10, 16);  // the supervised step: B = 160, k = 16
+  check_pool<float>(step, 160, 160, 16, "B=160 d=16");
+  check_pool<double>(step, 160, 160, 16, "B=160 d=16");
+  const Sets small = segment_sets(3, 5);
+  check_pool<float>(small, 15, 15, 37, "B=15 d=37");  // d > 32: two column chunks
+  check_pool<double>(small, 15, 15, 37, "B=15 d=37");
+  const Sets semi = random_sets(50, 37);  // R ≠ N, repeats, unused rows (de = 0 there)
+  check_pool<float>(semi, 50, 37, 8, "R=50 N=37 d=8");
+  check_pool<double>(semi, 50, 37, 8, "R=50 N=37 d=8");
+  const Sets one = random_sets(3, 5);  // fewer pooled rows than warps in a block
+  check_pool<float>(one, 3, 5, 4, "R=3 N=5 d=4");
+}
+
+// ---------------------------------------------------------------- sampling + KL
+template <class T>
+void check_sample_kl(int B, int d) {
+  const uint64_t seed = 42, step = 7;
+  const uint32_t row0 = 100;
+  const auto mulv = draw(13, size_t(B) * 2 * d, -2, 2), dv = draw(14, size_t(B) * d, -1, 1),
+             dkl = draw(15, size_t(B), -1, 1);
+  std::vector<double> v(size_t(B) * d), eps(size_t(B) * d), kl(B), dmulv(mulv.size());
+  cpu::sample_kl_forward(v.data(), eps.data(), kl.data(), mulv.data(), B, d, seed, step, row0);
+  cpu::sample_kl_backward(dmulv.data(), dv.data(), dkl.data(), mulv.data(), eps.data(), B, d);
+  // The CPU op in T: the kernel's ε must equal it bit for bit (same Philox, same math).
+  Guarded<T> mt = guarded<T>(mulv);
+  std::vector<T> v_cpu(size_t(B) * d), eps_cpu(size_t(B) * d), kl_cpu(B);
+  cpu::sample_kl_forward(v_cpu.data(), eps_cpu.data(), kl_cpu.data(), mt.data(), B, d, seed, step,
+                         row0);
+  const std::string name = shape({B, d});
+  for (uint64_t s : kSeeds) {
+    emu::set_schedule_seed(s);
+    Guarded<T> vt = nan_buffer<T>(v.size()), et = nan_buffer<T>(eps.size()),
+               klt = nan_buffer<T>(kl.size());
+    cuda::sample_kl_forward(vt.data(), et.data(), klt.data(), mt.data(), B, d, seed, step, row0,
+                            kStream);
+    expect_matches(v, vt, "sample_kl v " + name);
+    expect_matches(eps, et, "sample_kl eps " + name);
+    expect_matches(kl, klt, "sample_kl kl " + name);
+    EXPECT_EQ(std::memcmp(et.data(), eps_cpu.data(), eps_cpu.size() * sizeof(T)), 0)
+        << "ε must equal the CPU's bit for bit";
+    // The graph-replay form reads the step from device memory: same result.
+    const uint64_t step_device = step;
+    Guarded<T> v2 = nan_buffer<T>(v.size()), e2 = nan_buffer<T>(eps.size()),
+               k2 = nan_buffer<T>(kl.size());
+    cuda::sample_kl_forward(v2.data(), e2.data(), k2.data(), mt.data(), B, d, seed, &step_device,
+                            row0, kStream);
+    EXPECT_TRUE(bitwise_equal(vt, v2) && bitwise_equal(et, e2) && bitwise_equal(klt, k2));
+
+    Guarded<T> dvt = guarded<T>(dv), dklt = guarded<T>(dkl), epst = guarded<T>(eps),
+               dm = nan_buffer<T>(dmulv.size());
+    cuda::sample_kl_backward(dm.data(), dvt.data(), dklt.data(), mt.data(), epst.data(), B, d,
+                             kStream);
+    expect_matches(dmulv, dm, "sample_kl_backward dmulv " + name);
+  }
+}
+
+TEST(CudaKernels, SampleAndKlMatchCpuWithTheSameNoise) {
+  check_sample_kl<float>(37, 16);
+  check_sample_kl<double>(37, 16);
+  check_sample_kl<float>(160, 16);
+  check_sample_kl<float>(9, 40);  // d > 32: lanes loop
+  check_sample_kl<double>(9, 40);
+}
+
+// ---------------------------------------------------------------- Bernoulli likelihood
+template <class T>
+void check_bernoulli(int B, int D) {
+  const auto logits = draw(16, size_t(B) * D, -8, 8), x = draw(17, size_t(B) * D, 0, 1),
+             dll = draw(18, size_t(B), -1, 1);
+  std::vector<double> ll(B), dlogits(logits.size());
+  cpu::bernoulli_ll_forward(ll.data(), logits.data(), x.data(), B, D);
+  cpu::bernoulli_ll_backward(dlogits.data(), dll.data(), logits.data(), x.data(), B, D);
+  Guarded<T> first;
+  for (uint64_t seed : kSeeds) {
+    emu::set_schedule_seed(seed);
+    Guarded<T> lt = guarded<T>(logits), xt = guarded<T>(x), dt = guarded<T>(dll),
+               llt = nan_buffer<T>(B), dl = nan_buffer<T>(dlogits.size());
+    cuda::bernoulli_ll_forward(llt.data(), lt.data(), xt.data(), B, D, kStream);
+    cuda::bernoulli_ll_backward(dl.data(), dt.data(), lt.data(), xt.data(), B, D, kStream);
+    expect_matches(ll, llt, "bernoulli_ll_forward " + shape({B, D}));
+    expect_matches(dlogits, dl, "bernoulli_ll_backward " + shape({B, D}));
+    if (seed == kSeeds[0])
+      first = llt;
+    else
+      EXPECT_TRUE(bitwise_equal(first, llt)) << "the row reduction must not depend on the schedule";
+  }
+}
+
+TEST(CudaKernels, BernoulliLogLikelihood) {
+  check_bernoulli<float>(37, 100);
+  check_bernoulli<double>(37, 100);
+  check_bernoulli<float>(160, 784);
+  check_bernoulli<float>(3, 1);
+}
+
+TEST(CudaKernels, BernoulliStableAtExtremeLogits) {
+  Guarded<float> logits(4), x(4), ll(1), dl(4), one(1, 1.0f);
+  const float l[4] = {1e4f, -1e4f, 88.f, -88.f}, xv[4] = {1, 0, 0.5f, 0.5f};
+  for (int i = 0; i < 4; ++i) logits[i] = l[i], x[i] = xv[i];
+  cuda::bernoulli_ll_forward(ll.data(), logits.data(), x.data(), 1, 4, kStream);
+  cuda::bernoulli_ll_backward(dl.data(), one.data(), logits.data(), x.data(), 1, 4, kStream);
+  EXPECT_NEAR(ll[0], -88.f, 1e-2);
+  for (int i = 0; i < 4; ++i) EXPECT_TRUE(std::isfinite(dl[i]));
+  EXPECT_TRUE(ll.guards_intact() && dl.guards_intact());
+}
+
+// ---------------------------------------------------------------- softmax cross-entropy
+template <class T>
+void check_softmax(int B, int C) {
+  const auto logits = draw(19, size_t(B) * C, -5, 5), dloss = draw(20, size_t(B), -1, 1);
+  std::vector<int32_t> labels(B);
+  for (int i = 0; i < B; ++i) labels[i] = int32_t(philox_below(uint32_t(C), 9, 1, 0, uint32_t(i)));
+  std::vector<double> loss(B), probs(logits.size()), dlogits(logits.size());
+  cpu::softmax_xent_forward(loss.data(), probs.data(), logits.data(), labels.data(), B, C);
+  cpu::softmax_xent_backward(dlogits.data(), dloss.data(), probs.data(), labels.data(), B, C);
+  for (uint64_t seed : kSeeds) {
+    emu::set_schedule_seed(seed);
+    Guarded<T> lt = guarded<T>(logits), dt = guarded<T>(dloss), losst = nan_buffer<T>(B),
+               pt = nan_buffer<T>(probs.size()), dl = nan_buffer<T>(dlogits.size());
+    cuda::softmax_xent_forward(losst.data(), pt.data(), lt.data(), labels.data(), B, C, kStream);
+    expect_matches(loss, losst, "softmax_xent loss " + shape({B, C}));
+    expect_matches(probs, pt, "softmax_xent probs " + shape({B, C}));
+    Guarded<T> pref = guarded<T>(probs);
+    cuda::softmax_xent_backward(dl.data(), dt.data(), pref.data(), labels.data(), B, C, kStream);
+    expect_matches(dlogits, dl, "softmax_xent_backward " + shape({B, C}));
+  }
+}
+
+TEST(CudaKernels, SoftmaxCrossEntropy) {
+  check_softmax<float>(37, 10);
+  check_softmax<double>(37, 10);
+  check_softmax<float>(160, 10);
+  check_softmax<float>(5, 45);  // C > 32: lanes loop over classes
+  check_softmax<double>(5, 45);
+}
+
+// ---------------------------------------------------------------- exact expectation over labels
+template <class T>
+void check_expectation(int U, int C) {
+  const auto logits = draw(23, size_t(U) * C, -4, 4), ll = draw(24, size_t(U) * C, -200, -50),
+             kl = draw(25, size_t(U) * C, 0, 20), log_prior = draw(26, size_t(C), -3, -1),
+             dL = draw(27, size_t(U), -1, 1);
+  std::vector<double> L(U), q(logits.size()), dlogits(logits.size()), dll(ll.size()),
+      dkl(kl.size());
+  cpu::expectation_forward(L.data(), q.data(), logits.data(), ll.data(), kl.data(),
+                           log_prior.data(), U, C);
+  cpu::expectation_backward(dlogits.data(), dll.data(), dkl.data(), dL.data(), q.data(), ll.data(),
+                            kl.data(), log_prior.data(), U, C);
+  for (uint64_t seed : kSeeds) {
+    emu::set_schedule_seed(seed);
+    Guarded<T> lt = guarded<T>(logits), llt = guarded<T>(ll), klt = guarded<T>(kl),
+               lpt = guarded<T>(log_prior), dLt = guarded<T>(dL), Lt = nan_buffer<T>(U),
+               qt = nan_buffer<T>(q.size());
+    cuda::expectation_forward(Lt.data(), qt.data(), lt.data(), llt.data(), klt.data(), lpt.data(),
+                              U, C, kStream);
+    expect_matches(L, Lt, "expectation L " + shape({U, C}));
+    expect_matches(q, qt, "expectation q " + shape({U, C}));
+    Guarded<T> qref = guarded<T>(q), dl = nan_buffer<T>(q.size()), dllt = nan_buffer<T>(q.size()),
+               dklt = nan_buffer<T>(q.size());
+    cuda::expectation_backward(dl.data(), dllt.data(), dklt.data(), dLt.data(), qref.data(),
+                               llt.data(), klt.data(), lpt.data(), U, C, kStream);
+    expect_matches(dlogits, dl, "expectation_backward dlogits " + shape({U, C}));
+    expect_matches(dll, dllt, "expectation_backward dll " + shape({U, C}));
+    expect_matches(dkl, dklt, "expectation_backward dkl " + shape({U, C}));
+  }
+}
+
+TEST(CudaKernels, ExactExpectationOverLabels) {
+  check_expectation<float>(37, 10);
+  check_expectation<double>(37, 10);
+  check_expectation<float>(5, 45);  // C > 32: lanes loop over labels
+  check_expectation<double>(5, 45);
+}
+
+// ---------------------------------------------------------------- Adam
+template <class T>
+void check_adam(size_t n) {
+  cpu::AdamConfig config;
+  const auto p0 = draw(21, n, -1, 1);
+  std::vector<double> p = p0, m(n, 0), v(n, 0);
+  Guarded<T> pt = inout<T>(p0), mt(n, T(0)), vt(n, T(0));
+  Guarded<T> pd = inout<T>(p0), md(n, T(0)), vd(n, T(0));  // the t-from-device form
+  for (int64_t t = 1; t <= 3; ++t) {
+    emu::set_schedule_seed(uint64_t(t));
+    auto g = draw(100 + uint64_t(t), n, -1, 1);
+    for (size_t i = 0; i < n; i += 7) g[i] *= 1e-6;  // tiny gradients: ε matters
+    cpu::adam_step(p.data(), m.data(), v.data(), g.data(), n, config, t);
+    Guarded<T> gt = guarded<T>(g);
+    cuda::adam_step(pt.data(), mt.data(), vt.data(), gt.data(), n, config, t, kStream);
+    cuda::adam_step(pd.data(), md.data(), vd.data(), gt.data(), n, config, &t, kStream);
+  }
+  // Compare the parameters' change (the parameters themselves hide it), and the moments.
+  std::vector<double> dp(n);
+  Guarded<T> dpt(n);
+  for (size_t i = 0; i < n; ++i) dp[i] = p[i] - p0[i], dpt[i] = T(double(pt[i]) - p0[i]);
+  expect_matches(dp, dpt, "adam parameter change n=" + std::to_string(n));
+  expect_matches(m, mt, "adam m");
+  expect_matches(v, vt, "adam v");
+  EXPECT_TRUE(pt.guards_intact() && pd.guards_intact() && md.guards_intact() && vd.guards_intact());
+  EXPECT_TRUE(bitwise_equal(pt, pd) && bitwise_equal(mt, md) && bitwise_equal(vt, vd))
+      << "t read from device memory must give the same step";
+}
+
+TEST(CudaKernels, AdamFusedStep) {
+  check_adam<float>(100003);  // not a multiple of the block; grid-stride past 1024 blocks
+  check_adam<double>(1000);
+}
+
+// ---------------------------------------------------------------- batch gather
+TEST(CudaKernels, GatherRowsFromDeviceDataSet) {
+  const int N = 50, D = 100, B = 37;
+  std::vector<int32_t> index(B);
+  for (int i = 0; i < B; ++i) index[i] = int32_t(philox_below(N, 10, 1, 0, uint32_t(i)));
+  Guarded<float> data(size_t(N) * D);
+  std::vector<uint8_t> pixels(size_t(N) * D);
+  Guarded<int32_t> labels(N);
+  for (size_t k = 0; k < data.size(); ++k)
+    data[k] = float(random_in(22, k, -1, 1)), pixels[k] = uint8_t(k * 37 % 256);
+  for (int k = 0; k < N; ++k) labels[k] = int32_t(k % 10);
+  for (uint64_t seed : kSeeds) {
+    emu::set_schedule_seed(seed);
+    Guarded<float> out(size_t(B) * D), outp(size_t(B) * D);
+    Guarded<int32_t> outl(B, -1);
+    cuda::gather_rows(out.data(), data.data(), index.data(), B, D, kStream);
+    cuda::gather_rows(outp.data(), pixels.data(), index.data(), B, D, 1.0f / 255, kStream);
+    cuda::gather_rows(outl.data(), labels.data(), index.data(), B, 1, kStream);
+    for (int i = 0; i < B; ++i) {
+      for (int j = 0; j < D; ++j) {
+        ASSERT_EQ(out[size_t(i) * D + j], data[size_t(index[i]) * D + j]);
+        ASSERT_EQ(outp[size_t(i) * D + j], float(pixels[size_t(index[i]) * D + j]) * (1.0f / 255));
+      }
+      ASSERT_EQ(outl[i], labels[index[i]]);
+    }
+    EXPECT_TRUE(out.guards_intact() && outp.guards_intact() && outl.guards_intact());
+  }
+}
+
+// ---------------------------------------------------------------- the checks can fail
+TEST(CudaKernels, ComparisonCatchesACorruptedResult) {
+  // The same check as above on a result with one wrong element must fail: guards the
+  // tolerance and the NaN scan against being vacuous.
+  const int B = 37, D = 100;
+  const auto logits = draw(16, size_t(B) * D, -8, 8), x = draw(17, size_t(B) * D, 0, 1);
+  std::vector<double> ll(B);
+  cpu::bernoulli_ll_forward(ll.data(), logits.data(), x.data(), B, D);
+  Guarded<float> lt = guarded<float>(logits), xt = guarded<float>(x), llt = nan_buffer<float>(B);
+  cuda::bernoulli_ll_forward(llt.data(), lt.data(), xt.data(), B, D, kStream);
+  std::vector<double> got = as_double(llt);
+  EXPECT_LE(nmse(ll.data(), got.data(), B), 1e-7);
+  got[5] *= 1.01;
+  EXPECT_GT(nmse(ll.data(), got.data(), B), 1e-7);
+  Guarded<float> unwritten = nan_buffer<float>(B);
+  EXPECT_FALSE(std::isfinite(unwritten[0]));
+}
+
+}  // namespace
+}  // namespace equivae::test

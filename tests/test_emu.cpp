@@ -1,0 +1,496 @@
+// The CUDA-on-CPU emulator's own semantics (indices, shared memory, barriers, shuffles, votes,
+// atomics, launch checks), and proof that it can fail: a reduction missing a barrier gives
+// wrong sums under shuffled schedules, and a barrier in a divergent branch is reported as a
+// deadlock instead of hanging.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include "kernels/cuda/launch.h"
+#include "kernels/cuda/reduce.cuh"
+#include "kernels/philox.h"
+
+namespace {
+
+using equivae::cuda::BlockReduce;
+using equivae::cuda::kFullWarp;
+
+// ---------------------------------------------------------------- indices and dims
+__global__ void kernel_indices(int* out) {
+  const unsigned block = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
+  const unsigned thread = threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
+  const unsigned threads = blockDim.x * blockDim.y * blockDim.z;
+  int* o = out + 4 * (size_t(block) * threads + thread);
+  o[0] = int(threadIdx.x + 10 * threadIdx.y + 100 * threadIdx.z);
+  o[1] = int(blockIdx.x + 10 * blockIdx.y + 100 * blockIdx.z);
+  o[2] = int(blockDim.x + 10 * blockDim.y + 100 * blockDim.z);
+  o[3] = int(gridDim.x + 10 * gridDim.y + 100 * gridDim.z);
+}
+
+TEST(Emu, ThreadAndBlockIndicesCover3DGridAndBlock) {
+  const dim3 grid(3, 2, 2), block(5, 3, 2);
+  const int threads = 5 * 3 * 2, blocks = 3 * 2 * 2;
+  std::vector<int> out(4 * threads * blocks, -1);
+  EQUIVAE_LAUNCH(kernel_indices, grid, block, 0, nullptr, out.data());
+  for (int bz = 0, b = 0; bz < 2; ++bz)
+    for (int by = 0; by < 2; ++by)
+      for (int bx = 0; bx < 3; ++bx, ++b)
+        for (int tz = 0, t = 0; tz < 2; ++tz)
+          for (int ty = 0; ty < 3; ++ty)
+            for (int tx = 0; tx < 5; ++tx, ++t) {
+              const int* o = &out[4 * (b * threads + t)];
+              EXPECT_EQ(o[0], tx + 10 * ty + 100 * tz);
+              EXPECT_EQ(o[1], bx + 10 * by + 100 * bz);
+              EXPECT_EQ(o[2], 5 + 30 + 200);
+              EXPECT_EQ(o[3], 3 + 20 + 200);
+            }
+}
+
+// ---------------------------------------------------------------- shared memory
+__global__ void kernel_reverse_static(const int* in, int* out) {
+  __shared__ int s[1024];
+  const int n = int(blockDim.x), t = int(threadIdx.x);
+  s[t] = in[blockIdx.x * n + t];
+  __syncthreads();
+  out[blockIdx.x * n + t] = s[n - 1 - t];
+}
+
+TEST(Emu, StaticSharedMemoryIsSharedWithinTheBlock) {
+  for (int n : {1, 33, 200, 1024}) {
+    std::vector<int> in(3 * n), out(3 * n, -1);
+    std::iota(in.begin(), in.end(), 7);
+    for (uint64_t seed = 1; seed <= 3; ++seed) {
+      emu::set_schedule_seed(seed);
+      EQUIVAE_LAUNCH(kernel_reverse_static, 3, n, 0, nullptr, in.data(), out.data());
+      for (int b = 0; b < 3; ++b)
+        for (int t = 0; t < n; ++t) ASSERT_EQ(out[b * n + t], in[b * n + n - 1 - t]) << n;
+    }
+  }
+}
+
+__global__ void kernel_reverse_dynamic(const float* in, float* out, int* poisoned) {
+  EQUIVAE_DYNAMIC_SHARED(float, s);
+  const int n = int(blockDim.x), t = int(threadIdx.x);
+  if (std::isnan(s[t])) atomicAdd(poisoned, 1);  // the emulator fills it with 0xFF bytes
+  s[t] = in[blockIdx.x * n + t];
+  __syncthreads();
+  out[blockIdx.x * n + t] = s[n - 1 - t];
+}
+
+TEST(Emu, DynamicSharedMemoryIsPerBlockAndStartsPoisoned) {
+  const int n = 96, blocks = 4;
+  std::vector<float> in(blocks * n), out(blocks * n, -1);
+  for (int i = 0; i < blocks * n; ++i) in[i] = float(i) * 0.5f;
+  int poisoned = 0;
+  EQUIVAE_LAUNCH(kernel_reverse_dynamic, blocks, n, n * sizeof(float), nullptr, in.data(),
+                 out.data(), &poisoned);
+  EXPECT_EQ(poisoned, blocks * n) << "every block must start from poisoned dynamic shared memory";
+  for (int b = 0; b < blocks; ++b)
+    for (int t = 0; t < n; ++t) ASSERT_EQ(out[b * n + t], in[b * n + n - 1 - t]);
+}
+
+// ---------------------------------------------------------------- shuffles and votes
+template <class T>
+__global__ void kernel_shuffles(T* out) {
+  const int t = int(threadIdx.x), lane = t % 32;
+  const T v = T(t * 3 + 1);
+  T* o = out + 8 * t;
+  o[0] = __shfl_sync(kFullWarp, v, 3);
+  o[1] = __shfl_sync(kFullWarp, v, lane + 9, 8);  // (lane + 9) mod 8 within 8-lane groups
+  o[2] = __shfl_down_sync(kFullWarp, v, 5);
+  o[3] = __shfl_down_sync(kFullWarp, v, 3, 16);
+  o[4] = __shfl_up_sync(kFullWarp, v, 2);
+  o[5] = __shfl_up_sync(kFullWarp, v, 1, 4);
+  o[6] = __shfl_xor_sync(kFullWarp, v, 1);
+  o[7] = __shfl_xor_sync(kFullWarp, v, 12, 8);  // xor reaches into a later group: own value
+}
+
+template <class T>
+void check_shuffles() {
+  const int n = 64;
+  std::vector<T> out(8 * n);
+  EQUIVAE_LAUNCH(kernel_shuffles<T>, 1, n, 0, nullptr, out.data());
+  auto value = [](int t) { return T(t * 3 + 1); };
+  for (int t = 0; t < n; ++t) {
+    const int lane = t % 32, warp0 = t - lane;
+    const T* o = &out[8 * t];
+    EXPECT_EQ(o[0], value(warp0 + 3));
+    EXPECT_EQ(o[1], value(warp0 + (lane & ~7) + ((lane + 9) & 7)));
+    EXPECT_EQ(o[2], value(lane + 5 < 32 ? t + 5 : t));
+    EXPECT_EQ(o[3], value((lane & 15) + 3 < 16 ? t + 3 : t));
+    EXPECT_EQ(o[4], value(lane >= 2 ? t - 2 : t));
+    EXPECT_EQ(o[5], value((lane & 3) >= 1 ? t - 1 : t));
+    EXPECT_EQ(o[6], value(t ^ 1));
+    const int x = lane ^ 12;
+    EXPECT_EQ(o[7], value(x >= (lane & ~7) + 8 ? t : warp0 + x)) << "lane " << lane;
+  }
+}
+
+TEST(Emu, WarpShufflesFollowCudaLaneArithmetic) {
+  check_shuffles<float>();
+  check_shuffles<double>();
+  check_shuffles<int>();
+  check_shuffles<long long>();
+}
+
+__global__ void kernel_votes(unsigned* out) {
+  const int t = int(threadIdx.x), lane = t % 32;
+  unsigned* o = out + 5 * t;
+  o[0] = __ballot_sync(kFullWarp, lane % 3 == 0);
+  o[1] = unsigned(__any_sync(kFullWarp, t == 40));
+  o[2] = unsigned(__all_sync(kFullWarp, t < 40));
+  o[3] = unsigned(__all_sync(kFullWarp, t >= 0));
+  o[4] = 0;
+  if (lane < 16) o[4] = __ballot_sync(0x0000ffffu, lane & 1);  // a half-warp vote
+}
+
+TEST(Emu, WarpVotes) {
+  const int n = 64;
+  std::vector<unsigned> out(5 * n);
+  EQUIVAE_LAUNCH(kernel_votes, 1, n, 0, nullptr, out.data());
+  unsigned every_third = 0;
+  for (int l = 0; l < 32; l += 3) every_third |= 1u << l;
+  for (int t = 0; t < n; ++t) {
+    const unsigned* o = &out[5 * t];
+    EXPECT_EQ(o[0], every_third);
+    EXPECT_EQ(o[1], t >= 32 ? 1u : 0u);  // only warp 1 holds thread 40
+    EXPECT_EQ(o[2], t < 32 ? 1u : 0u);
+    EXPECT_EQ(o[3], 1u);
+    EXPECT_EQ(o[4], t % 32 < 16 ? 0xAAAAu : 0u);
+  }
+}
+
+__global__ void kernel_sync_predicates(int* out) {
+  const int t = int(threadIdx.x);
+  out[3 * t + 0] = __syncthreads_count(t % 4 == 0);
+  out[3 * t + 1] = __syncthreads_and(t < 1000);
+  out[3 * t + 2] = __syncthreads_or(t == 77);
+}
+
+TEST(Emu, SyncthreadsCountAndOr) {
+  const int n = 100;
+  std::vector<int> out(3 * n);
+  EQUIVAE_LAUNCH(kernel_sync_predicates, 1, n, 0, nullptr, out.data());
+  for (int t = 0; t < n; ++t) {
+    EXPECT_EQ(out[3 * t], 25);
+    EXPECT_EQ(out[3 * t + 1], 1);
+    EXPECT_EQ(out[3 * t + 2], 1);
+  }
+}
+
+// ---------------------------------------------------------------- atomics
+__global__ void kernel_atomics(float* f, double* d, int* i, unsigned* u, int* max_id, int* cas) {
+  const int id = int(blockIdx.x * blockDim.x + threadIdx.x);
+  atomicAdd(f, 1.0f);
+  atomicAdd(d, 0.5);
+  atomicAdd(i, 2);
+  atomicAdd(u, 1u);
+  atomicMax(max_id, id);
+  int old = *cas, seen;
+  while ((seen = atomicCAS(cas, old, old + 1)) != old) old = seen;
+}
+
+TEST(Emu, AtomicsAreExact) {
+  float f = 0;
+  double d = 0;
+  int i = 0, max_id = -1, cas = 0;
+  unsigned u = 0;
+  EQUIVAE_LAUNCH(kernel_atomics, 8, 256, 0, nullptr, &f, &d, &i, &u, &max_id, &cas);
+  EXPECT_EQ(f, 2048.0f);
+  EXPECT_EQ(d, 1024.0);
+  EXPECT_EQ(i, 4096);
+  EXPECT_EQ(u, 2048u);
+  EXPECT_EQ(max_id, 2047);
+  EXPECT_EQ(cas, 2048);
+  int x = 5;
+  EXPECT_EQ(atomicExch(&x, 9), 5);
+  EXPECT_EQ(x, 9);
+  EXPECT_EQ(atomicMin(&x, 3), 9);
+  EXPECT_EQ(x, 3);
+}
+
+// ---------------------------------------------------------------- block reductions
+template <int kThreads>
+__global__ void kernel_block_sum(const float* x, float* out, int n) {
+  __shared__ typename BlockReduce<float, kThreads>::TempStorage storage;
+  float acc = 0;
+  for (int j = int(threadIdx.x); j < n; j += kThreads) acc += x[size_t(blockIdx.x) * n + j];
+  const float total = BlockReduce<float, kThreads>(storage).sum(acc);
+  if (threadIdx.x == 0) out[blockIdx.x] = total;
+}
+
+template <int kThreads>
+void check_block_sum(int n) {
+  const int blocks = 3;
+  std::vector<float> x(size_t(blocks) * n), out(blocks, -1);
+  for (size_t k = 0; k < x.size(); ++k) x[k] = float(int(k * 7919 % 61) - 30);  // exact sums
+  for (uint64_t seed = 1; seed <= 3; ++seed) {
+    emu::set_schedule_seed(seed);
+    EQUIVAE_LAUNCH(kernel_block_sum<kThreads>, blocks, kThreads, 0, nullptr, x.data(), out.data(),
+                   n);
+    for (int b = 0; b < blocks; ++b) {
+      double expected = 0;
+      for (int j = 0; j < n; ++j) expected += x[size_t(b) * n + j];
+      ASSERT_EQ(double(out[b]), expected) << kThreads << " threads, n " << n << ", seed " << seed;
+    }
+  }
+}
+
+TEST(Emu, BlockReduceHelperUpTo1024Threads) {
+  check_block_sum<32>(45);
+  check_block_sum<256>(784);
+  check_block_sum<1024>(1000);
+}
+
+// ---------------------------------------------------------------- the harness can fail
+// Tree reduction in shared memory; kFirstBarrier = false drops the barrier between the
+// stores and the first tree level, the classic bug.
+template <bool kFirstBarrier>
+__global__ void kernel_tree_sum(const int* x, int* out) {
+  __shared__ int s[256];
+  const int t = int(threadIdx.x);
+  s[t] = x[blockIdx.x * 256 + t];
+  if (kFirstBarrier) __syncthreads();
+  for (int stride = 128; stride > 0; stride >>= 1) {
+    if (t < stride) s[t] += s[t + stride];
+    __syncthreads();
+  }
+  if (t == 0) out[blockIdx.x] = s[0];
+}
+
+// Runs the tree sum under 20 schedule seeds with fresh data each time; returns how many
+// seeds gave a wrong sum in some block.
+template <bool kFirstBarrier>
+int wrong_sums_in_20_seeds() {
+  const int blocks = 4;
+  int wrong = 0;
+  for (uint64_t seed = 1; seed <= 20; ++seed) {
+    std::vector<int> x(blocks * 256), out(blocks, 0);
+    for (size_t k = 0; k < x.size(); ++k)
+      x[k] = int(equivae::philox_below(1000, 0xF00D, seed, 0, uint32_t(k)));
+    emu::set_schedule_seed(seed);
+    EQUIVAE_LAUNCH(kernel_tree_sum<kFirstBarrier>, blocks, 256, 0, nullptr, x.data(), out.data());
+    bool ok = true;
+    for (int b = 0; b < blocks; ++b)
+      ok = ok && out[b] == std::accumulate(x.begin() + b * 256, x.begin() + (b + 1) * 256, 0);
+    wrong += !ok;
+  }
+  return wrong;
+}
+
+TEST(Emu, MissingBarrierGivesWrongSumsUnderShuffledSchedules) {
+  const int racy = wrong_sums_in_20_seeds<false>();
+  const int correct = wrong_sums_in_20_seeds<true>();
+  std::printf("tree sum wrong in %d of 20 seeds without its barrier, %d of 20 with it\n", racy,
+              correct);
+  EXPECT_GE(racy, 5);
+  EXPECT_EQ(correct, 0);
+}
+
+// Two rounds of "each warp reduces, warp 0 combines the partials" sharing one partial[]
+// array. kSecondBarrier = false drops the barrier that keeps a fast warp from overwriting its
+// round-1 partial before warp 0 has read it. Every warp must pass five shuffles before it can
+// write, so this race only shows when warps run ahead of each other (the scheduler's random
+// warp delays).
+template <bool kSecondBarrier>
+__global__ void kernel_two_rounds(const float* x, float* out) {
+  __shared__ float partial[8];
+  const int t = int(threadIdx.x), warp = t / 32, lane = t % 32;
+  for (int round = 0; round < 2; ++round) {
+    const float v = equivae::cuda::warp_all_sum(x[round * 256 + t]);
+    if (lane == 0) partial[warp] = v;
+    __syncthreads();
+    if (t == 0) {
+      float total = 0;
+      for (int w = 0; w < 8; ++w) total += partial[w];
+      out[round] = total;
+    }
+    if (kSecondBarrier) __syncthreads();
+  }
+}
+
+template <bool kSecondBarrier>
+int wrong_two_rounds_in_20_seeds() {
+  std::vector<float> x(512), out(2);
+  for (int k = 0; k < 512; ++k) x[k] = float(k < 256 ? 1 : 1000);  // rounds sum to 256 and 256000
+  int wrong = 0;
+  for (uint64_t seed = 1; seed <= 20; ++seed) {
+    emu::set_schedule_seed(seed);
+    EQUIVAE_LAUNCH(kernel_two_rounds<kSecondBarrier>, 1, 256, 0, nullptr, x.data(), out.data());
+    wrong += out[0] != 256.0f || out[1] != 256000.0f;
+  }
+  return wrong;
+}
+
+TEST(Emu, WarpsRunAheadOfEachOtherAcrossShuffles) {
+  const int racy = wrong_two_rounds_in_20_seeds<false>();
+  const int correct = wrong_two_rounds_in_20_seeds<true>();
+  std::printf("two-round reduction wrong in %d of 20 seeds without its barrier, %d with it\n", racy,
+              correct);
+  EXPECT_GE(racy, 5);
+  EXPECT_EQ(correct, 0);
+}
+
+// A "warp-synchronous" read without __syncwarp: lanes read a neighbour's shared slot with no
+// synchronisation at all. Correct only if the neighbour happened to run first.
+__global__ void kernel_unsynchronised_neighbour(int* out, int round) {
+  __shared__ int s[32];
+  const int lane = int(threadIdx.x);
+  s[lane] = lane + 100 * round;
+  out[lane] = s[(lane + 1) % 32];
+}
+
+TEST(Emu, ShuffledOrderExposesUnsynchronisedWarpReads) {
+  int wrong = 0;
+  for (int seed = 1; seed <= 20; ++seed) {
+    emu::set_schedule_seed(uint64_t(seed));
+    std::vector<int> out(32);
+    EQUIVAE_LAUNCH(kernel_unsynchronised_neighbour, 1, 32, 0, nullptr, out.data(), seed);
+    for (int lane = 0; lane < 32; ++lane)
+      if (out[lane] != (lane + 1) % 32 + 100 * seed) {
+        ++wrong;
+        break;
+      }
+  }
+  EXPECT_GE(wrong, 15);
+}
+
+// ---------------------------------------------------------------- deadlocks and misuse
+__global__ void kernel_barrier_in_divergent_branch(int* out) {
+  if (threadIdx.x < 16) __syncthreads();
+  out[threadIdx.x] = 1;
+}
+
+__global__ void kernel_shuffle_with_exited_lane(float* out) {
+  if (threadIdx.x == 5) return;
+  out[threadIdx.x] = __shfl_down_sync(kFullWarp, 1.0f, 1);
+}
+
+__global__ void kernel_shuffle_against_syncthreads(float* out) {
+  if (threadIdx.x < 32)
+    out[threadIdx.x] = __shfl_xor_sync(kFullWarp, 1.0f, 1);
+  else if (threadIdx.x < 48)
+    __syncthreads();
+  else
+    out[threadIdx.x] = __shfl_xor_sync(kFullWarp, 2.0f, 1);  // warp 1 split: lanes 0-15 wait
+  __syncthreads();
+}
+
+__global__ void kernel_shuffle_mask_excludes_caller(float* out) {
+  out[threadIdx.x] = __shfl_sync(0x1u, 1.0f, 0);
+}
+
+template <class F>
+std::string launch_error(F launch) {
+  try {
+    launch();
+  } catch (const emu::Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(Emu, BarrierInDivergentBranchIsReportedNotHung) {
+  std::vector<int> out(64);
+  const std::string e = launch_error(
+      [&] { EQUIVAE_LAUNCH(kernel_barrier_in_divergent_branch, 2, 64, 0, nullptr, out.data()); });
+  ASSERT_FALSE(e.empty()) << "the launch must fail";
+  EXPECT_NE(e.find("deadlock"), std::string::npos) << e;
+  EXPECT_NE(e.find("16 of 64 threads wait at __syncthreads() while 48 have exited"),
+            std::string::npos)
+      << e;
+  EXPECT_NE(e.find("kernel_barrier_in_divergent_branch"), std::string::npos) << e;
+}
+
+TEST(Emu, ShuffleWaitingForAnExitedLaneIsReported) {
+  std::vector<float> out(32);
+  const std::string e = launch_error(
+      [&] { EQUIVAE_LAUNCH(kernel_shuffle_with_exited_lane, 1, 32, 0, nullptr, out.data()); });
+  EXPECT_NE(e.find("deadlock"), std::string::npos) << e;
+  EXPECT_NE(e.find("5(exited)"), std::string::npos) << e;
+}
+
+TEST(Emu, ShuffleAgainstSyncthreadsIsReported) {
+  std::vector<float> out(64);
+  const std::string e = launch_error(
+      [&] { EQUIVAE_LAUNCH(kernel_shuffle_against_syncthreads, 1, 64, 0, nullptr, out.data()); });
+  EXPECT_NE(e.find("deadlock"), std::string::npos) << e;
+  EXPECT_NE(e.find("(at __syncthreads)"), std::string::npos) << e;
+}
+
+TEST(Emu, WarpPrimitiveWithMaskExcludingCallerIsReported) {
+  std::vector<float> out(32);
+  const std::string e = launch_error(
+      [&] { EQUIVAE_LAUNCH(kernel_shuffle_mask_excludes_caller, 1, 32, 0, nullptr, out.data()); });
+  EXPECT_NE(e.find("mask that excludes it"), std::string::npos) << e;
+  EXPECT_NE(e.find("thread ("), std::string::npos) << e;
+}
+
+TEST(Emu, InvalidLaunchConfigurationsAreRejected) {
+  std::vector<int> out(2048 * 4);
+  EXPECT_THROW(EQUIVAE_LAUNCH(kernel_indices, 1, 1025, 0, nullptr, out.data()), emu::Error);
+  EXPECT_THROW(EQUIVAE_LAUNCH(kernel_indices, 0, 32, 0, nullptr, out.data()), emu::Error);
+  EXPECT_THROW(EQUIVAE_LAUNCH(kernel_indices, 1, dim3(1, 1, 65), 0, nullptr, out.data()),
+               emu::Error);
+  EXPECT_THROW(EQUIVAE_LAUNCH(kernel_indices, 1, 32, 49 * 1024, nullptr, out.data()), emu::Error);
+  EXPECT_NO_THROW(EQUIVAE_LAUNCH(kernel_indices, 2, 1024, 0, nullptr, out.data()));
+}
+
+TEST(Emu, LaunchesWorkAgainAfterAFailure) {
+  std::vector<int> out(64);
+  EXPECT_THROW(EQUIVAE_LAUNCH(kernel_barrier_in_divergent_branch, 1, 64, 0, nullptr, out.data()),
+               emu::Error);
+  std::vector<int> in(256), rev(256);
+  std::iota(in.begin(), in.end(), 0);
+  EQUIVAE_LAUNCH(kernel_reverse_static, 1, 256, 0, nullptr, in.data(), rev.data());
+  EXPECT_EQ(rev[0], 255);
+  EXPECT_EQ(rev[255], 0);
+}
+
+// ---------------------------------------------------------------- the schedule
+__global__ void kernel_record_order(int* counter, int* order) {
+  order[threadIdx.x] = atomicAdd(counter, 1);
+  __syncthreads();
+  order[blockDim.x + threadIdx.x] = atomicAdd(counter, 1);
+}
+
+std::vector<int> order_for(uint64_t seed) {
+  emu::set_schedule_seed(seed);
+  int counter = 0;
+  std::vector<int> order(2 * 128);
+  EQUIVAE_LAUNCH(kernel_record_order, 1, 128, 0, nullptr, &counter, order.data());
+  return order;
+}
+
+TEST(Emu, ScheduleIsShuffledPerPhaseAndReproducibleFromTheSeed) {
+  const std::vector<int> a = order_for(11), b = order_for(11), c = order_for(12);
+  EXPECT_EQ(a, b) << "the same seed must replay the same schedule";
+  EXPECT_NE(a, c) << "another seed must give another schedule";
+  std::vector<int> phase0(a.begin(), a.begin() + 128), phase1(a.begin() + 128, a.end());
+  for (int& v : phase1) v -= 128;
+  EXPECT_NE(phase0, phase1) << "each phase needs a fresh order";
+  std::vector<int> sorted = phase0;
+  std::sort(sorted.begin(), sorted.end());
+  for (int i = 0; i < 128; ++i) ASSERT_EQ(sorted[i], i);
+  bool identity = true;
+  for (int i = 0; i < 128; ++i) identity = identity && phase0[i] == i;
+  EXPECT_FALSE(identity);
+}
+
+TEST(Emu, StatsCountLaunchesBlocksAndBarriers) {
+  emu::reset_stats();
+  std::vector<int> in(3 * 64), out(3 * 64);
+  EQUIVAE_LAUNCH(kernel_reverse_static, 3, 64, 0, nullptr, in.data(), out.data());
+  const emu::Stats s = emu::stats();
+  EXPECT_EQ(s.launches, 1u);
+  EXPECT_EQ(s.blocks, 3u);
+  EXPECT_EQ(s.threads, 192u);
+  EXPECT_EQ(s.block_barriers, 3u);
+}
+
+}  // namespace

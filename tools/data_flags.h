@@ -1,0 +1,42 @@
+#pragma once
+// The data flags the tools share, and the splits they select.
+#include <cstdint>
+
+#include "model/data_splits.h"
+#include "runtime/flags.h"
+
+#ifndef EQUIVAE_DATA_DIR
+#define EQUIVAE_DATA_DIR "data"
+#endif
+
+namespace equivae {
+
+inline void declare_data_flags(Flags& f, const std::string& validation_help) {
+  f.add("data", "",
+        "directory with the standard MNIST / Fashion-MNIST file names "
+        "(train-images-idx3-ubyte[.gz], t10k-...)");
+  f.add("train-images", "", "IDX image file to train on (with --train-labels)");
+  f.add("train-labels", "", "IDX label file to train on");
+  f.add("test-images", "", "IDX image file to test on (with --test-labels)");
+  f.add("test-labels", "", "IDX label file to test on");
+  f.add("validation", "auto", validation_help);
+}
+
+// bundled_validation: the validation size for the bundled digits when --validation is auto.
+inline DataSplits load_data(const Flags& f, int64_t bundled_validation) {
+  DataSource src;
+  src.bundled_dir = EQUIVAE_DATA_DIR;
+  src.directory = f.get("data");
+  src.train_images = f.get("train-images");
+  src.train_labels = f.get("train-labels");
+  src.test_images = f.get("test-images");
+  src.test_labels = f.get("test-labels");
+  const bool bundled = src.directory.empty() && src.train_images.empty();
+  if (f.get("validation") != "auto")
+    src.validation = f.get_int("validation", 0, INT64_MAX);
+  else if (bundled)
+    src.validation = bundled_validation;
+  return load_splits(src);
+}
+
+}  // namespace equivae

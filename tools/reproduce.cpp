@@ -1,0 +1,325 @@
+// reproduce: runs rows of the paper's Tables 1–2 over several seeds and prints
+// mean ± standard error beside the paper's figures.
+//   Table 2 (default): semi-supervised EquiVAE for each labelled-set size:
+//     q(y|x), the distance classifier (labelled centroids), the neural classifier on
+//     f_inv(x), and the benchmark classifier trained on the labelled pixels alone.
+//   Table 1 (--supervised): supervised EquiVAE on every label: distance and neural
+//     classifiers on f_inv(x), and the benchmark classifier.
+// Hyper-parameters are the paper's; the benchmark and neural classifiers keep the epoch
+// with the lowest validation error. The test split is read only for the reported errors.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "model/classifier.h"
+#include "model/equivae.h"
+#include "model/evaluate.h"
+#include "model/subsets.h"
+#include "model/trainer.h"
+#include "runtime/backend.h"
+#include "runtime/error.h"
+#include "runtime/flags.h"
+#include "tools/data_flags.h"
+
+namespace {
+
+using namespace equivae;
+
+struct PaperRow {
+  double equivae, equivae_se, benchmark, benchmark_se;
+};
+// Table 2, MNIST (errors in %); Table 1, MNIST: benchmark 0.84 ± 0.03, neural 0.82 ± 0.03,
+// distance 0.82 ± 0.05.
+const std::map<int64_t, PaperRow> kPaperTable2 = {{100, {8.90, 0.70, 21.91, 0.66}},
+                                                  {600, {3.99, 0.17, 6.64, 0.35}},
+                                                  {1000, {3.34, 0.17, 5.43, 0.31}},
+                                                  {3000, {2.23, 0.14, 2.96, 0.11}}};
+const std::map<int64_t, int> kPaperEpochs = {{100, 20}, {600, 25}, {1000, 30}, {3000, 35}};
+
+struct RunResult {
+  int64_t labels = 0;
+  uint64_t seed = 0;
+  int epochs = 0;
+  double q_error = NAN, distance_error = NAN, neural_error = NAN, benchmark_error = NAN;
+  double seconds = 0;
+};
+
+std::vector<int64_t> parse_list(const std::string& text, const std::string& flag) {
+  std::vector<int64_t> values;
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    char* end = nullptr;
+    const long long v = std::strtoll(item.c_str(), &end, 10);
+    check(!item.empty() && *end == '\0' && v > 0, "--" + flag,
+          "expects a comma-separated list of positive integers, got '" + text + "'");
+    values.push_back(v);
+  }
+  check(!values.empty(), "--" + flag, "is empty");
+  return values;
+}
+
+void write_run(std::ofstream& csv, bool supervised, const RunResult& r) {
+  csv << (supervised ? 1 : 2) << ',' << r.labels << ',' << r.seed << ',' << r.epochs << ','
+      << r.q_error << ',' << r.distance_error << ',' << r.neural_error << ',' << r.benchmark_error
+      << ',' << r.seconds << '\n';
+  csv.flush();
+}
+
+// Rows of an earlier runs.csv that belong to `table`.
+std::vector<RunResult> read_runs(const std::string& path, int table) {
+  std::ifstream in(path);
+  check(in.good(), path, "cannot open (--reuse)");
+  std::string line;
+  std::getline(in, line);
+  check(line.rfind("table,labels,seed,epochs,", 0) == 0, path, "is not a reproduce runs.csv");
+  std::vector<RunResult> rows;
+  for (int number = 2; std::getline(in, line); ++number) {
+    RunResult r;
+    int t = 0;
+    unsigned long long seed = 0;
+    long long labels = 0;
+    char q[32], d[32], n[32], b[32];
+    check(std::sscanf(line.c_str(), "%d,%lld,%llu,%d,%31[^,],%31[^,],%31[^,],%31[^,],%lf", &t,
+                      &labels, &seed, &r.epochs, q, d, n, b, &r.seconds) == 9,
+          path + ":" + std::to_string(number), "malformed row: " + line);
+    r.labels = labels;
+    r.seed = seed;
+    r.q_error = std::strtod(q, nullptr);  // "nan" where the row has no such classifier
+    r.distance_error = std::strtod(d, nullptr);
+    r.neural_error = std::strtod(n, nullptr);
+    r.benchmark_error = std::strtod(b, nullptr);
+    if (t == table) rows.push_back(r);
+  }
+  return rows;
+}
+
+struct MeanSe {
+  double mean = NAN, se = NAN;
+};
+MeanSe mean_se(const std::vector<double>& xs) {
+  MeanSe r;
+  if (xs.empty()) return r;
+  double sum = 0;
+  for (double x : xs) sum += x;
+  r.mean = sum / xs.size();
+  if (xs.size() < 2) return r;
+  double ss = 0;
+  for (double x : xs) ss += (x - r.mean) * (x - r.mean);
+  r.se = std::sqrt(ss / (xs.size() - 1) / xs.size());  // sample s.d. / √N
+  return r;
+}
+std::string format(const MeanSe& m) {
+  char buf[64];
+  if (std::isnan(m.mean)) return "—";
+  if (std::isnan(m.se))
+    std::snprintf(buf, sizeof buf, "%.2f", 100 * m.mean);
+  else
+    std::snprintf(buf, sizeof buf, "%.2f ± %.2f", 100 * m.mean, 100 * m.se);
+  return buf;
+}
+
+// Neural classifier (2 dense layers 128, 64, dropout) on f_inv features.
+double neural_error(EquiVae<float>& model, Backend<float>& backend, const Dataset& train,
+                    const Dataset& validation, const Dataset& test, uint64_t seed, int epochs) {
+  ClassifierConfig c = neural_classifier_preset();
+  c.seed = seed;
+  c.epochs = epochs;
+  MlpClassifier<float> clf(model.config().latent_r, train.num_classes, c, backend);
+  const std::vector<float> tr = embed_dataset(model, train), va = embed_dataset(model, validation);
+  clf.train(tr, train.labels, &va, &validation.labels);
+  return clf.error(embed_dataset(model, test), test.labels);
+}
+
+// Benchmark classifier: f_inv's architecture + 2 dropout layers, on the labelled pixels alone.
+double benchmark_error(Backend<float>& backend, int hidden, const Dataset& train,
+                       const Dataset& validation, const Dataset& test, uint64_t seed, int epochs) {
+  ClassifierConfig c = benchmark_classifier_preset(hidden);
+  c.seed = seed;
+  c.epochs = epochs;
+  MlpClassifier<float> clf(train.dim, train.num_classes, c, backend);
+  clf.train(train.images, train.labels, &validation.images, &validation.labels);
+  return clf.error(test.images, test.labels);
+}
+
+int run(int argc, char** argv) {
+  Flags f;
+  declare_data_flags(f,
+                     "last N training examples held out for validation, which selects the "
+                     "classifiers' epochs (auto: 1000 of the bundled digits, 5000 of a directory)");
+  f.add("supervised", "", "Table 1 (supervised, every label) instead of Table 2", true);
+  f.add("labels", "100,600,1000,3000", "Table 2: labelled-set sizes");
+  f.add("epochs", "paper",
+        "EquiVAE epochs, one value or one per labelled-set size (paper: 20,25,30,35 for "
+        "100..3000 labels; 40 supervised)");
+  f.add("seeds", "5", "runs per row (seeds 1..N)");
+  f.add("unlabelled", "100", "unlabelled items per step");
+  f.add("unlabelled-weight", "1", "weight of the unlabelled term's batch mean");
+  f.add("hidden", "512", "hidden width of every EquiVAE network and of the benchmark classifier");
+  f.add("latent", "auto", "latent sizes (auto: 8 semi-supervised, 16 supervised)");
+  f.add("m-max", "auto", "pooling set size bound (auto: 4 semi-supervised, 7 supervised)");
+  f.add("k", "16", "items per class in a labelled batch (capped by the labels per class)");
+  f.add("classifier-epochs", "50", "epochs of the neural and benchmark classifiers");
+  f.add("threads", "0", "CPU threads (0: all cores)");
+  f.add("out", "runs/reproduce", "output directory: runs.csv and table.md");
+  f.add("reuse", "",
+        "comma-separated runs.csv files of earlier runs: a row with the same table, labels, seed "
+        "and epochs is taken instead of training again (resumes an interrupted reproduction, or "
+        "merges runs made side by side)");
+  f.add("quick", "", "smoke run: 100 labels, 1 seed, 1 epoch, 5 classifier epochs", true);
+  f.add("help", "", "show this help", true);
+  f.parse(argc, argv);
+  if (f.get_switch("help")) {
+    std::printf("%s", f.help("usage: reproduce [flags]\nRuns rows of the paper's Tables 1-2 "
+                             "over seeds; prints mean ± standard error.")
+                          .c_str());
+    return 0;
+  }
+  const bool supervised = f.get_switch("supervised"), quick = f.get_switch("quick");
+  const DataSplits data = load_data(f, 1000);
+  check(data.validation.n > 0, "--validation", "must be positive: it selects classifier epochs");
+  std::vector<int64_t> label_counts =
+      supervised ? std::vector<int64_t>{data.train.n} : parse_list(f.get("labels"), "labels");
+  int seeds = int(f.get_int("seeds", 1, 100));
+  int classifier_epochs = int(f.get_int("classifier-epochs", 1, 10000));
+  std::vector<int64_t> epochs;
+  if (f.get("epochs") != "paper") epochs = parse_list(f.get("epochs"), "epochs");
+  if (quick)
+    label_counts = {supervised ? data.train.n : 100}, seeds = 1, epochs = {1},
+    classifier_epochs = 5;
+  check(epochs.empty() || epochs.size() == 1 || epochs.size() == label_counts.size(), "--epochs",
+        "needs one value or one per labelled-set size");
+  const std::string out_dir = f.get("out");
+  std::filesystem::create_directories(out_dir);
+  auto backend = make_cpu_backend<float>(int(f.get_int("threads", 0, 1024)));
+
+  std::vector<RunResult> earlier;
+  if (f.has("reuse")) {
+    std::stringstream files(f.get("reuse"));
+    std::string path;
+    while (std::getline(files, path, ',')) {
+      std::vector<RunResult> rows = read_runs(path, supervised ? 1 : 2);
+      earlier.insert(earlier.end(), rows.begin(), rows.end());
+    }
+  }
+  std::vector<RunResult> results;
+  std::ofstream csv(out_dir + "/runs.csv");
+  check(csv.good(), out_dir + "/runs.csv", "cannot open for writing");
+  csv << "table,labels,seed,epochs,q_error,distance_error,neural_error,benchmark_error,seconds\n";
+  for (size_t li = 0; li < label_counts.size(); ++li) {
+    const int64_t labels = label_counts[li];
+    for (int s = 1; s <= seeds; ++s) {
+      const auto start = std::chrono::steady_clock::now();
+      RunResult r;
+      r.labels = labels;
+      r.seed = uint64_t(s);
+      EquiVaeConfig c;
+      c.input_dim = data.train.dim;
+      c.classes = data.train.num_classes;
+      c.hidden = int(f.get_int("hidden", 1, 65536));
+      c.seed = r.seed;
+      const int latent =
+          f.get("latent") == "auto" ? (supervised ? 16 : 8) : int(f.get_int("latent", 1, 4096));
+      c.latent_r = c.latent_v = latent;
+      c.m_max = f.get("m-max") == "auto" ? (supervised ? 7 : 4) : int(f.get_int("m-max", 1, 4096));
+      c.k = int(f.get_int("k", 2, 4096));
+      LabelledSplit split;
+      if (!supervised) {
+        split = split_labelled(data.train, labels, r.seed);
+        c.k = int(std::min<int64_t>(c.k, labels / c.classes));
+        c.unlabelled = int(f.get_int("unlabelled", 1, 100000));
+        c.unlabelled_weight = f.get_double("unlabelled-weight", 0, 1e6);
+      }
+      const Dataset& labelled = supervised ? data.train : split.labelled;
+      r.epochs = int(epochs.empty()       ? (supervised                   ? 40
+                                             : kPaperEpochs.count(labels) ? kPaperEpochs.at(labels)
+                                                                          : 30)
+                     : epochs.size() == 1 ? epochs[0]
+                                          : epochs[li]);
+      auto same = [&](const RunResult& e) {
+        return e.labels == r.labels && e.seed == r.seed && e.epochs == r.epochs;
+      };
+      if (auto it = std::find_if(earlier.begin(), earlier.end(), same); it != earlier.end()) {
+        results.push_back(*it);
+        write_run(csv, supervised, *it);
+        continue;
+      }
+      EquiVae<float> model(c, *backend);
+      TrainOptions options;
+      options.epochs = r.epochs;
+      options.quiet = true;
+      train(model, labelled, supervised ? nullptr : &split.unlabelled, nullptr, options);
+      if (!supervised) r.q_error = classifier_error(model, data.test);
+      r.distance_error = distance_classifier_error(model, labelled, data.test);
+      r.neural_error = neural_error(model, *backend, labelled, data.validation, data.test, r.seed,
+                                    classifier_epochs);
+      r.benchmark_error = benchmark_error(*backend, c.hidden, labelled, data.validation, data.test,
+                                          r.seed, classifier_epochs);
+      r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      results.push_back(r);
+      write_run(csv, supervised, r);
+      std::fprintf(stderr,
+                   "labels %6lld seed %d: q(y|x) %6.2f%%  distance %6.2f%%  neural %6.2f%%  "
+                   "benchmark %6.2f%%  [%.0f s]\n",
+                   (long long)labels, s, 100 * r.q_error, 100 * r.distance_error,
+                   100 * r.neural_error, 100 * r.benchmark_error, r.seconds);
+    }
+  }
+
+  std::ostringstream md;
+  md << "Test error (%), mean ± standard error over seeds; " << data.train.source << ", "
+     << data.test.n << " test images, " << data.validation.n << " validation.\n\n";
+  if (supervised) {
+    md << "| row | runs | EquiVAE distance | EquiVAE neural (f_inv) | benchmark | paper (full "
+          "MNIST): distance / neural / benchmark |\n| --- | --- | --- | --- | --- | --- |\n";
+  } else {
+    md << "| labels | runs | epochs | EquiVAE q(y\\|x) | EquiVAE distance | EquiVAE neural "
+          "(f_inv) | benchmark | paper EquiVAE | paper benchmark |\n"
+          "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n";
+  }
+  for (int64_t labels : label_counts) {
+    std::vector<double> q, dist, neural, bench;
+    int ep = 0;
+    for (const RunResult& r : results)
+      if (r.labels == labels)
+        q.push_back(r.q_error), dist.push_back(r.distance_error), neural.push_back(r.neural_error),
+            bench.push_back(r.benchmark_error), ep = r.epochs;
+    if (supervised) {
+      md << "| supervised, " << labels << " labels | " << dist.size() << " | "
+         << format(mean_se(dist)) << " | " << format(mean_se(neural)) << " | "
+         << format(mean_se(bench)) << " | 0.82 ± 0.05 / 0.82 ± 0.03 / 0.84 ± 0.03 |\n";
+    } else {
+      char paper[96] = "—", paper_bench[96] = "—";
+      if (kPaperTable2.count(labels)) {
+        const PaperRow& p = kPaperTable2.at(labels);
+        std::snprintf(paper, sizeof paper, "%.2f ± %.2f", p.equivae, p.equivae_se);
+        std::snprintf(paper_bench, sizeof paper_bench, "%.2f ± %.2f", p.benchmark, p.benchmark_se);
+      }
+      md << "| " << labels << " | " << q.size() << " | " << ep << " | " << format(mean_se(q))
+         << " | " << format(mean_se(dist)) << " | " << format(mean_se(neural)) << " | "
+         << format(mean_se(bench)) << " | " << paper << " | " << paper_bench << " |\n";
+    }
+  }
+  std::ofstream(out_dir + "/table.md") << md.str();
+  std::printf("%s", md.str().c_str());
+  std::printf("wrote %s/runs.csv and %s/table.md\n", out_dir.c_str(), out_dir.c_str());
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "reproduce: error: %s\n", e.what());
+    return 1;
+  }
+}
