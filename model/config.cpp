@@ -15,7 +15,8 @@ void EquiVaeConfig::validate() const {
   check(classes >= 2, ctx, "classes must be at least 2, got " + std::to_string(classes));
   check(k >= 2, ctx,
         "k (items per class per batch) must be at least 2 so every item has a same-class "
-        "partner to pool, got " + std::to_string(k));
+        "partner to pool, got " +
+            std::to_string(k));
   check(m_max >= 1, ctx, "m_max must be at least 1, got " + std::to_string(m_max));
   check(lr > 0, ctx, "learning rate must be positive");
   check(unlabelled >= 0, ctx, "unlabelled items per step must be ≥ 0");

@@ -78,7 +78,6 @@ template double classifier_error<double>(EquiVae<double>&, const Dataset&);
 template std::vector<float> embed_dataset<float>(EquiVae<float>&, const Dataset&);
 template std::vector<float> embed_dataset<double>(EquiVae<double>&, const Dataset&);
 template double distance_classifier_error<float>(EquiVae<float>&, const Dataset&, const Dataset&);
-template double distance_classifier_error<double>(EquiVae<double>&, const Dataset&,
-                                                  const Dataset&);
+template double distance_classifier_error<double>(EquiVae<double>&, const Dataset&, const Dataset&);
 
 }  // namespace equivae

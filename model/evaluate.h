@@ -13,8 +13,8 @@ struct DistanceClassifier {
   std::vector<double> centroids;  // [classes, dim] r̄_y
 
   // Centroids from embeddings[n, dim] and their labels; throws Error if a class has no example.
-  static DistanceClassifier fit(const std::vector<float>& embeddings, const std::vector<int32_t>& labels,
-                                int classes, int dim);
+  static DistanceClassifier fit(const std::vector<float>& embeddings,
+                                const std::vector<int32_t>& labels, int classes, int dim);
   int predict(const float* embedding) const;  // argmin_y ‖e − r̄_y‖²
   // Fraction of rows of embeddings[n, dim] whose prediction differs from labels.
   double error(const std::vector<float>& embeddings, const std::vector<int32_t>& labels) const;

@@ -93,7 +93,11 @@ void BalancedBatchSampler::sample(uint64_t step, Batch& batch) {
 
 UnlabelledSampler::UnlabelledSampler(int64_t n, int per_step, int classes, int k, int m_max,
                                      uint64_t seed)
-    : n_(n), per_step_(per_step), classes_(classes), k_(k), m_cap_(std::min(m_max, k)),
+    : n_(n),
+      per_step_(per_step),
+      classes_(classes),
+      k_(k),
+      m_cap_(std::min(m_max, k)),
       seed_(seed) {
   check(per_step >= 1, "unlabelled sampler", "needs at least one item per step");
   check(n >= per_step, "unlabelled sampler",
@@ -108,8 +112,8 @@ void UnlabelledSampler::sample(uint64_t step, Batch& batch) {
     order_.resize(n_);
     std::iota(order_.begin(), order_.end(), 0);
     for (int64_t i = n_ - 1; i > 0; --i)
-      std::swap(order_[i], order_[philox_below(uint32_t(i + 1), seed_ ^ kUnlabelledOrderSalt,
-                                               epoch, 0, uint32_t(i))]);
+      std::swap(order_[i], order_[philox_below(uint32_t(i + 1), seed_ ^ kUnlabelledOrderSalt, epoch,
+                                               0, uint32_t(i))]);
     shuffled_epoch_ = int64_t(epoch);
   }
   const int64_t begin = int64_t(step % uint64_t(steps_per_epoch_)) * per_step_;

@@ -41,11 +41,12 @@ LabelledSplit split_labelled(const Dataset& data, int64_t count, uint64_t seed) 
     std::vector<int64_t>& items = by_class[c];
     check(int64_t(items.size()) >= per_class, data.source,
           "class " + std::to_string(c) + " has " + std::to_string(items.size()) +
-              " examples, fewer than the " + std::to_string(per_class) + " labelled ones asked for");
+              " examples, fewer than the " + std::to_string(per_class) +
+              " labelled ones asked for");
     // Partial Fisher–Yates: the first per_class of a seeded permutation of the class.
     for (int64_t s = 0; s < per_class; ++s) {
-      const int64_t pick =
-          s + philox_below(uint32_t(items.size() - s), seed ^ kSubsetSalt, 0, uint32_t(c), uint32_t(s));
+      const int64_t pick = s + philox_below(uint32_t(items.size() - s), seed ^ kSubsetSalt, 0,
+                                            uint32_t(c), uint32_t(s));
       std::swap(items[s], items[pick]);
       labelled.push_back(items[s]);
       taken[items[s]] = 1;

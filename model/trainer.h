@@ -18,9 +18,9 @@ struct TrainOptions {
 };
 
 struct EpochRecord {
-  int epoch = 0;            // 1-based
-  double elbo = 0;          // mean per-example ELBO incl. log p(y) (nats)
-  double recon = 0, kl = 0; // mean log p(x|r,v) and KL (nats)
+  int epoch = 0;                 // 1-based
+  double elbo = 0;               // mean per-example ELBO incl. log p(y) (nats)
+  double recon = 0, kl = 0;      // mean log p(x|r,v) and KL (nats)
   double validation_error = -1;  // distance classifier on the validation set; −1: none
   double seconds = 0, examples_per_s = 0;
   // Semi-supervised only (else 0 / −1):

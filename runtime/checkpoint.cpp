@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include <algorithm>
 #include <bit>
@@ -11,6 +12,7 @@
 #include <cstring>
 #include <filesystem>
 #include <memory>
+#include <new>
 #include <nlohmann/json.hpp>
 #include <set>
 
@@ -31,6 +33,46 @@ using Json = nlohmann::ordered_json;
 
 constexpr uint64_t kMaxHeaderBytes = 100ull << 20;  // a real header is a few KB
 constexpr const char* kMetadataKey = "__metadata__";
+constexpr const char* kChecksumKey = "crc32";  // in __metadata__: CRC-32 of the data section
+constexpr int kMaxJsonDepth = 64;              // a real header nests 3 deep
+
+CheckpointWriteHook& write_hook() {
+  static CheckpointWriteHook hook;
+  return hook;
+}
+
+// zlib's crc32 takes a uInt length: feed it in pieces.
+uint32_t crc32_update(uint32_t crc, const void* bytes, uint64_t n) {
+  const auto* p = static_cast<const Bytef*>(bytes);
+  while (n > 0) {
+    const uInt piece = static_cast<uInt>(std::min<uint64_t>(n, uint64_t{1} << 30));
+    crc = static_cast<uint32_t>(::crc32(crc, p, piece));
+    p += piece;
+    n -= piece;
+  }
+  return crc;
+}
+
+std::string hex32(uint32_t v) {
+  char buf[9];
+  std::snprintf(buf, sizeof buf, "%08x", v);
+  return buf;
+}
+
+// Exactly 8 hex digits (either case), as the writer records them.
+bool parse_hex32(const std::string& text, uint32_t& value) {
+  if (text.size() != 8) return false;
+  value = 0;
+  for (char c : text) {
+    const int digit = c >= '0' && c <= '9'   ? c - '0'
+                      : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                      : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                             : -1;
+    if (digit < 0) return false;
+    value = value << 4 | static_cast<uint32_t>(digit);
+  }
+  return true;
+}
 
 std::string errno_text() {
   return std::strerror(errno);
@@ -65,6 +107,21 @@ class TempFile {
     return created_;
   }
   bool write(const void* bytes, size_t n) { return n == 0 || std::fwrite(bytes, 1, n, file_) == n; }
+  // Tensor data: in chunks, each announced to the test hook first (which may fail it).
+  bool write_data(const void* bytes, uint64_t n, uint64_t& written) {
+    const auto* p = static_cast<const char*>(bytes);
+    for (uint64_t done = 0; done < n;) {
+      const uint64_t chunk = std::min(n - done, kCheckpointWriteChunk);
+      if (write_hook() && !write_hook()(written)) {
+        errno = ENOSPC;
+        return false;
+      }
+      if (!write(p + done, chunk)) return false;
+      done += chunk;
+      written += chunk;
+    }
+    return true;
+  }
   // fflush + fsync + fclose: the data is on disk before the rename makes it visible.
   bool sync_and_close() {
     const bool ok = std::fflush(file_) == 0 && ::fsync(::fileno(file_)) == 0;
@@ -153,16 +210,20 @@ const NamedTensor& Checkpoint::get(const std::string& name) const {
               "not found in the checkpoint (" + std::to_string(tensors.size()) + " tensors)");
 }
 
+void set_checkpoint_write_hook(CheckpointWriteHook hook) {
+  write_hook() = std::move(hook);
+}
+
 void save_checkpoint(const std::string& path, const Checkpoint& checkpoint) {
   // Validate first, so a bad checkpoint never touches the disk.
   Json header = Json::object();
-  if (!checkpoint.metadata.empty()) {
-    Json meta = Json::object();
-    for (const auto& [key, value] : checkpoint.metadata) meta[key] = value;
-    header[kMetadataKey] = std::move(meta);
-  }
+  header[kMetadataKey] = Json::object();  // first, as the safetensors package writes it
+  for (const auto& [key, value] : checkpoint.metadata) header[kMetadataKey][key] = value;
+  check(!checkpoint.metadata.count(kChecksumKey), path,
+        "metadata key 'crc32' is reserved for the checksum the writer adds");
   std::set<std::string> names;
   uint64_t offset = 0;
+  uint32_t crc = static_cast<uint32_t>(::crc32(0, Z_NULL, 0));
   for (const NamedTensor& t : checkpoint.tensors) {
     const std::string where = "tensor '" + t.name + "'";
     check(!t.name.empty(), path, "cannot save a tensor with an empty name");
@@ -176,7 +237,11 @@ void save_checkpoint(const std::string& path, const Checkpoint& checkpoint) {
     header[t.name] = {
         {"dtype", "F32"}, {"shape", t.shape}, {"data_offsets", {offset, offset + 4 * count}}};
     offset += 4 * count;
+    crc = crc32_update(crc, t.data.data(), 4 * count);
   }
+  // Always written (an empty data section has CRC 00000000): its absence then means a file
+  // from another writer, not a damaged one of ours.
+  header[kMetadataKey][kChecksumKey] = hex32(crc);
   std::string text = header.dump();
   // Pad with spaces (the format allows trailing whitespace) so the data starts 8-byte aligned
   // and can be memory-mapped as floats by other readers.
@@ -188,9 +253,10 @@ void save_checkpoint(const std::string& path, const Checkpoint& checkpoint) {
   TempFile tmp(path + ".tmp." + std::to_string(::getpid()));
   if (!tmp.open()) throw Error(path, "cannot create temp file " + tmp.path() + ": " + errno_text());
   bool ok = tmp.write(length, 8) && tmp.write(text.data(), text.size());
+  uint64_t written = 0;
   for (size_t i = 0; ok && i < checkpoint.tensors.size(); ++i) {
     const std::vector<float>& data = checkpoint.tensors[i].data;
-    ok = tmp.write(data.data(), data.size() * sizeof(float));
+    ok = tmp.write_data(data.data(), data.size() * sizeof(float), written);
   }
   if (!ok) throw Error(path, "cannot write temp file " + tmp.path() + ": " + errno_text());
   if (!tmp.sync_and_close()) {
@@ -237,8 +303,15 @@ Checkpoint load_checkpoint(const std::string& path) {
   // A JSON object silently keeps one of two duplicate keys; a checkpoint with two tensors of
   // the same name is corrupt, so catch them while parsing (top-level keys are at depth 1).
   std::set<std::string> keys;
+  // Deep nesting is refused as well: nothing in a header nests more than 3 levels, and
+  // printing a deeply nested value in an error message (dump) recurses once per level.
   const Json::parser_callback_t reject_duplicates = [&](int depth, Json::parse_event_t event,
                                                         Json& parsed) {
+    if ((event == Json::parse_event_t::object_start || event == Json::parse_event_t::array_start) &&
+        depth >= kMaxJsonDepth) {
+      throw Error(path, "header nests JSON deeper than " + std::to_string(kMaxJsonDepth) +
+                            " levels: not a safetensors header");
+    }
     if (event == Json::parse_event_t::key && depth == 1 &&
         !keys.insert(parsed.get<std::string>()).second) {
       throw Error(path, "duplicate header entry '" + parsed.get<std::string>() + "'");
@@ -302,17 +375,43 @@ Checkpoint load_checkpoint(const std::string& path) {
                           std::to_string(expected) + " data bytes)");
   }
 
-  // Everything is consistent; now the data can be read in one sequential pass.
+  // The checksum's text is checked before the data is read: a damaged value is not worth
+  // reading megabytes for.
+  bool verify = false;
+  uint32_t recorded = 0;
+  if (auto it = checkpoint.metadata.find(kChecksumKey); it != checkpoint.metadata.end()) {
+    if (!parse_hex32(it->second, recorded)) {
+      throw Error(path, "malformed checksum: metadata crc32 '" + it->second +
+                            "' is not 8 hex digits (the file is corrupted)");
+    }
+    verify = true;
+    checkpoint.metadata.erase(it);
+  }
+
+  // Everything is consistent, and the tensors together fit in the file's data section (so no
+  // allocation below exceeds the file's size); now the data can be read in one sequential pass.
+  uint32_t crc = static_cast<uint32_t>(::crc32(0, Z_NULL, 0));
   for (Entry& e : entries) {
     NamedTensor t;
     t.name = std::move(e.name);
     t.shape = std::move(e.shape);
-    t.data.resize((e.end - e.begin) / 4);
+    try {
+      t.data.resize((e.end - e.begin) / 4);
+    } catch (const std::bad_alloc&) {
+      throw Error(path, "out of memory allocating " + std::to_string(e.end - e.begin) +
+                            " bytes for tensor '" + t.name + "'");
+    }
     if (!t.data.empty() &&
         std::fread(t.data.data(), sizeof(float), t.data.size(), file.get()) != t.data.size()) {
       throw Error(path, "truncated file: short read in tensor '" + t.name + "'");
     }
+    crc = crc32_update(crc, t.data.data(), e.end - e.begin);
     checkpoint.tensors.push_back(std::move(t));
+  }
+  if (verify && crc != recorded) {
+    throw Error(path, "checksum mismatch: the file is corrupted (crc32 of its " +
+                          std::to_string(data_size) + " data bytes is " + hex32(crc) +
+                          ", the header records " + hex32(recorded) + ")");
   }
   return checkpoint;
 }

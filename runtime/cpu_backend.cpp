@@ -27,24 +27,22 @@ class CpuBackend final : public Backend<T> {
     // 64-byte alignment: cache lines and AVX-512 vectors.
     const size_t rounded = std::max<size_t>(64, (bytes + 63) / 64 * 64);
     void* block = std::aligned_alloc(64, rounded);
-    check(block != nullptr, "cpu backend", "out of memory allocating " + std::to_string(bytes) +
-                                               " bytes");
+    check(block != nullptr, "cpu backend",
+          "out of memory allocating " + std::to_string(bytes) + " bytes");
     std::memset(block, 0, rounded);
     return block;
   }
   void release(void* block) override { std::free(block); }
   void upload(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
-  void download(void* dst, const void* src, size_t bytes) override {
-    std::memcpy(dst, src, bytes);
-  }
+  void download(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
   void fill(T* dst, T value, size_t count) override { std::fill_n(dst, count, value); }
 
   void dense_forward(T* y, const T* x, const T* W, const T* b, int B, int in, int out,
                      bool relu) override {
     cpu::dense_forward(y, x, W, b, B, in, out, relu);
   }
-  void dense_backward(T* dx, T* dW, T* db, T* dy, const T* x, const T* W, const T* y, int B,
-                      int in, int out, bool relu, int dx_from, bool accumulate_dx) override {
+  void dense_backward(T* dx, T* dW, T* db, T* dy, const T* x, const T* W, const T* y, int B, int in,
+                      int out, bool relu, int dx_from, bool accumulate_dx) override {
     cpu::dense_backward(dx, dW, db, dy, x, W, y, B, in, out, relu, dx_from, accumulate_dx);
   }
   void concat_forward(T* out, const T* a, const T* b, int B, int na, int nb) override {

@@ -46,7 +46,9 @@ void Flags::parse(int argc, const char* const* argv) {
   }
 }
 
-bool Flags::has(const std::string& name) const { return values_.count(name) > 0; }
+bool Flags::has(const std::string& name) const {
+  return values_.count(name) > 0;
+}
 
 std::string Flags::get(const std::string& name) const {
   const Spec& s = spec(name);
@@ -79,7 +81,9 @@ double Flags::get_double(const std::string& name, double min, double max) const 
   return value;
 }
 
-bool Flags::get_switch(const std::string& name) const { return get(name) == "true"; }
+bool Flags::get_switch(const std::string& name) const {
+  return get(name) == "true";
+}
 
 std::string Flags::help(const std::string& usage) const {
   std::ostringstream s;

@@ -22,6 +22,7 @@ import os
 import struct
 import subprocess
 import sys
+import zlib
 
 DTYPE_SIZES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1,
                "U8": 1, "BOOL": 1}
@@ -113,6 +114,14 @@ def floats(raw):
 
 def check(path, expect_reference):
     metadata, tensors, header_length = parse(path)
+    # The engine's writer records the CRC-32 of the data section; verify it independently.
+    if "crc32" in metadata:
+        recorded = metadata.pop("crc32")
+        actual = "%08x" % zlib.crc32(b"".join(raw for _, _, _, raw in tensors))
+        if recorded.lower() != actual:
+            raise Invalid(f"checksum mismatch: header records crc32 {recorded}, data has {actual}")
+    elif expect_reference:
+        raise Invalid("no crc32 in the metadata: the engine's writer always records one")
     if (8 + header_length) % 8:
         raise Invalid(f"data starts at byte {8 + header_length}, not 8-byte aligned")
     print(f"{path}: header {header_length} bytes, {len(tensors)} tensors, metadata {metadata}")

@@ -124,7 +124,8 @@ void run_case(const Case& c, Buffers<T>& b) {
 
 inline double nmse(const double* ref, const double* got, size_t n) {
   double err = 0, norm = 0;
-  for (size_t i = 0; i < n; ++i) err += (ref[i] - got[i]) * (ref[i] - got[i]), norm += ref[i] * ref[i];
+  for (size_t i = 0; i < n; ++i)
+    err += (ref[i] - got[i]) * (ref[i] - got[i]), norm += ref[i] * ref[i];
   return norm == 0 ? err : err / norm;
 }
 
@@ -193,7 +194,8 @@ OpReport check_op(const Case& c) {
       const double numeric = (loss_of(c, plus) - loss_of(c, minus)) / (2 * h);
       const double e = std::fabs(analytic[i] - numeric) / (1 + std::fabs(numeric));
       if (!(e <= report.worst_fd_error))
-        report.worst_fd_error = e, report.worst_fd_at = "d" + s.name + "[" + std::to_string(i) + "]";
+        report.worst_fd_error = e,
+        report.worst_fd_at = "d" + s.name + "[" + std::to_string(i) + "]";
     }
   }
   return report;

@@ -1,8 +1,13 @@
 // safetensors checkpoints: bit-exact round trips, every validation fault the reader promises,
 // and the atomic-save guarantee (a failed save leaves the old file and no temp file).
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
+#include <zlib.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -10,7 +15,9 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "runtime/checkpoint.h"
@@ -353,6 +360,305 @@ TEST_F(CheckpointTest, FailedRenameRemovesTempFile) {
   }
   EXPECT_TRUE(fs::is_directory(fs::path(path) / "inside"));
   EXPECT_TRUE(temp_files().empty());
+}
+
+// ---- integrity: the crc32 the writer records, and what the reader does with it.
+
+// Reads a whole file.
+std::string slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+void spit(const std::string& path, const std::string& bytes) {
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
+}
+// Byte offset of the data section: 8 + the header length.
+size_t data_start(const std::string& bytes) {
+  uint64_t n = 0;
+  for (int i = 0; i < 8; ++i) n |= uint64_t(static_cast<unsigned char>(bytes[i])) << (8 * i);
+  return 8 + n;
+}
+
+TEST_F(CheckpointTest, ChecksumOfTheDataIsRecordedAndNotReturnedAsMetadata) {
+  const std::string path = file("c.safetensors");
+  const Checkpoint c = sample_checkpoint();
+  save_checkpoint(path, c);
+  const std::string bytes = slurp(path);
+  const size_t start = data_start(bytes);
+  const uLong crc = crc32(crc32(0, Z_NULL, 0), reinterpret_cast<const Bytef*>(bytes.data()) + start,
+                          static_cast<uInt>(bytes.size() - start));
+  char want[32];
+  std::snprintf(want, sizeof want, "\"crc32\":\"%08lx\"", crc);
+  EXPECT_NE(bytes.substr(0, start).find(want), std::string::npos) << bytes.substr(0, start);
+  expect_bit_equal(c, load_checkpoint(path));  // metadata comes back without "crc32"
+
+  // An empty checkpoint records the CRC of no bytes.
+  save_checkpoint(path, Checkpoint{});
+  EXPECT_NE(slurp(path).find("\"crc32\":\"00000000\""), std::string::npos);
+  EXPECT_TRUE(load_checkpoint(path).metadata.empty());
+}
+
+TEST_F(CheckpointTest, SaveRefusesTheReservedChecksumKey) {
+  Checkpoint c = sample_checkpoint();
+  c.metadata["crc32"] = "12345678";
+  try {
+    save_checkpoint(file("c.safetensors"), c);
+    FAIL() << "save should fail";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("'crc32' is reserved"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(fs::exists(file("c.safetensors")));
+}
+
+// Every single flipped bit of the data section is caught by the CRC (CRC-32 detects all
+// single-bit and all burst errors up to 32 bits).
+TEST_F(CheckpointTest, EveryCorruptedDataByteIsAChecksumMismatch) {
+  const std::string path = file("c.safetensors");
+  save_checkpoint(path, sample_checkpoint());
+  const std::string good = slurp(path);
+  const size_t start = data_start(good);
+  ASSERT_GT(good.size(), start + 40);
+  for (size_t i = start; i < good.size(); ++i) {
+    std::string bad = good;
+    bad[i] = static_cast<char>(bad[i] ^ (1 << (i % 8)));
+    spit(path, bad);
+    expect_load_error(path, "checksum mismatch: the file is corrupted");
+  }
+  // Two bytes swapped inside one tensor.
+  std::string bad = good;
+  std::swap(bad[start], bad[start + 1]);
+  if (bad != good) {
+    spit(path, bad);
+    expect_load_error(path, "checksum mismatch");
+  }
+}
+
+TEST_F(CheckpointTest, DamagedChecksumTextIsRejected) {
+  const std::string path = file("c.safetensors");
+  save_checkpoint(path, sample_checkpoint());
+  const std::string good = slurp(path);
+  const size_t at = good.find("\"crc32\":\"") + 9;
+  for (const char* text : {"zzzzzzzz", "1234567 ", "-1234567"}) {
+    std::string bad = good;
+    bad.replace(at, 8, text);
+    spit(path, bad);
+    expect_load_error(path, "malformed checksum: metadata crc32");
+  }
+  // A different, well-formed value: the data no longer matches it.
+  std::string bad = good;
+  bad[at] = bad[at] == '0' ? '1' : '0';
+  spit(path, bad);
+  expect_load_error(path, "checksum mismatch: the file is corrupted");
+  // Upper-case hex is accepted.
+  std::string upper = good;
+  for (size_t i = at; i < at + 8; ++i) upper[i] = static_cast<char>(std::toupper(upper[i]));
+  spit(path, upper);
+  expect_bit_equal(sample_checkpoint(), load_checkpoint(path));
+}
+
+// Files written by other tools (the safetensors package) carry no checksum: still accepted.
+TEST_F(CheckpointTest, FilesWithoutAChecksumStillLoad) {
+  std::string two_floats;
+  for (float f : {1.5f, -2.0f}) two_floats.append(reinterpret_cast<const char*>(&f), 4);
+  for (const std::string& header :
+       {std::string(R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})"),
+        std::string(R"({"__metadata__":{"format":"pt"},)"
+                    R"("w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})")}) {
+    const std::string path = write_raw(header, 0);
+    std::ofstream(path, std::ios::binary | std::ios::app) << two_floats;
+    const Checkpoint c = load_checkpoint(path);
+    ASSERT_EQ(c.tensors.size(), 1u);
+    EXPECT_EQ(c.get("w").data, (std::vector<float>{1.5f, -2.0f}));
+  }
+}
+
+TEST_F(CheckpointTest, TruncationAtEveryLengthIsRejected) {
+  const std::string path = file("c.safetensors");
+  save_checkpoint(path, sample_checkpoint());
+  const std::string good = slurp(path);
+  for (size_t size = 0; size < good.size(); ++size) {
+    spit(path, good.substr(0, size));
+    EXPECT_THROW(load_checkpoint(path), Error) << "cut at " << size;
+  }
+}
+
+TEST_F(CheckpointTest, DeeplyNestedHeaderIsRejectedWithoutRecursing) {
+  const std::string deep = std::string(100000, '[') + std::string(100000, ']');
+  expect_load_error(write_raw(R"({"__metadata__":{"a":)" + deep + "}}", 0),
+                    "nests JSON deeper than 64 levels");
+  expect_load_error(
+      write_raw(R"({"w":{"dtype":"F32","shape":)" + deep + R"(,"data_offsets":[0,0]}})", 0),
+      "nests JSON deeper than 64 levels");
+}
+
+// A header that declares a 100 GB tensor in a 24-byte file: rejected from the sizes alone,
+// before any allocation. Run in a child whose address space is capped at 1 GiB (not under
+// AddressSanitizer, which reserves terabytes of shadow memory), so an attempt to allocate the
+// tensor would fail there instead of succeeding lazily.
+TEST_F(CheckpointTest, HugeDeclaredTensorFailsFastWithoutAllocating) {
+  const std::string path = write_raw(
+      R"({"w":{"dtype":"F32","shape":[25000000000],"data_offsets":[0,100000000000]}})", 16);
+  const auto t0 = std::chrono::steady_clock::now();
+  expect_load_error(path,
+                    "truncated file: tensor 'w' ends at data byte 100000000000 beyond the "
+                    "16 data bytes");
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(2));
+  // Two tensors that each fit but together do not.
+  expect_load_error(
+      write_raw(R"({"a":{"dtype":"F32","shape":[12500000000],"data_offsets":[0,50000000000]},)"
+                R"("b":{"dtype":"F32","shape":[12500000000],"data_offsets":[50000000000,)"
+                R"(100000000000]}})",
+                16),
+      "truncated file");
+#if !defined(__SANITIZE_ADDRESS__)
+  const std::string huge = write_raw(
+      R"({"w":{"dtype":"F32","shape":[25000000000],"data_offsets":[0,100000000000]}})", 16);
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    rlimit cap{1ull << 30, 1ull << 30};
+    ::setrlimit(RLIMIT_AS, &cap);
+    try {
+      load_checkpoint(huge);
+      ::_exit(1);
+    } catch (const Error& e) {
+      ::_exit(std::string(e.what()).find("truncated file") != std::string::npos ? 0 : 2);
+    } catch (...) {
+      ::_exit(3);  // std::bad_alloc: it tried to allocate
+    }
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status)) << "child died with signal " << WTERMSIG(status);
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "1: loaded, 2: other error, 3: allocation failed";
+#endif
+}
+
+// ---- failures in the middle of a save: the disk fills up, the process is killed.
+
+Checkpoint big_checkpoint(float fill, size_t floats) {
+  Checkpoint c;
+  c.tensors.push_back({"small", {3}, {fill, fill + 1, fill + 2}});
+  c.tensors.push_back({"big", {int64_t(floats)}, std::vector<float>(floats, fill)});
+  c.metadata["fill"] = std::to_string(fill);
+  return c;
+}
+
+// Unsets the write hook when a test ends, whatever happens.
+struct HookGuard {
+  ~HookGuard() { set_checkpoint_write_hook({}); }
+};
+
+TEST_F(CheckpointTest, DiskFullDuringWriteLeavesPreviousCheckpointIntact) {
+  HookGuard guard;
+  const std::string path = file("c.safetensors");
+  const Checkpoint old = big_checkpoint(1.0f, 3 << 18);  // 3 MiB of data: 4 chunks
+  save_checkpoint(path, old);
+  for (uint64_t fail_at : {uint64_t{0}, uint64_t{1}, 2 * kCheckpointWriteChunk}) {
+    int calls = 0;
+    set_checkpoint_write_hook([&](uint64_t written) {
+      ++calls;
+      return written < fail_at;
+    });
+    try {
+      save_checkpoint(path, big_checkpoint(2.0f, 3 << 18));
+      ADD_FAILURE() << "save should fail at data byte " << fail_at;
+    } catch (const Error& e) {
+      const std::string what = e.what();
+      EXPECT_NE(what.find(path), std::string::npos) << what;
+      EXPECT_NE(what.find("cannot write temp file"), std::string::npos) << what;
+      EXPECT_NE(what.find(std::strerror(ENOSPC)), std::string::npos) << what;
+    }
+    EXPECT_GE(calls, 1);
+    set_checkpoint_write_hook({});
+    expect_bit_equal(old, load_checkpoint(path));
+    EXPECT_TRUE(temp_files().empty()) << "fail at " << fail_at;
+  }
+  // Without the hook the same save goes through.
+  save_checkpoint(path, big_checkpoint(2.0f, 3 << 18));
+  expect_bit_equal(big_checkpoint(2.0f, 3 << 18), load_checkpoint(path));
+}
+
+// Forks a child that saves `next` over `path` with a hook run before each data chunk; returns
+// its pid and a pipe end the child writes one byte to when it reaches the first chunk.
+pid_t fork_writer(const std::string& path, const Checkpoint& next, int& ready_fd,
+                  std::chrono::microseconds per_chunk, bool block_in_second_chunk) {
+  int fds[2];
+  if (::pipe(fds) != 0) return -1;
+  const pid_t child = ::fork();
+  if (child != 0) {
+    ::close(fds[1]);
+    ready_fd = fds[0];
+    return child;
+  }
+  ::close(fds[0]);
+  set_checkpoint_write_hook([&](uint64_t written) {
+    if (written == 0) (void)!::write(fds[1], "x", 1);
+    if (block_in_second_chunk && written >= kCheckpointWriteChunk) {
+      for (;;) ::pause();  // until SIGKILL
+    }
+    std::this_thread::sleep_for(per_chunk);
+    return true;
+  });
+  try {
+    save_checkpoint(path, next);
+  } catch (...) {
+    ::_exit(1);
+  }
+  ::_exit(0);
+}
+
+TEST_F(CheckpointTest, KilledMidWriteLeavesPreviousCheckpointReadable) {
+  const std::string path = file("c.safetensors");
+  const size_t floats = 2 << 20;  // 8 MiB: 8 chunks
+  const Checkpoint old = big_checkpoint(1.0f, floats), next = big_checkpoint(2.0f, floats);
+  save_checkpoint(path, old);
+
+  // Killed for certain in the middle: the child blocks inside its second chunk.
+  int ready = -1;
+  pid_t child = fork_writer(path, next, ready, std::chrono::microseconds(0), true);
+  ASSERT_GT(child, 0);
+  char byte;
+  ASSERT_EQ(::read(ready, &byte, 1), 1);
+  ::close(ready);
+  const std::string tmp = path + ".tmp." + std::to_string(child);
+  for (int i = 0; i < 2000 && (!fs::exists(tmp) || fs::file_size(tmp) < 8); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ::kill(child, SIGKILL);
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFSIGNALED(status));
+  EXPECT_TRUE(fs::exists(tmp)) << "the child should have died with its temp file half written";
+  expect_bit_equal(old, load_checkpoint(path));
+  fs::remove(tmp);  // a killed writer cannot clean up after itself; the next one ignores it
+
+  // Killed at random moments, from before the first chunk to after the rename: the file at
+  // path is always one whole checkpoint, the old or the new one, never a torn mix.
+  std::mt19937 rng(12345);
+  int saw_old = 0, saw_new = 0;
+  for (int round = 0; round < 12; ++round) {
+    save_checkpoint(path, old);
+    child = fork_writer(path, next, ready, std::chrono::microseconds(1000), false);
+    ASSERT_GT(child, 0);
+    ASSERT_EQ(::read(ready, &byte, 1), 1);
+    ::close(ready);
+    std::this_thread::sleep_for(std::chrono::microseconds(rng() % 120000));
+    ::kill(child, SIGKILL);
+    ASSERT_EQ(::waitpid(child, &status, 0), child);
+    const Checkpoint back = load_checkpoint(path);
+    if (back.metadata.at("fill") == old.metadata.at("fill")) {
+      expect_bit_equal(old, back);
+      ++saw_old;
+    } else {
+      expect_bit_equal(next, back);
+      ++saw_new;
+    }
+    for (const std::string& name : temp_files()) fs::remove(dir_ / name);
+  }
+  EXPECT_EQ(saw_old + saw_new, 12);
+  std::printf("killed writers left the old checkpoint %d times, the new one %d times\n", saw_old,
+              saw_new);
 }
 
 // Writes the reference file that tests/check_safetensors.py (CTest safetensors_python_reader)

@@ -20,10 +20,9 @@ namespace equivae {
 namespace {
 
 const Dataset& digits() {
-  static const Dataset data =
-      load_idx(EQUIVAE_SOURCE_DIR "/data/mnist10k-images-idx3-ubyte.gz",
-               EQUIVAE_SOURCE_DIR "/data/mnist10k-labels-idx1-ubyte.gz")
-          .slice(0, 1500);
+  static const Dataset data = load_idx(EQUIVAE_SOURCE_DIR "/data/mnist10k-images-idx3-ubyte.gz",
+                                       EQUIVAE_SOURCE_DIR "/data/mnist10k-labels-idx1-ubyte.gz")
+                                  .slice(0, 1500);
   return data;
 }
 

@@ -45,19 +45,23 @@ struct DenseCase {
   }
 };
 
-TEST(Ops, DenseReluMatchesReferenceAndFiniteDifferences) { expect_op_ok(check_op(DenseCase{})); }
-TEST(Ops, DenseLinear) { expect_op_ok(check_op(DenseCase{.relu = false})); }
+TEST(Ops, DenseReluMatchesReferenceAndFiniteDifferences) {
+  expect_op_ok(check_op(DenseCase{}));
+}
+TEST(Ops, DenseLinear) {
+  expect_op_ok(check_op(DenseCase{.relu = false}));
+}
 TEST(Ops, DensePartialInputGradientAccumulates) {
   expect_op_ok(check_op(DenseCase{.dx_from = 30, .accumulate = true}));
 }
-TEST(Ops, DenseOddShapes) { expect_op_ok(check_op(DenseCase{.B = 1, .in = 1, .out = 3})); }
+TEST(Ops, DenseOddShapes) {
+  expect_op_ok(check_op(DenseCase{.B = 1, .in = 1, .out = 3}));
+}
 
 struct ConcatCase {
   int B = 6, na = 5, nb = 3;
   bool accumulate = false;
-  std::vector<BufferSpec> inputs() const {
-    return {{"a", size_t(B) * na}, {"b", size_t(B) * nb}};
-  }
+  std::vector<BufferSpec> inputs() const { return {{"a", size_t(B) * na}, {"b", size_t(B) * nb}}; }
   std::vector<BufferSpec> outputs() const { return {{"out", size_t(B) * (na + nb)}}; }
   IntInputs int_inputs() const { return {}; }
   template <class T>
@@ -78,8 +82,12 @@ struct ConcatCase {
   }
 };
 
-TEST(Ops, Concat) { expect_op_ok(check_op(ConcatCase{})); }
-TEST(Ops, ConcatAccumulate) { expect_op_ok(check_op(ConcatCase{.accumulate = true})); }
+TEST(Ops, Concat) {
+  expect_op_ok(check_op(ConcatCase{}));
+}
+TEST(Ops, ConcatAccumulate) {
+  expect_op_ok(check_op(ConcatCase{.accumulate = true}));
+}
 
 // Pooling sets: C segments of k rows, row i pools m_i = 1 + (i mod (k−1)) others.
 struct PoolCase {
@@ -110,7 +118,9 @@ struct PoolCase {
   }
 };
 
-TEST(Ops, LeaveOneOutPooling) { expect_op_ok(check_op(PoolCase{})); }
+TEST(Ops, LeaveOneOutPooling) {
+  expect_op_ok(check_op(PoolCase{}));
+}
 
 TEST(Ops, PoolingBackwardEqualsDenseMatrixForm) {
   // r = P e with P[i][j] = 1/m_i for j ∈ S_i, so de = Pᵀ dr.
@@ -148,7 +158,9 @@ struct SampleKlCase {
   }
 };
 
-TEST(Ops, SampleAndKl) { expect_op_ok(check_op(SampleKlCase{})); }
+TEST(Ops, SampleAndKl) {
+  expect_op_ok(check_op(SampleKlCase{}));
+}
 
 TEST(Ops, SampleUsesPhiloxNoiseOfItsRows) {
   // Same (seed, step, row, col) → same ε whatever the batch around it; row0 shifts rows.
@@ -180,7 +192,9 @@ struct BernoulliCase {
   }
 };
 
-TEST(Ops, BernoulliLogLikelihood) { expect_op_ok(check_op(BernoulliCase{})); }
+TEST(Ops, BernoulliLogLikelihood) {
+  expect_op_ok(check_op(BernoulliCase{}));
+}
 
 TEST(Ops, BernoulliStableAtExtremeLogits) {
   const float logits[4] = {1e4f, -1e4f, 88.f, -88.f}, x[4] = {1, 0, 0.5f, 0.5f};
@@ -213,7 +227,9 @@ struct SoftmaxCase {
   }
 };
 
-TEST(Ops, SoftmaxCrossEntropy) { expect_op_ok(check_op(SoftmaxCase{})); }
+TEST(Ops, SoftmaxCrossEntropy) {
+  expect_op_ok(check_op(SoftmaxCase{}));
+}
 
 struct ExpectationCase {
   int U = 5, C = 4;
@@ -238,7 +254,9 @@ struct ExpectationCase {
   }
 };
 
-TEST(Ops, ExactExpectationOverLabels) { expect_op_ok(check_op(ExpectationCase{})); }
+TEST(Ops, ExactExpectationOverLabels) {
+  expect_op_ok(check_op(ExpectationCase{}));
+}
 
 TEST(Ops, ExpectationWithOneHotQEqualsTheLabelledElbo) {
   // q(y|x) → one-hot on label 2: L → ELBO_2 + log p(2) (the KL(q‖p) term → −log p(2) + 0).
@@ -298,8 +316,12 @@ TEST(OpHarness, CatchesAWrongGradient) {
   const OpReport r = check_op(WrongGradientCase{});
   EXPECT_GT(r.worst_fd_error, 1e-6);
 }
-TEST(OpHarness, CatchesAnOutOfBoundsWrite) { EXPECT_FALSE(check_op(OutOfBoundsCase{}).guards_intact); }
-TEST(OpHarness, CatchesAnUnwrittenOutput) { EXPECT_FALSE(check_op(UnwrittenOutputCase{}).finite); }
+TEST(OpHarness, CatchesAnOutOfBoundsWrite) {
+  EXPECT_FALSE(check_op(OutOfBoundsCase{}).guards_intact);
+}
+TEST(OpHarness, CatchesAnUnwrittenOutput) {
+  EXPECT_FALSE(check_op(UnwrittenOutputCase{}).finite);
+}
 
 }  // namespace
 }  // namespace equivae::test

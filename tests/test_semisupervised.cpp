@@ -17,10 +17,9 @@ namespace equivae {
 namespace {
 
 const Dataset& digits() {
-  static const Dataset data =
-      load_idx(EQUIVAE_SOURCE_DIR "/data/mnist10k-images-idx3-ubyte.gz",
-               EQUIVAE_SOURCE_DIR "/data/mnist10k-labels-idx1-ubyte.gz")
-          .slice(0, 3000);
+  static const Dataset data = load_idx(EQUIVAE_SOURCE_DIR "/data/mnist10k-images-idx3-ubyte.gz",
+                                       EQUIVAE_SOURCE_DIR "/data/mnist10k-labels-idx1-ubyte.gz")
+                                  .slice(0, 3000);
   return data;
 }
 
@@ -48,7 +47,8 @@ TEST(SemiSupervised, WholeObjectiveBackwardMatchesFiniteDifferences) {
   model.set_log_prior({-2.1, -2.2, -2.3, -2.4, -2.2, -2.3, -2.35, -2.25, -2.3, -2.32});
   const LabelledSplit split = split_labelled(digits(), 100, 1);
   BalancedBatchSampler labelled(split.labelled.labels, 10, config.k, config.m_max, 1);
-  UnlabelledSampler unlabelled(split.unlabelled.n, config.unlabelled, 10, config.k, config.m_max, 1);
+  UnlabelledSampler unlabelled(split.unlabelled.n, config.unlabelled, 10, config.k, config.m_max,
+                               1);
   Batch batch;
   labelled.sample(2, batch);
   unlabelled.sample(2, batch);

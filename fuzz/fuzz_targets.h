@@ -1,0 +1,209 @@
+#pragma once
+// The fuzz harnesses, one per reader of outside bytes. Each turns one fuzz input into a call of
+// the reader and reports whether the reader accepted it or threw equivae::Error; anything else
+// (a crash, a sanitizer report, another exception type, a broken invariant: __builtin_trap)
+// is a bug. The libFuzzer entry points (fuzz_*.cpp, clang) and the regression replay
+// (tests/test_fuzz_regressions.cpp, the normal g++ build) share this code, so an input kept
+// under fuzz/regressions/<target>/ means the same thing in both.
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "model/idx_dataset.h"
+#include "runtime/checkpoint.h"
+#include "runtime/error.h"
+#include "runtime/flags.h"
+
+namespace equivae::fuzz {
+
+enum class Outcome { kAccepted, kError };
+
+#define EQUIVAE_FUZZ_ASSERT(cond)                                                             \
+  do {                                                                                        \
+    if (!(cond)) {                                                                            \
+      std::fprintf(stderr, "fuzz invariant failed: %s (%s:%d)\n", #cond, __FILE__, __LINE__); \
+      __builtin_trap();                                                                       \
+    }                                                                                         \
+  } while (0)
+
+// An anonymous in-memory file (memfd) holding the bytes, opened by path as
+// /proc/self/fd/<fd>: the readers take paths, and no disk is touched per input.
+class MemFile {
+ public:
+  MemFile(const uint8_t* data, size_t size) {
+    fd_ = ::memfd_create("equivae-fuzz", MFD_CLOEXEC);
+    EQUIVAE_FUZZ_ASSERT(fd_ >= 0);
+    for (size_t done = 0; done < size;) {
+      const ssize_t n = ::write(fd_, data + done, size - done);
+      EQUIVAE_FUZZ_ASSERT(n > 0);
+      done += static_cast<size_t>(n);
+    }
+  }
+  ~MemFile() { ::close(fd_); }
+  MemFile(const MemFile&) = delete;
+  MemFile& operator=(const MemFile&) = delete;
+  std::string path() const { return "/proc/self/fd/" + std::to_string(fd_); }
+
+ private:
+  int fd_ = -1;
+};
+
+inline void check_dataset(const Dataset& ds) {
+  EQUIVAE_FUZZ_ASSERT(ds.n > 0 && ds.rows > 0 && ds.cols > 0 && ds.dim == ds.rows * ds.cols);
+  EQUIVAE_FUZZ_ASSERT(ds.images.size() == static_cast<size_t>(ds.n) * ds.dim);
+  EQUIVAE_FUZZ_ASSERT(ds.labels.size() == static_cast<size_t>(ds.n));
+  for (int32_t y : ds.labels) EQUIVAE_FUZZ_ASSERT(0 <= y && y < ds.num_classes);
+  for (float x : ds.images) EQUIVAE_FUZZ_ASSERT(0.0f <= x && x <= 1.0f);
+  const Dataset half = ds.slice(ds.n / 2, ds.n);
+  EQUIVAE_FUZZ_ASSERT(half.n == ds.n - ds.n / 2 && half.labels.size() == size_t(half.n));
+  try {
+    ds.slice(0, ds.n + 1);
+    EQUIVAE_FUZZ_ASSERT(false && "slice past the end must throw");
+  } catch (const Error&) {
+  }
+}
+
+// idx: byte 0 picks the class count (10 mostly, else 1..16), bytes 1-2 (little-endian) where
+// the rest splits into the image file and the label file.
+inline Outcome run_idx(const uint8_t* data, size_t size) {
+  if (size < 3) return Outcome::kError;
+  const int classes = data[0] < 128 ? 10 : 1 + data[0] % 16;
+  const size_t rest = size - 3;
+  const size_t split = (size_t{data[1]} | size_t{data[2]} << 8) % (rest + 1);
+  const MemFile images(data + 3, split), labels(data + 3 + split, rest - split);
+  try {
+    check_dataset(load_idx(images.path(), labels.path(), classes));
+    return Outcome::kAccepted;
+  } catch (const Error&) {
+    return Outcome::kError;
+  }
+}
+
+// idx_gzip: byte 0's low bit picks the role of the rest (0: the image file, 1: the label
+// file); the other file is a fixed valid one. The rest always goes through the gunzip path:
+// the gzip magic 1f 8b is put in front when it does not start with it.
+inline Outcome run_idx_gzip(const uint8_t* data, size_t size) {
+  if (size < 1) return Outcome::kError;
+  std::vector<uint8_t> gz(data + 1, data + size);
+  if (gz.size() < 2 || gz[0] != 0x1f || gz[1] != 0x8b) gz.insert(gz.begin(), {0x1f, 0x8b});
+  // One 1x1 image, one label 0: what the fuzzed file is paired with.
+  static const uint8_t kImages[] = {0, 0, 8, 3, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1, 200};
+  static const uint8_t kLabels[] = {0, 0, 8, 1, 0, 0, 0, 1, 0};
+  const bool as_labels = data[0] & 1;
+  const MemFile fuzzed(gz.data(), gz.size());
+  const MemFile other(as_labels ? kImages : kLabels, as_labels ? sizeof kImages : sizeof kLabels);
+  try {
+    check_dataset(as_labels ? load_idx(other.path(), fuzzed.path())
+                            : load_idx(fuzzed.path(), other.path()));
+    return Outcome::kAccepted;
+  } catch (const Error&) {
+    return Outcome::kError;
+  }
+}
+
+// A directory for the round trip of accepted checkpoints: tmpfs when there is one (fsync is
+// free there), removed at exit.
+inline const std::string& scratch_dir() {
+  static const std::string dir = [] {
+    namespace fs = std::filesystem;
+    std::error_code ec;
+    const fs::path base = fs::is_directory("/dev/shm", ec) ? "/dev/shm" : fs::temp_directory_path();
+    std::string tmpl = (base / "equivae-fuzz-XXXXXX").string();
+    EQUIVAE_FUZZ_ASSERT(::mkdtemp(tmpl.data()) != nullptr);
+    static const std::string created = tmpl;
+    std::atexit([] {
+      std::error_code e;
+      std::filesystem::remove_all(created, e);
+    });
+    return tmpl;
+  }();
+  return dir;
+}
+
+// checkpoint: the input is the whole file. What loads must save and load back bit for bit.
+inline Outcome run_checkpoint(const uint8_t* data, size_t size) {
+  const MemFile file(data, size);
+  Checkpoint c;
+  try {
+    c = load_checkpoint(file.path());
+  } catch (const Error&) {
+    return Outcome::kError;
+  }
+  const std::string again = scratch_dir() + "/roundtrip.safetensors";
+  save_checkpoint(again, c);  // an Error here is a bug too: the reader accepted it
+  const Checkpoint back = load_checkpoint(again);
+  EQUIVAE_FUZZ_ASSERT(back.metadata == c.metadata);
+  EQUIVAE_FUZZ_ASSERT(back.tensors.size() == c.tensors.size());
+  for (size_t i = 0; i < c.tensors.size(); ++i) {
+    const NamedTensor &a = c.tensors[i], &b = back.tensors[i];
+    EQUIVAE_FUZZ_ASSERT(a.name == b.name && a.shape == b.shape && a.data.size() == b.data.size());
+    EQUIVAE_FUZZ_ASSERT(a.data.empty() ||
+                        std::memcmp(a.data.data(), b.data.data(), 4 * a.data.size()) == 0);
+  }
+  return Outcome::kAccepted;
+}
+
+// flags: the input split on NUL bytes is argv[1..]; a flag set like train_mnist's is declared
+// and every typed getter is called on it (an Error from a getter is a fine outcome).
+inline Outcome run_flags(const uint8_t* data, size_t size) {
+  std::vector<std::string> args{"fuzz"};
+  std::string current;
+  for (size_t i = 0; i < size; ++i) {
+    if (data[i] == 0) {
+      args.push_back(current);
+      current.clear();
+    } else {
+      current.push_back(static_cast<char>(data[i]));
+    }
+  }
+  if (size > 0) args.push_back(current);
+  std::vector<const char*> argv;
+  for (const std::string& a : args) argv.push_back(a.c_str());
+  argv.push_back(nullptr);
+
+  Flags f;
+  f.add("data", "", "directory");
+  f.add("epochs", "40", "epochs");
+  f.add("validation", "auto", "held out");
+  f.add("lr", "0.001", "learning rate");
+  f.add("seed", "1", "seed");
+  f.add("m-max", "auto", "pool size");
+  f.add("quiet", "", "no progress", true);
+  f.add("help", "", "help", true);
+  try {
+    f.parse(static_cast<int>(args.size()), argv.data());
+  } catch (const Error&) {
+    return Outcome::kError;
+  }
+  auto guarded = [](auto&& call) {
+    try {
+      call();
+    } catch (const Error&) {
+    }
+  };
+  for (const char* name : {"data", "epochs", "validation", "lr", "seed", "m-max", "quiet"}) {
+    guarded([&] { (void)f.get(name); });
+    guarded([&] { (void)f.get_int(name, 1, 100000); });
+    guarded([&] { (void)f.get_int(name, INT64_MIN, INT64_MAX); });
+    guarded([&] { (void)f.get_double(name, 1e-8, 10); });
+    guarded([&] { (void)f.get_double(name, -1e300, 1e300); });
+    guarded([&] { (void)f.get_switch(name); });
+    (void)f.has(name);
+  }
+  try {
+    (void)f.get("no-such-flag");
+    EQUIVAE_FUZZ_ASSERT(false && "an undeclared flag must throw");
+  } catch (const Error&) {
+  }
+  EQUIVAE_FUZZ_ASSERT(!f.help("usage").empty());
+  return Outcome::kAccepted;
+}
+
+}  // namespace equivae::fuzz

@@ -1,0 +1,116 @@
+#!/usr/bin/env python3
+"""Writes the committed seed corpus under fuzz/corpus/<target>/ (deterministic: rerunning it
+gives the same bytes). Valid inputs plus a few near-valid ones per target; the input layout of
+each target is described in fuzz/fuzz_targets.h."""
+import gzip
+import json
+import os
+import struct
+import zlib
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus")
+
+
+def put(target, name, data):
+    d = os.path.join(ROOT, target)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, name), "wb") as f:
+        f.write(data)
+
+
+def gz(data):
+    return gzip.compress(data, mtime=0)
+
+
+def images(n, rows, cols, seed=1):
+    pixels = bytes((seed * 37 + i * 11) % 256 for i in range(n * rows * cols))
+    return struct.pack(">IIII", 0x803, n, rows, cols) + pixels
+
+
+def labels(values):
+    return struct.pack(">II", 0x801, len(values)) + bytes(values)
+
+
+def idx_input(img, lab, classes_byte=0):
+    split = len(img)
+    assert split < 65536
+    return bytes([classes_byte, split & 0xFF, split >> 8]) + img + lab
+
+
+# ---- idx: [classes byte][split, 2 bytes LE][image file][label file]
+img3, lab3 = images(3, 4, 5), labels([0, 9, 4])
+put("idx", "valid_3x4x5", idx_input(img3, lab3))
+put("idx", "valid_mnist_2x28x28", idx_input(images(2, 28, 28), labels([7, 2])))
+put("idx", "valid_gzip_both", idx_input(gz(img3), gz(lab3)))
+put("idx", "valid_3_classes", idx_input(img3, labels([0, 2, 1]), 128 + 2))
+put("idx", "label_out_of_range", idx_input(img3, labels([0, 10, 4])))
+put("idx", "count_mismatch", idx_input(img3, labels([0, 1])))
+put("idx", "truncated_images", idx_input(img3[:-3], lab3))
+put("idx", "trailing_labels", idx_input(img3, lab3 + b"\x00"))
+put("idx", "swapped_magic", idx_input(lab3, img3))
+put("idx", "header_only", idx_input(img3[:16], lab3[:8]))
+
+# ---- idx_gzip: [role byte: 0 images, 1 labels][gzip file]; paired with 1 image / 1 label.
+one_img, one_lab = images(1, 1, 1), labels([0])
+put("idx_gzip", "images", b"\x00" + gz(one_img))
+put("idx_gzip", "labels", b"\x01" + gz(one_lab))
+put("idx_gzip", "images_two_members", b"\x00" + gz(one_img[:9]) + gz(one_img[9:]))
+put("idx_gzip", "images_empty_member", b"\x00" + gz(b"") + gz(one_img))
+put("idx_gzip", "images_zlib_level9", b"\x00" + gzip.compress(one_img, 9, mtime=0))
+put("idx_gzip", "truncated", b"\x00" + gz(images(4, 3, 3))[:-6])
+put("idx_gzip", "trailing_garbage", b"\x01" + gz(one_lab) + b"junk")
+bad_crc = bytearray(gz(one_lab))
+bad_crc[-8] ^= 1
+put("idx_gzip", "bad_crc", b"\x01" + bytes(bad_crc))
+put("idx_gzip", "stored_block", b"\x00" + gzip.compress(one_img, 0, mtime=0))
+
+
+# ---- checkpoint: the whole safetensors file, as save_checkpoint writes it.
+def safetensors(tensors, metadata=None, crc=True, pad=True):
+    header, data = {}, b""
+    meta = dict(metadata or {})
+    for name, shape, values in tensors:
+        raw = struct.pack("<%df" % len(values), *values)
+        header[name] = {"dtype": "F32", "shape": shape,
+                        "data_offsets": [len(data), len(data) + len(raw)]}
+        data += raw
+    if crc:
+        meta["crc32"] = "%08x" % zlib.crc32(data)
+    if meta:
+        header = {"__metadata__": meta, **header}
+    text = json.dumps(header, separators=(",", ":")).encode()
+    if pad:
+        text += b" " * ((8 - len(text) % 8) % 8)
+    return struct.pack("<Q", len(text)) + text + data
+
+
+sample = [("encoder.0.weight", [2, 3], [1.5, -2.25, 0.0, 3e-8, 1e30, -7.0]),
+          ("empty", [0], []), ("scalar", [], [42.5]), ("adam.m", [1, 1, 2], [-1.0, 1.0])]
+good = safetensors(sample, {"step": "12", "format": "pt"})
+put("checkpoint", "valid", good)
+put("checkpoint", "valid_no_crc", safetensors(sample, {"format": "pt"}, crc=False))
+put("checkpoint", "valid_no_metadata", safetensors(sample[:1], crc=False, pad=False))
+put("checkpoint", "valid_empty", safetensors([]))
+put("checkpoint", "truncated", good[:-5])
+flipped = bytearray(good)
+flipped[-3] ^= 0x40
+put("checkpoint", "corrupt_data_byte", bytes(flipped))
+put("checkpoint", "bad_crc_text", good.replace(b'"crc32":"', b'"crc32":"z', 1)[:len(good)])
+put("checkpoint", "huge_tensor", safetensors([("w", [25000000000], [])], crc=False)
+    .replace(b"[0,0]", b"[0,100000000000]"))
+put("checkpoint", "overlap", safetensors([("a", [2], [1, 2]), ("b", [1], [3])], crc=False)
+    .replace(b"[8,12]", b"[4,8]"))
+
+# ---- flags: argv[1..] joined by NUL.
+def argv(*args):
+    return b"\x00".join(a.encode() for a in args)
+
+
+put("flags", "typical", argv("--epochs", "3", "--lr=0.01", "--quiet", "--data", "/tmp/x"))
+put("flags", "help", argv("--help"))
+put("flags", "switch_value", argv("--quiet=true", "--seed=18446744073709551615"))
+put("flags", "repeated", argv("--epochs", "3", "--epochs=4"))
+put("flags", "missing_value", argv("--lr"))
+put("flags", "unknown", argv("--epoch", "3"))
+put("flags", "bad_numbers", argv("--lr=1e400", "--epochs=-0x10", "--m-max=nan", "--validation="))
+put("flags", "positional", argv("data", "--", "-x", "--=3"))

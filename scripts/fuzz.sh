@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Builds the libFuzzer targets (clang, ASan + UBSan) under build-fuzz/ and fuzzes each reader
+# of outside bytes for SECONDS (default 60) of wall time, one core each, one after another:
+#   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]     targets: idx idx_gzip checkpoint flags
+# Starts from the committed seeds (fuzz/corpus/<target>/, never written to) plus what earlier
+# runs found (build-fuzz/work/<target>/). Prints executions, coverage and crashes per target;
+# a crashing input lands in build-fuzz/crashes/<target>/ and the script exits 1. Fix the
+# reader, then keep the input under fuzz/regressions/<target>/ (tests/test_fuzz_regressions.cpp
+# replays it in the normal build). EQUIVAE_FUZZ_DIR overrides the build directory.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+seconds=${1:-60}
+shift || true
+targets=("$@")
+((${#targets[@]})) || targets=(idx idx_gzip checkpoint flags)
+
+# clang with its runtime libraries (libFuzzer), cmake, and the readers' two dependencies.
+packages=(clang libclang-rt-dev cmake zlib1g-dev nlohmann-json3-dev)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "fuzz: installing ${missing[*]}"
+  sudo_cmd=""
+  [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo_cmd apt-get update -qq
+  $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+build_dir=${EQUIVAE_FUZZ_DIR:-build-fuzz}
+mkdir -p "$build_dir"
+log="$build_dir/build.log"
+if [ ! -f "$build_dir/CMakeCache.txt" ]; then
+  CC=clang CXX=clang++ cmake -S fuzz -B "$build_dir" >"$log" 2>&1 || { cat "$log"; exit 1; }
+fi
+cmake --build "$build_dir" -j"$(nproc)" >"$log" 2>&1 || { cat "$log"; echo "fuzz: build failed" >&2; exit 1; }
+
+status=0
+printf '%-11s %8s %12s %10s %6s %8s\n' target seconds executions execs/s cov crashes
+for t in "${targets[@]}"; do
+  work="$build_dir/work/$t" crashes="$build_dir/crashes/$t"
+  mkdir -p "$work" "$crashes"
+  dict=()
+  [ -f "fuzz/$t.dict" ] && dict=(-dict="fuzz/$t.dict")
+  before=$(find "$crashes" -type f | wc -l)
+  # -timeout: an input that takes 10 s is a hang; -rss_limit_mb (and the malloc limit that
+  # follows it): using 2 GB on a few-KB input is a bug too.
+  "$build_dir/fuzz_$t" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
+    -print_final_stats=1 "${dict[@]}" -artifact_prefix="$crashes/" "$work" "fuzz/corpus/$t" \
+    >"$build_dir/fuzz_$t.log" 2>&1 || true
+  after=$(find "$crashes" -type f | wc -l)
+  execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$build_dir/fuzz_$t.log" | tail -1)
+  rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$build_dir/fuzz_$t.log" | tail -1)
+  cov=$(grep -o 'cov: [0-9]*' "$build_dir/fuzz_$t.log" | tail -1 | cut -d' ' -f2)
+  printf '%-11s %8s %12s %10s %6s %8s\n' "$t" "$seconds" "${execs:-?}" "${rate:-?}" "${cov:-?}" \
+    "$((after - before))"
+  if ((after > before)); then
+    status=1
+    grep -m1 -A12 -E "ERROR|runtime error|invariant failed|deadly signal" "$build_dir/fuzz_$t.log" || true
+    find "$crashes" -type f -newer "$log" -printf '  kept: %p\n'
+  fi
+done
+exit $status
