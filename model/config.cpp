@@ -21,6 +21,7 @@ void EquiVaeConfig::validate() const {
   check(lr > 0, ctx, "learning rate must be positive");
   check(unlabelled >= 0, ctx, "unlabelled items per step must be ≥ 0");
   check(unlabelled_weight >= 0, ctx, "unlabelled weight must be ≥ 0");
+  check(classifier_weight >= 0, ctx, "classifier weight must be ≥ 0");
 }
 
 std::string EquiVaeConfig::describe() const {

@@ -19,7 +19,9 @@ struct EquiVaeConfig {
   // Semi-supervised (eqs. 5–7): U unlabelled items per step, each expanded over all C
   // labels (C·U extra rows through encoder and decoder) and a classifier q(y|x).
   int unlabelled = 0;              // U; 0: supervised
-  double unlabelled_weight = 1.0;  // loss = mean_lab(−L_lab − log q) + w · mean_unlab(−L_unlab)
+  // loss = mean_lab(−L_lab − α log q(y|x)) + w · mean_unlab(−L_unlab); the paper: α = w = 1.
+  double unlabelled_weight = 1.0;  // w
+  double classifier_weight = 1.0;  // α
 
   int batch() const { return classes * k; }
   bool semi_supervised() const { return unlabelled > 0; }

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <string>
+#include <type_traits>
 
 #include "kernels/philox.h"
 #include "runtime/error.h"
@@ -17,6 +18,46 @@ std::vector<int> classifier_widths(const EquiVaeConfig& c) {
 }
 }  // namespace
 
+// Device-resident training state: the uploaded data sets, the fixed index buffers a step's
+// slot is copied into, a window of slots, the metric table and the step counters, each one
+// block of backend memory. The captured graph bakes these pointers in: whenever one moves,
+// the graph is dropped and captured again on the next window.
+template <class T>
+struct EquiVae<T>::Resident {
+  struct Block {
+    Backend<T>* backend = nullptr;
+    void* ptr = nullptr;
+    size_t bytes = 0;
+    Block() = default;
+    Block(const Block&) = delete;
+    Block& operator=(const Block&) = delete;
+    ~Block() {
+      if (ptr) backend->release(ptr);
+    }
+    // Makes room for n bytes; true when the block moved.
+    bool reserve(Backend<T>& be, size_t n) {
+      if (ptr && n <= bytes) return false;
+      if (ptr) backend->release(ptr);
+      ptr = nullptr;
+      backend = &be;
+      ptr = be.allocate(n);
+      bytes = n;
+      return true;
+    }
+  };
+  explicit Resident(DeviceStepOps<T>* device) : ops(device) {}
+  ~Resident() { ops->reset_graph(); }  // before the blocks it points into go
+
+  DeviceStepOps<T>* ops;
+  Block labelled, unlabelled, index, slots, table, counters;
+  const Dataset* labelled_source = nullptr;
+  const Dataset* unlabelled_source = nullptr;
+  SlotLayout layout;  // rows [B], expanded unlabelled rows [C·U], unlabelled rows [U],
+                      // pooling offsets [R + 1], pooling members [capacity]
+  std::vector<int32_t> host_slots;
+  std::vector<double> host_table;
+};
+
 template <class T>
 EquiVae<T>::EquiVae(const EquiVaeConfig& config, Backend<T>& backend)
     : config_(config),
@@ -25,13 +66,13 @@ EquiVae<T>::EquiVae(const EquiVaeConfig& config, Backend<T>& backend)
       U_(config.unlabelled),
       R_(config.rows()),
       finv_("finv", {config.input_dim, config.hidden, config.hidden, config.latent_r}),
-      encoder_("encoder",
-               {config.input_dim + config.latent_r, config.hidden, config.hidden,
-                2 * config.latent_v}),
+      encoder_("encoder", {config.input_dim + config.latent_r, config.hidden, config.hidden,
+                           2 * config.latent_v}),
       decoder_("decoder",
                {config.latent_r + config.latent_v, config.hidden, config.hidden, config.input_dim}),
       classifier_("classifier", classifier_widths(config)) {
   config_.validate();
+  device_ = dynamic_cast<DeviceStepOps<T>*>(&backend);
   const int D = config.input_dim, dr = config.latent_r, dv = config.latent_v, C = config.classes;
   const int B = B_, R = R_, U = U_;
   networks_ = {&finv_, &encoder_, &decoder_};
@@ -86,7 +127,7 @@ EquiVae<T>::EquiVae(const EquiVaeConfig& config, Backend<T>& backend)
   backend_.fill(dll_.data, T(-1) / T(B), B);
   backend_.fill(dkl_.data, T(1) / T(B), B);
   if (config.semi_supervised()) {
-    backend_.fill(dnll_.data, T(1) / T(B), B);
+    backend_.fill(dnll_.data, T(config.classifier_weight) / T(B), B);
     backend_.fill(dbound_.data, T(-config.unlabelled_weight) / T(U), U);
     std::vector<int32_t> labels(B);
     for (int i = 0; i < B; ++i) labels[i] = i / config.k;
@@ -97,6 +138,9 @@ EquiVae<T>::EquiVae(const EquiVaeConfig& config, Backend<T>& backend)
   metric_rows_.resize(std::max(R, B + U));
   initialise_parameters();
 }
+
+template <class T>
+EquiVae<T>::~EquiVae() = default;
 
 template <class T>
 std::vector<DenseLayer<T>*> EquiVae<T>::all_layers() {
@@ -138,21 +182,29 @@ void EquiVae<T>::set_log_prior(const std::vector<double>& log_prior) {
 }
 
 template <class T>
-void EquiVae<T>::load_batch(const Batch& batch, const Dataset& data, const Dataset* unlabelled) {
-  const int D = config_.input_dim, C = config_.classes;
-  check(int(batch.rows.size()) == B_, "batch",
-        "has " + std::to_string(batch.rows.size()) + " rows, the plan expects " +
-            std::to_string(B_));
+void EquiVae<T>::check_batch(const Batch& batch, const Dataset& data,
+                             const Dataset* unlabelled) const {
+  const int D = config_.input_dim;
+  check(
+      int(batch.rows.size()) == B_, "batch",
+      "has " + std::to_string(batch.rows.size()) + " rows, the plan expects " + std::to_string(B_));
   check(int(batch.unlabelled_rows.size()) == U_, "batch",
         "has " + std::to_string(batch.unlabelled_rows.size()) +
             " unlabelled items, the plan expects " + std::to_string(U_));
-  check(int(batch.offsets.size()) == R_ + 1 && int(batch.members.size()) <= members_.cols,
-        "batch", "pooling sets do not match the plan");
+  check(int(batch.offsets.size()) == R_ + 1 && int(batch.members.size()) <= members_.cols, "batch",
+        "pooling sets do not match the plan");
   check(data.dim == D, data.source,
         "images have " + std::to_string(data.dim) + " pixels, the model expects " +
             std::to_string(D));
-  check(U_ == 0 || (unlabelled && unlabelled->dim == D), "batch",
-        "the semi-supervised plan needs an unlabelled set of " + std::to_string(D) + "-pixel images");
+  check(
+      U_ == 0 || (unlabelled && unlabelled->dim == D), "batch",
+      "the semi-supervised plan needs an unlabelled set of " + std::to_string(D) + "-pixel images");
+}
+
+template <class T>
+void EquiVae<T>::load_batch(const Batch& batch, const Dataset& data, const Dataset* unlabelled) {
+  const int D = config_.input_dim, C = config_.classes;
+  check_batch(batch, data, unlabelled);
   auto put = [&](int row, const float* src) {
     std::copy(src, src + D, staging_.begin() + size_t(row) * D);
   };
@@ -180,34 +232,51 @@ double EquiVae<T>::mean_of(const Tensor<T>& values, int count) {
 
 template <class T>
 StepMetrics EquiVae<T>::forward(uint64_t step) {
+  forward_ops(step, nullptr);
+  return read_metrics();
+}
+
+template <class T>
+StepMetrics EquiVae<T>::read_metrics() {
+  StepMetrics metrics;
+  metrics.recon = mean_of(ll_, B_);
+  metrics.kl = mean_of(kl_, B_);
+  if (config_.semi_supervised()) {
+    metrics.classifier_nll = mean_of(nll_, B_);
+    metrics.unlabelled_bound = mean_of(bound_, U_);
+  }
+  return metrics;
+}
+
+template <class T>
+void EquiVae<T>::forward_ops(uint64_t step, const DeviceCounters* counters) {
+  DeviceRange<T> range(device_, "forward");
   Backend<T>& be = backend_;
   const int B = B_, R = R_, D = config_.input_dim, dr = config_.latent_r, dv = config_.latent_v;
   const Tensor<T>& e = finv_.forward(be, x_.data, B);  // [B, d_r]
   be.pool_forward(r_.data, e.data, offsets_.data, members_.data, R, dr);
   be.concat_forward(xr_.data, x_.data, r_.data, R, D, dr);
   const Tensor<T>& mulv = encoder_.forward(be, xr_.data, R);  // [R, 2 d_v]
-  be.sample_kl_forward(v_.data, eps_.data, kl_.data, mulv.data, R, dv, config_.seed, step, 0);
+  if (counters)
+    device_->sample_kl_forward(v_.data, eps_.data, kl_.data, mulv.data, R, dv, config_.seed,
+                               counters, 0);
+  else
+    be.sample_kl_forward(v_.data, eps_.data, kl_.data, mulv.data, R, dv, config_.seed, step, 0);
   be.concat_forward(rv_.data, r_.data, v_.data, R, dr, dv);
   const Tensor<T>& logits = decoder_.forward(be, rv_.data, R);  // [R, D]
   be.bernoulli_ll_forward(ll_.data, logits.data, x_.data, R, D);
-
-  StepMetrics metrics;
-  metrics.recon = mean_of(ll_, B);
-  metrics.kl = mean_of(kl_, B);
   if (config_.semi_supervised()) {
     const int C = config_.classes, U = U_;
     const Tensor<T>& q_logits = classifier_.forward(be, xq_.data, B + U);  // [B + U, C]
     be.softmax_xent_forward(nll_.data, probs_.data, q_logits.data, labels_.data, B, C);
     be.expectation_forward(bound_.data, q_.data, q_logits.row(B), ll_.data + B, kl_.data + B,
                            log_prior_.data, U, C);
-    metrics.classifier_nll = mean_of(nll_, B);
-    metrics.unlabelled_bound = mean_of(bound_, U);
   }
-  return metrics;
 }
 
 template <class T>
 void EquiVae<T>::backward() {
+  DeviceRange<T> range(device_, "backward");
   Backend<T>& be = backend_;
   const int B = B_, R = R_, D = config_.input_dim, dr = config_.latent_r, dv = config_.latent_v;
   if (config_.semi_supervised()) {
@@ -215,8 +284,8 @@ void EquiVae<T>::backward() {
     Tensor<T>& dq_logits = classifier_.output_grad();  // [B + U, C]
     be.softmax_xent_backward(dq_logits.data, dnll_.data, probs_.data, labels_.data, B, C);
     // Also sets the unlabelled rows' likelihood and KL weights: ±w/U · q(y|x).
-    be.expectation_backward(dq_logits.row(B), dll_.data + B, dkl_.data + B, dbound_.data,
-                            q_.data, ll_.data + B, kl_.data + B, log_prior_.data, U, C);
+    be.expectation_backward(dq_logits.row(B), dll_.data + B, dkl_.data + B, dbound_.data, q_.data,
+                            ll_.data + B, kl_.data + B, log_prior_.data, U, C);
     classifier_.backward(be, xq_.data, B + U, nullptr, 0, false);
   }
   be.bernoulli_ll_backward(decoder_.output_grad().data, dll_.data, decoder_.output().data, x_.data,
@@ -234,6 +303,7 @@ void EquiVae<T>::backward() {
 
 template <class T>
 void EquiVae<T>::apply_adam() {
+  DeviceRange<T> range(device_, "optimiser");
   AdamConfig adam;
   adam.lr = config_.lr;
   backend_.adam_step(params_flat_, adam_m_.data, adam_v_.data, grads_flat_, parameter_count_, adam,
@@ -251,7 +321,167 @@ StepMetrics EquiVae<T>::train_step(const Batch& batch, const Dataset& data, uint
 }
 
 template <class T>
+bool EquiVae<T>::device_steps_supported() const {
+  return device_ != nullptr && std::is_same_v<T, float>;
+}
+
+template <class T>
+void EquiVae<T>::upload_datasets(const Dataset& labelled, const Dataset* unlabelled) {
+  check(device_steps_supported(), "device steps",
+        "the " + backend_.name() + " backend cannot train on the device (float on CUDA only)");
+  const int D = config_.input_dim, C = config_.classes;
+  check(labelled.dim == D && labelled.n > 0, labelled.source,
+        "images have " + std::to_string(labelled.dim) + " pixels, the model expects " +
+            std::to_string(D));
+  check(
+      U_ == 0 || (unlabelled && unlabelled->dim == D && unlabelled->n > 0), "device steps",
+      "the semi-supervised plan needs an unlabelled set of " + std::to_string(D) + "-pixel images");
+  if (!resident_) {
+    resident_ = std::make_unique<Resident>(device_);
+    Resident& res = *resident_;
+    res.index.reserve(backend_, sizeof(int32_t) * size_t(B_ + C * U_ + U_));
+    res.counters.reserve(backend_, sizeof(DeviceCounters));
+    int32_t* index = static_cast<int32_t*>(res.index.ptr);
+    res.layout.dst[0] = index;
+    res.layout.count[0] = B_;
+    res.layout.dst[1] = index + B_;
+    res.layout.count[1] = C * U_;
+    res.layout.dst[2] = index + B_ + C * U_;
+    res.layout.count[2] = U_;
+    res.layout.dst[3] = offsets_.data;
+    res.layout.count[3] = R_ + 1;
+    res.layout.dst[4] = members_.data;
+    res.layout.count[4] = members_.cols;
+  }
+  Resident& res = *resident_;
+  bool moved = res.labelled.reserve(backend_, labelled.images.size() * sizeof(float));
+  backend_.upload(res.labelled.ptr, labelled.images.data(), labelled.images.size() * sizeof(float));
+  res.labelled_source = &labelled;
+  res.unlabelled_source = nullptr;
+  if (U_ > 0) {
+    moved |= res.unlabelled.reserve(backend_, unlabelled->images.size() * sizeof(float));
+    backend_.upload(res.unlabelled.ptr, unlabelled->images.data(),
+                    unlabelled->images.size() * sizeof(float));
+    res.unlabelled_source = unlabelled;
+  }
+  if (moved) device_->reset_graph();
+}
+
+template <class T>
+void EquiVae<T>::device_step_ops() {
+  Resident& res = *resident_;
+  const int B = B_, U = U_, C = config_.classes, D = config_.input_dim;
+  auto* counters = static_cast<DeviceCounters*>(res.counters.ptr);
+  {
+    DeviceRange<T> range(device_, "load");
+    device_->select_slot(res.layout, static_cast<int32_t*>(res.slots.ptr), counters);
+    const float* labelled = static_cast<float*>(res.labelled.ptr);
+    device_->gather_rows(x_.data, labelled, res.layout.dst[0], B, D);
+    if (U > 0) {
+      const float* unlabelled = static_cast<float*>(res.unlabelled.ptr);
+      device_->gather_rows(x_.row(B), unlabelled, res.layout.dst[1], C * U, D);
+      // The classifier sees each item once: the labelled rows, then every unlabelled item.
+      device_->gather_rows(xq_.data, labelled, res.layout.dst[0], B, D);
+      device_->gather_rows(xq_.row(B), unlabelled, res.layout.dst[2], U, D);
+    }
+  }
+  forward_ops(0, counters);
+  backward();
+  {
+    DeviceRange<T> range(device_, "optimiser");
+    AdamConfig adam;
+    adam.lr = config_.lr;
+    device_->adam_step(params_flat_, adam_m_.data, adam_v_.data, grads_flat_, parameter_count_,
+                       adam, counters);
+  }
+  MeanSet<T> means;
+  means.values[0] = ll_.data;
+  means.count[0] = B;
+  means.values[1] = kl_.data;
+  means.count[1] = B;
+  if (config_.semi_supervised()) {
+    means.values[2] = nll_.data;
+    means.count[2] = B;
+    means.values[3] = bound_.data;
+    means.count[3] = U;
+  }
+  device_->record_means(static_cast<double*>(res.table.ptr), means, counters);
+  device_->advance(counters);
+}
+
+template <class T>
+std::vector<StepMetrics> EquiVae<T>::train_steps(const std::vector<Batch>& batches,
+                                                 uint64_t first_step) {
+  check(device_steps_supported(), "device steps",
+        "the " + backend_.name() + " backend cannot train on the device (float on CUDA only)");
+  check(resident_ && resident_->labelled_source, "device steps",
+        "upload_datasets must come before train_steps");
+  Resident& res = *resident_;
+  const Dataset& labelled = *res.labelled_source;
+  const Dataset* unlabelled = res.unlabelled_source;
+  const int C = config_.classes;
+  const size_t n = batches.size(), slot = res.layout.ints();
+  if (n == 0) return {};
+
+  // One slot per step: rows, expanded unlabelled rows, unlabelled rows, offsets, members.
+  res.host_slots.assign(n * slot, 0);
+  for (size_t i = 0; i < n; ++i) {
+    const Batch& batch = batches[i];
+    check_batch(batch, labelled, unlabelled);
+    for (int32_t row : batch.rows)
+      check(row >= 0 && row < labelled.n, "batch", "row " + std::to_string(row) + " out of range");
+    for (int32_t row : batch.unlabelled_rows)
+      check(row >= 0 && row < unlabelled->n, "batch",
+            "unlabelled row " + std::to_string(row) + " out of range");
+    int32_t* p = res.host_slots.data() + i * slot;
+    p = std::copy(batch.rows.begin(), batch.rows.end(), p);
+    for (int32_t row : batch.unlabelled_rows) p = std::fill_n(p, C, row);
+    p = std::copy(batch.unlabelled_rows.begin(), batch.unlabelled_rows.end(), p);
+    p = std::copy(batch.offsets.begin(), batch.offsets.end(), p);
+    std::copy(batch.members.begin(), batch.members.end(), p);
+  }
+  bool moved = res.slots.reserve(backend_, res.host_slots.size() * sizeof(int32_t));
+  moved |= res.table.reserve(backend_, n * kMetricWidth * sizeof(double));
+  if (moved) device_->reset_graph();
+  backend_.upload(res.slots.ptr, res.host_slots.data(), res.host_slots.size() * sizeof(int32_t));
+  DeviceCounters counters;
+  counters.step = first_step;
+  counters.t = adam_steps_ + 1;
+  counters.first_step = first_step;
+  backend_.upload(res.counters.ptr, &counters, sizeof counters);
+
+  if (!device_->has_graph()) {
+    device_->begin_capture();
+    try {
+      device_step_ops();
+    } catch (...) {
+      device_->abort_capture();
+      throw;
+    }
+    device_->end_capture();
+  }
+  {
+    DeviceRange<T> range(device_, "steps");
+    for (size_t i = 0; i < n; ++i) device_->replay();
+  }
+  res.host_table.resize(n * kMetricWidth);
+  backend_.download(res.host_table.data(), res.table.ptr, n * kMetricWidth * sizeof(double));
+  adam_steps_ += int64_t(n);
+
+  std::vector<StepMetrics> metrics(n);
+  for (size_t i = 0; i < n; ++i) {
+    const double* row = res.host_table.data() + i * kMetricWidth;
+    metrics[i].recon = row[0];
+    metrics[i].kl = row[1];
+    metrics[i].classifier_nll = row[2];
+    metrics[i].unlabelled_bound = row[3];
+  }
+  return metrics;
+}
+
+template <class T>
 void EquiVae<T>::embed(const float* images, int64_t n, float* out) {
+  DeviceRange<T> range(device_, "eval");
   const int D = config_.input_dim, dr = config_.latent_r;
   std::vector<T> rows(size_t(B_) * dr);
   for (int64_t begin = 0; begin < n; begin += B_) {
@@ -267,6 +497,7 @@ void EquiVae<T>::embed(const float* images, int64_t n, float* out) {
 template <class T>
 void EquiVae<T>::classify(const float* images, int64_t n, int32_t* labels) {
   check(config_.semi_supervised(), "classify", "the supervised model has no classifier q(y|x)");
+  DeviceRange<T> range(device_, "eval");
   const int D = config_.input_dim, C = config_.classes, chunk = B_ + U_;
   std::vector<T> logits(size_t(chunk) * C);
   for (int64_t begin = 0; begin < n; begin += chunk) {

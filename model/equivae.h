@@ -25,6 +25,7 @@
 #include "runtime/arena.h"
 #include "runtime/backend.h"
 #include "runtime/checkpoint.h"
+#include "runtime/cuda/device_step.h"
 
 namespace equivae {
 
@@ -41,6 +42,7 @@ template <class T>
 class EquiVae {
  public:
   EquiVae(const EquiVaeConfig& config, Backend<T>& backend);
+  ~EquiVae();
   EquiVae(const EquiVae&) = delete;
   EquiVae& operator=(const EquiVae&) = delete;
 
@@ -51,9 +53,22 @@ class EquiVae {
 
   // The step's phases, public for tests and benchmarks.
   void load_batch(const Batch& batch, const Dataset& data, const Dataset* unlabelled = nullptr);
-  StepMetrics forward(uint64_t step);                         // noise from (seed, step, row, col)
+  StepMetrics forward(uint64_t step);  // noise from (seed, step, row, col)
   void backward();
   void apply_adam();
+
+  // ---- Device-resident training, on backends that offer DeviceStepOps (CUDA), float plans:
+  // the data sets are uploaded once; a step is one replay of a graph captured on first use,
+  // which gathers its batch on the device, reads the step (Philox noise) and Adam's t from
+  // device counters and records its metrics in a device table. Per window of steps the host
+  // uploads the steps' indices (rows, pooling sets) in one copy and reads the metrics back in
+  // one copy. Same numbers as train_step over the same batches and steps (up to the
+  // backend's rounding).
+  bool device_steps_supported() const;
+  // Uploads the data sets that train_steps' batches index (kept until the next call).
+  void upload_datasets(const Dataset& labelled, const Dataset* unlabelled = nullptr);
+  // Steps first_step, first_step + 1, ... with batches[i] at step first_step + i.
+  std::vector<StepMetrics> train_steps(const std::vector<Batch>& batches, uint64_t first_step);
 
   // f_inv(x) for n images[n, input_dim] → out[n, d_r] (host memory), in chunks of B rows.
   void embed(const float* images, int64_t n, float* out);
@@ -78,6 +93,13 @@ class EquiVae {
 
  private:
   void initialise_parameters();
+  void check_batch(const Batch& batch, const Dataset& data, const Dataset* unlabelled) const;
+  // The forward ops; the noise's step comes from `step`, or from the device when counters
+  // is set (a captured step).
+  void forward_ops(uint64_t step, const DeviceCounters* counters);
+  StepMetrics read_metrics();
+  void device_step_ops();  // the captured step: gather, forward, backward, Adam, metrics
+  struct Resident;         // device buffers of the device-resident training (equivae.cpp)
 
   EquiVaeConfig config_;
   Backend<T>& backend_;
@@ -90,7 +112,7 @@ class EquiVae {
   T* params_flat_ = nullptr;
   T* grads_flat_ = nullptr;
   size_t parameter_count_ = 0;
-  Tensor<T> adam_m_, adam_v_;                   // [1, parameter_count]
+  Tensor<T> adam_m_, adam_v_;          // [1, parameter_count]
   Tensor<T> x_;                        // [R, input_dim] labelled rows, then unlabelled per label
   Tensor<int32_t> offsets_, members_;  // pooling sets of the R rows, CSR
   Tensor<T> r_, dr_;                   // [R, d_r]
@@ -99,15 +121,17 @@ class EquiVae {
   Tensor<T> kl_, ll_, dkl_, dll_;      // [1, R]
   Tensor<T> rv_, drv_;                 // [R, d_r + d_v] decoder input
   // Semi-supervised only:
-  Tensor<T> xq_;                       // [B + U, input_dim] classifier input
-  Tensor<int32_t> labels_;             // [1, B] segment labels
-  Tensor<T> log_prior_;                // [1, C]
-  Tensor<T> nll_, probs_, dnll_;       // [1, B], [B, C], [1, B]
-  Tensor<T> bound_, q_, dbound_;       // [1, U], [U, C], [1, U]
+  Tensor<T> xq_;                  // [B + U, input_dim] classifier input
+  Tensor<int32_t> labels_;        // [1, B] segment labels
+  Tensor<T> log_prior_;           // [1, C]
+  Tensor<T> nll_, probs_, dnll_;  // [1, B], [B, C], [1, B]
+  Tensor<T> bound_, q_, dbound_;  // [1, U], [U, C], [1, U]
   int64_t adam_steps_ = 0;
   std::vector<T> staging_;      // host gather buffer [R, input_dim]
   std::vector<T> metric_rows_;  // host copy of per-row metrics
   double mean_of(const Tensor<T>& values, int count);
+  DeviceStepOps<T>* device_ = nullptr;  // the backend's device-step ops, if it has them
+  std::unique_ptr<Resident> resident_;
 };
 
 }  // namespace equivae

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -80,6 +81,15 @@ std::vector<EpochRecord> train(EquiVae<T>& model, const Dataset& labelled,
     checkpoint_path = options.out_dir + "/checkpoint.safetensors";
   }
 
+  // On a backend with device-resident steps (CUDA) the data sets are uploaded once and the
+  // steps run as graph replays, a window of steps per call: the host samples the window's
+  // batches, and reads the window's metrics back once.
+  constexpr int64_t kDeviceWindow = 512;
+  const bool on_device = model.device_steps_supported();
+  if (on_device) model.upload_datasets(train, unlabelled);
+  std::vector<Batch> window;
+  std::vector<StepMetrics> window_metrics;
+
   std::vector<EpochRecord> records;
   Batch batch;
   const auto run_start = Clock::now();
@@ -88,9 +98,22 @@ std::vector<EpochRecord> train(EquiVae<T>& model, const Dataset& labelled,
     const auto epoch_start = Clock::now();
     double recon = 0, kl = 0, nll = 0, bound = 0;
     for (int64_t s = 0; s < steps; ++s, ++step) {
-      sampler.sample(step, batch);
-      if (unlabelled_sampler) unlabelled_sampler->sample(step, batch);
-      const StepMetrics m = model.train_step(batch, train, step, unlabelled);
+      if (on_device) {
+        const int64_t at = s % kDeviceWindow;
+        if (at == 0) {  // run the next window of steps on the device
+          window.resize(size_t(std::min(kDeviceWindow, steps - s)));
+          for (size_t i = 0; i < window.size(); ++i) {
+            sampler.sample(step + i, window[i]);
+            if (unlabelled_sampler) unlabelled_sampler->sample(step + i, window[i]);
+          }
+          window_metrics = model.train_steps(window, step);
+        }
+      }
+      const StepMetrics m = on_device ? window_metrics[size_t(s % kDeviceWindow)] : [&] {
+        sampler.sample(step, batch);
+        if (unlabelled_sampler) unlabelled_sampler->sample(step, batch);
+        return model.train_step(batch, train, step, unlabelled);
+      }();
       if (!std::isfinite(m.recon) || !std::isfinite(m.kl) || !std::isfinite(m.classifier_nll) ||
           !std::isfinite(m.unlabelled_bound))
         throw Error("step " + std::to_string(step) + " (epoch " + std::to_string(epoch) + ")",

@@ -30,9 +30,8 @@ class Backend {
   // ---- ops (see kernels/cpu/ops.h for the contracts)
   virtual void dense_forward(T* y, const T* x, const T* W, const T* b, int B, int in, int out,
                              bool relu) = 0;
-  virtual void dense_backward(T* dx, T* dW, T* db, T* dy, const T* x, const T* W, const T* y,
-                              int B, int in, int out, bool relu, int dx_from,
-                              bool accumulate_dx) = 0;
+  virtual void dense_backward(T* dx, T* dW, T* db, T* dy, const T* x, const T* W, const T* y, int B,
+                              int in, int out, bool relu, int dx_from, bool accumulate_dx) = 0;
   virtual void concat_forward(T* out, const T* a, const T* b, int B, int na, int nb) = 0;
   virtual void concat_backward(T* da, T* db, const T* dout, int B, int na, int nb,
                                bool accumulate_a, bool accumulate_b) = 0;
@@ -54,8 +53,7 @@ class Backend {
   virtual void expectation_forward(T* L, T* q, const T* logits, const T* ll, const T* kl,
                                    const T* log_prior, int U, int C) = 0;
   virtual void expectation_backward(T* dlogits, T* dll, T* dkl, const T* dL, const T* q,
-                                    const T* ll, const T* kl, const T* log_prior, int U,
-                                    int C) = 0;
+                                    const T* ll, const T* kl, const T* log_prior, int U, int C) = 0;
   virtual void adam_step(T* params, T* m, T* v, const T* grads, size_t n, const AdamConfig& config,
                          int64_t t) = 0;
   virtual void dropout_forward(T* y, T* mask, const T* x, size_t n, T rate, uint64_t seed,
@@ -66,5 +64,23 @@ class Backend {
 // The native CPU backend (OpenBLAS + OpenMP); threads ≤ 0 keeps the defaults.
 template <class T>
 std::unique_ptr<Backend<T>> make_cpu_backend(int threads = 0);
+
+}  // namespace equivae
+
+namespace equivae {
+
+// ---- The CUDA backend (runtime/cuda): device memory, the kernels of kernels/cuda, cuBLAS
+// GEMMs, everything on one stream, training steps replayed as one CUDA graph (it also offers
+// runtime/cuda/device_step.h). Linked through the library equivae_cuda_backend: the real one
+// where the CUDA toolkit was found at configure time, else a stub whose make_cuda_backend
+// throws Error and whose cuda_available() is false.
+struct CudaBackendOptions {
+  int device = 0;            // CUDA device ordinal
+  bool strict_fp32 = false;  // true: FP32 GEMMs only; false: TF32 tensor cores allowed (float)
+};
+template <class T>
+std::unique_ptr<Backend<T>> make_cuda_backend(const CudaBackendOptions& options = {});
+// True when this build has the real CUDA backend and a CUDA device can be used.
+bool cuda_available();
 
 }  // namespace equivae

@@ -32,12 +32,14 @@ EquiVaeConfig tiny_semi_config() {
   c.m_max = 2;
   c.unlabelled = 4;
   c.unlabelled_weight = 0.7;
+  c.classifier_weight = 1.3;
   c.seed = 5;
   return c;
 }
 
-double loss_of(const StepMetrics& m, double unlabelled_weight) {
-  return -(m.recon - m.kl) + m.classifier_nll - unlabelled_weight * m.unlabelled_bound;
+double loss_of(const StepMetrics& m, const EquiVaeConfig& c) {
+  return -(m.recon - m.kl) + c.classifier_weight * m.classifier_nll -
+         c.unlabelled_weight * m.unlabelled_bound;
 }
 
 TEST(SemiSupervised, WholeObjectiveBackwardMatchesFiniteDifferences) {
@@ -53,7 +55,7 @@ TEST(SemiSupervised, WholeObjectiveBackwardMatchesFiniteDifferences) {
   labelled.sample(2, batch);
   unlabelled.sample(2, batch);
   model.load_batch(batch, split.labelled, &split.unlabelled);
-  ASSERT_TRUE(std::isfinite(loss_of(model.forward(2), config.unlabelled_weight)));
+  ASSERT_TRUE(std::isfinite(loss_of(model.forward(2), config)));
   model.backward();
   std::vector<double> grads(model.gradients(), model.gradients() + model.parameter_count());
 
@@ -70,9 +72,9 @@ TEST(SemiSupervised, WholeObjectiveBackwardMatchesFiniteDifferences) {
     double& w = model.parameters()[p];
     const double saved = w;
     w = saved + h;
-    const double up = loss_of(model.forward(2), config.unlabelled_weight);
+    const double up = loss_of(model.forward(2), config);
     w = saved - h;
-    const double down = loss_of(model.forward(2), config.unlabelled_weight);
+    const double down = loss_of(model.forward(2), config);
     w = saved;
     const double numeric = (up - down) / (2 * h);
     worst = std::max(worst, std::fabs(numeric - grads[p]) / (1e-4 + std::fabs(numeric)));

@@ -162,6 +162,8 @@ int run(int argc, char** argv) {
   f.add("seeds", "5", "runs per row (seeds 1..N)");
   f.add("unlabelled", "100", "unlabelled items per step");
   f.add("unlabelled-weight", "1", "weight of the unlabelled term's batch mean");
+  f.add("classifier-weight", "1",
+        "semi-supervised: weight α of the labelled −log q(y|x) term (the paper: 1)");
   f.add("hidden", "512", "hidden width of every EquiVAE network and of the benchmark classifier");
   f.add("latent", "auto", "latent sizes (auto: 8 semi-supervised, 16 supervised)");
   f.add("m-max", "auto", "pooling set size bound (auto: 4 semi-supervised, 7 supervised)");
@@ -236,6 +238,7 @@ int run(int argc, char** argv) {
         c.k = int(std::min<int64_t>(c.k, labels / c.classes));
         c.unlabelled = int(f.get_int("unlabelled", 1, 100000));
         c.unlabelled_weight = f.get_double("unlabelled-weight", 0, 1e6);
+        c.classifier_weight = f.get_double("classifier-weight", 0, 1e6);
       }
       const Dataset& labelled = supervised ? data.train : split.labelled;
       r.epochs = int(epochs.empty()       ? (supervised                   ? 40

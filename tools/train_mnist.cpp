@@ -1,11 +1,13 @@
 // train_mnist: trains the supervised EquiVAE on MNIST-format data (the bundled
-// 10,000 digits by default) on the CPU and reports the distance-classifier error.
+// 10,000 digits by default) on the CPU or a CUDA GPU and reports the distance-classifier error.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <memory>
 #include <string>
 
 #include "model/config.h"
+#include "model/data_splits.h"
 #include "model/equivae.h"
 #include "model/evaluate.h"
 #include "model/idx_dataset.h"
@@ -14,10 +16,7 @@
 #include "runtime/backend.h"
 #include "runtime/error.h"
 #include "runtime/flags.h"
-
-#ifndef EQUIVAE_DATA_DIR
-#define EQUIVAE_DATA_DIR "data"
-#endif
+#include "tools/data_flags.h"
 
 namespace {
 
@@ -26,26 +25,24 @@ using namespace equivae;
 constexpr const char* kUsage =
     "usage: train_mnist [flags]\n"
     "Trains EquiVAE (Feige, ICML 2019), supervised or with --labels N semi-supervised, and prints "
-    "the distance-classifier test error (and q(y|x)'s, semi-supervised).\nWithout data flags it uses the bundled 10,000 MNIST digits: the first 8,000 train, "
+    "the distance-classifier test error (and q(y|x)'s, semi-supervised).\nWithout data flags it "
+    "uses the bundled 10,000 MNIST digits: the first 8,000 train, "
     "the last 2,000 test.";
 
 void declare_flags(Flags& f) {
-  f.add("data", "", "directory with the standard MNIST / Fashion-MNIST file names "
-                    "(train-images-idx3-ubyte[.gz], t10k-...)");
-  f.add("train-images", "", "IDX image file to train on (with --train-labels)");
-  f.add("train-labels", "", "IDX label file to train on");
-  f.add("test-images", "", "IDX image file to test on (with --test-labels)");
-  f.add("test-labels", "", "IDX label file to test on");
-  f.add("validation", "auto",
-        "last N training examples held out for validation (auto: 0 for the bundled digits, "
-        "5000 for a data directory, as the paper's 55k/5k split)");
+  declare_data_flags(f,
+                     "last N training examples held out for validation (auto: 0 for the bundled "
+                     "digits, 5000 for a data directory, as the paper's 55k/5k split)");
   f.add("epochs", "40", "training epochs");
   f.add("k", "16", "items per class in a batch (batch = 10 k)");
   f.add("labels", "0",
         "semi-supervised: keep the labels of only N training examples (N/10 per class, chosen "
         "by --seed), the rest train unlabelled; 0: supervised");
-  f.add("unlabelled", "100", "semi-supervised: unlabelled items per step (each paired with all 10 labels)");
+  f.add("unlabelled", "100",
+        "semi-supervised: unlabelled items per step (each paired with all 10 labels)");
   f.add("unlabelled-weight", "1", "semi-supervised: weight of the unlabelled term's batch mean");
+  f.add("classifier-weight", "1",
+        "semi-supervised: weight α of the labelled −log q(y|x) term (the paper: 1)");
   f.add("latent", "auto",
         "size of both latents r and v (auto: 16 supervised, 8 semi-supervised, as the paper)");
   f.add("latent-r", "", "size of the invariant latent r");
@@ -56,49 +53,13 @@ void declare_flags(Flags& f) {
   f.add("lr", "0.001", "Adam learning rate");
   f.add("seed", "1", "random seed (same seed, same numbers)");
   f.add("threads", "0", "CPU threads for GEMM and OpenMP (0: all cores)");
+  f.add("device", "auto",
+        "cpu or cuda (auto: cuda when this build has the CUDA backend and a GPU is present, "
+        "else cpu)");
+  f.add("strict-fp32", "", "cuda: plain FP32 GEMMs (default: TF32 tensor cores allowed)", true);
   f.add("out", "runs/mnist", "output directory: metrics.csv, checkpoint.safetensors");
   f.add("quiet", "", "no progress lines", true);
   f.add("help", "", "show this help", true);
-}
-
-struct Splits {
-  Dataset train, validation, test;
-};
-
-Splits load_splits(const Flags& f) {
-  Splits s;
-  const bool bundled = !f.has("data") && !f.has("train-images");
-  int64_t validation = 0;
-  if (bundled) {
-    const std::string dir = EQUIVAE_DATA_DIR;
-    Dataset all = load_idx(dir + "/mnist10k-images-idx3-ubyte.gz",
-                           dir + "/mnist10k-labels-idx1-ubyte.gz");
-    check(all.n > 2000, all.source, "expected the bundled 10,000 digits");
-    s.train = all.slice(0, all.n - 2000);
-    s.test = all.slice(all.n - 2000, all.n);
-  } else {
-    MnistFiles files;
-    if (f.has("data")) files = find_mnist_files(f.get("data"));
-    if (f.has("train-images")) files.train_images = f.get("train-images");
-    if (f.has("train-labels")) files.train_labels = f.get("train-labels");
-    if (f.has("test-images")) files.test_images = f.get("test-images");
-    if (f.has("test-labels")) files.test_labels = f.get("test-labels");
-    check(!files.train_labels.empty(), "--train-labels", "is needed with --train-images");
-    check(!files.test_images.empty() && !files.test_labels.empty(), "--test-images",
-          "and --test-labels are needed with --train-images");
-    s.train = load_idx(files.train_images, files.train_labels);
-    s.test = load_idx(files.test_images, files.test_labels);
-    validation = 5000;
-  }
-  if (f.get("validation") != "auto") validation = f.get_int("validation", 0, s.train.n - 1);
-  if (validation > 0) {
-    s.validation = s.train.slice(s.train.n - validation, s.train.n);
-    s.train = s.train.slice(0, s.train.n - validation);
-  }
-  check(s.test.dim == s.train.dim, s.test.source,
-        "test images have " + std::to_string(s.test.dim) + " pixels, training images " +
-            std::to_string(s.train.dim));
-  return s;
 }
 
 EquiVaeConfig config_from(const Flags& f, const Dataset& train) {
@@ -119,6 +80,7 @@ EquiVaeConfig config_from(const Flags& f, const Dataset& train) {
   if (semi) {
     c.unlabelled = int(f.get_int("unlabelled", 1, 100000));
     c.unlabelled_weight = f.get_double("unlabelled-weight", 0, 1e6);
+    c.classifier_weight = f.get_double("classifier-weight", 0, 1e6);
   }
   c.lr = f.get_double("lr", 1e-8, 10);
   c.seed = uint64_t(f.get_int("seed", 0, INT64_MAX));
@@ -135,7 +97,7 @@ int run(int argc, char** argv) {
     return 0;
   }
   const auto start = std::chrono::steady_clock::now();
-  const Splits data = load_splits(flags);
+  const DataSplits data = load_data(flags, 0);
   const EquiVaeConfig config = config_from(flags, data.train);
   const int threads = int(flags.get_int("threads", 0, 1024));
   TrainOptions options;
@@ -149,7 +111,22 @@ int run(int argc, char** argv) {
   const Dataset& labelled = labels > 0 ? split.labelled : data.train;
   const Dataset* unlabelled = labels > 0 ? &split.unlabelled : nullptr;
 
-  auto backend = make_cpu_backend<float>(threads);
+  std::string device = flags.get("device");
+  if (device == "auto") device = cuda_available() ? "cuda" : "cpu";
+  check(device == "cpu" || device == "cuda", "--device",
+        "expects cpu, cuda or auto, got '" + device + "'");
+  std::unique_ptr<Backend<float>> backend;
+  if (device == "cuda") {
+    CudaBackendOptions cuda;
+    cuda.strict_fp32 = flags.get_switch("strict-fp32");
+    try {  // says why: no GPU, no driver, or a build without the CUDA backend
+      backend = make_cuda_backend<float>(cuda);
+    } catch (const Error& e) {
+      throw Error("--device cuda", std::string(e.what()) + " (use --device cpu)");
+    }
+  } else {
+    backend = make_cpu_backend<float>(threads);
+  }
   EquiVae<float> model(config, *backend);
   std::fprintf(stderr, "train %lld", (long long)data.train.n);
   if (unlabelled)

@@ -1,0 +1,241 @@
+// Google Benchmark on a CUDA GPU: the training step of the reference architecture (B = 160)
+// on the CUDA backend, as graph replays (the engine's path: data set on the device, one graph
+// launch per step, metrics read back once per window) and eager (one launch per op, the batch
+// uploaded and the metrics read back every step), supervised and semi-supervised; and the
+// step's ops one by one at its shapes. Without a GPU (or in a build without the CUDA backend)
+// every benchmark reports "no CUDA device" and the program exits 0.
+//
+//   build/bench/bench_cuda_step [--benchmark_filter=Graph] [--benchmark_min_time=1]
+//   EQUIVAE_BENCH_STRICT_FP32=1: FP32 GEMMs (default TF32)
+#include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <memory>
+#include <vector>
+
+#include "model/equivae.h"
+#include "model/idx_dataset.h"
+#include "model/sampler.h"
+#include "model/subsets.h"
+#include "runtime/backend.h"
+#include "runtime/cuda/device_step.h"
+
+namespace {
+
+using namespace equivae;
+
+constexpr int kWindow = 100;  // graph steps per train_steps call
+
+const Dataset& digits() {
+  static const Dataset data = load_idx(EQUIVAE_SOURCE_DIR "/data/mnist10k-images-idx3-ubyte.gz",
+                                       EQUIVAE_SOURCE_DIR "/data/mnist10k-labels-idx1-ubyte.gz")
+                                  .slice(0, 8000);
+  return data;
+}
+
+bool skip_without_gpu(benchmark::State& state) {
+  if (cuda_available()) return false;
+  state.SkipWithError("no CUDA device (or a build without the CUDA backend)");
+  return true;
+}
+
+std::unique_ptr<Backend<float>> gpu_backend() {
+  CudaBackendOptions options;
+  const char* strict = std::getenv("EQUIVAE_BENCH_STRICT_FP32");
+  options.strict_fp32 = strict && *strict && *strict != '0';
+  return make_cuda_backend<float>(options);
+}
+
+void synchronize(Backend<float>& backend) {
+  if (auto* ops = dynamic_cast<DeviceStepOps<float>*>(&backend)) ops->synchronize();
+}
+
+EquiVaeConfig semi_config() {  // the paper's semi-supervised MNIST setting
+  EquiVaeConfig c;
+  c.latent_r = c.latent_v = 8;
+  c.m_max = 4;
+  c.unlabelled = 100;
+  return c;
+}
+
+void per_step_counters(benchmark::State& state, int steps_per_iteration, int examples) {
+  state.counters["step"] =
+      benchmark::Counter(double(steps_per_iteration) * double(state.iterations()),
+                         benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+  state.counters["examples/s"] = benchmark::Counter(
+      double(steps_per_iteration) * double(examples) * double(state.iterations()),
+      benchmark::Counter::kIsRate);
+}
+
+// One iteration = kWindow steps as graph replays (batches sampled beforehand: the time is the
+// device's plus the window's one index upload and one metric download).
+void BM_GraphStep(benchmark::State& state) {
+  if (skip_without_gpu(state)) return;
+  const bool semi = state.range(0) != 0;
+  const EquiVaeConfig config = semi ? semi_config() : EquiVaeConfig{};
+  auto backend = gpu_backend();
+  EquiVae<float> model(config, *backend);
+  LabelledSplit split;
+  if (semi) split = split_labelled(digits(), 3000, 1);
+  const Dataset& labelled = semi ? split.labelled : digits();
+  const Dataset* unlabelled = semi ? &split.unlabelled : nullptr;
+  model.upload_datasets(labelled, unlabelled);
+  BalancedBatchSampler sampler(labelled.labels, 10, config.k, config.m_max, 1);
+  std::unique_ptr<UnlabelledSampler> unl;
+  if (semi)
+    unl = std::make_unique<UnlabelledSampler>(unlabelled->n, config.unlabelled, 10, config.k,
+                                              config.m_max, 1);
+  std::vector<Batch> batches(kWindow);
+  for (int i = 0; i < kWindow; ++i) {
+    sampler.sample(uint64_t(i), batches[i]);
+    if (unl) unl->sample(uint64_t(i), batches[i]);
+  }
+  uint64_t step = 0;
+  model.train_steps(batches, step);  // capture + warm-up
+  step += kWindow;
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(model.train_steps(batches, step));
+    step += kWindow;
+  }
+  per_step_counters(state, kWindow, config.batch() + config.unlabelled);
+  state.SetLabel(backend->name());
+}
+BENCHMARK(BM_GraphStep)
+    ->ArgName("semi")
+    ->Arg(0)
+    ->Arg(1)
+    ->Unit(benchmark::kMicrosecond)
+    ->UseRealTime();
+
+// One iteration = one eager step: batch gathered and uploaded by the host, one launch per op,
+// metrics read back (a synchronisation) every step.
+void BM_EagerStep(benchmark::State& state) {
+  if (skip_without_gpu(state)) return;
+  const EquiVaeConfig config;
+  auto backend = gpu_backend();
+  EquiVae<float> model(config, *backend);
+  BalancedBatchSampler sampler(digits().labels, 10, config.k, config.m_max, 1);
+  Batch batch;
+  uint64_t step = 0;
+  sampler.sample(step, batch);
+  model.train_step(batch, digits(), step++);
+  for (auto _ : state) {
+    sampler.sample(step, batch);
+    benchmark::DoNotOptimize(model.train_step(batch, digits(), step++));
+  }
+  synchronize(*backend);
+  per_step_counters(state, 1, config.batch());
+  state.SetLabel(backend->name());
+}
+BENCHMARK(BM_EagerStep)->Unit(benchmark::kMicrosecond)->UseRealTime();
+
+// The step's ops at its shapes (B = 160, H = 512, D = 784), each repeated kRepeat times per
+// iteration and synchronised once: per-op device time including launch overhead.
+constexpr int kRepeat = 50;
+struct OpBuffers {
+  std::unique_ptr<Backend<float>> backend = gpu_backend();
+  std::vector<void*> blocks;
+  float* take(size_t n, float value) {
+    float* p = static_cast<float*>(backend->allocate(n * sizeof(float)));
+    backend->fill(p, value, n);
+    blocks.push_back(p);
+    return p;
+  }
+  ~OpBuffers() {
+    for (void* p : blocks) backend->release(p);
+  }
+};
+
+void BM_Op(benchmark::State& state) {
+  if (skip_without_gpu(state)) return;
+  const int op = int(state.range(0));
+  const int B = 160, H = 512, D = 784, d = 16;
+  OpBuffers b;
+  Backend<float>& be = *b.backend;
+  float* x = b.take(size_t(B) * D, 0.5f);
+  float* W = b.take(size_t(D) * H, 0.01f);
+  float* bias = b.take(std::max(H, D), 0.1f);
+  float* y = b.take(size_t(B) * std::max(H, D), 0.f);
+  float* dy = b.take(size_t(B) * std::max(H, D), 0.01f);
+  float* dW = b.take(size_t(D) * H, 0.f);
+  float* db = b.take(std::max(H, D), 0.f);
+  float* dx = b.take(size_t(B) * D, 0.f);
+  float* ll = b.take(B, 0.f);
+  float* mulv = b.take(size_t(B) * 2 * d, 0.1f);
+  float* v = b.take(size_t(B) * d, 0.f);
+  float* eps = b.take(size_t(B) * d, 0.f);
+  const size_t params = 2'000'000;
+  float* p = b.take(params, 0.01f);
+  float* m = b.take(params, 0.f);
+  float* vv = b.take(params, 0.f);
+  float* g = b.take(params, 0.001f);
+  std::vector<int32_t> offsets(B + 1), members;
+  for (int i = 0; i < B; ++i) {
+    offsets[i] = int32_t(members.size());
+    for (int j = 1; j <= 4; ++j) members.push_back((i / 16) * 16 + (i % 16 + j) % 16);
+  }
+  offsets[B] = int32_t(members.size());
+  auto* off = static_cast<int32_t*>(be.allocate(offsets.size() * 4));
+  auto* mem = static_cast<int32_t*>(be.allocate(members.size() * 4));
+  b.blocks.push_back(off);
+  b.blocks.push_back(mem);
+  be.upload(off, offsets.data(), offsets.size() * 4);
+  be.upload(mem, members.data(), members.size() * 4);
+  AdamConfig adam;
+  auto run = [&] {
+    switch (op) {
+      case 0:
+        be.dense_forward(y, x, W, bias, B, D, H, true);
+        break;
+      case 1:
+        be.dense_forward(y, x, W, bias, B, H, H, true);
+        break;
+      case 2:
+        be.dense_forward(y, x, W, bias, B, H, D, false);
+        break;
+      case 3:
+        be.dense_backward(dx, dW, db, dy, x, W, y, B, H, H, true, 0, false);
+        break;
+      case 4:
+        be.dense_backward(dx, dW, db, dy, x, W, y, B, H, D, false, 0, false);
+        break;
+      case 5:
+        be.bernoulli_ll_forward(ll, y, x, B, D);
+        break;
+      case 6:
+        be.bernoulli_ll_backward(dy, ll, y, x, B, D);
+        break;
+      case 7:
+        be.pool_forward(v, mulv, off, mem, B, d);
+        break;
+      case 8:
+        be.pool_backward(eps, v, off, mem, B, B, d);
+        break;
+      case 9:
+        be.sample_kl_forward(v, eps, ll, mulv, B, d, 1, 2, 0);
+        break;
+      case 10:
+        be.adam_step(p, m, vv, g, params, adam, 1);
+        break;
+    }
+  };
+  static const char* names[] = {
+      "dense_fwd 784x512 relu", "dense_fwd 512x512 relu", "dense_fwd 512x784",
+      "dense_bwd 512x512 relu", "dense_bwd 512x784",      "bernoulli_fwd 160x784",
+      "bernoulli_bwd 160x784",  "pool_fwd 160x16 m=4",    "pool_bwd 160x16 m=4",
+      "sample_kl_fwd 160x16",   "adam 2M params"};
+  run();
+  synchronize(be);
+  for (auto _ : state) {
+    for (int r = 0; r < kRepeat; ++r) run();
+    synchronize(be);
+  }
+  state.counters["op"] =
+      benchmark::Counter(double(kRepeat) * double(state.iterations()),
+                         benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+  state.SetLabel(names[op]);
+}
+BENCHMARK(BM_Op)->DenseRange(0, 10)->Unit(benchmark::kMicrosecond)->UseRealTime();
+
+}  // namespace

@@ -1,0 +1,312 @@
+#!/usr/bin/env bash
+# The one prepared GPU check (DESIGN §3): the CUDA backend's tests on the GPU, the op and
+# step benchmarks, a 40-epoch supervised Fashion-MNIST run, the PyTorch/JAX peers, and
+# compute-sanitizer; everything written under a results folder plus one markdown summary.
+#
+# Two steps, because the GPU machine has nvcc but not this project's Debian libraries
+# (OpenBLAS, Boost.Context, GoogleTest, Google Benchmark) and cannot fetch them:
+#
+#  1. here, on the development machine (needs nvcc, no GPU):
+#       bench/gpu_check.sh --prepare
+#     builds build-gpu/ (sm_80 + sm_90, portable x86-64 host code) and packs what the GPU run
+#     needs into build-gpu-pack/ (binaries, the shared libraries the GPU machine lacks,
+#     xz-compressed, and Fashion-MNIST when /usr/share/datasets/fashion-mnist exists); both
+#     folders are ignored by git (/build*/).
+#  2. on the GPU machine, from the repository root, carrying build-gpu-pack:
+#       bench/gpu_check.sh            (results in $OUT when set, else bench/results/gpu-check)
+#     Without a pack it configures and builds in build-gpu/ itself, which works only where
+#     the project's dependencies are installed.
+#
+# Budget: about 5 minutes, at most ~9 (each stage has its own timeout). A failing stage is
+# logged and the rest still run. Exit status: 0, 1 when the GPU tests failed (or were not
+# built), 2 when they were skipped (no usable GPU).
+# Stages can be chosen: STAGES="info tests bench train peers sanitizer" (the default: all).
+set -u -o pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT" || exit 1
+PACK="${GPU_PACK:-$ROOT/build-gpu-pack}"
+BUILD="${GPU_BUILD:-$ROOT/build-gpu}"
+
+# ---------------------------------------------------------------------------- --prepare
+prepare() {
+  local jobs="${JOBS:-2}"
+  command -v nvcc >/dev/null || { echo "gpu_check --prepare: nvcc not found" >&2; return 1; }
+  # RelWithDebInfo with our own flags: the top CMakeLists forces -march=native on Release,
+  # and the GPU machine's CPU may lack this one's instructions.
+  nice -n 19 cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O2 -DNDEBUG" \
+    -DCMAKE_CUDA_FLAGS_RELWITHDEBINFO="-O3 -DNDEBUG" >/dev/null || return 1
+  local targets=(test_cuda_backend_gpu test_cuda_backend train_mnist bench_cuda_step)
+  local optional
+  for optional in bench_cuda_kernels test_cuda_kernels_gpu; do
+    if cmake --build "$BUILD" --target help | grep -q "^\.\.\. $optional\$"; then
+      targets+=("$optional")
+    fi
+  done
+  echo "gpu_check --prepare: building ${targets[*]} in $BUILD (-j$jobs)"
+  nice -n 19 cmake --build "$BUILD" -j "$jobs" --target "${targets[@]}" || return 1
+
+  rm -rf "$PACK"
+  mkdir -p "$PACK/bin" "$PACK/lib"
+  local t exe lib
+  for t in "${targets[@]}"; do
+    exe="$(find "$BUILD" -type f -name "$t" -perm -u+x | head -n 1)"
+    [[ -n "$exe" ]] && cp "$exe" "$PACK/bin/" && strip --strip-unneeded "$PACK/bin/$t"
+  done
+  # Shared libraries outside glibc and CUDA (the GPU machine has its own CUDA 13).
+  for exe in "$PACK"/bin/*; do
+    ldd "$exe" | awk '/=> \//{print $3}'
+  done | sort -u | while read -r lib; do
+    case "$(basename "$lib")" in
+      libc.so* | libm.so* | libmvec.so* | libpthread.so* | libdl.so* | librt.so* | ld-linux*) ;;
+      libcuda.so* | libcudart.so* | libcublas* | libnvToolsExt* | libnvJitLink*) ;;
+      *) cp -L "$lib" "$PACK/lib/" ;;
+    esac
+  done
+  tar -C "$PACK" -cJf "$PACK/lib.tar.xz" lib && rm -rf "${PACK:?}/lib"
+  if [[ -d /usr/share/datasets/fashion-mnist ]]; then
+    mkdir -p "$PACK/fashion-mnist"
+    cp /usr/share/datasets/fashion-mnist/*-ubyte* "$PACK/fashion-mnist/"
+  fi
+  du -sh "$PACK"
+  echo "gpu_check --prepare: done. On the GPU machine: bench/gpu_check.sh, carrying build-gpu-pack"
+}
+
+if [[ "${1:-}" == "--prepare" ]]; then
+  prepare
+  exit $?
+fi
+
+# ---------------------------------------------------------------------------- the GPU run
+RESULTS="${OUT:-$ROOT/bench/results/gpu-check}"
+mkdir -p "$RESULTS"
+LOG="$RESULTS/gpu_check.log"
+SUMMARY="$RESULTS/summary.md"
+: >"$LOG"
+STAGES="${STAGES:-info tests bench train peers sanitizer}"
+declare -A STATUS=()
+tests_failed=0
+
+log() { echo "[gpu_check $(date +%H:%M:%S)] $*" | tee -a "$LOG" >&2; }
+want() { [[ " $STAGES " == *" $1 "* ]]; }
+# run_stage NAME TIMEOUT_S COMMAND...: output appended to the log; status recorded.
+run_stage() {
+  local name="$1" limit="$2"
+  shift 2
+  log "stage $name: $* (timeout ${limit}s)"
+  local start rc
+  start=$(date +%s)
+  timeout --kill-after=10 "$limit" "$@" >>"$LOG" 2>&1
+  rc=$?
+  local took=$(($(date +%s) - start))
+  if [[ $rc -eq 0 ]]; then
+    STATUS[$name]="ok (${took} s)"
+  elif [[ $rc -eq 124 || $rc -eq 137 ]]; then
+    STATUS[$name]="TIMEOUT after ${limit} s"
+  else
+    STATUS[$name]="FAILED rc=$rc (${took} s)"
+  fi
+  log "stage $name: ${STATUS[$name]}"
+  return $rc
+}
+
+ORIGINAL_LD_LIBRARY_PATH="${LD_LIBRARY_PATH:-}"  # for python3 (the peers): not our libraries
+# Where the binaries are: the carried pack, or a build made here.
+BIN=""
+if [[ -d "$PACK/bin" ]]; then
+  BIN="$PACK/bin"
+  if [[ -f "$PACK/lib.tar.xz" && ! -d "$PACK/lib" ]]; then
+    mkdir -p /tmp/equivae-gpu-lib
+    tar -C /tmp/equivae-gpu-lib -xJf "$PACK/lib.tar.xz" 2>>"$LOG" ||
+      python3 -c "import tarfile,sys; tarfile.open(sys.argv[1]).extractall(sys.argv[2])" \
+        "$PACK/lib.tar.xz" /tmp/equivae-gpu-lib 2>>"$LOG"
+  fi
+  export LD_LIBRARY_PATH="/tmp/equivae-gpu-lib/lib:$PACK/lib:${LD_LIBRARY_PATH:-}"
+  log "using the carried pack $PACK"
+else
+  log "no pack at $PACK: configuring and building in $BUILD"
+  if run_stage build 420 bash -c "cmake -S '$ROOT' -B '$BUILD' -DCMAKE_BUILD_TYPE=Release \
+      && cmake --build '$BUILD' -j \"\$(nproc)\" --target test_cuda_backend_gpu train_mnist \
+         bench_cuda_step"; then
+    BIN="$RESULTS/.bin"
+    mkdir -p "$BIN"
+    for t in test_cuda_backend_gpu train_mnist bench_cuda_step bench_cuda_kernels; do
+      exe="$(find "$BUILD" -type f -name "$t" -perm -u+x | head -n 1)"
+      [[ -n "$exe" ]] && ln -sf "$exe" "$BIN/$t"
+    done
+  fi
+fi
+# CUDA libraries: the toolkit's, else the pip wheels' (the machine's python3 has them).
+for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do
+  [[ -d "$d" ]] && export LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$d"
+done
+PIP_CUDA_LIBS="$(python3 - 2>/dev/null <<'EOF'
+import glob, os
+try:
+    import nvidia
+    roots = list(nvidia.__path__)
+except Exception:
+    roots = []
+print(":".join(sorted({os.path.dirname(p) for r in roots for p in glob.glob(r + "/*/lib/*.so*")})))
+EOF
+)"
+[[ -n "$PIP_CUDA_LIBS" ]] && export LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$PIP_CUDA_LIBS"
+has() { [[ -n "$BIN" && -x "$BIN/$1" ]]; }
+
+FASHION="${FASHION_DIR:-}"
+if [[ -z "$FASHION" ]]; then
+  for d in "$PACK/fashion-mnist" /usr/share/datasets/fashion-mnist; do
+    [[ -d "$d" ]] && FASHION="$d" && break
+  done
+fi
+
+# ---- info
+if want info; then
+  # shellcheck disable=SC2016  # $1 and $b belong to the inner shell
+  run_stage info 30 bash -c 'nvidia-smi; nvcc --version | tail -n 2; uname -a; nproc;
+    for b in "$1"/*; do echo "== ldd $b"; ldd "$b" | grep -E "not found|cuda|cublas|openblas"; done' \
+    info "$BIN"
+fi
+
+# ---- tests: the CUDA backend on the GPU (skips nothing when a device is present)
+if want tests; then
+  if has test_cuda_backend_gpu; then
+    run_stage tests_gpu 90 env OMP_NUM_THREADS=1 "$BIN/test_cuda_backend_gpu" \
+      --gtest_output="xml:$RESULTS/tests_gpu.xml" || tests_failed=1
+    skipped=$(grep -c "<skipped" "$RESULTS/tests_gpu.xml" 2>/dev/null)
+    if [[ "${skipped:-0}" -gt 0 ]]; then
+      STATUS[tests_gpu]="SKIPPED ($skipped tests): no usable GPU seen"
+      log "WARNING: ${STATUS[tests_gpu]}"
+      tests_failed=2
+    fi
+  else
+    STATUS[tests_gpu]="not built"
+    tests_failed=1
+  fi
+  if has test_cuda_kernels_gpu; then
+    run_stage tests_kernels_gpu 90 "$BIN/test_cuda_kernels_gpu" || tests_failed=1
+  fi
+  # The emulated suite, as a check that the pack runs on this machine's CPU.
+  has test_cuda_backend && run_stage tests_emulated 60 env OMP_NUM_THREADS=4 "$BIN/test_cuda_backend"
+fi
+
+# ---- benchmarks: ops, graph and eager steps (TF32 default; graph steps again in strict FP32)
+if want bench; then
+  if has bench_cuda_kernels; then
+    run_stage bench_kernels 60 "$BIN/bench_cuda_kernels" --benchmark_min_time=0.2
+  fi
+  if has bench_cuda_step; then
+    run_stage bench_step 90 "$BIN/bench_cuda_step" --benchmark_min_time=0.3 \
+      --benchmark_out="$RESULTS/bench_step.json" --benchmark_out_format=json
+    run_stage bench_step_fp32 45 env EQUIVAE_BENCH_STRICT_FP32=1 "$BIN/bench_cuda_step" \
+      --benchmark_filter=GraphStep --benchmark_min_time=0.3 \
+      --benchmark_out="$RESULTS/bench_step_fp32.json" --benchmark_out_format=json
+  else
+    STATUS[bench_step]="not built"
+  fi
+fi
+
+# ---- the 40-epoch supervised run on 55k Fashion-MNIST examples (5k validation), and a
+# 1-epoch run on the bundled digits whose ELBO should be the CPU's -245.86 give or take TF32.
+TRAIN_SECONDS=""
+if want train; then
+  if has train_mnist; then
+    run_stage train_digits_1epoch 60 "$BIN/train_mnist" --device cuda --epochs 1 \
+      --out /tmp/equivae-digits
+    if [[ -n "$FASHION" ]]; then
+      start_ns=$(date +%s%N)
+      run_stage train_fashion40 150 bash -c "set -o pipefail; '$BIN/train_mnist' --device cuda --epochs 40 \
+        --data '$FASHION' --out /tmp/equivae-fashion40 2>&1 | tee '$RESULTS/train_fashion40.log'"
+      TRAIN_SECONDS=$(awk -v a="$start_ns" -v b="$(date +%s%N)" 'BEGIN { printf "%.1f", (b - a) / 1e9 }')
+      cp /tmp/equivae-fashion40/metrics.csv "$RESULTS/fashion40_metrics.csv" 2>/dev/null
+    else
+      STATUS[train_fashion40]="skipped: no Fashion-MNIST (set FASHION_DIR or pack it)"
+    fi
+  else
+    STATUS[train_fashion40]="not built"
+  fi
+fi
+
+# ---- the PyTorch / JAX peers on the GPU
+if want peers; then
+  run_stage peers 200 env LD_LIBRARY_PATH="$ORIGINAL_LD_LIBRARY_PATH" PEERS_DEVICE=cuda \
+    PEERS_PY=python3 PYTHONUNBUFFERED=1 \
+    "$ROOT/bench/peers/run_peers.sh" "$RESULTS/peers_cuda.jsonl" --steps 100 --warmup 10
+fi
+
+# ---- compute-sanitizer over the kernels (through the backend's GPU tests: every kernel runs)
+if want sanitizer; then
+  if command -v compute-sanitizer >/dev/null && has test_cuda_backend_gpu; then
+    filter='*StepMatchesTheCpuBackend*:*SupervisedGraphSteps*:*DropoutAndFill*:*SampledNoise*'
+    run_stage memcheck 60 compute-sanitizer --tool memcheck --error-exitcode 3 \
+      "$BIN/test_cuda_backend_gpu" --gtest_filter="$filter"
+    run_stage racecheck 60 compute-sanitizer --tool racecheck --error-exitcode 3 \
+      "$BIN/test_cuda_backend_gpu" --gtest_filter='*SupervisedStepMatchesTheCpuBackend*'
+  else
+    STATUS[sanitizer]="skipped: compute-sanitizer or the GPU test binary missing"
+  fi
+fi
+
+# ---------------------------------------------------------------------------- summary
+{
+  echo "# GPU check $(date -u +%Y-%m-%dT%H:%MZ)"
+  echo
+  echo "Device: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || echo unknown)"
+  echo
+  echo "| stage | result |"
+  echo "| --- | --- |"
+  for k in "${!STATUS[@]}"; do echo "| $k | ${STATUS[$k]} |"; done | sort
+  echo
+  if [[ -f "$RESULTS/tests_gpu.xml" ]]; then
+    echo "GPU tests: $(grep -o '<testsuites tests="[0-9]*" failures="[0-9]*" disabled="[0-9]*" errors="[0-9]*"' \
+      "$RESULTS/tests_gpu.xml" | head -n 1)"
+    echo
+  fi
+  if [[ -n "$TRAIN_SECONDS" ]]; then
+    echo "40-epoch supervised Fashion-MNIST run (55k train): ${TRAIN_SECONDS} s wall, incl. data load and per-epoch validation;"
+    echo "last epoch: $(grep -E '^epoch +40' "$RESULTS/train_fashion40.log" | tail -n 1)"
+    grep 'test error' "$RESULTS/train_fashion40.log" | tail -n 1
+    echo
+  fi
+  python3 - "$RESULTS" <<'EOF' 2>/dev/null || echo "(python3 summary of the benchmarks failed; see the json files)"
+import json, os, sys
+res = sys.argv[1]
+def table(path, title):
+    if not os.path.exists(path):
+        return
+    data = json.load(open(path))
+    print(f"## {title}\n")
+    print("| benchmark | label | per step / op | examples/s |")
+    print("| --- | --- | --- | --- |")
+    for b in data.get("benchmarks", []):
+        if b.get("error_occurred"):
+            print(f"| {b['name']} | {b.get('error_message','error')} | | |")
+            continue
+        per = b.get("step", b.get("op"))
+        per = f"{per * 1e6:.1f} us" if per is not None else f"{b['real_time']:.1f} {b['time_unit']}"
+        ex = b.get("examples/s")
+        print(f"| {b['name']} | {b.get('label','')} | {per} | {ex:,.0f} |" if ex else
+              f"| {b['name']} | {b.get('label','')} | {per} | |")
+    print()
+table(os.path.join(res, "bench_step.json"), "CUDA backend (TF32 allowed)")
+table(os.path.join(res, "bench_step_fp32.json"), "CUDA backend, strict FP32")
+peers = os.path.join(res, "peers_cuda.jsonl")
+if os.path.exists(peers):
+    print("## Peers on the same GPU\n")
+    print("| peer | result |")
+    print("| --- | --- |")
+    for line in open(peers):
+        try:
+            r = json.loads(line)
+        except ValueError:
+            continue
+        name = " ".join(str(r.get(k, "")) for k in ("framework", "mode") if k in r) or "peer"
+        rest = ", ".join(f"{k}={v}" for k, v in r.items() if k not in ("framework", "mode"))
+        print(f"| {name} | {rest} |")
+    print()
+EOF
+  echo "Full log: gpu_check.log"
+} >"$SUMMARY"
+cat "$SUMMARY"
+exit "$tests_failed"

@@ -1,0 +1,487 @@
+// The CUDA backend: Backend<T> on device memory, the hand-written kernels of kernels/cuda, and
+// GEMMs in cuBLAS, all issued on one stream; plus DeviceStepOps<T> (runtime/cuda/device_step.h)
+// so a plan can capture its training step once and replay it as a CUDA graph.
+//
+// One source, two builds:
+//  - nvcc against the CUDA runtime and cuBLAS (library equivae_cuda_backend, only where the
+//    toolkit is found): make_cuda_backend<T>, cuda_available;
+//  - g++ against the emulator (library equivae_cuda_backend_emu, EQUIVAE_CUDA_EMULATED):
+//    make_emulated_cuda_backend<T>. cudaMalloc & co. are kernels/emu/emu_runtime.h's (host
+//    memory), GEMMs run in OpenBLAS exactly as the CPU backend calls it, and a capture
+//    records each op as a closure that replay() runs again — so a value the step reads from
+//    a kernel argument instead of device memory is frozen at capture time here too, and the
+//    tests see the same bug a real graph would have.
+//
+// GEMMs: the engine's matrices are row-major, cuBLAS is column-major. A row-major M×N matrix
+// is its column-major N×M transpose, so C = op(A)·op(B) in row-major is Cᵀ = op(B)ᵀ·op(A)ᵀ
+// in column-major: call gemm with the operands and M/N swapped and the same transposes.
+#include <algorithm>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <type_traits>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "kernels/cuda/ops.h"
+#include "runtime/backend.h"
+#include "runtime/cuda/cuda_backend.h"
+#include "runtime/cuda/device_step.h"
+#include "runtime/cuda/step_kernels.h"
+#include "runtime/error.h"
+
+#if defined(EQUIVAE_CUDA_EMULATED)
+#include <cblas.h>
+#else
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+#include <nvtx3/nvToolsExt.h>
+#endif
+
+namespace equivae {
+namespace {
+
+void cuda_check(cudaError_t status, const char* what) {
+  if (status != cudaSuccess)
+    throw Error("cuda backend", std::string(what) + ": " + cudaGetErrorString(status));
+}
+#define EQUIVAE_CUDA_CHECK(expr) cuda_check((expr), #expr)
+
+#if !defined(EQUIVAE_CUDA_EMULATED)
+void cublas_check(cublasStatus_t status, const char* what) {
+  if (status != CUBLAS_STATUS_SUCCESS)
+    throw Error("cuda backend", std::string(what) + ": " + cublasGetStatusString(status));
+}
+#define EQUIVAE_CUBLAS_CHECK(expr) cublas_check((expr), #expr)
+#endif
+
+// A block of device memory, freed on destruction.
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  explicit DeviceBuffer(size_t bytes) {
+    EQUIVAE_CUDA_CHECK(cudaMalloc(&ptr_, std::max<size_t>(bytes, 256)));
+  }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  DeviceBuffer(DeviceBuffer&& other) noexcept : ptr_(std::exchange(other.ptr_, nullptr)) {}
+  DeviceBuffer& operator=(DeviceBuffer&& other) noexcept {
+    if (this != &other) {
+      if (ptr_) cudaFree(ptr_);
+      ptr_ = std::exchange(other.ptr_, nullptr);
+    }
+    return *this;
+  }
+  ~DeviceBuffer() {
+    if (ptr_) cudaFree(ptr_);
+  }
+  void* get() const { return ptr_; }
+
+ private:
+  void* ptr_ = nullptr;
+};
+
+// Row-major GEMM descriptor: C[M,N] = op(A)·op(B) + beta·C, as cblas with CblasRowMajor.
+struct Gemm {
+  bool trans_a, trans_b;
+  int M, N, K, lda, ldb, ldc;
+  double beta;
+};
+
+template <class T>
+class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
+ public:
+  explicit CudaBackend(const CudaBackendOptions& options) : options_(options) {
+#if !defined(EQUIVAE_CUDA_EMULATED)
+    int count = 0;
+    const cudaError_t status = cudaGetDeviceCount(&count);
+    check(status == cudaSuccess && count > 0, "cuda backend",
+          std::string("no CUDA device: ") +
+              (status == cudaSuccess ? "none present" : cudaGetErrorString(status)));
+    check(options.device >= 0 && options.device < count, "cuda backend",
+          "device " + std::to_string(options.device) + " does not exist (" + std::to_string(count) +
+              " present)");
+    EQUIVAE_CUDA_CHECK(cudaSetDevice(options.device));
+    cudaDeviceProp prop{};
+    EQUIVAE_CUDA_CHECK(cudaGetDeviceProperties(&prop, options.device));
+    device_name_ = prop.name;
+    EQUIVAE_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    EQUIVAE_CUBLAS_CHECK(cublasCreate(&cublas_));
+    EQUIVAE_CUBLAS_CHECK(cublasSetStream(cublas_, stream_));
+    // A fixed workspace: cuBLAS then allocates nothing inside a graph capture (32 MiB is
+    // NVIDIA's recommendation for Hopper).
+    workspace_ = DeviceBuffer(kWorkspaceBytes);
+    EQUIVAE_CUBLAS_CHECK(cublasSetWorkspace(cublas_, workspace_.get(), kWorkspaceBytes));
+    EQUIVAE_CUBLAS_CHECK(cublasSetMathMode(cublas_, options.strict_fp32 || !std::is_same_v<T, float>
+                                                        ? CUBLAS_PEDANTIC_MATH
+                                                        : CUBLAS_TF32_TENSOR_OP_MATH));
+#endif
+  }
+  ~CudaBackend() override {
+#if !defined(EQUIVAE_CUDA_EMULATED)
+    if (capturing_) {
+      cudaGraph_t graph = nullptr;
+      cudaStreamEndCapture(stream_, &graph);
+      if (graph) cudaGraphDestroy(graph);
+    }
+    if (stream_) cudaStreamSynchronize(stream_);
+    if (exec_) cudaGraphExecDestroy(exec_);
+    if (cublas_) cublasDestroy(cublas_);
+    blocks_.clear();  // frees whatever the plans did not release
+    if (stream_) cudaStreamDestroy(stream_);
+#endif
+  }
+
+  std::string name() const override {
+#if defined(EQUIVAE_CUDA_EMULATED)
+    return "cuda (emulated)";
+#else
+    return "cuda (" + device_name_ + (options_.strict_fp32 ? ", fp32" : ", tf32") + ")";
+#endif
+  }
+
+  // ---- memory: one cudaMalloc per block, owned here until release (or the backend's end).
+  void* allocate(size_t bytes) override {
+    not_capturing("allocate");
+    DeviceBuffer buffer(bytes);
+    void* p = buffer.get();
+    EQUIVAE_CUDA_CHECK(cudaMemsetAsync(p, 0, std::max<size_t>(bytes, 256), stream_));
+    blocks_.emplace(p, std::move(buffer));
+    return p;
+  }
+  void release(void* block) override {
+    if (!block) return;
+    synchronize();
+    check(blocks_.erase(block) == 1, "cuda backend", "release of a block it did not allocate");
+  }
+  void upload(void* dst, const void* src, size_t bytes) override {
+    not_capturing("upload");
+    // Pageable source: the call returns once the bytes are staged, so src may be reused.
+    EQUIVAE_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream_));
+  }
+  void download(void* dst, const void* src, size_t bytes) override {
+    not_capturing("download");
+    EQUIVAE_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream_));
+    EQUIVAE_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  }
+  void fill(T* dst, T value, size_t count) override {
+    issue("fill", [=, self = this] { cuda::fill(dst, value, count, self->stream_); });
+  }
+
+  // ---- ops
+  void dense_forward(T* y, const T* x, const T* W, const T* b, int B, int in, int out,
+                     bool relu) override {
+    issue("dense_forward", [=, self = this] {
+      self->gemm({false, false, B, out, in, in, out, out, 0.0}, x, W, y);
+      cuda::dense_bias_act(y, b, B, out, relu, self->stream_);
+    });
+  }
+  void dense_backward(T* dx, T* dW, T* db, T* dy, const T* x, const T* W, const T* y, int B, int in,
+                      int out, bool relu, int dx_from, bool accumulate_dx) override {
+    issue("dense_backward", [=, self = this] {
+      // Masks dy by the ReLU in place (dy then holds dz) and writes db.
+      cuda::dense_backward_bias(dy, db, y, B, out, relu, self->stream_);
+      // dW[in,out] = xᵀ · dz
+      self->gemm({true, false, in, out, B, in, out, out, 0.0}, x, dy, dW);
+      // dx[B, in − dx_from] = dz · W[dx_from:in, :]ᵀ
+      const int width = in - dx_from;
+      if (dx && width > 0)
+        self->gemm({false, true, B, width, out, out, out, width, accumulate_dx ? 1.0 : 0.0}, dy,
+                   W + size_t(dx_from) * out, dx);
+    });
+  }
+  void concat_forward(T* out, const T* a, const T* b, int B, int na, int nb) override {
+    issue("concat_forward",
+          [=, self = this] { cuda::concat_forward(out, a, b, B, na, nb, self->stream_); });
+  }
+  void concat_backward(T* da, T* db, const T* dout, int B, int na, int nb, bool accumulate_a,
+                       bool accumulate_b) override {
+    issue("concat_backward", [=, self = this] {
+      cuda::concat_backward(da, db, dout, B, na, nb, accumulate_a, accumulate_b, self->stream_);
+    });
+  }
+  void pool_forward(T* r, const T* e, const int32_t* offsets, const int32_t* members, int R,
+                    int d) override {
+    issue("pool_forward",
+          [=, self = this] { cuda::pool_forward(r, e, offsets, members, R, d, self->stream_); });
+  }
+  void pool_backward(T* de, const T* dr, const int32_t* offsets, const int32_t* members, int R,
+                     int N, int d) override {
+    issue("pool_backward", [=, self = this] {
+      cuda::pool_backward(de, dr, offsets, members, R, N, d, self->stream_);
+    });
+  }
+  void sample_kl_forward(T* v, T* eps, T* kl, const T* mulv, int B, int d, uint64_t seed,
+                         uint64_t step, uint32_t row0) override {
+    issue("sample_kl_forward", [=, self = this] {
+      cuda::sample_kl_forward(v, eps, kl, mulv, B, d, seed, step, row0, self->stream_);
+    });
+  }
+  void sample_kl_backward(T* dmulv, const T* dv, const T* dkl, const T* mulv, const T* eps, int B,
+                          int d) override {
+    issue("sample_kl_backward", [=, self = this] {
+      cuda::sample_kl_backward(dmulv, dv, dkl, mulv, eps, B, d, self->stream_);
+    });
+  }
+  void bernoulli_ll_forward(T* ll, const T* logits, const T* x, int B, int D) override {
+    issue("bernoulli_ll_forward",
+          [=, self = this] { cuda::bernoulli_ll_forward(ll, logits, x, B, D, self->stream_); });
+  }
+  void bernoulli_ll_backward(T* dlogits, const T* dll, const T* logits, const T* x, int B,
+                             int D) override {
+    issue("bernoulli_ll_backward", [=, self = this] {
+      cuda::bernoulli_ll_backward(dlogits, dll, logits, x, B, D, self->stream_);
+    });
+  }
+  void softmax_xent_forward(T* loss, T* probs, const T* logits, const int32_t* labels, int B,
+                            int C) override {
+    issue("softmax_xent_forward", [=, self = this] {
+      cuda::softmax_xent_forward(loss, probs, logits, labels, B, C, self->stream_);
+    });
+  }
+  void softmax_xent_backward(T* dlogits, const T* dloss, const T* probs, const int32_t* labels,
+                             int B, int C) override {
+    issue("softmax_xent_backward", [=, self = this] {
+      cuda::softmax_xent_backward(dlogits, dloss, probs, labels, B, C, self->stream_);
+    });
+  }
+  void expectation_forward(T* L, T* q, const T* logits, const T* ll, const T* kl,
+                           const T* log_prior, int U, int C) override {
+    issue("expectation_forward", [=, self = this] {
+      cuda::expectation_forward(L, q, logits, ll, kl, log_prior, U, C, self->stream_);
+    });
+  }
+  void expectation_backward(T* dlogits, T* dll, T* dkl, const T* dL, const T* q, const T* ll,
+                            const T* kl, const T* log_prior, int U, int C) override {
+    issue("expectation_backward", [=, self = this] {
+      cuda::expectation_backward(dlogits, dll, dkl, dL, q, ll, kl, log_prior, U, C, self->stream_);
+    });
+  }
+  void adam_step(T* params, T* m, T* v, const T* grads, size_t n, const AdamConfig& config,
+                 int64_t t) override {
+    issue("adam_step",
+          [=, self = this] { cuda::adam_step(params, m, v, grads, n, config, t, self->stream_); });
+  }
+  void dropout_forward(T* y, T* mask, const T* x, size_t n, T rate, uint64_t seed, uint64_t step,
+                       uint32_t stream_id) override {
+    issue("dropout_forward", [=, self = this] {
+      cuda::dropout_forward(y, mask, x, n, rate, seed, step, stream_id, self->stream_);
+    });
+  }
+  void dropout_backward(T* dx, const T* dy, const T* mask, size_t n) override {
+    issue("dropout_backward",
+          [=, self = this] { cuda::dropout_backward(dx, dy, mask, n, self->stream_); });
+  }
+
+  // ---- DeviceStepOps
+  void gather_rows(T* out, const float* data, const int32_t* index, int rows, int D) override {
+    if constexpr (std::is_same_v<T, float>) {
+      issue("gather_rows",
+            [=, self = this] { cuda::gather_rows(out, data, index, rows, D, self->stream_); });
+    } else {
+      throw Error("cuda backend", "gather_rows: device-resident data sets are float only");
+    }
+  }
+  void sample_kl_forward(T* v, T* eps, T* kl, const T* mulv, int B, int d, uint64_t seed,
+                         const DeviceCounters* counters, uint32_t row0) override {
+    issue("sample_kl_forward", [=, self = this] {
+      cuda::sample_kl_forward(v, eps, kl, mulv, B, d, seed, &counters->step, row0, self->stream_);
+    });
+  }
+  void adam_step(T* params, T* m, T* v, const T* grads, size_t n, const AdamConfig& config,
+                 const DeviceCounters* counters) override {
+    issue("adam_step", [=, self = this] {
+      cuda::adam_step(params, m, v, grads, n, config, &counters->t, self->stream_);
+    });
+  }
+  void select_slot(const SlotLayout& layout, const int32_t* slots,
+                   const DeviceCounters* counters) override {
+    issue("select_slot",
+          [=, self = this] { cuda::select_slot(layout, slots, counters, self->stream_); });
+  }
+  void record_means(double* table, const MeanSet<T>& set, const DeviceCounters* counters) override {
+    issue("record_means",
+          [=, self = this] { cuda::record_means(table, set, counters, self->stream_); });
+  }
+  void advance(DeviceCounters* counters) override {
+    issue("advance", [=, self = this] { cuda::advance_counters(counters, self->stream_); });
+  }
+
+  void begin_capture() override {
+    check(!capturing_, "cuda backend", "begin_capture inside a capture");
+    reset_graph();
+#if defined(EQUIVAE_CUDA_EMULATED)
+    recorded_.clear();
+#else
+    EQUIVAE_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+#endif
+    capturing_ = true;
+  }
+  void end_capture() override {
+    check(capturing_, "cuda backend", "end_capture without begin_capture");
+    capturing_ = false;
+#if defined(EQUIVAE_CUDA_EMULATED)
+    graph_ = std::move(recorded_);
+    recorded_.clear();
+    has_graph_ = true;
+#else
+    cudaGraph_t graph = nullptr;
+    EQUIVAE_CUDA_CHECK(cudaStreamEndCapture(stream_, &graph));
+    const cudaError_t status = cudaGraphInstantiate(&exec_, graph, 0);
+    cudaGraphDestroy(graph);
+    cuda_check(status, "cudaGraphInstantiate");
+    has_graph_ = true;
+#endif
+  }
+  void abort_capture() override {
+    if (!capturing_) return;
+    capturing_ = false;
+#if defined(EQUIVAE_CUDA_EMULATED)
+    recorded_.clear();
+#else
+    cudaGraph_t graph = nullptr;
+    cudaStreamEndCapture(stream_, &graph);
+    if (graph) cudaGraphDestroy(graph);
+    cudaGetLastError();  // clear the capture's sticky-free error, if any
+#endif
+  }
+  bool has_graph() const override {
+    return has_graph_;
+  }
+  void reset_graph() override {
+#if defined(EQUIVAE_CUDA_EMULATED)
+    graph_.clear();
+#else
+    if (exec_) {
+      synchronize();
+      cudaGraphExecDestroy(exec_);
+      exec_ = nullptr;
+    }
+#endif
+    has_graph_ = false;
+  }
+  void replay() override {
+    check(has_graph_ && !capturing_, "cuda backend", "replay without a captured graph");
+#if defined(EQUIVAE_CUDA_EMULATED)
+    for (const auto& op : graph_) op();
+#else
+    EQUIVAE_CUDA_CHECK(cudaGraphLaunch(exec_, stream_));
+#endif
+  }
+  void synchronize() override {
+    not_capturing("synchronize");
+    EQUIVAE_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  }
+  void push_range([[maybe_unused]] const char* name) override {
+#if !defined(EQUIVAE_CUDA_EMULATED)
+    nvtxRangePushA(name);
+#endif
+  }
+  void pop_range() override {
+#if !defined(EQUIVAE_CUDA_EMULATED)
+    nvtxRangePop();
+#endif
+  }
+
+ private:
+  static constexpr size_t kWorkspaceBytes = size_t(32) << 20;
+
+  void not_capturing(const char* what) const {
+    check(!capturing_, "cuda backend",
+          std::string(what) + " inside a graph capture (only ops may be captured)");
+  }
+
+  // Runs an op now, or records it while capturing under the emulator (a real capture
+  // records the stream's work itself). An NVTX range names every op.
+  template <class F>
+  void issue([[maybe_unused]] const char* name, F&& op) {
+#if defined(EQUIVAE_CUDA_EMULATED)
+    if (capturing_) {
+      recorded_.emplace_back(std::forward<F>(op));
+      return;
+    }
+    op();
+#else
+    nvtxRangePushA(name);
+    op();
+    nvtxRangePop();
+    const cudaError_t status = cudaGetLastError();
+    if (status != cudaSuccess)
+      throw Error("cuda backend", std::string(name) + ": " + cudaGetErrorString(status));
+#endif
+  }
+
+  void gemm(const Gemm& g, const T* A, const T* B, T* C) {
+    if (g.M <= 0 || g.N <= 0) return;
+#if defined(EQUIVAE_CUDA_EMULATED)
+    // The emulator's device memory is host memory: the CPU reference GEMM, called as
+    // kernels/cpu/dense.cpp calls it (so results match the CPU backend's bit for bit).
+    const CBLAS_TRANSPOSE ta = g.trans_a ? CblasTrans : CblasNoTrans;
+    const CBLAS_TRANSPOSE tb = g.trans_b ? CblasTrans : CblasNoTrans;
+    if constexpr (std::is_same_v<T, float>)
+      cblas_sgemm(CblasRowMajor, ta, tb, g.M, g.N, g.K, 1.0f, A, g.lda, B, g.ldb, float(g.beta), C,
+                  g.ldc);
+    else
+      cblas_dgemm(CblasRowMajor, ta, tb, g.M, g.N, g.K, 1.0, A, g.lda, B, g.ldb, g.beta, C, g.ldc);
+#else
+    // Row-major C = op(A)·op(B) ⇔ column-major Cᵀ = op(B)ᵀ·op(A)ᵀ: swap operands and M/N.
+    const cublasOperation_t ta = g.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+    const cublasOperation_t tb = g.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+    const T one = T(1), beta = T(g.beta);
+    if constexpr (std::is_same_v<T, float>)
+      EQUIVAE_CUBLAS_CHECK(
+          cublasSgemm(cublas_, tb, ta, g.N, g.M, g.K, &one, B, g.ldb, A, g.lda, &beta, C, g.ldc));
+    else
+      EQUIVAE_CUBLAS_CHECK(
+          cublasDgemm(cublas_, tb, ta, g.N, g.M, g.K, &one, B, g.ldb, A, g.lda, &beta, C, g.ldc));
+#endif
+  }
+
+  CudaBackendOptions options_;
+  cudaStream_t stream_ = nullptr;
+  std::unordered_map<void*, DeviceBuffer> blocks_;
+  bool capturing_ = false, has_graph_ = false;
+#if defined(EQUIVAE_CUDA_EMULATED)
+  std::vector<std::function<void()>> recorded_, graph_;
+#else
+  std::string device_name_;
+  cublasHandle_t cublas_ = nullptr;
+  DeviceBuffer workspace_;
+  cudaGraphExec_t exec_ = nullptr;
+#endif
+};
+
+}  // namespace
+
+#if defined(EQUIVAE_CUDA_EMULATED)
+
+template <class T>
+std::unique_ptr<Backend<T>> make_emulated_cuda_backend(const CudaBackendOptions& options) {
+  return std::make_unique<CudaBackend<T>>(options);
+}
+template std::unique_ptr<Backend<float>> make_emulated_cuda_backend<float>(
+    const CudaBackendOptions&);
+template std::unique_ptr<Backend<double>> make_emulated_cuda_backend<double>(
+    const CudaBackendOptions&);
+
+#else
+
+template <class T>
+std::unique_ptr<Backend<T>> make_cuda_backend(const CudaBackendOptions& options) {
+  return std::make_unique<CudaBackend<T>>(options);
+}
+template std::unique_ptr<Backend<float>> make_cuda_backend<float>(const CudaBackendOptions&);
+template std::unique_ptr<Backend<double>> make_cuda_backend<double>(const CudaBackendOptions&);
+
+bool cuda_available() {
+  int count = 0;
+  const bool ok = cudaGetDeviceCount(&count) == cudaSuccess && count > 0;
+  cudaGetLastError();  // a failed query leaves no error behind for later calls
+  return ok;
+}
+
+#endif
+
+}  // namespace equivae

@@ -1,0 +1,108 @@
+#pragma once
+// Optional capabilities of a backend whose memory is a device's (the CUDA backend, real or
+// emulated), for training steps that run without the host: a plan asks for them with
+// dynamic_cast<DeviceStepOps<T>*>(&backend) and falls back to the plain Backend<T> ops when
+// the backend has none (the CPU backend). Plain C++: no CUDA type appears here, so the model
+// compiles against it anywhere.
+//
+// A device step reads what changes from step to step from device memory, never from kernel
+// arguments, so one captured graph replays every step:
+//   - DeviceCounters: the global step (Philox noise), Adam's t and the first step of the
+//     uploaded window, advanced on the device at the end of each step;
+//   - the step's indices (batch rows, pooling sets): a window of steps is uploaded at once,
+//     and select_slot copies step (step − first_step)'s slot into fixed buffers;
+//   - metrics: record_means writes each step's means into a [steps, kMetricWidth] table that
+//     the host reads once per window.
+#include <cstddef>
+#include <cstdint>
+
+#include "kernels/cpu/ops.h"  // AdamConfig
+
+namespace equivae {
+
+// Device-resident step counters (16-byte aligned; uploaded once per window).
+struct alignas(16) DeviceCounters {
+  uint64_t step = 0;        // global step of the next replay (Philox counter)
+  int64_t t = 1;            // Adam's t of the next replay (≥ 1)
+  uint64_t first_step = 0;  // global step of slot 0 of the uploaded window
+  uint64_t reserved = 0;
+};
+
+constexpr int kMetricWidth = 4;   // doubles per step in the metric table
+constexpr int kSlotSegments = 5;  // consecutive int32 segments of a step's index slot
+
+// The segments of one step's slot, copied in order to their fixed device buffers.
+struct SlotLayout {
+  int32_t* dst[kSlotSegments] = {};
+  int32_t count[kSlotSegments] = {};
+  size_t ints() const {
+    size_t n = 0;
+    for (int s = 0; s < kSlotSegments; ++s) n += size_t(count[s]);
+    return n;
+  }
+};
+
+// Up to kMetricWidth row vectors whose means a step records (null values: recorded as 0).
+template <class T>
+struct MeanSet {
+  const T* values[kMetricWidth] = {};
+  int count[kMetricWidth] = {};
+};
+
+template <class T>
+class DeviceStepOps {
+ public:
+  virtual ~DeviceStepOps() = default;
+
+  // ---- ops that read per-step values from device memory
+  // out[i, :] = data[index[i], :] for a float data set resident on the device (T = float).
+  virtual void gather_rows(T* out, const float* data, const int32_t* index, int rows, int D) = 0;
+  // sample_kl_forward with the step read from counters->step.
+  virtual void sample_kl_forward(T* v, T* eps, T* kl, const T* mulv, int B, int d, uint64_t seed,
+                                 const DeviceCounters* counters, uint32_t row0) = 0;
+  // adam_step with t read from counters->t.
+  virtual void adam_step(T* params, T* m, T* v, const T* grads, size_t n,
+                         const cpu::AdamConfig& config, const DeviceCounters* counters) = 0;
+  // Copies slot (step − first_step) of slots[steps, layout.ints()] into layout's buffers.
+  virtual void select_slot(const SlotLayout& layout, const int32_t* slots,
+                           const DeviceCounters* counters) = 0;
+  // table[(step − first_step) · kMetricWidth + j] = mean of set.values[j][0 .. count[j]).
+  virtual void record_means(double* table, const MeanSet<T>& set,
+                            const DeviceCounters* counters) = 0;
+  // step += 1, t += 1 (the last op of a step).
+  virtual void advance(DeviceCounters* counters) = 0;
+
+  // ---- one captured step: ops issued between begin_capture and end_capture are recorded,
+  // not run; replay runs them again, with the arguments they were issued with.
+  virtual void begin_capture() = 0;
+  virtual void end_capture() = 0;
+  virtual void abort_capture() = 0;  // after an exception inside the capture
+  virtual bool has_graph() const = 0;
+  virtual void reset_graph() = 0;
+  virtual void replay() = 0;
+  // Waits until everything issued so far has run.
+  virtual void synchronize() = 0;
+
+  // ---- profiler ranges (NVTX on a GPU build; nothing under the emulator)
+  virtual void push_range(const char* name) = 0;
+  virtual void pop_range() = 0;
+};
+
+// A scoped profiler range on a backend that may have none.
+template <class T>
+class DeviceRange {
+ public:
+  DeviceRange(DeviceStepOps<T>* ops, const char* name) : ops_(ops) {
+    if (ops_) ops_->push_range(name);
+  }
+  ~DeviceRange() {
+    if (ops_) ops_->pop_range();
+  }
+  DeviceRange(const DeviceRange&) = delete;
+  DeviceRange& operator=(const DeviceRange&) = delete;
+
+ private:
+  DeviceStepOps<T>* ops_;
+};
+
+}  // namespace equivae

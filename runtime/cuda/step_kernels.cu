@@ -1,0 +1,151 @@
+// The CUDA backend's bookkeeping kernels (see step_kernels.h).
+//
+// Launch geometry:
+// - kernel_fill: elementwise, 256 threads, 1-D grid-stride.
+// - kernel_select_slot: 256 threads, grid-stride over each of the slot's segments (a few
+//   thousand int32: one or a few blocks). The slot index is read from the counters, so the
+//   launch's arguments are the same every step (graph replay).
+// - kernel_record_means: one warp per recorded vector (kMetricWidth warps, one block); lanes
+//   stride over the vector in double and meet in a shuffle reduction, no shared memory.
+// - kernel_advance: one thread.
+#include "kernels/cuda/launch.h"
+#include "kernels/cuda/reduce.cuh"
+#include "kernels/philox.h"
+#include "runtime/cuda/step_kernels.h"
+
+namespace equivae::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+
+template <class T>
+__global__ void __launch_bounds__(kThreads) kernel_fill(T* __restrict__ dst, T value, size_t n) {
+  for (size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += size_t(gridDim.x) * blockDim.x)
+    dst[i] = value;
+}
+
+__global__ void __launch_bounds__(kThreads)
+    kernel_select_slot(SlotLayout layout, const int32_t* __restrict__ slots, size_t slot_ints,
+                       const DeviceCounters* __restrict__ counters) {
+  const uint64_t index = counters->step - counters->first_step;
+  const int32_t* src = slots + index * slot_ints;
+  const size_t start = size_t(blockIdx.x) * blockDim.x + threadIdx.x,
+               stride = size_t(gridDim.x) * blockDim.x;
+  for (int s = 0; s < kSlotSegments; ++s) {
+    int32_t* dst = layout.dst[s];
+    const size_t n = size_t(layout.count[s]);
+    if (dst)
+      for (size_t i = start; i < n; i += stride) dst[i] = src[i];
+    src += n;
+  }
+}
+
+template <class T>
+__global__ void __launch_bounds__(32 * kMetricWidth)
+    kernel_record_means(double* __restrict__ table, MeanSet<T> set,
+                        const DeviceCounters* __restrict__ counters) {
+  const int w = int(threadIdx.x / 32), lane = int(threadIdx.x % 32);
+  // Select with compile-time indices: a run-time index into the parameter struct would copy
+  // it to local memory.
+  const T* values = nullptr;
+  int n = 0;
+#pragma unroll
+  for (int j = 0; j < kMetricWidth; ++j)
+    if (j == w) values = set.values[j], n = set.count[j];
+  double s = 0;
+  if (values)
+    for (int i = lane; i < n; i += 32) s += double(values[i]);
+  s = warp_all_sum(s);
+  if (lane == 0) {
+    const uint64_t index = counters->step - counters->first_step;
+    table[index * kMetricWidth + w] = values && n > 0 ? s / double(n) : 0.0;
+  }
+}
+
+template <class T>
+__global__ void __launch_bounds__(kThreads)
+    kernel_dropout_forward(T* __restrict__ y, T* __restrict__ mask, const T* __restrict__ x,
+                           size_t n, double drop, T scale, uint64_t seed, uint64_t step,
+                           uint32_t stream_id) {
+  for (size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += size_t(gridDim.x) * blockDim.x) {
+    T m = T(1);
+    if (drop > 0.0)
+      m = philox_uniform<double>(seed, step, stream_id, uint32_t(i)) >= drop ? scale : T(0);
+    mask[i] = m;
+    y[i] = drop > 0.0 ? x[i] * m : x[i];
+  }
+}
+
+template <class T>
+__global__ void __launch_bounds__(kThreads)
+    kernel_dropout_backward(T* dx, const T* __restrict__ dy, const T* __restrict__ mask, size_t n) {
+  for (size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += size_t(gridDim.x) * blockDim.x)
+    dx[i] = dy[i] * mask[i];
+}
+
+__global__ void kernel_advance(DeviceCounters* counters) {
+  if (threadIdx.x == 0 && blockIdx.x == 0) {
+    counters->step += 1;
+    counters->t += 1;
+  }
+}
+
+}  // namespace
+
+template <class T>
+void fill(T* dst, T value, size_t n, cudaStream_t stream) {
+  if (n == 0) return;
+  EQUIVAE_LAUNCH(kernel_fill<T>, blocks_for(n, kThreads), kThreads, 0, stream, dst, value, n);
+}
+
+void select_slot(const SlotLayout& layout, const int32_t* slots, const DeviceCounters* counters,
+                 cudaStream_t stream) {
+  size_t widest = 0;
+  for (int s = 0; s < kSlotSegments; ++s)
+    widest = widest > size_t(layout.count[s]) ? widest : size_t(layout.count[s]);
+  EQUIVAE_LAUNCH(kernel_select_slot, blocks_for(widest, kThreads, 64), kThreads, 0, stream, layout,
+                 slots, layout.ints(), counters);
+}
+
+template <class T>
+void record_means(double* table, const MeanSet<T>& set, const DeviceCounters* counters,
+                  cudaStream_t stream) {
+  EQUIVAE_LAUNCH(kernel_record_means<T>, 1, 32 * kMetricWidth, 0, stream, table, set, counters);
+}
+
+void advance_counters(DeviceCounters* counters, cudaStream_t stream) {
+  EQUIVAE_LAUNCH(kernel_advance, 1, 1, 0, stream, counters);
+}
+
+template <class T>
+void dropout_forward(T* y, T* mask, const T* x, size_t n, T rate, uint64_t seed, uint64_t step,
+                     uint32_t stream_id, cudaStream_t stream) {
+  if (n == 0) return;
+  // As the CPU: rate 0 (or NaN) copies with mask 1; rate ≥ 1 drops everything.
+  const double drop = rate > T(0) ? double(rate) : 0.0;
+  const T scale = drop < 1.0 ? T(1.0 / (1.0 - drop)) : T(0);
+  EQUIVAE_LAUNCH(kernel_dropout_forward<T>, blocks_for(n, kThreads), kThreads, 0, stream, y, mask,
+                 x, n, drop, scale, seed, step, stream_id);
+}
+
+template <class T>
+void dropout_backward(T* dx, const T* dy, const T* mask, size_t n, cudaStream_t stream) {
+  if (n == 0) return;
+  EQUIVAE_LAUNCH(kernel_dropout_backward<T>, blocks_for(n, kThreads), kThreads, 0, stream, dx, dy,
+                 mask, n);
+}
+
+#define INSTANTIATE(T)                                                                            \
+  template void fill<T>(T*, T, size_t, cudaStream_t);                                             \
+  template void record_means<T>(double*, const MeanSet<T>&, const DeviceCounters*, cudaStream_t); \
+  template void dropout_forward<T>(T*, T*, const T*, size_t, T, uint64_t, uint64_t, uint32_t,     \
+                                   cudaStream_t);                                                 \
+  template void dropout_backward<T>(T*, const T*, const T*, size_t, cudaStream_t);
+INSTANTIATE(float)
+INSTANTIATE(double)
+#undef INSTANTIATE
+
+}  // namespace equivae::cuda

@@ -1,0 +1,36 @@
+#pragma once
+// The CUDA backend's own small kernels (the op kernels are kernels/cuda's): fill, and the
+// device-step bookkeeping of runtime/cuda/device_step.h (slot selection, metric means,
+// counter advance). Launchers enqueue on `stream` and return; built by nvcc for the GPU and by
+// g++ for the emulator, like kernels/cuda.
+#include <cstddef>
+#include <cstdint>
+
+#include "kernels/cuda/ops.h"  // the CUDA runtime types (real or emulated)
+#include "runtime/cuda/device_step.h"
+
+namespace equivae::cuda {
+
+// dst[0 .. n) = value
+template <class T>
+void fill(T* dst, T value, size_t n, cudaStream_t stream);
+// Copies slot (counters->step − counters->first_step) of slots into layout's buffers.
+void select_slot(const SlotLayout& layout, const int32_t* slots, const DeviceCounters* counters,
+                 cudaStream_t stream);
+// table[(step − first_step)·kMetricWidth + j] = mean of set.values[j] (double accumulation).
+template <class T>
+void record_means(double* table, const MeanSet<T>& set, const DeviceCounters* counters,
+                  cudaStream_t stream);
+// counters->step += 1, counters->t += 1
+void advance_counters(DeviceCounters* counters, cudaStream_t stream);
+
+// Inverted dropout, cpu::dropout_forward's contract and mask: element i is kept iff
+// philox_uniform<double>(seed, step, stream_id, i) ≥ rate (decided in double for both T).
+template <class T>
+void dropout_forward(T* y, T* mask, const T* x, size_t n, T rate, uint64_t seed, uint64_t step,
+                     uint32_t stream_id, cudaStream_t stream);
+// dx = dy ⊙ mask (dx may alias dy)
+template <class T>
+void dropout_backward(T* dx, const T* dy, const T* mask, size_t n, cudaStream_t stream);
+
+}  // namespace equivae::cuda

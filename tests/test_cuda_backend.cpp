@@ -1,0 +1,412 @@
+// The CUDA backend (runtime/cuda) against the CPU backend, whole training steps of the tiny
+// model: same loss and metrics, same noise ε, same gradients and updated weights, for the
+// supervised and the semi-supervised plan, eager (train_step) and as replays of one captured
+// graph (train_steps: batches gathered on the device, step and Adam's t read from device
+// counters, metrics recorded on the device); the trainer's device path; a short run learns.
+//
+// Built twice from this source:
+//  - test_cuda_backend: the backend compiled against the CUDA-on-CPU emulator (GEMMs in
+//    OpenBLAS, as the CPU backend calls them): runs everywhere, in CTest;
+//  - test_cuda_backend_gpu (EQUIVAE_TEST_REAL_CUDA, where nvcc was found): the real backend
+//    (cuBLAS with strict FP32 for the comparisons); every test skips when no GPU is present.
+//
+// Tolerances. Gradients: normalised MSE ≤ 1e-7 against the CPU float plan, the op harness's
+// float bound. The GEMMs are the same calls on the emulator; what differs is the order of
+// the kernels' reductions (bias gradient over 8 row lanes, pooling, row sums in warps), a few
+// float ulps per element, far under the bound. On the GPU cuBLAS may also split K differently;
+// its FP32 error is of the same size. Noise ε: Philox is exact; only the Box–Muller libm
+// calls may differ by an ulp on a GPU (NMSE ≤ 1e-12).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kernels/cpu/ops.h"
+#include "model/equivae.h"
+#include "model/idx_dataset.h"
+#include "model/sampler.h"
+#include "model/subsets.h"
+#include "model/trainer.h"
+#include "runtime/backend.h"
+#include "runtime/cuda/device_step.h"
+#include "runtime/error.h"
+
+#if !defined(EQUIVAE_TEST_REAL_CUDA)
+#include "runtime/cuda/cuda_backend.h"
+#endif
+
+namespace equivae {
+namespace {
+
+const Dataset& digits() {
+  static const Dataset data = load_idx(EQUIVAE_SOURCE_DIR "/data/mnist10k-images-idx3-ubyte.gz",
+                                       EQUIVAE_SOURCE_DIR "/data/mnist10k-labels-idx1-ubyte.gz")
+                                  .slice(0, 1500);
+  return data;
+}
+
+EquiVaeConfig tiny_config() {  // tests/test_model.cpp's
+  EquiVaeConfig c;
+  c.hidden = 24;
+  c.latent_r = 3;
+  c.latent_v = 4;
+  c.k = 4;
+  c.m_max = 3;
+  c.seed = 7;
+  return c;
+}
+
+EquiVaeConfig tiny_semi_config() {  // tests/test_semisupervised.cpp's
+  EquiVaeConfig c;
+  c.hidden = 20;
+  c.latent_r = 3;
+  c.latent_v = 2;
+  c.k = 3;
+  c.m_max = 2;
+  c.unlabelled = 4;
+  c.unlabelled_weight = 0.7;
+  c.seed = 5;
+  return c;
+}
+
+const LabelledSplit& semi_split() {
+  static const LabelledSplit split = split_labelled(digits(), 100, 1);
+  return split;
+}
+
+std::unique_ptr<Backend<float>> device_backend(bool strict_fp32 = true) {
+  CudaBackendOptions options;
+  options.strict_fp32 = strict_fp32;
+#if defined(EQUIVAE_TEST_REAL_CUDA)
+  return make_cuda_backend<float>(options);
+#else
+  return make_emulated_cuda_backend<float>(options);
+#endif
+}
+
+class CudaBackend : public ::testing::Test {
+ protected:
+  void SetUp() override {
+#if defined(EQUIVAE_TEST_REAL_CUDA)
+    if (!cuda_available()) GTEST_SKIP() << "no CUDA device: the GPU tests need one";
+#endif
+  }
+};
+
+template <class T>
+std::vector<double> host_copy(Backend<T>& backend, const T* device, size_t n) {
+  std::vector<T> host(n);
+  backend.download(host.data(), device, n * sizeof(T));
+  return std::vector<double>(host.begin(), host.end());
+}
+
+double nmse(const std::vector<double>& ref, const std::vector<double>& got) {
+  EXPECT_EQ(ref.size(), got.size());
+  double err = 0, norm = 0;
+  for (size_t i = 0; i < ref.size() && i < got.size(); ++i) {
+    err += (ref[i] - got[i]) * (ref[i] - got[i]);
+    norm += ref[i] * ref[i];
+  }
+  return norm == 0 ? err : err / norm;
+}
+
+size_t non_finite(const std::vector<double>& v) {
+  size_t n = 0;
+  for (double x : v) n += !std::isfinite(x);
+  return n;
+}
+
+void expect_close(double ref, double got, double rel, const std::string& what) {
+  EXPECT_NEAR(got, ref, rel * std::fabs(ref) + 1e-6) << what;
+}
+
+void expect_metrics(const StepMetrics& ref, const StepMetrics& got, const std::string& what) {
+  expect_close(ref.recon, got.recon, 1e-5, what + ": reconstruction");
+  expect_close(ref.kl, got.kl, 1e-5, what + ": KL");
+  expect_close(ref.classifier_nll, got.classifier_nll, 1e-5, what + ": classifier NLL");
+  expect_close(ref.unlabelled_bound, got.unlabelled_bound, 1e-5, what + ": unlabelled bound");
+}
+
+// A CPU float plan and a device plan of one configuration, side by side.
+struct Pair {
+  std::unique_ptr<Backend<float>> cpu_backend = make_cpu_backend<float>(1);
+  std::unique_ptr<Backend<float>> gpu_backend;
+  std::unique_ptr<EquiVae<float>> cpu, gpu;
+  Pair(const EquiVaeConfig& config, bool strict_fp32 = true)
+      : gpu_backend(device_backend(strict_fp32)) {
+    cpu = std::make_unique<EquiVae<float>>(config, *cpu_backend);
+    gpu = std::make_unique<EquiVae<float>>(config, *gpu_backend);
+  }
+  std::vector<double> cpu_params() const {
+    return host_copy(*cpu_backend, cpu->parameters(), cpu->parameter_count());
+  }
+  std::vector<double> gpu_params() const {
+    return host_copy(*gpu_backend, gpu->parameters(), gpu->parameter_count());
+  }
+  std::vector<double> cpu_grads() const {
+    return host_copy(*cpu_backend, cpu->gradients(), cpu->parameter_count());
+  }
+  std::vector<double> gpu_grads() const {
+    return host_copy(*gpu_backend, gpu->gradients(), gpu->parameter_count());
+  }
+};
+
+// One eager step on both backends: metrics, ε (through v = μ + σε: the sampled latents),
+// gradients, updated weights.
+void compare_one_step(const EquiVaeConfig& config, const Batch& batch, const Dataset& data,
+                      const Dataset* unlabelled, uint64_t step, double grad_bound) {
+  Pair p(config);
+  EXPECT_NE(p.gpu_backend->name().find("cuda"), std::string::npos) << p.gpu_backend->name();
+  EXPECT_EQ(nmse(p.cpu_params(), p.gpu_params()), 0.0) << "the initial weights differ";
+  p.cpu->load_batch(batch, data, unlabelled);
+  p.gpu->load_batch(batch, data, unlabelled);
+  const StepMetrics a = p.cpu->forward(step), b = p.gpu->forward(step);
+  expect_metrics(a, b, "forward");
+  p.cpu->backward();
+  p.gpu->backward();
+  const std::vector<double> ga = p.cpu_grads(), gb = p.gpu_grads();
+  EXPECT_EQ(non_finite(gb), 0u);
+  const double e = nmse(ga, gb);
+  EXPECT_LE(e, grad_bound) << "normalised MSE of the gradients";
+  std::printf("[ info ] %s step %llu: recon %.6f vs %.6f, KL %.6f vs %.6f, gradient NMSE %.3g\n",
+              config.semi_supervised() ? "semi-supervised" : "supervised", (unsigned long long)step,
+              a.recon, b.recon, a.kl, b.kl, e);
+  p.cpu->apply_adam();
+  p.gpu->apply_adam();
+  EXPECT_LE(nmse(p.cpu_params(), p.gpu_params()), 1e-10) << "weights after one Adam step";
+}
+
+TEST_F(CudaBackend, SupervisedStepMatchesTheCpuBackend) {
+  const EquiVaeConfig config = tiny_config();
+  BalancedBatchSampler sampler(digits().labels, 10, config.k, config.m_max, config.seed);
+  Batch batch;
+  sampler.sample(3, batch);
+  compare_one_step(config, batch, digits(), nullptr, 3, 1e-7);
+}
+
+TEST_F(CudaBackend, SemiSupervisedStepMatchesTheCpuBackend) {
+  const EquiVaeConfig config = tiny_semi_config();
+  const LabelledSplit& split = semi_split();
+  BalancedBatchSampler labelled(split.labelled.labels, 10, config.k, config.m_max, config.seed);
+  UnlabelledSampler unlabelled(split.unlabelled.n, config.unlabelled, 10, config.k, config.m_max,
+                               config.seed);
+  Batch batch;
+  labelled.sample(2, batch);
+  unlabelled.sample(2, batch);
+  compare_one_step(config, batch, split.labelled, &split.unlabelled, 2, 1e-7);
+}
+
+TEST_F(CudaBackend, SampledNoiseIsTheCpuNoise) {
+  // The ε buffer itself: v − μ over σ would lose digits, so read both plans' v and compare
+  // the draws through the op with μ = 0, log σ² = 0 (v = ε).
+  auto cpu = make_cpu_backend<float>(1);
+  auto gpu = device_backend();
+  const int B = 37, d = 5;
+  float* mulv = static_cast<float*>(gpu->allocate(sizeof(float) * B * 2 * d));
+  float* v = static_cast<float*>(gpu->allocate(sizeof(float) * B * d));
+  float* eps = static_cast<float*>(gpu->allocate(sizeof(float) * B * d));
+  float* kl = static_cast<float*>(gpu->allocate(sizeof(float) * B));
+  std::vector<float> zeros(size_t(B) * 2 * d, 0.0f), cv(size_t(B) * d), ce(size_t(B) * d), ck(B);
+  gpu->upload(mulv, zeros.data(), zeros.size() * sizeof(float));
+  for (uint64_t step : {0ull, 1ull, 123456789ull}) {
+    gpu->sample_kl_forward(v, eps, kl, mulv, B, d, 99, step, 11);
+    cpu->sample_kl_forward(cv.data(), ce.data(), ck.data(), zeros.data(), B, d, 99, step, 11);
+    const std::vector<double> ge = host_copy(*gpu, eps, size_t(B) * d),
+                              gv = host_copy(*gpu, v, size_t(B) * d);
+    const std::vector<double> re(ce.begin(), ce.end());
+    EXPECT_LE(nmse(re, ge), 1e-12) << "step " << step;
+    EXPECT_LE(nmse(re, gv), 1e-12) << "step " << step;
+  }
+  for (void* p : {static_cast<void*>(mulv), static_cast<void*>(v), static_cast<void*>(eps),
+                  static_cast<void*>(kl)})
+    gpu->release(p);
+}
+
+// n steps from first_step: eager on the CPU, as graph replays on the device in windows of
+// the given sizes (the graph is captured in the first window and replayed in the later ones).
+void compare_graph_steps(const EquiVaeConfig& config, const Dataset& data,
+                         const Dataset* unlabelled, uint64_t first_step,
+                         const std::vector<int>& windows) {
+  Pair p(config);
+  ASSERT_TRUE(p.gpu->device_steps_supported());
+  EXPECT_FALSE(p.cpu->device_steps_supported());
+  BalancedBatchSampler sampler(data.labels, 10, config.k, config.m_max, config.seed);
+  std::unique_ptr<UnlabelledSampler> unl;
+  if (unlabelled)
+    unl = std::make_unique<UnlabelledSampler>(unlabelled->n, config.unlabelled, 10, config.k,
+                                              config.m_max, config.seed);
+  p.gpu->upload_datasets(data, unlabelled);
+  uint64_t step = first_step;
+  for (int n : windows) {
+    std::vector<Batch> batches(n);
+    std::vector<StepMetrics> ref;
+    for (int i = 0; i < n; ++i) {
+      sampler.sample(step + i, batches[i]);
+      if (unl) unl->sample(step + i, batches[i]);
+      ref.push_back(p.cpu->train_step(batches[i], data, step + i, unlabelled));
+    }
+    const std::vector<StepMetrics> got = p.gpu->train_steps(batches, step);
+    ASSERT_EQ(got.size(), size_t(n));
+    for (int i = 0; i < n; ++i)
+      expect_metrics(ref[i], got[i], "graph step " + std::to_string(step + i));
+    step += n;
+  }
+  EXPECT_EQ(p.gpu->adam_steps(), p.cpu->adam_steps());
+  const double e = nmse(p.cpu_params(), p.gpu_params());
+  std::printf("[ info ] %zu windows, %llu graph steps: weight NMSE vs the CPU %.3g\n",
+              windows.size(), (unsigned long long)(step - first_step), e);
+  EXPECT_LE(e, 1e-9) << "weights after the graph steps";
+  // The eager path still works after the graph and agrees (same weights, same step).
+  Batch batch;
+  sampler.sample(step, batch);
+  if (unl) unl->sample(step, batch);
+  expect_metrics(p.cpu->train_step(batch, data, step, unlabelled),
+                 p.gpu->train_step(batch, data, step, unlabelled), "eager step after the graph");
+}
+
+TEST_F(CudaBackend, SupervisedGraphStepsMatchEagerCpuSteps) {
+  compare_graph_steps(tiny_config(), digits(), nullptr, 17, {3, 2});
+}
+
+TEST_F(CudaBackend, SemiSupervisedGraphStepsMatchEagerCpuSteps) {
+  compare_graph_steps(tiny_semi_config(), semi_split().labelled, &semi_split().unlabelled, 4,
+                      {2, 1});
+}
+
+TEST_F(CudaBackend, GraphWindowLargerThanTheFirstRecapturesAndStillMatches) {
+  // A bigger window moves the slot table: the graph must be captured again.
+  compare_graph_steps(tiny_config(), digits(), nullptr, 0, {1, 3});
+}
+
+TEST_F(CudaBackend, TrainerOnTheDeviceMatchesTheCpuTrainerAndLearns) {
+  // 2 epochs of 300 digits, k = 4: 7 steps each, through the trainer's device path.
+  EquiVaeConfig config = tiny_config();
+  const Dataset data = digits().slice(0, 300);
+  Pair p(config);
+  TrainOptions options;
+  options.epochs = 2;
+  options.quiet = true;
+  const auto a = train(*p.cpu, data, nullptr, options);
+  const auto b = train(*p.gpu, data, nullptr, options);
+  ASSERT_EQ(a.size(), 2u);
+  ASSERT_EQ(b.size(), 2u);
+  for (size_t e = 0; e < a.size(); ++e) {
+    expect_close(a[e].elbo, b[e].elbo, 1e-5, "epoch " + std::to_string(e + 1) + " ELBO");
+    expect_close(a[e].kl, b[e].kl, 1e-4, "epoch " + std::to_string(e + 1) + " KL");
+  }
+  EXPECT_GT(b[1].elbo, b[0].elbo + 5) << "two epochs on the device should raise the ELBO";
+  EXPECT_LE(nmse(p.cpu_params(), p.gpu_params()), 1e-9);
+  // Evaluation on the device: f_inv embeddings agree.
+  std::vector<float> ec(size_t(50) * config.latent_r), eg(ec.size());
+  p.cpu->embed(data.images.data(), 50, ec.data());
+  p.gpu->embed(data.images.data(), 50, eg.data());
+  EXPECT_LE(
+      nmse(std::vector<double>(ec.begin(), ec.end()), std::vector<double>(eg.begin(), eg.end())),
+      1e-10);
+}
+
+TEST_F(CudaBackend, AShortGraphRunLowersTheLoss) {
+  EquiVaeConfig config = tiny_config();
+  auto backend = device_backend();
+  EquiVae<float> model(config, *backend);
+  model.upload_datasets(digits());
+  BalancedBatchSampler sampler(digits().labels, 10, config.k, config.m_max, config.seed);
+  std::vector<Batch> batches(30);
+  for (size_t i = 0; i < batches.size(); ++i) sampler.sample(i, batches[i]);
+  const std::vector<StepMetrics> m = model.train_steps(batches, 0);
+  auto loss = [&](size_t from, size_t to) {
+    double sum = 0;
+    for (size_t i = from; i < to; ++i) sum += m[i].kl - m[i].recon;
+    return sum / double(to - from);
+  };
+  const double first = loss(0, 5), last = loss(25, 30);
+  std::printf("[ info ] mean loss of steps 0-4: %.2f, of steps 25-29: %.2f\n", first, last);
+  EXPECT_LT(last, first - 50) << "30 Adam steps should lower the loss";
+}
+
+TEST_F(CudaBackend, Tf32GemmsStayClose) {
+  // The default (TF32 allowed on a GPU): gradients within TF32's ~1e-3 relative rounding of
+  // the FP32 plan. (Under the emulator the flag changes nothing.)
+  const EquiVaeConfig config = tiny_config();
+  Pair p(config, /*strict_fp32=*/false);
+  BalancedBatchSampler sampler(digits().labels, 10, config.k, config.m_max, config.seed);
+  Batch batch;
+  sampler.sample(0, batch);
+  p.cpu->load_batch(batch, digits());
+  p.gpu->load_batch(batch, digits());
+  const StepMetrics a = p.cpu->forward(0), b = p.gpu->forward(0);
+  expect_close(a.recon, b.recon, 1e-3, "reconstruction");
+  p.cpu->backward();
+  p.gpu->backward();
+  EXPECT_LE(nmse(p.cpu_grads(), p.gpu_grads()), 1e-4);
+}
+
+TEST_F(CudaBackend, DropoutAndFillMatchTheCpu) {
+  auto cpu = make_cpu_backend<float>(1);
+  auto gpu = device_backend();
+  const size_t n = 3001;
+  std::vector<float> x(n), y(n), mask(n), dx(n);
+  for (size_t i = 0; i < n; ++i) x[i] = float(std::sin(0.37 * double(i)));
+  float* dxv = static_cast<float*>(gpu->allocate(n * sizeof(float)));
+  float* dyv = static_cast<float*>(gpu->allocate(n * sizeof(float)));
+  float* dm = static_cast<float*>(gpu->allocate(n * sizeof(float)));
+  gpu->upload(dxv, x.data(), n * sizeof(float));
+  for (float rate : {0.0f, 0.3f, 1.0f}) {
+    cpu->dropout_forward(y.data(), mask.data(), x.data(), n, rate, 3, 9, 2);
+    gpu->dropout_forward(dyv, dm, dxv, n, rate, 3, 9, 2);
+    EXPECT_EQ(host_copy(*gpu, dm, n), std::vector<double>(mask.begin(), mask.end()))
+        << "rate " << rate;
+    EXPECT_EQ(host_copy(*gpu, dyv, n), std::vector<double>(y.begin(), y.end())) << "rate " << rate;
+    cpu->dropout_backward(dx.data(), y.data(), mask.data(), n);
+    gpu->dropout_backward(dyv, dyv, dm, n);  // in place, as the contract allows
+    EXPECT_EQ(host_copy(*gpu, dyv, n), std::vector<double>(dx.begin(), dx.end()))
+        << "rate " << rate;
+  }
+  gpu->fill(dm, 2.5f, n - 1);
+  const std::vector<double> filled = host_copy(*gpu, dm, n);
+  for (size_t i = 0; i + 1 < n; ++i) ASSERT_EQ(filled[i], 2.5) << i;
+  EXPECT_NE(filled[n - 1], 2.5) << "fill wrote past its count";
+  for (float* p : {dxv, dyv, dm}) gpu->release(p);
+}
+
+TEST_F(CudaBackend, HostTrafficInsideACaptureIsRefused) {
+  auto gpu = device_backend();
+  auto* ops = dynamic_cast<DeviceStepOps<float>*>(gpu.get());
+  ASSERT_NE(ops, nullptr);
+  float* buf = static_cast<float*>(gpu->allocate(64 * sizeof(float)));
+  std::vector<float> host(64, 1.0f);
+  ops->begin_capture();
+  EXPECT_THROW(gpu->upload(buf, host.data(), 64 * sizeof(float)), Error);
+  EXPECT_THROW(gpu->download(host.data(), buf, 64 * sizeof(float)), Error);
+  EXPECT_THROW(gpu->allocate(16), Error);
+  gpu->fill(buf, 4.0f, 64);  // captured, not run
+  ops->end_capture();
+  EXPECT_EQ(host_copy(*gpu, buf, 1)[0], 0.0) << "a captured op ran at capture time";
+  ops->replay();
+  EXPECT_EQ(host_copy(*gpu, buf, 64), std::vector<double>(64, 4.0));
+  gpu->release(buf);
+}
+
+TEST_F(CudaBackend, DoublePlanRunsEagerButNotOnTheDevice) {
+#if defined(EQUIVAE_TEST_REAL_CUDA)
+  auto gpu = make_cuda_backend<double>();
+#else
+  auto gpu = make_emulated_cuda_backend<double>();
+#endif
+  auto cpu = make_cpu_backend<double>(1);
+  const EquiVaeConfig config = tiny_config();
+  EquiVae<double> a(config, *cpu), b(config, *gpu);
+  EXPECT_FALSE(b.device_steps_supported());
+  EXPECT_THROW(b.upload_datasets(digits()), Error);
+  BalancedBatchSampler sampler(digits().labels, 10, config.k, config.m_max, config.seed);
+  Batch batch;
+  sampler.sample(1, batch);
+  const StepMetrics ma = a.train_step(batch, digits(), 1), mb = b.train_step(batch, digits(), 1);
+  EXPECT_NEAR(mb.recon, ma.recon, 1e-9 * std::fabs(ma.recon));
+  EXPECT_NEAR(mb.kl, ma.kl, 1e-9 * std::fabs(ma.kl) + 1e-12);
+}
+
+}  // namespace
+}  // namespace equivae
