@@ -301,6 +301,46 @@ TEST(CudaKernels, SampleAndKlMatchCpuWithTheSameNoise) {
   check_sample_kl<double>(9, 40);
 }
 
+// Extreme encoder outputs (log σ² and μ at ±1e4): the clamp of log σ² to [−30, 20] keeps v,
+// KL and the gradients finite, log σ² gets a zero gradient outside the range, and the kernel
+// agrees with the CPU op (which clamps identically).
+template <class T>
+void check_sample_kl_extremes() {
+  const int B = 12, d = 40;  // d > 32: lanes loop
+  std::vector<double> mulv(size_t(B) * 2 * d);
+  for (int i = 0; i < B; ++i)
+    for (int j = 0; j < 2 * d; ++j) mulv[size_t(i) * 2 * d + j] = (i * 7 + j * 3) % 2 ? 1e4 : -1e4;
+  const auto dv = draw(24, size_t(B) * d, -1, 1), dkl = draw(25, size_t(B), -1, 1);
+  std::vector<double> v(size_t(B) * d), eps(size_t(B) * d), kl(B), dmulv(mulv.size());
+  cpu::sample_kl_forward(v.data(), eps.data(), kl.data(), mulv.data(), B, d, 5, 6, 0);
+  cpu::sample_kl_backward(dmulv.data(), dv.data(), dkl.data(), mulv.data(), eps.data(), B, d);
+  Guarded<T> mt = guarded<T>(mulv);
+  for (uint64_t s : kSeeds) {
+    emu::set_schedule_seed(s);
+    Guarded<T> vt = nan_buffer<T>(v.size()), et = nan_buffer<T>(eps.size()),
+               klt = nan_buffer<T>(kl.size());
+    cuda::sample_kl_forward(vt.data(), et.data(), klt.data(), mt.data(), B, d, 5, 6, 0, kStream);
+    Guarded<T> dvt = guarded<T>(dv), dklt = guarded<T>(dkl), dm = nan_buffer<T>(dmulv.size());
+    cuda::sample_kl_backward(dm.data(), dvt.data(), dklt.data(), mt.data(), et.data(), B, d,
+                             kStream);
+    for (size_t k = 0; k < v.size(); ++k) ASSERT_TRUE(std::isfinite(vt[k])) << k;
+    for (int i = 0; i < B; ++i) ASSERT_TRUE(std::isfinite(klt[i])) << i;
+    for (int i = 0; i < B; ++i)
+      for (int j = 0; j < d; ++j) {
+        ASSERT_TRUE(std::isfinite(dm[size_t(i) * 2 * d + j])) << i << "," << j;
+        ASSERT_EQ(dm[size_t(i) * 2 * d + d + j], T(0)) << "log σ² outside the clamp: zero gradient";
+      }
+    expect_matches(v, vt, "sample_kl extremes v");
+    expect_matches(kl, klt, "sample_kl extremes kl");
+    expect_matches(dmulv, dm, "sample_kl extremes dmulv");
+  }
+}
+
+TEST(CudaKernels, SampleAndKlStayFiniteForExtremeLogVarianceAndMean) {
+  check_sample_kl_extremes<float>();
+  check_sample_kl_extremes<double>();
+}
+
 // ---------------------------------------------------------------- Bernoulli likelihood
 template <class T>
 void check_bernoulli(int B, int D) {

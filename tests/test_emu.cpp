@@ -1,12 +1,15 @@
 // The CUDA-on-CPU emulator's own semantics (indices, shared memory, barriers, shuffles, votes,
 // atomics, launch checks), and proof that it can fail: a reduction missing a barrier gives
-// wrong sums under shuffled schedules, and a barrier in a divergent branch is reported as a
-// deadlock instead of hanging.
+// wrong sums under shuffled schedules, the shared-memory race check flags it (and flags
+// out-of-bounds shared indices) in every seed, and a barrier in a divergent branch is reported
+// as a deadlock instead of hanging. (The older "can fail" kernels keep plain __shared__ arrays,
+// which are not race-checked, so they still show the wrong results themselves.)
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <numeric>
 #include <string>
 #include <vector>
@@ -358,6 +361,325 @@ TEST(Emu, ShuffledOrderExposesUnsynchronisedWarpReads) {
       }
   }
   EXPECT_GE(wrong, 15);
+}
+
+// ---------------------------------------------------------------- the shared-memory race check
+// Shared arrays declared through EQUIVAE_SHARED (and BlockReduce's TempStorage, and
+// emu::dynamic_shared<T>()) are race-checked: two threads touching a word in one barrier phase,
+// one of them writing, is an emu::Error whatever the schedule.
+template <class F>
+std::string launch_error_of(F launch) {
+  try {
+    launch();
+  } catch (const emu::Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+template <bool kFirstBarrier>
+__global__ void kernel_checked_tree_sum(const int* x, int* out) {
+  EQUIVAE_SHARED(int, s, 256);
+  const int t = int(threadIdx.x);
+  s[t] = x[blockIdx.x * 256 + t];
+  if (kFirstBarrier) __syncthreads();
+  for (int stride = 128; stride > 0; stride >>= 1) {
+    if (t < stride) s[t] += s[t + stride];
+    __syncthreads();
+  }
+  if (t == 0) out[blockIdx.x] = s[0];
+}
+
+TEST(EmuRaceCheck, IsOnByDefault) {
+  if (const char* v = std::getenv("EQUIVAE_EMU_RACE_CHECK"); v && std::string(v) == "0")
+    GTEST_SKIP() << "turned off by EQUIVAE_EMU_RACE_CHECK=0";
+  EXPECT_TRUE(emu::race_check());
+}
+
+TEST(EmuRaceCheck, ReductionMissingItsBarrierIsFlaggedInEverySeed) {
+  std::vector<int> x(4 * 256), out(4);
+  std::iota(x.begin(), x.end(), 1);
+  for (uint64_t seed = 1; seed <= 20; ++seed) {
+    emu::set_schedule_seed(seed);
+    const std::string e = launch_error_of([&] {
+      EQUIVAE_LAUNCH(kernel_checked_tree_sum<false>, 4, 256, 0, nullptr, x.data(), out.data());
+    });
+    ASSERT_NE(e.find("shared-memory race"), std::string::npos) << "seed " << seed << ": " << e;
+    EXPECT_NE(e.find("kernel_checked_tree_sum<false>"), std::string::npos) << e;
+    EXPECT_NE(e.find("block (0,0,0)"), std::string::npos) << e;
+    if (seed == 1) std::printf("%s\n", e.c_str());
+  }
+}
+
+TEST(EmuRaceCheck, CorrectReductionIsNotFlagged) {
+  std::vector<int> x(4 * 256), out(4);
+  std::iota(x.begin(), x.end(), 1);
+  for (uint64_t seed = 1; seed <= 20; ++seed) {
+    emu::set_schedule_seed(seed);
+    EXPECT_NO_THROW(
+        EQUIVAE_LAUNCH(kernel_checked_tree_sum<true>, 4, 256, 0, nullptr, x.data(), out.data()));
+    for (int b = 0; b < 4; ++b)
+      ASSERT_EQ(out[b], std::accumulate(x.begin() + b * 256, x.begin() + (b + 1) * 256, 0));
+  }
+}
+
+// Threads 3 and 40 write word 5, which thread 5 writes too.
+__global__ void kernel_two_writers(int* out) {
+  EQUIVAE_SHARED(int, s, 64);
+  const int t = int(threadIdx.x);
+  s[t] = t;
+  if (t == 3 || t == 40) s[5] = t;
+  __syncthreads();
+  out[t] = s[t];
+}
+
+TEST(EmuRaceCheck, TwoThreadsWritingOneWordAreFlaggedWithBothThreadsAndTheWord) {
+  std::vector<int> out(64);
+  for (uint64_t seed = 1; seed <= 5; ++seed) {
+    emu::set_schedule_seed(seed);
+    const std::string e =
+        launch_error_of([&] { EQUIVAE_LAUNCH(kernel_two_writers, 1, 64, 0, nullptr, out.data()); });
+    ASSERT_NE(e.find("shared-memory race"), std::string::npos) << e;
+    EXPECT_NE(e.find("word 5 "), std::string::npos) << e;
+    EXPECT_NE(e.find("kernel_two_writers"), std::string::npos) << e;
+    // The report names two of the three writers (which two depends on the schedule).
+    int named = 0;
+    for (const char* t : {"thread (3,0,0) ", "thread (5,0,0) ", "thread (40,0,0) "})
+      named += e.find(t) != std::string::npos;
+    EXPECT_GE(named, 2) << e;
+  }
+}
+
+// The two-round reduction of WarpsRunAheadOfEachOtherAcrossShuffles, checked: without the
+// second barrier a warp's round-2 store meets thread 0's round-1 load in one phase.
+template <bool kSecondBarrier>
+__global__ void kernel_checked_two_rounds(const float* x, float* out) {
+  EQUIVAE_SHARED(float, partial, 8);
+  const int t = int(threadIdx.x), warp = t / 32, lane = t % 32;
+  for (int round = 0; round < 2; ++round) {
+    const float v = equivae::cuda::warp_all_sum(x[round * 256 + t]);
+    if (lane == 0) partial[warp] = v;
+    __syncthreads();
+    if (t == 0) {
+      float total = 0;
+      for (int w = 0; w < 8; ++w) total += partial[w];
+      out[round] = total;
+    }
+    if (kSecondBarrier) __syncthreads();
+  }
+}
+
+TEST(EmuRaceCheck, MissingSecondBarrierIsFlaggedEvenWhenTheResultIsRight) {
+  std::vector<float> x(512, 1.0f), out(2);
+  for (uint64_t seed = 1; seed <= 20; ++seed) {
+    emu::set_schedule_seed(seed);
+    const std::string e = launch_error_of([&] {
+      EQUIVAE_LAUNCH(kernel_checked_two_rounds<false>, 1, 256, 0, nullptr, x.data(), out.data());
+    });
+    ASSERT_NE(e.find("shared-memory race"), std::string::npos) << "seed " << seed << ": " << e;
+    EXPECT_NO_THROW(
+        EQUIVAE_LAUNCH(kernel_checked_two_rounds<true>, 1, 256, 0, nullptr, x.data(), out.data()));
+    EXPECT_EQ(out[0], 256.0f);
+    EXPECT_EQ(out[1], 256.0f);
+  }
+}
+
+// Warp-synchronous exchange through shared memory: correct only with a full-warp sync (here
+// __syncwarp, or a shuffle) between the store and the neighbour's load.
+template <int kSync>  // 0: none, 1: __syncwarp, 2: a shuffle, 3: a half-warp __syncwarp
+__global__ void kernel_warp_neighbour(int* out) {
+  EQUIVAE_SHARED(int, s, 64);
+  const int t = int(threadIdx.x), lane = t % 32;
+  s[t] = t;
+  if (kSync == 1) __syncwarp();
+  if (kSync == 2) out[64 + t] = __shfl_xor_sync(kFullWarp, t, 1);
+  if (kSync == 3) __syncwarp(lane < 16 ? 0x0000ffffu : 0xffff0000u);
+  out[t] = s[(t & ~31) + (lane + 1) % 32];
+}
+
+TEST(EmuRaceCheck, WarpSynchronousAccessesNeedAFullWarpSync) {
+  std::vector<int> out(128);
+  for (uint64_t seed = 1; seed <= 10; ++seed) {
+    emu::set_schedule_seed(seed);
+    EXPECT_NE(launch_error_of([&] {
+                EQUIVAE_LAUNCH(kernel_warp_neighbour<0>, 1, 64, 0, nullptr, out.data());
+              }).find("shared-memory race"),
+              std::string::npos);
+    EXPECT_NE(launch_error_of([&] {
+                EQUIVAE_LAUNCH(kernel_warp_neighbour<3>, 1, 64, 0, nullptr, out.data());
+              }).find("shared-memory race"),
+              std::string::npos)
+        << "partial-mask syncs do not order accesses (lane 15 reads lane 16's word)";
+    EXPECT_NO_THROW(EQUIVAE_LAUNCH(kernel_warp_neighbour<1>, 1, 64, 0, nullptr, out.data()));
+    for (int t = 0; t < 64; ++t) ASSERT_EQ(out[t], (t & ~31) + (t % 32 + 1) % 32);
+    EXPECT_NO_THROW(EQUIVAE_LAUNCH(kernel_warp_neighbour<2>, 1, 64, 0, nullptr, out.data()));
+  }
+}
+
+// Atomics on shared memory are not races; reading the result after a barrier is not either.
+__global__ void kernel_shared_atomics(int* out) {
+  EQUIVAE_SHARED(int, count, 1);
+  if (threadIdx.x == 0) count[0] = 0;
+  __syncthreads();
+  atomicAdd(&count[0], 1);
+  __syncthreads();
+  out[threadIdx.x] = count[0];
+}
+
+TEST(EmuRaceCheck, SharedAtomicsAreNotRaces) {
+  std::vector<int> out(96);
+  EXPECT_NO_THROW(EQUIVAE_LAUNCH(kernel_shared_atomics, 2, 96, 0, nullptr, out.data()));
+  for (int v : out) EXPECT_EQ(v, 96);
+}
+
+// Broadcast: every thread reads a word one thread wrote before the barrier; then (after a
+// second barrier) one thread rewrites it.
+__global__ void kernel_broadcast(int* out) {
+  EQUIVAE_SHARED_2D(int, s, 2, 3);
+  if (threadIdx.x == 0) s[1][2] = 42;
+  __syncthreads();
+  out[threadIdx.x] = s[1][2];
+  __syncthreads();
+  if (threadIdx.x == 7) s[1][2] = 0;
+}
+
+TEST(EmuRaceCheck, BroadcastReadsAreNotRacesAndAWriteAfterThemNeedsABarrier) {
+  std::vector<int> out(128);
+  EXPECT_NO_THROW(EQUIVAE_LAUNCH(kernel_broadcast, 1, 128, 0, nullptr, out.data()));
+  for (int v : out) EXPECT_EQ(v, 42);
+}
+
+__global__ void kernel_write_after_reads_no_barrier(int* out) {
+  EQUIVAE_SHARED(int, s, 1);
+  if (threadIdx.x == 0) s[0] = 42;
+  __syncthreads();
+  out[threadIdx.x] = s[0];
+  if (threadIdx.x == 100) s[0] = 0;  // other threads may still read it
+}
+
+TEST(EmuRaceCheck, WriteAfterOtherThreadsReadsIsFlagged) {
+  std::vector<int> out(128);
+  for (uint64_t seed = 1; seed <= 10; ++seed) {
+    emu::set_schedule_seed(seed);
+    const std::string e = launch_error_of([&] {
+      EQUIVAE_LAUNCH(kernel_write_after_reads_no_barrier, 1, 128, 0, nullptr, out.data());
+    });
+    EXPECT_NE(e.find("shared-memory race"), std::string::npos) << e;
+    EXPECT_NE(e.find("thread (100,0,0)"), std::string::npos) << e;
+  }
+}
+
+// Out of bounds: one past the end of a static array, a negative index, the second index of a
+// 2-D array, and past the end of the dynamic buffer.
+__global__ void kernel_oob_static(int* out) {
+  EQUIVAE_SHARED(int, s, 32);
+  s[threadIdx.x + 1] = 1;  // thread 31 writes s[32]
+  __syncthreads();
+  out[threadIdx.x] = s[threadIdx.x];
+}
+__global__ void kernel_oob_negative(int* out) {
+  EQUIVAE_SHARED(int, s, 32);
+  s[int(threadIdx.x) - 1] = 1;
+  out[threadIdx.x] = 0;
+}
+__global__ void kernel_oob_2d(int* out) {
+  EQUIVAE_SHARED_2D(int, s, 4, 8);
+  s[threadIdx.x / 8][threadIdx.x % 8 + (threadIdx.x == 31)] = 1;  // thread 31: s[3][8]
+  out[threadIdx.x] = 0;
+}
+__global__ void kernel_oob_dynamic(float* out) {
+  emu::SharedSpan<float> s = emu::dynamic_shared<float>();
+  s[threadIdx.x == 32 ? 64 : threadIdx.x] = 1.0f;  // 64 floats of buffer: thread 32 writes s[64]
+  out[threadIdx.x] = 0;
+}
+
+TEST(EmuRaceCheck, OutOfBoundsSharedAccessesAreFlagged) {
+  std::vector<int> out(64);
+  std::vector<float> fout(64);
+  std::string e =
+      launch_error_of([&] { EQUIVAE_LAUNCH(kernel_oob_static, 1, 32, 0, nullptr, out.data()); });
+  EXPECT_NE(e.find("out-of-bounds shared-memory access"), std::string::npos) << e;
+  EXPECT_NE(e.find("index 32 of __shared__ array of 32 elements"), std::string::npos) << e;
+  EXPECT_NE(e.find("thread (31,0,0)"), std::string::npos) << e;
+  EXPECT_NE(e.find("kernel_oob_static"), std::string::npos) << e;
+  e = launch_error_of([&] { EQUIVAE_LAUNCH(kernel_oob_negative, 1, 32, 0, nullptr, out.data()); });
+  EXPECT_NE(e.find("index -1 of"), std::string::npos) << e;
+  e = launch_error_of([&] { EQUIVAE_LAUNCH(kernel_oob_2d, 1, 32, 0, nullptr, out.data()); });
+  EXPECT_NE(e.find("out-of-bounds shared-memory access"), std::string::npos) << e;
+  EXPECT_NE(e.find("index 8 of"), std::string::npos) << e;
+  e = launch_error_of(
+      [&] { EQUIVAE_LAUNCH(kernel_oob_dynamic, 1, 64, 64 * sizeof(float), nullptr, fout.data()); });
+  EXPECT_NE(e.find("index 64 of dynamic shared memory of 64 elements"), std::string::npos) << e;
+  // Out-of-bounds is checked with the race check off too.
+  emu::set_race_check(false);
+  e = launch_error_of([&] { EQUIVAE_LAUNCH(kernel_oob_static, 1, 32, 0, nullptr, out.data()); });
+  emu::set_race_check(true);
+  EXPECT_NE(e.find("out-of-bounds shared-memory access"), std::string::npos) << e;
+}
+
+// The dynamic buffer through emu::dynamic_shared<T>(): the reversal is clean, the same
+// reversal without its barrier is a race.
+template <bool kBarrier>
+__global__ void kernel_checked_dynamic_reverse(const float* in, float* out) {
+  emu::SharedSpan<float> s = emu::dynamic_shared<float>();
+  const int n = int(blockDim.x), t = int(threadIdx.x);
+  s[t] = in[blockIdx.x * n + t];
+  if (kBarrier) __syncthreads();
+  out[blockIdx.x * n + t] = s[n - 1 - t];
+}
+
+TEST(EmuRaceCheck, DynamicSharedMemoryIsChecked) {
+  const int n = 96;
+  std::vector<float> in(2 * n), out(2 * n);
+  std::iota(in.begin(), in.end(), 0.0f);
+  EXPECT_NO_THROW(EQUIVAE_LAUNCH(kernel_checked_dynamic_reverse<true>, 2, n, n * sizeof(float),
+                                 nullptr, in.data(), out.data()));
+  for (int b = 0; b < 2; ++b)
+    for (int t = 0; t < n; ++t) ASSERT_EQ(out[b * n + t], in[b * n + n - 1 - t]);
+  const std::string e = launch_error_of([&] {
+    EQUIVAE_LAUNCH(kernel_checked_dynamic_reverse<false>, 2, n, n * sizeof(float), nullptr,
+                   in.data(), out.data());
+  });
+  EXPECT_NE(e.find("shared-memory race"), std::string::npos) << e;
+  EXPECT_NE(e.find("of dynamic shared memory"), std::string::npos) << e;
+}
+
+TEST(EmuRaceCheck, CanBeTurnedOff) {
+  std::vector<int> x(256, 1), out(1);
+  emu::set_race_check(false);
+  EXPECT_NO_THROW(
+      EQUIVAE_LAUNCH(kernel_checked_tree_sum<false>, 1, 256, 0, nullptr, x.data(), out.data()));
+  emu::set_race_check(true);
+  EXPECT_THROW(
+      EQUIVAE_LAUNCH(kernel_checked_tree_sum<false>, 1, 256, 0, nullptr, x.data(), out.data()),
+      emu::Error);
+}
+
+// BlockReduce's TempStorage is checked: reusing it without the barrier its contract asks for
+// is a race (warp 0's lane 0 stores round 2's partial while thread 0 still reads round 1's).
+template <bool kBarrier>
+__global__ void kernel_block_reduce_twice(const float* x, float* out) {
+  __shared__ typename BlockReduce<float, 64>::TempStorage storage;
+  const float a = BlockReduce<float, 64>(storage).sum(x[threadIdx.x]);
+  if (kBarrier) __syncthreads();
+  const float b = BlockReduce<float, 64>(storage).sum(2 * x[threadIdx.x]);
+  if (threadIdx.x == 0) out[0] = a, out[1] = b;
+}
+
+TEST(EmuRaceCheck, BlockReduceStorageReusedWithoutBarrierIsFlagged) {
+  std::vector<float> x(64, 1.0f), out(2);
+  for (uint64_t seed = 1; seed <= 10; ++seed) {
+    emu::set_schedule_seed(seed);
+    EXPECT_NE(launch_error_of([&] {
+                EQUIVAE_LAUNCH(kernel_block_reduce_twice<false>, 1, 64, 0, nullptr, x.data(),
+                               out.data());
+              }).find("shared-memory race"),
+              std::string::npos);
+    EXPECT_NO_THROW(
+        EQUIVAE_LAUNCH(kernel_block_reduce_twice<true>, 1, 64, 0, nullptr, x.data(), out.data()));
+    EXPECT_EQ(out[0], 64.0f);
+    EXPECT_EQ(out[1], 128.0f);
+  }
 }
 
 // ---------------------------------------------------------------- deadlocks and misuse

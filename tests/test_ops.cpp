@@ -323,5 +323,65 @@ TEST(OpHarness, CatchesAnUnwrittenOutput) {
   EXPECT_FALSE(check_op(UnwrittenOutputCase{}).finite);
 }
 
+// Extreme encoder outputs: log σ² and μ at ±1e4 (σ² = e^±1e4 overflows / underflows without
+// the clamp of log σ² to [−30, 20]). v, KL and every gradient stay finite; outside the range
+// log σ² gets a zero gradient and the forward equals the forward at the clamp bound.
+template <class T>
+void check_sample_kl_extremes() {
+  const int B = 4, d = 4;
+  const T big = T(1e4);
+  std::vector<T> mulv(size_t(B) * 2 * d), at_bound(mulv.size());
+  for (int i = 0; i < B; ++i)
+    for (int j = 0; j < d; ++j) {
+      const T mu = (i + j) % 2 ? big : -big, lv = (i / 2 + j) % 2 ? big : -big;
+      mulv[size_t(i) * 2 * d + j] = at_bound[size_t(i) * 2 * d + j] = mu;
+      mulv[size_t(i) * 2 * d + d + j] = lv;
+      at_bound[size_t(i) * 2 * d + d + j] = lv > 0 ? T(20) : T(-30);
+    }
+  std::vector<T> v(size_t(B) * d), eps(v.size()), kl(B), v2(v.size()), eps2(v.size()), kl2(B);
+  cpu::sample_kl_forward(v.data(), eps.data(), kl.data(), mulv.data(), B, d, 42, 3, 0);
+  cpu::sample_kl_forward(v2.data(), eps2.data(), kl2.data(), at_bound.data(), B, d, 42, 3, 0);
+  for (size_t k = 0; k < v.size(); ++k) {
+    ASSERT_TRUE(std::isfinite(v[k])) << k;
+    EXPECT_EQ(v[k], v2[k]) << "the forward must equal the forward at the clamp bound";
+  }
+  for (int i = 0; i < B; ++i) {
+    ASSERT_TRUE(std::isfinite(kl[i])) << i;
+    EXPECT_EQ(kl[i], kl2[i]);
+  }
+  std::vector<T> dv(v.size(), T(1)), dkl(B, T(1)), dmulv(mulv.size());
+  cpu::sample_kl_backward(dmulv.data(), dv.data(), dkl.data(), mulv.data(), eps.data(), B, d);
+  for (int i = 0; i < B; ++i)
+    for (int j = 0; j < d; ++j) {
+      const T dmu = dmulv[size_t(i) * 2 * d + j], dlv = dmulv[size_t(i) * 2 * d + d + j];
+      ASSERT_TRUE(std::isfinite(dmu) && std::isfinite(dlv)) << i << "," << j;
+      EXPECT_EQ(dmu, T(1) + mulv[size_t(i) * 2 * d + j]);
+      EXPECT_EQ(dlv, T(0)) << "log σ² outside [−30, 20]: the clamp's derivative is 0";
+    }
+}
+
+TEST(Ops, SampleAndKlStayFiniteForExtremeLogVarianceAndMean) {
+  check_sample_kl_extremes<float>();
+  check_sample_kl_extremes<double>();
+}
+
+// Inside the clamp, next to its bounds, the backward still matches finite differences.
+TEST(Ops, SampleAndKlGradientNearTheClampBoundsMatchesFiniteDifferences) {
+  const int d = 2;
+  for (double lv : {19.5, -29.5, 0.25}) {
+    auto loss = [&](double x) {  // L = Σ v + 0.5 KL, through log σ² of column 0
+      std::vector<double> mulv = {0.3, -0.2, x, 0.1}, v(d), eps(d), kl(1);
+      cpu::sample_kl_forward(v.data(), eps.data(), kl.data(), mulv.data(), 1, d, 7, 1, 0);
+      return v[0] + v[1] + 0.5 * kl[0];
+    };
+    std::vector<double> mulv = {0.3, -0.2, lv, 0.1}, v(d), eps(d), kl(1), dmulv(4);
+    cpu::sample_kl_forward(v.data(), eps.data(), kl.data(), mulv.data(), 1, d, 7, 1, 0);
+    const std::vector<double> dv(d, 1.0), dkl(1, 0.5);
+    cpu::sample_kl_backward(dmulv.data(), dv.data(), dkl.data(), mulv.data(), eps.data(), 1, d);
+    const double h = 1e-5, fd = (loss(lv + h) - loss(lv - h)) / (2 * h);
+    EXPECT_NEAR(dmulv[2], fd, 1e-6 * std::max(1.0, std::abs(fd))) << "log σ² = " << lv;
+  }
+}
+
 }  // namespace
 }  // namespace equivae::test

@@ -43,6 +43,11 @@ void pool_backward(T* de, const T* dr, const int32_t* offsets, const int32_t* me
 // ---- reparameterised sampling + KL(q(v|·) || N(0, I)) in one pass.
 // mulv[B,2d] = [μ | log σ²]; eps[B,d] = Philox normal at (seed, step, row0 + i, j);
 // v[B,d] = μ + exp(½ log σ²) · eps; kl[B] = ½ Σ_j (μ² + σ² − 1 − log σ²).
+// log σ² is first clamped to [−30, 20] (σ² from ~9e−14 to ~5e8), so v, kl and the gradients
+// stay finite for any finite log σ² (and |μ| ≲ 1e18 in float, where μ² would overflow); the
+// backward gives log σ² a zero gradient outside that range (the clamp's derivative), the exact
+// gradient inside. NaN inputs propagate. The CUDA kernels (kernels/cuda/sample_kl.cu) clamp
+// identically.
 template <class T>
 void sample_kl_forward(T* v, T* eps, T* kl, const T* mulv, int B, int d, uint64_t seed,
                        uint64_t step, uint32_t row0);

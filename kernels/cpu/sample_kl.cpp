@@ -1,10 +1,30 @@
-// Reparameterised Gaussian sample and its KL to N(0, I), fused in one pass.
+// Reparameterised Gaussian sample and its KL to N(0, I), fused in one pass. log σ² is
+// clamped to [kLogVarMin, kLogVarMax] (kernels/cpu/ops.h; the CUDA kernel uses the same range).
 #include <cmath>
 
 #include "kernels/cpu/ops.h"
 #include "kernels/philox.h"
 
 namespace equivae::cpu {
+namespace {
+
+// The clamp of log σ²: σ² ∈ [e^−30, e^20] ≈ [9.4e−14, 4.9e8], so σ² and ½ log σ² are finite
+// in float and the KL term σ² − 1 − log σ² stays far from overflow.
+constexpr double kLogVarMin = -30.0, kLogVarMax = 20.0;
+
+// NaN passes through (it must surface, not be clamped away).
+template <class T>
+inline T clamp_logvar(T lv) {
+  return lv < T(kLogVarMin) ? T(kLogVarMin) : (lv > T(kLogVarMax) ? T(kLogVarMax) : lv);
+}
+// Whether the clamp passes lv through (its derivative is 1 there, 0 outside; NaN counts as
+// inside so that the gradient stays NaN).
+template <class T>
+inline bool logvar_inside(T lv) {
+  return !(lv < T(kLogVarMin) || lv > T(kLogVarMax));
+}
+
+}  // namespace
 
 template <class T>
 void sample_kl_forward(T* v, T* eps, T* kl, const T* mulv, int B, int d, uint64_t seed,
@@ -15,10 +35,11 @@ void sample_kl_forward(T* v, T* eps, T* kl, const T* mulv, int B, int d, uint64_
     T kl_i = 0;
     for (int j = 0; j < d; ++j) {
       const T e = philox_normal<T>(seed, step, row0 + uint32_t(i), uint32_t(j));
-      const T sigma = std::exp(T(0.5) * logvar[j]);
+      const T lv = clamp_logvar(logvar[j]);
+      const T sigma = std::exp(T(0.5) * lv);
       eps[size_t(i) * d + j] = e;
       v[size_t(i) * d + j] = mu[j] + sigma * e;
-      kl_i += mu[j] * mu[j] + sigma * sigma - T(1) - logvar[j];
+      kl_i += mu[j] * mu[j] + sigma * sigma - T(1) - lv;
     }
     kl[i] = T(0.5) * kl_i;
   }
@@ -33,12 +54,17 @@ void sample_kl_backward(T* dmulv, const T* dv, const T* dkl, const T* mulv, cons
     T* dmu = dmulv + size_t(i) * 2 * d;
     T* dlogvar = dmu + d;
     for (int j = 0; j < d; ++j) {
-      const T sigma = std::exp(T(0.5) * logvar[j]);
       const T g = dv[size_t(i) * d + j];
-      // ∂v/∂μ = 1, ∂v/∂logσ² = ½σε; ∂KL/∂μ = μ, ∂KL/∂logσ² = ½(σ² − 1).
+      // ∂v/∂μ = 1, ∂v/∂logσ² = ½σε; ∂KL/∂μ = μ, ∂KL/∂logσ² = ½(σ² − 1); through the clamp,
+      // zero for log σ² outside [kLogVarMin, kLogVarMax].
       dmu[j] = g + dkl[i] * mu[j];
-      dlogvar[j] =
-          g * T(0.5) * sigma * eps[size_t(i) * d + j] + dkl[i] * T(0.5) * (sigma * sigma - 1);
+      if (logvar_inside(logvar[j])) {
+        const T sigma = std::exp(T(0.5) * logvar[j]);
+        dlogvar[j] =
+            g * T(0.5) * sigma * eps[size_t(i) * d + j] + dkl[i] * T(0.5) * (sigma * sigma - 1);
+      } else {
+        dlogvar[j] = T(0);
+      }
     }
   }
 }

@@ -32,7 +32,13 @@ template <class T>
 __global__ void __launch_bounds__(kColumns* kRowLanes)
     kernel_dense_backward_bias(T* __restrict__ dy, T* __restrict__ db, const T* __restrict__ y,
                                int B, int out, bool relu) {
+  // EQUIVAE_SHARED_2D(T, partial, kRowLanes, kColumns + 1), spelled out: reduce.cuh (where
+  // the macro lives) would bring CUB's headers, and their unused globals, into this file's PTX.
+#if defined(__CUDACC__)
   __shared__ T partial[kRowLanes][kColumns + 1];
+#else
+  __shared__ ::emu::SharedArray2D<T, kRowLanes, kColumns + 1> partial;  // race-checked
+#endif
   const int col = blockIdx.x * kColumns + threadIdx.x;
   T acc = T(0);
   if (col < out) {

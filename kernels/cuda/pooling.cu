@@ -43,7 +43,7 @@ __global__ void __launch_bounds__(kThreads)
     kernel_pool_backward(T* __restrict__ de, const T* __restrict__ dr,
                          const int32_t* __restrict__ offsets, const int32_t* __restrict__ members,
                          int R, int d) {
-  __shared__ T partial[kWarps][32];
+  EQUIVAE_SHARED_2D(T, partial, kWarps, 32);
   const int j = blockIdx.x;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int i_begin = int(int64_t(R) * warp / kWarps);

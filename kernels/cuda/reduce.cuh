@@ -4,10 +4,23 @@
 // is a shuffle + shared-memory reduction with the same contract (result valid in thread 0
 // only, every thread of the block must call it, 1-D blocks of kThreads threads, and a
 // __syncthreads() before its TempStorage is reused).
+//
+// Also the project's static shared-memory declarations, so the emulator can check them:
+//   EQUIVAE_SHARED(T, name, N);         // __shared__ T name[N]
+//   EQUIVAE_SHARED_2D(T, name, M, N);   // __shared__ T name[M][N]
+// Under nvcc they are exactly those plain declarations; compiled for the emulator they are
+// emu::SharedArray / SharedArray2D, whose accesses are bounds-checked and race-checked (the
+// rule: kernels/emu/emu_runtime.h, emu::set_race_check). Use them instead of a bare
+// __shared__ array in kernels/cuda/.
 #include "kernels/cuda/launch.h"
 
 #if defined(__CUDACC__)
 #include <cub/block/block_reduce.cuh>
+#define EQUIVAE_SHARED(T, name, N) __shared__ T name[N]
+#define EQUIVAE_SHARED_2D(T, name, M, N) __shared__ T name[M][N]
+#else
+#define EQUIVAE_SHARED(T, name, N) __shared__ ::emu::SharedArray<T, (N)> name
+#define EQUIVAE_SHARED_2D(T, name, M, N) __shared__ ::emu::SharedArray2D<T, (M), (N)> name
 #endif
 
 namespace equivae::cuda {
@@ -53,8 +66,8 @@ class BlockReduce {
   using Cub = cub::BlockReduce<T, kThreads>;
   using TempStorage = typename Cub::TempStorage;
 #else
-  struct TempStorage {
-    T warp_partial[kThreads / 32];
+  struct TempStorage {  // checked by the emulator's race check
+    ::emu::SharedArray<T, kThreads / 32> warp_partial;
   };
 #endif
 
@@ -71,7 +84,7 @@ class BlockReduce {
     __syncthreads();
     if (threadIdx.x != 0) return v;  // undefined outside thread 0, as with CUB
     T r = storage_.warp_partial[0];
-    for (int w = 1; w < kThreads / 32; ++w) r = op(r, storage_.warp_partial[w]);
+    for (int w = 1; w < kThreads / 32; ++w) r = op(r, T(storage_.warp_partial[w]));
     return r;
 #endif
   }

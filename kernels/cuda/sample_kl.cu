@@ -8,6 +8,10 @@
 //   shuffle reduction (no shared memory, no block barrier). grid = ceil(B / 8).
 // - kernel_sample_kl_backward: elementwise over [B, d], each thread writes dμ and dlog σ² of
 //   its element; 256 threads, 1-D grid-stride.
+//
+// log σ² is clamped to [kLogVarMin, kLogVarMax] = [−30, 20] as on the CPU (kernels/cpu/ops.h):
+// v, KL and the gradients stay finite for any log σ²; outside the range log σ² gets a zero
+// gradient (the clamp's derivative); NaN propagates.
 #include "kernels/cuda/launch.h"
 #include "kernels/cuda/math.cuh"
 #include "kernels/cuda/ops.h"
@@ -19,6 +23,12 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int kRowsPerBlock = kThreads / 32;
+constexpr double kLogVarMin = -30.0, kLogVarMax = 20.0;
+
+template <class T>
+__device__ __forceinline__ T clamp_logvar(T lv) {
+  return lv < T(kLogVarMin) ? T(kLogVarMin) : (lv > T(kLogVarMax) ? T(kLogVarMax) : lv);
+}
 
 template <class T>
 __global__ void __launch_bounds__(kThreads)
@@ -33,10 +43,11 @@ __global__ void __launch_bounds__(kThreads)
   T part = T(0);
   for (int j = lane; j < d; j += 32) {
     const T e = philox_normal<T>(seed, step, row0 + uint32_t(row), uint32_t(j));
-    const T sigma = math::exp_(T(0.5) * logvar[j]);
+    const T lv = clamp_logvar(logvar[j]);
+    const T sigma = math::exp_(T(0.5) * lv);
     eps[size_t(row) * d + j] = e;
     v[size_t(row) * d + j] = mu[j] + sigma * e;
-    part += mu[j] * mu[j] + sigma * sigma - T(1) - logvar[j];
+    part += mu[j] * mu[j] + sigma * sigma - T(1) - lv;
   }
   part = warp_all_sum(part);
   if (lane == 0) kl[row] = T(0.5) * part;
@@ -51,11 +62,15 @@ __global__ void __launch_bounds__(kThreads)
   for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x) {
     const int row = i / d, j = i - row * d;
     const size_t mu_at = size_t(row) * 2 * d + j, lv_at = mu_at + d;
-    const T sigma = math::exp_(T(0.5) * mulv[lv_at]);
+    const T lv = mulv[lv_at];
+    const bool inside = !(lv < T(kLogVarMin) || lv > T(kLogVarMax));  // NaN: inside, stays NaN
+    const T sigma = math::exp_(T(0.5) * clamp_logvar(lv));
     const T g = dv[i], k = dkl[row];
-    // ∂v/∂μ = 1, ∂v/∂log σ² = ½σε; ∂KL/∂μ = μ, ∂KL/∂log σ² = ½(σ² − 1).
+    // ∂v/∂μ = 1, ∂v/∂log σ² = ½σε; ∂KL/∂μ = μ, ∂KL/∂log σ² = ½(σ² − 1); zero through the
+    // clamp outside its range.
     dmulv[mu_at] = g + k * mulv[mu_at];
-    dmulv[lv_at] = g * T(0.5) * sigma * eps[i] + k * T(0.5) * (sigma * sigma - T(1));
+    dmulv[lv_at] =
+        inside ? g * T(0.5) * sigma * eps[i] + k * T(0.5) * (sigma * sigma - T(1)) : T(0);
   }
 }
 

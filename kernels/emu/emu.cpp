@@ -30,6 +30,12 @@ namespace ctx = boost::context;
 std::atomic<uint64_t> g_seed{0x5EED};
 std::atomic<uint64_t> g_launch{0};
 std::atomic<size_t> g_stack_size{64 << 10};
+// On unless the environment says EQUIVAE_EMU_RACE_CHECK=0 (set_race_check overrides).
+bool race_check_from_environment() {
+  const char* v = std::getenv("EQUIVAE_EMU_RACE_CHECK");
+  return !(v && std::strcmp(v, "0") == 0);
+}
+std::atomic<bool> g_race_check{race_check_from_environment()};
 struct AtomicStats {
   std::atomic<uint64_t> launches{0}, blocks{0}, threads{0}, block_barriers{0}, warp_syncs{0};
 } g_stats;
@@ -110,6 +116,8 @@ struct BlockRun {
   std::vector<Thread> threads;
   std::vector<unsigned> runnable, now, later;
   std::vector<unsigned char> dynamic_shared;
+  std::vector<detail::SharedWord> dynamic_shadow;  // one per 4-byte word of dynamic_shared
+  std::vector<uint32_t> warp_sync;                 // per warp: full-warp syncs completed
   uint64_t rng = 0;
   uint64_t slow_warps = 0;  // bit w % 64: warp w is slow in this phase
 };
@@ -144,6 +152,7 @@ void resume(BlockRun& r, unsigned i) {
   th.state = State::Ready;
   t_self = &th;
   threadIdx = th.idx;
+  detail::t_race.thread = i;
   th.fiber = std::move(th.fiber).resume();
   t_self = nullptr;
 }
@@ -185,6 +194,9 @@ bool release_warp_groups(BlockRun& r) {
           r.threads[base + k].state = State::Ready;
           r.runnable.push_back(base + k);
         }
+      // A sync of every lane of the warp orders the lanes' shared accesses (race check).
+      const unsigned all = lanes == 32 ? ~0u : (1u << lanes) - 1u;
+      if ((m & all) == all) ++r.warp_sync[base / 32];
       any = true;
     }
   }
@@ -258,6 +270,9 @@ void run_block(BlockRun& r) {
                              });
       }
   if (!r.dynamic_shared.empty()) std::fill(r.dynamic_shared.begin(), r.dynamic_shared.end(), 0xFF);
+  // A new block starts a new barrier phase: every shadow word recorded before is stale.
+  ++detail::t_race.phase;
+  std::fill(r.warp_sync.begin(), r.warp_sync.end(), 0u);
 
   r.runnable.resize(r.n);
   for (unsigned i = 0; i < r.n; ++i) r.runnable[i] = i;
@@ -316,6 +331,7 @@ void run_block(BlockRun& r) {
     if (done == r.n) break;
     if (done == 0 && at_block == r.n) {
       g_stats.block_barriers.fetch_add(1, std::memory_order_relaxed);
+      ++detail::t_race.phase;            // a new barrier phase for the race check
       r.slow_warps = splitmix64(r.rng);  // a new phase: new slow warps
       for (unsigned i = 0; i < r.n; ++i) r.runnable.push_back(i);
       continue;
@@ -334,6 +350,12 @@ void set_schedule_seed(uint64_t seed) {
 uint64_t schedule_seed() {
   return g_seed;
 }
+void set_race_check(bool on) {
+  g_race_check = on;
+}
+bool race_check() {
+  return g_race_check;
+}
 void set_fiber_stack_size(size_t bytes) {
   g_stack_size = std::max<size_t>(bytes, 16 << 10);
 }
@@ -348,8 +370,46 @@ void reset_stats() {
 
 namespace detail {
 
+thread_local RaceClock t_race;
+
 void fail(const char* what) {
   throw Error(what);
+}
+
+namespace {
+std::string thread_name(const BlockRun& r, unsigned linear) {
+  std::ostringstream s;
+  s << "thread (" << linear % r.dims.x << "," << linear / r.dims.x % r.dims.y << ","
+    << linear / (r.dims.x * r.dims.y) << ")";
+  return s.str();
+}
+}  // namespace
+
+void shared_race(const SharedSite& site, unsigned other, bool other_wrote, bool this_writes) {
+  const BlockRun& r = *t_run;
+  std::ostringstream s;
+  s << "emu: shared-memory race in " << where(r) << ": " << thread_name(r, other)
+    << (other_wrote ? " wrote" : " read") << " word " << site.word << " of " << site.kind
+    << " (element " << site.index << " of " << site.count << ", " << site.elem_bytes
+    << "-byte elements) and " << thread_name(r, t_race.thread)
+    << (this_writes ? " writes" : " reads")
+    << " it in the same barrier phase, with no __syncthreads() (nor, within a warp, a "
+       "full-warp __syncwarp/shuffle/vote) between them";
+  throw Error(s.str());
+}
+
+void shared_out_of_bounds(const SharedSite& site, long long index) {
+  std::ostringstream s;
+  s << "emu: out-of-bounds shared-memory access";
+  if (t_run) s << " in " << where(*t_run) << " by " << thread_name(*t_run, t_race.thread);
+  s << ": index " << index << " of " << site.kind << " of " << site.count << " elements ("
+    << site.elem_bytes << " bytes each)";
+  throw Error(s.str());
+}
+
+SharedBuffer dynamic_shared_buffer() {
+  self("dynamic shared memory");
+  return {t_run->dynamic_shared.data(), t_run->dynamic_shadow.data(), t_run->dynamic_shared.size()};
 }
 
 void run_grid(const char* name, dim3 grid, dim3 block, size_t shmem, Body body, void* ctx) {
@@ -376,14 +436,23 @@ void run_grid(const char* name, dim3 grid, dim3 block, size_t shmem, Body body, 
   r.n = unsigned(threads);
   r.threads.resize(r.n);
   r.dynamic_shared.resize(shmem);
+  r.dynamic_shadow.assign((shmem + 3) / 4, detail::SharedWord{});
+  r.warp_sync.assign((r.n + 31) / 32, 0u);
   const uint64_t launch = g_launch.fetch_add(1);
   const uint64_t seed = g_seed.load();
   g_stats.launches.fetch_add(1, std::memory_order_relaxed);
 
   struct Scope {
     BlockRun* r;
-    explicit Scope(BlockRun* run) : r(run) { t_run = run; }
-    ~Scope() { t_run = nullptr; }
+    explicit Scope(BlockRun* run) : r(run) {
+      t_run = run;
+      t_race.on = g_race_check.load();
+      t_race.warp_sync = run->warp_sync.data();
+    }
+    ~Scope() {
+      t_run = nullptr;
+      t_race.warp_sync = nullptr;  // shared accesses outside a launch are not tracked
+    }
   } scope(&r);
   gridDim = {grid.x, grid.y, grid.z};
   blockDim = {block.x, block.y, block.z};

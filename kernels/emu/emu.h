@@ -17,6 +17,11 @@
 //    `mask`, read, and meet a second barrier. Reading a lane that is not in `mask` or does not
 //    exist gives all-ones bits (NaN for float), as undefined as on the GPU.
 //  - Atomics are std::atomic_ref operations; math intrinsics map to libm.
+//  - Checked shared memory: emu::SharedArray<T, N> / SharedArray2D<T, M, N> (what
+//    EQUIVAE_SHARED / EQUIVAE_SHARED_2D of kernels/cuda/reduce.cuh declare here) and
+//    emu::dynamic_shared<T>() index through proxies that check bounds and record, per word,
+//    who wrote and read it in the current barrier phase; a race throws emu::Error (the rule:
+//    emu_runtime.h, set_race_check).
 #include <atomic>
 #include <bit>
 #include <cmath>
@@ -66,6 +71,225 @@ unsigned lane_id();
 unsigned active_mask();
 void* dynamic_shared_memory();
 [[noreturn]] void fail(const char* what);
+
+// ---- the shared-memory race check's state (set by the scheduler, read inline by accessors)
+struct RaceClock {
+  uint64_t phase = 0;                   // advances at every block start and block barrier
+  unsigned thread = 0;                  // linear index of the running CUDA thread
+  const uint32_t* warp_sync = nullptr;  // per warp: full-warp syncs completed in this block
+  bool on = true;
+};
+extern thread_local RaceClock t_race;
+
+// Shadow of one shared word: ids are linear thread index + 1 (0: none); *_sync is the warp's
+// full-warp sync count at the time of the access.
+struct SharedWord {
+  uint64_t phase;
+  uint32_t writer, writer_sync, r1, r1_sync, r2, r2_sync;
+};
+
+struct SharedSite {   // what an error message needs about the array
+  const char* kind;   // "__shared__ array" or "dynamic shared memory"
+  size_t index;       // element index
+  size_t count;       // elements in the array (or the dynamic buffer, in this element type)
+  size_t elem_bytes;  // element size
+  size_t word;        // word offset reported (element index, or 4-byte word of the buffer)
+};
+[[noreturn]] void shared_race(const SharedSite& site, unsigned other, bool other_wrote,
+                              bool this_writes);
+[[noreturn]] void shared_out_of_bounds(const SharedSite& site, long long index);
+struct SharedBuffer {
+  unsigned char* data;
+  SharedWord* shadow;  // one per 4-byte word
+  size_t bytes;
+};
+SharedBuffer dynamic_shared_buffer();
+
+inline bool race_ordered(const RaceClock& c, uint32_t id, uint32_t sync) {
+  const unsigned other = id - 1;
+  return other == c.thread ||
+         ((other >> 5) == (c.thread >> 5) && c.warp_sync[c.thread >> 5] > sync);
+}
+
+inline void note_read(SharedWord& w, const SharedSite& site) {
+  const RaceClock& c = t_race;
+  if (!c.on || !c.warp_sync) return;
+  const uint32_t me = c.thread + 1, sync = c.warp_sync[c.thread >> 5];
+  if (w.phase != c.phase) {
+    w = SharedWord{c.phase, 0, 0, me, sync, 0, 0};
+    return;
+  }
+  if (w.writer && !race_ordered(c, w.writer, w.writer_sync))
+    shared_race(site, w.writer - 1, true, false);
+  if (!w.r1 || w.r1 == me) {
+    w.r1 = me, w.r1_sync = sync;
+  } else if (!w.r2 || w.r2 == me || ((w.r2 - 1) >> 5) == ((w.r1 - 1) >> 5)) {
+    w.r2 = me, w.r2_sync = sync;  // the second slot keeps a reader of another warp than r1's
+  }
+}
+
+inline void note_write(SharedWord& w, const SharedSite& site) {
+  const RaceClock& c = t_race;
+  if (!c.on || !c.warp_sync) return;
+  const uint32_t me = c.thread + 1, sync = c.warp_sync[c.thread >> 5];
+  if (w.phase == c.phase) {
+    if (w.writer && !race_ordered(c, w.writer, w.writer_sync))
+      shared_race(site, w.writer - 1, true, true);
+    if (w.r1 && !race_ordered(c, w.r1, w.r1_sync)) shared_race(site, w.r1 - 1, false, true);
+    if (w.r2 && !race_ordered(c, w.r2, w.r2_sync)) shared_race(site, w.r2 - 1, false, true);
+  }
+  // Every earlier access is ordered before this write, so a later access that is ordered
+  // after it is ordered after them too: only this write needs remembering.
+  w = SharedWord{c.phase, me, sync, 0, 0, 0, 0};
+}
+
+}  // namespace detail
+
+// A checked reference to one shared element: reads and writes go through the race check.
+// `&ref` gives the raw address (for atomics; such accesses are not tracked).
+template <class T>
+class SharedRef {
+ public:
+  SharedRef(T* p, detail::SharedWord* w, const detail::SharedSite& site)
+      : p_(p), w_(w), site_(site) {}
+  operator T() const {
+    detail::note_read(*w_, site_);
+    return *p_;
+  }
+  const SharedRef& operator=(const T& v) const {
+    detail::note_write(*w_, site_);
+    *p_ = v;
+    return *this;
+  }
+  const SharedRef& operator=(const SharedRef& o) const { return *this = T(o); }
+#define EMU_SHARED_COMPOUND(op)                       \
+  template <class U>                                  \
+  const SharedRef& operator op##=(const U& v) const { \
+    T x = T(*this);                                   \
+    x = T(x op v);                                    \
+    return *this = x;                                 \
+  }
+  EMU_SHARED_COMPOUND(+)
+  EMU_SHARED_COMPOUND(-)
+  EMU_SHARED_COMPOUND(*)
+  EMU_SHARED_COMPOUND(/)
+  EMU_SHARED_COMPOUND(%)
+  EMU_SHARED_COMPOUND(&)
+  EMU_SHARED_COMPOUND(|)
+  EMU_SHARED_COMPOUND(^)
+  EMU_SHARED_COMPOUND(<<)
+  EMU_SHARED_COMPOUND(>>)
+#undef EMU_SHARED_COMPOUND
+  const SharedRef& operator++() const {
+    return *this += 1;
+  }
+  const SharedRef& operator--() const {
+    return *this -= 1;
+  }
+  T operator++(int) const {
+    const T old = T(*this);
+    *this = old + 1;
+    return old;
+  }
+  T operator--(int) const {
+    const T old = T(*this);
+    *this = old - 1;
+    return old;
+  }
+  T* operator&() const {
+    return p_;
+  }
+
+ private:
+  T* p_;
+  detail::SharedWord* w_;
+  detail::SharedSite site_;
+};
+
+// `__shared__ T name[N]` under the race check (EQUIVAE_SHARED). Static storage (thread_local,
+// one per running block), zero-initialised shadow.
+template <class T, size_t N>
+class SharedArray {
+ public:
+  SharedRef<T> operator[](long long i) {
+    const detail::SharedSite site{"__shared__ array", size_t(i), N, sizeof(T), size_t(i)};
+    if (i < 0 || size_t(i) >= N) detail::shared_out_of_bounds(site, i);
+    return SharedRef<T>(&data_[i], &shadow_[i], site);
+  }
+  static constexpr size_t size() { return N; }
+
+ private:
+  T data_[N];
+  detail::SharedWord shadow_[N];
+};
+
+// `__shared__ T name[M][N]` under the race check (EQUIVAE_SHARED_2D): name[i][j].
+template <class T, size_t M, size_t N>
+class SharedArray2D {
+ public:
+  class Row {
+   public:
+    Row(SharedArray2D* a, long long i) : a_(a), i_(i) {}
+    SharedRef<T> operator[](long long j) const {
+      const size_t k = size_t(i_) * N + size_t(j);
+      const detail::SharedSite site{"__shared__ array", k, M * N, sizeof(T), k};
+      if (j < 0 || size_t(j) >= N) detail::shared_out_of_bounds(site, j);
+      return SharedRef<T>(&a_->data_[i_][j], &a_->shadow_[k], site);
+    }
+
+   private:
+    SharedArray2D* a_;
+    long long i_;
+  };
+  Row operator[](long long i) {
+    if (i < 0 || size_t(i) >= M) {
+      const detail::SharedSite site{"__shared__ array (first index)", size_t(i), M, sizeof(T) * N,
+                                    size_t(i) * N};
+      detail::shared_out_of_bounds(site, i);
+    }
+    return Row(this, i);
+  }
+
+ private:
+  T data_[M][N];
+  detail::SharedWord shadow_[M * N];
+};
+
+// The block's dynamic shared memory as a checked T array (shadowed per 4-byte word; an
+// element is tracked on its first word). `span + k` offsets it, like a pointer.
+template <class T>
+class SharedSpan {
+ public:
+  explicit SharedSpan(detail::SharedBuffer b, size_t offset = 0) : b_(b), offset_(offset) {}
+  SharedRef<T> operator[](long long i) const {
+    const size_t count = (b_.bytes - offset_) / sizeof(T);
+    const size_t byte = offset_ + size_t(i) * sizeof(T);
+    const detail::SharedSite site{"dynamic shared memory", size_t(i), count, sizeof(T), byte / 4};
+    if (i < 0 || size_t(i) >= count) detail::shared_out_of_bounds(site, i);
+    return SharedRef<T>(reinterpret_cast<T*>(b_.data + byte), &b_.shadow[byte / 4], site);
+  }
+  SharedSpan operator+(long long k) const {
+    const long long at = (long long)offset_ + k * (long long)sizeof(T);
+    if (at < 0 || size_t(at) > b_.bytes) {
+      const detail::SharedSite site{"dynamic shared memory (pointer arithmetic)", size_t(k),
+                                    (b_.bytes - offset_) / sizeof(T), sizeof(T), size_t(at) / 4};
+      detail::shared_out_of_bounds(site, k);
+    }
+    return SharedSpan(b_, size_t(at));
+  }
+  size_t size() const { return (b_.bytes - offset_) / sizeof(T); }
+
+ private:
+  detail::SharedBuffer b_;
+  size_t offset_;
+};
+
+template <class T>
+inline SharedSpan<T> dynamic_shared() {
+  return SharedSpan<T>(detail::dynamic_shared_buffer());
+}
+
+namespace detail {
 
 template <class T>
 inline uint64_t to_bits(T v) {

@@ -64,6 +64,28 @@ uint64_t schedule_seed();
 // overflows it faults instead of corrupting memory). Takes effect for new stacks.
 void set_fiber_stack_size(size_t bytes);
 
+// Shared-memory race check (on by default, as the emulator only runs in tests; the environment
+// variable EQUIVAE_EMU_RACE_CHECK=0 turns it off at startup). Applies to shared memory
+// declared through the checked accessors (EQUIVAE_SHARED / EQUIVAE_SHARED_2D
+// from kernels/cuda/reduce.cuh, BlockReduce's TempStorage, emu::dynamic_shared<T>()); a
+// plain `__shared__ T x[N]` stays an unchecked array, and so does the raw pointer that
+// EQUIVAE_DYNAMIC_SHARED (kernels/cuda/launch.h) gives (no kernel uses it yet). The rule, per
+// shared word (per element of a static array, per 4-byte word of the dynamic buffer), within one
+// barrier phase (between two __syncthreads() of the block):
+//  - two different threads touch the word and at least one of them writes it: a race, unless
+//    both are lanes of the same warp and a full-warp synchronisation of that warp (__syncwarp,
+//    a shuffle or a vote whose mask covers every lane of the warp) separates the two accesses.
+//    Partial-mask warp syncs do not order anything (conservative).
+//  - accesses through atomics (atomicAdd(&s[i], v) ...) take the raw address and are not
+//    tracked; nor is a raw pointer taken with &s[i].
+//  - the shadow keeps the last writer and two readers per word (the second slot preferring a
+//    reader of another warp than the first), so every write-read or write-write conflict with
+//    the last writer is caught, and a write after reads by two or more other threads is.
+// A race or an out-of-bounds index throws emu::Error naming the kernel, the block, both
+// threads and the word. Out-of-bounds indices are checked even with the race check off.
+void set_race_check(bool on);
+bool race_check();
+
 // Counters since the process started (or the last reset), for tests and curiosity.
 struct Stats {
   uint64_t launches = 0, blocks = 0, threads = 0, block_barriers = 0, warp_syncs = 0;
