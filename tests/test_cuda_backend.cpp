@@ -32,6 +32,7 @@
 #include "runtime/backend.h"
 #include "runtime/cuda/device_step.h"
 #include "runtime/error.h"
+#include "tests/fixtures.h"
 
 #if !defined(EQUIVAE_TEST_REAL_CUDA)
 #include "runtime/cuda/cuda_backend.h"
@@ -41,35 +42,13 @@ namespace equivae {
 namespace {
 
 const Dataset& digits() {
-  static const Dataset data = load_idx(EQUIVAE_SOURCE_DIR "/data/mnist10k-images-idx3-ubyte.gz",
-                                       EQUIVAE_SOURCE_DIR "/data/mnist10k-labels-idx1-ubyte.gz")
-                                  .slice(0, 1500);
+  static const Dataset data = test::bundled_digits(1500);
   return data;
 }
 
-EquiVaeConfig tiny_config() {  // tests/test_model.cpp's
-  EquiVaeConfig c;
-  c.hidden = 24;
-  c.latent_r = 3;
-  c.latent_v = 4;
-  c.k = 4;
-  c.m_max = 3;
-  c.seed = 7;
-  return c;
-}
+using test::tiny_config;
 
-EquiVaeConfig tiny_semi_config() {  // tests/test_semisupervised.cpp's
-  EquiVaeConfig c;
-  c.hidden = 20;
-  c.latent_r = 3;
-  c.latent_v = 2;
-  c.k = 3;
-  c.m_max = 2;
-  c.unlabelled = 4;
-  c.unlabelled_weight = 0.7;
-  c.seed = 5;
-  return c;
-}
+using test::tiny_semi_config;
 
 const LabelledSplit& semi_split() {
   static const LabelledSplit split = split_labelled(digits(), 100, 1);

@@ -15,27 +15,17 @@
 #include "model/sampler.h"
 #include "model/trainer.h"
 #include "runtime/error.h"
+#include "tests/fixtures.h"
 
 namespace equivae {
 namespace {
 
 const Dataset& digits() {
-  static const Dataset data = load_idx(EQUIVAE_SOURCE_DIR "/data/mnist10k-images-idx3-ubyte.gz",
-                                       EQUIVAE_SOURCE_DIR "/data/mnist10k-labels-idx1-ubyte.gz")
-                                  .slice(0, 1500);
+  static const Dataset data = test::bundled_digits(1500);
   return data;
 }
 
-EquiVaeConfig tiny_config() {
-  EquiVaeConfig c;
-  c.hidden = 24;
-  c.latent_r = 3;
-  c.latent_v = 4;
-  c.k = 4;
-  c.m_max = 3;
-  c.seed = 7;
-  return c;
-}
+using test::tiny_config;
 
 template <class T>
 double loss_at(EquiVae<T>& model, uint64_t step) {

@@ -12,30 +12,17 @@
 #include "model/subsets.h"
 #include "model/trainer.h"
 #include "runtime/error.h"
+#include "tests/fixtures.h"
 
 namespace equivae {
 namespace {
 
 const Dataset& digits() {
-  static const Dataset data = load_idx(EQUIVAE_SOURCE_DIR "/data/mnist10k-images-idx3-ubyte.gz",
-                                       EQUIVAE_SOURCE_DIR "/data/mnist10k-labels-idx1-ubyte.gz")
-                                  .slice(0, 3000);
+  static const Dataset data = test::bundled_digits(3000);
   return data;
 }
 
-EquiVaeConfig tiny_semi_config() {
-  EquiVaeConfig c;
-  c.hidden = 20;
-  c.latent_r = 3;
-  c.latent_v = 2;
-  c.k = 3;
-  c.m_max = 2;
-  c.unlabelled = 4;
-  c.unlabelled_weight = 0.7;
-  c.classifier_weight = 1.3;
-  c.seed = 5;
-  return c;
-}
+using test::tiny_semi_config;
 
 double loss_of(const StepMetrics& m, const EquiVaeConfig& c) {
   return -(m.recon - m.kl) + c.classifier_weight * m.classifier_nll -
