@@ -13,7 +13,7 @@
 // encoder and decoder run once over R = B + C·U rows; a classifier q(y|x) on the B + U
 // items gives log q(y|x) for the labelled ones and the exact expectation over y for the
 // unlabelled ones:
-//   loss = mean_lab(−ELBO − log q(y|x)) + w · mean_unlab(−Σ_y q_y (ELBO_y + log p(y) − log q_y))
+//   loss = mean_lab(−ELBO − α log q(y|x)) + w · mean_unlab(−Σ_y q_y (ELBO_y + log p(y) − log q_y))
 #include <cstdint>
 #include <memory>
 #include <vector>
