@@ -31,14 +31,12 @@ std::string format_duration(double seconds) {
   return buf;
 }
 
-// Mean log p(y) of a class-balanced batch, p(y) = class frequencies of the training set
-// (eq. 4's constant term: it moves the ELBO, never the gradients).
-double balanced_log_prior(const Dataset& data, int classes) {
-  std::vector<double> counts(classes, 0);
-  for (int32_t y : data.labels) counts[y] += 1;
-  double mean = 0;
-  for (double c : counts) mean += std::log(c / double(data.n)) / classes;
-  return mean;
+// log p(y) for each class, p(y) = class frequencies of the (labelled) training set.
+std::vector<double> class_log_prior(const Dataset& data, int classes) {
+  std::vector<double> log_p(classes, 0);
+  for (int32_t y : data.labels) log_p[y] += 1;
+  for (double& p : log_p) p = std::log(p / double(data.n));
+  return log_p;
 }
 
 }  // namespace
@@ -59,13 +57,13 @@ std::vector<EpochRecord> train(EquiVae<T>& model, const Dataset& labelled,
         unlabelled->n, config.unlabelled, config.classes, config.k, config.m_max, config.seed);
   const int64_t steps =
       unlabelled_sampler ? unlabelled_sampler->steps_per_epoch() : sampler.steps_per_epoch();
-  const double log_prior = balanced_log_prior(train, config.classes);
-  if (unlabelled) {
-    std::vector<double> counts(config.classes, 0), log_p(config.classes);
-    for (int32_t y : train.labels) counts[y] += 1;
-    for (int y = 0; y < config.classes; ++y) log_p[y] = std::log(counts[y] / double(train.n));
-    model.set_log_prior(log_p);
-  }
+  // The semi-supervised objective uses log p(y) per class; for the supervised one it is
+  // eq. 4's constant term, the mean over a class-balanced batch, which moves the reported
+  // ELBO and never the gradients.
+  const std::vector<double> log_p = class_log_prior(train, config.classes);
+  model.set_log_prior(log_p);  // a no-op for the supervised plan
+  double log_prior = 0;
+  for (double p : log_p) log_prior += p / config.classes;
   const bool live = !options.quiet && isatty(STDERR_FILENO);
 
   std::ofstream csv;
@@ -154,13 +152,13 @@ std::vector<EpochRecord> train(EquiVae<T>& model, const Dataset& labelled,
       if (validation) std::fprintf(stderr, "  val err %5.2f%%", 100 * r.validation_error);
       if (r.classifier_validation_error >= 0)
         std::fprintf(stderr, " (q(y|x) %5.2f%%)", 100 * r.classifier_validation_error);
-      std::fprintf(stderr, "  %7.0f ex/s  ETA %s\n", r.examples_per_s, format_duration(eta).c_str());
+      std::fprintf(stderr, "  %7.0f ex/s  ETA %s\n", r.examples_per_s,
+                   format_duration(eta).c_str());
     }
     if (csv.is_open()) {
-      csv << r.epoch << ',' << r.elbo << ',' << r.recon << ',' << r.kl << ','
-          << r.validation_error << ',' << r.seconds << ',' << r.examples_per_s << ','
-          << r.classifier_nll << ',' << r.unlabelled_bound << ','
-          << r.classifier_validation_error << '\n';
+      csv << r.epoch << ',' << r.elbo << ',' << r.recon << ',' << r.kl << ',' << r.validation_error
+          << ',' << r.seconds << ',' << r.examples_per_s << ',' << r.classifier_nll << ','
+          << r.unlabelled_bound << ',' << r.classifier_validation_error << '\n';
       csv.flush();
     }
     if (!checkpoint_path.empty()) {

@@ -158,10 +158,7 @@ int run(int argc, char** argv) {
 int main(int argc, char** argv) {
   try {
     return run(argc, argv);
-  } catch (const equivae::Error& e) {
-    std::fprintf(stderr, "train_mnist: error: %s\n", e.what());
-    return 1;
-  } catch (const std::exception& e) {
+  } catch (const std::exception& e) {  // equivae::Error included: it names the file or flag
     std::fprintf(stderr, "train_mnist: error: %s\n", e.what());
     return 1;
   }
