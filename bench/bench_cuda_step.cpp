@@ -21,6 +21,11 @@
 #include "runtime/backend.h"
 #include "runtime/cuda/device_step.h"
 
+#ifdef EQUIVAE_BENCH_CUBLAS
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+#endif
+
 namespace {
 
 using namespace equivae;
@@ -59,6 +64,16 @@ EquiVaeConfig semi_config() {  // the paper's semi-supervised MNIST setting
   return c;
 }
 
+// The supervised reference architecture's 9 dense layers (in, out); each costs 3 GEMMs a step.
+const std::vector<std::pair<int, int>> kLayers = {{784, 512}, {512, 512}, {512, 16},
+                                                  {800, 512}, {512, 512}, {512, 32},
+                                                  {32, 512},  {512, 512}, {512, 784}};
+double gemm_flops(int B) {
+  double flops = 0;
+  for (auto [in, out] : kLayers) flops += 6.0 * B * in * out;
+  return flops;
+}
+
 void per_step_counters(benchmark::State& state, int steps_per_iteration, int examples) {
   state.counters["step"] =
       benchmark::Counter(double(steps_per_iteration) * double(state.iterations()),
@@ -73,7 +88,8 @@ void per_step_counters(benchmark::State& state, int steps_per_iteration, int exa
 void BM_GraphStep(benchmark::State& state) {
   if (skip_without_gpu(state)) return;
   const bool semi = state.range(0) != 0;
-  const EquiVaeConfig config = semi ? semi_config() : EquiVaeConfig{};
+  EquiVaeConfig config = semi ? semi_config() : EquiVaeConfig{};
+  config.k = int(state.range(1));  // B = 10·k; classes smaller than k wrap around
   auto backend = gpu_backend();
   EquiVae<float> model(config, *backend);
   LabelledSplit split;
@@ -99,12 +115,17 @@ void BM_GraphStep(benchmark::State& state) {
     step += kWindow;
   }
   per_step_counters(state, kWindow, config.batch() + config.unlabelled);
+  if (!semi)  // the step's GEMM work, to hold against BM_GemmFloor at the same B
+    state.counters["GEMM FLOP/s"] =
+        benchmark::Counter(gemm_flops(config.batch()) * kWindow * double(state.iterations()),
+                           benchmark::Counter::kIsRate);
   state.SetLabel(backend->name());
 }
 BENCHMARK(BM_GraphStep)
-    ->ArgName("semi")
-    ->Arg(0)
-    ->Arg(1)
+    ->ArgNames({"semi", "k"})
+    ->Args({0, 16})
+    ->Args({1, 16})
+    ->Args({0, 1024})
     ->Unit(benchmark::kMicrosecond)
     ->UseRealTime();
 
@@ -239,3 +260,77 @@ void BM_Op(benchmark::State& state) {
 BENCHMARK(BM_Op)->DenseRange(0, 10)->Unit(benchmark::kMicrosecond)->UseRealTime();
 
 }  // namespace
+
+#ifdef EQUIVAE_BENCH_CUBLAS
+// The GEMM floor: the step's 27 GEMMs (forward, dW, dX of the 9 layers) alone in cuBLAS at
+// batch B, TF32 unless EQUIVAE_BENCH_STRICT_FP32 — what the step's GEMMs can reach at best.
+// One iteration = kWindow rounds of 27 GEMMs, timed with events.
+void BM_GemmFloor(benchmark::State& state) {
+  if (skip_without_gpu(state)) return;
+  const int B = int(state.range(0));
+  cublasHandle_t handle;
+  if (cublasCreate(&handle) != CUBLAS_STATUS_SUCCESS) {
+    state.SkipWithError("cublasCreate failed");
+    return;
+  }
+  const char* strict = std::getenv("EQUIVAE_BENCH_STRICT_FP32");
+  const bool fp32 = strict && *strict && *strict != '0';
+  cublasSetMathMode(handle, fp32 ? CUBLAS_DEFAULT_MATH : CUBLAS_TF32_TENSOR_OP_MATH);
+  std::vector<float*> W, dW, x, y;
+  auto take = [](size_t n, float value) {
+    float* p = nullptr;
+    if (cudaMalloc(&p, n * sizeof(float)) != cudaSuccess) return p;
+    std::vector<float> host(n);
+    for (size_t i = 0; i < n; ++i) host[i] = value * float(1 + int(i % 7) - 3);  // not zeros
+    cudaMemcpy(p, host.data(), n * sizeof(float), cudaMemcpyHostToDevice);
+    return p;
+  };
+  for (auto [in, out] : kLayers) {
+    W.push_back(take(size_t(in) * out, 0.01f));
+    dW.push_back(take(size_t(in) * out, 0.f));
+    x.push_back(take(size_t(B) * in, 0.5f));
+    y.push_back(take(size_t(B) * out, 0.25f));
+  }
+  const float one = 1, zero = 0;
+  // Row-major Y[B×out] = X[B×in]·W[in×out] read column-major is Yᵀ = Wᵀ·Xᵀ on the same buffers.
+  auto round = [&] {
+    for (size_t l = 0; l < kLayers.size(); ++l) {
+      const auto [in, out] = kLayers[l];
+      cublasSgemm(handle, CUBLAS_OP_N, CUBLAS_OP_N, out, B, in, &one, W[l], out, x[l], in, &zero,
+                  y[l], out);  // Y = X·W
+      cublasSgemm(handle, CUBLAS_OP_N, CUBLAS_OP_T, out, in, B, &one, y[l], out, x[l], in, &zero,
+                  dW[l], out);  // dW = Xᵀ·dY
+      cublasSgemm(handle, CUBLAS_OP_T, CUBLAS_OP_N, in, B, out, &one, W[l], out, y[l], out, &zero,
+                  x[l], in);  // dX = dY·Wᵀ
+    }
+  };
+  cudaEvent_t start, stop;
+  cudaEventCreate(&start);
+  cudaEventCreate(&stop);
+  round();
+  cudaDeviceSynchronize();
+  for (auto _ : state) {
+    cudaEventRecord(start);
+    for (int r = 0; r < kWindow; ++r) round();
+    cudaEventRecord(stop);
+    cudaEventSynchronize(stop);
+    float ms = 0;
+    cudaEventElapsedTime(&ms, start, stop);
+    state.SetIterationTime(ms / 1e3);
+  }
+  const cudaError_t error = cudaGetLastError();
+  if (error != cudaSuccess) state.SkipWithError(cudaGetErrorString(error));
+  state.counters["step"] =
+      benchmark::Counter(double(kWindow) * double(state.iterations()),
+                         benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+  state.counters["GEMM FLOP/s"] = benchmark::Counter(
+      gemm_flops(B) * kWindow * double(state.iterations()), benchmark::Counter::kIsRate);
+  state.SetLabel(fp32 ? "cuBLAS FP32" : "cuBLAS TF32");
+  for (auto* list : {&W, &dW, &x, &y})
+    for (float* p : *list) cudaFree(p);
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  cublasDestroy(handle);
+}
+BENCHMARK(BM_GemmFloor)->Arg(160)->Arg(10240)->Unit(benchmark::kMicrosecond)->UseManualTime();
+#endif

@@ -20,7 +20,7 @@
 # Budget: about 5 minutes, at most ~9 (each stage has its own timeout). A failing stage is
 # logged and the rest still run. Exit status: 0, 1 when the GPU tests failed (or were not
 # built), 2 when they were skipped (no usable GPU).
-# Stages can be chosen: STAGES="info tests bench train peers sanitizer" (the default: all).
+# Stages can be chosen: STAGES="info tests bench train profile peers sanitizer" (default: all).
 set -u -o pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -84,7 +84,7 @@ mkdir -p "$RESULTS"
 LOG="$RESULTS/gpu_check.log"
 SUMMARY="$RESULTS/summary.md"
 : >"$LOG"
-STAGES="${STAGES:-info tests bench train peers sanitizer}"
+STAGES="${STAGES:-info tests bench train profile peers sanitizer}"
 declare -A STATUS=()
 tests_failed=0
 
@@ -225,6 +225,17 @@ if want train; then
     fi
   else
     STATUS[train_fashion40]="not built"
+  fi
+fi
+
+# ---- per-kernel device time of eager steps (Nsight Compute, clocks left alone)
+if want profile; then
+  if command -v ncu >/dev/null && has bench_cuda_step; then
+    run_stage profile 90 bash -c "ncu --clock-control none --metrics gpu__time_duration.sum \
+      --launch-skip 400 --launch-count 120 --csv '$BIN/bench_cuda_step' \
+      --benchmark_filter=EagerStep --benchmark_min_time=0.01 >'$RESULTS/ncu_eager_step.csv'"
+  else
+    STATUS[profile]="skipped: ncu or bench_cuda_step missing"
   fi
 fi
 
