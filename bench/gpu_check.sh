@@ -232,8 +232,8 @@ fi
 if want profile; then
   if command -v ncu >/dev/null && has bench_cuda_step; then
     run_stage profile 90 bash -c "ncu --clock-control none --metrics gpu__time_duration.sum \
-      --launch-skip 400 --launch-count 120 --csv '$BIN/bench_cuda_step' \
-      --benchmark_filter=EagerStep --benchmark_min_time=0.01 >'$RESULTS/ncu_eager_step.csv'"
+      --launch-skip 300 --launch-count 150 --csv '$BIN/bench_cuda_step' \
+      --benchmark_filter=EagerStep --benchmark_min_time=0.2 >'$RESULTS/ncu_eager_step.csv'"
   else
     STATUS[profile]="skipped: ncu or bench_cuda_step missing"
   fi

@@ -124,7 +124,7 @@ TEST(CudaKernels, DenseBiasReluEpilogue) {
 }
 
 template <class T>
-void check_dense_backward(int B, int in, int out, bool relu) {
+void check_dense_backward(int B, int in, int out, bool relu, size_t scratch_elems = 1 << 20) {
   const auto x = draw(4, size_t(B) * in, -1, 1), W = draw(5, size_t(in) * out, -0.3, 0.3),
              b = draw(6, size_t(out), -0.5, 0.5), dy = draw(7, size_t(B) * out, -1, 1);
   std::vector<double> y(size_t(B) * out), dz = dy, dW(size_t(in) * out), db(out);
@@ -134,7 +134,10 @@ void check_dense_backward(int B, int in, int out, bool relu) {
   for (uint64_t seed : kSeeds) {
     emu::set_schedule_seed(seed);
     Guarded<T> g = inout<T>(dy), yt = guarded<T>(y), dbt = nan_buffer<T>(out);
-    cuda::dense_backward_bias(g.data(), dbt.data(), yt.data(), B, out, relu, kStream);
+    const int chunks = cuda::dense_backward_bias_chunks(B, out, scratch_elems);
+    Guarded<T> scratch = nan_buffer<T>(std::max<size_t>(1, size_t(chunks) * out));
+    cuda::dense_backward_bias(g.data(), dbt.data(), yt.data(), B, out, relu, scratch.data(),
+                              scratch_elems, kStream);
     expect_matches(dz, g, "dense_backward_bias dz " + shape({B, out}));
     expect_matches(db, dbt, "dense_backward_bias db " + shape({B, out}));
   }
@@ -147,6 +150,16 @@ TEST(CudaKernels, DenseBackwardReluMaskAndBiasGradient) {
   }
   check_dense_backward<float>(160, 16, 784, true);
   check_dense_backward<float>(1, 3, 33, true);
+}
+
+TEST(CudaKernels, DenseBackwardBiasSplitsRowsIntoChunks) {
+  EXPECT_EQ(cuda::dense_backward_bias_chunks(160, 512, 1 << 20), 5);
+  EXPECT_EQ(cuda::dense_backward_bias_chunks(10240, 512, 1 << 20), 64);   // capped
+  EXPECT_EQ(cuda::dense_backward_bias_chunks(160, 512, 0), 1);            // no scratch
+  EXPECT_EQ(cuda::dense_backward_bias_chunks(160, 512, 3 * 512 + 7), 3);  // what fits
+  check_dense_backward<float>(2100, 4, 40, true);         // 64 chunks of 33 rows, the last short
+  check_dense_backward<double>(100, 4, 40, false, 0);     // one chunk, no scratch
+  check_dense_backward<float>(100, 4, 40, true, 2 * 40);  // two chunks of 50 rows
 }
 
 // ---------------------------------------------------------------- concat

@@ -27,8 +27,13 @@ template <class T>
 void dense_bias_act(T* y, const T* b, int B, int out, bool relu, cudaStream_t stream);
 // Backward epilogue, fused: with relu, dy[B,out] is masked in place by (y > 0) so it holds
 // dz after; db[out] = Σ_rows dz (overwritten, deterministic order). dW and dx are GEMMs.
+// scratch[scratch_elems]: device memory for per-chunk partial sums (chunks·out elements,
+// chunks = dense_backward_bias_chunks(B, out, scratch_elems)); the rows split into that many
+// chunks so large batches fill the GPU. Any size works (0: one chunk, no scratch used).
 template <class T>
-void dense_backward_bias(T* dy, T* db, const T* y, int B, int out, bool relu, cudaStream_t stream);
+void dense_backward_bias(T* dy, T* db, const T* y, int B, int out, bool relu, T* scratch,
+                         size_t scratch_elems, cudaStream_t stream);
+int dense_backward_bias_chunks(int B, int out, size_t scratch_elems);
 
 // ---- column concat out[B, na+nb] = [a ; b] and its split (null skips, accumulate adds)
 template <class T>

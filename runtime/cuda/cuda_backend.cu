@@ -38,6 +38,8 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 #include <nvtx3/nvToolsExt.h>
+
+#include "runtime/cuda/lt_dense.h"
 #endif
 
 namespace equivae {
@@ -114,10 +116,22 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
     // NVIDIA's recommendation for Hopper).
     workspace_ = DeviceBuffer(kWorkspaceBytes);
     EQUIVAE_CUBLAS_CHECK(cublasSetWorkspace(cublas_, workspace_.get(), kWorkspaceBytes));
-    EQUIVAE_CUBLAS_CHECK(cublasSetMathMode(cublas_, options.strict_fp32 || !std::is_same_v<T, float>
-                                                        ? CUBLAS_PEDANTIC_MATH
-                                                        : CUBLAS_TF32_TENSOR_OP_MATH));
+    EQUIVAE_CUBLAS_CHECK(cublasSetMathMode(cublas_, math_mode()));
+    // The side stream: weight-gradient GEMMs leave the critical path (see dense_backward).
+    // Its own handle and workspace, since two GEMMs may now run at once.
+    EQUIVAE_CUDA_CHECK(cudaStreamCreateWithFlags(&side_stream_, cudaStreamNonBlocking));
+    EQUIVAE_CUDA_CHECK(cudaEventCreateWithFlags(&fork_event_, cudaEventDisableTiming));
+    EQUIVAE_CUDA_CHECK(cudaEventCreateWithFlags(&join_event_, cudaEventDisableTiming));
+    EQUIVAE_CUBLAS_CHECK(cublasCreate(&side_cublas_));
+    EQUIVAE_CUBLAS_CHECK(cublasSetStream(side_cublas_, side_stream_));
+    side_workspace_ = DeviceBuffer(kWorkspaceBytes);
+    EQUIVAE_CUBLAS_CHECK(cublasSetWorkspace(side_cublas_, side_workspace_.get(), kWorkspaceBytes));
+    EQUIVAE_CUBLAS_CHECK(cublasSetMathMode(side_cublas_, math_mode()));
+    if constexpr (std::is_same_v<T, float>)
+      lt_dense_ =
+          std::make_unique<LtDenseForward>(options.strict_fp32, workspace_.get(), kWorkspaceBytes);
 #endif
+    bias_scratch_ = DeviceBuffer(kBiasScratchElems * sizeof(T));
   }
   ~CudaBackend() override {
 #if !defined(EQUIVAE_CUDA_EMULATED)
@@ -127,8 +141,14 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
       if (graph) cudaGraphDestroy(graph);
     }
     if (stream_) cudaStreamSynchronize(stream_);
+    if (side_stream_) cudaStreamSynchronize(side_stream_);
     if (exec_) cudaGraphExecDestroy(exec_);
+    lt_dense_.reset();
     if (cublas_) cublasDestroy(cublas_);
+    if (side_cublas_) cublasDestroy(side_cublas_);
+    if (fork_event_) cudaEventDestroy(fork_event_);
+    if (join_event_) cudaEventDestroy(join_event_);
+    if (side_stream_) cudaStreamDestroy(side_stream_);
     blocks_.clear();  // frees whatever the plans did not release
     if (stream_) cudaStreamDestroy(stream_);
 #endif
@@ -158,11 +178,13 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
   }
   void upload(void* dst, const void* src, size_t bytes) override {
     not_capturing("upload");
+    join_side_stream();
     // Pageable source: the call returns once the bytes are staged, so src may be reused.
     EQUIVAE_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream_));
   }
   void download(void* dst, const void* src, size_t bytes) override {
     not_capturing("download");
+    join_side_stream();
     EQUIVAE_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream_));
     EQUIVAE_CUDA_CHECK(cudaStreamSynchronize(stream_));
   }
@@ -174,6 +196,10 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
   void dense_forward(T* y, const T* x, const T* W, const T* b, int B, int in, int out,
                      bool relu) override {
     issue("dense_forward", [=, self = this] {
+#if !defined(EQUIVAE_CUDA_EMULATED)
+      if constexpr (std::is_same_v<T, float>)
+        if (self->lt_dense_->run(y, x, W, b, B, in, out, relu, self->stream_)) return;
+#endif
       self->gemm({false, false, B, out, in, in, out, out, 0.0}, x, W, y);
       cuda::dense_bias_act(y, b, B, out, relu, self->stream_);
     });
@@ -182,9 +208,13 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
                       int out, bool relu, int dx_from, bool accumulate_dx) override {
     issue("dense_backward", [=, self = this] {
       // Masks dy by the ReLU in place (dy then holds dz) and writes db.
-      cuda::dense_backward_bias(dy, db, y, B, out, relu, self->stream_);
-      // dW[in,out] = xᵀ · dz
-      self->gemm({true, false, in, out, B, in, out, out, 0.0}, x, dy, dW);
+      cuda::dense_backward_bias(dy, db, y, B, out, relu, static_cast<T*>(self->bias_scratch_.get()),
+                                kBiasScratchElems, self->stream_);
+      // dW[in,out] = xᵀ · dz, on the side stream: nothing reads dW before Adam, which joins
+      // the side stream first (as do downloads, uploads, synchronize and the capture's end).
+      // Every plan tensor has its own memory, so dz and x stay as they are meanwhile.
+      self->fork_side_stream();
+      self->gemm({true, false, in, out, B, in, out, out, 0.0}, x, dy, dW, /*side=*/true);
       // dx[B, in − dx_from] = dz · W[dx_from:in, :]ᵀ
       const int width = in - dx_from;
       if (dx && width > 0)
@@ -261,6 +291,7 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
   }
   void adam_step(T* params, T* m, T* v, const T* grads, size_t n, const AdamConfig& config,
                  int64_t t) override {
+    join_side_stream();
     issue("adam_step",
           [=, self = this] { cuda::adam_step(params, m, v, grads, n, config, t, self->stream_); });
   }
@@ -292,6 +323,7 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
   }
   void adam_step(T* params, T* m, T* v, const T* grads, size_t n, const AdamConfig& config,
                  const DeviceCounters* counters) override {
+    join_side_stream();
     issue("adam_step", [=, self = this] {
       cuda::adam_step(params, m, v, grads, n, config, &counters->t, self->stream_);
     });
@@ -321,6 +353,7 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
   }
   void end_capture() override {
     check(capturing_, "cuda backend", "end_capture without begin_capture");
+    join_side_stream();  // a capture must end with every forked stream joined back
     capturing_ = false;
 #if defined(EQUIVAE_CUDA_EMULATED)
     graph_ = std::move(recorded_);
@@ -344,7 +377,8 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
     cudaGraph_t graph = nullptr;
     cudaStreamEndCapture(stream_, &graph);
     if (graph) cudaGraphDestroy(graph);
-    cudaGetLastError();  // clear the capture's sticky-free error, if any
+    cudaGetLastError();     // clear the capture's sticky-free error, if any
+    side_pending_ = false;  // the capture, with its fork, is gone
 #endif
   }
   bool has_graph() const override {
@@ -372,6 +406,7 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
   }
   void synchronize() override {
     not_capturing("synchronize");
+    join_side_stream();
     EQUIVAE_CUDA_CHECK(cudaStreamSynchronize(stream_));
   }
   void push_range([[maybe_unused]] const char* name) override {
@@ -387,6 +422,32 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
 
  private:
   static constexpr size_t kWorkspaceBytes = size_t(32) << 20;
+  // Per-chunk partial bias gradients (kernels/cuda/dense.cu): 64 chunks of up to 4,096 columns.
+  static constexpr size_t kBiasScratchElems = size_t(64) * 4096;
+
+#if defined(EQUIVAE_CUDA_EMULATED)
+  // The emulator runs every op in issue order: there is no second stream to fork or join.
+  void fork_side_stream() {}
+  void join_side_stream() {}
+#else
+  cublasMath_t math_mode() const {
+    return options_.strict_fp32 || !std::is_same_v<T, float> ? CUBLAS_PEDANTIC_MATH
+                                                             : CUBLAS_TF32_TENSOR_OP_MATH;
+  }
+  // The side stream waits for everything issued so far on the main stream.
+  void fork_side_stream() {
+    EQUIVAE_CUDA_CHECK(cudaEventRecord(fork_event_, stream_));
+    EQUIVAE_CUDA_CHECK(cudaStreamWaitEvent(side_stream_, fork_event_, 0));
+    side_pending_ = true;
+  }
+  // The main stream waits for everything issued so far on the side stream.
+  void join_side_stream() {
+    if (!side_pending_) return;
+    EQUIVAE_CUDA_CHECK(cudaEventRecord(join_event_, side_stream_));
+    EQUIVAE_CUDA_CHECK(cudaStreamWaitEvent(stream_, join_event_, 0));
+    side_pending_ = false;
+  }
+#endif
 
   void not_capturing(const char* what) const {
     check(!capturing_, "cuda backend",
@@ -413,7 +474,7 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
 #endif
   }
 
-  void gemm(const Gemm& g, const T* A, const T* B, T* C) {
+  void gemm(const Gemm& g, const T* A, const T* B, T* C, [[maybe_unused]] bool side = false) {
     if (g.M <= 0 || g.N <= 0) return;
 #if defined(EQUIVAE_CUDA_EMULATED)
     // The emulator's device memory is host memory: the CPU reference GEMM, called as
@@ -430,12 +491,13 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
     const cublasOperation_t ta = g.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
     const cublasOperation_t tb = g.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
     const T one = T(1), beta = T(g.beta);
+    cublasHandle_t handle = side ? side_cublas_ : cublas_;
     if constexpr (std::is_same_v<T, float>)
       EQUIVAE_CUBLAS_CHECK(
-          cublasSgemm(cublas_, tb, ta, g.N, g.M, g.K, &one, B, g.ldb, A, g.lda, &beta, C, g.ldc));
+          cublasSgemm(handle, tb, ta, g.N, g.M, g.K, &one, B, g.ldb, A, g.lda, &beta, C, g.ldc));
     else
       EQUIVAE_CUBLAS_CHECK(
-          cublasDgemm(cublas_, tb, ta, g.N, g.M, g.K, &one, B, g.ldb, A, g.lda, &beta, C, g.ldc));
+          cublasDgemm(handle, tb, ta, g.N, g.M, g.K, &one, B, g.ldb, A, g.lda, &beta, C, g.ldc));
 #endif
   }
 
@@ -450,7 +512,14 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
   cublasHandle_t cublas_ = nullptr;
   DeviceBuffer workspace_;
   cudaGraphExec_t exec_ = nullptr;
+  cudaStream_t side_stream_ = nullptr;
+  cudaEvent_t fork_event_ = nullptr, join_event_ = nullptr;
+  cublasHandle_t side_cublas_ = nullptr;
+  DeviceBuffer side_workspace_;
+  bool side_pending_ = false;
+  std::unique_ptr<LtDenseForward> lt_dense_;
 #endif
+  DeviceBuffer bias_scratch_;
 };
 
 }  // namespace
