@@ -7,11 +7,13 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <memory>
 #include <string>
 
+#include "model/divergence.h"
 #include "model/evaluate.h"
+#include "model/metrics_log.h"
+#include "model/resume_state.h"
 #include "model/sampler.h"
 #include "runtime/error.h"
 
@@ -66,18 +68,39 @@ std::vector<EpochRecord> train(EquiVae<T>& model, const Dataset& labelled,
   for (double p : log_p) log_prior += p / config.classes;
   const bool live = !options.quiet && isatty(STDERR_FILENO);
 
-  std::ofstream csv;
-  std::string checkpoint_path;
+  // Where the run starts: epoch 0, or the epoch a checkpoint of this same run reached.
+  TrainProgress progress;
+  RunIdentity identity;
+  if (!options.out_dir.empty() || !options.resume_from.empty())
+    identity = run_identity(config, train, unlabelled, validation);
+  if (!options.resume_from.empty()) {
+    const std::string& path = options.resume_from;
+    const Checkpoint ckpt = load_checkpoint(path);
+    check_same_run(ckpt, path, identity);
+    progress = read_progress(ckpt, path);
+    check_resumable(progress.global_step == uint64_t(progress.epoch) * uint64_t(steps), path,
+                    "is at step " + std::to_string(progress.global_step) +
+                        ", not at the end of epoch " + std::to_string(progress.epoch) + " (" +
+                        std::to_string(steps) + " steps each)");
+    check_resumable(progress.epoch <= options.epochs, path,
+                    "has already trained " + std::to_string(progress.epoch) +
+                        " epochs, more than the " + std::to_string(options.epochs) +
+                        " this run asks for");
+    model.load_checkpoint(ckpt, path);  // parameters, Adam's moments and t
+  }
+
+  std::string checkpoint_path, csv_path, json_path = options.json_log;
   if (!options.out_dir.empty()) {
     std::error_code ec;
     std::filesystem::create_directories(options.out_dir, ec);
     check(!ec, options.out_dir, "cannot create the output directory: " + ec.message());
-    csv.open(options.out_dir + "/metrics.csv");
-    check(csv.good(), options.out_dir + "/metrics.csv", "cannot open for writing");
-    csv << "epoch,elbo,recon,kl,validation_error,seconds,examples_per_s,classifier_nll,"
-           "unlabelled_bound,classifier_validation_error\n";
+    csv_path = options.out_dir + "/metrics.csv";
+    if (json_path.empty()) json_path = options.out_dir + "/metrics.jsonl";
     checkpoint_path = options.out_dir + "/checkpoint.safetensors";
   }
+  // Both logs start over from the checkpoint's records, so a resumed run's files hold every
+  // epoch once even if the previous run wrote a row after its last checkpoint.
+  MetricsLog log(csv_path, json_path, progress.history);
 
   // On a backend with device-resident steps (CUDA) the data sets are uploaded once and the
   // steps run as graph replays, a window of steps per call: the host samples the window's
@@ -88,11 +111,30 @@ std::vector<EpochRecord> train(EquiVae<T>& model, const Dataset& labelled,
   std::vector<Batch> window;
   std::vector<StepMetrics> window_metrics;
 
-  std::vector<EpochRecord> records;
+  std::vector<EpochRecord> records = progress.history;
   Batch batch;
   const auto run_start = Clock::now();
-  uint64_t step = 0;
-  for (int epoch = 1; epoch <= options.epochs; ++epoch) {
+  const int first_epoch = progress.epoch + 1;
+  uint64_t step = progress.global_step;
+  uint64_t window_last = 0;  // the last step of the device window that ran
+  int saved_epoch = 0;       // the last epoch whose checkpoint this call wrote
+  auto diverged = [&](const StepMetrics& m, uint64_t at, int epoch) {
+    std::string tensor = first_non_finite_tensor(model);
+    if (tensor.empty()) tensor = "none: every parameter, gradient and Adam moment is finite";
+    // A device window ran to its end before its metrics were read: the state is after it.
+    const std::string state = on_device ? " after step " + std::to_string(window_last) : "";
+    std::string kept = "no checkpoint of this run was written yet";
+    if (saved_epoch > 0)
+      kept = "the last good checkpoint " + checkpoint_path + " (epoch " +
+             std::to_string(saved_epoch) + ") is kept untouched";
+    else if (!options.resume_from.empty())
+      kept = "the checkpoint " + options.resume_from + " (epoch " + std::to_string(progress.epoch) +
+             ") is kept untouched";
+    return Error("step " + std::to_string(at) + " (epoch " + std::to_string(epoch) + ")",
+                 "training diverged: the loss is not finite (" + non_finite_loss_terms(m) +
+                     "); first non-finite tensor" + state + ": " + tensor + "; " + kept);
+  };
+  for (int epoch = first_epoch; epoch <= options.epochs; ++epoch) {
     const auto epoch_start = Clock::now();
     double recon = 0, kl = 0, nll = 0, bound = 0;
     for (int64_t s = 0; s < steps; ++s, ++step) {
@@ -105,20 +147,24 @@ std::vector<EpochRecord> train(EquiVae<T>& model, const Dataset& labelled,
             if (unlabelled_sampler) unlabelled_sampler->sample(step + i, window[i]);
           }
           window_metrics = model.train_steps(window, step);
+          window_last = step + window.size() - 1;
         }
       }
+      // On the host the step stops after its forward pass when the loss is not finite, so
+      // the error sees the parameters that produced it (train_step's phases, in order).
       const StepMetrics m = on_device ? window_metrics[size_t(s % kDeviceWindow)] : [&] {
         sampler.sample(step, batch);
         if (unlabelled_sampler) unlabelled_sampler->sample(step, batch);
-        return model.train_step(batch, train, step, unlabelled);
+        model.load_batch(batch, train, unlabelled);
+        return model.forward(step);
       }();
       if (!std::isfinite(m.recon) || !std::isfinite(m.kl) || !std::isfinite(m.classifier_nll) ||
           !std::isfinite(m.unlabelled_bound))
-        throw Error("step " + std::to_string(step) + " (epoch " + std::to_string(epoch) + ")",
-                    "training diverged: reconstruction " + std::to_string(m.recon) + ", KL " +
-                        std::to_string(m.kl) + ", classifier NLL " +
-                        std::to_string(m.classifier_nll) + ", unlabelled bound " +
-                        std::to_string(m.unlabelled_bound) + "; the last good checkpoint is kept");
+        throw diverged(m, step, epoch);
+      if (!on_device) {
+        model.backward();
+        model.apply_adam();
+      }
       recon += m.recon;
       kl += m.kl;
       nll += m.classifier_nll;
@@ -144,7 +190,7 @@ std::vector<EpochRecord> train(EquiVae<T>& model, const Dataset& labelled,
 
     if (!options.quiet) {
       const double elapsed = seconds_since(run_start);
-      const double eta = elapsed / epoch * (options.epochs - epoch);
+      const double eta = elapsed / (epoch - first_epoch + 1) * (options.epochs - epoch);
       std::fprintf(stderr, "%sepoch %3d/%d  ELBO %8.2f  recon %8.2f  KL %6.2f", live ? "\r" : "",
                    epoch, options.epochs, r.elbo, r.recon, r.kl);
       if (unlabelled)
@@ -155,17 +201,15 @@ std::vector<EpochRecord> train(EquiVae<T>& model, const Dataset& labelled,
       std::fprintf(stderr, "  %7.0f ex/s  ETA %s\n", r.examples_per_s,
                    format_duration(eta).c_str());
     }
-    if (csv.is_open()) {
-      csv << r.epoch << ',' << r.elbo << ',' << r.recon << ',' << r.kl << ',' << r.validation_error
-          << ',' << r.seconds << ',' << r.examples_per_s << ',' << r.classifier_nll << ','
-          << r.unlabelled_bound << ',' << r.classifier_validation_error << '\n';
-      csv.flush();
-    }
+    log.append(r);
     if (!checkpoint_path.empty()) {
       Checkpoint ckpt = model.to_checkpoint();
-      ckpt.metadata["epoch"] = std::to_string(epoch);
+      write_run_identity(ckpt, identity);
+      write_progress(ckpt, {epoch, step, records});
       save_checkpoint(checkpoint_path, ckpt);
+      saved_epoch = epoch;
     }
+    if (options.after_epoch) options.after_epoch(r);
   }
   return records;
 }

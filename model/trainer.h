@@ -1,6 +1,7 @@
 #pragma once
 // The training loop: class-balanced batches, one static-plan step each, a
-// progress line per epoch, metrics.csv and an atomic checkpoint per epoch.
+// progress line per epoch, metrics.csv, metrics.jsonl and an atomic checkpoint per epoch;
+// a run resumes from its checkpoint exactly (model/resume_state.h).
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -11,10 +12,21 @@
 
 namespace equivae {
 
+struct EpochRecord;
+
 struct TrainOptions {
-  int epochs = 40;
-  std::string out_dir;  // metrics.csv and checkpoint.safetensors; empty: write nothing
-  bool quiet = false;   // no progress lines
+  int epochs = 40;      // epochs in total, those of the resumed run included
+  std::string out_dir;  // metrics.csv, metrics.jsonl, checkpoint.safetensors; empty: none
+  bool quiet = false;   // no progress lines (errors still throw)
+  // A checkpoint written by train() to continue from: its configuration and data sets must be
+  // this run's (else Error naming the differing fields); parameters, Adam state, epoch, step
+  // and the earlier epochs' records are restored, and training goes on to `epochs`. The
+  // result is bit for bit the uninterrupted run's (same backend and thread count).
+  std::string resume_from;
+  // The JSON-lines log: empty: out_dir/metrics.jsonl (none without out_dir); "-": stdout.
+  std::string json_log;
+  // Called after each epoch, once its checkpoint is on disk.
+  std::function<void(const EpochRecord&)> after_epoch;
 };
 
 struct EpochRecord {
@@ -29,10 +41,12 @@ struct EpochRecord {
   double classifier_validation_error = -1;  // argmax q(y|x) on the validation set
 };
 
-// Trains for options.epochs; throws Error("step N", ...) if the loss stops being
-// finite (the last epoch's checkpoint stays on disk). labelled: the labelled training
-// set; unlabelled: the unlabelled set of a semi-supervised model (one epoch = one pass
-// over it), else null (one epoch = one pass over the labelled set).
+// Trains until epoch options.epochs and returns every epoch's record (a resumed run's
+// earlier epochs included). Throws Error("step N (epoch E)", ...) if the loss stops being
+// finite, naming the non-finite loss term and the first non-finite parameter, gradient or
+// Adam moment by its checkpoint name; the last epoch's checkpoint stays on disk untouched.
+// labelled: the labelled training set; unlabelled: the unlabelled set of a semi-supervised
+// model (one epoch = one pass over it), else null (one epoch = one pass over the labelled set).
 template <class T>
 std::vector<EpochRecord> train(EquiVae<T>& model, const Dataset& labelled,
                                const Dataset* unlabelled, const Dataset* validation,

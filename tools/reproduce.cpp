@@ -7,6 +7,8 @@
 //     classifiers on f_inv(x), and the benchmark classifier.
 // Hyper-parameters are the paper's; the benchmark and neural classifiers keep the epoch
 // with the lowest validation error. The test split is read only for the reported errors.
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -149,6 +151,54 @@ double benchmark_error(Backend<float>& backend, int hidden, const Dataset& train
   return clf.error(test.images, test.labels);
 }
 
+std::string format_duration(double seconds) {
+  const long s = std::lround(std::max(0.0, seconds));
+  char buf[32];
+  if (s >= 3600)
+    std::snprintf(buf, sizeof buf, "%ld:%02ld:%02ld", s / 3600, s / 60 % 60, s % 60);
+  else
+    std::snprintf(buf, sizeof buf, "%ld:%02ld", s / 60, s % 60);
+  return buf;
+}
+
+// Progress over the whole reproduction: EquiVAE epochs to train are the unit of work (the
+// classifiers' time is folded into the measured rate), so the ETA is the time per epoch so
+// far times the epochs left.
+class Progress {
+ public:
+  Progress(int runs, int64_t epochs, bool quiet)
+      : runs_(runs), total_(epochs), quiet_(quiet), live_(!quiet && isatty(STDERR_FILENO)) {}
+  // A resumed run skips the epochs its checkpoint holds.
+  void skip(int64_t epochs) { total_ -= epochs; }
+  void epoch_done(int run, const std::string& what, int epoch, int epochs, double elbo) {
+    ++done_;
+    if (!live_) return;
+    std::fprintf(stderr, "\r\033[Krun %d/%d  %s  epoch %d/%d  ELBO %.2f  elapsed %s  ETA %s", run,
+                 runs_, what.c_str(), epoch, epochs, elbo, format_duration(elapsed()).c_str(),
+                 eta().c_str());
+  }
+  // The finished run's result line, with the ETA of the rest.
+  void run_done(int run, const std::string& result) {
+    if (quiet_) return;
+    std::fprintf(stderr, "%srun %d/%d  %s  elapsed %s  ETA %s\n", live_ ? "\r\033[K" : "", run,
+                 runs_, result.c_str(), format_duration(elapsed()).c_str(), eta().c_str());
+  }
+
+ private:
+  double elapsed() const {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  }
+  std::string eta() const {
+    if (done_ == 0) return "--";
+    return format_duration(elapsed() / double(done_) *
+                           double(std::max<int64_t>(0, total_ - done_)));
+  }
+  int runs_;
+  int64_t total_, done_ = 0;
+  bool quiet_, live_;
+  std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
+};
+
 int run(int argc, char** argv) {
   Flags f;
   declare_data_flags(f,
@@ -174,8 +224,10 @@ int run(int argc, char** argv) {
   f.add("reuse", "",
         "comma-separated runs.csv files of earlier runs: a row with the same table, labels, seed "
         "and epochs is taken instead of training again (resumes an interrupted reproduction, or "
-        "merges runs made side by side)");
+        "merges runs made side by side); a run interrupted in OUT/runs/ continues from its "
+        "checkpoint");
   f.add("quick", "", "smoke run: 100 labels, 1 seed, 1 epoch, 5 classifier epochs", true);
+  f.add("quiet", "", "no progress lines (errors and the table are still printed)", true);
   f.add("help", "", "show this help", true);
   f.parse(argc, argv);
   if (f.get_switch("help")) {
@@ -211,6 +263,29 @@ int run(int argc, char** argv) {
       earlier.insert(earlier.end(), rows.begin(), rows.end());
     }
   }
+  // The EquiVAE epochs of row li, and the earlier run a row can take instead of training.
+  auto epochs_of = [&](size_t li) {
+    const int64_t labels = label_counts[li];
+    return int(epochs.empty()       ? (supervised                   ? 40
+                                       : kPaperEpochs.count(labels) ? kPaperEpochs.at(labels)
+                                                                    : 30)
+               : epochs.size() == 1 ? epochs[0]
+                                    : epochs[li]);
+  };
+  auto earlier_run = [&](int64_t labels, uint64_t seed, int run_epochs) {
+    return std::find_if(earlier.begin(), earlier.end(), [&](const RunResult& e) {
+      return e.labels == labels && e.seed == seed && e.epochs == run_epochs;
+    });
+  };
+  int runs_to_train = 0;
+  int64_t epochs_to_train = 0;
+  for (size_t li = 0; li < label_counts.size(); ++li)
+    for (int s = 1; s <= seeds; ++s)
+      if (earlier_run(label_counts[li], uint64_t(s), epochs_of(li)) == earlier.end())
+        ++runs_to_train, epochs_to_train += epochs_of(li);
+  Progress progress(runs_to_train, epochs_to_train, f.get_switch("quiet"));
+  int run_number = 0;
+
   std::vector<RunResult> results;
   std::ofstream csv(out_dir + "/runs.csv");
   check(csv.good(), out_dir + "/runs.csv", "cannot open for writing");
@@ -241,24 +316,33 @@ int run(int argc, char** argv) {
         c.classifier_weight = f.get_double("classifier-weight", 0, 1e6);
       }
       const Dataset& labelled = supervised ? data.train : split.labelled;
-      r.epochs = int(epochs.empty()       ? (supervised                   ? 40
-                                             : kPaperEpochs.count(labels) ? kPaperEpochs.at(labels)
-                                                                          : 30)
-                     : epochs.size() == 1 ? epochs[0]
-                                          : epochs[li]);
-      auto same = [&](const RunResult& e) {
-        return e.labels == r.labels && e.seed == r.seed && e.epochs == r.epochs;
-      };
-      if (auto it = std::find_if(earlier.begin(), earlier.end(), same); it != earlier.end()) {
+      r.epochs = epochs_of(li);
+      if (auto it = earlier_run(r.labels, r.seed, r.epochs); it != earlier.end()) {
         results.push_back(*it);
         write_run(csv, supervised, *it);
         continue;
       }
+      ++run_number;
+      // The run's own logs and, while it trains, its checkpoint: with --reuse, a run that
+      // was interrupted continues from it.
+      const std::string what = "labels " + std::to_string(labels) + " seed " + std::to_string(s);
+      const std::string run_dir = out_dir + "/runs/table" + (supervised ? "1" : "2") + "-labels" +
+                                  std::to_string(labels) + "-seed" + std::to_string(s);
+      const std::string checkpoint = run_dir + "/checkpoint.safetensors";
       EquiVae<float> model(c, *backend);
       TrainOptions options;
       options.epochs = r.epochs;
       options.quiet = true;
+      options.out_dir = run_dir;
+      if (f.has("reuse") && std::filesystem::exists(checkpoint)) options.resume_from = checkpoint;
+      int64_t trained = 0, skipped = 0;
+      options.after_epoch = [&](const EpochRecord& e) {
+        if (trained++ == 0 && e.epoch > 1) progress.skip(skipped = e.epoch - 1);
+        progress.epoch_done(run_number, what, e.epoch, r.epochs, e.elbo);
+      };
       train(model, labelled, supervised ? nullptr : &split.unlabelled, nullptr, options);
+      progress.skip(r.epochs - trained - skipped);  // a resumed run with nothing left to train
+      std::filesystem::remove(checkpoint);          // the run's row in runs.csv stands for it now
       if (!supervised) r.q_error = classifier_error(model, data.test);
       r.distance_error = distance_classifier_error(model, labelled, data.test);
       r.neural_error = neural_error(model, *backend, labelled, data.validation, data.test, r.seed,
@@ -268,11 +352,13 @@ int run(int argc, char** argv) {
       r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       results.push_back(r);
       write_run(csv, supervised, r);
-      std::fprintf(stderr,
-                   "labels %6lld seed %d: q(y|x) %6.2f%%  distance %6.2f%%  neural %6.2f%%  "
-                   "benchmark %6.2f%%  [%.0f s]\n",
-                   (long long)labels, s, 100 * r.q_error, 100 * r.distance_error,
-                   100 * r.neural_error, 100 * r.benchmark_error, r.seconds);
+      char line[256];
+      std::snprintf(line, sizeof line,
+                    "labels %6lld seed %d: q(y|x) %6.2f%%  distance %6.2f%%  neural %6.2f%%  "
+                    "benchmark %6.2f%%  [%.0f s]",
+                    (long long)labels, s, 100 * r.q_error, 100 * r.distance_error,
+                    100 * r.neural_error, 100 * r.benchmark_error, r.seconds);
+      progress.run_done(run_number, line);
     }
   }
 

@@ -57,8 +57,16 @@ void declare_flags(Flags& f) {
         "cpu or cuda (auto: cuda when this build has the CUDA backend and a GPU is present, "
         "else cpu)");
   f.add("strict-fp32", "", "cuda: plain FP32 GEMMs (default: TF32 tensor cores allowed)", true);
-  f.add("out", "runs/mnist", "output directory: metrics.csv, checkpoint.safetensors");
-  f.add("quiet", "", "no progress lines", true);
+  f.add("out", "runs/mnist",
+        "output directory: metrics.csv, metrics.jsonl, checkpoint.safetensors (rewritten "
+        "atomically after every epoch)");
+  f.add("resume", "",
+        "continue the run that wrote this checkpoint (same flags and data, else refused), until "
+        "--epochs in total; the result equals an uninterrupted run bit for bit (same device and "
+        "--threads)");
+  f.add("log-json", "",
+        "write the per-epoch JSON lines here instead of OUT/metrics.jsonl ('-': stdout)");
+  f.add("quiet", "", "no progress lines (errors are still printed)", true);
   f.add("help", "", "show this help", true);
 }
 
@@ -104,6 +112,8 @@ int run(int argc, char** argv) {
   options.epochs = int(flags.get_int("epochs", 1, 100000));
   options.out_dir = flags.get("out");
   options.quiet = flags.get_switch("quiet");
+  options.resume_from = flags.get("resume");
+  options.json_log = flags.get("log-json");
 
   const int64_t labels = flags.get_int("labels", 0, data.train.n);
   LabelledSplit split;
@@ -128,14 +138,18 @@ int run(int argc, char** argv) {
     backend = make_cpu_backend<float>(threads);
   }
   EquiVae<float> model(config, *backend);
-  std::fprintf(stderr, "train %lld", (long long)data.train.n);
-  if (unlabelled)
-    std::fprintf(stderr, " (%lld labelled, %lld unlabelled)", (long long)labelled.n,
-                 (long long)unlabelled->n);
-  std::fprintf(stderr, "  validation %lld  test %lld  (%s)\n", (long long)data.validation.n,
-               (long long)data.test.n, data.train.source.c_str());
-  std::fprintf(stderr, "model %s  B=%d  %s backend\n", config.describe().c_str(), config.batch(),
-               backend->name().c_str());
+  if (!options.quiet) {
+    std::fprintf(stderr, "train %lld", (long long)data.train.n);
+    if (unlabelled)
+      std::fprintf(stderr, " (%lld labelled, %lld unlabelled)", (long long)labelled.n,
+                   (long long)unlabelled->n);
+    std::fprintf(stderr, "  validation %lld  test %lld  (%s)\n", (long long)data.validation.n,
+                 (long long)data.test.n, data.train.source.c_str());
+    std::fprintf(stderr, "model %s  B=%d  %s backend\n", config.describe().c_str(), config.batch(),
+                 backend->name().c_str());
+    if (!options.resume_from.empty())
+      std::fprintf(stderr, "resuming from %s\n", options.resume_from.c_str());
+  }
   train(model, labelled, unlabelled, data.validation.n ? &data.validation : nullptr, options);
 
   // The distance classifier's centroids come from the labelled examples only.
@@ -147,9 +161,12 @@ int run(int argc, char** argv) {
   if (unlabelled)
     std::printf("test error (q(y|x)): %.2f%% on %lld images\n",
                 100 * classifier_error(model, data.test), (long long)data.test.n);
-  if (!options.out_dir.empty())
-    std::printf("wrote %s/metrics.csv and %s/checkpoint.safetensors\n", options.out_dir.c_str(),
-                options.out_dir.c_str());
+  if (!options.out_dir.empty()) {
+    const std::string& out = options.out_dir;
+    const std::string json = options.json_log.empty() ? out + "/metrics.jsonl" : options.json_log;
+    std::printf("wrote %s/metrics.csv, %s and %s/checkpoint.safetensors\n", out.c_str(),
+                json == "-" ? "the JSON lines to stdout" : json.c_str(), out.c_str());
+  }
   return 0;
 }
 

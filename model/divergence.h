@@ -1,0 +1,21 @@
+#pragma once
+// What went non-finite when training diverges, for the error that stops it: the loss terms
+// of the failing step, and the first parameter, gradient or Adam moment tensor holding a NaN
+// or an infinity, by its checkpoint name ("decoder.2.bias").
+#include <string>
+
+#include "model/equivae.h"
+
+namespace equivae {
+
+// "reconstruction log p(x|r,v) = nan, KL = inf"; empty when every term is finite.
+std::string non_finite_loss_terms(const StepMetrics& metrics);
+
+// "parameter decoder.2.bias (element 5 of 784 = nan)", "gradient of finv.0.weight (…)",
+// "Adam moment adam.v (…)": the first non-finite tensor, scanning the parameters, then the
+// gradients of the last backward pass, then Adam's moments, each in checkpoint order. Empty
+// when all are finite. Reads the whole model back from the backend: for the error path only.
+template <class T>
+std::string first_non_finite_tensor(EquiVae<T>& model);
+
+}  // namespace equivae

@@ -1,0 +1,106 @@
+#include "model/metrics_log.h"
+
+#include <sstream>
+
+#include "runtime/error.h"
+
+namespace equivae {
+namespace {
+
+// The record's fields in CSV column order.
+struct Field {
+  const char* name;
+  double EpochRecord::*member;
+};
+constexpr Field kFields[] = {
+    {"elbo", &EpochRecord::elbo},
+    {"recon", &EpochRecord::recon},
+    {"kl", &EpochRecord::kl},
+    {"validation_error", &EpochRecord::validation_error},
+    {"seconds", &EpochRecord::seconds},
+    {"examples_per_s", &EpochRecord::examples_per_s},
+    {"classifier_nll", &EpochRecord::classifier_nll},
+    {"unlabelled_bound", &EpochRecord::unlabelled_bound},
+    {"classifier_validation_error", &EpochRecord::classifier_validation_error},
+};
+
+std::ofstream open_for_writing(const std::string& path) {
+  std::ofstream out(path, std::ios::trunc);
+  check(out.good(), path, "cannot open for writing");
+  return out;
+}
+
+void flush_or_throw(std::ofstream& out, const std::string& path) {
+  out.flush();
+  check(out.good(), path, "write failed (disk full?)");
+}
+
+}  // namespace
+
+std::string metrics_csv_header() {
+  std::string header = "epoch";
+  for (const Field& f : kFields) header += std::string(",") + f.name;
+  return header;
+}
+
+std::string metrics_csv_row(const EpochRecord& record) {
+  std::ostringstream row;  // default stream precision: 6 significant digits
+  row << record.epoch;
+  for (const Field& f : kFields) row << ',' << record.*f.member;
+  return row.str();
+}
+
+nlohmann::ordered_json metrics_json(const EpochRecord& record) {
+  nlohmann::ordered_json object = nlohmann::ordered_json::object();
+  object["epoch"] = record.epoch;
+  for (const Field& f : kFields) object[f.name] = record.*f.member;
+  return object;
+}
+
+EpochRecord epoch_record_from_json(const nlohmann::json& object, const std::string& context) {
+  check(object.is_object(), context, "an epoch record is not a JSON object");
+  EpochRecord record;
+  auto it = object.find("epoch");
+  check(it != object.end() && it->is_number_integer(), context,
+        "an epoch record has no integer \"epoch\"");
+  record.epoch = it->get<int>();
+  for (const Field& f : kFields) {
+    it = object.find(f.name);
+    check(it != object.end() && it->is_number(), context,
+          "epoch " + std::to_string(record.epoch) + "'s record has no number \"" + f.name + "\"");
+    record.*f.member = it->get<double>();
+  }
+  return record;
+}
+
+MetricsLog::MetricsLog(const std::string& csv_path, const std::string& json_path,
+                       const std::vector<EpochRecord>& history)
+    : csv_path_(csv_path), json_path_(json_path), json_stdout_(json_path == "-") {
+  if (!csv_path_.empty()) {
+    csv_ = open_for_writing(csv_path_);
+    csv_ << metrics_csv_header() << '\n';
+    for (const EpochRecord& r : history) csv_ << metrics_csv_row(r) << '\n';
+    flush_or_throw(csv_, csv_path_);
+  }
+  if (!json_path_.empty() && !json_stdout_) {
+    json_ = open_for_writing(json_path_);
+    for (const EpochRecord& r : history) json_ << metrics_json(r).dump() << '\n';
+    flush_or_throw(json_, json_path_);
+  }
+}
+
+void MetricsLog::append(const EpochRecord& record) {
+  if (csv_.is_open()) {
+    csv_ << metrics_csv_row(record) << '\n';
+    flush_or_throw(csv_, csv_path_);
+  }
+  if (json_stdout_) {
+    std::printf("%s\n", metrics_json(record).dump().c_str());
+    std::fflush(stdout);
+  } else if (json_.is_open()) {
+    json_ << metrics_json(record).dump() << '\n';
+    flush_or_throw(json_, json_path_);
+  }
+}
+
+}  // namespace equivae

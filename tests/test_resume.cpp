@@ -1,0 +1,323 @@
+// Resuming a run: 2 epochs + a resume for 2 more equal 4 epochs bit for bit (parameters, Adam
+// moments and t, per-epoch metrics), supervised and semi-supervised, on the CPU backend and on
+// the emulated CUDA backend (device-resident graph steps); a checkpoint of another
+// configuration or data set is refused naming the fields; a non-finite loss stops with the
+// step and the tensor named and leaves the last checkpoint as it was; metrics.jsonl holds
+// the CSV's records.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <limits>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "model/equivae.h"
+#include "model/idx_dataset.h"
+#include "model/subsets.h"
+#include "model/trainer.h"
+#include "runtime/backend.h"
+#include "runtime/checkpoint.h"
+#include "runtime/cuda/cuda_backend.h"
+#include "runtime/error.h"
+#include "tests/fixtures.h"
+
+namespace equivae {
+namespace {
+
+namespace fs = std::filesystem;
+
+const Dataset& digits() {
+  static const Dataset data = test::bundled_digits(1500);
+  return data;
+}
+// 400 training digits: 10 supervised steps per epoch at B = 40.
+const Dataset& train_set() {
+  static const Dataset data = digits().slice(0, 400);
+  return data;
+}
+const Dataset& validation_set() {
+  static const Dataset data = digits().slice(1000, 1200);
+  return data;
+}
+// 100 labelled + 200 unlabelled digits: 50 semi-supervised steps per epoch at U = 4.
+const LabelledSplit& semi_split() {
+  static const LabelledSplit split = split_labelled(digits().slice(0, 300), 100, 5);
+  return split;
+}
+
+std::string fresh_dir(const std::string& name) {
+  const fs::path dir =
+      fs::path(testing::TempDir()) / ("resume-" + name + "." + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  return dir.string();
+}
+
+std::vector<std::string> read_lines(const std::string& path) {
+  std::ifstream in(path);
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  return lines;
+}
+
+std::vector<std::string> split_csv(const std::string& line) {
+  std::vector<std::string> cells;
+  std::stringstream ss(line);
+  for (std::string cell; std::getline(ss, cell, ',');) cells.push_back(cell);
+  return cells;
+}
+
+using BackendFactory = std::function<std::unique_ptr<Backend<float>>()>;
+BackendFactory cpu() {
+  return [] { return make_cpu_backend<float>(1); };
+}
+BackendFactory emulated_cuda() {
+  return [] { return make_emulated_cuda_backend<float>(); };
+}
+
+struct TrainedRun {
+  std::vector<EpochRecord> records;
+  Checkpoint state;  // the model's tensors and metadata after the run
+};
+
+// A fresh model of `config` trained until `epochs` (resuming from `resume` when given).
+TrainedRun train_run(const BackendFactory& make_backend, const EquiVaeConfig& config,
+                     const Dataset& labelled, const Dataset* unlabelled, int epochs,
+                     const std::string& out_dir, const std::string& resume = "") {
+  auto backend = make_backend();
+  EquiVae<float> model(config, *backend);
+  TrainOptions options;
+  options.epochs = epochs;
+  options.quiet = true;
+  options.out_dir = out_dir;
+  options.resume_from = resume;
+  TrainedRun run;
+  run.records = train(model, labelled, unlabelled, &validation_set(), options);
+  run.state = model.to_checkpoint();
+  return run;
+}
+
+void expect_same_tensors(const Checkpoint& a, const Checkpoint& b, const std::string& what) {
+  ASSERT_EQ(a.tensors.size(), b.tensors.size()) << what;
+  for (size_t i = 0; i < a.tensors.size(); ++i) {
+    const NamedTensor &x = a.tensors[i], &y = b.tensors[i];
+    ASSERT_EQ(x.name, y.name) << what;
+    ASSERT_EQ(x.data.size(), y.data.size()) << what << ": " << x.name;
+    EXPECT_EQ(std::memcmp(x.data.data(), y.data.data(), x.data.size() * sizeof(float)), 0)
+        << what << ": tensor " << x.name << " differs";
+  }
+}
+
+// Every metric bit for bit; seconds and examples/s are wall-clock and may differ.
+void expect_same_metrics(const EpochRecord& a, const EpochRecord& b) {
+  const std::string at = "epoch " + std::to_string(a.epoch);
+  EXPECT_EQ(a.epoch, b.epoch);
+  EXPECT_EQ(a.elbo, b.elbo) << at;
+  EXPECT_EQ(a.recon, b.recon) << at;
+  EXPECT_EQ(a.kl, b.kl) << at;
+  EXPECT_EQ(a.validation_error, b.validation_error) << at;
+  EXPECT_EQ(a.classifier_nll, b.classifier_nll) << at;
+  EXPECT_EQ(a.unlabelled_bound, b.unlabelled_bound) << at;
+  EXPECT_EQ(a.classifier_validation_error, b.classifier_validation_error) << at;
+}
+
+// 4 epochs in one run against 2 epochs, then a fresh model resuming for 2 more.
+void check_two_plus_two(const BackendFactory& make_backend, const EquiVaeConfig& config,
+                        const Dataset& labelled, const Dataset* unlabelled,
+                        const std::string& name) {
+  const std::string whole_dir = fresh_dir(name + "-whole"), split_dir = fresh_dir(name + "-split");
+  const TrainedRun whole = train_run(make_backend, config, labelled, unlabelled, 4, whole_dir);
+  const TrainedRun first = train_run(make_backend, config, labelled, unlabelled, 2, split_dir);
+  const TrainedRun resumed = train_run(make_backend, config, labelled, unlabelled, 4, split_dir,
+                                       split_dir + "/checkpoint.safetensors");
+
+  // The state: every parameter and Adam moment, and Adam's t.
+  EXPECT_EQ(resumed.state.metadata.at("adam_steps"), whole.state.metadata.at("adam_steps"));
+  EXPECT_NE(first.state.metadata.at("adam_steps"), whole.state.metadata.at("adam_steps"));
+  expect_same_tensors(whole.state, resumed.state, "in memory");
+  expect_same_tensors(load_checkpoint(whole_dir + "/checkpoint.safetensors"),
+                      load_checkpoint(split_dir + "/checkpoint.safetensors"), "on disk");
+
+  // The records: epochs 1-2 come back from the checkpoint, epochs 3-4 are trained again.
+  ASSERT_EQ(whole.records.size(), 4u);
+  ASSERT_EQ(resumed.records.size(), 4u);
+  for (int e = 0; e < 4; ++e) expect_same_metrics(whole.records[e], resumed.records[e]);
+  for (int e = 0; e < 2; ++e) EXPECT_EQ(first.records[e].seconds, resumed.records[e].seconds);
+
+  // metrics.csv continues: one header, epochs 1..4 once each, 3-4 as in the whole run.
+  const std::vector<std::string> csv = read_lines(split_dir + "/metrics.csv"),
+                                 whole_csv = read_lines(whole_dir + "/metrics.csv");
+  ASSERT_EQ(csv.size(), 5u);
+  ASSERT_EQ(whole_csv.size(), 5u);
+  EXPECT_EQ(csv[0], whole_csv[0]);
+  for (size_t row = 1; row < 5; ++row) {
+    std::vector<std::string> a = split_csv(csv[row]), b = split_csv(whole_csv[row]);
+    ASSERT_EQ(a.size(), 10u);
+    ASSERT_EQ(b.size(), 10u);
+    EXPECT_EQ(a[0], std::to_string(row));
+    for (size_t col : {5u, 6u}) a[col] = b[col] = "";  // seconds, examples/s
+    EXPECT_EQ(a, b) << "metrics.csv row " << row;
+  }
+  fs::remove_all(whole_dir);
+  fs::remove_all(split_dir);
+}
+
+TEST(Resume, SupervisedTwoPlusTwoEpochsEqualFourBitForBit) {
+  check_two_plus_two(cpu(), test::tiny_config(), train_set(), nullptr, "supervised");
+}
+
+TEST(Resume, SemiSupervisedTwoPlusTwoEpochsEqualFourBitForBit) {
+  check_two_plus_two(cpu(), test::tiny_semi_config(), semi_split().labelled,
+                     &semi_split().unlabelled, "semi");
+}
+
+TEST(Resume, OnTheEmulatedCudaBackendTwoPlusTwoEqualFour) {
+  // The device path: graph replays with the step and Adam's t in device counters, which a
+  // resumed model must start from the checkpoint's values.
+  check_two_plus_two(emulated_cuda(), test::tiny_config(), train_set(), nullptr, "emulated");
+}
+
+// Runs `body` expecting an Error whose message contains every one of `parts`.
+void expect_error(const std::function<void()>& body, const std::vector<std::string>& parts) {
+  try {
+    body();
+    ADD_FAILURE() << "expected an error";
+  } catch (const Error& e) {
+    std::printf("[ message ] %s\n", e.what());
+    for (const std::string& part : parts)
+      EXPECT_NE(std::string(e.what()).find(part), std::string::npos)
+          << "missing '" << part << "' in: " << e.what();
+  }
+}
+
+TEST(Resume, AnotherConfigurationOrDataSetIsRefusedNamingTheFields) {
+  const std::string dir = fresh_dir("mismatch");
+  const std::string path = dir + "/checkpoint.safetensors";
+  const EquiVaeConfig config = test::tiny_config();  // latent_v = 4, seed = 7
+  train_run(cpu(), config, train_set(), nullptr, 2, dir);
+
+  EquiVaeConfig wider = config;
+  wider.latent_v = 8;
+  expect_error([&] { train_run(cpu(), wider, train_set(), nullptr, 3, "", path); },
+               {"checkpoint " + path + " was written with latent_v = 4, this run asks for 8"});
+  EquiVaeConfig two_fields = config;
+  two_fields.seed = 8;
+  two_fields.lr = 2e-3;
+  expect_error([&] { train_run(cpu(), two_fields, train_set(), nullptr, 3, "", path); },
+               {"lr = 0.001, this run asks for 0.002", "seed = 7, this run asks for 8"});
+  const Dataset more = digits().slice(0, 440);
+  expect_error([&] { train_run(cpu(), config, more, nullptr, 3, "", path); },
+               {"labelled set size = 400, this run asks for 440", "labelled set labels CRC-32"});
+  expect_error([&] { train_run(cpu(), config, train_set(), nullptr, 1, "", path); },
+               {"checkpoint " + path + " has already trained 2 epochs, more than the 1"});
+
+  // A model checkpoint without the training state cannot be resumed.
+  auto backend = make_cpu_backend<float>(1);
+  EquiVae<float> model(config, *backend);
+  const std::string bare = dir + "/bare.safetensors";
+  save_checkpoint(bare, model.to_checkpoint());
+  expect_error([&] { train_run(cpu(), config, train_set(), nullptr, 3, "", bare); },
+               {"checkpoint " + bare + " has no \"config.input_dim\"", "cannot be resumed"});
+
+  // Asking for the epochs already trained trains nothing and returns the history.
+  const TrainedRun done = train_run(cpu(), config, train_set(), nullptr, 2, "", path);
+  ASSERT_EQ(done.records.size(), 2u);
+  expect_same_tensors(done.state, load_checkpoint(path), "a resume with nothing left to train");
+  fs::remove_all(dir);
+}
+
+TEST(Divergence, APoisonedParameterIsNamedAndTheLastCheckpointKept) {
+  const std::string dir = fresh_dir("poison");
+  const std::string path = dir + "/checkpoint.safetensors";
+  auto backend = make_cpu_backend<float>(1);
+  EquiVae<float> model(test::tiny_config(), *backend);
+  std::vector<DenseLayer<float>*> layers = model.all_layers();  // finv, encoder, decoder × 3
+  ASSERT_EQ(layers.size(), 9u);
+  Checkpoint saved;
+  TrainOptions options;
+  options.epochs = 3;
+  options.quiet = true;
+  options.out_dir = dir;
+  options.after_epoch = [&](const EpochRecord& r) {
+    if (r.epoch != 1) return;
+    saved = model.to_checkpoint();  // the state epoch 1's checkpoint holds
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    backend->upload(layers[8]->b.data + 3, &nan, sizeof nan);  // decoder.2.bias[3]
+  };
+  expect_error([&] { train(model, train_set(), nullptr, options); },
+               {"step 10 (epoch 2)", "diverged", "reconstruction log p(x|r,v) = nan",
+                "parameter decoder.2.bias (element 3 of 784 = nan)",
+                "the last good checkpoint " + path + " (epoch 1) is kept untouched"});
+  const Checkpoint on_disk = load_checkpoint(path);
+  EXPECT_EQ(on_disk.metadata.at("epoch"), "1");
+  expect_same_tensors(saved, on_disk, "the checkpoint before the divergence");
+  EXPECT_EQ(read_lines(dir + "/metrics.csv").size(), 2u);
+  fs::remove_all(dir);
+}
+
+TEST(Divergence, AnInfiniteLearningRateIsCaughtAtTheNextStep) {
+  // Step 0 is finite; its Adam update with lr = +inf makes every parameter non-finite, so
+  // step 1's loss is NaN and the first parameter tensor is named.
+  EquiVaeConfig config = test::tiny_config();
+  config.lr = std::numeric_limits<double>::infinity();
+  expect_error([&] { train_run(cpu(), config, train_set(), nullptr, 1, ""); },
+               {"step 1 (epoch 1)", "parameter finv.0.weight (element 0 of",
+                "no checkpoint of this run was written yet"});
+}
+
+TEST(MetricsLog, JsonLinesParseAndMatchTheCsv) {
+  const std::string dir = fresh_dir("jsonl");
+  const EquiVaeConfig config = test::tiny_semi_config();  // every field in use
+  const LabelledSplit& split = semi_split();
+  train_run(cpu(), config, split.labelled, &split.unlabelled, 1, dir);
+  train_run(cpu(), config, split.labelled, &split.unlabelled, 2, dir,
+            dir + "/checkpoint.safetensors");
+  const std::vector<std::string> csv = read_lines(dir + "/metrics.csv"),
+                                 json = read_lines(dir + "/metrics.jsonl");
+  ASSERT_EQ(csv.size(), 3u);
+  ASSERT_EQ(json.size(), 2u);
+  const std::vector<std::string> header = split_csv(csv[0]);
+  ASSERT_EQ(header.size(), 10u);
+  for (size_t e = 0; e < json.size(); ++e) {
+    const nlohmann::json object = nlohmann::json::parse(json[e]);  // throws if malformed
+    ASSERT_TRUE(object.is_object());
+    EXPECT_EQ(object.size(), header.size()) << json[e];
+    const std::vector<std::string> row = split_csv(csv[e + 1]);
+    ASSERT_EQ(row.size(), header.size());
+    for (size_t c = 0; c < header.size(); ++c) {
+      ASSERT_TRUE(object.contains(header[c])) << header[c] << " missing in " << json[e];
+      const double from_json = object[header[c]].get<double>(), from_csv = std::stod(row[c]);
+      // The CSV keeps 6 significant digits, the JSON every digit.
+      EXPECT_NEAR(from_json, from_csv, 1e-5 * std::max(1.0, std::abs(from_csv)))
+          << header[c] << " of epoch " << e + 1;
+    }
+    EXPECT_EQ(object["epoch"].get<int>(), int(e + 1));
+  }
+
+  // "-": the JSON lines go to stdout instead.
+  auto backend = make_cpu_backend<float>(1);
+  EquiVae<float> model(config, *backend);
+  TrainOptions options;
+  options.epochs = 1;
+  options.quiet = true;
+  options.json_log = "-";
+  testing::internal::CaptureStdout();
+  const std::vector<EpochRecord> records =
+      train(model, split.labelled, &split.unlabelled, &validation_set(), options);
+  const std::string out = testing::internal::GetCapturedStdout();
+  const nlohmann::json object = nlohmann::json::parse(out);
+  EXPECT_EQ(object["epoch"].get<int>(), 1);
+  EXPECT_EQ(object["elbo"].get<double>(), records[0].elbo);  // full precision
+  fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace equivae
