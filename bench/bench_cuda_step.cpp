@@ -14,6 +14,7 @@
 #include <memory>
 #include <vector>
 
+#include "kernels/cpu/ops.h"
 #include "model/equivae.h"
 #include "model/idx_dataset.h"
 #include "model/sampler.h"
@@ -216,10 +217,15 @@ void BM_Op(benchmark::State& state) {
   offsets[B] = int32_t(members.size());
   auto* off = static_cast<int32_t*>(be.allocate(offsets.size() * 4));
   auto* mem = static_cast<int32_t*>(be.allocate(members.size() * 4));
+  std::vector<int32_t> inverse(B + 1 + members.size());
+  cpu::pool_transpose(offsets.data(), members.data(), B, B, inverse.data(), inverse.data() + B + 1);
+  auto* inv = static_cast<int32_t*>(be.allocate(inverse.size() * 4));
   b.blocks.push_back(off);
   b.blocks.push_back(mem);
+  b.blocks.push_back(inv);
   be.upload(off, offsets.data(), offsets.size() * 4);
   be.upload(mem, members.data(), members.size() * 4);
+  be.upload(inv, inverse.data(), inverse.size() * 4);
   AdamConfig adam;
   auto run = [&] {
     switch (op) {
@@ -248,7 +254,7 @@ void BM_Op(benchmark::State& state) {
         be.pool_forward(v, mulv, off, mem, B, d);
         break;
       case 8:
-        be.pool_backward(eps, v, off, mem, B, B, d);
+        be.pool_backward(eps, v, off, mem, inv, inv + B + 1, B, B, d);
         break;
       case 9:
         be.sample_kl_forward(v, eps, ll, mulv, B, d, 1, 2, 0);

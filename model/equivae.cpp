@@ -5,6 +5,7 @@
 #include <string>
 #include <type_traits>
 
+#include "kernels/cpu/ops.h"
 #include "kernels/philox.h"
 #include "runtime/error.h"
 
@@ -94,6 +95,8 @@ EquiVae<T>::EquiVae(const EquiVaeConfig& config, Backend<T>& backend)
   arena_.place(x_, R, D);
   arena_.place(offsets_, 1, R + 1);
   arena_.place(members_, 1, B * (config.k - 1) + C * U * std::min(config.m_max, config.k));
+  arena_.place(inv_offsets_, 1, B + 1);
+  arena_.place(inv_rows_, 1, members_.cols);
   arena_.place(r_, R, dr);
   arena_.place(dr_, R, dr);
   arena_.place(xr_, R, D + dr);
@@ -191,8 +194,16 @@ void EquiVae<T>::check_batch(const Batch& batch, const Dataset& data,
   check(int(batch.unlabelled_rows.size()) == U_, "batch",
         "has " + std::to_string(batch.unlabelled_rows.size()) +
             " unlabelled items, the plan expects " + std::to_string(U_));
-  check(int(batch.offsets.size()) == R_ + 1 && int(batch.members.size()) <= members_.cols, "batch",
-        "pooling sets do not match the plan");
+  check(int(batch.offsets.size()) == R_ + 1 && int(batch.members.size()) <= members_.cols &&
+            batch.offsets[0] == 0 && batch.offsets[R_] == int32_t(batch.members.size()),
+        "batch", "pooling sets do not match the plan");
+  for (int i = 0; i < R_; ++i)
+    check(batch.offsets[i + 1] > batch.offsets[i], "batch",
+          "pooling set of row " + std::to_string(i) + " is empty or its offsets decrease");
+  for (int32_t j : batch.members)
+    check(j >= 0 && j < B_, "batch",
+          "pooling member " + std::to_string(j) + " is not a labelled batch row (0.." +
+              std::to_string(B_ - 1) + ")");
   check(data.dim == D, data.source,
         "images have " + std::to_string(data.dim) + " pixels, the model expects " +
             std::to_string(D));
@@ -220,6 +231,11 @@ void EquiVae<T>::load_batch(const Batch& batch, const Dataset& data, const Datas
   }
   backend_.upload(offsets_.data, batch.offsets.data(), batch.offsets.size() * sizeof(int32_t));
   backend_.upload(members_.data, batch.members.data(), batch.members.size() * sizeof(int32_t));
+  std::vector<int32_t> inverse(size_t(B_) + 1 + batch.members.size());
+  cpu::pool_transpose(batch.offsets.data(), batch.members.data(), R_, B_, inverse.data(),
+                      inverse.data() + B_ + 1);
+  backend_.upload(inv_offsets_.data, inverse.data(), size_t(B_ + 1) * sizeof(int32_t));
+  backend_.upload(inv_rows_.data, inverse.data() + B_ + 1, batch.members.size() * sizeof(int32_t));
 }
 
 template <class T>
@@ -297,7 +313,8 @@ void EquiVae<T>::backward() {
   // The encoder sees [x ; r]: only r's columns need a gradient, added to the decoder's.
   encoder_.backward(be, xr_.data, R, dr_.data, D, true);
   // Every pooled row, labelled or not, hands its gradient to the labelled rows it averaged.
-  be.pool_backward(finv_.output_grad().data, dr_.data, offsets_.data, members_.data, R, B, dr);
+  be.pool_backward(finv_.output_grad().data, dr_.data, offsets_.data, members_.data,
+                   inv_offsets_.data, inv_rows_.data, R, B, dr);
   finv_.backward(be, x_.data, B, nullptr, 0, false);
 }
 
@@ -352,6 +369,10 @@ void EquiVae<T>::upload_datasets(const Dataset& labelled, const Dataset* unlabel
     res.layout.count[3] = R_ + 1;
     res.layout.dst[4] = members_.data;
     res.layout.count[4] = members_.cols;
+    res.layout.dst[5] = inv_offsets_.data;
+    res.layout.count[5] = B_ + 1;
+    res.layout.dst[6] = inv_rows_.data;
+    res.layout.count[6] = inv_rows_.cols;
   }
   Resident& res = *resident_;
   bool moved = res.labelled.reserve(backend_, labelled.images.size() * sizeof(float));
@@ -423,7 +444,8 @@ std::vector<StepMetrics> EquiVae<T>::train_steps(const std::vector<Batch>& batch
   const size_t n = batches.size(), slot = res.layout.ints();
   if (n == 0) return {};
 
-  // One slot per step: rows, expanded unlabelled rows, unlabelled rows, offsets, members.
+  // One slot per step: rows, expanded unlabelled rows, unlabelled rows, offsets, members, and
+  // the sets' transpose (offsets, rows).
   res.host_slots.assign(n * slot, 0);
   for (size_t i = 0; i < n; ++i) {
     const Batch& batch = batches[i];
@@ -439,6 +461,8 @@ std::vector<StepMetrics> EquiVae<T>::train_steps(const std::vector<Batch>& batch
     p = std::copy(batch.unlabelled_rows.begin(), batch.unlabelled_rows.end(), p);
     p = std::copy(batch.offsets.begin(), batch.offsets.end(), p);
     std::copy(batch.members.begin(), batch.members.end(), p);
+    p += res.layout.count[4];
+    cpu::pool_transpose(batch.offsets.data(), batch.members.data(), R_, B_, p, p + B_ + 1);
   }
   bool moved = res.slots.reserve(backend_, res.host_slots.size() * sizeof(int32_t));
   moved |= res.table.reserve(backend_, n * kMetricWidth * sizeof(double));

@@ -115,11 +115,12 @@ class EquiVae {
   Tensor<T> adam_m_, adam_v_;          // [1, parameter_count]
   Tensor<T> x_;                        // [R, input_dim] labelled rows, then unlabelled per label
   Tensor<int32_t> offsets_, members_;  // pooling sets of the R rows, CSR
-  Tensor<T> r_, dr_;                   // [R, d_r]
-  Tensor<T> xr_;                       // [R, input_dim + d_r] encoder input
-  Tensor<T> v_, eps_, dv_;             // [R, d_v]
-  Tensor<T> kl_, ll_, dkl_, dll_;      // [1, R]
-  Tensor<T> rv_, drv_;                 // [R, d_r + d_v] decoder input
+  Tensor<int32_t> inv_offsets_, inv_rows_;  // their transpose [B+1] / [capacity], for gathers
+  Tensor<T> r_, dr_;                        // [R, d_r]
+  Tensor<T> xr_;                            // [R, input_dim + d_r] encoder input
+  Tensor<T> v_, eps_, dv_;                  // [R, d_v]
+  Tensor<T> kl_, ll_, dkl_, dll_;           // [1, R]
+  Tensor<T> rv_, drv_;                      // [R, d_r + d_v] decoder input
   // Semi-supervised only:
   Tensor<T> xq_;                  // [B + U, input_dim] classifier input
   Tensor<int32_t> labels_;        // [1, B] segment labels

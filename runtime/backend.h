@@ -37,8 +37,11 @@ class Backend {
                                bool accumulate_a, bool accumulate_b) = 0;
   virtual void pool_forward(T* r, const T* e, const int32_t* offsets, const int32_t* members, int R,
                             int d) = 0;
+  // inv_offsets[N+1] / inv_rows: the sets' transpose (cpu::pool_transpose), for backends
+  // that gather (CUDA); the CPU scatters over offsets/members.
   virtual void pool_backward(T* de, const T* dr, const int32_t* offsets, const int32_t* members,
-                             int R, int N, int d) = 0;
+                             const int32_t* inv_offsets, const int32_t* inv_rows, int R, int N,
+                             int d) = 0;
   virtual void sample_kl_forward(T* v, T* eps, T* kl, const T* mulv, int B, int d, uint64_t seed,
                                  uint64_t step, uint32_t row0) = 0;
   virtual void sample_kl_backward(T* dmulv, const T* dv, const T* dkl, const T* mulv, const T* eps,

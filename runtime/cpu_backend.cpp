@@ -56,8 +56,9 @@ class CpuBackend final : public Backend<T> {
                     int d) override {
     cpu::pool_forward(r, e, offsets, members, R, d);
   }
-  void pool_backward(T* de, const T* dr, const int32_t* offsets, const int32_t* members, int R,
-                     int N, int d) override {
+  void pool_backward(T* de, const T* dr, const int32_t* offsets, const int32_t* members,
+                     const int32_t* /*inv_offsets*/, const int32_t* /*inv_rows*/, int R, int N,
+                     int d) override {
     cpu::pool_backward(de, dr, offsets, members, R, N, d);
   }
   void sample_kl_forward(T* v, T* eps, T* kl, const T* mulv, int B, int d, uint64_t seed,

@@ -229,16 +229,19 @@ void check_pool(const Sets& s, int R, int N, int d, const std::string& name) {
   std::vector<double> r(size_t(R) * d), de(size_t(N) * d);
   cpu::pool_forward(r.data(), e.data(), s.offsets.data(), s.members.data(), R, d);
   cpu::pool_backward(de.data(), dr.data(), s.offsets.data(), s.members.data(), R, N, d);
-  Guarded<int32_t> offsets(s.offsets.size()), members(s.members.size());
+  Guarded<int32_t> offsets(s.offsets.size()), members(s.members.size()), inv_offsets(size_t(N) + 1),
+      inv_rows(s.members.size());
   std::copy(s.offsets.begin(), s.offsets.end(), offsets.data());
   std::copy(s.members.begin(), s.members.end(), members.data());
+  cpu::pool_transpose(offsets.data(), members.data(), R, N, inv_offsets.data(), inv_rows.data());
   Guarded<T> first;
   for (uint64_t seed : kSeeds) {
     emu::set_schedule_seed(seed);
     Guarded<T> et = guarded<T>(e), drt = guarded<T>(dr), rt = nan_buffer<T>(r.size()),
                det = nan_buffer<T>(de.size());
     cuda::pool_forward(rt.data(), et.data(), offsets.data(), members.data(), R, d, kStream);
-    cuda::pool_backward(det.data(), drt.data(), offsets.data(), members.data(), R, N, d, kStream);
+    cuda::pool_backward(det.data(), drt.data(), offsets.data(), inv_offsets.data(), inv_rows.data(),
+                        N, d, kStream);
     expect_matches(r, rt, "pool_forward " + name);
     expect_matches(de, det, "pool_backward " + name);
     if (seed == kSeeds[0])
@@ -246,7 +249,8 @@ void check_pool(const Sets& s, int R, int N, int d, const std::string& name) {
     else
       EXPECT_TRUE(bitwise_equal(first, det)) << "pool_backward must not depend on the schedule";
   }
-  EXPECT_TRUE(offsets.guards_intact() && members.guards_intact());
+  EXPECT_TRUE(offsets.guards_intact() && members.guards_intact() && inv_offsets.guards_intact() &&
+              inv_rows.guards_intact());
 }
 
 TEST(CudaKernels, LeaveOneOutPoolingForwardAndGatherBackward) {

@@ -122,6 +122,15 @@ TEST(Ops, LeaveOneOutPooling) {
   expect_op_ok(check_op(PoolCase{}));
 }
 
+TEST(Ops, PoolTransposeListsEachItemsPoolingRowsInOrder) {
+  // Sets over N = 5 items, one repeat (row 2 uses item 4 twice), item 3 unused.
+  const std::vector<int32_t> offsets{0, 2, 3, 6, 7}, members{1, 0, 4, 4, 0, 4, 1};
+  std::vector<int32_t> inv_offsets(6), inv_rows(members.size());
+  cpu::pool_transpose(offsets.data(), members.data(), 4, 5, inv_offsets.data(), inv_rows.data());
+  EXPECT_EQ(inv_offsets, (std::vector<int32_t>{0, 2, 4, 4, 4, 7}));
+  EXPECT_EQ(inv_rows, (std::vector<int32_t>{0, 2, 0, 3, 1, 2, 2}));
+}
+
 TEST(Ops, PoolingBackwardEqualsDenseMatrixForm) {
   // r = P e with P[i][j] = 1/m_i for j ∈ S_i, so de = Pᵀ dr.
   PoolCase c;

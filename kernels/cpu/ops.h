@@ -39,6 +39,12 @@ void pool_forward(T* r, const T* e, const int32_t* offsets, const int32_t* membe
 template <class T>
 void pool_backward(T* de, const T* dr, const int32_t* offsets, const int32_t* members, int R, int N,
                    int d);
+// The sets' transpose, for gathers: the pooled rows that use item j are
+// inv_rows[inv_offsets[j] .. inv_offsets[j+1]), in increasing order (a stable counting sort),
+// so a gather over them adds in pool_backward's order. inv_offsets[N+1], inv_rows[offsets[R]];
+// every member must lie in [0, N).
+void pool_transpose(const int32_t* offsets, const int32_t* members, int R, int N,
+                    int32_t* inv_offsets, int32_t* inv_rows);
 
 // ---- reparameterised sampling + KL(q(v|·) || N(0, I)) in one pass.
 // mulv[B,2d] = [μ | log σ²]; eps[B,d] = Philox normal at (seed, step, row0 + i, j);

@@ -1,5 +1,6 @@
 // Segmented leave-one-out mean pooling over CSR member lists.
 #include <algorithm>
+#include <vector>
 
 #include "kernels/cpu/ops.h"
 
@@ -34,6 +35,16 @@ void pool_backward(T* de, const T* dr, const int32_t* offsets, const int32_t* me
       for (int c = 0; c < d; ++c) dej[c] += dri[c] * inv_m;
     }
   }
+}
+
+void pool_transpose(const int32_t* offsets, const int32_t* members, int R, int N,
+                    int32_t* inv_offsets, int32_t* inv_rows) {
+  std::fill_n(inv_offsets, size_t(N) + 1, 0);
+  for (int s = 0; s < offsets[R]; ++s) ++inv_offsets[members[s] + 1];
+  for (int j = 0; j < N; ++j) inv_offsets[j + 1] += inv_offsets[j];
+  std::vector<int32_t> next(inv_offsets, inv_offsets + N);
+  for (int i = 0; i < R; ++i)
+    for (int s = offsets[i]; s < offsets[i + 1]; ++s) inv_rows[next[members[s]]++] = i;
 }
 
 #define INSTANTIATE(T)                                                                   \

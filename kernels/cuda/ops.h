@@ -47,10 +47,11 @@ template <class T>
 void pool_forward(T* r, const T* e, const int32_t* offsets, const int32_t* members, int R, int d,
                   cudaStream_t stream);
 // de[N,d] overwritten (rows no set uses get 0). Deterministic gather, no atomics: each row j
-// of de gathers dr[i]/m_i from the sets that contain it.
+// of de gathers dr[i]/m_i from the sets that contain it, listed by the transpose
+// (inv_offsets[N+1], inv_rows: cpu::pool_transpose of offsets/members).
 template <class T>
-void pool_backward(T* de, const T* dr, const int32_t* offsets, const int32_t* members, int R, int N,
-                   int d, cudaStream_t stream);
+void pool_backward(T* de, const T* dr, const int32_t* offsets, const int32_t* inv_offsets,
+                   const int32_t* inv_rows, int N, int d, cudaStream_t stream);
 
 // ---- reparameterised sample + KL in one pass; ε = philox_normal<T>(seed, step, row0+i, j),
 // the CPU's noise. The step_device overload reads the step from device memory (graph replay).

@@ -237,10 +237,11 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
     issue("pool_forward",
           [=, self = this] { cuda::pool_forward(r, e, offsets, members, R, d, self->stream_); });
   }
-  void pool_backward(T* de, const T* dr, const int32_t* offsets, const int32_t* members, int R,
-                     int N, int d) override {
+  void pool_backward(T* de, const T* dr, const int32_t* offsets, const int32_t* /*members*/,
+                     const int32_t* inv_offsets, const int32_t* inv_rows, int /*R*/, int N,
+                     int d) override {
     issue("pool_backward", [=, self = this] {
-      cuda::pool_backward(de, dr, offsets, members, R, N, d, self->stream_);
+      cuda::pool_backward(de, dr, offsets, inv_offsets, inv_rows, N, d, self->stream_);
     });
   }
   void sample_kl_forward(T* v, T* eps, T* kl, const T* mulv, int B, int d, uint64_t seed,

@@ -29,7 +29,7 @@ struct alignas(16) DeviceCounters {
 };
 
 constexpr int kMetricWidth = 4;   // doubles per step in the metric table
-constexpr int kSlotSegments = 5;  // consecutive int32 segments of a step's index slot
+constexpr int kSlotSegments = 7;  // consecutive int32 segments of a step's index slot
 
 // The segments of one step's slot, copied in order to their fixed device buffers.
 struct SlotLayout {
