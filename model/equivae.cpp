@@ -519,6 +519,47 @@ void EquiVae<T>::embed(const float* images, int64_t n, float* out) {
 }
 
 template <class T>
+void EquiVae<T>::encode_v(const float* images, const float* r, int64_t n, float* v_mean) {
+  DeviceRange<T> range(device_, "eval");
+  const int D = config_.input_dim, dr = config_.latent_r, dv = config_.latent_v;
+  std::vector<T> rows(size_t(R_) * dr), mulv(size_t(R_) * 2 * dv);
+  for (int64_t begin = 0; begin < n; begin += R_) {
+    const int count = int(std::min<int64_t>(R_, n - begin));
+    std::copy(images + begin * D, images + (begin + count) * D, staging_.begin());
+    std::copy(r + begin * dr, r + (begin + count) * dr, rows.begin());
+    backend_.upload(x_.data, staging_.data(), size_t(count) * D * sizeof(T));
+    backend_.upload(r_.data, rows.data(), size_t(count) * dr * sizeof(T));
+    backend_.concat_forward(xr_.data, x_.data, r_.data, count, D, dr);
+    const Tensor<T>& out = encoder_.forward(backend_, xr_.data, count);  // [count, 2 d_v]
+    backend_.download(mulv.data(), out.data, size_t(count) * 2 * dv * sizeof(T));
+    for (int i = 0; i < count; ++i)  // μ: the first d_v columns of each row
+      std::copy(mulv.begin() + size_t(i) * 2 * dv, mulv.begin() + size_t(i) * 2 * dv + dv,
+                v_mean + (begin + i) * dv);
+  }
+}
+
+template <class T>
+void EquiVae<T>::decode(const float* r, const float* v, int64_t n, float* pixels) {
+  DeviceRange<T> range(device_, "eval");
+  const int D = config_.input_dim, dr = config_.latent_r, dv = config_.latent_v;
+  std::vector<T> rs(size_t(R_) * dr), vs(size_t(R_) * dv);
+  for (int64_t begin = 0; begin < n; begin += R_) {
+    const int count = int(std::min<int64_t>(R_, n - begin));
+    std::copy(r + begin * dr, r + (begin + count) * dr, rs.begin());
+    std::copy(v + begin * dv, v + (begin + count) * dv, vs.begin());
+    backend_.upload(r_.data, rs.data(), size_t(count) * dr * sizeof(T));
+    backend_.upload(v_.data, vs.data(), size_t(count) * dv * sizeof(T));
+    backend_.concat_forward(rv_.data, r_.data, v_.data, count, dr, dv);
+    const Tensor<T>& logits = decoder_.forward(backend_, rv_.data, count);  // [count, D]
+    backend_.download(staging_.data(), logits.data, size_t(count) * D * sizeof(T));
+    for (size_t i = 0; i < size_t(count) * D; ++i)  // Bernoulli mean: sigmoid, overflow-safe
+      pixels[begin * D + int64_t(i)] =
+          float(staging_[i] >= 0 ? T(1) / (T(1) + std::exp(-staging_[i]))
+                                 : std::exp(staging_[i]) / (T(1) + std::exp(staging_[i])));
+  }
+}
+
+template <class T>
 void EquiVae<T>::classify(const float* images, int64_t n, int32_t* labels) {
   check(config_.semi_supervised(), "classify", "the supervised model has no classifier q(y|x)");
   DeviceRange<T> range(device_, "eval");

@@ -72,6 +72,12 @@ class EquiVae {
 
   // f_inv(x) for n images[n, input_dim] → out[n, d_r] (host memory), in chunks of B rows.
   void embed(const float* images, int64_t n, float* out);
+  // ---- Inference for figures and tools, on the model's backend, in chunks of R rows
+  // (uses the plan's activation buffers: call between training steps, not inside one).
+  // Mean of q(v | r, x) for images[n, input_dim] and r[n, d_r] → v_mean[n, d_v].
+  void encode_v(const float* images, const float* r, int64_t n, float* v_mean);
+  // Pixel means sigmoid(logits) of p(x | r, v) for r[n, d_r], v[n, d_v] → pixels[n, D].
+  void decode(const float* r, const float* v, int64_t n, float* pixels);
   // Semi-supervised: argmax_y q(y|x) for n images → labels[n].
   void classify(const float* images, int64_t n, int32_t* labels);
   // log p(y) of the objective (default uniform); class frequencies of the labelled data.

@@ -243,6 +243,13 @@ Dataset load_idx(const std::string& images_path, const std::string& labels_path,
   return ds;
 }
 
+Dataset load_idx_images(const std::string& images_path) {
+  Dataset ds;
+  ds.source = images_path;
+  parse_images(read_file(images_path), images_path, ds);
+  return ds;
+}
+
 MnistFiles find_mnist_files(const std::string& dir) {
   namespace fs = std::filesystem;
   std::error_code ec;

@@ -26,6 +26,9 @@ struct Dataset {
 Dataset load_idx(const std::string& images_path, const std::string& labels_path,
                  int num_classes = 10);
 
+// Images alone, for data without labels (tools/classify): labels stay empty.
+Dataset load_idx_images(const std::string& images_path);
+
 struct MnistFiles {
   std::string train_images, train_labels, test_images, test_labels;
 };

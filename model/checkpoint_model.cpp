@@ -1,0 +1,92 @@
+#include "model/checkpoint_model.h"
+
+#include <cerrno>
+#include <cstdlib>
+#include <functional>
+#include <map>
+#include <sstream>
+
+#include "runtime/error.h"
+
+namespace equivae {
+namespace {
+
+int64_t parse_int(const std::string& path, const std::string& key, const std::string& text) {
+  char* end = nullptr;
+  errno = 0;
+  const long long value = std::strtoll(text.c_str(), &end, 10);
+  check(!text.empty() && *end == '\0' && errno == 0 && value >= 0 && value <= (1ll << 31), path,
+        "config metadata: " + key + "=" + text + " is not a valid count");
+  return value;
+}
+
+double parse_double(const std::string& path, const std::string& key, const std::string& text) {
+  char* end = nullptr;
+  const double value = std::strtod(text.c_str(), &end);
+  check(!text.empty() && *end == '\0', path,
+        "config metadata: " + key + "=" + text + " is not a number");
+  return value;
+}
+
+}  // namespace
+
+EquiVaeConfig config_from_checkpoint(const Checkpoint& checkpoint, const std::string& path) {
+  auto it = checkpoint.metadata.find("config");
+  check(it != checkpoint.metadata.end(), path,
+        "not an EquiVAE checkpoint (no config in its metadata)");
+  EquiVaeConfig c;
+  int64_t classifier_hidden = -1;
+  using Setter = std::function<void(const std::string&, const std::string&)>;
+  auto to_int = [&](int& field) -> Setter {
+    return [&](const std::string& k, const std::string& v) { field = int(parse_int(path, k, v)); };
+  };
+  auto to_double = [&](double& field) -> Setter {
+    return [&](const std::string& k, const std::string& v) { field = parse_double(path, k, v); };
+  };
+  const std::map<std::string, Setter> setters = {
+      {"input_dim", to_int(c.input_dim)},
+      {"hidden", to_int(c.hidden)},
+      {"latent_r", to_int(c.latent_r)},
+      {"latent_v", to_int(c.latent_v)},
+      {"classes", to_int(c.classes)},
+      {"k", to_int(c.k)},
+      {"m_max", to_int(c.m_max)},
+      {"unlabelled", to_int(c.unlabelled)},
+      {"lr", to_double(c.lr)},
+      {"unlabelled_weight", to_double(c.unlabelled_weight)},
+      {"classifier_weight", to_double(c.classifier_weight)},
+      {"seed", [&](const std::string& k, const std::string& v) { c.seed = parse_int(path, k, v); }},
+      {"classifier", [&](const std::string& k,
+                         const std::string& v) { classifier_hidden = parse_int(path, k, v); }},
+  };
+  std::istringstream words(it->second);
+  std::string word;
+  while (words >> word) {
+    const size_t eq = word.find('=');
+    check(eq != std::string::npos, path, "config metadata: '" + word + "' is not key=value");
+    const std::string key = word.substr(0, eq);
+    auto setter = setters.find(key);
+    check(setter != setters.end(), path, "config metadata: unknown key '" + key + "'");
+    setter->second(key, word.substr(eq + 1));
+  }
+  check(classifier_hidden < 0 || classifier_hidden == c.hidden, path,
+        "config metadata: the classifier's width differs from hidden, which this engine "
+        "does not build");
+  try {
+    c.validate();
+  } catch (const Error& e) {
+    throw Error(path, std::string("config metadata: ") + e.what());
+  }
+  return c;
+}
+
+std::unique_ptr<EquiVae<float>> load_model(const std::string& checkpoint_path,
+                                           Backend<float>& backend) {
+  const Checkpoint checkpoint = load_checkpoint(checkpoint_path);
+  auto model = std::make_unique<EquiVae<float>>(config_from_checkpoint(checkpoint, checkpoint_path),
+                                                backend);
+  model->load_checkpoint(checkpoint, checkpoint_path);
+  return model;
+}
+
+}  // namespace equivae

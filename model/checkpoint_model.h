@@ -1,0 +1,23 @@
+#pragma once
+// A trained model rebuilt from its checkpoint alone, for the tools that use one (figures,
+// embed, classify): the configuration comes from the checkpoint's "config" metadata (the
+// line EquiVaeConfig::describe() wrote), the weights from its tensors.
+#include <memory>
+#include <string>
+
+#include "model/config.h"
+#include "model/equivae.h"
+#include "runtime/backend.h"
+#include "runtime/checkpoint.h"
+
+namespace equivae {
+
+// Parses the "config" metadata; throws Error naming path when it is missing or malformed.
+EquiVaeConfig config_from_checkpoint(const Checkpoint& checkpoint, const std::string& path);
+
+// Reads the checkpoint, builds its model on backend and restores the weights; throws Error
+// naming the file.
+std::unique_ptr<EquiVae<float>> load_model(const std::string& checkpoint_path,
+                                           Backend<float>& backend);
+
+}  // namespace equivae

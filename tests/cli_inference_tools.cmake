@@ -1,0 +1,140 @@
+# figures, embed and classify from the command line, on the checkpoint of a tiny run with
+# 2-D latents. MODE picks the step:
+#   train     the fixture: one epoch of train_mnist into RUN/run (its output in train.log)
+#   figures   every PNG of Figs. 4 and 5, the right size and not blank
+#   embed     the .npy files; read back with numpy when PYTHON (a python with numpy) is set
+#   classify  the CSV with and without labels, and the error matching train_mnist's (also
+#             q(y|x)'s for a semi-supervised checkpoint it trains itself)
+#   errors    the tools' faults, each with its message
+set(CKPT ${RUN}/run/checkpoint.safetensors)
+
+function(run_tool expect_rc)  # run_tool(0|1 tool args...): sets out/err in the parent scope
+  execute_process(COMMAND ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE o ERROR_VARIABLE e)
+  if(expect_rc EQUAL 0 AND NOT rc EQUAL 0)
+    message(FATAL_ERROR "${ARGN} failed (${rc}): ${e}")
+  elseif(NOT expect_rc EQUAL 0 AND rc EQUAL 0)
+    message(FATAL_ERROR "${ARGN} should have failed: ${o}")
+  endif()
+  set(out "${o}" PARENT_SCOPE)
+  set(err "${e}" PARENT_SCOPE)
+endfunction()
+
+function(expect_match text regex what)
+  if(NOT "${text}" MATCHES "${regex}")
+    message(FATAL_ERROR "${what}: expected /${regex}/ in: ${text}")
+  endif()
+endfunction()
+
+if(MODE STREQUAL "train")
+  file(REMOVE_RECURSE ${RUN})
+  file(MAKE_DIRECTORY ${RUN}/run)
+  execute_process(COMMAND ${TRAIN} --epochs 1 --hidden 32 --latent 2 --threads 1 --out ${RUN}/run
+                  RESULT_VARIABLE rc OUTPUT_FILE ${RUN}/run/train.log ERROR_VARIABLE e)
+  if(NOT rc EQUAL 0 OR NOT EXISTS ${RUN}/run/checkpoint.safetensors)
+    message(FATAL_ERROR "train_mnist failed (${rc}): ${e}")
+  endif()
+
+elseif(MODE STREQUAL "figures")
+  file(REMOVE_RECURSE ${RUN}/figures)
+  run_tool(0 ${FIGURES} --checkpoint ${CKPT} --threads 1 --out ${RUN}/figures --grid 6)
+  # 28-pixel tiles, 2-pixel gutters: a side of n tiles is 30 n + 2 pixels (Fig. 5 right: four
+  # 6x6 panels and three spacer columns, 27 tiles wide).
+  foreach(entry "fig4_prior_samples.png (302x302)" "fig4_interpolations.png (302x302)"
+                "fig4_style_swap.png (302x332)" "fig5_invariant_grid.png (182x182)"
+                "fig5_equivariant_grids.png (812x182)")
+    string(REGEX MATCH "^[^ ]+" name "${entry}")
+    string(REPLACE "(" "\\(" pattern "${entry}")
+    string(REPLACE ")" "\\)" pattern "${pattern}")
+    expect_match("${out}" "${pattern}" "figures")
+    file(SIZE ${RUN}/figures/${name} size)
+    # A blank 302x302 grid compresses to well under 1 kB; decoded digits do not.
+    if(size LESS 2000)
+      message(FATAL_ERROR "${name} is only ${size} bytes: no digits in it?")
+    endif()
+  endforeach()
+  run_tool(0 ${FIGURES} --checkpoint ${CKPT} --threads 1 --out ${RUN}/figures4 --which fig4 --scale 2)
+  expect_match("${out}" "fig4_prior_samples.png \\(582x582\\)" "--scale 2")
+  if(EXISTS ${RUN}/figures4/fig5_invariant_grid.png)
+    message(FATAL_ERROR "--which fig4 wrote Fig. 5")
+  endif()
+
+elseif(MODE STREQUAL "embed")
+  file(REMOVE_RECURSE ${RUN}/embed)
+  run_tool(0 ${EMBED} --checkpoint ${CKPT} --threads 1 --out ${RUN}/embed)
+  expect_match("${out}" "2000 images, d_r = 2, d_v = 2" "embed")
+  # 128-byte headers, then float32 [2000, 2] or int32 [2000].
+  foreach(pair "r.npy;16128" "r_pooled.npy;16128" "v.npy;16128" "labels.npy;8128")
+    list(GET pair 0 name)
+    list(GET pair 1 expected)
+    file(SIZE ${RUN}/embed/${name} size)
+    if(NOT size EQUAL expected)
+      message(FATAL_ERROR "${name}: ${size} bytes, expected ${expected}")
+    endif()
+  endforeach()
+  if(PYTHON)
+    execute_process(COMMAND ${PYTHON} ${SOURCE}/tests/check_embed_npy.py ${RUN}/embed
+                            ${SOURCE}/data/mnist10k-labels-idx1-ubyte.gz 8000 2
+                    RESULT_VARIABLE rc OUTPUT_VARIABLE o ERROR_VARIABLE e)
+    if(NOT rc EQUAL 0)
+      message(FATAL_ERROR "numpy could not read the .npy files: ${o}${e}")
+    endif()
+    message(STATUS "${o}")
+  endif()
+
+elseif(MODE STREQUAL "classify")
+  run_tool(0 ${CLASSIFY} --checkpoint ${CKPT} --threads 1 --out ${RUN}/predictions.csv)
+  expect_match("${out}" "classified 2000 images with the distance classifier \\(centroids from 8000"
+               "classify")
+  # The same error train_mnist printed for this checkpoint.
+  file(READ ${RUN}/run/train.log train_log)
+  string(REGEX MATCH "test error \\(distance classifier\\): ([0-9.]+)%" _ "${train_log}")
+  set(train_error ${CMAKE_MATCH_1})
+  expect_match("${out}" "error: ${train_error}% \\([0-9]+ of 2000\\)" "classify vs train_mnist")
+  file(STRINGS ${RUN}/predictions.csv lines)
+  list(LENGTH lines n)
+  list(GET lines 0 header)
+  list(GET lines 1 first)
+  if(NOT n EQUAL 2001 OR NOT header STREQUAL "index,predicted,label" OR NOT first MATCHES "^0,[0-9],7$")
+    message(FATAL_ERROR "predictions.csv: ${n} lines, header '${header}', first row '${first}'")
+  endif()
+  # Images without labels: no label column, no error line.
+  set(images ${SOURCE}/data/mnist10k-images-idx3-ubyte.gz)
+  run_tool(0 ${CLASSIFY} --checkpoint ${CKPT} --threads 1 --images ${images} --out ${RUN}/unlabelled.csv)
+  expect_match("${out}" "classified 10000 images" "classify --images")
+  if(out MATCHES "error:")
+    message(FATAL_ERROR "an error rate without labels: ${out}")
+  endif()
+  file(STRINGS ${RUN}/unlabelled.csv lines)
+  list(LENGTH lines n)
+  list(GET lines 0 header)
+  if(NOT n EQUAL 10001 OR NOT header STREQUAL "index,predicted")
+    message(FATAL_ERROR "unlabelled.csv: ${n} lines, header '${header}'")
+  endif()
+
+  # A semi-supervised checkpoint: q(y|x) by default, the same error train_mnist printed.
+  run_tool(0 ${TRAIN} --labels 100 --epochs 1 --hidden 32 --latent 2 --threads 1 --out ${RUN}/semi)
+  string(REGEX MATCH "test error \\(q\\(y\\|x\\)\\): ([0-9.]+)%" _ "${out}")
+  set(q_error ${CMAKE_MATCH_1})
+  run_tool(0 ${CLASSIFY} --checkpoint ${RUN}/semi/checkpoint.safetensors --threads 1
+           --out ${RUN}/semi.csv)
+  expect_match("${out}" "classified 2000 images with the q\\(y\\|x\\) classifier" "semi")
+  expect_match("${out}" "error: ${q_error}% " "classify q(y|x) vs train_mnist")
+
+elseif(MODE STREQUAL "errors")
+  run_tool(1 ${FIGURES} --checkpoint ${RUN}/no-such.safetensors)
+  expect_match("${err}" "figures: error: .*no-such.safetensors" "missing checkpoint")
+  run_tool(1 ${EMBED} --checkpoint ${SOURCE}/data/mnist10k-labels-idx1-ubyte.gz)
+  expect_match("${err}" "embed: error: .*mnist10k-labels-idx1-ubyte.gz" "not a checkpoint")
+  run_tool(1 ${CLASSIFY} --checkpoint ${CKPT} --method classifier)
+  expect_match("${err}" "supervised model, which has no classifier" "--method classifier")
+  run_tool(1 ${CLASSIFY} --checkpoint ${CKPT} --labels ${SOURCE}/data/mnist10k-labels-idx1-ubyte.gz)
+  expect_match("${err}" "--labels: needs --images" "--labels alone")
+  run_tool(1 ${FIGURES} --checkpoint ${CKPT} --split validation)
+  expect_match("${err}" "the validation split is empty" "--split validation")
+  run_tool(1 ${FIGURES} --checkpoint ${CKPT} --classes 3,x)
+  expect_match("${err}" "--classes: expects class numbers" "--classes")
+  run_tool(0 ${FIGURES} --help)
+  expect_match("${out}" "--checkpoint.*--split.*--samples" "figures --help")
+else()
+  message(FATAL_ERROR "unknown MODE '${MODE}'")
+endif()

@@ -1,0 +1,130 @@
+// classify: predicts the classes of IDX images with a trained checkpoint and writes them as
+// CSV; prints the error when the labels are known.
+#include <cstdio>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "model/evaluate.h"
+#include "model/idx_dataset.h"
+#include "runtime/atomic_file.h"
+#include "runtime/error.h"
+#include "runtime/flags.h"
+#include "tools/data_flags.h"
+#include "tools/inference_flags.h"
+
+namespace {
+
+using namespace equivae;
+
+constexpr const char* kUsage =
+    "usage: classify [flags]\n"
+    "Classifies the images of --images (default: the test split of the data flags) with the "
+    "model of --checkpoint and writes index,predicted[,label] rows to --out.\n"
+    "distance: the paper's classifier, argmin_y ||f_inv(x) - mean r_y||^2 with mean r_y the "
+    "mean f_inv over the training split's images of class y (every training label, also for "
+    "a semi-supervised checkpoint). classifier: argmax_y q(y|x) of a semi-supervised "
+    "checkpoint.";
+
+void declare_flags(Flags& f) {
+  declare_model_flags(f);
+  declare_data_flags(f,
+                     "last N training examples held out from the centroids (auto: 0 for the "
+                     "bundled digits, 5000 for a data directory)");
+  f.add("images", "", "IDX image file to classify (plain or gzip)");
+  f.add("labels", "", "IDX label file of --images: prints the error");
+  f.add("method", "auto",
+        "distance or classifier (auto: classifier for a semi-supervised checkpoint, else "
+        "distance)");
+  f.add("out", "runs/predictions.csv", "CSV file of the predictions");
+  f.add("help", "", "show this help", true);
+}
+
+int run(int argc, char** argv) {
+  Flags flags;
+  declare_flags(flags);
+  flags.parse(argc, argv);
+  if (flags.get_switch("help")) {
+    std::printf("%s", flags.help(kUsage).c_str());
+    return 0;
+  }
+  check(!flags.has("labels") || flags.has("images"), "--labels", "needs --images");
+  LoadedModel loaded = load_model_from_flags(flags);
+  EquiVae<float>& model = *loaded.model;
+  const EquiVaeConfig& config = model.config();
+  std::string method = flags.get("method");
+  if (method == "auto") method = config.semi_supervised() ? "classifier" : "distance";
+  check(method == "distance" || method == "classifier", "--method",
+        "expects distance, classifier or auto, got '" + method + "'");
+  check(method == "distance" || config.semi_supervised(), "--method classifier",
+        "the checkpoint is a supervised model, which has no classifier q(y|x)");
+
+  // The images: explicit files, or the test split of the data flags.
+  Dataset images;
+  DataSplits splits;
+  const bool need_train = method == "distance";
+  if (need_train || !flags.has("images")) splits = load_data(flags, 0);
+  if (flags.has("images")) {
+    images = flags.has("labels")
+                 ? load_idx(flags.get("images"), flags.get("labels"), config.classes)
+                 : load_idx_images(flags.get("images"));
+  } else {
+    images = splits.test;
+  }
+  check(images.dim == config.input_dim, images.source,
+        "images have " + std::to_string(images.dim) + " values, the model expects " +
+            std::to_string(config.input_dim));
+
+  std::vector<int32_t> predicted(size_t(images.n));
+  if (method == "distance") {
+    const DistanceClassifier classifier = DistanceClassifier::fit(
+        embed_dataset(model, splits.train), splits.train.labels, config.classes, config.latent_r);
+    const std::vector<float> embedded = embed_dataset(model, images);
+    for (int64_t i = 0; i < images.n; ++i)
+      predicted[i] = classifier.predict(&embedded[size_t(i) * config.latent_r]);
+  } else {
+    model.classify(images.images.data(), images.n, predicted.data());
+  }
+
+  const bool labelled = !images.labels.empty();
+  std::string csv = labelled ? "index,predicted,label\n" : "index,predicted\n";
+  int64_t wrong = 0;
+  for (int64_t i = 0; i < images.n; ++i) {
+    csv += std::to_string(i);
+    csv += ',';
+    csv += std::to_string(predicted[i]);
+    if (labelled) {
+      csv += ',';
+      csv += std::to_string(images.labels[i]);
+      wrong += predicted[i] != images.labels[i];
+    }
+    csv += "\n";
+  }
+  const std::string out = flags.get("out");
+  const std::filesystem::path parent = std::filesystem::path(out).parent_path();
+  std::error_code ec;
+  if (!parent.empty()) std::filesystem::create_directories(parent, ec);
+  check(!ec, out, "cannot create its directory: " + ec.message());
+  write_file_atomically(out, csv.data(), csv.size());
+
+  std::printf("classified %lld images with the %s classifier", (long long)images.n,
+              method == "distance" ? "distance" : "q(y|x)");
+  if (method == "distance")
+    std::printf(" (centroids from %lld training images)", (long long)splits.train.n);
+  std::printf("; wrote %s\n", out.c_str());
+  if (labelled)
+    std::printf("error: %.2f%% (%lld of %lld)\n", 100.0 * double(wrong) / double(images.n),
+                (long long)wrong, (long long)images.n);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {  // equivae::Error included: it names the file or flag
+    std::fprintf(stderr, "classify: error: %s\n", e.what());
+    return 1;
+  }
+}
