@@ -39,7 +39,7 @@ prepare() {
     -DCMAKE_CUDA_FLAGS_RELWITHDEBINFO="-O3 -DNDEBUG" >/dev/null || return 1
   local targets=(test_cuda_backend_gpu test_cuda_backend train_mnist bench_cuda_step)
   local optional
-  for optional in bench_cuda_kernels test_cuda_kernels_gpu; do
+  for optional in bench_cuda_kernels test_cuda_kernels_gpu test_inference_cuda_gpu; do
     if cmake --build "$BUILD" --target help | grep -q "^\.\.\. $optional\$"; then
       targets+=("$optional")
     fi
@@ -186,6 +186,10 @@ if want tests; then
   fi
   if has test_cuda_kernels_gpu; then
     run_stage tests_kernels_gpu 90 "$BIN/test_cuda_kernels_gpu" || tests_failed=1
+  fi
+  if has test_inference_cuda_gpu; then
+    run_stage tests_inference_gpu 90 env OMP_NUM_THREADS=1 "$BIN/test_inference_cuda_gpu" \
+      || tests_failed=1
   fi
   # The emulated suite, as a check that the pack runs on this machine's CPU.
   has test_cuda_backend && run_stage tests_emulated 60 env OMP_NUM_THREADS=4 "$BIN/test_cuda_backend"

@@ -94,7 +94,9 @@ EquiVae<T>::EquiVae(const EquiVaeConfig& config, Backend<T>& backend)
   decoder_.place_activations(arena_, R);
   arena_.place(x_, R, D);
   arena_.place(offsets_, 1, R + 1);
-  arena_.place(members_, 1, B * (config.k - 1) + C * U * std::min(config.m_max, config.k));
+  // A labelled row pools at most min(m_max, k − 1) others, an unlabelled row min(m_max, k).
+  arena_.place(members_, 1,
+               B * std::min(config.m_max, config.k - 1) + C * U * std::min(config.m_max, config.k));
   arena_.place(inv_offsets_, 1, B + 1);
   arena_.place(inv_rows_, 1, members_.cols);
   arena_.place(r_, R, dr);
@@ -197,13 +199,15 @@ void EquiVae<T>::check_batch(const Batch& batch, const Dataset& data,
   check(int(batch.offsets.size()) == R_ + 1 && int(batch.members.size()) <= members_.cols &&
             batch.offsets[0] == 0 && batch.offsets[R_] == int32_t(batch.members.size()),
         "batch", "pooling sets do not match the plan");
+  // Per-element checks build their message only on failure: they run for every step.
   for (int i = 0; i < R_; ++i)
-    check(batch.offsets[i + 1] > batch.offsets[i], "batch",
-          "pooling set of row " + std::to_string(i) + " is empty or its offsets decrease");
+    if (batch.offsets[i + 1] <= batch.offsets[i])
+      throw Error("batch",
+                  "pooling set of row " + std::to_string(i) + " is empty or its offsets decrease");
   for (int32_t j : batch.members)
-    check(j >= 0 && j < B_, "batch",
-          "pooling member " + std::to_string(j) + " is not a labelled batch row (0.." +
-              std::to_string(B_ - 1) + ")");
+    if (j < 0 || j >= B_)
+      throw Error("batch", "pooling member " + std::to_string(j) +
+                               " is not a labelled batch row (0.." + std::to_string(B_ - 1) + ")");
   check(data.dim == D, data.source,
         "images have " + std::to_string(data.dim) + " pixels, the model expects " +
             std::to_string(D));
@@ -451,10 +455,11 @@ std::vector<StepMetrics> EquiVae<T>::train_steps(const std::vector<Batch>& batch
     const Batch& batch = batches[i];
     check_batch(batch, labelled, unlabelled);
     for (int32_t row : batch.rows)
-      check(row >= 0 && row < labelled.n, "batch", "row " + std::to_string(row) + " out of range");
+      if (row < 0 || row >= labelled.n)
+        throw Error("batch", "row " + std::to_string(row) + " out of range");
     for (int32_t row : batch.unlabelled_rows)
-      check(row >= 0 && row < unlabelled->n, "batch",
-            "unlabelled row " + std::to_string(row) + " out of range");
+      if (row < 0 || row >= unlabelled->n)
+        throw Error("batch", "unlabelled row " + std::to_string(row) + " out of range");
     int32_t* p = res.host_slots.data() + i * slot;
     p = std::copy(batch.rows.begin(), batch.rows.end(), p);
     for (int32_t row : batch.unlabelled_rows) p = std::fill_n(p, C, row);

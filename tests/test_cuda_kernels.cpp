@@ -153,13 +153,14 @@ TEST(CudaKernels, DenseBackwardReluMaskAndBiasGradient) {
 }
 
 TEST(CudaKernels, DenseBackwardBiasSplitsRowsIntoChunks) {
-  EXPECT_EQ(cuda::dense_backward_bias_chunks(160, 512, 1 << 20), 5);
-  EXPECT_EQ(cuda::dense_backward_bias_chunks(10240, 512, 1 << 20), 64);   // capped
-  EXPECT_EQ(cuda::dense_backward_bias_chunks(160, 512, 0), 1);            // no scratch
-  EXPECT_EQ(cuda::dense_backward_bias_chunks(160, 512, 3 * 512 + 7), 3);  // what fits
-  check_dense_backward<float>(2100, 4, 40, true);         // 64 chunks of 33 rows, the last short
-  check_dense_backward<double>(100, 4, 40, false, 0);     // one chunk, no scratch
-  check_dense_backward<float>(100, 4, 40, true, 2 * 40);  // two chunks of 50 rows
+  EXPECT_EQ(cuda::dense_backward_bias_chunks(160, 512, 1 << 20), 1);  // 256 rows a chunk
+  EXPECT_EQ(cuda::dense_backward_bias_chunks(10240, 512, 1 << 20), 40);
+  EXPECT_EQ(cuda::dense_backward_bias_chunks(20000, 512, 1 << 20), 64);    // capped
+  EXPECT_EQ(cuda::dense_backward_bias_chunks(10240, 512, 0), 1);           // no scratch
+  EXPECT_EQ(cuda::dense_backward_bias_chunks(1000, 512, 3 * 512 + 7), 3);  // what fits
+  check_dense_backward<float>(2100, 4, 40, true);         // 9 chunks of 234 rows, the last short
+  check_dense_backward<double>(600, 4, 40, false, 0);     // one chunk, no scratch
+  check_dense_backward<float>(600, 4, 40, true, 2 * 40);  // two chunks of 300 rows
 }
 
 // ---------------------------------------------------------------- concat

@@ -5,9 +5,9 @@
 //   grid-stride. At the step's shapes (160 × 512 = 81,920 elements) that is 320 blocks, over
 //   two per SM on an H100; the column of element i is i % out (the kernel is bound by memory
 //   traffic, not by one integer modulo).
-// - kernel_dense_backward_bias: 32 × 8 threads own 32 columns of one chunk of rows.
+// - kernel_dense_backward_bias: 32 × 32 threads own 32 columns of one chunk of rows.
 //   threadIdx.x walks columns so a warp reads 128 contiguous bytes of one row (coalesced);
-//   threadIdx.y strides over the chunk's rows. The 8 row-partials meet in shared memory and
+//   threadIdx.y strides over the chunk's rows. The 32 row-partials meet in shared memory and
 //   are summed in a fixed order; the ReLU mask is applied in the same pass that reads dy.
 //   grid = (ceil(out / 32), chunks): one chunk per kRowsPerChunk rows, so B = 10,240 spreads
 //   over hundreds of blocks instead of walking all rows in ceil(out / 32) of them. With one
@@ -23,8 +23,9 @@ namespace equivae::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int kColumns = 32, kRowLanes = 8;
-constexpr int kRowsPerChunk = 32, kMaxChunks = 64;
+constexpr int kColumns = 32, kRowLanes = 32;
+// 8 rows per thread: a B = 160 step is one chunk, one launch; B = 10,240 makes 40 chunks.
+constexpr int kRowsPerChunk = 8 * kRowLanes, kMaxChunks = 64;
 
 template <class T>
 __global__ void __launch_bounds__(kThreads)
