@@ -1,6 +1,7 @@
 // Google Benchmark suite: every CPU op at the shapes of the supervised MNIST step
-// (B = 160, H = 512, d = 16), float. Counters: FLOP/s for GEMM work, bytes/s for
-// the bandwidth-bound ops, so each can be held against the machine's peaks.
+// (B = 160, H = 512, d = 16), float; the convolutions and the Gaussian likelihood at the SVHN
+// shapes (B = 160, 32×32×3 images, k = 4, s = 2, p = 1). Counters: FLOP/s for GEMM work, bytes/s
+// for the bandwidth-bound ops, so each can be held against the machine's peaks.
 #include <benchmark/benchmark.h>
 
 #include <vector>
@@ -134,5 +135,88 @@ void BM_Adam(benchmark::State& state) {
   set_bytes(state, 7.0 * n * sizeof(float));  // read p, g, m, v; write p, m, v
 }
 BENCHMARK(BM_Adam)->Arg(2'000'000);
+
+// ---- SVHN convolutions: encoder 3 → 32 → 64 → 128 channels at 32 → 16 → 8 → 4 pixels, the
+// decoder's transposes back. Args: C_in, C_out, input side (square). FLOPs count the GEMM
+// work of the op (forward: 2·N·C_out·Ho·Wo·C_in·k², or the transpose's mirror; backward:
+// dW and dx, twice that).
+cpu::Conv2dShape svhn_shape(const benchmark::State& state) {
+  const int C_in = int(state.range(0)), C_out = int(state.range(1)), side = int(state.range(2));
+  return {kB, C_in, side, side, C_out, 4, 4, 2, 1, 0};
+}
+double conv_flops(const cpu::Conv2dShape& s, bool transposed) {
+  // The product of the two sides' pixels per image and channel pairs is the same either way:
+  // conv: outputs (Ho·Wo) × C_in·k²; transpose: inputs (H·W) × C_out·k².
+  const double pixels = transposed ? double(s.H) * s.W
+                                   : double(cpu::conv2d_out_size(s.H, s.KH, s.stride, s.pad)) *
+                                         cpu::conv2d_out_size(s.W, s.KW, s.stride, s.pad);
+  return 2.0 * s.N * pixels * s.C_in * s.C_out * s.KH * s.KW;
+}
+size_t out_elems(const cpu::Conv2dShape& s, bool transposed) {
+  const int Ho = transposed ? cpu::conv_transpose2d_out_size(s.H, s.KH, s.stride, s.pad, 0)
+                            : cpu::conv2d_out_size(s.H, s.KH, s.stride, s.pad);
+  return size_t(s.N) * s.C_out * Ho * Ho;
+}
+
+template <bool kTransposed, bool kBackward>
+void BM_Conv(benchmark::State& state) {
+  const cpu::Conv2dShape s = svhn_shape(state);
+  const size_t nx = size_t(s.N) * s.C_in * s.H * s.W, ny = out_elems(s, kTransposed),
+               nw = size_t(s.C_in) * s.C_out * s.KH * s.KW;
+  auto x = random_vector(nx, 0, 1, 1), W = random_vector(nw, -.05f, .05f, 2),
+       b = random_vector(s.C_out, -.05f, .05f, 3), dy = random_vector(ny, -1, 1, 4);
+  std::vector<float> y(ny), dx(nx), dW(nw), db(s.C_out),
+      ws(kTransposed ? cpu::conv_transpose2d_workspace_size(s) : cpu::conv2d_workspace_size(s));
+  if constexpr (kTransposed)
+    cpu::conv_transpose2d_forward(y.data(), x.data(), W.data(), b.data(), s, true, ws.data());
+  else
+    cpu::conv2d_forward(y.data(), x.data(), W.data(), b.data(), s, true, ws.data());
+  for (auto _ : state) {
+    if constexpr (kBackward && kTransposed)
+      cpu::conv_transpose2d_backward(dx.data(), dW.data(), db.data(), dy.data(), x.data(), W.data(),
+                                     y.data(), s, true, ws.data());
+    else if constexpr (kBackward)
+      cpu::conv2d_backward(dx.data(), dW.data(), db.data(), dy.data(), x.data(), W.data(), y.data(),
+                           s, true, ws.data());
+    else if constexpr (kTransposed)
+      cpu::conv_transpose2d_forward(y.data(), x.data(), W.data(), b.data(), s, true, ws.data());
+    else
+      cpu::conv2d_forward(y.data(), x.data(), W.data(), b.data(), s, true, ws.data());
+    benchmark::DoNotOptimize(y.data());
+    benchmark::DoNotOptimize(dW.data());
+  }
+  set_flops(state, (kBackward ? 2.0 : 1.0) * conv_flops(s, kTransposed));
+}
+void BM_Conv2dForward(benchmark::State& state) {
+  BM_Conv<false, false>(state);
+}
+void BM_Conv2dBackward(benchmark::State& state) {
+  BM_Conv<false, true>(state);
+}
+void BM_ConvTranspose2dForward(benchmark::State& state) {
+  BM_Conv<true, false>(state);
+}
+void BM_ConvTranspose2dBackward(benchmark::State& state) {
+  BM_Conv<true, true>(state);
+}
+BENCHMARK(BM_Conv2dForward)->Args({3, 32, 32})->Args({32, 64, 16})->Args({64, 128, 8});
+BENCHMARK(BM_Conv2dBackward)->Args({3, 32, 32})->Args({32, 64, 16})->Args({64, 128, 8});
+BENCHMARK(BM_ConvTranspose2dForward)->Args({128, 64, 4})->Args({64, 32, 8})->Args({32, 3, 16});
+BENCHMARK(BM_ConvTranspose2dBackward)->Args({128, 64, 4})->Args({64, 32, 8})->Args({32, 3, 16});
+
+void BM_GaussianForwardBackward(benchmark::State& state) {
+  const int C = int(state.range(0)), P = 32 * 32 * 3 / C;  // C = 3: per channel; 1: global
+  auto mu = random_vector(size_t(kB) * C * P, 0, 1, 1), x = random_vector(mu.size(), 0, 1, 2),
+       logvar = random_vector(C, -2, -1, 3);
+  std::vector<float> ll(kB), dll(kB, -1.f / kB), dmu(mu.size()), dlogvar(C);
+  for (auto _ : state) {
+    cpu::gaussian_ll_forward(ll.data(), mu.data(), x.data(), logvar.data(), kB, C, P);
+    cpu::gaussian_ll_backward(dmu.data(), dlogvar.data(), dll.data(), mu.data(), x.data(),
+                              logvar.data(), kB, C, P);
+    benchmark::DoNotOptimize(dmu.data());
+  }
+  set_bytes(state, 5.0 * mu.size() * sizeof(float));  // read μ, x twice; write dμ
+}
+BENCHMARK(BM_GaussianForwardBackward)->Arg(3)->Arg(1);
 
 }  // namespace

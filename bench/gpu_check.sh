@@ -54,13 +54,15 @@ prepare() {
     exe="$(find "$BUILD" -type f -name "$t" -perm -u+x | head -n 1)"
     [[ -n "$exe" ]] && cp "$exe" "$PACK/bin/" && strip --strip-unneeded "$PACK/bin/$t"
   done
-  # Shared libraries outside glibc and CUDA (the GPU machine has its own CUDA 13).
+  # Shared libraries outside glibc and CUDA (the GPU machine has its own CUDA 13, and cuDNN in
+  # its python3's nvidia-cudnn wheel: cuDNN loads its engine libraries at run time, which ldd
+  # cannot see, so the pack must not hold a partial copy).
   for exe in "$PACK"/bin/*; do
     ldd "$exe" | awk '/=> \//{print $3}'
   done | sort -u | while read -r lib; do
     case "$(basename "$lib")" in
       libc.so* | libm.so* | libmvec.so* | libpthread.so* | libdl.so* | librt.so* | ld-linux*) ;;
-      libcuda.so* | libcudart.so* | libcublas* | libnvToolsExt* | libnvJitLink*) ;;
+      libcuda.so* | libcudart.so* | libcublas* | libnvToolsExt* | libnvJitLink* | libcudnn*) ;;
       *) cp -L "$lib" "$PACK/lib/" ;;
     esac
   done

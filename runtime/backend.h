@@ -13,6 +13,7 @@
 namespace equivae {
 
 using cpu::AdamConfig;
+using cpu::Conv2dShape;
 
 template <class T>
 class Backend {
@@ -62,6 +63,37 @@ class Backend {
   virtual void dropout_forward(T* y, T* mask, const T* x, size_t n, T rate, uint64_t seed,
                                uint64_t step, uint32_t stream) = 0;
   virtual void dropout_backward(T* dx, const T* dy, const T* mask, size_t n) = 0;
+
+  // ---- convolutions, NCHW (Conv2dShape and the contracts: kernels/cpu/ops.h)
+  //   conv2d:           x[N, C_in, H, W], W[C_out, C_in, KH, KW], b[C_out] → y[N, C_out, Ho, Wo]
+  //   conv_transpose2d: x[N, C_in, H, W], W[C_in, C_out, KH, KW], b[C_out] → y[N, C_out, Ho, Wo]
+  // Scratch: the ops of shape s take `workspace`, backend memory of at least
+  // *_workspace_bytes(s) bytes (the plan asks once per shape, before any step, and carves one
+  // block of the largest size from its arena: no allocation per step). A null b adds no bias.
+  // Backward: with relu, dy is masked in place by (y > 0); dx, dW, db are overwritten, each may
+  // be null (skipped). A shape that conv_shape_problem refuses, or a workspace smaller than
+  // the query's answer, throws Error naming the op.
+  virtual size_t conv2d_workspace_bytes(const Conv2dShape& s) = 0;
+  virtual size_t conv_transpose2d_workspace_bytes(const Conv2dShape& s) = 0;
+  virtual void conv2d_forward(T* y, const T* x, const T* W, const T* b, const Conv2dShape& s,
+                              bool relu, void* workspace, size_t workspace_bytes) = 0;
+  virtual void conv2d_backward(T* dx, T* dW, T* db, T* dy, const T* x, const T* W, const T* y,
+                               const Conv2dShape& s, bool relu, void* workspace,
+                               size_t workspace_bytes) = 0;
+  virtual void conv_transpose2d_forward(T* y, const T* x, const T* W, const T* b,
+                                        const Conv2dShape& s, bool relu, void* workspace,
+                                        size_t workspace_bytes) = 0;
+  virtual void conv_transpose2d_backward(T* dx, T* dW, T* db, T* dy, const T* x, const T* W,
+                                         const T* y, const Conv2dShape& s, bool relu,
+                                         void* workspace, size_t workspace_bytes) = 0;
+
+  // ---- Gaussian log-likelihood, log-variance logvar[C] per channel (C = 1: global):
+  // ll[B] from mu, x [B, C·P]; backward: dmu[B, C·P], dlogvar[C] (overwritten, either null to
+  // skip). log-variance clamped to [−30, 20] (kernels/cpu/ops.h).
+  virtual void gaussian_ll_forward(T* ll, const T* mu, const T* x, const T* logvar, int B, int C,
+                                   int P) = 0;
+  virtual void gaussian_ll_backward(T* dmu, T* dlogvar, const T* dll, const T* mu, const T* x,
+                                    const T* logvar, int B, int C, int P) = 0;
 };
 
 // The native CPU backend (OpenBLAS + OpenMP); threads ≤ 0 keeps the defaults.

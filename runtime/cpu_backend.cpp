@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "runtime/backend.h"
+#include "runtime/conv_check.h"
 #include "runtime/error.h"
 
 namespace equivae {
@@ -102,6 +103,47 @@ class CpuBackend final : public Backend<T> {
   }
   void dropout_backward(T* dx, const T* dy, const T* mask, size_t n) override {
     cpu::dropout_backward(dx, dy, mask, n);
+  }
+
+  size_t conv2d_workspace_bytes(const Conv2dShape& s) override {
+    check_conv_shape(s, false, "conv2d");
+    return cpu::conv2d_workspace_size(s) * sizeof(T);
+  }
+  size_t conv_transpose2d_workspace_bytes(const Conv2dShape& s) override {
+    check_conv_shape(s, true, "conv_transpose2d");
+    return cpu::conv_transpose2d_workspace_size(s) * sizeof(T);
+  }
+  void conv2d_forward(T* y, const T* x, const T* W, const T* b, const Conv2dShape& s, bool relu,
+                      void* workspace, size_t workspace_bytes) override {
+    check_conv_workspace(workspace, workspace_bytes, conv2d_workspace_bytes(s), "conv2d_forward");
+    cpu::conv2d_forward(y, x, W, b, s, relu, static_cast<T*>(workspace));
+  }
+  void conv2d_backward(T* dx, T* dW, T* db, T* dy, const T* x, const T* W, const T* y,
+                       const Conv2dShape& s, bool relu, void* workspace,
+                       size_t workspace_bytes) override {
+    check_conv_workspace(workspace, workspace_bytes, conv2d_workspace_bytes(s), "conv2d_backward");
+    cpu::conv2d_backward(dx, dW, db, dy, x, W, y, s, relu, static_cast<T*>(workspace));
+  }
+  void conv_transpose2d_forward(T* y, const T* x, const T* W, const T* b, const Conv2dShape& s,
+                                bool relu, void* workspace, size_t workspace_bytes) override {
+    check_conv_workspace(workspace, workspace_bytes, conv_transpose2d_workspace_bytes(s),
+                         "conv_transpose2d_forward");
+    cpu::conv_transpose2d_forward(y, x, W, b, s, relu, static_cast<T*>(workspace));
+  }
+  void conv_transpose2d_backward(T* dx, T* dW, T* db, T* dy, const T* x, const T* W, const T* y,
+                                 const Conv2dShape& s, bool relu, void* workspace,
+                                 size_t workspace_bytes) override {
+    check_conv_workspace(workspace, workspace_bytes, conv_transpose2d_workspace_bytes(s),
+                         "conv_transpose2d_backward");
+    cpu::conv_transpose2d_backward(dx, dW, db, dy, x, W, y, s, relu, static_cast<T*>(workspace));
+  }
+  void gaussian_ll_forward(T* ll, const T* mu, const T* x, const T* logvar, int B, int C,
+                           int P) override {
+    cpu::gaussian_ll_forward(ll, mu, x, logvar, B, C, P);
+  }
+  void gaussian_ll_backward(T* dmu, T* dlogvar, const T* dll, const T* mu, const T* x,
+                            const T* logvar, int B, int C, int P) override {
+    cpu::gaussian_ll_backward(dmu, dlogvar, dll, mu, x, logvar, B, C, P);
   }
 };
 

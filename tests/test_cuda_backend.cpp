@@ -21,9 +21,11 @@
 #include <cmath>
 #include <memory>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "kernels/cpu/ops.h"
+#include "kernels/philox.h"
 #include "model/equivae.h"
 #include "model/idx_dataset.h"
 #include "model/sampler.h"
@@ -366,6 +368,151 @@ TEST_F(CudaBackend, HostTrafficInsideACaptureIsRefused) {
   ops->replay();
   EXPECT_EQ(host_copy(*gpu, buf, 64), std::vector<double>(64, 4.0));
   gpu->release(buf);
+}
+
+// ---- convolutions and the Gaussian likelihood: the device backend's ops against the CPU
+// backend's (on the emulator the convolutions' linear part is the CPU's im2col + GEMM and the
+// bias/ReLU epilogues are the CUDA kernels; on a GPU cuDNN with FMA math).
+
+// A device copy of a host vector, released with the backend's memory.
+struct DeviceVector {
+  Backend<float>& backend;
+  float* data;
+  size_t n;
+  DeviceVector(Backend<float>& b, const std::vector<float>& host)
+      : backend(b),
+        data(static_cast<float*>(b.allocate(host.size() * sizeof(float)))),
+        n(host.size()) {
+    b.upload(data, host.data(), n * sizeof(float));
+  }
+  ~DeviceVector() { backend.release(data); }
+  std::vector<double> get() const { return host_copy(backend, data, n); }
+};
+
+std::vector<float> random_floats(uint64_t stream, size_t n, double lo, double hi) {
+  std::vector<float> v(n);
+  for (size_t i = 0; i < n; ++i)
+    v[i] = float(lo + (hi - lo) * philox_uniform<double>(0xC0, stream, 0, uint32_t(i)));
+  return v;
+}
+
+void compare_conv(const Conv2dShape& s, bool transposed, bool relu) {
+  const std::string name = std::string(transposed ? "conv_transpose2d" : "conv2d") +
+                           " N=" + std::to_string(s.N) + " " + std::to_string(s.C_in) + "x" +
+                           std::to_string(s.H) + "x" + std::to_string(s.W) + " → " +
+                           std::to_string(s.C_out) + (relu ? " relu" : "");
+  const int Ho = transposed
+                     ? cpu::conv_transpose2d_out_size(s.H, s.KH, s.stride, s.pad, s.output_padding)
+                     : cpu::conv2d_out_size(s.H, s.KH, s.stride, s.pad);
+  const int Wo = transposed
+                     ? cpu::conv_transpose2d_out_size(s.W, s.KW, s.stride, s.pad, s.output_padding)
+                     : cpu::conv2d_out_size(s.W, s.KW, s.stride, s.pad);
+  const size_t nx = size_t(s.N) * s.C_in * s.H * s.W, ny = size_t(s.N) * s.C_out * Ho * Wo,
+               nw = size_t(s.C_in) * s.C_out * s.KH * s.KW;
+  const auto x = random_floats(1, nx, -1, 1), W = random_floats(2, nw, -0.3, 0.3),
+             b = random_floats(3, s.C_out, -0.5, 0.5), dy = random_floats(4, ny, -1, 1);
+
+  auto cpu = make_cpu_backend<float>(1);
+  const size_t cpu_bytes =
+      transposed ? cpu->conv_transpose2d_workspace_bytes(s) : cpu->conv2d_workspace_bytes(s);
+  std::vector<float> cws(cpu_bytes / sizeof(float) + 1), y(ny), dx(nx), dW(nw), db(s.C_out),
+      dz = dy;
+  auto gpu = device_backend();
+  const size_t bytes =
+      transposed ? gpu->conv_transpose2d_workspace_bytes(s) : gpu->conv2d_workspace_bytes(s);
+  DeviceVector gx(*gpu, x), gW(*gpu, W), gb(*gpu, b), gy(*gpu, y), gdy(*gpu, dy), gdx(*gpu, dx),
+      gdW(*gpu, dW), gdb(*gpu, db), gws(*gpu, std::vector<float>(bytes / sizeof(float) + 1));
+  if (transposed) {
+    cpu->conv_transpose2d_forward(y.data(), x.data(), W.data(), b.data(), s, relu, cws.data(),
+                                  cpu_bytes);
+    cpu->conv_transpose2d_backward(dx.data(), dW.data(), db.data(), dz.data(), x.data(), W.data(),
+                                   y.data(), s, relu, cws.data(), cpu_bytes);
+    gpu->conv_transpose2d_forward(gy.data, gx.data, gW.data, gb.data, s, relu, gws.data, bytes);
+    gpu->conv_transpose2d_backward(gdx.data, gdW.data, gdb.data, gdy.data, gx.data, gW.data,
+                                   gy.data, s, relu, gws.data, bytes);
+  } else {
+    cpu->conv2d_forward(y.data(), x.data(), W.data(), b.data(), s, relu, cws.data(), cpu_bytes);
+    cpu->conv2d_backward(dx.data(), dW.data(), db.data(), dz.data(), x.data(), W.data(), y.data(),
+                         s, relu, cws.data(), cpu_bytes);
+    gpu->conv2d_forward(gy.data, gx.data, gW.data, gb.data, s, relu, gws.data, bytes);
+    gpu->conv2d_backward(gdx.data, gdW.data, gdb.data, gdy.data, gx.data, gW.data, gy.data, s, relu,
+                         gws.data, bytes);
+  }
+  auto expect_same = [&](const std::vector<float>& ref, const DeviceVector& got,
+                         const std::string& what) {
+    const std::vector<double> r(ref.begin(), ref.end()), g = got.get();
+    EXPECT_EQ(non_finite(g), 0u) << name << " " << what;
+    EXPECT_LE(nmse(r, g), 1e-8) << name << " " << what;
+  };
+  expect_same(y, gy, "y");
+  expect_same(dz, gdy, "dy masked by the ReLU");
+  expect_same(dx, gdx, "dx");
+  expect_same(dW, gdW, "dW");
+  expect_same(db, gdb, "db");
+
+  // Captured as a graph and replayed: the same output (cuDNN's calls are capturable).
+  auto* ops = dynamic_cast<DeviceStepOps<float>*>(gpu.get());
+  ASSERT_NE(ops, nullptr);
+  gpu->fill(gy.data, 0.0f, ny);
+  ops->begin_capture();
+  if (transposed)
+    gpu->conv_transpose2d_forward(gy.data, gx.data, gW.data, gb.data, s, relu, gws.data, bytes);
+  else
+    gpu->conv2d_forward(gy.data, gx.data, gW.data, gb.data, s, relu, gws.data, bytes);
+  ops->end_capture();
+  ops->replay();
+  expect_same(y, gy, "y from a replayed graph");
+  ops->reset_graph();
+}
+
+TEST_F(CudaBackend, ConvolutionsMatchTheCpuBackend) {
+  // The SVHN geometry (k = 4, s = 2, p = 1) at a small batch, odd sizes with output padding.
+  compare_conv({3, 3, 16, 16, 8, 4, 4, 2, 1, 0}, false, true);
+  compare_conv({2, 5, 7, 9, 4, 3, 4, 2, 1, 0}, false, false);
+  compare_conv({3, 8, 4, 4, 6, 4, 4, 2, 1, 0}, true, true);
+  compare_conv({2, 4, 5, 3, 3, 3, 3, 2, 1, 1}, true, false);
+}
+
+TEST_F(CudaBackend, ConvolutionArgumentsAreChecked) {
+  auto gpu = device_backend();
+  const Conv2dShape s{2, 3, 8, 8, 4, 3, 3, 2, 1, 0};
+  const size_t bytes = gpu->conv2d_workspace_bytes(s);
+  Conv2dShape bad = s;
+  bad.output_padding = 1;  // only the transpose has one
+  EXPECT_THROW(gpu->conv2d_workspace_bytes(bad), Error);
+  std::vector<float> zeros(2 * 3 * 8 * 8, 0.0f);
+  DeviceVector x(*gpu, zeros), y(*gpu, zeros), W(*gpu, std::vector<float>(4 * 3 * 9, 0.0f)),
+      ws(*gpu, std::vector<float>(bytes / sizeof(float) + 1));
+  EXPECT_THROW(gpu->conv2d_forward(y.data, x.data, W.data, nullptr, bad, false, ws.data, bytes),
+               Error);
+  if (bytes > 0) {
+    EXPECT_THROW(gpu->conv2d_forward(y.data, x.data, W.data, nullptr, s, false, ws.data, bytes - 1),
+                 Error);
+  }
+  EXPECT_NO_THROW(gpu->conv2d_forward(y.data, x.data, W.data, nullptr, s, false, ws.data, bytes));
+}
+
+TEST_F(CudaBackend, GaussianLikelihoodMatchesTheCpuBackend) {
+  auto cpu = make_cpu_backend<float>(1);
+  auto gpu = device_backend();
+  for (auto [B, C, P] : {std::tuple{37, 3, 100}, std::tuple{9, 1, 250}}) {
+    const size_t n = size_t(B) * C * P;
+    const auto mu = random_floats(5, n, -1, 1), x = random_floats(6, n, -1.5, 1.5),
+               logvar = random_floats(7, C, -2, 2), dll = random_floats(8, B, -1, 1);
+    std::vector<float> ll(B), dmu(n), dlv(C);
+    cpu->gaussian_ll_forward(ll.data(), mu.data(), x.data(), logvar.data(), B, C, P);
+    cpu->gaussian_ll_backward(dmu.data(), dlv.data(), dll.data(), mu.data(), x.data(),
+                              logvar.data(), B, C, P);
+    DeviceVector gmu(*gpu, mu), gx(*gpu, x), glv(*gpu, logvar), gdll(*gpu, dll), gll(*gpu, ll),
+        gdmu(*gpu, dmu), gdlv(*gpu, dlv);
+    gpu->gaussian_ll_forward(gll.data, gmu.data, gx.data, glv.data, B, C, P);
+    gpu->gaussian_ll_backward(gdmu.data, gdlv.data, gdll.data, gmu.data, gx.data, glv.data, B, C,
+                              P);
+    const std::string name = "B=" + std::to_string(B) + " C=" + std::to_string(C);
+    EXPECT_LE(nmse(std::vector<double>(ll.begin(), ll.end()), gll.get()), 1e-10) << name;
+    EXPECT_LE(nmse(std::vector<double>(dmu.begin(), dmu.end()), gdmu.get()), 1e-10) << name;
+    EXPECT_LE(nmse(std::vector<double>(dlv.begin(), dlv.end()), gdlv.get()), 1e-10) << name;
+  }
 }
 
 TEST_F(CudaBackend, DoublePlanRunsEagerButNotOnTheDevice) {

@@ -532,6 +532,114 @@ TEST(CudaKernels, GatherRowsFromDeviceDataSet) {
   }
 }
 
+// ---------------------------------------------------------------- convolution epilogues
+// Against loops in double: y = y0 + b[c] then ReLU; backward masks dy by (y > 0) in place and
+// sums it per channel.
+template <class T>
+void check_conv_epilogue(int N, int C, int P, bool relu, bool bias) {
+  const size_t n = size_t(N) * C * P;
+  const auto y0 = draw(30, n, -1, 1), b = draw(31, size_t(C), -0.5, 0.5), dy = draw(32, n, -1, 1);
+  std::vector<double> y(n), dz(n), db(C, 0.0);
+  for (size_t i = 0; i < n; ++i) {
+    const double z = y0[i] + (bias ? b[i / P % C] : 0.0);
+    y[i] = relu && z < 0 ? 0.0 : z;
+    dz[i] = relu && !(y[i] > 0) ? 0.0 : dy[i];
+    db[i / P % C] += dz[i];
+  }
+  const std::string name = shape({N, C, P}) + (relu ? " relu" : "") + (bias ? " bias" : "");
+  Guarded<T> bt = guarded<T>(b), yref = guarded<T>(y);
+  Guarded<T> first;
+  for (uint64_t seed : kSeeds) {
+    emu::set_schedule_seed(seed);
+    Guarded<T> yt = inout<T>(y0);
+    cuda::conv_bias_act(yt.data(), bias ? bt.data() : nullptr, N, C, P, relu, kStream);
+    expect_matches(y, yt, "conv_bias_act " + name);
+    Guarded<T> g = inout<T>(dy), dbt = nan_buffer<T>(C);
+    cuda::conv_backward_bias(g.data(), dbt.data(), yref.data(), N, C, P, relu, kStream);
+    expect_matches(dz, g, "conv_backward_bias dz " + name);
+    expect_matches(db, dbt, "conv_backward_bias db " + name);
+    if (seed == kSeeds[0])
+      first = dbt;
+    else
+      EXPECT_TRUE(bitwise_equal(first, dbt)) << "db must not depend on the schedule";
+    // A null db only masks.
+    Guarded<T> g2 = inout<T>(dy);
+    cuda::conv_backward_bias<T>(g2.data(), nullptr, yref.data(), N, C, P, relu, kStream);
+    expect_matches(dz, g2, "conv_backward_bias (db null) dz " + name);
+  }
+}
+
+TEST(CudaKernels, ConvolutionBiasReluEpilogueAndBiasGradient) {
+  for (bool relu : {true, false}) {
+    check_conv_epilogue<float>(3, 5, 37, relu, true);
+    check_conv_epilogue<double>(3, 5, 37, relu, true);
+  }
+  check_conv_epilogue<float>(2, 3, 300, true, false);  // no bias: ReLU alone
+  check_conv_epilogue<float>(16, 32, 64, true, true);  // a channel's N·P spans several strides
+  check_conv_epilogue<float>(1, 1, 1, true, true);
+}
+
+// ---------------------------------------------------------------- Gaussian likelihood
+template <class T>
+void check_gaussian(int B, int C, int P, double lv_lo, double lv_hi) {
+  const size_t n = size_t(B) * C * P;
+  const auto mu = draw(33, n, -1, 1), x = draw(34, n, -1.5, 1.5),
+             logvar = draw(35, size_t(C), lv_lo, lv_hi), dll = draw(36, size_t(B), -1, 1);
+  std::vector<double> ll(B), dmu(n), dlogvar(C);
+  cpu::gaussian_ll_forward(ll.data(), mu.data(), x.data(), logvar.data(), B, C, P);
+  cpu::gaussian_ll_backward(dmu.data(), dlogvar.data(), dll.data(), mu.data(), x.data(),
+                            logvar.data(), B, C, P);
+  const std::string name = shape({B, C, P});
+  Guarded<T> mt = guarded<T>(mu), xt = guarded<T>(x), lvt = guarded<T>(logvar),
+             dllt = guarded<T>(dll);
+  Guarded<T> first_ll, first_dlv;
+  for (uint64_t seed : kSeeds) {
+    emu::set_schedule_seed(seed);
+    Guarded<T> llt = nan_buffer<T>(B), dmt = nan_buffer<T>(n), dlvt = nan_buffer<T>(C);
+    cuda::gaussian_ll_forward(llt.data(), mt.data(), xt.data(), lvt.data(), B, C, P, kStream);
+    cuda::gaussian_ll_backward(dmt.data(), dlvt.data(), dllt.data(), mt.data(), xt.data(),
+                               lvt.data(), B, C, P, kStream);
+    expect_matches(ll, llt, "gaussian_ll_forward " + name);
+    expect_matches(dmu, dmt, "gaussian_ll_backward dmu " + name);
+    expect_matches(dlogvar, dlvt, "gaussian_ll_backward dlogvar " + name);
+    if (seed == kSeeds[0]) {
+      first_ll = llt, first_dlv = dlvt;
+    } else {
+      EXPECT_TRUE(bitwise_equal(first_ll, llt) && bitwise_equal(first_dlv, dlvt))
+          << "the reductions must not depend on the schedule";
+    }
+  }
+}
+
+TEST(CudaKernels, GaussianLogLikelihood) {
+  check_gaussian<float>(37, 3, 100, -2, 2);  // per channel
+  check_gaussian<double>(37, 3, 100, -2, 2);
+  check_gaussian<float>(5, 1, 333, -1, 1);  // one global log-variance
+  check_gaussian<double>(5, 1, 333, -1, 1);
+  check_gaussian<float>(160, 3, 256, -3, 0);  // the step's batch (16×16 images, to stay quick)
+  check_gaussian<float>(2, 4, 1, 0, 1);
+}
+
+TEST(CudaKernels, GaussianFiniteAtExtremeLogVariances) {
+  const int B = 6, C = 4, P = 50;
+  const std::vector<double> logvar = {1e4, -1e4, 25, -35};
+  const auto mu = draw(37, size_t(B) * C * P, -100, 100),
+             x = draw(38, size_t(B) * C * P, -100, 100), dll = draw(39, size_t(B), -1, 1);
+  std::vector<double> ll(B), dmu(mu.size()), dlogvar(C);
+  cpu::gaussian_ll_forward(ll.data(), mu.data(), x.data(), logvar.data(), B, C, P);
+  cpu::gaussian_ll_backward(dmu.data(), dlogvar.data(), dll.data(), mu.data(), x.data(),
+                            logvar.data(), B, C, P);
+  Guarded<float> mt = guarded<float>(mu), xt = guarded<float>(x), lvt = guarded<float>(logvar),
+                 dllt = guarded<float>(dll), llt = nan_buffer<float>(B),
+                 dmt = nan_buffer<float>(mu.size()), dlvt = nan_buffer<float>(C);
+  cuda::gaussian_ll_forward(llt.data(), mt.data(), xt.data(), lvt.data(), B, C, P, kStream);
+  cuda::gaussian_ll_backward(dmt.data(), dlvt.data(), dllt.data(), mt.data(), xt.data(), lvt.data(),
+                             B, C, P, kStream);
+  expect_matches(ll, llt, "gaussian extremes ll");
+  expect_matches(dmu, dmt, "gaussian extremes dmu");
+  for (int c = 0; c < C; ++c) EXPECT_EQ(dlvt[c], 0.0f) << "outside the clamp: zero gradient";
+}
+
 // ---------------------------------------------------------------- the checks can fail
 TEST(CudaKernels, ComparisonCatchesACorruptedResult) {
   // The same check as above on a result with one wrong element must fail: guards the

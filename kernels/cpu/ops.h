@@ -5,6 +5,7 @@
 // Matrices are row-major; a dense layer's weight is W[in, out] so y = x · W.
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 namespace equivae::cpu {
 
@@ -20,6 +21,75 @@ void dense_forward(T* y, const T* x, const T* W, const T* b, int B, int in, int 
 template <class T>
 void dense_backward(T* dx, T* dW, T* db, T* dy, const T* x, const T* W, const T* y, int B, int in,
                     int out, bool relu, int dx_from = 0, bool accumulate_dx = false);
+
+// ---- 2-D convolution and its transpose (NCHW, row-major), im2col + GEMM (kernels/cpu/conv.cpp).
+// One shape struct serves both; x is always the op's input, y its output.
+//   conv2d:           x[N, C_in, H, W], W[C_out, C_in, KH, KW], b[C_out] → y[N, C_out, Ho, Wo],
+//                     Ho = (H + 2·pad − KH) / stride + 1 (floor), likewise Wo;
+//   conv_transpose2d: x[N, C_in, H, W], W[C_in, C_out, KH, KW] (PyTorch's layout), b[C_out]
+//                     → y[N, C_out, Ho, Wo], Ho = (H − 1)·stride − 2·pad + KH + output_padding.
+// conv_transpose2d is conv2d's adjoint: with the same W (conv2d's [C_out, C_in] is the
+// transpose's [C_in, C_out]), ⟨conv2d(u), v⟩ = ⟨u, conv_transpose2d(v)⟩ without bias.
+// Padding is symmetric (pad zeros on each side); output_padding (< stride) adds rows/columns
+// at the bottom/right of the transpose's output so that e.g. 8 → 16 with k = 3, s = 2, p = 1.
+struct Conv2dShape {
+  int N = 1, C_in = 1, H = 1, W = 1;  // input x
+  int C_out = 1, KH = 1, KW = 1;
+  int stride = 1, pad = 0;
+  int output_padding = 0;  // conv_transpose2d only (must be 0 for conv2d)
+};
+inline int conv2d_out_size(int in, int k, int stride, int pad) {
+  return (in + 2 * pad - k) / stride + 1;
+}
+inline int conv_transpose2d_out_size(int in, int k, int stride, int pad, int output_padding) {
+  return (in - 1) * stride - 2 * pad + k + output_padding;
+}
+// What is wrong with the shape for the op (transposed: conv_transpose2d), or "" when it is
+// valid: positive sizes, stride ≥ 1, pad ≥ 0, 0 ≤ output_padding < stride (0 for conv2d),
+// an output of at least 1×1, every tensor under 2^31 elements. The ops assume a valid shape;
+// the backends check it and throw.
+std::string conv_shape_problem(const Conv2dShape& s, bool transposed);
+// Scratch elements (of T) the ops of a shape need: the caller passes workspace[size], aliasing
+// no operand, to forward and backward alike (the plan carves it once; one buffer of the largest
+// size serves every layer). The batch is processed in chunks of images so that it stays bounded.
+size_t conv2d_workspace_size(const Conv2dShape& s);
+size_t conv_transpose2d_workspace_size(const Conv2dShape& s);
+
+// y = act(conv2d(x, W) + b), act = ReLU or identity; a null b adds no bias.
+template <class T>
+void conv2d_forward(T* y, const T* x, const T* W, const T* b, const Conv2dShape& s, bool relu,
+                    T* workspace);
+// dense_backward's convention: with relu, dy[N, C_out, Ho, Wo] (the gradient w.r.t. the
+// post-activation y) is masked in place by (y > 0), so it holds d(pre-activation) after.
+// dW[C_out, C_in, KH, KW] and db[C_out] = Σ_{n,h,w} dz are overwritten; dx[N, C_in, H, W] is
+// overwritten. Any of dx, dW, db may be null (skipped; the first layer needs no dx).
+template <class T>
+void conv2d_backward(T* dx, T* dW, T* db, T* dy, const T* x, const T* W, const T* y,
+                     const Conv2dShape& s, bool relu, T* workspace);
+// y = act(conv_transpose2d(x, W) + b).
+template <class T>
+void conv_transpose2d_forward(T* y, const T* x, const T* W, const T* b, const Conv2dShape& s,
+                              bool relu, T* workspace);
+// As conv2d_backward: dy masked in place with relu; dW[C_in, C_out, KH, KW], db[C_out] and
+// dx[N, C_in, H, W] overwritten; each may be null.
+template <class T>
+void conv_transpose2d_backward(T* dx, T* dW, T* db, T* dy, const T* x, const T* W, const T* y,
+                               const Conv2dShape& s, bool relu, T* workspace);
+
+// ---- Gaussian log-likelihood with a learned log-variance shared per channel (C channels,
+// logvar[C]) or globally (C = 1). mu, x [B, C·P] row-major, a row being C channels of P
+// values each (an NCHW image: P = H·W):
+//   ll[B] = Σ_c Σ_p log N(x | μ, e^{lv_c}) = −½ Σ_c Σ_p (log 2π + lv_c + (x − μ)² e^{−lv_c}),
+// lv_c = logvar[c] clamped to [−30, 20] as sample_kl_forward clamps log σ² (e^{−lv} ≤ 1.1e13,
+// so the terms stay finite in float for any |x − μ| ≲ 1e12); NaN propagates.
+template <class T>
+void gaussian_ll_forward(T* ll, const T* mu, const T* x, const T* logvar, int B, int C, int P);
+// From dll[B]: dmu[B, C·P] = dll_i (x − μ) e^{−lv_c} (overwritten);
+// dlogvar[C] = Σ_i dll_i Σ_p ½((x − μ)² e^{−lv_c} − 1) (overwritten; zero where logvar[c] is
+// outside the clamp, the clamp's derivative). Either may be null (skipped).
+template <class T>
+void gaussian_ll_backward(T* dmu, T* dlogvar, const T* dll, const T* mu, const T* x,
+                          const T* logvar, int B, int C, int P);
 
 // ---- column concat: out[B, na+nb] = [a[B,na] ; b[B,nb]]
 template <class T>

@@ -35,6 +35,27 @@ void dense_backward_bias(T* dy, T* db, const T* y, int B, int out, bool relu, T*
                          size_t scratch_elems, cudaStream_t stream);
 int dense_backward_bias_chunks(int B, int out, size_t scratch_elems);
 
+// ---- convolution epilogues, NCHW y[N, C, P] (P = H·W; the convolutions themselves are cuDNN
+// on the GPU, the CPU's im2col + GEMM under emulation), for conv2d and conv_transpose2d:
+// y += b[c] (b null: no bias) and, with relu, max(·, 0) in place (NaN propagates).
+template <class T>
+void conv_bias_act(T* y, const T* b, int N, int C, int P, bool relu, cudaStream_t stream);
+// Backward, fused: with relu, dy is masked in place by (y > 0) so it holds dz after;
+// db[C] = Σ_{n,p} dz (overwritten, deterministic order; null: mask only).
+template <class T>
+void conv_backward_bias(T* dy, T* db, const T* y, int N, int C, int P, bool relu,
+                        cudaStream_t stream);
+
+// ---- Gaussian log-likelihood, log-variance logvar[C] per channel (C = 1: global), clamped
+// to [−30, 20]; mu, x [B, C·P] (cpu::gaussian_ll_*'s contracts). dmu and dlogvar are
+// overwritten, either null to skip.
+template <class T>
+void gaussian_ll_forward(T* ll, const T* mu, const T* x, const T* logvar, int B, int C, int P,
+                         cudaStream_t stream);
+template <class T>
+void gaussian_ll_backward(T* dmu, T* dlogvar, const T* dll, const T* mu, const T* x,
+                          const T* logvar, int B, int C, int P, cudaStream_t stream);
+
 // ---- column concat out[B, na+nb] = [a ; b] and its split (null skips, accumulate adds)
 template <class T>
 void concat_forward(T* out, const T* a, const T* b, int B, int na, int nb, cudaStream_t stream);

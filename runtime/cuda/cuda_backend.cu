@@ -27,6 +27,7 @@
 
 #include "kernels/cuda/ops.h"
 #include "runtime/backend.h"
+#include "runtime/conv_check.h"
 #include "runtime/cuda/cuda_backend.h"
 #include "runtime/cuda/device_step.h"
 #include "runtime/cuda/step_kernels.h"
@@ -39,6 +40,7 @@
 #include <cuda_runtime.h>
 #include <nvtx3/nvToolsExt.h>
 
+#include "runtime/cuda/cudnn_conv.h"
 #include "runtime/cuda/lt_dense.h"
 #endif
 
@@ -145,6 +147,7 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
     if (exec_) cudaGraphExecDestroy(exec_);
     lt_dense_.reset();
     if (cublas_) cublasDestroy(cublas_);
+    cudnn_.reset();
     if (side_cublas_) cublasDestroy(side_cublas_);
     if (fork_event_) cudaEventDestroy(fork_event_);
     if (join_event_) cudaEventDestroy(join_event_);
@@ -305,6 +308,66 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
   void dropout_backward(T* dx, const T* dy, const T* mask, size_t n) override {
     issue("dropout_backward",
           [=, self = this] { cuda::dropout_backward(dx, dy, mask, n, self->stream_); });
+  }
+
+  // ---- convolutions: cuDNN on the GPU (runtime/cuda/cudnn_conv.h); under the emulator the
+  // CPU's im2col + GEMM, as GEMMs run in OpenBLAS there. Bias, ReLU and the bias gradient are
+  // the epilogue kernels of kernels/cuda/conv_epilogue.cu either way.
+  size_t conv2d_workspace_bytes(const Conv2dShape& s) override {
+    return conv_workspace(s, false);
+  }
+  size_t conv_transpose2d_workspace_bytes(const Conv2dShape& s) override {
+    return conv_workspace(s, true);
+  }
+  void conv2d_forward(T* y, const T* x, const T* W, const T* b, const Conv2dShape& s, bool relu,
+                      void* workspace, size_t workspace_bytes) override {
+    check_conv_workspace(workspace, workspace_bytes, conv_workspace(s, false), "conv2d_forward");
+    issue("conv2d_forward", [=, self = this] {
+      self->conv_forward_linear(s, false, y, x, W, workspace, workspace_bytes);
+      cuda::conv_bias_act(y, b, s.N, s.C_out, conv_output_plane(s, false), relu, self->stream_);
+    });
+  }
+  void conv2d_backward(T* dx, T* dW, T* db, T* dy, const T* x, const T* W, const T* y,
+                       const Conv2dShape& s, bool relu, void* workspace,
+                       size_t workspace_bytes) override {
+    check_conv_workspace(workspace, workspace_bytes, conv_workspace(s, false), "conv2d_backward");
+    issue("conv2d_backward", [=, self = this] {
+      cuda::conv_backward_bias(dy, db, y, s.N, s.C_out, conv_output_plane(s, false), relu,
+                               self->stream_);
+      self->conv_backward_linear(s, false, dx, dW, dy, x, W, workspace, workspace_bytes);
+    });
+  }
+  void conv_transpose2d_forward(T* y, const T* x, const T* W, const T* b, const Conv2dShape& s,
+                                bool relu, void* workspace, size_t workspace_bytes) override {
+    check_conv_workspace(workspace, workspace_bytes, conv_workspace(s, true),
+                         "conv_transpose2d_forward");
+    issue("conv_transpose2d_forward", [=, self = this] {
+      self->conv_forward_linear(s, true, y, x, W, workspace, workspace_bytes);
+      cuda::conv_bias_act(y, b, s.N, s.C_out, conv_output_plane(s, true), relu, self->stream_);
+    });
+  }
+  void conv_transpose2d_backward(T* dx, T* dW, T* db, T* dy, const T* x, const T* W, const T* y,
+                                 const Conv2dShape& s, bool relu, void* workspace,
+                                 size_t workspace_bytes) override {
+    check_conv_workspace(workspace, workspace_bytes, conv_workspace(s, true),
+                         "conv_transpose2d_backward");
+    issue("conv_transpose2d_backward", [=, self = this] {
+      cuda::conv_backward_bias(dy, db, y, s.N, s.C_out, conv_output_plane(s, true), relu,
+                               self->stream_);
+      self->conv_backward_linear(s, true, dx, dW, dy, x, W, workspace, workspace_bytes);
+    });
+  }
+  void gaussian_ll_forward(T* ll, const T* mu, const T* x, const T* logvar, int B, int C,
+                           int P) override {
+    issue("gaussian_ll_forward", [=, self = this] {
+      cuda::gaussian_ll_forward(ll, mu, x, logvar, B, C, P, self->stream_);
+    });
+  }
+  void gaussian_ll_backward(T* dmu, T* dlogvar, const T* dll, const T* mu, const T* x,
+                            const T* logvar, int B, int C, int P) override {
+    issue("gaussian_ll_backward", [=, self = this] {
+      cuda::gaussian_ll_backward(dmu, dlogvar, dll, mu, x, logvar, B, C, P, self->stream_);
+    });
   }
 
   // ---- DeviceStepOps
@@ -475,6 +538,75 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
 #endif
   }
 
+  // ---- convolution helpers: the linear part of each op, in cuDNN or (emulated) the CPU op.
+  static int conv_output_plane(const Conv2dShape& s, bool transposed) {
+    return transposed
+               ? cpu::conv_transpose2d_out_size(s.H, s.KH, s.stride, s.pad, s.output_padding) *
+                     cpu::conv_transpose2d_out_size(s.W, s.KW, s.stride, s.pad, s.output_padding)
+               : cpu::conv2d_out_size(s.H, s.KH, s.stride, s.pad) *
+                     cpu::conv2d_out_size(s.W, s.KW, s.stride, s.pad);
+  }
+  size_t conv_workspace(const Conv2dShape& s, bool transposed) {
+    check_conv_shape(s, transposed, transposed ? "conv_transpose2d" : "conv2d");
+#if defined(EQUIVAE_CUDA_EMULATED)
+    return (transposed ? cpu::conv_transpose2d_workspace_size(s) : cpu::conv2d_workspace_size(s)) *
+           sizeof(T);
+#else
+    return convolutions().workspace_bytes(s, transposed);
+#endif
+  }
+  // y = conv(x, W) or conv_transpose(x, W), no bias, no activation.
+  void conv_forward_linear(const Conv2dShape& s, bool transposed, T* y, const T* x, const T* W,
+                           void* workspace, size_t workspace_bytes) {
+#if defined(EQUIVAE_CUDA_EMULATED)
+    (void)workspace_bytes;
+    if (transposed)
+      cpu::conv_transpose2d_forward<T>(y, x, W, nullptr, s, false, static_cast<T*>(workspace));
+    else
+      cpu::conv2d_forward<T>(y, x, W, nullptr, s, false, static_cast<T*>(workspace));
+#else
+    // The transpose's forward is the convolution's backward-data (cudnn_conv.h).
+    if (transposed)
+      convolutions().backward_data(s, true, y, x, W, workspace, workspace_bytes);
+    else
+      convolutions().forward(s, false, y, x, W, workspace, workspace_bytes);
+#endif
+  }
+  // dx and dW (either null) from dz[N, C_out, Ho, Wo], the gradient before bias and ReLU.
+  void conv_backward_linear(const Conv2dShape& s, bool transposed, T* dx, T* dW, const T* dz,
+                            const T* x, const T* W, void* workspace, size_t workspace_bytes) {
+#if defined(EQUIVAE_CUDA_EMULATED)
+    (void)workspace_bytes;
+    T* dz_mutable = const_cast<T*>(dz);  // not written: no ReLU here
+    if (transposed)
+      cpu::conv_transpose2d_backward<T>(dx, dW, nullptr, dz_mutable, x, W, nullptr, s, false,
+                                        static_cast<T*>(workspace));
+    else
+      cpu::conv2d_backward<T>(dx, dW, nullptr, dz_mutable, x, W, nullptr, s, false,
+                              static_cast<T*>(workspace));
+#else
+    CudnnConvolutions& c = convolutions();
+    if (transposed) {  // conv_x = dz (the transpose's output side), dconv_y = x
+      if (dW) c.backward_filter(s, true, dW, dz, x, workspace, workspace_bytes);
+      if (dx) c.forward(s, true, dx, dz, W, workspace, workspace_bytes);
+    } else {
+      if (dW) c.backward_filter(s, false, dW, x, dz, workspace, workspace_bytes);
+      if (dx) c.backward_data(s, false, dx, dz, W, workspace, workspace_bytes);
+    }
+#endif
+  }
+#if !defined(EQUIVAE_CUDA_EMULATED)
+  // Created on first use: the plan asks the workspace sizes at build time, before any capture.
+  CudnnConvolutions& convolutions() {
+    if (!cudnn_) {
+      not_capturing("the first convolution (ask its workspace size before capturing)");
+      cudnn_ = std::make_unique<CudnnConvolutions>(stream_, std::is_same_v<T, double>,
+                                                   options_.strict_fp32);
+    }
+    return *cudnn_;
+  }
+#endif
+
   void gemm(const Gemm& g, const T* A, const T* B, T* C, [[maybe_unused]] bool side = false) {
     if (g.M <= 0 || g.N <= 0) return;
 #if defined(EQUIVAE_CUDA_EMULATED)
@@ -519,6 +651,7 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
   DeviceBuffer side_workspace_;
   bool side_pending_ = false;
   std::unique_ptr<LtDenseForward> lt_dense_;
+  std::unique_ptr<CudnnConvolutions> cudnn_;  // the convolutions, created on first use
 #endif
   DeviceBuffer bias_scratch_;
 };

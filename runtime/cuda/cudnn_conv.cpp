@@ -1,0 +1,275 @@
+// cuDNN convolutions for the CUDA backend (see cudnn_conv.h). Built into the real backend
+// only; without cuDNN (EQUIVAE_HAVE_CUDNN undefined) every entry point throws Error.
+#include "runtime/cuda/cudnn_conv.h"
+
+#include <algorithm>
+#include <string>
+
+#include "runtime/error.h"
+
+#if defined(EQUIVAE_HAVE_CUDNN)
+#include <cudnn.h>
+#endif
+
+namespace equivae {
+
+#if defined(EQUIVAE_HAVE_CUDNN)
+namespace {
+
+// Workspace cap per call: algorithms that need more (FFT variants) are passed over.
+constexpr size_t kMaxWorkspaceBytes = size_t(64) << 20;
+
+void cudnn_check(cudnnStatus_t status, const char* what) {
+  if (status != CUDNN_STATUS_SUCCESS)
+    throw Error("cuda backend", std::string(what) + ": " + cudnnGetErrorString(status));
+}
+#define EQUIVAE_CUDNN_CHECK(expr) cudnn_check((expr), #expr)
+
+std::array<int, 11> key_of(const cpu::Conv2dShape& s, bool transposed) {
+  return {s.N,
+          s.C_in,
+          s.H,
+          s.W,
+          s.C_out,
+          s.KH,
+          s.KW,
+          s.stride,
+          s.pad,
+          s.output_padding,
+          transposed ? 1 : 0};
+}
+
+// The first of cuDNN's ranked candidates that ran its heuristic successfully, is
+// deterministic, fits the workspace cap and, unless tensor ops are allowed, needs none.
+template <class Perf>
+const Perf& pick(const Perf* perf, int count, bool tensor_ops, const char* call) {
+  for (int i = 0; i < count; ++i)
+    if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].determinism == CUDNN_DETERMINISTIC &&
+        perf[i].memory <= kMaxWorkspaceBytes &&
+        (tensor_ops || (perf[i].mathType != CUDNN_TENSOR_OP_MATH &&
+                        perf[i].mathType != CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION)))
+      return perf[i];
+  throw Error("cuda backend", std::string(call) +
+                                  ": cuDNN offers no deterministic algorithm within " +
+                                  std::to_string(kMaxWorkspaceBytes >> 20) + " MiB of workspace");
+}
+
+}  // namespace
+
+struct CudnnConvolutions::Handle {
+  cudnnHandle_t handle = nullptr;
+  cudnnDataType_t type = CUDNN_DATA_FLOAT;
+  cudnnMathType_t math = CUDNN_DEFAULT_MATH;
+  ~Handle() {
+    if (handle) cudnnDestroy(handle);
+  }
+};
+
+struct CudnnConvolutions::Plan {
+  cudnnTensorDescriptor_t x = nullptr, y = nullptr;  // conv_x, conv_y
+  cudnnFilterDescriptor_t w = nullptr;
+  // One convolution descriptor per call: each carries the math mode of its algorithm.
+  cudnnConvolutionDescriptor_t fwd_conv = nullptr, data_conv = nullptr, filter_conv = nullptr;
+  cudnnConvolutionFwdAlgo_t fwd_algo{};
+  cudnnConvolutionBwdDataAlgo_t data_algo{};
+  cudnnConvolutionBwdFilterAlgo_t filter_algo{};
+  size_t fwd_bytes = 0, data_bytes = 0, filter_bytes = 0;
+  ~Plan() {
+    for (cudnnConvolutionDescriptor_t c : {fwd_conv, data_conv, filter_conv})
+      if (c) cudnnDestroyConvolutionDescriptor(c);
+    if (w) cudnnDestroyFilterDescriptor(w);
+    if (y) cudnnDestroyTensorDescriptor(y);
+    if (x) cudnnDestroyTensorDescriptor(x);
+  }
+  size_t workspace() const { return std::max(fwd_bytes, std::max(data_bytes, filter_bytes)); }
+};
+
+CudnnConvolutions::CudnnConvolutions(cudaStream_t stream, bool double_precision, bool strict_fp32)
+    : handle_(std::make_unique<Handle>()) {
+  EQUIVAE_CUDNN_CHECK(cudnnCreate(&handle_->handle));
+  EQUIVAE_CUDNN_CHECK(cudnnSetStream(handle_->handle, stream));
+  handle_->type = double_precision ? CUDNN_DATA_DOUBLE : CUDNN_DATA_FLOAT;
+  // FMA math excludes TF32 tensor cores (what strict_fp32 promises for cuBLAS too); the
+  // default lets cuDNN use them for float.
+  handle_->math = strict_fp32 || double_precision ? CUDNN_FMA_MATH : CUDNN_DEFAULT_MATH;
+}
+
+CudnnConvolutions::~CudnnConvolutions() {
+  plans_.clear();  // descriptors before the handle
+}
+
+CudnnConvolutions::Plan& CudnnConvolutions::plan(const cpu::Conv2dShape& s, bool transposed) {
+  const auto key = key_of(s, transposed);
+  if (auto it = plans_.find(key); it != plans_.end()) return *it->second;
+  auto p = std::make_unique<Plan>();
+  const cudnnHandle_t h = handle_->handle;
+  const cudnnDataType_t type = handle_->type;
+  // conv_x: conv2d's input, or the transpose's output; conv_y the other way round.
+  const int Ho = transposed
+                     ? cpu::conv_transpose2d_out_size(s.H, s.KH, s.stride, s.pad, s.output_padding)
+                     : cpu::conv2d_out_size(s.H, s.KH, s.stride, s.pad);
+  const int Wo = transposed
+                     ? cpu::conv_transpose2d_out_size(s.W, s.KW, s.stride, s.pad, s.output_padding)
+                     : cpu::conv2d_out_size(s.W, s.KW, s.stride, s.pad);
+  EQUIVAE_CUDNN_CHECK(cudnnCreateTensorDescriptor(&p->x));
+  EQUIVAE_CUDNN_CHECK(cudnnCreateTensorDescriptor(&p->y));
+  EQUIVAE_CUDNN_CHECK(cudnnCreateFilterDescriptor(&p->w));
+  if (!transposed) {
+    EQUIVAE_CUDNN_CHECK(
+        cudnnSetTensor4dDescriptor(p->x, CUDNN_TENSOR_NCHW, type, s.N, s.C_in, s.H, s.W));
+    EQUIVAE_CUDNN_CHECK(
+        cudnnSetTensor4dDescriptor(p->y, CUDNN_TENSOR_NCHW, type, s.N, s.C_out, Ho, Wo));
+    EQUIVAE_CUDNN_CHECK(
+        cudnnSetFilter4dDescriptor(p->w, type, CUDNN_TENSOR_NCHW, s.C_out, s.C_in, s.KH, s.KW));
+  } else {
+    EQUIVAE_CUDNN_CHECK(
+        cudnnSetTensor4dDescriptor(p->x, CUDNN_TENSOR_NCHW, type, s.N, s.C_out, Ho, Wo));
+    EQUIVAE_CUDNN_CHECK(
+        cudnnSetTensor4dDescriptor(p->y, CUDNN_TENSOR_NCHW, type, s.N, s.C_in, s.H, s.W));
+    EQUIVAE_CUDNN_CHECK(
+        cudnnSetFilter4dDescriptor(p->w, type, CUDNN_TENSOR_NCHW, s.C_in, s.C_out, s.KH, s.KW));
+  }
+  for (cudnnConvolutionDescriptor_t* c : {&p->fwd_conv, &p->data_conv, &p->filter_conv}) {
+    EQUIVAE_CUDNN_CHECK(cudnnCreateConvolutionDescriptor(c));
+    EQUIVAE_CUDNN_CHECK(cudnnSetConvolution2dDescriptor(*c, s.pad, s.pad, s.stride, s.stride, 1, 1,
+                                                        CUDNN_CROSS_CORRELATION, type));
+    EQUIVAE_CUDNN_CHECK(cudnnSetConvolutionMathType(*c, handle_->math));
+  }
+  // Where TF32 is allowed each call takes the math mode its algorithm asks for; otherwise the
+  // descriptors keep FMA math and only candidates without tensor ops are taken.
+  const bool tensor_ops = handle_->math == CUDNN_DEFAULT_MATH;
+  auto set_math = [&](cudnnConvolutionDescriptor_t c, cudnnMathType_t candidate) {
+    if (tensor_ops) EQUIVAE_CUDNN_CHECK(cudnnSetConvolutionMathType(c, candidate));
+  };
+  {
+    cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
+    int count = 0;
+    EQUIVAE_CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(
+        h, p->x, p->w, p->fwd_conv, p->y, CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &count, perf));
+    const auto& best = pick(perf, count, tensor_ops, "cudnnConvolutionForward");
+    p->fwd_algo = best.algo;
+    set_math(p->fwd_conv, best.mathType);
+    EQUIVAE_CUDNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(h, p->x, p->w, p->fwd_conv, p->y,
+                                                                p->fwd_algo, &p->fwd_bytes));
+  }
+  {
+    cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
+    int count = 0;
+    EQUIVAE_CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(
+        h, p->w, p->y, p->data_conv, p->x, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &count, perf));
+    const auto& best = pick(perf, count, tensor_ops, "cudnnConvolutionBackwardData");
+    p->data_algo = best.algo;
+    set_math(p->data_conv, best.mathType);
+    EQUIVAE_CUDNN_CHECK(cudnnGetConvolutionBackwardDataWorkspaceSize(
+        h, p->w, p->y, p->data_conv, p->x, p->data_algo, &p->data_bytes));
+  }
+  {
+    cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
+    int count = 0;
+    EQUIVAE_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(
+        h, p->x, p->y, p->filter_conv, p->w, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &count,
+        perf));
+    const auto& best = pick(perf, count, tensor_ops, "cudnnConvolutionBackwardFilter");
+    p->filter_algo = best.algo;
+    set_math(p->filter_conv, best.mathType);
+    EQUIVAE_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterWorkspaceSize(
+        h, p->x, p->y, p->filter_conv, p->w, p->filter_algo, &p->filter_bytes));
+  }
+  return *plans_.emplace(key, std::move(p)).first->second;
+}
+
+size_t CudnnConvolutions::workspace_bytes(const cpu::Conv2dShape& s, bool transposed) {
+  return plan(s, transposed).workspace();
+}
+
+namespace {
+// alpha = 1, beta = 0 (overwrite) in the tensors' own precision, as cuDNN expects.
+struct Scalars {
+  float f1 = 1.0f, f0 = 0.0f;
+  double d1 = 1.0, d0 = 0.0;
+  const void* one(cudnnDataType_t t) const {
+    return t == CUDNN_DATA_DOUBLE ? static_cast<const void*>(&d1) : &f1;
+  }
+  const void* zero(cudnnDataType_t t) const {
+    return t == CUDNN_DATA_DOUBLE ? static_cast<const void*>(&d0) : &f0;
+  }
+};
+void check_workspace(size_t given, size_t needed, const char* call) {
+  check(given >= needed, "cuda backend",
+        std::string(call) + ": workspace of " + std::to_string(given) + " bytes, " +
+            std::to_string(needed) + " needed");
+}
+}  // namespace
+
+void CudnnConvolutions::forward(const cpu::Conv2dShape& s, bool transposed, void* conv_y,
+                                const void* conv_x, const void* W, void* workspace,
+                                size_t workspace_bytes) {
+  Plan& p = plan(s, transposed);
+  check_workspace(workspace_bytes, p.fwd_bytes, "cudnnConvolutionForward");
+  const Scalars k;
+  EQUIVAE_CUDNN_CHECK(cudnnConvolutionForward(handle_->handle, k.one(handle_->type), p.x, conv_x,
+                                              p.w, W, p.fwd_conv, p.fwd_algo, workspace,
+                                              workspace_bytes, k.zero(handle_->type), p.y, conv_y));
+}
+
+void CudnnConvolutions::backward_data(const cpu::Conv2dShape& s, bool transposed, void* dconv_x,
+                                      const void* dconv_y, const void* W, void* workspace,
+                                      size_t workspace_bytes) {
+  Plan& p = plan(s, transposed);
+  check_workspace(workspace_bytes, p.data_bytes, "cudnnConvolutionBackwardData");
+  const Scalars k;
+  EQUIVAE_CUDNN_CHECK(cudnnConvolutionBackwardData(
+      handle_->handle, k.one(handle_->type), p.w, W, p.y, dconv_y, p.data_conv, p.data_algo,
+      workspace, workspace_bytes, k.zero(handle_->type), p.x, dconv_x));
+}
+
+void CudnnConvolutions::backward_filter(const cpu::Conv2dShape& s, bool transposed, void* dW,
+                                        const void* conv_x, const void* dconv_y, void* workspace,
+                                        size_t workspace_bytes) {
+  Plan& p = plan(s, transposed);
+  check_workspace(workspace_bytes, p.filter_bytes, "cudnnConvolutionBackwardFilter");
+  const Scalars k;
+  EQUIVAE_CUDNN_CHECK(cudnnConvolutionBackwardFilter(
+      handle_->handle, k.one(handle_->type), p.x, conv_x, p.y, dconv_y, p.filter_conv,
+      p.filter_algo, workspace, workspace_bytes, k.zero(handle_->type), p.w, dW));
+}
+
+#else  // no cuDNN in this build
+
+struct CudnnConvolutions::Handle {};
+struct CudnnConvolutions::Plan {};
+
+namespace {
+[[noreturn]] void no_cudnn() {
+  throw Error("cuda backend",
+              "conv2d / conv_transpose2d need cuDNN, which was not found when this build was "
+              "configured (cudnn.h and libcudnn under the CUDA toolkit)");
+}
+}  // namespace
+
+CudnnConvolutions::CudnnConvolutions(cudaStream_t, bool, bool) {
+  no_cudnn();
+}
+CudnnConvolutions::~CudnnConvolutions() = default;
+CudnnConvolutions::Plan& CudnnConvolutions::plan(const cpu::Conv2dShape&, bool) {
+  no_cudnn();
+}
+size_t CudnnConvolutions::workspace_bytes(const cpu::Conv2dShape&, bool) {
+  no_cudnn();
+}
+void CudnnConvolutions::forward(const cpu::Conv2dShape&, bool, void*, const void*, const void*,
+                                void*, size_t) {
+  no_cudnn();
+}
+void CudnnConvolutions::backward_data(const cpu::Conv2dShape&, bool, void*, const void*,
+                                      const void*, void*, size_t) {
+  no_cudnn();
+}
+void CudnnConvolutions::backward_filter(const cpu::Conv2dShape&, bool, void*, const void*,
+                                        const void*, void*, size_t) {
+  no_cudnn();
+}
+
+#endif
+
+}  // namespace equivae

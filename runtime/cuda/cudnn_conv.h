@@ -1,0 +1,57 @@
+#pragma once
+// The CUDA backend's convolutions on cuDNN (real build only; under the emulator the backend
+// runs the CPU's im2col + GEMM instead, as it runs OpenBLAS for cuBLAS). Only the linear part,
+// in the terms of a forward convolution conv_y = conv(conv_x, W):
+//   forward          conv_y  = conv(conv_x, W)            cudnnConvolutionForward
+//   backward_data    dconv_x = convᵀ(dconv_y, W)          cudnnConvolutionBackwardData
+//   backward_filter  dW      = ∂⟨conv_y, dconv_y⟩/∂W      cudnnConvolutionBackwardFilter
+// conv2d maps onto them directly (conv_x = x, conv_y = y); conv_transpose2d with the roles
+// swapped (conv_x = its output y [N, C_out, Ho, Wo], conv_y = its input x, and W[C_in, C_out,
+// KH, KW] as cuDNN's filter [K = C_in, C = C_out]): its forward is backward_data, its dx is
+// forward, its dW is backward_filter. Bias and ReLU are the backend's epilogue kernels.
+//
+// Per shape (and direction) one plan: descriptors plus the algorithm of each of the three
+// calls, chosen once by cuDNN's heuristics (no benchmarking, so nothing runs on the device:
+// safe inside a graph capture), deterministic algorithms only, at most 64 MiB of workspace;
+// with strict_fp32 the FMA math mode (no TF32). Without cuDNN at build time
+// (EQUIVAE_HAVE_CUDNN undefined) the constructor throws Error.
+#include <array>
+#include <cstddef>
+#include <map>
+#include <memory>
+
+#include "kernels/cpu/ops.h"
+
+#if !defined(EQUIVAE_CUDA_EMULATED)
+#include <cuda_runtime_api.h>
+#endif
+
+namespace equivae {
+
+class CudnnConvolutions {
+ public:
+  // double_precision: the tensors are double (else float). Creates the cuDNN handle on stream.
+  CudnnConvolutions(cudaStream_t stream, bool double_precision, bool strict_fp32);
+  ~CudnnConvolutions();
+  CudnnConvolutions(const CudnnConvolutions&) = delete;
+  CudnnConvolutions& operator=(const CudnnConvolutions&) = delete;
+
+  // Workspace for all three calls of the shape (the largest of the three).
+  size_t workspace_bytes(const cpu::Conv2dShape& s, bool transposed);
+  void forward(const cpu::Conv2dShape& s, bool transposed, void* conv_y, const void* conv_x,
+               const void* W, void* workspace, size_t workspace_bytes);
+  void backward_data(const cpu::Conv2dShape& s, bool transposed, void* dconv_x, const void* dconv_y,
+                     const void* W, void* workspace, size_t workspace_bytes);
+  void backward_filter(const cpu::Conv2dShape& s, bool transposed, void* dW, const void* conv_x,
+                       const void* dconv_y, void* workspace, size_t workspace_bytes);
+
+ private:
+  struct Handle;
+  struct Plan;
+  Plan& plan(const cpu::Conv2dShape& s, bool transposed);
+
+  std::unique_ptr<Handle> handle_;
+  std::map<std::array<int, 11>, std::unique_ptr<Plan>> plans_;
+};
+
+}  // namespace equivae
