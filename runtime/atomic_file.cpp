@@ -4,7 +4,6 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstdio>
 #include <cstring>
 #include <filesystem>
 
@@ -29,25 +28,44 @@ bool fsync_directory_of(const std::string& path) {
 
 }  // namespace
 
+AtomicFileWriter::AtomicFileWriter(std::string path)
+    : path_(std::move(path)), temp_(path_ + ".tmp." + std::to_string(::getpid())) {
+  file_ = std::fopen(temp_.c_str(), "wb");
+  if (!file_) throw Error(path_, "cannot create temp file " + temp_ + ": " + errno_text());
+}
+
+AtomicFileWriter::~AtomicFileWriter() {
+  if (file_) std::fclose(file_);
+  if (!committed_) ::unlink(temp_.c_str());
+}
+
+bool AtomicFileWriter::write(const void* bytes, size_t n) {
+  return n == 0 || std::fwrite(bytes, 1, n, file_) == n;
+}
+
+void AtomicFileWriter::throw_write_error() const {
+  throw Error(path_, "cannot write temp file " + temp_ + ": " + errno_text());
+}
+
+void AtomicFileWriter::commit() {
+  // The data is on disk before the rename makes it visible.
+  const bool synced = std::fflush(file_) == 0 && ::fsync(::fileno(file_)) == 0;
+  const std::string why = synced ? "" : errno_text();
+  const bool closed = std::fclose(file_) == 0;
+  file_ = nullptr;
+  if (!synced || !closed)
+    throw Error(path_, "cannot flush temp file " + temp_ + ": " + (synced ? errno_text() : why));
+  if (std::rename(temp_.c_str(), path_.c_str()) != 0)
+    throw Error(path_, "cannot rename " + temp_ + " over it: " + errno_text());
+  committed_ = true;
+  if (!fsync_directory_of(path_))
+    throw Error(path_, "written, but syncing its directory failed: " + errno_text());
+}
+
 void write_file_atomically(const std::string& path, const void* bytes, size_t size) {
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  std::FILE* file = std::fopen(tmp.c_str(), "wb");
-  if (!file) throw Error(path, "cannot create temp file " + tmp + ": " + errno_text());
-  bool ok = size == 0 || std::fwrite(bytes, 1, size, file) == size;
-  ok = ok && std::fflush(file) == 0 && ::fsync(::fileno(file)) == 0;  // on disk before rename
-  std::string why = ok ? "" : errno_text();
-  if (std::fclose(file) != 0 && ok) ok = false, why = errno_text();
-  if (!ok) {
-    ::unlink(tmp.c_str());
-    throw Error(path, "cannot write temp file " + tmp + ": " + why);
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    const std::string why = errno_text();
-    ::unlink(tmp.c_str());
-    throw Error(path, "cannot rename " + tmp + " over it: " + why);
-  }
-  if (!fsync_directory_of(path))
-    throw Error(path, std::string("cannot fsync its directory: ") + errno_text());
+  AtomicFileWriter out(path);
+  if (!out.write(bytes, size)) out.throw_write_error();
+  out.commit();
 }
 
 }  // namespace equivae

@@ -1,8 +1,6 @@
 #include "runtime/checkpoint.h"
 
-#include <fcntl.h>
 #include <sys/stat.h>
-#include <unistd.h>
 #include <zlib.h>
 
 #include <algorithm>
@@ -10,12 +8,12 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
-#include <filesystem>
 #include <memory>
 #include <new>
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "runtime/atomic_file.h"
 #include "runtime/error.h"
 
 namespace equivae {
@@ -93,59 +91,21 @@ bool element_count(const std::vector<int64_t>& shape, uint64_t& count) {
   return count <= (uint64_t{1} << 61);  // so that count * 4 bytes cannot overflow either
 }
 
-// Owns the temp file until it is renamed into place; removes it on every failure path.
-class TempFile {
- public:
-  explicit TempFile(std::string path) : path_(std::move(path)) {}
-  ~TempFile() {
-    if (file_) std::fclose(file_);
-    if (created_ && !committed_) ::unlink(path_.c_str());
-  }
-  bool open() {
-    file_ = std::fopen(path_.c_str(), "wb");
-    created_ = file_ != nullptr;
-    return created_;
-  }
-  bool write(const void* bytes, size_t n) { return n == 0 || std::fwrite(bytes, 1, n, file_) == n; }
-  // Tensor data: in chunks, each announced to the test hook first (which may fail it).
-  bool write_data(const void* bytes, uint64_t n, uint64_t& written) {
-    const auto* p = static_cast<const char*>(bytes);
-    for (uint64_t done = 0; done < n;) {
-      const uint64_t chunk = std::min(n - done, kCheckpointWriteChunk);
-      if (write_hook() && !write_hook()(written)) {
-        errno = ENOSPC;
-        return false;
-      }
-      if (!write(p + done, chunk)) return false;
-      done += chunk;
-      written += chunk;
+// Tensor data goes out in chunks, each announced to the test hook first (which may fail it
+// as a full disk would).
+bool write_data(AtomicFileWriter& out, const void* bytes, uint64_t n, uint64_t& written) {
+  const auto* p = static_cast<const char*>(bytes);
+  for (uint64_t done = 0; done < n;) {
+    const uint64_t chunk = std::min(n - done, kCheckpointWriteChunk);
+    if (write_hook() && !write_hook()(written)) {
+      errno = ENOSPC;
+      return false;
     }
-    return true;
+    if (!out.write(p + done, chunk)) return false;
+    done += chunk;
+    written += chunk;
   }
-  // fflush + fsync + fclose: the data is on disk before the rename makes it visible.
-  bool sync_and_close() {
-    const bool ok = std::fflush(file_) == 0 && ::fsync(::fileno(file_)) == 0;
-    const bool closed = std::fclose(file_) == 0;
-    file_ = nullptr;
-    return ok && closed;
-  }
-  void commit() { committed_ = true; }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-  FILE* file_ = nullptr;
-  bool created_ = false, committed_ = false;
-};
-
-// Makes the rename itself durable: without it a crash can forget the new directory entry.
-bool fsync_directory_of(const std::string& path) {
-  std::string dir = std::filesystem::path(path).parent_path().string();
-  if (dir.empty()) dir = ".";
-  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return false;
-  const bool ok = ::fsync(fd) == 0;
-  return ::close(fd) == 0 && ok;
+  return true;
 }
 
 struct FileCloser {
@@ -250,25 +210,15 @@ void save_checkpoint(const std::string& path, const Checkpoint& checkpoint) {
   for (int i = 0; i < 8; ++i)
     length[i] = static_cast<unsigned char>(uint64_t(text.size()) >> (8 * i));
 
-  TempFile tmp(path + ".tmp." + std::to_string(::getpid()));
-  if (!tmp.open()) throw Error(path, "cannot create temp file " + tmp.path() + ": " + errno_text());
-  bool ok = tmp.write(length, 8) && tmp.write(text.data(), text.size());
+  AtomicFileWriter out(path);
+  bool ok = out.write(length, 8) && out.write(text.data(), text.size());
   uint64_t written = 0;
   for (size_t i = 0; ok && i < checkpoint.tensors.size(); ++i) {
     const std::vector<float>& data = checkpoint.tensors[i].data;
-    ok = tmp.write_data(data.data(), data.size() * sizeof(float), written);
+    ok = write_data(out, data.data(), data.size() * sizeof(float), written);
   }
-  if (!ok) throw Error(path, "cannot write temp file " + tmp.path() + ": " + errno_text());
-  if (!tmp.sync_and_close()) {
-    throw Error(path, "cannot flush temp file " + tmp.path() + ": " + errno_text());
-  }
-  if (std::rename(tmp.path().c_str(), path.c_str()) != 0) {
-    throw Error(path, "cannot rename " + tmp.path() + " over it: " + errno_text());
-  }
-  tmp.commit();
-  if (!fsync_directory_of(path)) {
-    throw Error(path, "written, but syncing its directory failed: " + errno_text());
-  }
+  if (!ok) out.throw_write_error();
+  out.commit();
 }
 
 Checkpoint load_checkpoint(const std::string& path) {
