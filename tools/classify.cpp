@@ -12,6 +12,7 @@
 #include "runtime/flags.h"
 #include "tools/data_flags.h"
 #include "tools/inference_flags.h"
+#include "tools/tool_main.h"
 
 namespace {
 
@@ -43,11 +44,7 @@ void declare_flags(Flags& f) {
 int run(int argc, char** argv) {
   Flags flags;
   declare_flags(flags);
-  flags.parse(argc, argv);
-  if (flags.get_switch("help")) {
-    std::printf("%s", flags.help(kUsage).c_str());
-    return 0;
-  }
+  if (!parse_flags_or_help(flags, argc, argv, kUsage)) return 0;
   check(!flags.has("labels") || flags.has("images"), "--labels", "needs --images");
   LoadedModel loaded = load_model_from_flags(flags);
   EquiVae<float>& model = *loaded.model;
@@ -121,10 +118,5 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  try {
-    return run(argc, argv);
-  } catch (const std::exception& e) {  // equivae::Error included: it names the file or flag
-    std::fprintf(stderr, "classify: error: %s\n", e.what());
-    return 1;
-  }
+  return equivae::run_tool("classify", run, argc, argv);
 }

@@ -11,6 +11,7 @@
 #include "runtime/npy_file.h"
 #include "tools/data_flags.h"
 #include "tools/inference_flags.h"
+#include "tools/tool_main.h"
 
 namespace {
 
@@ -41,11 +42,7 @@ void declare_flags(Flags& f) {
 int run(int argc, char** argv) {
   Flags flags;
   declare_flags(flags);
-  flags.parse(argc, argv);
-  if (flags.get_switch("help")) {
-    std::printf("%s", flags.help(kUsage).c_str());
-    return 0;
-  }
+  if (!parse_flags_or_help(flags, argc, argv, kUsage)) return 0;
   const int pool_m = int(flags.get_int("pool-m", 1, 1000));
   const uint64_t seed = uint64_t(flags.get_int("seed", 0, INT64_MAX));
   LoadedModel loaded = load_model_from_flags(flags);
@@ -82,10 +79,5 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  try {
-    return run(argc, argv);
-  } catch (const std::exception& e) {  // equivae::Error included: it names the file or flag
-    std::fprintf(stderr, "embed: error: %s\n", e.what());
-    return 1;
-  }
+  return equivae::run_tool("embed", run, argc, argv);
 }

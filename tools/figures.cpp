@@ -15,6 +15,7 @@
 #include "runtime/png_image.h"
 #include "tools/data_flags.h"
 #include "tools/inference_flags.h"
+#include "tools/tool_main.h"
 
 namespace {
 
@@ -90,11 +91,7 @@ struct Writer {
 int run(int argc, char** argv) {
   Flags flags;
   declare_flags(flags);
-  flags.parse(argc, argv);
-  if (flags.get_switch("help")) {
-    std::printf("%s", flags.help(kUsage).c_str());
-    return 0;
-  }
+  if (!parse_flags_or_help(flags, argc, argv, kUsage)) return 0;
   const std::string which = flags.get("which");
   check(which == "all" || which == "fig4" || which == "fig5", "--which",
         "expects fig4, fig5 or all, got '" + which + "'");
@@ -151,10 +148,5 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  try {
-    return run(argc, argv);
-  } catch (const std::exception& e) {  // equivae::Error included: it names the file or flag
-    std::fprintf(stderr, "figures: error: %s\n", e.what());
-    return 1;
-  }
+  return equivae::run_tool("figures", run, argc, argv);
 }

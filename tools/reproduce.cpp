@@ -29,6 +29,7 @@
 #include "runtime/error.h"
 #include "runtime/flags.h"
 #include "tools/data_flags.h"
+#include "tools/tool_main.h"
 
 namespace {
 
@@ -405,10 +406,5 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  try {
-    return run(argc, argv);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "reproduce: error: %s\n", e.what());
-    return 1;
-  }
+  return equivae::run_tool("reproduce", run, argc, argv);
 }

@@ -17,6 +17,7 @@
 #include "runtime/error.h"
 #include "runtime/flags.h"
 #include "tools/data_flags.h"
+#include "tools/tool_main.h"
 
 namespace {
 
@@ -99,11 +100,7 @@ EquiVaeConfig config_from(const Flags& f, const Dataset& train) {
 int run(int argc, char** argv) {
   Flags flags;
   declare_flags(flags);
-  flags.parse(argc, argv);
-  if (flags.get_switch("help")) {
-    std::printf("%s", flags.help(kUsage).c_str());
-    return 0;
-  }
+  if (!parse_flags_or_help(flags, argc, argv, kUsage)) return 0;
   const auto start = std::chrono::steady_clock::now();
   const DataSplits data = load_data(flags, 0);
   const EquiVaeConfig config = config_from(flags, data.train);
@@ -173,10 +170,5 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  try {
-    return run(argc, argv);
-  } catch (const std::exception& e) {  // equivae::Error included: it names the file or flag
-    std::fprintf(stderr, "train_mnist: error: %s\n", e.what());
-    return 1;
-  }
+  return equivae::run_tool("train_mnist", run, argc, argv);
 }

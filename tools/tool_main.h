@@ -1,0 +1,30 @@
+#pragma once
+// What every tool does first and last: parse its flags (or print its help), and turn an
+// exception (equivae::Error names the file or flag at fault) into "NAME: error: ..." on
+// stderr and exit status 1.
+#include <cstdio>
+#include <exception>
+#include <string>
+
+#include "runtime/flags.h"
+
+namespace equivae {
+
+inline int run_tool(const char* name, int (*run)(int, char**), int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s: error: %s\n", name, e.what());
+    return 1;
+  }
+}
+
+// Parses argv; with --help prints the help after `usage` and returns false (the tool exits 0).
+inline bool parse_flags_or_help(Flags& flags, int argc, char** argv, const std::string& usage) {
+  flags.parse(argc, argv);
+  if (!flags.get_switch("help")) return true;
+  std::printf("%s", flags.help(usage).c_str());
+  return false;
+}
+
+}  // namespace equivae
