@@ -24,12 +24,10 @@ using IntInputs = std::vector<std::pair<std::string, std::vector<int32_t>>>;
 using cpu::Conv2dShape;
 
 int out_h(const Conv2dShape& s, bool transposed) {
-  return transposed ? cpu::conv_transpose2d_out_size(s.H, s.KH, s.stride, s.pad, s.output_padding)
-                    : cpu::conv2d_out_size(s.H, s.KH, s.stride, s.pad);
+  return cpu::conv_out_h(s, transposed);
 }
 int out_w(const Conv2dShape& s, bool transposed) {
-  return transposed ? cpu::conv_transpose2d_out_size(s.W, s.KW, s.stride, s.pad, s.output_padding)
-                    : cpu::conv2d_out_size(s.W, s.KW, s.stride, s.pad);
+  return cpu::conv_out_w(s, transposed);
 }
 size_t input_size(const Conv2dShape& s) {
   return size_t(s.N) * s.C_in * s.H * s.W;

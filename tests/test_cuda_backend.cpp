@@ -401,12 +401,8 @@ void compare_conv(const Conv2dShape& s, bool transposed, bool relu) {
                            " N=" + std::to_string(s.N) + " " + std::to_string(s.C_in) + "x" +
                            std::to_string(s.H) + "x" + std::to_string(s.W) + " → " +
                            std::to_string(s.C_out) + (relu ? " relu" : "");
-  const int Ho = transposed
-                     ? cpu::conv_transpose2d_out_size(s.H, s.KH, s.stride, s.pad, s.output_padding)
-                     : cpu::conv2d_out_size(s.H, s.KH, s.stride, s.pad);
-  const int Wo = transposed
-                     ? cpu::conv_transpose2d_out_size(s.W, s.KW, s.stride, s.pad, s.output_padding)
-                     : cpu::conv2d_out_size(s.W, s.KW, s.stride, s.pad);
+  const int Ho = cpu::conv_out_h(s, transposed);
+  const int Wo = cpu::conv_out_w(s, transposed);
   const size_t nx = size_t(s.N) * s.C_in * s.H * s.W, ny = size_t(s.N) * s.C_out * Ho * Wo,
                nw = size_t(s.C_in) * s.C_out * s.KH * s.KW;
   const auto x = random_floats(1, nx, -1, 1), W = random_floats(2, nw, -0.3, 0.3),

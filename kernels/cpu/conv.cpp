@@ -18,6 +18,7 @@
 #include <climits>
 #include <cstddef>
 
+#include "kernels/cpu/blas.h"
 #include "kernels/cpu/ops.h"
 
 namespace equivae::cpu {
@@ -27,15 +28,6 @@ namespace {
 // columns are equally fast, and ~15% faster than 2,048 (a smaller working set between
 // im2col and the GEMM); 512 keeps the GEMMs wide enough to split over threads.
 constexpr size_t kTargetColumns = 512;
-
-void gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, const float* A, int lda,
-          const float* Bm, int ldb, float beta, float* C, int ldc) {
-  cblas_sgemm(CblasRowMajor, ta, tb, M, N, K, 1.0f, A, lda, Bm, ldb, beta, C, ldc);
-}
-void gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, const double* A, int lda,
-          const double* Bm, int ldb, double beta, double* C, int ldc) {
-  cblas_dgemm(CblasRowMajor, ta, tb, M, N, K, 1.0, A, lda, Bm, ldb, beta, C, ldc);
-}
 
 // Image planes [C, H, W] ↔ columns [C·KH·KW, P], P = Ho·Wo; row (c, ki, kj), column
 // (oh, ow) reads image (oh·stride − pad + ki, ow·stride − pad + kj), zero outside.

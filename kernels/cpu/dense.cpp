@@ -1,22 +1,11 @@
 // Dense layer on OpenBLAS GEMM; bias and ReLU are applied in the same pass over y.
 #include <cblas.h>
 
+#include "kernels/cpu/blas.h"
 #include "kernels/cpu/ops.h"
 
 namespace equivae::cpu {
-namespace {
-
-// Thin overloads so the layer is written once for float and double.
-void gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, const float* A, int lda,
-          const float* Bm, int ldb, float beta, float* C, int ldc) {
-  cblas_sgemm(CblasRowMajor, ta, tb, M, N, K, 1.0f, A, lda, Bm, ldb, beta, C, ldc);
-}
-void gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, const double* A, int lda,
-          const double* Bm, int ldb, double beta, double* C, int ldc) {
-  cblas_dgemm(CblasRowMajor, ta, tb, M, N, K, 1.0, A, lda, Bm, ldb, beta, C, ldc);
-}
-
-}  // namespace
+namespace {}  // namespace
 
 template <class T>
 void dense_forward(T* y, const T* x, const T* W, const T* b, int B, int in, int out, bool relu) {

@@ -1,27 +1,16 @@
 // Gaussian log-likelihood with a learned log-variance per channel (or one global), and its
 // gradients to the mean and to the log-variance. lv is clamped to [kLogVarMin, kLogVarMax],
-// the range sample_kl uses for log σ² (kernels/cpu/ops.h; kernels/cuda/gaussian.cu clamps
+// the range sample_kl uses for log σ² (kernels/cpu/logvar_clamp.h; kernels/cuda/gaussian.cu clamps
 // identically).
 #include <cmath>
 
+#include "kernels/cpu/logvar_clamp.h"
 #include "kernels/cpu/ops.h"
 
 namespace equivae::cpu {
 namespace {
 
-constexpr double kLogVarMin = -30.0, kLogVarMax = 20.0;
-constexpr double kLog2Pi = 1.8378770664093454836;
-
-// NaN passes through (it must surface, not be clamped away).
-template <class T>
-inline T clamp_logvar(T lv) {
-  return lv < T(kLogVarMin) ? T(kLogVarMin) : (lv > T(kLogVarMax) ? T(kLogVarMax) : lv);
-}
-// The clamp's derivative is 1 inside, 0 outside; NaN counts as inside so its gradient is NaN.
-template <class T>
-inline bool logvar_inside(T lv) {
-  return !(lv < T(kLogVarMin) || lv > T(kLogVarMax));
-}
+constexpr double kLog2Pi = 1.8378770664093454836;  // log 2π
 
 }  // namespace
 

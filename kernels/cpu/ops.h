@@ -44,6 +44,15 @@ inline int conv2d_out_size(int in, int k, int stride, int pad) {
 inline int conv_transpose2d_out_size(int in, int k, int stride, int pad, int output_padding) {
   return (in - 1) * stride - 2 * pad + k + output_padding;
 }
+// Output height / width of conv2d on s, or of conv_transpose2d when transposed.
+inline int conv_out_h(const Conv2dShape& s, bool transposed) {
+  return transposed ? conv_transpose2d_out_size(s.H, s.KH, s.stride, s.pad, s.output_padding)
+                    : conv2d_out_size(s.H, s.KH, s.stride, s.pad);
+}
+inline int conv_out_w(const Conv2dShape& s, bool transposed) {
+  return transposed ? conv_transpose2d_out_size(s.W, s.KW, s.stride, s.pad, s.output_padding)
+                    : conv2d_out_size(s.W, s.KW, s.stride, s.pad);
+}
 // What is wrong with the shape for the op (transposed: conv_transpose2d), or "" when it is
 // valid: positive sizes, stride ≥ 1, pad ≥ 0, 0 ≤ output_padding < stride (0 for conv2d),
 // an output of at least 1×1, every tensor under 2^31 elements. The ops assume a valid shape;

@@ -1,30 +1,13 @@
 // Reparameterised Gaussian sample and its KL to N(0, I), fused in one pass. log σ² is
-// clamped to [kLogVarMin, kLogVarMax] (kernels/cpu/ops.h; the CUDA kernel uses the same range).
+// clamped to [kLogVarMin, kLogVarMax] (kernels/cpu/logvar_clamp.h; the CUDA kernel uses the same
+// range).
 #include <cmath>
 
+#include "kernels/cpu/logvar_clamp.h"
 #include "kernels/cpu/ops.h"
 #include "kernels/philox.h"
 
 namespace equivae::cpu {
-namespace {
-
-// The clamp of log σ²: σ² ∈ [e^−30, e^20] ≈ [9.4e−14, 4.9e8], so σ² and ½ log σ² are finite
-// in float and the KL term σ² − 1 − log σ² stays far from overflow.
-constexpr double kLogVarMin = -30.0, kLogVarMax = 20.0;
-
-// NaN passes through (it must surface, not be clamped away).
-template <class T>
-inline T clamp_logvar(T lv) {
-  return lv < T(kLogVarMin) ? T(kLogVarMin) : (lv > T(kLogVarMax) ? T(kLogVarMax) : lv);
-}
-// Whether the clamp passes lv through (its derivative is 1 there, 0 outside; NaN counts as
-// inside so that the gradient stays NaN).
-template <class T>
-inline bool logvar_inside(T lv) {
-  return !(lv < T(kLogVarMin) || lv > T(kLogVarMax));
-}
-
-}  // namespace
 
 template <class T>
 void sample_kl_forward(T* v, T* eps, T* kl, const T* mulv, int B, int d, uint64_t seed,

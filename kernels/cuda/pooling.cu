@@ -19,7 +19,6 @@ namespace equivae::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int kWarps = kThreads / 32;
 
 template <class T>
 __global__ void __launch_bounds__(kThreads)

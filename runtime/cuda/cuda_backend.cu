@@ -540,11 +540,7 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
 
   // ---- convolution helpers: the linear part of each op, in cuDNN or (emulated) the CPU op.
   static int conv_output_plane(const Conv2dShape& s, bool transposed) {
-    return transposed
-               ? cpu::conv_transpose2d_out_size(s.H, s.KH, s.stride, s.pad, s.output_padding) *
-                     cpu::conv_transpose2d_out_size(s.W, s.KW, s.stride, s.pad, s.output_padding)
-               : cpu::conv2d_out_size(s.H, s.KH, s.stride, s.pad) *
-                     cpu::conv2d_out_size(s.W, s.KW, s.stride, s.pad);
+    return cpu::conv_out_h(s, transposed) * cpu::conv_out_w(s, transposed);
   }
   size_t conv_workspace(const Conv2dShape& s, bool transposed) {
     check_conv_shape(s, transposed, transposed ? "conv_transpose2d" : "conv2d");

@@ -105,12 +105,8 @@ CudnnConvolutions::Plan& CudnnConvolutions::plan(const cpu::Conv2dShape& s, bool
   const cudnnHandle_t h = handle_->handle;
   const cudnnDataType_t type = handle_->type;
   // conv_x: conv2d's input, or the transpose's output; conv_y the other way round.
-  const int Ho = transposed
-                     ? cpu::conv_transpose2d_out_size(s.H, s.KH, s.stride, s.pad, s.output_padding)
-                     : cpu::conv2d_out_size(s.H, s.KH, s.stride, s.pad);
-  const int Wo = transposed
-                     ? cpu::conv_transpose2d_out_size(s.W, s.KW, s.stride, s.pad, s.output_padding)
-                     : cpu::conv2d_out_size(s.W, s.KW, s.stride, s.pad);
+  const int Ho = cpu::conv_out_h(s, transposed);
+  const int Wo = cpu::conv_out_w(s, transposed);
   EQUIVAE_CUDNN_CHECK(cudnnCreateTensorDescriptor(&p->x));
   EQUIVAE_CUDNN_CHECK(cudnnCreateTensorDescriptor(&p->y));
   EQUIVAE_CUDNN_CHECK(cudnnCreateFilterDescriptor(&p->w));
