@@ -13,7 +13,6 @@
 //   for every j, O(N·R·m̄), ~10 ms of a B = 10,240 step.
 #include "kernels/cuda/launch.h"
 #include "kernels/cuda/ops.h"
-#include "kernels/cuda/reduce.cuh"
 
 namespace equivae::cuda {
 namespace {
