@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "model/idx_dataset.h"
+#include "model/svhn_dataset.h"
 #include "runtime/checkpoint.h"
 #include "runtime/error.h"
 #include "runtime/flags.h"
@@ -56,7 +57,8 @@ class MemFile {
 };
 
 inline void check_dataset(const Dataset& ds) {
-  EQUIVAE_FUZZ_ASSERT(ds.n > 0 && ds.rows > 0 && ds.cols > 0 && ds.dim == ds.rows * ds.cols);
+  EQUIVAE_FUZZ_ASSERT(ds.n > 0 && ds.rows > 0 && ds.cols > 0 && ds.channels > 0 &&
+                      ds.dim == ds.channels * ds.rows * ds.cols);
   EQUIVAE_FUZZ_ASSERT(ds.images.size() == static_cast<size_t>(ds.n) * ds.dim);
   EQUIVAE_FUZZ_ASSERT(ds.labels.size() == static_cast<size_t>(ds.n));
   for (int32_t y : ds.labels) EQUIVAE_FUZZ_ASSERT(0 <= y && y < ds.num_classes);
@@ -102,6 +104,20 @@ inline Outcome run_idx_gzip(const uint8_t* data, size_t size) {
   try {
     check_dataset(as_labels ? load_idx(other.path(), fuzzed.path())
                             : load_idx(fuzzed.path(), other.path()));
+    return Outcome::kAccepted;
+  } catch (const Error&) {
+    return Outcome::kError;
+  }
+}
+
+// svhn_mat: the input is the whole .mat file. What loads is SVHN-shaped: 3x32x32 images.
+inline Outcome run_svhn_mat(const uint8_t* data, size_t size) {
+  const MemFile file(data, size);
+  try {
+    const Dataset ds = load_svhn_mat(file.path());
+    EQUIVAE_FUZZ_ASSERT(ds.channels == 3 && ds.rows == 32 && ds.cols == 32 && ds.dim == 3072);
+    EQUIVAE_FUZZ_ASSERT(ds.num_classes == 10);
+    check_dataset(ds);
     return Outcome::kAccepted;
   } catch (const Error&) {
     return Outcome::kError;

@@ -65,6 +65,70 @@ put("idx_gzip", "bad_crc", b"\x01" + bytes(bad_crc))
 put("idx_gzip", "stored_block", b"\x00" + gzip.compress(one_img, 0, mtime=0))
 
 
+# ---- svhn_mat: the whole .mat file (MAT 5: 128-byte header, then one element per variable).
+def mat_sub(mtype, data, big=False):
+    """A subelement: small format (type and size in one word) up to 4 bytes, as MATLAB writes."""
+    e = ">" if big else "<"
+    if 0 < len(data) <= 4:
+        return struct.pack(e + "I", len(data) << 16 | mtype) + data + b"\0" * (4 - len(data))
+    return struct.pack(e + "II", mtype, len(data)) + data + b"\0" * (-len(data) % 8)
+
+
+def mat_var(name, cls, dims, mtype, data, big=False):
+    """A miMATRIX element: array flags, dimensions, name, real data."""
+    e = ">" if big else "<"
+    body = mat_sub(6, struct.pack(e + "II", cls, 0), big)
+    body += mat_sub(5, struct.pack(e + "%di" % len(dims), *dims), big)
+    body += mat_sub(1, name.encode(), big) + mat_sub(mtype, data, big)
+    return struct.pack(e + "II", 14, len(body)) + body
+
+
+def mat_zip(element, big=False):
+    z = zlib.compress(element, 6)
+    return struct.pack((">" if big else "<") + "II", 15, len(z)) + z
+
+
+def mat_file(elements, big=False, version=0x0100):
+    text = b"MATLAB 5.0 MAT-file, fuzz seed".ljust(116) + b"\0" * 8
+    return text + struct.pack((">" if big else "<") + "H", version) + \
+        (b"MI" if big else b"IM") + b"".join(elements)
+
+
+def svhn_x(n, rank3=False, big=False):
+    pixels = bytes((7 * (i % 32) + 13 * (i // 32 % 32) + 101 * (i // 1024 % 3) + 37 * (i // 3072))
+                   % 256 for i in range(3072 * n))
+    return mat_var("X", 9, [32, 32, 3] if rank3 else [32, 32, 3, n], 2, pixels, big)
+
+
+def svhn_y(labels, cls=6, big=False):
+    if cls == 6:  # double
+        data = struct.pack((">" if big else "<") + "%dd" % len(labels), *labels)
+        return mat_var("y", 6, [len(labels), 1], 9, data, big)
+    return mat_var("y", 9, [len(labels), 1], 2, bytes(labels), big)
+
+
+x2, y2 = svhn_x(2), svhn_y([10, 3])
+put("svhn_mat", "valid_zlib", mat_file([mat_zip(x2), mat_zip(y2)]))
+put("svhn_mat", "valid_plain_uint8_labels", mat_file([svhn_x(1), svhn_y([7], cls=9)]))
+put("svhn_mat", "valid_big_endian_zlib",
+    mat_file([mat_zip(svhn_x(1, big=True), True), mat_zip(svhn_y([1], big=True), True)], True))
+put("svhn_mat", "valid_rank3_compacted_y_and_extra",
+    mat_file([mat_var("note", 4, [1, 3], 2, b"abc"), mat_zip(svhn_x(1, rank3=True)),
+              mat_var("y", 6, [1, 1], 2, b"\x0a")]))
+put("svhn_mat", "label_eleven", mat_file([mat_zip(x2), mat_zip(svhn_y([11, 3]))]))
+put("svhn_mat", "count_mismatch", mat_file([mat_zip(x2), mat_zip(svhn_y([1]))]))
+put("svhn_mat", "x_double", mat_file([mat_var("X", 6, [32, 32, 3, 1], 2, bytes(3072)),
+                                     mat_zip(svhn_y([1]))]))
+put("svhn_mat", "missing_y", mat_file([mat_zip(x2)]))
+put("svhn_mat", "v73_header", mat_file([], version=0x0200))
+zx = mat_zip(x2)
+put("svhn_mat", "truncated_file", mat_file([zx])[:len(zx) // 2 + 128])
+cut = zlib.compress(x2, 6)[:200]  # a zlib stream cut short, its element size made to match
+put("svhn_mat", "truncated_stream", mat_file([struct.pack("<II", 15, len(cut)) + cut,
+                                             mat_zip(y2)]))
+put("svhn_mat", "struct_variable", mat_file([mat_var("s", 2, [1, 1], 2, b""), mat_zip(x2),
+                                            mat_zip(y2)]))
+
 # ---- checkpoint: the whole safetensors file, as save_checkpoint writes it.
 def safetensors(tensors, metadata=None, crc=True, pad=True):
     header, data = {}, b""

@@ -1,8 +1,13 @@
 #include "model/data_splits.h"
 
+#include "model/svhn_dataset.h"
 #include "runtime/error.h"
 
 namespace equivae {
+namespace {
+// SVHN's 73,257 training images -> 70,000 train / 3,257 validation.
+constexpr int64_t kSvhnValidation = 3257;
+}  // namespace
 
 DataSplits load_splits(const DataSource& src) {
   DataSplits s;
@@ -16,6 +21,12 @@ DataSplits load_splits(const DataSource& src) {
     s.train = all.slice(0, all.n - 2000);
     s.test = all.slice(all.n - 2000, all.n);
     if (validation < 0) validation = 0;
+  } else if (!src.directory.empty() && src.train_images.empty() && src.test_images.empty() &&
+             is_svhn_dir(src.directory)) {
+    const SvhnFiles files = find_svhn_files(src.directory);
+    s.train = load_svhn_mat(files.train);
+    s.test = load_svhn_mat(files.test);
+    if (validation < 0) validation = kSvhnValidation;
   } else {
     MnistFiles files;
     if (!src.directory.empty()) files = find_mnist_files(src.directory);

@@ -1,7 +1,8 @@
 #pragma once
 // Train / validation / test splits for the tools: the bundled 10,000 digits (first
-// 8,000 train, last 2,000 test), a directory with the standard MNIST file names, or
-// explicit IDX files; the last `validation` training examples become the validation set.
+// 8,000 train, last 2,000 test), a directory with the standard MNIST file names, an SVHN
+// directory (train_32x32.mat, test_32x32.mat), or explicit IDX files; the last `validation`
+// training examples become the validation set.
 #include <cstdint>
 #include <string>
 
@@ -16,9 +17,11 @@ struct DataSplits {
 
 struct DataSource {
   std::string bundled_dir;  // where mnist10k-*.gz live (used when nothing else is given)
-  std::string directory;    // standard MNIST names
+  std::string directory;    // standard MNIST names, or SVHN's when train_32x32.mat is there
   std::string train_images, train_labels, test_images, test_labels;  // explicit files
-  int64_t validation = -1;  // −1: 0 for the bundled digits, 5000 otherwise (the paper's 55k/5k)
+  // −1: 0 for the bundled digits, 3257 for SVHN (its 73,257 -> 70,000 / 3,257), 5000 otherwise
+  // (the paper's 55k/5k).
+  int64_t validation = -1;
 };
 
 // Throws Error naming the file or flag at fault.

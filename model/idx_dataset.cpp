@@ -1,6 +1,7 @@
 // IDX reader: whole file into memory (gunzipped when it starts with the gzip
-// magic), then the header and payload are checked against each other before a
-// single pixel is converted. See idx_dataset.h for the format.
+// magic, never past the size its header implies), then the header and payload
+// are checked against each other before a single pixel is converted. See
+// idx_dataset.h for the format.
 #include "model/idx_dataset.h"
 
 #include <zlib.h>
@@ -27,6 +28,15 @@ constexpr size_t kLabelsHeader = 8;            // magic, n
 struct FileBytes {
   std::vector<uint8_t> data;  // decompressed when the file was gzip
   bool gzip = false;
+  // gunzip stopped one byte past the size the header implies: the stream holds more (trailing
+  // data), and inflating the rest could be a gzip bomb's gigabytes.
+  bool capped = false;
+};
+
+// Which IDX file a path should hold: its magic and header size.
+struct IdxLayout {
+  uint32_t magic;
+  size_t header;
 };
 
 std::string hex32(uint32_t v) {
@@ -37,6 +47,18 @@ std::string hex32(uint32_t v) {
 
 uint32_t be32(const uint8_t* p) {
   return uint32_t{p[0]} << 24 | uint32_t{p[1]} << 16 | uint32_t{p[2]} << 8 | uint32_t{p[3]};
+}
+
+// The whole file size (header + payload) an IDX header implies: the most bytes worth inflating.
+// Just the header when the magic is wrong or the image size is out of range: the parse reports
+// those faults without the payload.
+uint64_t implied_size(const IdxLayout& layout, const uint8_t* header) {
+  if (be32(header) != layout.magic) return layout.header;
+  const uint64_t n = be32(header + 4);
+  if (layout.magic == kLabelsMagic) return kLabelsHeader + n;
+  const uint64_t dim = uint64_t{be32(header + 8)} * be32(header + 12);
+  if (dim > INT_MAX) return kImagesHeader;
+  return kImagesHeader + n * dim;  // n < 2^32, dim < 2^31: fits
 }
 
 // What a found magic number looks like, so "wrong magic" says what the file is.
@@ -56,7 +78,10 @@ std::string describe_magic(uint32_t m) {
   return "IDX " + std::string(name) + " with " + std::to_string(ndims) + " dims";
 }
 
-std::vector<uint8_t> gunzip(const std::vector<uint8_t>& in, const std::string& path) {
+// Inflates a whole gzip file (every member of `cat a.gz b.gz`), but never past the size its
+// IDX header implies plus one byte: a small file that inflates to gigabytes stops there
+// (FileBytes::capped) before any large allocation.
+FileBytes gunzip(const std::vector<uint8_t>& in, const std::string& path, const IdxLayout& layout) {
   check(in.size() <= UINT_MAX, path, "gzip file larger than 4 GiB is not supported");
   z_stream s{};
   // 16 + MAX_WBITS: gzip wrapper only (header, CRC32 and length are checked by zlib).
@@ -65,10 +90,22 @@ std::vector<uint8_t> gunzip(const std::vector<uint8_t>& in, const std::string& p
   s.next_in = const_cast<Bytef*>(in.data());
   s.avail_in = static_cast<uInt>(in.size());
 
-  std::vector<uint8_t> out(std::max<size_t>(4 * in.size(), size_t{1} << 16));
+  FileBytes file;
+  file.gzip = true;
+  std::vector<uint8_t>& out = file.data;
+  // Unknown until the header is inflated; then the implied size + 1 (one byte shows trailing data).
+  uint64_t limit = UINT64_MAX;
+  out.resize(std::max<size_t>(4 * in.size(), size_t{1} << 16));
   size_t produced = 0;
   for (;;) {
-    if (produced == out.size()) out.resize(2 * out.size());
+    if (limit == UINT64_MAX && produced >= layout.header)
+      limit = implied_size(layout, out.data()) + 1;
+    if (produced >= limit) {  // one inflate call may go past it: drop the excess
+      produced = limit;
+      file.capped = true;
+      break;
+    }
+    if (produced == out.size()) out.resize(std::min<uint64_t>(2 * out.size(), limit));
     const size_t room = std::min<size_t>(out.size() - produced, UINT_MAX);
     s.next_out = out.data() + produced;
     s.avail_out = static_cast<uInt>(room);
@@ -93,7 +130,7 @@ std::vector<uint8_t> gunzip(const std::vector<uint8_t>& in, const std::string& p
                             " (at compressed byte " + std::to_string(consumed) + " of " +
                             std::to_string(in.size()) + ")");
     }
-    if (s.avail_out == 0) continue;  // out of room: grow and go on
+    if (s.avail_out == 0) continue;  // out of room: grow (or stop at the limit) and go on
     // inflate stops early only when the input runs out: the stream was cut
     // short (the case gzread would report as a silently short read).
     if (s.avail_in == 0) {
@@ -105,10 +142,10 @@ std::vector<uint8_t> gunzip(const std::vector<uint8_t>& in, const std::string& p
                           std::to_string(consumed));
   }
   out.resize(produced);
-  return out;
+  return file;
 }
 
-FileBytes read_file(const std::string& path) {
+FileBytes read_file(const std::string& path, const IdxLayout& layout) {
   std::error_code ec;
   check(!std::filesystem::is_directory(path, ec), path, "cannot open: is a directory");
   std::unique_ptr<std::FILE, int (*)(std::FILE*)> f(std::fopen(path.c_str(), "rb"), std::fclose);
@@ -120,16 +157,21 @@ FileBytes read_file(const std::string& path) {
     file.data.insert(file.data.end(), chunk.begin(), chunk.begin() + got);
   if (std::ferror(f.get())) throw Error(path, std::string("read error: ") + std::strerror(errno));
   // Detect by content, not by the ".gz" suffix: files get renamed and re-packed.
-  if (file.data.size() >= 2 && file.data[0] == 0x1f && file.data[1] == 0x8b) {
-    file.data = gunzip(file.data, path);
-    file.gzip = true;
-  }
+  if (file.data.size() >= 2 && file.data[0] == 0x1f && file.data[1] == 0x8b)
+    return gunzip(file.data, path, layout);
   return file;
 }
 
 std::string holds(const FileBytes& f, size_t header) {
   return "file holds " + std::to_string(f.data.size() - header) + " bytes after the " +
          std::to_string(header) + "-byte header" + (f.gzip ? " (after gunzip)" : "");
+}
+
+// The fault of a gzip stream that gunzip stopped inflating one byte past the declared payload.
+std::string inflates_past(uint64_t have, size_t header) {
+  return "the gzip stream inflates past them (stopped at " + std::to_string(have) +
+         " bytes after the " + std::to_string(header) +
+         "-byte header without inflating the rest): trailing data";
 }
 
 // Checks the magic and that the whole header is present; returns nothing, throws on damage.
@@ -172,6 +214,7 @@ void parse_images(const FileBytes& f, const std::string& path, Dataset& ds) {
   const std::string declares = "header declares " + std::to_string(n) + " images of " + shape +
                                " = " + std::to_string(want) + " bytes, ";
   check(have >= want, path, "truncated: " + declares + holds(f, kImagesHeader));
+  check(!f.capped, path, "size mismatch: " + declares + inflates_past(have, kImagesHeader));
   check(have == want, path,
         "size mismatch: " + declares + holds(f, kImagesHeader) + " (" +
             std::to_string(have - want) + " bytes of trailing data)");
@@ -194,6 +237,7 @@ void parse_labels(const FileBytes& f, const std::string& path, Dataset& ds) {
   const std::string declares =
       "header declares " + std::to_string(n) + " labels = " + std::to_string(n) + " bytes, ";
   check(have >= n, path, "truncated: " + declares + holds(f, kLabelsHeader));
+  check(!f.capped, path, "size mismatch: " + declares + inflates_past(have, kLabelsHeader));
   check(have == n, path,
         "size mismatch: " + declares + holds(f, kLabelsHeader) + " (" + std::to_string(have - n) +
             " bytes of trailing data)");
@@ -219,6 +263,7 @@ Dataset Dataset::slice(int64_t begin, int64_t end) const {
   out.n = end - begin;
   out.rows = rows;
   out.cols = cols;
+  out.channels = channels;
   out.dim = dim;
   out.num_classes = num_classes;
   out.source = source + " [" + std::to_string(begin) + ", " + std::to_string(end) + ")";
@@ -233,8 +278,9 @@ Dataset load_idx(const std::string& images_path, const std::string& labels_path,
   Dataset ds;
   ds.num_classes = num_classes;
   ds.source = images_path + " + " + labels_path;
-  parse_images(read_file(images_path), images_path, ds);  // file bytes freed after each parse
-  parse_labels(read_file(labels_path), labels_path, ds);
+  // File bytes are freed after each parse.
+  parse_images(read_file(images_path, {kImagesMagic, kImagesHeader}), images_path, ds);
+  parse_labels(read_file(labels_path, {kLabelsMagic, kLabelsHeader}), labels_path, ds);
   if (static_cast<int64_t>(ds.labels.size()) != ds.n) {
     throw Error(images_path, "image file holds " + std::to_string(ds.n) +
                                  " images but label file " + labels_path + " holds " +

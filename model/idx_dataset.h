@@ -12,7 +12,10 @@ struct Dataset {
   std::vector<float> images;    // [n, dim] row-major, pixel / 255 in [0, 1]
   std::vector<int32_t> labels;  // [n], each in [0, num_classes)
   int64_t n = 0;
-  int rows = 0, cols = 0, dim = 0;  // image height, width, rows*cols
+  int rows = 0, cols = 0, dim = 0;  // image height, width, channels*rows*cols
+  // Colour planes per image: 1 for IDX; 3 for SVHN, each image then [channels, rows, cols]
+  // row-major (channel-major planes), so image(i)[c*rows*cols + h*cols + w] is pixel (c, h, w).
+  int channels = 1;
   int num_classes = 10;
   std::string source;  // human-readable origin (paths)
   // Rows [begin, end) as a new data set (throws Error on a bad range).

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets (clang, ASan + UBSan) under build-fuzz/ and fuzzes each reader
 # of outside bytes for SECONDS (default 60) of wall time, one core each, one after another:
-#   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]     targets: idx idx_gzip checkpoint flags
+#   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]
+#   targets: idx idx_gzip checkpoint flags svhn_mat
 # Starts from the committed seeds (fuzz/corpus/<target>/, never written to) plus what earlier
 # runs found (build-fuzz/work/<target>/). Prints executions, coverage and crashes per target;
 # a crashing input lands in build-fuzz/crashes/<target>/ and the script exits 1. Fix the
@@ -13,10 +14,10 @@ cd "$(dirname "$0")/.."
 seconds=${1:-60}
 shift || true
 targets=("$@")
-((${#targets[@]})) || targets=(idx idx_gzip checkpoint flags)
+((${#targets[@]})) || targets=(idx idx_gzip checkpoint flags svhn_mat)
 
-# clang with its runtime libraries (libFuzzer), cmake, and the readers' two dependencies.
-packages=(clang libclang-rt-dev cmake zlib1g-dev nlohmann-json3-dev)
+# clang with its runtime libraries (libFuzzer), cmake, and the readers' dependencies.
+packages=(clang libclang-rt-dev cmake pkg-config zlib1g-dev nlohmann-json3-dev libmatio-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -5,8 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(build-essential cmake pkg-config libopenblas-openmp-dev zlib1g-dev nlohmann-json3-dev
-          libgtest-dev libgmock-dev libbenchmark-dev libboost-context-dev dataset-fashion-mnist
-          python3 python3-numpy libpng-dev python3-venv)
+          libgtest-dev libgmock-dev libbenchmark-dev libboost-context-dev libmatio-dev libpng-dev
+          dataset-fashion-mnist python3 python3-numpy python3-venv)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -26,7 +26,8 @@ struct Target {
 const Target kTargets[] = {{"idx", run_idx},
                            {"idx_gzip", run_idx_gzip},
                            {"checkpoint", run_checkpoint},
-                           {"flags", run_flags}};
+                           {"flags", run_flags},
+                           {"svhn_mat", run_svhn_mat}};
 
 std::vector<uint8_t> read_bytes(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);

@@ -2,9 +2,13 @@
 // fault with its message, find_mnist_files, and the real data sets.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <zlib.h>
 
+#include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -61,6 +65,67 @@ Bytes gzip(const Bytes& raw) {
   deflateEnd(&s);
   return out;
 }
+
+// One gzip member of `head` followed by `zeros` zero bytes, deflated a chunk at a time so the
+// test never holds the inflated size itself (100 MB of zeros deflate to about 100 KB).
+Bytes gzip_with_zeros(const Bytes& head, size_t zeros) {
+  z_stream s{};
+  EXPECT_EQ(deflateInit2(&s, 9, Z_DEFLATED, 16 + MAX_WBITS, 9, Z_RLE), Z_OK);
+  Bytes out;
+  const Bytes chunk(1 << 20, 0);
+  Bytes buf(1 << 16);
+  auto feed = [&](const uint8_t* data, size_t size, int flush) {
+    s.next_in = const_cast<Bytef*>(data);
+    s.avail_in = static_cast<uInt>(size);
+    do {
+      s.next_out = buf.data();
+      s.avail_out = static_cast<uInt>(buf.size());
+      deflate(&s, flush);
+      out.insert(out.end(), buf.data(), buf.data() + (buf.size() - s.avail_out));
+    } while (s.avail_out == 0);
+  };
+  feed(head.data(), head.size(), Z_NO_FLUSH);
+  for (size_t left = zeros; left > 0;) {
+    const size_t n = std::min(left, chunk.size());
+    left -= n;
+    feed(chunk.data(), n, left == 0 ? Z_FINISH : Z_NO_FLUSH);
+  }
+  deflateEnd(&s);
+  return out;
+}
+
+#if !defined(__SANITIZE_ADDRESS__)
+// Runs fn in a child process whose address space may grow by `headroom` bytes at most, so an
+// attempt at a large allocation fails there (std::bad_alloc) instead of succeeding lazily. The
+// child's exit status: 0 when fn threw an Error holding `part`, 1 when it returned, 2 another
+// Error, 3 another exception (the allocation failed).
+int exit_under_memory_cap(const std::function<void()>& fn, const std::string& part,
+                          size_t headroom) {
+  const pid_t child = ::fork();
+  if (child < 0) return -1;
+  if (child == 0) {
+    size_t pages = 0;
+    if (std::FILE* f = std::fopen("/proc/self/statm", "r")) {
+      if (std::fscanf(f, "%zu", &pages) != 1) pages = 0;
+      std::fclose(f);
+    }
+    const rlim_t cap = pages * size_t(::sysconf(_SC_PAGESIZE)) + headroom;
+    rlimit limit{cap, cap};
+    ::setrlimit(RLIMIT_AS, &limit);
+    try {
+      fn();
+      ::_exit(1);
+    } catch (const Error& e) {
+      ::_exit(std::string(e.what()).find(part) != std::string::npos ? 0 : 2);
+    } catch (...) {
+      ::_exit(3);
+    }
+  }
+  int status = 0;
+  if (::waitpid(child, &status, 0) != child || !WIFEXITED(status)) return -2;
+  return WEXITSTATUS(status);
+}
+#endif
 
 Bytes concat(Bytes a, const Bytes& b) {
   a.insert(a.end(), b.begin(), b.end());
@@ -347,6 +412,59 @@ TEST_F(IdxTest, TruncatedGzip) {
   const Bytes gz_labels = gzip(idx_labels(3, kLabels));
   const std::string labels = write("labels-cut.gz", Bytes(gz_labels.begin(), gz_labels.end() - 4));
   expect_error([&] { load_idx(good_images(), labels); }, {labels, "truncated gzip stream"});
+}
+
+TEST_F(IdxTest, GzipBombStopsAtTheSizeItsHeaderImplies) {
+  // The header declares 10 images of 28x28 (7,840 bytes); the stream goes on to 100 MB of
+  // zeros. gunzip stops one byte past the declared size: no 100 MB buffer, no waiting.
+  constexpr size_t kInflated = 100u << 20;
+  const Bytes images_gz = gzip_with_zeros(idx_images(10, 28, 28, {}), kInflated);
+  ASSERT_LT(images_gz.size(), size_t{1} << 20);  // a file of about 100 KB
+  const std::string images = write("bomb-images.gz", images_gz);
+  const std::string labels =
+      write("bomb-labels.gz", gzip_with_zeros(idx_labels(10, {}), kInflated));
+  const std::string ten_labels = write("labels10", idx_labels(10, Bytes(10, 1)));
+  const std::string ten_images = write("images10", idx_images(10, 28, 28, Bytes(7840, 9)));
+
+  const auto start = std::chrono::steady_clock::now();
+  expect_error([&] { load_idx(images, ten_labels); },
+               {images, "size mismatch: header declares 10 images of 28x28 = 7840 bytes",
+                "the gzip stream inflates past them (stopped at 7841 bytes after the 16-byte "
+                "header",
+                "trailing data"});
+  expect_error([&] { load_idx(ten_images, labels); },
+               {labels, "size mismatch: header declares 10 labels = 10 bytes",
+                "the gzip stream inflates past them (stopped at 11 bytes after the 8-byte header"});
+  // Inflating the 100 MB takes about 0.2 s here; stopping at the header size, microseconds.
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(500));
+#if !defined(__SANITIZE_ADDRESS__)
+  // With 32 MiB of address space to spare the reader still fails with its message: it never
+  // asks for the 100 MB.
+  EXPECT_EQ(exit_under_memory_cap([&] { load_idx(images, ten_labels); }, "inflates past them",
+                                  size_t{32} << 20),
+            0)
+      << "1: loaded, 2: another error, 3: an allocation failed";
+#endif
+
+  // The same header with exactly its payload still loads through the capped path, and a short
+  // stream is still "truncated".
+  const Bytes exact = gzip(idx_images(10, 28, 28, Bytes(7840, 200)));
+  EXPECT_EQ(load_idx(write("exact.gz", exact), ten_labels).n, 10);
+  const std::string short_gz = write("short.gz", gzip(idx_images(10, 28, 28, Bytes(7839, 1))));
+  expect_error([&] { load_idx(short_gz, ten_labels); },
+               {"truncated: header declares 10 images of 28x28 = 7840 bytes, file holds 7839"});
+}
+
+TEST_F(IdxTest, GzipWithWrongMagicStopsAfterTheHeader) {
+  // A label file where images belong, gzip-bombed: the magic is refused without the bomb.
+  const std::string wrong = write("wrong.gz", gzip_with_zeros(idx_labels(10, {}), 50u << 20));
+  expect_error([&] { load_idx(wrong, good_labels()); },
+               {wrong, "wrong magic 0x00000801 (an IDX uint8 label file)"});
+#if !defined(__SANITIZE_ADDRESS__)
+  EXPECT_EQ(exit_under_memory_cap([&] { load_idx(wrong, good_labels()); }, "wrong magic",
+                                  size_t{32} << 20),
+            0);
+#endif
 }
 
 // --- find_mnist_files -----------------------------------------------------------
