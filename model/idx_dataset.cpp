@@ -292,7 +292,7 @@ Dataset load_idx(const std::string& images_path, const std::string& labels_path,
 Dataset load_idx_images(const std::string& images_path) {
   Dataset ds;
   ds.source = images_path;
-  parse_images(read_file(images_path), images_path, ds);
+  parse_images(read_file(images_path, {kImagesMagic, kImagesHeader}), images_path, ds);
   return ds;
 }
 

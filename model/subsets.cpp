@@ -16,6 +16,7 @@ Dataset gather(const Dataset& data, const std::vector<int64_t>& indices, const s
   out.rows = data.rows;
   out.cols = data.cols;
   out.dim = data.dim;
+  out.channels = data.channels;
   out.num_classes = data.num_classes;
   out.n = int64_t(indices.size());
   out.source = data.source + " " + what;
