@@ -255,6 +255,21 @@ void parse_labels(const FileBytes& f, const std::string& path, Dataset& ds) {
 
 }  // namespace
 
+void Dataset::check_pixels() const {
+  check(n >= 0 && images.size() == size_t(n) * size_t(dim), source,
+        "holds " + std::to_string(images.size()) +
+            " pixel values, not n·dim = " + std::to_string(n) + "·" + std::to_string(dim));
+  for (size_t k = 0; k < images.size(); ++k) {
+    const float p = images[k];
+    if (p >= 0.f && p <= 1.f) continue;  // false for NaN too
+    char value[32];
+    std::snprintf(value, sizeof value, "%g", double(p));
+    throw Error(source, "image " + std::to_string(k / size_t(dim)) + ", pixel " +
+                            std::to_string(k % size_t(dim)) + " is " + value +
+                            ": pixels must be finite intensities in [0, 1]");
+  }
+}
+
 Dataset Dataset::slice(int64_t begin, int64_t end) const {
   check(0 <= begin && begin <= end && end <= n, source,
         "bad slice [" + std::to_string(begin) + ", " + std::to_string(end) +

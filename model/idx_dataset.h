@@ -21,6 +21,11 @@ struct Dataset {
   // Rows [begin, end) as a new data set (throws Error on a bad range).
   Dataset slice(int64_t begin, int64_t end) const;
   const float* image(int64_t i) const { return images.data() + i * dim; }
+  // Throws Error naming `source`, the image and the pixel when a pixel is NaN, infinite or
+  // outside [0, 1] (the likelihoods take pixels as intensities in [0, 1]), or when images
+  // does not hold n·dim values. The file readers cannot produce such data; data sets built
+  // in code can.
+  void check_pixels() const;
 };
 
 // Reads an IDX image file (magic 0x00000803, uint8, dims n,rows,cols) and an IDX label

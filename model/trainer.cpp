@@ -52,6 +52,8 @@ std::vector<EpochRecord> train(EquiVae<T>& model, const Dataset& labelled,
   check(config.semi_supervised() == (unlabelled != nullptr), "training",
         config.semi_supervised() ? "the semi-supervised model needs an unlabelled set"
                                  : "an unlabelled set needs a semi-supervised model");
+  for (const Dataset* data : {&labelled, unlabelled, validation})
+    if (data) data->check_pixels();
   BalancedBatchSampler sampler(train.labels, config.classes, config.k, config.m_max, config.seed);
   std::unique_ptr<UnlabelledSampler> unlabelled_sampler;
   if (unlabelled)

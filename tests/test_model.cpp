@@ -231,5 +231,31 @@ TEST(Model, DivergenceStopsWithTheStepNamed) {
   }
 }
 
+TEST(Model, PixelsOutsideTheUnitIntervalAreRefusedBeforeTraining) {
+  auto backend = make_cpu_backend<float>(1);
+  EquiVae<float> model(tiny_config(), *backend);
+  TrainOptions options;
+  options.epochs = 1;
+  options.quiet = true;
+  const std::vector<std::pair<float, std::string>> bad = {
+      {std::nanf(""), "is nan"}, {INFINITY, "is inf"}, {1.5f, "is 1.5"}, {-0.25f, "is -0.25"}};
+  for (const auto& [value, shown] : bad) {
+    Dataset data = digits();
+    data.source = "made-up digits";
+    data.images[size_t(3) * data.dim + 17] = value;
+    try {
+      train(model, data, nullptr, options);
+      FAIL() << "expected an error for " << shown;
+    } catch (const Error& e) {
+      const std::string what = e.what();
+      EXPECT_NE(what.find("made-up digits"), std::string::npos) << what;
+      EXPECT_NE(what.find("image 3, pixel 17 " + shown), std::string::npos) << what;
+    }
+  }
+  Dataset short_data = digits();
+  short_data.images.pop_back();
+  EXPECT_THROW(short_data.check_pixels(), Error);
+}
+
 }  // namespace
 }  // namespace equivae
