@@ -278,6 +278,28 @@ void BM_Op(benchmark::State& state) {
   state.counters["op"] =
       benchmark::Counter(double(kRepeat) * double(state.iterations()),
                          benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+  // The work each op must do, to hold against the GPU's GEMM rate or memory bandwidth:
+  // GEMM FLOPs for the dense ops (2·B·in·out per GEMM), else the fewest bytes moved (each
+  // operand read once, each result written once; 4-byte floats, 4-byte indices).
+  const double f = 4, BH = double(B) * H, BD = double(B) * D;
+  const double flops[] = {2 * BD * H, 2 * BH * H, 2 * BH * D, 4 * BH * H, 4 * BH * D, 0,
+                          0,          0,          0,          0,          0};
+  const double bytes[] = {0,
+                          0,
+                          0,
+                          0,
+                          0,
+                          f * (2 * BD + B),                     // logits, x → ll
+                          f * (3 * BD + B),                     // logits, x, dll → dlogits
+                          f * (4 * B * d + B * d + 5 * B + 1),  // e (gathered), sets → r
+                          f * (4 * B * d + B * d + 6 * B + 2),  // dr (gathered), transpose → de
+                          f * (2 * B * d + 2 * B * d + B),      // μ, log σ² → v, ε, kl
+                          f * 7 * double(params)};              // p, m, v, g → p, m, v
+  const double done = double(kRepeat) * double(state.iterations());
+  if (flops[op] > 0)
+    state.counters["FLOP/s"] = benchmark::Counter(flops[op] * done, benchmark::Counter::kIsRate);
+  else
+    state.counters["bytes/s"] = benchmark::Counter(bytes[op] * done, benchmark::Counter::kIsRate);
   state.SetLabel(names[op]);
 }
 BENCHMARK(BM_Op)->DenseRange(0, 10)->Unit(benchmark::kMicrosecond)->UseRealTime();
