@@ -1,9 +1,10 @@
 // Google Benchmark on a CUDA GPU: the training step of the reference architecture (B = 160)
 // on the CUDA backend, as graph replays (the engine's path: data set on the device, one graph
 // launch per step, metrics read back once per window) and eager (one launch per op, the batch
-// uploaded and the metrics read back every step), supervised and semi-supervised; and the
-// step's ops one by one at its shapes. Without a GPU (or in a build without the CUDA backend)
-// every benchmark reports "no CUDA device" and the program exits 0.
+// uploaded and the metrics read back every step), supervised and semi-supervised; the SVHN
+// model's step (conv trunks on cuDNN, Gaussian likelihood, B = 160) on made-up 3×32×32 images,
+// as graph replays and eager; and the step's ops one by one at its shapes. Without a GPU (or in a
+// build without the CUDA backend) every benchmark reports "no CUDA device" and the program exits 0.
 //
 //   build/bench/bench_cuda_step [--benchmark_filter=Graph] [--benchmark_min_time=1]
 //   EQUIVAE_BENCH_STRICT_FP32=1: FP32 GEMMs (default TF32)
@@ -15,6 +16,7 @@
 #include <vector>
 
 #include "kernels/cpu/ops.h"
+#include "kernels/philox.h"
 #include "model/equivae.h"
 #include "model/idx_dataset.h"
 #include "model/sampler.h"
@@ -168,6 +170,89 @@ void BM_EagerStep(benchmark::State& state) {
   state.SetLabel(backend->name());
 }
 BENCHMARK(BM_EagerStep)->Unit(benchmark::kMicrosecond)->UseRealTime();
+
+// 3,200 made-up SVHN-shaped images (3×32×32, uniform pixels, 320 per class): timing only.
+const Dataset& svhn_shaped() {
+  static const Dataset data = [] {
+    Dataset d;
+    d.n = 3200;
+    d.rows = d.cols = 32;
+    d.dim = 3 * 32 * 32;
+    d.source = "made-up 3x32x32 images";
+    d.images.resize(size_t(d.n) * d.dim);
+    d.labels.resize(d.n);
+    for (int64_t i = 0; i < d.n; ++i) {
+      d.labels[i] = int32_t(i % 10);
+      for (int j = 0; j < d.dim; ++j)
+        d.images[size_t(i) * d.dim + j] = philox_uniform<float>(5, uint64_t(i), 0, uint32_t(j));
+    }
+    return d;
+  }();
+  return data;
+}
+
+// The SVHN model (svhn_config(): B = 160, m_max = 10) as graph replays, one iteration = kWindow
+// steps; range(0) = 1: semi-supervised with U = 100 (1,160 rows through encoder and decoder;
+// the first 1,000 images labelled, the rest unlabelled).
+void BM_SvhnGraphStep(benchmark::State& state) {
+  if (skip_without_gpu(state)) return;
+  const bool semi = state.range(0) != 0;
+  EquiVaeConfig config = svhn_config();
+  if (semi) config.unlabelled = 100;
+  auto backend = gpu_backend();
+  EquiVae<float> model(config, *backend);
+  LabelledSplit split;
+  if (semi) split = split_labelled(svhn_shaped(), 1000, 1);
+  const Dataset& labelled = semi ? split.labelled : svhn_shaped();
+  const Dataset* unlabelled = semi ? &split.unlabelled : nullptr;
+  model.upload_datasets(labelled, unlabelled);
+  BalancedBatchSampler sampler(labelled.labels, 10, config.k, config.m_max, 1);
+  std::unique_ptr<UnlabelledSampler> unl;
+  if (semi)
+    unl = std::make_unique<UnlabelledSampler>(unlabelled->n, config.unlabelled, 10, config.k,
+                                              config.m_max, 1);
+  std::vector<Batch> batches(kWindow);
+  for (int i = 0; i < kWindow; ++i) {
+    sampler.sample(uint64_t(i), batches[i]);
+    if (unl) unl->sample(uint64_t(i), batches[i]);
+  }
+  uint64_t step = 0;
+  model.train_steps(batches, step);  // capture + warm-up
+  step += kWindow;
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(model.train_steps(batches, step));
+    step += kWindow;
+  }
+  per_step_counters(state, kWindow, config.batch() + config.unlabelled);
+  state.SetLabel(backend->name());
+}
+BENCHMARK(BM_SvhnGraphStep)
+    ->ArgName("semi")
+    ->Arg(0)
+    ->Arg(1)
+    ->Unit(benchmark::kMicrosecond)
+    ->UseRealTime();
+
+// The SVHN model's eager step: batch uploaded by the host, one launch per op, metrics read back.
+void BM_SvhnEagerStep(benchmark::State& state) {
+  if (skip_without_gpu(state)) return;
+  const EquiVaeConfig config = svhn_config();
+  auto backend = gpu_backend();
+  EquiVae<float> model(config, *backend);
+  BalancedBatchSampler sampler(svhn_shaped().labels, 10, config.k, config.m_max, 1);
+  Batch batch;
+  uint64_t step = 0;
+  sampler.sample(step, batch);
+  model.train_step(batch, svhn_shaped(), step++);
+  for (auto _ : state) {
+    sampler.sample(step, batch);
+    benchmark::DoNotOptimize(model.train_step(batch, svhn_shaped(), step++));
+  }
+  synchronize(*backend);
+  per_step_counters(state, 1, config.batch());
+  state.SetLabel(backend->name());
+}
+BENCHMARK(BM_SvhnEagerStep)->Unit(benchmark::kMicrosecond)->UseRealTime();
 
 // The step's ops at its shapes (B = 160, H = 512, D = 784), each repeated kRepeat times per
 // iteration and synchronised once: per-op device time including launch overhead.

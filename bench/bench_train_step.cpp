@@ -1,11 +1,14 @@
 // Google Benchmark: the whole supervised training step (batch gather, forward,
 // backward, Adam) at B = 160 with the reference architecture, its phases, and the
-// GEMM floor: the step's 27 GEMMs (forward, dX, dW of 9 layers) alone in OpenBLAS.
+// GEMM floor: the step's 27 GEMMs (forward, dX, dW of 9 layers) alone in OpenBLAS;
+// and the SVHN model's step (conv trunks, transposed-conv decoder, Gaussian likelihood,
+// B = 160) on made-up 3×32×32 images, whole and by phase.
 #include <benchmark/benchmark.h>
 #include <cblas.h>
 
 #include <vector>
 
+#include "kernels/philox.h"
 #include "model/equivae.h"
 #include "model/idx_dataset.h"
 #include "model/sampler.h"
@@ -99,6 +102,71 @@ void BM_StepPhases(benchmark::State& state) {
                               : "adam");
 }
 BENCHMARK(BM_StepPhases)->DenseRange(0, 3)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+// 1,600 made-up SVHN-shaped images (3×32×32, uniform pixels, 160 per class): timing only.
+const Dataset& svhn_shaped() {
+  static const Dataset data = [] {
+    Dataset d;
+    d.n = 1600;
+    d.rows = d.cols = 32;
+    d.dim = 3 * 32 * 32;
+    d.source = "made-up 3x32x32 images";
+    d.images.resize(size_t(d.n) * d.dim);
+    d.labels.resize(d.n);
+    for (int64_t i = 0; i < d.n; ++i) {
+      d.labels[i] = int32_t(i % 10);
+      for (int j = 0; j < d.dim; ++j)
+        d.images[size_t(i) * d.dim + j] = philox_uniform<float>(5, uint64_t(i), 0, uint32_t(j));
+    }
+    return d;
+  }();
+  return data;
+}
+
+// range(0): −1 = the whole step (sample + load + forward + backward + Adam); 0..3 = one phase
+// as BM_StepPhases.
+void BM_SvhnTrainStep(benchmark::State& state) {
+  const EquiVaeConfig config = svhn_config();
+  auto backend = make_cpu_backend<float>();
+  EquiVae<float> model(config, *backend);
+  BalancedBatchSampler sampler(svhn_shaped().labels, 10, config.k, config.m_max, 1);
+  Batch batch;
+  const int phase = int(state.range(0));
+  sampler.sample(0, batch);
+  model.load_batch(batch, svhn_shaped());
+  model.forward(0);
+  uint64_t step = 0;
+  for (auto _ : state) {
+    switch (phase) {
+      case -1:
+        sampler.sample(step, batch);
+        benchmark::DoNotOptimize(model.train_step(batch, svhn_shaped(), step));
+        ++step;
+        break;
+      case 0:
+        sampler.sample(++step, batch);
+        model.load_batch(batch, svhn_shaped());
+        break;
+      case 1:
+        model.forward(0);
+        break;
+      case 2:
+        model.backward();
+        break;
+      default:
+        model.apply_adam();
+    }
+  }
+  if (phase == -1)
+    state.counters["examples/s"] = benchmark::Counter(double(config.batch()) * state.iterations(),
+                                                      benchmark::Counter::kIsRate);
+  state.SetLabel(phase == -1  ? "whole step"
+                 : phase == 0 ? "sample+load"
+                 : phase == 1 ? "forward"
+                 : phase == 2 ? "backward"
+                              : "adam");
+}
+BENCHMARK(BM_SvhnTrainStep)->DenseRange(-1, 3)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 void BM_GemmFloor(benchmark::State& state) {
   // The 9 layers' (in, out) shapes; each costs 3 GEMMs per step.

@@ -58,6 +58,18 @@ EquiVaeConfig config_from_checkpoint(const Checkpoint& checkpoint, const std::st
       {"seed", [&](const std::string& k, const std::string& v) { c.seed = parse_int(path, k, v); }},
       {"classifier", [&](const std::string& k,
                          const std::string& v) { classifier_hidden = parse_int(path, k, v); }},
+      {"channels", to_int(c.channels)},
+      {"height", to_int(c.height)},
+      {"width", to_int(c.width)},
+      {"conv_width", to_int(c.conv_width)},
+      {"architecture",
+       [&](const std::string&, const std::string& v) {
+         c.architecture = parse_architecture(v, path + ": config metadata");
+       }},
+      {"likelihood",
+       [&](const std::string&, const std::string& v) {
+         c.likelihood = parse_likelihood(v, path + ": config metadata");
+       }},
   };
   std::istringstream words(it->second);
   std::string word;

@@ -22,6 +22,21 @@ void EquiVaeConfig::validate() const {
   check(unlabelled >= 0, ctx, "unlabelled items per step must be ≥ 0");
   check(unlabelled_weight >= 0, ctx, "unlabelled weight must be ≥ 0");
   check(classifier_weight >= 0, ctx, "classifier weight must be ≥ 0");
+  check(gaussian_initial_sigma > 0, ctx, "the Gaussian's initial sigma must be positive");
+  if (!convolutional() && !gaussian()) return;  // the geometry is not used
+  check(channels > 0 && height > 0 && width > 0, ctx,
+        "image geometry must be positive, got channels=" + std::to_string(channels) +
+            " height=" + std::to_string(height) + " width=" + std::to_string(width));
+  check(int64_t(channels) * height * width == input_dim, ctx,
+        "input_dim " + std::to_string(input_dim) + " is not channels × height × width = " +
+            std::to_string(int64_t(channels) * height * width));
+  if (!convolutional()) return;
+  check(conv_width > 0, ctx, "conv_width must be positive, got " + std::to_string(conv_width));
+  // Three stride-2 layers halve the image exactly (and the decoder's transposes double it back)
+  // only when both sides are multiples of 8.
+  check(height % 8 == 0 && width % 8 == 0, ctx,
+        "the conv architecture needs height and width divisible by 8, got " +
+            std::to_string(height) + "x" + std::to_string(width));
 }
 
 std::string EquiVaeConfig::describe() const {
@@ -29,7 +44,45 @@ std::string EquiVaeConfig::describe() const {
   s << "input_dim=" << input_dim << " hidden=" << hidden << " latent_r=" << latent_r
     << " latent_v=" << latent_v << " classes=" << classes << " k=" << k << " m_max=" << m_max;
   if (semi_supervised()) s << " unlabelled=" << unlabelled << " classifier=" << hidden;
+  if (convolutional() || gaussian())
+    s << " channels=" << channels << " height=" << height << " width=" << width;
+  if (convolutional())
+    s << " architecture=" << architecture_name(architecture) << " conv_width=" << conv_width;
+  if (gaussian()) s << " likelihood=" << likelihood_name(likelihood);
   return s.str();
+}
+
+EquiVaeConfig svhn_config() {
+  EquiVaeConfig c;
+  c.channels = 3;
+  c.height = c.width = 32;
+  c.input_dim = 3 * 32 * 32;
+  c.architecture = Architecture::conv;
+  c.conv_width = 32;
+  c.likelihood = Likelihood::gaussian;
+  c.latent_r = c.latent_v = 16;
+  c.m_max = 10;
+  c.k = 16;
+  return c;
+}
+
+const char* architecture_name(Architecture a) {
+  return a == Architecture::conv ? "conv" : "dense";
+}
+const char* likelihood_name(Likelihood l) {
+  return l == Likelihood::gaussian ? "gaussian" : "bernoulli";
+}
+
+Architecture parse_architecture(const std::string& text, const std::string& context) {
+  if (text == "dense") return Architecture::dense;
+  if (text == "conv") return Architecture::conv;
+  throw Error(context, "architecture '" + text + "' is neither dense nor conv");
+}
+
+Likelihood parse_likelihood(const std::string& text, const std::string& context) {
+  if (text == "bernoulli") return Likelihood::bernoulli;
+  if (text == "gaussian") return Likelihood::gaussian;
+  throw Error(context, "likelihood '" + text + "' is neither bernoulli nor gaussian");
 }
 
 }  // namespace equivae

@@ -1,14 +1,23 @@
 #pragma once
-// Hyper-parameters of the supervised EquiVAE (DESIGN §1; the paper's §3 values
-// as defaults: 16-D latents, m_max = 7, Adam 1e-3, k = 16 → B = 160).
+// Hyper-parameters of the EquiVAE (DESIGN §1; the paper's §3 values as defaults: 16-D latents,
+// m_max = 7, Adam 1e-3, k = 16 → B = 160) and its architecture: the dense MNIST reference
+// model by default, the convolutional SVHN model with a Gaussian likelihood in svhn_config().
 #include <cstdint>
 #include <string>
 
 namespace equivae {
 
+// dense: every network an MLP over the flat pixels (model/architecture.h has the layers);
+// conv: f_inv, q(y|x) and the encoder start with a convolutional trunk, the decoder ends with
+// transposed convolutions.
+enum class Architecture { dense, conv };
+// bernoulli: log p(x|r,v) = Σ x·l − softplus(l) over logits l (pixels as soft targets);
+// gaussian: log N(x | μ, e^{lv_c}) with a learned log-variance per channel c.
+enum class Likelihood { bernoulli, gaussian };
+
 struct EquiVaeConfig {
-  int input_dim = 784;  // pixels per image
-  int hidden = 512;     // H: width of every hidden layer
+  int input_dim = 784;  // pixels per image (channels × height × width for conv / gaussian)
+  int hidden = 512;     // H: width of every hidden dense layer
   int latent_r = 16;    // d_r: invariant latent r
   int latent_v = 16;    // d_v: equivariant latent v
   int classes = 10;     // C
@@ -18,19 +27,45 @@ struct EquiVaeConfig {
   uint64_t seed = 1;
   // Semi-supervised (eqs. 5–7): U unlabelled items per step, each expanded over all C
   // labels (C·U extra rows through encoder and decoder) and a classifier q(y|x).
-  int unlabelled = 0;              // U; 0: supervised
+  int unlabelled = 0;  // U; 0: supervised
   // loss = mean_lab(−L_lab − α log q(y|x)) + w · mean_unlab(−L_unlab); the paper: α = w = 1.
   double unlabelled_weight = 1.0;  // w
   double classifier_weight = 1.0;  // α
+  // Image geometry, NCHW: an image row is `channels` planes of height × width. Used by the
+  // conv architecture and the Gaussian likelihood (one log-variance per channel); the dense
+  // Bernoulli model reads input_dim alone.
+  int channels = 1, height = 28, width = 28;
+  Architecture architecture = Architecture::dense;
+  int conv_width = 32;  // conv: the trunk's channels are conv_width, 2·conv_width, 4·conv_width
+  Likelihood likelihood = Likelihood::bernoulli;
+  // Gaussian: the learned per-channel σ starts at σ₀ (log-variance 2 log σ₀). Pixels lie in
+  // [0, 1]; σ₀ = 0.1 starts near where a fitted decoder ends, where σ₀ = 1 would spend thousands
+  // of Adam steps (each moves the log-variance by about lr) with the reconstruction term too
+  // weak to keep v in use. Only the initial value: not part of describe() or a resume's identity.
+  double gaussian_initial_sigma = 0.1;
 
   int batch() const { return classes * k; }
   bool semi_supervised() const { return unlabelled > 0; }
+  bool convolutional() const { return architecture == Architecture::conv; }
+  bool gaussian() const { return likelihood == Likelihood::gaussian; }
   // Rows through encoder and decoder per step: B labelled + C·U expanded unlabelled.
   int rows() const { return batch() + classes * unlabelled; }
   // Throws Error naming the first field out of range.
   void validate() const;
-  // One line of "key=value" pairs; checkpoints store it and compare it on load.
+  // One line of "key=value" pairs; checkpoints store it and compare it on load. The dense
+  // Bernoulli model's line has only the keys it had before the convolutional model existed
+  // (geometry, architecture and likelihood appear when they matter).
   std::string describe() const;
 };
+
+// The SVHN model (DESIGN §1): 32×32×3 images, conv trunks (32, 64, 128 channels), Gaussian
+// likelihood, 16-D latents, m_max = 10, k = 16 (B = 160), H = 512.
+EquiVaeConfig svhn_config();
+
+const char* architecture_name(Architecture a);  // "dense", "conv"
+const char* likelihood_name(Likelihood l);      // "bernoulli", "gaussian"
+// Throws Error(context, …) naming the accepted values when text is neither.
+Architecture parse_architecture(const std::string& text, const std::string& context);
+Likelihood parse_likelihood(const std::string& text, const std::string& context);
 
 }  // namespace equivae

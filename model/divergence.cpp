@@ -44,27 +44,22 @@ std::string non_finite_loss_terms(const StepMetrics& m) {
 
 template <class T>
 std::string first_non_finite_tensor(EquiVae<T>& model) {
-  // The checkpoint's tensors: every layer's weight and bias in all_layers() order, then the
-  // Adam moments.
+  // The checkpoint's tensors: the named parameters in order, then the Adam moments.
   const Checkpoint ckpt = model.to_checkpoint();
-  const std::vector<DenseLayer<T>*> layers = model.all_layers();
-  const size_t parameter_tensors = 2 * layers.size();
-  for (size_t i = 0; i < parameter_tensors && i < ckpt.tensors.size(); ++i) {
+  const std::vector<NamedParameter<T>> params = model.named_parameters();
+  for (size_t i = 0; i < params.size() && i < ckpt.tensors.size(); ++i) {
     const NamedTensor& t = ckpt.tensors[i];
     const std::string bad = first_bad_element(t.data.data(), t.data.size());
     if (!bad.empty()) return "parameter " + t.name + bad;
   }
   std::vector<T> host;
-  for (size_t l = 0; l < layers.size(); ++l) {
-    const Tensor<T>* grads[2] = {&layers[l]->dW, &layers[l]->db};
-    for (int g = 0; g < 2; ++g) {
-      host.resize(grads[g]->size());
-      model.backend().download(host.data(), grads[g]->data, host.size() * sizeof(T));
-      const std::string bad = first_bad_element(host.data(), host.size());
-      if (!bad.empty()) return "gradient of " + ckpt.tensors[2 * l + g].name + bad;
-    }
+  for (const NamedParameter<T>& p : params) {
+    host.resize(p.size);
+    model.backend().download(host.data(), p.grad, host.size() * sizeof(T));
+    const std::string bad = first_bad_element(host.data(), host.size());
+    if (!bad.empty()) return "gradient of " + p.name + bad;
   }
-  for (size_t i = parameter_tensors; i < ckpt.tensors.size(); ++i) {
+  for (size_t i = params.size(); i < ckpt.tensors.size(); ++i) {
     const NamedTensor& t = ckpt.tensors[i];
     const std::string bad = first_bad_element(t.data.data(), t.data.size());
     if (!bad.empty()) return "Adam moment " + t.name + bad;

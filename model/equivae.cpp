@@ -12,11 +12,6 @@
 namespace equivae {
 namespace {
 constexpr uint64_t kInitSalt = 0x1717'0000'0000'0000ull;  // parameter-init Philox stream
-
-std::vector<int> classifier_widths(const EquiVaeConfig& c) {
-  if (!c.semi_supervised()) return {};
-  return {c.input_dim, c.hidden, c.hidden, c.classes};
-}
 }  // namespace
 
 // Device-resident training state: the uploaded data sets, the fixed index buffers a step's
@@ -61,37 +56,57 @@ struct EquiVae<T>::Resident {
 
 template <class T>
 EquiVae<T>::EquiVae(const EquiVaeConfig& config, Backend<T>& backend)
+    : EquiVae(config, backend, network_layers(config)) {}
+
+template <class T>
+EquiVae<T>::EquiVae(const EquiVaeConfig& config, Backend<T>& backend, const NetworkLayers& layers)
     : config_(config),
       backend_(backend),
       B_(config.batch()),
       U_(config.unlabelled),
       R_(config.rows()),
-      finv_("finv", {config.input_dim, config.hidden, config.hidden, config.latent_r}),
-      encoder_("encoder", {config.input_dim + config.latent_r, config.hidden, config.hidden,
-                           2 * config.latent_v}),
-      decoder_("decoder",
-               {config.latent_r + config.latent_v, config.hidden, config.hidden, config.input_dim}),
-      classifier_("classifier", classifier_widths(config)) {
+      F_(layers.encoder_features),
+      finv_("finv", layers.finv),
+      encoder_trunk_("encoder", layers.encoder_trunk, 0, /*final_relu=*/true),
+      encoder_("encoder", layers.encoder_head, int(layers.encoder_trunk.size())),
+      decoder_("decoder", layers.decoder),
+      classifier_("classifier", layers.classifier) {
   config_.validate();
   device_ = dynamic_cast<DeviceStepOps<T>*>(&backend);
   const int D = config.input_dim, dr = config.latent_r, dv = config.latent_v, C = config.classes;
-  const int B = B_, R = R_, U = U_;
-  networks_ = {&finv_, &encoder_, &decoder_};
+  const int B = B_, R = R_, U = U_, F = F_;
+  const bool trunk = !encoder_trunk_.empty();
+  networks_ = {&finv_, &encoder_trunk_, &encoder_, &decoder_};
   if (config.semi_supervised()) networks_.push_back(&classifier_);
 
   // Parameters, then gradients in the same order: two regions with one layout.
   const size_t params_begin = arena_.reserved_bytes();
-  for (Mlp<T>* net : networks_) net->place_parameters(arena_);
+  for (LayerStack<T>* net : networks_) net->place_parameters(arena_);
+  if (config.gaussian()) arena_.place(logvar_, 1, config.channels);
   const size_t params_bytes = arena_.reserved_bytes() - params_begin;
-  for (Mlp<T>* net : networks_) net->place_gradients(arena_);
+  for (LayerStack<T>* net : networks_) net->place_gradients(arena_);
+  if (config.gaussian()) arena_.place(dlogvar_, 1, config.channels);
   parameter_count_ = params_bytes / sizeof(T);  // includes alignment padding (kept at zero)
   arena_.place(adam_m_, 1, int(parameter_count_));
   arena_.place(adam_v_, 1, int(parameter_count_));
 
-  // f_inv sees the B labelled rows; encoder and decoder all R rows.
+  // f_inv sees the B labelled rows; encoder and decoder all R rows, an encoder trunk each of
+  // the B + U items once.
   finv_.place_activations(arena_, B);
+  encoder_trunk_.place_activations(arena_, B + U);
   encoder_.place_activations(arena_, R);
   decoder_.place_activations(arena_, R);
+  if (config.semi_supervised()) classifier_.place_activations(arena_, B + U);
+  // One convolution workspace, the largest any layer asks for.
+  size_t workspace_bytes = 0;
+  for (LayerStack<T>* net : networks_)
+    workspace_bytes = std::max(workspace_bytes, net->workspace_bytes(backend_));
+  if (workspace_bytes > 0) {
+    const size_t elements = (workspace_bytes + sizeof(T) - 1) / sizeof(T);
+    check(elements < size_t(1) << 31, "model", "convolution workspace too large");
+    arena_.place(workspace_, 1, int(elements));
+    for (LayerStack<T>* net : networks_) net->use_workspace(&workspace_);
+  }
   arena_.place(x_, R, D);
   arena_.place(offsets_, 1, R + 1);
   // A labelled row pools at most min(m_max, k − 1) others, an unlabelled row min(m_max, k).
@@ -101,7 +116,7 @@ EquiVae<T>::EquiVae(const EquiVaeConfig& config, Backend<T>& backend)
   arena_.place(inv_rows_, 1, members_.cols);
   arena_.place(r_, R, dr);
   arena_.place(dr_, R, dr);
-  arena_.place(xr_, R, D + dr);
+  arena_.place(xr_, R, F + dr);
   arena_.place(v_, R, dv);
   arena_.place(eps_, R, dv);
   arena_.place(dv_, R, dv);
@@ -111,8 +126,16 @@ EquiVae<T>::EquiVae(const EquiVaeConfig& config, Backend<T>& backend)
   arena_.place(dll_, 1, R);
   arena_.place(rv_, R, dr + dv);
   arena_.place(drv_, R, dr + dv);
+  if (trunk) arena_.place(dxr_, R, F + dr);
+  if (trunk && U > 0) {
+    arena_.place(feat_, R, F);
+    arena_.place(dfeat_, R, F);
+    arena_.place(expand_offsets_, 1, R + 1);
+    arena_.place(expand_members_, 1, R);
+    arena_.place(expand_inv_offsets_, 1, B + U + 1);
+    arena_.place(expand_inv_rows_, 1, R);
+  }
   if (config.semi_supervised()) {
-    classifier_.place_activations(arena_, B + U);
     arena_.place(xq_, B + U, D);
     arena_.place(labels_, 1, B);
     arena_.place(log_prior_, 1, C);
@@ -139,6 +162,18 @@ EquiVae<T>::EquiVae(const EquiVaeConfig& config, Backend<T>& backend)
     backend_.upload(labels_.data, labels.data(), B * sizeof(int32_t));
     set_log_prior(std::vector<double>(C, -std::log(double(C))));
   }
+  if (trunk && U > 0) {
+    // Row i < B is item i; row B + u·C + y is unlabelled item B + u. Constant for the plan.
+    std::vector<int32_t> offsets(size_t(R) + 1), members(R), inverse(size_t(B + U) + 1 + R);
+    for (int i = 0; i <= R; ++i) offsets[i] = i;
+    for (int i = 0; i < R; ++i) members[i] = i < B ? i : B + (i - B) / C;
+    cpu::pool_transpose(offsets.data(), members.data(), R, B + U, inverse.data(),
+                        inverse.data() + B + U + 1);
+    backend_.upload(expand_offsets_.data, offsets.data(), offsets.size() * sizeof(int32_t));
+    backend_.upload(expand_members_.data, members.data(), members.size() * sizeof(int32_t));
+    backend_.upload(expand_inv_offsets_.data, inverse.data(), size_t(B + U + 1) * sizeof(int32_t));
+    backend_.upload(expand_inv_rows_.data, inverse.data() + B + U + 1, size_t(R) * sizeof(int32_t));
+  }
   staging_.resize(size_t(R) * D);
   metric_rows_.resize(std::max(R, B + U));
   initialise_parameters();
@@ -150,30 +185,60 @@ EquiVae<T>::~EquiVae() = default;
 template <class T>
 std::vector<DenseLayer<T>*> EquiVae<T>::all_layers() {
   std::vector<DenseLayer<T>*> layers;
-  for (Mlp<T>* net : networks_)
+  for (LayerStack<T>* net : networks_)
     for (auto& l : net->layers()) layers.push_back(&l);
   return layers;
 }
 
 template <class T>
+std::vector<NamedParameter<T>> EquiVae<T>::named_parameters() const {
+  std::vector<NamedParameter<T>> params;
+  for (const LayerStack<T>* net : networks_) {
+    for (size_t l = 0; l < net->layers().size(); ++l) {
+      const Layer<T>& layer = net->layers()[l];
+      const std::string prefix = net->layer_name(l);
+      params.push_back(
+          {prefix + ".weight", layer.weight_shape(), layer.W.data, layer.dW.data, layer.W.size()});
+      params.push_back({prefix + ".bias",
+                        {int64_t(layer.bias_size())},
+                        layer.b.data,
+                        layer.db.data,
+                        layer.b.size()});
+    }
+  }
+  if (config_.gaussian())
+    params.push_back({"decoder.logvar",
+                      {int64_t(config_.channels)},
+                      logvar_.data,
+                      dlogvar_.data,
+                      logvar_.size()});
+  return params;
+}
+
+template <class T>
 void EquiVae<T>::initialise_parameters() {
-  // PyTorch's nn.Linear default: W and b ~ U(−1/√in, 1/√in). Drawn in double from
-  // Philox (seed, layer, row, col) so float and double plans start identical.
+  // PyTorch's defaults (nn.Linear, nn.Conv2d, nn.ConvTranspose2d): W and b ~ U(±1/√fan_in).
+  // Drawn in double from Philox (seed, layer, row, col) of the weight matrix as the arena holds
+  // it (the bias is row weight_rows), so float and double plans start identical. The Gaussian
+  // log-variance starts at 2 log σ₀ (config.gaussian_initial_sigma).
   uint64_t layer_index = 0;
   for (DenseLayer<T>* l : all_layers()) {
-    const double bound = 1.0 / std::sqrt(double(l->in));
+    const double bound = 1.0 / std::sqrt(double(l->fan_in()));
+    const int rows = l->weight_rows(), cols = l->weight_cols();
     std::vector<T> w(l->W.size()), b(l->b.size());
     const uint64_t seed = config_.seed ^ kInitSalt;
-    for (int i = 0; i < l->in; ++i)
-      for (int j = 0; j < l->out; ++j)
-        w[size_t(i) * l->out + j] =
+    for (int i = 0; i < rows; ++i)
+      for (int j = 0; j < cols; ++j)
+        w[size_t(i) * cols + j] =
             T(bound * (2 * philox_uniform<double>(seed, layer_index, i, j) - 1));
-    for (int j = 0; j < l->out; ++j)
-      b[j] = T(bound * (2 * philox_uniform<double>(seed, layer_index, l->in, j) - 1));
+    for (int j = 0; j < int(b.size()); ++j)
+      b[j] = T(bound * (2 * philox_uniform<double>(seed, layer_index, rows, j) - 1));
     backend_.upload(l->W.data, w.data(), w.size() * sizeof(T));
     backend_.upload(l->b.data, b.data(), b.size() * sizeof(T));
     ++layer_index;
   }
+  if (config_.gaussian())
+    backend_.fill(logvar_.data, T(2 * std::log(config_.gaussian_initial_sigma)), logvar_.size());
 }
 
 template <class T>
@@ -275,7 +340,16 @@ void EquiVae<T>::forward_ops(uint64_t step, const DeviceCounters* counters) {
   const int B = B_, R = R_, D = config_.input_dim, dr = config_.latent_r, dv = config_.latent_v;
   const Tensor<T>& e = finv_.forward(be, x_.data, B);  // [B, d_r]
   be.pool_forward(r_.data, e.data, offsets_.data, members_.data, R, dr);
-  be.concat_forward(xr_.data, x_.data, r_.data, R, D, dr);
+  const T* features = x_.data;  // [R, F]: x itself, or the encoder trunk's features
+  if (!encoder_trunk_.empty()) {
+    const Tensor<T>& t = encoder_trunk_.forward(be, trunk_input().data, B + U_);  // [B + U, F]
+    features = t.data;
+    if (U_ > 0) {  // each unlabelled item's features to its C rows
+      be.pool_forward(feat_.data, t.data, expand_offsets_.data, expand_members_.data, R, F_);
+      features = feat_.data;
+    }
+  }
+  be.concat_forward(xr_.data, features, r_.data, R, F_, dr);
   const Tensor<T>& mulv = encoder_.forward(be, xr_.data, R);  // [R, 2 d_v]
   if (counters)
     device_->sample_kl_forward(v_.data, eps_.data, kl_.data, mulv.data, R, dv, config_.seed,
@@ -283,8 +357,12 @@ void EquiVae<T>::forward_ops(uint64_t step, const DeviceCounters* counters) {
   else
     be.sample_kl_forward(v_.data, eps_.data, kl_.data, mulv.data, R, dv, config_.seed, step, 0);
   be.concat_forward(rv_.data, r_.data, v_.data, R, dr, dv);
-  const Tensor<T>& logits = decoder_.forward(be, rv_.data, R);  // [R, D]
-  be.bernoulli_ll_forward(ll_.data, logits.data, x_.data, R, D);
+  const Tensor<T>& out = decoder_.forward(be, rv_.data, R);  // [R, D] logits, or μ
+  if (config_.gaussian())
+    be.gaussian_ll_forward(ll_.data, out.data, x_.data, logvar_.data, R, config_.channels,
+                           D / config_.channels);
+  else
+    be.bernoulli_ll_forward(ll_.data, out.data, x_.data, R, D);
   if (config_.semi_supervised()) {
     const int C = config_.classes, U = U_;
     const Tensor<T>& q_logits = classifier_.forward(be, xq_.data, B + U);  // [B + U, C]
@@ -308,14 +386,31 @@ void EquiVae<T>::backward() {
                             ll_.data + B, kl_.data + B, log_prior_.data, U, C);
     classifier_.backward(be, xq_.data, B + U, nullptr, 0, false);
   }
-  be.bernoulli_ll_backward(decoder_.output_grad().data, dll_.data, decoder_.output().data, x_.data,
-                           R, D);
+  if (config_.gaussian())
+    be.gaussian_ll_backward(decoder_.output_grad().data, dlogvar_.data, dll_.data,
+                            decoder_.output().data, x_.data, logvar_.data, R, config_.channels,
+                            D / config_.channels);
+  else
+    be.bernoulli_ll_backward(decoder_.output_grad().data, dll_.data, decoder_.output().data,
+                             x_.data, R, D);
   decoder_.backward(be, rv_.data, R, drv_.data, 0, false);
   be.concat_backward(dr_.data, dv_.data, drv_.data, R, dr, dv, false, false);
   be.sample_kl_backward(encoder_.output_grad().data, dv_.data, dkl_.data, encoder_.output().data,
                         eps_.data, R, dv);
-  // The encoder sees [x ; r]: only r's columns need a gradient, added to the decoder's.
-  encoder_.backward(be, xr_.data, R, dr_.data, D, true);
+  if (encoder_trunk_.empty()) {
+    // The encoder sees [x ; r]: only r's columns need a gradient, added to the decoder's.
+    encoder_.backward(be, xr_.data, R, dr_.data, D, true);
+  } else {
+    // [features ; r]: the features' gradient goes on into the trunk, r's is added to dr.
+    encoder_.backward(be, xr_.data, R, dxr_.data, 0, false);
+    T* dfeatures = U_ > 0 ? dfeat_.data : encoder_trunk_.output_grad().data;
+    be.concat_backward(dfeatures, dr_.data, dxr_.data, R, F_, dr, false, true);
+    if (U_ > 0)  // sums each unlabelled item's C rows
+      be.pool_backward(encoder_trunk_.output_grad().data, dfeat_.data, expand_offsets_.data,
+                       expand_members_.data, expand_inv_offsets_.data, expand_inv_rows_.data, R,
+                       B + U_, F_);
+    encoder_trunk_.backward(be, trunk_input().data, B + U_, nullptr, 0, false);
+  }
   // Every pooled row, labelled or not, hands its gradient to the labelled rows it averaged.
   be.pool_backward(finv_.output_grad().data, dr_.data, offsets_.data, members_.data,
                    inv_offsets_.data, inv_rows_.data, R, B, dr);
@@ -527,14 +622,19 @@ template <class T>
 void EquiVae<T>::encode_v(const float* images, const float* r, int64_t n, float* v_mean) {
   DeviceRange<T> range(device_, "eval");
   const int D = config_.input_dim, dr = config_.latent_r, dv = config_.latent_v;
-  std::vector<T> rows(size_t(R_) * dr), mulv(size_t(R_) * 2 * dv);
-  for (int64_t begin = 0; begin < n; begin += R_) {
-    const int count = int(std::min<int64_t>(R_, n - begin));
+  const bool trunk = !encoder_trunk_.empty();
+  // The images go where the encoder reads them: x_, or the trunk's input (B + U rows).
+  Tensor<T>& input = trunk ? trunk_input() : x_;
+  const int chunk = trunk ? B_ + U_ : R_;
+  std::vector<T> rows(size_t(chunk) * dr), mulv(size_t(chunk) * 2 * dv);
+  for (int64_t begin = 0; begin < n; begin += chunk) {
+    const int count = int(std::min<int64_t>(chunk, n - begin));
     std::copy(images + begin * D, images + (begin + count) * D, staging_.begin());
     std::copy(r + begin * dr, r + (begin + count) * dr, rows.begin());
-    backend_.upload(x_.data, staging_.data(), size_t(count) * D * sizeof(T));
+    backend_.upload(input.data, staging_.data(), size_t(count) * D * sizeof(T));
     backend_.upload(r_.data, rows.data(), size_t(count) * dr * sizeof(T));
-    backend_.concat_forward(xr_.data, x_.data, r_.data, count, D, dr);
+    const T* features = trunk ? encoder_trunk_.forward(backend_, input.data, count).data : x_.data;
+    backend_.concat_forward(xr_.data, features, r_.data, count, F_, dr);
     const Tensor<T>& out = encoder_.forward(backend_, xr_.data, count);  // [count, 2 d_v]
     backend_.download(mulv.data(), out.data, size_t(count) * 2 * dv * sizeof(T));
     for (int i = 0; i < count; ++i)  // μ: the first d_v columns of each row
@@ -555,12 +655,17 @@ void EquiVae<T>::decode(const float* r, const float* v, int64_t n, float* pixels
     backend_.upload(r_.data, rs.data(), size_t(count) * dr * sizeof(T));
     backend_.upload(v_.data, vs.data(), size_t(count) * dv * sizeof(T));
     backend_.concat_forward(rv_.data, r_.data, v_.data, count, dr, dv);
-    const Tensor<T>& logits = decoder_.forward(backend_, rv_.data, count);  // [count, D]
-    backend_.download(staging_.data(), logits.data, size_t(count) * D * sizeof(T));
-    for (size_t i = 0; i < size_t(count) * D; ++i)  // Bernoulli mean: sigmoid, overflow-safe
-      pixels[begin * D + int64_t(i)] =
-          float(staging_[i] >= 0 ? T(1) / (T(1) + std::exp(-staging_[i]))
-                                 : std::exp(staging_[i]) / (T(1) + std::exp(staging_[i])));
+    const Tensor<T>& out = decoder_.forward(backend_, rv_.data, count);  // [count, D]
+    backend_.download(staging_.data(), out.data, size_t(count) * D * sizeof(T));
+    float* dst = pixels + begin * D;
+    if (config_.gaussian()) {  // the mean μ, clamped to the pixels' range
+      for (size_t i = 0; i < size_t(count) * D; ++i)
+        dst[i] = float(std::clamp(staging_[i], T(0), T(1)));
+    } else {  // Bernoulli mean: sigmoid, overflow-safe
+      for (size_t i = 0; i < size_t(count) * D; ++i)
+        dst[i] = float(staging_[i] >= 0 ? T(1) / (T(1) + std::exp(-staging_[i]))
+                                        : std::exp(staging_[i]) / (T(1) + std::exp(staging_[i])));
+    }
   }
 }
 
@@ -591,20 +696,16 @@ Checkpoint EquiVae<T>::to_checkpoint() const {
     backend_.download(host.data(), src, n * sizeof(T));
     ckpt.tensors.push_back({name, std::move(shape), std::vector<float>(host.begin(), host.end())});
   };
-  for (const Mlp<T>* net : networks_) {
-    for (size_t l = 0; l < net->layers().size(); ++l) {
-      const DenseLayer<T>& layer = net->layers()[l];
-      const std::string prefix = net->name() + "." + std::to_string(l);
-      add(prefix + ".weight", {layer.in, layer.out}, layer.W.data, layer.W.size());
-      add(prefix + ".bias", {layer.out}, layer.b.data, layer.b.size());
-    }
-  }
+  for (const NamedParameter<T>& p : named_parameters()) add(p.name, p.shape, p.value, p.size);
   add("adam.m", {int64_t(parameter_count_)}, adam_m_.data, parameter_count_);
   add("adam.v", {int64_t(parameter_count_)}, adam_v_.data, parameter_count_);
   ckpt.metadata["format"] = "equivae-checkpoint-1";
   ckpt.metadata["config"] = config_.describe();
   ckpt.metadata["adam_steps"] = std::to_string(adam_steps_);
-  ckpt.metadata["weight_layout"] = "[in, out]: y = x . weight + bias";
+  ckpt.metadata["weight_layout"] =
+      config_.convolutional() ? "dense [in, out]: y = x . weight + bias; conv2d [out, in, kh, kw] "
+                                "and conv_transpose2d [in, out, kh, kw] as PyTorch's"
+                              : "[in, out]: y = x . weight + bias";
   return ckpt;
 }
 
@@ -623,14 +724,7 @@ void EquiVae<T>::load_checkpoint(const Checkpoint& ckpt, const std::string& path
     std::vector<T> host(t.data.begin(), t.data.end());
     backend_.upload(dst, host.data(), n * sizeof(T));
   };
-  for (Mlp<T>* net : networks_) {
-    for (size_t l = 0; l < net->layers().size(); ++l) {
-      DenseLayer<T>& layer = net->layers()[l];
-      const std::string prefix = net->name() + "." + std::to_string(l);
-      restore(prefix + ".weight", layer.W.data, layer.W.size());
-      restore(prefix + ".bias", layer.b.data, layer.b.size());
-    }
-  }
+  for (const NamedParameter<T>& p : named_parameters()) restore(p.name, p.value, p.size);
   restore("adam.m", adam_m_.data, parameter_count_);
   restore("adam.v", adam_v_.data, parameter_count_);
   auto steps = ckpt.metadata.find("adam_steps");

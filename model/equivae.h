@@ -1,12 +1,18 @@
 #pragma once
-// The supervised EquiVAE as a static plan (DESIGN §1–§2): every tensor is placed
-// in one arena when the model is built; a training step runs the forward ops in
-// order, the backward ops in reverse, then Adam over the flat parameter buffer.
+// The EquiVAE as a static plan (DESIGN §1–§2): every tensor is placed in one arena when the
+// model is built; a training step runs the forward ops in order, the backward ops in reverse,
+// then Adam over the flat parameter buffer.
 //
-//   x[B,784] → f_inv → e[B,d_r] → pool (leave-one-out, same class) → r[B,d_r]
+//   x[B,D] → f_inv → e[B,d_r] → pool (leave-one-out, same class) → r[B,d_r]
 //   [x ; r] → encoder → [μ | log σ²][B,2d_v] → v = μ + σ·ε, KL
-//   [r ; v] → decoder → logits[B,784] → Bernoulli log-likelihood
+//   [r ; v] → decoder → logits[B,D] → Bernoulli log-likelihood
 //   loss = −mean_i (log p(x_i|r_i,v_i) − KL_i)
+//
+// The convolutional model (config.architecture = conv, model/architecture.h) runs the same
+// plan with conv trunks: the encoder reads [trunk(x) ; r] instead of [x ; r], and the decoder
+// ends in transposed convolutions; with the Gaussian likelihood the decoder's output is μ and
+// log p = log N(x | μ, e^{lv_c}) with a learned log-variance per channel ("decoder.logvar",
+// trained with the other parameters).
 //
 // Semi-supervised (config.unlabelled = U > 0, eqs. 5–7): each of U unlabelled items is
 // paired with every label y (rows B + u·C + y, r_y pooled from labelled segment y), so the
@@ -14,10 +20,14 @@
 // items gives log q(y|x) for the labelled ones and the exact expectation over y for the
 // unlabelled ones:
 //   loss = mean_lab(−ELBO − α log q(y|x)) + w · mean_unlab(−Σ_y q_y (ELBO_y + log p(y) − log q_y))
+// An encoder trunk runs once per item (B + U rows) and its features are copied to the C rows
+// of each unlabelled item (a pooling op with one member per row, whose backward sums them).
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
+#include "model/architecture.h"
 #include "model/config.h"
 #include "model/idx_dataset.h"
 #include "model/mlp.h"
@@ -36,6 +46,16 @@ struct StepMetrics {
   // Semi-supervised only:
   double classifier_nll = 0;    // mean −log q(y|x) over the labelled batch
   double unlabelled_bound = 0;  // mean L_unlab per unlabelled item (eq. 6, incl. log p(y))
+};
+
+// A parameter tensor by its checkpoint name, with its gradient (same layout), backend memory.
+template <class T>
+struct NamedParameter {
+  std::string name;            // "finv.0.weight", "encoder.3.bias", "decoder.logvar"
+  std::vector<int64_t> shape;  // as checkpoints store it (model/layer_stack.h: weight_shape)
+  T* value = nullptr;          // [size]
+  T* grad = nullptr;           // [size]
+  size_t size = 0;
 };
 
 template <class T>
@@ -72,11 +92,14 @@ class EquiVae {
 
   // f_inv(x) for n images[n, input_dim] → out[n, d_r] (host memory), in chunks of B rows.
   void embed(const float* images, int64_t n, float* out);
-  // ---- Inference for figures and tools, on the model's backend, in chunks of R rows
+  // ---- Inference for figures and tools, on the model's backend, in chunks of the rows the
+  // networks were placed for (R; B + U through an encoder trunk); a network with convolutions
+  // runs its whole placed batch even for a shorter last chunk, so no other workspace is needed
   // (uses the plan's activation buffers: call between training steps, not inside one).
   // Mean of q(v | r, x) for images[n, input_dim] and r[n, d_r] → v_mean[n, d_v].
   void encode_v(const float* images, const float* r, int64_t n, float* v_mean);
-  // Pixel means sigmoid(logits) of p(x | r, v) for r[n, d_r], v[n, d_v] → pixels[n, D].
+  // Pixel means of p(x | r, v) for r[n, d_r], v[n, d_v] → pixels[n, D]: sigmoid(logits) of the
+  // Bernoulli decoder, μ clamped to [0, 1] of the Gaussian one.
   void decode(const float* r, const float* v, int64_t n, float* pixels);
   // Semi-supervised: argmax_y q(y|x) for n images → labels[n].
   void classify(const float* images, int64_t n, int32_t* labels);
@@ -94,11 +117,17 @@ class EquiVae {
   Checkpoint to_checkpoint() const;
   // Restores parameters and Adam state; throws Error on a missing tensor or a shape mismatch.
   void load_checkpoint(const Checkpoint& checkpoint, const std::string& path);
-  // Every layer in order, for checkpoints and tests.
+  // Every layer in order (dense and convolutional), for tests.
   std::vector<DenseLayer<T>*> all_layers();
+  // Every parameter tensor in checkpoint order: each layer's weight and bias (all_layers()
+  // order), then the Gaussian log-variance. Checkpoints and the divergence report use it.
+  std::vector<NamedParameter<T>> named_parameters() const;
 
  private:
+  EquiVae(const EquiVaeConfig& config, Backend<T>& backend, const NetworkLayers& layers);
   void initialise_parameters();
+  // The encoder trunk's input: x_ (supervised: one row per item) or xq_ (each item once).
+  Tensor<T>& trunk_input() { return U_ > 0 ? xq_ : x_; }
   void check_batch(const Batch& batch, const Dataset& data, const Dataset* unlabelled) const;
   // The forward ops; the noise's step comes from `step`, or from the device when counters
   // is set (a captured step).
@@ -110,9 +139,13 @@ class EquiVae {
   EquiVaeConfig config_;
   Backend<T>& backend_;
   int B_, U_, R_;  // labelled rows, unlabelled items, rows through encoder/decoder
-  Mlp<T> finv_, encoder_, decoder_;
-  Mlp<T> classifier_;  // q(y|x); no layers in the supervised plan
-  std::vector<Mlp<T>*> networks_;
+  int F_;          // columns the encoder head takes before r: the trunk's features, or D
+  LayerStack<T> finv_;
+  LayerStack<T> encoder_trunk_;  // conv: the encoder's trunk on x; dense: no layers
+  LayerStack<T> encoder_;        // the encoder's head on [trunk(x) or x ; r]
+  LayerStack<T> decoder_;
+  LayerStack<T> classifier_;  // q(y|x); no layers in the supervised plan
+  std::vector<LayerStack<T>*> networks_;
   Arena arena_;
   // Parameter region: params_flat_ .. + parameter_count_, the same layout for gradients.
   T* params_flat_ = nullptr;
@@ -123,10 +156,18 @@ class EquiVae {
   Tensor<int32_t> offsets_, members_;  // pooling sets of the R rows, CSR
   Tensor<int32_t> inv_offsets_, inv_rows_;  // their transpose [B+1] / [capacity], for gathers
   Tensor<T> r_, dr_;                        // [R, d_r]
-  Tensor<T> xr_;                            // [R, input_dim + d_r] encoder input
+  Tensor<T> xr_;                            // [R, F + d_r] encoder head input
   Tensor<T> v_, eps_, dv_;                  // [R, d_v]
   Tensor<T> kl_, ll_, dkl_, dll_;           // [1, R]
   Tensor<T> rv_, drv_;                      // [R, d_r + d_v] decoder input
+  Tensor<T> workspace_;                     // convolution scratch shared by every stack
+  // With an encoder trunk: the head's input gradient, and (semi-supervised) the trunk's
+  // features of the B + U items expanded to the R rows by the sets expand_* (one member each).
+  Tensor<T> dxr_;                                         // [R, F + d_r]
+  Tensor<T> feat_, dfeat_;                                // [R, F]
+  Tensor<int32_t> expand_offsets_, expand_members_;       // [R + 1], [R]
+  Tensor<int32_t> expand_inv_offsets_, expand_inv_rows_;  // [B + U + 1], [R]
+  Tensor<T> logvar_, dlogvar_;                            // [1, channels] Gaussian only
   // Semi-supervised only:
   Tensor<T> xq_;                  // [B + U, input_dim] classifier input
   Tensor<int32_t> labels_;        // [1, B] segment labels

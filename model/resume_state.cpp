@@ -96,6 +96,20 @@ RunIdentity run_identity(const EquiVaeConfig& c, const Dataset& labelled, const 
   field("unlabelled", std::to_string(c.unlabelled));
   field("unlabelled_weight", exact(c.unlabelled_weight));
   field("classifier_weight", exact(c.classifier_weight));
+  // Added with the convolutional model: a checkpoint without them is a dense Bernoulli run,
+  // whose geometry (unused) was the default.
+  auto added = [&](const std::string& name, const std::string& value,
+                   const std::string& if_absent) {
+    id.push_back({"config." + name, name, value, if_absent});
+  };
+  const EquiVaeConfig defaults;
+  added("channels", std::to_string(c.channels), std::to_string(defaults.channels));
+  added("height", std::to_string(c.height), std::to_string(defaults.height));
+  added("width", std::to_string(c.width), std::to_string(defaults.width));
+  added("architecture", architecture_name(c.architecture),
+        architecture_name(defaults.architecture));
+  added("conv_width", std::to_string(c.conv_width), std::to_string(defaults.conv_width));
+  added("likelihood", likelihood_name(c.likelihood), likelihood_name(defaults.likelihood));
   add_data_set(id, "labelled", &labelled);
   add_data_set(id, "unlabelled", unlabelled);
   add_data_set(id, "validation", validation);
@@ -110,7 +124,10 @@ void check_same_run(const Checkpoint& checkpoint, const std::string& path,
                     const RunIdentity& identity) {
   std::string differences;
   for (const RunField& f : identity) {
-    const std::string& written = metadata(checkpoint, path, f.key);
+    auto it = checkpoint.metadata.find(f.key);
+    const std::string& written = it == checkpoint.metadata.end() && !f.if_absent.empty()
+                                     ? f.if_absent
+                                     : metadata(checkpoint, path, f.key);
     if (written == f.value) continue;
     if (!differences.empty()) differences += "; ";
     differences += f.label + " = " + written + ", this run asks for " + f.value;

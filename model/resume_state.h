@@ -4,7 +4,8 @@
 // the batches and pooling sets (model/sampler.h), the noise ε (model/equivae.h), and Adam's
 // bias correction counts its t; so parameters, Adam's moments and t, the global step and the
 // configuration determine the rest of the run. The string metadata carries:
-//   "config.<field>"                every EquiVaeConfig field (sizes, seed, lr, U, weights)
+//   "config.<field>"                every EquiVaeConfig field (sizes, seed, lr, U, weights,
+//                                   geometry, architecture, likelihood)
 //   "data.<set>.n", ".labels_crc32", ".images_crc32"
 //                                   identity of the labelled, unlabelled and validation sets
 //   "epoch", "global_step"          epochs completed, and the step the next epoch starts at
@@ -28,6 +29,9 @@ void check_resumable(bool condition, const std::string& path, const std::string&
 // One field of a run's identity: its metadata key, its name in messages, its value.
 struct RunField {
   std::string key, label, value;
+  // What a checkpoint that lacks the key was written with (fields added after older builds
+  // wrote their checkpoints: "dense" for config.architecture); empty: the key is required.
+  std::string if_absent = {};
 };
 using RunIdentity = std::vector<RunField>;
 

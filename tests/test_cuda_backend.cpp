@@ -1,8 +1,9 @@
 // The CUDA backend (runtime/cuda) against the CPU backend, whole training steps of the tiny
-// model: same loss and metrics, same noise ε, same gradients and updated weights, for the
-// supervised and the semi-supervised plan, eager (train_step) and as replays of one captured
-// graph (train_steps: batches gathered on the device, step and Adam's t read from device
-// counters, metrics recorded on the device); the trainer's device path; a short run learns.
+// models (dense MNIST and convolutional Gaussian SVHN-shaped): same loss and metrics, same
+// noise ε, same gradients and updated weights, for the supervised and the semi-supervised
+// plan, eager (train_step) and as replays of one captured graph (train_steps: batches gathered on
+// the device, step and Adam's t read from device counters, metrics recorded on the device); the
+// trainer's device path; a short run learns.
 //
 // Built twice from this source:
 //  - test_cuda_backend: the backend compiled against the CUDA-on-CPU emulator (GEMMs in
@@ -34,6 +35,7 @@
 #include "runtime/backend.h"
 #include "runtime/cuda/device_step.h"
 #include "runtime/error.h"
+#include "tests/conv_fixtures.h"
 #include "tests/fixtures.h"
 
 #if !defined(EQUIVAE_TEST_REAL_CUDA)
@@ -509,6 +511,73 @@ TEST_F(CudaBackend, GaussianLikelihoodMatchesTheCpuBackend) {
     EXPECT_LE(nmse(std::vector<double>(dmu.begin(), dmu.end()), gdmu.get()), 1e-10) << name;
     EXPECT_LE(nmse(std::vector<double>(dlv.begin(), dlv.end()), gdlv.get()), 1e-10) << name;
   }
+}
+
+// ---- the convolutional model with the Gaussian likelihood (the SVHN model, tiny): its
+// convolutions are cuDNN on a GPU, the CPU's im2col + GEMM under the emulator.
+
+const Dataset& blobs() {
+  static const Dataset data = test::coloured_blobs(600, 3, 8);
+  return data;
+}
+
+const LabelledSplit& blob_split() {
+  static const LabelledSplit split = split_labelled(blobs(), 100, 1);
+  return split;
+}
+
+TEST_F(CudaBackend, ConvModelStepMatchesTheCpuBackend) {
+  const EquiVaeConfig config = test::tiny_conv_config();
+  BalancedBatchSampler sampler(blobs().labels, 10, config.k, config.m_max, config.seed);
+  Batch batch;
+  sampler.sample(3, batch);
+  compare_one_step(config, batch, blobs(), nullptr, 3, 1e-7);
+}
+
+TEST_F(CudaBackend, ConvModelSemiSupervisedStepMatchesTheCpuBackend) {
+  const EquiVaeConfig config = test::tiny_conv_semi_config();
+  const LabelledSplit& split = blob_split();
+  BalancedBatchSampler labelled(split.labelled.labels, 10, config.k, config.m_max, config.seed);
+  UnlabelledSampler unlabelled(split.unlabelled.n, config.unlabelled, 10, config.k, config.m_max,
+                               config.seed);
+  Batch batch;
+  labelled.sample(1, batch);
+  unlabelled.sample(1, batch);
+  compare_one_step(config, batch, split.labelled, &split.unlabelled, 1, 1e-7);
+}
+
+TEST_F(CudaBackend, ConvModelGraphStepsMatchEagerCpuSteps) {
+  compare_graph_steps(test::tiny_conv_config(), blobs(), nullptr, 5, {2, 1});
+  compare_graph_steps(test::tiny_conv_semi_config(), blob_split().labelled,
+                      &blob_split().unlabelled, 2, {2});
+}
+
+TEST_F(CudaBackend, ConvModelInferenceMatchesTheCpuBackend) {
+  // embed (f_inv), encode_v (trunk + head), decode (transposes, μ clamped), classify (q(y|x)),
+  // over more images than one chunk so that a partial chunk runs too.
+  const EquiVaeConfig config = test::tiny_conv_semi_config();
+  Pair p(config);
+  const Dataset& data = blobs();
+  const int n = 130, dr = config.latent_r, dv = config.latent_v, D = config.input_dim;
+  auto same = [](const std::vector<float>& a, const std::vector<float>& b) {
+    return nmse(std::vector<double>(a.begin(), a.end()), std::vector<double>(b.begin(), b.end()));
+  };
+  std::vector<float> ec(size_t(n) * dr), eg(ec.size()), vc(size_t(n) * dv), vg(vc.size()),
+      xc(size_t(n) * D), xg(xc.size());
+  p.cpu->embed(data.images.data(), n, ec.data());
+  p.gpu->embed(data.images.data(), n, eg.data());
+  EXPECT_LE(same(ec, eg), 1e-10) << "f_inv";
+  p.cpu->encode_v(data.images.data(), ec.data(), n, vc.data());
+  p.gpu->encode_v(data.images.data(), ec.data(), n, vg.data());
+  EXPECT_LE(same(vc, vg), 1e-10) << "mean of q(v|r,x)";
+  p.cpu->decode(ec.data(), vc.data(), n, xc.data());
+  p.gpu->decode(ec.data(), vc.data(), n, xg.data());
+  EXPECT_LE(same(xc, xg), 1e-10) << "decoded means";
+  for (float x : xg) ASSERT_TRUE(x >= 0 && x <= 1) << "decoded means lie in [0, 1]";
+  std::vector<int32_t> lc(n), lg(n);
+  p.cpu->classify(data.images.data(), n, lc.data());
+  p.gpu->classify(data.images.data(), n, lg.data());
+  EXPECT_EQ(lc, lg);
 }
 
 TEST_F(CudaBackend, DoublePlanRunsEagerButNotOnTheDevice) {

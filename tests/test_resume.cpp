@@ -28,6 +28,7 @@
 #include "runtime/checkpoint.h"
 #include "runtime/cuda/cuda_backend.h"
 #include "runtime/error.h"
+#include "tests/conv_fixtures.h"
 #include "tests/fixtures.h"
 
 namespace equivae {
@@ -89,9 +90,11 @@ struct TrainedRun {
 };
 
 // A fresh model of `config` trained until `epochs` (resuming from `resume` when given).
+// validation: null for the digits' validation_set().
 TrainedRun train_run(const BackendFactory& make_backend, const EquiVaeConfig& config,
                      const Dataset& labelled, const Dataset* unlabelled, int epochs,
-                     const std::string& out_dir, const std::string& resume = "") {
+                     const std::string& out_dir, const std::string& resume = "",
+                     const Dataset* validation = nullptr) {
   auto backend = make_backend();
   EquiVae<float> model(config, *backend);
   TrainOptions options;
@@ -100,7 +103,8 @@ TrainedRun train_run(const BackendFactory& make_backend, const EquiVaeConfig& co
   options.out_dir = out_dir;
   options.resume_from = resume;
   TrainedRun run;
-  run.records = train(model, labelled, unlabelled, &validation_set(), options);
+  run.records =
+      train(model, labelled, unlabelled, validation ? validation : &validation_set(), options);
   run.state = model.to_checkpoint();
   return run;
 }
@@ -131,13 +135,15 @@ void expect_same_metrics(const EpochRecord& a, const EpochRecord& b) {
 
 // 4 epochs in one run against 2 epochs, then a fresh model resuming for 2 more.
 void check_two_plus_two(const BackendFactory& make_backend, const EquiVaeConfig& config,
-                        const Dataset& labelled, const Dataset* unlabelled,
-                        const std::string& name) {
+                        const Dataset& labelled, const Dataset* unlabelled, const std::string& name,
+                        const Dataset* validation = nullptr) {
   const std::string whole_dir = fresh_dir(name + "-whole"), split_dir = fresh_dir(name + "-split");
-  const TrainedRun whole = train_run(make_backend, config, labelled, unlabelled, 4, whole_dir);
-  const TrainedRun first = train_run(make_backend, config, labelled, unlabelled, 2, split_dir);
+  const TrainedRun whole =
+      train_run(make_backend, config, labelled, unlabelled, 4, whole_dir, "", validation);
+  const TrainedRun first =
+      train_run(make_backend, config, labelled, unlabelled, 2, split_dir, "", validation);
   const TrainedRun resumed = train_run(make_backend, config, labelled, unlabelled, 4, split_dir,
-                                       split_dir + "/checkpoint.safetensors");
+                                       split_dir + "/checkpoint.safetensors", validation);
 
   // The state: every parameter and Adam moment, and Adam's t.
   EXPECT_EQ(resumed.state.metadata.at("adam_steps"), whole.state.metadata.at("adam_steps"));
@@ -183,6 +189,14 @@ TEST(Resume, OnTheEmulatedCudaBackendTwoPlusTwoEqualFour) {
   // The device path: graph replays with the step and Adam's t in device counters, which a
   // resumed model must start from the checkpoint's values.
   check_two_plus_two(emulated_cuda(), test::tiny_config(), train_set(), nullptr, "emulated");
+}
+
+TEST(Resume, ConvGaussianTwoPlusTwoEpochsEqualFourBitForBit) {
+  // The convolutional model with the learned log-variance: 390 3×8×8 blobs, 13 steps per epoch.
+  static const Dataset blobs = test::coloured_blobs(500, 3, 8);
+  const Dataset train_blobs = blobs.slice(0, 390), validation_blobs = blobs.slice(390, 500);
+  check_two_plus_two(cpu(), test::tiny_conv_config(), train_blobs, nullptr, "conv",
+                     &validation_blobs);
 }
 
 // Runs `body` expecting an Error whose message contains every one of `parts`.
@@ -232,6 +246,38 @@ TEST(Resume, AnotherConfigurationOrDataSetIsRefusedNamingTheFields) {
   ASSERT_EQ(done.records.size(), 2u);
   expect_same_tensors(done.state, load_checkpoint(path), "a resume with nothing left to train");
   fs::remove_all(dir);
+}
+
+TEST(Resume, CheckpointsWithoutTheConvolutionalKeysAreDenseBernoulliRuns) {
+  // Checkpoints written before the convolutional model lack config.channels, .height, .width,
+  // .architecture, .conv_width and .likelihood: a dense Bernoulli run resumes from them, a
+  // conv run is refused (the absent architecture means dense).
+  const std::vector<std::string> added = {"config.channels",   "config.height",
+                                          "config.width",      "config.architecture",
+                                          "config.conv_width", "config.likelihood"};
+  const std::string dir = fresh_dir("older");
+  const std::string path = dir + "/checkpoint.safetensors";
+  train_run(cpu(), test::tiny_config(), train_set(), nullptr, 1, dir);
+  Checkpoint older = load_checkpoint(path);
+  for (const std::string& key : added) EXPECT_EQ(older.metadata.erase(key), 1u) << key;
+  const std::string older_path = dir + "/older.safetensors";
+  save_checkpoint(older_path, older);
+  const TrainedRun resumed =
+      train_run(cpu(), test::tiny_config(), train_set(), nullptr, 2, "", older_path);
+  EXPECT_EQ(resumed.records.size(), 2u);
+
+  static const Dataset blobs = test::coloured_blobs(120, 3, 8);
+  const std::string conv_dir = fresh_dir("older-conv");
+  const std::string conv_path = conv_dir + "/checkpoint.safetensors";
+  train_run(cpu(), test::tiny_conv_config(), blobs, nullptr, 1, conv_dir, "", &blobs);
+  Checkpoint conv = load_checkpoint(conv_path);
+  for (const std::string& key : added) conv.metadata.erase(key);
+  save_checkpoint(conv_path, conv);
+  expect_error(
+      [&] { train_run(cpu(), test::tiny_conv_config(), blobs, nullptr, 2, "", conv_path, &blobs); },
+      {"architecture = dense, this run asks for conv", "likelihood = bernoulli"});
+  fs::remove_all(dir);
+  fs::remove_all(conv_dir);
 }
 
 TEST(Divergence, APoisonedParameterIsNamedAndTheLastCheckpointKept) {

@@ -1,0 +1,226 @@
+#pragma once
+// A network as a stack of layers — dense, conv2d or conv_transpose2d — with ReLU between them
+// and identity at the end. Parameters, gradients, activations are placed in the plan's arena;
+// the convolutions' scratch is one workspace the plan shares between all its stacks.
+//
+// Activations are [rows, features] row-major. An NCHW image batch [N, C, H, W] is the same
+// memory as [N, C·H·W] row-major, so a dense layer after a convolution (or before a transposed
+// one) reads (writes) the image as a flat feature row: the reshapes cost nothing.
+#include <algorithm>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "runtime/arena.h"
+#include "runtime/backend.h"
+#include "runtime/error.h"
+
+namespace equivae {
+
+enum class LayerKind { dense, conv2d, conv_transpose2d };
+
+// One layer's geometry. in/out are features per row (for a convolution C·H·W of its input and
+// output image); conv holds a convolution's shape (its N is set when the stack is placed).
+struct LayerSpec {
+  LayerKind kind = LayerKind::dense;
+  int in = 0, out = 0;
+  Conv2dShape conv;
+
+  static LayerSpec dense(int in, int out) {
+    LayerSpec s;
+    s.in = in;
+    s.out = out;
+    return s;
+  }
+  // x[C_in, H, W] → y[C_out, Ho, Wo]; Ho = (H + 2 pad − k) / stride + 1.
+  static LayerSpec conv2d(int C_in, int H, int W, int C_out, int k, int stride, int pad) {
+    LayerSpec s;
+    s.kind = LayerKind::conv2d;
+    s.conv = {1, C_in, H, W, C_out, k, k, stride, pad, 0};
+    s.in = C_in * H * W;
+    s.out =
+        C_out * cpu::conv2d_out_size(H, k, stride, pad) * cpu::conv2d_out_size(W, k, stride, pad);
+    return s;
+  }
+  // x[C_in, H, W] → y[C_out, Ho, Wo]; Ho = (H − 1) stride − 2 pad + k + output_padding.
+  static LayerSpec conv_transpose2d(int C_in, int H, int W, int C_out, int k, int stride, int pad,
+                                    int output_padding = 0) {
+    LayerSpec s;
+    s.kind = LayerKind::conv_transpose2d;
+    s.conv = {1, C_in, H, W, C_out, k, k, stride, pad, output_padding};
+    s.in = C_in * H * W;
+    s.out = C_out * cpu::conv_transpose2d_out_size(H, k, stride, pad, output_padding) *
+            cpu::conv_transpose2d_out_size(W, k, stride, pad, output_padding);
+    return s;
+  }
+
+  bool convolution() const { return kind != LayerKind::dense; }
+  // The weight as the arena holds it, a row-major matrix: dense [in, out] (y = x·W), conv2d
+  // [C_out, C_in·KH·KW], conv_transpose2d [C_in, C_out·KH·KW] (kernels/cpu/ops.h's layouts).
+  int weight_rows() const {
+    if (kind == LayerKind::dense) return in;
+    return kind == LayerKind::conv2d ? conv.C_out : conv.C_in;
+  }
+  int weight_cols() const {
+    if (kind == LayerKind::dense) return out;
+    return (kind == LayerKind::conv2d ? conv.C_in : conv.C_out) * conv.KH * conv.KW;
+  }
+  int bias_size() const { return kind == LayerKind::dense ? out : conv.C_out; }
+  // The weight's shape in checkpoints: [in, out], [C_out, C_in, KH, KW] or [C_in, C_out, KH, KW].
+  std::vector<int64_t> weight_shape() const {
+    if (kind == LayerKind::dense) return {in, out};
+    return {weight_rows(), kind == LayerKind::conv2d ? conv.C_in : conv.C_out, conv.KH, conv.KW};
+  }
+  // PyTorch's default initialisation bound 1/√fan_in, fan_in as torch computes it: the input
+  // width of nn.Linear, and size(1)·KH·KW of a convolution's weight (for ConvTranspose2d that
+  // is C_out·KH·KW).
+  int fan_in() const { return kind == LayerKind::dense ? in : weight_cols(); }
+};
+
+template <class T>
+struct Layer : LayerSpec {
+  bool relu = false;
+  Tensor<T> W, b;    // weight_rows × weight_cols, [1, bias_size]
+  Tensor<T> dW, db;  // same shapes
+  Tensor<T> y, dy;   // [rows, out] output (post-activation) and its gradient
+};
+
+template <class T>
+class LayerStack {
+ public:
+  // Dense layers of widths = {in, h1, ..., out}. name prefixes the parameter names, numbered
+  // from first_index ("finv" → "finv.0.weight"; a second stack of one network continues its
+  // numbering).
+  LayerStack(std::string name, const std::vector<int>& widths, int first_index = 0)
+      : name_(std::move(name)), first_index_(first_index) {
+    std::vector<LayerSpec> specs;
+    for (size_t l = 0; l + 1 < widths.size(); ++l)
+      specs.push_back(LayerSpec::dense(widths[l], widths[l + 1]));
+    build(specs);
+  }
+  // final_relu: a ReLU after the last layer too (a trunk that another stack continues).
+  LayerStack(std::string name, const std::vector<LayerSpec>& specs, int first_index = 0,
+             bool final_relu = false)
+      : name_(std::move(name)), first_index_(first_index) {
+    build(specs);
+    if (final_relu && !layers_.empty()) layers_.back().relu = true;
+  }
+  LayerStack(const LayerStack&) = delete;  // the arena holds pointers into layers_
+  LayerStack& operator=(const LayerStack&) = delete;
+
+  // Three passes so parameters, gradients and activations each form one contiguous
+  // region across all networks of a plan (Adam then runs over one flat buffer).
+  void place_parameters(Arena& arena) {
+    for (auto& l : layers_)
+      arena.place(l.W, l.weight_rows(), l.weight_cols()), arena.place(l.b, 1, l.bias_size());
+  }
+  void place_gradients(Arena& arena) {
+    for (auto& l : layers_)
+      arena.place(l.dW, l.weight_rows(), l.weight_cols()), arena.place(l.db, 1, l.bias_size());
+  }
+  // Activations for `rows` rows; the convolutions' batch is fixed to rows from here on.
+  void place_activations(Arena& arena, int rows) {
+    rows_ = rows;
+    for (auto& l : layers_) {
+      l.conv.N = rows;
+      arena.place(l.y, rows, l.out), arena.place(l.dy, rows, l.out);
+    }
+  }
+  // Scratch bytes the stack's convolutions need at the placed rows (0 for a dense stack).
+  size_t workspace_bytes(Backend<T>& be) const {
+    size_t bytes = 0;
+    for (const auto& l : layers_) {
+      if (l.kind == LayerKind::conv2d) bytes = std::max(bytes, be.conv2d_workspace_bytes(l.conv));
+      if (l.kind == LayerKind::conv_transpose2d)
+        bytes = std::max(bytes, be.conv_transpose2d_workspace_bytes(l.conv));
+    }
+    return bytes;
+  }
+  // The plan's shared scratch (at least workspace_bytes()); bound when the arena is allocated.
+  void use_workspace(const Tensor<T>* workspace) { workspace_ = workspace; }
+
+  // output[B, out] for x[B, in], B ≤ the placed rows. A stack with convolutions always runs
+  // all placed rows (their workspace was sized for that batch): rows B.. of x are read and
+  // their outputs ignored, so x must span the placed rows.
+  const Tensor<T>& forward(Backend<T>& be, const T* x, int B) {
+    if (B > rows_) throw Error(name_, "forward over more rows than placed");
+    const int rows = convolutional_ ? rows_ : B;
+    const T* input = x;
+    for (auto& l : layers_) {
+      if (l.kind == LayerKind::dense)
+        be.dense_forward(l.y.data, input, l.W.data, l.b.data, rows, l.in, l.out, l.relu);
+      else if (l.kind == LayerKind::conv2d)
+        be.conv2d_forward(l.y.data, input, l.W.data, l.b.data, l.conv, l.relu, ws(), ws_bytes());
+      else
+        be.conv_transpose2d_forward(l.y.data, input, l.W.data, l.b.data, l.conv, l.relu, ws(),
+                                    ws_bytes());
+      input = l.y.data;
+    }
+    return layers_.back().y;
+  }
+  // Expects output_grad() filled; leaves parameter gradients and, when dx is not null,
+  // the input gradient of columns dx_from.. (written, or added when accumulate_dx; a first
+  // layer that is a convolution writes all columns).
+  void backward(Backend<T>& be, const T* x, int B, T* dx, int dx_from, bool accumulate_dx) {
+    if (convolutional_ && B != rows_) throw Error(name_, "backward over other rows than placed");
+    for (size_t l = layers_.size(); l-- > 0;) {
+      Layer<T>& layer = layers_[l];
+      const T* input = l == 0 ? x : layers_[l - 1].y.data;
+      T* dinput = l == 0 ? dx : layers_[l - 1].dy.data;
+      if (layer.kind == LayerKind::dense) {
+        be.dense_backward(dinput, layer.dW.data, layer.db.data, layer.dy.data, input, layer.W.data,
+                          layer.y.data, B, layer.in, layer.out, layer.relu, l == 0 ? dx_from : 0,
+                          l == 0 && accumulate_dx);
+        continue;
+      }
+      if (l == 0 && dx != nullptr && (dx_from != 0 || accumulate_dx))
+        throw Error(name_, "a convolution's input gradient is written whole");
+      if (layer.kind == LayerKind::conv2d)
+        be.conv2d_backward(dinput, layer.dW.data, layer.db.data, layer.dy.data, input, layer.W.data,
+                           layer.y.data, layer.conv, layer.relu, ws(), ws_bytes());
+      else
+        be.conv_transpose2d_backward(dinput, layer.dW.data, layer.db.data, layer.dy.data, input,
+                                     layer.W.data, layer.y.data, layer.conv, layer.relu, ws(),
+                                     ws_bytes());
+    }
+  }
+  Tensor<T>& output_grad() { return layers_.back().dy; }
+  const Tensor<T>& output() const { return layers_.back().y; }
+
+  std::vector<Layer<T>>& layers() { return layers_; }
+  const std::vector<Layer<T>>& layers() const { return layers_; }
+  const std::string& name() const { return name_; }
+  // "finv.0" for layer 0 of f_inv: the prefix of its ".weight" / ".bias".
+  std::string layer_name(size_t l) const { return name_ + "." + std::to_string(first_index_ + l); }
+  bool empty() const { return layers_.empty(); }
+  bool convolutional() const { return convolutional_; }
+  int rows() const { return rows_; }
+  int in() const { return layers_.front().in; }
+  int out() const { return layers_.back().out; }
+
+ private:
+  void build(const std::vector<LayerSpec>& specs) {
+    for (size_t l = 0; l < specs.size(); ++l) {
+      Layer<T> layer;
+      static_cast<LayerSpec&>(layer) = specs[l];
+      layer.relu = l + 1 < specs.size();
+      if (l > 0 && specs[l - 1].out != specs[l].in)
+        throw Error(name_, "layer " + std::to_string(l) + " takes " + std::to_string(specs[l].in) +
+                               " features, the layer below gives " +
+                               std::to_string(specs[l - 1].out));
+      convolutional_ |= layer.convolution();
+      layers_.push_back(layer);
+    }
+  }
+  void* ws() const { return workspace_ && workspace_->data ? workspace_->data : nullptr; }
+  size_t ws_bytes() const { return workspace_ ? workspace_->size() * sizeof(T) : 0; }
+
+  std::string name_;
+  int first_index_ = 0;
+  int rows_ = 0;
+  bool convolutional_ = false;
+  const Tensor<T>* workspace_ = nullptr;
+  std::vector<Layer<T>> layers_;
+};
+
+}  // namespace equivae
