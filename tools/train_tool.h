@@ -1,0 +1,185 @@
+#pragma once
+// The training tool that train_mnist and train_svhn share: flags, data, model, training,
+// test error, written files. A TrainTool says what differs: the base configuration, the
+// paper's defaults and whether a data set is bundled.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <string>
+
+#include "model/config.h"
+#include "model/data_splits.h"
+#include "model/equivae.h"
+#include "model/evaluate.h"
+#include "model/idx_dataset.h"
+#include "model/subsets.h"
+#include "model/trainer.h"
+#include "runtime/backend.h"
+#include "runtime/error.h"
+#include "runtime/flags.h"
+#include "tools/data_flags.h"
+#include "tools/tool_main.h"
+
+namespace equivae {
+
+struct TrainTool {
+  const char* usage;
+  EquiVaeConfig base;           // architecture, likelihood, geometry
+  const char* epochs;           // the paper's supervised epochs
+  const char* out;              // default output directory
+  int latent_sup, latent_semi;  // --latent auto
+  int m_max_sup, m_max_semi;    // --m-max auto
+  bool bundled_data;            // false: --data (or the IDX flags) is required
+  const char* validation_help;
+};
+
+inline void declare_train_flags(Flags& f, const TrainTool& tool) {
+  declare_data_flags(f, tool.validation_help);
+  f.add("epochs", tool.epochs, "training epochs");
+  f.add("k", "16", "items per class in a batch (batch = 10 k)");
+  f.add("labels", "0",
+        "semi-supervised: keep the labels of only N training examples (N/10 per class, chosen "
+        "by --seed), the rest train unlabelled; 0: supervised");
+  f.add("unlabelled", "100",
+        "semi-supervised: unlabelled items per step (each paired with all 10 labels)");
+  f.add("unlabelled-weight", "1", "semi-supervised: weight of the unlabelled term's batch mean");
+  f.add("classifier-weight", "1",
+        "semi-supervised: weight α of the labelled −log q(y|x) term (the paper: 1)");
+  f.add("latent", "auto",
+        "size of both latents r and v (auto: " + std::to_string(tool.latent_sup) + " supervised, " +
+            std::to_string(tool.latent_semi) + " semi-supervised, as the paper)");
+  f.add("latent-r", "", "size of the invariant latent r");
+  f.add("latent-v", "", "size of the equivariant latent v");
+  f.add("hidden", "512", "width of every hidden layer");
+  f.add("m-max", "auto",
+        "r pools m ~ U{1..m_max} other same-class items (auto: " + std::to_string(tool.m_max_sup) +
+            " supervised, " + std::to_string(tool.m_max_semi) + " semi-supervised)");
+  if (tool.base.convolutional())
+    f.add("conv-width", std::to_string(tool.base.conv_width),
+          "channels of the first conv layer (then 2x and 4x)");
+  f.add("lr", "0.001", "Adam learning rate");
+  f.add("seed", "1", "random seed (same seed, same numbers)");
+  f.add("threads", "0", "CPU threads for GEMM and OpenMP (0: all cores)");
+  f.add("device", "auto",
+        "cpu or cuda (auto: cuda when this build has the CUDA backend and a GPU is present, "
+        "else cpu)");
+  f.add("strict-fp32", "", "cuda: plain FP32 GEMMs (default: TF32 tensor cores allowed)", true);
+  f.add("out", tool.out,
+        "output directory: metrics.csv, metrics.jsonl, checkpoint.safetensors (rewritten "
+        "atomically after every epoch)");
+  f.add("resume", "",
+        "continue the run that wrote this checkpoint (same flags and data, else refused), until "
+        "--epochs in total; the result equals an uninterrupted run bit for bit (same device and "
+        "--threads)");
+  f.add("log-json", "",
+        "write the per-epoch JSON lines here instead of OUT/metrics.jsonl ('-': stdout)");
+  f.add("quiet", "", "no progress lines (errors are still printed)", true);
+  f.add("help", "", "show this help", true);
+}
+
+inline EquiVaeConfig train_config(const Flags& f, const TrainTool& tool, const Dataset& train) {
+  EquiVaeConfig c = tool.base;
+  if (!c.convolutional()) c.input_dim = train.dim;  // dense: any image size
+  check(train.dim == c.input_dim, train.source,
+        "images have " + std::to_string(train.dim) + " values, the model expects " +
+            std::to_string(c.channels) + "x" + std::to_string(c.height) + "x" +
+            std::to_string(c.width) + " = " + std::to_string(c.input_dim));
+  c.classes = train.num_classes;
+  const int64_t labels = f.get_int("labels", 0, train.n);
+  const bool semi = labels > 0;
+  c.k = int(f.get_int("k", 2, 4096));
+  // With few labels a class holds fewer than k: its whole labelled set forms the segment.
+  if (semi) c.k = int(std::min<int64_t>(c.k, labels / c.classes));
+  const int latent = f.get("latent") == "auto" ? (semi ? tool.latent_semi : tool.latent_sup)
+                                               : int(f.get_int("latent", 1, 4096));
+  c.latent_r = f.has("latent-r") ? int(f.get_int("latent-r", 1, 4096)) : latent;
+  c.latent_v = f.has("latent-v") ? int(f.get_int("latent-v", 1, 4096)) : latent;
+  c.hidden = int(f.get_int("hidden", 1, 65536));
+  c.m_max = f.get("m-max") == "auto" ? (semi ? tool.m_max_semi : tool.m_max_sup)
+                                     : int(f.get_int("m-max", 1, 4096));
+  if (c.convolutional()) c.conv_width = int(f.get_int("conv-width", 1, 4096));
+  if (semi) {
+    c.unlabelled = int(f.get_int("unlabelled", 1, 100000));
+    c.unlabelled_weight = f.get_double("unlabelled-weight", 0, 1e6);
+    c.classifier_weight = f.get_double("classifier-weight", 0, 1e6);
+  }
+  c.lr = f.get_double("lr", 1e-8, 10);
+  c.seed = uint64_t(f.get_int("seed", 0, INT64_MAX));
+  c.validate();
+  return c;
+}
+
+inline int train_tool(const TrainTool& tool, int argc, char** argv) {
+  Flags flags;
+  declare_train_flags(flags, tool);
+  if (!parse_flags_or_help(flags, argc, argv, tool.usage)) return 0;
+  const auto start = std::chrono::steady_clock::now();
+  check(tool.bundled_data || flags.has("data") || flags.has("train-images"), "--data",
+        "no data set is bundled for this model: give --data DIR (or the IDX file flags)");
+  const DataSplits data = load_data(flags, 0);
+  const EquiVaeConfig config = train_config(flags, tool, data.train);
+  const int threads = int(flags.get_int("threads", 0, 1024));
+  TrainOptions options;
+  options.epochs = int(flags.get_int("epochs", 1, 100000));
+  options.out_dir = flags.get("out");
+  options.quiet = flags.get_switch("quiet");
+  options.resume_from = flags.get("resume");
+  options.json_log = flags.get("log-json");
+
+  const int64_t labels = flags.get_int("labels", 0, data.train.n);
+  LabelledSplit split;
+  if (labels > 0) split = split_labelled(data.train, labels, config.seed);
+  const Dataset& labelled = labels > 0 ? split.labelled : data.train;
+  const Dataset* unlabelled = labels > 0 ? &split.unlabelled : nullptr;
+
+  std::string device = flags.get("device");
+  if (device == "auto") device = cuda_available() ? "cuda" : "cpu";
+  check(device == "cpu" || device == "cuda", "--device",
+        "expects cpu, cuda or auto, got '" + device + "'");
+  std::unique_ptr<Backend<float>> backend;
+  if (device == "cuda") {
+    CudaBackendOptions cuda;
+    cuda.strict_fp32 = flags.get_switch("strict-fp32");
+    try {  // says why: no GPU, no driver, or a build without the CUDA backend
+      backend = make_cuda_backend<float>(cuda);
+    } catch (const Error& e) {
+      throw Error("--device cuda", std::string(e.what()) + " (use --device cpu)");
+    }
+  } else {
+    backend = make_cpu_backend<float>(threads);
+  }
+  EquiVae<float> model(config, *backend);
+  if (!options.quiet) {
+    std::fprintf(stderr, "train %lld", (long long)data.train.n);
+    if (unlabelled)
+      std::fprintf(stderr, " (%lld labelled, %lld unlabelled)", (long long)labelled.n,
+                   (long long)unlabelled->n);
+    std::fprintf(stderr, "  validation %lld  test %lld  (%s)\n", (long long)data.validation.n,
+                 (long long)data.test.n, data.train.source.c_str());
+    std::fprintf(stderr, "model %s  B=%d  %s backend\n", config.describe().c_str(), config.batch(),
+                 backend->name().c_str());
+    if (!options.resume_from.empty())
+      std::fprintf(stderr, "resuming from %s\n", options.resume_from.c_str());
+  }
+  train(model, labelled, unlabelled, data.validation.n ? &data.validation : nullptr, options);
+
+  // The distance classifier's centroids come from the labelled examples only.
+  const double error = distance_classifier_error(model, labelled, data.test);
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::printf("test error (distance classifier): %.2f%% on %lld images  [%.1f s]\n", 100 * error,
+              (long long)data.test.n, seconds);
+  if (unlabelled)
+    std::printf("test error (q(y|x)): %.2f%% on %lld images\n",
+                100 * classifier_error(model, data.test), (long long)data.test.n);
+  if (!options.out_dir.empty()) {
+    const std::string& out = options.out_dir;
+    const std::string json = options.json_log.empty() ? out + "/metrics.jsonl" : options.json_log;
+    std::printf("wrote %s/metrics.csv, %s and %s/checkpoint.safetensors\n", out.c_str(),
+                json == "-" ? "the JSON lines to stdout" : json.c_str(), out.c_str());
+  }
+  return 0;
+}
+
+}  // namespace equivae
