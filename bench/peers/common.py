@@ -1,9 +1,10 @@
 """Shared pieces of the EquiVAE peer benchmarks (PyTorch / JAX).
 
-Data loading (IDX / IDX.gz), the class-balanced batch sampler in numpy, the
-common command-line flags, the timing loop bookkeeping and the final JSON line.
-Framework-free: only numpy is imported here, so the JAX script can set its
-environment before anything loads XLA.
+Data loading (IDX / IDX.gz for MNIST, train_32x32.mat or made-up images for
+SVHN), the class-balanced batch sampler in numpy, the common command-line
+flags, the JAX environment, the timing loop bookkeeping and the final JSON
+line. Framework-free: only numpy is imported here, so the JAX scripts can set
+their environment before anything loads XLA.
 
 Batch construction (identical semantics in numpy here, in torch and in JAX):
 
@@ -40,6 +41,9 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 DEFAULT_IMAGES = os.path.join(REPO, "data", "mnist10k-images-idx3-ubyte.gz")
 DEFAULT_LABELS = os.path.join(REPO, "data", "mnist10k-labels-idx1-ubyte.gz")
 DEFAULT_TRAIN_N = 8000  # first 8,000 of the bundled 10,000 digits are the training set
+SVHN_TRAIN_N = 70000    # the engine's SVHN split: the first 70,000 of train_32x32.mat train
+MADE_UP_SVHN_N = 8000   # made-up SVHN-shaped images when no --data-dir is given
+SVHN_SHAPE = (3, 32, 32)
 
 
 # ----------------------------------------------------------------------------
@@ -86,6 +90,45 @@ def load_data(args) -> tuple[np.ndarray, np.ndarray]:
     x = images[:n].reshape(n, -1).astype(np.float32) / np.float32(255.0)
     y = labels[:n].astype(np.int64)
     return np.ascontiguousarray(x), y
+
+
+def load_svhn(args) -> tuple[np.ndarray, np.ndarray, str]:
+    """Returns (x [N, 3072] float32 in [0, 1], NCHW rows as the engine reads them: three
+    32x32 planes R, G, B; y [N] int64 digits 0..9; a description of the source)."""
+    if args.data_dir:
+        path = os.path.join(args.data_dir, "train_32x32.mat")
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"train_32x32.mat not found in {args.data_dir}")
+        try:
+            import scipy.io
+        except ImportError:
+            sys.exit(f"{path}: reading it needs scipy (pip install scipy)")
+        mat = scipy.io.loadmat(path)
+        X, labels = mat["X"], mat["y"].reshape(-1)                 # X [32, 32, 3, N] (h, w, c, n)
+        if X.dtype != np.uint8 or X.shape[:3] != (32, 32, 3) or X.shape[3] != len(labels):
+            raise ValueError(f"{path}: X is {X.dtype} {X.shape}, y has {len(labels)} labels; "
+                             "expected X uint8 [32, 32, 3, N] and N labels")
+        n = min(X.shape[3], SVHN_TRAIN_N if args.n_train is None else args.n_train)
+        images = X[..., :n].transpose(3, 2, 0, 1)                   # [n, 3, 32, 32]
+        y = labels[:n].astype(np.int64) % 10                         # SVHN's 10 is the digit 0
+        source = f"{path} (first {n} of {X.shape[3]})"
+    else:
+        n = MADE_UP_SVHN_N if args.n_train is None else args.n_train
+        rng = np.random.default_rng(2019)
+        images = rng.integers(0, 256, size=(n,) + SVHN_SHAPE, dtype=np.uint8)
+        y = rng.integers(0, 10, size=n).astype(np.int64)
+        source = f"made-up: {n} uniform random images, random labels"
+    x = images.reshape(n, -1).astype(np.float32)
+    x /= np.float32(255.0)
+    return np.ascontiguousarray(x), y, source
+
+
+def mean_log_prior(y: np.ndarray, num_classes: int) -> float:
+    """Mean over classes of log p(y), p(y) = class frequencies of the training set: the
+    constant term log p(y) of the ELBO (eq. 4) over a class-balanced batch, as the engine
+    adds it to the ELBO it reports (it moves no gradient)."""
+    counts = np.bincount(y, minlength=num_classes)[:num_classes].astype(np.float64)
+    return float(np.mean(np.log(counts / len(y))))
 
 
 class ClassTable:
@@ -153,7 +196,8 @@ class HostSampler:
 # ----------------------------------------------------------------------------
 # CLI + reporting
 
-def common_parser(description: str) -> argparse.ArgumentParser:
+def common_parser(description: str, svhn: bool = False) -> argparse.ArgumentParser:
+    """The flags of every peer; svhn: the SVHN defaults (m_max 10, .mat data)."""
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--steps", type=int, default=200, help="timed training steps (default 200)")
     p.add_argument("--warmup", type=int, default=20, help="untimed steps first (default 20)")
@@ -167,14 +211,22 @@ def common_parser(description: str) -> argparse.ArgumentParser:
                    help="steps per timing window: the device is synchronised at the end of each "
                         "window; median over windows of (window time / window steps) (default 10; "
                         "1 = every step synchronised)")
-    p.add_argument("--data-dir", default=None,
-                   help="directory with standard MNIST/Fashion-MNIST names "
-                        "(train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz]); "
-                        "default: the bundled 10k set, first 8,000 as training set")
-    p.add_argument("--n-train", type=int, default=None, help="use only the first N training items")
+    if svhn:
+        p.add_argument("--data-dir", default=None,
+                       help="directory with SVHN's train_32x32.mat (read with scipy; the first "
+                            "70,000 images, the engine's training split); default: 8,000 made-up "
+                            "images (uniform random pixels and labels)")
+    else:
+        p.add_argument("--data-dir", default=None,
+                       help="directory with standard MNIST/Fashion-MNIST names "
+                            "(train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz]); "
+                            "default: the bundled 10k set, first 8,000 as training set")
+    p.add_argument("--n-train", type=int, default=None,
+                   help="use only the first N training items (made-up SVHN: make N)")
     p.add_argument("--k", type=int, default=16, help="items per class in a batch (default 16)")
     p.add_argument("--classes", type=int, default=10)
-    p.add_argument("--m-max", type=int, default=7, help="max pooled items per row (capped at k-1)")
+    p.add_argument("--m-max", type=int, default=10 if svhn else 7,
+                   help=f"max pooled items per row (capped at k-1) (default {10 if svhn else 7})")
     p.add_argument("--hidden", type=int, default=512)
     p.add_argument("--d-r", type=int, default=16)
     p.add_argument("--d-v", type=int, default=16)
@@ -184,17 +236,44 @@ def common_parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
+def jax_flags(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The JAX peers' own flags."""
+    p.add_argument("--mode", choices=["step", "epoch"], default="step")
+    p.add_argument("--precision", choices=["default", "high", "highest"], default="default",
+                   help="jax_default_matmul_precision (on GPU 'default' means TF32; "
+                        "'highest' = fp32) (default: default)")
+    return p
+
+
+def jax_environment(args):
+    """Sets the XLA environment; call before jax is imported. PJRT_NPROC / NPROC = --threads
+    (the size of the XLA CPU client's intra-op thread pool) and XLA_FLAGS +=
+    --xla_cpu_multi_thread_eigen=true|false (false when --threads 1)."""
+    os.environ["PJRT_NPROC"] = str(args.threads)
+    os.environ["NPROC"] = str(args.threads)
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_cpu_multi_thread_eigen" not in flags:
+        flags += f" --xla_cpu_multi_thread_eigen={'true' if args.threads > 1 else 'false'}"
+    os.environ["XLA_FLAGS"] = flags.strip()
+    os.environ.setdefault("JAX_PLATFORMS", "cpu" if args.device == "cpu" else "cuda")
+    if args.device == "cuda":
+        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
+
 def log(args, *a):
     if not args.json_only:
         print(*a, file=sys.stderr, flush=True)
 
 
 def summarise(args, peer: str, mode: str, per_step_ms: list[float], total_ms: float,
-              n_steps: int, losses: list[float], extra: dict | None = None) -> dict:
-    """per_step_ms: per-window mean step times; total_ms over n_steps timed steps."""
+              n_steps: int, losses: list[float], extra: dict | None = None,
+              log_prior: float = 0.0) -> dict:
+    """per_step_ms: per-window mean step times; total_ms over n_steps timed steps.
+    ELBO = -loss + log_prior; elbo_first / elbo_last: means over the first and the last
+    20 steps run (each half of the run when it has fewer than 40, so they never overlap)."""
     B = args.classes * args.k
-    elbo = [-float(l) for l in losses]
-    n = min(20, len(elbo))
+    elbo = [log_prior - float(l) for l in losses]
+    n = max(1, min(20, len(elbo) // 2))
     mean_ms = total_ms / n_steps
     out = {
         "peer": peer,

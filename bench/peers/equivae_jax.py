@@ -8,17 +8,7 @@ N(0, I), loss = -mean ELBO, Adam(1e-3, (0.9, 0.999), 1e-8) written by hand
 (same update as torch.optim.Adam), PyTorch-default nn.Linear init
 (U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weights and biases). Leave-one-out
 pooling r = P @ f_inv(x) with a dense [B, B] pooling matrix (see common.py).
-
-Modes:
-  step   the whole step (gather, forward, backward, Adam; eps ~ N(0, I) from
-         jax.random) under one jax.jit, one dispatch per step. Batches are
-         sampled in numpy on the host (idx [B] and P [B, B] passed to the jit,
-         i.e. copied to the device every step) -- or with --sampler device by
-         jax.random inside the same jit (plus one small jit per epoch that
-         shuffles the class lists). Sampling is inside the timed region.
-  epoch  a whole epoch (N // B steps) under one jit: lax.scan over the steps,
-         batches sampled on the device by jax.random; per-step time = epoch
-         time / steps per epoch. --steps is rounded up to whole epochs.
+Modes (step | epoch) and timing: jax_driver.py.
 
 Threads (CPU): PJRT_NPROC / NPROC = --threads (size of the XLA CPU client's
 intra-op thread pool) and XLA_FLAGS += --xla_cpu_multi_thread_eigen=true|false
@@ -26,59 +16,26 @@ intra-op thread pool) and XLA_FLAGS += --xla_cpu_multi_thread_eigen=true|false
 """
 from __future__ import annotations
 
-import math
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
+args = common.jax_flags(common.common_parser(__doc__.split("\n")[0])).parse_args()
+common.jax_environment(args)   # before jax is imported
 
-def parse():
-    p = common.common_parser(__doc__.split("\n")[0])
-    p.add_argument("--mode", choices=["step", "epoch"], default="step")
-    p.add_argument("--precision", choices=["default", "high", "highest"], default="default",
-                   help="jax_default_matmul_precision (on GPU 'default' means TF32; "
-                        "'highest' = fp32) (default: default)")
-    a = p.parse_args()
-    a.warmup = max(1, a.warmup)   # the first step (compilation) is never timed
-    return a
-
-
-args = parse()
-# --- environment before importing jax -----------------------------------------------
-os.environ["PJRT_NPROC"] = str(args.threads)
-os.environ["NPROC"] = str(args.threads)
-_flags = os.environ.get("XLA_FLAGS", "")
-if "xla_cpu_multi_thread_eigen" not in _flags:
-    _flags += f" --xla_cpu_multi_thread_eigen={'true' if args.threads > 1 else 'false'}"
-os.environ["XLA_FLAGS"] = _flags.strip()
-os.environ.setdefault("JAX_PLATFORMS", "cpu" if args.device == "cpu" else "cuda")
-if args.device == "cuda":
-    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-
-import numpy as np  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-from jax import lax  # noqa: E402
+import jax_driver  # noqa: E402
 
-if args.precision != "default":
-    jax.config.update("jax_default_matmul_precision", args.precision)
-
-B1, B2, ADAM_EPS = 0.9, 0.999, 1e-8
-
-
-# --- model ------------------------------------------------------------------------------
 
 def init_mlp(key, sizes):
     layers = []
     for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
         key, kw, kb = jax.random.split(key, 3)
-        bound = 1.0 / math.sqrt(fan_in)
-        W = jax.random.uniform(kw, (fan_in, fan_out), jnp.float32, -bound, bound)
-        b = jax.random.uniform(kb, (fan_out,), jnp.float32, -bound, bound)
-        layers.append((W, b))
+        layers.append((jax_driver.uniform(kw, (fan_in, fan_out), fan_in),
+                       jax_driver.uniform(kb, (fan_out,), fan_in)))
     return layers
 
 
@@ -113,214 +70,10 @@ def loss_fn(params, x, P, eps):
     return -jnp.mean(ll - kl)
 
 
-def adam_update(params, grads, m, v, t, lr):
-    """torch.optim.Adam (no weight decay, no amsgrad), t = step count after this update."""
-    m = jax.tree_util.tree_map(lambda m_, g: B1 * m_ + (1.0 - B1) * g, m, grads)
-    v = jax.tree_util.tree_map(lambda v_, g: B2 * v_ + (1.0 - B2) * g * g, v, grads)
-    bc1 = 1.0 - B1 ** t
-    bc2 = 1.0 - B2 ** t
-    step_size = lr / bc1
-    sqrt_bc2 = jnp.sqrt(bc2)
-    params = jax.tree_util.tree_map(
-        lambda p_, m_, v_: p_ - step_size * m_ / (jnp.sqrt(v_) / sqrt_bc2 + ADAM_EPS),
-        params, m, v)
-    return params, m, v
-
-
-def train_step(state, X, idx, P, lr, d_v):
-    """state = (params, m, v, t, key). One full step; returns (state, loss)."""
-    params, m, v, t, key = state
-    key, k_eps = jax.random.split(key)
-    x = X[idx]
-    eps = jax.random.normal(k_eps, (x.shape[0], d_v), jnp.float32)
-    loss, grads = jax.value_and_grad(loss_fn)(params, x, P, eps)
-    t = t + 1.0
-    params, m, v = adam_update(params, grads, m, v, t, lr)
-    return (params, m, v, t, key), loss
-
-
-# --- device sampler (jax.random), same semantics as common.HostSampler --------------------
-
-class DeviceSamplerConsts:
-    def __init__(self, table: common.ClassTable, k: int, m_max: int):
-        self.C, self.k = table.C, k
-        self.B = self.C * k
-        self.m_max = min(m_max, k - 1)
-        self.table = jnp.asarray(table.table)                       # [C, n_max] int32, pad -1
-        self.counts = jnp.asarray(table.counts)                     # [C] int32
-        rows = np.arange(self.B)
-        self.self_mask = jnp.asarray(rows[:, None] % k == np.arange(k)[None, :])        # [B, k]
-        self.seg_onehot = jnp.asarray((rows[:, None] // k == np.arange(self.C)[None, :])
-                                      .astype(np.float32))                               # [B, C]
-
-
-def make_perm(key, c: DeviceSamplerConsts):
-    """Per-class shuffled item lists for one epoch: [C, n_max], valid entries first."""
-    keys = jax.random.uniform(key, c.table.shape)
-    keys = jnp.where(c.table < 0, 2.0, keys)
-    return jnp.take_along_axis(c.table, jnp.argsort(keys, axis=1), axis=1)
-
-
-def device_sample(key, perm, s, c: DeviceSamplerConsts):
-    """Batch s of the epoch: idx [B] int32, P [B, B] float32."""
-    k_m, k_sel = jax.random.split(key)
-    pos = (s * c.k + jnp.arange(c.k, dtype=jnp.int32))[None, :] % c.counts[:, None]   # [C, k]
-    idx = jnp.take_along_axis(perm, pos, axis=1).reshape(c.B)
-    m = jax.random.randint(k_m, (c.B,), 1, c.m_max + 1)
-    keys = jax.random.uniform(k_sel, (c.B, c.k))
-    keys = jnp.where(c.self_mask, 2.0, keys)                    # never choose itself
-    rank = jnp.argsort(jnp.argsort(keys, axis=1), axis=1)
-    w = (rank < m[:, None]).astype(jnp.float32) / m[:, None].astype(jnp.float32)      # [B, k]
-    P = (c.seg_onehot[:, :, None] * w[:, None, :]).reshape(c.B, c.B)
-    return idx, P
-
-
-# --- driver -------------------------------------------------------------------------------
-
 def main():
-    if args.device == "cuda" and jax.default_backend() != "gpu":
-        sys.exit(f"--device cuda: jax backend is {jax.default_backend()}")
     x_np, y_np = common.load_data(args)
-    N = len(y_np)
-    B = args.classes * args.k
-    spe = N // B
-    table = common.ClassTable(y_np, args.classes, args.k)
-    X = jax.device_put(jnp.asarray(x_np))
-    d_v, lr = args.d_v, args.lr
-    sampler_kind = "device" if args.mode == "epoch" else (args.sampler or "host")
-
-    key = jax.random.PRNGKey(args.seed)
-    k_init, k_run = jax.random.split(key)
-    params = init_params(k_init, 784, args.hidden, args.d_r, d_v)
-    zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
-    state = (params, zeros, jax.tree_util.tree_map(jnp.zeros_like, params),
-             jnp.zeros((), jnp.float32), k_run)
-    consts = DeviceSamplerConsts(table, args.k, args.m_max)
-
-    def sync(x):
-        jax.block_until_ready(x)
-
-    losses = []
-    if args.mode == "step":
-        if sampler_kind == "host":
-            hs = common.HostSampler(table, args.k, args.m_max, spe, args.seed)
-            jstep = jax.jit(lambda st, X_, idx, P: train_step(st, X_, idx, P, lr, d_v),
-                            donate_argnums=(0,))
-
-            def step(state, i):
-                idx, P = hs.sample()
-                return jstep(state, X, idx, P)
-        else:
-            jperm = jax.jit(lambda k_: make_perm(k_, consts))
-
-            def _dev_step(st, X_, perm, s):
-                params_, m_, v_, t_, key_ = st
-                key_, k_s = jax.random.split(key_)
-                idx, P = device_sample(k_s, perm, s, consts)
-                return train_step((params_, m_, v_, t_, key_), X_, idx, P, lr, d_v)
-
-            jstep = jax.jit(_dev_step, donate_argnums=(0,))
-            perm_key = [jax.random.PRNGKey(args.seed + 1)]
-            perm_box = [None]
-
-            def step(state, i):
-                s = i % spe
-                if s == 0:
-                    perm_key[0], kp = jax.random.split(perm_key[0])
-                    perm_box[0] = jperm(kp)
-                return jstep(state, X, perm_box[0], np.int32(s))
-
-        common.log(args, f"[jax {jax.__version__}] mode=step backend={jax.default_backend()} "
-                         f"threads={args.threads} N={N} B={B} steps/epoch={spe} "
-                         f"sampler={sampler_kind}")
-        i = 0
-        t0 = time.perf_counter()
-        state, loss = step(state, i)
-        i += 1
-        losses.append(loss)
-        sync(state)
-        first_step_s = time.perf_counter() - t0
-        for _ in range(args.warmup - 1):
-            state, loss = step(state, i)
-            i += 1
-            losses.append(loss)
-        sync(state)
-        per_window, total, done = [], 0.0, 0
-        while done < args.steps:
-            n = min(args.window, args.steps - done)
-            t0 = common.now_ms()
-            for _ in range(n):
-                state, loss = step(state, i)
-                i += 1
-                losses.append(loss)
-            sync(state)
-            dt = common.now_ms() - t0
-            per_window.append(dt / n)
-            total += dt
-            done += n
-        timed_steps = args.steps
-        loss_vals = np.asarray(jnp.stack(losses)).tolist()
-    else:
-        def run_epoch(st, X_):
-            params_, m_, v_, t_, key_ = st
-            key_, k_perm, k_loop = jax.random.split(key_, 3)
-            perm = make_perm(k_perm, consts)
-
-            def body(carry, s):
-                p_, mm, vv, tt, kk = carry
-                kk, k_s = jax.random.split(kk)
-                idx, P = device_sample(k_s, perm, s, consts)
-                carry, loss = train_step((p_, mm, vv, tt, kk), X_, idx, P, lr, d_v)
-                return carry, loss
-
-            carry, ls = lax.scan(body, (params_, m_, v_, t_, k_loop),
-                                 jnp.arange(spe, dtype=jnp.int32))
-            p_, mm, vv, tt, _ = carry
-            return (p_, mm, vv, tt, key_), ls
-
-        jepoch = jax.jit(run_epoch, donate_argnums=(0,))
-        warm_epochs = max(1, math.ceil(args.warmup / spe))
-        timed_epochs = max(1, math.ceil(args.steps / spe))
-        common.log(args, f"[jax {jax.__version__}] mode=epoch backend={jax.default_backend()} "
-                         f"threads={args.threads} N={N} B={B} steps/epoch={spe} "
-                         f"warmup epochs={warm_epochs} timed epochs={timed_epochs}")
-        t0 = time.perf_counter()
-        state, ls = jepoch(state, X)
-        sync(state)
-        first_step_s = time.perf_counter() - t0   # first epoch, includes compilation
-        losses.append(ls)
-        for _ in range(warm_epochs - 1):
-            state, ls = jepoch(state, X)
-            losses.append(ls)
-        sync(state)
-        per_window, total = [], 0.0
-        for _ in range(timed_epochs):
-            t0 = common.now_ms()
-            state, ls = jepoch(state, X)
-            sync(state)
-            dt = common.now_ms() - t0
-            per_window.append(dt / spe)
-            total += dt
-            losses.append(ls)
-        timed_steps = timed_epochs * spe
-        loss_vals = np.asarray(jnp.concatenate(losses)).tolist()
-        args.warmup = warm_epochs * spe
-
-    res = common.summarise(args, "jax", args.mode, per_window, total, timed_steps, loss_vals, {
-        "sampler": sampler_kind,
-        "sampling_timed": True,
-        "pooling": "dense [B,B] matmul",
-        "matmul": args.precision,
-        "adam": "hand-written, inside the jit",
-        "first_step_s": round(first_step_s, 3),
-        "n_train": N,
-        "framework": f"jax {jax.__version__}",
-    })
-    if args.mode == "epoch":
-        res["steps_per_epoch"] = spe
-    common.log(args, f"elbo first {res['elbo_first']:.2f} -> last {res['elbo_last']:.2f}; "
-                     f"{res['ms_per_step_median']:.3f} ms/step median")
-    common.emit(res)
+    jax_driver.run(args, lambda k: init_params(k, 784, args.hidden, args.d_r, args.d_v),
+                   loss_fn, x_np, y_np, {"model": "mnist-dense"})
 
 
 if __name__ == "__main__":

@@ -6,29 +6,18 @@ f_inv 784-512-512-16, encoder [x; r] 800-512-512-32 (mu, log sigma^2),
 decoder [r; v] 32-512-512-784 logits, Bernoulli soft-target likelihood,
 KL to N(0, I), loss = -mean ELBO, Adam(1e-3, (0.9, 0.999), 1e-8),
 nn.Linear default init. Leave-one-out pooling r = P @ f_inv(x) with a dense
-[B, B] pooling matrix (see common.py).
-
-One timed step = sample a batch (numpy on the host, or torch RNG on the device
-with --sampler device), gather the images from the data set (already on the
-device), forward, backward, Adam. Noise eps ~ N(0, I) is drawn by torch on the
-device inside the loss function.
-
-Modes:
-  eager               plain PyTorch; Adam(fused=True) where supported
-  compile             torch.compile(loss function) (forward + AOT backward by
-                      Inductor); the fused Adam stays eager
-  compile-cudagraphs  as compile with mode="reduce-overhead" (CUDA graphs; cuda only)
+[B, B] pooling matrix (see common.py). Modes, timing: torch_driver.py
+(--mode eager | compile | compile-cudagraphs).
 """
 from __future__ import annotations
 
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
+import torch_driver  # noqa: E402
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
@@ -60,167 +49,13 @@ class EquiVAE(nn.Module):
         return -(ll - kl).mean()
 
 
-class StepLoss(nn.Module):
-    """Gather + loss with the data set as a (non-persistent) buffer: CUDA graphs
-    (reduce-overhead) treat buffers as static, so the data set is not copied into
-    the graph's input buffers each step; only idx and P are."""
-
-    def __init__(self, model: EquiVAE, X: torch.Tensor):
-        super().__init__()
-        self.model = model
-        self.register_buffer("X", X, persistent=False)
-
-    def forward(self, idx, P):
-        return self.model(self.X, idx, P)
-
-
-class DeviceSampler:
-    """The sampler of common.py written with torch ops on the device."""
-
-    def __init__(self, table: common.ClassTable, k: int, m_max: int, spe: int, device, seed: int):
-        self.C, self.k = table.C, k
-        self.B = self.C * k
-        self.m_max = min(m_max, k - 1)
-        self.spe = spe
-        self.dev = device
-        self.gen = torch.Generator(device=device)
-        self.gen.manual_seed(seed + 1)
-        self.table = torch.as_tensor(table.table, dtype=torch.int64, device=device)   # [C, n_max]
-        self.counts = torch.as_tensor(table.counts, dtype=torch.int64, device=device)  # [C]
-        self.pad = self.table < 0
-        self.arange_k = torch.arange(k, device=device)
-        rows = torch.arange(self.B, device=device)
-        self.self_mask = F.one_hot(rows % k, k).bool()                                 # [B, k]
-        self.seg_onehot = F.one_hot(rows // k, self.C).float()                         # [B, C]
-        self.step = 0
-        self.perm = None
-
-    def sample(self):
-        s = self.step % self.spe
-        self.step += 1
-        if s == 0:   # new epoch: one permutation per class (pads sorted to the end)
-            keys = torch.rand(self.table.shape, device=self.dev, generator=self.gen)
-            keys = keys.masked_fill(self.pad, 2.0)
-            self.perm = torch.gather(self.table, 1, torch.argsort(keys, dim=1))
-        pos = (s * self.k + self.arange_k)[None, :] % self.counts[:, None]            # [C, k]
-        idx = torch.gather(self.perm, 1, pos).reshape(self.B)
-        m = torch.randint(1, self.m_max + 1, (self.B,), device=self.dev, generator=self.gen)
-        keys = torch.rand((self.B, self.k), device=self.dev, generator=self.gen)
-        keys = keys.masked_fill(self.self_mask, 2.0)
-        rank = torch.argsort(torch.argsort(keys, dim=1), dim=1)
-        w = (rank < m[:, None]).float() / m[:, None].float()                          # [B, k]
-        P = (self.seg_onehot[:, :, None] * w[:, None, :]).reshape(self.B, self.B)
-        return idx, P
-
-
 def main():
-    p = common.common_parser(__doc__.split("\n")[0])
-    p.add_argument("--mode", choices=["eager", "compile", "compile-cudagraphs"], default="eager")
-    p.add_argument("--tf32", action="store_true", help="allow TF32 matmuls on cuda (default: fp32)")
+    p = torch_driver.add_flags(common.common_parser(__doc__.split("\n")[0]))
     args = p.parse_args()
-    args.warmup = max(1, args.warmup)   # the first step (compilation) is never timed
-
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    if args.device == "cuda":
-        if not torch.cuda.is_available():
-            sys.exit("--device cuda: torch sees no CUDA device")
-        torch.backends.cuda.matmul.allow_tf32 = args.tf32
-        torch.backends.cudnn.allow_tf32 = args.tf32
-    elif args.mode == "compile-cudagraphs":
-        sys.exit("--mode compile-cudagraphs needs --device cuda")
-    dev = torch.device(args.device)
-    sampler_kind = args.sampler or "host"
-
+    torch_driver.setup(args)
     x_np, y_np = common.load_data(args)
-    N = len(y_np)
-    B = args.classes * args.k
-    spe = N // B
-    table = common.ClassTable(y_np, args.classes, args.k)
-    X = torch.as_tensor(x_np, device=dev)                       # whole data set on the device
-
-    model = EquiVAE(784, args.hidden, args.d_r, args.d_v).to(dev)
-    try:
-        opt = torch.optim.Adam(model.parameters(), lr=args.lr, betas=(0.9, 0.999), eps=1e-8,
-                               fused=True)
-        adam_impl = "fused"
-    except (RuntimeError, TypeError, ValueError):
-        opt = torch.optim.Adam(model.parameters(), lr=args.lr, betas=(0.9, 0.999), eps=1e-8)
-        adam_impl = "default"
-
-    step_loss = StepLoss(model, X)
-    if args.mode == "eager":
-        loss_fn = step_loss
-    elif args.mode == "compile":
-        loss_fn = torch.compile(step_loss)
-    else:
-        loss_fn = torch.compile(step_loss, mode="reduce-overhead")
-    cudagraphs = args.mode == "compile-cudagraphs"
-
-    if sampler_kind == "host":
-        hs = common.HostSampler(table, args.k, args.m_max, spe, args.seed)
-
-        def sample():
-            idx, P = hs.sample()
-            return (torch.from_numpy(idx).to(dev, non_blocking=False),
-                    torch.from_numpy(P).to(dev, non_blocking=False))
-    else:
-        ds = DeviceSampler(table, args.k, args.m_max, spe, dev, args.seed)
-        sample = ds.sample
-
-    def step():
-        idx, P = sample()
-        if cudagraphs:
-            torch.compiler.cudagraph_mark_step_begin()
-        loss = loss_fn(idx, P)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return loss.detach().clone() if cudagraphs else loss.detach()
-
-    def sync():
-        if args.device == "cuda":
-            torch.cuda.synchronize()
-
-    common.log(args, f"[torch {torch.__version__}] mode={args.mode} device={args.device} "
-                     f"threads={torch.get_num_threads()} N={N} B={B} steps/epoch={spe} "
-                     f"sampler={sampler_kind} adam={adam_impl}")
-    losses = []
-    t0 = time.perf_counter()
-    losses.append(step())        # first step: includes compilation for the compile modes
-    sync()
-    first_step_s = time.perf_counter() - t0
-    for _ in range(args.warmup - 1):
-        losses.append(step())
-    sync()
-
-    per_window, total = [], 0.0
-    done = 0
-    while done < args.steps:
-        n = min(args.window, args.steps - done)
-        t0 = common.now_ms()
-        for _ in range(n):
-            losses.append(step())
-        sync()
-        dt = common.now_ms() - t0
-        per_window.append(dt / n)
-        total += dt
-        done += n
-
-    loss_vals = torch.stack(losses).float().cpu().tolist()
-    res = common.summarise(args, "pytorch", args.mode, per_window, total, args.steps, loss_vals, {
-        "sampler": sampler_kind,
-        "sampling_timed": True,
-        "pooling": "dense [B,B] matmul",
-        "matmul": "tf32" if (args.tf32 and args.device == "cuda") else "fp32",
-        "adam": adam_impl,
-        "first_step_s": round(first_step_s, 3),
-        "n_train": N,
-        "framework": f"torch {torch.__version__}",
-    })
-    common.log(args, f"elbo first {res['elbo_first']:.2f} -> last {res['elbo_last']:.2f}; "
-                     f"{res['ms_per_step_median']:.3f} ms/step median")
-    common.emit(res)
+    model = EquiVAE(784, args.hidden, args.d_r, args.d_v)
+    torch_driver.run(args, model, x_np, y_np, {"model": "mnist-dense"})
 
 
 if __name__ == "__main__":

@@ -4,9 +4,13 @@
 #   bench/peers/run_peers.sh [OUT.jsonl] [extra flags for every script...]
 #
 #   OUT.jsonl   default bench/peers/results-cpu.jsonl (results-cuda.jsonl with
-#               PEERS_DEVICE=cuda); overwritten
+#               PEERS_DEVICE=cuda; results-svhn-cpu.jsonl / results-svhn-cuda.jsonl
+#               with PEERS_MODEL=svhn); overwritten
 #   extra flags e.g. --steps 30 --warmup 5 --threads 2 --data-dir DIR
 #
+# PEERS_MODEL=mnist (default): the dense MNIST model (equivae_torch.py,
+#   equivae_jax.py); PEERS_MODEL=svhn: the conv SVHN model (svhn_torch.py,
+#   svhn_jax.py; --data-dir takes a directory with train_32x32.mat).
 # CPU (default): torch eager, torch compile, jax step-jit, jax epoch-jit.
 # PEERS_DEVICE=cuda: torch eager, compile, compile-cudagraphs, jax step, jax
 #   epoch, all with --device cuda (needs a CUDA torch and jax[cuda12] in the
@@ -18,7 +22,13 @@
 set -uo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 DEVICE="${PEERS_DEVICE:-cpu}"
-OUT="${1:-$HERE/results-$DEVICE.jsonl}"
+MODEL="${PEERS_MODEL:-mnist}"
+case "$MODEL" in
+  mnist) TORCH=equivae_torch.py; JAX=equivae_jax.py; OUT_DEFAULT="$HERE/results-$DEVICE.jsonl" ;;
+  svhn) TORCH=svhn_torch.py; JAX=svhn_jax.py; OUT_DEFAULT="$HERE/results-svhn-$DEVICE.jsonl" ;;
+  *) echo "run_peers.sh: PEERS_MODEL must be mnist or svhn, got '$MODEL'" >&2; exit 2 ;;
+esac
+OUT="${1:-$OUT_DEFAULT}"
 shift || true
 if [[ "$DEVICE" == "cuda" ]]; then export PEERS_GPU="${PEERS_GPU:-1}"; fi
 
@@ -30,21 +40,21 @@ else
 fi
 
 if [[ "$DEVICE" == "cuda" ]]; then
-  RUNS=("equivae_torch.py --mode eager"
-        "equivae_torch.py --mode compile"
-        "equivae_torch.py --mode compile-cudagraphs"
-        "equivae_jax.py --mode step"
-        "equivae_jax.py --mode epoch")
+  RUNS=("$TORCH --mode eager"
+        "$TORCH --mode compile"
+        "$TORCH --mode compile-cudagraphs"
+        "$JAX --mode step"
+        "$JAX --mode epoch")
 else
-  RUNS=("equivae_torch.py --mode eager"
-        "equivae_torch.py --mode compile"
-        "equivae_jax.py --mode step"
-        "equivae_jax.py --mode epoch")
+  RUNS=("$TORCH --mode eager"
+        "$TORCH --mode compile"
+        "$JAX --mode step"
+        "$JAX --mode epoch")
 fi
 
 mkdir -p "$(dirname "$OUT")"
 : > "$OUT"
-echo "[peers] machine: $(lscpu 2>/dev/null | grep 'Model name' | sed 's/.*: *//'), $(nproc) cores; device=$DEVICE" >&2
+echo "[peers] machine: $(lscpu 2>/dev/null | grep 'Model name' | sed 's/.*: *//'), $(nproc --all) cores; device=$DEVICE model=$MODEL" >&2
 fail=0
 for r in "${RUNS[@]}"; do
   echo "[peers] $r --device $DEVICE $*" >&2
