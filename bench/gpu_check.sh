@@ -17,10 +17,11 @@
 #     Without a pack it configures and builds in build-gpu/ itself, which works only where
 #     the project's dependencies are installed.
 #
-# Budget: about 5 minutes, at most ~9 (each stage has its own timeout). A failing stage is
-# logged and the rest still run. Exit status: 0, 1 when the GPU tests failed (or were not
+# Budget: about 5 minutes (7 with the SVHN peers), each stage under its own timeout. A failing
+# stage is # logged and the rest still run. Exit status: 0, 1 when the GPU tests failed (or were not
 # built), 2 when they were skipped (no usable GPU).
-# Stages can be chosen: STAGES="info tests bench train profile peers sanitizer" (default: all).
+# Stages can be chosen: STAGES="info tests bench train profile peers peers_svhn sanitizer"
+# (default: all).
 set -u -o pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -86,7 +87,7 @@ mkdir -p "$RESULTS"
 LOG="$RESULTS/gpu_check.log"
 SUMMARY="$RESULTS/summary.md"
 : >"$LOG"
-STAGES="${STAGES:-info tests bench train profile peers sanitizer}"
+STAGES="${STAGES:-info tests bench train profile peers peers_svhn sanitizer}"
 declare -A STATUS=()
 tests_failed=0
 
@@ -250,6 +251,11 @@ if want peers; then
   run_stage peers 200 env LD_LIBRARY_PATH="$ORIGINAL_LD_LIBRARY_PATH" PEERS_DEVICE=cuda \
     PEERS_PY=python3 PYTHONUNBUFFERED=1 \
     "$ROOT/bench/peers/run_peers.sh" "$RESULTS/peers_cuda.jsonl" --steps 100 --warmup 10
+fi
+if want peers_svhn; then  # the SVHN conv step's peers (made-up data), beside BM_Svhn* above
+  run_stage peers_svhn 200 env LD_LIBRARY_PATH="$ORIGINAL_LD_LIBRARY_PATH" PEERS_DEVICE=cuda \
+    PEERS_MODEL=svhn PEERS_PY=python3 PYTHONUNBUFFERED=1 \
+    "$ROOT/bench/peers/run_peers.sh" "$RESULTS/peers_svhn_cuda.jsonl" --steps 50 --warmup 10
 fi
 
 # ---- compute-sanitizer over the kernels (through the backend's GPU tests: every kernel runs)
