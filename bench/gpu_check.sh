@@ -18,8 +18,8 @@
 #     the project's dependencies are installed.
 #
 # Budget: about 5 minutes (7 with the SVHN peers), each stage under its own timeout. A failing
-# stage is # logged and the rest still run. Exit status: 0, 1 when the GPU tests failed (or were not
-# built), 2 when they were skipped (no usable GPU).
+# stage is logged and the rest still run. Exit status: 0, 1 when the GPU tests failed (or were
+# not built), 2 when they were skipped (no usable GPU).
 # Stages can be chosen: STAGES="info tests bench train profile peers peers_svhn sanitizer"
 # (default: all).
 set -u -o pipefail
