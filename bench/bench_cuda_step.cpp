@@ -102,24 +102,15 @@ void per_step_counters(benchmark::State& state, int steps_per_iteration, int exa
       benchmark::Counter::kIsRate);
 }
 
-// One iteration = kWindow steps as graph replays (batches sampled beforehand: the time is the
-// device's plus the window's one index upload and one metric download).
-void BM_GraphStep(benchmark::State& state) {
-  if (skip_without_gpu(state)) return;
-  const bool semi = state.range(0) != 0;
-  EquiVaeConfig config = semi ? semi_config() : EquiVaeConfig{};
-  config.k = int(state.range(1));  // B = 10·k; classes smaller than k wrap around
-  auto backend = gpu_backend();
-  EquiVae<float> model(config, *backend);
-  LabelledSplit split;
-  if (semi) split = split_labelled(digits(), 3000, 1);
-  const Dataset& labelled =
-      semi ? split.labelled : (config.k > 512 ? tiled_digits(2 * config.k / 512) : digits());
-  const Dataset* unlabelled = semi ? &split.unlabelled : nullptr;
+// Uploads the data sets, samples one window of kWindow batches, captures the step, then
+// times one iteration = the window's kWindow steps as graph replays.
+void time_graph_windows(benchmark::State& state, EquiVae<float>& model, const Dataset& labelled,
+                        const Dataset* unlabelled) {
+  const EquiVaeConfig& config = model.config();
   model.upload_datasets(labelled, unlabelled);
   BalancedBatchSampler sampler(labelled.labels, 10, config.k, config.m_max, 1);
   std::unique_ptr<UnlabelledSampler> unl;
-  if (semi)
+  if (unlabelled)
     unl = std::make_unique<UnlabelledSampler>(unlabelled->n, config.unlabelled, 10, config.k,
                                               config.m_max, 1);
   std::vector<Batch> batches(kWindow);
@@ -135,6 +126,23 @@ void BM_GraphStep(benchmark::State& state) {
     step += kWindow;
   }
   per_step_counters(state, kWindow, config.batch() + config.unlabelled);
+}
+
+// One iteration = kWindow steps as graph replays (batches sampled beforehand: the time is the
+// device's plus the window's one index upload and one metric download).
+void BM_GraphStep(benchmark::State& state) {
+  if (skip_without_gpu(state)) return;
+  const bool semi = state.range(0) != 0;
+  EquiVaeConfig config = semi ? semi_config() : EquiVaeConfig{};
+  config.k = int(state.range(1));  // B = 10·k; classes smaller than k wrap around
+  auto backend = gpu_backend();
+  EquiVae<float> model(config, *backend);
+  LabelledSplit split;
+  if (semi) split = split_labelled(digits(), 3000, 1);
+  const Dataset& labelled =
+      semi ? split.labelled : (config.k > 512 ? tiled_digits(2 * config.k / 512) : digits());
+  const Dataset* unlabelled = semi ? &split.unlabelled : nullptr;
+  time_graph_windows(state, model, labelled, unlabelled);
   if (!semi)  // the step's GEMM work, to hold against BM_GemmFloor at the same B
     state.counters["GEMM FLOP/s"] =
         benchmark::Counter(gemm_flops(config.batch()) * kWindow * double(state.iterations()),
@@ -205,25 +213,7 @@ void BM_SvhnGraphStep(benchmark::State& state) {
   if (semi) split = split_labelled(svhn_shaped(), 1000, 1);
   const Dataset& labelled = semi ? split.labelled : svhn_shaped();
   const Dataset* unlabelled = semi ? &split.unlabelled : nullptr;
-  model.upload_datasets(labelled, unlabelled);
-  BalancedBatchSampler sampler(labelled.labels, 10, config.k, config.m_max, 1);
-  std::unique_ptr<UnlabelledSampler> unl;
-  if (semi)
-    unl = std::make_unique<UnlabelledSampler>(unlabelled->n, config.unlabelled, 10, config.k,
-                                              config.m_max, 1);
-  std::vector<Batch> batches(kWindow);
-  for (int i = 0; i < kWindow; ++i) {
-    sampler.sample(uint64_t(i), batches[i]);
-    if (unl) unl->sample(uint64_t(i), batches[i]);
-  }
-  uint64_t step = 0;
-  model.train_steps(batches, step);  // capture + warm-up
-  step += kWindow;
-  for (auto _ : state) {
-    benchmark::DoNotOptimize(model.train_steps(batches, step));
-    step += kWindow;
-  }
-  per_step_counters(state, kWindow, config.batch() + config.unlabelled);
+  time_graph_windows(state, model, labelled, unlabelled);
   state.SetLabel(backend->name());
 }
 BENCHMARK(BM_SvhnGraphStep)

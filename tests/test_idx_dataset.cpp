@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "memory_cap.h"
 #include "model/idx_dataset.h"
 #include "runtime/error.h"
 
@@ -24,6 +25,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using Bytes = std::vector<uint8_t>;
+using test::exit_under_memory_cap;
 using testing::HasSubstr;
 
 void put_be32(Bytes& b, uint32_t v) {
@@ -93,39 +95,6 @@ Bytes gzip_with_zeros(const Bytes& head, size_t zeros) {
   deflateEnd(&s);
   return out;
 }
-
-#if !defined(__SANITIZE_ADDRESS__)
-// Runs fn in a child process whose address space may grow by `headroom` bytes at most, so an
-// attempt at a large allocation fails there (std::bad_alloc) instead of succeeding lazily. The
-// child's exit status: 0 when fn threw an Error holding `part`, 1 when it returned, 2 another
-// Error, 3 another exception (the allocation failed).
-int exit_under_memory_cap(const std::function<void()>& fn, const std::string& part,
-                          size_t headroom) {
-  const pid_t child = ::fork();
-  if (child < 0) return -1;
-  if (child == 0) {
-    size_t pages = 0;
-    if (std::FILE* f = std::fopen("/proc/self/statm", "r")) {
-      if (std::fscanf(f, "%zu", &pages) != 1) pages = 0;
-      std::fclose(f);
-    }
-    const rlim_t cap = pages * size_t(::sysconf(_SC_PAGESIZE)) + headroom;
-    rlimit limit{cap, cap};
-    ::setrlimit(RLIMIT_AS, &limit);
-    try {
-      fn();
-      ::_exit(1);
-    } catch (const Error& e) {
-      ::_exit(std::string(e.what()).find(part) != std::string::npos ? 0 : 2);
-    } catch (...) {
-      ::_exit(3);
-    }
-  }
-  int status = 0;
-  if (::waitpid(child, &status, 0) != child || !WIFEXITED(status)) return -2;
-  return WEXITSTATUS(status);
-}
-#endif
 
 Bytes concat(Bytes a, const Bytes& b) {
   a.insert(a.end(), b.begin(), b.end());

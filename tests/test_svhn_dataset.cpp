@@ -23,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "memory_cap.h"
 #include "model/data_splits.h"
 #include "model/svhn_dataset.h"
 #include "runtime/error.h"
@@ -32,6 +33,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using Bytes = std::vector<uint8_t>;
+using test::exit_under_memory_cap;
 using testing::HasSubstr;
 
 // MAT 5 element types and array classes the tests build with.
@@ -606,39 +608,6 @@ TEST_F(SvhnTest, LyingSizesNeverReachAnAllocation) {
   expect_bad(m.file({plain, y}), {"its data subelement (12288 bytes) runs past the end of the "
                                   "variable"});
 }
-
-#if !defined(__SANITIZE_ADDRESS__)
-// Runs fn in a child process whose address space may grow by `headroom` bytes at most, so an
-// attempt at a large allocation fails there instead of succeeding lazily. The child's exit
-// status: 0 when fn threw an Error holding `part`, 1 when it returned, 2 another Error, 3
-// another exception.
-int exit_under_memory_cap(const std::function<void()>& fn, const std::string& part,
-                          size_t headroom) {
-  const pid_t child = ::fork();
-  if (child < 0) return -1;
-  if (child == 0) {
-    size_t pages = 0;
-    if (std::FILE* f = std::fopen("/proc/self/statm", "r")) {
-      if (std::fscanf(f, "%zu", &pages) != 1) pages = 0;
-      std::fclose(f);
-    }
-    const rlim_t cap = pages * size_t(::sysconf(_SC_PAGESIZE)) + headroom;
-    rlimit limit{cap, cap};
-    ::setrlimit(RLIMIT_AS, &limit);
-    try {
-      fn();
-      ::_exit(1);
-    } catch (const Error& e) {
-      ::_exit(std::string(e.what()).find(part) != std::string::npos ? 0 : 2);
-    } catch (...) {
-      ::_exit(3);
-    }
-  }
-  int status = 0;
-  if (::waitpid(child, &status, 0) != child || !WIFEXITED(status)) return -2;
-  return WEXITSTATUS(status);
-}
-#endif
 
 TEST_F(SvhnTest, StreamShorterThanItsHeaderIsRefusedWithoutTheAllocation) {
   // X declares 40,000 images (123 MB); its stream holds 20 MB of zeros and 128 KB of noise, so
