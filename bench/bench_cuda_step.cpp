@@ -15,6 +15,7 @@
 #include <memory>
 #include <vector>
 
+#include "bench/made_up_images.h"
 #include "kernels/cpu/ops.h"
 #include "kernels/philox.h"
 #include "model/equivae.h"
@@ -179,23 +180,9 @@ void BM_EagerStep(benchmark::State& state) {
 }
 BENCHMARK(BM_EagerStep)->Unit(benchmark::kMicrosecond)->UseRealTime();
 
-// 3,200 made-up SVHN-shaped images (3×32×32, uniform pixels, 320 per class): timing only.
+// 3,200 made-up SVHN-shaped images (320 per class): timing only.
 const Dataset& svhn_shaped() {
-  static const Dataset data = [] {
-    Dataset d;
-    d.n = 3200;
-    d.rows = d.cols = 32;
-    d.dim = 3 * 32 * 32;
-    d.source = "made-up 3x32x32 images";
-    d.images.resize(size_t(d.n) * d.dim);
-    d.labels.resize(d.n);
-    for (int64_t i = 0; i < d.n; ++i) {
-      d.labels[i] = int32_t(i % 10);
-      for (int j = 0; j < d.dim; ++j)
-        d.images[size_t(i) * d.dim + j] = philox_uniform<float>(5, uint64_t(i), 0, uint32_t(j));
-    }
-    return d;
-  }();
+  static const Dataset data = made_up_svhn_images(3200);
   return data;
 }
 
