@@ -24,6 +24,7 @@
 #include "model/trainer.h"
 #include "runtime/error.h"
 #include "tests/conv_fixtures.h"
+#include "tests/scratch_files.h"
 
 namespace equivae {
 namespace {
@@ -375,12 +376,6 @@ TEST(ConvModel, ConfigurationLinesAndChecks) {
   EXPECT_NO_THROW(dense.validate());
 }
 
-std::string temp_path(const std::string& name) {
-  return (std::filesystem::path(testing::TempDir()) /
-          (name + "." + std::to_string(::getpid()) + ".safetensors"))
-      .string();
-}
-
 TEST(ConvModel, CheckpointRoundTripsAndRebuildsTheModel) {
   const EquiVaeConfig config = tiny_conv_semi_config();
   auto backend = make_cpu_backend<float>(1);
@@ -389,7 +384,7 @@ TEST(ConvModel, CheckpointRoundTripsAndRebuildsTheModel) {
     const PlanInput in(config, step);
     model.train_step(in.batch, in.labelled, step, in.unlabelled_set());
   }
-  const std::string path = temp_path("conv-roundtrip");
+  const std::string path = test::temp_checkpoint_path("conv-roundtrip");
   const Checkpoint written = model.to_checkpoint();
   save_checkpoint(path, written);
 

@@ -19,6 +19,7 @@
 #include "memory_cap.h"
 #include "model/idx_dataset.h"
 #include "runtime/error.h"
+#include "scratch_files.h"
 
 namespace equivae {
 namespace {
@@ -115,27 +116,11 @@ void expect_error(const std::function<void()>& fn, std::initializer_list<std::st
 const Bytes kPixels = {0, 255, 51, 1, 2, 3, 10, 20, 30, 40, 50, 60, 255, 254, 0, 128, 7, 9};
 const Bytes kLabels = {0, 9, 4};
 
-class IdxTest : public testing::Test {
+class IdxTest : public test::ScratchDirTest {
  protected:
-  void SetUp() override {
-    const auto* info = testing::UnitTest::GetInstance()->current_test_info();
-    dir_ = fs::path(testing::TempDir()) /
-           ("equivae_idx_" + std::to_string(getpid()) + "_" + info->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-
-  std::string write(const std::string& name, const Bytes& bytes) {
-    const std::string path = (dir_ / name).string();
-    std::ofstream(path, std::ios::binary)
-        .write(reinterpret_cast<const char*>(bytes.data()), bytes.size());
-    return path;
-  }
+  IdxTest() : ScratchDirTest("equivae_idx_") {}
   std::string good_images() { return write("images", idx_images(3, 2, 3, kPixels)); }
   std::string good_labels() { return write("labels", idx_labels(3, kLabels)); }
-
-  fs::path dir_;
 };
 
 void expect_good(const Dataset& ds) {

@@ -16,6 +16,7 @@
 #include "model/trainer.h"
 #include "runtime/error.h"
 #include "tests/fixtures.h"
+#include "tests/scratch_files.h"
 
 namespace equivae {
 namespace {
@@ -144,12 +145,6 @@ TEST(Model, SameSeedSameNumbers) {
   EXPECT_NE(run(3), run(4));
 }
 
-std::string temp_path(const std::string& name) {
-  return (std::filesystem::path(testing::TempDir()) /
-          (name + "." + std::to_string(::getpid()) + ".safetensors"))
-      .string();
-}
-
 TEST(Model, CheckpointRoundTripsBitExactly) {
   auto backend = make_cpu_backend<float>(1);
   EquiVae<float> model(tiny_config(), *backend);
@@ -159,7 +154,7 @@ TEST(Model, CheckpointRoundTripsBitExactly) {
     sampler.sample(step, batch);
     model.train_step(batch, digits(), step);
   }
-  const std::string path = temp_path("roundtrip");
+  const std::string path = test::temp_checkpoint_path("roundtrip");
   save_checkpoint(path, model.to_checkpoint());
 
   EquiVaeConfig other_seed = tiny_config();
@@ -182,7 +177,7 @@ TEST(Model, CheckpointRoundTripsBitExactly) {
 TEST(Model, CheckpointOfAnotherArchitectureIsRefused) {
   auto backend = make_cpu_backend<float>(1);
   EquiVae<float> model(tiny_config(), *backend);
-  const std::string path = temp_path("arch");
+  const std::string path = test::temp_checkpoint_path("arch");
   save_checkpoint(path, model.to_checkpoint());
   EquiVaeConfig wider = tiny_config();
   wider.hidden = 32;
@@ -202,7 +197,7 @@ TEST(Model, CheckpointOfAnotherArchitectureIsRefused) {
 TEST(Model, TruncatedCheckpointIsRejected) {
   auto backend = make_cpu_backend<float>(1);
   EquiVae<float> model(tiny_config(), *backend);
-  const std::string path = temp_path("truncated");
+  const std::string path = test::temp_checkpoint_path("truncated");
   save_checkpoint(path, model.to_checkpoint());
   std::filesystem::resize_file(path, std::filesystem::file_size(path) - 100);
   try {

@@ -27,6 +27,7 @@
 #include "model/data_splits.h"
 #include "model/svhn_dataset.h"
 #include "runtime/error.h"
+#include "scratch_files.h"
 
 namespace equivae {
 namespace {
@@ -276,24 +277,9 @@ std::vector<Element> elements(const Bytes& file) {
   return out;
 }
 
-class SvhnTest : public testing::Test {
+class SvhnTest : public test::ScratchDirTest {
  protected:
-  void SetUp() override {
-    const auto* info = testing::UnitTest::GetInstance()->current_test_info();
-    dir_ = fs::path(testing::TempDir()) /
-           ("equivae_svhn_" + std::to_string(getpid()) + "_" + info->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-
-  std::string path(const std::string& name) const { return (dir_ / name).string(); }
-  std::string write(const std::string& name, const Bytes& bytes) {
-    const std::string p = path(name);
-    std::ofstream(p, std::ios::binary)
-        .write(reinterpret_cast<const char*>(bytes.data()), std::streamsize(bytes.size()));
-    return p;
-  }
+  SvhnTest() : ScratchDirTest("equivae_svhn_") {}
   static Bytes read(const std::string& p) {
     std::ifstream in(p, std::ios::binary);
     return Bytes(std::istreambuf_iterator<char>(in), {});
@@ -316,8 +302,6 @@ class SvhnTest : public testing::Test {
       for (const std::string& part : parts) EXPECT_THAT(e.what(), HasSubstr(part));
     }
   }
-
-  fs::path dir_;
 };
 
 // --- happy paths: libmatio's writer --------------------------------------------------------------
