@@ -9,14 +9,14 @@
 #include "runtime/backend.h"
 #include "runtime/error.h"
 #include "runtime/flags.h"
+#include "tools/device_flags.h"
 
 namespace equivae {
 
 inline void declare_model_flags(Flags& f) {
   f.add("checkpoint", "runs/main/checkpoint.safetensors",
         "checkpoint written by train_mnist --out DIR (DIR/checkpoint.safetensors)");
-  f.add("device", "cpu", "cpu, cuda or auto");
-  f.add("threads", "0", "CPU threads (0: all cores)");
+  declare_device_flags(f, "cpu");
 }
 
 // The checkpoint's model on the backend of --device / --threads.
@@ -26,20 +26,8 @@ struct LoadedModel {
 };
 
 inline LoadedModel load_model_from_flags(const Flags& f) {
-  std::string device = f.get("device");
-  if (device == "auto") device = cuda_available() ? "cuda" : "cpu";
-  check(device == "cpu" || device == "cuda", "--device",
-        "expects cpu, cuda or auto, got '" + device + "'");
   LoadedModel loaded;
-  if (device == "cuda") {
-    try {  // says why: no GPU, no driver, or a build without the CUDA backend
-      loaded.backend = make_cuda_backend<float>();
-    } catch (const Error& e) {
-      throw Error("--device cuda", std::string(e.what()) + " (use --device cpu)");
-    }
-  } else {
-    loaded.backend = make_cpu_backend<float>(int(f.get_int("threads", 0, 1024)));
-  }
+  loaded.backend = backend_from_flags(f);
   loaded.model = load_model(f.get("checkpoint"), *loaded.backend);
   return loaded;
 }

@@ -19,6 +19,7 @@
 #include "runtime/error.h"
 #include "runtime/flags.h"
 #include "tools/data_flags.h"
+#include "tools/device_flags.h"
 #include "tools/tool_main.h"
 
 namespace equivae {
@@ -60,11 +61,7 @@ inline void declare_train_flags(Flags& f, const TrainTool& tool) {
           "channels of the first conv layer (then 2x and 4x)");
   f.add("lr", "0.001", "Adam learning rate");
   f.add("seed", "1", "random seed (same seed, same numbers)");
-  f.add("threads", "0", "CPU threads for GEMM and OpenMP (0: all cores)");
-  f.add("device", "auto",
-        "cpu or cuda (auto: cuda when this build has the CUDA backend and a GPU is present, "
-        "else cpu)");
-  f.add("strict-fp32", "", "cuda: plain FP32 GEMMs (default: TF32 tensor cores allowed)", true);
+  declare_device_flags(f, "auto");
   f.add("out", tool.out,
         "output directory: metrics.csv, metrics.jsonl, checkpoint.safetensors (rewritten "
         "atomically after every epoch)");
@@ -119,7 +116,6 @@ inline int train_tool(const TrainTool& tool, int argc, char** argv) {
         "no data set is bundled for this model: give --data DIR (or the IDX file flags)");
   const DataSplits data = load_data(flags, 0);
   const EquiVaeConfig config = train_config(flags, tool, data.train);
-  const int threads = int(flags.get_int("threads", 0, 1024));
   TrainOptions options;
   options.epochs = int(flags.get_int("epochs", 1, 100000));
   options.out_dir = flags.get("out");
@@ -133,22 +129,7 @@ inline int train_tool(const TrainTool& tool, int argc, char** argv) {
   const Dataset& labelled = labels > 0 ? split.labelled : data.train;
   const Dataset* unlabelled = labels > 0 ? &split.unlabelled : nullptr;
 
-  std::string device = flags.get("device");
-  if (device == "auto") device = cuda_available() ? "cuda" : "cpu";
-  check(device == "cpu" || device == "cuda", "--device",
-        "expects cpu, cuda or auto, got '" + device + "'");
-  std::unique_ptr<Backend<float>> backend;
-  if (device == "cuda") {
-    CudaBackendOptions cuda;
-    cuda.strict_fp32 = flags.get_switch("strict-fp32");
-    try {  // says why: no GPU, no driver, or a build without the CUDA backend
-      backend = make_cuda_backend<float>(cuda);
-    } catch (const Error& e) {
-      throw Error("--device cuda", std::string(e.what()) + " (use --device cpu)");
-    }
-  } else {
-    backend = make_cpu_backend<float>(threads);
-  }
+  const std::unique_ptr<Backend<float>> backend = backend_from_flags(flags);
   EquiVae<float> model(config, *backend);
   if (!options.quiet) {
     std::fprintf(stderr, "train %lld", (long long)data.train.n);

@@ -1,0 +1,38 @@
+#pragma once
+// The device flags the tools share (--device, --threads, --strict-fp32) and the backend they
+// select.
+#include <memory>
+#include <string>
+
+#include "runtime/backend.h"
+#include "runtime/error.h"
+#include "runtime/flags.h"
+
+namespace equivae {
+
+// default_device: "auto" for the training tools, "cpu" for the inference tools.
+inline void declare_device_flags(Flags& f, const std::string& default_device) {
+  f.add("device", default_device,
+        "cpu, cuda or auto (auto: cuda when this build has the CUDA backend and a GPU is "
+        "present, else cpu)");
+  f.add("threads", "0", "CPU threads for GEMM and OpenMP (0: all cores)");
+  f.add("strict-fp32", "", "cuda: plain FP32 GEMMs (default: TF32 tensor cores allowed)", true);
+}
+
+// The backend of --device / --threads / --strict-fp32; says why when cuda cannot start.
+inline std::unique_ptr<Backend<float>> backend_from_flags(const Flags& f) {
+  std::string device = f.get("device");
+  if (device == "auto") device = cuda_available() ? "cuda" : "cpu";
+  check(device == "cpu" || device == "cuda", "--device",
+        "expects cpu, cuda or auto, got '" + device + "'");
+  if (device == "cpu") return make_cpu_backend<float>(int(f.get_int("threads", 0, 1024)));
+  CudaBackendOptions cuda;
+  cuda.strict_fp32 = f.get_switch("strict-fp32");
+  try {  // says why: no GPU, no driver, or a build without the CUDA backend
+    return make_cuda_backend<float>(cuda);
+  } catch (const Error& e) {
+    throw Error("--device cuda", std::string(e.what()) + " (use --device cpu)");
+  }
+}
+
+}  // namespace equivae
