@@ -6,6 +6,7 @@
 #include <string>
 
 #include "kernels/philox.h"
+#include "model/architecture.h"
 #include "runtime/error.h"
 
 namespace equivae {
@@ -15,17 +16,50 @@ constexpr uint64_t kInitSalt = 0xC1A5'0000'0000'0001ull;
 constexpr uint64_t kDropoutSalt = 0xC1A5'0000'0000'0002ull;
 constexpr uint64_t kShuffleSalt = 0xC1A5'0000'0000'0003ull;
 
-std::vector<int> widths_of(int in, int classes, const std::vector<int>& hidden) {
-  std::vector<int> widths{in};
-  widths.insert(widths.end(), hidden.begin(), hidden.end());
-  widths.push_back(classes);
-  return widths;
+// The whole network: the convolutions, the dense hidden layers, the dense output layer.
+std::vector<LayerSpec> layer_specs(int in, int classes, const ClassifierConfig& c) {
+  std::vector<LayerSpec> specs = c.convolutions;
+  int width = specs.empty() ? in : specs.back().out;
+  for (int h : c.hidden) specs.push_back(LayerSpec::dense(width, h)), width = h;
+  specs.push_back(LayerSpec::dense(width, classes));
+  return specs;
+}
+
+std::string shape_text(int C, int H, int W) {
+  return std::to_string(C) + "×" + std::to_string(H) + "×" + std::to_string(W);
+}
+
+void validate_convolutions(int in, const std::vector<LayerSpec>& convs) {
+  const std::string where = "classifier";
+  for (size_t l = 0; l < convs.size(); ++l) {
+    const LayerSpec& s = convs[l];
+    const std::string which = "convolution " + std::to_string(l);
+    check(s.kind == LayerKind::conv2d, where, which + " is not a conv2d layer");
+    const std::string problem = cpu::conv_shape_problem(s.conv, false);
+    check(problem.empty(), where, which + ": " + problem);
+    const int Ho = cpu::conv_out_h(s.conv, false), Wo = cpu::conv_out_w(s.conv, false);
+    check(s.in == s.conv.C_in * s.conv.H * s.conv.W && s.out == s.conv.C_out * Ho * Wo, where,
+          which + ": in/out do not match its shape (build it with LayerSpec::conv2d)");
+    if (l == 0) {
+      check(in == s.in, where,
+            "input width " + std::to_string(in) + " is not the first convolution's input " +
+                shape_text(s.conv.C_in, s.conv.H, s.conv.W) + " = " + std::to_string(s.in));
+      continue;
+    }
+    const Conv2dShape& below = convs[l - 1].conv;
+    const int Hb = cpu::conv_out_h(below, false), Wb = cpu::conv_out_w(below, false);
+    check(s.conv.C_in == below.C_out && s.conv.H == Hb && s.conv.W == Wb, where,
+          which + " takes a " + shape_text(s.conv.C_in, s.conv.H, s.conv.W) +
+              " image, convolution " + std::to_string(l - 1) + " gives " +
+              shape_text(below.C_out, Hb, Wb));
+  }
 }
 
 void validate(int in, int classes, const ClassifierConfig& c) {
   const std::string where = "classifier";
   check(in >= 1, where, "input width must be ≥ 1, got " + std::to_string(in));
   check(classes >= 2, where, "needs ≥ 2 classes, got " + std::to_string(classes));
+  validate_convolutions(in, c.convolutions);
   for (int h : c.hidden)
     check(h >= 1, where, "hidden widths must be ≥ 1, got " + std::to_string(h));
   check(c.dropout >= 0 && c.dropout < 1, where,
@@ -50,6 +84,20 @@ ClassifierConfig benchmark_classifier_preset(int hidden) {
   return c;
 }
 
+ClassifierConfig benchmark_classifier_preset(const EquiVaeConfig& model) {
+  if (!model.convolutional()) {
+    model.validate();
+    return benchmark_classifier_preset(model.hidden);
+  }
+  // f_inv = trunk → dense F → H → d_r: the benchmark keeps the trunk and F → H, then C-way.
+  ClassifierConfig c;
+  for (const LayerSpec& l : network_layers(model).finv)
+    if (l.convolution()) c.convolutions.push_back(l);
+  c.hidden = {model.hidden};
+  c.dropout = 0.5;
+  return c;
+}
+
 template <class T>
 MlpClassifier<T>::MlpClassifier(int in, int classes, const ClassifierConfig& config,
                                 Backend<T>& backend)
@@ -58,7 +106,7 @@ MlpClassifier<T>::MlpClassifier(int in, int classes, const ClassifierConfig& con
       in_(in),
       classes_(classes),
       B_(config.batch),
-      net_("classifier", widths_of(in, classes, config.hidden)) {
+      net_("classifier", layer_specs(in, classes, config)) {
   const int B = B_;
   const size_t params_begin = arena_.reserved_bytes();
   net_.place_parameters(arena_);
@@ -69,14 +117,26 @@ MlpClassifier<T>::MlpClassifier(int in, int classes, const ClassifierConfig& con
   arena_.place(adam_v_, 1, int(parameter_count_));
 
   net_.place_activations(arena_, B);
-  const size_t hidden_layers = config_.hidden.size();
-  drop_y_.resize(hidden_layers);
-  drop_mask_.resize(hidden_layers);
-  drop_dy_.resize(hidden_layers);
-  for (size_t l = 0; l < hidden_layers; ++l) {
-    arena_.place(drop_y_[l], B, config_.hidden[l]);
-    arena_.place(drop_mask_[l], B, config_.hidden[l]);
-    arena_.place(drop_dy_[l], B, config_.hidden[l]);
+  // Dropout after every layer whose output feeds a dense layer: the trunk's last convolution
+  // and each dense hidden layer (for a dense classifier: every hidden layer, as before).
+  auto& layers = net_.layers();
+  dropout_after_.assign(layers.size(), false);
+  drop_y_.resize(layers.size());
+  drop_mask_.resize(layers.size());
+  drop_dy_.resize(layers.size());
+  for (size_t l = 0; l + 1 < layers.size(); ++l) {
+    if (layers[l + 1].kind != LayerKind::dense) continue;
+    dropout_after_[l] = true;
+    arena_.place(drop_y_[l], B, layers[l].out);
+    arena_.place(drop_mask_[l], B, layers[l].out);
+    arena_.place(drop_dy_[l], B, layers[l].out);
+  }
+  const size_t ws_bytes = net_.workspace_bytes(backend_);
+  if (ws_bytes > 0) {
+    const size_t elements = (ws_bytes + sizeof(T) - 1) / sizeof(T);
+    check(elements < size_t(1) << 31, "classifier", "convolution workspace too large");
+    arena_.place(workspace_, 1, int(elements));
+    net_.use_workspace(&workspace_);
   }
   arena_.place(x_, B, in);
   arena_.place(labels_, 1, B);
@@ -85,28 +145,32 @@ MlpClassifier<T>::MlpClassifier(int in, int classes, const ClassifierConfig& con
   arena_.place(dloss_, 1, B);
   arena_.allocate(backend_);
 
-  params_flat_ = net_.layers().front().W.data;
-  grads_flat_ = net_.layers().front().dW.data;
-  staging_.resize(size_t(B) * in);
-  label_staging_.resize(B);
+  params_flat_ = layers.front().W.data;
+  grads_flat_ = layers.front().dW.data;
+  staging_.assign(size_t(B) * in, T(0));
+  label_staging_.assign(B, 0);
   host_rows_.resize(size_t(B) * std::max(classes, 1));
   initialise_parameters();
 }
 
 template <class T>
 void MlpClassifier<T>::initialise_parameters() {
-  // PyTorch's nn.Linear default, drawn in double so float and double plans start identical.
+  // PyTorch's defaults (nn.Linear, nn.Conv2d): W and b ~ U(±1/√fan_in), drawn in double from
+  // Philox (seed, layer, row, col) of the weight matrix as the arena holds it (the bias is row
+  // weight_rows), so float and double plans start identical. For a dense layer (weight_rows =
+  // fan_in = in) these are the numbers the dense-only classifier always drew.
   const uint64_t seed = config_.seed ^ kInitSalt;
   uint64_t layer_index = 0;
-  for (DenseLayer<T>& l : net_.layers()) {
-    const double bound = 1.0 / std::sqrt(double(l.in));
+  for (Layer<T>& l : net_.layers()) {
+    const double bound = 1.0 / std::sqrt(double(l.fan_in()));
+    const int rows = l.weight_rows(), cols = l.weight_cols();
     std::vector<T> w(l.W.size()), b(l.b.size());
-    for (int i = 0; i < l.in; ++i)
-      for (int j = 0; j < l.out; ++j)
-        w[size_t(i) * l.out + j] =
+    for (int i = 0; i < rows; ++i)
+      for (int j = 0; j < cols; ++j)
+        w[size_t(i) * cols + j] =
             T(bound * (2 * philox_uniform<double>(seed, layer_index, i, j) - 1));
-    for (int j = 0; j < l.out; ++j)
-      b[j] = T(bound * (2 * philox_uniform<double>(seed, layer_index, l.in, j) - 1));
+    for (int j = 0; j < int(b.size()); ++j)
+      b[j] = T(bound * (2 * philox_uniform<double>(seed, layer_index, rows, j) - 1));
     backend_.upload(l.W.data, w.data(), w.size() * sizeof(T));
     backend_.upload(l.b.data, b.data(), b.size() * sizeof(T));
     ++layer_index;
@@ -140,25 +204,36 @@ void MlpClassifier<T>::load_batch(const float* features, const int32_t* labels, 
     std::copy(src, src + in_, staging_.begin() + size_t(i) * in_);
     if (labels) label_staging_[i] = labels[r];
   }
-  backend_.upload(x_.data, staging_.data(), size_t(count) * in_ * sizeof(T));
-  if (labels) backend_.upload(labels_.data, label_staging_.data(), count * sizeof(int32_t));
+  // A convolutional plan runs the whole batch: the padding rows are zero images of class 0
+  // (finite, so their zero gradients stay zero).
+  const int uploaded = net_.convolutional() ? B_ : count;
+  std::fill(staging_.begin() + size_t(count) * in_, staging_.begin() + size_t(uploaded) * in_,
+            T(0));
+  std::fill(label_staging_.begin() + count, label_staging_.begin() + uploaded, 0);
+  backend_.upload(x_.data, staging_.data(), size_t(uploaded) * in_ * sizeof(T));
+  if (labels) backend_.upload(labels_.data, label_staging_.data(), uploaded * sizeof(int32_t));
   rows_ = count;
 }
 
 template <class T>
 const Tensor<T>& MlpClassifier<T>::run_network(bool training, uint64_t step) {
   Backend<T>& be = backend_;
-  const int b = rows_;
+  const int b = run_rows();
   dropped_ = training && config_.dropout > 0;
   const uint64_t seed = config_.seed ^ kDropoutSalt;
   const T* input = x_.data;
   auto& layers = net_.layers();
   for (size_t l = 0; l < layers.size(); ++l) {
-    DenseLayer<T>& layer = layers[l];
-    be.dense_forward(layer.y.data, input, layer.W.data, layer.b.data, b, layer.in, layer.out,
-                     layer.relu);
+    Layer<T>& layer = layers[l];
+    if (layer.kind == LayerKind::conv2d)
+      be.conv2d_forward(layer.y.data, input, layer.W.data, layer.b.data, layer.conv, layer.relu,
+                        workspace(), workspace_bytes());
+    else
+      be.dense_forward(layer.y.data, input, layer.W.data, layer.b.data, b, layer.in, layer.out,
+                       layer.relu);
     input = layer.y.data;
-    if (dropped_ && l + 1 < layers.size()) {
+    // The stream is the layer's index: a dense classifier draws the masks it always drew.
+    if (dropped_ && dropout_after_[l]) {
       be.dropout_forward(drop_y_[l].data, drop_mask_[l].data, layer.y.data, size_t(b) * layer.out,
                          T(config_.dropout), seed, step, uint32_t(l));
       input = drop_y_[l].data;
@@ -169,39 +244,41 @@ const Tensor<T>& MlpClassifier<T>::run_network(bool training, uint64_t step) {
 
 template <class T>
 double MlpClassifier<T>::forward(bool training, uint64_t step) {
-  const int b = rows_;
-  check(b >= 1, "classifier", "forward before load_batch");
+  const int count = rows_, b = run_rows();
+  check(count >= 1, "classifier", "forward before load_batch");
   const Tensor<T>& logits = run_network(training, step);
   backend_.softmax_xent_forward(loss_.data, probs_.data, logits.data, labels_.data, b, classes_);
-  backend_.fill(dloss_.data, T(1) / T(b), b);  // loss = mean over the loaded rows
-  backend_.download(host_rows_.data(), loss_.data, b * sizeof(T));
+  // loss = mean over the loaded rows; padding rows (convolutional plans) weigh 0.
+  backend_.fill(dloss_.data, T(1) / T(count), count);
+  if (b > count) backend_.fill(dloss_.data + count, T(0), b - count);
+  backend_.download(host_rows_.data(), loss_.data, count * sizeof(T));
   double total = 0;
-  for (int i = 0; i < b; ++i) total += double(host_rows_[i]);
-  return total / b;
+  for (int i = 0; i < count; ++i) total += double(host_rows_[i]);
+  return total / count;
 }
 
 template <class T>
 void MlpClassifier<T>::backward() {
   Backend<T>& be = backend_;
-  const int b = rows_;
+  const int b = run_rows();
   auto& layers = net_.layers();
   be.softmax_xent_backward(layers.back().dy.data, dloss_.data, probs_.data, labels_.data, b,
                            classes_);
   for (size_t l = layers.size(); l-- > 0;) {
-    DenseLayer<T>& layer = layers[l];
-    if (l == 0) {  // the features need no gradient
-      be.dense_backward(nullptr, layer.dW.data, layer.db.data, layer.dy.data, x_.data, layer.W.data,
+    Layer<T>& layer = layers[l];
+    // The layer's input and where its gradient goes (none for the features).
+    const bool dropped_below = l > 0 && dropped_ && dropout_after_[l - 1];
+    const T* input = l == 0 ? x_.data : dropped_below ? drop_y_[l - 1].data : layers[l - 1].y.data;
+    T* dinput = l == 0 ? nullptr : dropped_below ? drop_dy_[l - 1].data : layers[l - 1].dy.data;
+    if (layer.kind == LayerKind::conv2d)
+      be.conv2d_backward(dinput, layer.dW.data, layer.db.data, layer.dy.data, input, layer.W.data,
+                         layer.y.data, layer.conv, layer.relu, workspace(), workspace_bytes());
+    else
+      be.dense_backward(dinput, layer.dW.data, layer.db.data, layer.dy.data, input, layer.W.data,
                         layer.y.data, b, layer.in, layer.out, layer.relu, 0, false);
-      break;
-    }
-    DenseLayer<T>& below = layers[l - 1];
-    const T* input = dropped_ ? drop_y_[l - 1].data : below.y.data;
-    T* dinput = dropped_ ? drop_dy_[l - 1].data : below.dy.data;
-    be.dense_backward(dinput, layer.dW.data, layer.db.data, layer.dy.data, input, layer.W.data,
-                      layer.y.data, b, layer.in, layer.out, layer.relu, 0, false);
-    if (dropped_)
-      be.dropout_backward(below.dy.data, drop_dy_[l - 1].data, drop_mask_[l - 1].data,
-                          size_t(b) * below.out);
+    if (dropped_below)
+      be.dropout_backward(layers[l - 1].dy.data, drop_dy_[l - 1].data, drop_mask_[l - 1].data,
+                          size_t(b) * layers[l - 1].out);
   }
 }
 

@@ -1,20 +1,27 @@
 #pragma once
-// The paper's two MLP classifiers (§3.1, Tables 1–2) as one static plan:
+// The paper's two softmax classifiers (§3.1, Tables 1–2) as one static plan:
 //   - the neural classifier: 2 dense hidden layers (128, 64) with dropout, trained on the
 //     invariant embedding f_inv(x) of the labelled examples;
-//   - the benchmark classifier: f_inv's trunk (784 → 512 → 512) with 2 dropout layers and a
-//     C-way softmax output, trained on the labels alone (raw pixels).
+//   - the benchmark classifier: f_inv's architecture with 2 dropout layers and a C-way softmax
+//     output, trained on the labels alone (raw pixels). Dense (MNIST): 784 → 512 → 512 → C;
+//     conv (SVHN): f_inv's conv trunk (3 convs k4 s2 p1, 3 → 32 → 64 → 128 channels, F = 2048
+//     features) → dense F → 512 → C.
 //
-//   x[B,in] → (dense + ReLU → dropout) per hidden layer → dense → logits[B,C] → softmax-xent
-//   loss = mean_i −log softmax(logits_i)[y_i], Adam over one flat parameter buffer.
+//   x[B,in] → (conv + ReLU)* → [dropout] → (dense + ReLU → dropout) per hidden layer → dense
+//   → logits[B,C] → softmax-xent; loss = mean_i −log softmax(logits_i)[y_i], Adam over one flat
+//   parameter buffer. Dropout follows every hidden representation that feeds a dense layer
+//   (the trunk's output and each dense hidden layer), never the inside of the trunk.
 //
 // Every tensor lives in one arena placed at construction (parameters, then gradients with the
-// same layout, Adam state, activations). Dropout masks come from Philox at (seed, step, layer,
-// element), the minibatch order from Philox per epoch, the initial weights from Philox
-// (PyTorch's nn.Linear default, U(±1/√fan_in)): a run is a pure function of its seed.
+// same layout, Adam state, activations, the convolutions' workspace). Dropout masks come from
+// Philox at (seed, step, layer, element), the minibatch order from Philox per epoch, the
+// initial weights from Philox (PyTorch's defaults, U(±1/√fan_in)): a run is a pure function of
+// its seed.
 #include <cstdint>
 #include <vector>
 
+#include "model/config.h"
+#include "model/layer_stack.h"
 #include "model/mlp.h"
 #include "runtime/arena.h"
 #include "runtime/backend.h"
@@ -22,10 +29,15 @@
 namespace equivae {
 
 struct ClassifierConfig {
-  std::vector<int> hidden;  // hidden widths; each is dense + ReLU + dropout
-  double dropout = 0.5;     // drop probability in [0, 1) after each hidden layer
-  double lr = 1e-3;         // Adam, β (0.9, 0.999), ε 1e-8
-  int batch = 100;          // minibatch rows; the last minibatch of an epoch may be partial
+  // conv2d layers (LayerSpec::conv2d) before the dense layers, ReLU after each, dropout after
+  // the last; each takes the image the one below gives. The first one's in (C·H·W) is the
+  // classifier's input width. Empty: a dense classifier.
+  std::vector<LayerSpec> convolutions;
+  std::vector<int> hidden;  // dense hidden widths; each is dense + ReLU + dropout
+  // Drop probability in [0, 1) after each dense hidden layer and after the trunk.
+  double dropout = 0.5;
+  double lr = 1e-3;  // Adam, β (0.9, 0.999), ε 1e-8
+  int batch = 100;   // minibatch rows; the last minibatch of an epoch may be partial
   int epochs = 50;
   uint64_t seed = 1;
 };
@@ -39,13 +51,19 @@ struct TrainSummary {
   double best_validation_error = -1;  // validation error of best_epoch; −1 without validation
 };
 
-// An MLP softmax classifier (dense + ReLU + dropout after each hidden layer, linear C-way
-// output), its parameters and activations placed in one Arena, trained with Adam on
-// (features[n, in], labels[n]).
+// A softmax classifier (an optional conv trunk, dense + ReLU + dropout after each hidden layer,
+// linear C-way output), its parameters and activations placed in one Arena, trained with Adam
+// on (features[n, in], labels[n]); images are NCHW rows [n, C·H·W].
+//
+// Partial minibatches: a dense classifier runs exactly the loaded rows. A convolutional one
+// always runs all `batch` rows (the convolutions' workspace is sized for them): the rows past
+// the loaded ones are zero images with label 0 and loss weight 0, so they add nothing to the
+// loss or the gradients.
 template <class T>
 class MlpClassifier {
  public:
-  // Throws Error on a bad configuration (in, classes or a width < 1, dropout outside [0, 1), …).
+  // Throws Error on a bad configuration (in, classes or a width < 1, dropout outside [0, 1),
+  // convolutions that are not conv2d, do not chain, or whose first input is not `in`, …).
   MlpClassifier(int in, int classes, const ClassifierConfig& config, Backend<T>& backend);
   MlpClassifier(const MlpClassifier&) = delete;
   MlpClassifier& operator=(const MlpClassifier&) = delete;
@@ -66,7 +84,8 @@ class MlpClassifier {
   double error(const std::vector<float>& features, const std::vector<int32_t>& labels);
 
   // The step's phases, public for tests. load_batch copies rows[0..count) of features[·, in]
-  // (rows null: the first count rows) and their labels into the plan, count ≤ batch.
+  // (rows null: the first count rows) and their labels into the plan, count ≤ batch (a
+  // convolutional plan pads the rest of the batch as above).
   void load_batch(const float* features, const int32_t* labels, const int64_t* rows, int count);
   // Mean loss over the loaded rows; training applies dropout with the masks of `step`.
   double forward(bool training, uint64_t step);
@@ -79,33 +98,42 @@ class MlpClassifier {
   size_t parameter_count() const { return parameter_count_; }
   T* parameters() const { return params_flat_; }  // backend memory, [parameter_count]
   T* gradients() const { return grads_flat_; }    // same layout as parameters()
-  std::vector<DenseLayer<T>>& layers() { return net_.layers(); }
+  // Convolutions, then dense hidden layers, then the output layer.
+  std::vector<Layer<T>>& layers() { return net_.layers(); }
+  bool convolutional() const { return net_.convolutional(); }
   int64_t adam_steps() const { return adam_steps_; }
 
  private:
   void initialise_parameters();
-  const Tensor<T>& run_network(bool training, uint64_t step);  // logits [rows_, classes]
+  // Rows every op runs: the whole batch with convolutions, else the loaded rows.
+  int run_rows() const { return net_.convolutional() ? B_ : rows_; }
+  const Tensor<T>& run_network(bool training, uint64_t step);  // logits [run_rows(), classes]
+  void* workspace() const { return workspace_.data; }
+  size_t workspace_bytes() const { return workspace_.size() * sizeof(T); }
   void check_data(const std::vector<float>& features, const std::vector<int32_t>* labels,
                   const char* what) const;
 
   ClassifierConfig config_;
   Backend<T>& backend_;
   int in_, classes_, B_;
-  Mlp<T> net_;  // widths {in, hidden..., classes}: ReLU on every hidden layer
+  LayerStack<T> net_;  // convolutions, dense hidden..., dense → classes: ReLU but on the last
   Arena arena_;
   T* params_flat_ = nullptr;
   T* grads_flat_ = nullptr;
   size_t parameter_count_ = 0;  // includes alignment padding (gradients there stay zero)
   Tensor<T> adam_m_, adam_v_;   // [1, parameter_count]
+  Tensor<T> workspace_;         // [1, elements]: the convolutions' scratch (empty if dense)
   Tensor<T> x_;                 // [B, in]
   Tensor<int32_t> labels_;      // [1, B]
-  // Per hidden layer l: the dropped output yd = y ⊙ mask (the next layer's input), the mask,
-  // and the gradient w.r.t. yd (the next layer's dx).
+  // Per layer l that dropout follows (empty tensors elsewhere): the dropped output
+  // yd = y ⊙ mask [B, out_l] (the next layer's input), the mask, and the gradient w.r.t. yd
+  // (the next layer's dx).
   std::vector<Tensor<T>> drop_y_, drop_mask_, drop_dy_;
-  Tensor<T> probs_;         // [B, classes]
-  Tensor<T> loss_, dloss_;  // [1, B]
-  int rows_ = 0;            // rows loaded by load_batch
-  bool dropped_ = false;    // whether the last forward applied dropout
+  std::vector<bool> dropout_after_;  // [layers]: whether dropout follows layer l
+  Tensor<T> probs_;                  // [B, classes]
+  Tensor<T> loss_, dloss_;           // [1, B]
+  int rows_ = 0;                     // rows loaded by load_batch
+  bool dropped_ = false;             // whether the last forward applied dropout
   int64_t adam_steps_ = 0;
   uint64_t epochs_trained_ = 0;  // numbers the per-epoch permutations across train() calls
   std::vector<T> staging_;       // host gather buffer [B, in]
@@ -118,5 +146,10 @@ ClassifierConfig neural_classifier_preset();
 // Benchmark classifier on pixels: hidden {hidden, hidden} (f_inv's trunk, 512 in the reference
 // architecture), dropout 0.5 after each (2 dropout layers), C-way softmax output.
 ClassifierConfig benchmark_classifier_preset(int hidden = 512);
+// The benchmark classifier of a model: f_inv's architecture with 2 dropout layers and a C-way
+// output. Dense model: hidden {H, H}, no convolutions (benchmark_classifier_preset(H)); conv
+// model: f_inv's conv trunk (network_layers(model).finv's convolutions), hidden {H}. Its input
+// width is model.input_dim (NCHW images for the conv model). Throws Error on an invalid model.
+ClassifierConfig benchmark_classifier_preset(const EquiVaeConfig& model);
 
 }  // namespace equivae

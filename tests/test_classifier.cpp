@@ -1,20 +1,28 @@
-// Dropout (the op through the harness, its statistics) and the paper's MLP classifiers:
-// the whole backward against finite differences with dropout on, float vs double, learning a
-// separable problem and the bundled MNIST digits, determinism, early-stopping selection.
+// Dropout (the op through the harness, its statistics) and the paper's classifiers: the whole
+// backward against finite differences with dropout on, float vs double, learning a separable
+// problem and the bundled MNIST digits, determinism, early-stopping selection; the classifier
+// with a conv trunk (the SVHN benchmark classifier): finite differences with and without
+// dropout and over a padded partial batch, float vs double, the emulated CUDA backend vs the
+// CPU, learning made-up images, configuration errors, the presets.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <functional>
+#include <string>
 #include <vector>
 
 #include "kernels/cpu/ops.h"
 #include "kernels/philox.h"
+#include "model/architecture.h"
 #include "model/classifier.h"
 #include "model/idx_dataset.h"
 #include "runtime/backend.h"
+#include "runtime/cuda/cuda_backend.h"
 #include "runtime/error.h"
+#include "tests/conv_fixtures.h"
 #include "tests/op_harness.h"
 
 namespace equivae {
@@ -341,6 +349,377 @@ TEST(Classifier, Presets) {
   EXPECT_EQ(bench.hidden, (std::vector<int>{512, 512}));
   EXPECT_EQ(bench.dropout, 0.5);
   EXPECT_EQ(benchmark_classifier_preset(64).hidden, (std::vector<int>{64, 64}));
+}
+
+// ---- the classifier with a conv trunk
+
+constexpr int kTinyIn = 2 * 8 * 8;  // 2×8×8 images
+
+// conv 2→3 (8×8 → 4×4), conv 3→4 (→ 2×2): F = 16 features, then dense 16 → 5 → classes.
+ClassifierConfig tiny_conv_classifier(int batch, double dropout) {
+  ClassifierConfig c;
+  c.convolutions = {LayerSpec::conv2d(2, 8, 8, 3, 4, 2, 1), LayerSpec::conv2d(3, 4, 4, 4, 4, 2, 1)};
+  c.hidden = {5};
+  c.dropout = dropout;
+  c.batch = batch;
+  c.seed = 11;  // an initialisation with most ReLUs live on these images
+  return c;
+}
+
+// n NCHW images 2×8×8: noise in [0, 0.6) with the quadrant of the class (0 top-left,
+// 1 top-right, 2 bottom-left, 3 bottom-right) brightened by `brightness` in both channels.
+Problem bright_quadrant_images(int n, uint64_t stream, double brightness = 0.4) {
+  Problem p;
+  p.x.resize(size_t(n) * kTinyIn);
+  p.y.resize(n);
+  for (int i = 0; i < n; ++i) {
+    const int y = int(philox_below(4, 31, stream, 0, uint32_t(i)));
+    p.y[i] = y;
+    for (int c = 0; c < 2; ++c)
+      for (int r = 0; r < 8; ++r)
+        for (int col = 0; col < 8; ++col) {
+          const size_t e = size_t(i) * kTinyIn + size_t(c * 64 + r * 8 + col);
+          const bool bright = (r / 4) * 2 + col / 4 == y;
+          p.x[e] = float(test::random_in(stream, e, 0, 0.6) + (bright ? brightness : 0.0));
+        }
+  }
+  return p;
+}
+
+struct GradientCheck {
+  double worst = 0;  // largest |numeric − analytic| / (1 + |numeric|)
+  int probed = 0, nonzero = 0;
+};
+
+// Central differences of the loaded batch's loss over every parameter (host memory: the CPU
+// backend), against the analytic gradient of one backward; `training` with the masks of step.
+GradientCheck check_gradients(MlpClassifier<double>& clf, bool training, uint64_t step) {
+  clf.forward(training, step);
+  clf.backward();
+  const std::vector<double> grads(clf.gradients(), clf.gradients() + clf.parameter_count());
+  const double h = 1e-6;
+  GradientCheck g;
+  for (Layer<double>& layer : clf.layers()) {
+    for (Tensor<double>* t : {&layer.W, &layer.b}) {
+      for (size_t i = 0; i < t->size(); ++i) {
+        const size_t p_index = size_t(t->data + i - clf.parameters());
+        double& w = t->data[i];
+        const double saved = w;
+        w = saved + h;
+        const double up = clf.forward(training, step);
+        w = saved - h;
+        const double down = clf.forward(training, step);
+        w = saved;
+        const double numeric = (up - down) / (2 * h);
+        g.worst = std::max(g.worst, std::fabs(numeric - grads[p_index]) / (1 + std::fabs(numeric)));
+        g.nonzero += std::fabs(numeric) > 1e-9;
+        ++g.probed;
+      }
+    }
+  }
+  std::printf("%d parameters probed, %d with a non-zero gradient, worst error %.2e\n", g.probed,
+              g.nonzero, g.worst);
+  return g;
+}
+
+template <class T>
+std::vector<double> download_all(Backend<T>& be, const T* data, size_t n) {
+  std::vector<T> host(n);
+  be.download(host.data(), data, n * sizeof(T));
+  return std::vector<double>(host.begin(), host.end());
+}
+
+double normalised_mse(const std::vector<double>& reference, const std::vector<double>& other) {
+  double err = 0, norm = 0;
+  for (size_t i = 0; i < reference.size(); ++i) {
+    err += (reference[i] - other[i]) * (reference[i] - other[i]);
+    norm += reference[i] * reference[i];
+  }
+  return err / norm;
+}
+
+TEST(ConvClassifier, LayersAndDropoutPlaces) {
+  auto backend = make_cpu_backend<double>(1);
+  MlpClassifier<double> clf(kTinyIn, 3, tiny_conv_classifier(5, 0.5), *backend);
+  ASSERT_EQ(clf.layers().size(), 4u);
+  EXPECT_TRUE(clf.convolutional());
+  EXPECT_EQ(clf.layers()[0].kind, LayerKind::conv2d);
+  EXPECT_EQ(clf.layers()[1].kind, LayerKind::conv2d);
+  EXPECT_EQ(clf.layers()[2].kind, LayerKind::dense);
+  EXPECT_EQ(clf.layers()[2].in, 16);  // the trunk's 4×2×2 output as a flat row
+  EXPECT_EQ(clf.layers()[3].out, 3);
+  // ReLU after every layer but the output.
+  for (size_t l = 0; l < 3; ++l) EXPECT_TRUE(clf.layers()[l].relu) << l;
+  EXPECT_FALSE(clf.layers()[3].relu);
+  // 3·2·4·4 + 3, 4·3·4·4 + 4, 16·5 + 5, 5·3 + 3 (and any alignment padding).
+  EXPECT_GE(clf.parameter_count(), size_t(99 + 196 + 85 + 18));
+
+  // With no dense hidden layer the only dropout is the one after the trunk.
+  ClassifierConfig trunk_only = tiny_conv_classifier(5, 0.5);
+  trunk_only.hidden.clear();
+  MlpClassifier<double> direct(kTinyIn, 3, trunk_only, *backend);
+  const Problem p = bright_quadrant_images(5, 1);
+  direct.load_batch(p.x.data(), nullptr, nullptr, 5);
+  EXPECT_NE(direct.forward(true, 3), direct.forward(false, 3)) << "no dropout after the trunk";
+  EXPECT_EQ(direct.forward(false, 3), direct.forward(false, 4)) << "dropout while not training";
+}
+
+TEST(ConvClassifier, WholeBackwardMatchesFiniteDifferencesInDouble) {
+  const Problem p = bright_quadrant_images(5, 2);
+  for (double dropout : {0.0, 0.4}) {
+    auto backend = make_cpu_backend<double>(1);
+    MlpClassifier<double> clf(kTinyIn, 4, tiny_conv_classifier(5, dropout), *backend);
+    clf.load_batch(p.x.data(), p.y.data(), nullptr, 5);
+    const uint64_t step = 7;
+    if (dropout > 0) {
+      EXPECT_NE(clf.forward(true, step), clf.forward(false, step));
+    }
+    const GradientCheck g = check_gradients(clf, dropout > 0, step);
+    EXPECT_LT(g.worst, 1e-7) << "dropout " << dropout;
+    EXPECT_GT(g.nonzero, g.probed / 2) << "dropout " << dropout;
+  }
+}
+
+TEST(ConvClassifier, PaddedRowsOfAPartialBatchContributeNothing) {
+  // 3 rows in a plan of 5 against the same 3 rows in a plan of 3 (same seed: same parameters,
+  // and the first rows' dropout masks are the same elements).
+  const Problem p = bright_quadrant_images(5, 3);
+  auto b5 = make_cpu_backend<double>(1);
+  auto b3 = make_cpu_backend<double>(1);
+  MlpClassifier<double> five(kTinyIn, 4, tiny_conv_classifier(5, 0.4), *b5);
+  MlpClassifier<double> three(kTinyIn, 4, tiny_conv_classifier(3, 0.4), *b3);
+  ASSERT_EQ(five.parameter_count(), three.parameter_count());
+  ASSERT_TRUE(std::equal(five.parameters(), five.parameters() + five.parameter_count(),
+                         three.parameters()));
+  const uint64_t step = 2;
+  // A full batch first, so that the partial one must overwrite the rows it does not use.
+  five.load_batch(p.x.data(), p.y.data(), nullptr, 5);
+  five.forward(true, step);
+  five.backward();
+
+  const int64_t rows[3] = {4, 0, 2};
+  five.load_batch(p.x.data(), p.y.data(), rows, 3);
+  three.load_batch(p.x.data(), p.y.data(), rows, 3);
+  const double l5 = five.forward(true, step), l3 = three.forward(true, step);
+  EXPECT_NEAR(l5, l3, 1e-13 * std::fabs(l3));
+  five.backward();
+  three.backward();
+  const size_t n = five.parameter_count();
+  const std::vector<double> g5(five.gradients(), five.gradients() + n),
+      g3(three.gradients(), three.gradients() + n);
+  double worst = 0, norm = 0;
+  for (size_t i = 0; i < n; ++i)
+    worst = std::max(worst, std::fabs(g5[i] - g3[i])), norm = std::max(norm, std::fabs(g3[i]));
+  std::printf("partial batch: loss %.15f vs %.15f, worst gradient difference %.2e of %.2e\n", l5,
+              l3, worst, norm);
+  EXPECT_LT(worst, 1e-12 * norm);
+  EXPECT_GT(norm, 0);
+
+  // And the partial batch's gradient is that of the mean loss over its 3 rows.
+  const GradientCheck g = check_gradients(five, true, step);
+  EXPECT_LT(g.worst, 1e-7);
+  EXPECT_GT(g.nonzero, g.probed / 2);
+}
+
+TEST(ConvClassifier, FloatPlanMatchesDoublePlanForOneStep) {
+  auto bf = make_cpu_backend<float>(1);
+  auto bd = make_cpu_backend<double>(1);
+  const ClassifierConfig config = tiny_conv_classifier(6, 0.5);
+  MlpClassifier<float> cf(kTinyIn, 4, config, *bf);
+  MlpClassifier<double> cd(kTinyIn, 4, config, *bd);
+  const Problem p = bright_quadrant_images(6, 4);
+  for (int count : {6, 4}) {  // a full batch, then a padded one
+    cf.load_batch(p.x.data(), p.y.data(), nullptr, count);
+    cd.load_batch(p.x.data(), p.y.data(), nullptr, count);
+    const double lf = cf.forward(true, 1), ld = cd.forward(true, 1);
+    EXPECT_NEAR(lf, ld, 1e-5 * std::fabs(ld)) << count;
+    cf.backward();
+    cd.backward();
+    // Layer by layer: the flat buffers' alignment padding differs between float and double.
+    std::vector<double> gd, gf;
+    for (size_t l = 0; l < cd.layers().size(); ++l) {
+      for (auto [f, d] : {std::pair{cf.layers()[l].dW, cd.layers()[l].dW},
+                          std::pair{cf.layers()[l].db, cd.layers()[l].db}}) {
+        gd.insert(gd.end(), d.data, d.data + d.size());
+        gf.insert(gf.end(), f.data, f.data + f.size());
+      }
+    }
+    const double mse = normalised_mse(gd, gf);
+    EXPECT_LT(mse, 1e-7) << "normalised MSE of the float gradients, " << count << " rows";
+  }
+}
+
+TEST(ConvClassifier, EmulatedCudaBackendMatchesTheCpu) {
+  CudaBackendOptions options;
+  options.strict_fp32 = true;
+  auto cuda = make_emulated_cuda_backend<float>(options);
+  auto cpu = make_cpu_backend<float>(1);
+  ClassifierConfig config = tiny_conv_classifier(8, 0.3);
+  config.epochs = 2;
+  MlpClassifier<float> on_cuda(kTinyIn, 4, config, *cuda);
+  MlpClassifier<float> on_cpu(kTinyIn, 4, config, *cpu);
+  const Problem train = bright_quadrant_images(30, 5), held_out = bright_quadrant_images(20, 6);
+  const size_t n = on_cpu.parameter_count();
+
+  // One step on a padded partial batch.
+  on_cuda.load_batch(train.x.data(), train.y.data(), nullptr, 5);
+  on_cpu.load_batch(train.x.data(), train.y.data(), nullptr, 5);
+  const double l_cuda = on_cuda.forward(true, 4), l_cpu = on_cpu.forward(true, 4);
+  EXPECT_NEAR(l_cuda, l_cpu, 1e-5 * std::fabs(l_cpu));
+  on_cuda.backward();
+  on_cpu.backward();
+  EXPECT_LT(normalised_mse(download_all(*cpu, on_cpu.gradients(), n),
+                           download_all(*cuda, on_cuda.gradients(), n)),
+            1e-9);
+
+  // Two epochs of 30 rows in minibatches of 8 (the last one partial), then predictions.
+  const TrainSummary s_cuda = on_cuda.train(train.x, train.y, nullptr, nullptr);
+  const TrainSummary s_cpu = on_cpu.train(train.x, train.y, nullptr, nullptr);
+  ASSERT_EQ(s_cuda.loss.size(), 2u);
+  for (size_t e = 0; e < 2; ++e) EXPECT_NEAR(s_cuda.loss[e], s_cpu.loss[e], 1e-4) << e;
+  EXPECT_LT(normalised_mse(download_all(*cpu, on_cpu.parameters(), n),
+                           download_all(*cuda, on_cuda.parameters(), n)),
+            1e-9);
+  EXPECT_EQ(on_cuda.predict(held_out.x), on_cpu.predict(held_out.x));
+}
+
+TEST(ConvClassifier, LearnsBrightQuadrantsAndSelectsTheBestValidationEpoch) {
+  // Faint quadrants: the validation error moves over the epochs, so the selection matters.
+  const double faint = 0.15;
+  const Problem train = bright_quadrant_images(400, 7, faint),
+                val = bright_quadrant_images(200, 8, faint),
+                test_set = bright_quadrant_images(200, 9, faint);
+  auto backend = make_cpu_backend<float>(1);
+  ClassifierConfig config;
+  config.convolutions = {LayerSpec::conv2d(2, 8, 8, 4, 4, 2, 1),
+                         LayerSpec::conv2d(4, 4, 4, 8, 4, 2, 1)};
+  config.hidden = {16};
+  config.dropout = 0.25;
+  config.batch = 32;  // 400 = 12·32 + 16: a padded last minibatch every epoch
+  config.epochs = 15;
+  config.lr = 3e-3;
+  MlpClassifier<float> clf(kTinyIn, 4, config, *backend);
+  const double before = clf.error(test_set.x, test_set.y);
+  const auto start = std::chrono::steady_clock::now();
+  const TrainSummary s = clf.train(train.x, train.y, &val.x, &val.y);
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const double after = clf.error(test_set.x, test_set.y);
+  std::printf(
+      "bright quadrants: test error %.4f before, %.4f after; loss %.4f → %.4f; best "
+      "validation epoch %d (%.4f); %.2f s\n",
+      before, after, s.loss.front(), s.loss.back(), s.best_epoch, s.best_validation_error, seconds);
+  ASSERT_EQ(s.loss.size(), 15u);
+  ASSERT_EQ(s.validation_error.size(), 15u);
+  for (double e : s.validation_error) std::printf(" %.3f", e);
+  std::printf("\n");
+  EXPECT_LT(s.loss.back(), 0.5 * s.loss.front());
+  EXPECT_LE(after, 0.05);
+  const auto best = std::min_element(s.validation_error.begin(), s.validation_error.end());
+  EXPECT_EQ(s.best_epoch, 1 + int(best - s.validation_error.begin()));
+  EXPECT_EQ(s.best_validation_error, *best);
+  EXPECT_EQ(clf.error(val.x, val.y), *best);  // the kept parameters are the best epoch's
+}
+
+// Runs make and expects an Error whose message holds every part.
+void expect_error(const std::function<void()>& make, const std::vector<std::string>& parts) {
+  try {
+    make();
+    ADD_FAILURE() << "no Error thrown";
+  } catch (const Error& e) {
+    for (const std::string& part : parts)
+      EXPECT_NE(std::string(e.what()).find(part), std::string::npos)
+          << "'" << e.what() << "' lacks '" << part << "'";
+  }
+}
+
+TEST(ConvClassifier, RejectsBadConfigurations) {
+  auto backend = make_cpu_backend<float>(1);
+  const ClassifierConfig good = tiny_conv_classifier(4, 0.5);
+  EXPECT_NO_THROW(MlpClassifier<float>(kTinyIn, 3, good, *backend));
+  expect_error([&] { MlpClassifier<float>(100, 3, good, *backend); },
+               {"classifier", "input width 100", "2×8×8 = 128"});
+
+  ClassifierConfig unchained = good;  // conv 1 expects 5 channels, conv 0 gives 3
+  unchained.convolutions[1] = LayerSpec::conv2d(5, 4, 4, 4, 4, 2, 1);
+  expect_error([&] { MlpClassifier<float>(kTinyIn, 3, unchained, *backend); },
+               {"convolution 1 takes a 5×4×4 image", "convolution 0 gives 3×4×4"});
+  unchained.convolutions[1] = LayerSpec::conv2d(3, 8, 8, 4, 4, 2, 1);  // wrong size
+  expect_error([&] { MlpClassifier<float>(kTinyIn, 3, unchained, *backend); },
+               {"convolution 1 takes a 3×8×8 image", "convolution 0 gives 3×4×4"});
+
+  ClassifierConfig not_conv2d = good;
+  not_conv2d.convolutions[1] = LayerSpec::dense(48, 16);
+  expect_error([&] { MlpClassifier<float>(kTinyIn, 3, not_conv2d, *backend); },
+               {"convolution 1 is not a conv2d layer"});
+  not_conv2d.convolutions[1] = LayerSpec::conv_transpose2d(3, 4, 4, 4, 4, 2, 1);
+  expect_error([&] { MlpClassifier<float>(kTinyIn, 3, not_conv2d, *backend); },
+               {"convolution 1 is not a conv2d layer"});
+
+  ClassifierConfig too_small = good;  // a 2×2 image under a 4×4 kernel without padding
+  too_small.convolutions = {LayerSpec::conv2d(2, 2, 2, 3, 4, 2, 0)};
+  expect_error([&] { MlpClassifier<float>(8, 3, too_small, *backend); }, {"convolution 0: "});
+
+  ClassifierConfig bad_dropout = good;
+  bad_dropout.dropout = 1;
+  expect_error([&] { MlpClassifier<float>(kTinyIn, 3, bad_dropout, *backend); },
+               {"dropout must lie in [0, 1)"});
+
+  // Data whose rows are not images of the trunk's input.
+  ClassifierConfig one_epoch = good;
+  one_epoch.epochs = 1;
+  MlpClassifier<float> clf(kTinyIn, 3, one_epoch, *backend);
+  expect_error([&] { clf.train(std::vector<float>(100, 0.5f), {0}, nullptr, nullptr); },
+               {"not a multiple of the 128 input features"});
+}
+
+TEST(ConvClassifier, BenchmarkPresetOfTheModel) {
+  EquiVaeConfig dense;
+  dense.hidden = 64;
+  const ClassifierConfig d = benchmark_classifier_preset(dense);
+  EXPECT_TRUE(d.convolutions.empty());
+  EXPECT_EQ(d.hidden, (std::vector<int>{64, 64}));
+  EXPECT_EQ(d.dropout, 0.5);
+  EXPECT_EQ(benchmark_classifier_preset(EquiVaeConfig{}).hidden, (std::vector<int>{512, 512}));
+
+  const EquiVaeConfig svhn = svhn_config();
+  const ClassifierConfig c = benchmark_classifier_preset(svhn);
+  const std::vector<LayerSpec> finv = network_layers(svhn).finv;
+  ASSERT_EQ(c.convolutions.size(), 3u);
+  for (size_t l = 0; l < 3; ++l) {
+    const LayerSpec &a = c.convolutions[l], &b = finv[l];
+    EXPECT_EQ(a.kind, LayerKind::conv2d) << l;
+    EXPECT_EQ(b.kind, LayerKind::conv2d) << l;
+    EXPECT_EQ(a.in, b.in) << l;
+    EXPECT_EQ(a.out, b.out) << l;
+    EXPECT_EQ(a.conv.C_in, b.conv.C_in) << l;
+    EXPECT_EQ(a.conv.C_out, b.conv.C_out) << l;
+    EXPECT_EQ(a.conv.H, b.conv.H) << l;
+    EXPECT_EQ(a.conv.KH, b.conv.KH) << l;
+    EXPECT_EQ(a.conv.stride, b.conv.stride) << l;
+    EXPECT_EQ(a.conv.pad, b.conv.pad) << l;
+  }
+  EXPECT_EQ(c.convolutions.front().in, svhn.input_dim);  // 3·32·32
+  EXPECT_EQ(c.convolutions.back().out, 128 * 4 * 4);     // F = 2048
+  EXPECT_EQ(c.hidden, (std::vector<int>{svhn.hidden}));
+  EXPECT_EQ(c.dropout, 0.5);
+  EquiVaeConfig invalid = svhn;
+  invalid.hidden = 0;
+  EXPECT_THROW(benchmark_classifier_preset(invalid), Error);
+
+  // The preset of the tiny conv model builds and trains on its images.
+  const EquiVaeConfig tiny = test::tiny_conv_config();
+  ClassifierConfig t = benchmark_classifier_preset(tiny);
+  t.batch = 16;
+  t.epochs = 2;
+  auto backend = make_cpu_backend<float>(1);
+  MlpClassifier<float> clf(tiny.input_dim, tiny.classes, t, *backend);
+  ASSERT_EQ(clf.layers().size(), 5u);  // 3 convs, dense F → H, dense H → C
+  EXPECT_EQ(clf.layers()[3].in, network_layers(tiny).finv[3].in);  // F
+  const Dataset images = test::coloured_blobs(40, tiny.channels, tiny.height, tiny.classes);
+  const TrainSummary s = clf.train(images.images, images.labels, nullptr, nullptr);
+  ASSERT_EQ(s.loss.size(), 2u);
+  for (double loss : s.loss) EXPECT_TRUE(std::isfinite(loss));
 }
 
 }  // namespace
