@@ -1,12 +1,14 @@
 // reproduce: runs rows of the paper's Tables 1–2 over several seeds and prints
-// mean ± standard error beside the paper's figures.
+// mean ± standard error beside the paper's figures, for MNIST-format data (dense EquiVAE) or
+// SVHN (convolutional EquiVAE, Gaussian likelihood), chosen by the data set's colour planes.
 //   Table 2 (default): semi-supervised EquiVAE for each labelled-set size:
 //     q(y|x), the distance classifier (labelled centroids), the neural classifier on
-//     f_inv(x), and the benchmark classifier trained on the labelled pixels alone.
+//     f_inv(x), and the benchmark classifier trained on the labelled images alone.
 //   Table 1 (--supervised): supervised EquiVAE on every label: distance and neural
 //     classifiers on f_inv(x), and the benchmark classifier.
-// Hyper-parameters are the paper's; the benchmark and neural classifiers keep the epoch
-// with the lowest validation error. The test split is read only for the reported errors.
+// Hyper-parameters are the paper's (tools/paper_settings.h); the benchmark and neural
+// classifiers keep the epoch with the lowest validation error. The test split is read only for
+// the reported errors.
 #include <unistd.h>
 
 #include <algorithm>
@@ -29,22 +31,13 @@
 #include "runtime/error.h"
 #include "runtime/flags.h"
 #include "tools/data_flags.h"
+#include "tools/device_flags.h"
+#include "tools/paper_settings.h"
 #include "tools/tool_main.h"
 
 namespace {
 
 using namespace equivae;
-
-struct PaperRow {
-  double equivae, equivae_se, benchmark, benchmark_se;
-};
-// Table 2, MNIST (errors in %); Table 1, MNIST: benchmark 0.84 ± 0.03, neural 0.82 ± 0.03,
-// distance 0.82 ± 0.05.
-const std::map<int64_t, PaperRow> kPaperTable2 = {{100, {8.90, 0.70, 21.91, 0.66}},
-                                                  {600, {3.99, 0.17, 6.64, 0.35}},
-                                                  {1000, {3.34, 0.17, 5.43, 0.31}},
-                                                  {3000, {2.23, 0.14, 2.96, 0.11}}};
-const std::map<int64_t, int> kPaperEpochs = {{100, 20}, {600, 25}, {1000, 30}, {3000, 35}};
 
 struct RunResult {
   int64_t labels = 0;
@@ -141,10 +134,11 @@ double neural_error(EquiVae<float>& model, Backend<float>& backend, const Datase
   return clf.error(embed_dataset(model, test), test.labels);
 }
 
-// Benchmark classifier: f_inv's architecture + 2 dropout layers, on the labelled pixels alone.
-double benchmark_error(Backend<float>& backend, int hidden, const Dataset& train,
+// Benchmark classifier: f_inv's architecture (its convolutional trunk for SVHN) + 2 dropout
+// layers and a C-way output, on the labelled images alone.
+double benchmark_error(Backend<float>& backend, const EquiVaeConfig& model, const Dataset& train,
                        const Dataset& validation, const Dataset& test, uint64_t seed, int epochs) {
-  ClassifierConfig c = benchmark_classifier_preset(hidden);
+  ClassifierConfig c = benchmark_classifier_preset(model);
   c.seed = seed;
   c.epochs = epochs;
   MlpClassifier<float> clf(train.dim, train.num_classes, c, backend);
@@ -200,61 +194,81 @@ class Progress {
   std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
 };
 
+std::string format(const PaperFigure& p) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.2f ± %.2f", p.mean, p.se);
+  return buf;
+}
+
 int run(int argc, char** argv) {
   Flags f;
   declare_data_flags(f,
                      "last N training examples held out for validation, which selects the "
-                     "classifiers' epochs (auto: 1000 of the bundled digits, 5000 of a directory)");
+                     "classifiers' epochs (auto: 1000 of the bundled digits, 5000 of an MNIST "
+                     "directory, 3257 of SVHN)");
   f.add("supervised", "", "Table 1 (supervised, every label) instead of Table 2", true);
-  f.add("labels", "100,600,1000,3000", "Table 2: labelled-set sizes");
+  f.add("labels", "paper",
+        "Table 2: labelled-set sizes (paper: 100,600,1000,3000 for MNIST; 1000,3000 for SVHN)");
   f.add("epochs", "paper",
-        "EquiVAE epochs, one value or one per labelled-set size (paper: 20,25,30,35 for "
-        "100..3000 labels; 40 supervised)");
+        "EquiVAE epochs, one value or one per labelled-set size (paper, MNIST: 20,25,30,35 for "
+        "100..3000 labels, 40 supervised; SVHN: 20,30 for 1000,3000 labels, 90 supervised)");
   f.add("seeds", "5", "runs per row (seeds 1..N)");
   f.add("unlabelled", "100", "unlabelled items per step");
   f.add("unlabelled-weight", "1", "weight of the unlabelled term's batch mean");
   f.add("classifier-weight", "1",
         "semi-supervised: weight α of the labelled −log q(y|x) term (the paper: 1)");
   f.add("hidden", "512", "hidden width of every EquiVAE network and of the benchmark classifier");
-  f.add("latent", "auto", "latent sizes (auto: 8 semi-supervised, 16 supervised)");
-  f.add("m-max", "auto", "pooling set size bound (auto: 4 semi-supervised, 7 supervised)");
+  f.add("latent", "auto", "latent sizes (auto, MNIST: 8 semi-supervised, 16 supervised; SVHN: 16)");
+  f.add("m-max", "auto",
+        "pooling set size bound (auto, MNIST: 4 semi-supervised, 7 supervised; SVHN: 10)");
   f.add("k", "16", "items per class in a labelled batch (capped by the labels per class)");
+  f.add("conv-width", std::to_string(svhn_config().conv_width),
+        "SVHN: channels of the first conv layer (then 2x and 4x)");
   f.add("classifier-epochs", "50", "epochs of the neural and benchmark classifiers");
-  f.add("threads", "0", "CPU threads (0: all cores)");
+  declare_device_flags(f, "auto");
   f.add("out", "runs/reproduce", "output directory: runs.csv and table.md");
   f.add("reuse", "",
         "comma-separated runs.csv files of earlier runs: a row with the same table, labels, seed "
         "and epochs is taken instead of training again (resumes an interrupted reproduction, or "
         "merges runs made side by side); a run interrupted in OUT/runs/ continues from its "
         "checkpoint");
-  f.add("quick", "", "smoke run: 100 labels, 1 seed, 1 epoch, 5 classifier epochs", true);
+  f.add("quick", "",
+        "smoke run: the smallest labelled-set size (every label with --supervised), 1 seed, 1 "
+        "epoch, 5 classifier epochs, unless those flags are given",
+        true);
   f.add("quiet", "", "no progress lines (errors and the table are still printed)", true);
   f.add("help", "", "show this help", true);
-  f.parse(argc, argv);
-  if (f.get_switch("help")) {
-    std::printf("%s", f.help("usage: reproduce [flags]\nRuns rows of the paper's Tables 1-2 "
-                             "over seeds; prints mean ± standard error.")
-                          .c_str());
+  if (!parse_flags_or_help(f, argc, argv,
+                           "usage: reproduce [flags]\nRuns rows of the paper's Tables 1-2 over "
+                           "seeds; prints mean ± standard error.\nMNIST-format data trains the "
+                           "dense EquiVAE, SVHN (--data DIR with its .mat files) the "
+                           "convolutional one, each with the paper's settings for that data "
+                           "set."))
     return 0;
-  }
   const bool supervised = f.get_switch("supervised"), quick = f.get_switch("quick");
   const DataSplits data = load_data(f, 1000);
   check(data.validation.n > 0, "--validation", "must be positive: it selects classifier epochs");
-  std::vector<int64_t> label_counts =
-      supervised ? std::vector<int64_t>{data.train.n} : parse_list(f.get("labels"), "labels");
+  const PaperSettings paper = paper_settings_for(data.train.channels);
+  std::vector<int64_t> label_counts = supervised ? std::vector<int64_t>{data.train.n}
+                                      : f.get("labels") == "paper"
+                                          ? paper.labels
+                                          : parse_list(f.get("labels"), "labels");
   int seeds = int(f.get_int("seeds", 1, 100));
   int classifier_epochs = int(f.get_int("classifier-epochs", 1, 10000));
   std::vector<int64_t> epochs;
   if (f.get("epochs") != "paper") epochs = parse_list(f.get("epochs"), "epochs");
-  if (quick)
-    label_counts = {supervised ? data.train.n : 100}, seeds = 1, epochs = {1},
-    classifier_epochs = 5;
+  if (quick) {  // a smoke run's defaults; flags given on the command line still count
+    if (!supervised && !f.has("labels"))
+      label_counts = {*std::min_element(label_counts.begin(), label_counts.end())};
+    if (!f.has("seeds")) seeds = 1;
+    if (!f.has("epochs")) epochs = {1};
+    if (!f.has("classifier-epochs")) classifier_epochs = 5;
+  }
   check(epochs.empty() || epochs.size() == 1 || epochs.size() == label_counts.size(), "--epochs",
         "needs one value or one per labelled-set size");
   const std::string out_dir = f.get("out");
   std::filesystem::create_directories(out_dir);
-  auto backend = make_cpu_backend<float>(int(f.get_int("threads", 0, 1024)));
-
+  const std::unique_ptr<Backend<float>> backend = backend_from_flags(f);
   std::vector<RunResult> earlier;
   if (f.has("reuse")) {
     std::stringstream files(f.get("reuse"));
@@ -267,11 +281,11 @@ int run(int argc, char** argv) {
   // The EquiVAE epochs of row li, and the earlier run a row can take instead of training.
   auto epochs_of = [&](size_t li) {
     const int64_t labels = label_counts[li];
-    return int(epochs.empty()       ? (supervised                   ? 40
-                                       : kPaperEpochs.count(labels) ? kPaperEpochs.at(labels)
-                                                                    : 30)
-               : epochs.size() == 1 ? epochs[0]
-                                    : epochs[li]);
+    if (!epochs.empty()) return int(epochs.size() == 1 ? epochs[0] : epochs[li]);
+    if (supervised) return paper.supervised_epochs;
+    // A labelled-set size the paper did not run: the epochs of the next larger one it did.
+    const auto it = paper.semi_epochs.lower_bound(labels);
+    return it != paper.semi_epochs.end() ? it->second : paper.semi_epochs.rbegin()->second;
   };
   auto earlier_run = [&](int64_t labels, uint64_t seed, int run_epochs) {
     return std::find_if(earlier.begin(), earlier.end(), [&](const RunResult& e) {
@@ -298,16 +312,17 @@ int run(int argc, char** argv) {
       RunResult r;
       r.labels = labels;
       r.seed = uint64_t(s);
-      EquiVaeConfig c;
-      c.input_dim = data.train.dim;
-      c.classes = data.train.num_classes;
+      EquiVaeConfig c = base_config_for(paper, data.train);
       c.hidden = int(f.get_int("hidden", 1, 65536));
       c.seed = r.seed;
-      const int latent =
-          f.get("latent") == "auto" ? (supervised ? 16 : 8) : int(f.get_int("latent", 1, 4096));
+      const int latent = f.get("latent") == "auto"
+                             ? (supervised ? paper.latent_sup : paper.latent_semi)
+                             : int(f.get_int("latent", 1, 4096));
       c.latent_r = c.latent_v = latent;
-      c.m_max = f.get("m-max") == "auto" ? (supervised ? 7 : 4) : int(f.get_int("m-max", 1, 4096));
+      c.m_max = f.get("m-max") == "auto" ? (supervised ? paper.m_max_sup : paper.m_max_semi)
+                                         : int(f.get_int("m-max", 1, 4096));
       c.k = int(f.get_int("k", 2, 4096));
+      if (c.convolutional()) c.conv_width = int(f.get_int("conv-width", 1, 4096));
       LabelledSplit split;
       if (!supervised) {
         split = split_labelled(data.train, labels, r.seed);
@@ -348,8 +363,8 @@ int run(int argc, char** argv) {
       r.distance_error = distance_classifier_error(model, labelled, data.test);
       r.neural_error = neural_error(model, *backend, labelled, data.validation, data.test, r.seed,
                                     classifier_epochs);
-      r.benchmark_error = benchmark_error(*backend, c.hidden, labelled, data.validation, data.test,
-                                          r.seed, classifier_epochs);
+      r.benchmark_error = benchmark_error(*backend, c, labelled, data.validation, data.test, r.seed,
+                                          classifier_epochs);
       r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       results.push_back(r);
       write_run(csv, supervised, r);
@@ -368,10 +383,13 @@ int run(int argc, char** argv) {
      << data.test.n << " test images, " << data.validation.n << " validation.\n\n";
   if (supervised) {
     md << "| row | runs | EquiVAE distance | EquiVAE neural (f_inv) | benchmark | paper (full "
-          "MNIST): distance / neural / benchmark |\n| --- | --- | --- | --- | --- | --- |\n";
+       << paper.name
+       << "): distance / neural / benchmark |\n| --- | --- | --- | --- | --- | --- |\n";
   } else {
     md << "| labels | runs | epochs | EquiVAE q(y\\|x) | EquiVAE distance | EquiVAE neural "
-          "(f_inv) | benchmark | paper EquiVAE | paper benchmark |\n"
+          "(f_inv) | benchmark | paper EquiVAE ("
+       << paper.name
+       << ") | paper benchmark |\n"
           "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n";
   }
   for (int64_t labels : label_counts) {
@@ -384,17 +402,15 @@ int run(int argc, char** argv) {
     if (supervised) {
       md << "| supervised, " << labels << " labels | " << dist.size() << " | "
          << format(mean_se(dist)) << " | " << format(mean_se(neural)) << " | "
-         << format(mean_se(bench)) << " | 0.82 ± 0.05 / 0.82 ± 0.03 / 0.84 ± 0.03 |\n";
+         << format(mean_se(bench)) << " | " << format(paper.distance) << " / "
+         << format(paper.neural) << " / " << format(paper.benchmark) << " |\n";
     } else {
-      char paper[96] = "—", paper_bench[96] = "—";
-      if (kPaperTable2.count(labels)) {
-        const PaperRow& p = kPaperTable2.at(labels);
-        std::snprintf(paper, sizeof paper, "%.2f ± %.2f", p.equivae, p.equivae_se);
-        std::snprintf(paper_bench, sizeof paper_bench, "%.2f ± %.2f", p.benchmark, p.benchmark_se);
-      }
+      const bool published = paper.semi_equivae.count(labels) > 0;
       md << "| " << labels << " | " << q.size() << " | " << ep << " | " << format(mean_se(q))
          << " | " << format(mean_se(dist)) << " | " << format(mean_se(neural)) << " | "
-         << format(mean_se(bench)) << " | " << paper << " | " << paper_bench << " |\n";
+         << format(mean_se(bench)) << " | "
+         << (published ? format(paper.semi_equivae.at(labels)) : "—") << " | "
+         << (published ? format(paper.semi_benchmark.at(labels)) : "—") << " |\n";
     }
   }
   std::ofstream(out_dir + "/table.md") << md.str();

@@ -12,10 +12,8 @@ int run(int argc, char** argv) {
       "prints the distance-classifier test error (and q(y|x)'s, semi-supervised).\nWithout data "
       "flags it uses the bundled 10,000 MNIST digits: the first 8,000 train, the last 2,000 "
       "test.";
-  tool.epochs = "40";
+  tool.paper = equivae::mnist_paper();
   tool.out = "runs/mnist";
-  tool.latent_sup = 16, tool.latent_semi = 8;  // the paper's MNIST settings
-  tool.m_max_sup = 7, tool.m_max_semi = 4;
   tool.bundled_data = true;
   tool.validation_help =
       "last N training examples held out for validation (auto: 0 for the bundled digits, 5000 "

@@ -13,11 +13,8 @@ int run(int argc, char** argv) {
       "--labels N semi-supervised, and prints the distance-classifier test error (and "
       "q(y|x)'s, semi-supervised).\nDIR holds SVHN's train_32x32.mat and test_32x32.mat; the "
       "last 3,257 training images are the validation set (the paper's 70,000 / 3,257).";
-  tool.base = equivae::svhn_config();
-  tool.epochs = "90";
+  tool.paper = equivae::svhn_paper();
   tool.out = "runs/svhn";
-  tool.latent_sup = 16, tool.latent_semi = 16;  // the paper's SVHN settings
-  tool.m_max_sup = 10, tool.m_max_semi = 10;
   tool.bundled_data = false;
   tool.validation_help =
       "last N training images held out for validation (auto: 3257 for SVHN, as the paper)";

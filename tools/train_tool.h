@@ -20,24 +20,22 @@
 #include "runtime/flags.h"
 #include "tools/data_flags.h"
 #include "tools/device_flags.h"
+#include "tools/paper_settings.h"
 #include "tools/tool_main.h"
 
 namespace equivae {
 
 struct TrainTool {
   const char* usage;
-  EquiVaeConfig base;           // architecture, likelihood, geometry
-  const char* epochs;           // the paper's supervised epochs
-  const char* out;              // default output directory
-  int latent_sup, latent_semi;  // --latent auto
-  int m_max_sup, m_max_semi;    // --m-max auto
-  bool bundled_data;            // false: --data (or the IDX flags) is required
+  PaperSettings paper;  // the base configuration and the defaults of --epochs, --latent, --m-max
+  const char* out;      // default output directory
+  bool bundled_data;    // false: --data (or the IDX flags) is required
   const char* validation_help;
 };
 
 inline void declare_train_flags(Flags& f, const TrainTool& tool) {
   declare_data_flags(f, tool.validation_help);
-  f.add("epochs", tool.epochs, "training epochs");
+  f.add("epochs", std::to_string(tool.paper.supervised_epochs), "training epochs");
   f.add("k", "16", "items per class in a batch (batch = 10 k)");
   f.add("labels", "0",
         "semi-supervised: keep the labels of only N training examples (N/10 per class, chosen "
@@ -48,16 +46,18 @@ inline void declare_train_flags(Flags& f, const TrainTool& tool) {
   f.add("classifier-weight", "1",
         "semi-supervised: weight α of the labelled −log q(y|x) term (the paper: 1)");
   f.add("latent", "auto",
-        "size of both latents r and v (auto: " + std::to_string(tool.latent_sup) + " supervised, " +
-            std::to_string(tool.latent_semi) + " semi-supervised, as the paper)");
+        "size of both latents r and v (auto: " + std::to_string(tool.paper.latent_sup) +
+            " supervised, " + std::to_string(tool.paper.latent_semi) +
+            " semi-supervised, as the paper)");
   f.add("latent-r", "", "size of the invariant latent r");
   f.add("latent-v", "", "size of the equivariant latent v");
   f.add("hidden", "512", "width of every hidden layer");
   f.add("m-max", "auto",
-        "r pools m ~ U{1..m_max} other same-class items (auto: " + std::to_string(tool.m_max_sup) +
-            " supervised, " + std::to_string(tool.m_max_semi) + " semi-supervised)");
-  if (tool.base.convolutional())
-    f.add("conv-width", std::to_string(tool.base.conv_width),
+        "r pools m ~ U{1..m_max} other same-class items (auto: " +
+            std::to_string(tool.paper.m_max_sup) + " supervised, " +
+            std::to_string(tool.paper.m_max_semi) + " semi-supervised)");
+  if (tool.paper.base.convolutional())
+    f.add("conv-width", std::to_string(tool.paper.base.conv_width),
           "channels of the first conv layer (then 2x and 4x)");
   f.add("lr", "0.001", "Adam learning rate");
   f.add("seed", "1", "random seed (same seed, same numbers)");
@@ -76,24 +76,19 @@ inline void declare_train_flags(Flags& f, const TrainTool& tool) {
 }
 
 inline EquiVaeConfig train_config(const Flags& f, const TrainTool& tool, const Dataset& train) {
-  EquiVaeConfig c = tool.base;
-  if (!c.convolutional()) c.input_dim = train.dim;  // dense: any image size
-  check(train.dim == c.input_dim, train.source,
-        "images have " + std::to_string(train.dim) + " values, the model expects " +
-            std::to_string(c.channels) + "x" + std::to_string(c.height) + "x" +
-            std::to_string(c.width) + " = " + std::to_string(c.input_dim));
-  c.classes = train.num_classes;
+  EquiVaeConfig c = base_config_for(tool.paper, train);
   const int64_t labels = f.get_int("labels", 0, train.n);
   const bool semi = labels > 0;
   c.k = int(f.get_int("k", 2, 4096));
   // With few labels a class holds fewer than k: its whole labelled set forms the segment.
   if (semi) c.k = int(std::min<int64_t>(c.k, labels / c.classes));
-  const int latent = f.get("latent") == "auto" ? (semi ? tool.latent_semi : tool.latent_sup)
-                                               : int(f.get_int("latent", 1, 4096));
+  const int latent = f.get("latent") == "auto"
+                         ? (semi ? tool.paper.latent_semi : tool.paper.latent_sup)
+                         : int(f.get_int("latent", 1, 4096));
   c.latent_r = f.has("latent-r") ? int(f.get_int("latent-r", 1, 4096)) : latent;
   c.latent_v = f.has("latent-v") ? int(f.get_int("latent-v", 1, 4096)) : latent;
   c.hidden = int(f.get_int("hidden", 1, 65536));
-  c.m_max = f.get("m-max") == "auto" ? (semi ? tool.m_max_semi : tool.m_max_sup)
+  c.m_max = f.get("m-max") == "auto" ? (semi ? tool.paper.m_max_semi : tool.paper.m_max_sup)
                                      : int(f.get_int("m-max", 1, 4096));
   if (c.convolutional()) c.conv_width = int(f.get_int("conv-width", 1, 4096));
   if (semi) {
