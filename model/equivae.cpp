@@ -12,6 +12,29 @@
 namespace equivae {
 namespace {
 constexpr uint64_t kInitSalt = 0x1717'0000'0000'0000ull;  // parameter-init Philox stream
+// A block of backend memory, released with the block.
+template <class T>
+struct BackendBlock {
+  Backend<T>* backend = nullptr;
+  void* ptr = nullptr;
+  size_t bytes = 0;
+  BackendBlock() = default;
+  BackendBlock(const BackendBlock&) = delete;
+  BackendBlock& operator=(const BackendBlock&) = delete;
+  ~BackendBlock() {
+    if (ptr) backend->release(ptr);
+  }
+  // Makes room for n bytes; true when the block moved.
+  bool reserve(Backend<T>& be, size_t n) {
+    if (ptr && n <= bytes) return false;
+    if (ptr) backend->release(ptr);
+    ptr = nullptr;
+    backend = &be;
+    ptr = be.allocate(n);
+    bytes = n;
+    return true;
+  }
+};
 }  // namespace
 
 // Device-resident training state: the uploaded data sets, the fixed index buffers a step's
@@ -20,27 +43,7 @@ constexpr uint64_t kInitSalt = 0x1717'0000'0000'0000ull;  // parameter-init Phil
 // the graph is dropped and captured again on the next window.
 template <class T>
 struct EquiVae<T>::Resident {
-  struct Block {
-    Backend<T>* backend = nullptr;
-    void* ptr = nullptr;
-    size_t bytes = 0;
-    Block() = default;
-    Block(const Block&) = delete;
-    Block& operator=(const Block&) = delete;
-    ~Block() {
-      if (ptr) backend->release(ptr);
-    }
-    // Makes room for n bytes; true when the block moved.
-    bool reserve(Backend<T>& be, size_t n) {
-      if (ptr && n <= bytes) return false;
-      if (ptr) backend->release(ptr);
-      ptr = nullptr;
-      backend = &be;
-      ptr = be.allocate(n);
-      bytes = n;
-      return true;
-    }
-  };
+  using Block = BackendBlock<T>;
   explicit Resident(DeviceStepOps<T>* device) : ops(device) {}
   ~Resident() { ops->reset_graph(); }  // before the blocks it points into go
 
@@ -52,6 +55,29 @@ struct EquiVae<T>::Resident {
                       // pooling offsets [R + 1], pooling members [capacity]
   std::vector<int32_t> host_slots;
   std::vector<double> host_table;
+};
+
+// The inference plan (equivae.h): copies of f_inv and q(y|x) at the rows the training plan
+// runs them over, reading its parameters; one input chunk x, a convolution workspace, and the
+// block the results of a call collect in. Each stack's last layer writes straight into that
+// block (its output view moves along it chunk by chunk), so a call downloads once.
+template <class T>
+struct EquiVae<T>::Inference {
+  std::unique_ptr<LayerStack<T>> finv, classifier;  // the classifier: semi-supervised only
+  Arena arena;
+  Tensor<T> x;              // [rows, input_dim] a chunk of images uploaded from the host
+  Tensor<T> workspace;      // convolution scratch of the larger stack
+  BackendBlock<T> results;  // [chunks · rows, width] the outputs of one call
+  std::vector<T> staging;   // host [rows, input_dim] (double plans: the converted chunk)
+  // Data sets kept on the device (keep_resident): their own copy, or upload_datasets' one.
+  struct Kept {
+    const Dataset* data = nullptr;
+    const float* host = nullptr;  // data->images.data() and data->n when kept: a set whose
+    int64_t n = 0;                //   images moved or resized is read from the host instead
+    const float* device = nullptr;
+    std::unique_ptr<BackendBlock<T>> copy;
+  };
+  std::vector<Kept> kept;
 };
 
 template <class T>
@@ -474,6 +500,8 @@ void EquiVae<T>::upload_datasets(const Dataset& labelled, const Dataset* unlabel
     res.layout.count[6] = inv_rows_.cols;
   }
   Resident& res = *resident_;
+  if (inference_)  // data sets kept for inference that read the labelled block
+    std::erase_if(inference_->kept, [](const typename Inference::Kept& k) { return !k.copy; });
   bool moved = res.labelled.reserve(backend_, labelled.images.size() * sizeof(float));
   backend_.upload(res.labelled.ptr, labelled.images.data(), labelled.images.size() * sizeof(float));
   res.labelled_source = &labelled;
@@ -604,18 +632,134 @@ std::vector<StepMetrics> EquiVae<T>::train_steps(const std::vector<Batch>& batch
 }
 
 template <class T>
+typename EquiVae<T>::Inference& EquiVae<T>::inference() {
+  if (inference_) return *inference_;
+  // Chunks of the rows the training plan runs each network over (f_inv: B; q(y|x): B + U):
+  // the same GEMM shapes, so the same numbers, row for row. Larger chunks are not exact: BLAS
+  // libraries pick their kernels (and so the order of a row's sums) by the matrix sizes.
+  auto inf = std::make_unique<Inference>();
+  const NetworkLayers layers = network_layers(config_);
+  inf->finv = std::make_unique<LayerStack<T>>("finv", layers.finv);
+  inf->finv->place_inference(inf->arena, finv_.rows(), finv_);
+  std::vector<LayerStack<T>*> stacks = {inf->finv.get()};
+  if (config_.semi_supervised()) {
+    inf->classifier = std::make_unique<LayerStack<T>>("classifier", layers.classifier);
+    inf->classifier->place_inference(inf->arena, classifier_.rows(), classifier_);
+    stacks.push_back(inf->classifier.get());
+  }
+  int rows = 0;
+  size_t workspace_bytes = 0;
+  for (LayerStack<T>* stack : stacks) {
+    rows = std::max(rows, stack->rows());
+    workspace_bytes = std::max(workspace_bytes, stack->workspace_bytes(backend_));
+  }
+  inf->arena.place(inf->x, rows, config_.input_dim);
+  if (workspace_bytes > 0) {
+    const size_t elements = (workspace_bytes + sizeof(T) - 1) / sizeof(T);
+    check(elements < size_t(1) << 31, "model", "inference workspace too large");
+    inf->arena.place(inf->workspace, 1, int(elements));
+    for (LayerStack<T>* stack : stacks) stack->use_workspace(&inf->workspace);
+  }
+  inf->arena.allocate(backend_);
+  inference_ = std::move(inf);
+  return *inference_;
+}
+
+template <class T>
+void EquiVae<T>::keep_resident(const Dataset& data) {
+  if (!device_steps_supported()) return;  // the images are read from the host as they are
+  check(data.dim == config_.input_dim, data.source,
+        "images have " + std::to_string(data.dim) + " pixels, the model expects " +
+            std::to_string(config_.input_dim));
+  if (resident_images(data)) return;
+  Inference& inf = inference();
+  typename Inference::Kept kept;
+  kept.data = &data;
+  kept.host = data.images.data();
+  kept.n = data.n;
+  if (resident_ && resident_->labelled_source == &data) {  // upload_datasets' copy
+    kept.device = static_cast<const float*>(resident_->labelled.ptr);
+  } else {
+    kept.copy = std::make_unique<BackendBlock<T>>();
+    kept.copy->reserve(backend_, std::max<size_t>(data.images.size() * sizeof(float), 1));
+    backend_.upload(kept.copy->ptr, data.images.data(), data.images.size() * sizeof(float));
+    kept.device = static_cast<const float*>(kept.copy->ptr);
+  }
+  inf.kept.push_back(std::move(kept));
+}
+
+template <class T>
+void EquiVae<T>::forget_resident() {
+  if (inference_) inference_->kept.clear();
+}
+
+template <class T>
+const float* EquiVae<T>::resident_images(const Dataset& data) const {
+  if (!inference_) return nullptr;
+  for (const typename Inference::Kept& k : inference_->kept)
+    if (k.data == &data && k.host == data.images.data() && k.n == data.n) return k.device;
+  return nullptr;
+}
+
+template <class T>
+void EquiVae<T>::infer_rows(LayerStack<T>& stack, const float* images, const float* device,
+                            int64_t n, int width, std::vector<T>& result) {
+  Inference& inf = inference();
+  const int D = config_.input_dim, rows = stack.rows();
+  result.resize(size_t(n) * width);
+  if (n <= 0) return;
+  // A convolutional stack runs all its rows, so the block holds whole chunks.
+  const int64_t chunks = (n + rows - 1) / rows;
+  inf.results.reserve(backend_, size_t(chunks) * rows * width * sizeof(T));
+  T* results = static_cast<T*>(inf.results.ptr);
+  check(width == stack.out(), stack.name(), "inference output width mismatch");
+  Tensor<T>& output = stack.layers().back().y;
+  for (int64_t begin = 0; begin < n; begin += rows) {
+    const int count = int(std::min<int64_t>(rows, n - begin));
+    const T* x = inf.x.data;
+    // Resident images are read in place, except a short last chunk of a convolutional stack
+    // (it would read past the data set's end).
+    bool in_place = false;
+    if constexpr (std::is_same_v<T, float>) {
+      if (device && (count == rows || !stack.convolutional())) {
+        x = device + begin * D;
+        in_place = true;
+      }
+    }
+    if (!in_place) {
+      const float* src = images + begin * D;
+      if constexpr (std::is_same_v<T, float>) {
+        backend_.upload(inf.x.data, src, size_t(count) * D * sizeof(T));
+      } else {
+        inf.staging.resize(size_t(rows) * D);
+        std::copy(src, src + size_t(count) * D, inf.staging.begin());
+        backend_.upload(inf.x.data, inf.staging.data(), size_t(count) * D * sizeof(T));
+      }
+    }
+    output.data = results + begin * width;  // this chunk's rows of the call's results
+    stack.forward(backend_, x, count);
+  }
+  backend_.download(result.data(), results, size_t(n) * width * sizeof(T));
+}
+
+template <class T>
 void EquiVae<T>::embed(const float* images, int64_t n, float* out) {
   DeviceRange<T> range(device_, "eval");
-  const int D = config_.input_dim, dr = config_.latent_r;
-  std::vector<T> rows(size_t(B_) * dr);
-  for (int64_t begin = 0; begin < n; begin += B_) {
-    const int count = int(std::min<int64_t>(B_, n - begin));
-    std::copy(images + begin * D, images + (begin + count) * D, staging_.begin());
-    backend_.upload(x_.data, staging_.data(), size_t(count) * D * sizeof(T));
-    const Tensor<T>& e = finv_.forward(backend_, x_.data, count);
-    backend_.download(rows.data(), e.data, size_t(count) * dr * sizeof(T));
-    std::copy(rows.begin(), rows.begin() + size_t(count) * dr, out + begin * dr);
-  }
+  std::vector<T> rows;
+  infer_rows(*inference().finv, images, nullptr, n, config_.latent_r, rows);
+  std::copy(rows.begin(), rows.end(), out);
+}
+
+template <class T>
+void EquiVae<T>::embed(const Dataset& data, float* out) {
+  check(data.dim == config_.input_dim, data.source,
+        "images have " + std::to_string(data.dim) + " pixels, the model expects " +
+            std::to_string(config_.input_dim));
+  DeviceRange<T> range(device_, "eval");
+  std::vector<T> rows;
+  infer_rows(*inference().finv, data.images.data(), resident_images(data), data.n, config_.latent_r,
+             rows);
+  std::copy(rows.begin(), rows.end(), out);
 }
 
 template <class T>
@@ -673,32 +817,62 @@ template <class T>
 void EquiVae<T>::classify(const float* images, int64_t n, int32_t* labels) {
   check(config_.semi_supervised(), "classify", "the supervised model has no classifier q(y|x)");
   DeviceRange<T> range(device_, "eval");
-  const int D = config_.input_dim, C = config_.classes, chunk = B_ + U_;
-  std::vector<T> logits(size_t(chunk) * C);
-  for (int64_t begin = 0; begin < n; begin += chunk) {
-    const int count = int(std::min<int64_t>(chunk, n - begin));
-    std::copy(images + begin * D, images + (begin + count) * D, staging_.begin());
-    backend_.upload(xq_.data, staging_.data(), size_t(count) * D * sizeof(T));
-    const Tensor<T>& out = classifier_.forward(backend_, xq_.data, count);
-    backend_.download(logits.data(), out.data, size_t(count) * C * sizeof(T));
-    for (int i = 0; i < count; ++i) {
-      const T* row = logits.data() + size_t(i) * C;
-      labels[begin + i] = int32_t(std::max_element(row, row + C) - row);
-    }
+  const int C = config_.classes;
+  std::vector<T> logits;
+  infer_rows(*inference().classifier, images, nullptr, n, C, logits);
+  for (int64_t i = 0; i < n; ++i) {
+    const T* row = logits.data() + size_t(i) * C;
+    labels[i] = int32_t(std::max_element(row, row + C) - row);
+  }
+}
+
+template <class T>
+void EquiVae<T>::classify(const Dataset& data, int32_t* labels) {
+  check(config_.semi_supervised(), "classify", "the supervised model has no classifier q(y|x)");
+  check(data.dim == config_.input_dim, data.source,
+        "images have " + std::to_string(data.dim) + " pixels, the model expects " +
+            std::to_string(config_.input_dim));
+  DeviceRange<T> range(device_, "eval");
+  const int C = config_.classes;
+  std::vector<T> logits;
+  infer_rows(*inference().classifier, data.images.data(), resident_images(data), data.n, C, logits);
+  for (int64_t i = 0; i < data.n; ++i) {
+    const T* row = logits.data() + size_t(i) * C;
+    labels[i] = int32_t(std::max_element(row, row + C) - row);
   }
 }
 
 template <class T>
 Checkpoint EquiVae<T>::to_checkpoint() const {
   Checkpoint ckpt;
-  auto add = [&](const std::string& name, std::vector<int64_t> shape, const T* src, size_t n) {
-    std::vector<T> host(n);
-    backend_.download(host.data(), src, n * sizeof(T));
-    ckpt.tensors.push_back({name, std::move(shape), std::vector<float>(host.begin(), host.end())});
+  // Three downloads (parameters, Adam's m and v: one host sync each on a GPU), then the
+  // parameter region is cut into its tensors on the host.
+  auto download = [&](std::vector<float>& dst, const T* src, size_t n) {
+    dst.resize(n);
+    if constexpr (std::is_same_v<T, float>) {
+      backend_.download(dst.data(), src, n * sizeof(T));
+    } else {
+      std::vector<T> host(n);
+      backend_.download(host.data(), src, n * sizeof(T));
+      std::copy(host.begin(), host.end(), dst.begin());
+    }
   };
-  for (const NamedParameter<T>& p : named_parameters()) add(p.name, p.shape, p.value, p.size);
-  add("adam.m", {int64_t(parameter_count_)}, adam_m_.data, parameter_count_);
-  add("adam.v", {int64_t(parameter_count_)}, adam_v_.data, parameter_count_);
+  std::vector<float> params;
+  download(params, params_flat_, parameter_count_);
+  for (const NamedParameter<T>& p : named_parameters()) {
+    const size_t offset = size_t(p.value - params_flat_);
+    check(p.value >= params_flat_ && offset + p.size <= parameter_count_, "model",
+          "parameter " + p.name + " lies outside the parameter region");
+    ckpt.tensors.push_back({p.name, p.shape,
+                            std::vector<float>(params.begin() + std::ptrdiff_t(offset),
+                                               params.begin() + std::ptrdiff_t(offset + p.size))});
+  }
+  for (const auto& [name, moment] :
+       {std::pair{"adam.m", &adam_m_}, std::pair{"adam.v", &adam_v_}}) {
+    NamedTensor t{name, {int64_t(parameter_count_)}, {}};
+    download(t.data, moment->data, parameter_count_);
+    ckpt.tensors.push_back(std::move(t));
+  }
   ckpt.metadata["format"] = "equivae-checkpoint-1";
   ckpt.metadata["config"] = config_.describe();
   ckpt.metadata["adam_steps"] = std::to_string(adam_steps_);

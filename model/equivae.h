@@ -90,8 +90,22 @@ class EquiVae {
   // Steps first_step, first_step + 1, ... with batches[i] at step first_step + i.
   std::vector<StepMetrics> train_steps(const std::vector<Batch>& batches, uint64_t first_step);
 
-  // f_inv(x) for n images[n, input_dim] → out[n, d_r] (host memory), in chunks of B rows.
+  // ---- Inference plan: f_inv and q(y|x) in chunks of the rows the training plan runs them
+  // over (B; B + U), reading its parameters in place, in an arena of their own (built on
+  // first use): row i's numbers are those of a training step's forward over the same image,
+  // bit for bit. The results collect on the backend and come back in one download per call;
+  // images kept resident on the device are read in place. Call between training steps.
+  // f_inv(x) for n images[n, input_dim] → out[n, d_r] (host memory).
   void embed(const float* images, int64_t n, float* out);
+  // f_inv of every image of data → out[data.n, d_r]; read in place from the device when data
+  // is kept resident there (keep_resident), else uploaded chunk by chunk.
+  void embed(const Dataset& data, float* out);
+  // Device-step backends (float): keeps a device copy of data's images for embed(data), or
+  // classify(data), until forget_resident(): the labelled set of upload_datasets is reused as
+  // it is, another is uploaded once. data must stay alive and unchanged meanwhile. Elsewhere
+  // (the CPU backend) a no-op: the images are read from host memory as they are.
+  void keep_resident(const Dataset& data);
+  void forget_resident();
   // ---- Inference for figures and tools, on the model's backend, in chunks of the rows the
   // networks were placed for (R; B + U through an encoder trunk); a network with convolutions
   // runs its whole placed batch even for a shorter last chunk, so no other workspace is needed
@@ -101,8 +115,9 @@ class EquiVae {
   // Pixel means of p(x | r, v) for r[n, d_r], v[n, d_v] → pixels[n, D]: sigmoid(logits) of the
   // Bernoulli decoder, μ clamped to [0, 1] of the Gaussian one.
   void decode(const float* r, const float* v, int64_t n, float* pixels);
-  // Semi-supervised: argmax_y q(y|x) for n images → labels[n].
+  // Semi-supervised: argmax_y q(y|x) for n images → labels[n] (through the inference plan).
   void classify(const float* images, int64_t n, int32_t* labels);
+  void classify(const Dataset& data, int32_t* labels);  // every image of data, as embed(data)
   // log p(y) of the objective (default uniform); class frequencies of the labelled data.
   void set_log_prior(const std::vector<double>& log_prior);
 
@@ -135,6 +150,13 @@ class EquiVae {
   StepMetrics read_metrics();
   void device_step_ops();  // the captured step: gather, forward, backward, Adam, metrics
   struct Resident;         // device buffers of the device-resident training (equivae.cpp)
+  struct Inference;        // the inference plan and the data sets kept resident for it
+  Inference& inference();
+  // The inference copy of `trained` over images[n, D] (host; device: the same images on the
+  // device, or null) → result[n, width] on the host.
+  void infer_rows(LayerStack<T>& stack, const float* images, const float* device, int64_t n,
+                  int width, std::vector<T>& result);
+  const float* resident_images(const Dataset& data) const;  // null when not kept resident
 
   EquiVaeConfig config_;
   Backend<T>& backend_;
@@ -180,6 +202,7 @@ class EquiVae {
   double mean_of(const Tensor<T>& values, int count);
   DeviceStepOps<T>* device_ = nullptr;  // the backend's device-step ops, if it has them
   std::unique_ptr<Resident> resident_;
+  std::unique_ptr<Inference> inference_;
 };
 
 }  // namespace equivae

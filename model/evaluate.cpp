@@ -55,7 +55,7 @@ double DistanceClassifier::error(const std::vector<float>& embeddings,
 template <class T>
 std::vector<float> embed_dataset(EquiVae<T>& model, const Dataset& data) {
   std::vector<float> out(size_t(data.n) * model.config().latent_r);
-  model.embed(data.images.data(), data.n, out.data());
+  model.embed(data, out.data());
   return out;
 }
 
@@ -70,7 +70,7 @@ double distance_classifier_error(EquiVae<T>& model, const Dataset& train, const 
 template <class T>
 double classifier_error(EquiVae<T>& model, const Dataset& data) {
   std::vector<int32_t> predicted(data.n);
-  model.classify(data.images.data(), data.n, predicted.data());
+  model.classify(data, predicted.data());
   int64_t wrong = 0;
   for (int64_t i = 0; i < data.n; ++i) wrong += predicted[i] != data.labels[i];
   return data.n ? double(wrong) / double(data.n) : 0.0;

@@ -4,6 +4,7 @@
 // idx_dataset.h for the format.
 #include "model/idx_dataset.h"
 
+#include <libdeflate.h>
 #include <zlib.h>
 
 #include <algorithm>
@@ -78,11 +79,39 @@ std::string describe_magic(uint32_t m) {
   return "IDX " + std::string(name) + " with " + std::to_string(ndims) + " dims";
 }
 
+// The common case, about 3× faster than zlib's streaming inflate (libdeflate, whole buffer):
+// one gzip member whose trailer's size (ISIZE) is at most 64 times the compressed bytes, that
+// inflates to exactly ISIZE bytes (CRC-32 checked), which is the size its IDX header implies.
+// False for anything else (several members, trailing data, a damaged stream, a size the header
+// does not match, a ratio a bomb would have): gunzip's zlib path then finds and names the fault.
+bool gunzip_whole(const std::vector<uint8_t>& in, const IdxLayout& layout, FileBytes& file) {
+  if (in.size() < 18) return false;  // a gzip header and trailer alone take 18 bytes
+  const uint8_t* trailer = in.data() + in.size() - 4;
+  const uint64_t isize = uint64_t{trailer[0]} | uint64_t{trailer[1]} << 8 |
+                         uint64_t{trailer[2]} << 16 | uint64_t{trailer[3]} << 24;
+  if (isize < layout.header || isize > 64 * uint64_t(in.size())) return false;
+  std::unique_ptr<libdeflate_decompressor, void (*)(libdeflate_decompressor*)> d(
+      libdeflate_alloc_decompressor(), libdeflate_free_decompressor);
+  if (!d) return false;
+  file.data.resize(isize);
+  size_t in_used = 0, out_made = 0;
+  const libdeflate_result r = libdeflate_gzip_decompress_ex(
+      d.get(), in.data(), in.size(), file.data.data(), isize, &in_used, &out_made);
+  if (r != LIBDEFLATE_SUCCESS || in_used != in.size() || out_made != isize ||
+      implied_size(layout, file.data.data()) != isize) {
+    file.data = {};
+    return false;
+  }
+  file.gzip = true;
+  return true;
+}
+
 // Inflates a whole gzip file (every member of `cat a.gz b.gz`), but never past the size its
 // IDX header implies plus one byte: a small file that inflates to gigabytes stops there
 // (FileBytes::capped) before any large allocation.
 FileBytes gunzip(const std::vector<uint8_t>& in, const std::string& path, const IdxLayout& layout) {
   check(in.size() <= UINT_MAX, path, "gzip file larger than 4 GiB is not supported");
+  if (FileBytes whole; gunzip_whole(in, layout, whole)) return whole;
   z_stream s{};
   // 16 + MAX_WBITS: gzip wrapper only (header, CRC32 and length are checked by zlib).
   if (inflateInit2(&s, 16 + MAX_WBITS) != Z_OK) throw Error(path, "zlib inflateInit2 failed");

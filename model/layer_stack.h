@@ -126,6 +126,20 @@ class LayerStack {
       arena.place(l.y, rows, l.out), arena.place(l.dy, rows, l.out);
     }
   }
+  // An inference copy of a network: outputs only (no gradients), for `rows` rows, reading the
+  // parameters of `trained` (same layers; its arena must be allocated and outlive this stack).
+  void place_inference(Arena& arena, int rows, const LayerStack& trained) {
+    if (trained.layers_.size() != layers_.size())
+      throw Error(name_, "an inference copy needs the trained stack's layers");
+    rows_ = rows;
+    for (size_t l = 0; l < layers_.size(); ++l) {
+      Layer<T>& layer = layers_[l];
+      layer.conv.N = rows;
+      layer.W = trained.layers_[l].W;
+      layer.b = trained.layers_[l].b;
+      arena.place(layer.y, rows, layer.out);
+    }
+  }
   // Scratch bytes the stack's convolutions need at the placed rows (0 for a dense stack).
   size_t workspace_bytes(Backend<T>& be) const {
     size_t bytes = 0;

@@ -7,10 +7,12 @@
 namespace equivae {
 namespace {
 
-// The record's fields in CSV column order.
+// The record's fields in CSV column order. Optional fields were added after older builds wrote
+// their checkpoints' history: a record without one reads as 0.
 struct Field {
   const char* name;
   double EpochRecord::*member;
+  bool optional = false;
 };
 constexpr Field kFields[] = {
     {"elbo", &EpochRecord::elbo},
@@ -22,6 +24,9 @@ constexpr Field kFields[] = {
     {"classifier_nll", &EpochRecord::classifier_nll},
     {"unlabelled_bound", &EpochRecord::unlabelled_bound},
     {"classifier_validation_error", &EpochRecord::classifier_validation_error},
+    {"train_seconds", &EpochRecord::train_seconds, true},
+    {"validation_seconds", &EpochRecord::validation_seconds, true},
+    {"checkpoint_seconds", &EpochRecord::checkpoint_seconds, true},
 };
 
 std::ofstream open_for_writing(const std::string& path) {
@@ -66,6 +71,7 @@ EpochRecord epoch_record_from_json(const nlohmann::json& object, const std::stri
   record.epoch = it->get<int>();
   for (const Field& f : kFields) {
     it = object.find(f.name);
+    if (it == object.end() && f.optional) continue;
     check(it != object.end() && it->is_number(), context,
           "epoch " + std::to_string(record.epoch) + "'s record has no number \"" + f.name + "\"");
     record.*f.member = it->get<double>();

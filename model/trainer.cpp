@@ -15,6 +15,7 @@
 #include "model/metrics_log.h"
 #include "model/resume_state.h"
 #include "model/sampler.h"
+#include "runtime/checkpoint_writer.h"
 #include "runtime/error.h"
 
 namespace equivae {
@@ -110,6 +111,16 @@ std::vector<EpochRecord> train(EquiVae<T>& model, const Dataset& labelled,
   constexpr int64_t kDeviceWindow = 512;
   const bool on_device = model.device_steps_supported();
   if (on_device) model.upload_datasets(train, unlabelled);
+  // The validation reads the training set (the centroids) and the validation set every epoch:
+  // on the device both stay there (the training set is the copy just uploaded).
+  struct KeptForValidation {
+    EquiVae<T>& model;
+    ~KeptForValidation() { model.forget_resident(); }
+  } kept{model};
+  if (validation) {
+    model.keep_resident(train);
+    model.keep_resident(*validation);
+  }
   std::vector<Batch> window;
   std::vector<StepMetrics> window_metrics;
 
@@ -119,12 +130,28 @@ std::vector<EpochRecord> train(EquiVae<T>& model, const Dataset& labelled,
   const int first_epoch = progress.epoch + 1;
   uint64_t step = progress.global_step;
   uint64_t window_last = 0;  // the last step of the device window that ran
-  int saved_epoch = 0;       // the last epoch whose checkpoint this call wrote
+  // Each epoch's checkpoint is read back on this thread and written on the writer's while the
+  // next epoch trains; the next checkpoint, a divergence and the end of training wait for it.
+  CheckpointWriter writer;
+  int saved_epoch = 0;    // the last epoch whose checkpoint this call has on disk
+  int pending_epoch = 0;  // the epoch whose checkpoint is being written, 0: none
+  auto settle_checkpoint = [&] {
+    const int epoch = pending_epoch;
+    pending_epoch = 0;
+    writer.wait();  // throws when that write failed
+    if (epoch > 0) saved_epoch = epoch;
+  };
   auto diverged = [&](const StepMetrics& m, uint64_t at, int epoch) {
     std::string tensor = first_non_finite_tensor(model);
     if (tensor.empty()) tensor = "none: every parameter, gradient and Adam moment is finite";
     // A device window ran to its end before its metrics were read: the state is after it.
     const std::string state = on_device ? " after step " + std::to_string(window_last) : "";
+    std::string failed;  // the write in flight, if it failed
+    try {
+      settle_checkpoint();
+    } catch (const Error& e) {
+      failed = "; " + std::string(e.what());
+    }
     std::string kept = "no checkpoint of this run was written yet";
     if (saved_epoch > 0)
       kept = "the last good checkpoint " + checkpoint_path + " (epoch " +
@@ -134,7 +161,7 @@ std::vector<EpochRecord> train(EquiVae<T>& model, const Dataset& labelled,
              ") is kept untouched";
     return Error("step " + std::to_string(at) + " (epoch " + std::to_string(epoch) + ")",
                  "training diverged: the loss is not finite (" + non_finite_loss_terms(m) +
-                     "); first non-finite tensor" + state + ": " + tensor + "; " + kept);
+                     "); first non-finite tensor" + state + ": " + tensor + "; " + kept + failed);
   };
   for (int epoch = first_epoch; epoch <= options.epochs; ++epoch) {
     const auto epoch_start = Clock::now();
@@ -182,13 +209,28 @@ std::vector<EpochRecord> train(EquiVae<T>& model, const Dataset& labelled,
     r.elbo = r.recon - r.kl + log_prior;
     r.classifier_nll = nll / double(steps);
     r.unlabelled_bound = bound / double(steps);
-    r.seconds = seconds_since(epoch_start);
+    r.seconds = r.train_seconds = seconds_since(epoch_start);
     r.examples_per_s = double(steps) * (config.batch() + config.unlabelled) / r.seconds;
     if (validation) {
+      const auto validation_start = Clock::now();
       r.validation_error = distance_classifier_error(model, train, *validation);
       if (unlabelled) r.classifier_validation_error = classifier_error(model, *validation);
+      r.validation_seconds = seconds_since(validation_start);
     }
-    records.push_back(r);
+    if (checkpoint_path.empty()) {
+      records.push_back(r);
+    } else {
+      // The time this thread spends on it: the previous write's end, then the state read back.
+      const auto checkpoint_start = Clock::now();
+      settle_checkpoint();
+      Checkpoint ckpt = model.to_checkpoint();
+      write_run_identity(ckpt, identity);
+      r.checkpoint_seconds = seconds_since(checkpoint_start);
+      records.push_back(r);
+      write_progress(ckpt, {epoch, step, records});
+      writer.write(checkpoint_path, std::move(ckpt), "epoch " + std::to_string(epoch));
+      pending_epoch = epoch;
+    }
 
     if (!options.quiet) {
       const double elapsed = seconds_since(run_start);
@@ -200,19 +242,15 @@ std::vector<EpochRecord> train(EquiVae<T>& model, const Dataset& labelled,
       if (validation) std::fprintf(stderr, "  val err %5.2f%%", 100 * r.validation_error);
       if (r.classifier_validation_error >= 0)
         std::fprintf(stderr, " (q(y|x) %5.2f%%)", 100 * r.classifier_validation_error);
-      std::fprintf(stderr, "  %7.0f ex/s  ETA %s\n", r.examples_per_s,
-                   format_duration(eta).c_str());
+      std::fprintf(stderr, "  %7.0f ex/s  [train %.2f s", r.examples_per_s, r.train_seconds);
+      if (validation) std::fprintf(stderr, ", val %.2f s", r.validation_seconds);
+      if (!checkpoint_path.empty()) std::fprintf(stderr, ", ckpt %.2f s", r.checkpoint_seconds);
+      std::fprintf(stderr, "]  ETA %s\n", format_duration(eta).c_str());
     }
     log.append(r);
-    if (!checkpoint_path.empty()) {
-      Checkpoint ckpt = model.to_checkpoint();
-      write_run_identity(ckpt, identity);
-      write_progress(ckpt, {epoch, step, records});
-      save_checkpoint(checkpoint_path, ckpt);
-      saved_epoch = epoch;
-    }
     if (options.after_epoch) options.after_epoch(r);
   }
+  settle_checkpoint();
   return records;
 }
 

@@ -1,6 +1,7 @@
 #pragma once
 // The training loop: class-balanced batches, one static-plan step each, a
-// progress line per epoch, metrics.csv, metrics.jsonl and an atomic checkpoint per epoch;
+// progress line per epoch, metrics.csv, metrics.jsonl and an atomic checkpoint per epoch
+// (written in the background while the next epoch trains, runtime/checkpoint_writer.h);
 // a run resumes from its checkpoint exactly (model/resume_state.h).
 #include <cstdint>
 #include <functional>
@@ -25,7 +26,9 @@ struct TrainOptions {
   std::string resume_from;
   // The JSON-lines log: empty: out_dir/metrics.jsonl (none without out_dir); "-": stdout.
   std::string json_log;
-  // Called after each epoch, once its checkpoint is on disk.
+  // Called after each epoch, once its checkpoint has been read back from the model; the file
+  // is written in the background and is on disk when the next epoch's checkpoint starts or
+  // train() returns.
   std::function<void(const EpochRecord&)> after_epoch;
 };
 
@@ -34,17 +37,25 @@ struct EpochRecord {
   double elbo = 0;               // mean per-example ELBO incl. log p(y) (nats)
   double recon = 0, kl = 0;      // mean log p(x|r,v) and KL (nats)
   double validation_error = -1;  // distance classifier on the validation set; −1: none
+  // The training steps' wall time (validation and checkpoint not included), examples per second.
   double seconds = 0, examples_per_s = 0;
   // Semi-supervised only (else 0 / −1):
   double classifier_nll = 0;                // mean −log q(y|x) on labelled batches
   double unlabelled_bound = 0;              // mean L_unlab per unlabelled item
   double classifier_validation_error = -1;  // argmax q(y|x) on the validation set
+  // Where the epoch's wall time went (seconds): the training steps (= seconds), the validation
+  // errors, and the checkpoint's share of the training thread (waiting for the previous
+  // checkpoint's write, reading the state back); the file is written beside the next epoch.
+  // Records of runs that did not measure them (older checkpoints' history) hold 0.
+  double train_seconds = 0, validation_seconds = 0, checkpoint_seconds = 0;
 };
 
 // Trains until epoch options.epochs and returns every epoch's record (a resumed run's
 // earlier epochs included). Throws Error("step N (epoch E)", ...) if the loss stops being
 // finite, naming the non-finite loss term and the first non-finite parameter, gradient or
 // Adam moment by its checkpoint name; the last epoch's checkpoint stays on disk untouched.
+// A checkpoint that cannot be written throws Error naming the file and the epoch, at the next
+// epoch's checkpoint or before train() returns.
 // labelled: the labelled training set; unlabelled: the unlabelled set of a semi-supervised
 // model (one epoch = one pass over it), else null (one epoch = one pass over the labelled set).
 template <class T>

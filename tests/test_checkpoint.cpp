@@ -7,6 +7,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -21,6 +22,7 @@
 #include <vector>
 
 #include "runtime/checkpoint.h"
+#include "runtime/checkpoint_writer.h"
 #include "runtime/error.h"
 
 namespace equivae {
@@ -659,6 +661,98 @@ TEST_F(CheckpointTest, KilledMidWriteLeavesPreviousCheckpointReadable) {
   EXPECT_EQ(saw_old + saw_new, 12);
   std::printf("killed writers left the old checkpoint %d times, the new one %d times\n", saw_old,
               saw_new);
+}
+
+// ---- checkpoints written in the background (runtime/checkpoint_writer.h).
+
+TEST_F(CheckpointTest, BackgroundWriteGivesTheFileOfASynchronousOne) {
+  const Checkpoint c = big_checkpoint(3.0f, 3 << 18);
+  save_checkpoint(file("sync.safetensors"), c);
+  CheckpointWriter writer;
+  writer.write(file("async.safetensors"), c, "epoch 1");
+  writer.wait();
+  EXPECT_FALSE(writer.in_flight());
+  const std::string bytes = slurp(file("async.safetensors"));
+  EXPECT_GT(bytes.size(), size_t(3) << 20);
+  EXPECT_TRUE(bytes == slurp(file("sync.safetensors")));
+  EXPECT_TRUE(temp_files().empty());
+}
+
+TEST_F(CheckpointTest, BackgroundWritesRunOneAtATime) {
+  // The first write is held at its first chunk until the test lets it go: write() has returned
+  // meanwhile (the caller goes on), and the second write() returns only once the first file
+  // is complete.
+  HookGuard guard;
+  std::atomic<bool> go{false};
+  std::atomic<int> chunks{0};
+  set_checkpoint_write_hook([&](uint64_t) {
+    while (!go) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    ++chunks;
+    return true;
+  });
+  const Checkpoint first = big_checkpoint(1.0f, 3 << 18), second = big_checkpoint(2.0f, 3 << 18);
+  CheckpointWriter writer;
+  writer.write(file("a.safetensors"), first, "epoch 1");
+  EXPECT_TRUE(writer.in_flight());
+  EXPECT_FALSE(fs::exists(file("a.safetensors")));
+  std::thread release([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(30));
+    go = true;
+  });
+  writer.write(file("b.safetensors"), second, "epoch 2");
+  EXPECT_GE(chunks.load(), 4) << "the first write had not finished";
+  expect_bit_equal(first, load_checkpoint(file("a.safetensors")));
+  writer.wait();
+  release.join();
+  expect_bit_equal(second, load_checkpoint(file("b.safetensors")));
+  EXPECT_TRUE(temp_files().empty());
+}
+
+TEST_F(CheckpointTest, ABackgroundWriteThatFailsIsReportedToTheCallerNamingTheFile) {
+  const std::string path = file("no/such/dir/c.safetensors");
+  CheckpointWriter writer;
+  writer.write(path, sample_checkpoint(), "epoch 3");  // returns: the failure comes later
+  try {
+    writer.wait();
+    FAIL() << "wait should report the failed write";
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    std::printf("[ message ] %s\n", what.c_str());
+    EXPECT_EQ(e.context(), path);
+    EXPECT_EQ(what.rfind(path +
+                             ": the checkpoint of epoch 3 was not written: cannot create temp "
+                             "file " +
+                             path + ".tmp.",
+                         0),
+              0u)
+        << what;
+  }
+  EXPECT_FALSE(writer.in_flight());
+  writer.wait();  // reported once
+  // The next write goes through; and a failure is also what the next write() reports.
+  writer.write(file("c.safetensors"), sample_checkpoint());
+  writer.wait();
+  expect_bit_equal(sample_checkpoint(), load_checkpoint(file("c.safetensors")));
+  writer.write(path, sample_checkpoint(), "epoch 4");
+  EXPECT_THROW(writer.write(file("d.safetensors"), sample_checkpoint()), Error);
+  EXPECT_FALSE(fs::exists(file("d.safetensors")));
+  EXPECT_TRUE(temp_files().empty());
+}
+
+TEST_F(CheckpointTest, ADestroyedWriterFinishesItsWrite) {
+  HookGuard guard;
+  set_checkpoint_write_hook([](uint64_t) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    return true;
+  });
+  const Checkpoint c = big_checkpoint(4.0f, 3 << 18);
+  {
+    CheckpointWriter writer;
+    writer.write(file("c.safetensors"), c);
+  }  // the destructor waits for the write
+  set_checkpoint_write_hook({});
+  expect_bit_equal(c, load_checkpoint(file("c.safetensors")));
+  EXPECT_TRUE(temp_files().empty());
 }
 
 // Writes the reference file that tests/check_safetensors.py (CTest safetensors_python_reader)

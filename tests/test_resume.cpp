@@ -156,7 +156,11 @@ void check_two_plus_two(const BackendFactory& make_backend, const EquiVaeConfig&
   ASSERT_EQ(whole.records.size(), 4u);
   ASSERT_EQ(resumed.records.size(), 4u);
   for (int e = 0; e < 4; ++e) expect_same_metrics(whole.records[e], resumed.records[e]);
-  for (int e = 0; e < 2; ++e) EXPECT_EQ(first.records[e].seconds, resumed.records[e].seconds);
+  for (int e = 0; e < 2; ++e) {
+    EXPECT_EQ(first.records[e].seconds, resumed.records[e].seconds);
+    EXPECT_EQ(first.records[e].validation_seconds, resumed.records[e].validation_seconds);
+    EXPECT_EQ(first.records[e].checkpoint_seconds, resumed.records[e].checkpoint_seconds);
+  }
 
   // metrics.csv continues: one header, epochs 1..4 once each, 3-4 as in the whole run.
   const std::vector<std::string> csv = read_lines(split_dir + "/metrics.csv"),
@@ -166,10 +170,11 @@ void check_two_plus_two(const BackendFactory& make_backend, const EquiVaeConfig&
   EXPECT_EQ(csv[0], whole_csv[0]);
   for (size_t row = 1; row < 5; ++row) {
     std::vector<std::string> a = split_csv(csv[row]), b = split_csv(whole_csv[row]);
-    ASSERT_EQ(a.size(), 10u);
-    ASSERT_EQ(b.size(), 10u);
+    ASSERT_EQ(a.size(), 13u);
+    ASSERT_EQ(b.size(), 13u);
     EXPECT_EQ(a[0], std::to_string(row));
-    for (size_t col : {5u, 6u}) a[col] = b[col] = "";  // seconds, examples/s
+    // seconds, examples/s, train, validation and checkpoint seconds
+    for (size_t col : {5u, 6u, 10u, 11u, 12u}) a[col] = b[col] = "";
     EXPECT_EQ(a, b) << "metrics.csv row " << row;
   }
   fs::remove_all(whole_dir);
@@ -280,6 +285,34 @@ TEST(Resume, CheckpointsWithoutTheConvolutionalKeysAreDenseBernoulliRuns) {
   fs::remove_all(conv_dir);
 }
 
+TEST(Resume, HistoryWithoutTheTimeBreakdownResumesWithZeros) {
+  // Checkpoints written before the per-epoch time breakdown hold records without
+  // train_seconds, validation_seconds and checkpoint_seconds: they resume, those read 0.
+  const std::string dir = fresh_dir("older-history");
+  const std::string path = dir + "/checkpoint.safetensors";
+  train_run(cpu(), test::tiny_config(), train_set(), nullptr, 1, dir);
+  Checkpoint older = load_checkpoint(path);
+  nlohmann::json history = nlohmann::json::parse(older.metadata.at("history"));
+  ASSERT_EQ(history.size(), 1u);
+  for (const char* key : {"train_seconds", "validation_seconds", "checkpoint_seconds"})
+    EXPECT_EQ(history[0].erase(key), 1u) << key;
+  older.metadata["history"] = history.dump();
+  const std::string older_path = dir + "/older.safetensors";
+  save_checkpoint(older_path, older);
+  const TrainedRun resumed =
+      train_run(cpu(), test::tiny_config(), train_set(), nullptr, 2, dir, older_path);
+  ASSERT_EQ(resumed.records.size(), 2u);
+  EXPECT_EQ(resumed.records[0].train_seconds, 0);
+  EXPECT_EQ(resumed.records[0].checkpoint_seconds, 0);
+  EXPECT_GT(resumed.records[0].seconds, 0);
+  EXPECT_GT(resumed.records[1].train_seconds, 0);
+  EXPECT_GT(resumed.records[1].validation_seconds, 0);
+  const std::vector<std::string> csv = read_lines(dir + "/metrics.csv");
+  ASSERT_EQ(csv.size(), 3u);
+  EXPECT_EQ(split_csv(csv[1]).size(), 13u) << csv[1];
+  fs::remove_all(dir);
+}
+
 TEST(Divergence, APoisonedParameterIsNamedAndTheLastCheckpointKept) {
   const std::string dir = fresh_dir("poison");
   const std::string path = dir + "/checkpoint.safetensors";
@@ -331,7 +364,7 @@ TEST(MetricsLog, JsonLinesParseAndMatchTheCsv) {
   ASSERT_EQ(csv.size(), 3u);
   ASSERT_EQ(json.size(), 2u);
   const std::vector<std::string> header = split_csv(csv[0]);
-  ASSERT_EQ(header.size(), 10u);
+  ASSERT_EQ(header.size(), 13u);
   for (size_t e = 0; e < json.size(); ++e) {
     const nlohmann::json object = nlohmann::json::parse(json[e]);  // throws if malformed
     ASSERT_TRUE(object.is_object());

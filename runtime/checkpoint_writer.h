@@ -1,0 +1,36 @@
+#pragma once
+// Checkpoints written beside the work that produced them: write() takes a checkpoint already
+// in host memory and saves it with save_checkpoint (temp file, fsync, rename, directory fsync:
+// still atomic) on a thread of its own while the caller goes on. At most one write is in
+// flight: the next write() and wait() wait for it first, and its failure surfaces there, on
+// the caller's thread, as an Error naming the file. Until then the previous file at the path
+// stays as it was.
+#include <future>
+#include <string>
+
+#include "runtime/checkpoint.h"
+
+namespace equivae {
+
+class CheckpointWriter {
+ public:
+  CheckpointWriter() = default;
+  // Waits for a write in flight; its error, if any, is dropped (wait() first to see it).
+  ~CheckpointWriter();
+  CheckpointWriter(const CheckpointWriter&) = delete;
+  CheckpointWriter& operator=(const CheckpointWriter&) = delete;
+
+  // Waits for the previous write (throwing its Error), then starts writing checkpoint to path.
+  // what: the checkpoint in an error message ("epoch 3"); empty: none.
+  void write(const std::string& path, Checkpoint checkpoint, const std::string& what = "");
+  // Waits for the write in flight, if any. Throws Error(path, "the checkpoint of epoch 3 was
+  // not written: <why>") when it failed.
+  void wait();
+  bool in_flight() const { return pending_.valid(); }
+
+ private:
+  std::future<void> pending_;
+  std::string path_, what_;
+};
+
+}  // namespace equivae

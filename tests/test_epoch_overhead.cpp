@@ -1,0 +1,413 @@
+// The work the trainer does after each epoch, made cheap without changing what it computes:
+// the validation runs f_inv (and q(y|x)) through the inference plan, in chunks of the training
+// plan's rows, read in place from device-resident images, with one download per call; each
+// row's f_inv equals the training plan's own forward bit for bit, and the per-epoch validation
+// errors equal those of the batch-by-batch upload/download loop the trainer ran before; the
+// checkpoint is written in the background and its file is the one a synchronous write gives;
+// a checkpoint that cannot be written stops the run naming the file; each epoch's record says
+// where its time went.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <iterator>
+#include <limits>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "model/equivae.h"
+#include "model/evaluate.h"
+#include "model/idx_dataset.h"
+#include "model/metrics_log.h"
+#include "model/resume_state.h"
+#include "model/sampler.h"
+#include "model/subsets.h"
+#include "model/trainer.h"
+#include "runtime/backend.h"
+#include "runtime/checkpoint.h"
+#include "runtime/cuda/cuda_backend.h"
+#include "runtime/error.h"
+#include "tests/conv_fixtures.h"
+#include "tests/fixtures.h"
+#include "tests/scratch_files.h"
+
+namespace equivae {
+namespace {
+
+namespace fs = std::filesystem;
+
+// 1,010 training digits: 25 chunks of B = 40 rows and a short one of 10.
+const Dataset& digits() {
+  static const Dataset data = test::bundled_digits(1210);
+  return data;
+}
+const Dataset& train_digits() {
+  static const Dataset data = digits().slice(0, 1010);
+  return data;
+}
+const Dataset& validation_digits() {
+  static const Dataset data = digits().slice(1010, 1210);
+  return data;
+}
+
+template <class T>
+std::vector<T> download(Backend<T>& be, const T* src, size_t n) {
+  std::vector<T> host(n);
+  be.download(host.data(), src, n * sizeof(T));
+  return host;
+}
+
+// A dense network's outputs as the trainer's validation computed them before the inference
+// plan: chunks of `chunk` images through the training plan's layers (backend ops on buffers
+// of `chunk` rows), one upload and one download per chunk → [n, out].
+template <class T>
+std::vector<T> chunk_by_chunk(EquiVae<T>& model, const std::vector<DenseLayer<T>*>& layers,
+                              int chunk, const Dataset& data) {
+  Backend<T>& be = model.backend();
+  const int D = model.config().input_dim, out = layers.back()->out;
+  std::vector<void*> blocks = {be.allocate(size_t(chunk) * D * sizeof(T))};
+  for (const DenseLayer<T>* l : layers)
+    blocks.push_back(be.allocate(size_t(chunk) * l->out * sizeof(T)));
+  std::vector<T> result(size_t(data.n) * out), x(size_t(chunk) * D);
+  for (int64_t begin = 0; begin < data.n; begin += chunk) {
+    const int count = int(std::min<int64_t>(chunk, data.n - begin));
+    std::copy(data.image(begin), data.image(begin) + size_t(count) * D, x.begin());
+    be.upload(blocks[0], x.data(), size_t(count) * D * sizeof(T));
+    for (size_t l = 0; l < layers.size(); ++l)
+      be.dense_forward(static_cast<T*>(blocks[l + 1]), static_cast<const T*>(blocks[l]),
+                       layers[l]->W.data, layers[l]->b.data, count, layers[l]->in, layers[l]->out,
+                       layers[l]->relu);
+    const std::vector<T> y =
+        download(be, static_cast<const T*>(blocks.back()), size_t(count) * out);
+    std::copy(y.begin(), y.end(), result.begin() + begin * out);
+  }
+  for (void* block : blocks) be.release(block);
+  return result;
+}
+
+// f_inv (the dense plan's first 3 layers) in chunks of B, as float.
+template <class T>
+std::vector<float> batch_chunked_embedding(EquiVae<T>& model, const Dataset& data) {
+  const std::vector<DenseLayer<T>*> layers = model.all_layers();
+  const std::vector<DenseLayer<T>*> finv(layers.begin(), layers.begin() + 3);  // D → H → H → d_r
+  EXPECT_EQ(finv.back()->out, model.config().latent_r);
+  const std::vector<T> e = chunk_by_chunk(model, finv, model.config().batch(), data);
+  return std::vector<float>(e.begin(), e.end());
+}
+
+template <class T>
+double batch_chunked_validation_error(EquiVae<T>& model, const Dataset& train,
+                                      const Dataset& validation) {
+  const EquiVaeConfig& c = model.config();
+  const DistanceClassifier classifier = DistanceClassifier::fit(
+      batch_chunked_embedding(model, train), train.labels, c.classes, c.latent_r);
+  return classifier.error(batch_chunked_embedding(model, validation), validation.labels);
+}
+
+// argmax q(y|x) (the semi-supervised plan's last 3 layers) in chunks of B + U: its error.
+template <class T>
+double chunked_classifier_error(EquiVae<T>& model, const Dataset& data) {
+  const EquiVaeConfig& c = model.config();
+  const std::vector<DenseLayer<T>*> layers = model.all_layers();
+  const std::vector<DenseLayer<T>*> classifier(layers.end() - 3, layers.end());
+  EXPECT_EQ(classifier.back()->out, c.classes);
+  const std::vector<T> logits = chunk_by_chunk(model, classifier, c.batch() + c.unlabelled, data);
+  int64_t wrong = 0;
+  for (int64_t i = 0; i < data.n; ++i) {
+    const T* row = logits.data() + size_t(i) * c.classes;
+    wrong += int32_t(std::max_element(row, row + c.classes) - row) != data.labels[i];
+  }
+  return double(wrong) / double(data.n);
+}
+
+// Row i of embed(data) against the training plan's f_inv output for the rows of a few batches
+// (a forward pass: f_inv's last layer holds [B, d_r]), bit for bit; and the same with the
+// images passed as a pointer.
+template <class T>
+void expect_embedding_equals_training_forward(EquiVae<T>& model, const Dataset& data,
+                                              const std::string& what) {
+  const EquiVaeConfig& c = model.config();
+  const int dr = c.latent_r;
+  std::vector<float> all(size_t(data.n) * dr), by_pointer(all.size());
+  model.embed(data, all.data());
+  model.embed(data.images.data(), data.n, by_pointer.data());
+  EXPECT_EQ(std::memcmp(all.data(), by_pointer.data(), all.size() * sizeof(float)), 0) << what;
+  const size_t finv_layers = c.convolutional() ? 5 : 3;
+  const DenseLayer<T>* last = model.all_layers()[finv_layers - 1];
+  ASSERT_EQ(last->out, dr) << what;
+  BalancedBatchSampler sampler(data.labels, c.classes, c.k, c.m_max, c.seed);
+  Batch batch;
+  int compared = 0, last_chunk_rows = 0;
+  for (uint64_t step = 0; step < 8; ++step) {
+    sampler.sample(step, batch);
+    model.load_batch(batch, data);
+    model.forward(step);
+    const std::vector<T> e = download(model.backend(), last->y.data, size_t(c.batch()) * dr);
+    for (int i = 0; i < c.batch(); ++i) {
+      const int64_t row = batch.rows[i];
+      for (int j = 0; j < dr; ++j)
+        ASSERT_EQ(float(e[size_t(i) * dr + j]), all[size_t(row) * dr + j])
+            << what << ": image " << row << ", column " << j;
+      ++compared;
+      last_chunk_rows += row >= data.n / c.batch() * c.batch();
+    }
+  }
+  EXPECT_GT(last_chunk_rows, 0) << what << ": no row of the short last chunk was compared";
+  std::printf("[ %s ] %d rows equal the training forward (%d in the last chunk)\n", what.c_str(),
+              compared, last_chunk_rows);
+}
+
+TEST(InferencePlan, EachRowEqualsTheTrainingPlansForward) {
+  {
+    auto be = make_cpu_backend<float>(1);
+    EquiVae<float> model(test::tiny_config(), *be);
+    expect_embedding_equals_training_forward(model, train_digits(), "cpu float, 1 thread");
+  }
+  {
+    auto be = make_cpu_backend<float>(2);
+    EquiVae<float> model(test::tiny_config(), *be);
+    expect_embedding_equals_training_forward(model, train_digits(), "cpu float, 2 threads");
+  }
+  {
+    auto be = make_cpu_backend<double>(1);
+    EquiVae<double> model(test::tiny_config(), *be);
+    expect_embedding_equals_training_forward(model, train_digits(), "cpu double");
+  }
+  {
+    // Convolutional f_inv: the short last chunk runs all B = 30 rows (the rest ignored).
+    static const Dataset blobs = test::coloured_blobs(400, 3, 8);
+    auto be = make_cpu_backend<float>(1);
+    EquiVae<float> model(test::tiny_conv_config(), *be);
+    expect_embedding_equals_training_forward(model, blobs, "cpu conv");
+  }
+}
+
+TEST(InferencePlan, ResidentImagesOnTheEmulatedCudaBackendGiveTheSameRows) {
+  // Kept resident, the images are read in place from the device copy (no upload per call).
+  auto be = make_emulated_cuda_backend<float>();
+  EquiVae<float> model(test::tiny_config(), *be);
+  std::vector<float> uploaded(size_t(train_digits().n) * 3), in_place(uploaded.size());
+  // (d_r = 3)
+  model.embed(train_digits(), uploaded.data());
+  model.keep_resident(train_digits());
+  model.embed(train_digits(), in_place.data());
+  EXPECT_EQ(uploaded, in_place);
+  expect_embedding_equals_training_forward(model, train_digits(), "emulated cuda, resident");
+  model.forget_resident();
+  std::vector<float> after(uploaded.size());
+  model.embed(train_digits(), after.data());
+  EXPECT_EQ(uploaded, after);
+
+  // A convolutional f_inv reads whole chunks in place and uploads the short last one.
+  static const Dataset blobs = test::coloured_blobs(400, 3, 8);  // 13 chunks of 30, then 10
+  EquiVae<float> conv(test::tiny_conv_config(), *be);
+  std::vector<float> conv_uploaded(size_t(blobs.n) * 3), conv_in_place(conv_uploaded.size());
+  conv.embed(blobs, conv_uploaded.data());
+  conv.keep_resident(blobs);
+  conv.embed(blobs, conv_in_place.data());
+  EXPECT_EQ(conv_uploaded, conv_in_place);
+}
+
+TEST(InferencePlan, ClassifyEqualsTheTrainingPlansClassifier) {
+  // q(y|x)'s argmax through the inference plan against the training plan's logits of the
+  // labelled rows of a batch.
+  const EquiVaeConfig c = test::tiny_semi_config();
+  auto be = make_cpu_backend<float>(1);
+  EquiVae<float> model(c, *be);
+  const LabelledSplit split = split_labelled(train_digits(), 300, 5);
+  std::vector<int32_t> predicted(size_t(split.labelled.n));
+  model.classify(split.labelled, predicted.data());
+  const DenseLayer<float>* last = model.all_layers().back();  // the classifier's output layer
+  ASSERT_EQ(last->out, c.classes);
+  BalancedBatchSampler sampler(split.labelled.labels, c.classes, c.k, c.m_max, c.seed);
+  UnlabelledSampler unlabelled(split.unlabelled.n, c.unlabelled, c.classes, c.k, c.m_max, c.seed);
+  Batch batch;
+  for (uint64_t step = 0; step < 4; ++step) {
+    sampler.sample(step, batch);
+    unlabelled.sample(step, batch);
+    model.load_batch(batch, split.labelled, &split.unlabelled);
+    model.forward(step);
+    const std::vector<float> logits = download(*be, last->y.data, size_t(c.batch()) * c.classes);
+    for (int i = 0; i < c.batch(); ++i) {
+      const float* row = logits.data() + size_t(i) * c.classes;
+      EXPECT_EQ(predicted[batch.rows[i]], int32_t(std::max_element(row, row + c.classes) - row))
+          << "labelled image " << batch.rows[i];
+    }
+  }
+  EXPECT_THROW(
+      {
+        EquiVae<float> supervised(test::tiny_config(), *be);
+        supervised.classify(split.labelled, predicted.data());
+      },
+      Error);
+}
+
+// Trains `epochs` epochs of a tiny model and checks every epoch's validation errors against
+// the chunk-by-chunk reference computed from the same parameters.
+void expect_validation_equals_reference(std::unique_ptr<Backend<float>> backend,
+                                        const EquiVaeConfig& config, const Dataset& labelled,
+                                        const Dataset* unlabelled, int epochs,
+                                        const std::string& what) {
+  EquiVae<float> model(config, *backend);
+  TrainOptions options;
+  options.epochs = epochs;
+  options.quiet = true;
+  int checked = 0;
+  options.after_epoch = [&](const EpochRecord& r) {
+    const double reference = batch_chunked_validation_error(model, labelled, validation_digits());
+    EXPECT_EQ(r.validation_error, reference) << what << ", epoch " << r.epoch;
+    // The embeddings behind it, bit for bit (the error alone could agree by chance).
+    for (const Dataset* data : {&labelled, &validation_digits()})
+      EXPECT_TRUE(embed_dataset(model, *data) == batch_chunked_embedding(model, *data))
+          << what << ", epoch " << r.epoch << ": " << data->n << " images";
+    std::printf("[ %s ] epoch %d: validation error %.4f (reference %.4f)", what.c_str(), r.epoch,
+                r.validation_error, reference);
+    if (unlabelled) {
+      const double q_reference = chunked_classifier_error(model, validation_digits());
+      EXPECT_EQ(r.classifier_validation_error, q_reference) << what << ", epoch " << r.epoch;
+      std::printf(", q(y|x) %.4f (reference %.4f)", r.classifier_validation_error, q_reference);
+    }
+    std::printf("\n");
+    ++checked;
+  };
+  train(model, labelled, unlabelled, &validation_digits(), options);
+  EXPECT_EQ(checked, epochs);
+}
+
+const LabelledSplit& semi_split() {  // 100 labelled, 100 unlabelled: 25 steps per epoch
+  static const LabelledSplit split = split_labelled(train_digits().slice(0, 200), 100, 5);
+  return split;
+}
+
+TEST(Validation, PerEpochErrorsEqualTheBatchChunkedReference) {
+  expect_validation_equals_reference(make_cpu_backend<float>(1), test::tiny_config(),
+                                     train_digits(), nullptr, 2, "cpu");
+  expect_validation_equals_reference(make_cpu_backend<float>(1), test::tiny_semi_config(),
+                                     semi_split().labelled, &semi_split().unlabelled, 2,
+                                     "cpu, semi-supervised");
+}
+
+TEST(Validation, OnTheEmulatedCudaBackendFromResidentImages) {
+  // The device path: the training set's uploaded copy and a resident validation set.
+  expect_validation_equals_reference(make_emulated_cuda_backend<float>(), test::tiny_config(),
+                                     train_digits(), nullptr, 1, "emulated cuda");
+  expect_validation_equals_reference(make_emulated_cuda_backend<float>(), test::tiny_semi_config(),
+                                     semi_split().labelled, &semi_split().unlabelled, 1,
+                                     "emulated cuda, semi-supervised");
+}
+
+class EpochCheckpoint : public test::ScratchDirTest {
+ protected:
+  EpochCheckpoint() : ScratchDirTest("epoch_") {}
+};
+
+std::vector<char> file_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+TEST_F(EpochCheckpoint, TheFileEqualsASynchronousWriteOfTheSameState) {
+  const EquiVaeConfig config = test::tiny_config();
+  const Dataset train_set = train_digits().slice(0, 400);  // 10 steps per epoch
+  auto be = make_cpu_backend<float>(1);
+  EquiVae<float> model(config, *be);
+  TrainOptions options;
+  options.epochs = 2;
+  options.quiet = true;
+  options.out_dir = path("run");
+  const std::vector<EpochRecord> records = train(model, train_set, &validation_digits(), options);
+
+  // What the trainer wrote last, rebuilt from the model and written synchronously.
+  Checkpoint expected = model.to_checkpoint();
+  write_run_identity(expected, run_identity(config, train_set, nullptr, &validation_digits()));
+  write_progress(expected, {2, 20, records});
+  save_checkpoint(path("sync.safetensors"), expected);
+  const std::vector<char> written = file_bytes(path("run/checkpoint.safetensors"));
+  ASSERT_GT(written.size(), 1000u);
+  EXPECT_TRUE(written == file_bytes(path("sync.safetensors")));
+  for (const auto& entry : fs::directory_iterator(path("run")))
+    EXPECT_EQ(entry.path().string().find(".tmp."), std::string::npos)
+        << "temp file left behind: " << entry.path();
+
+  // Where each epoch's time went.
+  for (const EpochRecord& r : records) {
+    EXPECT_EQ(r.train_seconds, r.seconds);
+    EXPECT_GT(r.train_seconds, 0);
+    EXPECT_GT(r.validation_seconds, 0);
+    EXPECT_GT(r.checkpoint_seconds, 0);
+  }
+  const std::string header = metrics_csv_header();
+  EXPECT_NE(header.find(",seconds,examples_per_s,"), std::string::npos) << header;
+  EXPECT_NE(header.find(",train_seconds,validation_seconds,checkpoint_seconds"), std::string::npos)
+      << header;
+}
+
+TEST_F(EpochCheckpoint, NoValidationAndNoCheckpointTakeNoTime) {
+  auto be = make_cpu_backend<float>(1);
+  EquiVae<float> model(test::tiny_config(), *be);
+  TrainOptions options;
+  options.epochs = 1;
+  options.quiet = true;
+  const std::vector<EpochRecord> records =
+      train(model, train_digits().slice(0, 400), nullptr, options);
+  ASSERT_EQ(records.size(), 1u);
+  EXPECT_GT(records[0].train_seconds, 0);
+  EXPECT_EQ(records[0].validation_seconds, 0);
+  EXPECT_EQ(records[0].checkpoint_seconds, 0);
+}
+
+TEST_F(EpochCheckpoint, AnUnwritableCheckpointStopsTheRunNamingTheFile) {
+  // A directory where the file should go: the rename over it fails in the writer's thread,
+  // and the error reaches the caller naming the file and the epoch.
+  const std::string target = path("run/checkpoint.safetensors");
+  fs::create_directories(fs::path(target) / "occupied");
+  auto be = make_cpu_backend<float>(1);
+  EquiVae<float> model(test::tiny_config(), *be);
+  TrainOptions options;
+  options.epochs = 2;
+  options.quiet = true;
+  options.out_dir = path("run");
+  int epochs_done = 0;
+  options.after_epoch = [&](const EpochRecord&) { ++epochs_done; };
+  try {
+    train(model, train_digits().slice(0, 400), nullptr, options);
+    ADD_FAILURE() << "expected an error";
+  } catch (const Error& e) {
+    std::printf("[ message ] %s\n", e.what());
+    const std::string message = e.what();
+    EXPECT_EQ(message.rfind(target + ": the checkpoint of epoch 1 was not written: ", 0), 0u)
+        << message;
+    EXPECT_NE(message.find("cannot rename"), std::string::npos) << message;
+  }
+  EXPECT_EQ(epochs_done, 1);  // found when epoch 2's checkpoint waited for it
+  EXPECT_TRUE(fs::is_directory(target));
+  for (const auto& entry : fs::directory_iterator(path("run")))
+    EXPECT_EQ(entry.path().string().find(".tmp."), std::string::npos)
+        << "temp file left behind: " << entry.path();
+
+  // A divergence while that write is in flight says both: nothing good is on disk, and why.
+  EquiVae<float> poisoned(test::tiny_config(), *be);
+  options.after_epoch = [&](const EpochRecord&) {
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    be->upload(poisoned.all_layers()[8]->b.data, &nan, sizeof nan);  // decoder.2.bias[0]
+  };
+  try {
+    train(poisoned, train_digits().slice(0, 400), nullptr, options);
+    ADD_FAILURE() << "expected the divergence";
+  } catch (const Error& e) {
+    std::printf("[ message ] %s\n", e.what());
+    const std::string message = e.what();
+    EXPECT_NE(message.find("step 10 (epoch 2): training diverged"), std::string::npos) << message;
+    EXPECT_NE(message.find("no checkpoint of this run was written yet; " + target +
+                           ": the checkpoint of epoch 1 was not written: cannot rename"),
+              std::string::npos)
+        << message;
+  }
+}
+
+}  // namespace
+}  // namespace equivae
