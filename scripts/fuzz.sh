@@ -17,7 +17,7 @@ targets=("$@")
 ((${#targets[@]})) || targets=(idx idx_gzip checkpoint flags svhn_mat)
 
 # clang with its runtime libraries (libFuzzer), cmake, and the readers' dependencies.
-packages=(clang libclang-rt-dev cmake pkg-config zlib1g-dev nlohmann-json3-dev libmatio-dev)
+packages=(clang libclang-rt-dev cmake pkg-config zlib1g-dev libdeflate-dev nlohmann-json3-dev libmatio-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
