@@ -161,6 +161,42 @@ Problem separable(int n, int d, int classes, uint64_t stream, double noise = 0) 
 
 // ---- the classifier
 
+struct GradientCheck {
+  double worst = 0;  // largest |numeric − analytic| / (1 + |numeric|)
+  int probed = 0, nonzero = 0;
+};
+
+// Central differences of the loaded batch's loss over every parameter (host memory: the CPU
+// backend), against the analytic gradient of one backward; `training` with the masks of step.
+GradientCheck check_gradients(MlpClassifier<double>& clf, bool training, uint64_t step) {
+  clf.forward(training, step);
+  clf.backward();
+  const std::vector<double> grads(clf.gradients(), clf.gradients() + clf.parameter_count());
+  const double h = 1e-6;
+  GradientCheck g;
+  for (Layer<double>& layer : clf.layers()) {
+    for (Tensor<double>* t : {&layer.W, &layer.b}) {
+      for (size_t i = 0; i < t->size(); ++i) {
+        const size_t p_index = size_t(t->data + i - clf.parameters());
+        double& w = t->data[i];
+        const double saved = w;
+        w = saved + h;
+        const double up = clf.forward(training, step);
+        w = saved - h;
+        const double down = clf.forward(training, step);
+        w = saved;
+        const double numeric = (up - down) / (2 * h);
+        g.worst = std::max(g.worst, std::fabs(numeric - grads[p_index]) / (1 + std::fabs(numeric)));
+        g.nonzero += std::fabs(numeric) > 1e-9;
+        ++g.probed;
+      }
+    }
+  }
+  std::printf("%d parameters probed, %d with a non-zero gradient, worst error %.2e\n", g.probed,
+              g.nonzero, g.worst);
+  return g;
+}
+
 TEST(Classifier, WholeBackwardMatchesFiniteDifferencesInDoubleWithDropout) {
   auto backend = make_cpu_backend<double>(1);
   ClassifierConfig config;
@@ -175,35 +211,9 @@ TEST(Classifier, WholeBackwardMatchesFiniteDifferencesInDoubleWithDropout) {
   const double loss = clf.forward(true, step);
   ASSERT_TRUE(std::isfinite(loss));
   EXPECT_NE(loss, clf.forward(false, step)) << "dropout should change the loss";
-  clf.forward(true, step);
-  clf.backward();
-  const std::vector<double> grads(clf.gradients(), clf.gradients() + clf.parameter_count());
-
-  const double h = 1e-6;
-  double worst = 0;
-  int nonzero = 0, probed = 0;
-  for (DenseLayer<double>& layer : clf.layers()) {
-    for (Tensor<double>* t : {&layer.W, &layer.b}) {
-      for (size_t i = 0; i < t->size(); ++i) {
-        const size_t p_index = size_t(t->data + i - clf.parameters());
-        double& w = t->data[i];
-        const double saved = w;
-        w = saved + h;
-        const double up = clf.forward(true, step);
-        w = saved - h;
-        const double down = clf.forward(true, step);
-        w = saved;
-        const double numeric = (up - down) / (2 * h);
-        worst = std::max(worst, std::fabs(numeric - grads[p_index]) / (1 + std::fabs(numeric)));
-        nonzero += std::fabs(numeric) > 1e-9;
-        ++probed;
-      }
-    }
-  }
-  std::printf("%d parameters probed, %d with a non-zero gradient, worst error %.2e\n", probed,
-              nonzero, worst);
-  EXPECT_LT(worst, 1e-8);
-  EXPECT_GT(nonzero, probed / 2);
+  const GradientCheck g = check_gradients(clf, true, step);
+  EXPECT_LT(g.worst, 1e-8);
+  EXPECT_GT(g.nonzero, g.probed / 2);
 }
 
 TEST(Classifier, FloatPlanMatchesDoublePlanForOneStep) {
@@ -384,42 +394,6 @@ Problem bright_quadrant_images(int n, uint64_t stream, double brightness = 0.4) 
         }
   }
   return p;
-}
-
-struct GradientCheck {
-  double worst = 0;  // largest |numeric − analytic| / (1 + |numeric|)
-  int probed = 0, nonzero = 0;
-};
-
-// Central differences of the loaded batch's loss over every parameter (host memory: the CPU
-// backend), against the analytic gradient of one backward; `training` with the masks of step.
-GradientCheck check_gradients(MlpClassifier<double>& clf, bool training, uint64_t step) {
-  clf.forward(training, step);
-  clf.backward();
-  const std::vector<double> grads(clf.gradients(), clf.gradients() + clf.parameter_count());
-  const double h = 1e-6;
-  GradientCheck g;
-  for (Layer<double>& layer : clf.layers()) {
-    for (Tensor<double>* t : {&layer.W, &layer.b}) {
-      for (size_t i = 0; i < t->size(); ++i) {
-        const size_t p_index = size_t(t->data + i - clf.parameters());
-        double& w = t->data[i];
-        const double saved = w;
-        w = saved + h;
-        const double up = clf.forward(training, step);
-        w = saved - h;
-        const double down = clf.forward(training, step);
-        w = saved;
-        const double numeric = (up - down) / (2 * h);
-        g.worst = std::max(g.worst, std::fabs(numeric - grads[p_index]) / (1 + std::fabs(numeric)));
-        g.nonzero += std::fabs(numeric) > 1e-9;
-        ++g.probed;
-      }
-    }
-  }
-  std::printf("%d parameters probed, %d with a non-zero gradient, worst error %.2e\n", g.probed,
-              g.nonzero, g.worst);
-  return g;
 }
 
 template <class T>
