@@ -1,8 +1,10 @@
 // Google Benchmark suite: every CPU op at the shapes of the supervised MNIST step
 // (B = 160, H = 512, d = 16), float; the convolutions and the Gaussian likelihood at the SVHN
-// shapes (B = 160, 32×32×3 images, k = 4, s = 2, p = 1). Counters: FLOP/s for GEMM work, bytes/s
-// for the bandwidth-bound ops, so each can be held against the machine's peaks.
+// shapes (B = 160, 32×32×3 images, k = 4, s = 2, p = 1); and OpenBLAS's sgemm alone, the rate
+// a step's FLOP floor is computed at. Counters: FLOP/s for GEMM work, bytes/s for the
+// bandwidth-bound ops, so each can be held against the machine's peaks.
 #include <benchmark/benchmark.h>
+#include <cblas.h>
 
 #include <vector>
 
@@ -203,6 +205,21 @@ BENCHMARK(BM_Conv2dForward)->Args({3, 32, 32})->Args({32, 64, 16})->Args({64, 12
 BENCHMARK(BM_Conv2dBackward)->Args({3, 32, 32})->Args({32, 64, 16})->Args({64, 128, 8});
 BENCHMARK(BM_ConvTranspose2dForward)->Args({128, 64, 4})->Args({64, 32, 8})->Args({32, 3, 16});
 BENCHMARK(BM_ConvTranspose2dBackward)->Args({128, 64, 4})->Args({64, 32, 8})->Args({32, 3, 16});
+
+// OpenBLAS's sgemm alone, C[M, N] = A[M, K] · B[K, N]. Args: M, N, K. 64 × 256 × 512 is one
+// chunk's GEMM of the 32→64 conv (kernels/cpu/conv.cpp); 2048³ is the square peak.
+void BM_Sgemm(benchmark::State& state) {
+  const int M = int(state.range(0)), N = int(state.range(1)), K = int(state.range(2));
+  auto A = random_vector(size_t(M) * K, -1, 1, 1), B = random_vector(size_t(K) * N, -1, 1, 2);
+  std::vector<float> C(size_t(M) * N);
+  for (auto _ : state) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1.0f, A.data(), K, B.data(), N,
+                0.0f, C.data(), N);
+    benchmark::DoNotOptimize(C.data());
+  }
+  set_flops(state, 2.0 * M * N * K);
+}
+BENCHMARK(BM_Sgemm)->Args({64, 256, 512})->Args({2048, 2048, 2048});
 
 void BM_GaussianForwardBackward(benchmark::State& state) {
   const int C = int(state.range(0)), P = 32 * 32 * 3 / C;  // C = 3: per channel; 1: global

@@ -1,10 +1,12 @@
 // The convolution, transposed convolution and Gaussian likelihood CPU ops: through the op
 // harness (float vs double, finite differences, NaN/Inf, guards) at shapes with stride 2,
 // padding, C_in ≠ C_out, odd and non-square sizes, N > 1; against direct loops (including
-// shapes the op splits into several chunks of images); the adjoint identity between the two
-// convolutions; shape and workspace errors through the CPU backend; the Gaussian likelihood
-// at extreme log-variances.
+// shapes the op splits into several chunks of images and lanes, and every layout of the
+// stride-2 fast path); float results bit for bit the same at 1, 2 and 3 threads; the adjoint
+// identity between the two convolutions; shape and workspace errors through the CPU backend;
+// the Gaussian likelihood at extreme log-variances.
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <cmath>
 #include <limits>
@@ -245,14 +247,101 @@ TEST(ConvOps, MatchDirectLoops) {
 }
 
 TEST(ConvOps, MatchDirectLoopsAcrossSeveralChunksOfImages) {
-  // Chunks hold ⌈512 / columns⌉ images (kernels/cpu/conv.cpp). 10×10 outputs: 6 images per
-  // chunk, so N = 8 is a chunk of 6 and one of 2; 40×40: one image per chunk.
+  // Chunks hold ⌈256 / columns⌉ images (kernels/cpu/conv.cpp), dealt to up to 4 lanes. 10×10
+  // outputs: 3 images per chunk, so N = 8 is chunks of 3, 3 and 2 on 3 lanes; 40×40: one
+  // image per chunk.
   check_against_direct(shape(8, 2, 10, 10, 3, 3, 3, 1, 1), false);
   check_against_direct(shape(3, 1, 40, 40, 2, 3, 3, 1, 1), false);
-  // The transpose chunks over its input's positions: 9×9 = 81 → 7 images, N = 9 is 7 + 2;
+  // The transpose chunks over its input's positions: 9×9 = 81 → 4 images, N = 9 is 4 + 4 + 1;
   // 24×24 = 576 → one image per chunk.
   check_against_direct(shape(9, 2, 9, 9, 3, 4, 4, 2, 1), true);
   check_against_direct(shape(3, 2, 24, 24, 3, 4, 4, 2, 1), true);
+  // More chunks than lanes, unevenly: 8×8 outputs → 4 images per chunk, N = 19 is 5 chunks on
+  // 4 lanes (the first lane runs two, and its weight gradient accumulates over both).
+  check_against_direct(shape(19, 2, 16, 16, 3, 4, 4, 2, 1), false);
+  check_against_direct(shape(19, 3, 8, 8, 2, 4, 4, 2, 1), true);
+}
+
+TEST(ConvOps, MatchDirectLoopsOnTheStrideTwoFastPath) {
+  // The layouts compiled for fixed sizes (kernels/cpu/conv_columns.h: stride 2, a square
+  // column side of 4, 8, 16 or 32, image rows twice as wide), against the same direct loops:
+  // the SVHN k4 p1 at every side, k3 p1, k2 p0, k6 p2 (windows two phase columns wide), a
+  // non-square kernel (3×4, and 2×4 on a 6×8 image), and an odd image height (9 rows, the last
+  // reaching the padding).
+  check_against_direct(shape(2, 2, 8, 8, 3, 4, 4, 2, 1), false);
+  check_against_direct(shape(2, 2, 16, 16, 3, 4, 4, 2, 1), false);
+  check_against_direct(shape(1, 2, 32, 32, 2, 4, 4, 2, 1), false);
+  check_against_direct(shape(1, 1, 64, 64, 2, 4, 4, 2, 1), false);
+  check_against_direct(shape(2, 2, 8, 8, 3, 3, 3, 2, 1), false);
+  check_against_direct(shape(2, 2, 8, 8, 3, 2, 2, 2, 0), false);
+  check_against_direct(shape(2, 2, 8, 8, 3, 6, 6, 2, 2), false);
+  check_against_direct(shape(2, 2, 8, 8, 3, 3, 4, 2, 1), false);
+  check_against_direct(shape(2, 2, 6, 8, 3, 2, 4, 2, 1), false);
+  check_against_direct(shape(2, 2, 9, 8, 3, 4, 4, 2, 1), false);
+  // The transposes whose output rows are twice their input's: 4×4 → 8×8 with k4 p1, k3 p1
+  // output_padding 1, k2 p0, k6 p2 and 2×4 (4×4 → 6×8); 8 → 16 and 16 → 32.
+  check_against_direct(shape(2, 3, 4, 4, 2, 4, 4, 2, 1), true);
+  check_against_direct(shape(2, 3, 4, 4, 2, 3, 3, 2, 1, 1), true);
+  check_against_direct(shape(2, 3, 4, 4, 2, 2, 2, 2, 0), true);
+  check_against_direct(shape(2, 3, 4, 4, 2, 6, 6, 2, 2), true);
+  check_against_direct(shape(2, 3, 4, 4, 2, 2, 4, 2, 1), true);
+  check_against_direct(shape(2, 2, 8, 8, 3, 4, 4, 2, 1), true);
+  check_against_direct(shape(1, 2, 16, 16, 2, 4, 4, 2, 1), true);
+}
+
+// The lanes split the batch the same way at any thread count, and each sum runs in an order
+// fixed by the shape: float results are bit for bit those of one thread.
+template <bool kTransposed>
+void check_thread_count_independence(const Conv2dShape& s) {
+  const auto draw_float = [](uint64_t stream, size_t n) {
+    std::vector<float> v(n);
+    for (size_t i = 0; i < n; ++i) v[i] = float(random_in(stream, i, -1, 1));
+    return v;
+  };
+  const auto x = draw_float(1, input_size(s)), W = draw_float(2, weight_size(s)),
+             b = draw_float(3, s.C_out), dy0 = draw_float(4, output_size(s, kTransposed));
+  struct Result {
+    std::vector<float> y, dx, dW, db, dy;
+  };
+  const auto run = [&](int threads) {
+    const int before = omp_get_max_threads();
+    omp_set_num_threads(threads);
+    Result r{std::vector<float>(dy0.size()), std::vector<float>(x.size()),
+             std::vector<float>(W.size()), std::vector<float>(s.C_out), dy0};
+    std::vector<float> ws(kTransposed ? cpu::conv_transpose2d_workspace_size(s)
+                                      : cpu::conv2d_workspace_size(s));
+    if constexpr (kTransposed) {
+      cpu::conv_transpose2d_forward(r.y.data(), x.data(), W.data(), b.data(), s, true, ws.data());
+      cpu::conv_transpose2d_backward(r.dx.data(), r.dW.data(), r.db.data(), r.dy.data(), x.data(),
+                                     W.data(), r.y.data(), s, true, ws.data());
+    } else {
+      cpu::conv2d_forward(r.y.data(), x.data(), W.data(), b.data(), s, true, ws.data());
+      cpu::conv2d_backward(r.dx.data(), r.dW.data(), r.db.data(), r.dy.data(), x.data(), W.data(),
+                           r.y.data(), s, true, ws.data());
+    }
+    omp_set_num_threads(before);
+    return r;
+  };
+  const Result one = run(1);
+  double dW_norm = 0;
+  for (float v : one.dW) dW_norm += std::fabs(v);
+  EXPECT_GT(dW_norm, 1.0) << "a vacuous comparison";
+  for (int threads : {2, 3}) {
+    const Result more = run(threads);
+    EXPECT_EQ(one.y, more.y) << threads << " threads";
+    EXPECT_EQ(one.dx, more.dx) << threads << " threads";
+    EXPECT_EQ(one.dW, more.dW) << threads << " threads";
+    EXPECT_EQ(one.db, more.db) << threads << " threads";
+    EXPECT_EQ(one.dy, more.dy) << threads << " threads";
+  }
+}
+
+TEST(ConvOps, ResultsDoNotDependOnTheThreadCount) {
+  // 5 and 7 chunks on 4 lanes (the SVHN middle layers' geometry at small channel counts),
+  // and a shape off the fast path.
+  check_thread_count_independence<false>(shape(19, 8, 16, 16, 16, 4, 4, 2, 1));
+  check_thread_count_independence<true>(shape(27, 16, 8, 8, 8, 4, 4, 2, 1));
+  check_thread_count_independence<false>(shape(20, 4, 10, 10, 8, 3, 3, 1, 1));
 }
 
 // ⟨conv2d(u), v⟩ = ⟨u, conv_transpose2d(v)⟩ with one weight W[C_out, C_in, KH, KW], which is

@@ -3,202 +3,182 @@
 // Both ops are written over one "geometry": an image side (planes of C × H × W, the conv's
 // input) and a column side (P = Ho × Wo positions, the conv's output), related by the kernel,
 // stride and padding. im2col unfolds image planes into cols[C·KH·KW, P]; col2im folds such
-// columns back, summing overlaps. Then, per chunk of G images (columns of all G side by side,
-// so that the GEMMs stay wide when P is small):
+// columns back, summing overlaps (kernels/cpu/conv_columns.h). Then, per chunk of G images
+// (columns of all G side by side, so that the GEMMs stay wide when P is small):
 //   conv2d   forward   cols = im2col(x);        y = W[C_out, K] · cols            (+ b, ReLU)
 //            backward  dW += dz · colsᵀ;        dx = col2im(Wᵀ · dz)
 //   convT    forward   y = col2im(Wᵀ · x);      (W as [C_in, K], image side = y)  (+ b, ReLU)
 //            backward  cols = im2col(dz);  dW += x · colsᵀ;  dx = W · cols
-// G is a function of the shape alone (about kTargetColumns columns per chunk), so the
-// workspace size is too. Everything is computed in a fixed order: results do not depend on
-// the thread count beyond what OpenBLAS's own GEMMs do.
+//
+// Lanes: chunk i goes to lane i mod L (L = min(chunks, kMaxLanes)); each lane has its own
+// workspace and weight-gradient accumulator and runs its chunks in order, and the lanes run
+// in parallel, a thread taking the next lane when it is free, with single-threaded GEMMs. The
+// accumulators are summed in lane order at the end. Threading whole chunks rather than each
+// GEMM saves OpenBLAS's per-call fork/join and its separate pass that zeroes C for beta = 0
+// (~14% of the cores' time in a 2-thread SVHN step), and lets one thread's im2col overlap
+// another's GEMM. G and L are functions of the shape alone, so the workspace size is too, and
+// every sum is taken in an order fixed by the shape: results do not depend on the number of
+// threads, nor on which thread runs which lane.
 #include <cblas.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <climits>
 #include <cstddef>
 
 #include "kernels/cpu/blas.h"
+#include "kernels/cpu/conv_columns.h"
 #include "kernels/cpu/ops.h"
 
 namespace equivae::cpu {
 namespace {
 
 // Columns per chunk. Measured at the SVHN layers (B = 160, 1 thread, bench_ops): 128 to 512
-// columns are equally fast, and ~15% faster than 2,048 (a smaller working set between
-// im2col and the GEMM); 512 keeps the GEMMs wide enough to split over threads.
-constexpr size_t kTargetColumns = 512;
+// columns are about equally fast and 1,024 ~10% slower (cols then spill out of L2 between
+// im2col and the GEMM).
+constexpr size_t kTargetColumns = 256;
+// Lanes at most: enough for the 2–4 cores of a laptop; each costs a workspace and, in the
+// backward, a weight-sized accumulator.
+constexpr int kMaxLanes = 4;
 
-// Image planes [C, H, W] ↔ columns [C·KH·KW, P], P = Ho·Wo; row (c, ki, kj), column
-// (oh, ow) reads image (oh·stride − pad + ki, ow·stride − pad + kj), zero outside.
-struct Geometry {
-  int C, H, W, KH, KW, stride, pad, Ho, Wo;
-  int K() const { return C * KH * KW; }
-  int P() const { return Ho * Wo; }
-  size_t plane() const { return size_t(H) * W; }
-  // The output positions o whose input o·stride − pad + k lies in [0, n): [lo, hi).
-  void valid(int k, int n, int out, int& lo, int& hi) const {
-    const int shift = pad - k;  // input = o·stride − shift
-    lo = shift <= 0 ? 0 : std::min(out, (shift + stride - 1) / stride);
-    const int top = n - 1 + shift;  // o·stride ≤ top
-    hi = top < 0 ? 0 : std::min(out, top / stride + 1);
-    if (hi < lo) hi = lo;  // none valid (padding wider than the image): lo ≤ hi ≤ out
-  }
-};
+using conv_detail::Geometry;
 
 Geometry conv_geometry(const Conv2dShape& s) {
-  return {s.C_in,
-          s.H,
-          s.W,
-          s.KH,
-          s.KW,
-          s.stride,
-          s.pad,
-          conv2d_out_size(s.H, s.KH, s.stride, s.pad),
-          conv2d_out_size(s.W, s.KW, s.stride, s.pad)};
+  return conv_detail::make_geometry(s.C_in, s.H, s.W, s.KH, s.KW, s.stride, s.pad,
+                                    conv2d_out_size(s.H, s.KH, s.stride, s.pad),
+                                    conv2d_out_size(s.W, s.KW, s.stride, s.pad));
 }
 // The transpose's image side is its output y; its column side its input x.
 Geometry transpose_geometry(const Conv2dShape& s) {
-  return {s.C_out,
-          conv_transpose2d_out_size(s.H, s.KH, s.stride, s.pad, s.output_padding),
-          conv_transpose2d_out_size(s.W, s.KW, s.stride, s.pad, s.output_padding),
-          s.KH,
-          s.KW,
-          s.stride,
-          s.pad,
-          s.H,
-          s.W};
+  return conv_detail::make_geometry(
+      s.C_out, conv_transpose2d_out_size(s.H, s.KH, s.stride, s.pad, s.output_padding),
+      conv_transpose2d_out_size(s.W, s.KW, s.stride, s.pad, s.output_padding), s.KH, s.KW, s.stride,
+      s.pad, s.H, s.W);
 }
 
-int chunk_images(int N, int P) {
-  const size_t g = (kTargetColumns + size_t(P) - 1) / size_t(P);
-  return int(std::min<size_t>(std::max<size_t>(g, 1), size_t(N)));
-}
+// How a call's N images are cut into chunks and dealt to lanes, and where each lane's scratch
+// lies in the workspace (elements of T): per lane cols [K, G·P], a block [C_block, G·P] for
+// the GEMMs' other side and phase buffers; then L − 1 weight-gradient accumulators of
+// `weights` elements (lane 0 accumulates into dW itself).
+struct Chunks {
+  int N, P, G, count, lanes;
+  size_t K, C_block, phases, weights;
 
-// cols[K, G·P] (leading dimension ld = G·P) from G images of planes [C, H, W]. Each image
-// plane is read KH·KW times in a row while it sits in L1, and written to KH·KW rows of cols.
-template <class T>
-void im2col(T* cols, const T* image, int G, const Geometry& g) {
-  const int P = g.P();
-  const size_t ld = size_t(G) * P;
-#pragma omp parallel for collapse(2) schedule(static) if (size_t(g.K()) * ld > 65536)
-  for (int n = 0; n < G; ++n)
-    for (int c = 0; c < g.C; ++c) {
-      const T* plane = image + (size_t(n) * g.C + c) * g.plane();
-      for (int ki = 0; ki < g.KH; ++ki) {
-        int oh_lo, oh_hi;
-        g.valid(ki, g.H, g.Ho, oh_lo, oh_hi);
-        for (int kj = 0; kj < g.KW; ++kj) {
-          int ow_lo, ow_hi;
-          g.valid(kj, g.W, g.Wo, ow_lo, ow_hi);
-          const int r = (c * g.KH + ki) * g.KW + kj;
-          T* out = cols + size_t(r) * ld + size_t(n) * P;
-          std::fill_n(out, size_t(oh_lo) * g.Wo, T(0));
-          for (int oh = oh_lo; oh < oh_hi; ++oh) {
-            T* row = out + size_t(oh) * g.Wo;
-            // Image offset of column 0 (may be negative: only [ow_lo, ow_hi) is read).
-            const ptrdiff_t base = ptrdiff_t(oh * g.stride - g.pad + ki) * g.W - g.pad + kj;
-            for (int ow = 0; ow < ow_lo; ++ow) row[ow] = T(0);
-            if (g.stride == 1) {
-              std::copy(plane + (base + ow_lo), plane + (base + ow_hi), row + ow_lo);
-            } else {
-              const T* in = plane + (base + ptrdiff_t(ow_lo) * g.stride);
-              const int stride = g.stride;
-#pragma omp simd
-              for (int ow = ow_lo; ow < ow_hi; ++ow) row[ow] = in[ptrdiff_t(ow - ow_lo) * stride];
-            }
-            for (int ow = ow_hi; ow < g.Wo; ++ow) row[ow] = T(0);
-          }
-          std::fill_n(out + size_t(oh_hi) * g.Wo, size_t(g.Ho - oh_hi) * g.Wo, T(0));
-        }
-      }
+  Chunks(const Geometry& g, int N_, int C_block_, size_t weights_)
+      : N(N_), P(g.P()), K(size_t(g.K())), C_block(size_t(C_block_)), weights(weights_) {
+    G = int(std::min<size_t>(std::max<size_t>((kTargetColumns + P - 1) / P, 1), size_t(N)));
+    count = (N + G - 1) / G;
+    lanes = std::min(count, kMaxLanes);
+    phases = conv_detail::phase_buffers(g, G) * g.phases;
+  }
+  size_t columns() const { return size_t(G) * P; }
+  size_t lane_size() const { return (K + C_block) * columns() + phases; }
+  size_t size() const { return lanes * lane_size() + (lanes - 1) * weights; }
+
+  template <class T>
+  T* cols(T* ws, int lane) const {
+    return ws + lane * lane_size();
+  }
+  template <class T>
+  T* block(T* ws, int lane) const {
+    return cols(ws, lane) + K * columns();
+  }
+  template <class T>
+  T* phase_buffers(T* ws, int lane) const {
+    return block(ws, lane) + C_block * columns();
+  }
+  template <class T>
+  T* weight_grad(T* ws, T* dW, int lane) const {
+    return lane == 0 ? dW : ws + lanes * lane_size() + (lane - 1) * weights;
+  }
+  // Whether the chunk at image n0 is its lane's first (its GEMM then overwrites the
+  // accumulator).
+  bool first_of_lane(int n0) const { return n0 < lanes * G; }
+
+  // f(lane, first image, images) for every chunk: each lane's chunks in order, the lanes in
+  // parallel when there are threads for them (handed out as threads free up, so that a core
+  // shared with another process holds back one lane rather than half of them).
+  template <class F>
+  void run(F&& f) const {
+    const auto lane = [&](int l) {
+      for (int i = l; i < count; i += lanes) f(l, i * G, std::min(G, N - i * G));
+    };
+    const int threads = std::min(lanes, omp_get_max_threads());
+    if (threads <= 1) {
+      for (int l = 0; l < lanes; ++l) lane(l);
+      return;
     }
-}
-
-// G images of planes [C, H, W] = the sum of cols[K, G·P] folded back (overwritten).
-template <class T>
-void col2im(T* image, const T* cols, int G, const Geometry& g) {
-  const int P = g.P();
-  const size_t ld = size_t(G) * P;
-#pragma omp parallel for collapse(2) schedule(static) if (size_t(g.K()) * ld > 65536)
-  for (int n = 0; n < G; ++n)
-    for (int c = 0; c < g.C; ++c) {
-      T* plane = image + (size_t(n) * g.C + c) * g.plane();
-      std::fill_n(plane, g.plane(), T(0));
-      for (int ki = 0; ki < g.KH; ++ki)
-        for (int kj = 0; kj < g.KW; ++kj) {
-          const int r = (c * g.KH + ki) * g.KW + kj;
-          const T* in = cols + size_t(r) * ld + size_t(n) * P;
-          int oh_lo, oh_hi, ow_lo, ow_hi;
-          g.valid(ki, g.H, g.Ho, oh_lo, oh_hi);
-          g.valid(kj, g.W, g.Wo, ow_lo, ow_hi);
-          for (int oh = oh_lo; oh < oh_hi; ++oh) {
-            const ptrdiff_t base = ptrdiff_t(oh * g.stride - g.pad + ki) * g.W - g.pad + kj;
-            const T* row = in + size_t(oh) * g.Wo;
-            for (int ow = ow_lo; ow < ow_hi; ++ow)
-              plane[base + ptrdiff_t(ow) * g.stride] += row[ow];
-          }
-        }
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+    for (int l = 0; l < lanes; ++l) lane(l);
+  }
+  // dW += the other lanes' accumulators, in lane order.
+  template <class T>
+  void sum_weight_grads(T* ws, T* dW) const {
+    if (lanes == 1) return;
+    const T* rest = weight_grad(ws, dW, 1);  // lanes 1.., one after another
+#pragma omp parallel for schedule(static) if (weights > 65536)
+    for (size_t i = 0; i < weights; ++i) {
+      T sum = dW[i];
+      for (int l = 1; l < lanes; ++l) sum += rest[(l - 1) * weights + i];
+      dW[i] = sum;
     }
-}
+  }
+};
 
 // Between NCHW images (G of [C, P]) and the GEMMs' channel-major block [C, G·P].
 template <class T>
 void images_to_block(T* block, const T* images, int G, int C, int P) {
   const size_t ld = size_t(G) * P;
-#pragma omp parallel for collapse(2) schedule(static) if (size_t(C) * ld > 65536)
   for (int c = 0; c < C; ++c)
     for (int n = 0; n < G; ++n)
       std::copy_n(images + (size_t(n) * C + c) * P, P, block + size_t(c) * ld + size_t(n) * P);
 }
+// images = act(block + bias[c]) (a null bias adds none; NaN propagates, as in dense_forward).
 template <class T>
-void block_to_images(T* images, const T* block, int G, int C, int P) {
+void block_to_images(T* images, const T* block, int G, int C, int P, const T* bias = nullptr,
+                     bool relu = false) {
   const size_t ld = size_t(G) * P;
-#pragma omp parallel for collapse(2) schedule(static) if (size_t(C) * ld > 65536)
   for (int n = 0; n < G; ++n)
-    for (int c = 0; c < C; ++c)
-      std::copy_n(block + size_t(c) * ld + size_t(n) * P, P, images + (size_t(n) * C + c) * P);
-}
-
-// y[N, C, P] += b[c], then ReLU (NaN propagates, as in dense_forward).
-template <class T>
-void bias_act(T* y, const T* b, int N, int C, int P, bool relu) {
-  if (!b && !relu) return;
-#pragma omp parallel for collapse(2) schedule(static) if (size_t(N) * C * P > 65536)
-  for (int n = 0; n < N; ++n)
     for (int c = 0; c < C; ++c) {
-      T* plane = y + (size_t(n) * C + c) * P;
-      const T bias = b ? b[c] : T(0);
+      const T* in = block + size_t(c) * ld + size_t(n) * P;
+      T* out = images + (size_t(n) * C + c) * P;
+      const T b = bias ? bias[c] : T(0);
       if (relu)
         for (int p = 0; p < P; ++p) {
-          const T z = plane[p] + bias;
-          plane[p] = z < T(0) ? T(0) : z;
+          const T z = in[p] + b;
+          out[p] = z < T(0) ? T(0) : z;
         }
       else
-        for (int p = 0; p < P; ++p) plane[p] += bias;
+        for (int p = 0; p < P; ++p) out[p] = in[p] + b;
     }
 }
 
-// With relu, dy[N, C, P] *= (y > 0); db[c] = Σ_{n,p} dy (overwritten, n then p in order).
+// The gradient at the op's output, in one pass: with relu, dy[N, C, P] *= (y > 0) in place;
+// db[c] = Σ_n Σ_p dy (overwritten; each image's sum added in n order; null: skipped). Each
+// thread takes a contiguous range of channels and walks the images in order, so it reads
+// memory in order (walking a channel across the images instead took 3% of a backward).
 template <class T>
-void mask_and_bias_grad(T* dy, T* db, const T* y, int N, int C, int P, bool relu) {
-  if (relu) {
-    const size_t total = size_t(N) * C * P;
-#pragma omp parallel for schedule(static) if (total > 65536)
-    for (size_t i = 0; i < total; ++i) dy[i] = y[i] > T(0) ? dy[i] : T(0);
-  }
-  if (!db) return;
-#pragma omp parallel for schedule(static) if (size_t(N) * C * P > 65536)
-  for (int c = 0; c < C; ++c) {
-    T acc = T(0);
-    for (int n = 0; n < N; ++n) {
-      const T* plane = dy + (size_t(n) * C + c) * P;
-      T part = T(0);
+void output_grad(T* dy, T* db, const T* y, int N, int C, int P, bool relu) {
+  if (!relu && !db) return;
+#pragma omp parallel if (size_t(N) * C * P > 65536)
+  {
+    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+    const int c_lo = int(int64_t(C) * t / nt), c_hi = int(int64_t(C) * (t + 1) / nt);
+    if (db) std::fill(db + c_lo, db + c_hi, T(0));
+    for (int n = 0; n < N && c_lo < c_hi; ++n) {
+      const size_t at = (size_t(n) * C + c_lo) * P, count = size_t(c_hi - c_lo) * P;
+      T* planes = dy + at;
+      if (relu)
+        for (size_t i = 0; i < count; ++i) planes[i] = y[at + i] > T(0) ? planes[i] : T(0);
+      if (!db) continue;
+      for (int c = c_lo; c < c_hi; ++c) {
+        const T* plane = dy + (size_t(n) * C + c) * P;
+        T part = T(0);
 #pragma omp simd reduction(+ : part)
-      for (int p = 0; p < P; ++p) part += plane[p];
-      acc += part;
+        for (int p = 0; p < P; ++p) part += plane[p];
+        db[c] += part;
+      }
     }
-    db[c] = acc;
   }
 }
 
@@ -241,94 +221,101 @@ std::string conv_shape_problem(const Conv2dShape& s, bool transposed) {
 
 size_t conv2d_workspace_size(const Conv2dShape& s) {
   const Geometry g = conv_geometry(s);
-  const size_t columns = size_t(chunk_images(s.N, g.P())) * g.P();
-  return (size_t(g.K()) + size_t(s.C_out)) * columns;  // cols + the output / dz block
+  return Chunks(g, s.N, s.C_out, size_t(s.C_out) * g.K()).size();
 }
 
 size_t conv_transpose2d_workspace_size(const Conv2dShape& s) {
   const Geometry g = transpose_geometry(s);
-  const size_t columns = size_t(chunk_images(s.N, g.P())) * g.P();
-  return (size_t(g.K()) + size_t(s.C_in)) * columns;  // cols + the input / dx block
+  return Chunks(g, s.N, s.C_in, size_t(s.C_in) * g.K()).size();
 }
 
 template <class T>
 void conv2d_forward(T* y, const T* x, const T* W, const T* b, const Conv2dShape& s, bool relu,
                     T* workspace) {
   const Geometry g = conv_geometry(s);
-  const int K = g.K(), P = g.P(), G = chunk_images(s.N, P);
-  T* cols = workspace;                     // [K, G·P]
-  T* out = workspace + size_t(K) * G * P;  // [C_out, G·P]
-  for (int n0 = 0; n0 < s.N; n0 += G) {
-    const int n = std::min(G, s.N - n0), ld = n * P;
-    im2col(cols, x + size_t(n0) * s.C_in * g.plane(), n, g);
+  const Chunks chunks(g, s.N, s.C_out, size_t(s.C_out) * g.K());
+  const int K = g.K(), P = g.P();
+  chunks.run([&](int lane, int n0, int n) {
+    T* cols = chunks.cols(workspace, lane);  // [K, n·P]
+    T* out = chunks.block(workspace, lane);  // [C_out, n·P]
+    const int ld = n * P;
+    conv_detail::im2col(cols, chunks.phase_buffers(workspace, lane),
+                        x + size_t(n0) * s.C_in * g.plane(), n, g);
     gemm(CblasNoTrans, CblasNoTrans, s.C_out, ld, K, W, K, cols, ld, T(0), out, ld);
-    block_to_images(y + size_t(n0) * s.C_out * P, out, n, s.C_out, P);
-  }
-  bias_act(y, b, s.N, s.C_out, P, relu);
+    block_to_images(y + size_t(n0) * s.C_out * P, out, n, s.C_out, P, b, relu);
+  });
 }
 
 template <class T>
 void conv2d_backward(T* dx, T* dW, T* db, T* dy, const T* x, const T* W, const T* y,
                      const Conv2dShape& s, bool relu, T* workspace) {
   const Geometry g = conv_geometry(s);
-  const int K = g.K(), P = g.P(), G = chunk_images(s.N, P);
-  mask_and_bias_grad(dy, db, y, s.N, s.C_out, P, relu);
+  const Chunks chunks(g, s.N, s.C_out, size_t(s.C_out) * g.K());
+  const int K = g.K(), P = g.P();
+  output_grad(dy, db, y, s.N, s.C_out, P, relu);
   if (!dW && !dx) return;
-  T* cols = workspace;                    // [K, G·P]: im2col(x), then Wᵀ·dz
-  T* dz = workspace + size_t(K) * G * P;  // [C_out, G·P]
-  for (int n0 = 0; n0 < s.N; n0 += G) {
-    const int n = std::min(G, s.N - n0), ld = n * P;
+  chunks.run([&](int lane, int n0, int n) {
+    T* cols = chunks.cols(workspace, lane);  // [K, n·P]: im2col(x), then Wᵀ·dz
+    T* dz = chunks.block(workspace, lane);   // [C_out, n·P]
+    const int ld = n * P;
     images_to_block(dz, dy + size_t(n0) * s.C_out * P, n, s.C_out, P);
     if (dW) {
-      im2col(cols, x + size_t(n0) * s.C_in * g.plane(), n, g);
-      gemm(CblasNoTrans, CblasTrans, s.C_out, K, ld, dz, ld, cols, ld, n0 == 0 ? T(0) : T(1), dW,
-           K);
+      conv_detail::im2col(cols, chunks.phase_buffers(workspace, lane),
+                          x + size_t(n0) * s.C_in * g.plane(), n, g);
+      gemm(CblasNoTrans, CblasTrans, s.C_out, K, ld, dz, ld, cols, ld,
+           chunks.first_of_lane(n0) ? T(0) : T(1), chunks.weight_grad(workspace, dW, lane), K);
     }
     if (dx) {
       gemm(CblasTrans, CblasNoTrans, K, ld, s.C_out, W, K, dz, ld, T(0), cols, ld);
-      col2im(dx + size_t(n0) * s.C_in * g.plane(), cols, n, g);
+      conv_detail::col2im<T>(dx + size_t(n0) * s.C_in * g.plane(),
+                             chunks.phase_buffers(workspace, lane), cols, n, g, nullptr, false);
     }
-  }
+  });
+  if (dW) chunks.sum_weight_grads(workspace, dW);
 }
 
 template <class T>
 void conv_transpose2d_forward(T* y, const T* x, const T* W, const T* b, const Conv2dShape& s,
                               bool relu, T* workspace) {
   const Geometry g = transpose_geometry(s);
-  const int K = g.K(), P = g.P(), G = chunk_images(s.N, P);
-  T* cols = workspace;                    // [K, G·P] = Wᵀ · x
-  T* in = workspace + size_t(K) * G * P;  // [C_in, G·P]
-  for (int n0 = 0; n0 < s.N; n0 += G) {
-    const int n = std::min(G, s.N - n0), ld = n * P;
+  const Chunks chunks(g, s.N, s.C_in, size_t(s.C_in) * g.K());
+  const int K = g.K(), P = g.P();
+  chunks.run([&](int lane, int n0, int n) {
+    T* cols = chunks.cols(workspace, lane);  // [K, n·P] = Wᵀ · x
+    T* in = chunks.block(workspace, lane);   // [C_in, n·P]
+    const int ld = n * P;
     images_to_block(in, x + size_t(n0) * s.C_in * P, n, s.C_in, P);
     gemm(CblasTrans, CblasNoTrans, K, ld, s.C_in, W, K, in, ld, T(0), cols, ld);
-    col2im(y + size_t(n0) * s.C_out * g.plane(), cols, n, g);
-  }
-  bias_act(y, b, s.N, s.C_out, int(g.plane()), relu);
+    conv_detail::col2im(y + size_t(n0) * s.C_out * g.plane(), chunks.phase_buffers(workspace, lane),
+                        cols, n, g, b, relu);
+  });
 }
 
 template <class T>
 void conv_transpose2d_backward(T* dx, T* dW, T* db, T* dy, const T* x, const T* W, const T* y,
                                const Conv2dShape& s, bool relu, T* workspace) {
   const Geometry g = transpose_geometry(s);
-  const int K = g.K(), P = g.P(), G = chunk_images(s.N, P);
-  mask_and_bias_grad(dy, db, y, s.N, s.C_out, int(g.plane()), relu);
+  const Chunks chunks(g, s.N, s.C_in, size_t(s.C_in) * g.K());
+  const int K = g.K(), P = g.P();
+  output_grad(dy, db, y, s.N, s.C_out, int(g.plane()), relu);
   if (!dW && !dx) return;
-  T* cols = workspace;                       // [K, G·P] = im2col(dz)
-  T* block = workspace + size_t(K) * G * P;  // [C_in, G·P]: x, then dx
-  for (int n0 = 0; n0 < s.N; n0 += G) {
-    const int n = std::min(G, s.N - n0), ld = n * P;
-    im2col(cols, dy + size_t(n0) * s.C_out * g.plane(), n, g);
+  chunks.run([&](int lane, int n0, int n) {
+    T* cols = chunks.cols(workspace, lane);    // [K, n·P] = im2col(dz)
+    T* block = chunks.block(workspace, lane);  // [C_in, n·P]: x, then dx
+    const int ld = n * P;
+    conv_detail::im2col(cols, chunks.phase_buffers(workspace, lane),
+                        dy + size_t(n0) * s.C_out * g.plane(), n, g);
     if (dW) {
       images_to_block(block, x + size_t(n0) * s.C_in * P, n, s.C_in, P);
-      gemm(CblasNoTrans, CblasTrans, s.C_in, K, ld, block, ld, cols, ld, n0 == 0 ? T(0) : T(1), dW,
-           K);
+      gemm(CblasNoTrans, CblasTrans, s.C_in, K, ld, block, ld, cols, ld,
+           chunks.first_of_lane(n0) ? T(0) : T(1), chunks.weight_grad(workspace, dW, lane), K);
     }
     if (dx) {
       gemm(CblasNoTrans, CblasNoTrans, s.C_in, ld, K, W, K, cols, ld, T(0), block, ld);
       block_to_images(dx + size_t(n0) * s.C_in * P, block, n, s.C_in, P);
     }
-  }
+  });
+  if (dW) chunks.sum_weight_grads(workspace, dW);
 }
 
 #define INSTANTIATE(T)                                                                             \
