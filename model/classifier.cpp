@@ -131,13 +131,7 @@ MlpClassifier<T>::MlpClassifier(int in, int classes, const ClassifierConfig& con
     arena_.place(drop_mask_[l], B, layers[l].out);
     arena_.place(drop_dy_[l], B, layers[l].out);
   }
-  const size_t ws_bytes = net_.workspace_bytes(backend_);
-  if (ws_bytes > 0) {
-    const size_t elements = (ws_bytes + sizeof(T) - 1) / sizeof(T);
-    check(elements < size_t(1) << 31, "classifier", "convolution workspace too large");
-    arena_.place(workspace_, 1, int(elements));
-    net_.use_workspace(&workspace_);
-  }
+  place_shared_workspace(arena_, workspace_, {&net_}, backend_, "classifier");
   arena_.place(x_, B, in);
   arena_.place(labels_, 1, B);
   arena_.place(probs_, B, classes);
@@ -155,26 +149,11 @@ MlpClassifier<T>::MlpClassifier(int in, int classes, const ClassifierConfig& con
 
 template <class T>
 void MlpClassifier<T>::initialise_parameters() {
-  // PyTorch's defaults (nn.Linear, nn.Conv2d): W and b ~ U(±1/√fan_in), drawn in double from
-  // Philox (seed, layer, row, col) of the weight matrix as the arena holds it (the bias is row
-  // weight_rows), so float and double plans start identical. For a dense layer (weight_rows =
-  // fan_in = in) these are the numbers the dense-only classifier always drew.
-  const uint64_t seed = config_.seed ^ kInitSalt;
+  // For a dense layer (weight_rows = fan_in = in) these are the numbers the dense-only
+  // classifier always drew.
   uint64_t layer_index = 0;
-  for (Layer<T>& l : net_.layers()) {
-    const double bound = 1.0 / std::sqrt(double(l.fan_in()));
-    const int rows = l.weight_rows(), cols = l.weight_cols();
-    std::vector<T> w(l.W.size()), b(l.b.size());
-    for (int i = 0; i < rows; ++i)
-      for (int j = 0; j < cols; ++j)
-        w[size_t(i) * cols + j] =
-            T(bound * (2 * philox_uniform<double>(seed, layer_index, i, j) - 1));
-    for (int j = 0; j < int(b.size()); ++j)
-      b[j] = T(bound * (2 * philox_uniform<double>(seed, layer_index, rows, j) - 1));
-    backend_.upload(l.W.data, w.data(), w.size() * sizeof(T));
-    backend_.upload(l.b.data, b.data(), b.size() * sizeof(T));
-    ++layer_index;
-  }
+  for (Layer<T>& l : net_.layers())
+    initialise_layer(l, config_.seed ^ kInitSalt, layer_index++, backend_);
 }
 
 template <class T>
@@ -225,12 +204,7 @@ const Tensor<T>& MlpClassifier<T>::run_network(bool training, uint64_t step) {
   auto& layers = net_.layers();
   for (size_t l = 0; l < layers.size(); ++l) {
     Layer<T>& layer = layers[l];
-    if (layer.kind == LayerKind::conv2d)
-      be.conv2d_forward(layer.y.data, input, layer.W.data, layer.b.data, layer.conv, layer.relu,
-                        workspace(), workspace_bytes());
-    else
-      be.dense_forward(layer.y.data, input, layer.W.data, layer.b.data, b, layer.in, layer.out,
-                       layer.relu);
+    net_.forward_layer(be, l, input, b);
     input = layer.y.data;
     // The stream is the layer's index: a dense classifier draws the masks it always drew.
     if (dropped_ && dropout_after_[l]) {
@@ -265,17 +239,11 @@ void MlpClassifier<T>::backward() {
   be.softmax_xent_backward(layers.back().dy.data, dloss_.data, probs_.data, labels_.data, b,
                            classes_);
   for (size_t l = layers.size(); l-- > 0;) {
-    Layer<T>& layer = layers[l];
     // The layer's input and where its gradient goes (none for the features).
     const bool dropped_below = l > 0 && dropped_ && dropout_after_[l - 1];
     const T* input = l == 0 ? x_.data : dropped_below ? drop_y_[l - 1].data : layers[l - 1].y.data;
     T* dinput = l == 0 ? nullptr : dropped_below ? drop_dy_[l - 1].data : layers[l - 1].dy.data;
-    if (layer.kind == LayerKind::conv2d)
-      be.conv2d_backward(dinput, layer.dW.data, layer.db.data, layer.dy.data, input, layer.W.data,
-                         layer.y.data, layer.conv, layer.relu, workspace(), workspace_bytes());
-    else
-      be.dense_backward(dinput, layer.dW.data, layer.db.data, layer.dy.data, input, layer.W.data,
-                        layer.y.data, b, layer.in, layer.out, layer.relu, 0, false);
+    net_.backward_layer(be, l, input, dinput, b, 0, false);
     if (dropped_below)
       be.dropout_backward(layers[l - 1].dy.data, drop_dy_[l - 1].data, drop_mask_[l - 1].data,
                           size_t(b) * layers[l - 1].out);

@@ -108,8 +108,6 @@ class MlpClassifier {
   // Rows every op runs: the whole batch with convolutions, else the loaded rows.
   int run_rows() const { return net_.convolutional() ? B_ : rows_; }
   const Tensor<T>& run_network(bool training, uint64_t step);  // logits [run_rows(), classes]
-  void* workspace() const { return workspace_.data; }
-  size_t workspace_bytes() const { return workspace_.size() * sizeof(T); }
   void check_data(const std::vector<float>& features, const std::vector<int32_t>* labels,
                   const char* what) const;
 

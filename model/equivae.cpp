@@ -124,15 +124,7 @@ EquiVae<T>::EquiVae(const EquiVaeConfig& config, Backend<T>& backend, const Netw
   decoder_.place_activations(arena_, R);
   if (config.semi_supervised()) classifier_.place_activations(arena_, B + U);
   // One convolution workspace, the largest any layer asks for.
-  size_t workspace_bytes = 0;
-  for (LayerStack<T>* net : networks_)
-    workspace_bytes = std::max(workspace_bytes, net->workspace_bytes(backend_));
-  if (workspace_bytes > 0) {
-    const size_t elements = (workspace_bytes + sizeof(T) - 1) / sizeof(T);
-    check(elements < size_t(1) << 31, "model", "convolution workspace too large");
-    arena_.place(workspace_, 1, int(elements));
-    for (LayerStack<T>* net : networks_) net->use_workspace(&workspace_);
-  }
+  place_shared_workspace(arena_, workspace_, networks_, backend_, "model");
   arena_.place(x_, R, D);
   arena_.place(offsets_, 1, R + 1);
   // A labelled row pools at most min(m_max, k − 1) others, an unlabelled row min(m_max, k).
@@ -243,26 +235,11 @@ std::vector<NamedParameter<T>> EquiVae<T>::named_parameters() const {
 
 template <class T>
 void EquiVae<T>::initialise_parameters() {
-  // PyTorch's defaults (nn.Linear, nn.Conv2d, nn.ConvTranspose2d): W and b ~ U(±1/√fan_in).
-  // Drawn in double from Philox (seed, layer, row, col) of the weight matrix as the arena holds
-  // it (the bias is row weight_rows), so float and double plans start identical. The Gaussian
+  // PyTorch's defaults for every layer (initialise_layer, model/layer_stack.h); the Gaussian
   // log-variance starts at 2 log σ₀ (config.gaussian_initial_sigma).
   uint64_t layer_index = 0;
-  for (DenseLayer<T>* l : all_layers()) {
-    const double bound = 1.0 / std::sqrt(double(l->fan_in()));
-    const int rows = l->weight_rows(), cols = l->weight_cols();
-    std::vector<T> w(l->W.size()), b(l->b.size());
-    const uint64_t seed = config_.seed ^ kInitSalt;
-    for (int i = 0; i < rows; ++i)
-      for (int j = 0; j < cols; ++j)
-        w[size_t(i) * cols + j] =
-            T(bound * (2 * philox_uniform<double>(seed, layer_index, i, j) - 1));
-    for (int j = 0; j < int(b.size()); ++j)
-      b[j] = T(bound * (2 * philox_uniform<double>(seed, layer_index, rows, j) - 1));
-    backend_.upload(l->W.data, w.data(), w.size() * sizeof(T));
-    backend_.upload(l->b.data, b.data(), b.size() * sizeof(T));
-    ++layer_index;
-  }
+  for (DenseLayer<T>* l : all_layers())
+    initialise_layer(*l, config_.seed ^ kInitSalt, layer_index++, backend_);
   if (config_.gaussian())
     backend_.fill(logvar_.data, T(2 * std::log(config_.gaussian_initial_sigma)), logvar_.size());
 }
@@ -648,18 +625,9 @@ typename EquiVae<T>::Inference& EquiVae<T>::inference() {
     stacks.push_back(inf->classifier.get());
   }
   int rows = 0;
-  size_t workspace_bytes = 0;
-  for (LayerStack<T>* stack : stacks) {
-    rows = std::max(rows, stack->rows());
-    workspace_bytes = std::max(workspace_bytes, stack->workspace_bytes(backend_));
-  }
+  for (LayerStack<T>* stack : stacks) rows = std::max(rows, stack->rows());
   inf->arena.place(inf->x, rows, config_.input_dim);
-  if (workspace_bytes > 0) {
-    const size_t elements = (workspace_bytes + sizeof(T) - 1) / sizeof(T);
-    check(elements < size_t(1) << 31, "model", "inference workspace too large");
-    inf->arena.place(inf->workspace, 1, int(elements));
-    for (LayerStack<T>* stack : stacks) stack->use_workspace(&inf->workspace);
-  }
+  place_shared_workspace(inf->arena, inf->workspace, stacks, backend_, "model (inference)");
   inf->arena.allocate(backend_);
   inference_ = std::move(inf);
   return *inference_;
@@ -668,9 +636,7 @@ typename EquiVae<T>::Inference& EquiVae<T>::inference() {
 template <class T>
 void EquiVae<T>::keep_resident(const Dataset& data) {
   if (!device_steps_supported()) return;  // the images are read from the host as they are
-  check(data.dim == config_.input_dim, data.source,
-        "images have " + std::to_string(data.dim) + " pixels, the model expects " +
-            std::to_string(config_.input_dim));
+  check_image_size(data);
   if (resident_images(data)) return;
   Inference& inf = inference();
   typename Inference::Kept kept;
@@ -744,21 +710,20 @@ void EquiVae<T>::infer_rows(LayerStack<T>& stack, const float* images, const flo
 
 template <class T>
 void EquiVae<T>::embed(const float* images, int64_t n, float* out) {
-  DeviceRange<T> range(device_, "eval");
-  std::vector<T> rows;
-  infer_rows(*inference().finv, images, nullptr, n, config_.latent_r, rows);
-  std::copy(rows.begin(), rows.end(), out);
+  embed_rows(images, nullptr, n, out);
 }
 
 template <class T>
 void EquiVae<T>::embed(const Dataset& data, float* out) {
-  check(data.dim == config_.input_dim, data.source,
-        "images have " + std::to_string(data.dim) + " pixels, the model expects " +
-            std::to_string(config_.input_dim));
+  check_image_size(data);
+  embed_rows(data.images.data(), resident_images(data), data.n, out);
+}
+
+template <class T>
+void EquiVae<T>::embed_rows(const float* images, const float* device, int64_t n, float* out) {
   DeviceRange<T> range(device_, "eval");
   std::vector<T> rows;
-  infer_rows(*inference().finv, data.images.data(), resident_images(data), data.n, config_.latent_r,
-             rows);
+  infer_rows(*inference().finv, images, device, n, config_.latent_r, rows);
   std::copy(rows.begin(), rows.end(), out);
 }
 
@@ -815,11 +780,23 @@ void EquiVae<T>::decode(const float* r, const float* v, int64_t n, float* pixels
 
 template <class T>
 void EquiVae<T>::classify(const float* images, int64_t n, int32_t* labels) {
+  classify_rows(images, nullptr, n, labels);
+}
+
+template <class T>
+void EquiVae<T>::classify(const Dataset& data, int32_t* labels) {
+  check_image_size(data);
+  classify_rows(data.images.data(), resident_images(data), data.n, labels);
+}
+
+template <class T>
+void EquiVae<T>::classify_rows(const float* images, const float* device, int64_t n,
+                               int32_t* labels) {
   check(config_.semi_supervised(), "classify", "the supervised model has no classifier q(y|x)");
   DeviceRange<T> range(device_, "eval");
   const int C = config_.classes;
   std::vector<T> logits;
-  infer_rows(*inference().classifier, images, nullptr, n, C, logits);
+  infer_rows(*inference().classifier, images, device, n, C, logits);
   for (int64_t i = 0; i < n; ++i) {
     const T* row = logits.data() + size_t(i) * C;
     labels[i] = int32_t(std::max_element(row, row + C) - row);
@@ -827,19 +804,10 @@ void EquiVae<T>::classify(const float* images, int64_t n, int32_t* labels) {
 }
 
 template <class T>
-void EquiVae<T>::classify(const Dataset& data, int32_t* labels) {
-  check(config_.semi_supervised(), "classify", "the supervised model has no classifier q(y|x)");
+void EquiVae<T>::check_image_size(const Dataset& data) const {
   check(data.dim == config_.input_dim, data.source,
         "images have " + std::to_string(data.dim) + " pixels, the model expects " +
             std::to_string(config_.input_dim));
-  DeviceRange<T> range(device_, "eval");
-  const int C = config_.classes;
-  std::vector<T> logits;
-  infer_rows(*inference().classifier, data.images.data(), resident_images(data), data.n, C, logits);
-  for (int64_t i = 0; i < data.n; ++i) {
-    const T* row = logits.data() + size_t(i) * C;
-    labels[i] = int32_t(std::max_element(row, row + C) - row);
-  }
 }
 
 template <class T>

@@ -157,6 +157,10 @@ class EquiVae {
   void infer_rows(LayerStack<T>& stack, const float* images, const float* device, int64_t n,
                   int width, std::vector<T>& result);
   const float* resident_images(const Dataset& data) const;  // null when not kept resident
+  // embed / classify of images[n, D] on the host, read from `device` instead where not null.
+  void embed_rows(const float* images, const float* device, int64_t n, float* out);
+  void classify_rows(const float* images, const float* device, int64_t n, int32_t* labels);
+  void check_image_size(const Dataset& data) const;  // data.dim == input_dim, else Error
 
   EquiVaeConfig config_;
   Backend<T>& backend_;

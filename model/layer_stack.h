@@ -7,10 +7,12 @@
 // memory as [N, C·H·W] row-major, so a dense layer after a convolution (or before a transposed
 // one) reads (writes) the image as a flat feature row: the reshapes cost nothing.
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <string>
 #include <vector>
 
+#include "kernels/philox.h"
 #include "runtime/arena.h"
 #include "runtime/backend.h"
 #include "runtime/error.h"
@@ -160,15 +162,9 @@ class LayerStack {
     if (B > rows_) throw Error(name_, "forward over more rows than placed");
     const int rows = convolutional_ ? rows_ : B;
     const T* input = x;
-    for (auto& l : layers_) {
-      if (l.kind == LayerKind::dense)
-        be.dense_forward(l.y.data, input, l.W.data, l.b.data, rows, l.in, l.out, l.relu);
-      else if (l.kind == LayerKind::conv2d)
-        be.conv2d_forward(l.y.data, input, l.W.data, l.b.data, l.conv, l.relu, ws(), ws_bytes());
-      else
-        be.conv_transpose2d_forward(l.y.data, input, l.W.data, l.b.data, l.conv, l.relu, ws(),
-                                    ws_bytes());
-      input = l.y.data;
+    for (size_t l = 0; l < layers_.size(); ++l) {
+      forward_layer(be, l, input, rows);
+      input = layers_[l].y.data;
     }
     return layers_.back().y;
   }
@@ -178,25 +174,47 @@ class LayerStack {
   void backward(Backend<T>& be, const T* x, int B, T* dx, int dx_from, bool accumulate_dx) {
     if (convolutional_ && B != rows_) throw Error(name_, "backward over other rows than placed");
     for (size_t l = layers_.size(); l-- > 0;) {
-      Layer<T>& layer = layers_[l];
       const T* input = l == 0 ? x : layers_[l - 1].y.data;
       T* dinput = l == 0 ? dx : layers_[l - 1].dy.data;
-      if (layer.kind == LayerKind::dense) {
-        be.dense_backward(dinput, layer.dW.data, layer.db.data, layer.dy.data, input, layer.W.data,
-                          layer.y.data, B, layer.in, layer.out, layer.relu, l == 0 ? dx_from : 0,
-                          l == 0 && accumulate_dx);
-        continue;
-      }
-      if (l == 0 && dx != nullptr && (dx_from != 0 || accumulate_dx))
-        throw Error(name_, "a convolution's input gradient is written whole");
-      if (layer.kind == LayerKind::conv2d)
-        be.conv2d_backward(dinput, layer.dW.data, layer.db.data, layer.dy.data, input, layer.W.data,
-                           layer.y.data, layer.conv, layer.relu, ws(), ws_bytes());
-      else
-        be.conv_transpose2d_backward(dinput, layer.dW.data, layer.db.data, layer.dy.data, input,
-                                     layer.W.data, layer.y.data, layer.conv, layer.relu, ws(),
-                                     ws_bytes());
+      backward_layer(be, l, input, dinput, B, l == 0 ? dx_from : 0, l == 0 && accumulate_dx);
     }
+  }
+  // One layer of forward(): y of layer l for `input` over B rows (a convolution always runs
+  // all placed rows). For callers that put work between layers (a classifier's dropout); a
+  // stack with convolutions should pass all placed rows, as forward() does.
+  void forward_layer(Backend<T>& be, size_t l, const T* input, int B) {
+    Layer<T>& layer = layers_[l];
+    if (layer.kind == LayerKind::dense)
+      be.dense_forward(layer.y.data, input, layer.W.data, layer.b.data, B, layer.in, layer.out,
+                       layer.relu);
+    else if (layer.kind == LayerKind::conv2d)
+      be.conv2d_forward(layer.y.data, input, layer.W.data, layer.b.data, layer.conv, layer.relu,
+                        ws(), ws_bytes());
+    else
+      be.conv_transpose2d_forward(layer.y.data, input, layer.W.data, layer.b.data, layer.conv,
+                                  layer.relu, ws(), ws_bytes());
+  }
+  // One layer of backward(): from layer l's dy, its parameter gradients and, when dinput is not
+  // null, the gradient of its input (columns dx_from.. of a dense layer; all of a convolution's,
+  // which runs all placed rows).
+  void backward_layer(Backend<T>& be, size_t l, const T* input, T* dinput, int B, int dx_from,
+                      bool accumulate_dx) {
+    Layer<T>& layer = layers_[l];
+    if (layer.kind == LayerKind::dense) {
+      be.dense_backward(dinput, layer.dW.data, layer.db.data, layer.dy.data, input, layer.W.data,
+                        layer.y.data, B, layer.in, layer.out, layer.relu, dx_from, accumulate_dx);
+      return;
+    }
+    if (B != rows_) throw Error(name_, "backward over other rows than placed");
+    if (dinput != nullptr && (dx_from != 0 || accumulate_dx))
+      throw Error(name_, "a convolution's input gradient is written whole");
+    if (layer.kind == LayerKind::conv2d)
+      be.conv2d_backward(dinput, layer.dW.data, layer.db.data, layer.dy.data, input, layer.W.data,
+                         layer.y.data, layer.conv, layer.relu, ws(), ws_bytes());
+    else
+      be.conv_transpose2d_backward(dinput, layer.dW.data, layer.db.data, layer.dy.data, input,
+                                   layer.W.data, layer.y.data, layer.conv, layer.relu, ws(),
+                                   ws_bytes());
   }
   Tensor<T>& output_grad() { return layers_.back().dy; }
   const Tensor<T>& output() const { return layers_.back().y; }
@@ -236,5 +254,40 @@ class LayerStack {
   const Tensor<T>* workspace_ = nullptr;
   std::vector<Layer<T>> layers_;
 };
+
+// One convolution workspace for stacks placed in the same arena: the largest any of their
+// layers asks for, placed as `workspace` and bound to each stack (nothing for dense stacks).
+// `where` names the plan in the error of an impossible size.
+template <class T>
+void place_shared_workspace(Arena& arena, Tensor<T>& workspace,
+                            const std::vector<LayerStack<T>*>& stacks, Backend<T>& be,
+                            const std::string& where) {
+  size_t bytes = 0;
+  for (const LayerStack<T>* stack : stacks) bytes = std::max(bytes, stack->workspace_bytes(be));
+  if (bytes == 0) return;
+  const size_t elements = (bytes + sizeof(T) - 1) / sizeof(T);
+  check(elements < size_t(1) << 31, where, "convolution workspace too large");
+  arena.place(workspace, 1, int(elements));
+  for (LayerStack<T>* stack : stacks) stack->use_workspace(&workspace);
+}
+
+// PyTorch's default initialisation (nn.Linear, nn.Conv2d, nn.ConvTranspose2d): W and b ~
+// U(±1/√fan_in), drawn in double from Philox (seed, layer_index, row, col) of the weight matrix
+// as the arena holds it (the bias is row weight_rows), so float and double plans start
+// identical. Uploads to the layer's backend memory.
+template <class T>
+void initialise_layer(Layer<T>& l, uint64_t seed, uint64_t layer_index, Backend<T>& be) {
+  const double bound = 1.0 / std::sqrt(double(l.fan_in()));
+  const int rows = l.weight_rows(), cols = l.weight_cols();
+  std::vector<T> w(l.W.size()), b(l.b.size());
+  for (int i = 0; i < rows; ++i)
+    for (int j = 0; j < cols; ++j)
+      w[size_t(i) * cols + j] =
+          T(bound * (2 * philox_uniform<double>(seed, layer_index, i, j) - 1));
+  for (int j = 0; j < int(b.size()); ++j)
+    b[j] = T(bound * (2 * philox_uniform<double>(seed, layer_index, rows, j) - 1));
+  be.upload(l.W.data, w.data(), w.size() * sizeof(T));
+  be.upload(l.b.data, b.data(), b.size() * sizeof(T));
+}
 
 }  // namespace equivae
