@@ -299,20 +299,38 @@ void Dataset::check_pixels() const {
   }
 }
 
-Dataset Dataset::slice(int64_t begin, int64_t end) const {
-  check(0 <= begin && begin <= end && end <= n, source,
+namespace {
+// Everything of data's slice [begin, end) but its images and labels (checks the range).
+Dataset slice_header(const Dataset& data, int64_t begin, int64_t end) {
+  check(0 <= begin && begin <= end && end <= data.n, data.source,
         "bad slice [" + std::to_string(begin) + ", " + std::to_string(end) +
-            ") of a data set with " + std::to_string(n) + " rows");
+            ") of a data set with " + std::to_string(data.n) + " rows");
   Dataset out;
   out.n = end - begin;
-  out.rows = rows;
-  out.cols = cols;
-  out.channels = channels;
-  out.dim = dim;
-  out.num_classes = num_classes;
-  out.source = source + " [" + std::to_string(begin) + ", " + std::to_string(end) + ")";
+  out.rows = data.rows;
+  out.cols = data.cols;
+  out.channels = data.channels;
+  out.dim = data.dim;
+  out.num_classes = data.num_classes;
+  out.source = data.source + " [" + std::to_string(begin) + ", " + std::to_string(end) + ")";
+  return out;
+}
+}  // namespace
+
+Dataset Dataset::slice(int64_t begin, int64_t end) const& {
+  Dataset out = slice_header(*this, begin, end);
   out.images.assign(images.begin() + begin * dim, images.begin() + end * dim);
   out.labels.assign(labels.begin() + begin, labels.begin() + end);
+  return out;
+}
+
+Dataset Dataset::slice(int64_t begin, int64_t end) && {
+  if (begin != 0) return static_cast<const Dataset&>(*this).slice(begin, end);
+  Dataset out = slice_header(*this, begin, end);
+  out.images = std::move(images);
+  out.labels = std::move(labels);
+  out.images.resize(size_t(end) * size_t(dim));  // shrinking keeps the storage: no copy
+  out.labels.resize(size_t(end));
   return out;
 }
 

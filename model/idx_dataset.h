@@ -19,7 +19,9 @@ struct Dataset {
   int num_classes = 10;
   std::string source;  // human-readable origin (paths)
   // Rows [begin, end) as a new data set (throws Error on a bad range).
-  Dataset slice(int64_t begin, int64_t end) const;
+  Dataset slice(int64_t begin, int64_t end) const&;
+  // The same from a data set given up: rows [0, end) keep its storage instead of a copy.
+  Dataset slice(int64_t begin, int64_t end) &&;
   const float* image(int64_t i) const { return images.data() + i * dim; }
   // Throws Error naming `source`, the image and the pixel when a pixel is NaN, infinite or
   // outside [0, 1] (the likelihoods take pixels as intensities in [0, 1]), or when images
