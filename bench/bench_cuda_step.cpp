@@ -65,8 +65,7 @@ bool skip_without_gpu(benchmark::State& state) {
   return true;
 }
 
-std::unique_ptr<Backend<float>> gpu_backend() {
-  CudaBackendOptions options;
+std::unique_ptr<Backend<float>> gpu_backend(CudaBackendOptions options = {}) {
   const char* strict = std::getenv("EQUIVAE_BENCH_STRICT_FP32");
   options.strict_fp32 = strict && *strict && *strict != '0';
   return make_cuda_backend<float>(options);
@@ -150,6 +149,27 @@ void BM_GraphStep(benchmark::State& state) {
                            benchmark::Counter::kIsRate);
   state.SetLabel(backend->name());
 }
+// The supervised graph step (B = 160) on each GEMM route: /0 the default (cuBLASLt forward
+// with fused bias/ReLU, cuBLAS backward), /1 the backward in cuBLASLt too, /2 as /1 with no
+// split-K anywhere, /3 the default with no split-K in the forward.
+void BM_GraphStepGemmRoute(benchmark::State& state) {
+  if (skip_without_gpu(state)) return;
+  CudaBackendOptions options;
+  options.lt_backward = state.range(0) == 1 || state.range(0) == 2;
+  options.split_k = state.range(0) < 2;
+  auto backend = gpu_backend(options);
+  EquiVae<float> model(EquiVaeConfig{}, *backend);
+  time_graph_windows(state, model, digits(), nullptr);
+  static const char* const kRoutes[] = {"default", "lt backward", "lt backward, no split-K",
+                                        "no split-K forward"};
+  state.SetLabel(backend->name() + " " + kRoutes[state.range(0)]);
+}
+BENCHMARK(BM_GraphStepGemmRoute)
+    ->ArgName("route")
+    ->DenseRange(0, 3)
+    ->Unit(benchmark::kMicrosecond)
+    ->UseRealTime();
+
 BENCHMARK(BM_GraphStep)
     ->ArgNames({"semi", "k"})
     ->Args({0, 16})

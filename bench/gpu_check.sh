@@ -38,7 +38,8 @@ prepare() {
   nice -n 19 cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O2 -DNDEBUG" \
     -DCMAKE_CUDA_FLAGS_RELWITHDEBINFO="-O3 -DNDEBUG" >/dev/null || return 1
-  local targets=(test_cuda_backend_gpu test_cuda_backend train_mnist bench_cuda_step)
+  local targets=(test_cuda_backend_gpu test_cuda_backend train_mnist bench_cuda_step
+    bench_gemm_chains)
   local optional
   for optional in bench_cuda_kernels test_cuda_kernels_gpu test_inference_cuda_gpu; do
     if cmake --build "$BUILD" --target help | grep -q "^\.\.\. $optional\$"; then
@@ -131,10 +132,10 @@ else
   log "no pack at $PACK: configuring and building in $BUILD"
   if run_stage build 420 bash -c "cmake -S '$ROOT' -B '$BUILD' -DCMAKE_BUILD_TYPE=Release \
       && cmake --build '$BUILD' -j \"\$(nproc)\" --target test_cuda_backend_gpu train_mnist \
-         bench_cuda_step"; then
+         bench_cuda_step bench_gemm_chains"; then
     BIN="$RESULTS/.bin"
     mkdir -p "$BIN"
-    for t in test_cuda_backend_gpu train_mnist bench_cuda_step bench_cuda_kernels; do
+    for t in test_cuda_backend_gpu train_mnist bench_cuda_step bench_gemm_chains bench_cuda_kernels; do
       exe="$(find "$BUILD" -type f -name "$t" -perm -u+x | head -n 1)"
       [[ -n "$exe" ]] && ln -sf "$exe" "$BIN/$t"
     done
@@ -211,6 +212,12 @@ if want bench; then
       --benchmark_out="$RESULTS/bench_step_fp32.json" --benchmark_out_format=json
   else
     STATUS[bench_step]="not built"
+  fi
+  # The dense layers' GEMM chains on each route (fused DRELU_BGRAD, no split-K): what the
+  # engine would save by taking them, each route checked against the engine's.
+  if has bench_gemm_chains; then
+    run_stage bench_chains 60 "$BIN/bench_gemm_chains" --benchmark_min_time=0.3 \
+      --benchmark_out="$RESULTS/bench_chains.json" --benchmark_out_format=json
   fi
 fi
 
@@ -306,14 +313,19 @@ def table(path, title):
         if b.get("error_occurred"):
             print(f"| {b['name']} | {b.get('error_message','error')} | | |")
             continue
-        per = b.get("step", b.get("op"))
+        per = b.get("step", b.get("op", b.get("chain")))
         per = f"{per * 1e6:.1f} us" if per is not None else f"{b['real_time']:.1f} {b['time_unit']}"
         ex = b.get("examples/s")
-        print(f"| {b['name']} | {b.get('label','')} | {per} | {ex:,.0f} |" if ex else
-              f"| {b['name']} | {b.get('label','')} | {per} | |")
+        label = b.get("label", "")
+        for extra in ("graph nodes", "grad NMSE"):  # the GEMM chains' counters
+            if extra in b:
+                label += f"; {extra} {b[extra]:.3g}"
+        print(f"| {b['name']} | {label} | {per} | {ex:,.0f} |" if ex else
+              f"| {b['name']} | {label} | {per} | |")
     print()
 table(os.path.join(res, "bench_step.json"), "CUDA backend (TF32 allowed)")
 table(os.path.join(res, "bench_step_fp32.json"), "CUDA backend, strict FP32")
+table(os.path.join(res, "bench_chains.json"), "Dense-layer GEMM chains per route (B = 160, TF32, one graph each)")
 peers = os.path.join(res, "peers_cuda.jsonl")
 if os.path.exists(peers):
     print("## Peers on the same GPU\n")

@@ -112,6 +112,10 @@ namespace equivae {
 struct CudaBackendOptions {
   int device = 0;            // CUDA device ordinal
   bool strict_fp32 = false;  // true: FP32 GEMMs only; false: TF32 tensor cores allowed (float)
+  // GEMM routing on a GPU (float), for comparing the routes in benchmarks; every route gives
+  // the same results up to the GEMMs' rounding.
+  bool lt_backward = false;  // the dense backward's GEMMs in cuBLASLt too (default: cuBLAS)
+  bool split_k = true;       // cuBLASLt may split K over blocks (a reduction after the GEMM)
 };
 template <class T>
 std::unique_ptr<Backend<T>> make_cuda_backend(const CudaBackendOptions& options = {});

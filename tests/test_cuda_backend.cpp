@@ -59,9 +59,14 @@ const LabelledSplit& semi_split() {
   return split;
 }
 
-std::unique_ptr<Backend<float>> device_backend(bool strict_fp32 = true) {
+CudaBackendOptions strict_options() {
   CudaBackendOptions options;
-  options.strict_fp32 = strict_fp32;
+  options.strict_fp32 = true;
+  return options;
+}
+
+std::unique_ptr<Backend<float>> device_backend(
+    const CudaBackendOptions& options = strict_options()) {
 #if defined(EQUIVAE_TEST_REAL_CUDA)
   return make_cuda_backend<float>(options);
 #else
@@ -117,8 +122,8 @@ struct Pair {
   std::unique_ptr<Backend<float>> cpu_backend = make_cpu_backend<float>(1);
   std::unique_ptr<Backend<float>> gpu_backend;
   std::unique_ptr<EquiVae<float>> cpu, gpu;
-  Pair(const EquiVaeConfig& config, bool strict_fp32 = true)
-      : gpu_backend(device_backend(strict_fp32)) {
+  Pair(const EquiVaeConfig& config, const CudaBackendOptions& options = strict_options())
+      : gpu_backend(device_backend(options)) {
     cpu = std::make_unique<EquiVae<float>>(config, *cpu_backend);
     gpu = std::make_unique<EquiVae<float>>(config, *gpu_backend);
   }
@@ -139,8 +144,9 @@ struct Pair {
 // One eager step on both backends: metrics, ε (through v = μ + σε: the sampled latents),
 // gradients, updated weights.
 void compare_one_step(const EquiVaeConfig& config, const Batch& batch, const Dataset& data,
-                      const Dataset* unlabelled, uint64_t step, double grad_bound) {
-  Pair p(config);
+                      const Dataset* unlabelled, uint64_t step, double grad_bound,
+                      const CudaBackendOptions& options = strict_options()) {
+  Pair p(config, options);
   EXPECT_NE(p.gpu_backend->name().find("cuda"), std::string::npos) << p.gpu_backend->name();
   EXPECT_EQ(nmse(p.cpu_params(), p.gpu_params()), 0.0) << "the initial weights differ";
   p.cpu->load_batch(batch, data, unlabelled);
@@ -211,8 +217,9 @@ TEST_F(CudaBackend, SampledNoiseIsTheCpuNoise) {
 // the given sizes (the graph is captured in the first window and replayed in the later ones).
 void compare_graph_steps(const EquiVaeConfig& config, const Dataset& data,
                          const Dataset* unlabelled, uint64_t first_step,
-                         const std::vector<int>& windows) {
-  Pair p(config);
+                         const std::vector<int>& windows,
+                         const CudaBackendOptions& options = strict_options()) {
+  Pair p(config, options);
   ASSERT_TRUE(p.gpu->device_steps_supported());
   EXPECT_FALSE(p.cpu->device_steps_supported());
   BalancedBatchSampler sampler(data.labels, 10, config.k, config.m_max, config.seed);
@@ -261,6 +268,26 @@ TEST_F(CudaBackend, SemiSupervisedGraphStepsMatchEagerCpuSteps) {
 TEST_F(CudaBackend, GraphWindowLargerThanTheFirstRecapturesAndStillMatches) {
   // A bigger window moves the slot table: the graph must be captured again.
   compare_graph_steps(tiny_config(), digits(), nullptr, 0, {1, 3});
+}
+
+// The GEMM routes a benchmark may pick (cuBLASLt for the backward too, with or without
+// split-K; cuBLAS backward without split-K in the forward) give the same step and the same
+// graph steps. Under the emulator the routes change nothing: GEMMs run in OpenBLAS there.
+TEST_F(CudaBackend, EveryGemmRouteMatchesTheCpuBackend) {
+  const EquiVaeConfig config = tiny_config();
+  BalancedBatchSampler sampler(digits().labels, 10, config.k, config.m_max, config.seed);
+  Batch batch;
+  sampler.sample(5, batch);
+  for (const auto& [lt_backward, split_k] :
+       {std::pair{true, true}, std::pair{true, false}, std::pair{false, false}}) {
+    SCOPED_TRACE(std::string("lt_backward ") + (lt_backward ? "on" : "off") + ", split_k " +
+                 (split_k ? "on" : "off"));
+    CudaBackendOptions options = strict_options();
+    options.lt_backward = lt_backward;
+    options.split_k = split_k;
+    compare_one_step(config, batch, digits(), nullptr, 5, 1e-7, options);
+    compare_graph_steps(config, digits(), nullptr, 9, {2, 2}, options);
+  }
 }
 
 TEST_F(CudaBackend, TrainerOnTheDeviceMatchesTheCpuTrainerAndLearns) {
@@ -313,7 +340,9 @@ TEST_F(CudaBackend, Tf32GemmsStayClose) {
   // The default (TF32 allowed on a GPU): gradients within TF32's ~1e-3 relative rounding of
   // the FP32 plan. (Under the emulator the flag changes nothing.)
   const EquiVaeConfig config = tiny_config();
-  Pair p(config, /*strict_fp32=*/false);
+  CudaBackendOptions tf32;
+  tf32.strict_fp32 = false;
+  Pair p(config, tf32);
   BalancedBatchSampler sampler(digits().labels, 10, config.k, config.m_max, config.seed);
   Batch batch;
   sampler.sample(0, batch);

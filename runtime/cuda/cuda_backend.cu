@@ -30,6 +30,7 @@
 #include "runtime/conv_check.h"
 #include "runtime/cuda/cuda_backend.h"
 #include "runtime/cuda/device_step.h"
+#include "runtime/cuda/gemm_shape.h"
 #include "runtime/cuda/step_kernels.h"
 #include "runtime/error.h"
 
@@ -41,7 +42,7 @@
 #include <nvtx3/nvToolsExt.h>
 
 #include "runtime/cuda/cudnn_conv.h"
-#include "runtime/cuda/lt_dense.h"
+#include "runtime/cuda/lt_gemm.h"
 #endif
 
 namespace equivae {
@@ -87,13 +88,6 @@ class DeviceBuffer {
   void* ptr_ = nullptr;
 };
 
-// Row-major GEMM descriptor: C[M,N] = op(A)·op(B) + beta·C, as cblas with CblasRowMajor.
-struct Gemm {
-  bool trans_a, trans_b;
-  int M, N, K, lda, ldb, ldc;
-  double beta;
-};
-
 template <class T>
 class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
  public:
@@ -129,9 +123,12 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
     side_workspace_ = DeviceBuffer(kWorkspaceBytes);
     EQUIVAE_CUBLAS_CHECK(cublasSetWorkspace(side_cublas_, side_workspace_.get(), kWorkspaceBytes));
     EQUIVAE_CUBLAS_CHECK(cublasSetMathMode(side_cublas_, math_mode()));
-    if constexpr (std::is_same_v<T, float>)
-      lt_dense_ =
-          std::make_unique<LtDenseForward>(options.strict_fp32, workspace_.get(), kWorkspaceBytes);
+    if constexpr (std::is_same_v<T, float>) {
+      lt_ = std::make_unique<LtGemm>(options.strict_fp32, options.split_k, workspace_.get(),
+                                     kWorkspaceBytes);
+      side_lt_ = std::make_unique<LtGemm>(options.strict_fp32, options.split_k,
+                                          side_workspace_.get(), kWorkspaceBytes);
+    }
 #endif
     bias_scratch_ = DeviceBuffer(kBiasScratchElems * sizeof(T));
   }
@@ -145,7 +142,8 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
     if (stream_) cudaStreamSynchronize(stream_);
     if (side_stream_) cudaStreamSynchronize(side_stream_);
     if (exec_) cudaGraphExecDestroy(exec_);
-    lt_dense_.reset();
+    lt_.reset();
+    side_lt_.reset();
     if (cublas_) cublasDestroy(cublas_);
     cudnn_.reset();
     if (side_cublas_) cublasDestroy(side_cublas_);
@@ -200,8 +198,12 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
                      bool relu) override {
     issue("dense_forward", [=, self = this] {
 #if !defined(EQUIVAE_CUDA_EMULATED)
-      if constexpr (std::is_same_v<T, float>)
-        if (self->lt_dense_->run(y, x, W, b, B, in, out, relu, self->stream_)) return;
+      if constexpr (std::is_same_v<T, float>) {
+        const LtEpilogue bias_act{relu ? CUBLASLT_EPILOGUE_RELU_BIAS : CUBLASLT_EPILOGUE_BIAS, b};
+        if (self->lt_->run({false, false, B, out, in, in, out, out, 0.0}, x, W, y, bias_act,
+                           self->stream_))
+          return;
+      }
 #endif
       self->gemm({false, false, B, out, in, in, out, out, 0.0}, x, W, y);
       cuda::dense_bias_act(y, b, B, out, relu, self->stream_);
@@ -617,6 +619,10 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
       cblas_dgemm(CblasRowMajor, ta, tb, g.M, g.N, g.K, 1.0, A, g.lda, B, g.ldb, g.beta, C, g.ldc);
 #else
     // Row-major C = op(A)·op(B) ⇔ column-major Cᵀ = op(B)ᵀ·op(A)ᵀ: swap operands and M/N.
+    if constexpr (std::is_same_v<T, float>)
+      if (options_.lt_backward &&
+          (side ? side_lt_ : lt_)->run(g, A, B, C, LtEpilogue{}, side ? side_stream_ : stream_))
+        return;
     const cublasOperation_t ta = g.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
     const cublasOperation_t tb = g.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
     const T one = T(1), beta = T(g.beta);
@@ -646,7 +652,7 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
   cublasHandle_t side_cublas_ = nullptr;
   DeviceBuffer side_workspace_;
   bool side_pending_ = false;
-  std::unique_ptr<LtDenseForward> lt_dense_;
+  std::unique_ptr<LtGemm> lt_, side_lt_;      // float only: cuBLASLt on each stream
   std::unique_ptr<CudnnConvolutions> cudnn_;  // the convolutions, created on first use
 #endif
   DeviceBuffer bias_scratch_;

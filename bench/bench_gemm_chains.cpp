@@ -1,0 +1,394 @@
+// Google Benchmark on a CUDA GPU: the supervised step's dense layers (B = 160, the reference
+// architecture's three stacks) as GEMM chains, each chain captured in one CUDA graph and
+// replayed, on the routes the engine could take. It measures, before the engine changes,
+// what it would save to
+//   - fuse the ReLU mask and the bias gradient into the input-gradient GEMM (cuBLASLt's
+//     DRELU_BGRAD epilogue, reading the bit mask the forward's RELU_AUX_BIAS wrote) instead of
+//     the engine's mask + bias-gradient kernel between GEMMs — 6 fewer graph nodes on the
+//     backward's critical path;
+//   - forbid split-K (no reduction kernel after a GEMM, fewer blocks per GEMM).
+// Each run also checks its route against the engine's (cuBLAS + kernel) on the same inputs:
+// the counter "grad NMSE" is the normalised squared difference of every dW and db (TF32
+// rounding: ~1e-7; a wrong route: ~1). Without a GPU every benchmark reports "no CUDA device".
+//
+//   build/bench/bench_gemm_chains [--benchmark_filter=Backward]
+#include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "runtime/backend.h"
+
+#ifdef EQUIVAE_BENCH_CUBLAS
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include "kernels/cuda/ops.h"
+#include "runtime/cuda/lt_gemm.h"
+#endif
+
+namespace {
+
+using namespace equivae;
+
+bool skip_without_gpu(benchmark::State& state) {
+  if (cuda_available()) return false;
+  state.SkipWithError("no CUDA device (or a build without the CUDA backend)");
+  return true;
+}
+
+#ifdef EQUIVAE_BENCH_CUBLAS
+
+constexpr int kBatch = 160;
+constexpr int kReplays = 100;  // graph replays per benchmark iteration
+
+struct LayerShape {
+  int in, out;
+  bool relu;
+};
+// One stack: its layers bottom-up, and which of its input's columns need a gradient
+// (dx_from = in: none; the encoder's first layer only needs r's 16 columns).
+struct StackShape {
+  std::vector<LayerShape> layers;
+  int dx_from;
+};
+// Backward order: decoder, encoder, f_inv (the engine's); the forward runs them reversed.
+const std::vector<StackShape> kStacks = {
+    {{{32, 512, true}, {512, 512, true}, {512, 784, false}}, 0},
+    {{{800, 512, true}, {512, 512, true}, {512, 32, false}}, 784},
+    {{{784, 512, true}, {512, 512, true}, {512, 16, false}}, 784},
+};
+
+float* device_floats(size_t n, uint64_t seed, float scale) {
+  std::vector<float> host(n);
+  uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
+  for (float& v : host) {  // uniform in (−scale, scale): never zeros (METHOD: zeros hide bugs)
+    s = s * 6364136223846793005ull + 1442695040888963407ull;
+    v = scale * (float((s >> 40) & 0xFFFFFF) / float(1 << 23) - 1.0f);
+  }
+  float* p = nullptr;
+  if (cudaMalloc(&p, n * sizeof(float)) != cudaSuccess) return nullptr;
+  cudaMemcpy(p, host.data(), n * sizeof(float), cudaMemcpyHostToDevice);
+  return p;
+}
+
+struct Layer {
+  LayerShape shape;
+  float *W = nullptr, *b = nullptr, *y = nullptr, *dy = nullptr, *dW = nullptr, *db = nullptr;
+  void* aux = nullptr;  // ReLU bit mask of y (RELU_AUX_BIAS), aux_ld bits per row of the batch
+  int64_t aux_ld = 0;   // out rounded up to 128
+};
+struct Stack {
+  std::vector<Layer> layers;
+  float *x, *dx;  // the stack's input [B, in0] and its input gradient [B, in0 − dx_from]
+  int dx_from;
+};
+
+// Everything a chain reads and writes, on the device.
+class Chains {
+ public:
+  enum class Route { cublas, lt, lt_fused, lt_fused_no_split_k };
+
+  Chains() {
+    cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking);
+    cudaStreamCreateWithFlags(&side_, cudaStreamNonBlocking);
+    cudaEventCreateWithFlags(&fork_, cudaEventDisableTiming);
+    cudaEventCreateWithFlags(&join_, cudaEventDisableTiming);
+    cudaMalloc(&workspace_, kWorkspace);
+    cudaMalloc(&side_workspace_, kWorkspace);
+    cudaMalloc(&scratch_, kScratch * sizeof(float));
+    cublasCreate(&cublas_);
+    cublasCreate(&side_cublas_);
+    for (auto [h, s, w] : {std::tuple{cublas_, stream_, workspace_},
+                           std::tuple{side_cublas_, side_, side_workspace_}}) {
+      cublasSetStream(h, s);
+      cublasSetWorkspace(h, w, kWorkspace);
+      cublasSetMathMode(h, CUBLAS_TF32_TENSOR_OP_MATH);
+    }
+    uint64_t seed = 1;
+    for (const StackShape& shape : kStacks) {
+      Stack s;
+      s.dx_from = shape.dx_from;
+      const int in0 = shape.layers.front().in;
+      s.x = device_floats(size_t(kBatch) * in0, seed++, 1.f);
+      s.dx = device_floats(size_t(kBatch) * std::max(1, in0 - shape.dx_from), seed++, 1.f);
+      for (const LayerShape& l : shape.layers) {
+        Layer layer{l};
+        const size_t wn = size_t(l.in) * l.out, yn = size_t(kBatch) * l.out;
+        layer.W = device_floats(wn, seed++, 1.f / std::sqrt(float(l.in)));
+        layer.b = device_floats(l.out, seed++, 0.1f);
+        layer.y = device_floats(yn, seed++, 1.f);
+        layer.dy = device_floats(yn, seed++, 1.f / kBatch);  // the top layer's is the seed
+        layer.dW = device_floats(wn, seed++, 1.f);
+        layer.db = device_floats(l.out, seed++, 1.f);
+        layer.aux_ld = (int64_t(l.out) + 127) / 128 * 128;
+        cudaMalloc(&layer.aux, size_t(layer.aux_ld / 8) * kBatch);
+        s.layers.push_back(layer);
+      }
+      stacks_.push_back(s);
+    }
+  }
+  ~Chains() {
+    cudaDeviceSynchronize();
+    for (Stack& s : stacks_) {
+      cudaFree(s.x);
+      cudaFree(s.dx);
+      for (Layer& l : s.layers)
+        for (void* p :
+             {static_cast<void*>(l.W), static_cast<void*>(l.b), static_cast<void*>(l.y),
+              static_cast<void*>(l.dy), static_cast<void*>(l.dW), static_cast<void*>(l.db), l.aux})
+          cudaFree(p);
+    }
+    lt_.clear();
+    cublasDestroy(cublas_);
+    cublasDestroy(side_cublas_);
+    for (void* p : {workspace_, side_workspace_, static_cast<void*>(scratch_)}) cudaFree(p);
+    cudaEventDestroy(fork_);
+    cudaEventDestroy(join_);
+    cudaStreamDestroy(side_);
+    cudaStreamDestroy(stream_);
+  }
+
+  cudaStream_t stream() const { return stream_; }
+
+  // The three stacks' forward: y = act(x·W + b), the bit masks too when `aux`. False when
+  // cuBLASLt has no algorithm for a layer.
+  bool forward(bool aux, bool split_k) {
+    LtGemm& lt = lt_for(split_k, false);
+    for (auto s = stacks_.rbegin(); s != stacks_.rend(); ++s)
+      for (size_t i = 0; i < s->layers.size(); ++i) {
+        Layer& l = s->layers[i];
+        const float* x = i == 0 ? s->x : s->layers[i - 1].y;
+        LtEpilogue e{CUBLASLT_EPILOGUE_BIAS, l.b};
+        if (l.shape.relu) {
+          e.kind = aux ? CUBLASLT_EPILOGUE_RELU_AUX_BIAS : CUBLASLT_EPILOGUE_RELU_BIAS;
+          if (aux) {
+            e.aux = l.aux;
+            e.aux_ld = l.aux_ld;
+          }
+        }
+        const LayerShape& d = l.shape;
+        if (!lt.run({false, false, kBatch, d.out, d.in, d.in, d.out, d.out, 0.0}, x, l.W, l.y, e,
+                    stream_))
+          return false;
+      }
+    return true;
+  }
+
+  // The three stacks' backward on a route; false (with `failed` naming the GEMM) when
+  // cuBLASLt has no algorithm for one of its GEMMs. The fused routes read the bit masks of the
+  // last forward(aux = true).
+  bool backward(Route route, std::string& failed) {
+    const bool lt = route != Route::cublas;
+    const bool fused = route == Route::lt_fused || route == Route::lt_fused_no_split_k;
+    const bool split_k = route != Route::lt_fused_no_split_k;
+    for (Stack& s : stacks_) {
+      for (int i = int(s.layers.size()) - 1; i >= 0; --i) {
+        Layer& l = s.layers[size_t(i)];
+        const LayerShape& d = l.shape;
+        const float* x = i == 0 ? s.x : s.layers[size_t(i) - 1].y;
+        // dy → dz and db: the engine's kernel, unless the GEMM above already did it.
+        if (!fused || i == int(s.layers.size()) - 1)
+          cuda::dense_backward_bias(l.dy, l.db, l.y, kBatch, d.out, d.relu, scratch_, kScratch,
+                                    stream_);
+        cudaEventRecord(fork_, stream_);
+        cudaStreamWaitEvent(side_, fork_, 0);
+        const Gemm dW{true, false, d.in, d.out, kBatch, d.in, d.out, d.out, 0.0};
+        if (!gemm(lt, split_k, true, dW, x, l.dy, l.dW, LtEpilogue{})) {
+          failed = "dW " + std::to_string(d.in) + "x" + std::to_string(d.out);
+          return false;
+        }
+        const int from = i == 0 ? s.dx_from : 0, width = d.in - from;
+        if (width <= 0) continue;
+        float* dx = i == 0 ? s.dx : s.layers[size_t(i) - 1].dy;
+        const Gemm g{false, true, kBatch, width, d.out, d.out, d.out, width, 0.0};
+        LtEpilogue e;
+        if (fused && i > 0 && s.layers[size_t(i) - 1].shape.relu) {
+          const Layer& below = s.layers[size_t(i) - 1];
+          e = {CUBLASLT_EPILOGUE_DRELU_BGRAD, below.db, below.aux, below.aux_ld};
+        }
+        if (!gemm(lt, split_k, false, g, l.dy, l.W + size_t(from) * d.out, dx, e)) {
+          failed = std::string(e.kind == CUBLASLT_EPILOGUE_DEFAULT ? "dX " : "DRELU_BGRAD dX ") +
+                   std::to_string(d.out) + "->" + std::to_string(width);
+          return false;
+        }
+      }
+    }
+    cudaEventRecord(join_, side_);
+    cudaStreamWaitEvent(stream_, join_, 0);
+    return true;
+  }
+
+  // Every dW and db, downloaded.
+  std::vector<float> gradients() {
+    cudaDeviceSynchronize();
+    std::vector<float> all;
+    for (Stack& s : stacks_)
+      for (Layer& l : s.layers)
+        for (auto [p, n] : {std::pair{l.dW, size_t(l.shape.in) * l.shape.out},
+                            std::pair{l.db, size_t(l.shape.out)}}) {
+          const size_t at = all.size();
+          all.resize(at + n);
+          cudaMemcpy(all.data() + at, p, n * sizeof(float), cudaMemcpyDeviceToHost);
+        }
+    return all;
+  }
+
+ private:
+  static constexpr size_t kWorkspace = size_t(32) << 20;
+  static constexpr size_t kScratch = size_t(64) * 4096;
+
+  LtGemm& lt_for(bool split_k, bool side) {
+    const int key = int(split_k) * 2 + int(side);
+    auto found = lt_.find(key);
+    if (found == lt_.end())
+      found = lt_.emplace(key, std::make_unique<LtGemm>(
+                                   false, split_k, side ? side_workspace_ : workspace_, kWorkspace))
+                  .first;
+    return *found->second;
+  }
+
+  bool gemm(bool lt, bool split_k, bool side, const Gemm& g, const float* A, const float* B,
+            float* C, const LtEpilogue& e) {
+    cudaStream_t stream = side ? side_ : stream_;
+    if (lt) return lt_for(split_k, side).run(g, A, B, C, e, stream);
+    // Row-major C = op(A)·op(B) ⇔ column-major Cᵀ = op(B)ᵀ·op(A)ᵀ (gemm_shape.h).
+    const float one = 1, beta = float(g.beta);
+    return cublasSgemm(side ? side_cublas_ : cublas_, g.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
+                       g.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, g.N, g.M, g.K, &one, B, g.ldb, A,
+                       g.lda, &beta, C, g.ldc) == CUBLAS_STATUS_SUCCESS;
+  }
+
+  cudaStream_t stream_ = nullptr, side_ = nullptr;
+  cudaEvent_t fork_ = nullptr, join_ = nullptr;
+  void *workspace_ = nullptr, *side_workspace_ = nullptr;
+  float* scratch_ = nullptr;
+  cublasHandle_t cublas_ = nullptr, side_cublas_ = nullptr;
+  std::map<int, std::unique_ptr<LtGemm>> lt_;
+  std::vector<Stack> stacks_;
+};
+
+double nmse(const std::vector<float>& ref, const std::vector<float>& got) {
+  double err = 0, norm = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    err += (double(ref[i]) - got[i]) * (double(ref[i]) - got[i]);
+    norm += double(ref[i]) * ref[i];
+  }
+  return norm == 0 ? err : err / norm;
+}
+
+// Captures `issue` into a graph and times kReplays replays per iteration with events.
+template <class F>
+void time_graph(benchmark::State& state, cudaStream_t stream, F&& issue) {
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  bool ok = cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal) == cudaSuccess;
+  std::string failed;
+  const bool issued = ok && issue(failed);
+  ok = cudaStreamEndCapture(stream, &graph) == cudaSuccess && issued &&
+       cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess;
+  size_t nodes = 0;
+  if (graph) cudaGraphGetNodes(graph, nullptr, &nodes);
+  if (!ok) {
+    const std::string why =
+        failed.empty() ? std::string("capture failed: ") + cudaGetErrorString(cudaGetLastError())
+                       : "cuBLASLt has no algorithm for " + failed;
+    state.SkipWithError(why.c_str());
+    if (graph) cudaGraphDestroy(graph);
+    return;
+  }
+  cudaEvent_t start, stop;
+  cudaEventCreate(&start);
+  cudaEventCreate(&stop);
+  for (int r = 0; r < 10; ++r) cudaGraphLaunch(exec, stream);  // warm-up
+  for (auto _ : state) {
+    cudaEventRecord(start, stream);
+    for (int r = 0; r < kReplays; ++r) cudaGraphLaunch(exec, stream);
+    cudaEventRecord(stop, stream);
+    cudaEventSynchronize(stop);
+    float ms = 0;
+    cudaEventElapsedTime(&ms, start, stop);
+    state.SetIterationTime(ms / 1e3);
+  }
+  const cudaError_t error = cudaGetLastError();
+  if (error != cudaSuccess) state.SkipWithError(cudaGetErrorString(error));
+  state.counters["chain"] =
+      benchmark::Counter(double(kReplays) * double(state.iterations()),
+                         benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+  state.counters["graph nodes"] = double(nodes);
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+}
+
+// The forward of the three stacks: /0 RELU_BIAS (the engine's), /1 RELU_AUX_BIAS (writes the
+// bit masks the fused backward needs), /2 RELU_BIAS without split-K.
+void BM_ForwardChain(benchmark::State& state) {
+  if (skip_without_gpu(state)) return;
+  const bool aux = state.range(0) == 1, split_k = state.range(0) != 2;
+  Chains chains;
+  time_graph(state, chains.stream(), [&](std::string& failed) {
+    if (chains.forward(aux, split_k)) return true;
+    failed = aux ? "RELU_AUX_BIAS forward" : "the forward";
+    return false;
+  });
+  static const char* const kNames[] = {"RELU_BIAS", "RELU_AUX_BIAS", "RELU_BIAS, no split-K"};
+  state.SetLabel(kNames[state.range(0)]);
+}
+BENCHMARK(BM_ForwardChain)->DenseRange(0, 2)->Unit(benchmark::kMicrosecond)->UseManualTime();
+
+// The backward of the three stacks (dy of each stack's top layer given): /0 cuBLAS + the
+// mask/bias-gradient kernel (the engine's), /1 the same in cuBLASLt, /2 cuBLASLt with the
+// mask and bias gradient fused into the input-gradient GEMM (DRELU_BGRAD), /3 as /2 with no
+// split-K. Checked against /0 on the same inputs ("grad NMSE").
+void BM_BackwardChain(benchmark::State& state) {
+  if (skip_without_gpu(state)) return;
+  const auto route = Chains::Route(state.range(0));
+  Chains chains;
+  if (!chains.forward(/*aux=*/true, /*split_k=*/true)) {
+    state.SkipWithError("cuBLASLt has no algorithm for the RELU_AUX_BIAS forward");
+    return;
+  }
+  std::string failed;
+  const bool reference_ok = chains.backward(Chains::Route::cublas, failed);
+  const std::vector<float> reference = chains.gradients();
+  if (!reference_ok || !chains.backward(route, failed)) {
+    const std::string why = failed.empty() ? std::string("the cuBLAS route failed")
+                                           : "cuBLASLt has no algorithm for " + failed;
+    state.SkipWithError(why.c_str());
+    return;
+  }
+  const double e = nmse(reference, chains.gradients());
+  if (!(e < 1e-4)) {  // NaN fails too
+    const std::string why =
+        "the route's gradients differ from the engine's: NMSE " + std::to_string(e);
+    state.SkipWithError(why.c_str());
+    return;
+  }
+  time_graph(state, chains.stream(), [&](std::string& why) { return chains.backward(route, why); });
+  state.counters["grad NMSE"] = e;
+  static const char* const kNames[] = {"cuBLAS + mask/bias kernel", "cuBLASLt + mask/bias kernel",
+                                       "cuBLASLt DRELU_BGRAD", "cuBLASLt DRELU_BGRAD, no split-K"};
+  state.SetLabel(kNames[state.range(0)]);
+}
+BENCHMARK(BM_BackwardChain)->DenseRange(0, 3)->Unit(benchmark::kMicrosecond)->UseManualTime();
+
+#else
+
+void BM_BackwardChain(benchmark::State& state) {
+  if (skip_without_gpu(state)) return;
+  state.SkipWithError("a build without cuBLAS");
+}
+BENCHMARK(BM_BackwardChain);
+
+#endif
+
+}  // namespace
