@@ -23,8 +23,9 @@ inline void declare_data_flags(Flags& f, const std::string& validation_help) {
   f.add("validation", "auto", validation_help);
 }
 
-// bundled_validation: the validation size for the bundled digits when --validation is auto.
-inline DataSplits load_data(const Flags& f, int64_t bundled_validation) {
+// What the data flags name. bundled_validation: the validation size for the bundled digits
+// when --validation is auto.
+inline DataSource data_source(const Flags& f, int64_t bundled_validation) {
   DataSource src;
   src.bundled_dir = EQUIVAE_DATA_DIR;
   src.directory = f.get("data");
@@ -37,7 +38,11 @@ inline DataSplits load_data(const Flags& f, int64_t bundled_validation) {
     src.validation = f.get_int("validation", 0, INT64_MAX);
   else if (bundled)
     src.validation = bundled_validation;
-  return load_splits(src);
+  return src;
+}
+
+inline DataSplits load_data(const Flags& f, int64_t bundled_validation) {
+  return load_splits(data_source(f, bundled_validation));
 }
 
 }  // namespace equivae

@@ -5,8 +5,10 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <future>
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "model/config.h"
 #include "model/data_splits.h"
@@ -102,6 +104,10 @@ inline EquiVaeConfig train_config(const Flags& f, const TrainTool& tool, const D
   return c;
 }
 
+inline double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
 inline int train_tool(const TrainTool& tool, int argc, char** argv) {
   Flags flags;
   declare_train_flags(flags, tool);
@@ -109,7 +115,18 @@ inline int train_tool(const TrainTool& tool, int argc, char** argv) {
   const auto start = std::chrono::steady_clock::now();
   check(tool.bundled_data || flags.has("data") || flags.has("train-images"), "--data",
         "no data set is bundled for this model: give --data DIR (or the IDX file flags)");
-  const DataSplits data = load_data(flags, 0);
+  // Reading the data (file reads, inflation) and starting the backend (on a GPU: the driver,
+  // the context, the BLAS handles) are independent: side by side. The flags are parsed here;
+  // the other thread only reads files.
+  auto loading = std::async(std::launch::async, [source = data_source(flags, 0)] {
+    const auto t0 = std::chrono::steady_clock::now();
+    DataSplits splits = load_splits(source);
+    return std::pair{std::move(splits), seconds_since(t0)};
+  });
+  const auto backend_start = std::chrono::steady_clock::now();
+  const std::unique_ptr<Backend<float>> backend = backend_from_flags(flags);
+  const double backend_seconds = seconds_since(backend_start);
+  const auto [data, load_seconds] = loading.get();
   const EquiVaeConfig config = train_config(flags, tool, data.train);
   TrainOptions options;
   options.epochs = int(flags.get_int("epochs", 1, 100000));
@@ -124,7 +141,6 @@ inline int train_tool(const TrainTool& tool, int argc, char** argv) {
   const Dataset& labelled = labels > 0 ? split.labelled : data.train;
   const Dataset* unlabelled = labels > 0 ? &split.unlabelled : nullptr;
 
-  const std::unique_ptr<Backend<float>> backend = backend_from_flags(flags);
   EquiVae<float> model(config, *backend);
   if (!options.quiet) {
     std::fprintf(stderr, "train %lld", (long long)data.train.n);
@@ -135,6 +151,8 @@ inline int train_tool(const TrainTool& tool, int argc, char** argv) {
                  (long long)data.test.n, data.train.source.c_str());
     std::fprintf(stderr, "model %s  B=%d  %s backend\n", config.describe().c_str(), config.batch(),
                  backend->name().c_str());
+    std::fprintf(stderr, "start-up %.2f s: data loaded in %.2f s beside the backend's %.2f s\n",
+                 seconds_since(start), load_seconds, backend_seconds);
     if (!options.resume_from.empty())
       std::fprintf(stderr, "resuming from %s\n", options.resume_from.c_str());
   }
@@ -145,10 +163,8 @@ inline int train_tool(const TrainTool& tool, int argc, char** argv) {
   model.keep_resident(labelled);
   model.keep_resident(data.test);
   const double error = distance_classifier_error(model, labelled, data.test);
-  const double seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::printf("test error (distance classifier): %.2f%% on %lld images  [%.1f s]\n", 100 * error,
-              (long long)data.test.n, seconds);
+              (long long)data.test.n, seconds_since(start));
   if (unlabelled)
     std::printf("test error (q(y|x)): %.2f%% on %lld images\n",
                 100 * classifier_error(model, data.test), (long long)data.test.n);
