@@ -32,6 +32,7 @@
 #include "runtime/flags.h"
 #include "tools/data_flags.h"
 #include "tools/device_flags.h"
+#include "tools/model_flags.h"
 #include "tools/paper_settings.h"
 #include "tools/tool_main.h"
 
@@ -213,17 +214,7 @@ int run(int argc, char** argv) {
         "EquiVAE epochs, one value or one per labelled-set size (paper, MNIST: 20,25,30,35 for "
         "100..3000 labels, 40 supervised; SVHN: 20,30 for 1000,3000 labels, 90 supervised)");
   f.add("seeds", "5", "runs per row (seeds 1..N)");
-  f.add("unlabelled", "100", "unlabelled items per step");
-  f.add("unlabelled-weight", "1", "weight of the unlabelled term's batch mean");
-  f.add("classifier-weight", "1",
-        "semi-supervised: weight α of the labelled −log q(y|x) term (the paper: 1)");
-  f.add("hidden", "512", "hidden width of every EquiVAE network and of the benchmark classifier");
-  f.add("latent", "auto", "latent sizes (auto, MNIST: 8 semi-supervised, 16 supervised; SVHN: 16)");
-  f.add("m-max", "auto",
-        "pooling set size bound (auto, MNIST: 4 semi-supervised, 7 supervised; SVHN: 10)");
-  f.add("k", "16", "items per class in a labelled batch (capped by the labels per class)");
-  f.add("conv-width", std::to_string(svhn_config().conv_width),
-        "SVHN: channels of the first conv layer (then 2x and 4x)");
+  declare_model_flags(f, {mnist_paper(), svhn_paper()});
   f.add("classifier-epochs", "50", "epochs of the neural and benchmark classifiers");
   declare_device_flags(f, "auto");
   f.add("out", "runs/reproduce", "output directory: runs.csv and table.md");
@@ -312,25 +303,10 @@ int run(int argc, char** argv) {
       RunResult r;
       r.labels = labels;
       r.seed = uint64_t(s);
-      EquiVaeConfig c = base_config_for(paper, data.train);
-      c.hidden = int(f.get_int("hidden", 1, 65536));
+      EquiVaeConfig c = model_config(f, paper, data.train, supervised ? 0 : labels);
       c.seed = r.seed;
-      const int latent = f.get("latent") == "auto"
-                             ? (supervised ? paper.latent_sup : paper.latent_semi)
-                             : int(f.get_int("latent", 1, 4096));
-      c.latent_r = c.latent_v = latent;
-      c.m_max = f.get("m-max") == "auto" ? (supervised ? paper.m_max_sup : paper.m_max_semi)
-                                         : int(f.get_int("m-max", 1, 4096));
-      c.k = int(f.get_int("k", 2, 4096));
-      if (c.convolutional()) c.conv_width = int(f.get_int("conv-width", 1, 4096));
       LabelledSplit split;
-      if (!supervised) {
-        split = split_labelled(data.train, labels, r.seed);
-        c.k = int(std::min<int64_t>(c.k, labels / c.classes));
-        c.unlabelled = int(f.get_int("unlabelled", 1, 100000));
-        c.unlabelled_weight = f.get_double("unlabelled-weight", 0, 1e6);
-        c.classifier_weight = f.get_double("classifier-weight", 0, 1e6);
-      }
+      if (!supervised) split = split_labelled(data.train, labels, r.seed);
       const Dataset& labelled = supervised ? data.train : split.labelled;
       r.epochs = epochs_of(li);
       if (auto it = earlier_run(r.labels, r.seed, r.epochs); it != earlier.end()) {

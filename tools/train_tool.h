@@ -22,6 +22,7 @@
 #include "runtime/flags.h"
 #include "tools/data_flags.h"
 #include "tools/device_flags.h"
+#include "tools/model_flags.h"
 #include "tools/paper_settings.h"
 #include "tools/tool_main.h"
 
@@ -38,29 +39,12 @@ struct TrainTool {
 inline void declare_train_flags(Flags& f, const TrainTool& tool) {
   declare_data_flags(f, tool.validation_help);
   f.add("epochs", std::to_string(tool.paper.supervised_epochs), "training epochs");
-  f.add("k", "16", "items per class in a batch (batch = 10 k)");
   f.add("labels", "0",
         "semi-supervised: keep the labels of only N training examples (N/10 per class, chosen "
         "by --seed), the rest train unlabelled; 0: supervised");
-  f.add("unlabelled", "100",
-        "semi-supervised: unlabelled items per step (each paired with all 10 labels)");
-  f.add("unlabelled-weight", "1", "semi-supervised: weight of the unlabelled term's batch mean");
-  f.add("classifier-weight", "1",
-        "semi-supervised: weight α of the labelled −log q(y|x) term (the paper: 1)");
-  f.add("latent", "auto",
-        "size of both latents r and v (auto: " + std::to_string(tool.paper.latent_sup) +
-            " supervised, " + std::to_string(tool.paper.latent_semi) +
-            " semi-supervised, as the paper)");
-  f.add("latent-r", "", "size of the invariant latent r");
-  f.add("latent-v", "", "size of the equivariant latent v");
-  f.add("hidden", "512", "width of every hidden layer");
-  f.add("m-max", "auto",
-        "r pools m ~ U{1..m_max} other same-class items (auto: " +
-            std::to_string(tool.paper.m_max_sup) + " supervised, " +
-            std::to_string(tool.paper.m_max_semi) + " semi-supervised)");
-  if (tool.paper.base.convolutional())
-    f.add("conv-width", std::to_string(tool.paper.base.conv_width),
-          "channels of the first conv layer (then 2x and 4x)");
+  declare_model_flags(f, {tool.paper});
+  f.add("latent-r", "", "size of the invariant latent r (overrides --latent)");
+  f.add("latent-v", "", "size of the equivariant latent v (overrides --latent)");
   f.add("lr", "0.001", "Adam learning rate");
   f.add("seed", "1", "random seed (same seed, same numbers)");
   declare_device_flags(f, "auto");
@@ -78,26 +62,7 @@ inline void declare_train_flags(Flags& f, const TrainTool& tool) {
 }
 
 inline EquiVaeConfig train_config(const Flags& f, const TrainTool& tool, const Dataset& train) {
-  EquiVaeConfig c = base_config_for(tool.paper, train);
-  const int64_t labels = f.get_int("labels", 0, train.n);
-  const bool semi = labels > 0;
-  c.k = int(f.get_int("k", 2, 4096));
-  // With few labels a class holds fewer than k: its whole labelled set forms the segment.
-  if (semi) c.k = int(std::min<int64_t>(c.k, labels / c.classes));
-  const int latent = f.get("latent") == "auto"
-                         ? (semi ? tool.paper.latent_semi : tool.paper.latent_sup)
-                         : int(f.get_int("latent", 1, 4096));
-  c.latent_r = f.has("latent-r") ? int(f.get_int("latent-r", 1, 4096)) : latent;
-  c.latent_v = f.has("latent-v") ? int(f.get_int("latent-v", 1, 4096)) : latent;
-  c.hidden = int(f.get_int("hidden", 1, 65536));
-  c.m_max = f.get("m-max") == "auto" ? (semi ? tool.paper.m_max_semi : tool.paper.m_max_sup)
-                                     : int(f.get_int("m-max", 1, 4096));
-  if (c.convolutional()) c.conv_width = int(f.get_int("conv-width", 1, 4096));
-  if (semi) {
-    c.unlabelled = int(f.get_int("unlabelled", 1, 100000));
-    c.unlabelled_weight = f.get_double("unlabelled-weight", 0, 1e6);
-    c.classifier_weight = f.get_double("classifier-weight", 0, 1e6);
-  }
+  EquiVaeConfig c = model_config(f, tool.paper, train, f.get_int("labels", 0, train.n));
   c.lr = f.get_double("lr", 1e-8, 10);
   c.seed = uint64_t(f.get_int("seed", 0, INT64_MAX));
   c.validate();

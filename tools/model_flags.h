@@ -1,0 +1,73 @@
+#pragma once
+// The model flags train_mnist, train_svhn and reproduce share, and the EquiVAE configuration
+// they select: the paper's settings for the data set (tools/paper_settings.h) where a flag
+// says "auto" or is not given.
+#include <algorithm>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "model/config.h"
+#include "model/idx_dataset.h"
+#include "runtime/flags.h"
+#include "tools/paper_settings.h"
+
+namespace equivae {
+
+// papers: the data sets the tool may meet (their "auto" values go into the help).
+inline void declare_model_flags(Flags& f, const std::vector<PaperSettings>& papers) {
+  std::string latent_auto, m_max_auto;
+  const PaperSettings* conv = nullptr;
+  for (const PaperSettings& p : papers) {
+    const std::string of = papers.size() > 1 ? p.name + ": " : "";
+    const std::string sep = latent_auto.empty() ? "" : "; ";
+    latent_auto += sep + of + std::to_string(p.latent_sup) + " supervised, " +
+                   std::to_string(p.latent_semi) + " semi-supervised";
+    m_max_auto += sep + of + std::to_string(p.m_max_sup) + " supervised, " +
+                  std::to_string(p.m_max_semi) + " semi-supervised";
+    if (p.base.convolutional()) conv = &p;
+  }
+  f.add("k", "16",
+        "items per class in a labelled batch (batch = 10 k; capped by the labels per "
+        "class)");
+  f.add("unlabelled", "100",
+        "semi-supervised: unlabelled items per step (each paired with all 10 labels)");
+  f.add("unlabelled-weight", "1", "semi-supervised: weight of the unlabelled term's batch mean");
+  f.add("classifier-weight", "1",
+        "semi-supervised: weight α of the labelled −log q(y|x) term (the paper: 1)");
+  f.add("latent", "auto", "size of both latents r and v (auto, as the paper: " + latent_auto + ")");
+  f.add("hidden", "512", "width of every hidden layer (and of the benchmark classifier's)");
+  f.add("m-max", "auto",
+        "r pools m ~ U{1..m_max} other same-class items (auto, as the paper: " + m_max_auto + ")");
+  if (conv)
+    f.add("conv-width", std::to_string(conv->base.conv_width),
+          (papers.size() > 1 ? conv->name + ": " : std::string()) +
+              "channels of the first conv layer (then 2x and 4x)");
+}
+
+// The configuration for training on `train` with `labels` labelled examples (0: supervised,
+// every label). Flags only some tools declare (--latent-r, --latent-v) count when given.
+inline EquiVaeConfig model_config(const Flags& f, const PaperSettings& paper, const Dataset& train,
+                                  int64_t labels) {
+  EquiVaeConfig c = base_config_for(paper, train);
+  const bool semi = labels > 0;
+  c.k = int(f.get_int("k", 2, 4096));
+  // With few labels a class holds fewer than k: its whole labelled set forms the segment.
+  if (semi) c.k = int(std::min<int64_t>(c.k, labels / c.classes));
+  const int latent = f.get("latent") == "auto" ? (semi ? paper.latent_semi : paper.latent_sup)
+                                               : int(f.get_int("latent", 1, 4096));
+  c.latent_r = f.has("latent-r") ? int(f.get_int("latent-r", 1, 4096)) : latent;
+  c.latent_v = f.has("latent-v") ? int(f.get_int("latent-v", 1, 4096)) : latent;
+  c.hidden = int(f.get_int("hidden", 1, 65536));
+  c.m_max = f.get("m-max") == "auto" ? (semi ? paper.m_max_semi : paper.m_max_sup)
+                                     : int(f.get_int("m-max", 1, 4096));
+  if (c.convolutional()) c.conv_width = int(f.get_int("conv-width", 1, 4096));
+  if (semi) {
+    c.unlabelled = int(f.get_int("unlabelled", 1, 100000));
+    c.unlabelled_weight = f.get_double("unlabelled-weight", 0, 1e6);
+    c.classifier_weight = f.get_double("classifier-weight", 0, 1e6);
+  }
+  return c;
+}
+
+}  // namespace equivae
