@@ -55,8 +55,11 @@ LabelledSplit split_labelled(const Dataset& data, int64_t count, uint64_t seed) 
   }
   for (int64_t i = 0; i < data.n; ++i)
     if (!taken[i]) unlabelled.push_back(i);
-  return {gather(data, labelled, "[" + std::to_string(count) + " labelled]"),
-          gather(data, unlabelled, "[unlabelled]")};
+  // Appended, not "[" + ... + "]": g++ 12 reports a false -Wrestrict on that chain.
+  std::string name = "[";
+  name += std::to_string(count);
+  name += " labelled]";
+  return {gather(data, labelled, name), gather(data, unlabelled, "[unlabelled]")};
 }
 
 }  // namespace equivae
