@@ -499,16 +499,18 @@ void EquiVae<T>::device_step_ops() {
   auto* counters = static_cast<DeviceCounters*>(res.counters.ptr);
   {
     DeviceRange<T> range(device_, "load");
-    device_->select_slot(res.layout, static_cast<int32_t*>(res.slots.ptr), counters);
     const float* labelled = static_cast<float*>(res.labelled.ptr);
-    device_->gather_rows(x_.data, labelled, res.layout.dst[0], B, D);
+    // The labelled rows (slot segment 0); with unlabelled items, each item's C expanded rows
+    // (segment 1), and the classifier's rows: the labelled ones, then every item once (2).
+    SlotGather<T> gathers[kMaxSlotGathers] = {{x_.data, labelled, 0, B, D}};
     if (U > 0) {
       const float* unlabelled = static_cast<float*>(res.unlabelled.ptr);
-      device_->gather_rows(x_.row(B), unlabelled, res.layout.dst[1], C * U, D);
-      // The classifier sees each item once: the labelled rows, then every unlabelled item.
-      device_->gather_rows(xq_.data, labelled, res.layout.dst[0], B, D);
-      device_->gather_rows(xq_.row(B), unlabelled, res.layout.dst[2], U, D);
+      gathers[1] = {x_.row(B), unlabelled, 1, C * U, D};
+      gathers[2] = {xq_.data, labelled, 0, B, D};
+      gathers[3] = {xq_.row(B), unlabelled, 2, U, D};
     }
+    device_->load_step(res.layout, static_cast<int32_t*>(res.slots.ptr), counters, gathers,
+                       U > 0 ? 4 : 1);
   }
   forward_ops(0, counters);
   backward();
@@ -530,8 +532,7 @@ void EquiVae<T>::device_step_ops() {
     means.values[3] = bound_.data;
     means.count[3] = U;
   }
-  device_->record_means(static_cast<double*>(res.table.ptr), means, counters);
-  device_->advance(counters);
+  device_->finish_step(static_cast<double*>(res.table.ptr), means, counters);
 }
 
 template <class T>

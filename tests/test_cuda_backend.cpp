@@ -187,6 +187,93 @@ TEST_F(CudaBackend, SemiSupervisedStepMatchesTheCpuBackend) {
   compare_one_step(config, batch, split.labelled, &split.unlabelled, 2, 1e-7);
 }
 
+// The step's first and last ops on their own: load_step copies the slot the counters point
+// at and runs four gathers whose row indices come from that slot's segments; finish_step
+// records the means in the step's row of the table and advances the counters.
+TEST_F(CudaBackend, LoadStepAndFinishStepReadTheSlotTheCountersPointAt) {
+  auto backend = device_backend();
+  auto* ops = dynamic_cast<DeviceStepOps<float>*>(backend.get());
+  ASSERT_NE(ops, nullptr);
+  auto take = [&](size_t bytes) { return backend->allocate(bytes); };
+  const int D = 3, N = 9;  // a data set of 9 rows of 3 floats: row i holds 10 i + c
+  std::vector<float> data(size_t(N) * D);
+  for (int i = 0; i < N; ++i)
+    for (int c = 0; c < D; ++c) data[size_t(i) * D + c] = float(10 * i + c);
+  float* device_data = static_cast<float*>(take(data.size() * sizeof(float)));
+  backend->upload(device_data, data.data(), data.size() * sizeof(float));
+  // Slot layout: segments of 2, 3 and 1 row indices, then 4 more ints (the pooling sets).
+  SlotLayout layout;
+  const int counts[] = {2, 3, 1, 4};
+  int32_t* copies[4];
+  for (int s = 0; s < 4; ++s) {
+    copies[s] = static_cast<int32_t*>(take(sizeof(int32_t) * counts[s]));
+    layout.dst[s] = copies[s];
+    layout.count[s] = counts[s];
+  }
+  const size_t ints = layout.ints();  // 10 per step; 3 steps, step s holds indices (s + j) % N
+  std::vector<int32_t> slots(3 * ints);
+  for (size_t step = 0; step < 3; ++step)
+    for (size_t j = 0; j < ints; ++j) slots[step * ints + j] = int32_t((step * 7 + j) % N);
+  int32_t* device_slots = static_cast<int32_t*>(take(slots.size() * sizeof(int32_t)));
+  backend->upload(device_slots, slots.data(), slots.size() * sizeof(int32_t));
+  DeviceCounters counters;
+  counters.first_step = 40;
+  counters.step = 42;  // slot 2
+  counters.t = 5;
+  auto* device_counters = static_cast<DeviceCounters*>(take(sizeof(DeviceCounters)));
+  backend->upload(device_counters, &counters, sizeof(counters));
+  float* out[4];
+  const int rows[4] = {2, 3, 2, 1}, segment[4] = {0, 1, 0, 2};
+  SlotGather<float> gathers[4];
+  for (int g = 0; g < 4; ++g) {
+    out[g] = static_cast<float*>(take(sizeof(float) * rows[g] * D));
+    gathers[g] = {out[g], device_data, segment[g], rows[g], D};
+  }
+  ops->load_step(layout, device_slots, device_counters, gathers, 4);
+  const int32_t* slot = slots.data() + 2 * ints;
+  int offset[4] = {0, 2, 5, 6};
+  for (int s = 0; s < 4; ++s) {
+    std::vector<int32_t> got(counts[s]);
+    backend->download(got.data(), copies[s], got.size() * sizeof(int32_t));
+    for (int j = 0; j < counts[s]; ++j) EXPECT_EQ(got[j], slot[offset[s] + j]) << "segment " << s;
+  }
+  for (int g = 0; g < 4; ++g) {
+    std::vector<float> got(size_t(rows[g]) * D);
+    backend->download(got.data(), out[g], got.size() * sizeof(float));
+    for (int r = 0; r < rows[g]; ++r)
+      for (int c = 0; c < D; ++c)
+        EXPECT_EQ(got[size_t(r) * D + c], float(10 * slot[offset[segment[g]] + r] + c))
+            << "gather " << g << " row " << r;
+  }
+  // Means of two vectors (and two left empty) into row 2 of a 3-row table.
+  const std::vector<float> a = {1, 2, 3, 6}, b = {-4};
+  float* device_a = static_cast<float*>(take(sizeof(float) * a.size()));
+  float* device_b = static_cast<float*>(take(sizeof(float) * b.size()));
+  backend->upload(device_a, a.data(), sizeof(float) * a.size());
+  backend->upload(device_b, b.data(), sizeof(float) * b.size());
+  double* table = static_cast<double*>(take(sizeof(double) * 3 * kMetricWidth));
+  const std::vector<double> poison(3 * kMetricWidth, -1.0);
+  backend->upload(table, poison.data(), poison.size() * sizeof(double));
+  MeanSet<float> means;
+  means.values[0] = device_a;
+  means.count[0] = 4;
+  means.values[2] = device_b;
+  means.count[2] = 1;
+  ops->finish_step(table, means, device_counters);
+  std::vector<double> got(3 * kMetricWidth);
+  backend->download(got.data(), table, got.size() * sizeof(double));
+  EXPECT_EQ(got[2 * kMetricWidth + 0], 3.0);
+  EXPECT_EQ(got[2 * kMetricWidth + 1], 0.0);
+  EXPECT_EQ(got[2 * kMetricWidth + 2], -4.0);
+  EXPECT_EQ(got[2 * kMetricWidth + 3], 0.0);
+  EXPECT_EQ(got[1 * kMetricWidth], -1.0) << "another step's row was written";
+  DeviceCounters after;
+  backend->download(&after, device_counters, sizeof(after));
+  EXPECT_EQ(after.step, 43u);
+  EXPECT_EQ(after.t, 6);
+  EXPECT_EQ(after.first_step, 40u);
+}
+
 TEST_F(CudaBackend, SampledNoiseIsTheCpuNoise) {
   // The ε buffer itself: v − μ over σ would lose digits, so read both plans' v and compare
   // the draws through the op with μ = 0, log σ² = 0 (v = ε).

@@ -373,13 +373,31 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
   }
 
   // ---- DeviceStepOps
-  void gather_rows(T* out, const float* data, const int32_t* index, int rows, int D) override {
+  void load_step(const SlotLayout& layout, const int32_t* slots, const DeviceCounters* counters,
+                 const SlotGather<T>* gathers, int count) override {
+    check(count >= 0 && count <= kMaxSlotGathers, "cuda backend",
+          "load_step: " + std::to_string(count) + " gathers (at most " +
+              std::to_string(kMaxSlotGathers) + ")");
+    cuda::GatherList list;
     if constexpr (std::is_same_v<T, float>) {
-      issue("gather_rows",
-            [=, self = this] { cuda::gather_rows(out, data, index, rows, D, self->stream_); });
+      for (int g = 0; g < count; ++g) {
+        const SlotGather<T>& a = gathers[g];
+        check(a.segment >= 0 && a.segment < kSlotSegments && a.rows <= layout.count[a.segment],
+              "cuda backend", "load_step: a gather reads past its slot segment");
+        int32_t offset = 0;
+        for (int s = 0; s < a.segment; ++s) offset += layout.count[s];
+        list.out[g] = a.out;
+        list.data[g] = a.data;
+        list.offset[g] = offset;
+        list.rows[g] = a.rows;
+        list.D[g] = a.D;
+      }
+      list.count = count;
     } else {
-      throw Error("cuda backend", "gather_rows: device-resident data sets are float only");
+      check(count == 0, "cuda backend", "load_step: device-resident data sets are float only");
     }
+    issue("load_step",
+          [=, self = this] { cuda::load_step(layout, slots, counters, list, self->stream_); });
   }
   void sample_kl_forward(T* v, T* eps, T* kl, const T* mulv, int B, int d, uint64_t seed,
                          const DeviceCounters* counters, uint32_t row0) override {
@@ -394,17 +412,9 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
       cuda::adam_step(params, m, v, grads, n, config, &counters->t, self->stream_);
     });
   }
-  void select_slot(const SlotLayout& layout, const int32_t* slots,
-                   const DeviceCounters* counters) override {
-    issue("select_slot",
-          [=, self = this] { cuda::select_slot(layout, slots, counters, self->stream_); });
-  }
-  void record_means(double* table, const MeanSet<T>& set, const DeviceCounters* counters) override {
-    issue("record_means",
-          [=, self = this] { cuda::record_means(table, set, counters, self->stream_); });
-  }
-  void advance(DeviceCounters* counters) override {
-    issue("advance", [=, self = this] { cuda::advance_counters(counters, self->stream_); });
+  void finish_step(double* table, const MeanSet<T>& set, DeviceCounters* counters) override {
+    issue("finish_step",
+          [=, self = this] { cuda::finish_step(table, set, counters, self->stream_); });
   }
 
   void begin_capture() override {

@@ -10,9 +10,10 @@
 //   - DeviceCounters: the global step (Philox noise), Adam's t and the first step of the
 //     uploaded window, advanced on the device at the end of each step;
 //   - the step's indices (batch rows, pooling sets): a window of steps is uploaded at once,
-//     and select_slot copies step (step − first_step)'s slot into fixed buffers;
-//   - metrics: record_means writes each step's means into a [steps, kMetricWidth] table that
-//     the host reads once per window.
+//     and load_step copies step (step − first_step)'s slot into fixed buffers (gathering the
+//     batch's rows in the same launch);
+//   - metrics: finish_step writes each step's means into a [steps, kMetricWidth] table that
+//     the host reads once per window, and advances the counters.
 #include <cstddef>
 #include <cstdint>
 
@@ -42,6 +43,16 @@ struct SlotLayout {
   }
 };
 
+// One of a step's batch gathers: out[i, :] = data[index[i], :] for a float data set resident
+// on the device, index[0 .. rows) being segment `segment` of the step's slot.
+template <class T>
+struct SlotGather {
+  T* out = nullptr;
+  const float* data = nullptr;
+  int segment = 0, rows = 0, D = 0;
+};
+constexpr int kMaxSlotGathers = 4;
+
 // Up to kMetricWidth row vectors whose means a step records (null values: recorded as 0).
 template <class T>
 struct MeanSet {
@@ -55,22 +66,21 @@ class DeviceStepOps {
   virtual ~DeviceStepOps() = default;
 
   // ---- ops that read per-step values from device memory
-  // out[i, :] = data[index[i], :] for a float data set resident on the device (T = float).
-  virtual void gather_rows(T* out, const float* data, const int32_t* index, int rows, int D) = 0;
+  // The step's first op: copies slot (step − first_step) of slots[steps, layout.ints()] into
+  // layout's buffers and runs up to kMaxSlotGathers gathers (T = float), whose row indices
+  // it reads from the same slot — one launch.
+  virtual void load_step(const SlotLayout& layout, const int32_t* slots,
+                         const DeviceCounters* counters, const SlotGather<T>* gathers,
+                         int count) = 0;
   // sample_kl_forward with the step read from counters->step.
   virtual void sample_kl_forward(T* v, T* eps, T* kl, const T* mulv, int B, int d, uint64_t seed,
                                  const DeviceCounters* counters, uint32_t row0) = 0;
   // adam_step with t read from counters->t.
   virtual void adam_step(T* params, T* m, T* v, const T* grads, size_t n,
                          const cpu::AdamConfig& config, const DeviceCounters* counters) = 0;
-  // Copies slot (step − first_step) of slots[steps, layout.ints()] into layout's buffers.
-  virtual void select_slot(const SlotLayout& layout, const int32_t* slots,
-                           const DeviceCounters* counters) = 0;
-  // table[(step − first_step) · kMetricWidth + j] = mean of set.values[j][0 .. count[j]).
-  virtual void record_means(double* table, const MeanSet<T>& set,
-                            const DeviceCounters* counters) = 0;
-  // step += 1, t += 1 (the last op of a step).
-  virtual void advance(DeviceCounters* counters) = 0;
+  // The step's last op: table[(step − first_step) · kMetricWidth + j] = mean of
+  // set.values[j][0 .. count[j]), then step += 1, t += 1 — one launch.
+  virtual void finish_step(double* table, const MeanSet<T>& set, DeviceCounters* counters) = 0;
 
   // ---- one captured step: ops issued between begin_capture and end_capture are recorded,
   // not run; replay runs them again, with the arguments they were issued with.

@@ -2,12 +2,15 @@
 //
 // Launch geometry:
 // - kernel_fill: elementwise, 256 threads, 1-D grid-stride.
-// - kernel_select_slot: 256 threads, grid-stride over each of the slot's segments (a few
-//   thousand int32: one or a few blocks). The slot index is read from the counters, so the
-//   launch's arguments are the same every step (graph replay).
-// - kernel_record_means: one warp per recorded vector (kMetricWidth warps, one block); lanes
-//   stride over the vector in double and meet in a shuffle reduction, no shared memory.
-// - kernel_advance: one thread.
+// - kernel_load_step: 256 threads; grid row y = 0 copies the slot's segments (a few thousand
+//   int32: a few blocks, grid-stride), row y = 1 + g runs gather g (one thread per output
+//   element, grid-stride: a warp covers 32 consecutive columns of one row, coalesced). The
+//   slot index is read from the counters, so the launch's arguments are the same every step
+//   (graph replay); the gathers read their row indices from the slot table itself, so no row
+//   of the grid waits for another.
+// - kernel_finish_step: one warp per recorded vector (kMetricWidth warps, one block); lanes
+//   stride over the vector in double and meet in a shuffle reduction, no shared memory; after
+//   a barrier (every warp has read the step) thread 0 advances the counters.
 #include "kernels/cuda/launch.h"
 #include "kernels/cuda/reduce.cuh"
 #include "kernels/philox.h"
@@ -26,25 +29,46 @@ __global__ void __launch_bounds__(kThreads) kernel_fill(T* __restrict__ dst, T v
 }
 
 __global__ void __launch_bounds__(kThreads)
-    kernel_select_slot(SlotLayout layout, const int32_t* __restrict__ slots, size_t slot_ints,
-                       const DeviceCounters* __restrict__ counters) {
+    kernel_load_step(SlotLayout layout, const int32_t* __restrict__ slots, size_t slot_ints,
+                     const DeviceCounters* __restrict__ counters, GatherList gathers) {
   const uint64_t index = counters->step - counters->first_step;
-  const int32_t* src = slots + index * slot_ints;
+  const int32_t* slot = slots + index * slot_ints;
   const size_t start = size_t(blockIdx.x) * blockDim.x + threadIdx.x,
                stride = size_t(gridDim.x) * blockDim.x;
-  for (int s = 0; s < kSlotSegments; ++s) {
-    int32_t* dst = layout.dst[s];
-    const size_t n = size_t(layout.count[s]);
-    if (dst)
-      for (size_t i = start; i < n; i += stride) dst[i] = src[i];
-    src += n;
+  if (blockIdx.y == 0) {
+    const int32_t* src = slot;
+    for (int s = 0; s < kSlotSegments; ++s) {
+      int32_t* dst = layout.dst[s];
+      const size_t n = size_t(layout.count[s]);
+      if (dst)
+        for (size_t i = start; i < n; i += stride) dst[i] = src[i];
+      src += n;
+    }
+    return;
+  }
+  // Gather g = y − 1, picked with compile-time indices (a run-time index into the parameter
+  // struct would copy it to local memory).
+  const int g = int(blockIdx.y) - 1;
+  float* out = nullptr;
+  const float* data = nullptr;
+  int32_t offset = 0, rows = 0, D = 1;
+#pragma unroll
+  for (int j = 0; j < kMaxSlotGathers; ++j)
+    if (j == g)
+      out = gathers.out[j], data = gathers.data[j], offset = gathers.offset[j],
+      rows = gathers.rows[j], D = gathers.D[j];
+  const int32_t* rows_index = slot + offset;
+  const size_t total = size_t(rows) * size_t(D);
+  for (size_t i = start; i < total; i += stride) {
+    const size_t row = i / size_t(D), c = i - row * size_t(D);
+    out[i] = data[size_t(rows_index[row]) * size_t(D) + c];
   }
 }
 
 template <class T>
 __global__ void __launch_bounds__(32 * kMetricWidth)
-    kernel_record_means(double* __restrict__ table, MeanSet<T> set,
-                        const DeviceCounters* __restrict__ counters) {
+    kernel_finish_step(double* __restrict__ table, MeanSet<T> set,
+                       DeviceCounters* __restrict__ counters) {
   const int w = int(threadIdx.x / 32), lane = int(threadIdx.x % 32);
   // Select with compile-time indices: a run-time index into the parameter struct would copy
   // it to local memory.
@@ -60,6 +84,11 @@ __global__ void __launch_bounds__(32 * kMetricWidth)
   if (lane == 0) {
     const uint64_t index = counters->step - counters->first_step;
     table[index * kMetricWidth + w] = values && n > 0 ? s / double(n) : 0.0;
+  }
+  __syncthreads();  // every warp has read the step
+  if (threadIdx.x == 0) {
+    counters->step += 1;
+    counters->t += 1;
   }
 }
 
@@ -86,13 +115,6 @@ __global__ void __launch_bounds__(kThreads)
     dx[i] = dy[i] * mask[i];
 }
 
-__global__ void kernel_advance(DeviceCounters* counters) {
-  if (threadIdx.x == 0 && blockIdx.x == 0) {
-    counters->step += 1;
-    counters->t += 1;
-  }
-}
-
 }  // namespace
 
 template <class T>
@@ -101,23 +123,24 @@ void fill(T* dst, T value, size_t n, cudaStream_t stream) {
   EQUIVAE_LAUNCH(kernel_fill<T>, blocks_for(n, kThreads), kThreads, 0, stream, dst, value, n);
 }
 
-void select_slot(const SlotLayout& layout, const int32_t* slots, const DeviceCounters* counters,
-                 cudaStream_t stream) {
+void load_step(const SlotLayout& layout, const int32_t* slots, const DeviceCounters* counters,
+               const GatherList& gathers, cudaStream_t stream) {
   size_t widest = 0;
   for (int s = 0; s < kSlotSegments; ++s)
     widest = widest > size_t(layout.count[s]) ? widest : size_t(layout.count[s]);
-  EQUIVAE_LAUNCH(kernel_select_slot, blocks_for(widest, kThreads, 64), kThreads, 0, stream, layout,
-                 slots, layout.ints(), counters);
+  unsigned blocks = blocks_for(widest, kThreads, 64);
+  for (int g = 0; g < gathers.count; ++g) {
+    const unsigned need = blocks_for(size_t(gathers.rows[g]) * size_t(gathers.D[g]), kThreads);
+    blocks = blocks > need ? blocks : need;
+  }
+  EQUIVAE_LAUNCH(kernel_load_step, dim3(blocks, 1 + unsigned(gathers.count)), kThreads, 0, stream,
+                 layout, slots, layout.ints(), counters, gathers);
 }
 
 template <class T>
-void record_means(double* table, const MeanSet<T>& set, const DeviceCounters* counters,
-                  cudaStream_t stream) {
-  EQUIVAE_LAUNCH(kernel_record_means<T>, 1, 32 * kMetricWidth, 0, stream, table, set, counters);
-}
-
-void advance_counters(DeviceCounters* counters, cudaStream_t stream) {
-  EQUIVAE_LAUNCH(kernel_advance, 1, 1, 0, stream, counters);
+void finish_step(double* table, const MeanSet<T>& set, DeviceCounters* counters,
+                 cudaStream_t stream) {
+  EQUIVAE_LAUNCH(kernel_finish_step<T>, 1, 32 * kMetricWidth, 0, stream, table, set, counters);
 }
 
 template <class T>
@@ -138,11 +161,11 @@ void dropout_backward(T* dx, const T* dy, const T* mask, size_t n, cudaStream_t 
                  mask, n);
 }
 
-#define INSTANTIATE(T)                                                                            \
-  template void fill<T>(T*, T, size_t, cudaStream_t);                                             \
-  template void record_means<T>(double*, const MeanSet<T>&, const DeviceCounters*, cudaStream_t); \
-  template void dropout_forward<T>(T*, T*, const T*, size_t, T, uint64_t, uint64_t, uint32_t,     \
-                                   cudaStream_t);                                                 \
+#define INSTANTIATE(T)                                                                        \
+  template void fill<T>(T*, T, size_t, cudaStream_t);                                         \
+  template void finish_step<T>(double*, const MeanSet<T>&, DeviceCounters*, cudaStream_t);    \
+  template void dropout_forward<T>(T*, T*, const T*, size_t, T, uint64_t, uint64_t, uint32_t, \
+                                   cudaStream_t);                                             \
   template void dropout_backward<T>(T*, const T*, const T*, size_t, cudaStream_t);
 INSTANTIATE(float)
 INSTANTIATE(double)

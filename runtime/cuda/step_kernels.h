@@ -1,8 +1,8 @@
 #pragma once
 // The CUDA backend's own small kernels (the op kernels are kernels/cuda's): fill, and the
-// device-step bookkeeping of runtime/cuda/device_step.h (slot selection, metric means,
-// counter advance). Launchers enqueue on `stream` and return; built by nvcc for the GPU and by
-// g++ for the emulator, like kernels/cuda.
+// device-step bookkeeping of runtime/cuda/device_step.h (slot selection with the batch
+// gathers, metric means with the counter advance). Launchers enqueue on `stream` and return; built
+// by nvcc for the GPU and by g++ for the emulator, like kernels/cuda.
 #include <cstddef>
 #include <cstdint>
 
@@ -14,15 +14,23 @@ namespace equivae::cuda {
 // dst[0 .. n) = value
 template <class T>
 void fill(T* dst, T value, size_t n, cudaStream_t stream);
-// Copies slot (counters->step − counters->first_step) of slots into layout's buffers.
-void select_slot(const SlotLayout& layout, const int32_t* slots, const DeviceCounters* counters,
-                 cudaStream_t stream);
-// table[(step − first_step)·kMetricWidth + j] = mean of set.values[j] (double accumulation).
+// A step's batch gathers for one launch: gather g writes out[g][i, :] = data[g][index[i], :],
+// index = the slot's ints from offset[g] on, for rows[g] rows of D[g] floats.
+struct GatherList {
+  float* out[kMaxSlotGathers] = {};
+  const float* data[kMaxSlotGathers] = {};
+  int32_t offset[kMaxSlotGathers] = {}, rows[kMaxSlotGathers] = {}, D[kMaxSlotGathers] = {};
+  int count = 0;
+};
+// Copies slot (counters->step − counters->first_step) of slots into layout's buffers and runs
+// the gathers (their indices read from that slot), in one launch.
+void load_step(const SlotLayout& layout, const int32_t* slots, const DeviceCounters* counters,
+               const GatherList& gathers, cudaStream_t stream);
+// table[(step − first_step)·kMetricWidth + j] = mean of set.values[j] (double accumulation),
+// then counters->step += 1, counters->t += 1, in one launch.
 template <class T>
-void record_means(double* table, const MeanSet<T>& set, const DeviceCounters* counters,
-                  cudaStream_t stream);
-// counters->step += 1, counters->t += 1
-void advance_counters(DeviceCounters* counters, cudaStream_t stream);
+void finish_step(double* table, const MeanSet<T>& set, DeviceCounters* counters,
+                 cudaStream_t stream);
 
 // Inverted dropout, cpu::dropout_forward's contract and mask: element i is kept iff
 // philox_uniform<double>(seed, step, stream_id, i) ≥ rate (decided in double for both T).
