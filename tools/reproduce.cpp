@@ -344,12 +344,14 @@ int run(int argc, char** argv) {
       r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       results.push_back(r);
       write_run(csv, supervised, r);
+      char q[32] = "";  // supervised rows have no q(y|x)
+      if (!supervised) std::snprintf(q, sizeof q, "q(y|x) %6.2f%%  ", 100 * r.q_error);
       char line[256];
       std::snprintf(line, sizeof line,
-                    "labels %6lld seed %d: q(y|x) %6.2f%%  distance %6.2f%%  neural %6.2f%%  "
-                    "benchmark %6.2f%%  [%.0f s]",
-                    (long long)labels, s, 100 * r.q_error, 100 * r.distance_error,
-                    100 * r.neural_error, 100 * r.benchmark_error, r.seconds);
+                    "labels %6lld seed %d: %sdistance %6.2f%%  neural %6.2f%%  benchmark %6.2f%%  "
+                    "[%.0f s]",
+                    (long long)labels, s, q, 100 * r.distance_error, 100 * r.neural_error,
+                    100 * r.benchmark_error, r.seconds);
       progress.run_done(run_number, line);
     }
   }
