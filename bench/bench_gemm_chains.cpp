@@ -4,10 +4,10 @@
 // what it would save to
 //   - fuse the ReLU mask and the bias gradient into the input-gradient GEMM (cuBLASLt's
 //     DRELU_BGRAD epilogue, reading the bit mask the forward's RELU_AUX_BIAS wrote) instead of
-//     the engine's mask + bias-gradient kernel between GEMMs — 6 fewer graph nodes on the
-//     backward's critical path;
+//     the engine's mask kernel between GEMMs (its bias gradient runs on the side stream) — 6
+//     fewer graph nodes on the backward's critical path;
 //   - forbid split-K (no reduction kernel after a GEMM, fewer blocks per GEMM).
-// Each run also checks its route against the engine's (cuBLAS + kernel) on the same inputs:
+// Each run also checks its route against the engine's (cuBLAS + kernels) on the same inputs:
 // the counter "grad NMSE" is the normalised squared difference of every dW and db (TF32
 // rounding: ~1e-7; a wrong route: ~1). Without a GPU every benchmark reports "no CUDA device".
 //
@@ -194,12 +194,16 @@ class Chains {
         Layer& l = s.layers[size_t(i)];
         const LayerShape& d = l.shape;
         const float* x = i == 0 ? s.x : s.layers[size_t(i) - 1].y;
-        // dy → dz and db: the engine's kernel, unless the GEMM above already did it.
-        if (!fused || i == int(s.layers.size()) - 1)
-          cuda::dense_backward_bias(l.dy, l.db, l.y, kBatch, d.out, d.relu, scratch_, kScratch,
-                                    stream_);
+        // As the engine: dy → dz by the ReLU mask on the critical path, then db and dW on the
+        // side stream — unless the GEMM above already wrote dz and db (fused).
+        const bool done_above = fused && i < int(s.layers.size()) - 1;
+        if (d.relu && !done_above)
+          cuda::relu_mask(l.dy, l.y, size_t(kBatch) * size_t(d.out), stream_);
         cudaEventRecord(fork_, stream_);
         cudaStreamWaitEvent(side_, fork_, 0);
+        if (!done_above)
+          cuda::dense_backward_bias(l.dy, l.db, l.y, kBatch, d.out, false, scratch_, kScratch,
+                                    side_);
         const Gemm dW{true, false, d.in, d.out, kBatch, d.in, d.out, d.out, 0.0};
         if (!gemm(lt, split_k, true, dW, x, l.dy, l.dW, LtEpilogue{})) {
           failed = "dW " + std::to_string(d.in) + "x" + std::to_string(d.out);
@@ -345,10 +349,11 @@ void BM_ForwardChain(benchmark::State& state) {
 }
 BENCHMARK(BM_ForwardChain)->DenseRange(0, 2)->Unit(benchmark::kMicrosecond)->UseManualTime();
 
-// The backward of the three stacks (dy of each stack's top layer given): /0 cuBLAS + the
-// mask/bias-gradient kernel (the engine's), /1 the same in cuBLASLt, /2 cuBLASLt with the
-// mask and bias gradient fused into the input-gradient GEMM (DRELU_BGRAD), /3 as /2 with no
-// split-K. Checked against /0 on the same inputs ("grad NMSE").
+// The backward of the three stacks (dy of each stack's top layer given): /0 cuBLAS, the mask
+// kernel, the bias gradient and dW on the side stream (the engine's), /1 the same in
+// cuBLASLt, /2 cuBLASLt with the mask and bias gradient fused into the input-gradient GEMM
+// (DRELU_BGRAD), /3 as /2 with no split-K. Checked against /0 on the same inputs
+// ("grad NMSE").
 void BM_BackwardChain(benchmark::State& state) {
   if (skip_without_gpu(state)) return;
   const auto route = Chains::Route(state.range(0));
@@ -375,7 +380,7 @@ void BM_BackwardChain(benchmark::State& state) {
   }
   time_graph(state, chains.stream(), [&](std::string& why) { return chains.backward(route, why); });
   state.counters["grad NMSE"] = e;
-  static const char* const kNames[] = {"cuBLAS + mask/bias kernel", "cuBLASLt + mask/bias kernel",
+  static const char* const kNames[] = {"cuBLAS + mask kernel", "cuBLASLt + mask kernel",
                                        "cuBLASLt DRELU_BGRAD", "cuBLASLt DRELU_BGRAD, no split-K"};
   state.SetLabel(kNames[state.range(0)]);
 }

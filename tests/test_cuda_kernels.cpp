@@ -140,6 +140,14 @@ void check_dense_backward(int B, int in, int out, bool relu, size_t scratch_elem
                               scratch_elems, kStream);
     expect_matches(dz, g, "dense_backward_bias dz " + shape({B, out}));
     expect_matches(db, dbt, "dense_backward_bias db " + shape({B, out}));
+    // The same in two launches, as the CUDA backend issues them: the mask, then the bias
+    // gradient of the masked rows.
+    Guarded<T> g2 = inout<T>(dy), db2 = nan_buffer<T>(out);
+    if (relu) cuda::relu_mask(g2.data(), yt.data(), size_t(B) * out, kStream);
+    cuda::dense_backward_bias(g2.data(), db2.data(), yt.data(), B, out, false, scratch.data(),
+                              scratch_elems, kStream);
+    expect_matches(dz, g2, "relu_mask dz " + shape({B, out}));
+    expect_matches(db, db2, "dense_backward_bias db after relu_mask " + shape({B, out}));
   }
 }
 

@@ -5,6 +5,7 @@
 //   grid-stride. At the step's shapes (160 × 512 = 81,920 elements) that is 320 blocks, over
 //   two per SM on an H100; the column of element i is i % out (the kernel is bound by memory
 //   traffic, not by one integer modulo).
+// - kernel_relu_mask: elementwise over dy[B,out], 256 threads, 1-D grid-stride.
 // - kernel_dense_backward_bias: 32 × 32 threads own 32 columns of one chunk of rows.
 //   threadIdx.x walks columns so a warp reads 128 contiguous bytes of one row (coalesced);
 //   threadIdx.y strides over the chunk's rows. The 32 row-partials meet in shared memory and
@@ -72,6 +73,14 @@ __global__ void __launch_bounds__(kColumns* kRowLanes)
   }
 }
 
+template <class T>
+__global__ void __launch_bounds__(kThreads)
+    kernel_relu_mask(T* __restrict__ dy, const T* __restrict__ y, size_t n) {
+  for (size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += size_t(gridDim.x) * blockDim.x)
+    if (!(y[i] > T(0))) dy[i] = T(0);
+}
+
 // db[col] = Σ_chunk partial[chunk, col], chunks in order.
 template <class T>
 __global__ void __launch_bounds__(kThreads)
@@ -114,8 +123,15 @@ void dense_backward_bias(T* dy, T* db, const T* y, int B, int out, bool relu, T*
                    stream, db, scratch, chunks, out);
 }
 
+template <class T>
+void relu_mask(T* dy, const T* y, size_t n, cudaStream_t stream) {
+  if (n == 0) return;
+  EQUIVAE_LAUNCH(kernel_relu_mask<T>, blocks_for(n, kThreads), kThreads, 0, stream, dy, y, n);
+}
+
 #define INSTANTIATE(T)                                                         \
   template void dense_bias_act<T>(T*, const T*, int, int, bool, cudaStream_t); \
+  template void relu_mask<T>(T*, const T*, size_t, cudaStream_t);              \
   template void dense_backward_bias<T>(T*, T*, const T*, int, int, bool, T*, size_t, cudaStream_t);
 INSTANTIATE(float)
 INSTANTIATE(double)

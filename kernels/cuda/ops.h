@@ -34,6 +34,10 @@ template <class T>
 void dense_backward_bias(T* dy, T* db, const T* y, int B, int out, bool relu, T* scratch,
                          size_t scratch_elems, cudaStream_t stream);
 int dense_backward_bias_chunks(int B, int out, size_t scratch_elems);
+// The ReLU's backward alone: dy[i] = 0 where y[i] ≤ 0 (or NaN), in place — what
+// dense_backward_bias does with relu, for callers that take the bias gradient elsewhere.
+template <class T>
+void relu_mask(T* dy, const T* y, size_t n, cudaStream_t stream);
 
 // ---- convolution epilogues, NCHW y[N, C, P] (P = H·W; the convolutions themselves are cuDNN
 // on the GPU, the CPU's im2col + GEMM under emulation), for conv2d and conv_transpose2d:
