@@ -149,24 +149,27 @@ void BM_GraphStep(benchmark::State& state) {
                            benchmark::Counter::kIsRate);
   state.SetLabel(backend->name());
 }
-// The supervised graph step (B = 160) on each GEMM route: /0 the default (cuBLASLt forward
-// with fused bias/ReLU, cuBLAS backward), /1 the backward in cuBLASLt too, /2 as /1 with no
-// split-K anywhere, /3 the default with no split-K in the forward.
+// The supervised graph step (B = 160) on each route: /0 the default (cuBLASLt forward with
+// fused bias/ReLU, cuBLAS backward, bias gradients on the side stream), /1 the backward in
+// cuBLASLt too, /2 as /1 with no split-K anywhere, /3 the default with no split-K in the
+// forward, /4 the default with the bias gradients fused into the ReLU-mask kernel on the
+// critical path.
 void BM_GraphStepGemmRoute(benchmark::State& state) {
   if (skip_without_gpu(state)) return;
   CudaBackendOptions options;
   options.lt_backward = state.range(0) == 1 || state.range(0) == 2;
-  options.split_k = state.range(0) < 2;
+  options.split_k = state.range(0) != 2 && state.range(0) != 3;
+  options.side_bias_gradient = state.range(0) != 4;
   auto backend = gpu_backend(options);
   EquiVae<float> model(EquiVaeConfig{}, *backend);
   time_graph_windows(state, model, digits(), nullptr);
   static const char* const kRoutes[] = {"default", "lt backward", "lt backward, no split-K",
-                                        "no split-K forward"};
+                                        "no split-K forward", "bias gradient on the main stream"};
   state.SetLabel(backend->name() + " " + kRoutes[state.range(0)]);
 }
 BENCHMARK(BM_GraphStepGemmRoute)
     ->ArgName("route")
-    ->DenseRange(0, 3)
+    ->DenseRange(0, 4)
     ->Unit(benchmark::kMicrosecond)
     ->UseRealTime();
 

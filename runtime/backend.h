@@ -116,6 +116,9 @@ struct CudaBackendOptions {
   // the same results up to the GEMMs' rounding.
   bool lt_backward = false;  // the dense backward's GEMMs in cuBLASLt too (default: cuBLAS)
   bool split_k = true;       // cuBLASLt may split K over blocks (a reduction after the GEMM)
+  // The dense backward's bias gradient on the side stream beside the weight-gradient GEMM
+  // (default), or fused with the ReLU mask on the critical path.
+  bool side_bias_gradient = true;
 };
 template <class T>
 std::unique_ptr<Backend<T>> make_cuda_backend(const CudaBackendOptions& options = {});

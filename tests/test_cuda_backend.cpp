@@ -357,21 +357,25 @@ TEST_F(CudaBackend, GraphWindowLargerThanTheFirstRecapturesAndStillMatches) {
   compare_graph_steps(tiny_config(), digits(), nullptr, 0, {1, 3});
 }
 
-// The GEMM routes a benchmark may pick (cuBLASLt for the backward too, with or without
-// split-K; cuBLAS backward without split-K in the forward) give the same step and the same
-// graph steps. Under the emulator the routes change nothing: GEMMs run in OpenBLAS there.
+// The routes a benchmark may pick (cuBLASLt for the backward too, with or without split-K;
+// cuBLAS backward without split-K in the forward; the bias gradient fused with the ReLU mask)
+// give the same step and the same graph steps. Under the emulator only the last changes the
+// kernels that run: GEMMs run in OpenBLAS there.
 TEST_F(CudaBackend, EveryGemmRouteMatchesTheCpuBackend) {
   const EquiVaeConfig config = tiny_config();
   BalancedBatchSampler sampler(digits().labels, 10, config.k, config.m_max, config.seed);
   Batch batch;
   sampler.sample(5, batch);
-  for (const auto& [lt_backward, split_k] :
-       {std::pair{true, true}, std::pair{true, false}, std::pair{false, false}}) {
+  for (const auto& [lt_backward, split_k, side_db] :
+       {std::tuple{true, true, true}, std::tuple{true, false, true}, std::tuple{false, false, true},
+        std::tuple{false, true, false}}) {
     SCOPED_TRACE(std::string("lt_backward ") + (lt_backward ? "on" : "off") + ", split_k " +
-                 (split_k ? "on" : "off"));
+                 (split_k ? "on" : "off") + ", bias gradient on the " +
+                 (side_db ? "side" : "main") + " stream");
     CudaBackendOptions options = strict_options();
     options.lt_backward = lt_backward;
     options.split_k = split_k;
+    options.side_bias_gradient = side_db;
     compare_one_step(config, batch, digits(), nullptr, 5, 1e-7, options);
     compare_graph_steps(config, digits(), nullptr, 9, {2, 2}, options);
   }

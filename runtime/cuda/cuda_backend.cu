@@ -212,16 +212,22 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
   void dense_backward(T* dx, T* dW, T* db, T* dy, const T* x, const T* W, const T* y, int B, int in,
                       int out, bool relu, int dx_from, bool accumulate_dx) override {
     issue("dense_backward", [=, self = this] {
+      T* scratch = static_cast<T*>(self->bias_scratch_.get());
+      const bool side_db = self->options_.side_bias_gradient;
       // Masks dy by the ReLU in place: dy then holds dz, which both GEMMs read.
-      if (relu) cuda::relu_mask(dy, y, size_t(B) * size_t(out), self->stream_);
+      if (!side_db)  // the mask and db in one kernel
+        cuda::dense_backward_bias(dy, db, y, B, out, relu, scratch, kBiasScratchElems,
+                                  self->stream_);
+      else if (relu)
+        cuda::relu_mask(dy, y, size_t(B) * size_t(out), self->stream_);
       // db = Σ_rows dz and dW[in,out] = xᵀ · dz, on the side stream: nothing reads them before
       // Adam, which joins the side stream first (as do downloads, uploads, synchronize and the
       // capture's end). Every plan tensor has its own memory, so dz and x stay as they are
-      // meanwhile, and the side stream alone uses the bias scratch.
+      // meanwhile, and one stream at a time uses the bias scratch.
       self->fork_side_stream();
-      cuda::dense_backward_bias(dy, db, y, B, out, /*relu=*/false,
-                                static_cast<T*>(self->bias_scratch_.get()), kBiasScratchElems,
-                                self->side_stream());
+      if (side_db)
+        cuda::dense_backward_bias(dy, db, y, B, out, /*relu=*/false, scratch, kBiasScratchElems,
+                                  self->side_stream());
       self->gemm({true, false, in, out, B, in, out, out, 0.0}, x, dy, dW, /*side=*/true);
       // dx[B, in − dx_from] = dz · W[dx_from:in, :]ᵀ
       const int width = in - dx_from;
