@@ -15,6 +15,7 @@
 #include <memory>
 #include <vector>
 
+#include "bench/gpu_bench.h"
 #include "bench/made_up_images.h"
 #include "kernels/cpu/ops.h"
 #include "kernels/philox.h"
@@ -33,6 +34,7 @@
 namespace {
 
 using namespace equivae;
+using equivae::bench::skip_without_gpu;
 
 constexpr int kWindow = 100;  // graph steps per train_steps call
 
@@ -57,12 +59,6 @@ const Dataset& tiled_digits(int copies) {
     data.n = digits().n * copies;
   }
   return data;
-}
-
-bool skip_without_gpu(benchmark::State& state) {
-  if (cuda_available()) return false;
-  state.SkipWithError("no CUDA device (or a build without the CUDA backend)");
-  return true;
 }
 
 std::unique_ptr<Backend<float>> gpu_backend(CudaBackendOptions options = {}) {
@@ -434,22 +430,9 @@ void BM_GemmFloor(benchmark::State& state) {
                   x[l], in);  // dX = dY·Wᵀ
     }
   };
-  cudaEvent_t start, stop;
-  cudaEventCreate(&start);
-  cudaEventCreate(&stop);
   round();
   cudaDeviceSynchronize();
-  for (auto _ : state) {
-    cudaEventRecord(start);
-    for (int r = 0; r < kWindow; ++r) round();
-    cudaEventRecord(stop);
-    cudaEventSynchronize(stop);
-    float ms = 0;
-    cudaEventElapsedTime(&ms, start, stop);
-    state.SetIterationTime(ms / 1e3);
-  }
-  const cudaError_t error = cudaGetLastError();
-  if (error != cudaSuccess) state.SkipWithError(cudaGetErrorString(error));
+  equivae::bench::time_with_events(state, nullptr, kWindow, round);
   state.counters["step"] =
       benchmark::Counter(double(kWindow) * double(state.iterations()),
                          benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
@@ -458,8 +441,6 @@ void BM_GemmFloor(benchmark::State& state) {
   state.SetLabel(fp32 ? "cuBLAS FP32" : "cuBLAS TF32");
   for (auto* list : {&W, &dW, &x, &y})
     for (float* p : *list) cudaFree(p);
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
   cublasDestroy(handle);
 }
 BENCHMARK(BM_GemmFloor)->Arg(160)->Arg(10240)->Unit(benchmark::kMicrosecond)->UseManualTime();

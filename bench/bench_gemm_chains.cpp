@@ -24,6 +24,7 @@
 #include <utility>
 #include <vector>
 
+#include "bench/gpu_bench.h"
 #include "runtime/backend.h"
 
 #ifdef EQUIVAE_BENCH_CUBLAS
@@ -37,12 +38,7 @@
 namespace {
 
 using namespace equivae;
-
-bool skip_without_gpu(benchmark::State& state) {
-  if (cuda_available()) return false;
-  state.SkipWithError("no CUDA device (or a build without the CUDA backend)");
-  return true;
-}
+using equivae::bench::skip_without_gpu;
 
 #ifdef EQUIVAE_BENCH_CUBLAS
 
@@ -308,27 +304,12 @@ void time_graph(benchmark::State& state, cudaStream_t stream, F&& issue) {
     if (graph) cudaGraphDestroy(graph);
     return;
   }
-  cudaEvent_t start, stop;
-  cudaEventCreate(&start);
-  cudaEventCreate(&stop);
   for (int r = 0; r < 10; ++r) cudaGraphLaunch(exec, stream);  // warm-up
-  for (auto _ : state) {
-    cudaEventRecord(start, stream);
-    for (int r = 0; r < kReplays; ++r) cudaGraphLaunch(exec, stream);
-    cudaEventRecord(stop, stream);
-    cudaEventSynchronize(stop);
-    float ms = 0;
-    cudaEventElapsedTime(&ms, start, stop);
-    state.SetIterationTime(ms / 1e3);
-  }
-  const cudaError_t error = cudaGetLastError();
-  if (error != cudaSuccess) state.SkipWithError(cudaGetErrorString(error));
+  bench::time_with_events(state, stream, kReplays, [&] { cudaGraphLaunch(exec, stream); });
   state.counters["chain"] =
       benchmark::Counter(double(kReplays) * double(state.iterations()),
                          benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
   state.counters["graph nodes"] = double(nodes);
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
   cudaGraphExecDestroy(exec);
   cudaGraphDestroy(graph);
 }
