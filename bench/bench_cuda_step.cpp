@@ -250,8 +250,9 @@ void BM_SvhnEagerStep(benchmark::State& state) {
 }
 BENCHMARK(BM_SvhnEagerStep)->Unit(benchmark::kMicrosecond)->UseRealTime();
 
-// The step's ops at its shapes (B = 160, H = 512, D = 784), each repeated kRepeat times per
-// iteration and synchronised once: per-op device time including launch overhead.
+// Every op at the step's shapes (B = 160, H = 512, D = 784; the semi-supervised and SVHN
+// ops at theirs), each repeated kRepeat times per iteration and synchronised once: per-op
+// device time including launch overhead, with the FLOP/s or bytes/s it reaches.
 constexpr int kRepeat = 50;
 struct OpBuffers {
   std::unique_ptr<Backend<float>> backend = gpu_backend();
@@ -308,6 +309,39 @@ void BM_Op(benchmark::State& state) {
   be.upload(mem, members.data(), members.size() * 4);
   be.upload(inv, inverse.data(), inverse.size() * 4);
   AdamConfig adam;
+  // The semi-supervised and SVHN ops' shapes: C = 10 labels, U = 100 unlabelled items; a
+  // 160 × 3×32×32 image batch; the conv trunk's middle layer 32 → 64 (16×16 → 8×8).
+  const int C = 10, U = 100, P = 1024, D3 = 3 * P;
+  std::vector<int32_t> label_values(B);
+  for (int i = 0; i < B; ++i) label_values[i] = i % C;
+  auto* labels = static_cast<int32_t*>(be.allocate(size_t(B) * 4));
+  b.blocks.push_back(labels);
+  be.upload(labels, label_values.data(), label_values.size() * 4);
+  float* logits = b.take(size_t(B) * C, 0.2f);
+  float* probs = b.take(size_t(B) * C, 0.f);
+  float* per_row = b.take(size_t(U) * C, -100.f);  // per-label ELBO terms of U items
+  float* prior = b.take(C, -2.3f);
+  float* image = b.take(size_t(B) * D3, 0.5f);
+  float* mu = b.take(size_t(B) * D3, 0.4f);
+  float* dmu = b.take(size_t(B) * D3, 0.f);
+  float* logvar = b.take(3, -4.6f);
+  float* mask = b.take(size_t(B) * H, 0.f);
+  float* xr = b.take(size_t(B) * (D + d), 0.f);
+  float* dmulv = b.take(size_t(B) * 2 * d, 0.f);
+  Conv2dShape conv;
+  conv.N = B, conv.C_in = 32, conv.H = conv.W = 16, conv.C_out = 64, conv.KH = conv.KW = 4;
+  conv.stride = 2, conv.pad = 1;
+  const bool conv_op = op == 21 || op == 22;
+  const size_t conv_in = size_t(B) * 32 * 16 * 16, conv_out = size_t(B) * 64 * 8 * 8;
+  float* conv_x = conv_op ? b.take(conv_in, 0.5f) : nullptr;
+  float* conv_W = conv_op ? b.take(size_t(64) * 32 * 16, 0.01f) : nullptr;
+  float* conv_y = conv_op ? b.take(conv_out, 0.f) : nullptr;
+  float* conv_dy = conv_op ? b.take(conv_out, 0.01f) : nullptr;
+  float* conv_dx = conv_op ? b.take(conv_in, 0.f) : nullptr;
+  float* conv_dW = conv_op ? b.take(size_t(64) * 32 * 16, 0.f) : nullptr;
+  const size_t conv_bytes = conv_op ? be.conv2d_workspace_bytes(conv) : 0;
+  void* conv_ws = conv_bytes ? be.allocate(conv_bytes) : nullptr;
+  if (conv_ws) b.blocks.push_back(conv_ws);
   auto run = [&] {
     switch (op) {
       case 0:
@@ -343,13 +377,68 @@ void BM_Op(benchmark::State& state) {
       case 10:
         be.adam_step(p, m, vv, g, params, adam, 1);
         break;
+      case 11:
+        be.concat_forward(xr, x, v, B, D, d);
+        break;
+      case 12:
+        be.concat_backward(v, eps, mulv, B, d, d, false, false);
+        break;
+      case 13:
+        be.sample_kl_backward(dmulv, v, ll, mulv, eps, B, d);
+        break;
+      case 14:
+        be.softmax_xent_forward(ll, probs, logits, labels, B, C);
+        break;
+      case 15:
+        be.softmax_xent_backward(logits, ll, probs, labels, B, C);
+        break;
+      case 16:
+        be.expectation_forward(ll, probs, logits, per_row, per_row, prior, U, C);
+        break;
+      case 17:
+        be.expectation_backward(logits, dy, dx, ll, probs, per_row, per_row, prior, U, C);
+        break;
+      case 18:
+        be.gaussian_ll_forward(ll, mu, image, logvar, B, 3, P);
+        break;
+      case 19:
+        be.gaussian_ll_backward(dmu, db, ll, mu, image, logvar, B, 3, P);
+        break;
+      case 20:
+        be.dropout_forward(y, mask, dy, size_t(B) * H, 0.5f, 1, 2, 0);
+        break;
+      case 21:
+        be.conv2d_forward(conv_y, conv_x, conv_W, bias, conv, true, conv_ws, conv_bytes);
+        break;
+      case 22:
+        be.conv2d_backward(conv_dx, conv_dW, db, conv_dy, conv_x, conv_W, conv_y, conv, true,
+                           conv_ws, conv_bytes);
+        break;
     }
   };
-  static const char* names[] = {
-      "dense_fwd 784x512 relu", "dense_fwd 512x512 relu", "dense_fwd 512x784",
-      "dense_bwd 512x512 relu", "dense_bwd 512x784",      "bernoulli_fwd 160x784",
-      "bernoulli_bwd 160x784",  "pool_fwd 160x16 m=4",    "pool_bwd 160x16 m=4",
-      "sample_kl_fwd 160x16",   "adam 2M params"};
+  static const char* names[] = {"dense_fwd 784x512 relu",
+                                "dense_fwd 512x512 relu",
+                                "dense_fwd 512x784",
+                                "dense_bwd 512x512 relu",
+                                "dense_bwd 512x784",
+                                "bernoulli_fwd 160x784",
+                                "bernoulli_bwd 160x784",
+                                "pool_fwd 160x16 m=4",
+                                "pool_bwd 160x16 m=4",
+                                "sample_kl_fwd 160x16",
+                                "adam 2M params",
+                                "concat_fwd 160x(784+16)",
+                                "concat_bwd 160x(16+16)",
+                                "sample_kl_bwd 160x16",
+                                "softmax_xent_fwd 160x10",
+                                "softmax_xent_bwd 160x10",
+                                "expectation_fwd 100x10",
+                                "expectation_bwd 100x10",
+                                "gaussian_fwd 160x3x32x32",
+                                "gaussian_bwd 160x3x32x32",
+                                "dropout_fwd 160x512",
+                                "conv2d_fwd 32->64 16x16 relu",
+                                "conv2d_bwd 32->64 16x16 relu"};
   run();
   synchronize(be);
   for (auto _ : state) {
@@ -362,9 +451,32 @@ void BM_Op(benchmark::State& state) {
   // The work each op must do, to hold against the GPU's GEMM rate or memory bandwidth:
   // GEMM FLOPs for the dense ops (2·B·in·out per GEMM), else the fewest bytes moved (each
   // operand read once, each result written once; 4-byte floats, 4-byte indices).
-  const double f = 4, BH = double(B) * H, BD = double(B) * D;
-  const double flops[] = {2 * BD * H, 2 * BH * H, 2 * BH * D, 4 * BH * H, 4 * BH * D, 0,
-                          0,          0,          0,          0,          0};
+  const double f = 4, BH = double(B) * H, BD = double(B) * D, UC = double(U) * C,
+               BC = double(B) * C, BI = double(B) * D3;
+  const double conv_flops = 2.0 * double(conv_out) * 32 * 16;  // per output: C_in·KH·KW MACs
+  const double flops[] = {2 * BD * H,
+                          2 * BH * H,
+                          2 * BH * D,
+                          4 * BH * H,
+                          4 * BH * D,
+                          0,
+                          0,
+                          0,
+                          0,
+                          0,
+                          0,
+                          0,
+                          0,
+                          0,
+                          0,
+                          0,
+                          0,
+                          0,
+                          0,
+                          0,
+                          0,
+                          conv_flops,
+                          2 * conv_flops};
   const double bytes[] = {0,
                           0,
                           0,
@@ -375,7 +487,19 @@ void BM_Op(benchmark::State& state) {
                           f * (4 * B * d + B * d + 5 * B + 1),  // e (gathered), sets → r
                           f * (4 * B * d + B * d + 6 * B + 2),  // dr (gathered), transpose → de
                           f * (2 * B * d + 2 * B * d + B),      // μ, log σ² → v, ε, kl
-                          f * 7 * double(params)};              // p, m, v, g → p, m, v
+                          f * 7 * double(params),               // p, m, v, g → p, m, v
+                          f * 2 * (BD + B * d),                 // x, r → [x ; r]
+                          f * 2 * (2 * B * d),                  // d[r ; v] → dr, dv
+                          f * (B * d + B + 4 * B * d + 2 * B * d),  // dv, dkl, μ|lv, ε → dμ|dlv
+                          f * (2 * BC + 2 * B),       // logits, labels → probs, loss
+                          f * (2 * BC + 2 * B),       // probs, labels, dloss → dlogits
+                          f * (3 * UC + C + UC + U),  // logits, ll, kl, prior → q, L
+                          f * (4 * UC + U + 3 * UC),  // q, ll, kl, dL → 3 gradients
+                          f * (2 * BI + 3 + B),       // μ, x, lv → ll
+                          f * (2 * BI + B + BI + 3),  // μ, x, dll → dμ, dlv
+                          f * 3 * BH,                 // x → y, mask
+                          0,
+                          0};
   const double done = double(kRepeat) * double(state.iterations());
   if (flops[op] > 0)
     state.counters["FLOP/s"] = benchmark::Counter(flops[op] * done, benchmark::Counter::kIsRate);
@@ -383,7 +507,7 @@ void BM_Op(benchmark::State& state) {
     state.counters["bytes/s"] = benchmark::Counter(bytes[op] * done, benchmark::Counter::kIsRate);
   state.SetLabel(names[op]);
 }
-BENCHMARK(BM_Op)->DenseRange(0, 10)->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(BM_Op)->DenseRange(0, 22)->Unit(benchmark::kMicrosecond)->UseRealTime();
 
 }  // namespace
 
