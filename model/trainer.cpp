@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <future>
 #include <memory>
 #include <string>
 
@@ -123,6 +124,22 @@ std::vector<EpochRecord> train(EquiVae<T>& model, const Dataset& labelled,
   }
   std::vector<Batch> window;
   std::vector<StepMetrics> window_metrics;
+  // The next device window's batches are sampled on a worker thread while the device runs
+  // the current one: the samplers are functions of the step, so the batches are the same, and
+  // only one thread at a time uses them (this one waits in train_steps meanwhile).
+  struct WindowBatches {
+    uint64_t first = 0;
+    std::vector<Batch> batches;
+  };
+  auto sample_window = [&](uint64_t first, size_t n) {
+    WindowBatches w{first, std::vector<Batch>(n)};
+    for (size_t i = 0; i < n; ++i) {
+      sampler.sample(first + i, w.batches[i]);
+      if (unlabelled_sampler) unlabelled_sampler->sample(first + i, w.batches[i]);
+    }
+    return w;
+  };
+  std::future<WindowBatches> next_window;
 
   std::vector<EpochRecord> records = progress.history;
   Batch batch;
@@ -170,11 +187,16 @@ std::vector<EpochRecord> train(EquiVae<T>& model, const Dataset& labelled,
       if (on_device) {
         const int64_t at = s % kDeviceWindow;
         if (at == 0) {  // run the next window of steps on the device
-          window.resize(size_t(std::min(kDeviceWindow, steps - s)));
-          for (size_t i = 0; i < window.size(); ++i) {
-            sampler.sample(step + i, window[i]);
-            if (unlabelled_sampler) unlabelled_sampler->sample(step + i, window[i]);
-          }
+          const size_t n = size_t(std::min(kDeviceWindow, steps - s));
+          WindowBatches w;
+          if (next_window.valid()) w = next_window.get();
+          if (w.first != step || w.batches.size() != n) w = sample_window(step, n);
+          window = std::move(w.batches);
+          // The window after this one: the rest of this epoch, or the next epoch's first.
+          const int64_t rest = steps - s - int64_t(n);
+          if (rest > 0 || epoch < options.epochs)
+            next_window = std::async(std::launch::async, sample_window, step + n,
+                                     size_t(std::min(kDeviceWindow, rest > 0 ? rest : steps)));
           window_metrics = model.train_steps(window, step);
           window_last = step + window.size() - 1;
         }
