@@ -2,12 +2,13 @@
 //
 // Launch geometry:
 // - kernel_fill: elementwise, 256 threads, 1-D grid-stride.
-// - kernel_load_step: 256 threads; grid row y = 0 copies the slot's segments (a few thousand
-//   int32: a few blocks, grid-stride), row y = 1 + g runs gather g (one thread per output
-//   element, grid-stride: a warp covers 32 consecutive columns of one row, coalesced). The
-//   slot index is read from the counters, so the launch's arguments are the same every step
-//   (graph replay); the gathers read their row indices from the slot table itself, so no row
-//   of the grid waits for another.
+// - kernel_load_step: 256 threads, a 1-D grid cut into ranges of blocks sized to their work:
+//   the first range copies the slot's segments (a few thousand int32: a few blocks,
+//   grid-stride), range 1 + g runs gather g (one thread per output element, grid-stride over
+//   the range: a warp covers 32 consecutive columns of one row, coalesced). The slot index is
+//   read from the counters, so the launch's arguments are the same every step (graph replay);
+//   the gathers read their row indices from the slot table itself, so no block waits for
+//   another.
 // - kernel_finish_step: one warp per recorded vector (kMetricWidth warps, one block); lanes
 //   stride over the vector in double and meet in a shuffle reduction, no shared memory; after
 //   a barrier (every warp has read the step) thread 0 advances the counters.
@@ -33,9 +34,10 @@ __global__ void __launch_bounds__(kThreads)
                      const DeviceCounters* __restrict__ counters, GatherList gathers) {
   const uint64_t index = counters->step - counters->first_step;
   const int32_t* slot = slots + index * slot_ints;
-  const size_t start = size_t(blockIdx.x) * blockDim.x + threadIdx.x,
-               stride = size_t(gridDim.x) * blockDim.x;
-  if (blockIdx.y == 0) {
+  const int32_t b = int32_t(blockIdx.x);
+  if (b < gathers.first_block[0]) {  // the slot's segments to their buffers
+    const size_t start = size_t(b) * blockDim.x + threadIdx.x,
+                 stride = size_t(gathers.first_block[0]) * blockDim.x;
     const int32_t* src = slot;
     for (int s = 0; s < kSlotSegments; ++s) {
       int32_t* dst = layout.dst[s];
@@ -46,20 +48,20 @@ __global__ void __launch_bounds__(kThreads)
     }
     return;
   }
-  // Gather g = y − 1, picked with compile-time indices (a run-time index into the parameter
-  // struct would copy it to local memory).
-  const int g = int(blockIdx.y) - 1;
+  // This block's gather, picked with compile-time indices (a run-time index into the
+  // parameter struct would copy it to local memory).
   float* out = nullptr;
   const float* data = nullptr;
-  int32_t offset = 0, rows = 0, D = 1;
+  int32_t offset = 0, rows = 0, D = 1, begin = 0, end = 0;
 #pragma unroll
   for (int j = 0; j < kMaxSlotGathers; ++j)
-    if (j == g)
+    if (b >= gathers.first_block[j] && b < gathers.first_block[j + 1])
       out = gathers.out[j], data = gathers.data[j], offset = gathers.offset[j],
-      rows = gathers.rows[j], D = gathers.D[j];
+      rows = gathers.rows[j], D = gathers.D[j], begin = gathers.first_block[j],
+      end = gathers.first_block[j + 1];
   const int32_t* rows_index = slot + offset;
-  const size_t total = size_t(rows) * size_t(D);
-  for (size_t i = start; i < total; i += stride) {
+  const size_t total = size_t(rows) * size_t(D), stride = size_t(end - begin) * blockDim.x;
+  for (size_t i = size_t(b - begin) * blockDim.x + threadIdx.x; i < total; i += stride) {
     const size_t row = i / size_t(D), c = i - row * size_t(D);
     out[i] = data[size_t(rows_index[row]) * size_t(D) + c];
   }
@@ -128,13 +130,16 @@ void load_step(const SlotLayout& layout, const int32_t* slots, const DeviceCount
   size_t widest = 0;
   for (int s = 0; s < kSlotSegments; ++s)
     widest = widest > size_t(layout.count[s]) ? widest : size_t(layout.count[s]);
-  unsigned blocks = blocks_for(widest, kThreads, 64);
-  for (int g = 0; g < gathers.count; ++g) {
-    const unsigned need = blocks_for(size_t(gathers.rows[g]) * size_t(gathers.D[g]), kThreads);
-    blocks = blocks > need ? blocks : need;
+  GatherList list = gathers;
+  int32_t blocks = int32_t(blocks_for(widest, kThreads, 64));
+  for (int g = 0; g < kMaxSlotGathers; ++g) {
+    list.first_block[g] = blocks;
+    if (g < list.count)
+      blocks += int32_t(blocks_for(size_t(list.rows[g]) * size_t(list.D[g]), kThreads, 2048));
   }
-  EQUIVAE_LAUNCH(kernel_load_step, dim3(blocks, 1 + unsigned(gathers.count)), kThreads, 0, stream,
-                 layout, slots, layout.ints(), counters, gathers);
+  list.first_block[kMaxSlotGathers] = blocks;
+  EQUIVAE_LAUNCH(kernel_load_step, unsigned(blocks), kThreads, 0, stream, layout, slots,
+                 layout.ints(), counters, list);
 }
 
 template <class T>

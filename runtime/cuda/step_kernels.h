@@ -15,12 +15,16 @@ namespace equivae::cuda {
 template <class T>
 void fill(T* dst, T value, size_t n, cudaStream_t stream);
 // A step's batch gathers for one launch: gather g writes out[g][i, :] = data[g][index[i], :],
-// index = the slot's ints from offset[g] on, for rows[g] rows of D[g] floats.
+// index = the slot's ints from offset[g] on, for rows[g] rows of D[g] floats. (The launcher
+// fills first_block: the blocks of each part of the grid.)
 struct GatherList {
   float* out[kMaxSlotGathers] = {};
   const float* data[kMaxSlotGathers] = {};
   int32_t offset[kMaxSlotGathers] = {}, rows[kMaxSlotGathers] = {}, D[kMaxSlotGathers] = {};
   int count = 0;
+  // Blocks [0, first_block[0]) copy the slot; blocks [first_block[g], first_block[g + 1]) run
+  // gather g (an empty range for g ≥ count).
+  int32_t first_block[kMaxSlotGathers + 1] = {};
 };
 // Copies slot (counters->step − counters->first_step) of slots into layout's buffers and runs
 // the gathers (their indices read from that slot), in one launch.
