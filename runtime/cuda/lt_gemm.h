@@ -127,35 +127,32 @@ class LtGemm {
     Plan& plan = plans_[key];
     const cublasComputeType_t compute =
         strict_fp32_ ? CUBLAS_COMPUTE_32F : CUBLAS_COMPUTE_32F_FAST_TF32;
-    const cublasOperation_t lt_a = g.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;  // our B
-    const cublasOperation_t lt_b = g.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;  // our A
-    // Stored column-major shapes: our B is N×K (K×N when transposed), our A K×M (M×K).
-    const uint64_t a_rows = g.trans_b ? g.K : g.N, a_cols = g.trans_b ? g.N : g.K;
-    const uint64_t b_rows = g.trans_a ? g.M : g.K, b_cols = g.trans_a ? g.K : g.M;
+    const ColumnMajorGemm cm = column_major(g);  // cuBLASLt's A is our B, its B our A
+    const cublasOperation_t lt_a = cm.a.trans ? CUBLAS_OP_T : CUBLAS_OP_N;
+    const cublasOperation_t lt_b = cm.b.trans ? CUBLAS_OP_T : CUBLAS_OP_N;
     const uint32_t reduction =
         split_k_ ? CUBLASLT_REDUCTION_SCHEME_MASK : CUBLASLT_REDUCTION_SCHEME_NONE;
     const uint32_t align[3] = {uint32_t(align_a), uint32_t(align_b), uint32_t(align_c)};
     cublasLtMatmulPreference_t preference = nullptr;
-    bool ok =
-        cublasLtMatmulDescCreate(&plan.desc, compute, CUDA_R_32F) == CUBLAS_STATUS_SUCCESS &&
-        set(plan.desc, CUBLASLT_MATMUL_DESC_TRANSA, lt_a) &&
-        set(plan.desc, CUBLASLT_MATMUL_DESC_TRANSB, lt_b) &&
-        set(plan.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, e.kind) &&
-        (e.aux_ld == 0 || set(plan.desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, e.aux_ld)) &&
-        set_pointers(plan, e) &&
-        cublasLtMatrixLayoutCreate(&plan.a, CUDA_R_32F, a_rows, a_cols, g.ldb) ==
-            CUBLAS_STATUS_SUCCESS &&
-        cublasLtMatrixLayoutCreate(&plan.b, CUDA_R_32F, b_rows, b_cols, g.lda) ==
-            CUBLAS_STATUS_SUCCESS &&
-        cublasLtMatrixLayoutCreate(&plan.c, CUDA_R_32F, uint64_t(g.N), uint64_t(g.M), g.ldc) ==
-            CUBLAS_STATUS_SUCCESS &&
-        cublasLtMatmulPreferenceCreate(&preference) == CUBLAS_STATUS_SUCCESS &&
-        cublasLtMatmulPreferenceSetAttribute(preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
-                                             &workspace_bytes_,
-                                             sizeof(workspace_bytes_)) == CUBLAS_STATUS_SUCCESS &&
-        cublasLtMatmulPreferenceSetAttribute(preference, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK,
-                                             &reduction,
-                                             sizeof(reduction)) == CUBLAS_STATUS_SUCCESS;
+    bool ok = cublasLtMatmulDescCreate(&plan.desc, compute, CUDA_R_32F) == CUBLAS_STATUS_SUCCESS &&
+              set(plan.desc, CUBLASLT_MATMUL_DESC_TRANSA, lt_a) &&
+              set(plan.desc, CUBLASLT_MATMUL_DESC_TRANSB, lt_b) &&
+              set(plan.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, e.kind) &&
+              (e.aux_ld == 0 || set(plan.desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, e.aux_ld)) &&
+              set_pointers(plan, e) &&
+              cublasLtMatrixLayoutCreate(&plan.a, CUDA_R_32F, uint64_t(cm.a.rows),
+                                         uint64_t(cm.a.cols), cm.a.ld) == CUBLAS_STATUS_SUCCESS &&
+              cublasLtMatrixLayoutCreate(&plan.b, CUDA_R_32F, uint64_t(cm.b.rows),
+                                         uint64_t(cm.b.cols), cm.b.ld) == CUBLAS_STATUS_SUCCESS &&
+              cublasLtMatrixLayoutCreate(&plan.c, CUDA_R_32F, uint64_t(cm.rows), uint64_t(cm.cols),
+                                         cm.ld) == CUBLAS_STATUS_SUCCESS &&
+              cublasLtMatmulPreferenceCreate(&preference) == CUBLAS_STATUS_SUCCESS &&
+              cublasLtMatmulPreferenceSetAttribute(
+                  preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace_bytes_,
+                  sizeof(workspace_bytes_)) == CUBLAS_STATUS_SUCCESS &&
+              cublasLtMatmulPreferenceSetAttribute(
+                  preference, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &reduction,
+                  sizeof(reduction)) == CUBLAS_STATUS_SUCCESS;
     const cublasLtMatmulPreferenceAttributes_t align_attrs[3] = {
         CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,  // our A is cuBLASLt's B
         CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES};
