@@ -187,6 +187,35 @@ TEST_F(CudaBackend, SemiSupervisedStepMatchesTheCpuBackend) {
   compare_one_step(config, batch, split.labelled, &split.unlabelled, 2, 1e-7);
 }
 
+#if !defined(EQUIVAE_TEST_REAL_CUDA)
+// The emulator runs side-stream work (here the weight gradient) at the join that waits for
+// it: a main-stream op that reads dW without a join copies the old values. Every other test
+// runs under this rule, so a missing join in the backend fails them.
+TEST_F(CudaBackend, EmulatedSideStreamWorkRunsAtItsJoin) {
+  auto be = device_backend();
+  const int B = 4, in = 3, out = 2;
+  auto take = [&](size_t n, float value) {
+    float* p = static_cast<float*>(be->allocate(n * sizeof(float)));
+    be->fill(p, value, n);
+    return p;
+  };
+  float *x = take(size_t(B) * in, 1.0f), *W = take(size_t(in) * out, 0.5f),
+        *y = take(size_t(B) * out, 1.0f), *dy = take(size_t(B) * out, 0.25f),
+        *dW = take(size_t(in) * out, 7.0f), *db = take(out, 7.0f), *one = take(in, 0.0f),
+        *copy = take(size_t(in) * (out + 1), -1.0f);
+  be->dense_backward(nullptr, dW, db, dy, x, W, y, B, in, out, false, in, false);
+  be->concat_forward(copy, dW, one, in, out, 1);  // main stream, no join: reads dW early
+  std::vector<float> early(size_t(in) * (out + 1)), joined(size_t(in) * out);
+  be->download(early.data(), copy, early.size() * sizeof(float));
+  be->download(joined.data(), dW, joined.size() * sizeof(float));  // joins first
+  for (int i = 0; i < in; ++i)
+    for (int j = 0; j < out; ++j) {
+      EXPECT_EQ(early[size_t(i) * (out + 1) + j], 7.0f) << "dW read before its join";
+      EXPECT_EQ(joined[size_t(i) * out + j], float(B) * 0.25f) << "dW = xᵀ·dy after the join";
+    }
+}
+#endif
+
 // The step's first and last ops on their own: load_step copies the slot the counters point
 // at and runs four gathers whose row indices come from that slot's segments; finish_step
 // records the means in the step's row of the table and advances the counters.

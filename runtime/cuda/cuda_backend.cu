@@ -224,11 +224,12 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
       // Adam, which joins the side stream first (as do downloads, uploads, synchronize and the
       // capture's end). Every plan tensor has its own memory, so dz and x stay as they are
       // meanwhile, and one stream at a time uses the bias scratch.
-      self->fork_side_stream();
-      if (side_db)
-        cuda::dense_backward_bias(dy, db, y, B, out, /*relu=*/false, scratch, kBiasScratchElems,
-                                  self->side_stream());
-      self->gemm({true, false, in, out, B, in, out, out, 0.0}, x, dy, dW, /*side=*/true);
+      self->on_side_stream([=] {
+        if (side_db)
+          cuda::dense_backward_bias(dy, db, y, B, out, /*relu=*/false, scratch, kBiasScratchElems,
+                                    self->side_stream());
+        self->gemm({true, false, in, out, B, in, out, out, 0.0}, x, dy, dW, /*side=*/true);
+      });
       // dx[B, in − dx_from] = dz · W[dx_from:in, :]ᵀ
       const int width = in - dx_from;
       if (dx && width > 0)
@@ -511,13 +512,32 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
   static constexpr size_t kBiasScratchElems = size_t(64) * 4096;
 
 #if defined(EQUIVAE_CUDA_EMULATED)
-  // The emulator runs every op in issue order: there is no second stream to fork or join.
-  void fork_side_stream() {}
-  void join_side_stream() {}
+  // The emulator has one stream. Side-stream work runs at the join that waits for it — the
+  // latest moment a GPU may run it — so a main-stream op that reads its results without a
+  // join sees stale values, and one that overwrites its inputs before the join corrupts
+  // them: the tests see a missing join. (At run time: a captured graph records the join.)
+  template <class F>
+  void on_side_stream(F&& work) {
+    side_queue_.emplace_back(std::forward<F>(work));
+  }
+  void join_side_stream() {
+    issue("join", [self = this] {
+      std::vector<std::function<void()>> work;
+      work.swap(self->side_queue_);
+      for (const auto& w : work) w();
+    });
+  }
   cudaStream_t side_stream() const {
     return stream_;
   }
 #else
+  // Forks the side stream and issues `work` there (its kernels on side_stream(), its GEMMs
+  // with side = true).
+  template <class F>
+  void on_side_stream(F&& work) {
+    fork_side_stream();
+    work();
+  }
   cudaStream_t side_stream() const {
     return side_stream_;
   }
@@ -667,6 +687,7 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
   bool capturing_ = false, has_graph_ = false;
 #if defined(EQUIVAE_CUDA_EMULATED)
   std::vector<std::function<void()>> recorded_, graph_;
+  std::vector<std::function<void()>> side_queue_;  // side-stream work waiting for its join
 #else
   std::string device_name_;
   cublasHandle_t cublas_ = nullptr;
