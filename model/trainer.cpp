@@ -109,7 +109,8 @@ std::vector<EpochRecord> train(EquiVae<T>& model, const Dataset& labelled,
   // On a backend with device-resident steps (CUDA) the data sets are uploaded once and the
   // steps run as graph replays, a window of steps per call: the host samples the window's
   // batches, and reads the window's metrics back once.
-  constexpr int64_t kDeviceWindow = 512;
+  check(options.device_window >= 1, "train", "device_window must be at least 1");
+  const int64_t window_steps = options.device_window;
   const bool on_device = model.device_steps_supported();
   if (on_device) model.upload_datasets(train, unlabelled);
   // The validation reads the training set (the centroids) and the validation set every epoch:
@@ -185,9 +186,9 @@ std::vector<EpochRecord> train(EquiVae<T>& model, const Dataset& labelled,
     double recon = 0, kl = 0, nll = 0, bound = 0;
     for (int64_t s = 0; s < steps; ++s, ++step) {
       if (on_device) {
-        const int64_t at = s % kDeviceWindow;
+        const int64_t at = s % window_steps;
         if (at == 0) {  // run the next window of steps on the device
-          const size_t n = size_t(std::min(kDeviceWindow, steps - s));
+          const size_t n = size_t(std::min(window_steps, steps - s));
           WindowBatches w;
           if (next_window.valid()) w = next_window.get();
           if (w.first != step || w.batches.size() != n) w = sample_window(step, n);
@@ -196,14 +197,14 @@ std::vector<EpochRecord> train(EquiVae<T>& model, const Dataset& labelled,
           const int64_t rest = steps - s - int64_t(n);
           if (rest > 0 || epoch < options.epochs)
             next_window = std::async(std::launch::async, sample_window, step + n,
-                                     size_t(std::min(kDeviceWindow, rest > 0 ? rest : steps)));
+                                     size_t(std::min(window_steps, rest > 0 ? rest : steps)));
           window_metrics = model.train_steps(window, step);
           window_last = step + window.size() - 1;
         }
       }
       // On the host the step stops after its forward pass when the loss is not finite, so
       // the error sees the parameters that produced it (train_step's phases, in order).
-      const StepMetrics m = on_device ? window_metrics[size_t(s % kDeviceWindow)] : [&] {
+      const StepMetrics m = on_device ? window_metrics[size_t(s % window_steps)] : [&] {
         sampler.sample(step, batch);
         if (unlabelled_sampler) unlabelled_sampler->sample(step, batch);
         model.load_batch(batch, train, unlabelled);

@@ -30,6 +30,10 @@ struct TrainOptions {
   // is written in the background and is on disk when the next epoch's checkpoint starts or
   // train() returns.
   std::function<void(const EpochRecord&)> after_epoch;
+  // On a backend with device-resident steps: steps per graph-replay window (the host samples
+  // a window's batches, uploads their indices and reads its metrics back once; the next
+  // window is sampled while the device runs this one). Windows never cross an epoch's end.
+  int device_window = 512;
 };
 
 struct EpochRecord {

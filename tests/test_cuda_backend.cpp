@@ -437,6 +437,27 @@ TEST_F(CudaBackend, TrainerOnTheDeviceMatchesTheCpuTrainerAndLearns) {
       1e-10);
 }
 
+TEST_F(CudaBackend, TrainerWithSeveralWindowsPerEpochMatchesTheCpuTrainer) {
+  // 7 steps an epoch in windows of 3, 3 and 1: each window's batches are sampled while the
+  // previous one runs, across the epoch boundary too; the numbers are the CPU trainer's.
+  EquiVaeConfig config = tiny_config();
+  const Dataset data = digits().slice(0, 300);
+  Pair p(config);
+  TrainOptions options;
+  options.epochs = 2;
+  options.quiet = true;
+  options.device_window = 3;
+  const auto a = train(*p.cpu, data, nullptr, options);
+  const auto b = train(*p.gpu, data, nullptr, options);
+  ASSERT_EQ(b.size(), 2u);
+  for (size_t e = 0; e < a.size(); ++e)
+    expect_close(a[e].elbo, b[e].elbo, 1e-5, "epoch " + std::to_string(e + 1) + " ELBO");
+  EXPECT_EQ(p.gpu->adam_steps(), 14);
+  EXPECT_LE(nmse(p.cpu_params(), p.gpu_params()), 1e-9);
+  options.device_window = 0;
+  EXPECT_THROW(train(*p.gpu, data, nullptr, options), Error);
+}
+
 TEST_F(CudaBackend, AShortGraphRunLowersTheLoss) {
   EquiVaeConfig config = tiny_config();
   auto backend = device_backend();
