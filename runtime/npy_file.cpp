@@ -57,6 +57,11 @@ void write_npy(const std::string& path, const std::vector<float>& data,
   write_array(path, "<f4", data, shape);
 }
 
+void write_npy(const std::string& path, const std::vector<double>& data,
+               const std::vector<int64_t>& shape) {
+  write_array(path, "<f8", data, shape);
+}
+
 void write_npy(const std::string& path, const std::vector<int32_t>& data,
                const std::vector<int64_t>& shape) {
   write_array(path, "<i4", data, shape);

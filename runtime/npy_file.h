@@ -1,7 +1,7 @@
 #pragma once
 // NumPy .npy files, format version 1.0 (numpy.lib.format), for tools that hand arrays to
 // Python: magic "\x93NUMPY", version 1.0, a little-endian uint16 header length, an ASCII
-// dict {'descr': '<f4' | '<i4', 'fortran_order': False, 'shape': (...), } padded with
+// dict {'descr': '<f4' | '<f8' | '<i4', 'fortran_order': False, 'shape': (...), } padded with
 // spaces to end in '\n' at a multiple of 64 bytes, then the C-order little-endian data.
 // Written atomically (runtime/atomic_file.h).
 #include <cstdint>
@@ -16,6 +16,8 @@ std::string npy_header(const std::string& descr, const std::vector<int64_t>& sha
 // data holds product(shape) elements; throws Error naming the path on a mismatch or a
 // failed write.
 void write_npy(const std::string& path, const std::vector<float>& data,
+               const std::vector<int64_t>& shape);
+void write_npy(const std::string& path, const std::vector<double>& data,
                const std::vector<int64_t>& shape);
 void write_npy(const std::string& path, const std::vector<int32_t>& data,
                const std::vector<int64_t>& shape);

@@ -250,6 +250,22 @@ TEST(Npy, Int32VectorAndShapes) {
     EXPECT_EQ(npy_header("<f4", shape).size() % 64, 0u);
 }
 
+TEST(Npy, DoubleVectorBytes) {
+  const std::string path = scratch("doubles.npy");
+  const std::vector<double> values = {0.1, -1e300};
+  write_npy(path, values, {2});
+  const NpyParts p = split_npy(read_bytes(path));
+  EXPECT_EQ(p.header.rfind("{'descr': '<f8', 'fortran_order': False, 'shape': (2,), }", 0), 0u)
+      << p.header;
+  ASSERT_EQ(p.data.size(), 16u);
+  for (size_t i = 0; i < values.size(); ++i) {
+    uint64_t expected, got = 0;
+    std::memcpy(&expected, &values[i], 8);
+    for (int b = 7; b >= 0; --b) got = got << 8 | p.data[8 * i + size_t(b)];
+    EXPECT_EQ(got, expected) << "element " << i << " little-endian, bit for bit";
+  }
+}
+
 TEST(Npy, RefusesAShapeThatDoesNotMatchTheData) {
   const std::string path = scratch("bad_shape.npy");
   EXPECT_NE(error_of([&] {

@@ -1,0 +1,116 @@
+#!/usr/bin/env python3
+"""Recomputes one EquiVAE training step in PyTorch (float64) from what dump_step wrote, and
+compares the loss terms and every gradient with the engine's.
+
+usage: check_step.py DIR        (exit 0: every figure agrees; 1: a mismatch, listed)
+
+An independent implementation of the objective (DESIGN §1, README "Semi-supervised"): the
+networks from the checkpoint's tensors (dense weights [in, out], ReLU between layers),
+leave-one-out pooling r = P·f_inv(x_labelled) with P[i, j] = 1/m_i over each row's set,
+q(v | r, x) = N(μ, e^{lv}), v = μ + e^{lv/2}·ε with the engine's ε, Bernoulli soft-target
+likelihood Σ x·l − softplus(l), KL(q‖N(0, I)); semi-supervised: q(y|x) softmax, labelled
+−log q, and per unlabelled item L = Σ_y q_y (ELBO_y + log p(y) − log q_y). Loss:
+mean_B(−ELBO) + α·mean_B(−log q(y|x)) + w·mean_U(−L); its gradients by autograd.
+"""
+import json
+import os
+import sys
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+torch.set_default_dtype(torch.float64)
+TOLERANCE = 1e-10  # float64 on both sides: only the order of sums differs
+
+
+def load(dirpath, name):
+    return torch.from_numpy(np.load(os.path.join(dirpath, name + ".npy")))
+
+
+def network(dirpath, prefix):
+    """[(W [in, out], b [out]) leaf tensors] of layers prefix.0, prefix.1, ... in order."""
+    layers, i = [], 0
+    names = set(os.listdir(dirpath))
+    while f"{prefix}.{i}.weight.npy" in names:
+        W = load(dirpath, f"{prefix}.{i}.weight").requires_grad_()
+        b = load(dirpath, f"{prefix}.{i}.bias").requires_grad_()
+        layers.append((f"{prefix}.{i}", W, b))
+        i += 1
+    return layers
+
+
+def run(layers, h):
+    for n, (_, W, b) in enumerate(layers):
+        h = h @ W + b
+        if n + 1 < len(layers):
+            h = torch.relu(h)
+    return h
+
+
+def main():
+    dirpath = sys.argv[1]
+    meta = json.load(open(os.path.join(dirpath, "meta.json")))
+    B, U, C, k = meta["B"], meta["U"], meta["C"], meta["k"]
+    x = load(dirpath, "x")
+    eps = load(dirpath, "eps")
+    offsets = np.load(os.path.join(dirpath, "offsets.npy"))
+    members = np.load(os.path.join(dirpath, "members.npy"))
+    R = x.shape[0]
+    P = torch.zeros(R, B)
+    for i in range(R):
+        m = members[offsets[i]:offsets[i + 1]]
+        assert len(m) > 0 and (i >= B or i not in m), f"row {i}: pooling set {m}"
+        P[i, torch.from_numpy(m.astype(np.int64))] = 1.0 / len(m)
+
+    finv, enc, dec = network(dirpath, "finv"), network(dirpath, "encoder"), network(dirpath, "decoder")
+    cls = network(dirpath, "classifier")
+    r = P @ run(finv, x[:B])                                  # [R, d_r]
+    h = run(enc, torch.cat([x, r], dim=1))                    # [R, 2 d_v]
+    dv = eps.shape[1]
+    mu, lv = h[:, :dv], h[:, dv:]
+    v = mu + torch.exp(0.5 * lv) * eps
+    logits = run(dec, torch.cat([r, v], dim=1))               # [R, 784]
+    ll = (x * logits - F.softplus(logits)).sum(dim=1)         # [R]
+    kl = 0.5 * (mu * mu + torch.exp(lv) - 1.0 - lv).sum(dim=1)
+    loss = -(ll[:B] - kl[:B]).mean()
+    got = {"recon": ll[:B].mean().item(), "kl": kl[:B].mean().item()}
+    if meta["mode"] == "semi":
+        log_prior = torch.tensor(meta["log_prior"])
+        qlogits = run(cls, load(dirpath, "xq"))               # [B + U, C]
+        labels = torch.arange(B) // k                          # segment c holds class c
+        nll = F.cross_entropy(qlogits[:B], labels, reduction="none")
+        logq = F.log_softmax(qlogits[B:], dim=1)               # [U, C]
+        elbo = (ll[B:] - kl[B:]).reshape(U, C)                 # row B + u·C + y
+        bound = (logq.exp() * (elbo + log_prior - logq)).sum(dim=1)
+        loss = loss + meta["alpha"] * nll.mean() - meta["w"] * bound.mean()
+        got["classifier_nll"] = nll.mean().item()
+        got["unlabelled_bound"] = bound.mean().item()
+    loss.backward()
+
+    failures = []
+    for key, value in got.items():
+        ref = meta[key]
+        err = abs(value - ref) / max(1.0, abs(ref))
+        print(f"{key:18s} engine {ref: .12e}  torch {value: .12e}  rel. diff {err:.1e}")
+        if not err <= TOLERANCE:
+            failures.append(key)
+    worst = 0.0
+    for name, W, b in finv + enc + dec + cls:
+        for suffix, t in ((".weight", W), (".bias", b)):
+            engine = load(dirpath, name + suffix + ".grad")
+            scale = max(t.grad.abs().max().item(), 1e-300)
+            err = (engine - t.grad).abs().max().item() / scale
+            worst = max(worst, err)
+            if not err <= TOLERANCE:
+                failures.append(f"{name}{suffix}: gradient max diff / max {err:.2e}")
+    print(f"{len(finv + enc + dec + cls) * 2} gradient tensors, worst max|diff| / max|grad| {worst:.1e}")
+    if failures:
+        print("MISMATCH: " + "; ".join(failures))
+        return 1
+    print(f"{meta['mode']}: the engine's loss terms and gradients are PyTorch's (float64)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+// One training step of the double-precision CPU plan, written out for an independent
+// re-computation in PyTorch (check_step.py beside this file): the initial weights, the batch
+// as the plan sees it (its input rows and pooling sets), the sampled noise ε, and the
+// engine's loss terms and gradients.
+//
+//   dump_step DIR supervised|semi
+//
+// DIR/meta.json: the configuration, log p(y) and the engine's StepMetrics; DIR/*.npy (float64
+// unless said): x [R, 784] (the rows through encoder and decoder), xq [B + U, 784] (semi:
+// the classifier's rows), offsets [R + 1] and members (int32: each row's pooling set, indices
+// of labelled rows), eps [R, d_v], and per parameter NAME.npy and NAME.grad.npy in the
+// checkpoint's names and shapes (dense weights [in, out]).
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "model/equivae.h"
+#include "model/idx_dataset.h"
+#include "model/sampler.h"
+#include "model/subsets.h"
+#include "runtime/backend.h"
+#include "runtime/error.h"
+#include "runtime/npy_file.h"
+
+namespace {
+
+using namespace equivae;
+
+// Rows of data's images (float, as the plan reads them) in double.
+void append_rows(std::vector<double>& out, const Dataset& data, int32_t row, int copies = 1) {
+  const float* p = data.images.data() + size_t(row) * size_t(data.dim);
+  for (int c = 0; c < copies; ++c) out.insert(out.end(), p, p + data.dim);
+}
+
+int run(const std::string& dir, const std::string& mode) {
+  check(mode == "supervised" || mode == "semi", "dump_step", "mode is supervised or semi");
+  const bool semi = mode == "semi";
+  std::filesystem::create_directories(dir);
+  const Dataset digits = load_idx(EQUIVAE_SOURCE_DIR "/data/mnist10k-images-idx3-ubyte.gz",
+                                  EQUIVAE_SOURCE_DIR "/data/mnist10k-labels-idx1-ubyte.gz")
+                             .slice(0, 8000);
+  // The reference architecture; semi-supervised as the paper (8-D latents, m_max 4) with
+  // U = 100 and weights α, w ≠ 1 so that each term's scale is checked.
+  EquiVaeConfig config;
+  config.seed = 11;
+  LabelledSplit split;
+  if (semi) {
+    split = split_labelled(digits, 100, config.seed);
+    config.latent_r = config.latent_v = 8;
+    config.m_max = 4;
+    config.k = 10;
+    config.unlabelled = 100;
+    config.classifier_weight = 1.3;
+    config.unlabelled_weight = 0.7;
+  }
+  const Dataset& labelled = semi ? split.labelled : digits;
+  const int C = config.classes, B = config.batch(), U = semi ? config.unlabelled : 0;
+  auto backend = make_cpu_backend<double>(1);
+  EquiVae<double> model(config, *backend);
+  std::vector<double> log_prior(static_cast<size_t>(C));
+  for (int c = 0; c < C; ++c) log_prior[size_t(c)] = std::log(0.05 + 0.01 * c);  // not uniform
+  model.set_log_prior(log_prior);
+
+  BalancedBatchSampler sampler(labelled.labels, C, config.k, config.m_max, config.seed);
+  Batch batch;
+  const uint64_t step = 3;
+  sampler.sample(step, batch);
+  if (semi) {
+    UnlabelledSampler unlabelled(split.unlabelled.n, U, C, config.k, config.m_max, config.seed);
+    unlabelled.sample(step, batch);
+  }
+  model.load_batch(batch, labelled, semi ? &split.unlabelled : nullptr);
+  const StepMetrics m = model.forward(step);
+  model.backward();
+
+  // The plan's rows: labelled, then each unlabelled item once per label (row B + u·C + y).
+  std::vector<double> x, xq;
+  for (int32_t row : batch.rows) append_rows(x, labelled, row);
+  for (int32_t row : batch.unlabelled_rows) append_rows(x, split.unlabelled, row, C);
+  const int R = B + C * U, D = labelled.dim, dv = config.latent_v;
+  write_npy(dir + "/x.npy", x, {R, D});
+  if (semi) {
+    for (int32_t row : batch.rows) append_rows(xq, labelled, row);
+    for (int32_t row : batch.unlabelled_rows) append_rows(xq, split.unlabelled, row);
+    write_npy(dir + "/xq.npy", xq, {B + U, D});
+  }
+  write_npy(dir + "/offsets.npy", batch.offsets, {int64_t(batch.offsets.size())});
+  write_npy(dir + "/members.npy", batch.members, {int64_t(batch.members.size())});
+
+  // ε as the plan drew it: the same op with μ = 0, log σ² = 0 gives v = ε.
+  std::vector<double> zeros(size_t(R) * 2 * dv, 0.0), v(size_t(R) * dv), eps(v.size()), kl(R);
+  backend->sample_kl_forward(v.data(), eps.data(), kl.data(), zeros.data(), R, dv, config.seed,
+                             step, 0);
+  write_npy(dir + "/eps.npy", eps, {R, dv});
+
+  for (const NamedParameter<double>& p : model.named_parameters()) {
+    write_npy(dir + "/" + p.name + ".npy", std::vector<double>(p.value, p.value + p.size), p.shape);
+    write_npy(dir + "/" + p.name + ".grad.npy", std::vector<double>(p.grad, p.grad + p.size),
+              p.shape);
+  }
+  std::ofstream meta(dir + "/meta.json");
+  char line[512];
+  std::snprintf(line, sizeof line,
+                "{\"mode\": \"%s\", \"B\": %d, \"U\": %d, \"C\": %d, \"k\": %d, \"alpha\": %.17g, "
+                "\"w\": %.17g, \"recon\": %.17g, \"kl\": %.17g, \"classifier_nll\": %.17g, "
+                "\"unlabelled_bound\": %.17g, \"log_prior\": [",
+                mode.c_str(), B, U, C, config.k, config.classifier_weight, config.unlabelled_weight,
+                m.recon, m.kl, m.classifier_nll, m.unlabelled_bound);
+  meta << line;
+  for (int c = 0; c < C; ++c) {
+    std::snprintf(line, sizeof line, "%s%.17g", c ? ", " : "", log_prior[size_t(c)]);
+    meta << line;
+  }
+  meta << "]}\n";
+  check(meta.good(), dir + "/meta.json", "write failed");
+  std::printf("dump_step: %s step of B = %d (R = %d rows) written to %s\n", mode.c_str(), B, R,
+              dir.c_str());
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 3) {
+    std::fprintf(stderr, "usage: dump_step DIR supervised|semi\n");
+    return 2;
+  }
+  try {
+    return run(argv[1], argv[2]);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "dump_step: %s\n", e.what());
+    return 1;
+  }
+}
