@@ -4,11 +4,13 @@ compares the loss terms and every gradient with the engine's.
 
 usage: check_step.py DIR        (exit 0: every figure agrees; 1: a mismatch, listed)
 
-An independent implementation of the objective (DESIGN §1, README "Semi-supervised"): the
-networks from the checkpoint's tensors (dense weights [in, out], ReLU between layers),
+An independent implementation of the objective (DESIGN §1, README "Semi-supervised" and
+"SVHN"): the networks from the checkpoint's tensors (dense weights [in, out]; convolutions
+k4 s2 p1 in PyTorch's layouts; ReLU between layers, after the encoder's conv trunk too),
 leave-one-out pooling r = P·f_inv(x_labelled) with P[i, j] = 1/m_i over each row's set,
 q(v | r, x) = N(μ, e^{lv}), v = μ + e^{lv/2}·ε with the engine's ε, Bernoulli soft-target
-likelihood Σ x·l − softplus(l), KL(q‖N(0, I)); semi-supervised: q(y|x) softmax, labelled
+likelihood Σ x·l − softplus(l) (SVHN: Gaussian with a learned log-variance per channel),
+KL(q‖N(0, I)); semi-supervised: q(y|x) softmax, labelled
 −log q, and per unlabelled item L = Σ_y q_y (ELBO_y + log p(y) − log q_y). Loss:
 mean_B(−ELBO) + α·mean_B(−log q(y|x)) + w·mean_U(−L); its gradients by autograd.
 """
@@ -40,12 +42,28 @@ def network(dirpath, prefix):
     return layers
 
 
-def run(layers, h):
-    for n, (_, W, b) in enumerate(layers):
-        h = h @ W + b
-        if n + 1 < len(layers):
+def layer(name, W, b, h):
+    """One layer: dense (W [in, out]) on rows; conv (W [C_out, C_in, 4, 4]) or, in the decoder,
+    transposed conv (W [C_in, C_out, 4, 4]), stride 2, padding 1, on NCHW images — rows of
+    C·H·W values are read as square C-channel images."""
+    if W.dim() == 2:
+        return h.flatten(1) @ W + b
+    transposed = name.startswith("decoder")
+    channels = W.shape[0] if transposed else W.shape[1]
+    if h.dim() == 2:
+        side = int(round((h.shape[1] // channels) ** 0.5))
+        h = h.reshape(h.shape[0], channels, side, side)
+    conv = F.conv_transpose2d if transposed else F.conv2d
+    return conv(h, W, b, stride=2, padding=1)
+
+
+def run(layers, h, relu_last=False):
+    """The layers in order, ReLU between them (and after the last with relu_last)."""
+    for n, (name, W, b) in enumerate(layers):
+        h = layer(name, W, b, h)
+        if n + 1 < len(layers) or relu_last:
             h = torch.relu(h)
-    return h
+    return h.flatten(1)
 
 
 def main():
@@ -66,12 +84,23 @@ def main():
     finv, enc, dec = network(dirpath, "finv"), network(dirpath, "encoder"), network(dirpath, "decoder")
     cls = network(dirpath, "classifier")
     r = P @ run(finv, x[:B])                                  # [R, d_r]
-    h = run(enc, torch.cat([x, r], dim=1))                    # [R, 2 d_v]
+    # The encoder: its conv trunk on x (SVHN; ReLU after it too), then the dense head on
+    # [features ; r]. The dense MNIST encoder has no trunk: features = x.
+    trunk = [l for l in enc if l[1].dim() == 4]
+    features = run(trunk, x, relu_last=True) if trunk else x
+    h = run(enc[len(trunk):], torch.cat([features, r], dim=1))  # [R, 2 d_v]
     dv = eps.shape[1]
     mu, lv = h[:, :dv], h[:, dv:]
     v = mu + torch.exp(0.5 * lv) * eps
-    logits = run(dec, torch.cat([r, v], dim=1))               # [R, 784]
-    ll = (x * logits - F.softplus(logits)).sum(dim=1)         # [R]
+    out = run(dec, torch.cat([r, v], dim=1))                  # [R, D]: logits, or μ
+    names = set(os.listdir(dirpath))
+    logvar = None
+    if "decoder.logvar.npy" in names:  # Gaussian: log N(x | μ, e^{lv_c}) per pixel
+        logvar = load(dirpath, "decoder.logvar").requires_grad_()
+        lvp = logvar.repeat_interleave(x.shape[1] // logvar.shape[0])  # NCHW: channel-major
+        ll = -0.5 * ((x - out) ** 2 * torch.exp(-lvp) + lvp + np.log(2 * np.pi)).sum(dim=1)
+    else:  # Bernoulli with soft targets
+        ll = (x * out - F.softplus(out)).sum(dim=1)           # [R]
     kl = 0.5 * (mu * mu + torch.exp(lv) - 1.0 - lv).sum(dim=1)
     loss = -(ll[:B] - kl[:B]).mean()
     got = {"recon": ll[:B].mean().item(), "kl": kl[:B].mean().item()}
@@ -104,7 +133,15 @@ def main():
             worst = max(worst, err)
             if not err <= TOLERANCE:
                 failures.append(f"{name}{suffix}: gradient max diff / max {err:.2e}")
-    print(f"{len(finv + enc + dec + cls) * 2} gradient tensors, worst max|diff| / max|grad| {worst:.1e}")
+    tensors = len(finv + enc + dec + cls) * 2
+    if logvar is not None:
+        engine = load(dirpath, "decoder.logvar.grad")
+        err = (engine - logvar.grad).abs().max().item() / max(logvar.grad.abs().max().item(), 1e-300)
+        worst = max(worst, err)
+        tensors += 1
+        if not err <= TOLERANCE:
+            failures.append(f"decoder.logvar: gradient max diff / max {err:.2e}")
+    print(f"{tensors} gradient tensors, worst max|diff| / max|grad| {worst:.1e}")
     if failures:
         print("MISMATCH: " + "; ".join(failures))
         return 1

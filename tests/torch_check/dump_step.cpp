@@ -3,7 +3,7 @@
 // as the plan sees it (its input rows and pooling sets), the sampled noise ε, and the
 // engine's loss terms and gradients.
 //
-//   dump_step DIR supervised|semi
+//   dump_step DIR supervised|semi|svhn
 //
 // DIR/meta.json: the configuration, log p(y) and the engine's StepMetrics; DIR/*.npy (float64
 // unless said): x [R, 784] (the rows through encoder and decoder), xq [B + U, 784] (semi:
@@ -17,6 +17,8 @@
 #include <string>
 #include <vector>
 
+#include "kernels/philox.h"
+#include "model/config.h"
 #include "model/equivae.h"
 #include "model/idx_dataset.h"
 #include "model/sampler.h"
@@ -35,16 +37,39 @@ void append_rows(std::vector<double>& out, const Dataset& data, int32_t row, int
   for (int c = 0; c < copies; ++c) out.insert(out.end(), p, p + data.dim);
 }
 
+// 400 SVHN-shaped images of uniform pixels (Philox), labels i mod 10.
+Dataset made_up_svhn() {
+  Dataset d;
+  d.n = 400;
+  d.rows = d.cols = 32;
+  d.channels = 3;
+  d.dim = 3 * 32 * 32;
+  d.source = "made-up 3x32x32 images";
+  d.images.resize(size_t(d.n) * size_t(d.dim));
+  d.labels.resize(size_t(d.n));
+  for (int64_t i = 0; i < d.n; ++i) {
+    d.labels[size_t(i)] = int32_t(i % 10);
+    for (int j = 0; j < d.dim; ++j)
+      d.images[size_t(i) * size_t(d.dim) + size_t(j)] =
+          philox_uniform<float>(5, uint64_t(i), 0, uint32_t(j));
+  }
+  return d;
+}
+
 int run(const std::string& dir, const std::string& mode) {
-  check(mode == "supervised" || mode == "semi", "dump_step", "mode is supervised or semi");
-  const bool semi = mode == "semi";
+  check(mode == "supervised" || mode == "semi" || mode == "svhn", "dump_step",
+        "mode is supervised, semi or svhn");
+  const bool semi = mode == "semi", svhn = mode == "svhn";
   std::filesystem::create_directories(dir);
-  const Dataset digits = load_idx(EQUIVAE_SOURCE_DIR "/data/mnist10k-images-idx3-ubyte.gz",
-                                  EQUIVAE_SOURCE_DIR "/data/mnist10k-labels-idx1-ubyte.gz")
-                             .slice(0, 8000);
+  const Dataset digits = svhn ? made_up_svhn()
+                              : load_idx(EQUIVAE_SOURCE_DIR "/data/mnist10k-images-idx3-ubyte.gz",
+                                         EQUIVAE_SOURCE_DIR "/data/mnist10k-labels-idx1-ubyte.gz")
+                                    .slice(0, 8000);
   // The reference architecture; semi-supervised as the paper (8-D latents, m_max 4) with
-  // U = 100 and weights α, w ≠ 1 so that each term's scale is checked.
-  EquiVaeConfig config;
+  // U = 100 and weights α, w ≠ 1 so that each term's scale is checked; SVHN's conv model
+  // (Gaussian likelihood) with k = 4 (B = 40) to keep the double-precision step short.
+  EquiVaeConfig config = svhn ? svhn_config() : EquiVaeConfig{};
+  if (svhn) config.k = 4;
   config.seed = 11;
   LabelledSplit split;
   if (semi) {
@@ -125,7 +150,7 @@ int run(const std::string& dir, const std::string& mode) {
 
 int main(int argc, char** argv) {
   if (argc != 3) {
-    std::fprintf(stderr, "usage: dump_step DIR supervised|semi\n");
+    std::fprintf(stderr, "usage: dump_step DIR supervised|semi|svhn\n");
     return 2;
   }
   try {
