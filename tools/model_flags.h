@@ -9,6 +9,7 @@
 
 #include "model/config.h"
 #include "model/idx_dataset.h"
+#include "runtime/error.h"
 #include "runtime/flags.h"
 #include "tools/paper_settings.h"
 
@@ -53,7 +54,13 @@ inline EquiVaeConfig model_config(const Flags& f, const PaperSettings& paper, co
   const bool semi = labels > 0;
   c.k = int(f.get_int("k", 2, 4096));
   // With few labels a class holds fewer than k: its whole labelled set forms the segment.
-  if (semi) c.k = int(std::min<int64_t>(c.k, labels / c.classes));
+  if (semi) {
+    check(labels / c.classes >= 2, "--labels",
+          std::to_string(labels) + " labelled examples are " + std::to_string(labels / c.classes) +
+              " per class; pooling needs at least 2 per class (--labels " +
+              std::to_string(2 * c.classes) + " or more)");
+    c.k = int(std::min<int64_t>(c.k, labels / c.classes));
+  }
   const int latent = f.get("latent") == "auto" ? (semi ? paper.latent_semi : paper.latent_sup)
                                                : int(f.get_int("latent", 1, 4096));
   c.latent_r = f.has("latent-r") ? int(f.get_int("latent-r", 1, 4096)) : latent;
