@@ -1,11 +1,15 @@
 #!/usr/bin/env python3
 """Reads tools/embed's .npy files with numpy and checks them against the data.
 
-Usage: check_embed_npy.py DIR LABELS_IDX FIRST DIM
-  DIR         tools/embed --out directory (r.npy, r_pooled.npy, v.npy, labels.npy)
-  LABELS_IDX  the IDX label file (plain or gzip) the embedded images came from
-  FIRST       index of the first embedded image in that file
-  DIM         expected size of both latents
+Usage: check_embed_npy.py DIR LABELS_IDX FIRST DIM [TRAIN_DIR ERROR_PERCENT]
+  DIR            tools/embed --out directory (r.npy, r_pooled.npy, v.npy, labels.npy)
+  LABELS_IDX     the IDX label file (plain or gzip) the embedded images came from
+  FIRST          index of the first embedded image in that file
+  DIM            expected size of both latents
+  TRAIN_DIR      embed's files of the training split: the distance classifier (paper §3.1:
+                 p(y|x) ∝ exp(−‖f_inv(x) − r̄_y‖²), r̄_y the mean f_inv of training class y)
+                 is recomputed here in float64 from both splits' r.npy, and its test error
+                 must be ERROR_PERCENT (what train_mnist printed) within one image.
 Exit status 0 when everything holds, 1 with a message otherwise.
 """
 import gzip
@@ -40,6 +44,18 @@ def main():
         checks.append((a.dtype == np.float32 and a.shape == (n, dim), f"{name}: {a.dtype} {a.shape}"))
         checks.append((bool(np.isfinite(a).all()), f"{name}: non-finite values"))
         checks.append((float(a.std(axis=0).min()) > 0, f"{name}: a constant column"))
+    if len(sys.argv) > 6:
+        train = {name: np.load(f"{sys.argv[5]}/{name}.npy") for name in ("r", "labels")}
+        r_train, y_train = train["r"].astype(np.float64), train["labels"]
+        classes = np.unique(y_train)
+        centroids = np.stack([r_train[y_train == c].mean(axis=0) for c in classes])
+        r_test = arrays["r"].astype(np.float64)
+        distances = ((r_test[:, None, :] - centroids[None, :, :]) ** 2).sum(axis=2)
+        error = 100.0 * float((classes[distances.argmin(axis=1)] != labels).mean())
+        printed = float(sys.argv[6])
+        checks.append((abs(error - printed) <= 100.0 / n + 0.005,
+                       f"distance classifier: numpy finds {error:.2f}%, the engine printed {printed}%"))
+        print(f"distance classifier recomputed in numpy: {error:.2f}% (the engine printed {printed}%)")
     failed = [what for ok, what in checks if not ok]
     if failed:
         print("\n".join(failed))

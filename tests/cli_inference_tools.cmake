@@ -72,8 +72,17 @@ elseif(MODE STREQUAL "embed")
     endif()
   endforeach()
   if(PYTHON)
+    # The training split too: numpy recomputes the distance classifier's test error from both
+    # splits' f_inv, to be checked against the error train_mnist printed for this checkpoint.
+    run_tool(0 ${EMBED} --checkpoint ${CKPT} --threads 1 --split train --out ${RUN}/embed_train)
+    file(READ ${RUN}/run/train.log train_log)
+    string(REGEX MATCH "test error \\(distance classifier\\): ([0-9.]+)%" _ "${train_log}")
+    if(NOT CMAKE_MATCH_1)
+      message(FATAL_ERROR "no test error in ${RUN}/run/train.log")
+    endif()
     execute_process(COMMAND ${PYTHON} ${SOURCE}/tests/check_embed_npy.py ${RUN}/embed
                             ${SOURCE}/data/mnist10k-labels-idx1-ubyte.gz 8000 2
+                            ${RUN}/embed_train ${CMAKE_MATCH_1}
                     RESULT_VARIABLE rc OUTPUT_VARIABLE o ERROR_VARIABLE e)
     if(NOT rc EQUAL 0)
       message(FATAL_ERROR "numpy could not read the .npy files: ${o}${e}")
