@@ -4,6 +4,10 @@ compares the loss terms and every gradient with the engine's.
 
 usage: check_step.py DIR        (exit 0: every figure agrees; 1: a mismatch, listed)
 
+With several steps dumped (dump_step DIR MODE STEPS), PyTorch's torch.optim.Adam (lr 1e-3,
+β 0.9 / 0.999, ε 1e-8) then runs them on the same batches and noise, and the weights after
+the last update must be the engine's.
+
 An independent implementation of the objective (DESIGN §1, README "Semi-supervised" and
 "SVHN"): the networks from the checkpoint's tensors (dense weights [in, out]; convolutions
 k4 s2 p1 in PyTorch's layouts; ReLU between layers, after the encoder's conv trunk too),
@@ -66,23 +70,20 @@ def run(layers, h, relu_last=False):
     return h.flatten(1)
 
 
-def main():
-    dirpath = sys.argv[1]
-    meta = json.load(open(os.path.join(dirpath, "meta.json")))
+def objective(stepdir, meta, nets, logvar):
+    """The loss of one step's batch (stepdir) and its loss terms, from the networks' tensors."""
+    finv, enc, dec, cls = nets
     B, U, C, k = meta["B"], meta["U"], meta["C"], meta["k"]
-    x = load(dirpath, "x")
-    eps = load(dirpath, "eps")
-    offsets = np.load(os.path.join(dirpath, "offsets.npy"))
-    members = np.load(os.path.join(dirpath, "members.npy"))
+    x = load(stepdir, "x")
+    eps = load(stepdir, "eps")
+    offsets = np.load(os.path.join(stepdir, "offsets.npy"))
+    members = np.load(os.path.join(stepdir, "members.npy"))
     R = x.shape[0]
     P = torch.zeros(R, B)
     for i in range(R):
         m = members[offsets[i]:offsets[i + 1]]
         assert len(m) > 0 and (i >= B or i not in m), f"row {i}: pooling set {m}"
         P[i, torch.from_numpy(m.astype(np.int64))] = 1.0 / len(m)
-
-    finv, enc, dec = network(dirpath, "finv"), network(dirpath, "encoder"), network(dirpath, "decoder")
-    cls = network(dirpath, "classifier")
     r = P @ run(finv, x[:B])                                  # [R, d_r]
     # The encoder: its conv trunk on x (SVHN; ReLU after it too), then the dense head on
     # [features ; r]. The dense MNIST encoder has no trunk: features = x.
@@ -93,10 +94,7 @@ def main():
     mu, lv = h[:, :dv], h[:, dv:]
     v = mu + torch.exp(0.5 * lv) * eps
     out = run(dec, torch.cat([r, v], dim=1))                  # [R, D]: logits, or μ
-    names = set(os.listdir(dirpath))
-    logvar = None
-    if "decoder.logvar.npy" in names:  # Gaussian: log N(x | μ, e^{lv_c}) per pixel
-        logvar = load(dirpath, "decoder.logvar").requires_grad_()
+    if logvar is not None:  # Gaussian: log N(x | μ, e^{lv_c}) per pixel
         lvp = logvar.repeat_interleave(x.shape[1] // logvar.shape[0])  # NCHW: channel-major
         ll = -0.5 * ((x - out) ** 2 * torch.exp(-lvp) + lvp + np.log(2 * np.pi)).sum(dim=1)
     else:  # Bernoulli with soft targets
@@ -106,7 +104,7 @@ def main():
     got = {"recon": ll[:B].mean().item(), "kl": kl[:B].mean().item()}
     if meta["mode"] == "semi":
         log_prior = torch.tensor(meta["log_prior"])
-        qlogits = run(cls, load(dirpath, "xq"))               # [B + U, C]
+        qlogits = run(cls, load(stepdir, "xq"))               # [B + U, C]
         labels = torch.arange(B) // k                          # segment c holds class c
         nll = F.cross_entropy(qlogits[:B], labels, reduction="none")
         logq = F.log_softmax(qlogits[B:], dim=1)               # [U, C]
@@ -115,37 +113,70 @@ def main():
         loss = loss + meta["alpha"] * nll.mean() - meta["w"] * bound.mean()
         got["classifier_nll"] = nll.mean().item()
         got["unlabelled_bound"] = bound.mean().item()
-    loss.backward()
+    return loss, got
 
-    failures = []
+
+def compare_terms(step, got, reference, failures):
     for key, value in got.items():
-        ref = meta[key]
+        ref = reference[key]
         err = abs(value - ref) / max(1.0, abs(ref))
-        print(f"{key:18s} engine {ref: .12e}  torch {value: .12e}  rel. diff {err:.1e}")
+        print(f"step {step}: {key:16s} engine {ref: .12e}  torch {value: .12e}  rel. diff {err:.1e}")
         if not err <= TOLERANCE:
-            failures.append(key)
-    worst = 0.0
-    for name, W, b in finv + enc + dec + cls:
-        for suffix, t in ((".weight", W), (".bias", b)):
-            engine = load(dirpath, name + suffix + ".grad")
-            scale = max(t.grad.abs().max().item(), 1e-300)
-            err = (engine - t.grad).abs().max().item() / scale
-            worst = max(worst, err)
-            if not err <= TOLERANCE:
-                failures.append(f"{name}{suffix}: gradient max diff / max {err:.2e}")
-    tensors = len(finv + enc + dec + cls) * 2
+            failures.append(f"step {step} {key}")
+
+
+def main():
+    dirpath = sys.argv[1]
+    meta = json.load(open(os.path.join(dirpath, "meta.json")))
+    nets = tuple(network(dirpath, name) for name in ("finv", "encoder", "decoder", "classifier"))
+    layers = [l for net in nets for l in net]
+    logvar = None
+    if os.path.exists(os.path.join(dirpath, "decoder.logvar.npy")):
+        logvar = load(dirpath, "decoder.logvar").requires_grad_()
+    named = [(name + ".weight", W) for name, W, _ in layers] + [(name + ".bias", b) for name, _, b in layers]
     if logvar is not None:
-        engine = load(dirpath, "decoder.logvar.grad")
-        err = (engine - logvar.grad).abs().max().item() / max(logvar.grad.abs().max().item(), 1e-300)
+        named.append(("decoder.logvar", logvar))
+    failures = []
+
+    # Step 0: the loss terms and every gradient.
+    loss, got = objective(os.path.join(dirpath, "step0"), meta, nets, logvar)
+    loss.backward()
+    compare_terms(0, got, meta["steps"][0], failures)
+    worst = 0.0
+    for name, t in named:
+        engine = load(dirpath, name + ".grad")
+        err = (engine - t.grad).abs().max().item() / max(t.grad.abs().max().item(), 1e-300)
         worst = max(worst, err)
-        tensors += 1
         if not err <= TOLERANCE:
-            failures.append(f"decoder.logvar: gradient max diff / max {err:.2e}")
-    print(f"{tensors} gradient tensors, worst max|diff| / max|grad| {worst:.1e}")
+            failures.append(f"{name}: gradient max diff / max {err:.2e}")
+    print(f"{len(named)} gradient tensors, worst max|diff| / max|grad| {worst:.1e}")
+
+    # Several steps: PyTorch's Adam (the engine's settings) over the same batches and noise,
+    # then the weights. Updates are ≤ lr per step; the tolerance is relative to lr.
+    steps = len(meta["steps"])
+    if steps > 1:
+        optimiser = torch.optim.Adam([t for _, t in named], lr=meta["lr"], betas=(0.9, 0.999),
+                                     eps=1e-8)
+        optimiser.step()  # step 0's gradients are already there
+        for s in range(1, steps):
+            optimiser.zero_grad()
+            loss, got = objective(os.path.join(dirpath, f"step{s}"), meta, nets, logvar)
+            loss.backward()
+            compare_terms(s, got, meta["steps"][s], failures)
+            optimiser.step()
+        worst = 0.0
+        for name, t in named:
+            err = (load(dirpath, name + ".final") - t.detach()).abs().max().item() / meta["lr"]
+            worst = max(worst, err)
+            if not err <= 1e-9:
+                failures.append(f"{name}: weights after {steps} Adam steps differ by {err:.2e} lr")
+        print(f"weights after {steps} Adam steps: worst max|diff| {worst:.1e} lr")
+
     if failures:
         print("MISMATCH: " + "; ".join(failures))
         return 1
-    print(f"{meta['mode']}: the engine's loss terms and gradients are PyTorch's (float64)")
+    print(f"{meta['mode']}: the engine's loss terms and gradients are PyTorch's (float64)"
+          + (f", and its weights after {steps} Adam steps" if steps > 1 else ""))
     return 0
 
 

@@ -3,17 +3,20 @@
 // as the plan sees it (its input rows and pooling sets), the sampled noise ε, and the
 // engine's loss terms and gradients.
 //
-//   dump_step DIR supervised|semi|svhn
+//   dump_step DIR supervised|semi|svhn [STEPS]
 //
-// DIR/meta.json: the configuration, log p(y) and the engine's StepMetrics; DIR/*.npy (float64
-// unless said): x [R, 784] (the rows through encoder and decoder), xq [B + U, 784] (semi:
-// the classifier's rows), offsets [R + 1] and members (int32: each row's pooling set, indices
-// of labelled rows), eps [R, d_v], and per parameter NAME.npy and NAME.grad.npy in the
-// checkpoint's names and shapes (dense weights [in, out]).
+// DIR/meta.json: the configuration, log p(y) and the engine's StepMetrics of each step;
+// DIR/stepI/*.npy (float64 unless said) for step I: x [R, D] (the rows through encoder and
+// decoder), xq [B + U, D] (semi: the classifier's rows), offsets [R + 1] and members (int32:
+// each row's pooling set, indices of labelled rows), eps [R, d_v]; per parameter, in the
+// checkpoint's names and shapes (dense weights [in, out]): NAME.npy (initial), NAME.grad.npy
+// (step 0's gradient) and, with STEPS > 1, NAME.final.npy (after STEPS Adam updates).
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -56,9 +59,10 @@ Dataset made_up_svhn() {
   return d;
 }
 
-int run(const std::string& dir, const std::string& mode) {
+int run(const std::string& dir, const std::string& mode, int steps) {
   check(mode == "supervised" || mode == "semi" || mode == "svhn", "dump_step",
         "mode is supervised, semi or svhn");
+  check(steps >= 1 && steps <= 100, "dump_step", "steps is 1 to 100");
   const bool semi = mode == "semi", svhn = mode == "svhn";
   std::filesystem::create_directories(dir);
   const Dataset digits = svhn ? made_up_svhn()
@@ -90,71 +94,91 @@ int run(const std::string& dir, const std::string& mode) {
   model.set_log_prior(log_prior);
 
   BalancedBatchSampler sampler(labelled.labels, C, config.k, config.m_max, config.seed);
-  Batch batch;
-  const uint64_t step = 3;
-  sampler.sample(step, batch);
-  if (semi) {
-    UnlabelledSampler unlabelled(split.unlabelled.n, U, C, config.k, config.m_max, config.seed);
-    unlabelled.sample(step, batch);
-  }
-  model.load_batch(batch, labelled, semi ? &split.unlabelled : nullptr);
-  const StepMetrics m = model.forward(step);
-  model.backward();
-
-  // The plan's rows: labelled, then each unlabelled item once per label (row B + u·C + y).
-  std::vector<double> x, xq;
-  for (int32_t row : batch.rows) append_rows(x, labelled, row);
-  for (int32_t row : batch.unlabelled_rows) append_rows(x, split.unlabelled, row, C);
+  std::unique_ptr<UnlabelledSampler> unlabelled_sampler;
+  if (semi)
+    unlabelled_sampler = std::make_unique<UnlabelledSampler>(split.unlabelled.n, U, C, config.k,
+                                                             config.m_max, config.seed);
   const int R = B + C * U, D = labelled.dim, dv = config.latent_v;
-  write_npy(dir + "/x.npy", x, {R, D});
-  if (semi) {
-    for (int32_t row : batch.rows) append_rows(xq, labelled, row);
-    for (int32_t row : batch.unlabelled_rows) append_rows(xq, split.unlabelled, row);
-    write_npy(dir + "/xq.npy", xq, {B + U, D});
-  }
-  write_npy(dir + "/offsets.npy", batch.offsets, {int64_t(batch.offsets.size())});
-  write_npy(dir + "/members.npy", batch.members, {int64_t(batch.members.size())});
+  std::vector<StepMetrics> metrics;
+  for (int s = 0; s < steps; ++s) {
+    const uint64_t step = 3 + uint64_t(s);
+    Batch batch;
+    sampler.sample(step, batch);
+    if (semi) unlabelled_sampler->sample(step, batch);
+    model.load_batch(batch, labelled, semi ? &split.unlabelled : nullptr);
+    metrics.push_back(model.forward(step));
+    model.backward();
 
-  // ε as the plan drew it: the same op with μ = 0, log σ² = 0 gives v = ε.
-  std::vector<double> zeros(size_t(R) * 2 * dv, 0.0), v(size_t(R) * dv), eps(v.size()), kl(R);
-  backend->sample_kl_forward(v.data(), eps.data(), kl.data(), zeros.data(), R, dv, config.seed,
-                             step, 0);
-  write_npy(dir + "/eps.npy", eps, {R, dv});
+    // The plan's rows: labelled, then each unlabelled item once per label (row B + u·C + y).
+    const std::string at = dir + "/step" + std::to_string(s);
+    std::filesystem::create_directories(at);
+    std::vector<double> x, xq;
+    for (int32_t row : batch.rows) append_rows(x, labelled, row);
+    for (int32_t row : batch.unlabelled_rows) append_rows(x, split.unlabelled, row, C);
+    write_npy(at + "/x.npy", x, {R, D});
+    if (semi) {
+      for (int32_t row : batch.rows) append_rows(xq, labelled, row);
+      for (int32_t row : batch.unlabelled_rows) append_rows(xq, split.unlabelled, row);
+      write_npy(at + "/xq.npy", xq, {B + U, D});
+    }
+    write_npy(at + "/offsets.npy", batch.offsets, {int64_t(batch.offsets.size())});
+    write_npy(at + "/members.npy", batch.members, {int64_t(batch.members.size())});
+    // ε as the plan drew it: the same op with μ = 0, log σ² = 0 gives v = ε.
+    std::vector<double> zeros(size_t(R) * 2 * dv, 0.0), v(size_t(R) * dv), eps(v.size()), kl(R);
+    backend->sample_kl_forward(v.data(), eps.data(), kl.data(), zeros.data(), R, dv, config.seed,
+                               step, 0);
+    write_npy(at + "/eps.npy", eps, {R, dv});
 
-  for (const NamedParameter<double>& p : model.named_parameters()) {
-    write_npy(dir + "/" + p.name + ".npy", std::vector<double>(p.value, p.value + p.size), p.shape);
-    write_npy(dir + "/" + p.name + ".grad.npy", std::vector<double>(p.grad, p.grad + p.size),
-              p.shape);
+    // The initial weights and the first step's gradients; with several steps, Adam moves on.
+    for (const NamedParameter<double>& p : model.named_parameters()) {
+      const std::vector<double> value(p.value, p.value + p.size), grad(p.grad, p.grad + p.size);
+      if (s == 0) write_npy(dir + "/" + p.name + ".npy", value, p.shape);
+      if (s == 0) write_npy(dir + "/" + p.name + ".grad.npy", grad, p.shape);
+    }
+    if (steps > 1) model.apply_adam();
   }
+  if (steps > 1)  // the weights after the steps' Adam updates
+    for (const NamedParameter<double>& p : model.named_parameters())
+      write_npy(dir + "/" + p.name + ".final.npy", std::vector<double>(p.value, p.value + p.size),
+                p.shape);
+
   std::ofstream meta(dir + "/meta.json");
   char line[512];
   std::snprintf(line, sizeof line,
                 "{\"mode\": \"%s\", \"B\": %d, \"U\": %d, \"C\": %d, \"k\": %d, \"alpha\": %.17g, "
-                "\"w\": %.17g, \"recon\": %.17g, \"kl\": %.17g, \"classifier_nll\": %.17g, "
-                "\"unlabelled_bound\": %.17g, \"log_prior\": [",
+                "\"w\": %.17g, \"lr\": %.17g, \"log_prior\": [",
                 mode.c_str(), B, U, C, config.k, config.classifier_weight, config.unlabelled_weight,
-                m.recon, m.kl, m.classifier_nll, m.unlabelled_bound);
+                config.lr);
   meta << line;
   for (int c = 0; c < C; ++c) {
     std::snprintf(line, sizeof line, "%s%.17g", c ? ", " : "", log_prior[size_t(c)]);
     meta << line;
   }
+  meta << "], \"steps\": [";
+  for (size_t i = 0; i < metrics.size(); ++i) {
+    const StepMetrics& m = metrics[i];
+    std::snprintf(line, sizeof line,
+                  "%s{\"recon\": %.17g, \"kl\": %.17g, \"classifier_nll\": %.17g, "
+                  "\"unlabelled_bound\": %.17g}",
+                  i ? ", " : "", m.recon, m.kl, m.classifier_nll, m.unlabelled_bound);
+    meta << line;
+  }
   meta << "]}\n";
   check(meta.good(), dir + "/meta.json", "write failed");
-  std::printf("dump_step: %s step of B = %d (R = %d rows) written to %s\n", mode.c_str(), B, R,
-              dir.c_str());
+  std::printf("dump_step: %d %s step(s) of B = %d (R = %d rows) written to %s\n", steps,
+              mode.c_str(), B, R, dir.c_str());
   return 0;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 3) {
-    std::fprintf(stderr, "usage: dump_step DIR supervised|semi|svhn\n");
+  if (argc != 3 && argc != 4) {
+    std::fprintf(stderr, "usage: dump_step DIR supervised|semi|svhn [STEPS]\n");
     return 2;
   }
   try {
-    return run(argv[1], argv[2]);
+    return run(argv[1], argv[2], argc == 4 ? std::atoi(argv[3]) : 1);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "dump_step: %s\n", e.what());
     return 1;
