@@ -102,7 +102,7 @@ def objective(stepdir, meta, nets, logvar):
     kl = 0.5 * (mu * mu + torch.exp(lv) - 1.0 - lv).sum(dim=1)
     loss = -(ll[:B] - kl[:B]).mean()
     got = {"recon": ll[:B].mean().item(), "kl": kl[:B].mean().item()}
-    if meta["mode"] == "semi":
+    if meta["mode"] in ("semi", "svhn-semi"):
         log_prior = torch.tensor(meta["log_prior"])
         qlogits = run(cls, load(stepdir, "xq"))               # [B + U, C]
         labels = torch.arange(B) // k                          # segment c holds class c
@@ -152,7 +152,9 @@ def main():
     print(f"{len(named)} gradient tensors, worst max|diff| / max|grad| {worst:.1e}")
 
     # Several steps: PyTorch's Adam (the engine's settings) over the same batches and noise,
-    # then the weights. Updates are ≤ lr per step; the tolerance is relative to lr.
+    # then the weights. An update is at most ~lr per element, so the tolerance is a fraction of
+    # lr: 1e-6, since Adam divides by √v + ε and so magnifies the gradients' last-digit
+    # differences where a gradient is near ε (a wrong update rule is off by ~lr).
     steps = len(meta["steps"])
     if steps > 1:
         optimiser = torch.optim.Adam([t for _, t in named], lr=meta["lr"], betas=(0.9, 0.999),
@@ -168,7 +170,7 @@ def main():
         for name, t in named:
             err = (load(dirpath, name + ".final") - t.detach()).abs().max().item() / meta["lr"]
             worst = max(worst, err)
-            if not err <= 1e-9:
+            if not err <= 1e-6:
                 failures.append(f"{name}: weights after {steps} Adam steps differ by {err:.2e} lr")
         print(f"weights after {steps} Adam steps: worst max|diff| {worst:.1e} lr")
 

@@ -3,7 +3,7 @@
 // as the plan sees it (its input rows and pooling sets), the sampled noise ε, and the
 // engine's loss terms and gradients.
 //
-//   dump_step DIR supervised|semi|svhn [STEPS]
+//   dump_step DIR supervised|semi|svhn|svhn-semi [STEPS]
 //
 // DIR/meta.json: the configuration, log p(y) and the engine's StepMetrics of each step;
 // DIR/stepI/*.npy (float64 unless said) for step I: x [R, D] (the rows through encoder and
@@ -60,10 +60,10 @@ Dataset made_up_svhn() {
 }
 
 int run(const std::string& dir, const std::string& mode, int steps) {
-  check(mode == "supervised" || mode == "semi" || mode == "svhn", "dump_step",
-        "mode is supervised, semi or svhn");
+  check(mode == "supervised" || mode == "semi" || mode == "svhn" || mode == "svhn-semi",
+        "dump_step", "mode is supervised, semi, svhn or svhn-semi");
   check(steps >= 1 && steps <= 100, "dump_step", "steps is 1 to 100");
-  const bool semi = mode == "semi", svhn = mode == "svhn";
+  const bool svhn = mode.rfind("svhn", 0) == 0, semi = mode == "semi" || mode == "svhn-semi";
   std::filesystem::create_directories(dir);
   const Dataset digits = svhn ? made_up_svhn()
                               : load_idx(EQUIVAE_SOURCE_DIR "/data/mnist10k-images-idx3-ubyte.gz",
@@ -76,12 +76,12 @@ int run(const std::string& dir, const std::string& mode, int steps) {
   if (svhn) config.k = 4;
   config.seed = 11;
   LabelledSplit split;
-  if (semi) {
-    split = split_labelled(digits, 100, config.seed);
-    config.latent_r = config.latent_v = 8;
-    config.m_max = 4;
-    config.k = 10;
-    config.unlabelled = 100;
+  if (semi) {  // SVHN: 40 labels, 8 unlabelled items a step (the conv trunks in double)
+    split = split_labelled(digits, svhn ? 40 : 100, config.seed);
+    if (!svhn) config.latent_r = config.latent_v = 8;
+    config.m_max = svhn ? 3 : 4;
+    config.k = svhn ? 4 : 10;
+    config.unlabelled = svhn ? 8 : 100;
     config.classifier_weight = 1.3;
     config.unlabelled_weight = 0.7;
   }
@@ -174,7 +174,7 @@ int run(const std::string& dir, const std::string& mode, int steps) {
 
 int main(int argc, char** argv) {
   if (argc != 3 && argc != 4) {
-    std::fprintf(stderr, "usage: dump_step DIR supervised|semi|svhn [STEPS]\n");
+    std::fprintf(stderr, "usage: dump_step DIR supervised|semi|svhn|svhn-semi [STEPS]\n");
     return 2;
   }
   try {
