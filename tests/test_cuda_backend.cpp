@@ -410,52 +410,54 @@ TEST_F(CudaBackend, EveryGemmRouteMatchesTheCpuBackend) {
   }
 }
 
-TEST_F(CudaBackend, TrainerOnTheDeviceMatchesTheCpuTrainerAndLearns) {
-  // 2 epochs of 300 digits, k = 4: 7 steps each, through the trainer's device path.
-  EquiVaeConfig config = tiny_config();
-  const Dataset data = digits().slice(0, 300);
-  Pair p(config);
-  TrainOptions options;
-  options.epochs = 2;
-  options.quiet = true;
-  const auto a = train(*p.cpu, data, nullptr, options);
-  const auto b = train(*p.gpu, data, nullptr, options);
-  ASSERT_EQ(a.size(), 2u);
-  ASSERT_EQ(b.size(), 2u);
-  for (size_t e = 0; e < a.size(); ++e) {
-    expect_close(a[e].elbo, b[e].elbo, 1e-5, "epoch " + std::to_string(e + 1) + " ELBO");
-    expect_close(a[e].kl, b[e].kl, 1e-4, "epoch " + std::to_string(e + 1) + " KL");
+// The CPU trainer and the device's side by side: 2 epochs of 300 digits, k = 4 (7 steps an
+// epoch), device steps in windows of `device_window`.
+struct TrainedOnBoth {
+  Pair p{tiny_config()};
+  Dataset data = digits().slice(0, 300);
+  std::vector<EpochRecord> cpu, gpu;
+  explicit TrainedOnBoth(int device_window) {
+    TrainOptions options;
+    options.epochs = 2;
+    options.quiet = true;
+    options.device_window = device_window;
+    cpu = train(*p.cpu, data, nullptr, options);
+    gpu = train(*p.gpu, data, nullptr, options);
   }
-  EXPECT_GT(b[1].elbo, b[0].elbo + 5) << "two epochs on the device should raise the ELBO";
-  EXPECT_LE(nmse(p.cpu_params(), p.gpu_params()), 1e-9);
+};
+
+TEST_F(CudaBackend, TrainerOnTheDeviceMatchesTheCpuTrainerAndLearns) {
+  TrainedOnBoth t(512);  // one window an epoch
+  ASSERT_EQ(t.cpu.size(), 2u);
+  ASSERT_EQ(t.gpu.size(), 2u);
+  for (size_t e = 0; e < t.cpu.size(); ++e) {
+    expect_close(t.cpu[e].elbo, t.gpu[e].elbo, 1e-5, "epoch " + std::to_string(e + 1) + " ELBO");
+    expect_close(t.cpu[e].kl, t.gpu[e].kl, 1e-4, "epoch " + std::to_string(e + 1) + " KL");
+  }
+  EXPECT_GT(t.gpu[1].elbo, t.gpu[0].elbo + 5) << "two epochs on the device should raise the ELBO";
+  EXPECT_LE(nmse(t.p.cpu_params(), t.p.gpu_params()), 1e-9);
   // Evaluation on the device: f_inv embeddings agree.
-  std::vector<float> ec(size_t(50) * config.latent_r), eg(ec.size());
-  p.cpu->embed(data.images.data(), 50, ec.data());
-  p.gpu->embed(data.images.data(), 50, eg.data());
+  const int latent = t.p.cpu->config().latent_r;
+  std::vector<float> ec(size_t(50) * latent), eg(ec.size());
+  t.p.cpu->embed(t.data.images.data(), 50, ec.data());
+  t.p.gpu->embed(t.data.images.data(), 50, eg.data());
   EXPECT_LE(
       nmse(std::vector<double>(ec.begin(), ec.end()), std::vector<double>(eg.begin(), eg.end())),
       1e-10);
 }
 
 TEST_F(CudaBackend, TrainerWithSeveralWindowsPerEpochMatchesTheCpuTrainer) {
-  // 7 steps an epoch in windows of 3, 3 and 1: each window's batches are sampled while the
-  // previous one runs, across the epoch boundary too; the numbers are the CPU trainer's.
-  EquiVaeConfig config = tiny_config();
-  const Dataset data = digits().slice(0, 300);
-  Pair p(config);
-  TrainOptions options;
-  options.epochs = 2;
-  options.quiet = true;
-  options.device_window = 3;
-  const auto a = train(*p.cpu, data, nullptr, options);
-  const auto b = train(*p.gpu, data, nullptr, options);
-  ASSERT_EQ(b.size(), 2u);
-  for (size_t e = 0; e < a.size(); ++e)
-    expect_close(a[e].elbo, b[e].elbo, 1e-5, "epoch " + std::to_string(e + 1) + " ELBO");
-  EXPECT_EQ(p.gpu->adam_steps(), 14);
-  EXPECT_LE(nmse(p.cpu_params(), p.gpu_params()), 1e-9);
-  options.device_window = 0;
-  EXPECT_THROW(train(*p.gpu, data, nullptr, options), Error);
+  // Windows of 3, 3 and 1 steps: each window's batches are sampled while the previous one
+  // runs, across the epoch boundary too; the numbers are the CPU trainer's.
+  TrainedOnBoth t(3);
+  ASSERT_EQ(t.gpu.size(), 2u);
+  for (size_t e = 0; e < t.cpu.size(); ++e)
+    expect_close(t.cpu[e].elbo, t.gpu[e].elbo, 1e-5, "epoch " + std::to_string(e + 1) + " ELBO");
+  EXPECT_EQ(t.p.gpu->adam_steps(), 14);
+  EXPECT_LE(nmse(t.p.cpu_params(), t.p.gpu_params()), 1e-9);
+  TrainOptions zero_window;
+  zero_window.device_window = 0;
+  EXPECT_THROW(train(*t.p.gpu, t.data, nullptr, zero_window), Error);
 }
 
 TEST_F(CudaBackend, AShortGraphRunLowersTheLoss) {
