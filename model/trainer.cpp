@@ -3,7 +3,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -17,16 +16,11 @@
 #include "model/resume_state.h"
 #include "model/sampler.h"
 #include "runtime/checkpoint_writer.h"
+#include "runtime/clock.h"
 #include "runtime/error.h"
 
 namespace equivae {
 namespace {
-
-using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
 
 std::string format_duration(double seconds) {
   const int s = int(std::lround(seconds));

@@ -12,7 +12,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -28,6 +27,7 @@
 #include "model/subsets.h"
 #include "model/trainer.h"
 #include "runtime/backend.h"
+#include "runtime/clock.h"
 #include "runtime/error.h"
 #include "runtime/flags.h"
 #include "tools/data_flags.h"
@@ -181,9 +181,7 @@ class Progress {
   }
 
  private:
-  double elapsed() const {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
-  }
+  double elapsed() const { return seconds_since(start_); }
   std::string eta() const {
     if (done_ == 0) return "--";
     return format_duration(elapsed() / double(done_) *
@@ -192,7 +190,7 @@ class Progress {
   int runs_;
   int64_t total_, done_ = 0;
   bool quiet_, live_;
-  std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
+  Clock::time_point start_ = Clock::now();
 };
 
 std::string format(const PaperFigure& p) {
@@ -299,7 +297,7 @@ int run(int argc, char** argv) {
   for (size_t li = 0; li < label_counts.size(); ++li) {
     const int64_t labels = label_counts[li];
     for (int s = 1; s <= seeds; ++s) {
-      const auto start = std::chrono::steady_clock::now();
+      const auto start = Clock::now();
       RunResult r;
       r.labels = labels;
       r.seed = uint64_t(s);
@@ -341,7 +339,7 @@ int run(int argc, char** argv) {
                                     classifier_epochs);
       r.benchmark_error = benchmark_error(*backend, c, labelled, data.validation, data.test, r.seed,
                                           classifier_epochs);
-      r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      r.seconds = seconds_since(start);
       results.push_back(r);
       write_run(csv, supervised, r);
       char q[32] = "";  // supervised rows have no q(y|x)

@@ -3,7 +3,6 @@
 // test error, written files. A TrainTool says what differs: the base configuration, the
 // paper's defaults and whether a data set is bundled.
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <future>
 #include <memory>
@@ -18,6 +17,7 @@
 #include "model/subsets.h"
 #include "model/trainer.h"
 #include "runtime/backend.h"
+#include "runtime/clock.h"
 #include "runtime/error.h"
 #include "runtime/flags.h"
 #include "tools/data_flags.h"
@@ -69,26 +69,22 @@ inline EquiVaeConfig train_config(const Flags& f, const TrainTool& tool, const D
   return c;
 }
 
-inline double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
-
 inline int train_tool(const TrainTool& tool, int argc, char** argv) {
   Flags flags;
   declare_train_flags(flags, tool);
   if (!parse_flags_or_help(flags, argc, argv, tool.usage)) return 0;
-  const auto start = std::chrono::steady_clock::now();
+  const auto start = Clock::now();
   check(tool.bundled_data || flags.has("data") || flags.has("train-images"), "--data",
         "no data set is bundled for this model: give --data DIR (or the IDX file flags)");
   // Reading the data (file reads, inflation) and starting the backend (on a GPU: the driver,
   // the context, the BLAS handles) are independent: side by side. The flags are parsed here;
   // the other thread only reads files.
   auto loading = std::async(std::launch::async, [source = data_source(flags, 0)] {
-    const auto t0 = std::chrono::steady_clock::now();
+    const auto t0 = Clock::now();
     DataSplits splits = load_splits(source);
     return std::pair{std::move(splits), seconds_since(t0)};
   });
-  const auto backend_start = std::chrono::steady_clock::now();
+  const auto backend_start = Clock::now();
   const std::unique_ptr<Backend<float>> backend = backend_from_flags(flags);
   const double backend_seconds = seconds_since(backend_start);
   const auto [data, load_seconds] = loading.get();

@@ -71,11 +71,6 @@ class LtGemm {
     return true;
   }
 
-  // Whether cuBLASLt has an algorithm for the shape and epilogue with 256-byte aligned buffers.
-  bool supports(const Gemm& g, const LtEpilogue& e) {
-    return ok_ && plan_for(g, e, 256, 256, 256).usable;
-  }
-
  private:
   struct Plan {
     cublasLtMatmulDesc_t desc = nullptr;
