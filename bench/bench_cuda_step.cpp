@@ -149,23 +149,38 @@ void BM_GraphStep(benchmark::State& state) {
 // fused bias/ReLU, cuBLAS backward, bias gradients on the side stream), /1 the backward in
 // cuBLASLt too, /2 as /1 with no split-K anywhere, /3 the default with no split-K in the
 // forward, /4 the default with the bias gradients fused into the ReLU-mask kernel on the
-// critical path.
+// critical path, /5 the default with its cuBLASLt GEMMs autotuned, /6 as /1 autotuned (every
+// GEMM in cuBLASLt and timed).
 void BM_GraphStepGemmRoute(benchmark::State& state) {
   if (skip_without_gpu(state)) return;
+  const int64_t route = state.range(0);
   CudaBackendOptions options;
-  options.lt_backward = state.range(0) == 1 || state.range(0) == 2;
-  options.split_k = state.range(0) != 2 && state.range(0) != 3;
-  options.side_bias_gradient = state.range(0) != 4;
+  options.lt_backward = route == 1 || route == 2 || route == 6;
+  options.split_k = route != 2 && route != 3;
+  options.side_bias_gradient = route != 4;
+  options.autotune_gemms = route >= 5;
   auto backend = gpu_backend(options);
   EquiVae<float> model(EquiVaeConfig{}, *backend);
   time_graph_windows(state, model, digits(), nullptr);
-  static const char* const kRoutes[] = {"default", "lt backward", "lt backward, no split-K",
-                                        "no split-K forward", "bias gradient on the main stream"};
-  state.SetLabel(backend->name() + " " + kRoutes[state.range(0)]);
+  const GemmTuning& tuning = model.gemm_tuning();
+  if (options.autotune_gemms) {  // what the timing saw, each plan once
+    state.counters["tuned plans"] = tuning.timed;
+    state.counters["changed"] = tuning.changed;
+    state.counters["heuristic us"] = tuning.heuristic_seconds * 1e6;
+    state.counters["tuned us"] = tuning.chosen_seconds * 1e6;
+  }
+  static const char* const kRoutes[] = {"default",
+                                        "lt backward",
+                                        "lt backward, no split-K",
+                                        "no split-K forward",
+                                        "bias gradient on the main stream",
+                                        "autotuned",
+                                        "lt backward, autotuned"};
+  state.SetLabel(backend->name() + " " + kRoutes[route]);
 }
 BENCHMARK(BM_GraphStepGemmRoute)
     ->ArgName("route")
-    ->DenseRange(0, 4)
+    ->DenseRange(0, 6)
     ->Unit(benchmark::kMicrosecond)
     ->UseRealTime();
 

@@ -205,7 +205,7 @@ if want bench; then
     run_stage bench_kernels 60 "$BIN/bench_cuda_kernels" --benchmark_min_time=0.2
   fi
   if has bench_cuda_step; then
-    run_stage bench_step 90 "$BIN/bench_cuda_step" --benchmark_min_time=0.3 \
+    run_stage bench_step 120 "$BIN/bench_cuda_step" --benchmark_min_time=0.3 \
       --benchmark_out="$RESULTS/bench_step.json" --benchmark_out_format=json
     run_stage bench_step_fp32 45 env EQUIVAE_BENCH_STRICT_FP32=1 "$BIN/bench_cuda_step" \
       --benchmark_filter=GraphStep --benchmark_min_time=0.3 \
@@ -228,6 +228,8 @@ if want train; then
   if has train_mnist; then
     run_stage train_digits_1epoch 60 "$BIN/train_mnist" --device cuda --epochs 1 \
       --out /tmp/equivae-digits
+    run_stage train_digits_1epoch_autotuned 60 "$BIN/train_mnist" --device cuda --epochs 1 \
+      --autotune-gemms --out /tmp/equivae-digits-autotuned
     if [[ -n "$FASHION" ]]; then
       start_ns=$(date +%s%N)
       run_stage train_fashion40 150 bash -c "set -o pipefail; '$BIN/train_mnist' --device cuda --epochs 40 \
@@ -317,7 +319,9 @@ def table(path, title):
         per = f"{per * 1e6:.1f} us" if per is not None else f"{b['real_time']:.1f} {b['time_unit']}"
         ex = b.get("examples/s")
         label = b.get("label", "")
-        for extra in ("graph nodes", "grad NMSE"):  # the GEMM chains' counters
+        # the GEMM chains' counters, and what autotuning saw on the routes that tune
+        for extra in ("graph nodes", "grad NMSE", "tuned plans", "changed", "heuristic us",
+                      "tuned us"):
             if extra in b:
                 label += f"; {extra} {b[extra]:.3g}"
         print(f"| {b['name']} | {label} | {per} | {ex:,.0f} |" if ex else

@@ -536,6 +536,18 @@ void EquiVae<T>::device_step_ops() {
 }
 
 template <class T>
+void EquiVae<T>::capture_device_step() {
+  device_->begin_capture();
+  try {
+    device_step_ops();
+  } catch (...) {
+    device_->abort_capture();
+    throw;
+  }
+  device_->end_capture();
+}
+
+template <class T>
 std::vector<StepMetrics> EquiVae<T>::train_steps(const std::vector<Batch>& batches,
                                                  uint64_t first_step) {
   check(device_steps_supported(), "device steps",
@@ -581,14 +593,16 @@ std::vector<StepMetrics> EquiVae<T>::train_steps(const std::vector<Batch>& batch
   backend_.upload(res.counters.ptr, &counters, sizeof counters);
 
   if (!device_->has_graph()) {
-    device_->begin_capture();
-    try {
-      device_step_ops();
-    } catch (...) {
-      device_->abort_capture();
-      throw;
+    capture_device_step();
+    // The capture made the step's GEMM plans; with autotuning their algorithms are timed now,
+    // and a graph holding older choices is captured again (the plans are kept: same nodes,
+    // new kernels).
+    const GemmTuning tuning = device_->tune_gemms();
+    gemm_tuning_ += tuning;
+    if (tuning.changed > 0) {
+      device_->reset_graph();
+      capture_device_step();
     }
-    device_->end_capture();
   }
   {
     DeviceRange<T> range(device_, "steps");

@@ -89,6 +89,8 @@ class EquiVae {
   void upload_datasets(const Dataset& labelled, const Dataset* unlabelled = nullptr);
   // Steps first_step, first_step + 1, ... with batches[i] at step first_step + i.
   std::vector<StepMetrics> train_steps(const std::vector<Batch>& batches, uint64_t first_step);
+  // What GEMM autotuning has done over this plan's step captures (all zero without it).
+  const GemmTuning& gemm_tuning() const { return gemm_tuning_; }
 
   // ---- Inference plan: f_inv and q(y|x) in chunks of the rows the training plan runs them
   // over (B; B + U), reading its parameters in place, in an arena of their own (built on
@@ -149,8 +151,9 @@ class EquiVae {
   void forward_ops(uint64_t step, const DeviceCounters* counters);
   StepMetrics read_metrics();
   void device_step_ops();  // the captured step: gather, forward, backward, Adam, metrics
-  struct Resident;         // device buffers of the device-resident training (equivae.cpp)
-  struct Inference;        // the inference plan and the data sets kept resident for it
+  void capture_device_step();
+  struct Resident;   // device buffers of the device-resident training (equivae.cpp)
+  struct Inference;  // the inference plan and the data sets kept resident for it
   Inference& inference();
   // The inference copy of `trained` over images[n, D] (host; device: the same images on the
   // device, or null) → result[n, width] on the host.
@@ -207,6 +210,7 @@ class EquiVae {
   DeviceStepOps<T>* device_ = nullptr;  // the backend's device-step ops, if it has them
   std::unique_ptr<Resident> resident_;
   std::unique_ptr<Inference> inference_;
+  GemmTuning gemm_tuning_;
 };
 
 }  // namespace equivae

@@ -192,8 +192,14 @@ std::vector<EpochRecord> train(EquiVae<T>& model, const Dataset& labelled,
           if (rest > 0 || epoch < options.epochs)
             next_window = std::async(std::launch::async, sample_window, step + n,
                                      size_t(std::min(window_steps, rest > 0 ? rest : steps)));
+          const int tuned_before = model.gemm_tuning().timed;
           window_metrics = model.train_steps(window, step);
           window_last = step + window.size() - 1;
+          if (const GemmTuning& t = model.gemm_tuning(); t.timed > tuned_before && !options.quiet)
+            std::fprintf(stderr,
+                         "GEMM autotuning: %d cuBLASLt plans timed, %d changed (%.1f -> %.1f us, "
+                         "each plan once)\n",
+                         t.timed, t.changed, t.heuristic_seconds * 1e6, t.chosen_seconds * 1e6);
         }
       }
       // On the host the step stops after its forward pass when the loss is not finite, so

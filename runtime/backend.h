@@ -119,6 +119,10 @@ struct CudaBackendOptions {
   // The dense backward's bias gradient on the side stream beside the weight-gradient GEMM
   // (default), or fused with the ReLU mask on the critical path.
   bool side_bias_gradient = true;
+  // Each cuBLASLt GEMM's algorithm chosen by timing the heuristic's first candidates once,
+  // after the first capture of a training step (DeviceStepOps::tune_gemms), rather than
+  // taken from the heuristic alone.
+  bool autotune_gemms = false;
 };
 template <class T>
 std::unique_ptr<Backend<T>> make_cuda_backend(const CudaBackendOptions& options = {});

@@ -334,7 +334,8 @@ TEST_F(CudaBackend, SampledNoiseIsTheCpuNoise) {
 void compare_graph_steps(const EquiVaeConfig& config, const Dataset& data,
                          const Dataset* unlabelled, uint64_t first_step,
                          const std::vector<int>& windows,
-                         const CudaBackendOptions& options = strict_options()) {
+                         const CudaBackendOptions& options = strict_options(),
+                         GemmTuning* tuning = nullptr) {
   Pair p(config, options);
   ASSERT_TRUE(p.gpu->device_steps_supported());
   EXPECT_FALSE(p.cpu->device_steps_supported());
@@ -360,6 +361,7 @@ void compare_graph_steps(const EquiVaeConfig& config, const Dataset& data,
     step += n;
   }
   EXPECT_EQ(p.gpu->adam_steps(), p.cpu->adam_steps());
+  if (tuning) *tuning = p.gpu->gemm_tuning();
   const double e = nmse(p.cpu_params(), p.gpu_params());
   std::printf("[ info ] %zu windows, %llu graph steps: weight NMSE vs the CPU %.3g\n",
               windows.size(), (unsigned long long)(step - first_step), e);
@@ -408,6 +410,35 @@ TEST_F(CudaBackend, EveryGemmRouteMatchesTheCpuBackend) {
     compare_one_step(config, batch, digits(), nullptr, 5, 1e-7, options);
     compare_graph_steps(config, digits(), nullptr, 9, {2, 2}, options);
   }
+}
+
+// GEMM autotuning (with the backward in cuBLASLt, so every GEMM is tuned on a GPU): the
+// first capture is timed and, where an algorithm changed, captured again; the graph steps,
+// supervised and semi-supervised, still match the CPU backend. Under the emulator there is
+// nothing to time, and the backend reports a change so that the capture-again path runs.
+TEST_F(CudaBackend, AutotunedGemmsRecaptureTheStepAndMatchTheCpuBackend) {
+  CudaBackendOptions options = strict_options();
+  options.autotune_gemms = true;
+  options.lt_backward = true;
+  GemmTuning tuning;
+  compare_graph_steps(tiny_config(), digits(), nullptr, 3, {2, 3}, options, &tuning);
+#if defined(EQUIVAE_TEST_REAL_CUDA)
+  EXPECT_GT(tuning.timed, 0) << "the step's cuBLASLt GEMMs were timed";
+  EXPECT_GT(tuning.chosen_seconds, 0.0);
+  EXPECT_LE(tuning.chosen_seconds, tuning.heuristic_seconds * 1.0001);
+  std::printf("[ info ] %d GEMM plans timed, %d changed: %.2f µs → %.2f µs summed per call\n",
+              tuning.timed, tuning.changed, tuning.heuristic_seconds * 1e6,
+              tuning.chosen_seconds * 1e6);
+#else
+  EXPECT_EQ(tuning.timed, 0);
+  EXPECT_EQ(tuning.changed, 1) << "the emulated backend reports its first tuning as a change";
+#endif
+  compare_graph_steps(tiny_semi_config(), semi_split().labelled, &semi_split().unlabelled, 8, {2},
+                      options);
+  options.autotune_gemms = false;  // off: no tuning, no second capture
+  compare_graph_steps(tiny_config(), digits(), nullptr, 3, {2}, options, &tuning);
+  EXPECT_EQ(tuning.timed, 0);
+  EXPECT_EQ(tuning.changed, 0);
 }
 
 // The CPU trainer and the device's side by side: 2 epochs of 300 digits, k = 4 (7 steps an

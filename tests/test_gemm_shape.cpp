@@ -6,9 +6,11 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <vector>
 
+#include "runtime/cuda/gemm_choice.h"
 #include "runtime/cuda/gemm_shape.h"
 
 namespace {
@@ -17,6 +19,7 @@ using equivae::column_major;
 using equivae::ColumnMajorGemm;
 using equivae::ColumnMajorOperand;
 using equivae::Gemm;
+using equivae::pick_fastest;
 
 // Element (i, j) of op(X) for a column-major operand.
 double element(const ColumnMajorOperand& x, const std::vector<double>& data, int i, int j) {
@@ -87,6 +90,23 @@ TEST(GemmShape, TheDenseLayersShapesMapAsTheBackendUsesThem) {
   EXPECT_TRUE(d.a.trans);
   EXPECT_EQ(d.rows, 784);
   EXPECT_EQ(d.cols, 160);
+}
+
+// GEMM autotuning's choice (runtime/cuda/gemm_choice.h): the heuristic's first candidate
+// stays unless another beats it by more than the margin; failed candidates never win.
+TEST(GemmChoice, TheHeuristicsChoiceStaysUnlessAnotherIsClearlyFaster) {
+  const double inf = std::numeric_limits<double>::infinity();
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  EXPECT_EQ(pick_fastest({5.0, 4.0, 3.0}, 0.03), 2);
+  EXPECT_EQ(pick_fastest({5.0, 4.9, 4.95}, 0.03), 0);  // 2% faster: noise
+  EXPECT_EQ(pick_fastest({5.0, 4.8, 6.0}, 0.03), 1);   // 4% faster
+  EXPECT_EQ(pick_fastest({5.0, 6.0, 7.0}, 0.03), 0);
+  EXPECT_EQ(pick_fastest({5.0}, 0.03), 0);
+  EXPECT_EQ(pick_fastest({inf, 7.0, 6.0}, 0.03), 2);  // the first could not run
+  EXPECT_EQ(pick_fastest({nan, nan, 6.0}, 0.03), 2);
+  EXPECT_EQ(pick_fastest({5.0, inf, nan, 1.0}, 0.03), 3);
+  EXPECT_EQ(pick_fastest({inf, nan}, 0.03), -1);
+  EXPECT_EQ(pick_fastest({}, 0.03), -1);
 }
 
 }  // namespace

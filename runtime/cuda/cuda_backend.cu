@@ -125,9 +125,10 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
     EQUIVAE_CUBLAS_CHECK(cublasSetMathMode(side_cublas_, math_mode()));
     if constexpr (std::is_same_v<T, float>) {
       lt_ = std::make_unique<LtGemm>(options.strict_fp32, options.split_k, workspace_.get(),
-                                     kWorkspaceBytes);
-      side_lt_ = std::make_unique<LtGemm>(options.strict_fp32, options.split_k,
-                                          side_workspace_.get(), kWorkspaceBytes);
+                                     kWorkspaceBytes, options.autotune_gemms);
+      side_lt_ =
+          std::make_unique<LtGemm>(options.strict_fp32, options.split_k, side_workspace_.get(),
+                                   kWorkspaceBytes, options.autotune_gemms);
     }
 #endif
     bias_scratch_ = DeviceBuffer(kBiasScratchElems * sizeof(T));
@@ -490,6 +491,24 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
     EQUIVAE_CUDA_CHECK(cudaGraphLaunch(exec_, stream_));
 #endif
   }
+  GemmTuning tune_gemms() override {
+    not_capturing("tune_gemms");
+    GemmTuning report;
+    if (!options_.autotune_gemms) return report;
+#if defined(EQUIVAE_CUDA_EMULATED)
+    // GEMMs run in OpenBLAS here, with nothing to choose; the first call reports a change so
+    // that the tests run the plan's capture-again path as a GPU's first tuning does.
+    report.changed = emulated_tuned_ ? 0 : 1;
+    emulated_tuned_ = true;
+#else
+    synchronize();  // the timing owns the device (and the GEMM workspaces)
+    if constexpr (std::is_same_v<T, float>) {
+      report += lt_->tune();
+      report += side_lt_->tune();
+    }
+#endif
+    return report;
+  }
   void synchronize() override {
     not_capturing("synchronize");
     join_side_stream();
@@ -688,6 +707,7 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
 #if defined(EQUIVAE_CUDA_EMULATED)
   std::vector<std::function<void()>> recorded_, graph_;
   std::vector<std::function<void()>> side_queue_;  // side-stream work waiting for its join
+  bool emulated_tuned_ = false;
 #else
   std::string device_name_;
   cublasHandle_t cublas_ = nullptr;

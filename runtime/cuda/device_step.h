@@ -17,7 +17,8 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "kernels/cpu/ops.h"  // AdamConfig
+#include "kernels/cpu/ops.h"           // AdamConfig
+#include "runtime/cuda/gemm_choice.h"  // GemmTuning
 
 namespace equivae {
 
@@ -90,6 +91,11 @@ class DeviceStepOps {
   virtual bool has_graph() const = 0;
   virtual void reset_graph() = 0;
   virtual void replay() = 0;
+  // With GEMM autotuning on (CudaBackendOptions::autotune_gemms): times the candidate
+  // algorithms of every GEMM issued since the last call and keeps each one's fastest. A
+  // report with changed > 0 means a graph captured before holds older choices: capture again.
+  // Outside a capture only.
+  virtual GemmTuning tune_gemms() = 0;
   // Waits until everything issued so far has run.
   virtual void synchronize() = 0;
 

@@ -14,14 +14,22 @@
 //
 // Plans (descriptors + the heuristic's algorithm) are cached per shape, epilogue and pointer
 // alignment; the heuristic query is host-side only, so run() is safe inside a stream capture.
+// With autotuning, each plan keeps the heuristic's first kCandidates algorithms, and tune()
+// (outside any capture) times them on scratch buffers and keeps the fastest: cuBLASLt's
+// heuristic ranks kernels for typical shapes, and a training step at B = 160 is not one.
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <limits>
 #include <map>
 #include <string>
 #include <tuple>
+#include <vector>
 
+#include "runtime/cuda/gemm_choice.h"
 #include "runtime/cuda/gemm_shape.h"
 #include "runtime/error.h"
 
@@ -40,10 +48,13 @@ struct LtEpilogue {
 class LtGemm {
  public:
   // split_k: whether cuBLASLt may split K across blocks (a second, reduction kernel, or an
-  // in-place reduction); workspace: device memory the matmuls may use (the caller's).
-  LtGemm(bool strict_fp32, bool split_k, void* workspace, size_t workspace_bytes)
+  // in-place reduction); workspace: device memory the matmuls may use (the caller's);
+  // autotune: plans keep candidates for tune().
+  LtGemm(bool strict_fp32, bool split_k, void* workspace, size_t workspace_bytes,
+         bool autotune = false)
       : strict_fp32_(strict_fp32),
         split_k_(split_k),
+        autotune_(autotune),
         workspace_(workspace),
         workspace_bytes_(workspace_bytes) {
     ok_ = cublasLtCreate(&handle_) == CUBLAS_STATUS_SUCCESS;
@@ -62,22 +73,140 @@ class LtGemm {
     if (!ok_ || g.M <= 0 || g.N <= 0 || g.K <= 0) return false;
     Plan& plan = plan_for(g, e, alignment(A), alignment(B), alignment(C));
     if (!plan.usable || !set_pointers(plan, e)) return false;
-    const float one = 1.f, beta = float(g.beta);
-    const cublasStatus_t status =
-        cublasLtMatmul(handle_, plan.desc, &one, B, plan.a, A, plan.b, &beta, C, plan.c, C, plan.c,
-                       &plan.algo, workspace_, workspace_bytes_, stream);
+    const cublasStatus_t status = matmul(plan, plan.algo, A, B, C, float(g.beta), stream);
     if (status != CUBLAS_STATUS_SUCCESS)
       throw Error("cuda backend", std::string("cublasLtMatmul: ") + cublasGetStatusString(status));
     return true;
   }
 
+  // Times the candidates of every plan made since the last tune() and keeps each plan's
+  // fastest (gemm_choice.h). Needs the device idle and no capture in progress: it captures
+  // and replays small graphs of its own on a private stream, on scratch buffers (256-byte
+  // aligned, so every alignment the plans assumed holds). A plan whose algorithm changed is
+  // used from the next run() on; a graph captured before still holds the old one.
+  GemmTuning tune() {
+    GemmTuning report;
+    std::vector<Plan*> todo;
+    size_t floats[3] = {0, 0, 0}, bias_floats = 0, aux_bytes = 0;
+    for (auto& [key, plan] : plans_) {
+      if (!plan.usable || plan.tuned) continue;
+      todo.push_back(&plan);
+      for (int i = 0; i < 3; ++i) floats[i] = std::max(floats[i], plan.floats[i]);
+      bias_floats = std::max(bias_floats, plan.bias_floats);
+      aux_bytes = std::max(aux_bytes, plan.aux_bytes);
+    }
+    if (todo.empty()) return report;
+    const size_t sizes[5] = {floats[0] * 4, floats[1] * 4, floats[2] * 4, bias_floats * 4,
+                             aux_bytes};
+    size_t offsets[5], total = 0;
+    for (int i = 0; i < 5; ++i) offsets[i] = total, total += (sizes[i] + 255) / 256 * 256 + 256;
+    TuningDevice dev;
+    if (!dev.start(total)) return report;
+    // 0x3c in every byte: each float 0.0115, no NaN or denormal to slow a kernel down.
+    if (cudaMemset(dev.scratch, 0x3c, total) != cudaSuccess) return report;
+    char* base = static_cast<char*>(dev.scratch);
+    const float* A = reinterpret_cast<const float*>(base + offsets[0]);
+    const float* B = reinterpret_cast<const float*>(base + offsets[1]);
+    float* C = reinterpret_cast<float*>(base + offsets[2]);
+    for (Plan* plan : todo) {
+      plan->tuned = true;
+      const LtEpilogue e{plan->epilogue, plan->bias_floats ? base + offsets[3] : nullptr,
+                         plan->aux_bytes ? base + offsets[4] : nullptr, plan->aux_ld};
+      std::vector<double> seconds(plan->candidates.size(), std::numeric_limits<double>::infinity());
+      if (set_pointers(*plan, e))  // scratch pointers; run() sets the real ones on every call
+        for (size_t i = 0; i < seconds.size(); ++i)
+          seconds[i] = time_candidate(*plan, plan->candidates[i], A, B, C, dev);
+      const int pick = pick_fastest(seconds, kMargin);
+      if (pick < 0) continue;
+      ++report.timed;
+      report.heuristic_seconds += std::isfinite(seconds[0]) ? seconds[0] : seconds[size_t(pick)];
+      report.chosen_seconds += seconds[size_t(pick)];
+      if (pick > 0) plan->algo = plan->candidates[size_t(pick)], ++report.changed;
+    }
+    cudaGetLastError();  // a candidate that failed to run leaves nothing behind
+    return report;
+  }
+
  private:
+  static constexpr int kCandidates = 8;     // the heuristic's first 8 algorithms
+  static constexpr double kMargin = 0.03;   // a candidate must be 3% faster to replace the first
+  static constexpr int kTimedLaunches = 8;  // GEMMs per timed graph
+  static constexpr int kTimedRounds = 3;    // replays timed; the fastest counts
+
   struct Plan {
     cublasLtMatmulDesc_t desc = nullptr;
     cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
     cublasLtMatmulAlgo_t algo{};
     bool usable = false;
+    // For tune(): the heuristic's candidates (algo is one of them), the operands' extents in
+    // floats (our A, our B, C), the epilogue's bias length and aux bytes, and a β of the
+    // plan's kind (zero or not, as the key has it).
+    std::vector<cublasLtMatmulAlgo_t> candidates;
+    size_t floats[3] = {0, 0, 0};
+    size_t bias_floats = 0, aux_bytes = 0;
+    cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_DEFAULT;
+    int64_t aux_ld = 0;
+    float beta = 0;
+    bool tuned = false;
   };
+
+  // A private stream, two timing events and the scratch block, released on every path out.
+  struct TuningDevice {
+    cudaStream_t stream = nullptr;
+    cudaEvent_t start_event = nullptr, stop_event = nullptr;
+    void* scratch = nullptr;
+    bool start(size_t bytes) {
+      return cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking) == cudaSuccess &&
+             cudaEventCreate(&start_event) == cudaSuccess &&
+             cudaEventCreate(&stop_event) == cudaSuccess &&
+             cudaMalloc(&scratch, bytes) == cudaSuccess;
+    }
+    ~TuningDevice() {
+      if (stream) cudaStreamSynchronize(stream);
+      if (scratch) cudaFree(scratch);
+      if (start_event) cudaEventDestroy(start_event);
+      if (stop_event) cudaEventDestroy(stop_event);
+      if (stream) cudaStreamDestroy(stream);
+    }
+  };
+
+  cublasStatus_t matmul(Plan& plan, const cublasLtMatmulAlgo_t& algo, const float* A,
+                        const float* B, float* C, float beta, cudaStream_t stream) {
+    const float one = 1.f;
+    return cublasLtMatmul(handle_, plan.desc, &one, B, plan.a, A, plan.b, &beta, C, plan.c, C,
+                          plan.c, &algo, workspace_, workspace_bytes_, stream);
+  }
+
+  // Seconds per GEMM of one candidate, as a graph replay runs it (kTimedLaunches launches in
+  // one graph, the fastest of kTimedRounds replays after a warm-up); infinite if it fails.
+  double time_candidate(Plan& plan, const cublasLtMatmulAlgo_t& algo, const float* A,
+                        const float* B, float* C, const TuningDevice& dev) {
+    double best = std::numeric_limits<double>::infinity();
+    if (cudaStreamBeginCapture(dev.stream, cudaStreamCaptureModeThreadLocal) != cudaSuccess)
+      return best;
+    bool ok = true;
+    for (int i = 0; ok && i < kTimedLaunches; ++i)
+      ok = matmul(plan, algo, A, B, C, plan.beta, dev.stream) == CUBLAS_STATUS_SUCCESS;
+    cudaGraph_t graph = nullptr;
+    ok = cudaStreamEndCapture(dev.stream, &graph) == cudaSuccess && ok && graph;
+    cudaGraphExec_t exec = nullptr;
+    ok = ok && cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess;
+    ok = ok && cudaGraphLaunch(exec, dev.stream) == cudaSuccess;  // warm-up
+    for (int round = 0; ok && round < kTimedRounds; ++round) {
+      float ms = 0;
+      ok = cudaEventRecord(dev.start_event, dev.stream) == cudaSuccess &&
+           cudaGraphLaunch(exec, dev.stream) == cudaSuccess &&
+           cudaEventRecord(dev.stop_event, dev.stream) == cudaSuccess &&
+           cudaEventSynchronize(dev.stop_event) == cudaSuccess &&
+           cudaEventElapsedTime(&ms, dev.start_event, dev.stop_event) == cudaSuccess;
+      if (ok) best = std::min(best, double(ms) * 1e-3 / kTimedLaunches);
+    }
+    if (!ok) best = std::numeric_limits<double>::infinity();
+    if (exec) cudaGraphExecDestroy(exec);
+    if (graph) cudaGraphDestroy(graph);
+    cudaGetLastError();
+    return best;
+  }
   using Key = std::tuple<bool, bool, int, int, int, int, int, int, bool, int, int64_t, int, int,
                          int, int, int>;
 
@@ -159,14 +288,27 @@ class LtGemm {
                preference, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &align[2],
                sizeof(align[2])) == CUBLAS_STATUS_SUCCESS;
     if (ok) {
-      cublasLtMatmulHeuristicResult_t result{};
+      cublasLtMatmulHeuristicResult_t results[kCandidates] = {};
       int found_count = 0;
       ok = cublasLtMatmulAlgoGetHeuristic(handle_, plan.desc, plan.a, plan.b, plan.c, plan.c,
-                                          preference, 1, &result,
+                                          preference, autotune_ ? kCandidates : 1, results,
                                           &found_count) == CUBLAS_STATUS_SUCCESS &&
            found_count > 0;
-      if (ok) plan.algo = result.algo;
+      for (int i = 0; ok && i < found_count; ++i)
+        if (results[i].state == CUBLAS_STATUS_SUCCESS) plan.candidates.push_back(results[i].algo);
+      ok = ok && !plan.candidates.empty();
+      if (ok) plan.algo = plan.candidates[0];
     }
+    // What tune() needs to run this plan on scratch buffers.
+    plan.floats[0] = size_t(cm.b.ld) * size_t(cm.b.cols);  // our A is cuBLASLt's B
+    plan.floats[1] = size_t(cm.a.ld) * size_t(cm.a.cols);
+    plan.floats[2] = size_t(cm.ld) * size_t(cm.cols);
+    plan.bias_floats = e.bias ? size_t(std::max(g.M, g.N)) : 0;
+    plan.aux_bytes = e.aux ? size_t(e.aux_ld) / 8 * size_t(std::max(g.M, g.N)) : 0;
+    plan.epilogue = e.kind;
+    plan.aux_ld = e.aux_ld;
+    plan.beta = float(g.beta);
+    plan.tuned = plan.candidates.size() < 2;  // nothing to choose from
     if (preference) cublasLtMatmulPreferenceDestroy(preference);
     plan.usable = ok;
     return plan;
@@ -186,7 +328,7 @@ class LtGemm {
     if (plan.desc) cublasLtMatmulDescDestroy(plan.desc);
   }
 
-  bool strict_fp32_, split_k_;
+  bool strict_fp32_, split_k_, autotune_;
   void* workspace_;
   size_t workspace_bytes_;
   bool ok_ = false;
