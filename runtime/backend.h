@@ -123,6 +123,10 @@ struct CudaBackendOptions {
   // after the first capture of a training step (DeviceStepOps::tune_gemms), rather than
   // taken from the heuristic alone.
   bool autotune_gemms = false;
+  // The main stream (the step's critical path) at the device's highest priority, the side
+  // stream (weight and bias gradients) at the lowest, kept per node in captured graphs: when
+  // both have blocks waiting, the critical path's are scheduled first.
+  bool prioritise_critical_path = false;
 };
 template <class T>
 std::unique_ptr<Backend<T>> make_cuda_backend(const CudaBackendOptions& options = {});

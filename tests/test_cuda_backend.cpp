@@ -414,8 +414,9 @@ TEST_F(CudaBackend, EveryGemmRouteMatchesTheCpuBackend) {
 
 // GEMM autotuning (with the backward in cuBLASLt, so every GEMM is tuned on a GPU): the
 // first capture is timed and, where an algorithm changed, captured again; the graph steps,
-// supervised and semi-supervised, still match the CPU backend. Under the emulator there is
-// nothing to time, and the backend reports a change so that the capture-again path runs.
+// supervised and semi-supervised (with stream priorities too), still match the CPU backend. Under
+// the emulator there is nothing to time, and the backend reports a change so that the capture-again
+// path runs.
 TEST_F(CudaBackend, AutotunedGemmsRecaptureTheStepAndMatchTheCpuBackend) {
   CudaBackendOptions options = strict_options();
   options.autotune_gemms = true;
@@ -433,6 +434,7 @@ TEST_F(CudaBackend, AutotunedGemmsRecaptureTheStepAndMatchTheCpuBackend) {
   EXPECT_EQ(tuning.timed, 0);
   EXPECT_EQ(tuning.changed, 1) << "the emulated backend reports its first tuning as a change";
 #endif
+  options.prioritise_critical_path = true;  // with the streams' priorities kept in the graph
   compare_graph_steps(tiny_semi_config(), semi_split().labelled, &semi_split().unlabelled, 8, {2},
                       options);
   options.autotune_gemms = false;  // off: no tuning, no second capture

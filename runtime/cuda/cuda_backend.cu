@@ -105,7 +105,12 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
     cudaDeviceProp prop{};
     EQUIVAE_CUDA_CHECK(cudaGetDeviceProperties(&prop, options.device));
     device_name_ = prop.name;
-    EQUIVAE_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    // Lower numbers are higher priorities; 0 is the default and the least.
+    int least_priority = 0, greatest_priority = 0;
+    if (options.prioritise_critical_path)
+      EQUIVAE_CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&least_priority, &greatest_priority));
+    EQUIVAE_CUDA_CHECK(
+        cudaStreamCreateWithPriority(&stream_, cudaStreamNonBlocking, greatest_priority));
     EQUIVAE_CUBLAS_CHECK(cublasCreate(&cublas_));
     EQUIVAE_CUBLAS_CHECK(cublasSetStream(cublas_, stream_));
     // A fixed workspace: cuBLAS then allocates nothing inside a graph capture (32 MiB is
@@ -115,7 +120,8 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
     EQUIVAE_CUBLAS_CHECK(cublasSetMathMode(cublas_, math_mode()));
     // The side stream: weight-gradient GEMMs leave the critical path (see dense_backward).
     // Its own handle and workspace, since two GEMMs may now run at once.
-    EQUIVAE_CUDA_CHECK(cudaStreamCreateWithFlags(&side_stream_, cudaStreamNonBlocking));
+    EQUIVAE_CUDA_CHECK(
+        cudaStreamCreateWithPriority(&side_stream_, cudaStreamNonBlocking, least_priority));
     EQUIVAE_CUDA_CHECK(cudaEventCreateWithFlags(&fork_event_, cudaEventDisableTiming));
     EQUIVAE_CUDA_CHECK(cudaEventCreateWithFlags(&join_event_, cudaEventDisableTiming));
     EQUIVAE_CUBLAS_CHECK(cublasCreate(&side_cublas_));
@@ -449,7 +455,11 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
 #else
     cudaGraph_t graph = nullptr;
     EQUIVAE_CUDA_CHECK(cudaStreamEndCapture(stream_, &graph));
-    const cudaError_t status = cudaGraphInstantiate(&exec_, graph, 0);
+    // Kernel nodes keep the priority of the stream they were captured on; the flag makes a
+    // replay use them rather than the launch stream's.
+    const cudaError_t status = cudaGraphInstantiate(
+        &exec_, graph,
+        options_.prioritise_critical_path ? cudaGraphInstantiateFlagUseNodePriority : 0);
     cudaGraphDestroy(graph);
     cuda_check(status, "cudaGraphInstantiate");
     has_graph_ = true;
