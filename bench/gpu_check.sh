@@ -328,6 +328,20 @@ def table(path, title):
               f"| {b['name']} | {label} | {per} | |")
     print()
 table(os.path.join(res, "bench_step.json"), "CUDA backend (TF32 allowed)")
+def fastest_route(path):
+    # BM_GraphStepGemmRoute: the route to keep as the default (CudaBackendOptions)
+    if not os.path.exists(path):
+        return
+    routes = [b for b in json.load(open(path)).get("benchmarks", [])
+              if b["name"].startswith("BM_GraphStepGemmRoute") and "step" in b]
+    if not routes:
+        return
+    default = next((b for b in routes if "route:0" in b["name"]), routes[0])
+    best = min(routes, key=lambda b: b["step"])
+    print(f"Fastest step route: {best['name']} ({best.get('label', '')}): "
+          f"{best['step'] * 1e6:.1f} us against the default's {default['step'] * 1e6:.1f} us "
+          f"({default['step'] / best['step']:.2f}x)\n")
+fastest_route(os.path.join(res, "bench_step.json"))
 table(os.path.join(res, "bench_step_fp32.json"), "CUDA backend, strict FP32")
 table(os.path.join(res, "bench_chains.json"), "Dense-layer GEMM chains per route (B = 160, TF32, one graph each)")
 peers = os.path.join(res, "peers_cuda.jsonl")
