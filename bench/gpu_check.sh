@@ -224,18 +224,23 @@ fi
 # ---- the 40-epoch supervised run on 55k Fashion-MNIST examples (5k validation), and a
 # 1-epoch run on the bundled digits whose ELBO should be the CPU's -245.86 give or take TF32.
 TRAIN_SECONDS=""
+TRAIN_SECONDS_AUTOTUNED=""
 if want train; then
   if has train_mnist; then
     run_stage train_digits_1epoch 60 "$BIN/train_mnist" --device cuda --epochs 1 \
       --out /tmp/equivae-digits
-    run_stage train_digits_1epoch_autotuned 60 "$BIN/train_mnist" --device cuda --epochs 1 \
-      --autotune-gemms --out /tmp/equivae-digits-autotuned
     if [[ -n "$FASHION" ]]; then
       start_ns=$(date +%s%N)
       run_stage train_fashion40 150 bash -c "set -o pipefail; '$BIN/train_mnist' --device cuda --epochs 40 \
         --data '$FASHION' --out /tmp/equivae-fashion40 2>&1 | tee '$RESULTS/train_fashion40.log'"
       TRAIN_SECONDS=$(awk -v a="$start_ns" -v b="$(date +%s%N)" 'BEGIN { printf "%.1f", (b - a) / 1e9 }')
       cp /tmp/equivae-fashion40/metrics.csv "$RESULTS/fashion40_metrics.csv" 2>/dev/null
+      # The same run with GEMM autotuning (its log names what the timing chose).
+      start_ns=$(date +%s%N)
+      run_stage train_fashion40_autotuned 150 bash -c "set -o pipefail; '$BIN/train_mnist' --device cuda \
+        --epochs 40 --autotune-gemms --data '$FASHION' --out /tmp/equivae-fashion40-autotuned 2>&1 \
+        | tee '$RESULTS/train_fashion40_autotuned.log'"
+      TRAIN_SECONDS_AUTOTUNED=$(awk -v a="$start_ns" -v b="$(date +%s%N)" 'BEGIN { printf "%.1f", (b - a) / 1e9 }')
     else
       STATUS[train_fashion40]="skipped: no Fashion-MNIST (set FASHION_DIR or pack it)"
     fi
@@ -299,6 +304,11 @@ fi
     echo "40-epoch supervised Fashion-MNIST run (55k train): ${TRAIN_SECONDS} s wall, incl. data load and per-epoch validation;"
     echo "last epoch: $(grep -E '^epoch +40' "$RESULTS/train_fashion40.log" | tail -n 1)"
     grep 'test error' "$RESULTS/train_fashion40.log" | tail -n 1
+    echo
+  fi
+  if [[ -n "$TRAIN_SECONDS_AUTOTUNED" ]]; then
+    echo "The same run with --autotune-gemms: ${TRAIN_SECONDS_AUTOTUNED} s wall;"
+    grep -E 'GEMM autotuning|test error' "$RESULTS/train_fashion40_autotuned.log" | tail -n 2
     echo
   fi
   python3 - "$RESULTS" <<'EOF' 2>/dev/null || echo "(python3 summary of the benchmarks failed; see the json files)"
