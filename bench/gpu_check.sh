@@ -238,7 +238,7 @@ if want train; then
       # The same run with GEMM autotuning (its log names what the timing chose).
       start_ns=$(date +%s%N)
       run_stage train_fashion40_autotuned 150 bash -c "set -o pipefail; '$BIN/train_mnist' --device cuda \
-        --epochs 40 --autotune-gemms --data '$FASHION' --out /tmp/equivae-fashion40-autotuned 2>&1 \
+        --epochs 40 --autotune --data '$FASHION' --out /tmp/equivae-fashion40-autotuned 2>&1 \
         | tee '$RESULTS/train_fashion40_autotuned.log'"
       TRAIN_SECONDS_AUTOTUNED=$(awk -v a="$start_ns" -v b="$(date +%s%N)" 'BEGIN { printf "%.1f", (b - a) / 1e9 }')
     else
@@ -307,7 +307,7 @@ fi
     echo
   fi
   if [[ -n "$TRAIN_SECONDS_AUTOTUNED" ]]; then
-    echo "The same run with --autotune-gemms: ${TRAIN_SECONDS_AUTOTUNED} s wall;"
+    echo "The same run with --autotune: ${TRAIN_SECONDS_AUTOTUNED} s wall;"
     grep -E 'GEMM autotuning|test error' "$RESULTS/train_fashion40_autotuned.log" | tail -n 2
     echo
   fi

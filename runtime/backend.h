@@ -119,10 +119,10 @@ struct CudaBackendOptions {
   // The dense backward's bias gradient on the side stream beside the weight-gradient GEMM
   // (default), or fused with the ReLU mask on the critical path.
   bool side_bias_gradient = true;
-  // Each cuBLASLt GEMM's algorithm chosen by timing the heuristic's first candidates once,
-  // after the first capture of a training step (DeviceStepOps::tune_gemms), rather than
-  // taken from the heuristic alone.
-  bool autotune_gemms = false;
+  // Algorithms chosen by timing their candidates once rather than by the libraries'
+  // heuristics alone: each cuBLASLt GEMM's after the first capture of a training step
+  // (DeviceStepOps::tune_gemms), each cuDNN convolution's when its plan is made (cudnnFind*).
+  bool autotune = false;
   // The main stream (the step's critical path) at the device's highest priority, the side
   // stream (weight and bias gradients) at the lowest, kept per node in captured graphs: when
   // both have blocks waiting, the critical path's are scheduled first.

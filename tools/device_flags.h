@@ -1,5 +1,5 @@
 #pragma once
-// The device flags the tools share (--device, --threads, --strict-fp32, --autotune-gemms) and
+// The device flags the tools share (--device, --threads, --strict-fp32, --autotune) and
 // the backend they select.
 #include <memory>
 #include <string>
@@ -17,9 +17,9 @@ inline void declare_device_flags(Flags& f, const std::string& default_device) {
         "present, else cpu)");
   f.add("threads", "0", "CPU threads for GEMM and OpenMP (0: all cores)");
   f.add("strict-fp32", "", "cuda: plain FP32 GEMMs (default: TF32 tensor cores allowed)", true);
-  f.add("autotune-gemms", "",
-        "cuda: time each cuBLASLt GEMM's candidate algorithms once at start-up and keep the "
-        "fastest (default: the heuristic's choice)",
+  f.add("autotune", "",
+        "cuda: time the candidate algorithms of each cuBLASLt GEMM and cuDNN convolution once "
+        "at start-up and keep the fastest (default: the libraries' heuristics)",
         true);
 }
 
@@ -32,7 +32,7 @@ inline std::unique_ptr<Backend<float>> backend_from_flags(const Flags& f) {
   if (device == "cpu") return make_cpu_backend<float>(int(f.get_int("threads", 0, 1024)));
   CudaBackendOptions cuda;
   cuda.strict_fp32 = f.get_switch("strict-fp32");
-  cuda.autotune_gemms = f.get_switch("autotune-gemms");
+  cuda.autotune = f.get_switch("autotune");
   try {  // says why: no GPU, no driver, or a build without the CUDA backend
     return make_cuda_backend<float>(cuda);
   } catch (const Error& e) {

@@ -131,10 +131,9 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
     EQUIVAE_CUBLAS_CHECK(cublasSetMathMode(side_cublas_, math_mode()));
     if constexpr (std::is_same_v<T, float>) {
       lt_ = std::make_unique<LtGemm>(options.strict_fp32, options.split_k, workspace_.get(),
-                                     kWorkspaceBytes, options.autotune_gemms);
-      side_lt_ =
-          std::make_unique<LtGemm>(options.strict_fp32, options.split_k, side_workspace_.get(),
-                                   kWorkspaceBytes, options.autotune_gemms);
+                                     kWorkspaceBytes, options.autotune);
+      side_lt_ = std::make_unique<LtGemm>(options.strict_fp32, options.split_k,
+                                          side_workspace_.get(), kWorkspaceBytes, options.autotune);
     }
 #endif
     bias_scratch_ = DeviceBuffer(kBiasScratchElems * sizeof(T));
@@ -504,7 +503,7 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
   GemmTuning tune_gemms() override {
     not_capturing("tune_gemms");
     GemmTuning report;
-    if (!options_.autotune_gemms) return report;
+    if (!options_.autotune) return report;
 #if defined(EQUIVAE_CUDA_EMULATED)
     // GEMMs run in OpenBLAS here, with nothing to choose; the first call reports a change so
     // that the tests run the plan's capture-again path as a GPU's first tuning does.
@@ -673,7 +672,7 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
     if (!cudnn_) {
       not_capturing("the first convolution (ask its workspace size before capturing)");
       cudnn_ = std::make_unique<CudnnConvolutions>(stream_, std::is_same_v<T, double>,
-                                                   options_.strict_fp32);
+                                                   options_.strict_fp32, options_.autotune);
     }
     return *cudnn_;
   }

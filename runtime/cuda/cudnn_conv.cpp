@@ -39,7 +39,8 @@ std::array<int, 11> key_of(const cpu::Conv2dShape& s, bool transposed) {
           transposed ? 1 : 0};
 }
 
-// The first of cuDNN's ranked candidates that ran its heuristic successfully, is
+// The first of cuDNN's ranked candidates (by its heuristics, or by measured time when
+// benchmarking) that ran successfully, is
 // deterministic, fits the workspace cap and, unless tensor ops are allowed, needs none.
 template <class Perf>
 const Perf& pick(const Perf* perf, int count, bool tensor_ops, const char* call) {
@@ -60,6 +61,8 @@ struct CudnnConvolutions::Handle {
   cudnnHandle_t handle = nullptr;
   cudnnDataType_t type = CUDNN_DATA_FLOAT;
   cudnnMathType_t math = CUDNN_DEFAULT_MATH;
+  cudaStream_t stream = nullptr;
+  bool benchmark = false;
   ~Handle() {
     if (handle) cudnnDestroy(handle);
   }
@@ -84,10 +87,13 @@ struct CudnnConvolutions::Plan {
   size_t workspace() const { return std::max(fwd_bytes, std::max(data_bytes, filter_bytes)); }
 };
 
-CudnnConvolutions::CudnnConvolutions(cudaStream_t stream, bool double_precision, bool strict_fp32)
+CudnnConvolutions::CudnnConvolutions(cudaStream_t stream, bool double_precision, bool strict_fp32,
+                                     bool benchmark)
     : handle_(std::make_unique<Handle>()) {
   EQUIVAE_CUDNN_CHECK(cudnnCreate(&handle_->handle));
   EQUIVAE_CUDNN_CHECK(cudnnSetStream(handle_->handle, stream));
+  handle_->stream = stream;
+  handle_->benchmark = benchmark;
   handle_->type = double_precision ? CUDNN_DATA_DOUBLE : CUDNN_DATA_FLOAT;
   // FMA math excludes TF32 tensor cores (what strict_fp32 promises for cuBLAS too); the
   // default lets cuDNN use them for float.
@@ -134,14 +140,21 @@ CudnnConvolutions::Plan& CudnnConvolutions::plan(const cpu::Conv2dShape& s, bool
   // Where TF32 is allowed each call takes the math mode its algorithm asks for; otherwise the
   // descriptors keep FMA math and only candidates without tensor ops are taken.
   const bool tensor_ops = handle_->math == CUDNN_DEFAULT_MATH;
+  // Benchmarking runs every candidate on the device (cuDNN allocates its own buffers): never
+  // inside a capture, where the heuristics' ranking is taken instead.
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  const bool find = handle_->benchmark &&
+                    cudaStreamIsCapturing(handle_->stream, &capture) == cudaSuccess &&
+                    capture == cudaStreamCaptureStatusNone;
   auto set_math = [&](cudnnConvolutionDescriptor_t c, cudnnMathType_t candidate) {
     if (tensor_ops) EQUIVAE_CUDNN_CHECK(cudnnSetConvolutionMathType(c, candidate));
   };
   {
     cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
     int count = 0;
-    EQUIVAE_CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(
-        h, p->x, p->w, p->fwd_conv, p->y, CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &count, perf));
+    EQUIVAE_CUDNN_CHECK(
+        (find ? cudnnFindConvolutionForwardAlgorithm : cudnnGetConvolutionForwardAlgorithm_v7)(
+            h, p->x, p->w, p->fwd_conv, p->y, CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &count, perf));
     const auto& best = pick(perf, count, tensor_ops, "cudnnConvolutionForward");
     p->fwd_algo = best.algo;
     set_math(p->fwd_conv, best.mathType);
@@ -151,7 +164,8 @@ CudnnConvolutions::Plan& CudnnConvolutions::plan(const cpu::Conv2dShape& s, bool
   {
     cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
     int count = 0;
-    EQUIVAE_CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(
+    EQUIVAE_CUDNN_CHECK((find ? cudnnFindConvolutionBackwardDataAlgorithm
+                              : cudnnGetConvolutionBackwardDataAlgorithm_v7)(
         h, p->w, p->y, p->data_conv, p->x, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &count, perf));
     const auto& best = pick(perf, count, tensor_ops, "cudnnConvolutionBackwardData");
     p->data_algo = best.algo;
@@ -162,7 +176,8 @@ CudnnConvolutions::Plan& CudnnConvolutions::plan(const cpu::Conv2dShape& s, bool
   {
     cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
     int count = 0;
-    EQUIVAE_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(
+    EQUIVAE_CUDNN_CHECK((find ? cudnnFindConvolutionBackwardFilterAlgorithm
+                              : cudnnGetConvolutionBackwardFilterAlgorithm_v7)(
         h, p->x, p->y, p->filter_conv, p->w, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &count,
         perf));
     const auto& best = pick(perf, count, tensor_ops, "cudnnConvolutionBackwardFilter");
@@ -243,7 +258,7 @@ namespace {
 }
 }  // namespace
 
-CudnnConvolutions::CudnnConvolutions(cudaStream_t, bool, bool) {
+CudnnConvolutions::CudnnConvolutions(cudaStream_t, bool, bool, bool) {
   no_cudnn();
 }
 CudnnConvolutions::~CudnnConvolutions() = default;

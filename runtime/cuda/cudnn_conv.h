@@ -11,9 +11,11 @@
 // forward, its dW is backward_filter. Bias and ReLU are the backend's epilogue kernels.
 //
 // Per shape (and direction) one plan: descriptors plus the algorithm of each of the three
-// calls, chosen once by cuDNN's heuristics (no benchmarking, so nothing runs on the device:
-// safe inside a graph capture), deterministic algorithms only, at most 64 MiB of workspace;
-// with strict_fp32 the FMA math mode (no TF32). Without cuDNN at build time
+// calls, chosen once — by cuDNN's heuristics (nothing runs on the device: safe inside a graph
+// capture), or with `benchmark` by timing the candidates (cudnnFind*: the plan is then made
+// outside any capture, as the backend's workspace query makes it before a step is captured;
+// inside one the heuristics decide) — deterministic algorithms only, at most 64 MiB of
+// workspace; with strict_fp32 the FMA math mode (no TF32). Without cuDNN at build time
 // (EQUIVAE_HAVE_CUDNN undefined) the constructor throws Error.
 #include <array>
 #include <cstddef>
@@ -31,7 +33,8 @@ namespace equivae {
 class CudnnConvolutions {
  public:
   // double_precision: the tensors are double (else float). Creates the cuDNN handle on stream.
-  CudnnConvolutions(cudaStream_t stream, bool double_precision, bool strict_fp32);
+  CudnnConvolutions(cudaStream_t stream, bool double_precision, bool strict_fp32,
+                    bool benchmark = false);
   ~CudnnConvolutions();
   CudnnConvolutions(const CudnnConvolutions&) = delete;
   CudnnConvolutions& operator=(const CudnnConvolutions&) = delete;

@@ -91,7 +91,7 @@ class DeviceStepOps {
   virtual bool has_graph() const = 0;
   virtual void reset_graph() = 0;
   virtual void replay() = 0;
-  // With GEMM autotuning on (CudaBackendOptions::autotune_gemms): times the candidate
+  // With GEMM autotuning on (CudaBackendOptions::autotune): times the candidate
   // algorithms of every GEMM issued since the last call and keeps each one's fastest. A
   // report with changed > 0 means a graph captured before holds older choices: capture again.
   // Outside a capture only.
