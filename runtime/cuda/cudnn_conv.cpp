@@ -61,7 +61,6 @@ struct CudnnConvolutions::Handle {
   cudnnHandle_t handle = nullptr;
   cudnnDataType_t type = CUDNN_DATA_FLOAT;
   cudnnMathType_t math = CUDNN_DEFAULT_MATH;
-  cudaStream_t stream = nullptr;
   bool benchmark = false;
   ~Handle() {
     if (handle) cudnnDestroy(handle);
@@ -92,7 +91,6 @@ CudnnConvolutions::CudnnConvolutions(cudaStream_t stream, bool double_precision,
     : handle_(std::make_unique<Handle>()) {
   EQUIVAE_CUDNN_CHECK(cudnnCreate(&handle_->handle));
   EQUIVAE_CUDNN_CHECK(cudnnSetStream(handle_->handle, stream));
-  handle_->stream = stream;
   handle_->benchmark = benchmark;
   handle_->type = double_precision ? CUDNN_DATA_DOUBLE : CUDNN_DATA_FLOAT;
   // FMA math excludes TF32 tensor cores (what strict_fp32 promises for cuBLAS too); the
@@ -142,9 +140,10 @@ CudnnConvolutions::Plan& CudnnConvolutions::plan(const cpu::Conv2dShape& s, bool
   const bool tensor_ops = handle_->math == CUDNN_DEFAULT_MATH;
   // Benchmarking runs every candidate on the device (cuDNN allocates its own buffers): never
   // inside a capture, where the heuristics' ranking is taken instead.
+  cudaStream_t stream = nullptr;
   cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
-  const bool find = handle_->benchmark &&
-                    cudaStreamIsCapturing(handle_->stream, &capture) == cudaSuccess &&
+  const bool find = handle_->benchmark && cudnnGetStream(h, &stream) == CUDNN_STATUS_SUCCESS &&
+                    cudaStreamIsCapturing(stream, &capture) == cudaSuccess &&
                     capture == cudaStreamCaptureStatusNone;
   auto set_math = [&](cudnnConvolutionDescriptor_t c, cudnnMathType_t candidate) {
     if (tensor_ops) EQUIVAE_CUDNN_CHECK(cudnnSetConvolutionMathType(c, candidate));
