@@ -163,6 +163,13 @@ const StepRoute kStepRoutes[] = {
     {"critical path prioritised", {.prioritise_critical_path = true}},
     {"lt backward, autotuned, critical path prioritised",
      {.lt_backward = true, .autotune = true, .prioritise_critical_path = true}},
+    {"no cuBLASLt epilogues", {.cublaslt_epilogues = false}},
+    {"fused ReLU backward", {.fused_relu_backward = true}},
+    {"fused ReLU backward, no split-K forward", {.fused_relu_backward = true, .split_k = false}},
+    {"fused ReLU backward, bias gradient on the main stream",
+     {.fused_relu_backward = true, .side_bias_gradient = false}},
+    {"fused ReLU backward, lt backward, autotuned",
+     {.fused_relu_backward = true, .lt_backward = true, .autotune = true}},
 };
 constexpr int kStepRouteCount = int(sizeof(kStepRoutes) / sizeof(kStepRoutes[0]));
 
@@ -179,6 +186,11 @@ void BM_GraphStepGemmRoute(benchmark::State& state) {
     state.counters["changed"] = tuning.changed;
     state.counters["heuristic us"] = tuning.heuristic_seconds * 1e6;
     state.counters["tuned us"] = tuning.chosen_seconds * 1e6;
+  }
+  if (options.fused_relu_backward) {  // which route ran: DRELU_BGRAD GEMMs, or the kernels
+    const auto fused = dynamic_cast<DeviceStepOps<float>&>(*backend).fused_relu();
+    state.counters["masks kept"] = fused.masks_kept;
+    state.counters["DRELU_BGRAD GEMMs"] = fused.masks_read;
   }
   state.SetLabel(backend->name() + " " + route.name);
 }
@@ -368,19 +380,19 @@ void BM_Op(benchmark::State& state) {
   auto run = [&] {
     switch (op) {
       case 0:
-        be.dense_forward(y, x, W, bias, B, D, H, true);
+        be.dense_forward(y, x, W, bias, B, D, H, true, nullptr);
         break;
       case 1:
-        be.dense_forward(y, x, W, bias, B, H, H, true);
+        be.dense_forward(y, x, W, bias, B, H, H, true, nullptr);
         break;
       case 2:
-        be.dense_forward(y, x, W, bias, B, H, D, false);
+        be.dense_forward(y, x, W, bias, B, H, D, false, nullptr);
         break;
       case 3:
-        be.dense_backward(dx, dW, db, dy, x, W, y, B, H, H, true, 0, false);
+        be.dense_backward(dx, dW, db, dy, x, W, y, B, H, H, true, 0, false, {});
         break;
       case 4:
-        be.dense_backward(dx, dW, db, dy, x, W, y, B, H, D, false, 0, false);
+        be.dense_backward(dx, dW, db, dy, x, W, y, B, H, D, false, 0, false, {});
         break;
       case 5:
         be.bernoulli_ll_forward(ll, y, x, B, D);

@@ -124,8 +124,8 @@ class Chains {
         layer.dy = device_floats(yn, seed++, 1.f / kBatch);  // the top layer's is the seed
         layer.dW = device_floats(wn, seed++, 1.f);
         layer.db = device_floats(l.out, seed++, 1.f);
-        layer.aux_ld = (int64_t(l.out) + 127) / 128 * 128;
-        cudaMalloc(&layer.aux, size_t(layer.aux_ld / 8) * kBatch);
+        layer.aux_ld = lt_relu_mask_ld(l.out);
+        cudaMalloc(&layer.aux, lt_relu_mask_bytes(kBatch, l.out));
         s.layers.push_back(layer);
       }
       stacks_.push_back(s);
@@ -162,9 +162,9 @@ class Chains {
       for (size_t i = 0; i < s->layers.size(); ++i) {
         Layer& l = s->layers[i];
         const float* x = i == 0 ? s->x : s->layers[i - 1].y;
-        LtEpilogue e{CUBLASLT_EPILOGUE_BIAS, l.b};
+        LtEpilogue e{GemmEpilogue::bias, l.b};
         if (l.shape.relu) {
-          e.kind = aux ? CUBLASLT_EPILOGUE_RELU_AUX_BIAS : CUBLASLT_EPILOGUE_RELU_BIAS;
+          e.kind = aux ? GemmEpilogue::relu_aux_bias : GemmEpilogue::relu_bias;
           if (aux) {
             e.aux = l.aux;
             e.aux_ld = l.aux_ld;
@@ -212,10 +212,10 @@ class Chains {
         LtEpilogue e;
         if (fused && i > 0 && s.layers[size_t(i) - 1].shape.relu) {
           const Layer& below = s.layers[size_t(i) - 1];
-          e = {CUBLASLT_EPILOGUE_DRELU_BGRAD, below.db, below.aux, below.aux_ld};
+          e = {GemmEpilogue::drelu_bgrad, below.db, below.aux, below.aux_ld};
         }
         if (!gemm(lt, split_k, false, g, l.dy, l.W + size_t(from) * d.out, dx, e)) {
-          failed = std::string(e.kind == CUBLASLT_EPILOGUE_DEFAULT ? "dX " : "DRELU_BGRAD dX ") +
+          failed = std::string(e.kind == GemmEpilogue::none ? "dX " : "DRELU_BGRAD dX ") +
                    std::to_string(d.out) + "->" + std::to_string(width);
           return false;
         }

@@ -123,6 +123,7 @@ EquiVae<T>::EquiVae(const EquiVaeConfig& config, Backend<T>& backend, const Netw
   encoder_.place_activations(arena_, R);
   decoder_.place_activations(arena_, R);
   if (config.semi_supervised()) classifier_.place_activations(arena_, B + U);
+  for (LayerStack<T>* net : networks_) net->place_relu_masks(arena_, backend_);
   // One convolution workspace, the largest any layer asks for.
   place_shared_workspace(arena_, workspace_, networks_, backend_, "model");
   arena_.place(x_, R, D);

@@ -85,6 +85,9 @@ struct Layer : LayerSpec {
   Tensor<T> W, b;    // weight_rows × weight_cols, [1, bias_size]
   Tensor<T> dW, db;  // same shapes
   Tensor<T> y, dy;   // [rows, out] output (post-activation) and its gradient
+  // The ReLU's mask the backend keeps for the layer above (Backend::relu_mask_bytes; its
+  // bytes as T elements), or empty.
+  Tensor<T> relu_mask;
 };
 
 template <class T>
@@ -126,6 +129,15 @@ class LayerStack {
     for (auto& l : layers_) {
       l.conv.N = rows;
       arena.place(l.y, rows, l.out), arena.place(l.dy, rows, l.out);
+    }
+  }
+  // The masks the backend keeps for backward() (none on the CPU): one per dense ReLU layer
+  // whose backward the layer above finishes. After place_activations.
+  void place_relu_masks(Arena& arena, const Backend<T>& be) {
+    for (size_t l = 0; l + 1 < layers_.size(); ++l) {
+      const size_t bytes =
+          finishes_input_relu(l + 1) ? be.relu_mask_bytes(rows_, layers_[l].out) : 0;
+      if (bytes > 0) arena.place(layers_[l].relu_mask, 1, int((bytes + sizeof(T) - 1) / sizeof(T)));
     }
   }
   // An inference copy of a network: outputs only (no gradients), for `rows` rows, reading the
@@ -176,8 +188,16 @@ class LayerStack {
     for (size_t l = layers_.size(); l-- > 0;) {
       const T* input = l == 0 ? x : layers_[l - 1].y.data;
       T* dinput = l == 0 ? dx : layers_[l - 1].dy.data;
-      backward_layer(be, l, input, dinput, B, l == 0 ? dx_from : 0, l == 0 && accumulate_dx);
+      backward_layer(be, l, input, dinput, B, l == 0 ? dx_from : 0, l == 0 && accumulate_dx,
+                     /*chained=*/true);
     }
+  }
+  // Whether, in backward(), layer l finishes the backward's first step of the dense ReLU layer
+  // below it (mask and bias gradient: Backend::dense_backward's input_relu), so that the two
+  // GEMMs meet with no kernel between them.
+  bool finishes_input_relu(size_t l) const {
+    return l > 0 && l < layers_.size() && layers_[l].kind == LayerKind::dense &&
+           layers_[l - 1].kind == LayerKind::dense && layers_[l - 1].relu;
   }
   // One layer of forward(): y of layer l for `input` over B rows (a convolution always runs
   // all placed rows). For callers that put work between layers (a classifier's dropout); a
@@ -186,7 +206,7 @@ class LayerStack {
     Layer<T>& layer = layers_[l];
     if (layer.kind == LayerKind::dense)
       be.dense_forward(layer.y.data, input, layer.W.data, layer.b.data, B, layer.in, layer.out,
-                       layer.relu);
+                       layer.relu, layer.relu_mask.data);
     else if (layer.kind == LayerKind::conv2d)
       be.conv2d_forward(layer.y.data, input, layer.W.data, layer.b.data, layer.conv, layer.relu,
                         ws(), ws_bytes());
@@ -196,13 +216,20 @@ class LayerStack {
   }
   // One layer of backward(): from layer l's dy, its parameter gradients and, when dinput is not
   // null, the gradient of its input (columns dx_from.. of a dense layer; all of a convolution's,
-  // which runs all placed rows).
+  // which runs all placed rows). chained: called by backward(), layer after layer, so layer
+  // l + 1 may have finished this layer's dz and db, and this one finishes layer l − 1's
+  // (finishes_input_relu); a caller with work between layers (dropout) leaves it false.
   void backward_layer(Backend<T>& be, size_t l, const T* input, T* dinput, int B, int dx_from,
-                      bool accumulate_dx) {
+                      bool accumulate_dx, bool chained = false) {
     Layer<T>& layer = layers_[l];
     if (layer.kind == LayerKind::dense) {
-      be.dense_backward(dinput, layer.dW.data, layer.db.data, layer.dy.data, input, layer.W.data,
-                        layer.y.data, B, layer.in, layer.out, layer.relu, dx_from, accumulate_dx);
+      const bool done_above = chained && finishes_input_relu(l + 1);
+      InputRelu<T> below;
+      if (chained && finishes_input_relu(l))
+        below = {layers_[l - 1].db.data, layers_[l - 1].relu_mask.data};
+      be.dense_backward(dinput, layer.dW.data, done_above ? nullptr : layer.db.data, layer.dy.data,
+                        input, layer.W.data, layer.y.data, B, layer.in, layer.out,
+                        layer.relu && !done_above, dx_from, accumulate_dx, below);
       return;
     }
     if (B != rows_) throw Error(name_, "backward over other rows than placed");

@@ -9,11 +9,26 @@
 #include <string>
 
 #include "kernels/cpu/ops.h"
+#include "runtime/error.h"
 
 namespace equivae {
 
 using cpu::AdamConfig;
 using cpu::Conv2dShape;
+
+// A dense layer's input when it is the output of a dense ReLU layer below, whose backward the
+// layer's dense_backward finishes (db null: not this case).
+template <class T>
+struct InputRelu {
+  T* db = nullptr;             // [in]: the layer below's bias gradient
+  const void* mask = nullptr;  // that layer's forward relu_mask, or null
+};
+
+// The dense_backward arguments the input_relu case needs (every backend checks them).
+inline void check_input_relu(bool fused, const void* dx, int dx_from, bool accumulate_dx) {
+  check(!fused || (dx && dx_from == 0 && !accumulate_dx), "dense_backward",
+        "finishing the input's ReLU needs the whole input gradient, written (not added)");
+}
 
 template <class T>
 class Backend {
@@ -29,10 +44,18 @@ class Backend {
   virtual void fill(T* dst, T value, size_t count) = 0;
 
   // ---- ops (see kernels/cpu/ops.h for the contracts)
+  // relu_mask: where a backend may keep the ReLU's mask of y for a later dense_backward's
+  // input_relu (relu_mask_bytes(B, out) bytes of backend memory, its own format), or null.
   virtual void dense_forward(T* y, const T* x, const T* W, const T* b, int B, int in, int out,
-                             bool relu) = 0;
+                             bool relu, void* relu_mask) = 0;
+  // input_relu: x is a dense ReLU layer's output (cpu::dense_backward's input_relu_db); its
+  // db is written and dx finished, reading the mask that layer's forward kept if any.
   virtual void dense_backward(T* dx, T* dW, T* db, T* dy, const T* x, const T* W, const T* y, int B,
-                              int in, int out, bool relu, int dx_from, bool accumulate_dx) = 0;
+                              int in, int out, bool relu, int dx_from, bool accumulate_dx,
+                              const InputRelu<T>& input_relu) = 0;
+  // Bytes of the ReLU mask dense_forward keeps for `rows` rows of `out` features; 0 when this
+  // backend keeps none (the CPU reads y itself).
+  virtual size_t relu_mask_bytes(int /*rows*/, int /*out*/) const { return 0; }
   virtual void concat_forward(T* out, const T* a, const T* b, int B, int na, int nb) = 0;
   virtual void concat_backward(T* da, T* db, const T* dout, int B, int na, int nb,
                                bool accumulate_a, bool accumulate_b) = 0;
@@ -114,6 +137,13 @@ struct CudaBackendOptions {
   bool strict_fp32 = false;  // true: FP32 GEMMs only; false: TF32 tensor cores allowed (float)
   // GEMM routing on a GPU (float), for comparing the routes in benchmarks; every route gives
   // the same results up to the GEMMs' rounding.
+  // The dense forward's GEMM, bias and ReLU in one cuBLASLt kernel (default), or a cuBLAS
+  // GEMM and the engine's bias + ReLU kernel.
+  bool cublaslt_epilogues = true;
+  // With cublaslt_epilogues: each ReLU's forward keeps its mask, and the layer above's
+  // input-gradient GEMM applies it and sums the bias gradient in its epilogue (DRELU_BGRAD),
+  // one kernel fewer per pair of dense layers on the backward's critical path.
+  bool fused_relu_backward = false;
   bool lt_backward = false;  // the dense backward's GEMMs in cuBLASLt too (default: cuBLAS)
   bool split_k = true;       // cuBLASLt may split K over blocks (a reduction after the GEMM)
   // The dense backward's bias gradient on the side stream beside the weight-gradient GEMM

@@ -38,13 +38,16 @@ class CpuBackend final : public Backend<T> {
   void download(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
   void fill(T* dst, T value, size_t count) override { std::fill_n(dst, count, value); }
 
-  void dense_forward(T* y, const T* x, const T* W, const T* b, int B, int in, int out,
-                     bool relu) override {
+  void dense_forward(T* y, const T* x, const T* W, const T* b, int B, int in, int out, bool relu,
+                     void* /*relu_mask: none kept, relu_mask_bytes is 0*/) override {
     cpu::dense_forward(y, x, W, b, B, in, out, relu);
   }
   void dense_backward(T* dx, T* dW, T* db, T* dy, const T* x, const T* W, const T* y, int B, int in,
-                      int out, bool relu, int dx_from, bool accumulate_dx) override {
-    cpu::dense_backward(dx, dW, db, dy, x, W, y, B, in, out, relu, dx_from, accumulate_dx);
+                      int out, bool relu, int dx_from, bool accumulate_dx,
+                      const InputRelu<T>& input_relu) override {
+    check_input_relu(input_relu.db != nullptr, dx, dx_from, accumulate_dx);
+    cpu::dense_backward(dx, dW, db, dy, x, W, y, B, in, out, relu, dx_from, accumulate_dx,
+                        input_relu.db);
   }
   void concat_forward(T* out, const T* a, const T* b, int B, int na, int nb) override {
     cpu::concat_forward(out, a, b, B, na, nb);

@@ -203,7 +203,7 @@ TEST_F(CudaBackend, EmulatedSideStreamWorkRunsAtItsJoin) {
         *y = take(size_t(B) * out, 1.0f), *dy = take(size_t(B) * out, 0.25f),
         *dW = take(size_t(in) * out, 7.0f), *db = take(out, 7.0f), *one = take(in, 0.0f),
         *copy = take(size_t(in) * (out + 1), -1.0f);
-  be->dense_backward(nullptr, dW, db, dy, x, W, y, B, in, out, false, in, false);
+  be->dense_backward(nullptr, dW, db, dy, x, W, y, B, in, out, false, in, false, {});
   be->concat_forward(copy, dW, one, in, out, 1);  // main stream, no join: reads dW early
   std::vector<float> early(size_t(in) * (out + 1)), joined(size_t(in) * out);
   be->download(early.data(), copy, early.size() * sizeof(float));
@@ -388,29 +388,121 @@ TEST_F(CudaBackend, GraphWindowLargerThanTheFirstRecapturesAndStillMatches) {
   compare_graph_steps(tiny_config(), digits(), nullptr, 0, {1, 3});
 }
 
-// The routes a benchmark may pick (cuBLASLt for the backward too, with or without split-K;
-// cuBLAS backward without split-K in the forward; the bias gradient fused with the ReLU mask)
-// give the same step and the same graph steps. Under the emulator only the last changes the
-// kernels that run: GEMMs run in OpenBLAS there.
+// The routes a benchmark may pick give the same step and the same graph steps: cuBLASLt for
+// the backward too (with or without split-K), cuBLAS backward without split-K in the forward,
+// the bias gradient fused with the ReLU mask on the main stream, the forward without cuBLASLt
+// epilogues (cuBLAS + the bias/ReLU kernel), and the ReLU backward fused into the input-gradient
+// GEMMs (masks kept by the forward; DRELU_BGRAD), with the bias gradients on either stream.
+// Under the emulator cuBLASLt is lt_gemm_emulated.h (host GEMMs, the epilogues of
+// gemm_epilogue.h) and the cuBLAS GEMMs run in OpenBLAS.
 TEST_F(CudaBackend, EveryGemmRouteMatchesTheCpuBackend) {
   const EquiVaeConfig config = tiny_config();
   BalancedBatchSampler sampler(digits().labels, 10, config.k, config.m_max, config.seed);
   Batch batch;
   sampler.sample(5, batch);
-  for (const auto& [lt_backward, split_k, side_db] :
-       {std::tuple{true, true, true}, std::tuple{true, false, true}, std::tuple{false, false, true},
-        std::tuple{false, true, false}}) {
-    SCOPED_TRACE(std::string("lt_backward ") + (lt_backward ? "on" : "off") + ", split_k " +
-                 (split_k ? "on" : "off") + ", bias gradient on the " +
-                 (side_db ? "side" : "main") + " stream");
-    CudaBackendOptions options = strict_options();
-    options.lt_backward = lt_backward;
-    options.split_k = split_k;
-    options.side_bias_gradient = side_db;
+  const CudaBackendOptions strict = strict_options();
+  const std::vector<std::pair<const char*, CudaBackendOptions>> routes = {
+      {"lt backward", {.strict_fp32 = true, .lt_backward = true}},
+      {"lt backward, no split-K", {.strict_fp32 = true, .lt_backward = true, .split_k = false}},
+      {"no split-K", {.strict_fp32 = true, .split_k = false}},
+      {"bias gradient on the main stream", {.strict_fp32 = true, .side_bias_gradient = false}},
+      {"no cuBLASLt epilogues", {.strict_fp32 = true, .cublaslt_epilogues = false}},
+      {"fused ReLU backward", {.strict_fp32 = true, .fused_relu_backward = true}},
+      {"fused ReLU backward, bias gradient on the main stream",
+       {.strict_fp32 = true, .fused_relu_backward = true, .side_bias_gradient = false}},
+      {"fused ReLU backward without cuBLASLt (masks unused)",
+       {.strict_fp32 = true, .cublaslt_epilogues = false, .fused_relu_backward = true}},
+  };
+  for (const auto& [name, options] : routes) {
+    SCOPED_TRACE(name);
+    ASSERT_TRUE(options.strict_fp32 == strict.strict_fp32);
     compare_one_step(config, batch, digits(), nullptr, 5, 1e-7, options);
     compare_graph_steps(config, digits(), nullptr, 9, {2, 2}, options);
   }
 }
+
+#if !defined(EQUIVAE_TEST_REAL_CUDA)
+// With fused ReLU backward the forward keeps each ReLU's mask in cuBLASLt's layout, and the
+// layer above's input-gradient GEMM reads it rather than the layer's output: a mask cleared by
+// hand zeroes that gradient and the bias gradient of the layer below, whatever y says. (Under
+// the emulator cuBLASLt always has an algorithm; on a GPU that has none for DRELU_BGRAD the
+// backward reads y instead, so this check is the emulator's.)
+TEST_F(CudaBackend, FusedReluBackwardReadsTheMaskTheForwardKept) {
+  auto be = device_backend({.strict_fp32 = true, .fused_relu_backward = true});
+  const int B = 6, in = 5, hidden = 7, out = 3;
+  ASSERT_EQ(be->relu_mask_bytes(B, hidden), size_t(128 / 8 * B));
+  auto take = [&](const std::vector<float>& host) {
+    float* p = static_cast<float*>(be->allocate(host.size() * sizeof(float)));
+    be->upload(p, host.data(), host.size() * sizeof(float));
+    return p;
+  };
+  std::vector<float> hx(size_t(B) * in), hW0(size_t(in) * hidden), hb0(hidden, 0.1f),
+      hW1(size_t(hidden) * out), hdy(size_t(B) * out);
+  for (size_t i = 0; i < hx.size(); ++i) hx[i] = float(int(i * 7 % 11) - 5) / 4;
+  for (size_t i = 0; i < hW0.size(); ++i) hW0[i] = float(int(i * 5 % 13) - 6) / 8;
+  for (size_t i = 0; i < hW1.size(); ++i) hW1[i] = float(int(i * 3 % 7) - 3) / 4;
+  for (size_t i = 0; i < hdy.size(); ++i) hdy[i] = float(int(i % 5) - 2) / 2;
+  float *x = take(hx), *W0 = take(hW0), *b0 = take(hb0), *W1 = take(hW1), *b1 = take({0, 0, 0});
+  float *h = take(std::vector<float>(size_t(B) * hidden)),
+        *y = take(std::vector<float>(size_t(B) * out));
+  void* mask = be->allocate(be->relu_mask_bytes(B, hidden));
+  be->dense_forward(h, x, W0, b0, B, in, hidden, true, mask);
+  be->dense_forward(y, h, W1, b1, B, hidden, out, false, nullptr);
+  std::vector<float> hh(size_t(B) * hidden);
+  be->download(hh.data(), h, hh.size() * sizeof(float));
+  std::vector<uint8_t> bits(be->relu_mask_bytes(B, hidden));
+  be->download(bits.data(), mask, bits.size());
+  int positive = 0;
+  for (int m = 0; m < B; ++m)
+    for (int n = 0; n < hidden; ++n) {
+      const size_t k = size_t(n) + size_t(m) * 128;
+      EXPECT_EQ((bits[k / 8] >> (k % 8)) & 1, hh[size_t(m) * hidden + n] > 0 ? 1 : 0);
+      positive += hh[size_t(m) * hidden + n] > 0;
+    }
+  ASSERT_GT(positive, 0) << "a mask of zeros would not show which one the backward read";
+  auto backward = [&](std::vector<float>& dh_out, std::vector<float>& db0_out) {
+    float *dy = take(hdy), *dh = take(std::vector<float>(size_t(B) * hidden, 9.f)),
+          *dW1 = take(std::vector<float>(size_t(hidden) * out)), *db1 = take({0, 0, 0}),
+          *db0 = take(std::vector<float>(hidden, 9.f));
+    be->dense_backward(dh, dW1, db1, dy, h, W1, y, B, hidden, out, false, 0, false,
+                       InputRelu<float>{db0, mask});
+    dh_out.resize(size_t(B) * hidden);
+    db0_out.resize(hidden);
+    be->download(dh_out.data(), dh, dh_out.size() * sizeof(float));
+    be->download(db0_out.data(), db0, db0_out.size() * sizeof(float));
+  };
+  std::vector<float> dh, db0;
+  backward(dh, db0);
+  std::vector<float> expected_dh(size_t(B) * hidden), expected_db0(hidden);
+  cpu::dense_backward<float>(expected_dh.data(), std::vector<float>(size_t(hidden) * out).data(),
+                             std::vector<float>(out).data(), std::vector<float>(hdy).data(),
+                             hh.data(), hW1.data(), nullptr, B, hidden, out, false, 0, false,
+                             expected_db0.data());
+  EXPECT_EQ(dh, expected_dh);
+  EXPECT_EQ(db0, expected_db0);
+  be->fill(static_cast<float*>(mask), 0.0f, bits.size() / sizeof(float));  // every bit clear
+  backward(dh, db0);
+  for (float v : dh) ASSERT_EQ(v, 0.0f) << "the input gradient did not read the cleared mask";
+  for (float v : db0) ASSERT_EQ(v, 0.0f);
+  auto* ops = dynamic_cast<DeviceStepOps<float>*>(be.get());
+  ASSERT_NE(ops, nullptr);
+  EXPECT_EQ(ops->fused_relu().masks_kept, 1);
+  EXPECT_EQ(ops->fused_relu().masks_read, 1);
+
+  // A whole step: f_inv, encoder and decoder each have two dense ReLU layers under another
+  // dense layer, so six masks are kept and read.
+  auto step_backend = device_backend({.strict_fp32 = true, .fused_relu_backward = true});
+  const EquiVaeConfig config = tiny_config();
+  EquiVae<float> model(config, *step_backend);
+  BalancedBatchSampler sampler(digits().labels, 10, config.k, config.m_max, config.seed);
+  Batch batch;
+  sampler.sample(0, batch);
+  model.train_step(batch, digits(), 0);
+  ops = dynamic_cast<DeviceStepOps<float>*>(step_backend.get());
+  EXPECT_EQ(ops->fused_relu().masks_kept, 6);
+  EXPECT_EQ(ops->fused_relu().masks_read, 6);
+}
+#endif
 
 // GEMM autotuning (with the backward in cuBLASLt, so every GEMM is tuned on a GPU): the
 // first capture is timed and, where an algorithm changed, captured again; the graph steps,
@@ -760,6 +852,11 @@ TEST_F(CudaBackend, ConvModelGraphStepsMatchEagerCpuSteps) {
   CudaBackendOptions options = strict_options();
   options.autotune = true;
   compare_graph_steps(test::tiny_conv_config(), blobs(), nullptr, 5, {2, 1}, options);
+  // Fused ReLU backward where dense layers follow the convolutions (a conv layer below a dense
+  // one keeps its own mask step), semi-supervised: the classifier's dense stack too.
+  compare_graph_steps(test::tiny_conv_semi_config(), blob_split().labelled,
+                      &blob_split().unlabelled, 2, {2},
+                      {.strict_fp32 = true, .fused_relu_backward = true});
 }
 
 TEST_F(CudaBackend, ConvModelInferenceMatchesTheCpuBackend) {

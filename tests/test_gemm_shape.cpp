@@ -10,7 +10,9 @@
 #include <string>
 #include <vector>
 
+#include "kernels/cpu/ops.h"
 #include "runtime/cuda/gemm_choice.h"
+#include "runtime/cuda/gemm_epilogue.h"
 #include "runtime/cuda/gemm_shape.h"
 
 namespace {
@@ -90,6 +92,59 @@ TEST(GemmShape, TheDenseLayersShapesMapAsTheBackendUsesThem) {
   EXPECT_TRUE(d.a.trans);
   EXPECT_EQ(d.rows, 784);
   EXPECT_EQ(d.cols, 160);
+}
+
+// The epilogues' contract (runtime/cuda/gemm_epilogue.h), which the emulated build runs in
+// cuBLASLt's place: the forward's bias + ReLU, with its mask, is the CPU's dense forward; the
+// backward's DRELU_BGRAD, reading that mask, is the CPU's ReLU mask and bias gradient, bit for
+// bit. C has spare columns (ldc > N) that no epilogue may touch, and the mask is laid out as
+// cuBLASLt's: bit n + m·ld, ld = N rounded up to 128.
+TEST(GemmEpilogue, ReluMaskRoundTripIsTheCpuDenseLayer) {
+  const int M = 9, N = 131, K = 6, ldc = N + 3;
+  const int64_t ld = equivae::lt_relu_mask_ld(N);
+  EXPECT_EQ(ld, 256);
+  EXPECT_EQ(equivae::lt_relu_mask_ld(128), 128);
+  EXPECT_EQ(equivae::lt_relu_mask_bytes(M, N), size_t(256 / 8 * M));
+  std::vector<float> x(size_t(M) * K), W(size_t(K) * N), b(N), dy(size_t(M) * N);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = float(int(i * 7 % 11) - 5) / 4;
+  for (size_t i = 0; i < W.size(); ++i) W[i] = float(int(i * 5 % 13) - 6) / 8;
+  for (size_t i = 0; i < b.size(); ++i) b[i] = float(int(i % 5) - 2) / 8;
+  for (size_t i = 0; i < dy.size(); ++i) dy[i] = float(int(i * 3 % 7) - 3) / 2;
+
+  std::vector<float> y(size_t(M) * N);  // the CPU's dense layer
+  equivae::cpu::dense_forward(y.data(), x.data(), W.data(), b.data(), M, K, N, true);
+  std::vector<float> dz = dy, db(N);
+  equivae::cpu::relu_bias_backward(dz.data(), db.data(), y.data(), M, N, true);
+
+  const float kSpare = -99.f;
+  std::vector<float> c(size_t(M) * ldc, kSpare);  // the GEMM, then its epilogue
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1.f, x.data(), K, W.data(), N,
+              0.f, c.data(), ldc);
+  std::vector<uint8_t> mask(equivae::lt_relu_mask_bytes(M, N), 0xA5);  // stale bits to clear
+  equivae::apply_epilogue({equivae::GemmEpilogue::relu_aux_bias, b.data(), mask.data(), ld},
+                          c.data(), M, N, ldc);
+  int positive = 0;
+  for (int m = 0; m < M; ++m)
+    for (int n = 0; n < N; ++n) {
+      const size_t k = size_t(n) + size_t(m) * size_t(ld);
+      const bool bit = (mask[k / 8] >> (k % 8)) & 1u;
+      ASSERT_EQ(c[size_t(m) * ldc + n], y[size_t(m) * N + n]) << m << "," << n;
+      ASSERT_EQ(bit, y[size_t(m) * N + n] > 0) << "mask bit of " << m << "," << n;
+      positive += bit;
+    }
+  EXPECT_GT(positive, M * N / 4);
+  EXPECT_LT(positive, M * N * 3 / 4);
+
+  std::vector<float> g(size_t(M) * ldc, kSpare), dbg(N, kSpare);
+  for (int m = 0; m < M; ++m)
+    for (int n = 0; n < N; ++n) g[size_t(m) * ldc + n] = dy[size_t(m) * N + n];
+  equivae::apply_epilogue({equivae::GemmEpilogue::drelu_bgrad, dbg.data(), mask.data(), ld},
+                          g.data(), M, N, ldc);
+  for (int m = 0; m < M; ++m) {
+    for (int n = 0; n < N; ++n) ASSERT_EQ(g[size_t(m) * ldc + n], dz[size_t(m) * N + n]);
+    for (int n = N; n < ldc; ++n) ASSERT_EQ(g[size_t(m) * ldc + n], kSpare) << "spare column";
+  }
+  EXPECT_EQ(dbg, db);
 }
 
 // GEMM autotuning's choice (runtime/cuda/gemm_choice.h): the heuristic's first candidate

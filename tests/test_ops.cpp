@@ -58,6 +58,46 @@ TEST(Ops, DenseOddShapes) {
   expect_op_ok(check_op(DenseCase{.B = 1, .in = 1, .out = 3}));
 }
 
+// Two dense layers, the lower with a ReLU, run backward as LayerStack chains them: the upper
+// layer's dense_backward finishes the lower's ReLU mask and bias gradient (input_relu_db), and
+// the lower's backward then starts from dz with nothing left to do.
+struct DenseOverReluCase {
+  int B = 7, in = 13, hidden = 11, out = 5;
+  bool top_relu = true;
+  std::vector<BufferSpec> inputs() const {
+    return {{"x", size_t(B) * in},
+            {"W0", size_t(in) * hidden, -0.5, 0.5},
+            {"b0", size_t(hidden)},
+            {"W1", size_t(hidden) * out, -0.5, 0.5},
+            {"b1", size_t(out)}};
+  }
+  std::vector<BufferSpec> outputs() const {
+    BufferSpec h{"h", size_t(B) * hidden};
+    h.differentiable = false;  // inside the pair: L sees y only
+    return {h, {"y", size_t(B) * out}};
+  }
+  IntInputs int_inputs() const { return {}; }
+  template <class T>
+  void forward(Buffers<T>& b) const {
+    cpu::dense_forward(b["h"], b["x"], b["W0"], b["b0"], B, in, hidden, true);
+    cpu::dense_forward(b["y"], b["h"], b["W1"], b["b1"], B, hidden, out, top_relu);
+  }
+  template <class T>
+  void backward(Buffers<T>& b) const {
+    std::vector<T> dh(size_t(B) * hidden, T(123));  // written whole by the upper layer
+    cpu::dense_backward(dh.data(), b["dW1"], b["db1"], b["dy"], b["h"], b["W1"], b["y"], B, hidden,
+                        out, top_relu, 0, false, b["db0"]);
+    cpu::dense_backward<T>(b["dx"], b["dW0"], nullptr, dh.data(), b["x"], b["W0"], b["h"], B, in,
+                           hidden, false);
+  }
+};
+
+TEST(Ops, DenseBackwardFinishesTheReluLayerBelow) {
+  expect_op_ok(check_op(DenseOverReluCase{}));
+  expect_op_ok(
+      check_op(DenseOverReluCase{.B = 1, .in = 2, .hidden = 1, .out = 1, .top_relu = false}));
+}
+
 struct ConcatCase {
   int B = 6, na = 5, nb = 3;
   bool accumulate = false;

@@ -1,6 +1,6 @@
 #pragma once
-// The device flags the tools share (--device, --threads, --strict-fp32, --autotune) and
-// the backend they select.
+// The device flags the tools share (--device, --threads, --strict-fp32, --autotune,
+// --fused-relu-backward) and the backend they select.
 #include <memory>
 #include <string>
 
@@ -21,6 +21,10 @@ inline void declare_device_flags(Flags& f, const std::string& default_device) {
         "cuda: time the candidate algorithms of each cuBLASLt GEMM and cuDNN convolution once "
         "at start-up and keep the fastest (default: the libraries' heuristics)",
         true);
+  f.add("fused-relu-backward", "",
+        "cuda: each ReLU's mask and bias gradient in the input-gradient GEMM of the layer above "
+        "(cuBLASLt DRELU_BGRAD; default: a kernel between the two GEMMs)",
+        true);
 }
 
 // The backend of the device flags; says why when cuda cannot start.
@@ -33,6 +37,7 @@ inline std::unique_ptr<Backend<float>> backend_from_flags(const Flags& f) {
   CudaBackendOptions cuda;
   cuda.strict_fp32 = f.get_switch("strict-fp32");
   cuda.autotune = f.get_switch("autotune");
+  cuda.fused_relu_backward = f.get_switch("fused-relu-backward");
   try {  // says why: no GPU, no driver, or a build without the CUDA backend
     return make_cuda_backend<float>(cuda);
   } catch (const Error& e) {

@@ -5,7 +5,6 @@
 #include "kernels/cpu/ops.h"
 
 namespace equivae::cpu {
-namespace {}  // namespace
 
 template <class T>
 void dense_forward(T* y, const T* x, const T* W, const T* b, int B, int in, int out, bool relu) {
@@ -25,8 +24,7 @@ void dense_forward(T* y, const T* x, const T* W, const T* b, int B, int in, int 
 }
 
 template <class T>
-void dense_backward(T* dx, T* dW, T* db, T* dy, const T* x, const T* W, const T* y, int B, int in,
-                    int out, bool relu, int dx_from, bool accumulate_dx) {
+void relu_bias_backward(T* dy, T* db, const T* y, int B, int out, bool relu) {
   if (relu) {
 #pragma omp parallel for schedule(static) if (B * out > 32768)
     for (int i = 0; i < B; ++i) {
@@ -35,18 +33,26 @@ void dense_backward(T* dx, T* dW, T* db, T* dy, const T* x, const T* W, const T*
       for (int j = 0; j < out; ++j) dyi[j] = yi[j] > T(0) ? dyi[j] : T(0);
     }
   }
-  // db: column sums of dz, accumulated row by row so the inner loop vectorises.
+  if (!db) return;
+  // Column sums of dz, accumulated row by row so the inner loop vectorises.
   for (int j = 0; j < out; ++j) db[j] = T(0);
   for (int i = 0; i < B; ++i) {
     const T* dyi = dy + size_t(i) * out;
     for (int j = 0; j < out; ++j) db[j] += dyi[j];
   }
+}
+
+template <class T>
+void dense_backward(T* dx, T* dW, T* db, T* dy, const T* x, const T* W, const T* y, int B, int in,
+                    int out, bool relu, int dx_from, bool accumulate_dx, T* input_relu_db) {
+  relu_bias_backward(dy, db, y, B, out, relu);
   gemm(CblasTrans, CblasNoTrans, in, out, B, x, in, dy, out, T(0), dW, out);
   // W's rows dx_from.. are contiguous in the [in,out] layout: a plain sub-matrix.
   const int width = in - dx_from;
   if (dx && width > 0)
     gemm(CblasNoTrans, CblasTrans, B, width, out, dy, out, W + size_t(dx_from) * out, out,
          accumulate_dx ? T(1) : T(0), dx, width);
+  if (input_relu_db) relu_bias_backward(dx, input_relu_db, x, B, in, true);
 }
 
 template void dense_forward<float>(float*, const float*, const float*, const float*, int, int, int,
@@ -54,8 +60,11 @@ template void dense_forward<float>(float*, const float*, const float*, const flo
 template void dense_forward<double>(double*, const double*, const double*, const double*, int, int,
                                     int, bool);
 template void dense_backward<float>(float*, float*, float*, float*, const float*, const float*,
-                                    const float*, int, int, int, bool, int, bool);
+                                    const float*, int, int, int, bool, int, bool, float*);
 template void dense_backward<double>(double*, double*, double*, double*, const double*,
-                                     const double*, const double*, int, int, int, bool, int, bool);
+                                     const double*, const double*, int, int, int, bool, int, bool,
+                                     double*);
+template void relu_bias_backward<float>(float*, float*, const float*, int, int, bool);
+template void relu_bias_backward<double>(double*, double*, const double*, int, int, bool);
 
 }  // namespace equivae::cpu

@@ -17,10 +17,21 @@ void dense_forward(T* y, const T* x, const T* W, const T* b, int B, int in, int 
 // dW[in,out] = xᵀ · dz and db[out] = Σ_rows dz are overwritten (each parameter is
 // used once per step). dx[B, in − dx_from] = dz · W[dx_from:in, :]ᵀ is the gradient
 // of the input columns from dx_from on (0: all; a layer fed [x ; r] needs only r's
-// part), written or, with accumulate_dx, added; a null dx skips it.
+// part), written or, with accumulate_dx, added; a null dx skips it. A null db skips the
+// bias gradient: with relu = false and db = null, dy arrives as dz with db done — the
+// layer above finished it (input_relu_db below).
+// input_relu_db (not null): x is the output of a dense ReLU layer below with bias gradient
+// input_relu_db[in]; dx (whole, written) is finished as that layer's backward would begin —
+// masked by (x > 0), and input_relu_db = Σ_rows dx — so its backward runs with relu = false
+// and db = null. (A GPU does this in the dx GEMM's epilogue; here it saves nothing.)
 template <class T>
 void dense_backward(T* dx, T* dW, T* db, T* dy, const T* x, const T* W, const T* y, int B, int in,
-                    int out, bool relu, int dx_from = 0, bool accumulate_dx = false);
+                    int out, bool relu, int dx_from = 0, bool accumulate_dx = false,
+                    T* input_relu_db = nullptr);
+// The start of a dense ReLU layer's backward: dy[B,out] masked in place by (y > 0) when relu,
+// and db[out] = Σ_rows dy after (skipped when db is null).
+template <class T>
+void relu_bias_backward(T* dy, T* db, const T* y, int B, int out, bool relu);
 
 // ---- 2-D convolution and its transpose (NCHW, row-major), im2col + GEMM (kernels/cpu/conv.cpp).
 // One shape struct serves both; x is always the op's input, y its output.

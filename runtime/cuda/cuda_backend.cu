@@ -22,6 +22,7 @@
 #include <string>
 #include <type_traits>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -30,12 +31,15 @@
 #include "runtime/conv_check.h"
 #include "runtime/cuda/cuda_backend.h"
 #include "runtime/cuda/device_step.h"
+#include "runtime/cuda/gemm_epilogue.h"
 #include "runtime/cuda/gemm_shape.h"
 #include "runtime/cuda/step_kernels.h"
 #include "runtime/error.h"
 
 #if defined(EQUIVAE_CUDA_EMULATED)
 #include <cblas.h>
+
+#include "runtime/cuda/lt_gemm_emulated.h"
 #else
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
@@ -129,13 +133,13 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
     side_workspace_ = DeviceBuffer(kWorkspaceBytes);
     EQUIVAE_CUBLAS_CHECK(cublasSetWorkspace(side_cublas_, side_workspace_.get(), kWorkspaceBytes));
     EQUIVAE_CUBLAS_CHECK(cublasSetMathMode(side_cublas_, math_mode()));
+#endif
     if constexpr (std::is_same_v<T, float>) {
       lt_ = std::make_unique<LtGemm>(options.strict_fp32, options.split_k, workspace_.get(),
                                      kWorkspaceBytes, options.autotune);
       side_lt_ = std::make_unique<LtGemm>(options.strict_fp32, options.split_k,
                                           side_workspace_.get(), kWorkspaceBytes, options.autotune);
     }
-#endif
     bias_scratch_ = DeviceBuffer(kBiasScratchElems * sizeof(T));
   }
   ~CudaBackend() override {
@@ -200,47 +204,65 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
   }
 
   // ---- ops
-  void dense_forward(T* y, const T* x, const T* W, const T* b, int B, int in, int out,
-                     bool relu) override {
+  size_t relu_mask_bytes(int rows, int out) const override {
+    const bool kept = std::is_same_v<T, float> && options_.fused_relu_backward;
+    return kept ? lt_relu_mask_bytes(rows, out) : 0;
+  }
+  void dense_forward(T* y, const T* x, const T* W, const T* b, int B, int in, int out, bool relu,
+                     void* relu_mask) override {
     issue("dense_forward", [=, self = this] {
-#if !defined(EQUIVAE_CUDA_EMULATED)
+      const Gemm g{false, false, B, out, in, in, out, out, 0.0};
       if constexpr (std::is_same_v<T, float>) {
-        const LtEpilogue bias_act{relu ? CUBLASLT_EPILOGUE_RELU_BIAS : CUBLASLT_EPILOGUE_BIAS, b};
-        if (self->lt_->run({false, false, B, out, in, in, out, out, 0.0}, x, W, y, bias_act,
-                           self->stream_))
-          return;
+        if (self->options_.cublaslt_epilogues) {  // GEMM, bias and ReLU in one kernel
+          const bool keep_mask = relu && relu_mask;
+          LtEpilogue e{relu ? GemmEpilogue::relu_bias : GemmEpilogue::bias, b};
+          if (keep_mask) e = {GemmEpilogue::relu_aux_bias, b, relu_mask, lt_relu_mask_ld(out)};
+          const bool fused = self->lt_->run(g, x, W, y, e, self->stream_);
+          if (keep_mask) self->note_relu_mask(relu_mask, fused);
+          if (fused) return;
+        }
       }
-#endif
-      self->gemm({false, false, B, out, in, in, out, out, 0.0}, x, W, y);
+      self->gemm(g, x, W, y);
       cuda::dense_bias_act(y, b, B, out, relu, self->stream_);
     });
   }
   void dense_backward(T* dx, T* dW, T* db, T* dy, const T* x, const T* W, const T* y, int B, int in,
-                      int out, bool relu, int dx_from, bool accumulate_dx) override {
+                      int out, bool relu, int dx_from, bool accumulate_dx,
+                      const InputRelu<T>& input_relu) override {
+    check_input_relu(input_relu.db != nullptr, dx, dx_from, accumulate_dx);
     issue("dense_backward", [=, self = this] {
-      T* scratch = static_cast<T*>(self->bias_scratch_.get());
-      const bool side_db = self->options_.side_bias_gradient;
-      // Masks dy by the ReLU in place: dy then holds dz, which both GEMMs read.
-      if (!side_db)  // the mask and db in one kernel
-        cuda::dense_backward_bias(dy, db, y, B, out, relu, scratch, kBiasScratchElems,
-                                  self->stream_);
-      else if (relu)
-        cuda::relu_mask(dy, y, size_t(B) * size_t(out), self->stream_);
-      // db = Σ_rows dz and dW[in,out] = xᵀ · dz, on the side stream: nothing reads them before
-      // Adam, which joins the side stream first (as do downloads, uploads, synchronize and the
-      // capture's end). Every plan tensor has its own memory, so dz and x stay as they are
-      // meanwhile, and one stream at a time uses the bias scratch.
+      // dy → dz (the ReLU's mask, in place) and db, unless the layer above did both.
+      self->relu_bias_backward(dy, db, y, B, out, relu);
+      // dW[in,out] = xᵀ · dz on the side stream: nothing reads it before Adam, which joins the
+      // side stream first (as do downloads, uploads, synchronize and the capture's end).
+      // Every plan tensor has its own memory, so dz and x stay as they are meanwhile.
       self->on_side_stream([=] {
-        if (side_db)
-          cuda::dense_backward_bias(dy, db, y, B, out, /*relu=*/false, scratch, kBiasScratchElems,
-                                    self->side_stream());
         self->gemm({true, false, in, out, B, in, out, out, 0.0}, x, dy, dW, /*side=*/true);
       });
       // dx[B, in − dx_from] = dz · W[dx_from:in, :]ᵀ
       const int width = in - dx_from;
-      if (dx && width > 0)
-        self->gemm({false, true, B, width, out, out, out, width, accumulate_dx ? 1.0 : 0.0}, dy,
-                   W + size_t(dx_from) * out, dx);
+      if (!dx || width <= 0) return;
+      const Gemm g{false, true, B, width, out, out, out, width, accumulate_dx ? 1.0 : 0.0};
+      const T* W_rows = W + size_t(dx_from) * out;
+      if (!input_relu.db) {
+        self->gemm(g, dy, W_rows, dx);
+        return;
+      }
+      // The layer below's backward begins here: in the GEMM's epilogue (DRELU_BGRAD, reading
+      // the mask its forward kept), else after the GEMM, from x = its ReLU's output.
+      if constexpr (std::is_same_v<T, float>) {
+        if (self->kept_relu_masks_.count(input_relu.mask) &&
+            self->lt_->run(g, dy, W_rows, dx,
+                           LtEpilogue{GemmEpilogue::drelu_bgrad, input_relu.db,
+                                      const_cast<void*>(input_relu.mask), lt_relu_mask_ld(in)},
+                           self->stream_)) {
+          self->read_relu_masks_.insert(input_relu.mask);
+          return;
+        }
+        self->read_relu_masks_.erase(input_relu.mask);
+      }
+      self->gemm(g, dy, W_rows, dx);
+      self->relu_bias_backward(dx, input_relu.db, x, B, in, true);
     });
   }
   void concat_forward(T* out, const T* a, const T* b, int B, int na, int nb) override {
@@ -518,6 +540,9 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
 #endif
     return report;
   }
+  typename DeviceStepOps<T>::FusedRelu fused_relu() const override {
+    return {int(kept_relu_masks_.size()), int(read_relu_masks_.size())};
+  }
   void synchronize() override {
     not_capturing("synchronize");
     join_side_stream();
@@ -587,6 +612,36 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
     side_pending_ = false;
   }
 #endif
+
+  // The start of a dense ReLU layer's backward: dy[B,out] masked in place by (y > 0) when
+  // relu, and db = Σ_rows dz when db is not null — on the main stream in one kernel, or with
+  // side_bias_gradient the mask there and db on the side stream (one stream at a time uses
+  // the bias scratch: all bias gradients run on the same one).
+  void relu_bias_backward(T* dy, T* db, const T* y, int B, int out, bool relu) {
+    T* scratch = static_cast<T*>(bias_scratch_.get());
+    if (!options_.side_bias_gradient) {
+      if (db)
+        cuda::dense_backward_bias(dy, db, y, B, out, relu, scratch, kBiasScratchElems, stream_);
+      else if (relu)
+        cuda::relu_mask(dy, y, size_t(B) * size_t(out), stream_);
+      return;
+    }
+    if (relu) cuda::relu_mask(dy, y, size_t(B) * size_t(out), stream_);
+    if (db)
+      on_side_stream([=, self = this] {
+        cuda::dense_backward_bias(dy, db, y, B, out, /*relu=*/false, scratch, kBiasScratchElems,
+                                  self->side_stream());
+      });
+  }
+  // Which masks a forward's cuBLASLt epilogue wrote (a forward that fell back to the plain
+  // path wrote none, and its layer's backward then reads y instead). Host-side, decided at
+  // capture like the routes themselves.
+  void note_relu_mask(const void* mask, bool written) {
+    if (written)
+      kept_relu_masks_.insert(mask);
+    else
+      kept_relu_masks_.erase(mask), read_relu_masks_.erase(mask);
+  }
 
   void not_capturing(const char* what) const {
     check(!capturing_, "cuda backend",
@@ -720,17 +775,17 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
 #else
   std::string device_name_;
   cublasHandle_t cublas_ = nullptr;
-  DeviceBuffer workspace_;
   cudaGraphExec_t exec_ = nullptr;
   cudaStream_t side_stream_ = nullptr;
   cudaEvent_t fork_event_ = nullptr, join_event_ = nullptr;
   cublasHandle_t side_cublas_ = nullptr;
-  DeviceBuffer side_workspace_;
   bool side_pending_ = false;
-  std::unique_ptr<LtGemm> lt_, side_lt_;      // float only: cuBLASLt on each stream
   std::unique_ptr<CudnnConvolutions> cudnn_;  // the convolutions, created on first use
 #endif
+  DeviceBuffer workspace_, side_workspace_;  // the GEMM libraries' (none under the emulator)
   DeviceBuffer bias_scratch_;
+  std::unique_ptr<LtGemm> lt_, side_lt_;  // float only: cuBLASLt on each stream
+  std::unordered_set<const void*> kept_relu_masks_, read_relu_masks_;  // fused_relu()
 };
 
 }  // namespace

@@ -96,6 +96,14 @@ class DeviceStepOps {
   // report with changed > 0 means a graph captured before holds older choices: capture again.
   // Outside a capture only.
   virtual GemmTuning tune_gemms() = 0;
+  // With fused ReLU backward (CudaBackendOptions::fused_relu_backward): how many ReLU masks the
+  // forwards' cuBLASLt epilogues keep, and how many of them an input-gradient GEMM read
+  // (DRELU_BGRAD). Where cuBLASLt had no algorithm the kernel path ran instead, with the same
+  // numbers: this says which route a benchmark timed.
+  struct FusedRelu {
+    int masks_kept = 0, masks_read = 0;
+  };
+  virtual FusedRelu fused_relu() const = 0;
   // Waits until everything issued so far has run.
   virtual void synchronize() = 0;
 

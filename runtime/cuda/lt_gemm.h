@@ -1,11 +1,11 @@
 #pragma once
-// Row-major float GEMMs in cuBLASLt, with an optional epilogue fused into the GEMM kernel:
-// the dense layer's forward y = act(x·W + b) in one kernel (CUBLASLT_EPILOGUE_BIAS /
-// RELU_BIAS) where the plain path needs a GEMM, often a split-K reduction, and
-// kernel_bias_act; the backward GEMMs when the backend routes them here; and the epilogues
-// the benchmarks probe (RELU_AUX_BIAS, DRELU_BGRAD). Float only; real GPU builds only (the
-// emulator has no cuBLASLt: there the plain path runs, and the GPU tests hold both against
-// the CPU backend).
+// Row-major float GEMMs in cuBLASLt, with an optional epilogue fused into the GEMM kernel
+// (gemm_epilogue.h says what each does): the dense layer's forward y = act(x·W + b) in one
+// kernel where the plain path needs a GEMM, often a split-K reduction, and kernel_bias_act;
+// with fused ReLU backward, the forward's ReLU mask (RELU_AUX_BIAS) and the layer below's
+// mask and bias gradient in the input-gradient GEMM (DRELU_BGRAD); the backward GEMMs when the
+// backend routes them here. Float only; real GPU builds only (the emulated build runs
+// lt_gemm_emulated.h's LtGemm instead: the same calls, computed on the host).
 //
 // The row-major C[M,N] = op(A)·op(B) (gemm_shape.h) is, read column-major, Cᵀ(N×M) =
 // op(B)ᵀ·op(A)ᵀ on the same buffers: cuBLASLt's "A" is our B and its "B" is our A, with the
@@ -30,20 +30,11 @@
 #include <vector>
 
 #include "runtime/cuda/gemm_choice.h"
+#include "runtime/cuda/gemm_epilogue.h"
 #include "runtime/cuda/gemm_shape.h"
 #include "runtime/error.h"
 
 namespace equivae {
-
-// What follows the product. bias: the bias (BIAS*) or the bias gradient written (*BGRAD*);
-// aux: the ReLU bit mask, written by RELU_AUX* and read by DRELU*, aux_ld its leading
-// dimension in bits (a multiple of 128, ≥ N).
-struct LtEpilogue {
-  cublasLtEpilogue_t kind = CUBLASLT_EPILOGUE_DEFAULT;
-  const void* bias = nullptr;
-  void* aux = nullptr;
-  int64_t aux_ld = 0;
-};
 
 class LtGemm {
  public:
@@ -144,7 +135,7 @@ class LtGemm {
     std::vector<cublasLtMatmulAlgo_t> candidates;
     size_t floats[3] = {0, 0, 0};
     size_t bias_floats = 0, aux_bytes = 0;
-    cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_DEFAULT;
+    GemmEpilogue epilogue = GemmEpilogue::none;
     int64_t aux_ld = 0;
     float beta = 0;
     bool tuned = false;
@@ -261,7 +252,7 @@ class LtGemm {
     bool ok = cublasLtMatmulDescCreate(&plan.desc, compute, CUDA_R_32F) == CUBLAS_STATUS_SUCCESS &&
               set(plan.desc, CUBLASLT_MATMUL_DESC_TRANSA, lt_a) &&
               set(plan.desc, CUBLASLT_MATMUL_DESC_TRANSB, lt_b) &&
-              set(plan.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, e.kind) &&
+              set(plan.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, lt_epilogue(e.kind)) &&
               (e.aux_ld == 0 || set(plan.desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, e.aux_ld)) &&
               set_pointers(plan, e) &&
               cublasLtMatrixLayoutCreate(&plan.a, CUDA_R_32F, uint64_t(cm.a.rows),
@@ -312,6 +303,22 @@ class LtGemm {
     if (preference) cublasLtMatmulPreferenceDestroy(preference);
     plan.usable = ok;
     return plan;
+  }
+
+  static cublasLtEpilogue_t lt_epilogue(GemmEpilogue kind) {
+    switch (kind) {
+      case GemmEpilogue::bias:
+        return CUBLASLT_EPILOGUE_BIAS;
+      case GemmEpilogue::relu_bias:
+        return CUBLASLT_EPILOGUE_RELU_BIAS;
+      case GemmEpilogue::relu_aux_bias:
+        return CUBLASLT_EPILOGUE_RELU_AUX_BIAS;
+      case GemmEpilogue::drelu_bgrad:
+        return CUBLASLT_EPILOGUE_DRELU_BGRAD;
+      case GemmEpilogue::none:
+        break;
+    }
+    return CUBLASLT_EPILOGUE_DEFAULT;
   }
 
   template <class V>

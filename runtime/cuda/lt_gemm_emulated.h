@@ -1,0 +1,37 @@
+#pragma once
+// LtGemm for the emulated build (the emulator's device memory is host memory): lt_gemm.h's
+// calls, computed on the host — the product in OpenBLAS, called as the CPU backend calls it,
+// then gemm_epilogue.h's epilogue. So the emulated CUDA backend takes the cuBLASLt routes a
+// GPU takes (which epilogue, on which pointers, reading which mask) and the tests hold them
+// against the CPU backend; how cuBLASLt itself is driven (lt_gemm.h) is checked on a GPU.
+// Nothing to time: no tune().
+#include <cblas.h>
+
+#include <cstddef>
+
+#include "kernels/emu/emu_runtime.h"
+#include "runtime/cuda/gemm_epilogue.h"
+#include "runtime/cuda/gemm_shape.h"
+
+namespace equivae {
+
+class LtGemm {
+ public:
+  LtGemm(bool /*strict_fp32*/, bool /*split_k*/, void* /*workspace*/, size_t /*workspace_bytes*/,
+         bool /*autotune*/ = false) {}
+  LtGemm(const LtGemm&) = delete;
+  LtGemm& operator=(const LtGemm&) = delete;
+
+  // C = op(A)·op(B) + beta·C, then the epilogue. Always has an algorithm.
+  bool run(const Gemm& g, const float* A, const float* B, float* C, const LtEpilogue& e,
+           cudaStream_t /*stream*/) {
+    if (g.M <= 0 || g.N <= 0 || g.K <= 0) return false;
+    cblas_sgemm(CblasRowMajor, g.trans_a ? CblasTrans : CblasNoTrans,
+                g.trans_b ? CblasTrans : CblasNoTrans, g.M, g.N, g.K, 1.0f, A, g.lda, B, g.ldb,
+                float(g.beta), C, g.ldc);
+    apply_epilogue(e, C, g.M, g.N, g.ldc);
+    return true;
+  }
+};
+
+}  // namespace equivae
