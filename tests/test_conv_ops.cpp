@@ -16,6 +16,7 @@
 
 #include "kernels/cpu/ops.h"
 #include "runtime/backend.h"
+#include "runtime/cuda/conv_geometry.h"
 #include "runtime/error.h"
 #include "tests/op_harness.h"
 
@@ -354,6 +355,13 @@ void check_adjoint(const Conv2dShape& c) {
   const Conv2dShape t = shape(c.N, c.C_out, Ho, Wo, c.C_in, c.KH, c.KW, c.stride, c.pad, op_h);
   ASSERT_EQ(out_h(t, true), c.H);
   ASSERT_EQ(out_w(t, true), c.W);
+  // The transpose as the forward convolution cuDNN's calls speak of (conv_geometry.h) is c.
+  const Conv2dShape f = forward_convolution(t, true);
+  EXPECT_EQ(std::vector<int>(
+                {f.N, f.C_in, f.H, f.W, f.C_out, f.KH, f.KW, f.stride, f.pad, f.output_padding}),
+            std::vector<int>({c.N, c.C_in, c.H, c.W, c.C_out, c.KH, c.KW, c.stride, c.pad, 0}));
+  EXPECT_EQ(out_h(f, false), t.H);
+  EXPECT_EQ(out_w(f, false), t.W);
   const auto u = draw(5, input_size(c)), v = draw(6, output_size(c, false)),
              W = draw(7, weight_size(c));
   std::vector<double> cu(v.size()), tv(u.size()), ws1(cpu::conv2d_workspace_size(c)),

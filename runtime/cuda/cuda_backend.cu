@@ -39,6 +39,7 @@
 #if defined(EQUIVAE_CUDA_EMULATED)
 #include <cblas.h>
 
+#include "runtime/cuda/cudnn_conv_emulated.h"
 #include "runtime/cuda/lt_gemm_emulated.h"
 #else
 #include <cublas_v2.h>
@@ -668,49 +669,27 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
 #endif
   }
 
-  // ---- convolution helpers: the linear part of each op, in cuDNN or (emulated) the CPU op.
+  // ---- convolution helpers: the linear part of each op, in cuDNN (emulated: the CPU's
+  // convolution behind the same calls, cudnn_conv_emulated.h).
   static int conv_output_plane(const Conv2dShape& s, bool transposed) {
     return cpu::conv_out_h(s, transposed) * cpu::conv_out_w(s, transposed);
   }
   size_t conv_workspace(const Conv2dShape& s, bool transposed) {
     check_conv_shape(s, transposed, transposed ? "conv_transpose2d" : "conv2d");
-#if defined(EQUIVAE_CUDA_EMULATED)
-    return (transposed ? cpu::conv_transpose2d_workspace_size(s) : cpu::conv2d_workspace_size(s)) *
-           sizeof(T);
-#else
     return convolutions().workspace_bytes(s, transposed);
-#endif
   }
   // y = conv(x, W) or conv_transpose(x, W), no bias, no activation.
   void conv_forward_linear(const Conv2dShape& s, bool transposed, T* y, const T* x, const T* W,
                            void* workspace, size_t workspace_bytes) {
-#if defined(EQUIVAE_CUDA_EMULATED)
-    (void)workspace_bytes;
-    if (transposed)
-      cpu::conv_transpose2d_forward<T>(y, x, W, nullptr, s, false, static_cast<T*>(workspace));
-    else
-      cpu::conv2d_forward<T>(y, x, W, nullptr, s, false, static_cast<T*>(workspace));
-#else
     // The transpose's forward is the convolution's backward-data (cudnn_conv.h).
     if (transposed)
       convolutions().backward_data(s, true, y, x, W, workspace, workspace_bytes);
     else
       convolutions().forward(s, false, y, x, W, workspace, workspace_bytes);
-#endif
   }
   // dx and dW (either null) from dz[N, C_out, Ho, Wo], the gradient before bias and ReLU.
   void conv_backward_linear(const Conv2dShape& s, bool transposed, T* dx, T* dW, const T* dz,
                             const T* x, const T* W, void* workspace, size_t workspace_bytes) {
-#if defined(EQUIVAE_CUDA_EMULATED)
-    (void)workspace_bytes;
-    T* dz_mutable = const_cast<T*>(dz);  // not written: no ReLU here
-    if (transposed)
-      cpu::conv_transpose2d_backward<T>(dx, dW, nullptr, dz_mutable, x, W, nullptr, s, false,
-                                        static_cast<T*>(workspace));
-    else
-      cpu::conv2d_backward<T>(dx, dW, nullptr, dz_mutable, x, W, nullptr, s, false,
-                              static_cast<T*>(workspace));
-#else
     CudnnConvolutions& c = convolutions();
     if (transposed) {  // conv_x = dz (the transpose's output side), dconv_y = x
       if (dW) c.backward_filter(s, true, dW, dz, x, workspace, workspace_bytes);
@@ -719,9 +698,7 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
       if (dW) c.backward_filter(s, false, dW, x, dz, workspace, workspace_bytes);
       if (dx) c.backward_data(s, false, dx, dz, W, workspace, workspace_bytes);
     }
-#endif
   }
-#if !defined(EQUIVAE_CUDA_EMULATED)
   // Created on first use: the plan asks the workspace sizes at build time, before any capture.
   CudnnConvolutions& convolutions() {
     if (!cudnn_) {
@@ -731,7 +708,6 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
     }
     return *cudnn_;
   }
-#endif
 
   void gemm(const Gemm& g, const T* A, const T* B, T* C, [[maybe_unused]] bool side = false) {
     if (g.M <= 0 || g.N <= 0) return;
@@ -780,11 +756,11 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
   cudaEvent_t fork_event_ = nullptr, join_event_ = nullptr;
   cublasHandle_t side_cublas_ = nullptr;
   bool side_pending_ = false;
-  std::unique_ptr<CudnnConvolutions> cudnn_;  // the convolutions, created on first use
 #endif
   DeviceBuffer workspace_, side_workspace_;  // the GEMM libraries' (none under the emulator)
   DeviceBuffer bias_scratch_;
-  std::unique_ptr<LtGemm> lt_, side_lt_;  // float only: cuBLASLt on each stream
+  std::unique_ptr<LtGemm> lt_, side_lt_;      // float only: cuBLASLt on each stream
+  std::unique_ptr<CudnnConvolutions> cudnn_;  // the convolutions, created on first use
   std::unordered_set<const void*> kept_relu_masks_, read_relu_masks_;  // fused_relu()
 };
 

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <string>
 
+#include "runtime/cuda/conv_geometry.h"
 #include "runtime/error.h"
 
 #if defined(EQUIVAE_HAVE_CUDNN)
@@ -108,32 +109,23 @@ CudnnConvolutions::Plan& CudnnConvolutions::plan(const cpu::Conv2dShape& s, bool
   auto p = std::make_unique<Plan>();
   const cudnnHandle_t h = handle_->handle;
   const cudnnDataType_t type = handle_->type;
-  // conv_x: conv2d's input, or the transpose's output; conv_y the other way round.
-  const int Ho = cpu::conv_out_h(s, transposed);
-  const int Wo = cpu::conv_out_w(s, transposed);
+  // conv_y = conv(conv_x, W): conv2d itself, or the convolution a transpose runs backwards.
+  const cpu::Conv2dShape c = forward_convolution(s, transposed);
   EQUIVAE_CUDNN_CHECK(cudnnCreateTensorDescriptor(&p->x));
   EQUIVAE_CUDNN_CHECK(cudnnCreateTensorDescriptor(&p->y));
   EQUIVAE_CUDNN_CHECK(cudnnCreateFilterDescriptor(&p->w));
-  if (!transposed) {
-    EQUIVAE_CUDNN_CHECK(
-        cudnnSetTensor4dDescriptor(p->x, CUDNN_TENSOR_NCHW, type, s.N, s.C_in, s.H, s.W));
-    EQUIVAE_CUDNN_CHECK(
-        cudnnSetTensor4dDescriptor(p->y, CUDNN_TENSOR_NCHW, type, s.N, s.C_out, Ho, Wo));
-    EQUIVAE_CUDNN_CHECK(
-        cudnnSetFilter4dDescriptor(p->w, type, CUDNN_TENSOR_NCHW, s.C_out, s.C_in, s.KH, s.KW));
-  } else {
-    EQUIVAE_CUDNN_CHECK(
-        cudnnSetTensor4dDescriptor(p->x, CUDNN_TENSOR_NCHW, type, s.N, s.C_out, Ho, Wo));
-    EQUIVAE_CUDNN_CHECK(
-        cudnnSetTensor4dDescriptor(p->y, CUDNN_TENSOR_NCHW, type, s.N, s.C_in, s.H, s.W));
-    EQUIVAE_CUDNN_CHECK(
-        cudnnSetFilter4dDescriptor(p->w, type, CUDNN_TENSOR_NCHW, s.C_in, s.C_out, s.KH, s.KW));
-  }
-  for (cudnnConvolutionDescriptor_t* c : {&p->fwd_conv, &p->data_conv, &p->filter_conv}) {
-    EQUIVAE_CUDNN_CHECK(cudnnCreateConvolutionDescriptor(c));
-    EQUIVAE_CUDNN_CHECK(cudnnSetConvolution2dDescriptor(*c, s.pad, s.pad, s.stride, s.stride, 1, 1,
+  EQUIVAE_CUDNN_CHECK(
+      cudnnSetTensor4dDescriptor(p->x, CUDNN_TENSOR_NCHW, type, c.N, c.C_in, c.H, c.W));
+  EQUIVAE_CUDNN_CHECK(cudnnSetTensor4dDescriptor(p->y, CUDNN_TENSOR_NCHW, type, c.N, c.C_out,
+                                                 cpu::conv_out_h(c, false),
+                                                 cpu::conv_out_w(c, false)));
+  EQUIVAE_CUDNN_CHECK(
+      cudnnSetFilter4dDescriptor(p->w, type, CUDNN_TENSOR_NCHW, c.C_out, c.C_in, c.KH, c.KW));
+  for (cudnnConvolutionDescriptor_t* d : {&p->fwd_conv, &p->data_conv, &p->filter_conv}) {
+    EQUIVAE_CUDNN_CHECK(cudnnCreateConvolutionDescriptor(d));
+    EQUIVAE_CUDNN_CHECK(cudnnSetConvolution2dDescriptor(*d, c.pad, c.pad, c.stride, c.stride, 1, 1,
                                                         CUDNN_CROSS_CORRELATION, type));
-    EQUIVAE_CUDNN_CHECK(cudnnSetConvolutionMathType(*c, handle_->math));
+    EQUIVAE_CUDNN_CHECK(cudnnSetConvolutionMathType(*d, handle_->math));
   }
   // Where TF32 is allowed each call takes the math mode its algorithm asks for; otherwise the
   // descriptors keep FMA math and only candidates without tensor ops are taken.

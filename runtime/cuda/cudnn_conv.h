@@ -1,7 +1,7 @@
 #pragma once
-// The CUDA backend's convolutions on cuDNN (real build only; under the emulator the backend
-// runs the CPU's im2col + GEMM instead, as it runs OpenBLAS for cuBLAS). Only the linear part,
-// in the terms of a forward convolution conv_y = conv(conv_x, W):
+// The CUDA backend's convolutions on cuDNN (real build only; the emulated build has
+// cudnn_conv_emulated.h, the same calls on the CPU's im2col + GEMM). Only the linear part, in
+// the terms of a forward convolution conv_y = conv(conv_x, W) (conv_geometry.h):
 //   forward          conv_y  = conv(conv_x, W)            cudnnConvolutionForward
 //   backward_data    dconv_x = convᵀ(dconv_y, W)          cudnnConvolutionBackwardData
 //   backward_filter  dW      = ∂⟨conv_y, dconv_y⟩/∂W      cudnnConvolutionBackwardFilter
