@@ -1,13 +1,15 @@
-// The CUDA backend: Backend<T> on device memory, the hand-written kernels of kernels/cuda, and
-// GEMMs in cuBLAS, all issued on one stream; plus DeviceStepOps<T> (runtime/cuda/device_step.h)
-// so a plan can capture its training step once and replay it as a CUDA graph.
+// The CUDA backend: Backend<T> on device memory, the hand-written kernels of kernels/cuda,
+// GEMMs in cuBLAS and cuBLASLt (fused epilogues), convolutions in cuDNN, issued on a main
+// stream and a side stream; plus DeviceStepOps<T> (runtime/cuda/device_step.h) so a plan can
+// capture its training step once and replay it as a CUDA graph.
 //
 // One source, two builds:
 //  - nvcc against the CUDA runtime and cuBLAS (library equivae_cuda_backend, only where the
 //    toolkit is found): make_cuda_backend<T>, cuda_available;
 //  - g++ against the emulator (library equivae_cuda_backend_emu, EQUIVAE_CUDA_EMULATED):
 //    make_emulated_cuda_backend<T>. cudaMalloc & co. are kernels/emu/emu_runtime.h's (host
-//    memory), GEMMs run in OpenBLAS exactly as the CPU backend calls it, and a capture
+//    memory), cuBLAS GEMMs run in OpenBLAS exactly as the CPU backend calls it, cuBLASLt and
+//    cuDNN are lt_gemm_emulated.h's and cudnn_conv_emulated.h's host versions, and a capture
 //    records each op as a closure that replay() runs again — so a value the step reads from
 //    a kernel argument instead of device memory is frozen at capture time here too, and the
 //    tests see the same bug a real graph would have.
