@@ -394,7 +394,8 @@ TEST_F(CudaBackend, GraphWindowLargerThanTheFirstRecapturesAndStillMatches) {
 // epilogues (cuBLAS + the bias/ReLU kernel), and the ReLU backward fused into the input-gradient
 // GEMMs (masks kept by the forward; DRELU_BGRAD), with the bias gradients on either stream.
 // Under the emulator cuBLASLt is lt_gemm_emulated.h (host GEMMs, the epilogues of
-// gemm_epilogue.h) and the cuBLAS GEMMs run in OpenBLAS.
+// gemm_epilogue.h; the backward's GEMMs too on the lt-backward routes) and the cuBLAS GEMMs run
+// in OpenBLAS.
 TEST_F(CudaBackend, EveryGemmRouteMatchesTheCpuBackend) {
   const EquiVaeConfig config = tiny_config();
   BalancedBatchSampler sampler(digits().labels, 10, config.k, config.m_max, config.seed);

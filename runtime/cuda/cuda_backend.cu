@@ -711,8 +711,13 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
     return *cudnn_;
   }
 
+  // C = op(A)·op(B) + β·C on the main stream, or with side on the side stream.
   void gemm(const Gemm& g, const T* A, const T* B, T* C, [[maybe_unused]] bool side = false) {
     if (g.M <= 0 || g.N <= 0) return;
+    if constexpr (std::is_same_v<T, float>)
+      if (options_.lt_backward &&
+          (side ? side_lt_ : lt_)->run(g, A, B, C, LtEpilogue{}, side ? side_stream() : stream_))
+        return;
 #if defined(EQUIVAE_CUDA_EMULATED)
     // The emulator's device memory is host memory: the CPU reference GEMM, called as
     // kernels/cpu/dense.cpp calls it (so results match the CPU backend's bit for bit).
@@ -725,10 +730,6 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
       cblas_dgemm(CblasRowMajor, ta, tb, g.M, g.N, g.K, 1.0, A, g.lda, B, g.ldb, g.beta, C, g.ldc);
 #else
     // Row-major C = op(A)·op(B) ⇔ column-major Cᵀ = op(B)ᵀ·op(A)ᵀ: swap operands and M/N.
-    if constexpr (std::is_same_v<T, float>)
-      if (options_.lt_backward &&
-          (side ? side_lt_ : lt_)->run(g, A, B, C, LtEpilogue{}, side ? side_stream_ : stream_))
-        return;
     const cublasOperation_t ta = g.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
     const cublasOperation_t tb = g.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
     const T one = T(1), beta = T(g.beta);
