@@ -1,6 +1,7 @@
 #pragma once
 // The device flags the tools share (--device, --threads, --strict-fp32, --autotune,
 // --fused-relu-backward) and the backend they select.
+#include <cstdio>
 #include <memory>
 #include <string>
 
@@ -33,7 +34,16 @@ inline std::unique_ptr<Backend<float>> backend_from_flags(const Flags& f) {
   if (device == "auto") device = cuda_available() ? "cuda" : "cpu";
   check(device == "cpu" || device == "cuda", "--device",
         "expects cpu, cuda or auto, got '" + device + "'");
-  if (device == "cpu") return make_cpu_backend<float>(int(f.get_int("threads", 0, 1024)));
+  if (device == "cpu") {
+    std::string ignored;  // the CUDA-only switches given: said once rather than dropped silently
+    for (const char* name : {"strict-fp32", "autotune", "fused-relu-backward"})
+      if (f.get_switch(name)) ignored += std::string(ignored.empty() ? "" : ", ") + "--" + name;
+    if (!ignored.empty())
+      std::fprintf(stderr,
+                   "note: %s only change%s the cuda backend; the cpu backend runs as it is\n",
+                   ignored.c_str(), ignored.find(',') == std::string::npos ? "s" : "");
+    return make_cpu_backend<float>(int(f.get_int("threads", 0, 1024)));
+  }
   CudaBackendOptions cuda;
   cuda.strict_fp32 = f.get_switch("strict-fp32");
   cuda.autotune = f.get_switch("autotune");
