@@ -380,13 +380,13 @@ void BM_Op(benchmark::State& state) {
   auto run = [&] {
     switch (op) {
       case 0:
-        be.dense_forward(y, x, W, bias, B, D, H, true, nullptr);
+        be.dense_forward(y, x, W, bias, B, D, H, true, nullptr, false);
         break;
       case 1:
-        be.dense_forward(y, x, W, bias, B, H, H, true, nullptr);
+        be.dense_forward(y, x, W, bias, B, H, H, true, nullptr, false);
         break;
       case 2:
-        be.dense_forward(y, x, W, bias, B, H, D, false, nullptr);
+        be.dense_forward(y, x, W, bias, B, H, D, false, nullptr, false);
         break;
       case 3:
         be.dense_backward(dx, dW, db, dy, x, W, y, B, H, H, true, 0, false, {});

@@ -1,7 +1,7 @@
 // Google Benchmark on a CUDA GPU: the supervised step's dense layers (B = 160, the reference
-// architecture's three stacks) as GEMM chains, each chain captured in one CUDA graph and
-// replayed, on the routes the engine could take. It measures, before the engine changes,
-// what it would save to
+// architecture's three stacks; the encoder's first layer as one GEMM over [x ; r], which the
+// engine now runs as W_x·x beside f_inv plus W_r·r) as GEMM chains, each chain captured in one
+// CUDA graph and replayed, on the routes the engine could take. It measures what it saves to
 //   - fuse the ReLU mask and the bias gradient into the input-gradient GEMM (cuBLASLt's
 //     DRELU_BGRAD epilogue, reading the bit mask the forward's RELU_AUX_BIAS wrote) instead of
 //     the engine's mask kernel between GEMMs (its bias gradient runs on the side stream) — 6

@@ -243,7 +243,7 @@ void MlpClassifier<T>::backward() {
     const bool dropped_below = l > 0 && dropped_ && dropout_after_[l - 1];
     const T* input = l == 0 ? x_.data : dropped_below ? drop_y_[l - 1].data : layers[l - 1].y.data;
     T* dinput = l == 0 ? nullptr : dropped_below ? drop_dy_[l - 1].data : layers[l - 1].dy.data;
-    net_.backward_layer(be, l, input, dinput, b, 0, false);
+    net_.backward_layer(be, l, input, dinput, b);
     if (dropped_below)
       be.dropout_backward(layers[l - 1].dy.data, drop_dy_[l - 1].data, drop_mask_[l - 1].data,
                           size_t(b) * layers[l - 1].out);

@@ -135,7 +135,6 @@ EquiVae<T>::EquiVae(const EquiVaeConfig& config, Backend<T>& backend, const Netw
   arena_.place(inv_rows_, 1, members_.cols);
   arena_.place(r_, R, dr);
   arena_.place(dr_, R, dr);
-  arena_.place(xr_, R, F + dr);
   arena_.place(v_, R, dv);
   arena_.place(eps_, R, dv);
   arena_.place(dv_, R, dv);
@@ -145,7 +144,6 @@ EquiVae<T>::EquiVae(const EquiVaeConfig& config, Backend<T>& backend, const Netw
   arena_.place(dll_, 1, R);
   arena_.place(rv_, R, dr + dv);
   arena_.place(drv_, R, dr + dv);
-  if (trunk) arena_.place(dxr_, R, F + dr);
   if (trunk && U > 0) {
     arena_.place(feat_, R, F);
     arena_.place(dfeat_, R, F);
@@ -342,19 +340,17 @@ void EquiVae<T>::forward_ops(uint64_t step, const DeviceCounters* counters) {
   DeviceRange<T> range(device_, "forward");
   Backend<T>& be = backend_;
   const int B = B_, R = R_, D = config_.input_dim, dr = config_.latent_r, dv = config_.latent_v;
-  const Tensor<T>& e = finv_.forward(be, x_.data, B);  // [B, d_r]
-  be.pool_forward(r_.data, e.data, offsets_.data, members_.data, R, dr);
-  const T* features = x_.data;  // [R, F]: x itself, or the encoder trunk's features
   if (!encoder_trunk_.empty()) {
     const Tensor<T>& t = encoder_trunk_.forward(be, trunk_input().data, B + U_);  // [B + U, F]
-    features = t.data;
-    if (U_ > 0) {  // each unlabelled item's features to its C rows
+    if (U_ > 0)  // each unlabelled item's features to its C rows
       be.pool_forward(feat_.data, t.data, expand_offsets_.data, expand_members_.data, R, F_);
-      features = feat_.data;
-    }
   }
-  be.concat_forward(xr_.data, features, r_.data, R, F_, dr);
-  const Tensor<T>& mulv = encoder_.forward(be, xr_.data, R);  // [R, 2 d_v]
+  // The encoder's first layer sees [features ; r]: its features part needs nothing of f_inv,
+  // so it is issued first, beside f_inv and the pooling (dense_forward_partial).
+  encoder_.forward_partial(be, encoder_features(), F_, R);
+  const Tensor<T>& e = finv_.forward(be, x_.data, B);  // [B, d_r]
+  be.pool_forward(r_.data, e.data, offsets_.data, members_.data, R, dr);
+  const Tensor<T>& mulv = encoder_.forward_rest(be, r_.data, F_, R);  // [R, 2 d_v]
   if (counters)
     device_->sample_kl_forward(v_.data, eps_.data, kl_.data, mulv.data, R, dv, config_.seed,
                                counters, 0);
@@ -388,7 +384,7 @@ void EquiVae<T>::backward() {
     // Also sets the unlabelled rows' likelihood and KL weights: ±w/U · q(y|x).
     be.expectation_backward(dq_logits.row(B), dll_.data + B, dkl_.data + B, dbound_.data, q_.data,
                             ll_.data + B, kl_.data + B, log_prior_.data, U, C);
-    classifier_.backward(be, xq_.data, B + U, nullptr, 0, false);
+    classifier_.backward(be, xq_.data, B + U, nullptr);
   }
   if (config_.gaussian())
     be.gaussian_ll_backward(decoder_.output_grad().data, dlogvar_.data, dll_.data,
@@ -397,28 +393,27 @@ void EquiVae<T>::backward() {
   else
     be.bernoulli_ll_backward(decoder_.output_grad().data, dll_.data, decoder_.output().data,
                              x_.data, R, D);
-  decoder_.backward(be, rv_.data, R, drv_.data, 0, false);
+  decoder_.backward(be, rv_.data, R, drv_.data);
   be.concat_backward(dr_.data, dv_.data, drv_.data, R, dr, dv, false, false);
   be.sample_kl_backward(encoder_.output_grad().data, dv_.data, dkl_.data, encoder_.output().data,
                         eps_.data, R, dv);
-  if (encoder_trunk_.empty()) {
-    // The encoder sees [x ; r]: only r's columns need a gradient, added to the decoder's.
-    encoder_.backward(be, xr_.data, R, dr_.data, D, true);
-  } else {
-    // [features ; r]: the features' gradient goes on into the trunk, r's is added to dr.
-    encoder_.backward(be, xr_.data, R, dxr_.data, 0, false);
-    T* dfeatures = U_ > 0 ? dfeat_.data : encoder_trunk_.output_grad().data;
-    be.concat_backward(dfeatures, dr_.data, dxr_.data, R, F_, dr, false, true);
+  // The encoder sees [features ; r]: r's gradient is added to the decoder's; x needs none,
+  // a trunk's features theirs, which goes on into the trunk.
+  T* dfeatures = encoder_trunk_.empty() ? nullptr
+                 : U_ > 0               ? dfeat_.data
+                                        : encoder_trunk_.output_grad().data;
+  encoder_.backward_two_inputs(be, encoder_features(), r_.data, F_, R, dfeatures, dr_.data);
+  if (!encoder_trunk_.empty()) {
     if (U_ > 0)  // sums each unlabelled item's C rows
       be.pool_backward(encoder_trunk_.output_grad().data, dfeat_.data, expand_offsets_.data,
                        expand_members_.data, expand_inv_offsets_.data, expand_inv_rows_.data, R,
                        B + U_, F_);
-    encoder_trunk_.backward(be, trunk_input().data, B + U_, nullptr, 0, false);
+    encoder_trunk_.backward(be, trunk_input().data, B + U_, nullptr);
   }
   // Every pooled row, labelled or not, hands its gradient to the labelled rows it averaged.
   be.pool_backward(finv_.output_grad().data, dr_.data, offsets_.data, members_.data,
                    inv_offsets_.data, inv_rows_.data, R, B, dr);
-  finv_.backward(be, x_.data, B, nullptr, 0, false);
+  finv_.backward(be, x_.data, B, nullptr);
 }
 
 template <class T>
@@ -759,8 +754,8 @@ void EquiVae<T>::encode_v(const float* images, const float* r, int64_t n, float*
     backend_.upload(input.data, staging_.data(), size_t(count) * D * sizeof(T));
     backend_.upload(r_.data, rows.data(), size_t(count) * dr * sizeof(T));
     const T* features = trunk ? encoder_trunk_.forward(backend_, input.data, count).data : x_.data;
-    backend_.concat_forward(xr_.data, features, r_.data, count, F_, dr);
-    const Tensor<T>& out = encoder_.forward(backend_, xr_.data, count);  // [count, 2 d_v]
+    encoder_.forward_partial(backend_, features, F_, count);
+    const Tensor<T>& out = encoder_.forward_rest(backend_, r_.data, F_, count);  // [count, 2 d_v]
     backend_.download(mulv.data(), out.data, size_t(count) * 2 * dv * sizeof(T));
     for (int i = 0; i < count; ++i)  // μ: the first d_v columns of each row
       std::copy(mulv.begin() + size_t(i) * 2 * dv, mulv.begin() + size_t(i) * 2 * dv + dv,

@@ -145,6 +145,12 @@ class EquiVae {
   void initialise_parameters();
   // The encoder trunk's input: x_ (supervised: one row per item) or xq_ (each item once).
   Tensor<T>& trunk_input() { return U_ > 0 ? xq_ : x_; }
+  // The encoder head's features [R, F] after the forward: x itself, or the trunk's output
+  // (semi-supervised: each unlabelled item's expanded to its C rows).
+  const T* encoder_features() const {
+    if (encoder_trunk_.empty()) return x_.data;
+    return U_ > 0 ? feat_.data : encoder_trunk_.output().data;
+  }
   void check_batch(const Batch& batch, const Dataset& data, const Dataset* unlabelled) const;
   // The forward ops; the noise's step comes from `step`, or from the device when counters
   // is set (a captured step).
@@ -185,14 +191,12 @@ class EquiVae {
   Tensor<int32_t> offsets_, members_;  // pooling sets of the R rows, CSR
   Tensor<int32_t> inv_offsets_, inv_rows_;  // their transpose [B+1] / [capacity], for gathers
   Tensor<T> r_, dr_;                        // [R, d_r]
-  Tensor<T> xr_;                            // [R, F + d_r] encoder head input
   Tensor<T> v_, eps_, dv_;                  // [R, d_v]
   Tensor<T> kl_, ll_, dkl_, dll_;           // [1, R]
   Tensor<T> rv_, drv_;                      // [R, d_r + d_v] decoder input
   Tensor<T> workspace_;                     // convolution scratch shared by every stack
-  // With an encoder trunk: the head's input gradient, and (semi-supervised) the trunk's
-  // features of the B + U items expanded to the R rows by the sets expand_* (one member each).
-  Tensor<T> dxr_;                                         // [R, F + d_r]
+  // With an encoder trunk, semi-supervised: the trunk's features of the B + U items expanded
+  // to the R rows by the sets expand_* (one member each), and their gradient.
   Tensor<T> feat_, dfeat_;                                // [R, F]
   Tensor<int32_t> expand_offsets_, expand_members_;       // [R + 1], [R]
   Tensor<int32_t> expand_inv_offsets_, expand_inv_rows_;  // [B + U + 1], [R]

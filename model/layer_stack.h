@@ -180,17 +180,43 @@ class LayerStack {
     }
     return layers_.back().y;
   }
-  // Expects output_grad() filled; leaves parameter gradients and, when dx is not null,
-  // the input gradient of columns dx_from.. (written, or added when accumulate_dx; a first
-  // layer that is a convolution writes all columns).
-  void backward(Backend<T>& be, const T* x, int B, T* dx, int dx_from, bool accumulate_dx) {
+  // Expects output_grad() filled; leaves parameter gradients and, when dx is not null, the
+  // input gradient (written).
+  void backward(Backend<T>& be, const T* x, int B, T* dx) {
     if (convolutional_ && B != rows_) throw Error(name_, "backward over other rows than placed");
-    for (size_t l = layers_.size(); l-- > 0;) {
-      const T* input = l == 0 ? x : layers_[l - 1].y.data;
-      T* dinput = l == 0 ? dx : layers_[l - 1].dy.data;
-      backward_layer(be, l, input, dinput, B, l == 0 ? dx_from : 0, l == 0 && accumulate_dx,
-                     /*chained=*/true);
-    }
+    backward_layers_above_first(be, B);
+    backward_layer(be, 0, x, dx, B, /*chained=*/true);
+  }
+
+  // A dense first layer fed two inputs [a ; b] (a: its first in_a input columns), without
+  // their concatenation. forward_partial issues a · W[:in_a] — beside the ops that follow, on
+  // a backend that can (the encoder's W_x·x needs nothing of f_inv) — and forward_rest adds
+  // b · W[in_a:], the bias and the ReLU, then runs the layers above. Rows as forward().
+  void forward_partial(Backend<T>& be, const T* a, int in_a, int B) {
+    const Layer<T>& first = first_of_two_inputs(in_a, B);
+    be.dense_forward_partial(first.y.data, a, first.W.data, B, in_a, first.out);
+  }
+  const Tensor<T>& forward_rest(Backend<T>& be, const T* b, int in_a, int B) {
+    Layer<T>& first = first_of_two_inputs(in_a, B);
+    be.dense_forward(first.y.data, b, first.W.data + size_t(in_a) * first.out, first.b.data, B,
+                     first.in - in_a, first.out, first.relu, first.relu_mask.data,
+                     /*accumulate=*/true);
+    for (size_t l = 1; l < layers_.size(); ++l) forward_layer(be, l, layers_[l - 1].y.data, B);
+    return layers_.back().y;
+  }
+  // backward() of such a stack: the gradients of W's two row blocks, da (null: none) written
+  // and db_input added to.
+  void backward_two_inputs(Backend<T>& be, const T* a, const T* b, int in_a, int B, T* da,
+                           T* db_input) {
+    Layer<T>& first = first_of_two_inputs(in_a, B);
+    backward_layers_above_first(be, B);
+    const bool done_above = finishes_input_relu(1);  // dz and the bias gradient
+    const size_t rows_b = size_t(in_a) * first.out;  // W[in_a:] starts here
+    be.dense_backward(db_input, first.dW.data + rows_b, done_above ? nullptr : first.db.data,
+                      first.dy.data, b, first.W.data + rows_b, first.y.data, B, first.in - in_a,
+                      first.out, first.relu && !done_above, 0, /*accumulate_dx=*/true, {});
+    be.dense_backward(da, first.dW.data, nullptr, first.dy.data, a, first.W.data, first.y.data, B,
+                      in_a, first.out, /*relu=*/false, 0, false, {});  // dy now holds dz
   }
   // Whether, in backward(), layer l finishes the backward's first step of the dense ReLU layer
   // below it (mask and bias gradient: Backend::dense_backward's input_relu), so that the two
@@ -206,7 +232,7 @@ class LayerStack {
     Layer<T>& layer = layers_[l];
     if (layer.kind == LayerKind::dense)
       be.dense_forward(layer.y.data, input, layer.W.data, layer.b.data, B, layer.in, layer.out,
-                       layer.relu, layer.relu_mask.data);
+                       layer.relu, layer.relu_mask.data, /*accumulate=*/false);
     else if (layer.kind == LayerKind::conv2d)
       be.conv2d_forward(layer.y.data, input, layer.W.data, layer.b.data, layer.conv, layer.relu,
                         ws(), ws_bytes());
@@ -215,12 +241,12 @@ class LayerStack {
                                   layer.relu, ws(), ws_bytes());
   }
   // One layer of backward(): from layer l's dy, its parameter gradients and, when dinput is not
-  // null, the gradient of its input (columns dx_from.. of a dense layer; all of a convolution's,
-  // which runs all placed rows). chained: called by backward(), layer after layer, so layer
-  // l + 1 may have finished this layer's dz and db, and this one finishes layer l − 1's
-  // (finishes_input_relu); a caller with work between layers (dropout) leaves it false.
-  void backward_layer(Backend<T>& be, size_t l, const T* input, T* dinput, int B, int dx_from,
-                      bool accumulate_dx, bool chained = false) {
+  // null, the gradient of its input, written (a convolution runs all placed rows). chained:
+  // called by backward(), layer after layer, so layer l + 1 may have finished this layer's dz
+  // and db, and this one finishes layer l − 1's (finishes_input_relu); a caller with work
+  // between layers (dropout) leaves it false.
+  void backward_layer(Backend<T>& be, size_t l, const T* input, T* dinput, int B,
+                      bool chained = false) {
     Layer<T>& layer = layers_[l];
     if (layer.kind == LayerKind::dense) {
       const bool done_above = chained && finishes_input_relu(l + 1);
@@ -229,12 +255,10 @@ class LayerStack {
         below = {layers_[l - 1].db.data, layers_[l - 1].relu_mask.data};
       be.dense_backward(dinput, layer.dW.data, done_above ? nullptr : layer.db.data, layer.dy.data,
                         input, layer.W.data, layer.y.data, B, layer.in, layer.out,
-                        layer.relu && !done_above, dx_from, accumulate_dx, below);
+                        layer.relu && !done_above, 0, false, below);
       return;
     }
     if (B != rows_) throw Error(name_, "backward over other rows than placed");
-    if (dinput != nullptr && (dx_from != 0 || accumulate_dx))
-      throw Error(name_, "a convolution's input gradient is written whole");
     if (layer.kind == LayerKind::conv2d)
       be.conv2d_backward(dinput, layer.dW.data, layer.db.data, layer.dy.data, input, layer.W.data,
                          layer.y.data, layer.conv, layer.relu, ws(), ws_bytes());
@@ -258,6 +282,18 @@ class LayerStack {
   int out() const { return layers_.back().out; }
 
  private:
+  // backward() from the top layer down to layer 1, chained.
+  void backward_layers_above_first(Backend<T>& be, int B) {
+    for (size_t l = layers_.size(); l-- > 1;)
+      backward_layer(be, l, layers_[l - 1].y.data, layers_[l - 1].dy.data, B, /*chained=*/true);
+  }
+  Layer<T>& first_of_two_inputs(int in_a, int B) {
+    Layer<T>& first = layers_.front();
+    if (first.kind != LayerKind::dense || in_a <= 0 || in_a >= first.in)
+      throw Error(name_, "two inputs need a dense first layer and 0 < in_a < its input width");
+    if (B > rows_) throw Error(name_, "forward over more rows than placed");
+    return first;
+  }
   void build(const std::vector<LayerSpec>& specs) {
     for (size_t l = 0; l < specs.size(); ++l) {
       Layer<T> layer;

@@ -46,8 +46,12 @@ class Backend {
   // ---- ops (see kernels/cpu/ops.h for the contracts)
   // relu_mask: where a backend may keep the ReLU's mask of y for a later dense_backward's
   // input_relu (relu_mask_bytes(B, out) bytes of backend memory, its own format), or null.
+  // accumulate: y = act(x·W + b + y) onto what dense_forward_partial wrote (it waits for it).
   virtual void dense_forward(T* y, const T* x, const T* W, const T* b, int B, int in, int out,
-                             bool relu, void* relu_mask) = 0;
+                             bool relu, void* relu_mask, bool accumulate) = 0;
+  // y = x·W, which a backend may compute beside the ops issued after it (a GPU: on its side
+  // stream); only a dense_forward accumulating onto y may read y next.
+  virtual void dense_forward_partial(T* y, const T* x, const T* W, int B, int in, int out) = 0;
   // input_relu: x is a dense ReLU layer's output (cpu::dense_backward's input_relu_db); its
   // db is written and dx finished, reading the mask that layer's forward kept if any.
   virtual void dense_backward(T* dx, T* dW, T* db, T* dy, const T* x, const T* W, const T* y, int B,

@@ -39,8 +39,12 @@ class CpuBackend final : public Backend<T> {
   void fill(T* dst, T value, size_t count) override { std::fill_n(dst, count, value); }
 
   void dense_forward(T* y, const T* x, const T* W, const T* b, int B, int in, int out, bool relu,
-                     void* /*relu_mask: none kept, relu_mask_bytes is 0*/) override {
-    cpu::dense_forward(y, x, W, b, B, in, out, relu);
+                     void* /*relu_mask: none kept, relu_mask_bytes is 0*/,
+                     bool accumulate) override {
+    cpu::dense_forward(y, x, W, b, B, in, out, relu, accumulate);
+  }
+  void dense_forward_partial(T* y, const T* x, const T* W, int B, int in, int out) override {
+    cpu::dense_forward_partial(y, x, W, B, in, out);
   }
   void dense_backward(T* dx, T* dW, T* db, T* dy, const T* x, const T* W, const T* y, int B, int in,
                       int out, bool relu, int dx_from, bool accumulate_dx,

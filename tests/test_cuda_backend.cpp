@@ -447,8 +447,8 @@ TEST_F(CudaBackend, FusedReluBackwardReadsTheMaskTheForwardKept) {
   float *h = take(std::vector<float>(size_t(B) * hidden)),
         *y = take(std::vector<float>(size_t(B) * out));
   void* mask = be->allocate(be->relu_mask_bytes(B, hidden));
-  be->dense_forward(h, x, W0, b0, B, in, hidden, true, mask);
-  be->dense_forward(y, h, W1, b1, B, hidden, out, false, nullptr);
+  be->dense_forward(h, x, W0, b0, B, in, hidden, true, mask, false);
+  be->dense_forward(y, h, W1, b1, B, hidden, out, false, nullptr, false);
   std::vector<float> hh(size_t(B) * hidden);
   be->download(hh.data(), h, hh.size() * sizeof(float));
   std::vector<uint8_t> bits(be->relu_mask_bytes(B, hidden));

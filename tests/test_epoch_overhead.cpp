@@ -80,7 +80,7 @@ std::vector<T> chunk_by_chunk(EquiVae<T>& model, const std::vector<DenseLayer<T>
     for (size_t l = 0; l < layers.size(); ++l)
       be.dense_forward(static_cast<T*>(blocks[l + 1]), static_cast<const T*>(blocks[l]),
                        layers[l]->W.data, layers[l]->b.data, count, layers[l]->in, layers[l]->out,
-                       layers[l]->relu, nullptr);
+                       layers[l]->relu, nullptr, false);
     const std::vector<T> y =
         download(be, static_cast<const T*>(blocks.back()), size_t(count) * out);
     std::copy(y.begin(), y.end(), result.begin() + begin * out);

@@ -98,6 +98,42 @@ TEST(Ops, DenseBackwardFinishesTheReluLayerBelow) {
       check_op(DenseOverReluCase{.B = 1, .in = 2, .hidden = 1, .out = 1, .top_relu = false}));
 }
 
+// A dense layer fed two inputs [a ; b] without their concatenation, as the encoder's first
+// layer runs: y = act(a · W[:in_a] + b · W[in_a:] + bias) by dense_forward_partial and an
+// accumulating dense_forward; backward by one dense_backward per row block of W.
+struct DenseTwoInputsCase {
+  int B = 6, in_a = 9, in_b = 4, out = 7;
+  bool relu = true;
+  std::vector<BufferSpec> inputs() const {
+    return {{"a", size_t(B) * in_a},
+            {"b", size_t(B) * in_b},
+            {"W", size_t(in_a + in_b) * out, -0.5, 0.5},
+            {"bias", size_t(out)}};
+  }
+  std::vector<BufferSpec> outputs() const { return {{"y", size_t(B) * out}}; }
+  IntInputs int_inputs() const { return {}; }
+  template <class T>
+  void forward(Buffers<T>& b) const {
+    cpu::dense_forward_partial(b["y"], b["a"], b["W"], B, in_a, out);
+    cpu::dense_forward(b["y"], b["b"], b["W"] + size_t(in_a) * out, b["bias"], B, in_b, out, relu,
+                       /*accumulate=*/true);
+  }
+  template <class T>
+  void backward(Buffers<T>& b) const {
+    const size_t rows_b = size_t(in_a) * out;
+    std::fill_n(b["db"], size_t(B) * in_b, T(0));  // the b part's gradient is added
+    cpu::dense_backward(b["db"], b["dW"] + rows_b, b["dbias"], b["dy"], b["b"], b["W"] + rows_b,
+                        b["y"], B, in_b, out, relu, 0, /*accumulate_dx=*/true);
+    cpu::dense_backward<T>(b["da"], b["dW"], nullptr, b["dy"], b["a"], b["W"], b["y"], B, in_a, out,
+                           false);
+  }
+};
+
+TEST(Ops, DenseLayerFedTwoInputs) {
+  expect_op_ok(check_op(DenseTwoInputsCase{}));
+  expect_op_ok(check_op(DenseTwoInputsCase{.B = 1, .in_a = 1, .in_b = 1, .out = 2, .relu = false}));
+}
+
 struct ConcatCase {
   int B = 6, na = 5, nb = 3;
   bool accumulate = false;

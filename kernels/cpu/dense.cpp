@@ -7,8 +7,14 @@
 namespace equivae::cpu {
 
 template <class T>
-void dense_forward(T* y, const T* x, const T* W, const T* b, int B, int in, int out, bool relu) {
+void dense_forward_partial(T* y, const T* x, const T* W, int B, int in, int out) {
   gemm(CblasNoTrans, CblasNoTrans, B, out, in, x, in, W, out, T(0), y, out);
+}
+
+template <class T>
+void dense_forward(T* y, const T* x, const T* W, const T* b, int B, int in, int out, bool relu,
+                   bool accumulate) {
+  gemm(CblasNoTrans, CblasNoTrans, B, out, in, x, in, W, out, accumulate ? T(1) : T(0), y, out);
 #pragma omp parallel for schedule(static) if (B * out > 32768)
   for (int i = 0; i < B; ++i) {
     T* yi = y + size_t(i) * out;
@@ -56,9 +62,11 @@ void dense_backward(T* dx, T* dW, T* db, T* dy, const T* x, const T* W, const T*
 }
 
 template void dense_forward<float>(float*, const float*, const float*, const float*, int, int, int,
-                                   bool);
+                                   bool, bool);
 template void dense_forward<double>(double*, const double*, const double*, const double*, int, int,
-                                    int, bool);
+                                    int, bool, bool);
+template void dense_forward_partial<float>(float*, const float*, const float*, int, int, int);
+template void dense_forward_partial<double>(double*, const double*, const double*, int, int, int);
 template void dense_backward<float>(float*, float*, float*, float*, const float*, const float*,
                                     const float*, int, int, int, bool, int, bool, float*);
 template void dense_backward<double>(double*, double*, double*, double*, const double*,

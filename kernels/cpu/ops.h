@@ -9,9 +9,16 @@
 
 namespace equivae::cpu {
 
-// ---- dense layer: y[B,out] = act(x[B,in] · W[in,out] + b[out]), act = ReLU or identity
+// ---- dense layer: y[B,out] = act(x[B,in] · W[in,out] + b[out]), act = ReLU or identity.
+// accumulate: y = act(x · W + b + y), y holding a product already — a layer fed [a ; b] is
+// y = a · W[:in_a] first (dense_forward_partial) and then this with b and W[in_a:].
 template <class T>
-void dense_forward(T* y, const T* x, const T* W, const T* b, int B, int in, int out, bool relu);
+void dense_forward(T* y, const T* x, const T* W, const T* b, int B, int in, int out, bool relu,
+                   bool accumulate = false);
+// y[B,out] = x[B,in] · W[in,out]: no bias, no activation (the first part of a layer fed two
+// inputs).
+template <class T>
+void dense_forward_partial(T* y, const T* x, const T* W, int B, int in, int out);
 // dy[B,out] is the gradient w.r.t. the layer's output y (post-activation); with
 // ReLU it is masked in place by (y > 0), so dy holds d(pre-activation) after.
 // dW[in,out] = xᵀ · dz and db[out] = Σ_rows dz are overwritten (each parameter is

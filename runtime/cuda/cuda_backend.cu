@@ -212,9 +212,10 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
     return kept ? lt_relu_mask_bytes(rows, out) : 0;
   }
   void dense_forward(T* y, const T* x, const T* W, const T* b, int B, int in, int out, bool relu,
-                     void* relu_mask) override {
+                     void* relu_mask, bool accumulate) override {
+    if (accumulate) join_side_stream();  // dense_forward_partial's product, on the side stream
     issue("dense_forward", [=, self = this] {
-      const Gemm g{false, false, B, out, in, in, out, out, 0.0};
+      const Gemm g{false, false, B, out, in, in, out, out, accumulate ? 1.0 : 0.0};
       if constexpr (std::is_same_v<T, float>) {
         if (self->options_.cublaslt_epilogues) {  // GEMM, bias and ReLU in one kernel
           const bool keep_mask = relu && relu_mask;
@@ -227,6 +228,14 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
       }
       self->gemm(g, x, W, y);
       cuda::dense_bias_act(y, b, B, out, relu, self->stream_);
+    });
+  }
+  void dense_forward_partial(T* y, const T* x, const T* W, int B, int in, int out) override {
+    issue("dense_forward_partial", [=, self = this] {
+      // Beside the main stream's work until the accumulating dense_forward joins it.
+      self->on_side_stream([=] {
+        self->gemm({false, false, B, out, in, in, out, out, 0.0}, x, W, y, /*side=*/true);
+      });
     });
   }
   void dense_backward(T* dx, T* dW, T* db, T* dy, const T* x, const T* W, const T* y, int B, int in,
