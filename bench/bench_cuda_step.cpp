@@ -170,6 +170,8 @@ const StepRoute kStepRoutes[] = {
      {.fused_relu_backward = true, .side_bias_gradient = false}},
     {"fused ReLU backward, lt backward, autotuned",
      {.fused_relu_backward = true, .lt_backward = true, .autotune = true}},
+    {"early Adam", {.early_adam = true}},
+    {"fused ReLU backward, early Adam", {.fused_relu_backward = true, .early_adam = true}},
 };
 constexpr int kStepRouteCount = int(sizeof(kStepRoutes) / sizeof(kStepRoutes[0]));
 

@@ -373,7 +373,25 @@ void EquiVae<T>::forward_ops(uint64_t step, const DeviceCounters* counters) {
 }
 
 template <class T>
-void EquiVae<T>::backward() {
+typename EquiVae<T>::ParamRange EquiVae<T>::param_range(
+    std::initializer_list<const LayerStack<T>*> networks) const {
+  const T* begin = nullptr;
+  const T* end = nullptr;
+  for (const LayerStack<T>* net : networks) {
+    if (net->empty()) continue;
+    const Layer<T>& last = net->layers().back();
+    if (!begin) begin = net->layers().front().W.data;
+    end = last.b.data + last.b.size();
+  }
+  if (!begin) return {};
+  return {size_t(begin - params_flat_), size_t(end - begin)};
+}
+
+template <class T>
+void EquiVae<T>::backward_with(const std::function<void(ParamRange)>& done) {
+  auto finished = [&](ParamRange r) {
+    if (done && r.count > 0) done(r);
+  };
   DeviceRange<T> range(device_, "backward");
   Backend<T>& be = backend_;
   const int B = B_, R = R_, D = config_.input_dim, dr = config_.latent_r, dv = config_.latent_v;
@@ -385,6 +403,7 @@ void EquiVae<T>::backward() {
     be.expectation_backward(dq_logits.row(B), dll_.data + B, dkl_.data + B, dbound_.data, q_.data,
                             ll_.data + B, kl_.data + B, log_prior_.data, U, C);
     classifier_.backward(be, xq_.data, B + U, nullptr);
+    finished(param_range({&classifier_}));
   }
   if (config_.gaussian())
     be.gaussian_ll_backward(decoder_.output_grad().data, dlogvar_.data, dll_.data,
@@ -394,6 +413,8 @@ void EquiVae<T>::backward() {
     be.bernoulli_ll_backward(decoder_.output_grad().data, dll_.data, decoder_.output().data,
                              x_.data, R, D);
   decoder_.backward(be, rv_.data, R, drv_.data);
+  finished(param_range({&decoder_}));
+  if (config_.gaussian()) finished({size_t(logvar_.data - params_flat_), size_t(config_.channels)});
   be.concat_backward(dr_.data, dv_.data, drv_.data, R, dr, dv, false, false);
   be.sample_kl_backward(encoder_.output_grad().data, dv_.data, dkl_.data, encoder_.output().data,
                         eps_.data, R, dv);
@@ -410,6 +431,7 @@ void EquiVae<T>::backward() {
                        B + U_, F_);
     encoder_trunk_.backward(be, trunk_input().data, B + U_, nullptr);
   }
+  finished(param_range({&encoder_trunk_, &encoder_}));
   // Every pooled row, labelled or not, hands its gradient to the labelled rows it averaged.
   be.pool_backward(finv_.output_grad().data, dr_.data, offsets_.data, members_.data,
                    inv_offsets_.data, inv_rows_.data, R, B, dr);
@@ -509,13 +531,19 @@ void EquiVae<T>::device_step_ops() {
                        U > 0 ? 4 : 1);
   }
   forward_ops(0, counters);
-  backward();
-  {
+  AdamConfig adam;
+  adam.lr = config_.lr;
+  auto update = [&](ParamRange r, bool beside) {
     DeviceRange<T> range(device_, "optimiser");
-    AdamConfig adam;
-    adam.lr = config_.lr;
-    device_->adam_step(params_flat_, adam_m_.data, adam_v_.data, grads_flat_, parameter_count_,
-                       adam, counters);
+    device_->adam_step(params_flat_ + r.offset, adam_m_.data + r.offset, adam_v_.data + r.offset,
+                       grads_flat_ + r.offset, r.count, adam, counters, beside);
+  };
+  if (device_->early_adam()) {  // each network's update beside the backward still to come
+    backward_with([&](ParamRange r) { update(r, /*beside=*/true); });
+    update(param_range({&finv_}), /*beside=*/false);
+  } else {
+    backward();
+    update({0, parameter_count_}, /*beside=*/false);
   }
   MeanSet<T> means;
   means.values[0] = ll_.data;

@@ -23,6 +23,8 @@
 // An encoder trunk runs once per item (B + U rows) and its features are copied to the C rows
 // of each unlabelled item (a pooling op with one member per row, whose backward sums them).
 #include <cstdint>
+#include <functional>
+#include <initializer_list>
 #include <memory>
 #include <string>
 #include <vector>
@@ -74,7 +76,7 @@ class EquiVae {
   // The step's phases, public for tests and benchmarks.
   void load_batch(const Batch& batch, const Dataset& data, const Dataset* unlabelled = nullptr);
   StepMetrics forward(uint64_t step);  // noise from (seed, step, row, col)
-  void backward();
+  void backward() { backward_with({}); }
   void apply_adam();
 
   // ---- Device-resident training, on backends that offer DeviceStepOps (CUDA), float plans:
@@ -156,6 +158,18 @@ class EquiVae {
   // is set (a captured step).
   void forward_ops(uint64_t step, const DeviceCounters* counters);
   StepMetrics read_metrics();
+  // Elements [offset, offset + count) of the parameter region (and of the gradients' and
+  // Adam's moments', which share its layout).
+  struct ParamRange {
+    size_t offset = 0, count = 0;
+  };
+  // The parameters of networks first .. last in placement order (empty networks skipped;
+  // alignment padding between their tensors included: it stays zero).
+  ParamRange param_range(std::initializer_list<const LayerStack<T>*> networks) const;
+  // backward(), calling done(range) once a range of parameters has its final gradients: the
+  // semi-supervised classifier's, the decoder's (and the Gaussian log-variance's), the
+  // encoder's with its trunk — f_inv's are the last, when it returns.
+  void backward_with(const std::function<void(ParamRange)>& done);
   void device_step_ops();  // the captured step: gather, forward, backward, Adam, metrics
   void capture_device_step();
   struct Resident;   // device buffers of the device-resident training (equivae.cpp)

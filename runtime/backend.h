@@ -153,6 +153,10 @@ struct CudaBackendOptions {
   // The dense backward's bias gradient on the side stream beside the weight-gradient GEMM
   // (default), or fused with the ReLU mask on the critical path.
   bool side_bias_gradient = true;
+  // In a captured step, each network's Adam update on the side stream as soon as its backward
+  // is done (the decoder's beside the encoder's and f_inv's backward), instead of one update
+  // of every parameter after the whole backward: only f_inv's stays on the critical path.
+  bool early_adam = false;
   // Algorithms chosen by timing their candidates once rather than by the libraries'
   // heuristics alone: each cuBLASLt GEMM's after the first capture of a training step
   // (DeviceStepOps::tune_gemms), each cuDNN convolution's when its plan is made (cudnnFind*).

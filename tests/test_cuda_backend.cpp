@@ -391,8 +391,9 @@ TEST_F(CudaBackend, GraphWindowLargerThanTheFirstRecapturesAndStillMatches) {
 // The routes a benchmark may pick give the same step and the same graph steps: cuBLASLt for
 // the backward too (with or without split-K), cuBLAS backward without split-K in the forward,
 // the bias gradient fused with the ReLU mask on the main stream, the forward without cuBLASLt
-// epilogues (cuBLAS + the bias/ReLU kernel), and the ReLU backward fused into the input-gradient
-// GEMMs (masks kept by the forward; DRELU_BGRAD), with the bias gradients on either stream.
+// epilogues (cuBLAS + the bias/ReLU kernel), the ReLU backward fused into the input-gradient
+// GEMMs (masks kept by the forward; DRELU_BGRAD), with the bias gradients on either stream,
+// and each network's Adam update beside the rest of the backward (graph steps).
 // Under the emulator cuBLASLt is lt_gemm_emulated.h (host GEMMs, the epilogues of
 // gemm_epilogue.h; the backward's GEMMs too on the lt-backward routes) and the cuBLAS GEMMs run
 // in OpenBLAS.
@@ -413,6 +414,9 @@ TEST_F(CudaBackend, EveryGemmRouteMatchesTheCpuBackend) {
        {.strict_fp32 = true, .fused_relu_backward = true, .side_bias_gradient = false}},
       {"fused ReLU backward without cuBLASLt (masks unused)",
        {.strict_fp32 = true, .cublaslt_epilogues = false, .fused_relu_backward = true}},
+      {"early Adam", {.strict_fp32 = true, .early_adam = true}},
+      {"fused ReLU backward, early Adam",
+       {.strict_fp32 = true, .fused_relu_backward = true, .early_adam = true}},
   };
   for (const auto& [name, options] : routes) {
     SCOPED_TRACE(name);
@@ -858,6 +862,10 @@ TEST_F(CudaBackend, ConvModelGraphStepsMatchEagerCpuSteps) {
   compare_graph_steps(test::tiny_conv_semi_config(), blob_split().labelled,
                       &blob_split().unlabelled, 2, {2},
                       {.strict_fp32 = true, .fused_relu_backward = true});
+  // Early Adam: the classifier's, the decoder's, the log-variance's and the encoder's with its
+  // trunk each updated beside the backward still to come, f_inv's at the end.
+  compare_graph_steps(test::tiny_conv_semi_config(), blob_split().labelled,
+                      &blob_split().unlabelled, 2, {2}, {.strict_fp32 = true, .early_adam = true});
 }
 
 TEST_F(CudaBackend, ConvModelInferenceMatchesTheCpuBackend) {

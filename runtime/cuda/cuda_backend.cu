@@ -456,11 +456,20 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
     });
   }
   void adam_step(T* params, T* m, T* v, const T* grads, size_t n, const AdamConfig& config,
-                 const DeviceCounters* counters) override {
-    join_side_stream();
+                 const DeviceCounters* counters, bool beside) override {
+    if (!beside) join_side_stream();
     issue("adam_step", [=, self = this] {
-      cuda::adam_step(params, m, v, grads, n, config, &counters->t, self->stream_);
+      if (!beside) {
+        cuda::adam_step(params, m, v, grads, n, config, &counters->t, self->stream_);
+        return;
+      }
+      self->on_side_stream([=] {
+        cuda::adam_step(params, m, v, grads, n, config, &counters->t, self->side_stream());
+      });
     });
+  }
+  bool early_adam() const override {
+    return options_.early_adam;
   }
   void finish_step(double* table, const MeanSet<T>& set, DeviceCounters* counters) override {
     issue("finish_step",

@@ -76,9 +76,15 @@ class DeviceStepOps {
   // sample_kl_forward with the step read from counters->step.
   virtual void sample_kl_forward(T* v, T* eps, T* kl, const T* mulv, int B, int d, uint64_t seed,
                                  const DeviceCounters* counters, uint32_t row0) = 0;
-  // adam_step with t read from counters->t.
+  // adam_step with t read from counters->t. beside: over the parameters of a network whose
+  // backward is done, beside the backward still to come (a GPU: on the side stream, after
+  // everything issued so far on both streams); else after every gradient of the step.
   virtual void adam_step(T* params, T* m, T* v, const T* grads, size_t n,
-                         const cpu::AdamConfig& config, const DeviceCounters* counters) = 0;
+                         const cpu::AdamConfig& config, const DeviceCounters* counters,
+                         bool beside) = 0;
+  // Whether a captured step should update each network's parameters as soon as its backward
+  // is done, with adam_step(…, beside = true) (CudaBackendOptions::early_adam).
+  virtual bool early_adam() const = 0;
   // The step's last op: table[(step − first_step) · kMetricWidth + j] = mean of
   // set.values[j][0 .. count[j]), then step += 1, t += 1 — one launch.
   virtual void finish_step(double* table, const MeanSet<T>& set, DeviceCounters* counters) = 0;
