@@ -172,6 +172,12 @@ const StepRoute kStepRoutes[] = {
      {.fused_relu_backward = true, .lt_backward = true, .autotune = true}},
     {"early Adam", {.early_adam = true}},
     {"fused ReLU backward, early Adam", {.fused_relu_backward = true, .early_adam = true}},
+    {"fused ReLU backward, lt backward, early Adam, autotuned, critical path prioritised",
+     {.fused_relu_backward = true,
+      .lt_backward = true,
+      .early_adam = true,
+      .autotune = true,
+      .prioritise_critical_path = true}},
 };
 constexpr int kStepRouteCount = int(sizeof(kStepRoutes) / sizeof(kStepRoutes[0]));
 
