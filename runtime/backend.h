@@ -153,6 +153,9 @@ struct CudaBackendOptions {
   // The dense backward's bias gradient on the side stream beside the weight-gradient GEMM
   // (default), or fused with the ReLU mask on the critical path.
   bool side_bias_gradient = true;
+  // dense_forward_partial's GEMM (the encoder's W_x·x) on the side stream, beside f_inv and
+  // the pooling (default), or in order on the main stream.
+  bool partial_beside = true;
   // In a captured step, each network's Adam update on the side stream as soon as its backward
   // is done (the decoder's beside the encoder's and f_inv's backward), instead of one update
   // of every parameter after the whole backward: only f_inv's stays on the critical path.

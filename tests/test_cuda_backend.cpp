@@ -393,7 +393,8 @@ TEST_F(CudaBackend, GraphWindowLargerThanTheFirstRecapturesAndStillMatches) {
 // the bias gradient fused with the ReLU mask on the main stream, the forward without cuBLASLt
 // epilogues (cuBLAS + the bias/ReLU kernel), the ReLU backward fused into the input-gradient
 // GEMMs (masks kept by the forward; DRELU_BGRAD), with the bias gradients on either stream,
-// and each network's Adam update beside the rest of the backward (graph steps).
+// the encoder's W_x·x in order on the main stream, and each network's Adam update beside the
+// rest of the backward (graph steps).
 // Under the emulator cuBLASLt is lt_gemm_emulated.h (host GEMMs, the epilogues of
 // gemm_epilogue.h; the backward's GEMMs too on the lt-backward routes) and the cuBLAS GEMMs run
 // in OpenBLAS.
@@ -414,6 +415,7 @@ TEST_F(CudaBackend, EveryGemmRouteMatchesTheCpuBackend) {
        {.strict_fp32 = true, .fused_relu_backward = true, .side_bias_gradient = false}},
       {"fused ReLU backward without cuBLASLt (masks unused)",
        {.strict_fp32 = true, .cublaslt_epilogues = false, .fused_relu_backward = true}},
+      {"encoder's W_x·x on the main stream", {.strict_fp32 = true, .partial_beside = false}},
       {"early Adam", {.strict_fp32 = true, .early_adam = true}},
       {"fused ReLU backward, early Adam",
        {.strict_fp32 = true, .fused_relu_backward = true, .early_adam = true}},

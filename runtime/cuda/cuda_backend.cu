@@ -232,10 +232,11 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
   }
   void dense_forward_partial(T* y, const T* x, const T* W, int B, int in, int out) override {
     issue("dense_forward_partial", [=, self = this] {
-      // Beside the main stream's work until the accumulating dense_forward joins it.
-      self->on_side_stream([=] {
-        self->gemm({false, false, B, out, in, in, out, out, 0.0}, x, W, y, /*side=*/true);
-      });
+      const Gemm g{false, false, B, out, in, in, out, out, 0.0};
+      if (self->options_.partial_beside)  // until the accumulating dense_forward joins it
+        self->on_side_stream([=] { self->gemm(g, x, W, y, /*side=*/true); });
+      else
+        self->gemm(g, x, W, y);
     });
   }
   void dense_backward(T* dx, T* dW, T* db, T* dy, const T* x, const T* W, const T* y, int B, int in,
