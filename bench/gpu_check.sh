@@ -17,11 +17,16 @@
 #     Without a pack it configures and builds in build-gpu/ itself, which works only where
 #     the project's dependencies are installed.
 #
-# Budget: about 5 minutes (7 with the SVHN peers), each stage under its own timeout. A failing
-# stage is logged and the rest still run. Exit status: 0, 1 when the GPU tests failed (or were
-# not built), 2 when they were skipped (no usable GPU).
+# Budget: about 5 minutes (7 with the SVHN peers), each stage under its own timeout, and all
+# of them under BUDGET_S seconds (default 540, under the device tool's 600 s per command): a
+# stage gets at most what is left of it, less 20 s for the summary, and is skipped when nothing
+# is — so the summary is always written. A failing stage is logged and the rest still run.
+# Exit status: 0, 1 when the GPU tests failed (or were not built), 2 when they were skipped
+# (no usable GPU).
 # Stages can be chosen: STAGES="info tests bench train profile peers peers_svhn sanitizer"
-# (default: all).
+# (default: all). With ~15 minutes of device time, two calls on the same warm machine fit where
+# one may not: STAGES="info tests bench train", then STAGES="peers peers_svhn profile sanitizer"
+# (each with its own OUT; the engine's and the peers' figures then come from the same GPU).
 set -u -o pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -92,12 +97,23 @@ STAGES="${STAGES:-info tests bench train profile peers peers_svhn sanitizer}"
 declare -A STATUS=()
 tests_failed=0
 
+BUDGET_S="${BUDGET_S:-540}"
+CHECK_START=$(date +%s)
+
 log() { echo "[gpu_check $(date +%H:%M:%S)] $*" | tee -a "$LOG" >&2; }
 want() { [[ " $STAGES " == *" $1 "* ]]; }
-# run_stage NAME TIMEOUT_S COMMAND...: output appended to the log; status recorded.
+# run_stage NAME TIMEOUT_S COMMAND...: output appended to the log; status recorded. The
+# timeout shrinks to what is left of BUDGET_S (less 20 s for the summary).
 run_stage() {
   local name="$1" limit="$2"
   shift 2
+  local left=$((BUDGET_S - ($(date +%s) - CHECK_START) - 20))
+  if ((left < 5)); then
+    STATUS[$name]="skipped: the ${BUDGET_S} s budget was spent"
+    log "stage $name: ${STATUS[$name]}"
+    return 124
+  fi
+  ((limit > left)) && limit=$left
   log "stage $name: $* (timeout ${limit}s)"
   local start rc
   start=$(date +%s)
