@@ -170,6 +170,8 @@ const StepRoute kStepRoutes[] = {
      {.fused_relu_backward = true, .side_bias_gradient = false}},
     {"fused ReLU backward, lt backward, autotuned",
      {.fused_relu_backward = true, .lt_backward = true, .autotune = true}},
+    {"split-K in place", {.split_k_in_place = true}},
+    {"lt backward, split-K in place", {.lt_backward = true, .split_k_in_place = true}},
     {"encoder's W_x·x on the main stream", {.partial_beside = false}},
     {"early Adam", {.early_adam = true}},
     {"fused ReLU backward, early Adam", {.fused_relu_backward = true, .early_adam = true}},

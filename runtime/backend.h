@@ -150,6 +150,9 @@ struct CudaBackendOptions {
   bool fused_relu_backward = false;
   bool lt_backward = false;  // the dense backward's GEMMs in cuBLASLt too (default: cuBLAS)
   bool split_k = true;       // cuBLASLt may split K over blocks (a reduction after the GEMM)
+  // With split_k: cuBLASLt adds the partial products up in place, in the output (ordered by
+  // counters), never with a reduction kernel after the GEMM.
+  bool split_k_in_place = false;
   // The dense backward's bias gradient on the side stream beside the weight-gradient GEMM
   // (default), or fused with the ReLU mask on the critical path.
   bool side_bias_gradient = true;

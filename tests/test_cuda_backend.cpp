@@ -408,6 +408,8 @@ TEST_F(CudaBackend, EveryGemmRouteMatchesTheCpuBackend) {
       {"lt backward", {.strict_fp32 = true, .lt_backward = true}},
       {"lt backward, no split-K", {.strict_fp32 = true, .lt_backward = true, .split_k = false}},
       {"no split-K", {.strict_fp32 = true, .split_k = false}},
+      {"lt backward, split-K in place",
+       {.strict_fp32 = true, .lt_backward = true, .split_k_in_place = true}},
       {"bias gradient on the main stream", {.strict_fp32 = true, .side_bias_gradient = false}},
       {"no cuBLASLt epilogues", {.strict_fp32 = true, .cublaslt_epilogues = false}},
       {"fused ReLU backward", {.strict_fp32 = true, .fused_relu_backward = true}},

@@ -139,9 +139,10 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
 #endif
     if constexpr (std::is_same_v<T, float>) {
       lt_ = std::make_unique<LtGemm>(options.strict_fp32, options.split_k, workspace_.get(),
-                                     kWorkspaceBytes, options.autotune);
-      side_lt_ = std::make_unique<LtGemm>(options.strict_fp32, options.split_k,
-                                          side_workspace_.get(), kWorkspaceBytes, options.autotune);
+                                     kWorkspaceBytes, options.autotune, options.split_k_in_place);
+      side_lt_ =
+          std::make_unique<LtGemm>(options.strict_fp32, options.split_k, side_workspace_.get(),
+                                   kWorkspaceBytes, options.autotune, options.split_k_in_place);
     }
     bias_scratch_ = DeviceBuffer(kBiasScratchElems * sizeof(T));
   }

@@ -39,12 +39,14 @@ namespace equivae {
 class LtGemm {
  public:
   // split_k: whether cuBLASLt may split K across blocks (a second, reduction kernel, or an
-  // in-place reduction); workspace: device memory the matmuls may use (the caller's);
-  // autotune: plans keep candidates for tune().
+  // in-place reduction); split_k_in_place: only in place (the partial products added up in the
+  // output, in an order counters in the workspace fix: no reduction kernel); workspace: device
+  // memory the matmuls may use (the caller's); autotune: plans keep candidates for tune().
   LtGemm(bool strict_fp32, bool split_k, void* workspace, size_t workspace_bytes,
-         bool autotune = false)
+         bool autotune = false, bool split_k_in_place = false)
       : strict_fp32_(strict_fp32),
         split_k_(split_k),
+        in_place_(split_k_in_place),
         autotune_(autotune),
         workspace_(workspace),
         workspace_bytes_(workspace_bytes) {
@@ -245,8 +247,9 @@ class LtGemm {
     const ColumnMajorGemm cm = column_major(g);  // cuBLASLt's A is our B, its B our A
     const cublasOperation_t lt_a = cm.a.trans ? CUBLAS_OP_T : CUBLAS_OP_N;
     const cublasOperation_t lt_b = cm.b.trans ? CUBLAS_OP_T : CUBLAS_OP_N;
-    const uint32_t reduction =
-        split_k_ ? CUBLASLT_REDUCTION_SCHEME_MASK : CUBLASLT_REDUCTION_SCHEME_NONE;
+    const uint32_t reduction = !split_k_   ? CUBLASLT_REDUCTION_SCHEME_NONE
+                               : in_place_ ? CUBLASLT_REDUCTION_SCHEME_INPLACE
+                                           : CUBLASLT_REDUCTION_SCHEME_MASK;
     const uint32_t align[3] = {uint32_t(align_a), uint32_t(align_b), uint32_t(align_c)};
     cublasLtMatmulPreference_t preference = nullptr;
     bool ok = cublasLtMatmulDescCreate(&plan.desc, compute, CUDA_R_32F) == CUBLAS_STATUS_SUCCESS &&
@@ -335,7 +338,7 @@ class LtGemm {
     if (plan.desc) cublasLtMatmulDescDestroy(plan.desc);
   }
 
-  bool strict_fp32_, split_k_, autotune_;
+  bool strict_fp32_, split_k_, in_place_, autotune_;
   void* workspace_;
   size_t workspace_bytes_;
   bool ok_ = false;

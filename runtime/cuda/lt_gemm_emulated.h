@@ -18,7 +18,7 @@ namespace equivae {
 class LtGemm {
  public:
   LtGemm(bool /*strict_fp32*/, bool /*split_k*/, void* /*workspace*/, size_t /*workspace_bytes*/,
-         bool /*autotune*/ = false) {}
+         bool /*autotune*/ = false, bool /*split_k_in_place*/ = false) {}
   LtGemm(const LtGemm&) = delete;
   LtGemm& operator=(const LtGemm&) = delete;
 
