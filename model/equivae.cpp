@@ -142,8 +142,6 @@ EquiVae<T>::EquiVae(const EquiVaeConfig& config, Backend<T>& backend, const Netw
   arena_.place(ll_, 1, R);
   arena_.place(dkl_, 1, R);
   arena_.place(dll_, 1, R);
-  arena_.place(rv_, R, dr + dv);
-  arena_.place(drv_, R, dr + dv);
   if (trunk && U > 0) {
     arena_.place(feat_, R, F);
     arena_.place(dfeat_, R, F);
@@ -351,13 +349,14 @@ void EquiVae<T>::forward_ops(uint64_t step, const DeviceCounters* counters) {
   const Tensor<T>& e = finv_.forward(be, x_.data, B);  // [B, d_r]
   be.pool_forward(r_.data, e.data, offsets_.data, members_.data, R, dr);
   const Tensor<T>& mulv = encoder_.forward_rest(be, r_.data, F_, R);  // [R, 2 d_v]
+  // The decoder's first layer sees [r ; v] the same way: its r part beside the encoder.
+  decoder_.forward_partial(be, r_.data, dr, R);
   if (counters)
     device_->sample_kl_forward(v_.data, eps_.data, kl_.data, mulv.data, R, dv, config_.seed,
                                counters, 0);
   else
     be.sample_kl_forward(v_.data, eps_.data, kl_.data, mulv.data, R, dv, config_.seed, step, 0);
-  be.concat_forward(rv_.data, r_.data, v_.data, R, dr, dv);
-  const Tensor<T>& out = decoder_.forward(be, rv_.data, R);  // [R, D] logits, or μ
+  const Tensor<T>& out = decoder_.forward_rest(be, v_.data, dr, R);  // [R, D] logits, or μ
   if (config_.gaussian())
     be.gaussian_ll_forward(ll_.data, out.data, x_.data, logvar_.data, R, config_.channels,
                            D / config_.channels);
@@ -412,10 +411,10 @@ void EquiVae<T>::backward_with(const std::function<void(ParamRange)>& done) {
   else
     be.bernoulli_ll_backward(decoder_.output_grad().data, dll_.data, decoder_.output().data,
                              x_.data, R, D);
-  decoder_.backward(be, rv_.data, R, drv_.data);
+  decoder_.backward_two_inputs(be, r_.data, v_.data, dr, R, dr_.data, dv_.data,
+                               /*accumulate_b=*/false);
   finished(param_range({&decoder_}));
   if (config_.gaussian()) finished({size_t(logvar_.data - params_flat_), size_t(config_.channels)});
-  be.concat_backward(dr_.data, dv_.data, drv_.data, R, dr, dv, false, false);
   be.sample_kl_backward(encoder_.output_grad().data, dv_.data, dkl_.data, encoder_.output().data,
                         eps_.data, R, dv);
   // The encoder sees [features ; r]: r's gradient is added to the decoder's; x needs none,
@@ -423,7 +422,8 @@ void EquiVae<T>::backward_with(const std::function<void(ParamRange)>& done) {
   T* dfeatures = encoder_trunk_.empty() ? nullptr
                  : U_ > 0               ? dfeat_.data
                                         : encoder_trunk_.output_grad().data;
-  encoder_.backward_two_inputs(be, encoder_features(), r_.data, F_, R, dfeatures, dr_.data);
+  encoder_.backward_two_inputs(be, encoder_features(), r_.data, F_, R, dfeatures, dr_.data,
+                               /*accumulate_b=*/true);
   if (!encoder_trunk_.empty()) {
     if (U_ > 0)  // sums each unlabelled item's C rows
       be.pool_backward(encoder_trunk_.output_grad().data, dfeat_.data, expand_offsets_.data,
@@ -802,8 +802,8 @@ void EquiVae<T>::decode(const float* r, const float* v, int64_t n, float* pixels
     std::copy(v + begin * dv, v + (begin + count) * dv, vs.begin());
     backend_.upload(r_.data, rs.data(), size_t(count) * dr * sizeof(T));
     backend_.upload(v_.data, vs.data(), size_t(count) * dv * sizeof(T));
-    backend_.concat_forward(rv_.data, r_.data, v_.data, count, dr, dv);
-    const Tensor<T>& out = decoder_.forward(backend_, rv_.data, count);  // [count, D]
+    decoder_.forward_partial(backend_, r_.data, dr, count);
+    const Tensor<T>& out = decoder_.forward_rest(backend_, v_.data, dr, count);  // [count, D]
     backend_.download(staging_.data(), out.data, size_t(count) * D * sizeof(T));
     float* dst = pixels + begin * D;
     if (config_.gaussian()) {  // the mean μ, clamped to the pixels' range

@@ -207,7 +207,6 @@ class EquiVae {
   Tensor<T> r_, dr_;                        // [R, d_r]
   Tensor<T> v_, eps_, dv_;                  // [R, d_v]
   Tensor<T> kl_, ll_, dkl_, dll_;           // [1, R]
-  Tensor<T> rv_, drv_;                      // [R, d_r + d_v] decoder input
   Tensor<T> workspace_;                     // convolution scratch shared by every stack
   // With an encoder trunk, semi-supervised: the trunk's features of the B + U items expanded
   // to the R rows by the sets expand_* (one member each), and their gradient.

@@ -204,17 +204,17 @@ class LayerStack {
     for (size_t l = 1; l < layers_.size(); ++l) forward_layer(be, l, layers_[l - 1].y.data, B);
     return layers_.back().y;
   }
-  // backward() of such a stack: the gradients of W's two row blocks, da (null: none) written
-  // and db_input added to.
+  // backward() of such a stack: the gradients of W's two row blocks, da (null: none) written,
+  // db_input written or, with accumulate_b, added to.
   void backward_two_inputs(Backend<T>& be, const T* a, const T* b, int in_a, int B, T* da,
-                           T* db_input) {
+                           T* db_input, bool accumulate_b) {
     Layer<T>& first = first_of_two_inputs(in_a, B);
     backward_layers_above_first(be, B);
     const bool done_above = finishes_input_relu(1);  // dz and the bias gradient
     const size_t rows_b = size_t(in_a) * first.out;  // W[in_a:] starts here
     be.dense_backward(db_input, first.dW.data + rows_b, done_above ? nullptr : first.db.data,
                       first.dy.data, b, first.W.data + rows_b, first.y.data, B, first.in - in_a,
-                      first.out, first.relu && !done_above, 0, /*accumulate_dx=*/true, {});
+                      first.out, first.relu && !done_above, 0, accumulate_b, {});
     be.dense_backward(da, first.dW.data, nullptr, first.dy.data, a, first.W.data, first.y.data, B,
                       in_a, first.out, /*relu=*/false, 0, false, {});  // dy now holds dz
   }
