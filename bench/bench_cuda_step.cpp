@@ -372,12 +372,11 @@ void BM_Op(benchmark::State& state) {
   float* dmu = b.take(size_t(B) * D3, 0.f);
   float* logvar = b.take(3, -4.6f);
   float* mask = b.take(size_t(B) * H, 0.f);
-  float* xr = b.take(size_t(B) * (D + d), 0.f);
   float* dmulv = b.take(size_t(B) * 2 * d, 0.f);
   Conv2dShape conv;
   conv.N = B, conv.C_in = 32, conv.H = conv.W = 16, conv.C_out = 64, conv.KH = conv.KW = 4;
   conv.stride = 2, conv.pad = 1;
-  const bool conv_op = op == 21 || op == 22;
+  const bool conv_op = op == 19 || op == 20;
   const size_t conv_in = size_t(B) * 32 * 16 * 16, conv_out = size_t(B) * 64 * 8 * 8;
   float* conv_x = conv_op ? b.take(conv_in, 0.5f) : nullptr;
   float* conv_W = conv_op ? b.take(size_t(64) * 32 * 16, 0.01f) : nullptr;
@@ -424,39 +423,33 @@ void BM_Op(benchmark::State& state) {
         be.adam_step(p, m, vv, g, params, adam, 1);
         break;
       case 11:
-        be.concat_forward(xr, x, v, B, D, d);
-        break;
-      case 12:
-        be.concat_backward(v, eps, mulv, B, d, d, false, false);
-        break;
-      case 13:
         be.sample_kl_backward(dmulv, v, ll, mulv, eps, B, d);
         break;
-      case 14:
+      case 12:
         be.softmax_xent_forward(ll, probs, logits, labels, B, C);
         break;
-      case 15:
+      case 13:
         be.softmax_xent_backward(logits, ll, probs, labels, B, C);
         break;
-      case 16:
+      case 14:
         be.expectation_forward(ll, probs, logits, per_row, per_row, prior, U, C);
         break;
-      case 17:
+      case 15:
         be.expectation_backward(logits, dy, dx, ll, probs, per_row, per_row, prior, U, C);
         break;
-      case 18:
+      case 16:
         be.gaussian_ll_forward(ll, mu, image, logvar, B, 3, P);
         break;
-      case 19:
+      case 17:
         be.gaussian_ll_backward(dmu, db, ll, mu, image, logvar, B, 3, P);
         break;
-      case 20:
+      case 18:
         be.dropout_forward(y, mask, dy, size_t(B) * H, 0.5f, 1, 2, 0);
         break;
-      case 21:
+      case 19:
         be.conv2d_forward(conv_y, conv_x, conv_W, bias, conv, true, conv_ws, conv_bytes);
         break;
-      case 22:
+      case 20:
         be.conv2d_backward(conv_dx, conv_dW, db, conv_dy, conv_x, conv_W, conv_y, conv, true,
                            conv_ws, conv_bytes);
         break;
@@ -473,8 +466,6 @@ void BM_Op(benchmark::State& state) {
                                 "pool_bwd 160x16 m=4",
                                 "sample_kl_fwd 160x16",
                                 "adam 2M params",
-                                "concat_fwd 160x(784+16)",
-                                "concat_bwd 160x(16+16)",
                                 "sample_kl_bwd 160x16",
                                 "softmax_xent_fwd 160x10",
                                 "softmax_xent_bwd 160x10",
@@ -500,29 +491,10 @@ void BM_Op(benchmark::State& state) {
   const double f = 4, BH = double(B) * H, BD = double(B) * D, UC = double(U) * C,
                BC = double(B) * C, BI = double(B) * D3;
   const double conv_flops = 2.0 * double(conv_out) * 32 * 16;  // per output: C_in·KH·KW MACs
-  const double flops[] = {2 * BD * H,
-                          2 * BH * H,
-                          2 * BH * D,
-                          4 * BH * H,
-                          4 * BH * D,
-                          0,
-                          0,
-                          0,
-                          0,
-                          0,
-                          0,
-                          0,
-                          0,
-                          0,
-                          0,
-                          0,
-                          0,
-                          0,
-                          0,
-                          0,
-                          0,
-                          conv_flops,
-                          2 * conv_flops};
+  const double flops[] = {
+      2 * BD * H, 2 * BH * H, 2 * BH * D, 4 * BH * H, 4 * BH * D, 0,          0,
+      0,          0,          0,          0,          0,          0,          0,
+      0,          0,          0,          0,          0,          conv_flops, 2 * conv_flops};
   const double bytes[] = {0,
                           0,
                           0,
@@ -534,8 +506,6 @@ void BM_Op(benchmark::State& state) {
                           f * (4 * B * d + B * d + 6 * B + 2),  // dr (gathered), transpose → de
                           f * (2 * B * d + 2 * B * d + B),      // μ, log σ² → v, ε, kl
                           f * 7 * double(params),               // p, m, v, g → p, m, v
-                          f * 2 * (BD + B * d),                 // x, r → [x ; r]
-                          f * 2 * (2 * B * d),                  // d[r ; v] → dr, dv
                           f * (B * d + B + 4 * B * d + 2 * B * d),  // dv, dkl, μ|lv, ε → dμ|dlv
                           f * (2 * BC + 2 * B),       // logits, labels → probs, loss
                           f * (2 * BC + 2 * B),       // probs, labels, dloss → dlogits
@@ -553,7 +523,7 @@ void BM_Op(benchmark::State& state) {
     state.counters["bytes/s"] = benchmark::Counter(bytes[op] * done, benchmark::Counter::kIsRate);
   state.SetLabel(names[op]);
 }
-BENCHMARK(BM_Op)->DenseRange(0, 22)->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(BM_Op)->DenseRange(0, 20)->Unit(benchmark::kMicrosecond)->UseRealTime();
 
 }  // namespace
 

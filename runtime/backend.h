@@ -60,9 +60,6 @@ class Backend {
   // Bytes of the ReLU mask dense_forward keeps for `rows` rows of `out` features; 0 when this
   // backend keeps none (the CPU reads y itself).
   virtual size_t relu_mask_bytes(int /*rows*/, int /*out*/) const { return 0; }
-  virtual void concat_forward(T* out, const T* a, const T* b, int B, int na, int nb) = 0;
-  virtual void concat_backward(T* da, T* db, const T* dout, int B, int na, int nb,
-                               bool accumulate_a, bool accumulate_b) = 0;
   virtual void pool_forward(T* r, const T* e, const int32_t* offsets, const int32_t* members, int R,
                             int d) = 0;
   // inv_offsets[N+1] / inv_rows: the sets' transpose (cpu::pool_transpose), for backends

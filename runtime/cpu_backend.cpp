@@ -53,13 +53,6 @@ class CpuBackend final : public Backend<T> {
     cpu::dense_backward(dx, dW, db, dy, x, W, y, B, in, out, relu, dx_from, accumulate_dx,
                         input_relu.db);
   }
-  void concat_forward(T* out, const T* a, const T* b, int B, int na, int nb) override {
-    cpu::concat_forward(out, a, b, B, na, nb);
-  }
-  void concat_backward(T* da, T* db, const T* dout, int B, int na, int nb, bool accumulate_a,
-                       bool accumulate_b) override {
-    cpu::concat_backward(da, db, dout, B, na, nb, accumulate_a, accumulate_b);
-  }
   void pool_forward(T* r, const T* e, const int32_t* offsets, const int32_t* members, int R,
                     int d) override {
     cpu::pool_forward(r, e, offsets, members, R, d);

@@ -201,18 +201,18 @@ TEST_F(CudaBackend, EmulatedSideStreamWorkRunsAtItsJoin) {
   };
   float *x = take(size_t(B) * in, 1.0f), *W = take(size_t(in) * out, 0.5f),
         *y = take(size_t(B) * out, 1.0f), *dy = take(size_t(B) * out, 0.25f),
-        *dW = take(size_t(in) * out, 7.0f), *db = take(out, 7.0f), *one = take(in, 0.0f),
-        *copy = take(size_t(in) * (out + 1), -1.0f);
+        *dW = take(size_t(in) * out, 7.0f), *db = take(out, 7.0f),
+        *ones = take(size_t(in) * out, 1.0f), *copy = take(size_t(in) * out, -1.0f);
   be->dense_backward(nullptr, dW, db, dy, x, W, y, B, in, out, false, in, false, {});
-  be->concat_forward(copy, dW, one, in, out, 1);  // main stream, no join: reads dW early
-  std::vector<float> early(size_t(in) * (out + 1)), joined(size_t(in) * out);
+  // A main-stream op with no join, reading dW early: copy = dW ⊙ 1.
+  be->dropout_backward(copy, dW, ones, size_t(in) * out);
+  std::vector<float> early(size_t(in) * out), joined(size_t(in) * out);
   be->download(early.data(), copy, early.size() * sizeof(float));
   be->download(joined.data(), dW, joined.size() * sizeof(float));  // joins first
-  for (int i = 0; i < in; ++i)
-    for (int j = 0; j < out; ++j) {
-      EXPECT_EQ(early[size_t(i) * (out + 1) + j], 7.0f) << "dW read before its join";
-      EXPECT_EQ(joined[size_t(i) * out + j], float(B) * 0.25f) << "dW = xᵀ·dy after the join";
-    }
+  for (size_t i = 0; i < early.size(); ++i) {
+    EXPECT_EQ(early[i], 7.0f) << "dW read before its join";
+    EXPECT_EQ(joined[i], float(B) * 0.25f) << "dW = xᵀ·dy after the join";
+  }
 }
 #endif
 

@@ -171,40 +171,6 @@ TEST(CudaKernels, DenseBackwardBiasSplitsRowsIntoChunks) {
   check_dense_backward<float>(600, 4, 40, true, 2 * 40);  // two chunks of 300 rows
 }
 
-// ---------------------------------------------------------------- concat
-template <class T>
-void check_concat(int B, int na, int nb, bool accumulate) {
-  const auto a = draw(8, size_t(B) * na, -1, 1), b = draw(9, size_t(B) * nb, -1, 1),
-             dout = draw(10, size_t(B) * (na + nb), -1, 1);
-  std::vector<double> out(size_t(B) * (na + nb)), da(size_t(B) * na, 0.25), db(size_t(B) * nb, 0.5);
-  cpu::concat_forward(out.data(), a.data(), b.data(), B, na, nb);
-  cpu::concat_backward(da.data(), db.data(), dout.data(), B, na, nb, accumulate, accumulate);
-  for (uint64_t seed : kSeeds) {
-    emu::set_schedule_seed(seed);
-    Guarded<T> at = guarded<T>(a), bt = guarded<T>(b), o = nan_buffer<T>(out.size());
-    cuda::concat_forward(o.data(), at.data(), bt.data(), B, na, nb, kStream);
-    expect_matches(out, o, "concat_forward " + shape({B, na, nb}));
-    Guarded<T> g = guarded<T>(dout), dat(da.size(), T(0.25)), dbt(db.size(), T(0.5));
-    cuda::concat_backward(dat.data(), dbt.data(), g.data(), B, na, nb, accumulate, accumulate,
-                          kStream);
-    expect_matches(da, dat, "concat_backward da " + shape({B, na, nb}));
-    expect_matches(db, dbt, "concat_backward db " + shape({B, na, nb}));
-    // A null part is skipped.
-    Guarded<T> only_b(db.size(), T(0.5));
-    cuda::concat_backward<T>(nullptr, only_b.data(), g.data(), B, na, nb, false, accumulate,
-                             kStream);
-    expect_matches(db, only_b, "concat_backward (da null) db");
-  }
-}
-
-TEST(CudaKernels, ConcatForwardAndBackward) {
-  for (bool accumulate : {false, true}) {
-    check_concat<float>(37, 100, 16, accumulate);
-    check_concat<double>(37, 100, 16, accumulate);
-  }
-  check_concat<float>(160, 784, 16, false);
-}
-
 // ---------------------------------------------------------------- pooling
 struct Sets {
   std::vector<int32_t> offsets{0}, members;

@@ -134,37 +134,6 @@ TEST(Ops, DenseLayerFedTwoInputs) {
   expect_op_ok(check_op(DenseTwoInputsCase{.B = 1, .in_a = 1, .in_b = 1, .out = 2, .relu = false}));
 }
 
-struct ConcatCase {
-  int B = 6, na = 5, nb = 3;
-  bool accumulate = false;
-  std::vector<BufferSpec> inputs() const { return {{"a", size_t(B) * na}, {"b", size_t(B) * nb}}; }
-  std::vector<BufferSpec> outputs() const { return {{"out", size_t(B) * (na + nb)}}; }
-  IntInputs int_inputs() const { return {}; }
-  template <class T>
-  void forward(Buffers<T>& b) const {
-    cpu::concat_forward(b["out"], b["a"], b["b"], B, na, nb);
-  }
-  template <class T>
-  void backward(Buffers<T>& b) const {
-    if (accumulate) {  // accumulate onto 1, then take the 1 back off
-      std::fill_n(b["da"], B * na, T(1));
-      std::fill_n(b["db"], B * nb, T(1));
-    }
-    cpu::concat_backward(b["da"], b["db"], b["dout"], B, na, nb, accumulate, accumulate);
-    if (accumulate) {
-      for (int i = 0; i < B * na; ++i) b["da"][i] -= T(1);
-      for (int i = 0; i < B * nb; ++i) b["db"][i] -= T(1);
-    }
-  }
-};
-
-TEST(Ops, Concat) {
-  expect_op_ok(check_op(ConcatCase{}));
-}
-TEST(Ops, ConcatAccumulate) {
-  expect_op_ok(check_op(ConcatCase{.accumulate = true}));
-}
-
 // Pooling sets: C segments of k rows, row i pools m_i = 1 + (i mod (k−1)) others.
 struct PoolCase {
   int C = 3, k = 5, d = 4;
@@ -383,11 +352,11 @@ struct WrongGradientCase : BernoulliCase {
     b["dlogits"][3] *= T(1.01);  // a 1% error in one element
   }
 };
-struct OutOfBoundsCase : ConcatCase {
+struct OutOfBoundsCase : DenseTwoInputsCase {
   template <class T>
   void forward(Buffers<T>& b) const {
-    ConcatCase::forward(b);
-    b["out"][B * (na + nb)] = T(0);  // one past the end
+    DenseTwoInputsCase::forward(b);
+    b["y"][B * out] = T(0);  // one past the end
   }
 };
 struct UnwrittenOutputCase : PoolCase {

@@ -118,15 +118,6 @@ template <class T>
 void gaussian_ll_backward(T* dmu, T* dlogvar, const T* dll, const T* mu, const T* x,
                           const T* logvar, int B, int C, int P);
 
-// ---- column concat: out[B, na+nb] = [a[B,na] ; b[B,nb]]
-template <class T>
-void concat_forward(T* out, const T* a, const T* b, int B, int na, int nb);
-// da[B,na], db[B,nb] from dout[B,na+nb]; each either overwritten or accumulated
-// into (+=); a null pointer skips that part.
-template <class T>
-void concat_backward(T* da, T* db, const T* dout, int B, int na, int nb, bool accumulate_a,
-                     bool accumulate_b);
-
 // ---- segmented leave-one-out mean pooling, the pooled sets given in CSR form:
 // row i of r averages the rows members[offsets[i] .. offsets[i+1]) of e.
 // r[R,d] = (1/m_i) Σ_{j ∈ S_i} e[j],  m_i = offsets[i+1] − offsets[i] ≥ 1; e[N,d].

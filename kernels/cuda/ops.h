@@ -60,13 +60,6 @@ template <class T>
 void gaussian_ll_backward(T* dmu, T* dlogvar, const T* dll, const T* mu, const T* x,
                           const T* logvar, int B, int C, int P, cudaStream_t stream);
 
-// ---- column concat out[B, na+nb] = [a ; b] and its split (null skips, accumulate adds)
-template <class T>
-void concat_forward(T* out, const T* a, const T* b, int B, int na, int nb, cudaStream_t stream);
-template <class T>
-void concat_backward(T* da, T* db, const T* dout, int B, int na, int nb, bool accumulate_a,
-                     bool accumulate_b, cudaStream_t stream);
-
 // ---- segmented leave-one-out mean pooling over CSR sets (offsets[R+1], members[offsets[R]])
 template <class T>
 void pool_forward(T* r, const T* e, const int32_t* offsets, const int32_t* members, int R, int d,

@@ -279,16 +279,6 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
       self->relu_bias_backward(dx, input_relu.db, x, B, in, true);
     });
   }
-  void concat_forward(T* out, const T* a, const T* b, int B, int na, int nb) override {
-    issue("concat_forward",
-          [=, self = this] { cuda::concat_forward(out, a, b, B, na, nb, self->stream_); });
-  }
-  void concat_backward(T* da, T* db, const T* dout, int B, int na, int nb, bool accumulate_a,
-                       bool accumulate_b) override {
-    issue("concat_backward", [=, self = this] {
-      cuda::concat_backward(da, db, dout, B, na, nb, accumulate_a, accumulate_b, self->stream_);
-    });
-  }
   void pool_forward(T* r, const T* e, const int32_t* offsets, const int32_t* members, int R,
                     int d) override {
     issue("pool_forward",
