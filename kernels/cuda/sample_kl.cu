@@ -9,9 +9,9 @@
 // - kernel_sample_kl_backward: elementwise over [B, d], each thread writes dμ and dlog σ² of
 //   its element; 256 threads, 1-D grid-stride.
 //
-// log σ² is clamped to [kLogVarMin, kLogVarMax] = [−30, 20] as on the CPU (kernels/cpu/logvar_clamp.h):
-// v, KL and the gradients stay finite for any log σ²; outside the range log σ² gets a zero
-// gradient (the clamp's derivative); NaN propagates.
+// log σ² is clamped to [kLogVarMin, kLogVarMax] = [−30, 20] as on the CPU
+// (kernels/cpu/logvar_clamp.h): v, KL and the gradients stay finite for any log σ²; outside the
+// range log σ² gets a zero gradient (the clamp's derivative); NaN propagates.
 #include "kernels/cuda/launch.h"
 #include "kernels/cuda/math.cuh"
 #include "kernels/cuda/ops.h"
