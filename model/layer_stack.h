@@ -171,19 +171,13 @@ class LayerStack {
   // all placed rows (their workspace was sized for that batch): rows B.. of x are read and
   // their outputs ignored, so x must span the placed rows.
   const Tensor<T>& forward(Backend<T>& be, const T* x, int B) {
-    if (B > rows_) throw Error(name_, "forward over more rows than placed");
-    const int rows = convolutional_ ? rows_ : B;
-    const T* input = x;
-    for (size_t l = 0; l < layers_.size(); ++l) {
-      forward_layer(be, l, input, rows);
-      input = layers_[l].y.data;
-    }
-    return layers_.back().y;
+    const int rows = forward_rows(B);
+    forward_layer(be, 0, x, rows);
+    return forward_layers_above_first(be, rows);
   }
   // Expects output_grad() filled; leaves parameter gradients and, when dx is not null, the
   // input gradient (written).
   void backward(Backend<T>& be, const T* x, int B, T* dx) {
-    if (convolutional_ && B != rows_) throw Error(name_, "backward over other rows than placed");
     backward_layers_above_first(be, B);
     backward_layer(be, 0, x, dx, B, /*chained=*/true);
   }
@@ -193,22 +187,22 @@ class LayerStack {
   // a backend that can (the encoder's W_x·x needs nothing of f_inv) — and forward_rest adds
   // b · W[in_a:], the bias and the ReLU, then runs the layers above. Rows as forward().
   void forward_partial(Backend<T>& be, const T* a, int in_a, int B) {
-    const Layer<T>& first = first_of_two_inputs(in_a, B);
-    be.dense_forward_partial(first.y.data, a, first.W.data, B, in_a, first.out);
+    const Layer<T>& first = first_of_two_inputs(in_a);
+    be.dense_forward_partial(first.y.data, a, first.W.data, forward_rows(B), in_a, first.out);
   }
   const Tensor<T>& forward_rest(Backend<T>& be, const T* b, int in_a, int B) {
-    Layer<T>& first = first_of_two_inputs(in_a, B);
-    be.dense_forward(first.y.data, b, first.W.data + size_t(in_a) * first.out, first.b.data, B,
+    Layer<T>& first = first_of_two_inputs(in_a);
+    const int rows = forward_rows(B);
+    be.dense_forward(first.y.data, b, first.W.data + size_t(in_a) * first.out, first.b.data, rows,
                      first.in - in_a, first.out, first.relu, first.relu_mask.data,
                      /*accumulate=*/true);
-    for (size_t l = 1; l < layers_.size(); ++l) forward_layer(be, l, layers_[l - 1].y.data, B);
-    return layers_.back().y;
+    return forward_layers_above_first(be, rows);
   }
   // backward() of such a stack: the gradients of W's two row blocks, da (null: none) written,
   // db_input written or, with accumulate_b, added to.
   void backward_two_inputs(Backend<T>& be, const T* a, const T* b, int in_a, int B, T* da,
                            T* db_input, bool accumulate_b) {
-    Layer<T>& first = first_of_two_inputs(in_a, B);
+    Layer<T>& first = first_of_two_inputs(in_a);
     backward_layers_above_first(be, B);
     const bool done_above = finishes_input_relu(1);  // dz and the bias gradient
     const size_t rows_b = size_t(in_a) * first.out;  // W[in_a:] starts here
@@ -282,16 +276,27 @@ class LayerStack {
   int out() const { return layers_.back().out; }
 
  private:
+  // The rows a forward over B rows runs: B, or all placed rows in a stack with convolutions
+  // (their workspace was sized for that batch).
+  int forward_rows(int B) const {
+    if (B > rows_) throw Error(name_, "forward over more rows than placed");
+    return convolutional_ ? rows_ : B;
+  }
+  // forward() from layer 1 up, over rows (forward_rows), layer 0's output in place.
+  const Tensor<T>& forward_layers_above_first(Backend<T>& be, int rows) {
+    for (size_t l = 1; l < layers_.size(); ++l) forward_layer(be, l, layers_[l - 1].y.data, rows);
+    return layers_.back().y;
+  }
   // backward() from the top layer down to layer 1, chained.
   void backward_layers_above_first(Backend<T>& be, int B) {
+    if (convolutional_ && B != rows_) throw Error(name_, "backward over other rows than placed");
     for (size_t l = layers_.size(); l-- > 1;)
       backward_layer(be, l, layers_[l - 1].y.data, layers_[l - 1].dy.data, B, /*chained=*/true);
   }
-  Layer<T>& first_of_two_inputs(int in_a, int B) {
+  Layer<T>& first_of_two_inputs(int in_a) {
     Layer<T>& first = layers_.front();
     if (first.kind != LayerKind::dense || in_a <= 0 || in_a >= first.in)
       throw Error(name_, "two inputs need a dense first layer and 0 < in_a < its input width");
-    if (B > rows_) throw Error(name_, "forward over more rows than placed");
     return first;
   }
   void build(const std::vector<LayerSpec>& specs) {
