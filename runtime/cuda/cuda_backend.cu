@@ -39,8 +39,6 @@
 #include "runtime/error.h"
 
 #if defined(EQUIVAE_CUDA_EMULATED)
-#include <cblas.h>
-
 #include "runtime/cuda/cudnn_conv_emulated.h"
 #include "runtime/cuda/lt_gemm_emulated.h"
 #else
@@ -729,15 +727,7 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
           (side ? side_lt_ : lt_)->run(g, A, B, C, LtEpilogue{}, side ? side_stream() : stream_))
         return;
 #if defined(EQUIVAE_CUDA_EMULATED)
-    // The emulator's device memory is host memory: the CPU reference GEMM, called as
-    // kernels/cpu/dense.cpp calls it (so results match the CPU backend's bit for bit).
-    const CBLAS_TRANSPOSE ta = g.trans_a ? CblasTrans : CblasNoTrans;
-    const CBLAS_TRANSPOSE tb = g.trans_b ? CblasTrans : CblasNoTrans;
-    if constexpr (std::is_same_v<T, float>)
-      cblas_sgemm(CblasRowMajor, ta, tb, g.M, g.N, g.K, 1.0f, A, g.lda, B, g.ldb, float(g.beta), C,
-                  g.ldc);
-    else
-      cblas_dgemm(CblasRowMajor, ta, tb, g.M, g.N, g.K, 1.0, A, g.lda, B, g.ldb, g.beta, C, g.ldc);
+    host_gemm(g, A, B, C);  // the emulator's device memory is host memory
 #else
     // Row-major C = op(A)·op(B) ⇔ column-major Cᵀ = op(B)ᵀ·op(A)ᵀ: swap operands and M/N.
     const cublasOperation_t ta = g.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;

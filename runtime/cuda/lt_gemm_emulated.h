@@ -5,15 +5,22 @@
 // GPU takes (which epilogue, on which pointers, reading which mask) and the tests hold them
 // against the CPU backend; how cuBLASLt itself is driven (lt_gemm.h) is checked on a GPU.
 // Nothing to time: no tune().
-#include <cblas.h>
-
 #include <cstddef>
 
+#include "kernels/cpu/blas.h"
 #include "kernels/emu/emu_runtime.h"
 #include "runtime/cuda/gemm_epilogue.h"
 #include "runtime/cuda/gemm_shape.h"
 
 namespace equivae {
+
+// g on host memory, as kernels/cpu/dense.cpp calls OpenBLAS (so the emulated backend's results
+// match the CPU backend's bit for bit); the emulated backend's cuBLAS GEMMs run this too.
+template <class T>
+void host_gemm(const Gemm& g, const T* A, const T* B, T* C) {
+  cpu::gemm(g.trans_a ? CblasTrans : CblasNoTrans, g.trans_b ? CblasTrans : CblasNoTrans, g.M, g.N,
+            g.K, A, g.lda, B, g.ldb, T(g.beta), C, g.ldc);
+}
 
 class LtGemm {
  public:
@@ -26,9 +33,7 @@ class LtGemm {
   bool run(const Gemm& g, const float* A, const float* B, float* C, const LtEpilogue& e,
            cudaStream_t /*stream*/) {
     if (g.M <= 0 || g.N <= 0 || g.K <= 0) return false;
-    cblas_sgemm(CblasRowMajor, g.trans_a ? CblasTrans : CblasNoTrans,
-                g.trans_b ? CblasTrans : CblasNoTrans, g.M, g.N, g.K, 1.0f, A, g.lda, B, g.ldb,
-                float(g.beta), C, g.ldc);
+    host_gemm(g, A, B, C);
     apply_epilogue(e, C, g.M, g.N, g.ldc);
     return true;
   }
