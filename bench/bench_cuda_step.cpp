@@ -399,10 +399,10 @@ void BM_Op(benchmark::State& state) {
         be.dense_forward(y, x, W, bias, B, H, D, false, nullptr, false);
         break;
       case 3:
-        be.dense_backward(dx, dW, db, dy, x, W, y, B, H, H, true, 0, false, {});
+        be.dense_backward(dx, dW, db, dy, x, W, y, B, H, H, true, false, {});
         break;
       case 4:
-        be.dense_backward(dx, dW, db, dy, x, W, y, B, H, D, false, 0, false, {});
+        be.dense_backward(dx, dW, db, dy, x, W, y, B, H, D, false, false, {});
         break;
       case 5:
         be.bernoulli_ll_forward(ll, y, x, B, D);

@@ -208,9 +208,9 @@ class LayerStack {
     const size_t rows_b = size_t(in_a) * first.out;  // W[in_a:] starts here
     be.dense_backward(db_input, first.dW.data + rows_b, done_above ? nullptr : first.db.data,
                       first.dy.data, b, first.W.data + rows_b, first.y.data, B, first.in - in_a,
-                      first.out, first.relu && !done_above, 0, accumulate_b, {});
+                      first.out, first.relu && !done_above, accumulate_b, {});
     be.dense_backward(da, first.dW.data, nullptr, first.dy.data, a, first.W.data, first.y.data, B,
-                      in_a, first.out, /*relu=*/false, 0, false, {});  // dy now holds dz
+                      in_a, first.out, /*relu=*/false, false, {});  // dy now holds dz
   }
   // Whether, in backward(), layer l finishes the backward's first step of the dense ReLU layer
   // below it (mask and bias gradient: Backend::dense_backward's input_relu), so that the two
@@ -249,7 +249,7 @@ class LayerStack {
         below = {layers_[l - 1].db.data, layers_[l - 1].relu_mask.data};
       be.dense_backward(dinput, layer.dW.data, done_above ? nullptr : layer.db.data, layer.dy.data,
                         input, layer.W.data, layer.y.data, B, layer.in, layer.out,
-                        layer.relu && !done_above, 0, false, below);
+                        layer.relu && !done_above, false, below);
       return;
     }
     if (B != rows_) throw Error(name_, "backward over other rows than placed");

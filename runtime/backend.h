@@ -25,8 +25,8 @@ struct InputRelu {
 };
 
 // The dense_backward arguments the input_relu case needs (every backend checks them).
-inline void check_input_relu(bool fused, const void* dx, int dx_from, bool accumulate_dx) {
-  check(!fused || (dx && dx_from == 0 && !accumulate_dx), "dense_backward",
+inline void check_input_relu(bool fused, const void* dx, bool accumulate_dx) {
+  check(!fused || (dx && !accumulate_dx), "dense_backward",
         "finishing the input's ReLU needs the whole input gradient, written (not added)");
 }
 
@@ -55,7 +55,7 @@ class Backend {
   // input_relu: x is a dense ReLU layer's output (cpu::dense_backward's input_relu_db); its
   // db is written and dx finished, reading the mask that layer's forward kept if any.
   virtual void dense_backward(T* dx, T* dW, T* db, T* dy, const T* x, const T* W, const T* y, int B,
-                              int in, int out, bool relu, int dx_from, bool accumulate_dx,
+                              int in, int out, bool relu, bool accumulate_dx,
                               const InputRelu<T>& input_relu) = 0;
   // Bytes of the ReLU mask dense_forward keeps for `rows` rows of `out` features; 0 when this
   // backend keeps none (the CPU reads y itself).

@@ -47,11 +47,10 @@ class CpuBackend final : public Backend<T> {
     cpu::dense_forward_partial(y, x, W, B, in, out);
   }
   void dense_backward(T* dx, T* dW, T* db, T* dy, const T* x, const T* W, const T* y, int B, int in,
-                      int out, bool relu, int dx_from, bool accumulate_dx,
+                      int out, bool relu, bool accumulate_dx,
                       const InputRelu<T>& input_relu) override {
-    check_input_relu(input_relu.db != nullptr, dx, dx_from, accumulate_dx);
-    cpu::dense_backward(dx, dW, db, dy, x, W, y, B, in, out, relu, dx_from, accumulate_dx,
-                        input_relu.db);
+    check_input_relu(input_relu.db != nullptr, dx, accumulate_dx);
+    cpu::dense_backward(dx, dW, db, dy, x, W, y, B, in, out, relu, accumulate_dx, input_relu.db);
   }
   void pool_forward(T* r, const T* e, const int32_t* offsets, const int32_t* members, int R,
                     int d) override {

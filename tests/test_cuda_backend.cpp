@@ -203,7 +203,7 @@ TEST_F(CudaBackend, EmulatedSideStreamWorkRunsAtItsJoin) {
         *y = take(size_t(B) * out, 1.0f), *dy = take(size_t(B) * out, 0.25f),
         *dW = take(size_t(in) * out, 7.0f), *db = take(out, 7.0f),
         *ones = take(size_t(in) * out, 1.0f), *copy = take(size_t(in) * out, -1.0f);
-  be->dense_backward(nullptr, dW, db, dy, x, W, y, B, in, out, false, in, false, {});
+  be->dense_backward(nullptr, dW, db, dy, x, W, y, B, in, out, false, false, {});
   // A main-stream op with no join, reading dW early: copy = dW ⊙ 1.
   be->dropout_backward(copy, dW, ones, size_t(in) * out);
   std::vector<float> early(size_t(in) * out), joined(size_t(in) * out);
@@ -473,7 +473,7 @@ TEST_F(CudaBackend, FusedReluBackwardReadsTheMaskTheForwardKept) {
     float *dy = take(hdy), *dh = take(std::vector<float>(size_t(B) * hidden, 9.f)),
           *dW1 = take(std::vector<float>(size_t(hidden) * out)), *db1 = take({0, 0, 0}),
           *db0 = take(std::vector<float>(hidden, 9.f));
-    be->dense_backward(dh, dW1, db1, dy, h, W1, y, B, hidden, out, false, 0, false,
+    be->dense_backward(dh, dW1, db1, dy, h, W1, y, B, hidden, out, false, false,
                        InputRelu<float>{db0, mask});
     dh_out.resize(size_t(B) * hidden);
     db0_out.resize(hidden);
@@ -485,7 +485,7 @@ TEST_F(CudaBackend, FusedReluBackwardReadsTheMaskTheForwardKept) {
   std::vector<float> expected_dh(size_t(B) * hidden), expected_db0(hidden);
   cpu::dense_backward<float>(expected_dh.data(), std::vector<float>(size_t(hidden) * out).data(),
                              std::vector<float>(out).data(), std::vector<float>(hdy).data(),
-                             hh.data(), hW1.data(), nullptr, B, hidden, out, false, 0, false,
+                             hh.data(), hW1.data(), nullptr, B, hidden, out, false, false,
                              expected_db0.data());
   EXPECT_EQ(dh, expected_dh);
   EXPECT_EQ(db0, expected_db0);

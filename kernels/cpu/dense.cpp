@@ -50,14 +50,12 @@ void relu_bias_backward(T* dy, T* db, const T* y, int B, int out, bool relu) {
 
 template <class T>
 void dense_backward(T* dx, T* dW, T* db, T* dy, const T* x, const T* W, const T* y, int B, int in,
-                    int out, bool relu, int dx_from, bool accumulate_dx, T* input_relu_db) {
+                    int out, bool relu, bool accumulate_dx, T* input_relu_db) {
   relu_bias_backward(dy, db, y, B, out, relu);
   gemm(CblasTrans, CblasNoTrans, in, out, B, x, in, dy, out, T(0), dW, out);
-  // W's rows dx_from.. are contiguous in the [in,out] layout: a plain sub-matrix.
-  const int width = in - dx_from;
-  if (dx && width > 0)
-    gemm(CblasNoTrans, CblasTrans, B, width, out, dy, out, W + size_t(dx_from) * out, out,
-         accumulate_dx ? T(1) : T(0), dx, width);
+  if (dx)
+    gemm(CblasNoTrans, CblasTrans, B, in, out, dy, out, W, out, accumulate_dx ? T(1) : T(0), dx,
+         in);
   if (input_relu_db) relu_bias_backward(dx, input_relu_db, x, B, in, true);
 }
 
@@ -68,9 +66,9 @@ template void dense_forward<double>(double*, const double*, const double*, const
 template void dense_forward_partial<float>(float*, const float*, const float*, int, int, int);
 template void dense_forward_partial<double>(double*, const double*, const double*, int, int, int);
 template void dense_backward<float>(float*, float*, float*, float*, const float*, const float*,
-                                    const float*, int, int, int, bool, int, bool, float*);
+                                    const float*, int, int, int, bool, bool, float*);
 template void dense_backward<double>(double*, double*, double*, double*, const double*,
-                                     const double*, const double*, int, int, int, bool, int, bool,
+                                     const double*, const double*, int, int, int, bool, bool,
                                      double*);
 template void relu_bias_backward<float>(float*, float*, const float*, int, int, bool);
 template void relu_bias_backward<double>(double*, double*, const double*, int, int, bool);

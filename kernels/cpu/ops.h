@@ -22,9 +22,8 @@ void dense_forward_partial(T* y, const T* x, const T* W, int B, int in, int out)
 // dy[B,out] is the gradient w.r.t. the layer's output y (post-activation); with
 // ReLU it is masked in place by (y > 0), so dy holds d(pre-activation) after.
 // dW[in,out] = xᵀ · dz and db[out] = Σ_rows dz are overwritten (each parameter is
-// used once per step). dx[B, in − dx_from] = dz · W[dx_from:in, :]ᵀ is the gradient
-// of the input columns from dx_from on (0: all; a layer fed [x ; r] needs only r's
-// part), written or, with accumulate_dx, added; a null dx skips it. A null db skips the
+// used once per step). dx[B, in] = dz · Wᵀ is written or, with accumulate_dx, added; a
+// null dx skips it (a layer fed [a ; b] takes W's row blocks: dense_forward). A null db skips the
 // bias gradient: with relu = false and db = null, dy arrives as dz with db done — the
 // layer above finished it (input_relu_db below).
 // input_relu_db (not null): x is the output of a dense ReLU layer below with bias gradient
@@ -33,8 +32,7 @@ void dense_forward_partial(T* y, const T* x, const T* W, int B, int in, int out)
 // and db = null. (A GPU does this in the dx GEMM's epilogue; here it saves nothing.)
 template <class T>
 void dense_backward(T* dx, T* dW, T* db, T* dy, const T* x, const T* W, const T* y, int B, int in,
-                    int out, bool relu, int dx_from = 0, bool accumulate_dx = false,
-                    T* input_relu_db = nullptr);
+                    int out, bool relu, bool accumulate_dx = false, T* input_relu_db = nullptr);
 // The start of a dense ReLU layer's backward: dy[B,out] masked in place by (y > 0) when relu,
 // and db[out] = Σ_rows dy after (skipped when db is null).
 template <class T>

@@ -239,9 +239,9 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
     });
   }
   void dense_backward(T* dx, T* dW, T* db, T* dy, const T* x, const T* W, const T* y, int B, int in,
-                      int out, bool relu, int dx_from, bool accumulate_dx,
+                      int out, bool relu, bool accumulate_dx,
                       const InputRelu<T>& input_relu) override {
-    check_input_relu(input_relu.db != nullptr, dx, dx_from, accumulate_dx);
+    check_input_relu(input_relu.db != nullptr, dx, accumulate_dx);
     issue("dense_backward", [=, self = this] {
       // dy → dz (the ReLU's mask, in place) and db, unless the layer above did both.
       self->relu_bias_backward(dy, db, y, B, out, relu);
@@ -251,20 +251,18 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
       self->on_side_stream([=] {
         self->gemm({true, false, in, out, B, in, out, out, 0.0}, x, dy, dW, /*side=*/true);
       });
-      // dx[B, in − dx_from] = dz · W[dx_from:in, :]ᵀ
-      const int width = in - dx_from;
-      if (!dx || width <= 0) return;
-      const Gemm g{false, true, B, width, out, out, out, width, accumulate_dx ? 1.0 : 0.0};
-      const T* W_rows = W + size_t(dx_from) * out;
+      // dx[B, in] = dz · Wᵀ
+      if (!dx) return;
+      const Gemm g{false, true, B, in, out, out, out, in, accumulate_dx ? 1.0 : 0.0};
       if (!input_relu.db) {
-        self->gemm(g, dy, W_rows, dx);
+        self->gemm(g, dy, W, dx);
         return;
       }
       // The layer below's backward begins here: in the GEMM's epilogue (DRELU_BGRAD, reading
       // the mask its forward kept), else after the GEMM, from x = its ReLU's output.
       if constexpr (std::is_same_v<T, float>) {
         if (self->kept_relu_masks_.count(input_relu.mask) &&
-            self->lt_->run(g, dy, W_rows, dx,
+            self->lt_->run(g, dy, W, dx,
                            LtEpilogue{GemmEpilogue::drelu_bgrad, input_relu.db,
                                       const_cast<void*>(input_relu.mask), lt_relu_mask_ld(in)},
                            self->stream_)) {
@@ -273,7 +271,7 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
         }
         self->read_relu_masks_.erase(input_relu.mask);
       }
-      self->gemm(g, dy, W_rows, dx);
+      self->gemm(g, dy, W, dx);
       self->relu_bias_backward(dx, input_relu.db, x, B, in, true);
     });
   }
