@@ -646,10 +646,12 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
   // path wrote none, and its layer's backward then reads y instead). Host-side, decided at
   // capture like the routes themselves.
   void note_relu_mask(const void* mask, bool written) {
-    if (written)
+    if (written) {
       kept_relu_masks_.insert(mask);
-    else
-      kept_relu_masks_.erase(mask), read_relu_masks_.erase(mask);
+    } else {
+      kept_relu_masks_.erase(mask);
+      read_relu_masks_.erase(mask);
+    }
   }
 
   void not_capturing(const char* what) const {
