@@ -252,9 +252,10 @@ if want train; then
       # chose) and with the fused ReLU backward.
       for run in "${FASHION_RUNS[@]}"; do
         start_ns=$(date +%s%N)
+        # Its wall time only when it ran to the end (a skipped or failed run has none to show).
         run_stage "$run" 150 bash -c "set -o pipefail; '$BIN/train_mnist' --device cuda --epochs 40 \
-          ${FASHION_FLAGS[$run]} --data '$FASHION' --out /tmp/equivae-$run 2>&1 | tee '$RESULTS/$run.log'"
-        TRAIN_SECONDS[$run]=$(awk -v a="$start_ns" -v b="$(date +%s%N)" 'BEGIN { printf "%.1f", (b - a) / 1e9 }')
+          ${FASHION_FLAGS[$run]} --data '$FASHION' --out /tmp/equivae-$run 2>&1 | tee '$RESULTS/$run.log'" &&
+          TRAIN_SECONDS[$run]=$(awk -v a="$start_ns" -v b="$(date +%s%N)" 'BEGIN { printf "%.1f", (b - a) / 1e9 }')
       done
       cp /tmp/equivae-train_fashion40/metrics.csv "$RESULTS/fashion40_metrics.csv" 2>/dev/null
     else
