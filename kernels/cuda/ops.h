@@ -39,6 +39,19 @@ int dense_backward_bias_chunks(int B, int out, size_t scratch_elems);
 template <class T>
 void relu_mask(T* dy, const T* y, size_t n, cudaStream_t stream);
 
+// ---- small-batch GEMM on the tensor cores (TF32 inputs, float accumulation), for the training
+// step's critical path, where M (the batch) is ~160 and a library GEMM runs a handful of
+// blocks or a split-K reduction after it. Row-major, as cblas with CblasRowMajor:
+//   C[M,N] = A[M,K]·op(B) + beta·C,  op(B) = B[K,N] (trans_b false) or B[N,K]ᵀ (trans_b true),
+// then the tail: bias adds bias[n]; relu_bias also max(·, 0) (NaN propagates); relu_mask_bias
+// also writes the ReLU's bit mask in cuBLASLt's layout (runtime/cuda/gemm_epilogue.h): bit
+// n + m·mask_ld set where the output is > 0, mask_ld a multiple of 128; bits of the last byte
+// past N are written as 0. Float only; any M, N, K ≥ 1 and leading dimensions.
+enum class GemmTail { none, bias, relu_bias, relu_mask_bias };
+void small_gemm_tf32(const float* A, const float* B, float* C, int M, int N, int K, int lda,
+                     int ldb, int ldc, bool trans_b, float beta, GemmTail tail, const float* bias,
+                     uint8_t* mask, int64_t mask_ld, cudaStream_t stream);
+
 // ---- convolution epilogues, NCHW y[N, C, P] (P = H·W; the convolutions themselves are cuDNN
 // on the GPU, the CPU's im2col + GEMM under emulation), for conv2d and conv_transpose2d:
 // y += b[c] (b null: no bias) and, with relu, max(·, 0) in place (NaN propagates).

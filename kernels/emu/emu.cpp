@@ -502,6 +502,20 @@ uint64_t warp_exchange(unsigned mask, uint64_t mine, int src_lane) {
   return value;
 }
 
+void warp_collective(const void* mine, void (*use)(const void* const* lanes, void* ctx),
+                     void* ctx) {
+  Thread& th = self("a warp-wide matrix operation");
+  const unsigned base = th.linear & ~31u;
+  if (base + 32 > t_run->n) fail("a warp-wide matrix operation needs all 32 lanes of the warp");
+  th.slot = reinterpret_cast<uintptr_t>(mine);
+  warp_wait(~0u);
+  const void* lanes[32];
+  for (unsigned k = 0; k < 32; ++k)
+    lanes[k] = reinterpret_cast<const void*>(uintptr_t(t_run->threads[base + k].slot));
+  use(lanes, ctx);
+  warp_wait(~0u);
+}
+
 unsigned warp_ballot(unsigned mask, bool predicate) {
   Thread& th = self("a warp vote");
   th.slot = predicate;

@@ -41,7 +41,7 @@
 #define __constant__
 #define __managed__
 #define __launch_bounds__(...)
-#define __align__(n) alignas(n)
+#define __align__(n) __attribute__((aligned(n)))  // GNU form: allowed after thread_local
 // __restrict__ is already a g++ keyword.
 
 constexpr int warpSize = 32;
@@ -67,6 +67,10 @@ void syncwarp(unsigned mask);
 // this warp), meets them again.
 uint64_t warp_exchange(unsigned mask, uint64_t mine, int src_lane);
 unsigned warp_ballot(unsigned mask, bool predicate);
+// Publishes `mine`, meets all 32 lanes of the warp, calls use(lanes, ctx) with every lane's
+// pointer (lanes[k] from lane k), meets them again: a warp-wide operation on the lanes' data
+// (the tensor-core MMA of emu_wmma.h). A warp of fewer than 32 threads is an error.
+void warp_collective(const void* mine, void (*use)(const void* const* lanes, void* ctx), void* ctx);
 unsigned lane_id();
 unsigned active_mask();
 void* dynamic_shared_memory();

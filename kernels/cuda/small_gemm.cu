@@ -1,0 +1,148 @@
+// Small-batch GEMM on the tensor cores (ops.h: small_gemm_tf32), with the dense layer's
+// epilogue in the same kernel.
+//
+// Why: at B = 160 a training step's GEMMs are 160 × 512 × 512 and smaller; a library's tiles
+// (128 × 128 and up) cover such an output with a handful of blocks, or split K and add a
+// reduction kernel (13 of them in a step of the H200 profile, ~3 µs each on the critical
+// path). Here a block owns a 32 × 32 tile of C, so a 160 × 512 output is 80 blocks, and the
+// whole K range is walked in the block: no second kernel, no workspace.
+//
+// Launch geometry: grid (ceil(N / 32), ceil(M / 32)), 128 threads = 4 warps; warp w computes
+// the 16 × 16 quarter (w / 2, w % 2) of the tile with one m16n16k8 TF32 accumulator.
+// K is walked 32 at a time through two shared-memory stages: while the warps multiply stage
+// t, each thread's 8 + 8 loads of stage t + 1 are in flight in registers (coalesced: a warp
+// reads 32 consecutive floats of one row of A, of B, or of Bᵀ's storage), stored to the other
+// stage after, then one barrier. Out-of-range rows, columns and depths load as zeros, so any
+// M, N, K work. The accumulators go through shared memory to the epilogue: each thread takes
+// 8 consecutive columns of one row (a row's 32 floats are one 128-byte segment per warp), adds
+// beta·C, the bias, the ReLU, and writes the mask's byte for those 8 columns.
+//
+// Shared memory: 2 stages × (A 32 × 36 + B 32 × 36) + C 32 × 36 floats = 23 KiB. The rows are
+// padded from 32 to 36 floats: 16-byte multiples, as wmma's ldm needs, and every fragment's
+// first element stays 32-byte aligned; the pad also moves consecutive rows 4 banks apart.
+#include <type_traits>
+
+#include "kernels/cuda/launch.h"
+#include "kernels/cuda/ops.h"
+#include "kernels/cuda/wmma.cuh"
+
+namespace equivae::cuda {
+namespace {
+
+namespace wmma = nvcuda::wmma;
+
+constexpr int kTile = 32;       // rows and columns of C per block, and K per stage
+constexpr int kLd = kTile + 4;  // padded shared row (floats)
+constexpr int kThreads = 128;   // 4 warps
+constexpr int kPerThread = kTile * kTile / kThreads;  // loads of each operand per stage: 8
+
+// Operand tiles as stored in shared memory: element e of a stage is [e / 32][e % 32].
+//   A: [m][k]; B: [k][n] (row-major matrix_b), or [n][k] when trans_b (col-major matrix_b).
+template <bool kTransB>
+__device__ __forceinline__ void load_stage(float (&a)[kPerThread], float (&b)[kPerThread],
+                                           const float* __restrict__ A, const float* __restrict__ B,
+                                           int M, int N, int K, int lda, int ldb, int m0, int n0,
+                                           int k0) {
+#pragma unroll
+  for (int j = 0; j < kPerThread; ++j) {
+    const int e = int(threadIdx.x) + j * kThreads, row = e / kTile, col = e % kTile;
+    const int m = m0 + row, k = k0 + col;
+    a[j] = (m < M && k < K) ? A[size_t(m) * lda + k] : 0.0f;
+    if (kTransB) {
+      const int n = n0 + row;
+      b[j] = (n < N && k < K) ? B[size_t(n) * ldb + k] : 0.0f;
+    } else {
+      const int kb = k0 + row, n = n0 + col;
+      b[j] = (kb < K && n < N) ? B[size_t(kb) * ldb + n] : 0.0f;
+    }
+  }
+}
+
+template <bool kTransB>
+__global__ void __launch_bounds__(kThreads)
+    kernel_small_gemm(const float* __restrict__ A, const float* __restrict__ B, float* C, int M,
+                      int N, int K, int lda, int ldb, int ldc, float beta, GemmTail tail,
+                      const float* __restrict__ bias, uint8_t* __restrict__ mask, int64_t mask_ld) {
+  __shared__ __align__(32) float As[2][kTile][kLd];
+  __shared__ __align__(32) float Bs[2][kTile][kLd];
+  __shared__ __align__(32) float Cs[kTile][kLd];
+  using BLayout = std::conditional_t<kTransB, wmma::col_major, wmma::row_major>;
+
+  const int m0 = int(blockIdx.y) * kTile, n0 = int(blockIdx.x) * kTile;
+  const int warp = int(threadIdx.x) / 32;
+  const int wr = (warp / 2) * 16, wc = (warp % 2) * 16;  // the warp's quarter of the tile
+
+  float a[kPerThread], b[kPerThread];
+  auto store_stage = [&](int s) {
+#pragma unroll
+    for (int j = 0; j < kPerThread; ++j) {
+      const int e = int(threadIdx.x) + j * kThreads;
+      As[s][e / kTile][e % kTile] = a[j];
+      Bs[s][e / kTile][e % kTile] = b[j];
+    }
+  };
+
+  wmma::fragment<wmma::accumulator, 16, 16, 8, float> acc;
+  wmma::fill_fragment(acc, 0.0f);
+  const int stages = (K + kTile - 1) / kTile;
+  load_stage<kTransB>(a, b, A, B, M, N, K, lda, ldb, m0, n0, 0);
+  store_stage(0);
+  __syncthreads();
+  for (int t = 0; t < stages; ++t) {
+    const int s = t & 1;
+    if (t + 1 < stages) load_stage<kTransB>(a, b, A, B, M, N, K, lda, ldb, m0, n0, (t + 1) * kTile);
+#pragma unroll
+    for (int kk = 0; kk < kTile; kk += 8) {
+      wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major> fa;
+      wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, BLayout> fb;
+      wmma::load_matrix_sync(fa, &As[s][wr][kk], kLd);
+      wmma::load_matrix_sync(fb, kTransB ? &Bs[s][wc][kk] : &Bs[s][kk][wc], kLd);
+#pragma unroll
+      for (int i = 0; i < fa.num_elements; ++i) fa.x[i] = wmma::__float_to_tf32(fa.x[i]);
+#pragma unroll
+      for (int i = 0; i < fb.num_elements; ++i) fb.x[i] = wmma::__float_to_tf32(fb.x[i]);
+      wmma::mma_sync(acc, fa, fb, acc);
+    }
+    if (t + 1 < stages) store_stage(s ^ 1);  // stage s^1 was last read before the barrier below
+    __syncthreads();
+  }
+  wmma::store_matrix_sync(&Cs[wr][wc], acc, kLd, wmma::mem_row_major);
+  __syncthreads();
+
+  // Epilogue: row r, columns c0 … c0 + 7 of the tile.
+  const int r = int(threadIdx.x) / 4, c0 = (int(threadIdx.x) % 4) * 8;
+  const int m = m0 + r;
+  if (m >= M || n0 + c0 >= N) return;
+  unsigned bits = 0;
+#pragma unroll
+  for (int j = 0; j < 8; ++j) {
+    const int n = n0 + c0 + j;
+    if (n >= N) break;
+    float v = Cs[r][c0 + j];
+    float* out = C + size_t(m) * ldc + n;
+    if (beta != 0.0f) v += beta * *out;
+    if (tail != GemmTail::none) v += bias[n];
+    if (tail == GemmTail::relu_bias || tail == GemmTail::relu_mask_bias) v = v < 0.0f ? 0.0f : v;
+    *out = v;
+    if (v > 0.0f) bits |= 1u << j;
+  }
+  if (tail == GemmTail::relu_mask_bias)
+    mask[(size_t(m) * size_t(mask_ld) + size_t(n0 + c0)) / 8] = uint8_t(bits);
+}
+
+}  // namespace
+
+void small_gemm_tf32(const float* A, const float* B, float* C, int M, int N, int K, int lda,
+                     int ldb, int ldc, bool trans_b, float beta, GemmTail tail, const float* bias,
+                     uint8_t* mask, int64_t mask_ld, cudaStream_t stream) {
+  if (M <= 0 || N <= 0 || K <= 0) return;
+  const dim3 grid(unsigned((N + kTile - 1) / kTile), unsigned((M + kTile - 1) / kTile));
+  if (trans_b)
+    EQUIVAE_LAUNCH(kernel_small_gemm<true>, grid, kThreads, 0, stream, A, B, C, M, N, K, lda, ldb,
+                   ldc, beta, tail, bias, mask, mask_ld);
+  else
+    EQUIVAE_LAUNCH(kernel_small_gemm<false>, grid, kThreads, 0, stream, A, B, C, M, N, K, lda, ldb,
+                   ldc, beta, tail, bias, mask, mask_ld);
+}
+
+}  // namespace equivae::cuda

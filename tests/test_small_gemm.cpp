@@ -1,0 +1,144 @@
+// The small-batch tensor-core GEMM (kernels/cuda/small_gemm.cu), executed by the emulator,
+// against a double reference: C = A·op(B) + beta·C and its epilogues over shapes that are not
+// multiples of the 32 × 32 tile, padded leading dimensions, both B layouts, under several
+// schedule seeds. Two references: the product of the TF32-rounded inputs in double (the
+// kernel must match it to float accumulation: relative error ≤ 1e-5), and the exact product
+// (≤ 3e-3: what TF32 costs, METHOD's "near 3e-4" with room). Every element of C in range is
+// written (C starts NaN when beta = 0), the pad columns of C are untouched, and the ReLU mask
+// holds bit n + m·ld exactly where the output is > 0 (0 past N in the last byte; bytes past the
+// row's last column untouched).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "kernels/cuda/ops.h"
+#include "runtime/cuda/gemm_epilogue.h"
+#include "tests/op_harness.h"
+
+namespace equivae::test {
+namespace {
+
+using cuda::GemmTail;
+
+struct Case {
+  int M, N, K;
+  bool trans_b;
+  float beta;
+  GemmTail tail;
+  int seeds;  // schedule seeds run (the step's shapes take one: the emulator's MMA is slow)
+};
+
+std::string describe(const Case& c) {
+  return std::to_string(c.M) + "x" + std::to_string(c.N) + "x" + std::to_string(c.K) +
+         (c.trans_b ? " NT" : " NN") + " beta " + std::to_string(c.beta) + " tail " +
+         std::to_string(int(c.tail));
+}
+
+// Round to TF32 (11 significant bits, nearest, ties away from zero), written independently of
+// the emulator's bit arithmetic.
+double tf32(float v) {
+  if (v == 0.0f || !std::isfinite(v)) return v;
+  int e;
+  const double m = std::frexp(double(v), &e);  // |m| in [0.5, 1)
+  return std::ldexp(std::round(m * 2048.0), e - 11);
+}
+
+void run_case(const Case& c) {
+  const int lda = c.K + 3, ldb = (c.trans_b ? c.K : c.N) + 5, ldc = c.N + 2;
+  const int64_t mask_ld = lt_relu_mask_ld(c.N);
+  const int b_rows = c.trans_b ? c.N : c.K;
+  std::vector<float> A(size_t(c.M) * lda), B(size_t(b_rows) * ldb), bias(size_t(c.N));
+  for (size_t i = 0; i < A.size(); ++i) A[i] = float(random_in(11, i, -1, 1));
+  for (size_t i = 0; i < B.size(); ++i) B[i] = float(random_in(12, i, -1, 1));
+  for (size_t i = 0; i < bias.size(); ++i) bias[i] = float(random_in(13, i, -0.5, 0.5));
+  std::vector<float> C0(size_t(c.M) * ldc);
+  for (size_t i = 0; i < C0.size(); ++i)
+    C0[i] = (i % size_t(ldc)) >= size_t(c.N) ? 12345.0f  // pad: must stay
+            : c.beta == 0.0f                 ? NAN       // must be written
+                                             : float(random_in(14, i, -1, 1));
+  const auto a = [&](int m, int k) { return A[size_t(m) * lda + size_t(k)]; };
+  const auto b = [&](int k, int n) {
+    return c.trans_b ? B[size_t(n) * ldb + size_t(k)] : B[size_t(k) * ldb + size_t(n)];
+  };
+  const bool relu = c.tail == GemmTail::relu_bias || c.tail == GemmTail::relu_mask_bias;
+  std::vector<double> rounded(size_t(c.M) * c.N), exact(rounded.size());
+  for (int m = 0; m < c.M; ++m)
+    for (int n = 0; n < c.N; ++n) {
+      double sr = 0, se = 0;
+      for (int k = 0; k < c.K; ++k) {
+        sr += tf32(a(m, k)) * tf32(b(k, n));
+        se += double(a(m, k)) * double(b(k, n));
+      }
+      const double add = (c.beta != 0.0f ? double(c.beta) * C0[size_t(m) * ldc + n] : 0.0) +
+                         (c.tail != GemmTail::none ? double(bias[size_t(n)]) : 0.0);
+      sr += add, se += add;
+      if (relu) sr = std::max(sr, 0.0), se = std::max(se, 0.0);
+      rounded[size_t(m) * c.N + n] = sr, exact[size_t(m) * c.N + n] = se;
+    }
+
+  for (int s = 1; s <= c.seeds; ++s) {
+    emu::set_schedule_seed(uint64_t(s));
+    std::vector<float> C = C0;
+    std::vector<uint8_t> mask(size_t(c.M) * size_t(mask_ld / 8), 0xA5);
+    cuda::small_gemm_tf32(A.data(), B.data(), C.data(), c.M, c.N, c.K, lda, ldb, ldc, c.trans_b,
+                          c.beta, c.tail, bias.data(), mask.data(), mask_ld, nullptr);
+    double err_r = 0, err_e = 0, norm = 0;
+    for (int m = 0; m < c.M; ++m)
+      for (int n = 0; n < ldc; ++n) {
+        const float got = C[size_t(m) * ldc + n];
+        if (n >= c.N) {
+          ASSERT_EQ(got, 12345.0f) << describe(c) << ": pad column " << n << " of row " << m;
+          continue;
+        }
+        ASSERT_TRUE(std::isfinite(got)) << describe(c) << ": C[" << m << "," << n << "]";
+        const size_t i = size_t(m) * c.N + n;
+        err_r += std::pow(got - rounded[i], 2), err_e += std::pow(got - exact[i], 2);
+        norm += exact[i] * exact[i];
+        if (c.tail != GemmTail::relu_mask_bias) continue;
+        const size_t bit = size_t(n) + size_t(m) * size_t(mask_ld);
+        ASSERT_EQ((mask[bit / 8] >> (bit % 8)) & 1, got > 0.0f ? 1 : 0)
+            << describe(c) << ": mask bit of C[" << m << "," << n << "]";
+      }
+    EXPECT_LE(std::sqrt(err_r / norm), 1e-5) << describe(c) << " vs TF32-rounded inputs";
+    EXPECT_LE(std::sqrt(err_e / norm), 3e-3) << describe(c) << " vs the exact product";
+    for (int m = 0; m < c.M; ++m)
+      for (int64_t byte = 0; byte < mask_ld / 8; ++byte) {
+        const uint8_t v = mask[size_t(m) * size_t(mask_ld / 8) + size_t(byte)];
+        if (c.tail != GemmTail::relu_mask_bias || byte * 8 >= c.N) {
+          ASSERT_EQ(v, 0xA5) << describe(c) << ": mask byte " << byte << " of row " << m;
+        } else if (byte * 8 + 8 > c.N) {
+          ASSERT_EQ(v >> (c.N - byte * 8), 0) << describe(c) << ": bits past N";
+        }
+      }
+  }
+}
+
+TEST(SmallGemm, RaggedShapesEveryTailBothLayouts) {
+  const Case cases[] = {
+      {37, 45, 70, false, 0.0f, GemmTail::relu_mask_bias, 3},
+      {37, 45, 70, true, 1.0f, GemmTail::relu_bias, 3},
+      {5, 3, 1, false, 0.0f, GemmTail::bias, 3},
+      {64, 10, 16, true, 0.0f, GemmTail::none, 3},
+      {33, 129, 200, true, 0.0f, GemmTail::bias, 2},
+      {40, 100, 33, false, 1.0f, GemmTail::relu_mask_bias, 2},
+  };
+  for (const Case& c : cases) run_case(c);
+}
+
+// The training step's shapes at B = 160: the encoder's first layer (x part, K = 784), a
+// hidden layer, the accumulating r part of a two-input layer, and an input gradient.
+TEST(SmallGemm, TrainingStepShapes) {
+  const Case cases[] = {
+      {160, 512, 784, false, 0.0f, GemmTail::none, 1},
+      {160, 512, 512, false, 0.0f, GemmTail::relu_mask_bias, 1},
+      {160, 512, 16, false, 1.0f, GemmTail::relu_bias, 1},
+      {160, 512, 512, true, 0.0f, GemmTail::none, 1},
+  };
+  for (const Case& c : cases) run_case(c);
+}
+
+}  // namespace
+}  // namespace equivae::test
