@@ -168,6 +168,13 @@ struct CudaBackendOptions {
   // stream (weight and bias gradients) at the lowest, kept per node in captured graphs: when
   // both have blocks waiting, the critical path's are scheduled first.
   bool prioritise_critical_path = false;
+  // The engine's own tensor-core GEMM (kernels/cuda/small_gemm.cu: 32 × 32 tiles, whole K in
+  // the block, bias/ReLU/mask epilogue) for every GEMM of at most kSmallGemmRows rows whose A is
+  // not transposed — the forward's and the input gradients', i.e. the critical path's — instead
+  // of cuBLAS/cuBLASLt, which cover a 160-row output with few blocks or a split-K reduction.
+  // TF32 only (strict_fp32 keeps the libraries); the weight-gradient GEMMs stay in cuBLAS.
+  bool small_gemm = false;
+  static constexpr int kSmallGemmRows = 2048;
 };
 template <class T>
 std::unique_ptr<Backend<T>> make_cuda_backend(const CudaBackendOptions& options = {});

@@ -631,6 +631,62 @@ TEST_F(CudaBackend, Tf32GemmsStayClose) {
   EXPECT_LE(nmse(p.cpu_grads(), p.gpu_grads()), 1e-4);
 }
 
+// The engine's tensor-core GEMM (CudaBackendOptions::small_gemm, TF32) for the forward's and
+// the input gradients' GEMMs: one eager step and graph steps stay within TF32's rounding of
+// the CPU backend, on the default route and with fused ReLU backward (whose masks the small
+// GEMM's epilogue writes and DRELU_BGRAD reads). Under the emulator only these GEMMs round to
+// TF32 (the rest runs in OpenBLAS), so what differs from the CPU is what they compute.
+TEST_F(CudaBackend, SmallGemmRouteStaysWithinTf32OfTheCpu) {
+  const EquiVaeConfig config = tiny_config();
+  for (const bool fused : {false, true}) {
+    SCOPED_TRACE(fused ? "with fused ReLU backward" : "default route");
+    const CudaBackendOptions options{.fused_relu_backward = fused, .small_gemm = true};
+    Pair p(config, options);
+    BalancedBatchSampler sampler(digits().labels, 10, config.k, config.m_max, config.seed);
+    Batch batch;
+    sampler.sample(0, batch);
+    p.cpu->load_batch(batch, digits());
+    p.gpu->load_batch(batch, digits());
+    const StepMetrics a = p.cpu->forward(0), b = p.gpu->forward(0);
+    expect_close(a.recon, b.recon, 1e-3, "reconstruction");
+    expect_close(a.kl, b.kl, 1e-3, "KL");
+    p.cpu->backward();
+    p.gpu->backward();
+    const double e = nmse(p.cpu_grads(), p.gpu_grads());
+    std::printf("[ info ] small GEMM route: gradient NMSE vs the CPU %.3g\n", e);
+#if defined(EQUIVAE_TEST_REAL_CUDA)
+    EXPECT_LE(e, 1e-4);  // every GEMM in TF32, as Tf32GemmsStayClose
+#else
+    EXPECT_LE(e, 1e-6);  // only the small GEMMs in TF32 (1.9e-8 and 8.6e-9 seen)
+#endif
+    EXPECT_EQ(non_finite(p.gpu_grads()), 0u);
+    auto* ops = dynamic_cast<DeviceStepOps<float>*>(p.gpu_backend.get());
+    ASSERT_NE(ops, nullptr);
+    // f_inv 3 layers, encoder 2 + the partial + its heads, decoder 3 + its partial, and the
+    // input gradients: at least one output per forward layer.
+    EXPECT_GE(ops->small_gemm_outputs(), 10) << "the route did not take the small GEMM";
+    if (fused) {
+      EXPECT_GT(ops->fused_relu().masks_read, 0);
+    }
+
+    // Graph steps from here: the losses follow the CPU's within TF32's drift.
+    p.cpu->apply_adam();
+    p.gpu->apply_adam();
+    p.gpu->upload_datasets(digits(), nullptr);
+    std::vector<Batch> batches(3);
+    std::vector<StepMetrics> ref;
+    for (int i = 0; i < 3; ++i) {
+      sampler.sample(1 + uint64_t(i), batches[size_t(i)]);
+      ref.push_back(p.cpu->train_step(batches[size_t(i)], digits(), 1 + uint64_t(i)));
+    }
+    const std::vector<StepMetrics> got = p.gpu->train_steps(batches, 1);
+    ASSERT_EQ(got.size(), 3u);
+    for (int i = 0; i < 3; ++i)
+      expect_close(ref[size_t(i)].recon, got[size_t(i)].recon, 1e-3, "graph step");
+    EXPECT_LE(nmse(p.cpu_params(), p.gpu_params()), 1e-6) << "weights after the graph steps";
+  }
+}
+
 TEST_F(CudaBackend, DropoutAndFillMatchTheCpu) {
   auto cpu = make_cpu_backend<float>(1);
   auto gpu = device_backend();

@@ -1,6 +1,6 @@
 #pragma once
 // The device flags the tools share (--device, --threads, --strict-fp32, --autotune,
-// --fused-relu-backward) and the backend they select.
+// --fused-relu-backward, --small-gemm) and the backend they select.
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -26,6 +26,12 @@ inline void declare_device_flags(Flags& f, const std::string& default_device) {
         "cuda: each ReLU's mask and bias gradient in the input-gradient GEMM of the layer above "
         "(cuBLASLt DRELU_BGRAD; default: a kernel between the two GEMMs)",
         true);
+  f.add("small-gemm", "",
+        "cuda: the engine's own tensor-core GEMM (TF32) for the forward's and the input "
+        "gradients' GEMMs of up to " +
+            std::to_string(CudaBackendOptions::kSmallGemmRows) +
+            " rows (default: cuBLAS / cuBLASLt)",
+        true);
 }
 
 // The backend of the device flags; says why when cuda cannot start.
@@ -36,7 +42,7 @@ inline std::unique_ptr<Backend<float>> backend_from_flags(const Flags& f) {
         "expects cpu, cuda or auto, got '" + device + "'");
   if (device == "cpu") {
     std::string ignored;  // the CUDA-only switches given: said once rather than dropped silently
-    for (const char* name : {"strict-fp32", "autotune", "fused-relu-backward"})
+    for (const char* name : {"strict-fp32", "autotune", "fused-relu-backward", "small-gemm"})
       if (f.get_switch(name)) ignored += std::string(ignored.empty() ? "" : ", ") + "--" + name;
     if (!ignored.empty())
       std::fprintf(stderr,
@@ -48,6 +54,7 @@ inline std::unique_ptr<Backend<float>> backend_from_flags(const Flags& f) {
   cuda.strict_fp32 = f.get_switch("strict-fp32");
   cuda.autotune = f.get_switch("autotune");
   cuda.fused_relu_backward = f.get_switch("fused-relu-backward");
+  cuda.small_gemm = f.get_switch("small-gemm");
   try {  // says why: no GPU, no driver, or a build without the CUDA backend
     return make_cuda_backend<float>(cuda);
   } catch (const Error& e) {

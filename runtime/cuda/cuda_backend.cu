@@ -216,8 +216,15 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
     issue("dense_forward", [=, self = this] {
       const Gemm g{false, false, B, out, in, in, out, out, accumulate ? 1.0 : 0.0};
       if constexpr (std::is_same_v<T, float>) {
+        const bool keep_mask = relu && relu_mask;
+        const cuda::GemmTail tail = !relu       ? cuda::GemmTail::bias
+                                    : keep_mask ? cuda::GemmTail::relu_mask_bias
+                                                : cuda::GemmTail::relu_bias;
+        if (self->small_gemm(g, x, W, y, tail, b, relu_mask, self->stream_)) {
+          if (keep_mask) self->note_relu_mask(relu_mask, true);
+          return;
+        }
         if (self->options_.cublaslt_epilogues) {  // GEMM, bias and ReLU in one kernel
-          const bool keep_mask = relu && relu_mask;
           LtEpilogue e{relu ? GemmEpilogue::relu_bias : GemmEpilogue::bias, b};
           if (keep_mask) e = {GemmEpilogue::relu_aux_bias, b, relu_mask, lt_relu_mask_ld(out)};
           const bool fused = self->lt_->run(g, x, W, y, e, self->stream_);
@@ -552,6 +559,9 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
   typename DeviceStepOps<T>::FusedRelu fused_relu() const override {
     return {int(kept_relu_masks_.size()), int(read_relu_masks_.size())};
   }
+  int small_gemm_outputs() const override {
+    return int(small_gemm_outputs_.size());
+  }
   void synchronize() override {
     not_capturing("synchronize");
     join_side_stream();
@@ -719,9 +729,30 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
     return *cudnn_;
   }
 
+  // C = op(A)·op(B) + β·C, then the tail, in the engine's tensor-core GEMM where the options
+  // and the shape allow it (CudaBackendOptions::small_gemm); false: nothing enqueued.
+  bool small_gemm([[maybe_unused]] const Gemm& g, [[maybe_unused]] const T* A,
+                  [[maybe_unused]] const T* B, [[maybe_unused]] T* C,
+                  [[maybe_unused]] cuda::GemmTail tail, [[maybe_unused]] const T* bias,
+                  [[maybe_unused]] void* mask, [[maybe_unused]] cudaStream_t stream) {
+    if constexpr (std::is_same_v<T, float>) {
+      if (!options_.small_gemm || options_.strict_fp32 || g.trans_a ||
+          g.M > CudaBackendOptions::kSmallGemmRows)
+        return false;
+      cuda::small_gemm_tf32(A, B, C, g.M, g.N, g.K, g.lda, g.ldb, g.ldc, g.trans_b, float(g.beta),
+                            tail, bias, static_cast<uint8_t*>(mask), lt_relu_mask_ld(g.N), stream);
+      small_gemm_outputs_.insert(C);
+      return true;
+    }
+    return false;
+  }
+
   // C = op(A)·op(B) + β·C on the main stream, or with side on the side stream.
   void gemm(const Gemm& g, const T* A, const T* B, T* C, [[maybe_unused]] bool side = false) {
     if (g.M <= 0 || g.N <= 0) return;
+    if (small_gemm(g, A, B, C, cuda::GemmTail::none, nullptr, nullptr,
+                   side ? side_stream() : stream_))
+      return;
     if constexpr (std::is_same_v<T, float>)
       if (options_.lt_backward &&
           (side ? side_lt_ : lt_)->run(g, A, B, C, LtEpilogue{}, side ? side_stream() : stream_))
@@ -765,6 +796,7 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
   std::unique_ptr<LtGemm> lt_, side_lt_;      // float only: cuBLASLt on each stream
   std::unique_ptr<CudnnConvolutions> cudnn_;  // the convolutions, created on first use
   std::unordered_set<const void*> kept_relu_masks_, read_relu_masks_;  // fused_relu()
+  std::unordered_set<const void*> small_gemm_outputs_;                 // small_gemm_outputs()
 };
 
 }  // namespace
