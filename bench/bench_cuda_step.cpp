@@ -181,6 +181,18 @@ const StepRoute kStepRoutes[] = {
       .early_adam = true,
       .autotune = true,
       .prioritise_critical_path = true}},
+    {"small GEMM", {.small_gemm = true}},
+    {"small GEMM, fused ReLU backward", {.fused_relu_backward = true, .small_gemm = true}},
+    {"small GEMM, fused ReLU backward, early Adam",
+     {.fused_relu_backward = true, .early_adam = true, .small_gemm = true}},
+    {"small GEMM, fused ReLU backward, lt backward, early Adam, autotuned, critical path "
+     "prioritised",
+     {.fused_relu_backward = true,
+      .lt_backward = true,
+      .early_adam = true,
+      .autotune = true,
+      .prioritise_critical_path = true,
+      .small_gemm = true}},
 };
 constexpr int kStepRouteCount = int(sizeof(kStepRoutes) / sizeof(kStepRoutes[0]));
 
@@ -203,6 +215,9 @@ void BM_GraphStepGemmRoute(benchmark::State& state) {
     state.counters["masks kept"] = fused.masks_kept;
     state.counters["DRELU_BGRAD GEMMs"] = fused.masks_read;
   }
+  if (options.small_gemm)  // GEMM outputs the engine's tensor-core GEMM wrote
+    state.counters["small GEMMs"] =
+        dynamic_cast<DeviceStepOps<float>&>(*backend).small_gemm_outputs();
   state.SetLabel(backend->name() + " " + route.name);
 }
 BENCHMARK(BM_GraphStepGemmRoute)

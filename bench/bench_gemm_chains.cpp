@@ -6,7 +6,11 @@
 //     DRELU_BGRAD epilogue, reading the bit mask the forward's RELU_AUX_BIAS wrote) instead of
 //     the engine's mask kernel between GEMMs (its bias gradient runs on the side stream) — 6
 //     fewer graph nodes on the backward's critical path;
-//   - forbid split-K (no reduction kernel after a GEMM, fewer blocks per GEMM).
+//   - forbid split-K (no reduction kernel after a GEMM, fewer blocks per GEMM);
+//   - run the forward's and the input gradients' GEMMs in the engine's own tensor-core GEMM
+//     (kernels/cuda/small_gemm.cu, CudaBackendOptions::small_gemm), epilogue included;
+// and, GEMM by GEMM (BM_GemmShape), how long each of the step's shapes takes in cuBLAS,
+// cuBLASLt and the small GEMM.
 // Each run also checks its route against the engine's (cuBLAS + kernels) on the same inputs:
 // the counter "grad NMSE" is the normalised squared difference of every dW and db (TF32
 // rounding: ~1e-7; a wrong route: ~1). Without a GPU every benchmark reports "no CUDA device".
@@ -90,7 +94,7 @@ struct Stack {
 // Everything a chain reads and writes, on the device.
 class Chains {
  public:
-  enum class Route { cublas, lt, lt_fused, lt_fused_no_split_k };
+  enum class Route { cublas, lt, lt_fused, lt_fused_no_split_k, small };
 
   Chains() {
     cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking);
@@ -154,9 +158,9 @@ class Chains {
 
   cudaStream_t stream() const { return stream_; }
 
-  // The three stacks' forward: y = act(x·W + b), the bit masks too when `aux`. False when
-  // cuBLASLt has no algorithm for a layer.
-  bool forward(bool aux, bool split_k) {
+  // The three stacks' forward: y = act(x·W + b), the bit masks too when `aux`, in cuBLASLt or
+  // (`small`) the engine's small GEMM. False when cuBLASLt has no algorithm for a layer.
+  bool forward(bool aux, bool split_k, bool small = false) {
     LtGemm& lt = lt_for(split_k, false);
     for (auto s = stacks_.rbegin(); s != stacks_.rend(); ++s)
       for (size_t i = 0; i < s->layers.size(); ++i) {
@@ -171,6 +175,14 @@ class Chains {
           }
         }
         const LayerShape& d = l.shape;
+        if (small) {
+          const cuda::GemmTail tail = !d.relu ? cuda::GemmTail::bias
+                                      : aux   ? cuda::GemmTail::relu_mask_bias
+                                              : cuda::GemmTail::relu_bias;
+          cuda::small_gemm_tf32(x, l.W, l.y, kBatch, d.out, d.in, d.in, d.out, d.out, false, 0.0f,
+                                tail, l.b, static_cast<uint8_t*>(l.aux), l.aux_ld, stream_);
+          continue;
+        }
         if (!lt.run({false, false, kBatch, d.out, d.in, d.in, d.out, d.out, 0.0}, x, l.W, l.y, e,
                     stream_))
           return false;
@@ -182,7 +194,7 @@ class Chains {
   // cuBLASLt has no algorithm for one of its GEMMs. The fused routes read the bit masks of the
   // last forward(aux = true).
   bool backward(Route route, std::string& failed) {
-    const bool lt = route != Route::cublas;
+    const bool lt = route != Route::cublas && route != Route::small;
     const bool fused = route == Route::lt_fused || route == Route::lt_fused_no_split_k;
     const bool split_k = route != Route::lt_fused_no_split_k;
     for (Stack& s : stacks_) {
@@ -214,6 +226,12 @@ class Chains {
           const Layer& below = s.layers[size_t(i) - 1];
           e = {GemmEpilogue::drelu_bgrad, below.db, below.aux, below.aux_ld};
         }
+        if (route == Route::small) {  // the input gradient in the small GEMM, the rest as cuBLAS
+          cuda::small_gemm_tf32(l.dy, l.W + size_t(from) * d.out, dx, kBatch, width, d.out, d.out,
+                                d.out, width, true, 0.0f, cuda::GemmTail::none, nullptr, nullptr, 0,
+                                stream_);
+          continue;
+        }
         if (!gemm(lt, split_k, false, g, l.dy, l.W + size_t(from) * d.out, dx, e)) {
           failed = std::string(e.kind == GemmEpilogue::none ? "dX " : "DRELU_BGRAD dX ") +
                    std::to_string(d.out) + "->" + std::to_string(width);
@@ -224,6 +242,19 @@ class Chains {
     cudaEventRecord(join_, side_);
     cudaStreamWaitEvent(stream_, join_, 0);
     return true;
+  }
+
+  // Every layer's y, downloaded.
+  std::vector<float> outputs() {
+    cudaDeviceSynchronize();
+    std::vector<float> all;
+    for (Stack& s : stacks_)
+      for (Layer& l : s.layers) {
+        const size_t at = all.size(), n = size_t(kBatch) * size_t(l.shape.out);
+        all.resize(at + n);
+        cudaMemcpy(all.data() + at, l.y, n * sizeof(float), cudaMemcpyDeviceToHost);
+      }
+    return all;
   }
 
   // Every dW and db, downloaded.
@@ -315,20 +346,38 @@ void time_graph(benchmark::State& state, cudaStream_t stream, F&& issue) {
 }
 
 // The forward of the three stacks: /0 RELU_BIAS (the engine's), /1 RELU_AUX_BIAS (writes the
-// bit masks the fused backward needs), /2 RELU_BIAS without split-K.
+// bit masks the fused backward needs), /2 RELU_BIAS without split-K, /3 the small GEMM with
+// bias + ReLU, /4 the small GEMM writing the masks too. The small GEMM's outputs are checked
+// against cuBLASLt's ("y NMSE").
 void BM_ForwardChain(benchmark::State& state) {
   if (skip_without_gpu(state)) return;
-  const bool aux = state.range(0) == 1, split_k = state.range(0) != 2;
+  const int route = int(state.range(0));
+  const bool aux = route == 1 || route == 4, split_k = route != 2, small = route >= 3;
   Chains chains;
+  if (small) {
+    if (!chains.forward(false, true)) {
+      state.SkipWithError("cuBLASLt has no algorithm for the forward");
+      return;
+    }
+    const std::vector<float> reference = chains.outputs();
+    chains.forward(aux, true, true);
+    const double e = nmse(reference, chains.outputs());
+    state.counters["y NMSE"] = e;
+    if (!(e < 1e-4)) {
+      state.SkipWithError(("the small GEMM's outputs differ: NMSE " + std::to_string(e)).c_str());
+      return;
+    }
+  }
   time_graph(state, chains.stream(), [&](std::string& failed) {
-    if (chains.forward(aux, split_k)) return true;
+    if (chains.forward(aux, split_k, small)) return true;
     failed = aux ? "RELU_AUX_BIAS forward" : "the forward";
     return false;
   });
-  static const char* const kNames[] = {"RELU_BIAS", "RELU_AUX_BIAS", "RELU_BIAS, no split-K"};
-  state.SetLabel(kNames[state.range(0)]);
+  static const char* const kNames[] = {"RELU_BIAS", "RELU_AUX_BIAS", "RELU_BIAS, no split-K",
+                                       "small GEMM, bias + ReLU", "small GEMM, bias + ReLU + mask"};
+  state.SetLabel(kNames[route]);
 }
-BENCHMARK(BM_ForwardChain)->DenseRange(0, 2)->Unit(benchmark::kMicrosecond)->UseManualTime();
+BENCHMARK(BM_ForwardChain)->DenseRange(0, 4)->Unit(benchmark::kMicrosecond)->UseManualTime();
 
 // The backward of the three stacks (dy of each stack's top layer given): /0 cuBLAS, the mask
 // kernel, the bias gradient and dW on the side stream (the engine's), /1 the same in
@@ -362,10 +411,100 @@ void BM_BackwardChain(benchmark::State& state) {
   time_graph(state, chains.stream(), [&](std::string& why) { return chains.backward(route, why); });
   state.counters["grad NMSE"] = e;
   static const char* const kNames[] = {"cuBLAS + mask kernel", "cuBLASLt + mask kernel",
-                                       "cuBLASLt DRELU_BGRAD", "cuBLASLt DRELU_BGRAD, no split-K"};
+                                       "cuBLASLt DRELU_BGRAD", "cuBLASLt DRELU_BGRAD, no split-K",
+                                       "small GEMM dX + mask kernel, cuBLAS dW"};
   state.SetLabel(kNames[state.range(0)]);
 }
-BENCHMARK(BM_BackwardChain)->DenseRange(0, 3)->Unit(benchmark::kMicrosecond)->UseManualTime();
+BENCHMARK(BM_BackwardChain)->DenseRange(0, 4)->Unit(benchmark::kMicrosecond)->UseManualTime();
+
+// One GEMM of the step (B = 160), kReplays times in a row in one graph: /route 0 cuBLAS, 1
+// cuBLASLt (the heuristic's first algorithm; bias epilogue on the forward shapes), 2 the small
+// GEMM (bias tail on the forward shapes). "GEMM" is the time per GEMM.
+struct GemmShape {
+  const char* name;
+  int N, K;
+  bool trans_b;  // false: the forward's x·W (bias added); true: an input gradient dy·Wᵀ
+};
+const GemmShape kGemmShapes[] = {
+    {"forward 784->512", 512, 784, false}, {"forward 512->512", 512, 512, false},
+    {"forward 512->32", 32, 512, false},   {"forward 16->512", 512, 16, false},
+    {"forward 512->784", 784, 512, false}, {"dX 512->512", 512, 512, true},
+    {"dX 784->512", 512, 784, true},       {"dX 32->512", 512, 32, true},
+};
+void BM_GemmShape(benchmark::State& state) {
+  if (skip_without_gpu(state)) return;
+  const int route = int(state.range(0));
+  const GemmShape& s = kGemmShapes[state.range(1)];
+  const int M = kBatch, rows_b = s.trans_b ? s.N : s.K, ld_b = s.trans_b ? s.K : s.N;
+  float *A = device_floats(size_t(M) * s.K, 1, 1.f),
+        *B = device_floats(size_t(rows_b) * ld_b, 2, 0.05f),
+        *C = device_floats(size_t(M) * s.N, 3, 1.f), *bias = device_floats(size_t(s.N), 4, 0.1f);
+  cudaStream_t stream;
+  cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking);
+  void* workspace = nullptr;
+  cudaMalloc(&workspace, size_t(32) << 20);
+  cublasHandle_t cublas;
+  cublasCreate(&cublas);
+  cublasSetStream(cublas, stream);
+  cublasSetWorkspace(cublas, workspace, size_t(32) << 20);
+  cublasSetMathMode(cublas, CUBLAS_TF32_TENSOR_OP_MATH);
+  LtGemm lt(false, true, workspace, size_t(32) << 20);
+  const Gemm g{false, s.trans_b, M, s.N, s.K, s.K, ld_b, s.N, 0.0};
+  const bool forward = !s.trans_b;
+  auto issue = [&](std::string& failed) {
+    for (int r = 0; r < kReplays; ++r) {
+      if (route == 2) {
+        cuda::small_gemm_tf32(A, B, C, M, s.N, s.K, s.K, ld_b, s.N, s.trans_b, 0.0f,
+                              forward ? cuda::GemmTail::bias : cuda::GemmTail::none, bias, nullptr,
+                              0, stream);
+      } else if (route == 1) {
+        if (!lt.run(g, A, B, C, LtEpilogue{forward ? GemmEpilogue::bias : GemmEpilogue::none, bias},
+                    stream)) {
+          failed = s.name;
+          return false;
+        }
+      } else {
+        const float one = 1, zero = 0;
+        cublasSgemm(cublas, s.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N, s.N, M, s.K, &one,
+                    B, ld_b, A, s.K, &zero, C, s.N);
+      }
+    }
+    return true;
+  };
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  std::string failed;
+  bool ok = cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal) == cudaSuccess;
+  const bool issued = ok && issue(failed);
+  ok = cudaStreamEndCapture(stream, &graph) == cudaSuccess && issued &&
+       cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess;
+  if (!ok) {
+    state.SkipWithError(failed.empty() ? "capture failed" : "cuBLASLt has no algorithm");
+  } else {
+    for (int r = 0; r < 5; ++r) cudaGraphLaunch(exec, stream);  // warm-up
+    bench::time_with_events(state, stream, 1, [&] { cudaGraphLaunch(exec, stream); });
+    const double gemms = double(kReplays) * double(state.iterations());
+    state.counters["GEMM"] =
+        benchmark::Counter(gemms, benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+    state.counters["FLOP/s"] =
+        benchmark::Counter(2.0 * M * s.N * s.K * gemms, benchmark::Counter::kIsRate);
+  }
+  static const char* const kRoutes[] = {"cuBLAS", "cuBLASLt", "small GEMM"};
+  state.SetLabel(std::string(kRoutes[route]) + " " + s.name);
+  if (exec) cudaGraphExecDestroy(exec);
+  if (graph) cudaGraphDestroy(graph);
+  cublasDestroy(cublas);
+  cudaStreamSynchronize(stream);
+  for (void* p : {static_cast<void*>(A), static_cast<void*>(B), static_cast<void*>(C),
+                  static_cast<void*>(bias), workspace})
+    cudaFree(p);
+  cudaStreamDestroy(stream);
+}
+BENCHMARK(BM_GemmShape)
+    ->ArgNames({"route", "shape"})
+    ->ArgsProduct({{0, 1, 2}, benchmark::CreateDenseRange(0, 7, 1)})
+    ->Unit(benchmark::kMicrosecond)
+    ->UseManualTime();
 
 #else
 

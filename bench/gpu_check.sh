@@ -232,7 +232,7 @@ if want bench; then
   # The dense layers' GEMM chains on each route (fused DRELU_BGRAD, no split-K): what the
   # engine would save by taking them, each route checked against the engine's.
   if has bench_gemm_chains; then
-    run_stage bench_chains 60 "$BIN/bench_gemm_chains" --benchmark_min_time=0.3 \
+    run_stage bench_chains 90 "$BIN/bench_gemm_chains" --benchmark_min_time=0.3 \
       --benchmark_out="$RESULTS/bench_chains.json" --benchmark_out_format=json
   fi
 fi
@@ -240,9 +240,11 @@ fi
 # ---- the 40-epoch supervised run on 55k Fashion-MNIST examples (5k validation), and a
 # 1-epoch run on the bundled digits whose ELBO should be the CPU's -245.86 give or take TF32.
 declare -A TRAIN_SECONDS=()  # per run of the 40-epoch job: wall seconds
-FASHION_RUNS=(train_fashion40 train_fashion40_autotuned train_fashion40_fused_relu)
+FASHION_RUNS=(train_fashion40 train_fashion40_autotuned train_fashion40_fused_relu
+  train_fashion40_small_gemm)
 declare -A FASHION_FLAGS=([train_fashion40]="" [train_fashion40_autotuned]="--autotune"
-  [train_fashion40_fused_relu]="--fused-relu-backward")
+  [train_fashion40_fused_relu]="--fused-relu-backward"
+  [train_fashion40_small_gemm]="--small-gemm --fused-relu-backward")
 if want train; then
   if has train_mnist; then
     run_stage train_digits_1epoch 60 "$BIN/train_mnist" --device cuda --epochs 1 \
