@@ -180,7 +180,7 @@ class Chains {
                                       : aux   ? cuda::GemmTail::relu_mask_bias
                                               : cuda::GemmTail::relu_bias;
           cuda::small_gemm_tf32(x, l.W, l.y, kBatch, d.out, d.in, d.in, d.out, d.out, false, 0.0f,
-                                tail, l.b, static_cast<uint8_t*>(l.aux), l.aux_ld, stream_);
+                                {tail, l.b, static_cast<uint8_t*>(l.aux), l.aux_ld}, stream_);
           continue;
         }
         if (!lt.run({false, false, kBatch, d.out, d.in, d.in, d.out, d.out, 0.0}, x, l.W, l.y, e,
@@ -228,8 +228,7 @@ class Chains {
         }
         if (route == Route::small) {  // the input gradient in the small GEMM, the rest as cuBLAS
           cuda::small_gemm_tf32(l.dy, l.W + size_t(from) * d.out, dx, kBatch, width, d.out, d.out,
-                                d.out, width, true, 0.0f, cuda::GemmTail::none, nullptr, nullptr, 0,
-                                stream_);
+                                d.out, width, true, 0.0f, {}, stream_);
           continue;
         }
         if (!gemm(lt, split_k, false, g, l.dy, l.W + size_t(from) * d.out, dx, e)) {
@@ -455,8 +454,8 @@ void BM_GemmShape(benchmark::State& state) {
     for (int r = 0; r < kReplays; ++r) {
       if (route == 2) {
         cuda::small_gemm_tf32(A, B, C, M, s.N, s.K, s.K, ld_b, s.N, s.trans_b, 0.0f,
-                              forward ? cuda::GemmTail::bias : cuda::GemmTail::none, bias, nullptr,
-                              0, stream);
+                              {forward ? cuda::GemmTail::bias : cuda::GemmTail::none, bias},
+                              stream);
       } else if (route == 1) {
         if (!lt.run(g, A, B, C, LtEpilogue{forward ? GemmEpilogue::bias : GemmEpilogue::none, bias},
                     stream)) {

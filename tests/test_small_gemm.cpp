@@ -6,7 +6,10 @@
 // (≤ 3e-3: what TF32 costs, METHOD's "near 3e-4" with room). Every element of C in range is
 // written (C starts NaN when beta = 0), the pad columns of C are untouched, and the ReLU mask
 // holds bit n + m·ld exactly where the output is > 0 (0 past N in the last byte; bytes past the
-// row's last column untouched).
+// row's last column untouched). The ReLU backward's tail (drelu_bgrad) reads a random mask:
+// cleared cells are exactly 0, the bias gradient is the column sums of the result (relative
+// error ≤ 1e-5 against the TF32 reference), and its block counters are left zero, so the same
+// scratch serves the next call (every case runs more than once).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -49,6 +52,15 @@ double tf32(float v) {
 void run_case(const Case& c) {
   const int lda = c.K + 3, ldb = (c.trans_b ? c.K : c.N) + 5, ldc = c.N + 2;
   const int64_t mask_ld = lt_relu_mask_ld(c.N);
+  const bool drelu = c.tail == GemmTail::drelu_bgrad;
+  std::vector<uint8_t> below(size_t(c.M) * size_t(mask_ld / 8));  // drelu_bgrad's input mask
+  for (size_t i = 0; i < below.size(); ++i) below[i] = uint8_t(random_in(15, i, 0, 256));
+  const auto kept = [&](int m, int n) {
+    const size_t bit = size_t(n) + size_t(m) * size_t(mask_ld);
+    return ((below[bit / 8] >> (bit % 8)) & 1) != 0;
+  };
+  std::vector<float> partials(cuda::small_gemm_partials(c.M, c.N));
+  std::vector<unsigned> arrivals(cuda::small_gemm_arrivals(c.N), 0u);
   const int b_rows = c.trans_b ? c.N : c.K;
   std::vector<float> A(size_t(c.M) * lda), B(size_t(b_rows) * ldb), bias(size_t(c.N));
   for (size_t i = 0; i < A.size(); ++i) A[i] = float(random_in(11, i, -1, 1));
@@ -72,10 +84,12 @@ void run_case(const Case& c) {
         sr += tf32(a(m, k)) * tf32(b(k, n));
         se += double(a(m, k)) * double(b(k, n));
       }
+      const bool biased = c.tail != GemmTail::none && !drelu;
       const double add = (c.beta != 0.0f ? double(c.beta) * C0[size_t(m) * ldc + n] : 0.0) +
-                         (c.tail != GemmTail::none ? double(bias[size_t(n)]) : 0.0);
+                         (biased ? double(bias[size_t(n)]) : 0.0);
       sr += add, se += add;
       if (relu) sr = std::max(sr, 0.0), se = std::max(se, 0.0);
+      if (drelu && !kept(m, n)) sr = se = 0.0;
       rounded[size_t(m) * c.N + n] = sr, exact[size_t(m) * c.N + n] = se;
     }
 
@@ -83,8 +97,12 @@ void run_case(const Case& c) {
     emu::set_schedule_seed(uint64_t(s));
     std::vector<float> C = C0;
     std::vector<uint8_t> mask(size_t(c.M) * size_t(mask_ld / 8), 0xA5);
+    std::vector<float> db(size_t(c.N), NAN);
+    cuda::SmallGemmTail tail{c.tail, bias.data(), mask.data(), mask_ld};
+    if (drelu)
+      tail = {c.tail, nullptr, below.data(), mask_ld, db.data(), partials.data(), arrivals.data()};
     cuda::small_gemm_tf32(A.data(), B.data(), C.data(), c.M, c.N, c.K, lda, ldb, ldc, c.trans_b,
-                          c.beta, c.tail, bias.data(), mask.data(), mask_ld, nullptr);
+                          c.beta, tail, nullptr);
     double err_r = 0, err_e = 0, norm = 0;
     for (int m = 0; m < c.M; ++m)
       for (int n = 0; n < ldc; ++n) {
@@ -96,6 +114,9 @@ void run_case(const Case& c) {
         ASSERT_TRUE(std::isfinite(got)) << describe(c) << ": C[" << m << "," << n << "]";
         const size_t i = size_t(m) * c.N + n;
         err_r += std::pow(got - rounded[i], 2), err_e += std::pow(got - exact[i], 2);
+        if (drelu && !kept(m, n)) {
+          ASSERT_EQ(got, 0.0f) << describe(c) << ": masked C[" << m << "," << n << "]";
+        }
         norm += exact[i] * exact[i];
         if (c.tail != GemmTail::relu_mask_bias) continue;
         const size_t bit = size_t(n) + size_t(m) * size_t(mask_ld);
@@ -103,11 +124,21 @@ void run_case(const Case& c) {
             << describe(c) << ": mask bit of C[" << m << "," << n << "]";
       }
     EXPECT_LE(std::sqrt(err_r / norm), 1e-5) << describe(c) << " vs TF32-rounded inputs";
+    if (drelu) {
+      double db_err = 0, db_norm = 0;
+      for (int n = 0; n < c.N; ++n) {
+        double want = 0;
+        for (int m = 0; m < c.M; ++m) want += rounded[size_t(m) * c.N + n];
+        db_err += std::pow(db[size_t(n)] - want, 2), db_norm += want * want;
+      }
+      EXPECT_LE(std::sqrt(db_err / db_norm), 1e-5) << describe(c) << ": bias gradient";
+      for (unsigned v : arrivals) ASSERT_EQ(v, 0u) << describe(c) << ": block counters left set";
+    }
     EXPECT_LE(std::sqrt(err_e / norm), 3e-3) << describe(c) << " vs the exact product";
     for (int m = 0; m < c.M; ++m)
       for (int64_t byte = 0; byte < mask_ld / 8; ++byte) {
         const uint8_t v = mask[size_t(m) * size_t(mask_ld / 8) + size_t(byte)];
-        if (c.tail != GemmTail::relu_mask_bias || byte * 8 >= c.N) {
+        if (c.tail != GemmTail::relu_mask_bias || byte * 8 >= c.N) {  // written by no one else
           ASSERT_EQ(v, 0xA5) << describe(c) << ": mask byte " << byte << " of row " << m;
         } else if (byte * 8 + 8 > c.N) {
           ASSERT_EQ(v >> (c.N - byte * 8), 0) << describe(c) << ": bits past N";
@@ -124,6 +155,8 @@ TEST(SmallGemm, RaggedShapesEveryTailBothLayouts) {
       {64, 10, 16, true, 0.0f, GemmTail::none, 3},
       {33, 129, 200, true, 0.0f, GemmTail::bias, 2},
       {40, 100, 33, false, 1.0f, GemmTail::relu_mask_bias, 2},
+      {37, 45, 70, true, 0.0f, GemmTail::drelu_bgrad, 3},
+      {70, 33, 9, true, 1.0f, GemmTail::drelu_bgrad, 2},
   };
   for (const Case& c : cases) run_case(c);
 }
@@ -136,6 +169,7 @@ TEST(SmallGemm, TrainingStepShapes) {
       {160, 512, 512, false, 0.0f, GemmTail::relu_mask_bias, 1},
       {160, 512, 16, false, 1.0f, GemmTail::relu_bias, 1},
       {160, 512, 512, true, 0.0f, GemmTail::none, 1},
+      {160, 512, 512, true, 0.0f, GemmTail::drelu_bgrad, 2},
   };
   for (const Case& c : cases) run_case(c);
 }

@@ -43,14 +43,31 @@ void relu_mask(T* dy, const T* y, size_t n, cudaStream_t stream);
 // step's critical path, where M (the batch) is ~160 and a library GEMM runs a handful of
 // blocks or a split-K reduction after it. Row-major, as cblas with CblasRowMajor:
 //   C[M,N] = A[M,K]·op(B) + beta·C,  op(B) = B[K,N] (trans_b false) or B[N,K]ᵀ (trans_b true),
-// then the tail: bias adds bias[n]; relu_bias also max(·, 0) (NaN propagates); relu_mask_bias
-// also writes the ReLU's bit mask in cuBLASLt's layout (runtime/cuda/gemm_epilogue.h): bit
-// n + m·mask_ld set where the output is > 0, mask_ld a multiple of 128; bits of the last byte
-// past N are written as 0. Float only; any M, N, K ≥ 1 and leading dimensions.
-enum class GemmTail { none, bias, relu_bias, relu_mask_bias };
+// then the tail, as cuBLASLt's epilogues of the same names (runtime/cuda/gemm_epilogue.h):
+//   bias:           C += bias[n]
+//   relu_bias:      also max(·, 0) (NaN propagates)
+//   relu_mask_bias: also the ReLU's bit mask: bit n + m·mask_ld set where the output is > 0
+//                   (mask_ld a multiple of 128; bits of the last byte past N written as 0)
+//   drelu_bgrad:    C[m,n] = 0 where that bit of mask is clear (a ReLU's backward), then
+//                   db[n] = Σ_m C[m,n], summed per 32-row tile into `partials` and the tiles in
+//                   order by the last block of each column tile (deterministic, no atomics on
+//                   data; `arrivals` counts the blocks and is left zero for the next call).
+// Float only; any M, N, K ≥ 1 and leading dimensions.
+enum class GemmTail { none, bias, relu_bias, relu_mask_bias, drelu_bgrad };
+struct SmallGemmTail {
+  GemmTail kind = GemmTail::none;
+  const float* bias = nullptr;   // bias, relu_bias, relu_mask_bias: read
+  uint8_t* mask = nullptr;       // relu_mask_bias: written; drelu_bgrad: read
+  int64_t mask_ld = 0;           // bits per row of the mask
+  float* db = nullptr;           // drelu_bgrad: written
+  float* partials = nullptr;     // drelu_bgrad: small_gemm_partials(M, N) floats of scratch
+  unsigned* arrivals = nullptr;  // drelu_bgrad: small_gemm_arrivals(N) counters, zero at first
+};
+size_t small_gemm_partials(int M, int N);
+size_t small_gemm_arrivals(int N);
 void small_gemm_tf32(const float* A, const float* B, float* C, int M, int N, int K, int lda,
-                     int ldb, int ldc, bool trans_b, float beta, GemmTail tail, const float* bias,
-                     uint8_t* mask, int64_t mask_ld, cudaStream_t stream);
+                     int ldb, int ldc, bool trans_b, float beta, const SmallGemmTail& tail,
+                     cudaStream_t stream);
 
 // ---- convolution epilogues, NCHW y[N, C, P] (P = H·W; the convolutions themselves are cuDNN
 // on the GPU, the CPU's im2col + GEMM under emulation), for conv2d and conv_transpose2d:

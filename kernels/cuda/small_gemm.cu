@@ -15,7 +15,9 @@
 // stage after, then one barrier. Out-of-range rows, columns and depths load as zeros, so any
 // M, N, K work. The accumulators go through shared memory to the epilogue: each thread takes
 // 8 consecutive columns of one row (a row's 32 floats are one 128-byte segment per warp), adds
-// beta·C, the bias, the ReLU, and writes the mask's byte for those 8 columns.
+// beta·C, the bias, the ReLU, and writes the mask's byte for those 8 columns; for a ReLU's
+// backward it clears the cells the mask below says were ≤ 0, and the block's 32 column sums
+// go to scratch, where the column tile's last block adds them up (the bias gradient).
 //
 // Shared memory: 2 stages × (A 32 × 36 + B 32 × 36) + C 32 × 36 floats = 23 KiB. The rows are
 // padded from 32 to 36 floats: 16-byte multiples, as wmma's ldm needs, and every fragment's
@@ -61,11 +63,11 @@ __device__ __forceinline__ void load_stage(float (&a)[kPerThread], float (&b)[kP
 template <bool kTransB>
 __global__ void __launch_bounds__(kThreads)
     kernel_small_gemm(const float* __restrict__ A, const float* __restrict__ B, float* C, int M,
-                      int N, int K, int lda, int ldb, int ldc, float beta, GemmTail tail,
-                      const float* __restrict__ bias, uint8_t* __restrict__ mask, int64_t mask_ld) {
+                      int N, int K, int lda, int ldb, int ldc, float beta, SmallGemmTail tail) {
   __shared__ __align__(32) float As[2][kTile][kLd];
   __shared__ __align__(32) float Bs[2][kTile][kLd];
   __shared__ __align__(32) float Cs[kTile][kLd];
+  __shared__ bool last_of_column;
   using BLayout = std::conditional_t<kTransB, wmma::col_major, wmma::row_major>;
 
   const int m0 = int(blockIdx.y) * kTile, n0 = int(blockIdx.x) * kTile;
@@ -109,40 +111,78 @@ __global__ void __launch_bounds__(kThreads)
   wmma::store_matrix_sync(&Cs[wr][wc], acc, kLd, wmma::mem_row_major);
   __syncthreads();
 
-  // Epilogue: row r, columns c0 … c0 + 7 of the tile.
+  // Epilogue: row r, columns c0 … c0 + 7 of the tile. Every thread stays to the end (the bias
+  // gradient's barriers); cells outside C count as zeros.
   const int r = int(threadIdx.x) / 4, c0 = (int(threadIdx.x) % 4) * 8;
   const int m = m0 + r;
-  if (m >= M || n0 + c0 >= N) return;
+  const bool in_c = m < M && n0 + c0 < N;
+  const GemmTail kind = tail.kind;
+  const bool relu = kind == GemmTail::relu_bias || kind == GemmTail::relu_mask_bias;
+  const size_t mask_byte = (size_t(m) * size_t(tail.mask_ld) + size_t(n0 + c0)) / 8;
+  const unsigned below = in_c && kind == GemmTail::drelu_bgrad ? tail.mask[mask_byte] : 0u;
   unsigned bits = 0;
 #pragma unroll
   for (int j = 0; j < 8; ++j) {
     const int n = n0 + c0 + j;
-    if (n >= N) break;
-    float v = Cs[r][c0 + j];
-    float* out = C + size_t(m) * ldc + n;
-    if (beta != 0.0f) v += beta * *out;
-    if (tail != GemmTail::none) v += bias[n];
-    if (tail == GemmTail::relu_bias || tail == GemmTail::relu_mask_bias) v = v < 0.0f ? 0.0f : v;
-    *out = v;
-    if (v > 0.0f) bits |= 1u << j;
+    float v = 0.0f;
+    if (in_c && n < N) {
+      float* out = C + size_t(m) * ldc + n;
+      v = Cs[r][c0 + j];
+      if (beta != 0.0f) v += beta * *out;
+      if (kind == GemmTail::bias || relu) v += tail.bias[n];
+      if (relu) v = v < 0.0f ? 0.0f : v;
+      if (kind == GemmTail::drelu_bgrad && !((below >> j) & 1u)) v = 0.0f;
+      *out = v;
+      if (v > 0.0f) bits |= 1u << j;
+    }
+    if (kind == GemmTail::drelu_bgrad) Cs[r][c0 + j] = v;  // this thread's own cells
   }
-  if (tail == GemmTail::relu_mask_bias)
-    mask[(size_t(m) * size_t(mask_ld) + size_t(n0 + c0)) / 8] = uint8_t(bits);
+  if (in_c && kind == GemmTail::relu_mask_bias) tail.mask[mask_byte] = uint8_t(bits);
+  if (kind != GemmTail::drelu_bgrad) return;
+
+  // The bias gradient: the tile's column sums (rows in order) into partials[row tile][n]; the
+  // last block of this column tile to arrive adds the row tiles up in order into db.
+  __syncthreads();
+  const int n = n0 + int(threadIdx.x);
+  if (threadIdx.x < unsigned(kTile) && n < N) {
+    float sum = 0.0f;
+    for (int rr = 0; rr < kTile; ++rr) sum += Cs[rr][threadIdx.x];
+    tail.partials[size_t(blockIdx.y) * size_t(N) + size_t(n)] = sum;
+  }
+  __threadfence();  // the partial sums visible to the block that adds them up
+  __syncthreads();
+  if (threadIdx.x == 0) last_of_column = atomicAdd(&tail.arrivals[blockIdx.x], 1u) == gridDim.y - 1;
+  __syncthreads();
+  if (!last_of_column) return;
+  __threadfence();
+  if (threadIdx.x < unsigned(kTile) && n < N) {
+    float sum = 0.0f;
+    for (unsigned i = 0; i < gridDim.y; ++i) sum += __ldcg(&tail.partials[size_t(i) * N + n]);
+    tail.db[n] = sum;
+  }
+  if (threadIdx.x == 0) tail.arrivals[blockIdx.x] = 0;  // ready for the next call
 }
 
 }  // namespace
 
+size_t small_gemm_partials(int M, int N) {
+  return size_t((M + kTile - 1) / kTile) * size_t(N > 0 ? N : 0);
+}
+size_t small_gemm_arrivals(int N) {
+  return size_t((N + kTile - 1) / kTile);
+}
+
 void small_gemm_tf32(const float* A, const float* B, float* C, int M, int N, int K, int lda,
-                     int ldb, int ldc, bool trans_b, float beta, GemmTail tail, const float* bias,
-                     uint8_t* mask, int64_t mask_ld, cudaStream_t stream) {
+                     int ldb, int ldc, bool trans_b, float beta, const SmallGemmTail& tail,
+                     cudaStream_t stream) {
   if (M <= 0 || N <= 0 || K <= 0) return;
   const dim3 grid(unsigned((N + kTile - 1) / kTile), unsigned((M + kTile - 1) / kTile));
   if (trans_b)
     EQUIVAE_LAUNCH(kernel_small_gemm<true>, grid, kThreads, 0, stream, A, B, C, M, N, K, lda, ldb,
-                   ldc, beta, tail, bias, mask, mask_ld);
+                   ldc, beta, tail);
   else
     EQUIVAE_LAUNCH(kernel_small_gemm<false>, grid, kThreads, 0, stream, A, B, C, M, N, K, lda, ldb,
-                   ldc, beta, tail, bias, mask, mask_ld);
+                   ldc, beta, tail);
 }
 
 }  // namespace equivae::cuda

@@ -488,6 +488,10 @@ template <class T>
 inline T __ldg(const T* p) {
   return *p;
 }
+template <class T>
+inline T __ldcg(const T* p) {  // the GPU's load that skips L1: here an ordinary load
+  return *p;
+}
 // glibc's math.h already declares (but libm does not export) __expf, __logf ...: name them
 // through macros so no definition clashes with those declarations.
 #define __expf(x) ::expf(x)

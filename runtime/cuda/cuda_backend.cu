@@ -143,6 +143,12 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
                                    kWorkspaceBytes, options.autotune, options.split_k_in_place);
     }
     bias_scratch_ = DeviceBuffer(kBiasScratchElems * sizeof(T));
+    if (options.small_gemm) {  // the small GEMM's bias-gradient scratch; counters start at zero
+      small_gemm_partials_ = DeviceBuffer(kSmallGemmPartials * sizeof(float));
+      small_gemm_arrivals_ = DeviceBuffer(kSmallGemmArrivals * sizeof(unsigned));
+      EQUIVAE_CUDA_CHECK(
+          cudaMemset(small_gemm_arrivals_.get(), 0, kSmallGemmArrivals * sizeof(unsigned)));
+    }
   }
   ~CudaBackend() override {
 #if !defined(EQUIVAE_CUDA_EMULATED)
@@ -220,7 +226,9 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
         const cuda::GemmTail tail = !relu       ? cuda::GemmTail::bias
                                     : keep_mask ? cuda::GemmTail::relu_mask_bias
                                                 : cuda::GemmTail::relu_bias;
-        if (self->small_gemm(g, x, W, y, tail, b, relu_mask, self->stream_)) {
+        const cuda::SmallGemmTail small_tail{tail, b, static_cast<uint8_t*>(relu_mask),
+                                             lt_relu_mask_ld(out)};
+        if (self->small_gemm(g, x, W, y, small_tail, self->stream_)) {
           if (keep_mask) self->note_relu_mask(relu_mask, true);
           return;
         }
@@ -269,10 +277,11 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
       // the mask its forward kept), else after the GEMM, from x = its ReLU's output.
       if constexpr (std::is_same_v<T, float>) {
         if (self->kept_relu_masks_.count(input_relu.mask) &&
-            self->lt_->run(g, dy, W, dx,
-                           LtEpilogue{GemmEpilogue::drelu_bgrad, input_relu.db,
-                                      const_cast<void*>(input_relu.mask), lt_relu_mask_ld(in)},
-                           self->stream_)) {
+            (self->small_gemm_drelu_bgrad(g, dy, W, dx, input_relu) ||
+             self->lt_->run(g, dy, W, dx,
+                            LtEpilogue{GemmEpilogue::drelu_bgrad, input_relu.db,
+                                       const_cast<void*>(input_relu.mask), lt_relu_mask_ld(in)},
+                            self->stream_))) {
           self->read_relu_masks_.insert(input_relu.mask);
           return;
         }
@@ -582,6 +591,8 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
   static constexpr size_t kWorkspaceBytes = size_t(32) << 20;
   // Per-chunk partial bias gradients (kernels/cuda/dense.cu): 64 chunks of up to 4,096 columns.
   static constexpr size_t kBiasScratchElems = size_t(64) * 4096;
+  // The small GEMM's DRELU_BGRAD scratch: 64 row tiles (2,048 rows) of 4,096 columns.
+  static constexpr size_t kSmallGemmPartials = size_t(64) * 4096, kSmallGemmArrivals = 4096 / 32;
 
 #if defined(EQUIVAE_CUDA_EMULATED)
   // The emulator has one stream. Side-stream work runs at the join that waits for it — the
@@ -733,16 +744,37 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
   // and the shape allow it (CudaBackendOptions::small_gemm); false: nothing enqueued.
   bool small_gemm([[maybe_unused]] const Gemm& g, [[maybe_unused]] const T* A,
                   [[maybe_unused]] const T* B, [[maybe_unused]] T* C,
-                  [[maybe_unused]] cuda::GemmTail tail, [[maybe_unused]] const T* bias,
-                  [[maybe_unused]] void* mask, [[maybe_unused]] cudaStream_t stream) {
+                  [[maybe_unused]] const cuda::SmallGemmTail& tail,
+                  [[maybe_unused]] cudaStream_t stream) {
     if constexpr (std::is_same_v<T, float>) {
       if (!options_.small_gemm || options_.strict_fp32 || g.trans_a ||
           g.M > CudaBackendOptions::kSmallGemmRows)
         return false;
       cuda::small_gemm_tf32(A, B, C, g.M, g.N, g.K, g.lda, g.ldb, g.ldc, g.trans_b, float(g.beta),
-                            tail, bias, static_cast<uint8_t*>(mask), lt_relu_mask_ld(g.N), stream);
+                            tail, stream);
       small_gemm_outputs_.insert(C);
       return true;
+    }
+    return false;
+  }
+  // The input-gradient GEMM with the layer below's ReLU backward and bias gradient in its tail
+  // (the small GEMM's drelu_bgrad), on the main stream: its scratch is the backend's, which
+  // only this stream's GEMMs use, one after another. False where the small GEMM is off or the
+  // scratch is too small for the shape.
+  bool small_gemm_drelu_bgrad(const Gemm& g, const T* dy, const T* W, T* dx,
+                              const InputRelu<T>& below) {
+    if constexpr (std::is_same_v<T, float>) {
+      if (cuda::small_gemm_partials(g.M, g.N) > kSmallGemmPartials ||
+          cuda::small_gemm_arrivals(g.N) > kSmallGemmArrivals)
+        return false;
+      const cuda::SmallGemmTail tail{cuda::GemmTail::drelu_bgrad,
+                                     nullptr,
+                                     static_cast<uint8_t*>(const_cast<void*>(below.mask)),
+                                     lt_relu_mask_ld(g.N),
+                                     below.db,
+                                     static_cast<float*>(small_gemm_partials_.get()),
+                                     static_cast<unsigned*>(small_gemm_arrivals_.get())};
+      return small_gemm(g, dy, W, dx, tail, stream_);
     }
     return false;
   }
@@ -750,9 +782,7 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
   // C = op(A)·op(B) + β·C on the main stream, or with side on the side stream.
   void gemm(const Gemm& g, const T* A, const T* B, T* C, [[maybe_unused]] bool side = false) {
     if (g.M <= 0 || g.N <= 0) return;
-    if (small_gemm(g, A, B, C, cuda::GemmTail::none, nullptr, nullptr,
-                   side ? side_stream() : stream_))
-      return;
+    if (small_gemm(g, A, B, C, cuda::SmallGemmTail{}, side ? side_stream() : stream_)) return;
     if constexpr (std::is_same_v<T, float>)
       if (options_.lt_backward &&
           (side ? side_lt_ : lt_)->run(g, A, B, C, LtEpilogue{}, side ? side_stream() : stream_))
@@ -793,7 +823,8 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
 #endif
   DeviceBuffer workspace_, side_workspace_;  // the GEMM libraries' (none under the emulator)
   DeviceBuffer bias_scratch_;
-  std::unique_ptr<LtGemm> lt_, side_lt_;      // float only: cuBLASLt on each stream
+  DeviceBuffer small_gemm_partials_, small_gemm_arrivals_;  // with small_gemm: drelu_bgrad's
+  std::unique_ptr<LtGemm> lt_, side_lt_;                    // float only: cuBLASLt on each stream
   std::unique_ptr<CudnnConvolutions> cudnn_;  // the convolutions, created on first use
   std::unordered_set<const void*> kept_relu_masks_, read_relu_masks_;  // fused_relu()
   std::unordered_set<const void*> small_gemm_outputs_;                 // small_gemm_outputs()
