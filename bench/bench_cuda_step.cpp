@@ -185,14 +185,21 @@ const StepRoute kStepRoutes[] = {
     {"small GEMM, fused ReLU backward", {.fused_relu_backward = true, .small_gemm = true}},
     {"small GEMM, fused ReLU backward, early Adam",
      {.fused_relu_backward = true, .early_adam = true, .small_gemm = true}},
+    {"programmatic launch", {.programmatic_launch = true}},
+    {"small GEMM, fused ReLU backward, early Adam, programmatic launch",
+     {.fused_relu_backward = true,
+      .early_adam = true,
+      .small_gemm = true,
+      .programmatic_launch = true}},
     {"small GEMM, fused ReLU backward, lt backward, early Adam, autotuned, critical path "
-     "prioritised",
+     "prioritised, programmatic launch",
      {.fused_relu_backward = true,
       .lt_backward = true,
       .early_adam = true,
       .autotune = true,
       .prioritise_critical_path = true,
-      .small_gemm = true}},
+      .small_gemm = true,
+      .programmatic_launch = true}},
 };
 constexpr int kStepRouteCount = int(sizeof(kStepRoutes) / sizeof(kStepRoutes[0]));
 

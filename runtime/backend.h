@@ -174,6 +174,11 @@ struct CudaBackendOptions {
   // of cuBLAS/cuBLASLt, which cover a 160-row output with few blocks or a split-K reduction.
   // TF32 only (strict_fp32 keeps the libraries); the weight-gradient GEMMs stay in cuBLAS.
   bool small_gemm = false;
+  // Programmatic dependent launch (compute capability 9.0+; elsewhere ignored): each of the
+  // engine's kernels may be scheduled while the kernel before it in its stream still runs and
+  // waits for it on the device (kernels/cuda/launch.h), so a captured step's kernel-to-kernel
+  // launch latency overlaps work. Library kernels (cuBLAS, cuBLASLt, cuDNN) launch as before.
+  bool programmatic_launch = false;
   static constexpr int kSmallGemmRows = 2048;
 };
 template <class T>

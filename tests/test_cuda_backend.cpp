@@ -393,8 +393,10 @@ TEST_F(CudaBackend, GraphWindowLargerThanTheFirstRecapturesAndStillMatches) {
 // the bias gradient fused with the ReLU mask on the main stream, the forward without cuBLASLt
 // epilogues (cuBLAS + the bias/ReLU kernel), the ReLU backward fused into the input-gradient
 // GEMMs (masks kept by the forward; DRELU_BGRAD), with the bias gradients on either stream,
-// the encoder's W_x·x in order on the main stream, and each network's Adam update beside the
-// rest of the backward (graph steps).
+// the encoder's W_x·x in order on the main stream, each network's Adam update beside the
+// rest of the backward (graph steps), and the engine's kernels launched programmatically
+// (on a GPU of compute capability 9.0+ each may start before the one before it ends, and
+// waits for it in its prologue; under the emulator nothing changes).
 // Under the emulator cuBLASLt is lt_gemm_emulated.h (host GEMMs, the epilogues of
 // gemm_epilogue.h; the backward's GEMMs too on the lt-backward routes) and the cuBLAS GEMMs run
 // in OpenBLAS.
@@ -420,6 +422,12 @@ TEST_F(CudaBackend, EveryGemmRouteMatchesTheCpuBackend) {
       {"early Adam", {.strict_fp32 = true, .early_adam = true}},
       {"fused ReLU backward, early Adam",
        {.strict_fp32 = true, .fused_relu_backward = true, .early_adam = true}},
+      {"programmatic launch", {.strict_fp32 = true, .programmatic_launch = true}},
+      {"programmatic launch, fused ReLU backward, early Adam",
+       {.strict_fp32 = true,
+        .fused_relu_backward = true,
+        .early_adam = true,
+        .programmatic_launch = true}},
   };
   for (const auto& [name, options] : routes) {
     SCOPED_TRACE(name);
@@ -634,14 +642,17 @@ TEST_F(CudaBackend, Tf32GemmsStayClose) {
 // The engine's tensor-core GEMM (CudaBackendOptions::small_gemm, TF32) for the forward's and
 // the input gradients' GEMMs: one eager step and graph steps stay within TF32's rounding of
 // the CPU backend, on the default route and with fused ReLU backward (whose masks the small
-// GEMM's epilogue writes and its drelu_bgrad tail reads). Under the emulator only these GEMMs round to
-// TF32 (the rest runs in OpenBLAS), so what differs from the CPU is what they compute.
+// GEMM's epilogue writes and its drelu_bgrad tail reads; programmatic launch too, which on a
+// GPU lets each small GEMM start before the kernel it waits for has ended). Under the
+// emulator only these GEMMs round to TF32 (the rest runs in OpenBLAS), so what differs from
+// the CPU is what they compute.
 TEST_F(CudaBackend, SmallGemmRouteStaysWithinTf32OfTheCpu) {
   const EquiVaeConfig config = tiny_config();
   int default_route_outputs = 0;
   for (const bool fused : {false, true}) {
     SCOPED_TRACE(fused ? "with fused ReLU backward" : "default route");
-    const CudaBackendOptions options{.fused_relu_backward = fused, .small_gemm = true};
+    const CudaBackendOptions options{
+        .fused_relu_backward = fused, .small_gemm = true, .programmatic_launch = fused};
     Pair p(config, options);
     BalancedBatchSampler sampler(digits().labels, 10, config.k, config.m_max, config.seed);
     Batch batch;

@@ -23,6 +23,7 @@ __global__ void __launch_bounds__(kThreads)
     kernel_adam_step(T* __restrict__ params, T* __restrict__ m, T* __restrict__ v,
                      const T* __restrict__ grads, size_t n, double lr, double beta1, double beta2,
                      double eps, int64_t t, const int64_t* __restrict__ t_device) {
+  grid_dependency_prologue();
   if (t_device) t = *t_device;
   const double bc1 = 1.0 - pow(beta1, double(t));
   const double bc2 = 1.0 - pow(beta2, double(t));

@@ -21,6 +21,7 @@ template <class T>
 __global__ void __launch_bounds__(kThreads)
     kernel_bernoulli_ll_forward(T* __restrict__ ll, const T* __restrict__ logits,
                                 const T* __restrict__ x, int D) {
+  grid_dependency_prologue();
   __shared__ typename BlockReduce<T, kThreads>::TempStorage storage;
   const T* l = logits + size_t(blockIdx.x) * D;
   const T* xi = x + size_t(blockIdx.x) * D;
@@ -40,6 +41,7 @@ __global__ void __launch_bounds__(kThreads)
     kernel_bernoulli_ll_backward(T* __restrict__ dlogits, const T* __restrict__ dll,
                                  const T* __restrict__ logits, const T* __restrict__ x, int B,
                                  int D) {
+  grid_dependency_prologue();
   const int total = B * D;
   for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x) {
     const T l = logits[i];

@@ -22,6 +22,7 @@ template <class T>
 __global__ void __launch_bounds__(kThreads)
     kernel_conv_bias_act(T* __restrict__ y, const T* __restrict__ b, int C, int P, size_t total,
                          bool relu) {
+  grid_dependency_prologue();
   for (size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
        i += size_t(gridDim.x) * blockDim.x) {
     const T z = b ? y[i] + b[(i / P) % C] : y[i];
@@ -33,6 +34,7 @@ template <class T>
 __global__ void __launch_bounds__(kThreads)
     kernel_conv_backward_bias(T* __restrict__ dy, T* __restrict__ db, const T* __restrict__ y,
                               int N, int C, int P, bool relu) {
+  grid_dependency_prologue();
   __shared__ typename BlockReduce<T, kThreads>::TempStorage storage;
   const int c = blockIdx.x;
   const size_t count = size_t(N) * P;

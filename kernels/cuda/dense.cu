@@ -31,6 +31,7 @@ constexpr int kRowsPerChunk = 8 * kRowLanes, kMaxChunks = 64;
 template <class T>
 __global__ void __launch_bounds__(kThreads)
     kernel_bias_act(T* __restrict__ y, const T* __restrict__ b, int n, int out, bool relu) {
+  grid_dependency_prologue();
   for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
     const T z = y[i] + b[i % out];
     y[i] = relu ? (z < T(0) ? T(0) : z) : z;  // NaN propagates, as on the CPU
@@ -41,6 +42,7 @@ template <class T>
 __global__ void __launch_bounds__(kColumns* kRowLanes)
     kernel_dense_backward_bias(T* __restrict__ dy, T* __restrict__ sums, const T* __restrict__ y,
                                int B, int out, int rows_per_chunk, bool relu) {
+  grid_dependency_prologue();
   // EQUIVAE_SHARED_2D(T, partial, kRowLanes, kColumns + 1), spelled out: reduce.cuh (where
   // the macro lives) would bring CUB's headers, and their unused globals, into this file's PTX.
 #if defined(__CUDACC__)
@@ -76,6 +78,7 @@ __global__ void __launch_bounds__(kColumns* kRowLanes)
 template <class T>
 __global__ void __launch_bounds__(kThreads)
     kernel_relu_mask(T* __restrict__ dy, const T* __restrict__ y, size_t n) {
+  grid_dependency_prologue();
   for (size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
        i += size_t(gridDim.x) * blockDim.x)
     if (!(y[i] > T(0))) dy[i] = T(0);
@@ -85,6 +88,7 @@ __global__ void __launch_bounds__(kThreads)
 template <class T>
 __global__ void __launch_bounds__(kThreads)
     kernel_sum_chunks(T* __restrict__ db, const T* __restrict__ partial, int chunks, int out) {
+  grid_dependency_prologue();
   const int col = blockIdx.x * blockDim.x + threadIdx.x;
   if (col >= out) return;
   T s = partial[col];

@@ -34,6 +34,7 @@ __global__ void __launch_bounds__(kThreads)
     kernel_expectation_forward(T* __restrict__ L, T* __restrict__ q, const T* __restrict__ logits,
                                const T* __restrict__ ll, const T* __restrict__ kl,
                                const T* __restrict__ log_prior, int U, int C) {
+  grid_dependency_prologue();
   const int u = blockIdx.x * kItemsPerBlock + threadIdx.x / 32, lane = threadIdx.x % 32;
   if (u >= U) return;  // the whole warp leaves together; no block barrier follows
   const T* l = logits + size_t(u) * C;
@@ -63,6 +64,7 @@ __global__ void __launch_bounds__(kThreads)
                                 const T* __restrict__ dL, const T* __restrict__ q,
                                 const T* __restrict__ ll, const T* __restrict__ kl,
                                 const T* __restrict__ log_prior, int U, int C) {
+  grid_dependency_prologue();
   const int u = blockIdx.x * kItemsPerBlock + threadIdx.x / 32, lane = threadIdx.x % 32;
   if (u >= U) return;  // whole warp
   const T scale = dL[u];

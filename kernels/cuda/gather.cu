@@ -19,6 +19,7 @@ template <class Dst, class Src>
 __global__ void __launch_bounds__(kThreads)
     kernel_gather_rows(Dst* __restrict__ out, const Src* __restrict__ data,
                        const int32_t* __restrict__ index, int B, int D, float scale) {
+  grid_dependency_prologue();
   const int total = B * D;
   for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x) {
     const int row = i / D, c = i - row * D;

@@ -35,6 +35,7 @@ __global__ void __launch_bounds__(kThreads)
     kernel_gaussian_ll_forward(T* __restrict__ ll, const T* __restrict__ mu,
                                const T* __restrict__ x, const T* __restrict__ logvar, int C,
                                int P) {
+  grid_dependency_prologue();
   __shared__ typename BlockReduce<T, kThreads>::TempStorage storage;
   const size_t row = size_t(blockIdx.x) * C * P;
   T acc = T(0);
@@ -62,6 +63,7 @@ __global__ void __launch_bounds__(kThreads)
     kernel_gaussian_ll_dmu(T* __restrict__ dmu, const T* __restrict__ dll, const T* __restrict__ mu,
                            const T* __restrict__ x, const T* __restrict__ logvar, int C, int P,
                            size_t total) {
+  grid_dependency_prologue();
   const size_t D = size_t(C) * P;
   for (size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
        i += size_t(gridDim.x) * blockDim.x) {
@@ -76,6 +78,7 @@ __global__ void __launch_bounds__(kThreads)
     kernel_gaussian_ll_dlogvar(T* __restrict__ dlogvar, const T* __restrict__ dll,
                                const T* __restrict__ mu, const T* __restrict__ x,
                                const T* __restrict__ logvar, int B, int C, int P) {
+  grid_dependency_prologue();
   __shared__ typename BlockReduce<T, kThreads>::TempStorage storage;
   const int c = blockIdx.x;
   const T lv = logvar[c];

@@ -11,6 +11,17 @@
 //
 // Dynamic shared memory: EQUIVAE_DYNAMIC_SHARED(T, name) declares `T* name` pointing at the
 // block's dynamic shared memory (the `extern __shared__` array under nvcc).
+//
+// Programmatic dependent launch (Hopper, CudaBackendOptions::programmatic_launch): inside a
+// ProgrammaticLaunch scope that is on, launches carry cudaLaunchAttributeProgrammatic-
+// StreamSerialization, so a kernel may be scheduled while the kernel before it in the stream
+// is still running, hiding its launch latency (a captured graph keeps these as programmatic
+// edges). Every kernel therefore begins with grid_dependency_prologue(): it waits until the
+// kernel before it has finished and its writes are visible (griddepcontrol.wait) before
+// touching memory, then lets the next kernel be scheduled (griddepcontrol.launch_dependents),
+// which then overlaps this one's work, never the wait. On sm_80, without the attribute and
+// under the emulator (which runs kernels one after another) both are no-ops. A CTest check
+// (kernel_prologue) fails on a kernel that does not begin so.
 #include <cstddef>
 #include <utility>
 
@@ -26,10 +37,47 @@
 
 namespace equivae::cuda {
 
+__device__ __forceinline__ void grid_dependency_prologue() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+// Whether this thread's launches are programmatic (see above); the backend sets it around the
+// launches of each op when its option is on and the device has compute capability 9.0+.
+inline thread_local bool t_programmatic_launch = false;
+class ProgrammaticLaunch {
+ public:
+  explicit ProgrammaticLaunch(bool on) : before_(t_programmatic_launch) {
+    t_programmatic_launch = on;
+  }
+  ~ProgrammaticLaunch() { t_programmatic_launch = before_; }
+  ProgrammaticLaunch(const ProgrammaticLaunch&) = delete;
+  ProgrammaticLaunch& operator=(const ProgrammaticLaunch&) = delete;
+
+ private:
+  bool before_;
+};
+
 template <class... P, class... A>
 inline void launch_named([[maybe_unused]] const char* name, void (*kernel)(P...), dim3 grid,
                          dim3 block, size_t shmem, cudaStream_t stream, A&&... args) {
 #if defined(__CUDACC__)
+  if (t_programmatic_launch) {
+    cudaLaunchAttribute attribute{};
+    attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attribute.val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t config{};
+    config.gridDim = grid;
+    config.blockDim = block;
+    config.dynamicSmemBytes = shmem;
+    config.stream = stream;
+    config.attrs = &attribute;
+    config.numAttrs = 1;
+    cudaLaunchKernelEx(&config, kernel, std::forward<A>(args)...);  // errors: as <<<>>>'s, later
+    return;
+  }
   kernel<<<grid, block, shmem, stream>>>(std::forward<A>(args)...);
 #else
   ::emu::launch(name, kernel, grid, block, shmem, stream, std::forward<A>(args)...);

@@ -24,6 +24,7 @@ __global__ void __launch_bounds__(kThreads)
     kernel_pool_forward(T* __restrict__ r, const T* __restrict__ e,
                         const int32_t* __restrict__ offsets, const int32_t* __restrict__ members,
                         int R, int d) {
+  grid_dependency_prologue();
   const int total = R * d;
   for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x) {
     const int row = i / d, c = i - row * d;
@@ -40,6 +41,7 @@ __global__ void __launch_bounds__(kThreads)
                          const int32_t* __restrict__ offsets,
                          const int32_t* __restrict__ inv_offsets,
                          const int32_t* __restrict__ inv_rows, int N, int d) {
+  grid_dependency_prologue();
   const int total = N * d;
   for (int k = blockIdx.x * blockDim.x + threadIdx.x; k < total; k += gridDim.x * blockDim.x) {
     const int j = k / d, c = k - j * d;

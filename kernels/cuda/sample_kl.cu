@@ -35,6 +35,7 @@ __global__ void __launch_bounds__(kThreads)
     kernel_sample_kl_forward(T* __restrict__ v, T* __restrict__ eps, T* __restrict__ kl,
                              const T* __restrict__ mulv, int B, int d, uint64_t seed, uint64_t step,
                              const uint64_t* __restrict__ step_device, uint32_t row0) {
+  grid_dependency_prologue();
   const int row = blockIdx.x * kRowsPerBlock + threadIdx.x / 32, lane = threadIdx.x % 32;
   if (row >= B) return;  // the whole warp leaves together; no block barrier follows
   if (step_device) step = *step_device;
@@ -58,6 +59,7 @@ __global__ void __launch_bounds__(kThreads)
     kernel_sample_kl_backward(T* __restrict__ dmulv, const T* __restrict__ dv,
                               const T* __restrict__ dkl, const T* __restrict__ mulv,
                               const T* __restrict__ eps, int B, int d) {
+  grid_dependency_prologue();
   const int total = B * d;
   for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x) {
     const int row = i / d, j = i - row * d;

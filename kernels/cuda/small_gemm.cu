@@ -64,6 +64,7 @@ template <bool kTransB>
 __global__ void __launch_bounds__(kThreads)
     kernel_small_gemm(const float* __restrict__ A, const float* __restrict__ B, float* C, int M,
                       int N, int K, int lda, int ldb, int ldc, float beta, SmallGemmTail tail) {
+  grid_dependency_prologue();
   __shared__ __align__(32) float As[2][kTile][kLd];
   __shared__ __align__(32) float Bs[2][kTile][kLd];
   __shared__ __align__(32) float Cs[kTile][kLd];

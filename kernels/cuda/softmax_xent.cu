@@ -31,6 +31,7 @@ __global__ void __launch_bounds__(kThreads)
     kernel_softmax_xent_forward(T* __restrict__ loss, T* __restrict__ probs,
                                 const T* __restrict__ logits, const int32_t* __restrict__ labels,
                                 int B, int C) {
+  grid_dependency_prologue();
   const int row = blockIdx.x * kRowsPerBlock + threadIdx.x / 32, lane = threadIdx.x % 32;
   if (row >= B) return;  // whole warp; no block barrier follows
   const T* l = logits + size_t(row) * C;
@@ -50,6 +51,7 @@ __global__ void __launch_bounds__(kThreads)
     kernel_softmax_xent_backward(T* __restrict__ dlogits, const T* __restrict__ dloss,
                                  const T* __restrict__ probs, const int32_t* __restrict__ labels,
                                  int B, int C) {
+  grid_dependency_prologue();
   const int total = B * C;
   for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x) {
     const int row = i / C, c = i - row * C;

@@ -28,6 +28,7 @@
 #include <utility>
 #include <vector>
 
+#include "kernels/cuda/launch.h"
 #include "kernels/cuda/ops.h"
 #include "runtime/backend.h"
 #include "runtime/conv_check.h"
@@ -110,6 +111,7 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
     cudaDeviceProp prop{};
     EQUIVAE_CUDA_CHECK(cudaGetDeviceProperties(&prop, options.device));
     device_name_ = prop.name;
+    programmatic_launch_ = options.programmatic_launch && prop.major >= 9;  // Hopper's feature
     // Lower numbers are higher priorities; 0 is the default and the least.
     int least_priority = 0, greatest_priority = 0;
     if (options.prioritise_critical_path)
@@ -692,7 +694,10 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
     op();
 #else
     nvtxRangePushA(name);
-    op();
+    {
+      cuda::ProgrammaticLaunch programmatic(programmatic_launch_);  // the op's own kernels
+      op();
+    }
     nvtxRangePop();
     const cudaError_t status = cudaGetLastError();
     if (status != cudaSuccess)
@@ -820,6 +825,7 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
   cudaEvent_t fork_event_ = nullptr, join_event_ = nullptr;
   cublasHandle_t side_cublas_ = nullptr;
   bool side_pending_ = false;
+  bool programmatic_launch_ = false;  // options_.programmatic_launch, where the device has it
 #endif
   DeviceBuffer workspace_, side_workspace_;  // the GEMM libraries' (none under the emulator)
   DeviceBuffer bias_scratch_;

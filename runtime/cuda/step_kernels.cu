@@ -24,6 +24,7 @@ constexpr int kThreads = 256;
 
 template <class T>
 __global__ void __launch_bounds__(kThreads) kernel_fill(T* __restrict__ dst, T value, size_t n) {
+  grid_dependency_prologue();
   for (size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
        i += size_t(gridDim.x) * blockDim.x)
     dst[i] = value;
@@ -32,6 +33,7 @@ __global__ void __launch_bounds__(kThreads) kernel_fill(T* __restrict__ dst, T v
 __global__ void __launch_bounds__(kThreads)
     kernel_load_step(SlotLayout layout, const int32_t* __restrict__ slots, size_t slot_ints,
                      const DeviceCounters* __restrict__ counters, GatherList gathers) {
+  grid_dependency_prologue();
   const uint64_t index = counters->step - counters->first_step;
   const int32_t* slot = slots + index * slot_ints;
   const int32_t b = int32_t(blockIdx.x);
@@ -71,6 +73,7 @@ template <class T>
 __global__ void __launch_bounds__(32 * kMetricWidth)
     kernel_finish_step(double* __restrict__ table, MeanSet<T> set,
                        DeviceCounters* __restrict__ counters) {
+  grid_dependency_prologue();
   const int w = int(threadIdx.x / 32), lane = int(threadIdx.x % 32);
   // Select with compile-time indices: a run-time index into the parameter struct would copy
   // it to local memory.
@@ -99,6 +102,7 @@ __global__ void __launch_bounds__(kThreads)
     kernel_dropout_forward(T* __restrict__ y, T* __restrict__ mask, const T* __restrict__ x,
                            size_t n, double drop, T scale, uint64_t seed, uint64_t step,
                            uint32_t stream_id) {
+  grid_dependency_prologue();
   for (size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
        i += size_t(gridDim.x) * blockDim.x) {
     T m = T(1);
@@ -112,6 +116,7 @@ __global__ void __launch_bounds__(kThreads)
 template <class T>
 __global__ void __launch_bounds__(kThreads)
     kernel_dropout_backward(T* dx, const T* __restrict__ dy, const T* __restrict__ mask, size_t n) {
+  grid_dependency_prologue();
   for (size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
        i += size_t(gridDim.x) * blockDim.x)
     dx[i] = dy[i] * mask[i];
