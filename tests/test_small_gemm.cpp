@@ -34,10 +34,10 @@ struct Case {
   int seeds;  // schedule seeds run (the step's shapes take one: the emulator's MMA is slow)
 };
 
-std::string describe(const Case& c) {
+std::string describe(const Case& c, bool aligned) {
   return std::to_string(c.M) + "x" + std::to_string(c.N) + "x" + std::to_string(c.K) +
          (c.trans_b ? " NT" : " NN") + " beta " + std::to_string(c.beta) + " tail " +
-         std::to_string(int(c.tail));
+         std::to_string(int(c.tail)) + (aligned ? " aligned" : " odd leading dimensions");
 }
 
 // Round to TF32 (11 significant bits, nearest, ties away from zero), written independently of
@@ -49,8 +49,11 @@ double tf32(float v) {
   return std::ldexp(std::round(m * 2048.0), e - 11);
 }
 
-void run_case(const Case& c) {
-  const int lda = c.K + 3, ldb = (c.trans_b ? c.K : c.N) + 5, ldc = c.N + 2;
+// aligned: leading dimensions rounded up to a multiple of 4 floats (the kernel's 16-byte copies),
+// else padded to odd sizes (its 4-byte copies).
+void run_case(const Case& c, bool aligned) {
+  const auto pad = [&](int n, int odd) { return aligned ? (n + 3) / 4 * 4 : n + odd; };
+  const int lda = pad(c.K, 3), ldb = pad(c.trans_b ? c.K : c.N, 5), ldc = c.N + 2;
   const int64_t mask_ld = lt_relu_mask_ld(c.N);
   const bool drelu = c.tail == GemmTail::drelu_bgrad;
   std::vector<uint8_t> below(size_t(c.M) * size_t(mask_ld / 8));  // drelu_bgrad's input mask
@@ -108,22 +111,23 @@ void run_case(const Case& c) {
       for (int n = 0; n < ldc; ++n) {
         const float got = C[size_t(m) * ldc + n];
         if (n >= c.N) {
-          ASSERT_EQ(got, 12345.0f) << describe(c) << ": pad column " << n << " of row " << m;
+          ASSERT_EQ(got, 12345.0f)
+              << describe(c, aligned) << ": pad column " << n << " of row " << m;
           continue;
         }
-        ASSERT_TRUE(std::isfinite(got)) << describe(c) << ": C[" << m << "," << n << "]";
+        ASSERT_TRUE(std::isfinite(got)) << describe(c, aligned) << ": C[" << m << "," << n << "]";
         const size_t i = size_t(m) * c.N + n;
         err_r += std::pow(got - rounded[i], 2), err_e += std::pow(got - exact[i], 2);
         if (drelu && !kept(m, n)) {
-          ASSERT_EQ(got, 0.0f) << describe(c) << ": masked C[" << m << "," << n << "]";
+          ASSERT_EQ(got, 0.0f) << describe(c, aligned) << ": masked C[" << m << "," << n << "]";
         }
         norm += exact[i] * exact[i];
         if (c.tail != GemmTail::relu_mask_bias) continue;
         const size_t bit = size_t(n) + size_t(m) * size_t(mask_ld);
         ASSERT_EQ((mask[bit / 8] >> (bit % 8)) & 1, got > 0.0f ? 1 : 0)
-            << describe(c) << ": mask bit of C[" << m << "," << n << "]";
+            << describe(c, aligned) << ": mask bit of C[" << m << "," << n << "]";
       }
-    EXPECT_LE(std::sqrt(err_r / norm), 1e-5) << describe(c) << " vs TF32-rounded inputs";
+    EXPECT_LE(std::sqrt(err_r / norm), 1e-5) << describe(c, aligned) << " vs TF32-rounded inputs";
     if (drelu) {
       double db_err = 0, db_norm = 0;
       for (int n = 0; n < c.N; ++n) {
@@ -131,17 +135,18 @@ void run_case(const Case& c) {
         for (int m = 0; m < c.M; ++m) want += rounded[size_t(m) * c.N + n];
         db_err += std::pow(db[size_t(n)] - want, 2), db_norm += want * want;
       }
-      EXPECT_LE(std::sqrt(db_err / db_norm), 1e-5) << describe(c) << ": bias gradient";
-      for (unsigned v : arrivals) ASSERT_EQ(v, 0u) << describe(c) << ": block counters left set";
+      EXPECT_LE(std::sqrt(db_err / db_norm), 1e-5) << describe(c, aligned) << ": bias gradient";
+      for (unsigned v : arrivals)
+        ASSERT_EQ(v, 0u) << describe(c, aligned) << ": block counters left set";
     }
-    EXPECT_LE(std::sqrt(err_e / norm), 3e-3) << describe(c) << " vs the exact product";
+    EXPECT_LE(std::sqrt(err_e / norm), 3e-3) << describe(c, aligned) << " vs the exact product";
     for (int m = 0; m < c.M; ++m)
       for (int64_t byte = 0; byte < mask_ld / 8; ++byte) {
         const uint8_t v = mask[size_t(m) * size_t(mask_ld / 8) + size_t(byte)];
         if (c.tail != GemmTail::relu_mask_bias || byte * 8 >= c.N) {  // written by no one else
-          ASSERT_EQ(v, 0xA5) << describe(c) << ": mask byte " << byte << " of row " << m;
+          ASSERT_EQ(v, 0xA5) << describe(c, aligned) << ": mask byte " << byte << " of row " << m;
         } else if (byte * 8 + 8 > c.N) {
-          ASSERT_EQ(v >> (c.N - byte * 8), 0) << describe(c) << ": bits past N";
+          ASSERT_EQ(v >> (c.N - byte * 8), 0) << describe(c, aligned) << ": bits past N";
         }
       }
   }
@@ -158,11 +163,13 @@ TEST(SmallGemm, RaggedShapesEveryTailBothLayouts) {
       {37, 45, 70, true, 0.0f, GemmTail::drelu_bgrad, 3},
       {70, 33, 9, true, 1.0f, GemmTail::drelu_bgrad, 2},
   };
-  for (const Case& c : cases) run_case(c);
+  for (const Case& c : cases)
+    for (const bool aligned : {true, false}) run_case(c, aligned);
 }
 
-// The training step's shapes at B = 160: the encoder's first layer (x part, K = 784), a
-// hidden layer, the accumulating r part of a two-input layer, and an input gradient.
+// The training step's shapes at B = 160 (its operands are 16-byte aligned): the encoder's first
+// layer (x part, K = 784), a hidden layer, the accumulating r part of a two-input layer, and
+// input gradients.
 TEST(SmallGemm, TrainingStepShapes) {
   const Case cases[] = {
       {160, 512, 784, false, 0.0f, GemmTail::none, 1},
@@ -171,7 +178,7 @@ TEST(SmallGemm, TrainingStepShapes) {
       {160, 512, 512, true, 0.0f, GemmTail::none, 1},
       {160, 512, 512, true, 0.0f, GemmTail::drelu_bgrad, 2},
   };
-  for (const Case& c : cases) run_case(c);
+  for (const Case& c : cases) run_case(c, /*aligned=*/true);  // the engine's layouts
 }
 
 }  // namespace

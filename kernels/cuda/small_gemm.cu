@@ -9,21 +9,28 @@
 //
 // Launch geometry: grid (ceil(N / 32), ceil(M / 32)), 128 threads = 4 warps; warp w computes
 // the 16 × 16 quarter (w / 2, w % 2) of the tile with one m16n16k8 TF32 accumulator.
-// K is walked 32 at a time through two shared-memory stages: while the warps multiply stage
-// t, each thread's 8 + 8 loads of stage t + 1 are in flight in registers (coalesced: a warp
-// reads 32 consecutive floats of one row of A, of B, or of Bᵀ's storage), stored to the other
-// stage after, then one barrier. Out-of-range rows, columns and depths load as zeros, so any
-// M, N, K work. The accumulators go through shared memory to the epilogue: each thread takes
+// K is walked 32 at a time through a ring of 4 shared-memory stages filled by cp.async
+// (async_copy.cuh): 3 stages of loads are in flight while the warps multiply the 4th, so the
+// walk costs about a third of one L2 round trip per stage rather than a whole one (the MMAs of
+// a stage take far less than a load's latency at these sizes). Each thread copies 2 × 16 bytes
+// of A and of B per stage, coalesced (8 threads cover a row's 32 floats), 16-byte copies where
+// the operand and its leading dimension allow it, else 4-byte ones; out-of-range rows,
+// columns and depths are zero-filled, so any M, N, K work. One barrier per stage: it makes
+// the stage's copies visible and frees the stage read before it for the next copies. The
+// accumulators go through shared memory to the epilogue: each thread takes
 // 8 consecutive columns of one row (a row's 32 floats are one 128-byte segment per warp), adds
 // beta·C, the bias, the ReLU, and writes the mask's byte for those 8 columns; for a ReLU's
 // backward it clears the cells the mask below says were ≤ 0, and the block's 32 column sums
 // go to scratch, where the column tile's last block adds them up (the bias gradient).
 //
-// Shared memory: 2 stages × (A 32 × 36 + B 32 × 36) + C 32 × 36 floats = 23 KiB. The rows are
-// padded from 32 to 36 floats: 16-byte multiples, as wmma's ldm needs, and every fragment's
-// first element stays 32-byte aligned; the pad also moves consecutive rows 4 banks apart.
+// Shared memory: 4 stages × (A 32 × 36 + B 32 × 36) + C 32 × 36 floats = 40.5 KiB. The rows are
+// padded from 32 to 36 floats: 16-byte multiples, as wmma's ldm and cp.async need, and every
+// fragment's first element stays 32-byte aligned; the pad also moves consecutive rows 4 banks
+// apart.
+#include <cstdint>
 #include <type_traits>
 
+#include "kernels/cuda/async_copy.cuh"
 #include "kernels/cuda/launch.h"
 #include "kernels/cuda/ops.h"
 #include "kernels/cuda/wmma.cuh"
@@ -36,27 +43,46 @@ namespace wmma = nvcuda::wmma;
 constexpr int kTile = 32;       // rows and columns of C per block, and K per stage
 constexpr int kLd = kTile + 4;  // padded shared row (floats)
 constexpr int kThreads = 128;   // 4 warps
-constexpr int kPerThread = kTile * kTile / kThreads;  // loads of each operand per stage: 8
+constexpr int kStages = 4;      // shared-memory ring: kStages − 1 stages of copies in flight
+constexpr int kQuads = kTile * kTile / 4 / kThreads;  // 16-byte pieces per operand per stage: 2
+// Copies a thread can have recorded (the emulator's bound): per stage at most 4 + 4 per piece.
+constexpr int kPendingCopies = kStages * kQuads * 8;
+using Copies = AsyncCopies<kPendingCopies>;
 
-// Operand tiles as stored in shared memory: element e of a stage is [e / 32][e % 32].
+// Copies 4 floats of row r, columns c … c + 3 of a row-major operand (leading dimension ld,
+// `rows` × `cols` in range) to dst; out-of-range elements become zeros. `vec`: the operand and
+// ld allow 16-byte copies.
+__device__ __forceinline__ void copy_quad(Copies& copies, float* dst, const float* src, int ld,
+                                          int r, int c, int rows, int cols, bool vec) {
+  const bool row_in = r < rows;
+  if (vec && row_in && c + 3 < cols) {
+    copies.copy16(dst, src + size_t(r) * ld + c, true);
+  } else if (vec && !(row_in && c < cols)) {
+    copies.copy16(dst, src, false);  // all four out of range: zeros, nothing read
+  } else {
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+      const bool in = row_in && c + q < cols;
+      copies.copy4(dst + q, in ? src + size_t(r) * ld + c + q : src, in);
+    }
+  }
+}
+
+// Stage k0 … k0 + 31 of both operands, as stored in shared memory ([row][col], 32 × 32):
 //   A: [m][k]; B: [k][n] (row-major matrix_b), or [n][k] when trans_b (col-major matrix_b).
 template <bool kTransB>
-__device__ __forceinline__ void load_stage(float (&a)[kPerThread], float (&b)[kPerThread],
-                                           const float* __restrict__ A, const float* __restrict__ B,
-                                           int M, int N, int K, int lda, int ldb, int m0, int n0,
-                                           int k0) {
+__device__ __forceinline__ void copy_stage(Copies& copies, float (*as)[kLd], float (*bs)[kLd],
+                                           const float* A, const float* B, int M, int N, int K,
+                                           int lda, int ldb, int m0, int n0, int k0, bool vec_a,
+                                           bool vec_b) {
 #pragma unroll
-  for (int j = 0; j < kPerThread; ++j) {
-    const int e = int(threadIdx.x) + j * kThreads, row = e / kTile, col = e % kTile;
-    const int m = m0 + row, k = k0 + col;
-    a[j] = (m < M && k < K) ? A[size_t(m) * lda + k] : 0.0f;
-    if (kTransB) {
-      const int n = n0 + row;
-      b[j] = (n < N && k < K) ? B[size_t(n) * ldb + k] : 0.0f;
-    } else {
-      const int kb = k0 + row, n = n0 + col;
-      b[j] = (kb < K && n < N) ? B[size_t(kb) * ldb + n] : 0.0f;
-    }
+  for (int j = 0; j < kQuads; ++j) {
+    const int piece = int(threadIdx.x) + j * kThreads, row = piece / 8, col = (piece % 8) * 4;
+    copy_quad(copies, &as[row][col], A, lda, m0 + row, k0 + col, M, K, vec_a);
+    if (kTransB)
+      copy_quad(copies, &bs[row][col], B, ldb, n0 + row, k0 + col, N, K, vec_b);
+    else
+      copy_quad(copies, &bs[row][col], B, ldb, k0 + row, n0 + col, K, N, vec_b);
   }
 }
 
@@ -65,8 +91,8 @@ __global__ void __launch_bounds__(kThreads)
     kernel_small_gemm(const float* __restrict__ A, const float* __restrict__ B, float* C, int M,
                       int N, int K, int lda, int ldb, int ldc, float beta, SmallGemmTail tail) {
   grid_dependency_prologue();
-  __shared__ __align__(32) float As[2][kTile][kLd];
-  __shared__ __align__(32) float Bs[2][kTile][kLd];
+  __shared__ __align__(128) float As[kStages][kTile][kLd];
+  __shared__ __align__(128) float Bs[kStages][kTile][kLd];
   __shared__ __align__(32) float Cs[kTile][kLd];
   __shared__ bool last_of_column;
   using BLayout = std::conditional_t<kTransB, wmma::col_major, wmma::row_major>;
@@ -74,26 +100,26 @@ __global__ void __launch_bounds__(kThreads)
   const int m0 = int(blockIdx.y) * kTile, n0 = int(blockIdx.x) * kTile;
   const int warp = int(threadIdx.x) / 32;
   const int wr = (warp / 2) * 16, wc = (warp % 2) * 16;  // the warp's quarter of the tile
+  const bool vec_a = lda % 4 == 0 && reinterpret_cast<uintptr_t>(A) % 16 == 0;
+  const bool vec_b = ldb % 4 == 0 && reinterpret_cast<uintptr_t>(B) % 16 == 0;
 
-  float a[kPerThread], b[kPerThread];
-  auto store_stage = [&](int s) {
-#pragma unroll
-    for (int j = 0; j < kPerThread; ++j) {
-      const int e = int(threadIdx.x) + j * kThreads;
-      As[s][e / kTile][e % kTile] = a[j];
-      Bs[s][e / kTile][e % kTile] = b[j];
-    }
+  Copies copies;
+  const int stages = (K + kTile - 1) / kTile;
+  auto issue = [&](int t) {  // stage t into ring slot t % kStages, as one commit group
+    if (t < stages)
+      copy_stage<kTransB>(copies, As[t % kStages], Bs[t % kStages], A, B, M, N, K, lda, ldb, m0, n0,
+                          t * kTile, vec_a, vec_b);
+    copies.commit();  // empty groups too: the wait below counts groups
   };
+  for (int t = 0; t < kStages - 1; ++t) issue(t);
 
   wmma::fragment<wmma::accumulator, 16, 16, 8, float> acc;
   wmma::fill_fragment(acc, 0.0f);
-  const int stages = (K + kTile - 1) / kTile;
-  load_stage<kTransB>(a, b, A, B, M, N, K, lda, ldb, m0, n0, 0);
-  store_stage(0);
-  __syncthreads();
   for (int t = 0; t < stages; ++t) {
-    const int s = t & 1;
-    if (t + 1 < stages) load_stage<kTransB>(a, b, A, B, M, N, K, lda, ldb, m0, n0, (t + 1) * kTile);
+    copies.wait<kStages - 2>();  // this thread's copies of stage t have landed
+    __syncthreads();             // everyone's; and stage t − 1's slot is free again
+    issue(t + kStages - 1);
+    const int s = t % kStages;
 #pragma unroll
     for (int kk = 0; kk < kTile; kk += 8) {
       wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major> fa;
@@ -106,8 +132,6 @@ __global__ void __launch_bounds__(kThreads)
       for (int i = 0; i < fb.num_elements; ++i) fb.x[i] = wmma::__float_to_tf32(fb.x[i]);
       wmma::mma_sync(acc, fa, fb, acc);
     }
-    if (t + 1 < stages) store_stage(s ^ 1);  // stage s^1 was last read before the barrier below
-    __syncthreads();
   }
   wmma::store_matrix_sync(&Cs[wr][wc], acc, kLd, wmma::mem_row_major);
   __syncthreads();
