@@ -620,6 +620,22 @@ TEST_F(CudaBackend, AShortGraphRunLowersTheLoss) {
   EXPECT_LT(last, first - 50) << "30 Adam steps should lower the loss";
 }
 
+// Step 0 eagerly on both backends of a pair whose device GEMMs may round to TF32: the losses
+// within 1e-3 of the CPU's; returns the gradients' normalised MSE.
+double tf32_step_gradient_nmse(Pair& p, BalancedBatchSampler& sampler) {
+  Batch batch;
+  sampler.sample(0, batch);
+  p.cpu->load_batch(batch, digits());
+  p.gpu->load_batch(batch, digits());
+  const StepMetrics a = p.cpu->forward(0), b = p.gpu->forward(0);
+  expect_close(a.recon, b.recon, 1e-3, "reconstruction");
+  expect_close(a.kl, b.kl, 1e-3, "KL");
+  p.cpu->backward();
+  p.gpu->backward();
+  EXPECT_EQ(non_finite(p.gpu_grads()), 0u);
+  return nmse(p.cpu_grads(), p.gpu_grads());
+}
+
 TEST_F(CudaBackend, Tf32GemmsStayClose) {
   // The default (TF32 allowed on a GPU): gradients within TF32's ~1e-3 relative rounding of
   // the FP32 plan. (Under the emulator the flag changes nothing.)
@@ -628,15 +644,7 @@ TEST_F(CudaBackend, Tf32GemmsStayClose) {
   tf32.strict_fp32 = false;
   Pair p(config, tf32);
   BalancedBatchSampler sampler(digits().labels, 10, config.k, config.m_max, config.seed);
-  Batch batch;
-  sampler.sample(0, batch);
-  p.cpu->load_batch(batch, digits());
-  p.gpu->load_batch(batch, digits());
-  const StepMetrics a = p.cpu->forward(0), b = p.gpu->forward(0);
-  expect_close(a.recon, b.recon, 1e-3, "reconstruction");
-  p.cpu->backward();
-  p.gpu->backward();
-  EXPECT_LE(nmse(p.cpu_grads(), p.gpu_grads()), 1e-4);
+  EXPECT_LE(tf32_step_gradient_nmse(p, sampler), 1e-4);
 }
 
 // The engine's tensor-core GEMM (CudaBackendOptions::small_gemm, TF32) for the forward's and
@@ -655,23 +663,13 @@ TEST_F(CudaBackend, SmallGemmRouteStaysWithinTf32OfTheCpu) {
         .fused_relu_backward = fused, .small_gemm = true, .programmatic_launch = fused};
     Pair p(config, options);
     BalancedBatchSampler sampler(digits().labels, 10, config.k, config.m_max, config.seed);
-    Batch batch;
-    sampler.sample(0, batch);
-    p.cpu->load_batch(batch, digits());
-    p.gpu->load_batch(batch, digits());
-    const StepMetrics a = p.cpu->forward(0), b = p.gpu->forward(0);
-    expect_close(a.recon, b.recon, 1e-3, "reconstruction");
-    expect_close(a.kl, b.kl, 1e-3, "KL");
-    p.cpu->backward();
-    p.gpu->backward();
-    const double e = nmse(p.cpu_grads(), p.gpu_grads());
+    const double e = tf32_step_gradient_nmse(p, sampler);
     std::printf("[ info ] small GEMM route: gradient NMSE vs the CPU %.3g\n", e);
 #if defined(EQUIVAE_TEST_REAL_CUDA)
     EXPECT_LE(e, 1e-4);  // every GEMM in TF32, as Tf32GemmsStayClose
 #else
     EXPECT_LE(e, 1e-6);  // only the small GEMMs in TF32 (1.9e-8 and 8.6e-9 seen)
 #endif
-    EXPECT_EQ(non_finite(p.gpu_grads()), 0u);
     auto* ops = dynamic_cast<DeviceStepOps<float>*>(p.gpu_backend.get());
     ASSERT_NE(ops, nullptr);
     // f_inv 3 layers, encoder 2 + the partial + its heads, decoder 3 + its partial, and the

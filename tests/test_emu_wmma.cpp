@@ -5,10 +5,10 @@
 // (no barrier) gives wrong products under shuffled schedules.
 #include <gtest/gtest.h>
 
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
-#include <cstring>
 #include <type_traits>
 #include <vector>
 
@@ -19,12 +19,6 @@ namespace {
 
 namespace wmma = nvcuda::wmma;
 
-float bits_to_float(uint32_t b) {
-  float f;
-  std::memcpy(&f, &b, 4);
-  return f;
-}
-
 TEST(EmuWmma, Tf32RoundsToNearestTiesAwayFromZero) {
   const float one = 1.0f, ulp = std::ldexp(1.0f, -10);  // TF32 keeps 10 mantissa bits
   EXPECT_EQ(wmma::__float_to_tf32(one + std::ldexp(1.0f, -11)), one + ulp);  // tie: away
@@ -33,7 +27,7 @@ TEST(EmuWmma, Tf32RoundsToNearestTiesAwayFromZero) {
   EXPECT_EQ(wmma::__float_to_tf32(one + std::ldexp(3.0f, -12)), one + ulp);  // above half
   EXPECT_EQ(wmma::__float_to_tf32(0.0f), 0.0f);
   EXPECT_TRUE(std::isinf(wmma::__float_to_tf32(INFINITY)));
-  EXPECT_TRUE(std::isnan(wmma::__float_to_tf32(bits_to_float(0x7FC00001u))));
+  EXPECT_TRUE(std::isnan(wmma::__float_to_tf32(std::bit_cast<float>(0x7FC00001u))));
 }
 
 // One warp: D = A·B + C with A (16×8), B (8×16) and C (16×16) read in the given layouts from
