@@ -229,8 +229,9 @@ if want bench; then
   else
     STATUS[bench_step]="not built"
   fi
-  # The dense layers' GEMM chains on each route (fused DRELU_BGRAD, no split-K): what the
-  # engine would save by taking them, each route checked against the engine's.
+  # The dense layers' GEMM chains on each route (fused DRELU_BGRAD, no split-K, the small
+  # GEMM): what the engine would save by taking them, each route checked against the
+  # engine's; and each of the step's GEMM shapes in cuBLAS, cuBLASLt and the small GEMM.
   if has bench_gemm_chains; then
     run_stage bench_chains 90 "$BIN/bench_gemm_chains" --benchmark_min_time=0.3 \
       --benchmark_out="$RESULTS/bench_chains.json" --benchmark_out_format=json
@@ -341,14 +342,16 @@ def table(path, title):
         if b.get("error_occurred"):
             print(f"| {b['name']} | {b.get('error_message','error')} | | |")
             continue
-        per = b.get("step", b.get("op", b.get("chain")))
+        per = b.get("step", b.get("op", b.get("chain", b.get("GEMM"))))
         per = f"{per * 1e6:.1f} us" if per is not None else f"{b['real_time']:.1f} {b['time_unit']}"
         ex = b.get("examples/s")
         label = b.get("label", "")
-        # the GEMM chains' counters, what autotuning saw on the routes that tune, and how many
-        # GEMMs ran DRELU_BGRAD on the fused-ReLU routes
-        for extra in ("graph nodes", "grad NMSE", "tuned plans", "changed", "heuristic us",
-                      "tuned us", "masks kept", "DRELU_BGRAD GEMMs"):
+        # the GEMM chains' counters, what autotuning saw on the routes that tune, how many
+        # GEMMs ran DRELU_BGRAD on the fused-ReLU routes and how many outputs the small GEMM
+        # wrote on its routes, and a single GEMM's rate
+        for extra in ("graph nodes", "grad NMSE", "y NMSE", "tuned plans", "changed",
+                      "heuristic us", "tuned us", "masks kept", "DRELU_BGRAD GEMMs",
+                      "small GEMMs", "FLOP/s"):
             if extra in b:
                 label += f"; {extra} {b[extra]:.3g}"
         print(f"| {b['name']} | {label} | {per} | {ex:,.0f} |" if ex else
