@@ -371,6 +371,10 @@ def fastest_route(path):
     print(f"Fastest step route: {best['name']} ({best.get('label', '')}): "
           f"{best['step'] * 1e6:.1f} us against the default's {default['step'] * 1e6:.1f} us "
           f"({default['step'] / best['step']:.2f}x)\n")
+    print("The five fastest routes:\n")
+    for b in sorted(routes, key=lambda b: b["step"])[:5]:
+        print(f"- {b['step'] * 1e6:.1f} us: {b['name']} ({b.get('label', '')})")
+    print()
 fastest_route(os.path.join(res, "bench_step.json"))
 table(os.path.join(res, "bench_step_fp32.json"), "CUDA backend, strict FP32")
 table(os.path.join(res, "bench_chains.json"), "Dense-layer GEMM chains per route (B = 160, TF32, one graph each)")
