@@ -46,7 +46,8 @@ prepare() {
   local targets=(test_cuda_backend_gpu test_cuda_backend train_mnist bench_cuda_step
     bench_gemm_chains)
   local optional
-  for optional in bench_cuda_kernels test_cuda_kernels_gpu test_inference_cuda_gpu; do
+  for optional in bench_cuda_kernels test_cuda_kernels_gpu test_inference_cuda_gpu \
+    test_small_gemm_gpu; do
     if cmake --build "$BUILD" --target help | grep -q "^\.\.\. $optional\$"; then
       targets+=("$optional")
     fi
@@ -210,6 +211,9 @@ if want tests; then
   if has test_inference_cuda_gpu; then
     run_stage tests_inference_gpu 90 env OMP_NUM_THREADS=1 "$BIN/test_inference_cuda_gpu" \
       || tests_failed=1
+  fi
+  if has test_small_gemm_gpu; then  # the tensor-core GEMM alone, every tail and layout
+    run_stage tests_small_gemm_gpu 60 "$BIN/test_small_gemm_gpu" || tests_failed=1
   fi
   # The emulated suite, as a check that the pack runs on this machine's CPU.
   has test_cuda_backend && run_stage tests_emulated 60 env OMP_NUM_THREADS=4 "$BIN/test_cuda_backend"

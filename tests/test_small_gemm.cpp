@@ -1,15 +1,16 @@
-// The small-batch tensor-core GEMM (kernels/cuda/small_gemm.cu), executed by the emulator,
-// against a double reference: C = A·op(B) + beta·C and its epilogues over shapes that are not
-// multiples of the 32 × 32 tile, padded leading dimensions, both B layouts, under several
-// schedule seeds. Two references: the product of the TF32-rounded inputs in double (the
-// kernel must match it to float accumulation: relative error ≤ 1e-5), and the exact product
-// (≤ 3e-3: what TF32 costs, METHOD's "near 3e-4" with room). Every element of C in range is
-// written (C starts NaN when beta = 0), the pad columns of C are untouched, and the ReLU mask
-// holds bit n + m·ld exactly where the output is > 0 (0 past N in the last byte; bytes past the
-// row's last column untouched). The ReLU backward's tail (drelu_bgrad) reads a random mask:
-// cleared cells are exactly 0, the bias gradient is the column sums of the result (relative
-// error ≤ 1e-5 against the TF32 reference), and its block counters are left zero, so the same
-// scratch serves the next call (every case runs more than once).
+// The small-batch tensor-core GEMM (kernels/cuda/small_gemm.cu), executed by the emulator
+// (test_small_gemm) and, where nvcc was found, natively on a GPU (test_small_gemm_gpu, which
+// skips without one), against a double reference: C = A·op(B) + beta·C and its epilogues over
+// shapes that are not multiples of the 32 × 32 tile, padded leading dimensions, both B layouts,
+// under several schedule seeds. Two references: the product of the TF32-rounded inputs in double
+// (the kernel must match it to float accumulation: relative error ≤ 1e-5), and the exact product (≤
+// 3e-3: what TF32 costs, METHOD's "near 3e-4" with room). Every element of C in range is written (C
+// starts NaN when beta = 0), the pad columns of C are untouched, and the ReLU mask holds bit n +
+// m·ld exactly where the output is > 0 (0 past N in the last byte; bytes past the row's last column
+// untouched). The ReLU backward's tail (drelu_bgrad) reads a random mask: cleared cells are exactly
+// 0, the bias gradient is the column sums of the result (relative error ≤ 1e-5 against the TF32
+// reference), and its block counters are left zero, so the same scratch serves the next call (every
+// case runs more than once).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -18,13 +19,83 @@
 #include <vector>
 
 #include "kernels/cuda/ops.h"
+#include "runtime/backend.h"
 #include "runtime/cuda/gemm_epilogue.h"
 #include "tests/op_harness.h"
+
+#if defined(EQUIVAE_TEST_REAL_CUDA)
+#include <cuda_runtime.h>
+#endif
 
 namespace equivae::test {
 namespace {
 
 using cuda::GemmTail;
+
+#if defined(EQUIVAE_TEST_REAL_CUDA)
+// A device copy of a host buffer, copied back on request, freed at the end of its scope.
+template <class T>
+class DeviceCopy {
+ public:
+  explicit DeviceCopy(const std::vector<T>& host) : bytes_(host.size() * sizeof(T)) {
+    EXPECT_EQ(cudaMalloc(&p_, bytes_ ? bytes_ : 1), cudaSuccess);
+    EXPECT_EQ(cudaMemcpy(p_, host.data(), bytes_, cudaMemcpyHostToDevice), cudaSuccess);
+  }
+  ~DeviceCopy() { cudaFree(p_); }
+  DeviceCopy(const DeviceCopy&) = delete;
+  DeviceCopy& operator=(const DeviceCopy&) = delete;
+  T* get() const { return static_cast<T*>(p_); }
+  void back(std::vector<T>& host) const {
+    EXPECT_EQ(cudaMemcpy(host.data(), p_, bytes_, cudaMemcpyDeviceToHost), cudaSuccess);
+  }
+
+ private:
+  void* p_ = nullptr;
+  size_t bytes_;
+};
+#endif
+
+// The emulator always runs; the GPU build needs a device.
+bool gpu_ready() {
+#if defined(EQUIVAE_TEST_REAL_CUDA)
+  return cuda_available();
+#else
+  return true;
+#endif
+}
+
+// The buffers of one call, on the host.
+struct Buffers {
+  std::vector<float> A, B, bias, C, db, partials;
+  std::vector<uint8_t> mask;  // written (relu_mask_bias) or read (drelu_bgrad)
+  std::vector<unsigned> arrivals;
+};
+
+// One call of the kernel: under the emulator on the host buffers themselves (its device
+// memory is host memory); on a GPU through device copies of every buffer, the written ones
+// copied back.
+void call_small_gemm(Buffers& h, int M, int N, int K, int lda, int ldb, int ldc, bool trans_b,
+                     float beta, GemmTail kind, int64_t mask_ld) {
+#if defined(EQUIVAE_TEST_REAL_CUDA)
+  const DeviceCopy<float> A(h.A), B(h.B), bias(h.bias), C(h.C), db(h.db), partials(h.partials);
+  const DeviceCopy<uint8_t> mask(h.mask);
+  const DeviceCopy<unsigned> arrivals(h.arrivals);
+  cuda::small_gemm_tf32(
+      A.get(), B.get(), C.get(), M, N, K, lda, ldb, ldc, trans_b, beta,
+      {kind, bias.get(), mask.get(), mask_ld, db.get(), partials.get(), arrivals.get()}, nullptr);
+  ASSERT_EQ(cudaGetLastError(), cudaSuccess);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  C.back(h.C);
+  mask.back(h.mask);
+  db.back(h.db);
+  arrivals.back(h.arrivals);
+#else
+  cuda::small_gemm_tf32(h.A.data(), h.B.data(), h.C.data(), M, N, K, lda, ldb, ldc, trans_b, beta,
+                        {kind, h.bias.data(), h.mask.data(), mask_ld, h.db.data(),
+                         h.partials.data(), h.arrivals.data()},
+                        nullptr);
+#endif
+}
 
 struct Case {
   int M, N, K;
@@ -62,10 +133,12 @@ void run_case(const Case& c, bool aligned) {
     const size_t bit = size_t(n) + size_t(m) * size_t(mask_ld);
     return ((below[bit / 8] >> (bit % 8)) & 1) != 0;
   };
-  std::vector<float> partials(cuda::small_gemm_partials(c.M, c.N));
-  std::vector<unsigned> arrivals(cuda::small_gemm_arrivals(c.N), 0u);
+  Buffers h;
+  h.partials.resize(cuda::small_gemm_partials(c.M, c.N));
+  h.arrivals.assign(cuda::small_gemm_arrivals(c.N), 0u);  // kept across the calls below
   const int b_rows = c.trans_b ? c.N : c.K;
-  std::vector<float> A(size_t(c.M) * lda), B(size_t(b_rows) * ldb), bias(size_t(c.N));
+  std::vector<float>&A = h.A, &B = h.B, &bias = h.bias;
+  A.resize(size_t(c.M) * lda), B.resize(size_t(b_rows) * ldb), bias.resize(size_t(c.N));
   for (size_t i = 0; i < A.size(); ++i) A[i] = float(random_in(11, i, -1, 1));
   for (size_t i = 0; i < B.size(); ++i) B[i] = float(random_in(12, i, -1, 1));
   for (size_t i = 0; i < bias.size(); ++i) bias[i] = float(random_in(13, i, -0.5, 0.5));
@@ -97,15 +170,18 @@ void run_case(const Case& c, bool aligned) {
     }
 
   for (int s = 1; s <= c.seeds; ++s) {
+#if !defined(EQUIVAE_TEST_REAL_CUDA)
     emu::set_schedule_seed(uint64_t(s));
-    std::vector<float> C = C0;
-    std::vector<uint8_t> mask(size_t(c.M) * size_t(mask_ld / 8), 0xA5);
-    std::vector<float> db(size_t(c.N), NAN);
-    cuda::SmallGemmTail tail{c.tail, bias.data(), mask.data(), mask_ld};
-    if (drelu)
-      tail = {c.tail, nullptr, below.data(), mask_ld, db.data(), partials.data(), arrivals.data()};
-    cuda::small_gemm_tf32(A.data(), B.data(), C.data(), c.M, c.N, c.K, lda, ldb, ldc, c.trans_b,
-                          c.beta, tail, nullptr);
+#endif
+    h.C = C0;
+    // drelu_bgrad reads the mask below; the other tails may write theirs over 0xA5 bytes.
+    h.mask = drelu ? below : std::vector<uint8_t>(size_t(c.M) * size_t(mask_ld / 8), 0xA5);
+    h.db.assign(size_t(c.N), NAN);
+    call_small_gemm(h, c.M, c.N, c.K, lda, ldb, ldc, c.trans_b, c.beta, c.tail, mask_ld);
+    if (::testing::Test::HasFatalFailure()) return;
+    const std::vector<float>&C = h.C, &db = h.db;
+    const std::vector<uint8_t>& mask = h.mask;
+    const std::vector<unsigned>& arrivals = h.arrivals;
     double err_r = 0, err_e = 0, norm = 0;
     for (int m = 0; m < c.M; ++m)
       for (int n = 0; n < ldc; ++n) {
@@ -140,6 +216,10 @@ void run_case(const Case& c, bool aligned) {
         ASSERT_EQ(v, 0u) << describe(c, aligned) << ": block counters left set";
     }
     EXPECT_LE(std::sqrt(err_e / norm), 3e-3) << describe(c, aligned) << " vs the exact product";
+    if (drelu) {
+      EXPECT_EQ(mask, below) << describe(c, aligned) << ": the mask it reads was written";
+      continue;
+    }
     for (int m = 0; m < c.M; ++m)
       for (int64_t byte = 0; byte < mask_ld / 8; ++byte) {
         const uint8_t v = mask[size_t(m) * size_t(mask_ld / 8) + size_t(byte)];
@@ -153,6 +233,7 @@ void run_case(const Case& c, bool aligned) {
 }
 
 TEST(SmallGemm, RaggedShapesEveryTailBothLayouts) {
+  if (!gpu_ready()) GTEST_SKIP() << "no CUDA device: the GPU build of this test needs one";
   const Case cases[] = {
       {37, 45, 70, false, 0.0f, GemmTail::relu_mask_bias, 3},
       {37, 45, 70, true, 1.0f, GemmTail::relu_bias, 3},
@@ -171,6 +252,7 @@ TEST(SmallGemm, RaggedShapesEveryTailBothLayouts) {
 // layer (x part, K = 784), a hidden layer, the accumulating r part of a two-input layer, and
 // input gradients.
 TEST(SmallGemm, TrainingStepShapes) {
+  if (!gpu_ready()) GTEST_SKIP() << "no CUDA device: the GPU build of this test needs one";
   const Case cases[] = {
       {160, 512, 784, false, 0.0f, GemmTail::none, 1},
       {160, 512, 512, false, 0.0f, GemmTail::relu_mask_bias, 1},
