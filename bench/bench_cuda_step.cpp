@@ -67,6 +67,18 @@ std::unique_ptr<Backend<float>> gpu_backend(CudaBackendOptions options = {}) {
   return make_cuda_backend<float>(options);
 }
 
+// The levers not yet measured on a GPU, together (BM_GraphStepGemmRoute/25): the small GEMM
+// with its DRELU tail, early Adam and programmatic launch. Where a benchmark's "levers"
+// argument is 1, its step runs on them.
+CudaBackendOptions with_new_levers(bool on) {
+  CudaBackendOptions o;
+  o.fused_relu_backward = o.small_gemm = o.early_adam = o.programmatic_launch = on;
+  return o;
+}
+const char* levers_label(bool on) {
+  return on ? " small GEMM, fused ReLU backward, early Adam, programmatic launch" : "";
+}
+
 void synchronize(Backend<float>& backend) {
   if (auto* ops = dynamic_cast<DeviceStepOps<float>*>(&backend)) ops->synchronize();
 }
@@ -131,7 +143,8 @@ void BM_GraphStep(benchmark::State& state) {
   const bool semi = state.range(0) != 0;
   EquiVaeConfig config = semi ? semi_config() : EquiVaeConfig{};
   config.k = int(state.range(1));  // B = 10·k; classes smaller than k wrap around
-  auto backend = gpu_backend();
+  const bool levers = state.range(2) != 0;
+  auto backend = gpu_backend(with_new_levers(levers));
   EquiVae<float> model(config, *backend);
   LabelledSplit split;
   if (semi) split = split_labelled(digits(), 3000, 1);
@@ -143,7 +156,7 @@ void BM_GraphStep(benchmark::State& state) {
     state.counters["GEMM FLOP/s"] =
         benchmark::Counter(gemm_flops(config.batch()) * kWindow * double(state.iterations()),
                            benchmark::Counter::kIsRate);
-  state.SetLabel(backend->name());
+  state.SetLabel(backend->name() + levers_label(levers));
 }
 // The supervised graph step (B = 160) on each route the backend offers (CudaBackendOptions),
 // to keep the fastest as the default; each route names what it changes from the defaults.
@@ -234,10 +247,12 @@ BENCHMARK(BM_GraphStepGemmRoute)
     ->UseRealTime();
 
 BENCHMARK(BM_GraphStep)
-    ->ArgNames({"semi", "k"})
-    ->Args({0, 16})
-    ->Args({1, 16})
-    ->Args({0, 1024})
+    ->ArgNames({"semi", "k", "levers"})
+    ->Args({0, 16, 0})
+    ->Args({1, 16, 0})
+    ->Args({0, 1024, 0})
+    ->Args({1, 16, 1})
+    ->Args({0, 1024, 1})
     ->Unit(benchmark::kMicrosecond)
     ->UseRealTime();
 
@@ -278,7 +293,8 @@ void BM_SvhnGraphStep(benchmark::State& state) {
   const bool semi = state.range(0) != 0;
   EquiVaeConfig config = svhn_config();
   if (semi) config.unlabelled = 100;
-  CudaBackendOptions options;
+  const bool levers = state.range(2) != 0;
+  CudaBackendOptions options = with_new_levers(levers);
   options.autotune = state.range(1) != 0;
   auto backend = gpu_backend(options);
   EquiVae<float> model(config, *backend);
@@ -287,13 +303,15 @@ void BM_SvhnGraphStep(benchmark::State& state) {
   const Dataset& labelled = semi ? split.labelled : svhn_shaped();
   const Dataset* unlabelled = semi ? &split.unlabelled : nullptr;
   time_graph_windows(state, model, labelled, unlabelled);
-  state.SetLabel(backend->name() + (options.autotune ? " autotuned" : ""));
+  state.SetLabel(backend->name() + (options.autotune ? " autotuned" : "") + levers_label(levers));
 }
 BENCHMARK(BM_SvhnGraphStep)
-    ->ArgNames({"semi", "autotuned"})
-    ->Args({0, 0})
-    ->Args({1, 0})
-    ->Args({0, 1})
+    ->ArgNames({"semi", "autotuned", "levers"})
+    ->Args({0, 0, 0})
+    ->Args({1, 0, 0})
+    ->Args({0, 1, 0})
+    ->Args({0, 0, 1})
+    ->Args({1, 0, 1})
     ->Unit(benchmark::kMicrosecond)
     ->UseRealTime();
 

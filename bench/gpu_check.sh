@@ -228,7 +228,7 @@ if want bench; then
     run_stage bench_step 120 "$BIN/bench_cuda_step" --benchmark_min_time=0.3 \
       --benchmark_out="$RESULTS/bench_step.json" --benchmark_out_format=json
     run_stage bench_step_fp32 45 env EQUIVAE_BENCH_STRICT_FP32=1 "$BIN/bench_cuda_step" \
-      --benchmark_filter=GraphStep --benchmark_min_time=0.3 \
+      --benchmark_filter='^BM_GraphStep/' --benchmark_min_time=0.3 \
       --benchmark_out="$RESULTS/bench_step_fp32.json" --benchmark_out_format=json
   else
     STATUS[bench_step]="not built"
