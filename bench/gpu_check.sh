@@ -246,10 +246,11 @@ fi
 # 1-epoch run on the bundled digits whose ELBO should be the CPU's -245.86 give or take TF32.
 declare -A TRAIN_SECONDS=()  # per run of the 40-epoch job: wall seconds
 FASHION_RUNS=(train_fashion40 train_fashion40_autotuned train_fashion40_fused_relu
-  train_fashion40_small_gemm)
+  train_fashion40_small_gemm train_fashion40_small_gemm_tuned)
 declare -A FASHION_FLAGS=([train_fashion40]="" [train_fashion40_autotuned]="--autotune"
   [train_fashion40_fused_relu]="--fused-relu-backward"
-  [train_fashion40_small_gemm]="--small-gemm --fused-relu-backward")
+  [train_fashion40_small_gemm]="--small-gemm --fused-relu-backward"
+  [train_fashion40_small_gemm_tuned]="--small-gemm --fused-relu-backward --autotune")
 if want train; then
   if has train_mnist; then
     run_stage train_digits_1epoch 60 "$BIN/train_mnist" --device cuda --epochs 1 \

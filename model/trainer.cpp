@@ -197,9 +197,10 @@ std::vector<EpochRecord> train(EquiVae<T>& model, const Dataset& labelled,
           window_last = step + window.size() - 1;
           if (const GemmTuning& t = model.gemm_tuning(); t.timed > tuned_before && !options.quiet)
             std::fprintf(stderr,
-                         "GEMM autotuning: %d cuBLASLt plans timed, %d changed (%.1f -> %.1f us, "
-                         "each plan once)\n",
-                         t.timed, t.changed, t.heuristic_seconds * 1e6, t.chosen_seconds * 1e6);
+                         "GEMM autotuning: %d cuBLASLt plans timed, %d changed (%d to the small "
+                         "GEMM; %.1f -> %.1f us, each plan once)\n",
+                         t.timed, t.changed, t.small, t.heuristic_seconds * 1e6,
+                         t.chosen_seconds * 1e6);
         }
       }
       // On the host the step stops after its forward pass when the loss is not finite, so

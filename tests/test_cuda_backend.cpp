@@ -620,6 +620,22 @@ TEST_F(CudaBackend, AShortGraphRunLowersTheLoss) {
   EXPECT_LT(last, first - 50) << "30 Adam steps should lower the loss";
 }
 
+// Three graph steps from `first` on the device, eager steps on the CPU: the losses follow the
+// CPU's within TF32's drift, and so do the weights.
+void expect_tf32_graph_steps(Pair& p, BalancedBatchSampler& sampler, uint64_t first) {
+  p.gpu->upload_datasets(digits(), nullptr);
+  std::vector<Batch> batches(3);
+  std::vector<StepMetrics> ref;
+  for (uint64_t i = 0; i < 3; ++i) {
+    sampler.sample(first + i, batches[i]);
+    ref.push_back(p.cpu->train_step(batches[i], digits(), first + i));
+  }
+  const std::vector<StepMetrics> got = p.gpu->train_steps(batches, first);
+  ASSERT_EQ(got.size(), 3u);
+  for (size_t i = 0; i < 3; ++i) expect_close(ref[i].recon, got[i].recon, 1e-3, "graph step");
+  EXPECT_LE(nmse(p.cpu_params(), p.gpu_params()), 1e-6) << "weights after the graph steps";
+}
+
 // Step 0 eagerly on both backends of a pair whose device GEMMs may round to TF32: the losses
 // within 1e-3 of the CPU's; returns the gradients' normalised MSE.
 double tf32_step_gradient_nmse(Pair& p, BalancedBatchSampler& sampler) {
@@ -684,22 +700,29 @@ TEST_F(CudaBackend, SmallGemmRouteStaysWithinTf32OfTheCpu) {
     }
     default_route_outputs = outputs;
 
-    // Graph steps from here: the losses follow the CPU's within TF32's drift.
+    // Graph steps from here.
     p.cpu->apply_adam();
     p.gpu->apply_adam();
-    p.gpu->upload_datasets(digits(), nullptr);
-    std::vector<Batch> batches(3);
-    std::vector<StepMetrics> ref;
-    for (int i = 0; i < 3; ++i) {
-      sampler.sample(1 + uint64_t(i), batches[size_t(i)]);
-      ref.push_back(p.cpu->train_step(batches[size_t(i)], digits(), 1 + uint64_t(i)));
-    }
-    const std::vector<StepMetrics> got = p.gpu->train_steps(batches, 1);
-    ASSERT_EQ(got.size(), 3u);
-    for (int i = 0; i < 3; ++i)
-      expect_close(ref[size_t(i)].recon, got[size_t(i)].recon, 1e-3, "graph step");
-    EXPECT_LE(nmse(p.cpu_params(), p.gpu_params()), 1e-6) << "weights after the graph steps";
+    expect_tf32_graph_steps(p, sampler, 1);
   }
+}
+
+// Autotuned, the small GEMM is one more candidate of every cuBLASLt plan it fits (LtGemm::tune
+// keeps it where it is faster). Under the emulator it takes every such plan, as if it had won,
+// so the graph captured again after the tuning runs it: those steps stay within TF32 of the
+// CPU, with fused ReLU backward (its DRELU tail on LtGemm's scratch). On a GPU the timing
+// decides, and the steps must stay as close whichever way it went.
+TEST_F(CudaBackend, AutotunedSmallGemmTakesThePlansItWins) {
+  const EquiVaeConfig config = tiny_config();
+  Pair p(config, {.fused_relu_backward = true, .autotune = true, .small_gemm = true});
+  BalancedBatchSampler sampler(digits().labels, 10, config.k, config.m_max, config.seed);
+  expect_tf32_graph_steps(p, sampler, 0);
+  auto* ops = dynamic_cast<DeviceStepOps<float>*>(p.gpu_backend.get());
+  ASSERT_NE(ops, nullptr);
+  std::printf("[ info ] plans the small GEMM took after tuning: %d\n", ops->small_gemm_outputs());
+#if !defined(EQUIVAE_TEST_REAL_CUDA)
+  EXPECT_GE(ops->small_gemm_outputs(), 10) << "the tuned route did not take the small GEMM";
+#endif
 }
 
 TEST_F(CudaBackend, DropoutAndFillMatchTheCpu) {

@@ -30,7 +30,8 @@ inline void declare_device_flags(Flags& f, const std::string& default_device) {
         "cuda: the engine's own tensor-core GEMM (TF32) for the forward's and the input "
         "gradients' GEMMs of up to " +
             std::to_string(CudaBackendOptions::kSmallGemmRows) +
-            " rows (default: cuBLAS / cuBLASLt)",
+            " rows (default: cuBLAS / cuBLASLt); with --autotune, only for the GEMMs where "
+            "timing shows it faster than cuBLASLt",
         true);
 }
 

@@ -36,6 +36,7 @@
 #include "runtime/cuda/device_step.h"
 #include "runtime/cuda/gemm_epilogue.h"
 #include "runtime/cuda/gemm_shape.h"
+#include "runtime/cuda/small_gemm_route.h"
 #include "runtime/cuda/step_kernels.h"
 #include "runtime/error.h"
 
@@ -139,10 +140,11 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
 #endif
     if constexpr (std::is_same_v<T, float>) {
       lt_ = std::make_unique<LtGemm>(options.strict_fp32, options.split_k, workspace_.get(),
-                                     kWorkspaceBytes, options.autotune, options.split_k_in_place);
-      side_lt_ =
-          std::make_unique<LtGemm>(options.strict_fp32, options.split_k, side_workspace_.get(),
-                                   kWorkspaceBytes, options.autotune, options.split_k_in_place);
+                                     kWorkspaceBytes, options.autotune, options.split_k_in_place,
+                                     small_gemm_tuned());
+      side_lt_ = std::make_unique<LtGemm>(options.strict_fp32, options.split_k,
+                                          side_workspace_.get(), kWorkspaceBytes, options.autotune,
+                                          options.split_k_in_place, small_gemm_tuned());
     }
     bias_scratch_ = DeviceBuffer(kBiasScratchElems * sizeof(T));
     if (options.small_gemm) {  // the small GEMM's bias-gradient scratch; counters start at zero
@@ -225,18 +227,13 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
       const Gemm g{false, false, B, out, in, in, out, out, accumulate ? 1.0 : 0.0};
       if constexpr (std::is_same_v<T, float>) {
         const bool keep_mask = relu && relu_mask;
-        const cuda::GemmTail tail = !relu       ? cuda::GemmTail::bias
-                                    : keep_mask ? cuda::GemmTail::relu_mask_bias
-                                                : cuda::GemmTail::relu_bias;
-        const cuda::SmallGemmTail small_tail{tail, b, static_cast<uint8_t*>(relu_mask),
-                                             lt_relu_mask_ld(out)};
-        if (self->small_gemm(g, x, W, y, small_tail, self->stream_)) {
+        LtEpilogue e{relu ? GemmEpilogue::relu_bias : GemmEpilogue::bias, b};
+        if (keep_mask) e = {GemmEpilogue::relu_aux_bias, b, relu_mask, lt_relu_mask_ld(out)};
+        if (self->small_gemm(g, x, W, y, e, self->stream_)) {
           if (keep_mask) self->note_relu_mask(relu_mask, true);
           return;
         }
         if (self->options_.cublaslt_epilogues) {  // GEMM, bias and ReLU in one kernel
-          LtEpilogue e{relu ? GemmEpilogue::relu_bias : GemmEpilogue::bias, b};
-          if (keep_mask) e = {GemmEpilogue::relu_aux_bias, b, relu_mask, lt_relu_mask_ld(out)};
           const bool fused = self->lt_->run(g, x, W, y, e, self->stream_);
           if (keep_mask) self->note_relu_mask(relu_mask, fused);
           if (fused) return;
@@ -278,12 +275,11 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
       // The layer below's backward begins here: in the GEMM's epilogue (DRELU_BGRAD, reading
       // the mask its forward kept), else after the GEMM, from x = its ReLU's output.
       if constexpr (std::is_same_v<T, float>) {
+        const LtEpilogue e{GemmEpilogue::drelu_bgrad, input_relu.db,
+                           const_cast<void*>(input_relu.mask), lt_relu_mask_ld(in)};
         if (self->kept_relu_masks_.count(input_relu.mask) &&
-            (self->small_gemm_drelu_bgrad(g, dy, W, dx, input_relu) ||
-             self->lt_->run(g, dy, W, dx,
-                            LtEpilogue{GemmEpilogue::drelu_bgrad, input_relu.db,
-                                       const_cast<void*>(input_relu.mask), lt_relu_mask_ld(in)},
-                            self->stream_))) {
+            (self->small_gemm(g, dy, W, dx, e, self->stream_) ||
+             self->lt_->run(g, dy, W, dx, e, self->stream_))) {
           self->read_relu_masks_.insert(input_relu.mask);
           return;
         }
@@ -555,9 +551,15 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
     if (!options_.autotune) return report;
 #if defined(EQUIVAE_CUDA_EMULATED)
     // GEMMs run in OpenBLAS here, with nothing to choose; the first call reports a change so
-    // that the tests run the plan's capture-again path as a GPU's first tuning does.
+    // that the tests run the plan's capture-again path as a GPU's first tuning does. With the
+    // small GEMM as a candidate, the emulated LtGemm hands it every plan it fits (as if it had
+    // won), so its route after tuning runs here too.
     report.changed = emulated_tuned_ ? 0 : 1;
     emulated_tuned_ = true;
+    if constexpr (std::is_same_v<T, float>) {
+      lt_->tune();
+      side_lt_->tune();
+    }
 #else
     synchronize();  // the timing owns the device (and the GEMM workspaces)
     if constexpr (std::is_same_v<T, float>) {
@@ -571,7 +573,14 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
     return {int(kept_relu_masks_.size()), int(read_relu_masks_.size())};
   }
   int small_gemm_outputs() const override {
+    if constexpr (std::is_same_v<T, float>)
+      if (small_gemm_tuned()) return lt_->small_plans() + side_lt_->small_plans();
     return int(small_gemm_outputs_.size());
+  }
+  // Autotuned small GEMM: every GEMM it could take goes through LtGemm, which times it against
+  // cuBLASLt's candidates per plan.
+  bool small_gemm_tuned() const {
+    return options_.small_gemm && options_.autotune && !options_.strict_fp32;
   }
   void synchronize() override {
     not_capturing("synchronize");
@@ -593,8 +602,6 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
   static constexpr size_t kWorkspaceBytes = size_t(32) << 20;
   // Per-chunk partial bias gradients (kernels/cuda/dense.cu): 64 chunks of up to 4,096 columns.
   static constexpr size_t kBiasScratchElems = size_t(64) * 4096;
-  // The small GEMM's DRELU_BGRAD scratch: 64 row tiles (2,048 rows) of 4,096 columns.
-  static constexpr size_t kSmallGemmPartials = size_t(64) * 4096, kSmallGemmArrivals = 4096 / 32;
 
 #if defined(EQUIVAE_CUDA_EMULATED)
   // The emulator has one stream. Side-stream work runs at the join that waits for it — the
@@ -745,41 +752,23 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
     return *cudnn_;
   }
 
-  // C = op(A)·op(B) + β·C, then the tail, in the engine's tensor-core GEMM where the options
-  // and the shape allow it (CudaBackendOptions::small_gemm); false: nothing enqueued.
+  // C = op(A)·op(B) + β·C, then the epilogue, in the engine's tensor-core GEMM where the
+  // options and the shape send it there (CudaBackendOptions::small_gemm; autotuned, LtGemm
+  // chooses per plan instead); false: nothing enqueued. The ReLU-backward tail's scratch is
+  // the main stream's, the only stream that runs that tail.
   bool small_gemm([[maybe_unused]] const Gemm& g, [[maybe_unused]] const T* A,
                   [[maybe_unused]] const T* B, [[maybe_unused]] T* C,
-                  [[maybe_unused]] const cuda::SmallGemmTail& tail,
-                  [[maybe_unused]] cudaStream_t stream) {
+                  [[maybe_unused]] const LtEpilogue& e, [[maybe_unused]] cudaStream_t stream) {
     if constexpr (std::is_same_v<T, float>) {
-      if (!options_.small_gemm || options_.strict_fp32 || g.trans_a ||
-          g.M > CudaBackendOptions::kSmallGemmRows)
+      if (!options_.small_gemm || options_.strict_fp32 || options_.autotune ||
+          !small_gemm_fits(g, e.kind))
         return false;
-      cuda::small_gemm_tf32(A, B, C, g.M, g.N, g.K, g.lda, g.ldb, g.ldc, g.trans_b, float(g.beta),
-                            tail, stream);
+      run_small_gemm(g, A, B, C,
+                     small_gemm_tail(e, static_cast<float*>(small_gemm_partials_.get()),
+                                     static_cast<unsigned*>(small_gemm_arrivals_.get())),
+                     stream);
       small_gemm_outputs_.insert(C);
       return true;
-    }
-    return false;
-  }
-  // The input-gradient GEMM with the layer below's ReLU backward and bias gradient in its tail
-  // (the small GEMM's drelu_bgrad), on the main stream: its scratch is the backend's, which
-  // only this stream's GEMMs use, one after another. False where the small GEMM is off or the
-  // scratch is too small for the shape.
-  bool small_gemm_drelu_bgrad(const Gemm& g, const T* dy, const T* W, T* dx,
-                              const InputRelu<T>& below) {
-    if constexpr (std::is_same_v<T, float>) {
-      if (cuda::small_gemm_partials(g.M, g.N) > kSmallGemmPartials ||
-          cuda::small_gemm_arrivals(g.N) > kSmallGemmArrivals)
-        return false;
-      const cuda::SmallGemmTail tail{cuda::GemmTail::drelu_bgrad,
-                                     nullptr,
-                                     static_cast<uint8_t*>(const_cast<void*>(below.mask)),
-                                     lt_relu_mask_ld(g.N),
-                                     below.db,
-                                     static_cast<float*>(small_gemm_partials_.get()),
-                                     static_cast<unsigned*>(small_gemm_arrivals_.get())};
-      return small_gemm(g, dy, W, dx, tail, stream_);
     }
     return false;
   }
@@ -787,9 +776,10 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
   // C = op(A)·op(B) + β·C on the main stream, or with side on the side stream.
   void gemm(const Gemm& g, const T* A, const T* B, T* C, [[maybe_unused]] bool side = false) {
     if (g.M <= 0 || g.N <= 0) return;
-    if (small_gemm(g, A, B, C, cuda::SmallGemmTail{}, side ? side_stream() : stream_)) return;
+    if (small_gemm(g, A, B, C, LtEpilogue{}, side ? side_stream() : stream_)) return;
     if constexpr (std::is_same_v<T, float>)
-      if (options_.lt_backward &&
+      if ((options_.lt_backward ||
+           (small_gemm_tuned() && small_gemm_fits(g, GemmEpilogue::none))) &&
           (side ? side_lt_ : lt_)->run(g, A, B, C, LtEpilogue{}, side ? side_stream() : stream_))
         return;
 #if defined(EQUIVAE_CUDA_EMULATED)

@@ -19,14 +19,15 @@ inline int pick_fastest(const std::vector<double>& seconds, double margin) {
   return seconds[best] < seconds[0] * (1.0 - margin) ? best : 0;
 }
 
-// What one round of GEMM autotuning did (LtGemm::tune): plans timed, plans whose algorithm changed,
-// and the summed per-call times of the heuristic's choices and of the kept ones (each plan counted
-// once, however often a step calls it).
+// What one round of GEMM autotuning did (LtGemm::tune): plans timed, plans whose algorithm changed
+// (of which `small` went to the engine's small GEMM), and the summed per-call times of the
+// heuristic's choices and of the kept ones (each plan counted once, however often a step calls
+// it).
 struct GemmTuning {
-  int timed = 0, changed = 0;
+  int timed = 0, changed = 0, small = 0;
   double heuristic_seconds = 0, chosen_seconds = 0;
   GemmTuning& operator+=(const GemmTuning& o) {
-    timed += o.timed, changed += o.changed;
+    timed += o.timed, changed += o.changed, small += o.small;
     heuristic_seconds += o.heuristic_seconds, chosen_seconds += o.chosen_seconds;
     return *this;
   }

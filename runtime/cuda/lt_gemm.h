@@ -17,6 +17,9 @@
 // With autotuning, each plan keeps the heuristic's first kCandidates algorithms, and tune()
 // (outside any capture) times them on scratch buffers and keeps the fastest: cuBLASLt's
 // heuristic ranks kernels for typical shapes, and a training step at B = 160 is not one.
+// With the small GEMM as a candidate (CudaBackendOptions::small_gemm with autotune), tune()
+// also times the engine's tensor-core GEMM on each plan it fits (small_gemm_route.h) and hands
+// it the plans where it is faster by the same margin; run() then launches it for them.
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 
@@ -32,6 +35,7 @@
 #include "runtime/cuda/gemm_choice.h"
 #include "runtime/cuda/gemm_epilogue.h"
 #include "runtime/cuda/gemm_shape.h"
+#include "runtime/cuda/small_gemm_route.h"
 #include "runtime/error.h"
 
 namespace equivae {
@@ -43,20 +47,27 @@ class LtGemm {
   // output, in an order counters in the workspace fix: no reduction kernel); workspace: device
   // memory the matmuls may use (the caller's); autotune: plans keep candidates for tune().
   LtGemm(bool strict_fp32, bool split_k, void* workspace, size_t workspace_bytes,
-         bool autotune = false, bool split_k_in_place = false)
+         bool autotune = false, bool split_k_in_place = false, bool small_gemm_candidate = false)
       : strict_fp32_(strict_fp32),
         split_k_(split_k),
         in_place_(split_k_in_place),
         autotune_(autotune),
+        small_candidate_(small_gemm_candidate && autotune && !strict_fp32),
         workspace_(workspace),
         workspace_bytes_(workspace_bytes) {
     ok_ = cublasLtCreate(&handle_) == CUBLAS_STATUS_SUCCESS;
+    if (ok_ && small_candidate_)  // the small GEMM's ReLU-backward scratch, counters at zero
+      ok_ = cudaMalloc(&small_partials_, kSmallGemmPartials * sizeof(float)) == cudaSuccess &&
+            cudaMalloc(&small_arrivals_, kSmallGemmArrivals * sizeof(unsigned)) == cudaSuccess &&
+            cudaMemset(small_arrivals_, 0, kSmallGemmArrivals * sizeof(unsigned)) == cudaSuccess;
   }
   LtGemm(const LtGemm&) = delete;
   LtGemm& operator=(const LtGemm&) = delete;
   ~LtGemm() {
     for (auto& [key, plan] : plans_) destroy(plan);
     if (handle_) cublasLtDestroy(handle_);
+    if (small_partials_) cudaFree(small_partials_);
+    if (small_arrivals_) cudaFree(small_arrivals_);
   }
 
   // C = op(A)·op(B) + beta·C, then the epilogue, on stream. Returns false (having enqueued
@@ -66,6 +77,10 @@ class LtGemm {
     if (!ok_ || g.M <= 0 || g.N <= 0 || g.K <= 0) return false;
     Plan& plan = plan_for(g, e, alignment(A), alignment(B), alignment(C));
     if (!plan.usable || !set_pointers(plan, e)) return false;
+    if (plan.small) {
+      run_small_gemm(g, A, B, C, small_tail(e), stream);
+      return true;
+    }
     const cublasStatus_t status = matmul(plan, plan.algo, A, B, C, float(g.beta), stream);
     if (status != CUBLAS_STATUS_SUCCESS)
       throw Error("cuda backend", std::string("cublasLtMatmul: ") + cublasGetStatusString(status));
@@ -109,15 +124,31 @@ class LtGemm {
       if (set_pointers(*plan, e))  // scratch pointers; run() sets the real ones on every call
         for (size_t i = 0; i < seconds.size(); ++i)
           seconds[i] = time_candidate(*plan, plan->candidates[i], A, B, C, dev);
+      const size_t small = seconds.size();  // the small GEMM, last: the margin rule applies
+      if (plan->small_fits)
+        seconds.push_back(time_launches(dev, [&] {
+          run_small_gemm(plan->gemm, A, B, C, small_tail(e), dev.stream);
+          return true;
+        }));
       const int pick = pick_fastest(seconds, kMargin);
       if (pick < 0) continue;
       ++report.timed;
       report.heuristic_seconds += std::isfinite(seconds[0]) ? seconds[0] : seconds[size_t(pick)];
       report.chosen_seconds += seconds[size_t(pick)];
-      if (pick > 0) plan->algo = plan->candidates[size_t(pick)], ++report.changed;
+      if (size_t(pick) == small && plan->small_fits)
+        plan->small = true, ++report.changed, ++report.small;
+      else if (pick > 0)
+        plan->algo = plan->candidates[size_t(pick)], ++report.changed;
     }
     cudaGetLastError();  // a candidate that failed to run leaves nothing behind
     return report;
+  }
+
+  // Plans tune() handed to the small GEMM.
+  int small_plans() const {
+    int n = 0;
+    for (const auto& [key, plan] : plans_) n += plan.small;
+    return n;
   }
 
  private:
@@ -141,6 +172,10 @@ class LtGemm {
     int64_t aux_ld = 0;
     float beta = 0;
     bool tuned = false;
+    // The small GEMM: whether it can compute this plan (and is a candidate), and whether
+    // tune() chose it; the shape it then runs.
+    bool small_fits = false, small = false;
+    Gemm gemm{};
   };
 
   // A private stream, two timing events and the scratch block, released on every path out.
@@ -174,12 +209,18 @@ class LtGemm {
   // one graph, the fastest of kTimedRounds replays after a warm-up); infinite if it fails.
   double time_candidate(Plan& plan, const cublasLtMatmulAlgo_t& algo, const float* A,
                         const float* B, float* C, const TuningDevice& dev) {
+    return time_launches(dev, [&] {
+      return matmul(plan, algo, A, B, C, plan.beta, dev.stream) == CUBLAS_STATUS_SUCCESS;
+    });
+  }
+  // The same for any GEMM launch on dev.stream: issue() enqueues one, false if it failed.
+  template <class Issue>
+  double time_launches(const TuningDevice& dev, Issue issue) {
     double best = std::numeric_limits<double>::infinity();
     if (cudaStreamBeginCapture(dev.stream, cudaStreamCaptureModeThreadLocal) != cudaSuccess)
       return best;
     bool ok = true;
-    for (int i = 0; ok && i < kTimedLaunches; ++i)
-      ok = matmul(plan, algo, A, B, C, plan.beta, dev.stream) == CUBLAS_STATUS_SUCCESS;
+    for (int i = 0; ok && i < kTimedLaunches; ++i) ok = issue();
     cudaGraph_t graph = nullptr;
     ok = cudaStreamEndCapture(dev.stream, &graph) == cudaSuccess && ok && graph;
     cudaGraphExec_t exec = nullptr;
@@ -302,7 +343,9 @@ class LtGemm {
     plan.epilogue = e.kind;
     plan.aux_ld = e.aux_ld;
     plan.beta = float(g.beta);
-    plan.tuned = plan.candidates.size() < 2;  // nothing to choose from
+    plan.gemm = g;
+    plan.small_fits = small_candidate_ && small_gemm_fits(g, e.kind);
+    plan.tuned = plan.candidates.size() < 2 && !plan.small_fits;  // nothing to choose from
     if (preference) cublasLtMatmulPreferenceDestroy(preference);
     plan.usable = ok;
     return plan;
@@ -338,7 +381,15 @@ class LtGemm {
     if (plan.desc) cublasLtMatmulDescDestroy(plan.desc);
   }
 
-  bool strict_fp32_, split_k_, in_place_, autotune_;
+  // The small GEMM's tail for epilogue e, with this LtGemm's scratch (its stream's GEMMs run one
+  // after another, and tune() owns the device).
+  cuda::SmallGemmTail small_tail(const LtEpilogue& e) const {
+    return small_gemm_tail(e, static_cast<float*>(small_partials_),
+                           static_cast<unsigned*>(small_arrivals_));
+  }
+
+  bool strict_fp32_, split_k_, in_place_, autotune_, small_candidate_;
+  void *small_partials_ = nullptr, *small_arrivals_ = nullptr;
   void* workspace_;
   size_t workspace_bytes_;
   bool ok_ = false;

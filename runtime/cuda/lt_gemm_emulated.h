@@ -4,13 +4,17 @@
 // then gemm_epilogue.h's epilogue. So the emulated CUDA backend takes the cuBLASLt routes a
 // GPU takes (which epilogue, on which pointers, reading which mask) and the tests hold them
 // against the CPU backend; how cuBLASLt itself is driven (lt_gemm.h) is checked on a GPU.
-// Nothing to time: no tune().
+// Nothing to time: tune() only hands the small GEMM its plans, when it is a candidate.
 #include <cstddef>
+#include <unordered_set>
+#include <vector>
 
 #include "kernels/cpu/blas.h"
 #include "kernels/emu/emu_runtime.h"
+#include "runtime/cuda/gemm_choice.h"
 #include "runtime/cuda/gemm_epilogue.h"
 #include "runtime/cuda/gemm_shape.h"
+#include "runtime/cuda/small_gemm_route.h"
 
 namespace equivae {
 
@@ -25,18 +29,42 @@ void host_gemm(const Gemm& g, const T* A, const T* B, T* C) {
 class LtGemm {
  public:
   LtGemm(bool /*strict_fp32*/, bool /*split_k*/, void* /*workspace*/, size_t /*workspace_bytes*/,
-         bool /*autotune*/ = false, bool /*split_k_in_place*/ = false) {}
+         bool /*autotune*/ = false, bool /*split_k_in_place*/ = false,
+         bool small_gemm_candidate = false)
+      : small_candidate_(small_gemm_candidate),
+        partials_(small_gemm_candidate ? kSmallGemmPartials : 0),
+        arrivals_(small_gemm_candidate ? kSmallGemmArrivals : 0, 0u) {}
   LtGemm(const LtGemm&) = delete;
   LtGemm& operator=(const LtGemm&) = delete;
 
-  // C = op(A)·op(B) + beta·C, then the epilogue. Always has an algorithm.
+  // C = op(A)·op(B) + beta·C, then the epilogue. Always has an algorithm. After tune(), with
+  // the small GEMM as a candidate, every GEMM it fits runs in it (the emulated small GEMM).
   bool run(const Gemm& g, const float* A, const float* B, float* C, const LtEpilogue& e,
-           cudaStream_t /*stream*/) {
+           cudaStream_t stream) {
     if (g.M <= 0 || g.N <= 0 || g.K <= 0) return false;
+    if (tuned_ && small_candidate_ && small_gemm_fits(g, e.kind)) {
+      run_small_gemm(g, A, B, C, small_gemm_tail(e, partials_.data(), arrivals_.data()), stream);
+      small_outputs_.insert(C);
+      return true;
+    }
     host_gemm(g, A, B, C);
     apply_epilogue(e, C, g.M, g.N, g.ldc);
     return true;
   }
+  // Nothing to time here: the small GEMM, when a candidate, takes every plan it fits from now
+  // on (as if it had won on a GPU), so the tests run that route.
+  GemmTuning tune() {
+    tuned_ = true;
+    return {};
+  }
+  // Plans (here: distinct outputs) that the small GEMM took.
+  int small_plans() const { return int(small_outputs_.size()); }
+
+ private:
+  bool small_candidate_, tuned_ = false;
+  std::vector<float> partials_;  // the small GEMM's ReLU-backward scratch
+  std::vector<unsigned> arrivals_;
+  std::unordered_set<const void*> small_outputs_;
 };
 
 }  // namespace equivae
