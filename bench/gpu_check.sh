@@ -45,10 +45,13 @@ prepare() {
     -DCMAKE_CUDA_FLAGS_RELWITHDEBINFO="-O3 -DNDEBUG" >/dev/null || return 1
   local targets=(test_cuda_backend_gpu test_cuda_backend train_mnist bench_cuda_step
     bench_gemm_chains)
-  local optional
+  local optional known
+  # The target list read once: `cmake ... | grep -q` under pipefail fails whenever grep stops
+  # reading early (cmake then dies of SIGPIPE), which kept these optional targets out of packs.
+  known="$(cmake --build "$BUILD" --target help)"
   for optional in bench_cuda_kernels test_cuda_kernels_gpu test_inference_cuda_gpu \
     test_small_gemm_gpu; do
-    if cmake --build "$BUILD" --target help | grep -q "^\.\.\. $optional\$"; then
+    if grep -q "^\.\.\. $optional\$" <<<"$known"; then
       targets+=("$optional")
     fi
   done
