@@ -1,5 +1,6 @@
 #include "model/data_splits.h"
 
+#include <future>
 #include <utility>
 
 #include "model/svhn_dataset.h"
@@ -26,8 +27,9 @@ DataSplits load_splits(const DataSource& src) {
   } else if (!src.directory.empty() && src.train_images.empty() && src.test_images.empty() &&
              is_svhn_dir(src.directory)) {
     const SvhnFiles files = find_svhn_files(src.directory);
+    auto test = std::async(std::launch::async, [&] { return load_svhn_mat(files.test); });
     s.train = load_svhn_mat(files.train);
-    s.test = load_svhn_mat(files.test);
+    s.test = test.get();
     if (validation < 0) validation = kSvhnValidation;
   } else {
     MnistFiles files;
@@ -39,8 +41,11 @@ DataSplits load_splits(const DataSource& src) {
     check(!files.train_labels.empty(), "--train-labels", "is needed with --train-images");
     check(!files.test_images.empty() && !files.test_labels.empty(), "--test-images",
           "and --test-labels are needed with --train-images");
+    // The two files inflate side by side (gzip inflation is serial within a file).
+    auto test = std::async(std::launch::async,
+                           [&] { return load_idx(files.test_images, files.test_labels); });
     s.train = load_idx(files.train_images, files.train_labels);
-    s.test = load_idx(files.test_images, files.test_labels);
+    s.test = test.get();
     if (validation < 0) validation = 5000;
   }
   check(validation < s.train.n, "--validation",
