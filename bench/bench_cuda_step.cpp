@@ -78,6 +78,10 @@ CudaBackendOptions with_new_levers(bool on) {
 const char* levers_label(bool on) {
   return on ? " small GEMM, fused ReLU backward, early Adam, programmatic launch" : "";
 }
+CudaBackendOptions autotuned(CudaBackendOptions o) {
+  o.autotune = true;
+  return o;
+}
 
 void synchronize(Backend<float>& backend) {
   if (auto* ops = dynamic_cast<DeviceStepOps<float>*>(&backend)) ops->synchronize();
@@ -199,18 +203,10 @@ const StepRoute kStepRoutes[] = {
     {"small GEMM, fused ReLU backward, early Adam",
      {.fused_relu_backward = true, .early_adam = true, .small_gemm = true}},
     {"programmatic launch", {.programmatic_launch = true}},
-    {"small GEMM, fused ReLU backward, early Adam, programmatic launch",
-     {.fused_relu_backward = true,
-      .early_adam = true,
-      .small_gemm = true,
-      .programmatic_launch = true}},
+    {"small GEMM, fused ReLU backward, early Adam, programmatic launch", with_new_levers(true)},
     {"small GEMM where it wins (autotuned), fused ReLU backward, early Adam, programmatic "
      "launch",
-     {.fused_relu_backward = true,
-      .early_adam = true,
-      .autotune = true,
-      .small_gemm = true,
-      .programmatic_launch = true}},
+     autotuned(with_new_levers(true))},
     {"small GEMM, fused ReLU backward, lt backward, early Adam, autotuned, critical path "
      "prioritised, programmatic launch",
      {.fused_relu_backward = true,

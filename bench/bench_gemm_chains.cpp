@@ -24,7 +24,6 @@
 #include <map>
 #include <memory>
 #include <string>
-#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -79,6 +78,25 @@ float* device_floats(size_t n, uint64_t seed, float scale) {
   return p;
 }
 
+// A cuBLAS handle on `stream` with its own workspace, TF32 tensor cores allowed (the engine's
+// default math).
+cublasHandle_t tf32_cublas(cudaStream_t stream, void* workspace, size_t workspace_bytes) {
+  cublasHandle_t handle = nullptr;
+  cublasCreate(&handle);
+  cublasSetStream(handle, stream);
+  cublasSetWorkspace(handle, workspace, workspace_bytes);
+  cublasSetMathMode(handle, CUBLAS_TF32_TENSOR_OP_MATH);
+  return handle;
+}
+
+// Row-major C = op(A)·op(B) + β·C in cuBLAS: column-major Cᵀ = op(B)ᵀ·op(A)ᵀ (gemm_shape.h).
+bool cublas_gemm(cublasHandle_t handle, const Gemm& g, const float* A, const float* B, float* C) {
+  const float one = 1, beta = float(g.beta);
+  return cublasSgemm(handle, g.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
+                     g.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, g.N, g.M, g.K, &one, B, g.ldb, A, g.lda,
+                     &beta, C, g.ldc) == CUBLAS_STATUS_SUCCESS;
+}
+
 struct Layer {
   LayerShape shape;
   float *W = nullptr, *b = nullptr, *y = nullptr, *dy = nullptr, *dW = nullptr, *db = nullptr;
@@ -104,14 +122,8 @@ class Chains {
     cudaMalloc(&workspace_, kWorkspace);
     cudaMalloc(&side_workspace_, kWorkspace);
     cudaMalloc(&scratch_, kScratch * sizeof(float));
-    cublasCreate(&cublas_);
-    cublasCreate(&side_cublas_);
-    for (auto [h, s, w] : {std::tuple{cublas_, stream_, workspace_},
-                           std::tuple{side_cublas_, side_, side_workspace_}}) {
-      cublasSetStream(h, s);
-      cublasSetWorkspace(h, w, kWorkspace);
-      cublasSetMathMode(h, CUBLAS_TF32_TENSOR_OP_MATH);
-    }
+    cublas_ = tf32_cublas(stream_, workspace_, kWorkspace);
+    side_cublas_ = tf32_cublas(side_, side_workspace_, kWorkspace);
     uint64_t seed = 1;
     for (const StackShape& shape : kStacks) {
       Stack s;
@@ -289,11 +301,7 @@ class Chains {
             float* C, const LtEpilogue& e) {
     cudaStream_t stream = side ? side_ : stream_;
     if (lt) return lt_for(split_k, side).run(g, A, B, C, e, stream);
-    // Row-major C = op(A)·op(B) ⇔ column-major Cᵀ = op(B)ᵀ·op(A)ᵀ (gemm_shape.h).
-    const float one = 1, beta = float(g.beta);
-    return cublasSgemm(side ? side_cublas_ : cublas_, g.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
-                       g.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, g.N, g.M, g.K, &one, B, g.ldb, A,
-                       g.lda, &beta, C, g.ldc) == CUBLAS_STATUS_SUCCESS;
+    return cublas_gemm(side ? side_cublas_ : cublas_, g, A, B, C);
   }
 
   cudaStream_t stream_ = nullptr, side_ = nullptr;
@@ -314,9 +322,10 @@ double nmse(const std::vector<float>& ref, const std::vector<float>& got) {
   return norm == 0 ? err : err / norm;
 }
 
-// Captures `issue` into a graph and times kReplays replays per iteration with events.
+// Captures `issue` into a graph and times kReplays replays per iteration with events; false
+// (the benchmark skipped with the reason) when the capture failed.
 template <class F>
-void time_graph(benchmark::State& state, cudaStream_t stream, F&& issue) {
+bool time_graph(benchmark::State& state, cudaStream_t stream, F&& issue) {
   cudaGraph_t graph = nullptr;
   cudaGraphExec_t exec = nullptr;
   bool ok = cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal) == cudaSuccess;
@@ -332,7 +341,7 @@ void time_graph(benchmark::State& state, cudaStream_t stream, F&& issue) {
                        : "cuBLASLt has no algorithm for " + failed;
     state.SkipWithError(why.c_str());
     if (graph) cudaGraphDestroy(graph);
-    return;
+    return false;
   }
   for (int r = 0; r < 10; ++r) cudaGraphLaunch(exec, stream);  // warm-up
   bench::time_with_events(state, stream, kReplays, [&] { cudaGraphLaunch(exec, stream); });
@@ -342,6 +351,7 @@ void time_graph(benchmark::State& state, cudaStream_t stream, F&& issue) {
   state.counters["graph nodes"] = double(nodes);
   cudaGraphExecDestroy(exec);
   cudaGraphDestroy(graph);
+  return true;
 }
 
 // The forward of the three stacks: /0 RELU_BIAS (the engine's), /1 RELU_AUX_BIAS (writes the
@@ -440,49 +450,34 @@ void BM_GemmShape(benchmark::State& state) {
         *C = device_floats(size_t(M) * s.N, 3, 1.f), *bias = device_floats(size_t(s.N), 4, 0.1f);
   cudaStream_t stream;
   cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking);
+  constexpr size_t kWorkspaceBytes = size_t(32) << 20;
   void* workspace = nullptr;
-  cudaMalloc(&workspace, size_t(32) << 20);
-  cublasHandle_t cublas;
-  cublasCreate(&cublas);
-  cublasSetStream(cublas, stream);
-  cublasSetWorkspace(cublas, workspace, size_t(32) << 20);
-  cublasSetMathMode(cublas, CUBLAS_TF32_TENSOR_OP_MATH);
-  LtGemm lt(false, true, workspace, size_t(32) << 20);
+  cudaMalloc(&workspace, kWorkspaceBytes);
+  cublasHandle_t cublas = tf32_cublas(stream, workspace, kWorkspaceBytes);
+  LtGemm lt(false, true, workspace, kWorkspaceBytes);
   const Gemm g{false, s.trans_b, M, s.N, s.K, s.K, ld_b, s.N, 0.0};
   const bool forward = !s.trans_b;
-  auto issue = [&](std::string& failed) {
-    for (int r = 0; r < kReplays; ++r) {
-      if (route == 2) {
+  const bool timed = time_graph(state, stream, [&](std::string& failed) {
+    for (int r = 0; r < kReplays; ++r) {  // kReplays GEMMs in a row in one graph
+      bool ok = true;
+      if (route == 2)
         cuda::small_gemm_tf32(A, B, C, M, s.N, s.K, s.K, ld_b, s.N, s.trans_b, 0.0f,
                               {forward ? cuda::GemmTail::bias : cuda::GemmTail::none, bias},
                               stream);
-      } else if (route == 1) {
-        if (!lt.run(g, A, B, C, LtEpilogue{forward ? GemmEpilogue::bias : GemmEpilogue::none, bias},
-                    stream)) {
-          failed = s.name;
-          return false;
-        }
-      } else {
-        const float one = 1, zero = 0;
-        cublasSgemm(cublas, s.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N, s.N, M, s.K, &one,
-                    B, ld_b, A, s.K, &zero, C, s.N);
+      else if (route == 1)
+        ok = lt.run(g, A, B, C, LtEpilogue{forward ? GemmEpilogue::bias : GemmEpilogue::none, bias},
+                    stream);
+      else
+        ok = cublas_gemm(cublas, g, A, B, C);
+      if (!ok) {
+        if (route == 1) failed = s.name;  // time_graph: "cuBLASLt has no algorithm for ..."
+        return false;
       }
     }
     return true;
-  };
-  cudaGraph_t graph = nullptr;
-  cudaGraphExec_t exec = nullptr;
-  std::string failed;
-  bool ok = cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal) == cudaSuccess;
-  const bool issued = ok && issue(failed);
-  ok = cudaStreamEndCapture(stream, &graph) == cudaSuccess && issued &&
-       cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess;
-  if (!ok) {
-    state.SkipWithError(failed.empty() ? "capture failed" : "cuBLASLt has no algorithm");
-  } else {
-    for (int r = 0; r < 5; ++r) cudaGraphLaunch(exec, stream);  // warm-up
-    bench::time_with_events(state, stream, 1, [&] { cudaGraphLaunch(exec, stream); });
-    const double gemms = double(kReplays) * double(state.iterations());
+  });
+  if (timed) {  // per GEMM: each iteration replays the graph of kReplays GEMMs kReplays times
+    const double gemms = double(kReplays) * kReplays * double(state.iterations());
     state.counters["GEMM"] =
         benchmark::Counter(gemms, benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
     state.counters["FLOP/s"] =
@@ -490,8 +485,6 @@ void BM_GemmShape(benchmark::State& state) {
   }
   static const char* const kRoutes[] = {"cuBLAS", "cuBLASLt", "small GEMM"};
   state.SetLabel(std::string(kRoutes[route]) + " " + s.name);
-  if (exec) cudaGraphExecDestroy(exec);
-  if (graph) cudaGraphDestroy(graph);
   cublasDestroy(cublas);
   cudaStreamSynchronize(stream);
   for (void* p : {static_cast<void*>(A), static_cast<void*>(B), static_cast<void*>(C),
