@@ -141,18 +141,12 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
     if constexpr (std::is_same_v<T, float>) {
       lt_ = std::make_unique<LtGemm>(options.strict_fp32, options.split_k, workspace_.get(),
                                      kWorkspaceBytes, options.autotune, options.split_k_in_place,
-                                     small_gemm_tuned());
+                                     options.small_gemm);
       side_lt_ = std::make_unique<LtGemm>(options.strict_fp32, options.split_k,
                                           side_workspace_.get(), kWorkspaceBytes, options.autotune,
-                                          options.split_k_in_place, small_gemm_tuned());
+                                          options.split_k_in_place, options.small_gemm);
     }
     bias_scratch_ = DeviceBuffer(kBiasScratchElems * sizeof(T));
-    if (options.small_gemm) {  // the small GEMM's bias-gradient scratch; counters start at zero
-      small_gemm_partials_ = DeviceBuffer(kSmallGemmPartials * sizeof(float));
-      small_gemm_arrivals_ = DeviceBuffer(kSmallGemmArrivals * sizeof(unsigned));
-      EQUIVAE_CUDA_CHECK(
-          cudaMemset(small_gemm_arrivals_.get(), 0, kSmallGemmArrivals * sizeof(unsigned)));
-    }
   }
   ~CudaBackend() override {
 #if !defined(EQUIVAE_CUDA_EMULATED)
@@ -229,15 +223,12 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
         const bool keep_mask = relu && relu_mask;
         LtEpilogue e{relu ? GemmEpilogue::relu_bias : GemmEpilogue::bias, b};
         if (keep_mask) e = {GemmEpilogue::relu_aux_bias, b, relu_mask, lt_relu_mask_ld(out)};
-        if (self->small_gemm(g, x, W, y, e, self->stream_)) {
-          if (keep_mask) self->note_relu_mask(relu_mask, true);
-          return;
-        }
-        if (self->options_.cublaslt_epilogues) {  // GEMM, bias and ReLU in one kernel
-          const bool fused = self->lt_->run(g, x, W, y, e, self->stream_);
-          if (keep_mask) self->note_relu_mask(relu_mask, fused);
-          if (fused) return;
-        }
+        // GEMM, bias and ReLU in one kernel: the small GEMM's, or cuBLASLt's epilogue.
+        const bool fused =
+            self->small_gemm(g, x, W, y, e) ||
+            (self->options_.cublaslt_epilogues && self->lt_->run(g, x, W, y, e, self->stream_));
+        if (keep_mask) self->note_relu_mask(relu_mask, fused);
+        if (fused) return;
       }
       self->gemm(g, x, W, y);
       cuda::dense_bias_act(y, b, B, out, relu, self->stream_);
@@ -278,8 +269,7 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
         const LtEpilogue e{GemmEpilogue::drelu_bgrad, input_relu.db,
                            const_cast<void*>(input_relu.mask), lt_relu_mask_ld(in)};
         if (self->kept_relu_masks_.count(input_relu.mask) &&
-            (self->small_gemm(g, dy, W, dx, e, self->stream_) ||
-             self->lt_->run(g, dy, W, dx, e, self->stream_))) {
+            (self->small_gemm(g, dy, W, dx, e) || self->lt_->run(g, dy, W, dx, e, self->stream_))) {
           self->read_relu_masks_.insert(input_relu.mask);
           return;
         }
@@ -754,19 +744,17 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
 
   // C = op(A)·op(B) + β·C, then the epilogue, in the engine's tensor-core GEMM where the
   // options and the shape send it there (CudaBackendOptions::small_gemm; autotuned, LtGemm
-  // chooses per plan instead); false: nothing enqueued. The ReLU-backward tail's scratch is
-  // the main stream's, the only stream that runs that tail.
+  // chooses per plan instead), on the main stream or with side on the side stream, with that
+  // stream's LtGemm's scratch; false: nothing enqueued.
   bool small_gemm([[maybe_unused]] const Gemm& g, [[maybe_unused]] const T* A,
                   [[maybe_unused]] const T* B, [[maybe_unused]] T* C,
-                  [[maybe_unused]] const LtEpilogue& e, [[maybe_unused]] cudaStream_t stream) {
+                  [[maybe_unused]] const LtEpilogue& e, [[maybe_unused]] bool side = false) {
     if constexpr (std::is_same_v<T, float>) {
       if (!options_.small_gemm || options_.strict_fp32 || options_.autotune ||
           !small_gemm_fits(g, e.kind))
         return false;
-      run_small_gemm(g, A, B, C,
-                     small_gemm_tail(e, static_cast<float*>(small_gemm_partials_.get()),
-                                     static_cast<unsigned*>(small_gemm_arrivals_.get())),
-                     stream);
+      run_small_gemm(g, A, B, C, (side ? side_lt_ : lt_)->small_tail(e),
+                     side ? side_stream() : stream_);
       small_gemm_outputs_.insert(C);
       return true;
     }
@@ -776,7 +764,7 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
   // C = op(A)·op(B) + β·C on the main stream, or with side on the side stream.
   void gemm(const Gemm& g, const T* A, const T* B, T* C, [[maybe_unused]] bool side = false) {
     if (g.M <= 0 || g.N <= 0) return;
-    if (small_gemm(g, A, B, C, LtEpilogue{}, side ? side_stream() : stream_)) return;
+    if (small_gemm(g, A, B, C, LtEpilogue{}, side)) return;
     if constexpr (std::is_same_v<T, float>)
       if ((options_.lt_backward ||
            (small_gemm_tuned() && small_gemm_fits(g, GemmEpilogue::none))) &&
@@ -819,8 +807,7 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
 #endif
   DeviceBuffer workspace_, side_workspace_;  // the GEMM libraries' (none under the emulator)
   DeviceBuffer bias_scratch_;
-  DeviceBuffer small_gemm_partials_, small_gemm_arrivals_;  // with small_gemm: drelu_bgrad's
-  std::unique_ptr<LtGemm> lt_, side_lt_;                    // float only: cuBLASLt on each stream
+  std::unique_ptr<LtGemm> lt_, side_lt_;      // float only: cuBLASLt on each stream
   std::unique_ptr<CudnnConvolutions> cudnn_;  // the convolutions, created on first use
   std::unordered_set<const void*> kept_relu_masks_, read_relu_masks_;  // fused_relu()
   std::unordered_set<const void*> small_gemm_outputs_;                 // small_gemm_outputs()

@@ -45,21 +45,26 @@ class LtGemm {
   // split_k: whether cuBLASLt may split K across blocks (a second, reduction kernel, or an
   // in-place reduction); split_k_in_place: only in place (the partial products added up in the
   // output, in an order counters in the workspace fix: no reduction kernel); workspace: device
-  // memory the matmuls may use (the caller's); autotune: plans keep candidates for tune().
+  // memory the matmuls may use (the caller's); autotune: plans keep candidates for tune();
+  // small_gemm: the engine's small GEMM may run on this stream (CudaBackendOptions::small_gemm,
+  // TF32 only): this LtGemm holds its ReLU-backward scratch (small_tail) and, with autotune,
+  // times it as one more candidate of every plan it fits.
   LtGemm(bool strict_fp32, bool split_k, void* workspace, size_t workspace_bytes,
-         bool autotune = false, bool split_k_in_place = false, bool small_gemm_candidate = false)
+         bool autotune = false, bool split_k_in_place = false, bool small_gemm = false)
       : strict_fp32_(strict_fp32),
         split_k_(split_k),
         in_place_(split_k_in_place),
         autotune_(autotune),
-        small_candidate_(small_gemm_candidate && autotune && !strict_fp32),
+        small_candidate_(small_gemm && autotune && !strict_fp32),
         workspace_(workspace),
         workspace_bytes_(workspace_bytes) {
     ok_ = cublasLtCreate(&handle_) == CUBLAS_STATUS_SUCCESS;
-    if (ok_ && small_candidate_)  // the small GEMM's ReLU-backward scratch, counters at zero
-      ok_ = cudaMalloc(&small_partials_, kSmallGemmPartials * sizeof(float)) == cudaSuccess &&
-            cudaMalloc(&small_arrivals_, kSmallGemmArrivals * sizeof(unsigned)) == cudaSuccess &&
-            cudaMemset(small_arrivals_, 0, kSmallGemmArrivals * sizeof(unsigned)) == cudaSuccess;
+    if (small_gemm && !strict_fp32)  // the small GEMM's scratch, counters at zero
+      check(
+          cudaMalloc(&small_partials_, kSmallGemmPartials * sizeof(float)) == cudaSuccess &&
+              cudaMalloc(&small_arrivals_, kSmallGemmArrivals * sizeof(unsigned)) == cudaSuccess &&
+              cudaMemset(small_arrivals_, 0, kSmallGemmArrivals * sizeof(unsigned)) == cudaSuccess,
+          "cuda backend", "cannot allocate the small GEMM's scratch on the device");
   }
   LtGemm(const LtGemm&) = delete;
   LtGemm& operator=(const LtGemm&) = delete;
@@ -142,6 +147,13 @@ class LtGemm {
     }
     cudaGetLastError();  // a candidate that failed to run leaves nothing behind
     return report;
+  }
+
+  // The small GEMM's tail for epilogue e, on this LtGemm's scratch (its stream's GEMMs run one
+  // after another, and tune() owns the device). Needs the constructor's small_gemm.
+  cuda::SmallGemmTail small_tail(const LtEpilogue& e) const {
+    return small_gemm_tail(e, static_cast<float*>(small_partials_),
+                           static_cast<unsigned*>(small_arrivals_));
   }
 
   // Plans tune() handed to the small GEMM.
@@ -379,13 +391,6 @@ class LtGemm {
     if (plan.b) cublasLtMatrixLayoutDestroy(plan.b);
     if (plan.c) cublasLtMatrixLayoutDestroy(plan.c);
     if (plan.desc) cublasLtMatmulDescDestroy(plan.desc);
-  }
-
-  // The small GEMM's tail for epilogue e, with this LtGemm's scratch (its stream's GEMMs run one
-  // after another, and tune() owns the device).
-  cuda::SmallGemmTail small_tail(const LtEpilogue& e) const {
-    return small_gemm_tail(e, static_cast<float*>(small_partials_),
-                           static_cast<unsigned*>(small_arrivals_));
   }
 
   bool strict_fp32_, split_k_, in_place_, autotune_, small_candidate_;

@@ -28,12 +28,12 @@ void host_gemm(const Gemm& g, const T* A, const T* B, T* C) {
 
 class LtGemm {
  public:
-  LtGemm(bool /*strict_fp32*/, bool /*split_k*/, void* /*workspace*/, size_t /*workspace_bytes*/,
-         bool /*autotune*/ = false, bool /*split_k_in_place*/ = false,
-         bool small_gemm_candidate = false)
-      : small_candidate_(small_gemm_candidate),
-        partials_(small_gemm_candidate ? kSmallGemmPartials : 0),
-        arrivals_(small_gemm_candidate ? kSmallGemmArrivals : 0, 0u) {}
+  // small_gemm: as lt_gemm.h's (the scratch here is host memory, as the emulator's device's).
+  LtGemm(bool strict_fp32, bool /*split_k*/, void* /*workspace*/, size_t /*workspace_bytes*/,
+         bool autotune = false, bool /*split_k_in_place*/ = false, bool small_gemm = false)
+      : small_candidate_(small_gemm && autotune && !strict_fp32),
+        partials_(small_gemm && !strict_fp32 ? kSmallGemmPartials : 0),
+        arrivals_(small_gemm && !strict_fp32 ? kSmallGemmArrivals : 0, 0u) {}
   LtGemm(const LtGemm&) = delete;
   LtGemm& operator=(const LtGemm&) = delete;
 
@@ -43,7 +43,7 @@ class LtGemm {
            cudaStream_t stream) {
     if (g.M <= 0 || g.N <= 0 || g.K <= 0) return false;
     if (tuned_ && small_candidate_ && small_gemm_fits(g, e.kind)) {
-      run_small_gemm(g, A, B, C, small_gemm_tail(e, partials_.data(), arrivals_.data()), stream);
+      run_small_gemm(g, A, B, C, small_tail(e), stream);
       small_outputs_.insert(C);
       return true;
     }
@@ -56,6 +56,9 @@ class LtGemm {
   GemmTuning tune() {
     tuned_ = true;
     return {};
+  }
+  cuda::SmallGemmTail small_tail(const LtEpilogue& e) {
+    return small_gemm_tail(e, partials_.data(), arrivals_.data());
   }
   // Plans (here: distinct outputs) that the small GEMM took.
   int small_plans() const { return int(small_outputs_.size()); }
