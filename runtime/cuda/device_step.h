@@ -111,7 +111,8 @@ class DeviceStepOps {
   };
   virtual FusedRelu fused_relu() const = 0;
   // With CudaBackendOptions::small_gemm: how many distinct GEMM outputs the engine's own
-  // tensor-core GEMM wrote (0: every GEMM ran in the libraries).
+  // tensor-core GEMM wrote, or, autotuned, how many GEMM plans it won (0: every GEMM ran in
+  // the libraries).
   virtual int small_gemm_outputs() const = 0;
   // Waits until everything issued so far has run.
   virtual void synchronize() = 0;
