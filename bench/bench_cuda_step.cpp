@@ -68,11 +68,13 @@ std::unique_ptr<Backend<float>> gpu_backend(CudaBackendOptions options = {}) {
 }
 
 // The levers not yet measured on a GPU, together (BM_GraphStepGemmRoute/25): the small GEMM
-// with its DRELU tail, early Adam and programmatic launch. Where a benchmark's "levers"
-// argument is 1, its step runs on them.
+// with its DRELU tail, early Adam, programmatic launch and (for the conv model) the
+// convolutions' weight gradients on the side stream. Where a benchmark's "levers" argument is
+// 1, its step runs on them.
 CudaBackendOptions with_new_levers(bool on) {
   CudaBackendOptions o;
   o.fused_relu_backward = o.small_gemm = o.early_adam = o.programmatic_launch = on;
+  o.side_conv_filter = on;
   return o;
 }
 const char* levers_label(bool on) {
@@ -290,14 +292,16 @@ const Dataset& svhn_shaped() {
 // The SVHN model (svhn_config(): B = 160, m_max = 10) as graph replays, one iteration = kWindow
 // steps; range(0) = 1: semi-supervised with U = 100 (1,160 rows through encoder and decoder;
 // the first 1,000 images labelled, the rest unlabelled); range(1) = 1: autotuned (cuDNN's
-// and cuBLASLt's algorithms timed at start-up).
+// and cuBLASLt's algorithms timed at start-up); range(2) = 1: with_new_levers, 2: only the
+// convolutions' weight gradients on the side stream.
 void BM_SvhnGraphStep(benchmark::State& state) {
   if (skip_without_gpu(state)) return;
   const bool semi = state.range(0) != 0;
   EquiVaeConfig config = svhn_config();
   if (semi) config.unlabelled = 100;
-  const bool levers = state.range(2) != 0;
+  const bool levers = state.range(2) == 1;
   CudaBackendOptions options = with_new_levers(levers);
+  options.side_conv_filter = options.side_conv_filter || state.range(2) == 2;
   options.autotune = state.range(1) != 0;
   auto backend = gpu_backend(options);
   EquiVae<float> model(config, *backend);
@@ -306,13 +310,15 @@ void BM_SvhnGraphStep(benchmark::State& state) {
   const Dataset& labelled = semi ? split.labelled : svhn_shaped();
   const Dataset* unlabelled = semi ? &split.unlabelled : nullptr;
   time_graph_windows(state, model, labelled, unlabelled);
-  state.SetLabel(backend->name() + (options.autotune ? " autotuned" : "") + levers_label(levers));
+  state.SetLabel(backend->name() + (options.autotune ? " autotuned" : "") + levers_label(levers) +
+                 (options.side_conv_filter ? " side-stream conv dW" : ""));
 }
 BENCHMARK(BM_SvhnGraphStep)
     ->ArgNames({"semi", "autotuned", "levers"})
     ->Args({0, 0, 0})
     ->Args({1, 0, 0})
     ->Args({0, 1, 0})
+    ->Args({0, 0, 2})
     ->Args({0, 0, 1})
     ->Args({1, 0, 1})
     ->Unit(benchmark::kMicrosecond)
@@ -420,6 +426,18 @@ void BM_Op(benchmark::State& state) {
   conv.N = B, conv.C_in = 32, conv.H = conv.W = 16, conv.C_out = 64, conv.KH = conv.KW = 4;
   conv.stride = 2, conv.pad = 1;
   const bool conv_op = op == 19 || op == 20;
+  // The convolutions' bias gradients alone (conv2d_backward with neither dx nor dW): the
+  // decoder's last layer (3 channels of 32 × 32, no ReLU), the trunk's first (32 of 16 × 16).
+  Conv2dShape last_layer = conv, first_layer = conv;
+  last_layer.C_in = 32, last_layer.C_out = 3, last_layer.H = last_layer.W = 32;
+  first_layer.C_in = 3, first_layer.C_out = 32, first_layer.H = first_layer.W = 32;
+  const size_t last_out = size_t(B) * 3 * 32 * 32, first_out = size_t(B) * 32 * 16 * 16;
+  float* bias_dy = op == 21 || op == 22 ? b.take(last_out, 0.01f) : nullptr;
+  float* bias_y = op == 21 || op == 22 ? b.take(last_out, 0.5f) : nullptr;
+  const Conv2dShape& bias_layer = op == 21 ? last_layer : first_layer;
+  const size_t bias_bytes = op == 21 || op == 22 ? be.conv2d_workspace_bytes(bias_layer) : 0;
+  void* bias_ws = bias_bytes ? be.allocate(bias_bytes) : nullptr;
+  if (bias_ws) b.blocks.push_back(bias_ws);
   const size_t conv_in = size_t(B) * 32 * 16 * 16, conv_out = size_t(B) * 64 * 8 * 8;
   float* conv_x = conv_op ? b.take(conv_in, 0.5f) : nullptr;
   float* conv_W = conv_op ? b.take(size_t(64) * 32 * 16, 0.01f) : nullptr;
@@ -496,6 +514,14 @@ void BM_Op(benchmark::State& state) {
         be.conv2d_backward(conv_dx, conv_dW, db, conv_dy, conv_x, conv_W, conv_y, conv, true,
                            conv_ws, conv_bytes);
         break;
+      case 21:
+        be.conv2d_backward(nullptr, nullptr, db, bias_dy, nullptr, nullptr, bias_y, last_layer,
+                           false, bias_ws, bias_bytes);
+        break;
+      case 22:
+        be.conv2d_backward(nullptr, nullptr, db, bias_dy, nullptr, nullptr, bias_y, first_layer,
+                           true, bias_ws, bias_bytes);
+        break;
     }
   };
   static const char* names[] = {"dense_fwd 784x512 relu",
@@ -518,7 +544,9 @@ void BM_Op(benchmark::State& state) {
                                 "gaussian_bwd 160x3x32x32",
                                 "dropout_fwd 160x512",
                                 "conv2d_fwd 32->64 16x16 relu",
-                                "conv2d_bwd 32->64 16x16 relu"};
+                                "conv2d_bwd 32->64 16x16 relu",
+                                "conv bias grad 160x3x32x32",
+                                "conv bias grad + ReLU mask 160x32x16x16"};
   run();
   synchronize(be);
   for (auto _ : state) {
@@ -537,7 +565,8 @@ void BM_Op(benchmark::State& state) {
   const double flops[] = {
       2 * BD * H, 2 * BH * H, 2 * BH * D, 4 * BH * H, 4 * BH * D, 0,          0,
       0,          0,          0,          0,          0,          0,          0,
-      0,          0,          0,          0,          0,          conv_flops, 2 * conv_flops};
+      0,          0,          0,          0,          0,          conv_flops, 2 * conv_flops,
+      0,          0};
   const double bytes[] = {0,
                           0,
                           0,
@@ -558,7 +587,9 @@ void BM_Op(benchmark::State& state) {
                           f * (2 * BI + B + BI + 3),  // μ, x, dll → dμ, dlv
                           f * 3 * BH,                 // x → y, mask
                           0,
-                          0};
+                          0,
+                          f * double(last_out),        // dy → db
+                          f * 3 * double(first_out)};  // dy, y → dz (in place), db
   const double done = double(kRepeat) * double(state.iterations());
   if (flops[op] > 0)
     state.counters["FLOP/s"] = benchmark::Counter(flops[op] * done, benchmark::Counter::kIsRate);
@@ -566,7 +597,7 @@ void BM_Op(benchmark::State& state) {
     state.counters["bytes/s"] = benchmark::Counter(bytes[op] * done, benchmark::Counter::kIsRate);
   state.SetLabel(names[op]);
 }
-BENCHMARK(BM_Op)->DenseRange(0, 20)->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(BM_Op)->DenseRange(0, 22)->Unit(benchmark::kMicrosecond)->UseRealTime();
 
 }  // namespace
 

@@ -388,9 +388,12 @@ def fastest_route(path):
 fastest_route(os.path.join(res, "bench_step.json"))
 table(os.path.join(res, "bench_step_fp32.json"), "CUDA backend, strict FP32")
 table(os.path.join(res, "bench_chains.json"), "Dense-layer GEMM chains per route (B = 160, TF32, one graph each)")
-peers = os.path.join(res, "peers_cuda.jsonl")
-if os.path.exists(peers):
-    print("## Peers on the same GPU\n")
+for file, title in (("peers_cuda.jsonl", "Peers on the same GPU (MNIST)"),
+                    ("peers_svhn_cuda.jsonl", "SVHN peers on the same GPU (BM_SvhnGraphStep above)")):
+    peers = os.path.join(res, file)
+    if not os.path.exists(peers):
+        continue
+    print(f"## {title}\n")
     print("| peer | result |")
     print("| --- | --- |")
     for line in open(peers):

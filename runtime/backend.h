@@ -156,6 +156,11 @@ struct CudaBackendOptions {
   // dense_forward_partial's GEMM (the encoder's W_x·x) on the side stream, beside f_inv and
   // the pooling (default), or in order on the main stream.
   bool partial_beside = true;
+  // Each convolution's weight gradient (cuDNN's backward-filter) on the side stream beside its
+  // input gradient and the layers below, as the dense layers' weight-gradient GEMMs go
+  // (default: after the input gradient, on the critical path). Its workspace doubles: the
+  // side stream's half is its own.
+  bool side_conv_filter = false;
   // In a captured step, each network's Adam update on the side stream as soon as its backward
   // is done (the decoder's beside the encoder's and f_inv's backward), instead of one update
   // of every parameter after the whole backward: only f_inv's stays on the critical path.

@@ -214,6 +214,36 @@ TEST_F(CudaBackend, EmulatedSideStreamWorkRunsAtItsJoin) {
     EXPECT_EQ(joined[i], float(B) * 0.25f) << "dW = xᵀ·dy after the join";
   }
 }
+
+// The same for a convolution's weight gradient with side_conv_filter; without it, dW is there
+// at once.
+TEST_F(CudaBackend, EmulatedSideStreamConvolutionFilterRunsAtItsJoin) {
+  const Conv2dShape s{1, 1, 4, 4, 1, 2, 2, 2, 0, 0};  // 2 × 2 windows, no overlap: Ho = Wo = 2
+  for (const bool side : {false, true}) {
+    CudaBackendOptions options = strict_options();
+    options.side_conv_filter = side;
+    auto be = device_backend(options);
+    const size_t bytes = be->conv2d_workspace_bytes(s);
+    auto take = [&](size_t n, float value) {
+      float* p = static_cast<float*>(be->allocate(n * sizeof(float)));
+      be->fill(p, value, n);
+      return p;
+    };
+    float *x = take(16, 1.0f), *W = take(4, 0.5f), *y = take(4, 1.0f), *dy = take(4, 0.25f),
+          *dx = take(16, 0.0f), *dW = take(4, 7.0f), *ones = take(4, 1.0f), *copy = take(4, -1.0f),
+          *ws = take(bytes / sizeof(float) + 1, 0.0f);
+    be->conv2d_backward(dx, dW, nullptr, dy, x, W, y, s, false, ws, bytes);
+    be->dropout_backward(copy, dW, ones, 4);  // reads dW with no join
+    std::vector<float> early(4), joined(4);
+    be->download(early.data(), copy, sizeof(float) * 4);
+    be->download(joined.data(), dW, sizeof(float) * 4);  // joins first
+    for (int i = 0; i < 4; ++i) {
+      // Each weight meets 4 windows of x = 1 with dy = 0.25.
+      EXPECT_EQ(joined[i], 1.0f) << "dW after the join";
+      EXPECT_EQ(early[i], side ? 7.0f : 1.0f) << (side ? "side stream" : "main stream");
+    }
+  }
+}
 #endif
 
 // The step's first and last ops on their own: load_step copies the slot the counters point
@@ -797,11 +827,13 @@ std::vector<float> random_floats(uint64_t stream, size_t n, double lo, double hi
   return v;
 }
 
-void compare_conv(const Conv2dShape& s, bool transposed, bool relu) {
+void compare_conv(const Conv2dShape& s, bool transposed, bool relu,
+                  const CudaBackendOptions& options) {
   const std::string name = std::string(transposed ? "conv_transpose2d" : "conv2d") +
                            " N=" + std::to_string(s.N) + " " + std::to_string(s.C_in) + "x" +
                            std::to_string(s.H) + "x" + std::to_string(s.W) + " → " +
-                           std::to_string(s.C_out) + (relu ? " relu" : "");
+                           std::to_string(s.C_out) + (relu ? " relu" : "") +
+                           (options.side_conv_filter ? ", dW on the side stream" : "");
   const int Ho = cpu::conv_out_h(s, transposed);
   const int Wo = cpu::conv_out_w(s, transposed);
   const size_t nx = size_t(s.N) * s.C_in * s.H * s.W, ny = size_t(s.N) * s.C_out * Ho * Wo,
@@ -814,7 +846,7 @@ void compare_conv(const Conv2dShape& s, bool transposed, bool relu) {
       transposed ? cpu->conv_transpose2d_workspace_bytes(s) : cpu->conv2d_workspace_bytes(s);
   std::vector<float> cws(cpu_bytes / sizeof(float) + 1), y(ny), dx(nx), dW(nw), db(s.C_out),
       dz = dy;
-  auto gpu = device_backend();
+  auto gpu = device_backend(options);
   const size_t bytes =
       transposed ? gpu->conv_transpose2d_workspace_bytes(s) : gpu->conv2d_workspace_bytes(s);
   DeviceVector gx(*gpu, x), gW(*gpu, W), gb(*gpu, b), gy(*gpu, y), gdy(*gpu, dy), gdx(*gpu, dx),
@@ -863,11 +895,51 @@ void compare_conv(const Conv2dShape& s, bool transposed, bool relu) {
 }
 
 TEST_F(CudaBackend, ConvolutionsMatchTheCpuBackend) {
-  // The SVHN geometry (k = 4, s = 2, p = 1) at a small batch, odd sizes with output padding.
-  compare_conv({3, 3, 16, 16, 8, 4, 4, 2, 1, 0}, false, true);
-  compare_conv({2, 5, 7, 9, 4, 3, 4, 2, 1, 0}, false, false);
-  compare_conv({3, 8, 4, 4, 6, 4, 4, 2, 1, 0}, true, true);
-  compare_conv({2, 4, 5, 3, 3, 3, 3, 2, 1, 1}, true, false);
+  // The SVHN geometry (k = 4, s = 2, p = 1) at a small batch, odd sizes with output padding;
+  // the weight gradient on the main stream, then on the side stream.
+  CudaBackendOptions side = strict_options();
+  side.side_conv_filter = true;
+  for (const CudaBackendOptions& options : {strict_options(), side}) {
+    compare_conv({3, 3, 16, 16, 8, 4, 4, 2, 1, 0}, false, true, options);
+    compare_conv({2, 5, 7, 9, 4, 3, 4, 2, 1, 0}, false, false, options);
+    compare_conv({3, 8, 4, 4, 6, 4, 4, 2, 1, 0}, true, true, options);
+    compare_conv({2, 4, 5, 3, 3, 3, 3, 2, 1, 1}, true, false, options);
+    // The decoder's last layer in small (3 channels of 32 × 32): the bias gradient in slices.
+    compare_conv({10, 4, 16, 16, 3, 4, 4, 2, 1, 0}, true, false, options);
+  }
+}
+
+// With the weight gradient on the side stream a convolution asks for a second workspace, the
+// side stream's, and refuses the main stream's alone.
+TEST_F(CudaBackend, SideStreamConvolutionFilterHasItsOwnWorkspace) {
+  const Conv2dShape s{2, 3, 8, 8, 4, 4, 4, 2, 1, 0};
+  CudaBackendOptions side = strict_options();
+  side.side_conv_filter = true;
+  auto one = device_backend(), two = device_backend(side);
+  for (const bool transposed : {false, true}) {
+    const size_t main =
+        transposed ? one->conv_transpose2d_workspace_bytes(s) : one->conv2d_workspace_bytes(s);
+    const size_t both =
+        transposed ? two->conv_transpose2d_workspace_bytes(s) : two->conv2d_workspace_bytes(s);
+    EXPECT_GE(both, 2 * main) << (transposed ? "conv_transpose2d" : "conv2d");
+    if (main == 0) continue;  // cuDNN may need none
+    const int Ho = cpu::conv_out_h(s, transposed), Wo = cpu::conv_out_w(s, transposed);
+    DeviceVector x(*two, std::vector<float>(size_t(s.N) * s.C_in * s.H * s.W)),
+        W(*two, std::vector<float>(size_t(s.C_in) * s.C_out * s.KH * s.KW)),
+        y(*two, std::vector<float>(size_t(s.N) * s.C_out * Ho * Wo)),
+        dy(*two, std::vector<float>(size_t(s.N) * s.C_out * Ho * Wo)),
+        dx(*two, std::vector<float>(size_t(s.N) * s.C_in * s.H * s.W)),
+        dW(*two, std::vector<float>(size_t(s.C_in) * s.C_out * s.KH * s.KW)),
+        ws(*two, std::vector<float>(both / sizeof(float) + 1));
+    if (transposed)
+      EXPECT_THROW(two->conv_transpose2d_backward(dx.data, dW.data, nullptr, dy.data, x.data,
+                                                  W.data, y.data, s, false, ws.data, main),
+                   Error);
+    else
+      EXPECT_THROW(two->conv2d_backward(dx.data, dW.data, nullptr, dy.data, x.data, W.data, y.data,
+                                        s, false, ws.data, main),
+                   Error);
+  }
 }
 
 TEST_F(CudaBackend, ConvolutionArgumentsAreChecked) {
@@ -963,6 +1035,13 @@ TEST_F(CudaBackend, ConvModelGraphStepsMatchEagerCpuSteps) {
   // trunk each updated beside the backward still to come, f_inv's at the end.
   compare_graph_steps(test::tiny_conv_semi_config(), blob_split().labelled,
                       &blob_split().unlabelled, 2, {2}, {.strict_fp32 = true, .early_adam = true});
+  // Each convolution's weight gradient on the side stream: alone (joined by Adam), and with
+  // early Adam (each network's update queued behind its weight gradients on that stream).
+  compare_graph_steps(test::tiny_conv_config(), blobs(), nullptr, 5, {2, 1},
+                      {.strict_fp32 = true, .side_conv_filter = true});
+  compare_graph_steps(test::tiny_conv_semi_config(), blob_split().labelled,
+                      &blob_split().unlabelled, 2, {2},
+                      {.strict_fp32 = true, .side_conv_filter = true, .early_adam = true});
 }
 
 TEST_F(CudaBackend, ConvModelInferenceMatchesTheCpuBackend) {

@@ -508,9 +508,10 @@ TEST(CudaKernels, GatherRowsFromDeviceDataSet) {
 
 // ---------------------------------------------------------------- convolution epilogues
 // Against loops in double: y = y0 + b[c] then ReLU; backward masks dy by (y > 0) in place and
-// sums it per channel.
+// sums it per channel — in one block per channel without scratch, over image slices with it
+// (partial sums added up in order by each channel's last block; the counters left at zero).
 template <class T>
-void check_conv_epilogue(int N, int C, int P, bool relu, bool bias) {
+void check_conv_epilogue(int N, int C, int P, bool relu, bool bias, int expected_slices = 0) {
   const size_t n = size_t(N) * C * P;
   const auto y0 = draw(30, n, -1, 1), b = draw(31, size_t(C), -0.5, 0.5), dy = draw(32, n, -1, 1);
   std::vector<double> y(n), dz(n), db(C, 0.0);
@@ -522,35 +523,75 @@ void check_conv_epilogue(int N, int C, int P, bool relu, bool bias) {
   }
   const std::string name = shape({N, C, P}) + (relu ? " relu" : "") + (bias ? " bias" : "");
   Guarded<T> bt = guarded<T>(b), yref = guarded<T>(y);
-  Guarded<T> first;
-  for (uint64_t seed : kSeeds) {
-    emu::set_schedule_seed(seed);
-    Guarded<T> yt = inout<T>(y0);
-    cuda::conv_bias_act(yt.data(), bias ? bt.data() : nullptr, N, C, P, relu, kStream);
-    expect_matches(y, yt, "conv_bias_act " + name);
-    Guarded<T> g = inout<T>(dy), dbt = nan_buffer<T>(C);
-    cuda::conv_backward_bias(g.data(), dbt.data(), yref.data(), N, C, P, relu, kStream);
-    expect_matches(dz, g, "conv_backward_bias dz " + name);
-    expect_matches(db, dbt, "conv_backward_bias db " + name);
-    if (seed == kSeeds[0])
-      first = dbt;
-    else
-      EXPECT_TRUE(bitwise_equal(first, dbt)) << "db must not depend on the schedule";
-    // A null db only masks.
-    Guarded<T> g2 = inout<T>(dy);
-    cuda::conv_backward_bias<T>(g2.data(), nullptr, yref.data(), N, C, P, relu, kStream);
-    expect_matches(dz, g2, "conv_backward_bias (db null) dz " + name);
+  // Scratch for 64 slices of C channels; partials NaN until written.
+  Guarded<T> partials = nan_buffer<T>(size_t(64) * C);
+  Guarded<int32_t> arrivals(size_t(C), 0);  // the kernel's unsigned counters
+  const cuda::ConvBiasScratch<T> scratch{partials.data(), partials.size(),
+                                         reinterpret_cast<unsigned*>(arrivals.data()),
+                                         arrivals.size()};
+  const int slices = cuda::conv_backward_bias_slices(N, C, P, true, partials.size(), C);
+  if (expected_slices > 0) {
+    EXPECT_EQ(slices, expected_slices) << name;
+  }
+  for (const bool sliced : {false, true}) {
+    const std::string what = name + (sliced ? " in " + std::to_string(slices) + " slices" : "");
+    Guarded<T> first;
+    for (uint64_t seed : kSeeds) {
+      emu::set_schedule_seed(seed);
+      Guarded<T> yt = inout<T>(y0);
+      cuda::conv_bias_act(yt.data(), bias ? bt.data() : nullptr, N, C, P, relu, kStream);
+      expect_matches(y, yt, "conv_bias_act " + what);
+      Guarded<T> g = inout<T>(dy), dbt = nan_buffer<T>(C);
+      cuda::conv_backward_bias(g.data(), dbt.data(), yref.data(), N, C, P, relu,
+                               sliced ? scratch : cuda::ConvBiasScratch<T>{}, kStream);
+      expect_matches(dz, g, "conv_backward_bias dz " + what);
+      expect_matches(db, dbt, "conv_backward_bias db " + what);
+      for (size_t c = 0; c < arrivals.size(); ++c)
+        ASSERT_EQ(arrivals[c], 0) << what << ": channel " << c << "'s counter left set";
+      EXPECT_TRUE(partials.guards_intact() && arrivals.guards_intact()) << what;
+      if (seed == kSeeds[0])
+        first = dbt;
+      else
+        EXPECT_TRUE(bitwise_equal(first, dbt)) << "db must not depend on the schedule: " << what;
+      // A null db only masks (and needs no scratch).
+      Guarded<T> g2 = inout<T>(dy);
+      cuda::conv_backward_bias<T>(g2.data(), nullptr, yref.data(), N, C, P, relu,
+                                  cuda::ConvBiasScratch<T>{}, kStream);
+      expect_matches(dz, g2, "conv_backward_bias (db null) dz " + what);
+    }
   }
 }
 
 TEST(CudaKernels, ConvolutionBiasReluEpilogueAndBiasGradient) {
   for (bool relu : {true, false}) {
-    check_conv_epilogue<float>(3, 5, 37, relu, true);
-    check_conv_epilogue<double>(3, 5, 37, relu, true);
+    check_conv_epilogue<float>(3, 5, 37, relu, true, 1);
+    check_conv_epilogue<double>(3, 5, 37, relu, true, 1);
   }
-  check_conv_epilogue<float>(2, 3, 300, true, false);  // no bias: ReLU alone
-  check_conv_epilogue<float>(16, 32, 64, true, true);  // a channel's N·P spans several strides
-  check_conv_epilogue<float>(1, 1, 1, true, true);
+  check_conv_epilogue<float>(2, 3, 300, true, false);     // no bias: ReLU alone
+  check_conv_epilogue<float>(16, 32, 64, true, true, 1);  // a channel's N·P spans several strides
+  check_conv_epilogue<float>(1, 1, 1, true, true, 1);
+  // Several slices: ~8,192 of a channel's elements each, whole images (P > and < 256).
+  check_conv_epilogue<float>(20, 3, 1024, false, true, 3);  // the decoder's last layer, smaller
+  check_conv_epilogue<double>(40, 2, 300, true, true, 2);
+  check_conv_epilogue<float>(70, 4, 17, true, true, 1);   // 1,190 elements: one slice
+  check_conv_epilogue<float>(7, 2, 5000, true, true, 4);  // 2 images per slice, 1 in the last
+}
+
+// How many slices a call makes: ~8,192 elements of a channel each, at most 64 and at most one
+// per image, none empty, fewer when the scratch has no room for their partials.
+TEST(CudaKernels, ConvolutionBiasGradientSlices) {
+  const size_t room = 64 * 4096, counters = 4096;
+  EXPECT_EQ(cuda::conv_backward_bias_slices(160, 3, 1024, true, room, counters), 20);
+  EXPECT_EQ(cuda::conv_backward_bias_slices(160, 32, 256, true, room, counters), 5);
+  EXPECT_EQ(cuda::conv_backward_bias_slices(160, 128, 16, true, room, counters), 1);
+  EXPECT_EQ(cuda::conv_backward_bias_slices(10'240, 3, 1024, true, room, counters), 64);
+  EXPECT_EQ(cuda::conv_backward_bias_slices(3, 1, 100'000, true, room, counters), 3);
+  EXPECT_EQ(cuda::conv_backward_bias_slices(160, 3, 1024, true, 30, counters), 10);  // 10 × 3
+  EXPECT_EQ(cuda::conv_backward_bias_slices(160, 3, 1024, true, room, 2), 1);  // 2 counters < 3
+  EXPECT_EQ(cuda::conv_backward_bias_slices(160, 3, 1024, true, 0, 0), 1);
+  EXPECT_EQ(cuda::conv_backward_bias_slices(160, 3, 1024, false, 0, 0), 20);  // mask only
+  // 7 images of 5,000 pixels want 5 slices: 2 images each, so 4 slices of whole images.
+  EXPECT_EQ(cuda::conv_backward_bias_slices(7, 2, 5000, true, room, counters), 4);
 }
 
 // ---------------------------------------------------------------- Gaussian likelihood

@@ -75,10 +75,23 @@ void small_gemm_tf32(const float* A, const float* B, float* C, int M, int N, int
 template <class T>
 void conv_bias_act(T* y, const T* b, int N, int C, int P, bool relu, cudaStream_t stream);
 // Backward, fused: with relu, dy is masked in place by (y > 0) so it holds dz after;
-// db[C] = Σ_{n,p} dz (overwritten, deterministic order; null: mask only).
+// db[C] = Σ_{n,p} dz (overwritten, deterministic order; null: mask only). The images are
+// split into slices of blocks; their per-channel partial sums need scratch: partials
+// [slices, C] and one counter per channel, zero before the first call (each call leaves them
+// zero). Without room for them a channel is one block.
+template <class T>
+struct ConvBiasScratch {
+  T* partials = nullptr;
+  size_t partial_elems = 0;
+  unsigned* arrivals = nullptr;
+  size_t arrival_elems = 0;
+};
+// The slices a call makes (1 to 64, whole images each; bounded by the scratch when db is set).
+int conv_backward_bias_slices(int N, int C, int P, bool db, size_t partial_elems,
+                              size_t arrival_elems);
 template <class T>
 void conv_backward_bias(T* dy, T* db, const T* y, int N, int C, int P, bool relu,
-                        cudaStream_t stream);
+                        const ConvBiasScratch<T>& scratch, cudaStream_t stream);
 
 // ---- Gaussian log-likelihood, log-variance logvar[C] per channel (C = 1: global), clamped
 // to [−30, 20]; mu, x [B, C·P] (cpu::gaussian_ll_*'s contracts). dmu and dlogvar are

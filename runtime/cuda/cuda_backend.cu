@@ -147,6 +147,11 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
                                           options.split_k_in_place, options.small_gemm);
     }
     bias_scratch_ = DeviceBuffer(kBiasScratchElems * sizeof(T));
+    // The convolutions' bias gradients (main stream only): partial sums and counters, zero.
+    conv_bias_partials_ = DeviceBuffer(kBiasScratchElems * sizeof(T));
+    conv_bias_arrivals_ = DeviceBuffer(kConvBiasChannels * sizeof(unsigned));
+    EQUIVAE_CUDA_CHECK(
+        cudaMemset(conv_bias_arrivals_.get(), 0, kConvBiasChannels * sizeof(unsigned)));
   }
   ~CudaBackend() override {
 #if !defined(EQUIVAE_CUDA_EMULATED)
@@ -377,7 +382,7 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
     check_conv_workspace(workspace, workspace_bytes, conv_workspace(s, false), "conv2d_backward");
     issue("conv2d_backward", [=, self = this] {
       cuda::conv_backward_bias(dy, db, y, s.N, s.C_out, conv_output_plane(s, false), relu,
-                               self->stream_);
+                               self->conv_bias_scratch(), self->stream_);
       self->conv_backward_linear(s, false, dx, dW, dy, x, W, workspace, workspace_bytes);
     });
   }
@@ -397,7 +402,7 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
                          "conv_transpose2d_backward");
     issue("conv_transpose2d_backward", [=, self = this] {
       cuda::conv_backward_bias(dy, db, y, s.N, s.C_out, conv_output_plane(s, true), relu,
-                               self->stream_);
+                               self->conv_bias_scratch(), self->stream_);
       self->conv_backward_linear(s, true, dx, dW, dy, x, W, workspace, workspace_bytes);
     });
   }
@@ -592,6 +597,9 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
   static constexpr size_t kWorkspaceBytes = size_t(32) << 20;
   // Per-chunk partial bias gradients (kernels/cuda/dense.cu): 64 chunks of up to 4,096 columns.
   static constexpr size_t kBiasScratchElems = size_t(64) * 4096;
+  // Channels whose convolution bias gradient may be split over image slices (more: one block
+  // per channel).
+  static constexpr size_t kConvBiasChannels = 4096;
 
 #if defined(EQUIVAE_CUDA_EMULATED)
   // The emulator has one stream. Side-stream work runs at the join that waits for it — the
@@ -642,6 +650,12 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
   }
 #endif
 
+  // Scratch of the convolutions' bias gradients, used on the main stream alone (one call at a
+  // time; each leaves its counters at zero).
+  cuda::ConvBiasScratch<T> conv_bias_scratch() const {
+    return {static_cast<T*>(conv_bias_partials_.get()), kBiasScratchElems,
+            static_cast<unsigned*>(conv_bias_arrivals_.get()), kConvBiasChannels};
+  }
   // The start of a dense ReLU layer's backward: dy[B,out] masked in place by (y > 0) when
   // relu, and db = Σ_rows dz when db is not null — on the main stream in one kernel, or with
   // side_bias_gradient the mask there and db on the side stream (one stream at a time uses
@@ -707,30 +721,52 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
   static int conv_output_plane(const Conv2dShape& s, bool transposed) {
     return cpu::conv_out_h(s, transposed) * cpu::conv_out_w(s, transposed);
   }
+  // The bytes a convolution's calls need: cuDNN's (main stream), and with side_conv_filter
+  // as many again from a 256-byte boundary on for the weight gradient on the side stream.
   size_t conv_workspace(const Conv2dShape& s, bool transposed) {
     check_conv_shape(s, transposed, transposed ? "conv_transpose2d" : "conv2d");
-    return convolutions().workspace_bytes(s, transposed);
+    const size_t main = convolutions().workspace_bytes(s, transposed);
+    return options_.side_conv_filter ? side_conv_workspace_offset(main) + main : main;
+  }
+  static size_t side_conv_workspace_offset(size_t main_bytes) {
+    return (main_bytes + 255) / 256 * 256;
   }
   // y = conv(x, W) or conv_transpose(x, W), no bias, no activation.
   void conv_forward_linear(const Conv2dShape& s, bool transposed, T* y, const T* x, const T* W,
                            void* workspace, size_t workspace_bytes) {
     // The transpose's forward is the convolution's backward-data (cudnn_conv.h).
     if (transposed)
-      convolutions().backward_data(s, true, y, x, W, workspace, workspace_bytes);
+      convolutions().backward_data(s, true, y, x, W, workspace, workspace_bytes, stream_);
     else
-      convolutions().forward(s, false, y, x, W, workspace, workspace_bytes);
+      convolutions().forward(s, false, y, x, W, workspace, workspace_bytes, stream_);
   }
   // dx and dW (either null) from dz[N, C_out, Ho, Wo], the gradient before bias and ReLU.
+  // dW on the side stream with side_conv_filter, in its own part of the workspace: nothing
+  // reads it before Adam, which joins the side stream first, and dz and x stay as they are
+  // meanwhile (every plan tensor has its own memory).
   void conv_backward_linear(const Conv2dShape& s, bool transposed, T* dx, T* dW, const T* dz,
                             const T* x, const T* W, void* workspace, size_t workspace_bytes) {
     CudnnConvolutions& c = convolutions();
-    if (transposed) {  // conv_x = dz (the transpose's output side), dconv_y = x
-      if (dW) c.backward_filter(s, true, dW, dz, x, workspace, workspace_bytes);
-      if (dx) c.forward(s, true, dx, dz, W, workspace, workspace_bytes);
-    } else {
-      if (dW) c.backward_filter(s, false, dW, x, dz, workspace, workspace_bytes);
-      if (dx) c.backward_data(s, false, dx, dz, W, workspace, workspace_bytes);
+    // conv_x and dconv_y of the weight gradient: a transpose's conv_x is dz (its output side).
+    const T* conv_x = transposed ? dz : x;
+    const T* dconv_y = transposed ? x : dz;
+    size_t main_bytes = workspace_bytes;  // the main stream's part
+    if (dW && options_.side_conv_filter) {
+      main_bytes = side_conv_workspace_offset(c.workspace_bytes(s, transposed));
+      void* side = static_cast<char*>(workspace) + main_bytes;
+      const size_t side_bytes = workspace_bytes - main_bytes;  // ≥ cuDNN's: the caller checked
+      on_side_stream([=, self = this] {
+        self->convolutions().backward_filter(s, transposed, dW, conv_x, dconv_y, side, side_bytes,
+                                             self->side_stream());
+      });
+    } else if (dW) {
+      c.backward_filter(s, transposed, dW, conv_x, dconv_y, workspace, workspace_bytes, stream_);
     }
+    if (!dx) return;
+    if (transposed)  // its input gradient is the convolution's forward
+      c.forward(s, true, dx, dz, W, workspace, main_bytes, stream_);
+    else
+      c.backward_data(s, false, dx, dz, W, workspace, main_bytes, stream_);
   }
   // Created on first use: the plan asks the workspace sizes at build time, before any capture.
   CudnnConvolutions& convolutions() {
@@ -807,8 +843,9 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
 #endif
   DeviceBuffer workspace_, side_workspace_;  // the GEMM libraries' (none under the emulator)
   DeviceBuffer bias_scratch_;
-  std::unique_ptr<LtGemm> lt_, side_lt_;      // float only: cuBLASLt on each stream
-  std::unique_ptr<CudnnConvolutions> cudnn_;  // the convolutions, created on first use
+  DeviceBuffer conv_bias_partials_, conv_bias_arrivals_;  // conv_bias_scratch()
+  std::unique_ptr<LtGemm> lt_, side_lt_;                  // float only: cuBLASLt on each stream
+  std::unique_ptr<CudnnConvolutions> cudnn_;              // the convolutions, created on first use
   std::unordered_set<const void*> kept_relu_masks_, read_relu_masks_;  // fused_relu()
   std::unordered_set<const void*> small_gemm_outputs_;                 // small_gemm_outputs()
 };

@@ -63,6 +63,7 @@ struct CudnnConvolutions::Handle {
   cudnnDataType_t type = CUDNN_DATA_FLOAT;
   cudnnMathType_t math = CUDNN_DEFAULT_MATH;
   bool benchmark = false;
+  cudaStream_t stream = nullptr;  // the constructor's: where cudnnFind* times candidates
   ~Handle() {
     if (handle) cudnnDestroy(handle);
   }
@@ -92,6 +93,7 @@ CudnnConvolutions::CudnnConvolutions(cudaStream_t stream, bool double_precision,
     : handle_(std::make_unique<Handle>()) {
   EQUIVAE_CUDNN_CHECK(cudnnCreate(&handle_->handle));
   EQUIVAE_CUDNN_CHECK(cudnnSetStream(handle_->handle, stream));
+  handle_->stream = stream;
   handle_->benchmark = benchmark;
   handle_->type = double_precision ? CUDNN_DATA_DOUBLE : CUDNN_DATA_FLOAT;
   // FMA math excludes TF32 tensor cores (what strict_fp32 promises for cuBLAS too); the
@@ -132,10 +134,11 @@ CudnnConvolutions::Plan& CudnnConvolutions::plan(const cpu::Conv2dShape& s, bool
   const bool tensor_ops = handle_->math == CUDNN_DEFAULT_MATH;
   // Benchmarking runs every candidate on the device (cuDNN allocates its own buffers): never
   // inside a capture, where the heuristics' ranking is taken instead.
-  cudaStream_t stream = nullptr;
+  // (The calls set their own streams: the candidates run on the constructor's.)
+  EQUIVAE_CUDNN_CHECK(cudnnSetStream(h, handle_->stream));
   cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
-  const bool find = handle_->benchmark && cudnnGetStream(h, &stream) == CUDNN_STATUS_SUCCESS &&
-                    cudaStreamIsCapturing(stream, &capture) == cudaSuccess &&
+  const bool find = handle_->benchmark &&
+                    cudaStreamIsCapturing(handle_->stream, &capture) == cudaSuccess &&
                     capture == cudaStreamCaptureStatusNone;
   auto set_math = [&](cudnnConvolutionDescriptor_t c, cudnnMathType_t candidate) {
     if (tensor_ops) EQUIVAE_CUDNN_CHECK(cudnnSetConvolutionMathType(c, candidate));
@@ -205,9 +208,10 @@ void check_workspace(size_t given, size_t needed, const char* call) {
 
 void CudnnConvolutions::forward(const cpu::Conv2dShape& s, bool transposed, void* conv_y,
                                 const void* conv_x, const void* W, void* workspace,
-                                size_t workspace_bytes) {
+                                size_t workspace_bytes, cudaStream_t stream) {
   Plan& p = plan(s, transposed);
   check_workspace(workspace_bytes, p.fwd_bytes, "cudnnConvolutionForward");
+  EQUIVAE_CUDNN_CHECK(cudnnSetStream(handle_->handle, stream));
   const Scalars k;
   EQUIVAE_CUDNN_CHECK(cudnnConvolutionForward(handle_->handle, k.one(handle_->type), p.x, conv_x,
                                               p.w, W, p.fwd_conv, p.fwd_algo, workspace,
@@ -216,9 +220,10 @@ void CudnnConvolutions::forward(const cpu::Conv2dShape& s, bool transposed, void
 
 void CudnnConvolutions::backward_data(const cpu::Conv2dShape& s, bool transposed, void* dconv_x,
                                       const void* dconv_y, const void* W, void* workspace,
-                                      size_t workspace_bytes) {
+                                      size_t workspace_bytes, cudaStream_t stream) {
   Plan& p = plan(s, transposed);
   check_workspace(workspace_bytes, p.data_bytes, "cudnnConvolutionBackwardData");
+  EQUIVAE_CUDNN_CHECK(cudnnSetStream(handle_->handle, stream));
   const Scalars k;
   EQUIVAE_CUDNN_CHECK(cudnnConvolutionBackwardData(
       handle_->handle, k.one(handle_->type), p.w, W, p.y, dconv_y, p.data_conv, p.data_algo,
@@ -227,9 +232,10 @@ void CudnnConvolutions::backward_data(const cpu::Conv2dShape& s, bool transposed
 
 void CudnnConvolutions::backward_filter(const cpu::Conv2dShape& s, bool transposed, void* dW,
                                         const void* conv_x, const void* dconv_y, void* workspace,
-                                        size_t workspace_bytes) {
+                                        size_t workspace_bytes, cudaStream_t stream) {
   Plan& p = plan(s, transposed);
   check_workspace(workspace_bytes, p.filter_bytes, "cudnnConvolutionBackwardFilter");
+  EQUIVAE_CUDNN_CHECK(cudnnSetStream(handle_->handle, stream));
   const Scalars k;
   EQUIVAE_CUDNN_CHECK(cudnnConvolutionBackwardFilter(
       handle_->handle, k.one(handle_->type), p.x, conv_x, p.y, dconv_y, p.filter_conv,
@@ -260,15 +266,15 @@ size_t CudnnConvolutions::workspace_bytes(const cpu::Conv2dShape&, bool) {
   no_cudnn();
 }
 void CudnnConvolutions::forward(const cpu::Conv2dShape&, bool, void*, const void*, const void*,
-                                void*, size_t) {
+                                void*, size_t, cudaStream_t) {
   no_cudnn();
 }
 void CudnnConvolutions::backward_data(const cpu::Conv2dShape&, bool, void*, const void*,
-                                      const void*, void*, size_t) {
+                                      const void*, void*, size_t, cudaStream_t) {
   no_cudnn();
 }
 void CudnnConvolutions::backward_filter(const cpu::Conv2dShape&, bool, void*, const void*,
-                                        const void*, void*, size_t) {
+                                        const void*, void*, size_t, cudaStream_t) {
   no_cudnn();
 }
 

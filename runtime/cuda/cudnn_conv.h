@@ -32,7 +32,10 @@ namespace equivae {
 
 class CudnnConvolutions {
  public:
-  // double_precision: the tensors are double (else float). Creates the cuDNN handle on stream.
+  // double_precision: the tensors are double (else float). Creates the cuDNN handle on stream
+  // (where cudnnFind* times its candidates). Each call runs on the stream it is given: the
+  // weight gradient may go to a second stream beside the input gradient (one handle, as the
+  // calls come from one host thread; each call has its own workspace).
   CudnnConvolutions(cudaStream_t stream, bool double_precision, bool strict_fp32,
                     bool benchmark = false);
   ~CudnnConvolutions();
@@ -42,11 +45,12 @@ class CudnnConvolutions {
   // Workspace for all three calls of the shape (the largest of the three).
   size_t workspace_bytes(const cpu::Conv2dShape& s, bool transposed);
   void forward(const cpu::Conv2dShape& s, bool transposed, void* conv_y, const void* conv_x,
-               const void* W, void* workspace, size_t workspace_bytes);
+               const void* W, void* workspace, size_t workspace_bytes, cudaStream_t stream);
   void backward_data(const cpu::Conv2dShape& s, bool transposed, void* dconv_x, const void* dconv_y,
-                     const void* W, void* workspace, size_t workspace_bytes);
+                     const void* W, void* workspace, size_t workspace_bytes, cudaStream_t stream);
   void backward_filter(const cpu::Conv2dShape& s, bool transposed, void* dW, const void* conv_x,
-                       const void* dconv_y, void* workspace, size_t workspace_bytes);
+                       const void* dconv_y, void* workspace, size_t workspace_bytes,
+                       cudaStream_t stream);
 
  private:
   struct Handle;

@@ -28,7 +28,7 @@ class CudnnConvolutions {
            (double_ ? sizeof(double) : sizeof(float));
   }
   void forward(const cpu::Conv2dShape& s, bool transposed, void* conv_y, const void* conv_x,
-               const void* W, void* workspace, size_t bytes) const {
+               const void* W, void* workspace, size_t bytes, cudaStream_t /*stream*/) const {
     run(s, transposed, workspace, bytes, "cudnnConvolutionForward", [&](auto* ws, auto t) {
       using T = decltype(t);
       cpu::conv2d_forward<T>(static_cast<T*>(conv_y), static_cast<const T*>(conv_x),
@@ -37,7 +37,7 @@ class CudnnConvolutions {
     });
   }
   void backward_data(const cpu::Conv2dShape& s, bool transposed, void* dconv_x, const void* dconv_y,
-                     const void* W, void* workspace, size_t bytes) const {
+                     const void* W, void* workspace, size_t bytes, cudaStream_t /*stream*/) const {
     run(s, transposed, workspace, bytes, "cudnnConvolutionBackwardData", [&](auto* ws, auto t) {
       using T = decltype(t);  // dconv_y is read only: no ReLU to mask it with
       cpu::conv2d_backward<T>(static_cast<T*>(dconv_x), nullptr, nullptr,
@@ -47,7 +47,8 @@ class CudnnConvolutions {
     });
   }
   void backward_filter(const cpu::Conv2dShape& s, bool transposed, void* dW, const void* conv_x,
-                       const void* dconv_y, void* workspace, size_t bytes) const {
+                       const void* dconv_y, void* workspace, size_t bytes,
+                       cudaStream_t /*stream*/) const {
     run(s, transposed, workspace, bytes, "cudnnConvolutionBackwardFilter", [&](auto* ws, auto t) {
       using T = decltype(t);
       cpu::conv2d_backward<T>(nullptr, static_cast<T*>(dW), nullptr,
