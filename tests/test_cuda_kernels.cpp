@@ -506,6 +506,30 @@ TEST(CudaKernels, GatherRowsFromDeviceDataSet) {
   }
 }
 
+// ---------------------------------------------------------------- per-channel sums
+// Scratch for the per-channel sums over image slices (channel_sum.cuh), 64 slices of C
+// channels: partials NaN until written, counters zero (the kernels' unsigned counters).
+template <class T>
+struct SliceScratch {
+  Guarded<T> partials;
+  Guarded<int32_t> arrivals;
+  explicit SliceScratch(int C) : partials(size_t(64) * C), arrivals(size_t(C), 0) {}
+  cuda::ChannelSumScratch<T> get() {
+    return {partials.data(), partials.size(), reinterpret_cast<unsigned*>(arrivals.data()),
+            arrivals.size()};
+  }
+  int slices(int N, int P) const {
+    return cuda::channel_sum_slices(N, int(arrivals.size()), P, true, partials.size(),
+                                    arrivals.size());
+  }
+  // Every counter back at zero and nothing written outside the buffers.
+  void expect_clean(const std::string& what) const {
+    for (size_t c = 0; c < arrivals.size(); ++c)
+      EXPECT_EQ(arrivals[c], 0) << what << ": channel " << c << "'s counter left set";
+    EXPECT_TRUE(partials.guards_intact() && arrivals.guards_intact()) << what;
+  }
+};
+
 // ---------------------------------------------------------------- convolution epilogues
 // Against loops in double: y = y0 + b[c] then ReLU; backward masks dy by (y > 0) in place and
 // sums it per channel — in one block per channel without scratch, over image slices with it
@@ -523,13 +547,8 @@ void check_conv_epilogue(int N, int C, int P, bool relu, bool bias, int expected
   }
   const std::string name = shape({N, C, P}) + (relu ? " relu" : "") + (bias ? " bias" : "");
   Guarded<T> bt = guarded<T>(b), yref = guarded<T>(y);
-  // Scratch for 64 slices of C channels; partials NaN until written.
-  Guarded<T> partials = nan_buffer<T>(size_t(64) * C);
-  Guarded<int32_t> arrivals(size_t(C), 0);  // the kernel's unsigned counters
-  const cuda::ConvBiasScratch<T> scratch{partials.data(), partials.size(),
-                                         reinterpret_cast<unsigned*>(arrivals.data()),
-                                         arrivals.size()};
-  const int slices = cuda::conv_backward_bias_slices(N, C, P, true, partials.size(), C);
+  SliceScratch<T> scratch(C);
+  const int slices = scratch.slices(N, P);
   if (expected_slices > 0) {
     EXPECT_EQ(slices, expected_slices) << name;
   }
@@ -543,12 +562,10 @@ void check_conv_epilogue(int N, int C, int P, bool relu, bool bias, int expected
       expect_matches(y, yt, "conv_bias_act " + what);
       Guarded<T> g = inout<T>(dy), dbt = nan_buffer<T>(C);
       cuda::conv_backward_bias(g.data(), dbt.data(), yref.data(), N, C, P, relu,
-                               sliced ? scratch : cuda::ConvBiasScratch<T>{}, kStream);
+                               sliced ? scratch.get() : cuda::ChannelSumScratch<T>{}, kStream);
       expect_matches(dz, g, "conv_backward_bias dz " + what);
       expect_matches(db, dbt, "conv_backward_bias db " + what);
-      for (size_t c = 0; c < arrivals.size(); ++c)
-        ASSERT_EQ(arrivals[c], 0) << what << ": channel " << c << "'s counter left set";
-      EXPECT_TRUE(partials.guards_intact() && arrivals.guards_intact()) << what;
+      scratch.expect_clean(what);
       if (seed == kSeeds[0])
         first = dbt;
       else
@@ -556,7 +573,7 @@ void check_conv_epilogue(int N, int C, int P, bool relu, bool bias, int expected
       // A null db only masks (and needs no scratch).
       Guarded<T> g2 = inout<T>(dy);
       cuda::conv_backward_bias<T>(g2.data(), nullptr, yref.data(), N, C, P, relu,
-                                  cuda::ConvBiasScratch<T>{}, kStream);
+                                  cuda::ChannelSumScratch<T>{}, kStream);
       expect_matches(dz, g2, "conv_backward_bias (db null) dz " + what);
     }
   }
@@ -581,22 +598,22 @@ TEST(CudaKernels, ConvolutionBiasReluEpilogueAndBiasGradient) {
 // per image, none empty, fewer when the scratch has no room for their partials.
 TEST(CudaKernels, ConvolutionBiasGradientSlices) {
   const size_t room = 64 * 4096, counters = 4096;
-  EXPECT_EQ(cuda::conv_backward_bias_slices(160, 3, 1024, true, room, counters), 20);
-  EXPECT_EQ(cuda::conv_backward_bias_slices(160, 32, 256, true, room, counters), 5);
-  EXPECT_EQ(cuda::conv_backward_bias_slices(160, 128, 16, true, room, counters), 1);
-  EXPECT_EQ(cuda::conv_backward_bias_slices(10'240, 3, 1024, true, room, counters), 64);
-  EXPECT_EQ(cuda::conv_backward_bias_slices(3, 1, 100'000, true, room, counters), 3);
-  EXPECT_EQ(cuda::conv_backward_bias_slices(160, 3, 1024, true, 30, counters), 10);  // 10 × 3
-  EXPECT_EQ(cuda::conv_backward_bias_slices(160, 3, 1024, true, room, 2), 1);  // 2 counters < 3
-  EXPECT_EQ(cuda::conv_backward_bias_slices(160, 3, 1024, true, 0, 0), 1);
-  EXPECT_EQ(cuda::conv_backward_bias_slices(160, 3, 1024, false, 0, 0), 20);  // mask only
+  EXPECT_EQ(cuda::channel_sum_slices(160, 3, 1024, true, room, counters), 20);
+  EXPECT_EQ(cuda::channel_sum_slices(160, 32, 256, true, room, counters), 5);
+  EXPECT_EQ(cuda::channel_sum_slices(160, 128, 16, true, room, counters), 1);
+  EXPECT_EQ(cuda::channel_sum_slices(10'240, 3, 1024, true, room, counters), 64);
+  EXPECT_EQ(cuda::channel_sum_slices(3, 1, 100'000, true, room, counters), 3);
+  EXPECT_EQ(cuda::channel_sum_slices(160, 3, 1024, true, 30, counters), 10);  // 10 × 3
+  EXPECT_EQ(cuda::channel_sum_slices(160, 3, 1024, true, room, 2), 1);        // 2 counters < 3
+  EXPECT_EQ(cuda::channel_sum_slices(160, 3, 1024, true, 0, 0), 1);
+  EXPECT_EQ(cuda::channel_sum_slices(160, 3, 1024, false, 0, 0), 20);  // mask only
   // 7 images of 5,000 pixels want 5 slices: 2 images each, so 4 slices of whole images.
-  EXPECT_EQ(cuda::conv_backward_bias_slices(7, 2, 5000, true, room, counters), 4);
+  EXPECT_EQ(cuda::channel_sum_slices(7, 2, 5000, true, room, counters), 4);
 }
 
 // ---------------------------------------------------------------- Gaussian likelihood
 template <class T>
-void check_gaussian(int B, int C, int P, double lv_lo, double lv_hi) {
+void check_gaussian(int B, int C, int P, double lv_lo, double lv_hi, int expected_slices = 1) {
   const size_t n = size_t(B) * C * P;
   const auto mu = draw(33, n, -1, 1), x = draw(34, n, -1.5, 1.5),
              logvar = draw(35, size_t(C), lv_lo, lv_hi), dll = draw(36, size_t(B), -1, 1);
@@ -604,24 +621,32 @@ void check_gaussian(int B, int C, int P, double lv_lo, double lv_hi) {
   cpu::gaussian_ll_forward(ll.data(), mu.data(), x.data(), logvar.data(), B, C, P);
   cpu::gaussian_ll_backward(dmu.data(), dlogvar.data(), dll.data(), mu.data(), x.data(),
                             logvar.data(), B, C, P);
-  const std::string name = shape({B, C, P});
   Guarded<T> mt = guarded<T>(mu), xt = guarded<T>(x), lvt = guarded<T>(logvar),
              dllt = guarded<T>(dll);
-  Guarded<T> first_ll, first_dlv;
-  for (uint64_t seed : kSeeds) {
-    emu::set_schedule_seed(seed);
-    Guarded<T> llt = nan_buffer<T>(B), dmt = nan_buffer<T>(n), dlvt = nan_buffer<T>(C);
-    cuda::gaussian_ll_forward(llt.data(), mt.data(), xt.data(), lvt.data(), B, C, P, kStream);
-    cuda::gaussian_ll_backward(dmt.data(), dlvt.data(), dllt.data(), mt.data(), xt.data(),
-                               lvt.data(), B, C, P, kStream);
-    expect_matches(ll, llt, "gaussian_ll_forward " + name);
-    expect_matches(dmu, dmt, "gaussian_ll_backward dmu " + name);
-    expect_matches(dlogvar, dlvt, "gaussian_ll_backward dlogvar " + name);
-    if (seed == kSeeds[0]) {
-      first_ll = llt, first_dlv = dlvt;
-    } else {
-      EXPECT_TRUE(bitwise_equal(first_ll, llt) && bitwise_equal(first_dlv, dlvt))
-          << "the reductions must not depend on the schedule";
+  // dlogvar in one block per channel, then over row slices.
+  SliceScratch<T> scratch(C);
+  EXPECT_EQ(scratch.slices(B, P), expected_slices) << shape({B, C, P});
+  for (const bool sliced : {false, true}) {
+    const std::string name =
+        shape({B, C, P}) + (sliced ? " in " + std::to_string(expected_slices) + " slices" : "");
+    Guarded<T> first_ll, first_dlv;
+    for (uint64_t seed : kSeeds) {
+      emu::set_schedule_seed(seed);
+      Guarded<T> llt = nan_buffer<T>(B), dmt = nan_buffer<T>(n), dlvt = nan_buffer<T>(C);
+      cuda::gaussian_ll_forward(llt.data(), mt.data(), xt.data(), lvt.data(), B, C, P, kStream);
+      cuda::gaussian_ll_backward(dmt.data(), dlvt.data(), dllt.data(), mt.data(), xt.data(),
+                                 lvt.data(), B, C, P,
+                                 sliced ? scratch.get() : cuda::ChannelSumScratch<T>{}, kStream);
+      expect_matches(ll, llt, "gaussian_ll_forward " + name);
+      expect_matches(dmu, dmt, "gaussian_ll_backward dmu " + name);
+      expect_matches(dlogvar, dlvt, "gaussian_ll_backward dlogvar " + name);
+      scratch.expect_clean(name);
+      if (seed == kSeeds[0]) {
+        first_ll = llt, first_dlv = dlvt;
+      } else {
+        EXPECT_TRUE(bitwise_equal(first_ll, llt) && bitwise_equal(first_dlv, dlvt))
+            << "the reductions must not depend on the schedule: " << name;
+      }
     }
   }
 }
@@ -631,12 +656,13 @@ TEST(CudaKernels, GaussianLogLikelihood) {
   check_gaussian<double>(37, 3, 100, -2, 2);
   check_gaussian<float>(5, 1, 333, -1, 1);  // one global log-variance
   check_gaussian<double>(5, 1, 333, -1, 1);
-  check_gaussian<float>(160, 3, 256, -3, 0);  // the step's batch (16×16 images, to stay quick)
+  check_gaussian<float>(160, 3, 256, -3, 0, 5);   // the step's batch (16×16 images, to stay quick)
+  check_gaussian<double>(40, 3, 1024, -1, 1, 5);  // 32×32 images: 8 per slice
   check_gaussian<float>(2, 4, 1, 0, 1);
 }
 
 TEST(CudaKernels, GaussianFiniteAtExtremeLogVariances) {
-  const int B = 6, C = 4, P = 50;
+  const int B = 20, C = 4, P = 1000;  // 3 slices of rows
   const std::vector<double> logvar = {1e4, -1e4, 25, -35};
   const auto mu = draw(37, size_t(B) * C * P, -100, 100),
              x = draw(38, size_t(B) * C * P, -100, 100), dll = draw(39, size_t(B), -1, 1);
@@ -648,11 +674,14 @@ TEST(CudaKernels, GaussianFiniteAtExtremeLogVariances) {
                  dllt = guarded<float>(dll), llt = nan_buffer<float>(B),
                  dmt = nan_buffer<float>(mu.size()), dlvt = nan_buffer<float>(C);
   cuda::gaussian_ll_forward(llt.data(), mt.data(), xt.data(), lvt.data(), B, C, P, kStream);
+  SliceScratch<float> scratch(C);
+  ASSERT_EQ(scratch.slices(B, P), 3);
   cuda::gaussian_ll_backward(dmt.data(), dlvt.data(), dllt.data(), mt.data(), xt.data(), lvt.data(),
-                             B, C, P, kStream);
+                             B, C, P, scratch.get(), kStream);
   expect_matches(ll, llt, "gaussian extremes ll");
   expect_matches(dmu, dmt, "gaussian extremes dmu");
   for (int c = 0; c < C; ++c) EXPECT_EQ(dlvt[c], 0.0f) << "outside the clamp: zero gradient";
+  scratch.expect_clean("gaussian extremes");
 }
 
 // ---------------------------------------------------------------- the checks can fail

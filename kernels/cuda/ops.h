@@ -74,34 +74,38 @@ void small_gemm_tf32(const float* A, const float* B, float* C, int M, int N, int
 // y += b[c] (b null: no bias) and, with relu, max(·, 0) in place (NaN propagates).
 template <class T>
 void conv_bias_act(T* y, const T* b, int N, int C, int P, bool relu, cudaStream_t stream);
-// Backward, fused: with relu, dy is masked in place by (y > 0) so it holds dz after;
-// db[C] = Σ_{n,p} dz (overwritten, deterministic order; null: mask only). The images are
-// split into slices of blocks; their per-channel partial sums need scratch: partials
+// Scratch of the per-channel sums split over image slices (channel_sum.cuh): partials
 // [slices, C] and one counter per channel, zero before the first call (each call leaves them
-// zero). Without room for them a channel is one block.
+// zero). Empty: a channel is one block.
 template <class T>
-struct ConvBiasScratch {
+struct ChannelSumScratch {
   T* partials = nullptr;
   size_t partial_elems = 0;
   unsigned* arrivals = nullptr;
   size_t arrival_elems = 0;
 };
-// The slices a call makes (1 to 64, whole images each; bounded by the scratch when db is set).
-int conv_backward_bias_slices(int N, int C, int P, bool db, size_t partial_elems,
-                              size_t arrival_elems);
+// The slices such a call makes over N images of C channels of P pixels: ~8,192 of a channel's
+// elements each, whole images, 1 to 64, none empty; with sums (a sum is wanted, not only the
+// walk) bounded by the scratch's room for partials and counters.
+int channel_sum_slices(int N, int C, int P, bool sums, size_t partial_elems, size_t arrival_elems);
+// Backward, fused: with relu, dy is masked in place by (y > 0) so it holds dz after;
+// db[C] = Σ_{n,p} dz (overwritten, deterministic order; null: mask only), over image slices
+// as far as the scratch allows.
 template <class T>
 void conv_backward_bias(T* dy, T* db, const T* y, int N, int C, int P, bool relu,
-                        const ConvBiasScratch<T>& scratch, cudaStream_t stream);
+                        const ChannelSumScratch<T>& scratch, cudaStream_t stream);
 
 // ---- Gaussian log-likelihood, log-variance logvar[C] per channel (C = 1: global), clamped
 // to [−30, 20]; mu, x [B, C·P] (cpu::gaussian_ll_*'s contracts). dmu and dlogvar are
-// overwritten, either null to skip.
+// overwritten, either null to skip; dlogvar's per-channel sums run over row slices as far as
+// the scratch allows (ChannelSumScratch above).
 template <class T>
 void gaussian_ll_forward(T* ll, const T* mu, const T* x, const T* logvar, int B, int C, int P,
                          cudaStream_t stream);
 template <class T>
 void gaussian_ll_backward(T* dmu, T* dlogvar, const T* dll, const T* mu, const T* x,
-                          const T* logvar, int B, int C, int P, cudaStream_t stream);
+                          const T* logvar, int B, int C, int P, const ChannelSumScratch<T>& scratch,
+                          cudaStream_t stream);
 
 // ---- segmented leave-one-out mean pooling over CSR sets (offsets[R+1], members[offsets[R]])
 template <class T>

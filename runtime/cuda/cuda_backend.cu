@@ -147,11 +147,10 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
                                           options.split_k_in_place, options.small_gemm);
     }
     bias_scratch_ = DeviceBuffer(kBiasScratchElems * sizeof(T));
-    // The convolutions' bias gradients (main stream only): partial sums and counters, zero.
-    conv_bias_partials_ = DeviceBuffer(kBiasScratchElems * sizeof(T));
-    conv_bias_arrivals_ = DeviceBuffer(kConvBiasChannels * sizeof(unsigned));
-    EQUIVAE_CUDA_CHECK(
-        cudaMemset(conv_bias_arrivals_.get(), 0, kConvBiasChannels * sizeof(unsigned)));
+    // The per-channel sums' scratch (channel_sum_scratch): partial sums, counters at zero.
+    channel_partials_ = DeviceBuffer(kBiasScratchElems * sizeof(T));
+    channel_arrivals_ = DeviceBuffer(kSlicedChannels * sizeof(unsigned));
+    EQUIVAE_CUDA_CHECK(cudaMemset(channel_arrivals_.get(), 0, kSlicedChannels * sizeof(unsigned)));
   }
   ~CudaBackend() override {
 #if !defined(EQUIVAE_CUDA_EMULATED)
@@ -382,7 +381,7 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
     check_conv_workspace(workspace, workspace_bytes, conv_workspace(s, false), "conv2d_backward");
     issue("conv2d_backward", [=, self = this] {
       cuda::conv_backward_bias(dy, db, y, s.N, s.C_out, conv_output_plane(s, false), relu,
-                               self->conv_bias_scratch(), self->stream_);
+                               self->channel_sum_scratch(), self->stream_);
       self->conv_backward_linear(s, false, dx, dW, dy, x, W, workspace, workspace_bytes);
     });
   }
@@ -402,7 +401,7 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
                          "conv_transpose2d_backward");
     issue("conv_transpose2d_backward", [=, self = this] {
       cuda::conv_backward_bias(dy, db, y, s.N, s.C_out, conv_output_plane(s, true), relu,
-                               self->conv_bias_scratch(), self->stream_);
+                               self->channel_sum_scratch(), self->stream_);
       self->conv_backward_linear(s, true, dx, dW, dy, x, W, workspace, workspace_bytes);
     });
   }
@@ -415,7 +414,8 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
   void gaussian_ll_backward(T* dmu, T* dlogvar, const T* dll, const T* mu, const T* x,
                             const T* logvar, int B, int C, int P) override {
     issue("gaussian_ll_backward", [=, self = this] {
-      cuda::gaussian_ll_backward(dmu, dlogvar, dll, mu, x, logvar, B, C, P, self->stream_);
+      cuda::gaussian_ll_backward(dmu, dlogvar, dll, mu, x, logvar, B, C, P,
+                                 self->channel_sum_scratch(), self->stream_);
     });
   }
 
@@ -597,9 +597,8 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
   static constexpr size_t kWorkspaceBytes = size_t(32) << 20;
   // Per-chunk partial bias gradients (kernels/cuda/dense.cu): 64 chunks of up to 4,096 columns.
   static constexpr size_t kBiasScratchElems = size_t(64) * 4096;
-  // Channels whose convolution bias gradient may be split over image slices (more: one block
-  // per channel).
-  static constexpr size_t kConvBiasChannels = 4096;
+  // Channels whose per-channel sums may be split over image slices (more: a block each).
+  static constexpr size_t kSlicedChannels = 4096;
 
 #if defined(EQUIVAE_CUDA_EMULATED)
   // The emulator has one stream. Side-stream work runs at the join that waits for it — the
@@ -650,11 +649,12 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
   }
 #endif
 
-  // Scratch of the convolutions' bias gradients, used on the main stream alone (one call at a
-  // time; each leaves its counters at zero).
-  cuda::ConvBiasScratch<T> conv_bias_scratch() const {
-    return {static_cast<T*>(conv_bias_partials_.get()), kBiasScratchElems,
-            static_cast<unsigned*>(conv_bias_arrivals_.get()), kConvBiasChannels};
+  // Scratch of the per-channel sums (the convolutions' bias gradients, the Gaussian
+  // likelihood's log-variance gradient), used on the main stream alone: one call at a time,
+  // each leaving its counters at zero.
+  cuda::ChannelSumScratch<T> channel_sum_scratch() const {
+    return {static_cast<T*>(channel_partials_.get()), kBiasScratchElems,
+            static_cast<unsigned*>(channel_arrivals_.get()), kSlicedChannels};
   }
   // The start of a dense ReLU layer's backward: dy[B,out] masked in place by (y > 0) when
   // relu, and db = Σ_rows dz when db is not null — on the main stream in one kernel, or with
@@ -843,9 +843,9 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
 #endif
   DeviceBuffer workspace_, side_workspace_;  // the GEMM libraries' (none under the emulator)
   DeviceBuffer bias_scratch_;
-  DeviceBuffer conv_bias_partials_, conv_bias_arrivals_;  // conv_bias_scratch()
-  std::unique_ptr<LtGemm> lt_, side_lt_;                  // float only: cuBLASLt on each stream
-  std::unique_ptr<CudnnConvolutions> cudnn_;              // the convolutions, created on first use
+  DeviceBuffer channel_partials_, channel_arrivals_;  // channel_sum_scratch()
+  std::unique_ptr<LtGemm> lt_, side_lt_;              // float only: cuBLASLt on each stream
+  std::unique_ptr<CudnnConvolutions> cudnn_;          // the convolutions, created on first use
   std::unordered_set<const void*> kept_relu_masks_, read_relu_masks_;  // fused_relu()
   std::unordered_set<const void*> small_gemm_outputs_;                 // small_gemm_outputs()
 };
