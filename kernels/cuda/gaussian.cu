@@ -68,8 +68,11 @@ __global__ void __launch_bounds__(kThreads)
   const size_t D = size_t(C) * P;
   for (size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
        i += size_t(gridDim.x) * blockDim.x) {
-    const size_t row = i / D;
-    const int c = int((i - row * D) / P);
+    // Row and channel by 32-bit divisions where the tensor allows (a 64-bit one costs several
+    // times as much, and this kernel is one division per element).
+    const bool narrow = total >> 32 == 0;
+    const size_t row = narrow ? size_t(unsigned(i) / unsigned(D)) : i / D;
+    const int c = int(narrow ? unsigned(i - row * D) / unsigned(P) : (i - row * D) / P);
     dmu[i] = dll[row] * math::exp_(-clamp_logvar(logvar[c])) * (x[i] - mu[i]);
   }
 }
