@@ -69,12 +69,12 @@ std::unique_ptr<Backend<float>> gpu_backend(CudaBackendOptions options = {}) {
 
 // The levers not yet measured on a GPU, together (BM_GraphStepGemmRoute/25): the small GEMM
 // with its DRELU tail, early Adam, programmatic launch and (for the conv model) the
-// convolutions' weight gradients on the side stream. Where a benchmark's "levers" argument is
-// 1, its step runs on them.
+// convolutions' weight gradients and the encoder's trunk on the side stream. Where a
+// benchmark's "levers" argument is 1, its step runs on them.
 CudaBackendOptions with_new_levers(bool on) {
   CudaBackendOptions o;
   o.fused_relu_backward = o.small_gemm = o.early_adam = o.programmatic_launch = on;
-  o.side_conv_filter = on;
+  o.side_conv_filter = o.trunk_beside = on;
   return o;
 }
 const char* levers_label(bool on) {
@@ -293,7 +293,7 @@ const Dataset& svhn_shaped() {
 // steps; range(0) = 1: semi-supervised with U = 100 (1,160 rows through encoder and decoder;
 // the first 1,000 images labelled, the rest unlabelled); range(1) = 1: autotuned (cuDNN's
 // and cuBLASLt's algorithms timed at start-up); range(2) = 1: with_new_levers, 2: only the
-// convolutions' weight gradients on the side stream.
+// convolutions' weight gradients on the side stream, 3: those and the encoder's trunk there.
 void BM_SvhnGraphStep(benchmark::State& state) {
   if (skip_without_gpu(state)) return;
   const bool semi = state.range(0) != 0;
@@ -301,7 +301,8 @@ void BM_SvhnGraphStep(benchmark::State& state) {
   if (semi) config.unlabelled = 100;
   const bool levers = state.range(2) == 1;
   CudaBackendOptions options = with_new_levers(levers);
-  options.side_conv_filter = options.side_conv_filter || state.range(2) == 2;
+  options.side_conv_filter = options.side_conv_filter || state.range(2) >= 2;
+  options.trunk_beside = options.trunk_beside || state.range(2) == 3;
   options.autotune = state.range(1) != 0;
   auto backend = gpu_backend(options);
   EquiVae<float> model(config, *backend);
@@ -311,7 +312,8 @@ void BM_SvhnGraphStep(benchmark::State& state) {
   const Dataset* unlabelled = semi ? &split.unlabelled : nullptr;
   time_graph_windows(state, model, labelled, unlabelled);
   state.SetLabel(backend->name() + (options.autotune ? " autotuned" : "") + levers_label(levers) +
-                 (options.side_conv_filter ? " side-stream conv dW" : ""));
+                 (options.side_conv_filter ? " side-stream conv dW" : "") +
+                 (options.trunk_beside ? " trunk beside f_inv" : ""));
 }
 BENCHMARK(BM_SvhnGraphStep)
     ->ArgNames({"semi", "autotuned", "levers"})
@@ -319,6 +321,7 @@ BENCHMARK(BM_SvhnGraphStep)
     ->Args({1, 0, 0})
     ->Args({0, 1, 0})
     ->Args({0, 0, 2})
+    ->Args({0, 0, 3})
     ->Args({0, 0, 1})
     ->Args({1, 0, 1})
     ->Unit(benchmark::kMicrosecond)

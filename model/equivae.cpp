@@ -339,6 +339,8 @@ void EquiVae<T>::forward_ops(uint64_t step, const DeviceCounters* counters) {
   Backend<T>& be = backend_;
   const int B = B_, R = R_, D = config_.input_dim, dr = config_.latent_r, dv = config_.latent_v;
   if (!encoder_trunk_.empty()) {
+    // Needs nothing of f_inv: beside it, on a backend that can (trunk_beside).
+    DeviceBeside<T> beside(device_);
     const Tensor<T>& t = encoder_trunk_.forward(be, trunk_input().data, B + U_);  // [B + U, F]
     if (U_ > 0)  // each unlabelled item's features to its C rows
       be.pool_forward(feat_.data, t.data, expand_offsets_.data, expand_members_.data, R, F_);
@@ -425,6 +427,8 @@ void EquiVae<T>::backward_with(const std::function<void(ParamRange)>& done) {
   encoder_.backward_two_inputs(be, encoder_features(), r_.data, F_, R, dfeatures, dr_.data,
                                /*accumulate_b=*/true);
   if (!encoder_trunk_.empty()) {
+    // Nothing below reads it: beside f_inv's backward, on a backend that can (trunk_beside).
+    DeviceBeside<T> beside(device_);
     if (U_ > 0)  // sums each unlabelled item's C rows
       be.pool_backward(encoder_trunk_.output_grad().data, dfeat_.data, expand_offsets_.data,
                        expand_members_.data, expand_inv_offsets_.data, expand_inv_rows_.data, R,

@@ -161,6 +161,11 @@ struct CudaBackendOptions {
   // (default: after the input gradient, on the critical path). Its workspace doubles: the
   // side stream's half is its own.
   bool side_conv_filter = false;
+  // The convolutional encoder trunk (the SVHN model's q(v|r,x) sees its own conv trunk of x)
+  // on the side stream: its forward beside f_inv's, its backward beside f_inv's backward
+  // (DeviceStepOps::begin_beside). Convolutions there use the side stream's half of their
+  // workspace, as with side_conv_filter.
+  bool trunk_beside = false;
   // In a captured step, each network's Adam update on the side stream as soon as its backward
   // is done (the decoder's beside the encoder's and f_inv's backward), instead of one update
   // of every parameter after the whole backward: only f_inv's stays on the critical path.

@@ -215,6 +215,34 @@ TEST_F(CudaBackend, EmulatedSideStreamWorkRunsAtItsJoin) {
   }
 }
 
+// A convolution issued in a beside stretch is side-stream work: its output is there only
+// after a join.
+TEST_F(CudaBackend, EmulatedBesideConvolutionRunsAtItsJoin) {
+  const Conv2dShape s{1, 1, 4, 4, 1, 2, 2, 2, 0, 0};
+  auto be = device_backend({.strict_fp32 = true, .trunk_beside = true});
+  auto* ops = dynamic_cast<DeviceStepOps<float>*>(be.get());
+  ASSERT_NE(ops, nullptr);
+  const size_t bytes = be->conv2d_workspace_bytes(s);
+  auto take = [&](size_t n, float value) {
+    float* p = static_cast<float*>(be->allocate(n * sizeof(float)));
+    be->fill(p, value, n);
+    return p;
+  };
+  float *x = take(16, 1.0f), *W = take(4, 0.5f), *y = take(4, 7.0f), *ones = take(4, 1.0f),
+        *copy = take(4, -1.0f), *ws = take(bytes / sizeof(float) + 1, 0.0f);
+  ASSERT_TRUE(ops->begin_beside());
+  be->conv2d_forward(y, x, W, nullptr, s, false, ws, bytes);
+  ops->end_beside();
+  be->dropout_backward(copy, y, ones, 4);  // reads y with no join
+  std::vector<float> early(4), joined(4);
+  be->download(early.data(), copy, sizeof(float) * 4);
+  be->download(joined.data(), y, sizeof(float) * 4);  // joins first
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_EQ(early[i], 7.0f) << "y read before its join";
+    EXPECT_EQ(joined[i], 2.0f) << "y = Σ of a 2 × 2 window of ones × 0.5";
+  }
+}
+
 // The same for a convolution's weight gradient with side_conv_filter; without it, dW is there
 // at once.
 TEST_F(CudaBackend, EmulatedSideStreamConvolutionFilterRunsAtItsJoin) {
@@ -1015,6 +1043,28 @@ TEST_F(CudaBackend, ConvModelSemiSupervisedStepMatchesTheCpuBackend) {
   labelled.sample(1, batch);
   unlabelled.sample(1, batch);
   compare_one_step(config, batch, split.labelled, &split.unlabelled, 1, 1e-7);
+  // The encoder's trunk beside f_inv (eager: the same ops, forked and joined).
+  compare_one_step(config, batch, split.labelled, &split.unlabelled, 1, 1e-7,
+                   {.strict_fp32 = true, .trunk_beside = true});
+}
+
+// A beside stretch takes convolutions and pooling only, and only where the option is on.
+TEST_F(CudaBackend, BesideStretchTakesConvolutionsAndPoolingOnly) {
+  auto off = device_backend();
+  auto* off_ops = dynamic_cast<DeviceStepOps<float>*>(off.get());
+  ASSERT_NE(off_ops, nullptr);
+  EXPECT_FALSE(off_ops->begin_beside()) << "trunk_beside is off";
+  auto be = device_backend({.strict_fp32 = true, .trunk_beside = true});
+  auto* ops = dynamic_cast<DeviceStepOps<float>*>(be.get());
+  ASSERT_NE(ops, nullptr);
+  float* a = static_cast<float*>(be->allocate(64 * sizeof(float)));
+  ASSERT_TRUE(ops->begin_beside());
+  EXPECT_THROW(ops->begin_beside(), Error) << "one stretch at a time";
+  EXPECT_THROW(be->dense_forward(a, a, a, a, 2, 2, 2, false, nullptr, false), Error);
+  EXPECT_THROW(be->fill(a, 0.0f, 4), Error);
+  ops->end_beside();
+  EXPECT_NO_THROW(be->fill(a, 0.0f, 4));
+  be->release(a);
 }
 
 TEST_F(CudaBackend, ConvModelGraphStepsMatchEagerCpuSteps) {
@@ -1042,6 +1092,17 @@ TEST_F(CudaBackend, ConvModelGraphStepsMatchEagerCpuSteps) {
   compare_graph_steps(test::tiny_conv_semi_config(), blob_split().labelled,
                       &blob_split().unlabelled, 2, {2},
                       {.strict_fp32 = true, .side_conv_filter = true, .early_adam = true});
+  // The encoder's trunk beside f_inv: alone; with the encoder's W_x·x in order on the main
+  // stream (which must join the trunk first); and with the weight gradients on the side stream
+  // and early Adam (the trunk's update after its weight gradients, in side-stream order).
+  compare_graph_steps(test::tiny_conv_config(), blobs(), nullptr, 5, {2, 1},
+                      {.strict_fp32 = true, .trunk_beside = true});
+  compare_graph_steps(test::tiny_conv_semi_config(), blob_split().labelled,
+                      &blob_split().unlabelled, 2, {2},
+                      {.strict_fp32 = true, .partial_beside = false, .trunk_beside = true});
+  compare_graph_steps(
+      test::tiny_conv_semi_config(), blob_split().labelled, &blob_split().unlabelled, 2, {2},
+      {.strict_fp32 = true, .side_conv_filter = true, .trunk_beside = true, .early_adam = true});
 }
 
 TEST_F(CudaBackend, ConvModelInferenceMatchesTheCpuBackend) {

@@ -147,10 +147,14 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
                                           options.split_k_in_place, options.small_gemm);
     }
     bias_scratch_ = DeviceBuffer(kBiasScratchElems * sizeof(T));
-    // The per-channel sums' scratch (channel_sum_scratch): partial sums, counters at zero.
-    channel_partials_ = DeviceBuffer(kBiasScratchElems * sizeof(T));
-    channel_arrivals_ = DeviceBuffer(kSlicedChannels * sizeof(unsigned));
-    EQUIVAE_CUDA_CHECK(cudaMemset(channel_arrivals_.get(), 0, kSlicedChannels * sizeof(unsigned)));
+    // The per-channel sums' scratch of each stream (channel_sum_scratch): partial sums,
+    // counters at zero.
+    for (int lane = 0; lane < 2; ++lane) {
+      channel_partials_[lane] = DeviceBuffer(kBiasScratchElems * sizeof(T));
+      channel_arrivals_[lane] = DeviceBuffer(kSlicedChannels * sizeof(unsigned));
+      EQUIVAE_CUDA_CHECK(
+          cudaMemset(channel_arrivals_[lane].get(), 0, kSlicedChannels * sizeof(unsigned)));
+    }
   }
   ~CudaBackend() override {
 #if !defined(EQUIVAE_CUDA_EMULATED)
@@ -239,6 +243,8 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
     });
   }
   void dense_forward_partial(T* y, const T* x, const T* W, int B, int in, int out) override {
+    // A product issued in order reads what a beside stretch (begin_beside) may have made.
+    if (!options_.partial_beside) join_side_stream();
     issue("dense_forward_partial", [=, self = this] {
       const Gemm g{false, false, B, out, in, in, out, out, 0.0};
       if (self->options_.partial_beside)  // until the accumulating dense_forward joins it
@@ -285,14 +291,17 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
   }
   void pool_forward(T* r, const T* e, const int32_t* offsets, const int32_t* members, int R,
                     int d) override {
-    issue("pool_forward",
-          [=, self = this] { cuda::pool_forward(r, e, offsets, members, R, d, self->stream_); });
+    const bool side = beside_;
+    issue("pool_forward", [=, self = this] {
+      cuda::pool_forward(r, e, offsets, members, R, d, self->lane_stream(side));
+    });
   }
   void pool_backward(T* de, const T* dr, const int32_t* offsets, const int32_t* /*members*/,
                      const int32_t* inv_offsets, const int32_t* inv_rows, int /*R*/, int N,
                      int d) override {
+    const bool side = beside_;
     issue("pool_backward", [=, self = this] {
-      cuda::pool_backward(de, dr, offsets, inv_offsets, inv_rows, N, d, self->stream_);
+      cuda::pool_backward(de, dr, offsets, inv_offsets, inv_rows, N, d, self->lane_stream(side));
     });
   }
   void sample_kl_forward(T* v, T* eps, T* kl, const T* mulv, int B, int d, uint64_t seed,
@@ -369,41 +378,23 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
   }
   void conv2d_forward(T* y, const T* x, const T* W, const T* b, const Conv2dShape& s, bool relu,
                       void* workspace, size_t workspace_bytes) override {
-    check_conv_workspace(workspace, workspace_bytes, conv_workspace(s, false), "conv2d_forward");
-    issue("conv2d_forward", [=, self = this] {
-      self->conv_forward_linear(s, false, y, x, W, workspace, workspace_bytes);
-      cuda::conv_bias_act(y, b, s.N, s.C_out, conv_output_plane(s, false), relu, self->stream_);
-    });
+    conv_forward(false, y, x, W, b, s, relu, workspace, workspace_bytes, "conv2d_forward");
   }
   void conv2d_backward(T* dx, T* dW, T* db, T* dy, const T* x, const T* W, const T* y,
                        const Conv2dShape& s, bool relu, void* workspace,
                        size_t workspace_bytes) override {
-    check_conv_workspace(workspace, workspace_bytes, conv_workspace(s, false), "conv2d_backward");
-    issue("conv2d_backward", [=, self = this] {
-      cuda::conv_backward_bias(dy, db, y, s.N, s.C_out, conv_output_plane(s, false), relu,
-                               self->channel_sum_scratch(), self->stream_);
-      self->conv_backward_linear(s, false, dx, dW, dy, x, W, workspace, workspace_bytes);
-    });
+    conv_backward(false, dx, dW, db, dy, x, W, y, s, relu, workspace, workspace_bytes,
+                  "conv2d_backward");
   }
   void conv_transpose2d_forward(T* y, const T* x, const T* W, const T* b, const Conv2dShape& s,
                                 bool relu, void* workspace, size_t workspace_bytes) override {
-    check_conv_workspace(workspace, workspace_bytes, conv_workspace(s, true),
-                         "conv_transpose2d_forward");
-    issue("conv_transpose2d_forward", [=, self = this] {
-      self->conv_forward_linear(s, true, y, x, W, workspace, workspace_bytes);
-      cuda::conv_bias_act(y, b, s.N, s.C_out, conv_output_plane(s, true), relu, self->stream_);
-    });
+    conv_forward(true, y, x, W, b, s, relu, workspace, workspace_bytes, "conv_transpose2d_forward");
   }
   void conv_transpose2d_backward(T* dx, T* dW, T* db, T* dy, const T* x, const T* W, const T* y,
                                  const Conv2dShape& s, bool relu, void* workspace,
                                  size_t workspace_bytes) override {
-    check_conv_workspace(workspace, workspace_bytes, conv_workspace(s, true),
-                         "conv_transpose2d_backward");
-    issue("conv_transpose2d_backward", [=, self = this] {
-      cuda::conv_backward_bias(dy, db, y, s.N, s.C_out, conv_output_plane(s, true), relu,
-                               self->channel_sum_scratch(), self->stream_);
-      self->conv_backward_linear(s, true, dx, dW, dy, x, W, workspace, workspace_bytes);
-    });
+    conv_backward(true, dx, dW, db, dy, x, W, y, s, relu, workspace, workspace_bytes,
+                  "conv_transpose2d_backward");
   }
   void gaussian_ll_forward(T* ll, const T* mu, const T* x, const T* logvar, int B, int C,
                            int P) override {
@@ -415,7 +406,7 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
                             const T* logvar, int B, int C, int P) override {
     issue("gaussian_ll_backward", [=, self = this] {
       cuda::gaussian_ll_backward(dmu, dlogvar, dll, mu, x, logvar, B, C, P,
-                                 self->channel_sum_scratch(), self->stream_);
+                                 self->channel_sum_scratch(false), self->stream_);
     });
   }
 
@@ -577,6 +568,18 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
   bool small_gemm_tuned() const {
     return options_.small_gemm && options_.autotune && !options_.strict_fp32;
   }
+  bool begin_beside() override {
+    if (!options_.trunk_beside) return false;
+    check(!beside_, "cuda backend", "begin_beside inside another beside stretch");
+#if !defined(EQUIVAE_CUDA_EMULATED)
+    fork_side_stream();  // the side stream waits for everything issued so far
+#endif
+    beside_ = true;
+    return true;
+  }
+  void end_beside() override {
+    beside_ = false;
+  }
   void synchronize() override {
     not_capturing("synchronize");
     join_side_stream();
@@ -650,11 +653,15 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
 #endif
 
   // Scratch of the per-channel sums (the convolutions' bias gradients, the Gaussian
-  // likelihood's log-variance gradient), used on the main stream alone: one call at a time,
-  // each leaving its counters at zero.
-  cuda::ChannelSumScratch<T> channel_sum_scratch() const {
-    return {static_cast<T*>(channel_partials_.get()), kBiasScratchElems,
-            static_cast<unsigned*>(channel_arrivals_.get()), kSlicedChannels};
+  // likelihood's log-variance gradient) of the main or the side stream: one call at a time on
+  // each, each call leaving its counters at zero.
+  cuda::ChannelSumScratch<T> channel_sum_scratch(bool side) const {
+    return {static_cast<T*>(channel_partials_[side].get()), kBiasScratchElems,
+            static_cast<unsigned*>(channel_arrivals_[side].get()), kSlicedChannels};
+  }
+  // The stream of an op issued beside the main stream (begin_beside) or not.
+  cudaStream_t lane_stream(bool side) const {
+    return side ? side_stream() : stream_;
   }
   // The start of a dense ReLU layer's backward: dy[B,out] masked in place by (y > 0) when
   // relu, and db = Σ_rows dz when db is not null — on the main stream in one kernel, or with
@@ -694,10 +701,29 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
   }
 
   // Runs an op now, or records it while capturing under the emulator (a real capture
-  // records the stream's work itself). An NVTX range names every op.
+  // records the stream's work itself). An NVTX range names every op. In a beside stretch
+  // (begin_beside) only convolutions and pooling, which then run on the side stream (under
+  // the emulator: queued as side-stream work, run at the join that waits for it).
   template <class F>
-  void issue([[maybe_unused]] const char* name, F&& op) {
+  void issue(const char* name, F&& op) {
+    if (beside_) {
+      const std::string op_name = name;
+      check(op_name.rfind("conv", 0) == 0 || op_name.rfind("pool_", 0) == 0, "cuda backend",
+            op_name +
+                " cannot run beside the main stream (begin_beside: convolutions and "
+                "pooling only)");
+    }
 #if defined(EQUIVAE_CUDA_EMULATED)
+    if (beside_) {
+      std::function<void()> beside = [self = this, work = std::function<void()>(op)] {
+        self->on_side_stream(work);
+      };
+      if (capturing_)
+        recorded_.push_back(std::move(beside));
+      else
+        beside();
+      return;
+    }
     if (capturing_) {
       recorded_.emplace_back(std::forward<F>(op));
       return;
@@ -721,52 +747,87 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
   static int conv_output_plane(const Conv2dShape& s, bool transposed) {
     return cpu::conv_out_h(s, transposed) * cpu::conv_out_w(s, transposed);
   }
-  // The bytes a convolution's calls need: cuDNN's (main stream), and with side_conv_filter
-  // as many again from a 256-byte boundary on for the weight gradient on the side stream.
+  // The bytes a convolution's calls need: cuDNN's; with side_conv_filter or trunk_beside as
+  // many again from a 256-byte boundary on, the side stream's part (conv_lane).
   size_t conv_workspace(const Conv2dShape& s, bool transposed) {
     check_conv_shape(s, transposed, transposed ? "conv_transpose2d" : "conv2d");
     const size_t main = convolutions().workspace_bytes(s, transposed);
-    return options_.side_conv_filter ? side_conv_workspace_offset(main) + main : main;
+    return split_conv_workspace() ? side_conv_workspace_offset(main) + main : main;
+  }
+  bool split_conv_workspace() const {
+    return options_.side_conv_filter || options_.trunk_beside;
   }
   static size_t side_conv_workspace_offset(size_t main_bytes) {
     return (main_bytes + 255) / 256 * 256;
   }
-  // y = conv(x, W) or conv_transpose(x, W), no bias, no activation.
-  void conv_forward_linear(const Conv2dShape& s, bool transposed, T* y, const T* x, const T* W,
-                           void* workspace, size_t workspace_bytes) {
-    // The transpose's forward is the convolution's backward-data (cudnn_conv.h).
-    if (transposed)
-      convolutions().backward_data(s, true, y, x, W, workspace, workspace_bytes, stream_);
-    else
-      convolutions().forward(s, false, y, x, W, workspace, workspace_bytes, stream_);
+  // Where a convolution's calls run: a stream, its part of the workspace and its per-channel
+  // sums' scratch. Each stream has its own of both, so convolutions on the two streams never
+  // share scratch (each stream runs its own calls one after another).
+  struct ConvLane {
+    cudaStream_t stream;
+    void* workspace;
+    size_t bytes;
+    cuda::ChannelSumScratch<T> scratch;
+  };
+  ConvLane conv_lane(const Conv2dShape& s, bool transposed, void* workspace, size_t bytes,
+                     bool side) {
+    if (!split_conv_workspace()) return {stream_, workspace, bytes, channel_sum_scratch(false)};
+    const size_t main = side_conv_workspace_offset(convolutions().workspace_bytes(s, transposed));
+    if (!side) return {stream_, workspace, main, channel_sum_scratch(false)};
+    // The side part holds at least cuDNN's bytes: the op checked the whole workspace.
+    return {side_stream(), static_cast<char*>(workspace) + main, bytes - main,
+            channel_sum_scratch(true)};
   }
-  // dx and dW (either null) from dz[N, C_out, Ho, Wo], the gradient before bias and ReLU.
-  // dW on the side stream with side_conv_filter, in its own part of the workspace: nothing
-  // reads it before Adam, which joins the side stream first, and dz and x stay as they are
-  // meanwhile (every plan tensor has its own memory).
-  void conv_backward_linear(const Conv2dShape& s, bool transposed, T* dx, T* dW, const T* dz,
-                            const T* x, const T* W, void* workspace, size_t workspace_bytes) {
-    CudnnConvolutions& c = convolutions();
-    // conv_x and dconv_y of the weight gradient: a transpose's conv_x is dz (its output side).
-    const T* conv_x = transposed ? dz : x;
-    const T* dconv_y = transposed ? x : dz;
-    size_t main_bytes = workspace_bytes;  // the main stream's part
-    if (dW && options_.side_conv_filter) {
-      main_bytes = side_conv_workspace_offset(c.workspace_bytes(s, transposed));
-      void* side = static_cast<char*>(workspace) + main_bytes;
-      const size_t side_bytes = workspace_bytes - main_bytes;  // ≥ cuDNN's: the caller checked
-      on_side_stream([=, self = this] {
-        self->convolutions().backward_filter(s, transposed, dW, conv_x, dconv_y, side, side_bytes,
-                                             self->side_stream());
-      });
-    } else if (dW) {
-      c.backward_filter(s, transposed, dW, conv_x, dconv_y, workspace, workspace_bytes, stream_);
-    }
-    if (!dx) return;
-    if (transposed)  // its input gradient is the convolution's forward
-      c.forward(s, true, dx, dz, W, workspace, main_bytes, stream_);
-    else
-      c.backward_data(s, false, dx, dz, W, workspace, main_bytes, stream_);
+  // One convolution's forward: y = act(conv(x, W) + b), or the transpose's, on the main
+  // stream or, in a beside stretch, the side stream.
+  void conv_forward(bool transposed, T* y, const T* x, const T* W, const T* b, const Conv2dShape& s,
+                    bool relu, void* workspace, size_t workspace_bytes, const char* name) {
+    check_conv_workspace(workspace, workspace_bytes, conv_workspace(s, transposed), name);
+    const bool side = beside_;
+    issue(name, [=, self = this] {
+      const ConvLane lane = self->conv_lane(s, transposed, workspace, workspace_bytes, side);
+      // The transpose's forward is the convolution's backward-data (cudnn_conv.h).
+      CudnnConvolutions& c = self->convolutions();
+      if (transposed)
+        c.backward_data(s, true, y, x, W, lane.workspace, lane.bytes, lane.stream);
+      else
+        c.forward(s, false, y, x, W, lane.workspace, lane.bytes, lane.stream);
+      cuda::conv_bias_act(y, b, s.N, s.C_out, conv_output_plane(s, transposed), relu, lane.stream);
+    });
+  }
+  // One convolution's backward: dy masked by the ReLU and db, then dx and dW (either null)
+  // from dz[N, C_out, Ho, Wo]. dW goes to the side stream with side_conv_filter: nothing reads
+  // it before Adam, which joins the side stream first, and dz and x stay as they are meanwhile
+  // (every plan tensor has its own memory).
+  void conv_backward(bool transposed, T* dx, T* dW, T* db, T* dy, const T* x, const T* W,
+                     const T* y, const Conv2dShape& s, bool relu, void* workspace,
+                     size_t workspace_bytes, const char* name) {
+    check_conv_workspace(workspace, workspace_bytes, conv_workspace(s, transposed), name);
+    const bool side = beside_;
+    issue(name, [=, self = this] {
+      const ConvLane lane = self->conv_lane(s, transposed, workspace, workspace_bytes, side);
+      cuda::conv_backward_bias(dy, db, y, s.N, s.C_out, conv_output_plane(s, transposed), relu,
+                               lane.scratch, lane.stream);
+      CudnnConvolutions& c = self->convolutions();
+      // The weight gradient's conv_x and dconv_y: a transpose's conv_x is dz (its output side).
+      const T* conv_x = transposed ? dy : x;
+      const T* dconv_y = transposed ? x : dy;
+      if (dW && self->options_.side_conv_filter && !side) {
+        const ConvLane beside = self->conv_lane(s, transposed, workspace, workspace_bytes, true);
+        self->on_side_stream([=] {
+          self->convolutions().backward_filter(s, transposed, dW, conv_x, dconv_y, beside.workspace,
+                                               beside.bytes, beside.stream);
+        });
+      } else if (dW) {
+        c.backward_filter(s, transposed, dW, conv_x, dconv_y, lane.workspace, lane.bytes,
+                          lane.stream);
+      }
+      if (!dx) return;
+      if (transposed)  // its input gradient is the convolution's forward
+        c.forward(s, true, dx, dy, W, lane.workspace, lane.bytes, lane.stream);
+      else
+        c.backward_data(s, false, dx, dy, W, lane.workspace, lane.bytes, lane.stream);
+    });
   }
   // Created on first use: the plan asks the workspace sizes at build time, before any capture.
   CudnnConvolutions& convolutions() {
@@ -843,9 +904,10 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
 #endif
   DeviceBuffer workspace_, side_workspace_;  // the GEMM libraries' (none under the emulator)
   DeviceBuffer bias_scratch_;
-  DeviceBuffer channel_partials_, channel_arrivals_;  // channel_sum_scratch()
-  std::unique_ptr<LtGemm> lt_, side_lt_;              // float only: cuBLASLt on each stream
-  std::unique_ptr<CudnnConvolutions> cudnn_;          // the convolutions, created on first use
+  DeviceBuffer channel_partials_[2], channel_arrivals_[2];  // channel_sum_scratch(side)
+  bool beside_ = false;                                     // between begin_beside and end_beside
+  std::unique_ptr<LtGemm> lt_, side_lt_;                    // float only: cuBLASLt on each stream
+  std::unique_ptr<CudnnConvolutions> cudnn_;  // the convolutions, created on first use
   std::unordered_set<const void*> kept_relu_masks_, read_relu_masks_;  // fused_relu()
   std::unordered_set<const void*> small_gemm_outputs_;                 // small_gemm_outputs()
 };

@@ -117,9 +117,35 @@ class DeviceStepOps {
   // Waits until everything issued so far has run.
   virtual void synchronize() = 0;
 
+  // ---- a stretch of ops beside the main stream (CudaBackendOptions::trunk_beside): ops
+  // issued between begin_beside and end_beside run on the side stream, after everything issued
+  // so far, beside what the main stream does next; whatever reads their results later joins
+  // the side stream first (an accumulating dense_forward, dense_forward_partial, Adam, a
+  // download, the end of a capture). Convolutions and pooling only (another op there is an
+  // error). begin_beside returns false, and the ops run in order as usual, where the option
+  // is off.
+  virtual bool begin_beside() = 0;
+  virtual void end_beside() = 0;
+
   // ---- profiler ranges (NVTX on a GPU build; nothing under the emulator)
   virtual void push_range(const char* name) = 0;
   virtual void pop_range() = 0;
+};
+
+// A scoped stretch of ops beside the main stream (begin_beside … end_beside) on a backend that
+// may have none.
+template <class T>
+class DeviceBeside {
+ public:
+  explicit DeviceBeside(DeviceStepOps<T>* ops) : ops_(ops && ops->begin_beside() ? ops : nullptr) {}
+  ~DeviceBeside() {
+    if (ops_) ops_->end_beside();
+  }
+  DeviceBeside(const DeviceBeside&) = delete;
+  DeviceBeside& operator=(const DeviceBeside&) = delete;
+
+ private:
+  DeviceStepOps<T>* ops_;
 };
 
 // A scoped profiler range on a backend that may have none.
