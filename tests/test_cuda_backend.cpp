@@ -188,87 +188,81 @@ TEST_F(CudaBackend, SemiSupervisedStepMatchesTheCpuBackend) {
 }
 
 #if !defined(EQUIVAE_TEST_REAL_CUDA)
+// n copies of value in the backend's memory (released with the backend).
+float* filled(Backend<float>& be, size_t n, float value) {
+  float* p = static_cast<float*>(be.allocate(n * sizeof(float)));
+  be.fill(p, value, n);
+  return p;
+}
+// src[n] as a main-stream op that reads it without a join sees it (early: src ⊙ 1 copied by
+// dropout_backward), and as a download, which joins first, sees it.
+struct EarlyAndJoined {
+  std::vector<float> early, joined;
+};
+EarlyAndJoined read_early_and_joined(Backend<float>& be, const float* src, size_t n) {
+  float *ones = filled(be, n, 1.0f), *copy = filled(be, n, -1.0f);
+  be.dropout_backward(copy, src, ones, n);
+  EarlyAndJoined r{std::vector<float>(n), std::vector<float>(n)};
+  be.download(r.early.data(), copy, n * sizeof(float));
+  be.download(r.joined.data(), src, n * sizeof(float));
+  return r;
+}
+
 // The emulator runs side-stream work (here the weight gradient) at the join that waits for
 // it: a main-stream op that reads dW without a join copies the old values. Every other test
 // runs under this rule, so a missing join in the backend fails them.
 TEST_F(CudaBackend, EmulatedSideStreamWorkRunsAtItsJoin) {
   auto be = device_backend();
   const int B = 4, in = 3, out = 2;
-  auto take = [&](size_t n, float value) {
-    float* p = static_cast<float*>(be->allocate(n * sizeof(float)));
-    be->fill(p, value, n);
-    return p;
-  };
-  float *x = take(size_t(B) * in, 1.0f), *W = take(size_t(in) * out, 0.5f),
-        *y = take(size_t(B) * out, 1.0f), *dy = take(size_t(B) * out, 0.25f),
-        *dW = take(size_t(in) * out, 7.0f), *db = take(out, 7.0f),
-        *ones = take(size_t(in) * out, 1.0f), *copy = take(size_t(in) * out, -1.0f);
+  float *x = filled(*be, size_t(B) * in, 1.0f), *W = filled(*be, size_t(in) * out, 0.5f),
+        *y = filled(*be, size_t(B) * out, 1.0f), *dy = filled(*be, size_t(B) * out, 0.25f),
+        *dW = filled(*be, size_t(in) * out, 7.0f), *db = filled(*be, out, 7.0f);
   be->dense_backward(nullptr, dW, db, dy, x, W, y, B, in, out, false, false, {});
-  // A main-stream op with no join, reading dW early: copy = dW ⊙ 1.
-  be->dropout_backward(copy, dW, ones, size_t(in) * out);
-  std::vector<float> early(size_t(in) * out), joined(size_t(in) * out);
-  be->download(early.data(), copy, early.size() * sizeof(float));
-  be->download(joined.data(), dW, joined.size() * sizeof(float));  // joins first
-  for (size_t i = 0; i < early.size(); ++i) {
-    EXPECT_EQ(early[i], 7.0f) << "dW read before its join";
-    EXPECT_EQ(joined[i], float(B) * 0.25f) << "dW = xᵀ·dy after the join";
+  const EarlyAndJoined r = read_early_and_joined(*be, dW, size_t(in) * out);
+  for (size_t i = 0; i < r.early.size(); ++i) {
+    EXPECT_EQ(r.early[i], 7.0f) << "dW read before its join";
+    EXPECT_EQ(r.joined[i], float(B) * 0.25f) << "dW = xᵀ·dy after the join";
   }
 }
 
 // A convolution issued in a beside stretch is side-stream work: its output is there only
 // after a join.
 TEST_F(CudaBackend, EmulatedBesideConvolutionRunsAtItsJoin) {
-  const Conv2dShape s{1, 1, 4, 4, 1, 2, 2, 2, 0, 0};
+  const Conv2dShape s{1, 1, 4, 4, 1, 2, 2, 2, 0, 0};  // 2 × 2 windows, no overlap: Ho = Wo = 2
   auto be = device_backend({.strict_fp32 = true, .trunk_beside = true});
   auto* ops = dynamic_cast<DeviceStepOps<float>*>(be.get());
   ASSERT_NE(ops, nullptr);
   const size_t bytes = be->conv2d_workspace_bytes(s);
-  auto take = [&](size_t n, float value) {
-    float* p = static_cast<float*>(be->allocate(n * sizeof(float)));
-    be->fill(p, value, n);
-    return p;
-  };
-  float *x = take(16, 1.0f), *W = take(4, 0.5f), *y = take(4, 7.0f), *ones = take(4, 1.0f),
-        *copy = take(4, -1.0f), *ws = take(bytes / sizeof(float) + 1, 0.0f);
+  float *x = filled(*be, 16, 1.0f), *W = filled(*be, 4, 0.5f), *y = filled(*be, 4, 7.0f),
+        *ws = filled(*be, bytes / sizeof(float) + 1, 0.0f);
   ASSERT_TRUE(ops->begin_beside());
   be->conv2d_forward(y, x, W, nullptr, s, false, ws, bytes);
   ops->end_beside();
-  be->dropout_backward(copy, y, ones, 4);  // reads y with no join
-  std::vector<float> early(4), joined(4);
-  be->download(early.data(), copy, sizeof(float) * 4);
-  be->download(joined.data(), y, sizeof(float) * 4);  // joins first
+  const EarlyAndJoined r = read_early_and_joined(*be, y, 4);
   for (int i = 0; i < 4; ++i) {
-    EXPECT_EQ(early[i], 7.0f) << "y read before its join";
-    EXPECT_EQ(joined[i], 2.0f) << "y = Σ of a 2 × 2 window of ones × 0.5";
+    EXPECT_EQ(r.early[i], 7.0f) << "y read before its join";
+    EXPECT_EQ(r.joined[i], 2.0f) << "y = Σ of a 2 × 2 window of ones × 0.5";
   }
 }
 
 // The same for a convolution's weight gradient with side_conv_filter; without it, dW is there
 // at once.
 TEST_F(CudaBackend, EmulatedSideStreamConvolutionFilterRunsAtItsJoin) {
-  const Conv2dShape s{1, 1, 4, 4, 1, 2, 2, 2, 0, 0};  // 2 × 2 windows, no overlap: Ho = Wo = 2
+  const Conv2dShape s{1, 1, 4, 4, 1, 2, 2, 2, 0, 0};
   for (const bool side : {false, true}) {
     CudaBackendOptions options = strict_options();
     options.side_conv_filter = side;
     auto be = device_backend(options);
     const size_t bytes = be->conv2d_workspace_bytes(s);
-    auto take = [&](size_t n, float value) {
-      float* p = static_cast<float*>(be->allocate(n * sizeof(float)));
-      be->fill(p, value, n);
-      return p;
-    };
-    float *x = take(16, 1.0f), *W = take(4, 0.5f), *y = take(4, 1.0f), *dy = take(4, 0.25f),
-          *dx = take(16, 0.0f), *dW = take(4, 7.0f), *ones = take(4, 1.0f), *copy = take(4, -1.0f),
-          *ws = take(bytes / sizeof(float) + 1, 0.0f);
+    float *x = filled(*be, 16, 1.0f), *W = filled(*be, 4, 0.5f), *y = filled(*be, 4, 1.0f),
+          *dy = filled(*be, 4, 0.25f), *dx = filled(*be, 16, 0.0f), *dW = filled(*be, 4, 7.0f),
+          *ws = filled(*be, bytes / sizeof(float) + 1, 0.0f);
     be->conv2d_backward(dx, dW, nullptr, dy, x, W, y, s, false, ws, bytes);
-    be->dropout_backward(copy, dW, ones, 4);  // reads dW with no join
-    std::vector<float> early(4), joined(4);
-    be->download(early.data(), copy, sizeof(float) * 4);
-    be->download(joined.data(), dW, sizeof(float) * 4);  // joins first
+    const EarlyAndJoined r = read_early_and_joined(*be, dW, 4);
     for (int i = 0; i < 4; ++i) {
       // Each weight meets 4 windows of x = 1 with dy = 0.25.
-      EXPECT_EQ(joined[i], 1.0f) << "dW after the join";
-      EXPECT_EQ(early[i], side ? 7.0f : 1.0f) << (side ? "side stream" : "main stream");
+      EXPECT_EQ(r.joined[i], 1.0f) << "dW after the join";
+      EXPECT_EQ(r.early[i], side ? 7.0f : 1.0f) << (side ? "side stream" : "main stream");
     }
   }
 }
