@@ -144,7 +144,7 @@ void time_graph_windows(benchmark::State& state, EquiVae<float>& model, const Da
 
 // One iteration = kWindow steps as graph replays (batches sampled beforehand: the time is the
 // device's plus the window's one index upload and one metric download).
-void BM_GraphStep(benchmark::State& state) {
+EQUIVAE_GUARDED_BENCHMARK(BM_GraphStep) {
   if (skip_without_gpu(state)) return;
   const bool semi = state.range(0) != 0;
   EquiVaeConfig config = semi ? semi_config() : EquiVaeConfig{};
@@ -221,7 +221,7 @@ const StepRoute kStepRoutes[] = {
 };
 constexpr int kStepRouteCount = int(sizeof(kStepRoutes) / sizeof(kStepRoutes[0]));
 
-void BM_GraphStepGemmRoute(benchmark::State& state) {
+EQUIVAE_GUARDED_BENCHMARK(BM_GraphStepGemmRoute) {
   if (skip_without_gpu(state)) return;
   const StepRoute& route = kStepRoutes[state.range(0)];
   const CudaBackendOptions& options = route.options;
@@ -263,7 +263,7 @@ BENCHMARK(BM_GraphStep)
 
 // One iteration = one eager step: batch gathered and uploaded by the host, one launch per op,
 // metrics read back (a synchronisation) every step.
-void BM_EagerStep(benchmark::State& state) {
+EQUIVAE_GUARDED_BENCHMARK(BM_EagerStep) {
   if (skip_without_gpu(state)) return;
   const EquiVaeConfig config;
   auto backend = gpu_backend();
@@ -294,7 +294,7 @@ const Dataset& svhn_shaped() {
 // the first 1,000 images labelled, the rest unlabelled); range(1) = 1: autotuned (cuDNN's
 // and cuBLASLt's algorithms timed at start-up); range(2) = 1: with_new_levers, 2: only the
 // convolutions' weight gradients on the side stream, 3: those and the encoder's trunk there.
-void BM_SvhnGraphStep(benchmark::State& state) {
+EQUIVAE_GUARDED_BENCHMARK(BM_SvhnGraphStep) {
   if (skip_without_gpu(state)) return;
   const bool semi = state.range(0) != 0;
   EquiVaeConfig config = svhn_config();
@@ -328,7 +328,7 @@ BENCHMARK(BM_SvhnGraphStep)
     ->UseRealTime();
 
 // The SVHN model's eager step: batch uploaded by the host, one launch per op, metrics read back.
-void BM_SvhnEagerStep(benchmark::State& state) {
+EQUIVAE_GUARDED_BENCHMARK(BM_SvhnEagerStep) {
   if (skip_without_gpu(state)) return;
   const EquiVaeConfig config = svhn_config();
   auto backend = gpu_backend();
@@ -366,7 +366,7 @@ struct OpBuffers {
   }
 };
 
-void BM_Op(benchmark::State& state) {
+EQUIVAE_GUARDED_BENCHMARK(BM_Op) {
   if (skip_without_gpu(state)) return;
   const int op = int(state.range(0));
   const int B = 160, H = 512, D = 784, d = 16;
@@ -608,7 +608,7 @@ BENCHMARK(BM_Op)->DenseRange(0, 22)->Unit(benchmark::kMicrosecond)->UseRealTime(
 // The GEMM floor: the step's 27 GEMMs (forward, dW, dX of the 9 layers) alone in cuBLAS at
 // batch B, TF32 unless EQUIVAE_BENCH_STRICT_FP32 — what the step's GEMMs can reach at best.
 // One iteration = kWindow rounds of 27 GEMMs, timed with events.
-void BM_GemmFloor(benchmark::State& state) {
+EQUIVAE_GUARDED_BENCHMARK(BM_GemmFloor) {
   if (skip_without_gpu(state)) return;
   const int B = int(state.range(0));
   cublasHandle_t handle;

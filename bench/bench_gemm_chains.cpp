@@ -358,7 +358,7 @@ bool time_graph(benchmark::State& state, cudaStream_t stream, F&& issue) {
 // bit masks the fused backward needs), /2 RELU_BIAS without split-K, /3 the small GEMM with
 // bias + ReLU, /4 the small GEMM writing the masks too. The small GEMM's outputs are checked
 // against cuBLASLt's ("y NMSE").
-void BM_ForwardChain(benchmark::State& state) {
+EQUIVAE_GUARDED_BENCHMARK(BM_ForwardChain) {
   if (skip_without_gpu(state)) return;
   const int route = int(state.range(0));
   const bool aux = route == 1 || route == 4, split_k = route != 2, small = route >= 3;
@@ -393,7 +393,7 @@ BENCHMARK(BM_ForwardChain)->DenseRange(0, 4)->Unit(benchmark::kMicrosecond)->Use
 // cuBLASLt, /2 cuBLASLt with the mask and bias gradient fused into the input-gradient GEMM
 // (DRELU_BGRAD), /3 as /2 with no split-K. Checked against /0 on the same inputs
 // ("grad NMSE").
-void BM_BackwardChain(benchmark::State& state) {
+EQUIVAE_GUARDED_BENCHMARK(BM_BackwardChain) {
   if (skip_without_gpu(state)) return;
   const auto route = Chains::Route(state.range(0));
   Chains chains;
@@ -440,7 +440,7 @@ const GemmShape kGemmShapes[] = {
     {"forward 512->784", 784, 512, false}, {"dX 512->512", 512, 512, true},
     {"dX 784->512", 512, 784, true},       {"dX 32->512", 512, 32, true},
 };
-void BM_GemmShape(benchmark::State& state) {
+EQUIVAE_GUARDED_BENCHMARK(BM_GemmShape) {
   if (skip_without_gpu(state)) return;
   const int route = int(state.range(0));
   const GemmShape& s = kGemmShapes[state.range(1)];

@@ -3,11 +3,28 @@
 // events (device work is asynchronous: a host clock would time the launches).
 #include <benchmark/benchmark.h>
 
+#include <exception>
+
 #include "runtime/backend.h"
 
 #ifdef EQUIVAE_BENCH_CUBLAS
 #include <cuda_runtime.h>
 #endif
+
+// A benchmark whose body may throw (a failed CUDA call, an option the device refuses): the
+// error becomes that benchmark's (SkipWithError) instead of ending the run, and with it the
+// JSON output of every benchmark after it. Use in place of the function's head:
+//   EQUIVAE_GUARDED_BENCHMARK(BM_Name) { …body using state… }
+#define EQUIVAE_GUARDED_BENCHMARK(name)      \
+  void name##_body(benchmark::State& state); \
+  void name(benchmark::State& state) {       \
+    try {                                    \
+      name##_body(state);                    \
+    } catch (const std::exception& e) {      \
+      state.SkipWithError(e.what());         \
+    }                                        \
+  }                                          \
+  void name##_body(benchmark::State& state)
 
 namespace equivae::bench {
 
