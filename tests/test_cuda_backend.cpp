@@ -245,6 +245,29 @@ TEST_F(CudaBackend, EmulatedBesideConvolutionRunsAtItsJoin) {
   }
 }
 
+// The emulator runs the streams one after the other, so it checks scratch instead: memory a
+// side-stream op was given (here the weight gradient's part of a workspace) and a main-stream
+// op issued after it is given before the next join would race on a GPU, and is refused.
+TEST_F(CudaBackend, EmulatedStreamsSharingScratchBeforeAJoinAreRefused) {
+  const Conv2dShape s{1, 1, 4, 4, 1, 2, 2, 2, 0, 0};
+  auto be = device_backend({.strict_fp32 = true, .side_conv_filter = true});
+  const size_t bytes = be->conv2d_workspace_bytes(s);
+  ASSERT_GE(bytes, 512u);
+  float *x = filled(*be, 16, 1.0f), *W = filled(*be, 4, 0.5f), *y = filled(*be, 4, 1.0f),
+        *dy = filled(*be, 4, 0.25f), *dW = filled(*be, 4, 0.0f),
+        *ws = filled(*be, 2 * bytes / sizeof(float), 0.0f);
+  be->conv2d_backward(nullptr, dW, nullptr, dy, x, W, y, s, false, ws, bytes);  // dW beside
+  // A forward whose workspace starts in the side part the weight gradient still uses.
+  float* overlapping = ws + bytes / 2 / sizeof(float);
+  EXPECT_THROW(be->conv2d_forward(y, x, W, nullptr, s, false, overlapping, bytes), Error);
+  // One that starts after it, or the same one after a join, is fine.
+  EXPECT_NO_THROW(
+      be->conv2d_forward(y, x, W, nullptr, s, false, ws + bytes / sizeof(float), bytes));
+  std::vector<float> host(4);
+  be->download(host.data(), dW, sizeof(float) * 4);  // joins
+  EXPECT_NO_THROW(be->conv2d_forward(y, x, W, nullptr, s, false, overlapping, bytes));
+}
+
 // The same for a convolution's weight gradient with side_conv_filter; without it, dW is there
 // at once.
 TEST_F(CudaBackend, EmulatedSideStreamConvolutionFilterRunsAtItsJoin) {

@@ -404,6 +404,7 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
   }
   void gaussian_ll_backward(T* dmu, T* dlogvar, const T* dll, const T* mu, const T* x,
                             const T* logvar, int B, int C, int P) override {
+    if (dlogvar) uses_scratch(channel_sum_scratch(false), false);
     issue("gaussian_ll_backward", [=, self = this] {
       cuda::gaussian_ll_backward(dmu, dlogvar, dll, mu, x, logvar, B, C, P,
                                  self->channel_sum_scratch(false), self->stream_);
@@ -613,6 +614,7 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
     side_queue_.emplace_back(std::forward<F>(work));
   }
   void join_side_stream() {
+    side_scratch_.clear();  // the streams meet here
     issue("join", [self = this] {
       std::vector<std::function<void()>> work;
       work.swap(self->side_queue_);
@@ -659,6 +661,30 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
     return {static_cast<T*>(channel_partials_[side].get()), kBiasScratchElems,
             static_cast<unsigned*>(channel_arrivals_[side].get()), kSlicedChannels};
   }
+  // Scratch memory an op issued now is given, on the side stream or the main one. The two
+  // streams run side by side from a fork to the next join, so scratch that a side-stream op
+  // took and a main-stream op issued after it takes before that join is a race on a GPU.
+  // The emulator runs them one after the other and could not see it: it checks the ranges
+  // (and throws Error on an overlap); a GPU build checks nothing.
+  void uses_scratch([[maybe_unused]] const void* p, [[maybe_unused]] size_t bytes,
+                    [[maybe_unused]] bool side) {
+#if defined(EQUIVAE_CUDA_EMULATED)
+    if (!p || bytes == 0) return;
+    const uintptr_t lo = reinterpret_cast<uintptr_t>(p), hi = lo + bytes;
+    if (side) {
+      side_scratch_.emplace_back(lo, hi);
+      return;
+    }
+    for (const auto& [a, b] : side_scratch_)
+      check(hi <= a || b <= lo, "cuda backend",
+            "scratch memory given to the main stream while a side-stream op still uses it "
+            "(a race on a GPU: the streams meet only at the next join)");
+#endif
+  }
+  void uses_scratch(const cuda::ChannelSumScratch<T>& scratch, bool side) {
+    uses_scratch(scratch.partials, scratch.partial_elems * sizeof(T), side);
+    uses_scratch(scratch.arrivals, scratch.arrival_elems * sizeof(unsigned), side);
+  }
   // The stream of an op issued beside the main stream (begin_beside) or not.
   cudaStream_t lane_stream(bool side) const {
     return side ? side_stream() : stream_;
@@ -669,6 +695,7 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
   // the bias scratch: all bias gradients run on the same one).
   void relu_bias_backward(T* dy, T* db, const T* y, int B, int out, bool relu) {
     T* scratch = static_cast<T*>(bias_scratch_.get());
+    if (db) uses_scratch(scratch, kBiasScratchElems * sizeof(T), options_.side_bias_gradient);
     if (!options_.side_bias_gradient) {
       if (db)
         cuda::dense_backward_bias(dy, db, y, B, out, relu, scratch, kBiasScratchElems, stream_);
@@ -747,18 +774,15 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
   static int conv_output_plane(const Conv2dShape& s, bool transposed) {
     return cpu::conv_out_h(s, transposed) * cpu::conv_out_w(s, transposed);
   }
-  // The bytes a convolution's calls need: cuDNN's; with side_conv_filter or trunk_beside as
-  // many again from a 256-byte boundary on, the side stream's part (conv_lane).
+  // The bytes a convolution's calls need: cuDNN's; with side_conv_filter or trunk_beside twice
+  // that from a 256-byte boundary, for a part per stream (conv_lane).
   size_t conv_workspace(const Conv2dShape& s, bool transposed) {
     check_conv_shape(s, transposed, transposed ? "conv_transpose2d" : "conv2d");
     const size_t main = convolutions().workspace_bytes(s, transposed);
-    return split_conv_workspace() ? side_conv_workspace_offset(main) + main : main;
+    return split_conv_workspace() ? 2 * ((main + 255) / 256 * 256) : main;
   }
   bool split_conv_workspace() const {
     return options_.side_conv_filter || options_.trunk_beside;
-  }
-  static size_t side_conv_workspace_offset(size_t main_bytes) {
-    return (main_bytes + 255) / 256 * 256;
   }
   // Where a convolution's calls run: a stream, its part of the workspace and its per-channel
   // sums' scratch. Each stream has its own of both, so convolutions on the two streams never
@@ -769,13 +793,15 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
     size_t bytes;
     cuda::ChannelSumScratch<T> scratch;
   };
-  ConvLane conv_lane(const Conv2dShape& s, bool transposed, void* workspace, size_t bytes,
-                     bool side) {
+  // The workspace splits at its middle (rounded down to 256 bytes), whatever the shape: the
+  // convolutions of a plan share one workspace, and a split point that moved with the shape
+  // would hand one shape's side part to another's main part. Each part holds what the shape
+  // needs: the op checked the whole workspace against twice that.
+  ConvLane conv_lane(void* workspace, size_t bytes, bool side) {
     if (!split_conv_workspace()) return {stream_, workspace, bytes, channel_sum_scratch(false)};
-    const size_t main = side_conv_workspace_offset(convolutions().workspace_bytes(s, transposed));
-    if (!side) return {stream_, workspace, main, channel_sum_scratch(false)};
-    // The side part holds at least cuDNN's bytes: the op checked the whole workspace.
-    return {side_stream(), static_cast<char*>(workspace) + main, bytes - main,
+    const size_t half = bytes / 2 / 256 * 256;
+    if (!side) return {stream_, workspace, half, channel_sum_scratch(false)};
+    return {side_stream(), static_cast<char*>(workspace) + half, bytes - half,
             channel_sum_scratch(true)};
   }
   // One convolution's forward: y = act(conv(x, W) + b), or the transpose's, on the main
@@ -784,8 +810,9 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
                     bool relu, void* workspace, size_t workspace_bytes, const char* name) {
     check_conv_workspace(workspace, workspace_bytes, conv_workspace(s, transposed), name);
     const bool side = beside_;
+    const ConvLane lane = conv_lane(workspace, workspace_bytes, side);
+    uses_scratch(lane.workspace, lane.bytes, side);
     issue(name, [=, self = this] {
-      const ConvLane lane = self->conv_lane(s, transposed, workspace, workspace_bytes, side);
       // The transpose's forward is the convolution's backward-data (cudnn_conv.h).
       CudnnConvolutions& c = self->convolutions();
       if (transposed)
@@ -804,16 +831,22 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
                      size_t workspace_bytes, const char* name) {
     check_conv_workspace(workspace, workspace_bytes, conv_workspace(s, transposed), name);
     const bool side = beside_;
+    const bool dW_beside = dW && options_.side_conv_filter && !side;
+    const ConvLane lane = conv_lane(workspace, workspace_bytes, side);
+    const ConvLane beside = conv_lane(workspace, workspace_bytes, true);
+    // In the order the streams meet them: the bias gradient, the weight gradient (maybe on the
+    // side stream), the input gradient.
+    if (db) uses_scratch(lane.scratch, side);
+    if (dW_beside) uses_scratch(beside.workspace, beside.bytes, true);
+    if (dW || dx) uses_scratch(lane.workspace, lane.bytes, side);
     issue(name, [=, self = this] {
-      const ConvLane lane = self->conv_lane(s, transposed, workspace, workspace_bytes, side);
       cuda::conv_backward_bias(dy, db, y, s.N, s.C_out, conv_output_plane(s, transposed), relu,
                                lane.scratch, lane.stream);
       CudnnConvolutions& c = self->convolutions();
       // The weight gradient's conv_x and dconv_y: a transpose's conv_x is dz (its output side).
       const T* conv_x = transposed ? dy : x;
       const T* dconv_y = transposed ? x : dy;
-      if (dW && self->options_.side_conv_filter && !side) {
-        const ConvLane beside = self->conv_lane(s, transposed, workspace, workspace_bytes, true);
+      if (dW_beside) {
         self->on_side_stream([=] {
           self->convolutions().backward_filter(s, transposed, dW, conv_x, dconv_y, beside.workspace,
                                                beside.bytes, beside.stream);
@@ -891,6 +924,7 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
 #if defined(EQUIVAE_CUDA_EMULATED)
   std::vector<std::function<void()>> recorded_, graph_;
   std::vector<std::function<void()>> side_queue_;  // side-stream work waiting for its join
+  std::vector<std::pair<uintptr_t, uintptr_t>> side_scratch_;  // uses_scratch, since the join
   bool emulated_tuned_ = false;
 #else
   std::string device_name_;
