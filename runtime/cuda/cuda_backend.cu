@@ -150,7 +150,7 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
     // The per-channel sums' scratch of each stream (channel_sum_scratch): partial sums,
     // counters at zero.
     for (int lane = 0; lane < 2; ++lane) {
-      channel_partials_[lane] = DeviceBuffer(kBiasScratchElems * sizeof(T));
+      channel_partials_[lane] = DeviceBuffer(kChannelPartials * sizeof(T));
       channel_arrivals_[lane] = DeviceBuffer(kSlicedChannels * sizeof(unsigned));
       EQUIVAE_CUDA_CHECK(
           cudaMemset(channel_arrivals_[lane].get(), 0, kSlicedChannels * sizeof(unsigned)));
@@ -601,8 +601,10 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
   static constexpr size_t kWorkspaceBytes = size_t(32) << 20;
   // Per-chunk partial bias gradients (kernels/cuda/dense.cu): 64 chunks of up to 4,096 columns.
   static constexpr size_t kBiasScratchElems = size_t(64) * 4096;
-  // Channels whose per-channel sums may be split over image slices (more: a block each).
+  // Channels whose per-channel sums may be split over image slices (more: a block each), and
+  // their partial sums: up to 64 slices each (channel_sum_slices' most).
   static constexpr size_t kSlicedChannels = 4096;
+  static constexpr size_t kChannelPartials = size_t(64) * kSlicedChannels;
 
 #if defined(EQUIVAE_CUDA_EMULATED)
   // The emulator has one stream. Side-stream work runs at the join that waits for it — the
@@ -658,7 +660,7 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
   // likelihood's log-variance gradient) of the main or the side stream: one call at a time on
   // each, each call leaving its counters at zero.
   cuda::ChannelSumScratch<T> channel_sum_scratch(bool side) const {
-    return {static_cast<T*>(channel_partials_[side].get()), kBiasScratchElems,
+    return {static_cast<T*>(channel_partials_[side].get()), kChannelPartials,
             static_cast<unsigned*>(channel_arrivals_[side].get()), kSlicedChannels};
   }
   // Scratch memory an op issued now is given, on the side stream or the main one. The two
@@ -883,8 +885,7 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
       if (!options_.small_gemm || options_.strict_fp32 || options_.autotune ||
           !small_gemm_fits(g, e.kind))
         return false;
-      run_small_gemm(g, A, B, C, (side ? side_lt_ : lt_)->small_tail(e),
-                     side ? side_stream() : stream_);
+      run_small_gemm(g, A, B, C, (side ? side_lt_ : lt_)->small_tail(e), lane_stream(side));
       small_gemm_outputs_.insert(C);
       return true;
     }
@@ -898,7 +899,7 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
     if constexpr (std::is_same_v<T, float>)
       if ((options_.lt_backward ||
            (small_gemm_tuned() && small_gemm_fits(g, GemmEpilogue::none))) &&
-          (side ? side_lt_ : lt_)->run(g, A, B, C, LtEpilogue{}, side ? side_stream() : stream_))
+          (side ? side_lt_ : lt_)->run(g, A, B, C, LtEpilogue{}, lane_stream(side)))
         return;
 #if defined(EQUIVAE_CUDA_EMULATED)
     host_gemm(g, A, B, C);  // the emulator's device memory is host memory
