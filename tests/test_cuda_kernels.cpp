@@ -507,13 +507,14 @@ TEST(CudaKernels, GatherRowsFromDeviceDataSet) {
 }
 
 // ---------------------------------------------------------------- per-channel sums
-// Scratch for the per-channel sums over image slices (channel_sum.cuh), 64 slices of C
+// Scratch for the per-channel sums over image slices (channel_sum.cuh), the most slices of C
 // channels: partials NaN until written, counters zero (the kernels' unsigned counters).
 template <class T>
 struct SliceScratch {
   Guarded<T> partials;
   Guarded<int32_t> arrivals;
-  explicit SliceScratch(int C) : partials(size_t(64) * C), arrivals(size_t(C), 0) {}
+  explicit SliceScratch(int C)
+      : partials(size_t(cuda::kMaxChannelSumSlices) * C), arrivals(size_t(C), 0) {}
   cuda::ChannelSumScratch<T> get() {
     return {partials.data(), partials.size(), reinterpret_cast<unsigned*>(arrivals.data()),
             arrivals.size()};

@@ -77,6 +77,7 @@ void conv_bias_act(T* y, const T* b, int N, int C, int P, bool relu, cudaStream_
 // Scratch of the per-channel sums split over image slices (channel_sum.cuh): partials
 // [slices, C] and one counter per channel, zero before the first call (each call leaves them
 // zero). Empty: a channel is one block.
+inline constexpr int kMaxChannelSumSlices = 64;
 template <class T>
 struct ChannelSumScratch {
   T* partials = nullptr;
@@ -85,8 +86,8 @@ struct ChannelSumScratch {
   size_t arrival_elems = 0;
 };
 // The slices such a call makes over N images of C channels of P pixels: ~8,192 of a channel's
-// elements each, whole images, 1 to 64, none empty; with sums (a sum is wanted, not only the
-// walk) bounded by the scratch's room for partials and counters.
+// elements each, whole images, 1 to kMaxChannelSumSlices, none empty; with sums (a sum is wanted,
+// not only the walk) bounded by the scratch's room for partials and counters.
 int channel_sum_slices(int N, int C, int P, bool sums, size_t partial_elems, size_t arrival_elems);
 // Backward, fused: with relu, dy is masked in place by (y > 0) so it holds dz after;
 // db[C] = Σ_{n,p} dz (overwritten, deterministic order; null: mask only), over image slices

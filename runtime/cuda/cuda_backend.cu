@@ -602,9 +602,9 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
   // Per-chunk partial bias gradients (kernels/cuda/dense.cu): 64 chunks of up to 4,096 columns.
   static constexpr size_t kBiasScratchElems = size_t(64) * 4096;
   // Channels whose per-channel sums may be split over image slices (more: a block each), and
-  // their partial sums: up to 64 slices each (channel_sum_slices' most).
+  // their partial sums: up to kMaxChannelSumSlices each.
   static constexpr size_t kSlicedChannels = 4096;
-  static constexpr size_t kChannelPartials = size_t(64) * kSlicedChannels;
+  static constexpr size_t kChannelPartials = size_t(cuda::kMaxChannelSumSlices) * kSlicedChannels;
 
 #if defined(EQUIVAE_CUDA_EMULATED)
   // The emulator has one stream. Side-stream work runs at the join that waits for it — the
