@@ -225,16 +225,45 @@ if want tests; then
 fi
 
 # ---- benchmarks: ops, graph and eager steps (TF32 default; graph steps again in strict FP32)
+# bench_stage NAME TIMEOUT BINARY JSON [--group REGEX]... [-- BINARY_ARGS...]: the benchmarks
+# through bench/run_benchmarks.py, so that a kernel that faults (the CUDA context is then lost
+# for the rest of its process), crashes or hangs costs only its own benchmark; groups run in
+# the order given, each in processes of its own (the headline figures first).
+bench_stage() {
+  local name="$1" limit="$2" binary="$3" json="$4"
+  shift 4
+  local left=$((BUDGET_S - ($(date +%s) - CHECK_START) - 20))
+  ((limit > left)) && limit=$left
+  ((limit < 15)) && limit=15  # run_stage skips it when even that is not left
+  rm -f "$json"
+  run_stage "$name" "$limit" env LD_LIBRARY_PATH="$ORIGINAL_LD_LIBRARY_PATH" \
+    python3 "$ROOT/bench/run_benchmarks.py" "$binary" --out "$json" --budget $((limit - 10)) \
+    --stall 60 --library-path "$LD_LIBRARY_PATH" "$@"
+  [[ -s "$json" ]] && return 0
+  # Without the runner's JSON (no python3 there, say): the binary alone, as before it, on
+  # the groups' benchmarks in its own order.
+  local filter=""
+  while [[ $# -gt 0 && "$1" != "--" ]]; do
+    [[ "$1" == "--group" ]] && filter+="${filter:+|}$2" && shift
+    shift
+  done
+  [[ $# -gt 0 ]] && shift
+  run_stage "${name}_direct" "$limit" "$binary" --benchmark_filter="${filter:-.}" \
+    --benchmark_out="$json" --benchmark_out_format=json "$@"
+}
 if want bench; then
   if has bench_cuda_kernels; then
-    run_stage bench_kernels 60 "$BIN/bench_cuda_kernels" --benchmark_min_time=0.2
+    bench_stage bench_kernels 60 "$BIN/bench_cuda_kernels" "$RESULTS/bench_kernels.json" \
+      -- --benchmark_min_time=0.2
   fi
   if has bench_cuda_step; then
-    run_stage bench_step 180 "$BIN/bench_cuda_step" --benchmark_min_time=0.3 \
-      --benchmark_out="$RESULTS/bench_step.json" --benchmark_out_format=json
-    run_stage bench_step_fp32 45 env EQUIVAE_BENCH_STRICT_FP32=1 "$BIN/bench_cuda_step" \
-      --benchmark_filter='^BM_GraphStep/' --benchmark_min_time=0.3 \
-      --benchmark_out="$RESULTS/bench_step_fp32.json" --benchmark_out_format=json
+    bench_stage bench_step 190 "$BIN/bench_cuda_step" "$RESULTS/bench_step.json" \
+      --group '^BM_GraphStep/' --group '^BM_GemmFloor' --group '^BM_EagerStep' \
+      --group '^BM_SvhnGraphStep/semi:0/autotuned:0/levers:0/' --group '^BM_SvhnEagerStep' \
+      --group '^BM_GraphStepGemmRoute/' --group '^BM_SvhnGraphStep/' --group '^BM_Op/' \
+      --group . -- --benchmark_min_time=0.3
+    EQUIVAE_BENCH_STRICT_FP32=1 bench_stage bench_step_fp32 45 "$BIN/bench_cuda_step" \
+      "$RESULTS/bench_step_fp32.json" --group '^BM_GraphStep/' -- --benchmark_min_time=0.3
   else
     STATUS[bench_step]="not built"
   fi
@@ -242,8 +271,8 @@ if want bench; then
   # GEMM): what the engine would save by taking them, each route checked against the
   # engine's; and each of the step's GEMM shapes in cuBLAS, cuBLASLt and the small GEMM.
   if has bench_gemm_chains; then
-    run_stage bench_chains 90 "$BIN/bench_gemm_chains" --benchmark_min_time=0.3 \
-      --benchmark_out="$RESULTS/bench_chains.json" --benchmark_out_format=json
+    bench_stage bench_chains 90 "$BIN/bench_gemm_chains" "$RESULTS/bench_chains.json" \
+      -- --benchmark_min_time=0.3
   fi
 fi
 
@@ -389,6 +418,7 @@ def fastest_route(path):
 fastest_route(os.path.join(res, "bench_step.json"))
 table(os.path.join(res, "bench_step_fp32.json"), "CUDA backend, strict FP32")
 table(os.path.join(res, "bench_chains.json"), "Dense-layer GEMM chains per route (B = 160, TF32, one graph each)")
+table(os.path.join(res, "bench_kernels.json"), "Kernels alone")
 for file, title in (("peers_cuda.jsonl", "Peers on the same GPU (MNIST)"),
                     ("peers_svhn_cuda.jsonl", "SVHN peers on the same GPU (BM_SvhnGraphStep above)")):
     peers = os.path.join(res, file)
