@@ -102,6 +102,7 @@ SUMMARY="$RESULTS/summary.md"
 STAGES="${STAGES:-info tests bench train profile peers peers_svhn sanitizer}"
 declare -A STATUS=()
 tests_failed=0
+ALONE=()  # GPU tests that failed in the whole run, each run again alone: what that said
 
 BUDGET_S="${BUDGET_S:-540}"
 CHECK_START=$(date +%s)
@@ -200,6 +201,23 @@ if want tests; then
   if has test_cuda_backend_gpu; then
     run_stage tests_gpu 90 env OMP_NUM_THREADS=1 "$BIN/test_cuda_backend_gpu" \
       --gtest_output="xml:$RESULTS/tests_gpu.xml" || tests_failed=1
+    # A kernel that faults leaves the process's CUDA context unusable, so every test after it
+    # fails too: each failed test runs again alone, which names the culprit(s).
+    failed_tests=$(env LD_LIBRARY_PATH="$ORIGINAL_LD_LIBRARY_PATH" python3 - "$RESULTS/tests_gpu.xml" <<'EOF_FAILED' 2>/dev/null
+import sys, xml.etree.ElementTree as ET
+for case in ET.parse(sys.argv[1]).getroot().iter("testcase"):
+    if case.find("failure") is not None or case.find("error") is not None:
+        print(f"{case.get('classname')}.{case.get('name')}")
+EOF_FAILED
+    )
+    for t in $failed_tests; do
+      if run_stage "alone_${t//[^A-Za-z0-9]/_}" 60 env OMP_NUM_THREADS=1 \
+        "$BIN/test_cuda_backend_gpu" --gtest_filter="$t"; then
+        ALONE+=("$t: passes alone (it failed after an earlier test's fault)")
+      else
+        ALONE+=("$t: fails alone too")
+      fi
+    done
     skipped=$(grep -c "<skipped" "$RESULTS/tests_gpu.xml" 2>/dev/null)
     if [[ "${skipped:-0}" -gt 0 ]]; then
       STATUS[tests_gpu]="SKIPPED ($skipped tests): no usable GPU seen"
@@ -359,6 +377,8 @@ fi
     echo "GPU tests: $(grep -o '<testsuites tests="[0-9]*" failures="[0-9]*" disabled="[0-9]*" errors="[0-9]*"' \
       "$RESULTS/tests_gpu.xml" | head -n 1)"
     echo
+    for line in "${ALONE[@]}"; do echo "- $line"; done
+    ((${#ALONE[@]})) && echo
   fi
   for run in "${FASHION_RUNS[@]}"; do
     [[ -n "${TRAIN_SECONDS[$run]:-}" ]] || continue
