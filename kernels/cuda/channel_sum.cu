@@ -19,7 +19,7 @@ int channel_sum_slices(int N, int C, int P, bool sums, size_t partial_elems, siz
   if (sums)
     slices = arrival_elems < size_t(C) ? 1 : int(std::min<size_t>(slices, partial_elems / C));
   slices = std::max(slices, 1);
-  const int per_slice = (N + slices - 1) / slices;
+  const int per_slice = channel_slice_images(N, slices);
   return (N + per_slice - 1) / per_slice;  // no empty slice
 }
 

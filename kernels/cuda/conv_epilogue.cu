@@ -70,7 +70,7 @@ void conv_backward_bias(T* dy, T* db, const T* y, int N, int C, int P, bool relu
   if (C <= 0 || (!db && !relu)) return;
   const int slices =
       channel_sum_slices(N, C, P, db != nullptr, scratch.partial_elems, scratch.arrival_elems);
-  const int per_slice = N > 0 ? (N + slices - 1) / slices : 1;
+  const int per_slice = channel_slice_images(N, slices);
   EQUIVAE_LAUNCH(kernel_conv_backward_bias<T>, dim3(unsigned(C), unsigned(slices)), kThreads, 0,
                  stream, dy, db, y, N, C, P, relu, per_slice, scratch.partials, scratch.arrivals);
 }

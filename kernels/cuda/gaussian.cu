@@ -125,7 +125,7 @@ void gaussian_ll_backward(T* dmu, T* dlogvar, const T* dll, const T* mu, const T
   if (!dlogvar) return;
   const int slices =
       channel_sum_slices(B, C, P, true, scratch.partial_elems, scratch.arrival_elems);
-  const int per_slice = (B + slices - 1) / slices;
+  const int per_slice = channel_slice_images(B, slices);
   EQUIVAE_LAUNCH(kernel_gaussian_ll_dlogvar<T>, dim3(unsigned(C), unsigned(slices)), kThreads, 0,
                  stream, dlogvar, dll, mu, x, logvar, B, C, P, per_slice, scratch.partials,
                  scratch.arrivals);

@@ -89,6 +89,10 @@ struct ChannelSumScratch {
 // elements each, whole images, 1 to kMaxChannelSumSlices, none empty; with sums (a sum is wanted,
 // not only the walk) bounded by the scratch's room for partials and counters.
 int channel_sum_slices(int N, int C, int P, bool sums, size_t partial_elems, size_t arrival_elems);
+// The images of each of those slices (the last may have fewer).
+inline int channel_slice_images(int N, int slices) {
+  return N > 0 ? (N + slices - 1) / slices : 1;
+}
 // Backward, fused: with relu, dy is masked in place by (y > 0) so it holds dz after;
 // db[C] = Σ_{n,p} dz (overwritten, deterministic order; null: mask only), over image slices
 // as far as the scratch allows.
