@@ -18,6 +18,7 @@
 #include "runtime/checkpoint_writer.h"
 #include "runtime/clock.h"
 #include "runtime/error.h"
+#include "runtime/interrupt.h"
 
 namespace equivae {
 namespace {
@@ -153,32 +154,59 @@ std::vector<EpochRecord> train(EquiVae<T>& model, const Dataset& labelled,
     writer.wait();  // throws when that write failed
     if (epoch > 0) saved_epoch = epoch;
   };
+  // What a run that stops early leaves behind: the write in flight finished (its error, if it
+  // failed), and which checkpoint holds the last good state ("" if none).
+  struct Kept {
+    std::string text, path, failed;
+  };
+  auto kept_checkpoint = [&] {
+    Kept k{"no checkpoint of this run was written yet", "", ""};
+    try {
+      settle_checkpoint();
+    } catch (const Error& e) {
+      k.failed = "; " + std::string(e.what());
+    }
+    if (saved_epoch > 0) {
+      k.path = checkpoint_path;
+      k.text = "the last good checkpoint " + k.path + " (epoch " + std::to_string(saved_epoch) +
+               ") is kept untouched";
+    } else if (!options.resume_from.empty()) {
+      k.path = options.resume_from;
+      k.text = "the checkpoint " + k.path + " (epoch " + std::to_string(progress.epoch) +
+               ") is kept untouched";
+    }
+    return k;
+  };
+  auto where = [](uint64_t at, int epoch) {
+    return "step " + std::to_string(at) + " (epoch " + std::to_string(epoch) + ")";
+  };
   auto diverged = [&](const StepMetrics& m, uint64_t at, int epoch) {
     std::string tensor = first_non_finite_tensor(model);
     if (tensor.empty()) tensor = "none: every parameter, gradient and Adam moment is finite";
     // A device window ran to its end before its metrics were read: the state is after it.
     const std::string state = on_device ? " after step " + std::to_string(window_last) : "";
-    std::string failed;  // the write in flight, if it failed
-    try {
-      settle_checkpoint();
-    } catch (const Error& e) {
-      failed = "; " + std::string(e.what());
-    }
-    std::string kept = "no checkpoint of this run was written yet";
-    if (saved_epoch > 0)
-      kept = "the last good checkpoint " + checkpoint_path + " (epoch " +
-             std::to_string(saved_epoch) + ") is kept untouched";
-    else if (!options.resume_from.empty())
-      kept = "the checkpoint " + options.resume_from + " (epoch " + std::to_string(progress.epoch) +
-             ") is kept untouched";
-    return Error("step " + std::to_string(at) + " (epoch " + std::to_string(epoch) + ")",
-                 "training diverged: the loss is not finite (" + non_finite_loss_terms(m) +
-                     "); first non-finite tensor" + state + ": " + tensor + "; " + kept + failed);
+    const Kept k = kept_checkpoint();
+    return Error(where(at, epoch), "training diverged: the loss is not finite (" +
+                                       non_finite_loss_terms(m) + "); first non-finite tensor" +
+                                       state + ": " + tensor + "; " + k.text + k.failed);
+  };
+  // Stopped on request before step `s` of `epoch` (global step `at`).
+  auto stopped = [&](uint64_t at, int epoch, int64_t s) {
+    const Kept k = kept_checkpoint();
+    const std::string next =
+        k.path.empty() || !k.failed.empty() ? "" : ": continue with --resume " + k.path;
+    return Interrupted(where(at, epoch), "stopped on request before step " + std::to_string(s + 1) +
+                                             " of " + std::to_string(steps) + " of the epoch; " +
+                                             k.text + next + k.failed);
   };
   for (int epoch = first_epoch; epoch <= options.epochs; ++epoch) {
     const auto epoch_start = Clock::now();
     double recon = 0, kl = 0, nll = 0, bound = 0;
     for (int64_t s = 0; s < steps; ++s, ++step) {
+      // Asked before each step on the host, before each window on a device.
+      if (options.stop_requested && (!on_device || s % window_steps == 0) &&
+          options.stop_requested())
+        throw stopped(step, epoch, s);
       if (on_device) {
         const int64_t at = s % window_steps;
         if (at == 0) {  // run the next window of steps on the device

@@ -34,6 +34,10 @@ struct TrainOptions {
   // a window's batches, uploads their indices and reads its metrics back once; the next
   // window is sampled while the device runs this one). Windows never cross an epoch's end.
   int device_window = 512;
+  // Asked before each step (on a device, before each window of steps): true stops the run
+  // there, once the checkpoint being written is on disk, with Interrupted (runtime/interrupt.h)
+  // naming the checkpoint to --resume from. Null: never asked.
+  std::function<bool()> stop_requested;
 };
 
 struct EpochRecord {
@@ -58,6 +62,7 @@ struct EpochRecord {
 // earlier epochs included). Throws Error("step N (epoch E)", ...) if the loss stops being
 // finite, naming the non-finite loss term and the first non-finite parameter, gradient or
 // Adam moment by its checkpoint name; the last epoch's checkpoint stays on disk untouched.
+// Throws Interrupted when options.stop_requested says so.
 // A checkpoint that cannot be written throws Error naming the file and the epoch, at the next
 // epoch's checkpoint or before train() returns.
 // labelled: the labelled training set; unlabelled: the unlabelled set of a semi-supervised

@@ -2,11 +2,13 @@
 // moments and t, per-epoch metrics), supervised and semi-supervised, on the CPU backend and on
 // the emulated CUDA backend (device-resident graph steps); a checkpoint of another
 // configuration or data set is refused naming the fields; a non-finite loss stops with the
-// step and the tensor named and leaves the last checkpoint as it was; metrics.jsonl holds
+// step and the tensor named and leaves the last checkpoint as it was; a run stopped on request
+// names the checkpoint to resume from, and the resume equals the whole run; metrics.jsonl holds
 // the CSV's records.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -28,6 +30,7 @@
 #include "runtime/checkpoint.h"
 #include "runtime/cuda/cuda_backend.h"
 #include "runtime/error.h"
+#include "runtime/interrupt.h"
 #include "tests/conv_fixtures.h"
 #include "tests/fixtures.h"
 
@@ -311,6 +314,92 @@ TEST(Resume, HistoryWithoutTheTimeBreakdownResumesWithZeros) {
   ASSERT_EQ(csv.size(), 3u);
   EXPECT_EQ(split_csv(csv[1]).size(), 13u) << csv[1];
   fs::remove_all(dir);
+}
+
+// A run asked to stop (Ctrl-C in the tools) when stop_requested is asked for the `ask`-th time
+// (0-based; the host asks before every step, a device before every window of `window` steps):
+// Interrupted names the step, the epoch and the checkpoint to resume from, which holds the
+// last whole epoch (`kept`); the directory holds no temp file; and resuming from it until 4
+// epochs equals an uninterrupted 4-epoch run bit for bit.
+void check_stop_and_resume(const BackendFactory& make_backend, const std::string& name, int ask,
+                           int window, const std::vector<std::string>& parts, int kept) {
+  const std::string dir = fresh_dir(name), whole_dir = fresh_dir(name + "-whole");
+  const std::string path = dir + "/checkpoint.safetensors";
+  {
+    auto backend = make_backend();
+    EquiVae<float> model(test::tiny_config(), *backend);
+    TrainOptions options;
+    options.epochs = 4;
+    options.quiet = true;
+    options.out_dir = dir;
+    options.device_window = window;
+    int asked = 0;
+    options.stop_requested = [&] { return asked++ == ask; };
+    std::vector<std::string> all = parts;
+    all.push_back("the last good checkpoint " + path + " (epoch " + std::to_string(kept) + ")");
+    all.push_back("continue with --resume " + path);
+    try {
+      train(model, train_set(), &validation_set(), options);
+      ADD_FAILURE() << "expected Interrupted";
+    } catch (const Interrupted& e) {
+      std::printf("[ message ] %s\n", e.what());
+      for (const std::string& part : all)
+        EXPECT_NE(std::string(e.what()).find(part), std::string::npos)
+            << "missing '" << part << "' in: " << e.what();
+    }
+    EXPECT_EQ(asked, ask + 1);
+  }
+  EXPECT_EQ(load_checkpoint(path).metadata.at("epoch"), std::to_string(kept));
+  EXPECT_EQ(read_lines(dir + "/metrics.csv").size(), size_t(kept) + 1);
+  std::vector<std::string> files;
+  for (const auto& entry : fs::directory_iterator(dir))
+    files.push_back(entry.path().filename().string());
+  std::sort(files.begin(), files.end());
+  EXPECT_EQ(files,
+            (std::vector<std::string>{"checkpoint.safetensors", "metrics.csv", "metrics.jsonl"}));
+
+  const TrainedRun whole =
+      train_run(make_backend, test::tiny_config(), train_set(), nullptr, 4, whole_dir);
+  const TrainedRun resumed =
+      train_run(make_backend, test::tiny_config(), train_set(), nullptr, 4, dir, path);
+  expect_same_tensors(whole.state, resumed.state, "resumed after the stop");
+  ASSERT_EQ(resumed.records.size(), 4u);
+  for (int e = 0; e < 4; ++e) expect_same_metrics(whole.records[e], resumed.records[e]);
+  fs::remove_all(dir);
+  fs::remove_all(whole_dir);
+}
+
+TEST(Interrupt, AStopRequestEndsTheRunAtTheNextStepAndItsResumeEqualsTheWholeRun) {
+  // 10 steps per epoch: asked before step 15, the 6th of epoch 2.
+  check_stop_and_resume(cpu(), "stop-cpu", 15, 512,
+                        {"step 15 (epoch 2)", "stopped on request before step 6 of 10"}, 1);
+}
+
+TEST(Interrupt, OnADeviceTheRunStopsBeforeTheNextWindowOfSteps) {
+  // Windows of 4 steps (4, 4, 2 per epoch): the 5th question comes before step 14.
+  check_stop_and_resume(emulated_cuda(), "stop-emulated", 4, 4,
+                        {"step 14 (epoch 2)", "stopped on request before step 5 of 10"}, 1);
+  // At an epoch's start, once the previous epoch's checkpoint is on disk.
+  check_stop_and_resume(emulated_cuda(), "stop-emulated-epoch", 2, 512,
+                        {"step 20 (epoch 3)", "stopped on request before step 1 of 10"}, 2);
+}
+
+TEST(Interrupt, BeforeTheFirstCheckpointNothingIsOfferedToResume) {
+  auto backend = make_cpu_backend<float>(1);
+  EquiVae<float> model(test::tiny_config(), *backend);
+  TrainOptions options;
+  options.epochs = 2;
+  options.quiet = true;
+  options.stop_requested = [] { return true; };
+  try {
+    train(model, train_set(), &validation_set(), options);
+    ADD_FAILURE() << "expected Interrupted";
+  } catch (const Interrupted& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("step 0 (epoch 1)"), std::string::npos) << what;
+    EXPECT_NE(what.find("no checkpoint of this run was written yet"), std::string::npos) << what;
+    EXPECT_EQ(what.find("--resume"), std::string::npos) << what;
+  }
 }
 
 TEST(Divergence, APoisonedParameterIsNamedAndTheLastCheckpointKept) {

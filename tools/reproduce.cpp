@@ -30,6 +30,7 @@
 #include "runtime/clock.h"
 #include "runtime/error.h"
 #include "runtime/flags.h"
+#include "runtime/interrupt.h"
 #include "tools/data_flags.h"
 #include "tools/device_flags.h"
 #include "tools/model_flags.h"
@@ -290,6 +291,8 @@ int run(int argc, char** argv) {
   Progress progress(runs_to_train, epochs_to_train, f.get_switch("quiet"));
   int run_number = 0;
 
+  // Ctrl-C or SIGTERM stops the run in training at its next step (see the catch below).
+  StopOnSignal stop;
   std::vector<RunResult> results;
   std::ofstream csv(out_dir + "/runs.csv");
   check(csv.good(), out_dir + "/runs.csv", "cannot open for writing");
@@ -330,7 +333,17 @@ int run(int argc, char** argv) {
         if (trained++ == 0 && e.epoch > 1) progress.skip(skipped = e.epoch - 1);
         progress.epoch_done(run_number, what, e.epoch, r.epochs, e.elbo);
       };
-      train(model, labelled, supervised ? nullptr : &split.unlabelled, nullptr, options);
+      options.stop_requested = [] { return StopOnSignal::received() != 0; };
+      try {
+        train(model, labelled, supervised ? nullptr : &split.unlabelled, nullptr, options);
+      } catch (const Interrupted& e) {  // the advice is --reuse here, not the trainer's --resume
+        csv.flush();
+        throw Interrupted(what + ", " + e.context(),
+                          "stopped on request; the finished runs are in " + out_dir +
+                              "/runs.csv and this run's last finished epoch, if any, in " +
+                              run_dir + ": the same command with --reuse " + out_dir +
+                              "/runs.csv continues from there");
+      }
       progress.skip(r.epochs - trained - skipped);  // a resumed run with nothing left to train
       std::filesystem::remove(checkpoint);          // the run's row in runs.csv stands for it now
       if (!supervised) r.q_error = classifier_error(model, data.test);

@@ -1,18 +1,24 @@
 #pragma once
 // What every tool does first and last: parse its flags (or print its help), and turn an
 // exception (equivae::Error names the file or flag at fault) into "NAME: error: ..." on
-// stderr and exit status 1.
+// stderr and exit status 1 — or, for a run stopped by Ctrl-C or SIGTERM (Interrupted),
+// "NAME: interrupted: ..." and 128 + the signal's number.
 #include <cstdio>
 #include <exception>
 #include <string>
 
 #include "runtime/flags.h"
+#include "runtime/interrupt.h"
 
 namespace equivae {
 
 inline int run_tool(const char* name, int (*run)(int, char**), int argc, char** argv) {
   try {
     return run(argc, argv);
+  } catch (const Interrupted& e) {  // stopped on request: 128 + the signal, as a shell says
+    std::fprintf(stderr, "%s: interrupted: %s\n", name, e.what());
+    const int sig = StopOnSignal::received();
+    return 128 + (sig != 0 ? sig : SIGINT);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "%s: error: %s\n", name, e.what());
     return 1;

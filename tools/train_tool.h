@@ -20,6 +20,7 @@
 #include "runtime/clock.h"
 #include "runtime/error.h"
 #include "runtime/flags.h"
+#include "runtime/interrupt.h"
 #include "tools/data_flags.h"
 #include "tools/device_flags.h"
 #include "tools/model_flags.h"
@@ -117,7 +118,12 @@ inline int train_tool(const TrainTool& tool, int argc, char** argv) {
     if (!options.resume_from.empty())
       std::fprintf(stderr, "resuming from %s\n", options.resume_from.c_str());
   }
-  train(model, labelled, unlabelled, data.validation.n ? &data.validation : nullptr, options);
+  {
+    // Ctrl-C or SIGTERM stops the run at the next step, the checkpoint in flight written.
+    StopOnSignal stop;
+    options.stop_requested = [] { return StopOnSignal::received() != 0; };
+    train(model, labelled, unlabelled, data.validation.n ? &data.validation : nullptr, options);
+  }
 
   // The distance classifier's centroids come from the labelled examples only. On the GPU
   // both sets are uploaded once and read in place (a no-op on the CPU).

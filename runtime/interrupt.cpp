@@ -1,0 +1,52 @@
+#include "runtime/interrupt.h"
+
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+
+namespace equivae {
+namespace {
+
+volatile std::sig_atomic_t g_received = 0;
+std::atomic<bool> g_installed{false};
+
+void on_signal(int sig) {
+  if (g_received != 0) {  // the second one: end now, as the default action would
+    std::signal(sig, SIG_DFL);
+    std::raise(sig);
+    return;
+  }
+  g_received = sig;
+  // Only async-signal-safe calls here: write(2), not stdio.
+  static const char kMessage[] =
+      "\nstopping after the current step (the checkpoint being written is finished first); "
+      "press Ctrl-C again to quit at once\n";
+  ssize_t ignored = ::write(STDERR_FILENO, kMessage, sizeof kMessage - 1);
+  (void)ignored;
+}
+
+}  // namespace
+
+StopOnSignal::StopOnSignal() {
+  check(!g_installed.exchange(true), "signals", "StopOnSignal is already installed");
+  g_received = 0;
+  struct sigaction action {};
+  action.sa_handler = on_signal;
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = SA_RESTART;  // file writes and waits go on where the signal met them
+  sigaction(SIGINT, &action, &old_int_);
+  sigaction(SIGTERM, &action, &old_term_);
+}
+
+StopOnSignal::~StopOnSignal() {
+  sigaction(SIGINT, &old_int_, nullptr);
+  sigaction(SIGTERM, &old_term_, nullptr);
+  g_installed = false;
+}
+
+int StopOnSignal::received() {
+  return g_received;
+}
+
+}  // namespace equivae

@@ -1,0 +1,71 @@
+// Stopping on request (runtime/interrupt.h): the first SIGINT or SIGTERM only sets the flag and
+// says so on stderr; a second one ends the process as the default action would; the handlers
+// it replaced come back when it goes; two at once are refused. (The training loop's side —
+// where the run stops and what it keeps — is in test_resume.cpp.)
+#include <gtest/gtest.h>
+
+#include <csignal>
+#include <cstdlib>
+#include <string>
+
+#include "runtime/error.h"
+#include "runtime/interrupt.h"
+
+namespace equivae {
+namespace {
+
+TEST(StopOnSignal, TheFirstSignalOnlyAsksTheRunToStop) {
+  for (const int sig : {SIGINT, SIGTERM}) {
+    StopOnSignal stop;
+    EXPECT_EQ(StopOnSignal::received(), 0);
+    testing::internal::CaptureStderr();
+    std::raise(sig);  // the process goes on
+    const std::string said = testing::internal::GetCapturedStderr();
+    EXPECT_EQ(StopOnSignal::received(), sig);
+    EXPECT_NE(said.find("stopping after the current step"), std::string::npos) << said;
+    EXPECT_NE(said.find("Ctrl-C again"), std::string::npos) << said;
+  }
+}
+
+TEST(StopOnSignal, ASecondSignalEndsTheProcessAtOnce) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        StopOnSignal stop;
+        std::raise(SIGINT);
+        std::raise(SIGINT);
+        std::exit(0);  // not reached
+      },
+      testing::KilledBySignal(SIGINT), "stopping after the current step");
+}
+
+int g_previous_handler_calls = 0;
+void previous_handler(int) {
+  ++g_previous_handler_calls;
+}
+
+TEST(StopOnSignal, TheReplacedHandlersComeBack) {
+  struct sigaction mine {
+  }, saved{};
+  mine.sa_handler = previous_handler;
+  sigemptyset(&mine.sa_mask);
+  sigaction(SIGTERM, &mine, &saved);
+  {
+    StopOnSignal stop;
+    testing::internal::CaptureStderr();
+    std::raise(SIGTERM);
+    testing::internal::GetCapturedStderr();
+    EXPECT_EQ(g_previous_handler_calls, 0);
+  }
+  std::raise(SIGTERM);
+  EXPECT_EQ(g_previous_handler_calls, 1);
+  sigaction(SIGTERM, &saved, nullptr);
+}
+
+TEST(StopOnSignal, OneAtATime) {
+  StopOnSignal stop;
+  EXPECT_THROW(StopOnSignal second, Error);
+}
+
+}  // namespace
+}  // namespace equivae
