@@ -4,6 +4,7 @@
 // says "auto" or is not given.
 #include <algorithm>
 #include <cstdint>
+#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -68,6 +69,12 @@ inline EquiVaeConfig model_config(const Flags& f, const PaperSettings& paper, co
   c.hidden = int(f.get_int("hidden", 1, 65536));
   c.m_max = f.get("m-max") == "auto" ? (semi ? paper.m_max_semi : paper.m_max_sup)
                                      : int(f.get_int("m-max", 1, 4096));
+  // The samplers' cap (model/sampler.h) on a value asked for: said, not applied silently.
+  if (f.get("m-max") != "auto" && c.m_max > c.k - 1)
+    std::fprintf(stderr,
+                 "note: --m-max %d: a labelled row pools at most the k - 1 = %d other items of "
+                 "its class in the batch%s\n",
+                 c.m_max, c.k - 1, semi ? " (an unlabelled row at most k)" : "");
   if (c.convolutional()) c.conv_width = int(f.get_int("conv-width", 1, 4096));
   if (semi) {
     c.unlabelled = int(f.get_int("unlabelled", 1, 100000));
