@@ -180,6 +180,20 @@ EOF
 )"
 [[ -n "$PIP_CUDA_LIBS" ]] && export LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$PIP_CUDA_LIBS"
 has() { [[ -n "$BIN" && -x "$BIN/$1" ]]; }
+# A shared library the binaries need that none of the paths above holds (libcudnn.so.9 in an
+# unusual place, say) would stop every stage: look for each such one on the machine once.
+if [[ -n "$BIN" ]]; then
+  for lib in $(ldd "$BIN"/* 2>/dev/null | awk '/=> not found/{print $1}' | sort -u); do
+    found="$(timeout 30 find / -xdev \( -path /proc -o -path /sys \) -prune -o -name "$lib" \
+      -print -quit 2>/dev/null)"
+    if [[ -n "$found" ]]; then
+      export LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$(dirname "$found")"
+      log "found $lib at $found (added to LD_LIBRARY_PATH)"
+    else
+      log "WARNING: $lib, which the binaries need, is nowhere on this machine"
+    fi
+  done
+fi
 
 FASHION="${FASHION_DIR:-}"
 if [[ -z "$FASHION" ]]; then
