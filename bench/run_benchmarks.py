@@ -7,8 +7,9 @@ GPU run would come back with nothing after the first fault. This runner runs the
 group after group (each in processes of its own: the first group is measured first, whatever
 the binary's own order), in as few processes as it can:
 
-  - one process for all that is pending; when a benchmark in it errs, the ones after it that
-    erred as well run again in a fresh process (the first one keeps its error);
+  - one process for all that is pending; when a benchmark in it errs, it and the ones after
+    it that erred as well run again in a fresh process, where the first one's result stands
+    (an error may be an earlier benchmark's fault surfacing late);
   - when a process ends without its JSON (a crash, a timeout), each of its benchmarks runs
     in a process of its own, so that the culprit is named and the rest still measured;
   - a process silent for --stall seconds is taken for hung and killed (as above);
@@ -26,8 +27,8 @@ import json
 import os
 import re
 import subprocess
-import sys
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -149,18 +150,22 @@ class Runner:
                     for n in pending:
                         results.update(self.run([n]))
                 break
+            # The process's first benchmark ran in a fresh context: its result stands. An
+            # error after it may be an earlier benchmark's fault surfacing late (a kernel's
+            # fault shows at the next synchronisation, which may be in the next benchmark):
+            # the erring ones from the first error on run again in a fresh process.
             retry, first_error = [], None
-            for n in pending:
+            for i, n in enumerate(pending):
                 records = found.get(n)
                 if not records:
                     records = [failed(n, "not reported by its process")]
                 erred = any(r.get("error_occurred") for r in records)
-                if erred and first_error is not None and NO_DEVICE not in first_error:
-                    retry.append(n)  # perhaps only the earlier error's aftermath: again
-                    continue
-                results[n] = records
                 if erred and first_error is None:
                     first_error = records[0].get("error_message", "error")
+                if erred and i > 0 and NO_DEVICE not in first_error:
+                    retry.append(n)
+                    continue
+                results[n] = records
             if retry:
                 self.log(f"run_benchmarks: {len(retry)} benchmark(s) erred after "
                          f"'{first_error}': again in a fresh process")

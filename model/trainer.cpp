@@ -193,8 +193,8 @@ std::vector<EpochRecord> train(EquiVae<T>& model, const Dataset& labelled,
   // Stopped on request before step `s` of `epoch` (global step `at`).
   auto stopped = [&](uint64_t at, int epoch, int64_t s) {
     const Kept k = kept_checkpoint();
-    const std::string next =
-        k.path.empty() || !k.failed.empty() ? "" : ": continue with --resume " + k.path;
+    // A write in flight that failed leaves the one before it, which still resumes.
+    const std::string next = k.path.empty() ? "" : ": continue with --resume " + k.path;
     return Interrupted(where(at, epoch), "stopped on request before step " + std::to_string(s + 1) +
                                              " of " + std::to_string(steps) + " of the epoch; " +
                                              k.text + next + k.failed);

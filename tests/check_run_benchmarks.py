@@ -40,13 +40,20 @@ got, processes = run("a=ok,b=ok,c=ok,d=ok", groups=["c", "a|c", "."])
 expect("healthy: order", got, [("c", "ok"), ("a", "ok"), ("b", "ok"), ("d", "ok")])
 expect("healthy: processes", processes, [["c"], ["a"], ["b", "d"]])
 
-# A fault breaks its process: the benchmarks after it run again in a fresh one, where their
-# own errors ("no algorithm") stay theirs and the healthy ones are measured.
+# A fault breaks its process: it and the erring benchmarks after it run again in a fresh one,
+# where the first one's result stands; their own errors ("no algorithm") stay theirs and the
+# healthy ones are measured.
 ILLEGAL = "an illegal memory access was encountered"
 got, processes = run("a=ok,b=fault,c=ok,d=bad,e=ok")
 expect("fault: results", got,
        [("a", "ok"), ("b", ILLEGAL), ("c", "ok"), ("d", "no algorithm"), ("e", "ok")])
-expect("fault: processes", processes, [["a", "b", "c", "d", "e"], ["c", "d", "e"]])
+expect("fault: processes", processes,
+       [["a", "b", "c", "d", "e"], ["b", "c", "d", "e"], ["c", "d", "e"], ["d"]])
+
+# A fault that surfaces late, in the next benchmark: that one is run again, and measured.
+got, processes = run("a=late,b=ok,c=ok")
+expect("late fault: results", got, [("a", "ok"), ("b", "ok"), ("c", "ok")])
+expect("late fault: processes", processes, [["a", "b", "c"], ["b", "c"]])
 
 # A crash loses its process's JSON: each benchmark again alone, so the culprit is named.
 got, processes = run("a=ok,b=crash,c=ok")

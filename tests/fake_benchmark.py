@@ -6,6 +6,8 @@ Its benchmarks and what each does come from FAKE_BENCH_SPEC, "name=behaviour,...
   bad    errs on its own ("no algorithm"), leaving the process sound;
   fault  errs and leaves the process broken: it and every later one in the same process err
          with CUDA's "an illegal memory access was encountered";
+  late   reports a time but leaves the process broken: every later one errs as above (a
+         fault that surfaces at the next benchmark's first synchronisation);
   crash  ends the process at once, without its JSON;
   hang   sleeps far past any timeout.
 Each process appends the names it was asked to run, one line, to FAKE_BENCH_LOG.
@@ -49,6 +51,7 @@ def main():
                           error_message="an illegal memory access was encountered" if broken
                           else "no algorithm")
         records.append(record)
+        broken = broken or behaviour == "late"
         print(name, "error" if record.get("error_occurred") else "ok", flush=True)
     if out:
         with open(out, "w") as f:
