@@ -17,18 +17,19 @@
 #     Without a pack it configures and builds in build-gpu/ itself, which works only where
 #     the project's dependencies are installed.
 #
-# Budget: about 5 minutes (7 with the SVHN peers), each stage under its own timeout, and all
-# of them under BUDGET_S seconds (default 540, under the device tool's 600 s per command): a
-# stage gets at most what is left of it, less 20 s for the summary, and is skipped when nothing
-# is — so the summary is always written. A failing stage is logged and the rest still run.
+# Budget: about 5 minutes (7 with the SVHN peers, 8 with the semi-supervised ones), each stage
+# under its own timeout, and all of them under BUDGET_S seconds (default 540, under the device
+# tool's 600 s per command): a stage gets at most what is left of it, less 20 s for the
+# summary, and is skipped when nothing is — so the summary is always written. A failing stage
+# is logged and the rest still run.
 # Exit status: 0, 1 when the GPU tests failed (or were not built), 2 when they were skipped
 # (no usable GPU).
-# Stages can be chosen: STAGES="info tests bench train profile peers peers_svhn sanitizer"
-# (default: all). A session's device time (~15 minutes, the machine's start-up included) holds
-# one full call, not two: make it one call, in the order above (the peers last but the
-# sanitizer); should the budget run out, the summary names the skipped stages, and a second
-# call on the same warm machine with only those (e.g. STAGES="peers peers_svhn sanitizer")
-# uses what is left — its figures come from the same GPU.
+# Stages can be chosen: STAGES="info tests bench train profile peers peers_svhn sanitizer
+# peers_semi" (default: all). A session's device time (~15 minutes, the machine's start-up
+# included) holds one full call, not two: make it one call, in the order above (the semi-
+# supervised peers last); should the budget run out, the summary names the skipped stages, and
+# a second call on the same warm machine with only those (e.g. STAGES="peers peers_svhn
+# sanitizer") uses what is left — its figures come from the same GPU.
 set -u -o pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -99,7 +100,7 @@ mkdir -p "$RESULTS"
 LOG="$RESULTS/gpu_check.log"
 SUMMARY="$RESULTS/summary.md"
 : >"$LOG"
-STAGES="${STAGES:-info tests bench train profile peers peers_svhn sanitizer}"
+STAGES="${STAGES:-info tests bench train profile peers peers_svhn sanitizer peers_semi}"
 declare -A STATUS=()
 tests_failed=0
 ALONE=()  # GPU tests that failed in the whole run, each run again alone: what that said
@@ -377,6 +378,14 @@ if want sanitizer; then
   fi
 fi
 
+# ---- the semi-supervised step's peers (beside BM_GraphStep/semi:1 above): last, as the
+# least needed figures
+if want peers_semi; then
+  run_stage peers_semi 150 env LD_LIBRARY_PATH="$ORIGINAL_LD_LIBRARY_PATH" PEERS_DEVICE=cuda \
+    PEERS_MODEL=mnist-semi PEERS_PY=python3 PYTHONUNBUFFERED=1 \
+    "$ROOT/bench/peers/run_peers.sh" "$RESULTS/peers_semi_cuda.jsonl" --steps 50 --warmup 10
+fi
+
 # ---------------------------------------------------------------------------- summary
 {
   echo "# GPU check $(date -u +%Y-%m-%dT%H:%MZ)"
@@ -454,7 +463,9 @@ table(os.path.join(res, "bench_step_fp32.json"), "CUDA backend, strict FP32")
 table(os.path.join(res, "bench_chains.json"), "Dense-layer GEMM chains per route (B = 160, TF32, one graph each)")
 table(os.path.join(res, "bench_kernels.json"), "Kernels alone")
 for file, title in (("peers_cuda.jsonl", "Peers on the same GPU (MNIST)"),
-                    ("peers_svhn_cuda.jsonl", "SVHN peers on the same GPU (BM_SvhnGraphStep above)")):
+                    ("peers_svhn_cuda.jsonl", "SVHN peers on the same GPU (BM_SvhnGraphStep above)"),
+                    ("peers_semi_cuda.jsonl",
+                     "Semi-supervised MNIST peers on the same GPU (BM_GraphStep/semi:1 above)")):
     peers = os.path.join(res, file)
     if not os.path.exists(peers):
         continue

@@ -100,8 +100,7 @@ EquiVae<T>::EquiVae(const EquiVaeConfig& config, Backend<T>& backend, const Netw
   config_.validate();
   device_ = dynamic_cast<DeviceStepOps<T>*>(&backend);
   const int D = config.input_dim, dr = config.latent_r, dv = config.latent_v, C = config.classes;
-  const int B = B_, R = R_, U = U_, F = F_;
-  const bool trunk = !encoder_trunk_.empty();
+  const int B = B_, R = R_, U = U_;
   networks_ = {&finv_, &encoder_trunk_, &encoder_, &decoder_};
   if (config.semi_supervised()) networks_.push_back(&classifier_);
 
@@ -142,13 +141,14 @@ EquiVae<T>::EquiVae(const EquiVaeConfig& config, Backend<T>& backend, const Netw
   arena_.place(ll_, 1, R);
   arena_.place(dkl_, 1, R);
   arena_.place(dll_, 1, R);
-  if (trunk && U > 0) {
-    arena_.place(feat_, R, F);
-    arena_.place(dfeat_, R, F);
+  if (U > 0) {
+    const int H = layers.encoder_head.front().out;  // the head's first layer
     arena_.place(expand_offsets_, 1, R + 1);
     arena_.place(expand_members_, 1, R);
     arena_.place(expand_inv_offsets_, 1, B + U + 1);
     arena_.place(expand_inv_rows_, 1, R);
+    arena_.place(shared_product_, B + U, H);
+    arena_.place(shared_dproduct_, B + U, H);
   }
   if (config.semi_supervised()) {
     arena_.place(xq_, B + U, D);
@@ -177,7 +177,7 @@ EquiVae<T>::EquiVae(const EquiVaeConfig& config, Backend<T>& backend, const Netw
     backend_.upload(labels_.data, labels.data(), B * sizeof(int32_t));
     set_log_prior(std::vector<double>(C, -std::log(double(C))));
   }
-  if (trunk && U > 0) {
+  if (U > 0) {
     // Row i < B is item i; row B + u·C + y is unlabelled item B + u. Constant for the plan.
     std::vector<int32_t> offsets(size_t(R) + 1), members(R), inverse(size_t(B + U) + 1 + R);
     for (int i = 0; i <= R; ++i) offsets[i] = i;
@@ -188,6 +188,13 @@ EquiVae<T>::EquiVae(const EquiVaeConfig& config, Backend<T>& backend, const Netw
     backend_.upload(expand_members_.data, members.data(), members.size() * sizeof(int32_t));
     backend_.upload(expand_inv_offsets_.data, inverse.data(), size_t(B + U + 1) * sizeof(int32_t));
     backend_.upload(expand_inv_rows_.data, inverse.data() + B + U + 1, size_t(R) * sizeof(int32_t));
+    shared_rows_ = {B + U,
+                    expand_offsets_.data,
+                    expand_members_.data,
+                    expand_inv_offsets_.data,
+                    expand_inv_rows_.data,
+                    shared_product_.data,
+                    shared_dproduct_.data};
   }
   staging_.resize(size_t(R) * D);
   metric_rows_.resize(std::max(R, B + U));
@@ -341,13 +348,12 @@ void EquiVae<T>::forward_ops(uint64_t step, const DeviceCounters* counters) {
   if (!encoder_trunk_.empty()) {
     // Needs nothing of f_inv: beside it, on a backend that can (trunk_beside).
     DeviceBeside<T> beside(device_);
-    const Tensor<T>& t = encoder_trunk_.forward(be, trunk_input().data, B + U_);  // [B + U, F]
-    if (U_ > 0)  // each unlabelled item's features to its C rows
-      be.pool_forward(feat_.data, t.data, expand_offsets_.data, expand_members_.data, R, F_);
+    encoder_trunk_.forward(be, trunk_input().data, B + U_);  // [B + U, F]
   }
   // The encoder's first layer sees [features ; r]: its features part needs nothing of f_inv,
-  // so it is issued first, beside f_inv and the pooling (dense_forward_partial).
-  encoder_.forward_partial(be, encoder_features(), F_, R);
+  // so it is issued first, beside f_inv and the pooling (dense_forward_partial) — once per
+  // item, each unlabelled item's product then copied to its C rows.
+  encoder_.forward_partial(be, encoder_features(), F_, R, shared_rows());
   const Tensor<T>& e = finv_.forward(be, x_.data, B);  // [B, d_r]
   be.pool_forward(r_.data, e.data, offsets_.data, members_.data, R, dr);
   const Tensor<T>& mulv = encoder_.forward_rest(be, r_.data, F_, R);  // [R, 2 d_v]
@@ -420,19 +426,14 @@ void EquiVae<T>::backward_with(const std::function<void(ParamRange)>& done) {
   be.sample_kl_backward(encoder_.output_grad().data, dv_.data, dkl_.data, encoder_.output().data,
                         eps_.data, R, dv);
   // The encoder sees [features ; r]: r's gradient is added to the decoder's; x needs none,
-  // a trunk's features theirs, which goes on into the trunk.
-  T* dfeatures = encoder_trunk_.empty() ? nullptr
-                 : U_ > 0               ? dfeat_.data
-                                        : encoder_trunk_.output_grad().data;
+  // a trunk's features theirs (per item: the rows' gradients summed), which goes on into the
+  // trunk.
+  T* dfeatures = encoder_trunk_.empty() ? nullptr : encoder_trunk_.output_grad().data;
   encoder_.backward_two_inputs(be, encoder_features(), r_.data, F_, R, dfeatures, dr_.data,
-                               /*accumulate_b=*/true);
+                               /*accumulate_b=*/true, shared_rows());
   if (!encoder_trunk_.empty()) {
     // Nothing below reads it: beside f_inv's backward, on a backend that can (trunk_beside).
     DeviceBeside<T> beside(device_);
-    if (U_ > 0)  // sums each unlabelled item's C rows
-      be.pool_backward(encoder_trunk_.output_grad().data, dfeat_.data, expand_offsets_.data,
-                       expand_members_.data, expand_inv_offsets_.data, expand_inv_rows_.data, R,
-                       B + U_, F_);
     encoder_trunk_.backward(be, trunk_input().data, B + U_, nullptr);
   }
   finished(param_range({&encoder_trunk_, &encoder_}));

@@ -147,12 +147,15 @@ class EquiVae {
   void initialise_parameters();
   // The encoder trunk's input: x_ (supervised: one row per item) or xq_ (each item once).
   Tensor<T>& trunk_input() { return U_ > 0 ? xq_ : x_; }
-  // The encoder head's features [R, F] after the forward: x itself, or the trunk's output
-  // (semi-supervised: each unlabelled item's expanded to its C rows).
+  // The encoder head's features after the forward: x itself, or the trunk's output — one row
+  // per row of R, or semi-supervised one per item ([B + U, F]: each unlabelled item's C rows
+  // share its features, shared_rows()).
   const T* encoder_features() const {
-    if (encoder_trunk_.empty()) return x_.data;
-    return U_ > 0 ? feat_.data : encoder_trunk_.output().data;
+    if (!encoder_trunk_.empty()) return encoder_trunk_.output().data;
+    return U_ > 0 ? xq_.data : x_.data;
   }
+  // Semi-supervised: how the encoder head's R rows share the B + U items' features; else null.
+  const SharedRows<T>* shared_rows() const { return U_ > 0 ? &shared_rows_ : nullptr; }
   void check_batch(const Batch& batch, const Dataset& data, const Dataset* unlabelled) const;
   // The forward ops; the noise's step comes from `step`, or from the device when counters
   // is set (a captured step).
@@ -208,11 +211,13 @@ class EquiVae {
   Tensor<T> v_, eps_, dv_;                  // [R, d_v]
   Tensor<T> kl_, ll_, dkl_, dll_;           // [1, R]
   Tensor<T> workspace_;                     // convolution scratch shared by every stack
-  // With an encoder trunk, semi-supervised: the trunk's features of the B + U items expanded
-  // to the R rows by the sets expand_* (one member each), and their gradient.
-  Tensor<T> feat_, dfeat_;                                // [R, F]
+  // Semi-supervised: the sets (one member each) that map row i < B to item i and row
+  // B + u·C + y to item B + u, the encoder head's W_x·features taken once per item, and its
+  // gradient summed per item (shared_rows_ points at them).
   Tensor<int32_t> expand_offsets_, expand_members_;       // [R + 1], [R]
   Tensor<int32_t> expand_inv_offsets_, expand_inv_rows_;  // [B + U + 1], [R]
+  Tensor<T> shared_product_, shared_dproduct_;            // [B + U, hidden]
+  SharedRows<T> shared_rows_;
   Tensor<T> logvar_, dlogvar_;                            // [1, channels] Gaussian only
   // Semi-supervised only:
   Tensor<T> xq_;                  // [B + U, input_dim] classifier input

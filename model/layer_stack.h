@@ -90,6 +90,22 @@ struct Layer : LayerSpec {
   Tensor<T> relu_mask;
 };
 
+// The rows of a two-input first layer whose a part repeats (the semi-supervised plan: each
+// unlabelled item's C rows see the same x, or the same trunk features): a holds each distinct
+// row once, and the sets (one member each, and their transpose) map each of the layer's rows
+// to its item. The a part's product is then taken once per item and copied out, and its
+// gradient summed per item: (C − 1)·U rows fewer in both GEMMs.
+template <class T>
+struct SharedRows {
+  int items = 0;
+  const int32_t* offsets = nullptr;      // [rows + 1]
+  const int32_t* members = nullptr;      // [rows]: the row's item
+  const int32_t* inv_offsets = nullptr;  // [items + 1]
+  const int32_t* inv_rows = nullptr;     // [rows]
+  T* product = nullptr;                  // [items, out]: a · W[:in_a]
+  T* dproduct = nullptr;                 // [items, out]: dz summed per item
+};
+
 template <class T>
 class LayerStack {
  public:
@@ -186,9 +202,20 @@ class LayerStack {
   // their concatenation. forward_partial issues a · W[:in_a] — beside the ops that follow, on
   // a backend that can (the encoder's W_x·x needs nothing of f_inv) — and forward_rest adds
   // b · W[in_a:], the bias and the ReLU, then runs the layers above. Rows as forward().
-  void forward_partial(Backend<T>& be, const T* a, int in_a, int B) {
+  // With shared (else null), a holds each distinct row of the a part once (shared->items
+  // rows): its product is taken once per item and copied out to the item's rows.
+  void forward_partial(Backend<T>& be, const T* a, int in_a, int B,
+                       const SharedRows<T>* shared = nullptr) {
     const Layer<T>& first = first_of_two_inputs(in_a);
-    be.dense_forward_partial(first.y.data, a, first.W.data, forward_rows(B), in_a, first.out);
+    if (!shared) {
+      be.dense_forward_partial(first.y.data, a, first.W.data, forward_rows(B), in_a, first.out,
+                               nullptr);
+      return;
+    }
+    const RowExpansion<T> expand{shared->product, shared->offsets, shared->members,
+                                 forward_rows(B)};
+    be.dense_forward_partial(first.y.data, a, first.W.data, shared->items, in_a, first.out,
+                             &expand);
   }
   const Tensor<T>& forward_rest(Backend<T>& be, const T* b, int in_a, int B) {
     Layer<T>& first = first_of_two_inputs(in_a);
@@ -199,9 +226,11 @@ class LayerStack {
     return forward_layers_above_first(be, rows);
   }
   // backward() of such a stack: the gradients of W's two row blocks, da (null: none) written,
-  // db_input written or, with accumulate_b, added to.
+  // db_input written or, with accumulate_b, added to. With shared (as forward_partial's), a
+  // and da hold each item once: the rows' dz are summed per item first.
   void backward_two_inputs(Backend<T>& be, const T* a, const T* b, int in_a, int B, T* da,
-                           T* db_input, bool accumulate_b) {
+                           T* db_input, bool accumulate_b,
+                           const SharedRows<T>* shared = nullptr) {
     Layer<T>& first = first_of_two_inputs(in_a);
     backward_layers_above_first(be, B);
     const bool done_above = finishes_input_relu(1);  // dz and the bias gradient
@@ -209,8 +238,17 @@ class LayerStack {
     be.dense_backward(db_input, first.dW.data + rows_b, done_above ? nullptr : first.db.data,
                       first.dy.data, b, first.W.data + rows_b, first.y.data, B, first.in - in_a,
                       first.out, first.relu && !done_above, accumulate_b, {});
-    be.dense_backward(da, first.dW.data, nullptr, first.dy.data, a, first.W.data, first.y.data, B,
-                      in_a, first.out, /*relu=*/false, false, {});  // dy now holds dz
+    // dy now holds dz.
+    T* dz = first.dy.data;
+    int rows = B;
+    if (shared) {  // dz [B, out] → [items, out]: each item's rows summed
+      be.pool_backward(shared->dproduct, dz, shared->offsets, shared->members,
+                       shared->inv_offsets, shared->inv_rows, B, shared->items, first.out);
+      dz = shared->dproduct;
+      rows = shared->items;
+    }
+    be.dense_backward(da, first.dW.data, nullptr, dz, a, first.W.data, nullptr, rows, in_a,
+                      first.out, /*relu=*/false, false, {});
   }
   // Whether, in backward(), layer l finishes the backward's first step of the dense ReLU layer
   // below it (mask and bias gradient: Backend::dense_backward's input_relu), so that the two

@@ -30,6 +30,17 @@ inline void check_input_relu(bool fused, const void* dx, bool accumulate_dx) {
         "finishing the input's ReLU needs the whole input gradient, written (not added)");
 }
 
+// A product's rows copied out to more rows (dense_forward_partial): output row i is row
+// members[offsets[i]] of the product — pool_forward over sets of one. The semi-supervised plan
+// computes the encoder's W_x·x once per unlabelled item and hands it to the item's C rows.
+template <class T>
+struct RowExpansion {
+  T* product = nullptr;              // [B, out]: where the product itself is written
+  const int32_t* offsets = nullptr;  // [rows + 1], offsets[i + 1] = offsets[i] + 1
+  const int32_t* members = nullptr;  // [rows]
+  int rows = 0;                      // the output's rows
+};
+
 template <class T>
 class Backend {
  public:
@@ -50,8 +61,10 @@ class Backend {
   virtual void dense_forward(T* y, const T* x, const T* W, const T* b, int B, int in, int out,
                              bool relu, void* relu_mask, bool accumulate) = 0;
   // y = x·W, which a backend may compute beside the ops issued after it (a GPU: on its side
-  // stream); only a dense_forward accumulating onto y may read y next.
-  virtual void dense_forward_partial(T* y, const T* x, const T* W, int B, int in, int out) = 0;
+  // stream); only a dense_forward accumulating onto y may read y next. With expand (else
+  // null): expand->product = x·W [B, out], then y [expand->rows, out] its rows copied out.
+  virtual void dense_forward_partial(T* y, const T* x, const T* W, int B, int in, int out,
+                                     const RowExpansion<T>* expand) = 0;
   // input_relu: x is a dense ReLU layer's output (cpu::dense_backward's input_relu_db); its
   // db is written and dx finished, reading the mask that layer's forward kept if any.
   virtual void dense_backward(T* dx, T* dW, T* db, T* dy, const T* x, const T* W, const T* y, int B,

@@ -43,8 +43,11 @@ class CpuBackend final : public Backend<T> {
                      bool accumulate) override {
     cpu::dense_forward(y, x, W, b, B, in, out, relu, accumulate);
   }
-  void dense_forward_partial(T* y, const T* x, const T* W, int B, int in, int out) override {
-    cpu::dense_forward_partial(y, x, W, B, in, out);
+  void dense_forward_partial(T* y, const T* x, const T* W, int B, int in, int out,
+                             const RowExpansion<T>* expand) override {
+    cpu::dense_forward_partial(expand ? expand->product : y, x, W, B, in, out);
+    if (expand) cpu::pool_forward(y, expand->product, expand->offsets, expand->members,
+                                  expand->rows, out);
   }
   void dense_backward(T* dx, T* dW, T* db, T* dy, const T* x, const T* W, const T* y, int B, int in,
                       int out, bool relu, bool accumulate_dx,

@@ -193,6 +193,60 @@ class HostSampler:
         return idx, P
 
 
+class HostSemiSampler:
+    """Semi-supervised batches (the engine's semi-supervised step, README "Semi-supervised"):
+    HostSampler's labelled batch over the labelled items, plus U unlabelled items per step
+    (one epoch = one pass over them, shuffled once per epoch), each paired with every class
+    y: row B + u*C + y pools m ~ Uniform{1..min(m_max, k)} distinct items of class y's segment
+    of the labelled batch (the unlabelled item is not in it, so all k may be chosen).
+
+    sample() -> (idx [B] int32, P [R, B] float32 with R = B + U*C, uidx [U] int32): item
+    indices into the whole data set (labelled and unlabelled items are both rows of it)."""
+
+    def __init__(self, y: np.ndarray, labelled: np.ndarray, unlabelled: np.ndarray, C: int,
+                 k: int, m_max: int, U: int, seed: int):
+        self.labelled, self.unlabelled = labelled, unlabelled
+        self.table = ClassTable(y[labelled], C, k)
+        self.C, self.k, self.U = C, k, U
+        self.spe = len(unlabelled) // U
+        self.labelled_sampler = HostSampler(self.table, k, m_max, self.spe, seed)
+        self.m_max_u = min(m_max, k)
+        self.rng = np.random.default_rng(seed + 7)
+        self.step = 0
+        self.order = None
+        self.rows = np.arange(U * C)
+        self.segment = np.tile(np.arange(C), U)                           # class y of each row
+
+    def sample(self):
+        idx, P = self.labelled_sampler.sample()
+        s = self.step % self.spe
+        if s == 0:
+            self.order = self.unlabelled[self.rng.permutation(len(self.unlabelled))]
+        self.step += 1
+        uidx = self.order[s * self.U:(s + 1) * self.U].astype(np.int32)
+        C, k, B = self.C, self.k, len(idx)
+        m = self.rng.integers(1, self.m_max_u + 1, size=self.U * C)
+        keys = self.rng.random((self.U * C, k), dtype=np.float32)
+        rank = np.argsort(np.argsort(keys, axis=1), axis=1)
+        w = np.where(rank < m[:, None], (1.0 / m)[:, None], 0.0).astype(np.float32)
+        Pu = np.zeros((self.U * C, C, k), dtype=np.float32)
+        Pu[self.rows, self.segment] = w
+        return self.labelled[idx].astype(np.int32), np.concatenate(
+            [P, Pu.reshape(self.U * C, B)]), uidx
+
+
+def semi_split(y: np.ndarray, classes: int, labels: int) -> tuple[np.ndarray, np.ndarray]:
+    """(labelled, unlabelled) item indices: the first labels / classes items of each class
+    keep their labels, all the others train unlabelled. (The engine draws the labelled ones
+    by seed; a step's cost depends only on the sizes.)"""
+    per_class = labels // classes
+    labelled = np.sort(np.concatenate(
+        [np.flatnonzero(y == c)[:per_class] for c in range(classes)]))
+    mask = np.ones(len(y), dtype=bool)
+    mask[labelled] = False
+    return labelled, np.flatnonzero(mask)
+
+
 # ----------------------------------------------------------------------------
 # CLI + reporting
 
@@ -231,6 +285,13 @@ def common_parser(description: str, svhn: bool = False) -> argparse.ArgumentPars
     p.add_argument("--d-r", type=int, default=16)
     p.add_argument("--d-v", type=int, default=16)
     p.add_argument("--lr", type=float, default=1e-3)
+    if not svhn:
+        p.add_argument("--unlabelled", type=int, default=0,
+                       help="semi-supervised: unlabelled items per step, each paired with every "
+                            "class (the paper's setting: 100, with --labels 3000 --d-r 8 --d-v 8 "
+                            "--m-max 4); 0: supervised (default)")
+        p.add_argument("--labels", type=int, default=3000,
+                       help="semi-supervised: labelled items (labels / classes per class)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json-only", action="store_true", help="print only the final JSON line")
     return p

@@ -8,7 +8,8 @@ N(0, I), loss = -mean ELBO, Adam(1e-3, (0.9, 0.999), 1e-8) written by hand
 (same update as torch.optim.Adam), PyTorch-default nn.Linear init
 (U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weights and biases). Leave-one-out
 pooling r = P @ f_inv(x) with a dense [B, B] pooling matrix (see common.py).
-Modes (step | epoch) and timing: jax_driver.py.
+Modes (step | epoch) and timing: jax_driver.py. --unlabelled U: the
+semi-supervised step (semi_loss_fn; step mode, host sampler).
 
 Threads (CPU): PJRT_NPROC / NPROC = --threads (size of the XLA CPU client's
 intra-op thread pool) and XLA_FLAGS += --xla_cpu_multi_thread_eigen=true|false
@@ -70,10 +71,51 @@ def loss_fn(params, x, P, eps):
     return -jnp.mean(ll - kl)
 
 
+def init_semi_params(key, d_x, H, d_r, d_v, C):
+    k1, k2 = jax.random.split(key)
+    params = init_params(k1, d_x, H, d_r, d_v)
+    params["cls"] = init_mlp(k2, [d_x, H, H, C])
+    return params
+
+
+def semi_loss_fn(params, X, idx, P, uidx, eps, alpha=1.0, w=1.0):
+    """The semi-supervised step's loss (equivae_torch.SemiSupervisedEquiVAE): idx [B], P [R, B]
+    (R = B + U*C), uidx [U], eps [R, d_v]."""
+    B, U = idx.shape[0], uidx.shape[0]
+    C = (P.shape[0] - B) // U
+    d_v = eps.shape[1]
+    x_l, x_u = X[idx], X[uidx]
+    r = P @ mlp(params["f_inv"], x_l)                                # [R, d_r]
+    x = jnp.concatenate([x_l, jnp.repeat(x_u, C, axis=0)])           # [R, 784]
+    h = mlp(params["enc"], jnp.concatenate([x, r], axis=1))
+    mu, logvar = h[:, :d_v], h[:, d_v:]
+    v = mu + jnp.exp(0.5 * logvar) * eps
+    logits = mlp(params["dec"], jnp.concatenate([r, v], axis=1))
+    ll = jnp.sum(x * logits - jax.nn.softplus(logits), axis=1)
+    kl = 0.5 * jnp.sum(mu * mu + jnp.exp(logvar) - 1.0 - logvar, axis=1)
+    q_logits = mlp(params["cls"], jnp.concatenate([x_l, x_u]))       # [B + U, C]
+    labels = jnp.arange(B) // (B // C)                               # segment c holds class c
+    nll = -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(q_logits[:B]), labels[:, None], 1))
+    log_q = jax.nn.log_softmax(q_logits[B:])                         # [U, C]
+    elbo_u = (ll[B:] - kl[B:]).reshape(U, C)
+    bound = jnp.sum(jnp.exp(log_q) * (elbo_u - jnp.log(C) - log_q), axis=1)
+    return -jnp.mean(ll[:B] - kl[:B]) + alpha * nll - w * jnp.mean(bound)
+
+
 def main():
     x_np, y_np = common.load_data(args)
-    jax_driver.run(args, lambda k: init_params(k, 784, args.hidden, args.d_r, args.d_v),
-                   loss_fn, x_np, y_np, {"model": "mnist-dense"})
+    if args.unlabelled > 0:
+        labelled, unlabelled = common.semi_split(y_np, args.classes, args.labels)
+        sampler = common.HostSemiSampler(y_np, labelled, unlabelled, args.classes, args.k,
+                                         args.m_max, args.unlabelled, args.seed)
+        jax_driver.run(args, lambda k: init_semi_params(k, 784, args.hidden, args.d_r, args.d_v,
+                                                         args.classes),
+                       semi_loss_fn, x_np, y_np,
+                       {"model": "mnist-dense-semi", "unlabelled": args.unlabelled,
+                        "labels": len(labelled)}, host_sampler=sampler)
+    else:
+        jax_driver.run(args, lambda k: init_params(k, 784, args.hidden, args.d_r, args.d_v),
+                       loss_fn, x_np, y_np, {"model": "mnist-dense"})
 
 
 if __name__ == "__main__":

@@ -49,13 +49,58 @@ class EquiVAE(nn.Module):
         return -(ll - kl).mean()
 
 
+class SemiSupervisedEquiVAE(EquiVAE):
+    """EquiVAE with q(y|x) (784-512-512-C) and the unlabelled items' bound, as the engine's
+    semi-supervised step: the labelled rows' -ELBO, alpha * their -log q(y|x), and per
+    unlabelled item L = sum_y q_y (ELBO_y + log p(y) - log q_y), each item's C rows pooling
+    from class y's segment (P [R, B], R = B + U*C); loss = mean_B(-ELBO) + alpha
+    mean_B(-log q) - w mean_U(L)."""
+
+    def __init__(self, d_x=784, H=512, d_r=8, d_v=8, C=10, alpha=1.0, w=1.0):
+        super().__init__(d_x, H, d_r, d_v)
+        self.C, self.alpha, self.w = C, alpha, w
+        self.cls = nn.Sequential(nn.Linear(d_x, H), nn.ReLU(), nn.Linear(H, H), nn.ReLU(),
+                                 nn.Linear(H, C))
+        self.log_prior = -float(torch.log(torch.tensor(float(C))))  # a class-balanced p(y)
+
+    def forward(self, X, idx, P, uidx):
+        B, U, C = idx.shape[0], uidx.shape[0], self.C
+        x_l, x_u = X[idx], X[uidx]                    # [B, 784], [U, 784]
+        e = self.f_inv(x_l)                           # [B, d_r]
+        r = P @ e                                     # [R, d_r]
+        x = torch.cat([x_l, x_u.repeat_interleave(C, dim=0)])                # [R, 784]
+        h = self.enc(torch.cat([x, r], dim=1))
+        mu, logvar = h[:, :self.d_v], h[:, self.d_v:]
+        v = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+        logits = self.dec(torch.cat([r, v], dim=1))   # [R, 784]
+        ll = (x * logits - F.softplus(logits)).sum(dim=1)
+        kl = 0.5 * (mu * mu + torch.exp(logvar) - 1.0 - logvar).sum(dim=1)
+        q_logits = self.cls(torch.cat([x_l, x_u]))   # [B + U, C]
+        labels = torch.arange(B, device=X.device) // (B // C)   # segment c holds class c
+        nll = F.cross_entropy(q_logits[:B], labels)
+        log_q = F.log_softmax(q_logits[B:], dim=1)   # [U, C]
+        elbo_u = (ll[B:] - kl[B:]).reshape(U, C)
+        bound = (log_q.exp() * (elbo_u + self.log_prior - log_q)).sum(dim=1)
+        return -(ll[:B] - kl[:B]).mean() + self.alpha * nll - self.w * bound.mean()
+
+
 def main():
     p = torch_driver.add_flags(common.common_parser(__doc__.split("\n")[0]))
     args = p.parse_args()
     torch_driver.setup(args)
     x_np, y_np = common.load_data(args)
-    model = EquiVAE(784, args.hidden, args.d_r, args.d_v)
-    torch_driver.run(args, model, x_np, y_np, {"model": "mnist-dense"})
+    if args.unlabelled > 0:
+        labelled, unlabelled = common.semi_split(y_np, args.classes, args.labels)
+        model = SemiSupervisedEquiVAE(784, args.hidden, args.d_r, args.d_v, args.classes)
+        sampler = common.HostSemiSampler(y_np, labelled, unlabelled, args.classes, args.k,
+                                         args.m_max, args.unlabelled, args.seed)
+        torch_driver.run(args, model, x_np, y_np, {"model": "mnist-dense-semi",
+                                                   "unlabelled": args.unlabelled,
+                                                   "labels": len(labelled)},
+                         host_sampler=sampler)
+    else:
+        model = EquiVAE(784, args.hidden, args.d_r, args.d_v)
+        torch_driver.run(args, model, x_np, y_np, {"model": "mnist-dense"})
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@ svhn_jax.py). Import it only after common.jax_environment(args).
 
 A model is init_params(key) -> params (a pytree) and loss_fn(params, x, P, eps)
 -> -mean ELBO without log p(y), for the gathered batch x [B, D], the pooling
-matrix P [B, B] and the noise eps [B, d_v]; everything else is here.
+matrix P [B, B] and the noise eps [B, d_v]; everything else is here. (A model
+with its own host sampler -- the semi-supervised one -- gathers its rows itself:
+loss_fn(params, X, *batch, eps).)
 
 Modes:
   step   the whole step (gather, forward, backward, Adam; eps ~ N(0, I) from
@@ -55,14 +57,19 @@ def adam_update(params, grads, m, v, t, lr):
     return params, m, v
 
 
-def make_train_step(loss_fn, lr, d_v):
-    def train_step(state, X, idx, P):
-        """state = (params, m, v, t, key). One full step; returns (state, loss)."""
+def make_train_step(loss_fn, lr, d_v, gathers_itself=False):
+    def train_step(state, X, *batch):
+        """state = (params, m, v, t, key); batch = (idx, P, ...), P [rows, B] giving the rows
+        that draw noise. One full step; returns (state, loss). loss_fn(params, X[idx], P, eps),
+        or with gathers_itself loss_fn(params, X, *batch, eps)."""
         params, m, v, t, key = state
         key, k_eps = jax.random.split(key)
-        x = X[idx]
-        eps = jax.random.normal(k_eps, (x.shape[0], d_v), jnp.float32)
-        loss, grads = jax.value_and_grad(loss_fn)(params, x, P, eps)
+        eps = jax.random.normal(k_eps, (batch[1].shape[0], d_v), jnp.float32)
+        if gathers_itself:
+            loss, grads = jax.value_and_grad(loss_fn)(params, X, *batch, eps)
+        else:
+            idx, P = batch
+            loss, grads = jax.value_and_grad(loss_fn)(params, X[idx], P, eps)
         t = t + 1.0
         params, m, v = adam_update(params, grads, m, v, t, lr)
         return (params, m, v, t, key), loss
@@ -107,9 +114,14 @@ def device_sample(key, perm, s, c: DeviceSamplerConsts):
 
 # --- driver -------------------------------------------------------------------------------
 
-def run(args, init_params, loss_fn, x_np, y_np, extra: dict, log_prior: float = 0.0):
+def run(args, init_params, loss_fn, x_np, y_np, extra: dict, log_prior: float = 0.0,
+        host_sampler=None):
     """Trains the model on x_np [N, D] float32 / y_np [N] in the chosen mode, prints the JSON
-    line. extra: fields for the JSON line; log_prior: added to the reported ELBO."""
+    line. extra: fields for the JSON line; log_prior: added to the reported ELBO; host_sampler:
+    one whose sample() gives the batch arrays loss_fn(params, X, *batch, eps) takes (it then
+    gathers its rows itself; step mode with the host sampler only)."""
+    if host_sampler is not None and (args.mode != "step" or (args.sampler or "host") != "host"):
+        sys.exit("this model samples its batches on the host only (--mode step --sampler host)")
     args.warmup = max(1, args.warmup)   # the first step (compilation) is never timed
     if args.precision != "default":
         jax.config.update("jax_default_matmul_precision", args.precision)
@@ -121,7 +133,7 @@ def run(args, init_params, loss_fn, x_np, y_np, extra: dict, log_prior: float = 
     table = common.ClassTable(y_np, args.classes, args.k)
     X = jax.device_put(jnp.asarray(x_np))
     sampler_kind = "device" if args.mode == "epoch" else (args.sampler or "host")
-    train_step = make_train_step(loss_fn, args.lr, args.d_v)
+    train_step = make_train_step(loss_fn, args.lr, args.d_v, host_sampler is not None)
 
     key = jax.random.PRNGKey(args.seed)
     k_init, k_run = jax.random.split(key)
@@ -137,12 +149,11 @@ def run(args, init_params, loss_fn, x_np, y_np, extra: dict, log_prior: float = 
     losses = []
     if args.mode == "step":
         if sampler_kind == "host":
-            hs = common.HostSampler(table, args.k, args.m_max, spe, args.seed)
+            hs = host_sampler or common.HostSampler(table, args.k, args.m_max, spe, args.seed)
             jstep = jax.jit(train_step, donate_argnums=(0,))
 
             def step(state, i):
-                idx, P = hs.sample()
-                return jstep(state, X, idx, P)
+                return jstep(state, X, *hs.sample())
         else:
             jperm = jax.jit(lambda k_: make_perm(k_, consts))
 

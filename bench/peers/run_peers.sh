@@ -9,8 +9,10 @@
 #   extra flags e.g. --steps 30 --warmup 5 --threads 2 --data-dir DIR
 #
 # PEERS_MODEL=mnist (default): the dense MNIST model (equivae_torch.py,
-#   equivae_jax.py); PEERS_MODEL=svhn: the conv SVHN model (svhn_torch.py,
-#   svhn_jax.py; --data-dir takes a directory with train_32x32.mat).
+#   equivae_jax.py); PEERS_MODEL=mnist-semi: its semi-supervised step (the same
+#   scripts with --unlabelled 100 ...; no JAX epoch mode); PEERS_MODEL=svhn: the
+#   conv SVHN model (svhn_torch.py, svhn_jax.py; --data-dir takes a directory
+#   with train_32x32.mat).
 # CPU (default): torch eager, torch compile, jax step-jit, jax epoch-jit.
 # PEERS_DEVICE=cuda: torch eager, compile, compile-cudagraphs, jax step, jax
 #   epoch, all with --device cuda (needs a CUDA torch and jax[cuda12] in the
@@ -26,7 +28,12 @@ MODEL="${PEERS_MODEL:-mnist}"
 case "$MODEL" in
   mnist) TORCH=equivae_torch.py; JAX=equivae_jax.py; OUT_DEFAULT="$HERE/results-$DEVICE.jsonl" ;;
   svhn) TORCH=svhn_torch.py; JAX=svhn_jax.py; OUT_DEFAULT="$HERE/results-svhn-$DEVICE.jsonl" ;;
-  *) echo "run_peers.sh: PEERS_MODEL must be mnist or svhn, got '$MODEL'" >&2; exit 2 ;;
+  mnist-semi)  # the paper's semi-supervised MNIST step: 3,000 labels, U = 100, 8-D latents
+    SEMI="--unlabelled 100 --labels 3000 --d-r 8 --d-v 8 --m-max 4"
+    TORCH="equivae_torch.py $SEMI"; JAX="equivae_jax.py $SEMI"
+    OUT_DEFAULT="$HERE/results-semi-$DEVICE.jsonl" ;;
+  *) echo "run_peers.sh: PEERS_MODEL must be mnist, mnist-semi or svhn, got '$MODEL'" >&2
+     exit 2 ;;
 esac
 OUT="${1:-$OUT_DEFAULT}"
 shift || true
@@ -51,12 +58,18 @@ else
         "$JAX --mode step"
         "$JAX --mode epoch")
 fi
+# The semi-supervised peers sample on the host: JAX's whole-epoch jit (device sampling) has
+# no semi-supervised sampler.
+if [[ "$MODEL" == "mnist-semi" ]]; then
+  RUNS=("${RUNS[@]/"$JAX --mode epoch"/}")
+fi
 
 mkdir -p "$(dirname "$OUT")"
 : > "$OUT"
 echo "[peers] machine: $(lscpu 2>/dev/null | grep 'Model name' | sed 's/.*: *//'), $(nproc --all) cores; device=$DEVICE model=$MODEL" >&2
 fail=0
 for r in "${RUNS[@]}"; do
+  [[ -n "$r" ]] || continue
   echo "[peers] $r --device $DEVICE $*" >&2
   # shellcheck disable=SC2086
   line="$("$PY" "$HERE"/$r --device "$DEVICE" "$@" | tail -n 1)"

@@ -2,6 +2,7 @@
 
 A model is an nn.Module whose forward(X, idx, P) gathers the batch x = X[idx]
 from the data set X [N, D] and returns the loss (-mean ELBO without log p(y));
+a semi-supervised one's forward(X, idx, P, uidx) takes what its host sampler gives;
 everything else -- batches, optimiser, modes, timing, the JSON line -- is here.
 
 One timed step = sample a batch (numpy on the host, or torch RNG on the device
@@ -59,8 +60,8 @@ class StepLoss(nn.Module):
         self.model = model
         self.register_buffer("X", X, persistent=False)
 
-    def forward(self, idx, P):
-        return self.model(self.X, idx, P)
+    def forward(self, *batch):
+        return self.model(self.X, *batch)
 
 
 class DeviceSampler:
@@ -102,9 +103,12 @@ class DeviceSampler:
         return idx, P
 
 
-def run(args, model: nn.Module, x_np, y_np, extra: dict, log_prior: float = 0.0):
+def run(args, model: nn.Module, x_np, y_np, extra: dict, log_prior: float = 0.0,
+        host_sampler=None):
     """Trains model on x_np [N, D] float32 / y_np [N] in the chosen mode, prints the JSON line.
-    extra: fields for the JSON line; log_prior: added to the reported ELBO."""
+    extra: fields for the JSON line; log_prior: added to the reported ELBO; host_sampler: one
+    whose sample() gives the model's batch arrays after X (default: common.HostSampler's
+    (idx, P); --sampler device has none other)."""
     dev = torch.device(args.device)
     sampler_kind = args.sampler or "host"
     N = len(y_np)
@@ -131,22 +135,22 @@ def run(args, model: nn.Module, x_np, y_np, extra: dict, log_prior: float = 0.0)
         loss_fn = torch.compile(step_loss, mode="reduce-overhead")
     cudagraphs = args.mode == "compile-cudagraphs"
 
+    if host_sampler is not None and sampler_kind != "host":
+        sys.exit("this model samples its batches on the host only (--sampler host)")
     if sampler_kind == "host":
-        hs = common.HostSampler(table, args.k, args.m_max, spe, args.seed)
+        hs = host_sampler or common.HostSampler(table, args.k, args.m_max, spe, args.seed)
 
         def sample():
-            idx, P = hs.sample()
-            return (torch.from_numpy(idx).to(dev, non_blocking=False),
-                    torch.from_numpy(P).to(dev, non_blocking=False))
+            return tuple(torch.from_numpy(a).to(dev, non_blocking=False) for a in hs.sample())
     else:
         ds = DeviceSampler(table, args.k, args.m_max, spe, dev, args.seed)
         sample = ds.sample
 
     def step():
-        idx, P = sample()
+        batch = sample()
         if cudagraphs:
             torch.compiler.cudagraph_mark_step_begin()
-        loss = loss_fn(idx, P)
+        loss = loss_fn(*batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

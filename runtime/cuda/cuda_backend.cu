@@ -242,15 +242,24 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
       cuda::dense_bias_act(y, b, B, out, relu, self->stream_);
     });
   }
-  void dense_forward_partial(T* y, const T* x, const T* W, int B, int in, int out) override {
+  void dense_forward_partial(T* y, const T* x, const T* W, int B, int in, int out,
+                             const RowExpansion<T>* expand) override {
     // A product issued in order reads what a beside stretch (begin_beside) may have made.
     if (!options_.partial_beside) join_side_stream();
+    const RowExpansion<T> e = expand ? *expand : RowExpansion<T>{};
     issue("dense_forward_partial", [=, self = this] {
       const Gemm g{false, false, B, out, in, in, out, out, 0.0};
+      // The product, and its rows copied out, one after the other on one stream.
+      const auto product = [=](bool side) {
+        self->gemm(g, x, W, e.product ? e.product : y, side);
+        if (e.product)
+          cuda::pool_forward(y, e.product, e.offsets, e.members, e.rows, out,
+                             self->lane_stream(side));
+      };
       if (self->options_.partial_beside)  // until the accumulating dense_forward joins it
-        self->on_side_stream([=] { self->gemm(g, x, W, y, /*side=*/true); });
+        self->on_side_stream([=] { product(/*side=*/true); });
       else
-        self->gemm(g, x, W, y);
+        product(/*side=*/false);
     });
   }
   void dense_backward(T* dx, T* dW, T* db, T* dy, const T* x, const T* W, const T* y, int B, int in,
