@@ -218,7 +218,7 @@ class EquiVae {
   Tensor<int32_t> expand_inv_offsets_, expand_inv_rows_;  // [B + U + 1], [R]
   Tensor<T> shared_product_, shared_dproduct_;            // [B + U, hidden]
   SharedRows<T> shared_rows_;
-  Tensor<T> logvar_, dlogvar_;                            // [1, channels] Gaussian only
+  Tensor<T> logvar_, dlogvar_;  // [1, channels] Gaussian only
   // Semi-supervised only:
   Tensor<T> xq_;                  // [B + U, input_dim] classifier input
   Tensor<int32_t> labels_;        // [1, B] segment labels

@@ -229,8 +229,7 @@ class LayerStack {
   // db_input written or, with accumulate_b, added to. With shared (as forward_partial's), a
   // and da hold each item once: the rows' dz are summed per item first.
   void backward_two_inputs(Backend<T>& be, const T* a, const T* b, int in_a, int B, T* da,
-                           T* db_input, bool accumulate_b,
-                           const SharedRows<T>* shared = nullptr) {
+                           T* db_input, bool accumulate_b, const SharedRows<T>* shared = nullptr) {
     Layer<T>& first = first_of_two_inputs(in_a);
     backward_layers_above_first(be, B);
     const bool done_above = finishes_input_relu(1);  // dz and the bias gradient
@@ -242,8 +241,8 @@ class LayerStack {
     T* dz = first.dy.data;
     int rows = B;
     if (shared) {  // dz [B, out] → [items, out]: each item's rows summed
-      be.pool_backward(shared->dproduct, dz, shared->offsets, shared->members,
-                       shared->inv_offsets, shared->inv_rows, B, shared->items, first.out);
+      be.pool_backward(shared->dproduct, dz, shared->offsets, shared->members, shared->inv_offsets,
+                       shared->inv_rows, B, shared->items, first.out);
       dz = shared->dproduct;
       rows = shared->items;
     }

@@ -46,8 +46,8 @@ class CpuBackend final : public Backend<T> {
   void dense_forward_partial(T* y, const T* x, const T* W, int B, int in, int out,
                              const RowExpansion<T>* expand) override {
     cpu::dense_forward_partial(expand ? expand->product : y, x, W, B, in, out);
-    if (expand) cpu::pool_forward(y, expand->product, expand->offsets, expand->members,
-                                  expand->rows, out);
+    if (expand)
+      cpu::pool_forward(y, expand->product, expand->offsets, expand->members, expand->rows, out);
   }
   void dense_backward(T* dx, T* dW, T* db, T* dy, const T* x, const T* W, const T* y, int B, int in,
                       int out, bool relu, bool accumulate_dx,
