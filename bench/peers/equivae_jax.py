@@ -9,7 +9,8 @@ N(0, I), loss = -mean ELBO, Adam(1e-3, (0.9, 0.999), 1e-8) written by hand
 (U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weights and biases). Leave-one-out
 pooling r = P @ f_inv(x) with a dense [B, B] pooling matrix (see common.py).
 Modes (step | epoch) and timing: jax_driver.py. --unlabelled U: the
-semi-supervised step (semi_loss_fn; step mode, host sampler).
+semi-supervised step (semi_loss_fn; step mode samples on the host, epoch mode
+on the device, jax_driver.SemiEpochSampler).
 
 Threads (CPU): PJRT_NPROC / NPROC = --threads (size of the XLA CPU client's
 intra-op thread pool) and XLA_FLAGS += --xla_cpu_multi_thread_eigen=true|false
@@ -108,11 +109,14 @@ def main():
         labelled, unlabelled = common.semi_split(y_np, args.classes, args.labels)
         sampler = common.HostSemiSampler(y_np, labelled, unlabelled, args.classes, args.k,
                                          args.m_max, args.unlabelled, args.seed)
+        epoch_sampler = jax_driver.SemiEpochSampler(y_np, labelled, unlabelled, args.classes,
+                                                    args.k, args.m_max, args.unlabelled)
         jax_driver.run(args, lambda k: init_semi_params(k, 784, args.hidden, args.d_r, args.d_v,
                                                          args.classes),
                        semi_loss_fn, x_np, y_np,
                        {"model": "mnist-dense-semi", "unlabelled": args.unlabelled,
-                        "labels": len(labelled)}, host_sampler=sampler)
+                        "labels": len(labelled)}, host_sampler=sampler,
+                       epoch_sampler=epoch_sampler)
     else:
         jax_driver.run(args, lambda k: init_params(k, 784, args.hidden, args.d_r, args.d_v),
                        loss_fn, x_np, y_np, {"model": "mnist-dense"})

@@ -112,16 +112,67 @@ def device_sample(key, perm, s, c: DeviceSamplerConsts):
     return idx, P
 
 
+class EpochSampler:
+    """The supervised batches of common.HostSampler, drawn on the device inside a jit: a new
+    epoch's state (per-class shuffles) and step s's batch (idx, P)."""
+
+    def __init__(self, table: common.ClassTable, k: int, m_max: int, spe: int):
+        self.consts = DeviceSamplerConsts(table, k, m_max)
+        self.spe = spe
+
+    def new_epoch(self, key):
+        return make_perm(key, self.consts)
+
+    def sample(self, key, state, s):
+        return device_sample(key, state, s, self.consts)
+
+
+class SemiEpochSampler:
+    """common.HostSemiSampler's batches drawn on the device: the labelled batch over the
+    labelled items (EpochSampler's, mapped to data-set indices) and U unlabelled items per
+    step, shuffled once per epoch (one epoch = one pass over them); row B + u*C + y pools
+    m ~ Uniform{1..min(m_max, k)} items of class y's segment. sample -> (idx, P [R, B], uidx)."""
+
+    def __init__(self, y, labelled, unlabelled, C: int, k: int, m_max: int, U: int):
+        self.labelled = jnp.asarray(labelled.astype(np.int32))
+        self.unlabelled = jnp.asarray(unlabelled.astype(np.int32))
+        self.C, self.k, self.U = C, k, U
+        self.spe = len(unlabelled) // U
+        self.inner = EpochSampler(common.ClassTable(y[labelled], C, k), k, m_max, self.spe)
+        self.m_max_u = min(m_max, k)
+        segment = np.tile(np.arange(C), U)
+        self.seg_onehot = jnp.asarray((segment[:, None] == np.arange(C)[None, :])
+                                      .astype(np.float32))                      # [U*C, C]
+
+    def new_epoch(self, key):
+        k_l, k_u = jax.random.split(key)
+        return self.inner.new_epoch(k_l), jax.random.permutation(k_u, self.unlabelled)
+
+    def sample(self, key, state, s):
+        perm, order = state
+        k_l, k_m, k_sel = jax.random.split(key, 3)
+        idx, P = self.inner.sample(k_l, perm, s)
+        uidx = lax.dynamic_slice(order, (s * self.U,), (self.U,))
+        rows = self.U * self.C
+        m = jax.random.randint(k_m, (rows,), 1, self.m_max_u + 1)
+        keys = jax.random.uniform(k_sel, (rows, self.k))
+        rank = jnp.argsort(jnp.argsort(keys, axis=1), axis=1)
+        w = (rank < m[:, None]).astype(jnp.float32) / m[:, None].astype(jnp.float32)  # [U*C, k]
+        Pu = (self.seg_onehot[:, :, None] * w[:, None, :]).reshape(rows, self.C * self.k)
+        return self.labelled[idx], jnp.concatenate([P, Pu]), uidx
+
+
 # --- driver -------------------------------------------------------------------------------
 
 def run(args, init_params, loss_fn, x_np, y_np, extra: dict, log_prior: float = 0.0,
-        host_sampler=None):
+        host_sampler=None, epoch_sampler=None):
     """Trains the model on x_np [N, D] float32 / y_np [N] in the chosen mode, prints the JSON
-    line. extra: fields for the JSON line; log_prior: added to the reported ELBO; host_sampler:
-    one whose sample() gives the batch arrays loss_fn(params, X, *batch, eps) takes (it then
-    gathers its rows itself; step mode with the host sampler only)."""
-    if host_sampler is not None and (args.mode != "step" or (args.sampler or "host") != "host"):
-        sys.exit("this model samples its batches on the host only (--mode step --sampler host)")
+    line. extra: fields for the JSON line; log_prior: added to the reported ELBO; host_sampler
+    and epoch_sampler (the semi-supervised model's, both or neither): batches on the host for
+    step mode and on the device for epoch mode, the arrays loss_fn(params, X, *batch, eps)
+    takes (it then gathers its rows itself)."""
+    if host_sampler is not None and args.mode == "step" and (args.sampler or "host") != "host":
+        sys.exit("this model samples its step-mode batches on the host only (--sampler host)")
     args.warmup = max(1, args.warmup)   # the first step (compilation) is never timed
     if args.precision != "default":
         jax.config.update("jax_default_matmul_precision", args.precision)
@@ -221,6 +272,25 @@ def run(args, init_params, loss_fn, x_np, y_np, extra: dict, log_prior: float = 
                                  jnp.arange(spe, dtype=jnp.int32))
             p_, mm, vv, tt, _ = carry
             return (p_, mm, vv, tt, key_), ls
+
+        if epoch_sampler is not None:  # the model's own batches
+            spe = epoch_sampler.spe
+
+            def run_epoch(st, X_):  # noqa: F811
+                params_, m_, v_, t_, key_ = st
+                key_, k_epoch, k_loop = jax.random.split(key_, 3)
+                epoch_state = epoch_sampler.new_epoch(k_epoch)
+
+                def body(carry, s):
+                    p_, mm, vv, tt, kk = carry
+                    kk, k_s = jax.random.split(kk)
+                    batch = epoch_sampler.sample(k_s, epoch_state, s)
+                    return train_step((p_, mm, vv, tt, kk), X_, *batch)
+
+                carry, ls = lax.scan(body, (params_, m_, v_, t_, k_loop),
+                                     jnp.arange(spe, dtype=jnp.int32))
+                p_, mm, vv, tt, _ = carry
+                return (p_, mm, vv, tt, key_), ls
 
         jepoch = jax.jit(run_epoch, donate_argnums=(0,))
         warm_epochs = max(1, math.ceil(args.warmup / spe))

@@ -10,7 +10,7 @@
 #
 # PEERS_MODEL=mnist (default): the dense MNIST model (equivae_torch.py,
 #   equivae_jax.py); PEERS_MODEL=mnist-semi: its semi-supervised step (the same
-#   scripts with --unlabelled 100 ...; no JAX epoch mode); PEERS_MODEL=svhn: the
+#   scripts with --unlabelled 100 ...); PEERS_MODEL=svhn: the
 #   conv SVHN model (svhn_torch.py, svhn_jax.py; --data-dir takes a directory
 #   with train_32x32.mat).
 # CPU (default): torch eager, torch compile, jax step-jit, jax epoch-jit.
@@ -58,18 +58,12 @@ else
         "$JAX --mode step"
         "$JAX --mode epoch")
 fi
-# The semi-supervised peers sample on the host: JAX's whole-epoch jit (device sampling) has
-# no semi-supervised sampler.
-if [[ "$MODEL" == "mnist-semi" ]]; then
-  RUNS=("${RUNS[@]/"$JAX --mode epoch"/}")
-fi
 
 mkdir -p "$(dirname "$OUT")"
 : > "$OUT"
 echo "[peers] machine: $(lscpu 2>/dev/null | grep 'Model name' | sed 's/.*: *//'), $(nproc --all) cores; device=$DEVICE model=$MODEL" >&2
 fail=0
 for r in "${RUNS[@]}"; do
-  [[ -n "$r" ]] || continue
   echo "[peers] $r --device $DEVICE $*" >&2
   # shellcheck disable=SC2086
   line="$("$PY" "$HERE"/$r --device "$DEVICE" "$@" | tail -n 1)"
