@@ -192,7 +192,8 @@ def run(args, init_params, loss_fn, x_np, y_np, extra: dict, log_prior: float = 
     zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
     state = (params, zeros, jax.tree_util.tree_map(jnp.zeros_like, params),
              jnp.zeros((), jnp.float32), k_run)
-    consts = DeviceSamplerConsts(table, args.k, args.m_max)
+    # Batches drawn on the device (epoch mode, or step mode with --sampler device).
+    device_sampler = epoch_sampler or EpochSampler(table, args.k, args.m_max, spe)
 
     def sync(x):
         jax.block_until_ready(x)
@@ -206,13 +207,13 @@ def run(args, init_params, loss_fn, x_np, y_np, extra: dict, log_prior: float = 
             def step(state, i):
                 return jstep(state, X, *hs.sample())
         else:
-            jperm = jax.jit(lambda k_: make_perm(k_, consts))
+            jperm = jax.jit(device_sampler.new_epoch)
 
             def _dev_step(st, X_, perm, s):
                 params_, m_, v_, t_, key_ = st
                 key_, k_s = jax.random.split(key_)
-                idx, P = device_sample(k_s, perm, s, consts)
-                return train_step((params_, m_, v_, t_, key_), X_, idx, P)
+                batch = device_sampler.sample(k_s, perm, s)
+                return train_step((params_, m_, v_, t_, key_), X_, *batch)
 
             jstep = jax.jit(_dev_step, donate_argnums=(0,))
             perm_key = [jax.random.PRNGKey(args.seed + 1)]
@@ -256,41 +257,23 @@ def run(args, init_params, loss_fn, x_np, y_np, extra: dict, log_prior: float = 
         timed_steps = args.steps
         loss_vals = np.asarray(jnp.stack(losses)).tolist()
     else:
+        spe = device_sampler.spe
+
         def run_epoch(st, X_):
             params_, m_, v_, t_, key_ = st
-            key_, k_perm, k_loop = jax.random.split(key_, 3)
-            perm = make_perm(k_perm, consts)
+            key_, k_epoch, k_loop = jax.random.split(key_, 3)
+            epoch_state = device_sampler.new_epoch(k_epoch)
 
             def body(carry, s):
                 p_, mm, vv, tt, kk = carry
                 kk, k_s = jax.random.split(kk)
-                idx, P = device_sample(k_s, perm, s, consts)
-                carry, loss = train_step((p_, mm, vv, tt, kk), X_, idx, P)
-                return carry, loss
+                batch = device_sampler.sample(k_s, epoch_state, s)
+                return train_step((p_, mm, vv, tt, kk), X_, *batch)
 
             carry, ls = lax.scan(body, (params_, m_, v_, t_, k_loop),
                                  jnp.arange(spe, dtype=jnp.int32))
             p_, mm, vv, tt, _ = carry
             return (p_, mm, vv, tt, key_), ls
-
-        if epoch_sampler is not None:  # the model's own batches
-            spe = epoch_sampler.spe
-
-            def run_epoch(st, X_):  # noqa: F811
-                params_, m_, v_, t_, key_ = st
-                key_, k_epoch, k_loop = jax.random.split(key_, 3)
-                epoch_state = epoch_sampler.new_epoch(k_epoch)
-
-                def body(carry, s):
-                    p_, mm, vv, tt, kk = carry
-                    kk, k_s = jax.random.split(kk)
-                    batch = epoch_sampler.sample(k_s, epoch_state, s)
-                    return train_step((p_, mm, vv, tt, kk), X_, *batch)
-
-                carry, ls = lax.scan(body, (params_, m_, v_, t_, k_loop),
-                                     jnp.arange(spe, dtype=jnp.int32))
-                p_, mm, vv, tt, _ = carry
-                return (p_, mm, vv, tt, key_), ls
 
         jepoch = jax.jit(run_epoch, donate_argnums=(0,))
         warm_epochs = max(1, math.ceil(args.warmup / spe))
