@@ -27,6 +27,8 @@ class StopOnSignal {
 
   // The signal that asked to stop (SIGINT or SIGTERM), or 0.
   static int received();
+  // Whether one did: TrainOptions::stop_requested for a run under this guard.
+  static bool requested() { return received() != 0; }
 
  private:
   struct sigaction old_int_ {

@@ -333,7 +333,7 @@ int run(int argc, char** argv) {
         if (trained++ == 0 && e.epoch > 1) progress.skip(skipped = e.epoch - 1);
         progress.epoch_done(run_number, what, e.epoch, r.epochs, e.elbo);
       };
-      options.stop_requested = [] { return StopOnSignal::received() != 0; };
+      options.stop_requested = StopOnSignal::requested;
       try {
         train(model, labelled, supervised ? nullptr : &split.unlabelled, nullptr, options);
       } catch (const Interrupted& e) {  // the advice is --reuse here, not the trainer's --resume

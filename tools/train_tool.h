@@ -121,7 +121,7 @@ inline int train_tool(const TrainTool& tool, int argc, char** argv) {
   {
     // Ctrl-C or SIGTERM stops the run at the next step, the checkpoint in flight written.
     StopOnSignal stop;
-    options.stop_requested = [] { return StopOnSignal::received() != 0; };
+    options.stop_requested = StopOnSignal::requested;
     train(model, labelled, unlabelled, data.validation.n ? &data.validation : nullptr, options);
   }
 
