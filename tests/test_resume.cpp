@@ -207,17 +207,21 @@ TEST(Resume, ConvGaussianTwoPlusTwoEpochsEqualFourBitForBit) {
                      &validation_blobs);
 }
 
-// Runs `body` expecting an Error whose message contains every one of `parts`.
-void expect_error(const std::function<void()>& body, const std::vector<std::string>& parts) {
+// Runs `body` expecting an E (Error or a kind of it, such as Interrupted) whose message
+// contains every one of `parts`; returns the message ("" when nothing was thrown).
+template <class E = Error>
+std::string expect_error(const std::function<void()>& body, const std::vector<std::string>& parts) {
   try {
     body();
     ADD_FAILURE() << "expected an error";
-  } catch (const Error& e) {
+  } catch (const E& e) {
     std::printf("[ message ] %s\n", e.what());
     for (const std::string& part : parts)
       EXPECT_NE(std::string(e.what()).find(part), std::string::npos)
           << "missing '" << part << "' in: " << e.what();
+    return e.what();
   }
+  return "";
 }
 
 TEST(Resume, AnotherConfigurationOrDataSetIsRefusedNamingTheFields) {
@@ -338,15 +342,7 @@ void check_stop_and_resume(const BackendFactory& make_backend, const std::string
     std::vector<std::string> all = parts;
     all.push_back("the last good checkpoint " + path + " (epoch " + std::to_string(kept) + ")");
     all.push_back("continue with --resume " + path);
-    try {
-      train(model, train_set(), &validation_set(), options);
-      ADD_FAILURE() << "expected Interrupted";
-    } catch (const Interrupted& e) {
-      std::printf("[ message ] %s\n", e.what());
-      for (const std::string& part : all)
-        EXPECT_NE(std::string(e.what()).find(part), std::string::npos)
-            << "missing '" << part << "' in: " << e.what();
-    }
+    expect_error<Interrupted>([&] { train(model, train_set(), &validation_set(), options); }, all);
     EXPECT_EQ(asked, ask + 1);
   }
   EXPECT_EQ(load_checkpoint(path).metadata.at("epoch"), std::to_string(kept));
@@ -391,15 +387,10 @@ TEST(Interrupt, BeforeTheFirstCheckpointNothingIsOfferedToResume) {
   options.epochs = 2;
   options.quiet = true;
   options.stop_requested = [] { return true; };
-  try {
-    train(model, train_set(), &validation_set(), options);
-    ADD_FAILURE() << "expected Interrupted";
-  } catch (const Interrupted& e) {
-    const std::string what = e.what();
-    EXPECT_NE(what.find("step 0 (epoch 1)"), std::string::npos) << what;
-    EXPECT_NE(what.find("no checkpoint of this run was written yet"), std::string::npos) << what;
-    EXPECT_EQ(what.find("--resume"), std::string::npos) << what;
-  }
+  const std::string what =
+      expect_error<Interrupted>([&] { train(model, train_set(), &validation_set(), options); },
+                                {"step 0 (epoch 1)", "no checkpoint of this run was written yet"});
+  EXPECT_EQ(what.find("--resume"), std::string::npos) << what;
 }
 
 TEST(Divergence, APoisonedParameterIsNamedAndTheLastCheckpointKept) {
