@@ -149,6 +149,26 @@ class ClassTable:
 # ----------------------------------------------------------------------------
 # batch sampler (numpy, host)
 
+def pool_weights(rng, rows: int, k: int, m_max: int, exclude=None) -> np.ndarray:
+    """[rows, k] float32: row i chooses m_i ~ Uniform{1..m_max} distinct positions out of k
+    (never those `exclude` indexes) with weight 1/m_i -- random keys, the m_i smallest."""
+    m = rng.integers(1, m_max + 1, size=rows)
+    keys = rng.random((rows, k), dtype=np.float32)
+    if exclude is not None:
+        keys[exclude] = 2.0
+    rank = np.argsort(np.argsort(keys, axis=1), axis=1)               # rank of each position
+    return np.where(rank < m[:, None], (1.0 / m)[:, None], 0.0).astype(np.float32)
+
+
+def segment_rows(w: np.ndarray, segment: np.ndarray, C: int) -> np.ndarray:
+    """Pooling rows [rows, C*k] of a class-sorted batch: row i's weights w[i] over the k
+    positions of class segment[i]'s segment, zero elsewhere."""
+    rows, k = w.shape
+    P = np.zeros((rows, C, k), dtype=np.float32)
+    P[np.arange(rows), segment] = w
+    return P.reshape(rows, C * k)
+
+
 class HostSampler:
     """Class-balanced batches + leave-one-out pooling matrices, in numpy."""
 
@@ -181,16 +201,9 @@ class HostSampler:
             n_c = len(perm)
             pos = (s * k + self.cols_j) % n_c
             idx[c * k:(c + 1) * k] = perm[pos]
-        m = self.rng.integers(1, self.m_max + 1, size=self.B)           # m_i in 1..m_max
-        keys = self.rng.random((self.B, k), dtype=np.float32)
-        keys[self.rows, self.self_pos] = 2.0                              # never choose itself
-        rank = np.argsort(np.argsort(keys, axis=1), axis=1)               # rank of each position
-        sel = rank < m[:, None]                                           # [B, k] m_i chosen
-        w = np.where(sel, (1.0 / m)[:, None], 0.0).astype(np.float32)    # [B, k]
-        P = np.zeros((self.B, self.C, k), dtype=np.float32)
-        P[self.rows, self.seg_start // k] = w                             # block diagonal
-        P = P.reshape(self.B, self.B)
-        return idx, P
+        # [B, k]: never a row itself; block diagonal
+        w = pool_weights(self.rng, self.B, k, self.m_max, (self.rows, self.self_pos))
+        return idx, segment_rows(w, self.seg_start // k, self.C)
 
 
 class HostSemiSampler:
@@ -214,7 +227,6 @@ class HostSemiSampler:
         self.rng = np.random.default_rng(seed + 7)
         self.step = 0
         self.order = None
-        self.rows = np.arange(U * C)
         self.segment = np.tile(np.arange(C), U)                           # class y of each row
 
     def sample(self):
@@ -224,15 +236,9 @@ class HostSemiSampler:
             self.order = self.unlabelled[self.rng.permutation(len(self.unlabelled))]
         self.step += 1
         uidx = self.order[s * self.U:(s + 1) * self.U].astype(np.int32)
-        C, k, B = self.C, self.k, len(idx)
-        m = self.rng.integers(1, self.m_max_u + 1, size=self.U * C)
-        keys = self.rng.random((self.U * C, k), dtype=np.float32)
-        rank = np.argsort(np.argsort(keys, axis=1), axis=1)
-        w = np.where(rank < m[:, None], (1.0 / m)[:, None], 0.0).astype(np.float32)
-        Pu = np.zeros((self.U * C, C, k), dtype=np.float32)
-        Pu[self.rows, self.segment] = w
-        return self.labelled[idx].astype(np.int32), np.concatenate(
-            [P, Pu.reshape(self.U * C, B)]), uidx
+        w = pool_weights(self.rng, self.U * self.C, self.k, self.m_max_u)
+        Pu = segment_rows(w, self.segment, self.C)
+        return self.labelled[idx].astype(np.int32), np.concatenate([P, Pu]), uidx
 
 
 def semi_split(y: np.ndarray, classes: int, labels: int) -> tuple[np.ndarray, np.ndarray]:

@@ -98,18 +98,29 @@ def make_perm(key, c: DeviceSamplerConsts):
     return jnp.take_along_axis(c.table, jnp.argsort(keys, axis=1), axis=1)
 
 
+def pool_weights(k_m, k_sel, rows: int, k: int, m_max: int, exclude=None):
+    """common.pool_weights drawn by jax.random: [rows, k], m_i ~ Uniform{1..m_max} positions
+    with weight 1/m_i, never where `exclude` [rows, k] is set."""
+    m = jax.random.randint(k_m, (rows,), 1, m_max + 1)
+    keys = jax.random.uniform(k_sel, (rows, k))
+    if exclude is not None:
+        keys = jnp.where(exclude, 2.0, keys)
+    rank = jnp.argsort(jnp.argsort(keys, axis=1), axis=1)
+    return (rank < m[:, None]).astype(jnp.float32) / m[:, None].astype(jnp.float32)
+
+
+def segment_rows(w, seg_onehot):
+    """common.segment_rows with the segments one-hot [rows, C]: [rows, C*k]."""
+    return (seg_onehot[:, :, None] * w[:, None, :]).reshape(w.shape[0], -1)
+
+
 def device_sample(key, perm, s, c: DeviceSamplerConsts):
     """Batch s of the epoch: idx [B] int32, P [B, B] float32."""
     k_m, k_sel = jax.random.split(key)
     pos = (s * c.k + jnp.arange(c.k, dtype=jnp.int32))[None, :] % c.counts[:, None]   # [C, k]
     idx = jnp.take_along_axis(perm, pos, axis=1).reshape(c.B)
-    m = jax.random.randint(k_m, (c.B,), 1, c.m_max + 1)
-    keys = jax.random.uniform(k_sel, (c.B, c.k))
-    keys = jnp.where(c.self_mask, 2.0, keys)                    # never choose itself
-    rank = jnp.argsort(jnp.argsort(keys, axis=1), axis=1)
-    w = (rank < m[:, None]).astype(jnp.float32) / m[:, None].astype(jnp.float32)      # [B, k]
-    P = (c.seg_onehot[:, :, None] * w[:, None, :]).reshape(c.B, c.B)
-    return idx, P
+    w = pool_weights(k_m, k_sel, c.B, c.k, c.m_max, c.self_mask)   # never a row itself
+    return idx, segment_rows(w, c.seg_onehot)
 
 
 class EpochSampler:
@@ -153,13 +164,8 @@ class SemiEpochSampler:
         k_l, k_m, k_sel = jax.random.split(key, 3)
         idx, P = self.inner.sample(k_l, perm, s)
         uidx = lax.dynamic_slice(order, (s * self.U,), (self.U,))
-        rows = self.U * self.C
-        m = jax.random.randint(k_m, (rows,), 1, self.m_max_u + 1)
-        keys = jax.random.uniform(k_sel, (rows, self.k))
-        rank = jnp.argsort(jnp.argsort(keys, axis=1), axis=1)
-        w = (rank < m[:, None]).astype(jnp.float32) / m[:, None].astype(jnp.float32)  # [U*C, k]
-        Pu = (self.seg_onehot[:, :, None] * w[:, None, :]).reshape(rows, self.C * self.k)
-        return self.labelled[idx], jnp.concatenate([P, Pu]), uidx
+        w = pool_weights(k_m, k_sel, self.U * self.C, self.k, self.m_max_u)
+        return self.labelled[idx], jnp.concatenate([P, segment_rows(w, self.seg_onehot)]), uidx
 
 
 # --- driver -------------------------------------------------------------------------------
