@@ -337,7 +337,6 @@ int run(int argc, char** argv) {
       try {
         train(model, labelled, supervised ? nullptr : &split.unlabelled, nullptr, options);
       } catch (const Interrupted& e) {  // the advice is --reuse here, not the trainer's --resume
-        csv.flush();
         throw Interrupted(what + ", " + e.context(),
                           "stopped on request; the finished runs are in " + out_dir +
                               "/runs.csv and this run's last finished epoch, if any, in " +
