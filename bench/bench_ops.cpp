@@ -6,6 +6,8 @@
 #include <benchmark/benchmark.h>
 #include <cblas.h>
 
+#include <array>
+#include <initializer_list>
 #include <vector>
 
 #include "kernels/cpu/ops.h"
@@ -141,7 +143,8 @@ BENCHMARK(BM_Adam)->Arg(2'000'000);
 // ---- SVHN convolutions: encoder 3 → 32 → 64 → 128 channels at 32 → 16 → 8 → 4 pixels, the
 // decoder's transposes back. Args: C_in, C_out, input side (square). FLOPs count the GEMM
 // work of the op (forward: 2·N·C_out·Ho·Wo·C_in·k², or the transpose's mirror; backward:
-// dW and dx, twice that).
+// dW and dx, twice that). Then the route (0: automatic, 1: im2col, 2: oneDNN; see
+// cpu::ConvRoute) and, for the backward, whether dx is wanted (SVHN's first conv needs none).
 cpu::Conv2dShape svhn_shape(const benchmark::State& state) {
   const int C_in = int(state.range(0)), C_out = int(state.range(1)), side = int(state.range(2));
   return {kB, C_in, side, side, C_out, 4, 4, 2, 1, 0};
@@ -163,6 +166,11 @@ size_t out_elems(const cpu::Conv2dShape& s, bool transposed) {
 template <bool kTransposed, bool kBackward>
 void BM_Conv(benchmark::State& state) {
   const cpu::Conv2dShape s = svhn_shape(state);
+  const auto route = cpu::ConvRoute(state.range(3));
+  if (route == cpu::ConvRoute::onednn && !cpu::conv_onednn_built())
+    return state.SkipWithError("built without oneDNN");
+  cpu::set_conv_route(route);
+  const bool want_dx = state.range(4) != 0;
   const size_t nx = size_t(s.N) * s.C_in * s.H * s.W, ny = out_elems(s, kTransposed),
                nw = size_t(s.C_in) * s.C_out * s.KH * s.KW;
   auto x = random_vector(nx, 0, 1, 1), W = random_vector(nw, -.05f, .05f, 2),
@@ -175,11 +183,11 @@ void BM_Conv(benchmark::State& state) {
     cpu::conv2d_forward(y.data(), x.data(), W.data(), b.data(), s, true, ws.data());
   for (auto _ : state) {
     if constexpr (kBackward && kTransposed)
-      cpu::conv_transpose2d_backward(dx.data(), dW.data(), db.data(), dy.data(), x.data(), W.data(),
-                                     y.data(), s, true, ws.data());
+      cpu::conv_transpose2d_backward(want_dx ? dx.data() : nullptr, dW.data(), db.data(), dy.data(),
+                                     x.data(), W.data(), y.data(), s, true, ws.data());
     else if constexpr (kBackward)
-      cpu::conv2d_backward(dx.data(), dW.data(), db.data(), dy.data(), x.data(), W.data(), y.data(),
-                           s, true, ws.data());
+      cpu::conv2d_backward(want_dx ? dx.data() : nullptr, dW.data(), db.data(), dy.data(), x.data(),
+                           W.data(), y.data(), s, true, ws.data());
     else if constexpr (kTransposed)
       cpu::conv_transpose2d_forward(y.data(), x.data(), W.data(), b.data(), s, true, ws.data());
     else
@@ -187,7 +195,18 @@ void BM_Conv(benchmark::State& state) {
     benchmark::DoNotOptimize(y.data());
     benchmark::DoNotOptimize(dW.data());
   }
-  set_flops(state, (kBackward ? 2.0 : 1.0) * conv_flops(s, kTransposed));
+  set_flops(state, (kBackward ? (want_dx ? 2.0 : 1.0) : 1.0) * conv_flops(s, kTransposed));
+  cpu::set_conv_route(cpu::ConvRoute::automatic);
+}
+// Every SVHN layer on every route; for the backward of the first conv also without dx.
+void conv_layers(benchmark::internal::Benchmark* b,
+                 std::initializer_list<std::array<int, 3>> layers, bool first_without_dx) {
+  b->ArgNames({"C_in", "C_out", "side", "route", "dx"});
+  for (const auto& [C_in, C_out, side] : layers)
+    for (int route = 0; route < 3; ++route) {
+      b->Args({C_in, C_out, side, route, 1});
+      if (first_without_dx && C_in == 3) b->Args({C_in, C_out, side, route, 0});
+    }
 }
 void BM_Conv2dForward(benchmark::State& state) {
   BM_Conv<false, false>(state);
@@ -201,10 +220,18 @@ void BM_ConvTranspose2dForward(benchmark::State& state) {
 void BM_ConvTranspose2dBackward(benchmark::State& state) {
   BM_Conv<true, true>(state);
 }
-BENCHMARK(BM_Conv2dForward)->Args({3, 32, 32})->Args({32, 64, 16})->Args({64, 128, 8});
-BENCHMARK(BM_Conv2dBackward)->Args({3, 32, 32})->Args({32, 64, 16})->Args({64, 128, 8});
-BENCHMARK(BM_ConvTranspose2dForward)->Args({128, 64, 4})->Args({64, 32, 8})->Args({32, 3, 16});
-BENCHMARK(BM_ConvTranspose2dBackward)->Args({128, 64, 4})->Args({64, 32, 8})->Args({32, 3, 16});
+BENCHMARK(BM_Conv2dForward)->Apply([](auto* b) {
+  conv_layers(b, {{3, 32, 32}, {32, 64, 16}, {64, 128, 8}}, false);
+});
+BENCHMARK(BM_Conv2dBackward)->Apply([](auto* b) {
+  conv_layers(b, {{3, 32, 32}, {32, 64, 16}, {64, 128, 8}}, true);
+});
+BENCHMARK(BM_ConvTranspose2dForward)->Apply([](auto* b) {
+  conv_layers(b, {{128, 64, 4}, {64, 32, 8}, {32, 3, 16}}, false);
+});
+BENCHMARK(BM_ConvTranspose2dBackward)->Apply([](auto* b) {
+  conv_layers(b, {{128, 64, 4}, {64, 32, 8}, {32, 3, 16}}, false);
+});
 
 // OpenBLAS's sgemm alone, C[M, N] = A[M, K] · B[K, N]. Args: M, N, K. 64 × 256 × 512 is one
 // chunk's GEMM of the 32→64 conv (kernels/cpu/conv.cpp); 2048³ is the square peak.

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(build-essential cmake pkg-config libopenblas-openmp-dev zlib1g-dev libdeflate-dev nlohmann-json3-dev
-          libgtest-dev libgmock-dev libbenchmark-dev libboost-context-dev libmatio-dev libpng-dev
+          libgtest-dev libgmock-dev libbenchmark-dev libboost-context-dev libmatio-dev libpng-dev libdnnl-dev ocl-icd-opencl-dev
           dataset-fashion-mnist python3 python3-numpy python3-venv)
 missing=()
 for p in "${packages[@]}"; do

@@ -11,6 +11,7 @@
 #include <cmath>
 #include <limits>
 #include <numbers>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -83,36 +84,62 @@ Conv2dShape shape(int N, int C_in, int H, int W, int C_out, int KH, int KW, int 
   return {N, C_in, H, W, C_out, KH, KW, stride, pad, output_padding};
 }
 
+// The routes a float convolution can take in this build (kernels/cpu/ops.h: ConvRoute).
+std::vector<cpu::ConvRoute> routes() {
+  if (cpu::conv_onednn_built()) return {cpu::ConvRoute::im2col, cpu::ConvRoute::onednn};
+  return {cpu::ConvRoute::im2col};
+}
+const char* route_name(cpu::ConvRoute route) {
+  return route == cpu::ConvRoute::im2col   ? "im2col"
+         : route == cpu::ConvRoute::onednn ? "onednn"
+                                           : "auto";
+}
+// Sets the process's route for a scope.
+struct RouteScope {
+  explicit RouteScope(cpu::ConvRoute route) { cpu::set_conv_route(route); }
+  ~RouteScope() { cpu::set_conv_route(cpu::ConvRoute::automatic); }
+};
+
+// The op harness on every route: the float op (im2col, or oneDNN where the shape allows)
+// against the double one (always im2col), finite differences, NaN/Inf, guards.
+void expect_conv_ok(const ConvCase& c) {
+  for (cpu::ConvRoute route : routes()) {
+    SCOPED_TRACE(route_name(route));
+    RouteScope scope(route);
+    expect_op_ok(check_op(c));
+  }
+}
+
 TEST(ConvOps, Conv2dStride2Padding1NonSquareKernel) {
   // 7×9 → 4×4 with a 3×4 kernel: rows and columns clip the padding differently.
-  expect_op_ok(check_op(ConvCase{shape(3, 3, 7, 9, 5, 3, 4, 2, 1)}));
+  expect_conv_ok(ConvCase{shape(3, 3, 7, 9, 5, 3, 4, 2, 1)});
 }
 TEST(ConvOps, Conv2dSvhnGeometryK4S2P1) {
-  expect_op_ok(check_op(ConvCase{shape(2, 4, 8, 8, 6, 4, 4, 2, 1)}));
+  expect_conv_ok(ConvCase{shape(2, 4, 8, 8, 6, 4, 4, 2, 1)});
 }
 TEST(ConvOps, Conv2dStride1NoPaddingLinear) {
-  expect_op_ok(check_op(ConvCase{shape(2, 2, 5, 6, 3, 3, 3, 1, 0), false, false}));
+  expect_conv_ok(ConvCase{shape(2, 2, 5, 6, 3, 3, 3, 1, 0), false, false});
 }
 TEST(ConvOps, Conv2dStride3WidePaddingNoBias) {
   // pad 2 with a 2×3 kernel: whole kernel rows fall into the padding.
-  expect_op_ok(check_op(ConvCase{shape(2, 3, 10, 7, 2, 2, 3, 3, 2), false, true, false}));
+  expect_conv_ok(ConvCase{shape(2, 3, 10, 7, 2, 2, 3, 3, 2), false, true, false});
 }
 TEST(ConvOps, Conv2dOneByOneKernel) {
-  expect_op_ok(check_op(ConvCase{shape(3, 5, 3, 4, 2, 1, 1, 1, 0)}));
+  expect_conv_ok(ConvCase{shape(3, 5, 3, 4, 2, 1, 1, 1, 0)});
 }
 TEST(ConvOps, ConvTranspose2dK4S2P1Doubles) {
   // The decoder's upsampling: 4×4 → 8×8.
-  expect_op_ok(check_op(ConvCase{shape(2, 6, 4, 4, 3, 4, 4, 2, 1), true}));
+  expect_conv_ok(ConvCase{shape(2, 6, 4, 4, 3, 4, 4, 2, 1), true});
 }
 TEST(ConvOps, ConvTranspose2dOutputPadding) {
   // k = 3, s = 2, p = 1 with output_padding 1: 5×3 → 10×6.
-  expect_op_ok(check_op(ConvCase{shape(3, 3, 5, 3, 4, 3, 3, 2, 1, 1), true}));
+  expect_conv_ok(ConvCase{shape(3, 3, 5, 3, 4, 3, 3, 2, 1, 1), true});
 }
 TEST(ConvOps, ConvTranspose2dStride1Linear) {
-  expect_op_ok(check_op(ConvCase{shape(2, 2, 3, 5, 3, 2, 3, 1, 0), true, false}));
+  expect_conv_ok(ConvCase{shape(2, 2, 3, 5, 3, 2, 3, 1, 0), true, false});
 }
 TEST(ConvOps, ConvTranspose2dStride3OutputPadding2NoBias) {
-  expect_op_ok(check_op(ConvCase{shape(2, 3, 3, 4, 2, 3, 2, 3, 1, 2), true, true, false}));
+  expect_conv_ok(ConvCase{shape(2, 3, 3, 4, 2, 3, 2, 3, 1, 2), true, true, false});
 }
 
 // ---- direct loops (double), the independent reference
@@ -338,11 +365,110 @@ void check_thread_count_independence(const Conv2dShape& s) {
 }
 
 TEST(ConvOps, ResultsDoNotDependOnTheThreadCount) {
-  // 19 and 21 chunks on 16 lanes (the SVHN middle layers' geometry at small channel counts),
-  // and a shape off the fast path.
-  check_thread_count_independence<false>(shape(75, 8, 16, 16, 16, 4, 4, 2, 1));
-  check_thread_count_independence<true>(shape(83, 16, 8, 8, 8, 4, 4, 2, 1));
-  check_thread_count_independence<false>(shape(20, 4, 10, 10, 8, 3, 3, 1, 1));
+  // im2col: 19 and 21 chunks on 16 lanes (the SVHN middle layers' geometry at small channel
+  // counts), and a shape off the fast path. oneDNN (here at 1–3 threads; its kernels split
+  // work over channel blocks and images, and at other thread counts a weight gradient's sum
+  // may run in another order): the same, and SVHN's channel counts.
+  for (cpu::ConvRoute route : routes()) {
+    SCOPED_TRACE(route_name(route));
+    RouteScope scope(route);
+    check_thread_count_independence<false>(shape(75, 8, 16, 16, 16, 4, 4, 2, 1));
+    check_thread_count_independence<true>(shape(83, 16, 8, 8, 8, 4, 4, 2, 1));
+    check_thread_count_independence<false>(shape(20, 4, 10, 10, 8, 3, 3, 1, 1));
+    check_thread_count_independence<false>(shape(24, 32, 16, 16, 64, 4, 4, 2, 1));
+    check_thread_count_independence<true>(shape(24, 64, 8, 8, 32, 4, 4, 2, 1));
+  }
+}
+
+// y, dx, dW and db of one op (with bias and ReLU) on one route, one after another.
+template <class T, bool kTransposed>
+std::vector<T> forward_and_backward(const Conv2dShape& s, cpu::ConvRoute route) {
+  RouteScope scope(route);
+  std::vector<T> x(input_size(s)), W(weight_size(s)), b(s.C_out), dy(output_size(s, kTransposed));
+  for (size_t i = 0; i < x.size(); ++i) x[i] = T(float(random_in(1, i, -1, 1)));
+  for (size_t i = 0; i < W.size(); ++i) W[i] = T(float(random_in(2, i, -0.2, 0.2)));
+  for (size_t i = 0; i < b.size(); ++i) b[i] = T(float(random_in(3, i, -0.1, 0.1)));
+  for (size_t i = 0; i < dy.size(); ++i) dy[i] = T(float(random_in(4, i, -1, 1)));
+  std::vector<T> y(dy.size()), dx(x.size()), dW(W.size()), db(b.size()),
+      ws(kTransposed ? cpu::conv_transpose2d_workspace_size(s) : cpu::conv2d_workspace_size(s));
+  if constexpr (kTransposed) {
+    cpu::conv_transpose2d_forward(y.data(), x.data(), W.data(), b.data(), s, true, ws.data());
+    cpu::conv_transpose2d_backward(dx.data(), dW.data(), db.data(), dy.data(), x.data(), W.data(),
+                                   y.data(), s, true, ws.data());
+  } else {
+    cpu::conv2d_forward(y.data(), x.data(), W.data(), b.data(), s, true, ws.data());
+    cpu::conv2d_backward(dx.data(), dW.data(), db.data(), dy.data(), x.data(), W.data(), y.data(),
+                         s, true, ws.data());
+  }
+  std::vector<T> all = y;
+  for (const auto* part : {&dx, &dW, &db}) all.insert(all.end(), part->begin(), part->end());
+  return all;
+}
+
+// Every route's float results against the double ones (same float-valued inputs), within
+// 1e-5 of the largest magnitude: the finite-difference harness above is too slow at these
+// channel counts (every weight perturbed), and its double half is route-independent anyway.
+template <bool kTransposed>
+void check_routes_against_double(const Conv2dShape& s) {
+  const std::vector<double> ref = forward_and_backward<double, kTransposed>(s, {});
+  double scale = 0;
+  for (double v : ref) scale = std::max(scale, std::fabs(v));
+  for (cpu::ConvRoute route : routes()) {
+    const std::vector<float> got = forward_and_backward<float, kTransposed>(s, route);
+    double worst = 0;
+    for (size_t i = 0; i < ref.size(); ++i) worst = std::max(worst, std::fabs(got[i] - ref[i]));
+    EXPECT_LE(worst, 1e-5 * scale) << route_name(route) << (kTransposed ? " transpose" : " conv");
+  }
+}
+
+TEST(ConvOps, SvhnLayersAtFullChannelCountsOnEveryRoute) {
+  // Channel counts at which the automatic route takes oneDNN (blocked layouts of 16 channels)
+  // and, with 3 channels, the NCHW side it keeps for narrow tensors.
+  check_routes_against_double<false>(shape(5, 3, 32, 32, 32, 4, 4, 2, 1));
+  check_routes_against_double<false>(shape(5, 32, 16, 16, 64, 4, 4, 2, 1));
+  check_routes_against_double<false>(shape(5, 64, 8, 8, 128, 4, 4, 2, 1));
+  check_routes_against_double<true>(shape(5, 128, 4, 4, 64, 4, 4, 2, 1));
+  check_routes_against_double<true>(shape(5, 64, 8, 8, 32, 4, 4, 2, 1));
+  check_routes_against_double<true>(shape(5, 32, 16, 16, 3, 4, 4, 2, 1));
+}
+
+TEST(ConvOps, OneDnnRouteIsTakenWhereItCanBeAndFallsBackElsewhere) {
+  if (!cpu::conv_onednn_built()) GTEST_SKIP() << "built without oneDNN (libdnnl-dev)";
+  const auto im2col = cpu::ConvRoute::im2col, onednn = cpu::ConvRoute::onednn;
+  // A shape oneDNN takes: its sums run in another order, so some bits differ (and the values
+  // agree: the harness tests above hold both routes to the double reference).
+  const Conv2dShape taken = shape(8, 32, 8, 8, 64, 4, 4, 2, 1);
+  EXPECT_NE((forward_and_backward<float, false>(taken, im2col)),
+            (forward_and_backward<float, false>(taken, onednn)));
+  EXPECT_NE((forward_and_backward<float, true>(taken, im2col)),
+            (forward_and_backward<float, true>(taken, onednn)));
+  // Shapes it cannot take run im2col, bit for bit: a right padding that would be negative
+  // (10 → 3 with k 3, s 3, p 0 uses 9 of the 10 pixels; a transpose whose output_padding
+  // exceeds its padding), and a batch above the route's 512 images (its workspace would grow
+  // with N).
+  const Conv2dShape floor = shape(2, 16, 10, 10, 16, 3, 3, 3, 0);
+  EXPECT_EQ((forward_and_backward<float, false>(floor, im2col)),
+            (forward_and_backward<float, false>(floor, onednn)));
+  const Conv2dShape padded = shape(2, 16, 4, 4, 16, 3, 3, 2, 0, 1);
+  EXPECT_EQ((forward_and_backward<float, true>(padded, im2col)),
+            (forward_and_backward<float, true>(padded, onednn)));
+  const Conv2dShape many = shape(513, 16, 4, 4, 16, 4, 4, 2, 1);
+  EXPECT_EQ((forward_and_backward<float, false>(many, im2col)),
+            (forward_and_backward<float, false>(many, onednn)));
+}
+
+TEST(ConvOps, RoutesAreNamed) {
+  EXPECT_EQ(cpu::conv_route_named("im2col"), cpu::ConvRoute::im2col);
+  EXPECT_EQ(cpu::conv_route_named("onednn"), cpu::ConvRoute::onednn);
+  EXPECT_EQ(cpu::conv_route_named("auto"), cpu::ConvRoute::automatic);
+  EXPECT_EQ(cpu::conv_route_named(""), cpu::ConvRoute::automatic);
+  try {
+    cpu::conv_route_named("mkl");
+    FAIL() << "no error";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("'mkl'"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("im2col"), std::string::npos) << e.what();
+  }
 }
 
 // ⟨conv2d(u), v⟩ = ⟨u, conv_transpose2d(v)⟩ with one weight W[C_out, C_in, KH, KW], which is

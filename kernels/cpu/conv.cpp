@@ -23,11 +23,16 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <climits>
 #include <cstddef>
+#include <cstdlib>
+#include <stdexcept>
+#include <type_traits>
 
 #include "kernels/cpu/blas.h"
 #include "kernels/cpu/conv_columns.h"
+#include "kernels/cpu/conv_onednn.h"
 #include "kernels/cpu/ops.h"
 
 namespace equivae::cpu {
@@ -46,6 +51,38 @@ constexpr size_t kTargetColumns = 256;
 constexpr int kMaxLanes = 16;
 
 using conv_detail::Geometry;
+
+// -1: not yet read from the environment.
+std::atomic<int> chosen_route{-1};
+
+enum class Direction { forward, backward_data, backward_weights };
+
+// Whether a float op takes oneDNN. Automatic: where it was measured faster (bench_ops
+// --benchmark_filter=Conv, B = 160, the SVHN layers, AMD EPYC with AVX-512, one thread):
+// every weight gradient (1.4–1.5× im2col's speed); the data gradient when dx has 16 channels
+// or more (into SVHN's 3-channel images oneDNN ran 0.7×); every conv's forward (1.1–1.7×);
+// of the transposes' forwards only those to 64 channels or more (128 → 64: 1.15×; 64 → 32
+// ran 0.86×, 32 → 3 0.45×).
+template <class T>
+bool use_onednn(const Conv2dShape& s, bool transposed, Direction direction) {
+  if constexpr (!std::is_same_v<T, float>) {
+    return false;
+  } else {
+    const ConvRoute route = conv_route();
+    if (route == ConvRoute::im2col || !onednn::available() || !onednn::supports(s, transposed))
+      return false;
+    if (route == ConvRoute::onednn) return true;
+    switch (direction) {
+      case Direction::backward_weights:
+        return true;
+      case Direction::backward_data:
+        return s.C_in >= 16;
+      case Direction::forward:
+        return !transposed || s.C_out >= 64;
+    }
+    return false;
+  }
+}
 
 Geometry conv_geometry(const Conv2dShape& s) {
   return conv_detail::make_geometry(s.C_in, s.H, s.W, s.KH, s.KW, s.stride, s.pad,
@@ -223,19 +260,55 @@ std::string conv_shape_problem(const Conv2dShape& s, bool transposed) {
   return "";
 }
 
+void set_conv_route(ConvRoute route) {
+  chosen_route = int(route);
+}
+
+ConvRoute conv_route_named(const std::string& name) {
+  if (name.empty() || name == "auto") return ConvRoute::automatic;
+  if (name == "im2col") return ConvRoute::im2col;
+  if (name == "onednn") return ConvRoute::onednn;
+  throw std::invalid_argument("convolution route '" + name + "': expected auto, im2col or onednn");
+}
+
+ConvRoute conv_route() {
+  int route = chosen_route.load();
+  if (route < 0) {
+    const char* name = std::getenv("EQUIVAE_CPU_CONV");
+    try {
+      route = int(conv_route_named(name ? name : ""));
+    } catch (const std::invalid_argument& e) {
+      throw std::invalid_argument(std::string("EQUIVAE_CPU_CONV: ") + e.what());
+    }
+    chosen_route = route;
+  }
+  return ConvRoute(route);
+}
+
+bool conv_onednn_built() {
+  return onednn::available();
+}
+
+// Elements of T: the im2col route's chunks, or oneDNN's operands and scratchpad in floats.
 size_t conv2d_workspace_size(const Conv2dShape& s) {
   const Geometry g = conv_geometry(s);
-  return Chunks(g, s.N, s.C_out, size_t(s.C_out) * g.K()).size();
+  return std::max(Chunks(g, s.N, s.C_out, size_t(s.C_out) * g.K()).size(),
+                  (onednn::workspace_bytes(s, false) + sizeof(float) - 1) / sizeof(float));
 }
 
 size_t conv_transpose2d_workspace_size(const Conv2dShape& s) {
   const Geometry g = transpose_geometry(s);
-  return Chunks(g, s.N, s.C_in, size_t(s.C_in) * g.K()).size();
+  return std::max(Chunks(g, s.N, s.C_in, size_t(s.C_in) * g.K()).size(),
+                  (onednn::workspace_bytes(s, true) + sizeof(float) - 1) / sizeof(float));
 }
 
 template <class T>
 void conv2d_forward(T* y, const T* x, const T* W, const T* b, const Conv2dShape& s, bool relu,
                     T* workspace) {
+  if (use_onednn<T>(s, false, Direction::forward)) {
+    if constexpr (std::is_same_v<T, float>) onednn::forward(y, x, W, b, s, false, relu, workspace);
+    return;
+  }
   const Geometry g = conv_geometry(s);
   const Chunks chunks(g, s.N, s.C_out, size_t(s.C_out) * g.K());
   const int K = g.K(), P = g.P();
@@ -257,6 +330,16 @@ void conv2d_backward(T* dx, T* dW, T* db, T* dy, const T* x, const T* W, const T
   const Chunks chunks(g, s.N, s.C_out, size_t(s.C_out) * g.K());
   const int K = g.K(), P = g.P();
   output_grad(dy, db, y, s.N, s.C_out, P, relu);
+  if constexpr (std::is_same_v<T, float>) {
+    if (dW && use_onednn<T>(s, false, Direction::backward_weights)) {
+      onednn::backward_weights(dW, x, dy, s, false, workspace);
+      dW = nullptr;  // done
+    }
+    if (dx && use_onednn<T>(s, false, Direction::backward_data)) {
+      onednn::backward_data(dx, dy, W, s, false, workspace);
+      dx = nullptr;
+    }
+  }
   if (!dW && !dx) return;
   chunks.run([&](int lane, int n0, int n) {
     T* cols = chunks.cols(workspace, lane);  // [K, n·P]: im2col(x), then Wᵀ·dz
@@ -281,6 +364,10 @@ void conv2d_backward(T* dx, T* dW, T* db, T* dy, const T* x, const T* W, const T
 template <class T>
 void conv_transpose2d_forward(T* y, const T* x, const T* W, const T* b, const Conv2dShape& s,
                               bool relu, T* workspace) {
+  if (use_onednn<T>(s, true, Direction::forward)) {
+    if constexpr (std::is_same_v<T, float>) onednn::forward(y, x, W, b, s, true, relu, workspace);
+    return;
+  }
   const Geometry g = transpose_geometry(s);
   const Chunks chunks(g, s.N, s.C_in, size_t(s.C_in) * g.K());
   const int K = g.K(), P = g.P();
@@ -302,6 +389,16 @@ void conv_transpose2d_backward(T* dx, T* dW, T* db, T* dy, const T* x, const T* 
   const Chunks chunks(g, s.N, s.C_in, size_t(s.C_in) * g.K());
   const int K = g.K(), P = g.P();
   output_grad(dy, db, y, s.N, s.C_out, int(g.plane()), relu);
+  if constexpr (std::is_same_v<T, float>) {
+    if (dW && use_onednn<T>(s, true, Direction::backward_weights)) {
+      onednn::backward_weights(dW, x, dy, s, true, workspace);
+      dW = nullptr;  // done
+    }
+    if (dx && use_onednn<T>(s, true, Direction::backward_data)) {
+      onednn::backward_data(dx, dy, W, s, true, workspace);
+      dx = nullptr;
+    }
+  }
   if (!dW && !dx) return;
   chunks.run([&](int lane, int n0, int n) {
     T* cols = chunks.cols(workspace, lane);    // [K, n·P] = im2col(dz)

@@ -77,8 +77,23 @@ std::string conv_shape_problem(const Conv2dShape& s, bool transposed);
 // Scratch elements (of T) the ops of a shape need: the caller passes workspace[size], aliasing
 // no operand, to forward and backward alike (the plan carves it once; one buffer of the largest
 // size serves every layer). The batch is processed in chunks of images so that it stays bounded.
+// The size covers both routes below, whichever is chosen.
 size_t conv2d_workspace_size(const Conv2dShape& s);
 size_t conv_transpose2d_workspace_size(const Conv2dShape& s);
+
+// How the float convolutions run: im2col + OpenBLAS GEMM (conv.cpp), oneDNN's JIT kernels
+// (conv_onednn.h, when the build found libdnnl), or automatic: per op and direction, the route
+// measured faster for its channel counts (conv.cpp, use_onednn). double always takes im2col,
+// the reference the float routes are tested against. Process-wide; the default is automatic,
+// or EQUIVAE_CPU_CONV=im2col|onednn|auto at start-up. A route oneDNN cannot take for a shape
+// (a negative right padding) falls back to im2col.
+enum class ConvRoute { automatic, im2col, onednn };
+void set_conv_route(ConvRoute route);
+ConvRoute conv_route();
+// "auto" (or ""), "im2col" or "onednn"; anything else throws std::invalid_argument naming it.
+ConvRoute conv_route_named(const std::string& name);
+// Whether the build has the oneDNN route.
+bool conv_onednn_built();
 
 // y = act(conv2d(x, W) + b), act = ReLU or identity; a null b adds no bias.
 template <class T>

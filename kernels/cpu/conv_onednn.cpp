@@ -1,0 +1,336 @@
+// The oneDNN route of the float convolutions (see conv_onednn.h).
+#include "kernels/cpu/conv_onednn.h"
+
+#include <stdexcept>
+
+#if EQUIVAE_HAVE_ONEDNN
+#include <algorithm>
+#include <array>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <oneapi/dnnl/dnnl.hpp>
+#include <optional>
+#include <tuple>
+#include <unordered_map>
+#include <variant>
+#include <vector>
+
+namespace equivae::cpu::onednn {
+namespace {
+
+using dnnl::algorithm;
+using dnnl::memory;
+using dnnl::prop_kind;
+using tag = memory::format_tag;
+
+dnnl::engine& engine() {
+  static dnnl::engine e(dnnl::engine::kind::cpu, 0);
+  return e;
+}
+
+// The route reorders whole batches, so its workspace grows with N: larger batches (none in
+// training or inference, which run the training batch's rows) take the im2col route, whose
+// workspace stops growing at 16 chunks.
+constexpr int kMaxImages = 512;
+
+constexpr size_t kAlign = 64;  // oneDNN's kernels expect cache-line aligned buffers
+size_t round_up(size_t bytes) {
+  return (bytes + kAlign - 1) / kAlign * kAlign;
+}
+
+// Right padding that makes oneDNN's size formula give exactly the engine's output size: for a
+// conv, (Ho − 1)·stride + K − H − pad (≤ pad; below it when the floor in Ho drops pixels); for
+// the transpose, pad − output_padding. Negative: oneDNN cannot take the shape.
+std::array<int, 2> right_padding(const Conv2dShape& s, bool transposed) {
+  if (transposed) return {s.pad - s.output_padding, s.pad - s.output_padding};
+  const int Ho = conv2d_out_size(s.H, s.KH, s.stride, s.pad);
+  const int Wo = conv2d_out_size(s.W, s.KW, s.stride, s.pad);
+  return {(Ho - 1) * s.stride + s.KH - s.H - s.pad, (Wo - 1) * s.stride + s.KW - s.W - s.pad};
+}
+
+// One operand of a primitive: the NCHW (or OIHW / IOHW) layout the engine holds, the layout the
+// primitive wants, and the reorders between them when the two differ.
+struct Operand {
+  memory::desc plain, inner;
+  std::optional<dnnl::reorder> to_inner, to_plain;
+
+  Operand(const memory::desc& plain_, const memory::desc& inner_, bool input)
+      : plain(plain_), inner(inner_) {
+    if (plain == inner) return;
+    if (input)
+      to_inner = dnnl::reorder(dnnl::reorder::primitive_desc(engine(), plain, engine(), inner));
+    else
+      to_plain = dnnl::reorder(dnnl::reorder::primitive_desc(engine(), inner, engine(), plain));
+  }
+  size_t workspace() const { return plain == inner ? 0 : round_up(inner.get_size()); }
+};
+
+// A primitive with its operands, in the order of `args`.
+struct Call {
+  std::variant<dnnl::convolution_forward, dnnl::convolution_backward_data,
+               dnnl::convolution_backward_weights, dnnl::deconvolution_forward,
+               dnnl::deconvolution_backward_data, dnnl::deconvolution_backward_weights>
+      primitive;
+  std::vector<std::pair<int, Operand>> operands;  // (DNNL_ARG_*, operand); outputs last
+  memory::desc scratchpad;
+  int bias_channels = 0;    // the bias length (C_out), for the forward
+  bool relu_after = false;  // y = max(y, 0) on the NCHW result (NaN kept, as in dense_forward)
+
+  size_t workspace() const {
+    size_t bytes = round_up(scratchpad.get_size());
+    for (const auto& [arg, op] : operands) bytes += op.workspace();
+    return bytes;
+  }
+
+  // Runs the primitive on the caller's NCHW pointers (same order as operands), reordering in
+  // and out through the workspace.
+  void run(const std::vector<void*>& pointers, void* workspace_, const float* bias) const {
+    dnnl::stream stream(engine());
+    char* ws = static_cast<char*>(workspace_);
+    std::unordered_map<int, memory> args;
+    std::vector<std::pair<const Operand*, std::pair<memory, memory>>> outputs;
+    for (size_t i = 0; i < operands.size(); ++i) {
+      const auto& [arg, op] = operands[i];
+      memory user(op.plain, engine(), pointers[i]);
+      if (op.plain == op.inner) {
+        args.emplace(arg, user);
+        continue;
+      }
+      memory inner(op.inner, engine(), ws);
+      ws += op.workspace();
+      if (op.to_inner) op.to_inner->execute(stream, user, inner);
+      if (op.to_plain) outputs.push_back({&op, {inner, user}});
+      args.emplace(arg, inner);
+    }
+    if (bias) {
+      const memory::desc b({memory::dim(bias_channels)}, memory::data_type::f32, tag::x);
+      args.emplace(DNNL_ARG_BIAS, memory(b, engine(), const_cast<float*>(bias)));
+    }
+    if (scratchpad.get_size()) args.emplace(DNNL_ARG_SCRATCHPAD, memory(scratchpad, engine(), ws));
+    std::visit([&](const auto& p) { p.execute(stream, args); }, primitive);
+    for (auto& [op, mems] : outputs) op->to_plain->execute(stream, mems.first, mems.second);
+    stream.wait();
+    if (relu_after) {
+      float* y = static_cast<float*>(pointers.back());
+      const size_t n = operands.back().second.plain.get_size() / sizeof(float);
+#pragma omp parallel for simd schedule(static) if (n > 65536)
+      for (size_t i = 0; i < n; ++i) y[i] = y[i] < 0.0f ? 0.0f : y[i];
+    }
+  }
+};
+
+// The shape's primitives, created once: the forward with and without bias / ReLU, and the two
+// backward ones.
+struct Plan {
+  std::unique_ptr<Call> forward[2][2];  // [bias][relu]
+  std::unique_ptr<Call> backward_data, backward_weights;
+  size_t workspace = 0;
+};
+
+Plan make_plan(const Conv2dShape& s, bool transposed) {
+  const auto f32 = memory::data_type::f32;
+  const int Ho = conv_out_h(s, transposed), Wo = conv_out_w(s, transposed);
+  const memory::dims src{s.N, s.C_in, s.H, s.W}, dst{s.N, s.C_out, Ho, Wo},
+      weights{s.C_out, s.C_in, s.KH, s.KW}, bias{s.C_out}, strides{s.stride, s.stride},
+      left{s.pad, s.pad};
+  const auto right_pad = right_padding(s, transposed);
+  const memory::dims right{right_pad[0], right_pad[1]};
+  const memory::desc src_plain(src, f32, tag::nchw), dst_plain(dst, f32, tag::nchw),
+      weights_plain(weights, f32, transposed ? tag::iohw : tag::oihw), bias_md(bias, f32, tag::x);
+  // A side with few channels stays NCHW: blocked layouts pad channels to 16 (3 → 16 for
+  // RGB images), and oneDNN's kernels read a narrow NCHW side directly.
+  const auto layout = [](int channels) { return channels < 16 ? tag::nchw : tag::any; };
+  const memory::desc src_any(src, f32, layout(s.C_in)), dst_any(dst, f32, layout(s.C_out)),
+      weights_any(weights, f32, tag::any);
+  dnnl::primitive_attr user_scratchpad;
+  user_scratchpad.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+
+  Plan plan;
+  const auto algo = transposed ? algorithm::deconvolution_direct : algorithm::convolution_direct;
+  // The backward primitives take the plain forward (no bias, no ReLU) as their hint.
+  std::optional<dnnl::convolution_forward::primitive_desc> conv_hint;
+  std::optional<dnnl::deconvolution_forward::primitive_desc> deconv_hint;
+  for (int with_bias = 0; with_bias < 2; ++with_bias)
+    for (int relu = 0; relu < 2; ++relu) {
+      dnnl::primitive_attr attr;
+      attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+      // The transpose's ReLU is a pass of its own (Call::relu_after): oneDNN 2.6 runs a
+      // deconvolution with a ReLU post-op 4× slower than without (27 vs 7 ms at 128 → 64).
+      if (relu && !transposed) {
+        dnnl::post_ops ops;
+        ops.append_eltwise(1.0f, algorithm::eltwise_relu, 0.0f, 0.0f);
+        attr.set_post_ops(ops);
+      }
+      auto call = std::make_unique<Call>();
+      const auto fill = [&](const auto& pd) {
+        call->operands.emplace_back(DNNL_ARG_SRC, Operand(src_plain, pd.src_desc(), true));
+        call->operands.emplace_back(DNNL_ARG_WEIGHTS,
+                                    Operand(weights_plain, pd.weights_desc(), true));
+        call->operands.emplace_back(DNNL_ARG_DST, Operand(dst_plain, pd.dst_desc(), false));
+        call->scratchpad = pd.scratchpad_desc();
+        call->bias_channels = s.C_out;
+        call->relu_after = relu && transposed;
+      };
+      if (transposed) {
+        using Op = dnnl::deconvolution_forward;
+        const auto desc = with_bias ? Op::desc(prop_kind::forward_training, algo, src_any,
+                                               weights_any, bias_md, dst_any, strides, left, right)
+                                    : Op::desc(prop_kind::forward_training, algo, src_any,
+                                               weights_any, dst_any, strides, left, right);
+        const Op::primitive_desc pd(desc, attr, engine());
+        if (!with_bias && !relu) deconv_hint = pd;
+        fill(pd);
+        call->primitive = Op(pd);
+      } else {
+        using Op = dnnl::convolution_forward;
+        const auto desc = with_bias ? Op::desc(prop_kind::forward_training, algo, src_any,
+                                               weights_any, bias_md, dst_any, strides, left, right)
+                                    : Op::desc(prop_kind::forward_training, algo, src_any,
+                                               weights_any, dst_any, strides, left, right);
+        const Op::primitive_desc pd(desc, attr, engine());
+        if (!with_bias && !relu) conv_hint = pd;
+        fill(pd);
+        call->primitive = Op(pd);
+      }
+      plan.forward[with_bias][relu] = std::move(call);
+    }
+
+  // Backward data: dy (input) and W → dx (output). Backward weights: x and dy → dW.
+  plan.backward_data = std::make_unique<Call>();
+  plan.backward_weights = std::make_unique<Call>();
+  const auto fill_backward = [&](const auto& data_pd, const auto& weights_pd) {
+    Call& d = *plan.backward_data;
+    d.operands.emplace_back(DNNL_ARG_DIFF_DST, Operand(dst_plain, data_pd.diff_dst_desc(), true));
+    d.operands.emplace_back(DNNL_ARG_WEIGHTS, Operand(weights_plain, data_pd.weights_desc(), true));
+    d.operands.emplace_back(DNNL_ARG_DIFF_SRC, Operand(src_plain, data_pd.diff_src_desc(), false));
+    d.scratchpad = data_pd.scratchpad_desc();
+    Call& w = *plan.backward_weights;
+    w.operands.emplace_back(DNNL_ARG_SRC, Operand(src_plain, weights_pd.src_desc(), true));
+    w.operands.emplace_back(DNNL_ARG_DIFF_DST,
+                            Operand(dst_plain, weights_pd.diff_dst_desc(), true));
+    w.operands.emplace_back(DNNL_ARG_DIFF_WEIGHTS,
+                            Operand(weights_plain, weights_pd.diff_weights_desc(), false));
+    w.scratchpad = weights_pd.scratchpad_desc();
+  };
+  if (transposed) {
+    using Data = dnnl::deconvolution_backward_data;
+    using Weights = dnnl::deconvolution_backward_weights;
+    const Data::primitive_desc data_pd(
+        Data::desc(algo, src_any, weights_any, dst_any, strides, left, right), user_scratchpad,
+        engine(), *deconv_hint);
+    const Weights::primitive_desc weights_pd(
+        Weights::desc(algo, src_any, weights_any, dst_any, strides, left, right), user_scratchpad,
+        engine(), *deconv_hint);
+    fill_backward(data_pd, weights_pd);
+    plan.backward_data->primitive = Data(data_pd);
+    plan.backward_weights->primitive = Weights(weights_pd);
+  } else {
+    using Data = dnnl::convolution_backward_data;
+    using Weights = dnnl::convolution_backward_weights;
+    const Data::primitive_desc data_pd(
+        Data::desc(algo, src_any, weights_any, dst_any, strides, left, right), user_scratchpad,
+        engine(), *conv_hint);
+    const Weights::primitive_desc weights_pd(
+        Weights::desc(algo, src_any, weights_any, dst_any, strides, left, right), user_scratchpad,
+        engine(), *conv_hint);
+    fill_backward(data_pd, weights_pd);
+    plan.backward_data->primitive = Data(data_pd);
+    plan.backward_weights->primitive = Weights(weights_pd);
+  }
+
+  for (const auto& by_bias : plan.forward)
+    for (const auto& call : by_bias) plan.workspace = std::max(plan.workspace, call->workspace());
+  plan.workspace = std::max(
+      {plan.workspace, plan.backward_data->workspace(), plan.backward_weights->workspace()});
+  plan.workspace += kAlign;  // room to align the caller's pointer
+  return plan;
+}
+
+using Key = std::tuple<int, int, int, int, int, int, int, int, int, int, bool>;
+
+// The process's plans, created on first use (primitive creation JIT-compiles the kernels).
+const Plan& plan_for(const Conv2dShape& s, bool transposed) {
+  static std::mutex mutex;
+  static std::map<Key, std::unique_ptr<Plan>> plans;
+  const Key key{s.N,   s.C_in,           s.H,       s.W, s.C_out, s.KH, s.KW, s.stride,
+                s.pad, s.output_padding, transposed};
+  std::lock_guard lock(mutex);
+  auto& plan = plans[key];
+  if (!plan) plan = std::make_unique<Plan>(make_plan(s, transposed));
+  return *plan;
+}
+
+void* aligned(void* workspace) {
+  const auto at = reinterpret_cast<std::uintptr_t>(workspace);
+  return reinterpret_cast<void*>((at + kAlign - 1) / kAlign * kAlign);
+}
+
+}  // namespace
+
+bool available() {
+  return true;
+}
+
+bool supports(const Conv2dShape& s, bool transposed) {
+  const auto right = right_padding(s, transposed);
+  return s.N <= kMaxImages && right[0] >= 0 && right[1] >= 0;
+}
+
+size_t workspace_bytes(const Conv2dShape& s, bool transposed) {
+  return supports(s, transposed) ? plan_for(s, transposed).workspace : 0;
+}
+
+void forward(float* y, const float* x, const float* W, const float* b, const Conv2dShape& s,
+             bool transposed, bool relu, void* workspace) {
+  const Call& call = *plan_for(s, transposed).forward[b != nullptr][relu];
+  call.run({const_cast<float*>(x), const_cast<float*>(W), y}, aligned(workspace), b);
+}
+
+void backward_data(float* dx, const float* dy, const float* W, const Conv2dShape& s,
+                   bool transposed, void* workspace) {
+  plan_for(s, transposed)
+      .backward_data->run({const_cast<float*>(dy), const_cast<float*>(W), dx}, aligned(workspace),
+                          nullptr);
+}
+
+void backward_weights(float* dW, const float* x, const float* dy, const Conv2dShape& s,
+                      bool transposed, void* workspace) {
+  plan_for(s, transposed)
+      .backward_weights->run({const_cast<float*>(x), const_cast<float*>(dy), dW},
+                             aligned(workspace), nullptr);
+}
+
+}  // namespace equivae::cpu::onednn
+
+#else  // no oneDNN at build time
+
+namespace equivae::cpu::onednn {
+namespace {
+[[noreturn]] void missing() {
+  throw std::logic_error("the oneDNN convolution route was not built (libdnnl-dev missing)");
+}
+}  // namespace
+bool available() {
+  return false;
+}
+bool supports(const Conv2dShape&, bool) {
+  return false;
+}
+size_t workspace_bytes(const Conv2dShape&, bool) {
+  return 0;
+}
+void forward(float*, const float*, const float*, const float*, const Conv2dShape&, bool, bool,
+             void*) {
+  missing();
+}
+void backward_data(float*, const float*, const float*, const Conv2dShape&, bool, void*) {
+  missing();
+}
+void backward_weights(float*, const float*, const float*, const Conv2dShape&, bool, void*) {
+  missing();
+}
+}  // namespace equivae::cpu::onednn
+
+#endif

@@ -1,0 +1,35 @@
+#pragma once
+// The float convolutions' second route on the CPU: oneDNN (Debian's libdnnl), whose JIT kernels
+// convolve in blocked channel layouts (nChw16c on AVX-512, nChw8c on AVX2) at ~1.2× OpenBLAS's
+// GEMM rate, where the im2col route (conv.cpp) runs at ~0.7× of it. Tensors stay NCHW at the
+// op's edges: each call reorders its operands into the layouts the primitive asks for and its
+// result back, in the caller's workspace (nothing is allocated per call; oneDNN's scratchpad is
+// carved from the same workspace).
+//
+// Which op takes which route is conv.cpp's choice (use_onednn). Primitives are created once per
+// shape (JIT-compiled then) and kept for the process. Without oneDNN at build time available()
+// is false and the other calls throw.
+#include <cstddef>
+
+#include "kernels/cpu/ops.h"
+
+namespace equivae::cpu::onednn {
+
+bool available();
+// Whether oneDNN takes this shape at all (e.g. a transpose whose output_padding exceeds its
+// padding would need a negative right padding, which it refuses).
+bool supports(const Conv2dShape& s, bool transposed);
+// Bytes of workspace any of the shape's calls below needs (0 when unavailable or unsupported).
+size_t workspace_bytes(const Conv2dShape& s, bool transposed);
+
+// y[N, C_out, Ho, Wo] = act(op(x) + b); b may be null. W in the layouts of kernels/cpu/ops.h.
+void forward(float* y, const float* x, const float* W, const float* b, const Conv2dShape& s,
+             bool transposed, bool relu, void* workspace);
+// dx = the op's adjoint applied to dy (dy already masked by the caller).
+void backward_data(float* dx, const float* dy, const float* W, const Conv2dShape& s,
+                   bool transposed, void* workspace);
+// dW (overwritten) from the op's input x and the gradient dy at its output.
+void backward_weights(float* dW, const float* x, const float* dy, const Conv2dShape& s,
+                      bool transposed, void* workspace);
+
+}  // namespace equivae::cpu::onednn
