@@ -42,8 +42,11 @@ prepare() {
   local jobs="${JOBS:-2}"
   command -v nvcc >/dev/null || { echo "gpu_check --prepare: nvcc not found" >&2; return 1; }
   # RelWithDebInfo with our own flags: the top CMakeLists forces -march=native on Release,
-  # and the GPU machine's CPU may lack this one's instructions.
+  # and the GPU machine's CPU may lack this one's instructions. Without oneDNN: the CPU
+  # convolutions it would speed up serve the GPU checks only as references, and its library
+  # (tens of MB) would crowd the pack.
   nice -n 19 cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DCMAKE_DISABLE_FIND_PACKAGE_dnnl=ON \
     -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O2 -DNDEBUG" \
     -DCMAKE_CUDA_FLAGS_RELWITHDEBINFO="-O3 -DNDEBUG" >/dev/null || return 1
   local targets=(test_cuda_backend_gpu test_cuda_backend train_mnist bench_cuda_step
