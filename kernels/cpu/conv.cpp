@@ -1,4 +1,5 @@
-// 2-D convolution and transposed convolution on im2col + OpenBLAS GEMM, forward and backward.
+// 2-D convolution and transposed convolution on im2col + OpenBLAS GEMM, forward and backward;
+// for float, each op and direction may take oneDNN instead (use_onednn below, conv_onednn.h).
 //
 // Both ops are written over one "geometry": an image side (planes of C × H × W, the conv's
 // input) and a column side (P = Ho × Wo positions, the conv's output), related by the kernel,
@@ -81,6 +82,23 @@ bool use_onednn(const Conv2dShape& s, bool transposed, Direction direction) {
         return !transposed || s.C_out >= 64;
     }
     return false;
+  }
+}
+
+// The gradients of a backward that oneDNN takes; it nulls their pointers, leaving the rest to
+// the im2col route.
+template <class T>
+void onednn_backward(T*& dx, T*& dW, const T* x, const T* dy, const T* W, const Conv2dShape& s,
+                     bool transposed, T* workspace) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (dW && use_onednn<T>(s, transposed, Direction::backward_weights)) {
+      onednn::backward_weights(dW, x, dy, s, transposed, workspace);
+      dW = nullptr;
+    }
+    if (dx && use_onednn<T>(s, transposed, Direction::backward_data)) {
+      onednn::backward_data(dx, dy, W, s, transposed, workspace);
+      dx = nullptr;
+    }
   }
 }
 
@@ -330,16 +348,7 @@ void conv2d_backward(T* dx, T* dW, T* db, T* dy, const T* x, const T* W, const T
   const Chunks chunks(g, s.N, s.C_out, size_t(s.C_out) * g.K());
   const int K = g.K(), P = g.P();
   output_grad(dy, db, y, s.N, s.C_out, P, relu);
-  if constexpr (std::is_same_v<T, float>) {
-    if (dW && use_onednn<T>(s, false, Direction::backward_weights)) {
-      onednn::backward_weights(dW, x, dy, s, false, workspace);
-      dW = nullptr;  // done
-    }
-    if (dx && use_onednn<T>(s, false, Direction::backward_data)) {
-      onednn::backward_data(dx, dy, W, s, false, workspace);
-      dx = nullptr;
-    }
-  }
+  onednn_backward(dx, dW, x, dy, W, s, false, workspace);
   if (!dW && !dx) return;
   chunks.run([&](int lane, int n0, int n) {
     T* cols = chunks.cols(workspace, lane);  // [K, n·P]: im2col(x), then Wᵀ·dz
@@ -389,16 +398,7 @@ void conv_transpose2d_backward(T* dx, T* dW, T* db, T* dy, const T* x, const T* 
   const Chunks chunks(g, s.N, s.C_in, size_t(s.C_in) * g.K());
   const int K = g.K(), P = g.P();
   output_grad(dy, db, y, s.N, s.C_out, int(g.plane()), relu);
-  if constexpr (std::is_same_v<T, float>) {
-    if (dW && use_onednn<T>(s, true, Direction::backward_weights)) {
-      onednn::backward_weights(dW, x, dy, s, true, workspace);
-      dW = nullptr;  // done
-    }
-    if (dx && use_onednn<T>(s, true, Direction::backward_data)) {
-      onednn::backward_data(dx, dy, W, s, true, workspace);
-      dx = nullptr;
-    }
-  }
+  onednn_backward(dx, dW, x, dy, W, s, true, workspace);
   if (!dW && !dx) return;
   chunks.run([&](int lane, int n0, int n) {
     T* cols = chunks.cols(workspace, lane);    // [K, n·P] = im2col(dz)

@@ -12,6 +12,7 @@
 #include <mutex>
 #include <oneapi/dnnl/dnnl.hpp>
 #include <optional>
+#include <string>
 #include <tuple>
 #include <unordered_map>
 #include <variant>
@@ -67,7 +68,7 @@ struct Operand {
   size_t workspace() const { return plain == inner ? 0 : round_up(inner.get_size()); }
 };
 
-// A primitive with its operands, in the order of `args`.
+// A primitive, its operands and the scratchpad it needs.
 struct Call {
   std::variant<dnnl::convolution_forward, dnnl::convolution_backward_data,
                dnnl::convolution_backward_weights, dnnl::deconvolution_forward,
@@ -122,12 +123,21 @@ struct Call {
 };
 
 // The shape's primitives, created once: the forward with and without bias / ReLU, and the two
-// backward ones.
+// backward ones. Not usable when oneDNN refused the shape or offered only its reference
+// implementations (plain loops, far slower than im2col: a CPU without AVX2, say).
 struct Plan {
+  bool usable = false;
   std::unique_ptr<Call> forward[2][2];  // [bias][relu]
   std::unique_ptr<Call> backward_data, backward_weights;
   size_t workspace = 0;
 };
+
+struct ReferenceOnly {};
+template <class PrimitiveDesc>
+const PrimitiveDesc& fast(const PrimitiveDesc& pd) {
+  if (std::string(pd.impl_info_str()).rfind("ref", 0) == 0) throw ReferenceOnly{};
+  return pd;
+}
 
 Plan make_plan(const Conv2dShape& s, bool transposed) {
   const auto f32 = memory::data_type::f32;
@@ -179,7 +189,7 @@ Plan make_plan(const Conv2dShape& s, bool transposed) {
                                                weights_any, bias_md, dst_any, strides, left, right)
                                     : Op::desc(prop_kind::forward_training, algo, src_any,
                                                weights_any, dst_any, strides, left, right);
-        const Op::primitive_desc pd(desc, attr, engine());
+        const Op::primitive_desc pd = fast(Op::primitive_desc(desc, attr, engine()));
         if (!with_bias && !relu) deconv_hint = pd;
         fill(pd);
         call->primitive = Op(pd);
@@ -189,7 +199,7 @@ Plan make_plan(const Conv2dShape& s, bool transposed) {
                                                weights_any, bias_md, dst_any, strides, left, right)
                                     : Op::desc(prop_kind::forward_training, algo, src_any,
                                                weights_any, dst_any, strides, left, right);
-        const Op::primitive_desc pd(desc, attr, engine());
+        const Op::primitive_desc pd = fast(Op::primitive_desc(desc, attr, engine()));
         if (!with_bias && !relu) conv_hint = pd;
         fill(pd);
         call->primitive = Op(pd);
@@ -223,7 +233,7 @@ Plan make_plan(const Conv2dShape& s, bool transposed) {
     const Weights::primitive_desc weights_pd(
         Weights::desc(algo, src_any, weights_any, dst_any, strides, left, right), user_scratchpad,
         engine(), *deconv_hint);
-    fill_backward(data_pd, weights_pd);
+    fill_backward(fast(data_pd), fast(weights_pd));
     plan.backward_data->primitive = Data(data_pd);
     plan.backward_weights->primitive = Weights(weights_pd);
   } else {
@@ -235,7 +245,7 @@ Plan make_plan(const Conv2dShape& s, bool transposed) {
     const Weights::primitive_desc weights_pd(
         Weights::desc(algo, src_any, weights_any, dst_any, strides, left, right), user_scratchpad,
         engine(), *conv_hint);
-    fill_backward(data_pd, weights_pd);
+    fill_backward(fast(data_pd), fast(weights_pd));
     plan.backward_data->primitive = Data(data_pd);
     plan.backward_weights->primitive = Weights(weights_pd);
   }
@@ -245,6 +255,7 @@ Plan make_plan(const Conv2dShape& s, bool transposed) {
   plan.workspace = std::max(
       {plan.workspace, plan.backward_data->workspace(), plan.backward_weights->workspace()});
   plan.workspace += kAlign;  // room to align the caller's pointer
+  plan.usable = true;
   return plan;
 }
 
@@ -258,7 +269,13 @@ const Plan& plan_for(const Conv2dShape& s, bool transposed) {
                 s.pad, s.output_padding, transposed};
   std::lock_guard lock(mutex);
   auto& plan = plans[key];
-  if (!plan) plan = std::make_unique<Plan>(make_plan(s, transposed));
+  if (!plan) try {
+      plan = std::make_unique<Plan>(make_plan(s, transposed));
+    } catch (const dnnl::error&) {  // a shape no implementation takes: the im2col route's
+      plan = std::make_unique<Plan>();
+    } catch (const ReferenceOnly&) {
+      plan = std::make_unique<Plan>();
+    }
   return *plan;
 }
 
@@ -275,7 +292,7 @@ bool available() {
 
 bool supports(const Conv2dShape& s, bool transposed) {
   const auto right = right_padding(s, transposed);
-  return s.N <= kMaxImages && right[0] >= 0 && right[1] >= 0;
+  return s.N <= kMaxImages && right[0] >= 0 && right[1] >= 0 && plan_for(s, transposed).usable;
 }
 
 size_t workspace_bytes(const Conv2dShape& s, bool transposed) {

@@ -16,8 +16,9 @@
 namespace equivae::cpu::onednn {
 
 bool available();
-// Whether oneDNN takes this shape at all (e.g. a transpose whose output_padding exceeds its
-// padding would need a negative right padding, which it refuses).
+// Whether oneDNN takes this shape (not: a transpose whose output_padding exceeds its padding,
+// which would need a negative right padding; a batch above 512 images; a shape for which it
+// has only its slow reference loops). Creates the shape's primitives on first call.
 bool supports(const Conv2dShape& s, bool transposed);
 // Bytes of workspace any of the shape's calls below needs (0 when unavailable or unsupported).
 size_t workspace_bytes(const Conv2dShape& s, bool transposed);
