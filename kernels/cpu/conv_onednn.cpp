@@ -31,9 +31,9 @@ dnnl::engine& engine() {
   return e;
 }
 
-// The route reorders whole batches, so its workspace grows with N: larger batches (none in
-// training or inference, which run the training batch's rows) take the im2col route, whose
-// workspace stops growing at 16 chunks.
+// Images per oneDNN call: each call reorders its whole batch through the workspace, so a larger
+// batch (the semi-supervised decoder's B + C·U = 1,160 rows) is cut into near-equal chunks of
+// at most this many, which keeps the workspace bounded.
 constexpr int kMaxImages = 512;
 
 constexpr size_t kAlign = 64;  // oneDNN's kernels expect cache-line aligned buffers
@@ -284,6 +284,33 @@ void* aligned(void* workspace) {
   return reinterpret_cast<void*>((at + kAlign - 1) / kAlign * kAlign);
 }
 
+// The chunks of a batch: `count` calls of `size` images, the last one possibly fewer — at most
+// two shapes, fixed by N.
+struct Chunks {
+  int count, size;
+  explicit Chunks(int N)
+      : count((N + kMaxImages - 1) / kMaxImages), size((N + count - 1) / count) {}
+  int last(int N) const { return N - (count - 1) * size; }
+};
+Conv2dShape with_images(Conv2dShape s, int n) {
+  s.N = n;
+  return s;
+}
+// f(first image, chunk shape) for each chunk in order.
+template <class F>
+void for_each_chunk(const Conv2dShape& s, F&& f) {
+  const Chunks chunks(s.N);
+  for (int n0 = 0; n0 < s.N; n0 += chunks.size)
+    f(n0, with_images(s, std::min(chunks.size, s.N - n0)));
+}
+size_t weight_bytes(const Conv2dShape& s) {
+  return round_up(sizeof(float) * s.C_out * s.C_in * s.KH * s.KW);
+}
+size_t image_elements(const Conv2dShape& s, bool transposed, bool output) {
+  return output ? size_t(s.C_out) * conv_out_h(s, transposed) * conv_out_w(s, transposed)
+                : size_t(s.C_in) * s.H * s.W;
+}
+
 }  // namespace
 
 bool available() {
@@ -292,31 +319,63 @@ bool available() {
 
 bool supports(const Conv2dShape& s, bool transposed) {
   const auto right = right_padding(s, transposed);
-  return s.N <= kMaxImages && right[0] >= 0 && right[1] >= 0 && plan_for(s, transposed).usable;
+  if (right[0] < 0 || right[1] < 0) return false;
+  const Chunks chunks(s.N);
+  return plan_for(with_images(s, chunks.size), transposed).usable &&
+         plan_for(with_images(s, chunks.last(s.N)), transposed).usable;
 }
 
 size_t workspace_bytes(const Conv2dShape& s, bool transposed) {
-  return supports(s, transposed) ? plan_for(s, transposed).workspace : 0;
+  if (!supports(s, transposed)) return 0;
+  const Chunks chunks(s.N);
+  const size_t calls = std::max(plan_for(with_images(s, chunks.size), transposed).workspace,
+                                plan_for(with_images(s, chunks.last(s.N)), transposed).workspace);
+  // With several chunks, the later ones' weight gradients go to a buffer first (then added).
+  return calls + (chunks.count > 1 ? weight_bytes(s) : 0);
 }
 
 void forward(float* y, const float* x, const float* W, const float* b, const Conv2dShape& s,
              bool transposed, bool relu, void* workspace) {
-  const Call& call = *plan_for(s, transposed).forward[b != nullptr][relu];
-  call.run({const_cast<float*>(x), const_cast<float*>(W), y}, aligned(workspace), b);
+  const size_t in = image_elements(s, transposed, false), out = image_elements(s, transposed, true);
+  for_each_chunk(s, [&](int n0, const Conv2dShape& chunk) {
+    plan_for(chunk, transposed)
+        .forward[b != nullptr][relu]
+        ->run({const_cast<float*>(x + n0 * in), const_cast<float*>(W), y + n0 * out},
+              aligned(workspace), b);
+  });
 }
 
 void backward_data(float* dx, const float* dy, const float* W, const Conv2dShape& s,
                    bool transposed, void* workspace) {
-  plan_for(s, transposed)
-      .backward_data->run({const_cast<float*>(dy), const_cast<float*>(W), dx}, aligned(workspace),
-                          nullptr);
+  const size_t in = image_elements(s, transposed, false), out = image_elements(s, transposed, true);
+  for_each_chunk(s, [&](int n0, const Conv2dShape& chunk) {
+    plan_for(chunk, transposed)
+        .backward_data->run(
+            {const_cast<float*>(dy + n0 * out), const_cast<float*>(W), dx + n0 * in},
+            aligned(workspace), nullptr);
+  });
 }
 
 void backward_weights(float* dW, const float* x, const float* dy, const Conv2dShape& s,
                       bool transposed, void* workspace) {
-  plan_for(s, transposed)
-      .backward_weights->run({const_cast<float*>(x), const_cast<float*>(dy), dW},
-                             aligned(workspace), nullptr);
+  const size_t in = image_elements(s, transposed, false), out = image_elements(s, transposed, true);
+  const size_t weights = size_t(s.C_out) * s.C_in * s.KH * s.KW;
+  // Chunks after the first: their gradient into the head of the workspace, added to dW in
+  // chunk order (the sum's order is fixed by N).
+  float* part = static_cast<float*>(aligned(workspace));
+  for_each_chunk(s, [&](int n0, const Conv2dShape& chunk) {
+    const bool first = n0 == 0;
+    plan_for(chunk, transposed)
+        .backward_weights->run(
+            {const_cast<float*>(x + n0 * in), const_cast<float*>(dy + n0 * out), first ? dW : part},
+            first && Chunks(s.N).count == 1
+                ? aligned(workspace)
+                : static_cast<char*>(aligned(workspace)) + weight_bytes(s),
+            nullptr);
+    if (!first)
+#pragma omp parallel for simd schedule(static) if (weights > 65536)
+      for (size_t i = 0; i < weights; ++i) dW[i] += part[i];
+  });
 }
 
 }  // namespace equivae::cpu::onednn
