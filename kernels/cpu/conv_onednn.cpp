@@ -183,27 +183,21 @@ Plan make_plan(const Conv2dShape& s, bool transposed) {
         call->bias_channels = s.C_out;
         call->relu_after = relu && transposed;
       };
-      if (transposed) {
-        using Op = dnnl::deconvolution_forward;
-        const auto desc = with_bias ? Op::desc(prop_kind::forward_training, algo, src_any,
-                                               weights_any, bias_md, dst_any, strides, left, right)
-                                    : Op::desc(prop_kind::forward_training, algo, src_any,
-                                               weights_any, dst_any, strides, left, right);
-        const Op::primitive_desc pd = fast(Op::primitive_desc(desc, attr, engine()));
-        if (!with_bias && !relu) deconv_hint = pd;
+      const auto make_forward = [&]<class Op>(auto& hint) {
+        const auto desc =
+            with_bias ? typename Op::desc(prop_kind::forward_training, algo, src_any, weights_any,
+                                          bias_md, dst_any, strides, left, right)
+                      : typename Op::desc(prop_kind::forward_training, algo, src_any, weights_any,
+                                          dst_any, strides, left, right);
+        const auto pd = fast(typename Op::primitive_desc(desc, attr, engine()));
+        if (!with_bias && !relu) hint = pd;
         fill(pd);
         call->primitive = Op(pd);
-      } else {
-        using Op = dnnl::convolution_forward;
-        const auto desc = with_bias ? Op::desc(prop_kind::forward_training, algo, src_any,
-                                               weights_any, bias_md, dst_any, strides, left, right)
-                                    : Op::desc(prop_kind::forward_training, algo, src_any,
-                                               weights_any, dst_any, strides, left, right);
-        const Op::primitive_desc pd = fast(Op::primitive_desc(desc, attr, engine()));
-        if (!with_bias && !relu) conv_hint = pd;
-        fill(pd);
-        call->primitive = Op(pd);
-      }
+      };
+      if (transposed)
+        make_forward.template operator()<dnnl::deconvolution_forward>(deconv_hint);
+      else
+        make_forward.template operator()<dnnl::convolution_forward>(conv_hint);
       plan.forward[with_bias][relu] = std::move(call);
     }
 
@@ -224,31 +218,23 @@ Plan make_plan(const Conv2dShape& s, bool transposed) {
                             Operand(weights_plain, weights_pd.diff_weights_desc(), false));
     w.scratchpad = weights_pd.scratchpad_desc();
   };
-  if (transposed) {
-    using Data = dnnl::deconvolution_backward_data;
-    using Weights = dnnl::deconvolution_backward_weights;
-    const Data::primitive_desc data_pd(
-        Data::desc(algo, src_any, weights_any, dst_any, strides, left, right), user_scratchpad,
-        engine(), *deconv_hint);
-    const Weights::primitive_desc weights_pd(
-        Weights::desc(algo, src_any, weights_any, dst_any, strides, left, right), user_scratchpad,
-        engine(), *deconv_hint);
+  const auto make_backward = [&]<class Data, class Weights>(const auto& hint) {
+    const typename Data::primitive_desc data_pd(
+        typename Data::desc(algo, src_any, weights_any, dst_any, strides, left, right),
+        user_scratchpad, engine(), hint);
+    const typename Weights::primitive_desc weights_pd(
+        typename Weights::desc(algo, src_any, weights_any, dst_any, strides, left, right),
+        user_scratchpad, engine(), hint);
     fill_backward(fast(data_pd), fast(weights_pd));
     plan.backward_data->primitive = Data(data_pd);
     plan.backward_weights->primitive = Weights(weights_pd);
-  } else {
-    using Data = dnnl::convolution_backward_data;
-    using Weights = dnnl::convolution_backward_weights;
-    const Data::primitive_desc data_pd(
-        Data::desc(algo, src_any, weights_any, dst_any, strides, left, right), user_scratchpad,
-        engine(), *conv_hint);
-    const Weights::primitive_desc weights_pd(
-        Weights::desc(algo, src_any, weights_any, dst_any, strides, left, right), user_scratchpad,
-        engine(), *conv_hint);
-    fill_backward(fast(data_pd), fast(weights_pd));
-    plan.backward_data->primitive = Data(data_pd);
-    plan.backward_weights->primitive = Weights(weights_pd);
-  }
+  };
+  if (transposed)
+    make_backward.template operator()<dnnl::deconvolution_backward_data,
+                                      dnnl::deconvolution_backward_weights>(*deconv_hint);
+  else
+    make_backward.template
+    operator()<dnnl::convolution_backward_data, dnnl::convolution_backward_weights>(*conv_hint);
 
   for (const auto& by_bias : plan.forward)
     for (const auto& call : by_bias) plan.workspace = std::max(plan.workspace, call->workspace());
