@@ -13,12 +13,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 threads=${1:-$(nproc)}
-semi=${2:-}
+mode=${2:-}
 out=bench/results
 mkdir -p "$out"
 scripts/setup.sh
 machine="$(lscpu | sed -n 's/Model name: *//p')"
-if [[ "$semi" == svhn ]]; then
+if [[ "$mode" == svhn ]]; then
   rounds=${3:-3}
   bench/peers/setup_venv.sh
   log="$out/svhn-cpu-rounds.txt"
@@ -43,7 +43,8 @@ if [[ "$semi" == svhn ]]; then
   python3 - "$log" "$threads" "$machine" <<'PY' | tee "$out/svhn-cpu-step.md"
 import statistics, sys
 rows = [line.split() for line in open(sys.argv[1]) if line.strip()]
-print(f"### CPU training step, SVHN conv model, B = 160, {sys.argv[2]} threads ({sys.argv[3]})\n")
+threads = sys.argv[2] + (" thread" if sys.argv[2] == "1" else " threads")
+print(f"### CPU training step, SVHN conv model, B = 160, {threads} ({sys.argv[3]})\n")
 names = list(dict.fromkeys(name for _, name, _ in rows))
 print("| | " + " | ".join(f"round {r}" for r in dict.fromkeys(r for r, _, _ in rows)) + " | median |")
 print("| --- |" + " ---: |" * (len(set(r for r, _, _ in rows)) + 1))
@@ -54,7 +55,7 @@ for name in names:
 PY
   exit 0
 fi
-if [[ "$semi" == semi ]]; then
+if [[ "$mode" == semi ]]; then
   OMP_NUM_THREADS=$threads build/bench/bench_train_step --benchmark_filter='BM_SemiSupervisedStep' \
     --benchmark_repetitions=3 --benchmark_format=json > "$out/engine-semi-step-cpu.json"
   PEERS_MODEL=mnist-semi bench/peers/run_peers.sh "$out/peers-semi-cpu.jsonl" --threads "$threads"

@@ -85,8 +85,8 @@ size_t conv_transpose2d_workspace_size(const Conv2dShape& s);
 // (conv_onednn.h, when the build found libdnnl), or automatic: per op and direction, the route
 // measured faster for its channel counts (conv.cpp, use_onednn). double always takes im2col,
 // the reference the float routes are tested against. Process-wide; the default is automatic,
-// or EQUIVAE_CPU_CONV=im2col|onednn|auto at start-up. A route oneDNN cannot take for a shape
-// (a negative right padding) falls back to im2col.
+// or EQUIVAE_CPU_CONV=im2col|onednn|auto at start-up. A shape oneDNN cannot take (a negative
+// right padding, or only its slow reference loops on offer) falls back to im2col.
 enum class ConvRoute { automatic, im2col, onednn };
 void set_conv_route(ConvRoute route);
 ConvRoute conv_route();
