@@ -1,10 +1,11 @@
 #pragma once
-// Fixtures shared by the model tests: the bundled digits and the tiny configurations
-// whose plans are small enough for finite differences.
+// Fixtures shared by the model tests: the bundled digits, the tiny configurations whose
+// plans are small enough for finite differences, and quiet training options.
 #include <cstdint>
 
 #include "model/config.h"
 #include "model/idx_dataset.h"
+#include "model/trainer.h"
 
 namespace equivae::test {
 
@@ -13,6 +14,14 @@ inline Dataset bundled_digits(int64_t n) {
   return load_idx(EQUIVAE_SOURCE_DIR "/data/mnist10k-images-idx3-ubyte.gz",
                   EQUIVAE_SOURCE_DIR "/data/mnist10k-labels-idx1-ubyte.gz")
       .slice(0, n);
+}
+
+// Training options for a test run: `epochs` epochs, no progress lines.
+inline TrainOptions quiet_options(int epochs) {
+  TrainOptions options;
+  options.epochs = epochs;
+  options.quiet = true;
+  return options;
 }
 
 // Supervised: H = 24, d_r = 3, d_v = 4, k = 4 (B = 40), m_max = 3.

@@ -24,6 +24,7 @@
 #include "model/trainer.h"
 #include "runtime/error.h"
 #include "tests/conv_fixtures.h"
+#include "tests/fixtures.h"
 #include "tests/scratch_files.h"
 
 namespace equivae {
@@ -477,9 +478,7 @@ TEST(ConvModel, ShortSvhnShapedRunLowersTheLoss) {
   const Dataset train_set = all.slice(0, 400), test_set = all.slice(400, 600);
   auto backend = make_cpu_backend<float>(1);
   EquiVae<float> model(c, *backend);
-  TrainOptions options;
-  options.epochs = 12;
-  options.quiet = true;
+  TrainOptions options = test::quiet_options(12);
   const auto start = std::chrono::steady_clock::now();
   const std::vector<EpochRecord> records = train(model, train_set, &test_set, options);
   const double seconds =

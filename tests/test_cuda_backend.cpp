@@ -633,9 +633,7 @@ struct TrainedOnBoth {
   Dataset data = digits().slice(0, 300);
   std::vector<EpochRecord> cpu, gpu;
   explicit TrainedOnBoth(int device_window) {
-    TrainOptions options;
-    options.epochs = 2;
-    options.quiet = true;
+    TrainOptions options = test::quiet_options(2);
     options.device_window = device_window;
     cpu = train(*p.cpu, data, nullptr, options);
     gpu = train(*p.gpu, data, nullptr, options);

@@ -253,9 +253,7 @@ void expect_validation_equals_reference(std::unique_ptr<Backend<float>> backend,
                                         const Dataset* unlabelled, int epochs,
                                         const std::string& what) {
   EquiVae<float> model(config, *backend);
-  TrainOptions options;
-  options.epochs = epochs;
-  options.quiet = true;
+  TrainOptions options = test::quiet_options(epochs);
   int checked = 0;
   options.after_epoch = [&](const EpochRecord& r) {
     const double reference = batch_chunked_validation_error(model, labelled, validation_digits());
@@ -315,9 +313,7 @@ TEST_F(EpochCheckpoint, TheFileEqualsASynchronousWriteOfTheSameState) {
   const Dataset train_set = train_digits().slice(0, 400);  // 10 steps per epoch
   auto be = make_cpu_backend<float>(1);
   EquiVae<float> model(config, *be);
-  TrainOptions options;
-  options.epochs = 2;
-  options.quiet = true;
+  TrainOptions options = test::quiet_options(2);
   options.out_dir = path("run");
   const std::vector<EpochRecord> records = train(model, train_set, &validation_digits(), options);
 
@@ -349,9 +345,7 @@ TEST_F(EpochCheckpoint, TheFileEqualsASynchronousWriteOfTheSameState) {
 TEST_F(EpochCheckpoint, NoValidationAndNoCheckpointTakeNoTime) {
   auto be = make_cpu_backend<float>(1);
   EquiVae<float> model(test::tiny_config(), *be);
-  TrainOptions options;
-  options.epochs = 1;
-  options.quiet = true;
+  TrainOptions options = test::quiet_options(1);
   const std::vector<EpochRecord> records =
       train(model, train_digits().slice(0, 400), nullptr, options);
   ASSERT_EQ(records.size(), 1u);
@@ -367,9 +361,7 @@ TEST_F(EpochCheckpoint, AnUnwritableCheckpointStopsTheRunNamingTheFile) {
   fs::create_directories(fs::path(target) / "occupied");
   auto be = make_cpu_backend<float>(1);
   EquiVae<float> model(test::tiny_config(), *be);
-  TrainOptions options;
-  options.epochs = 2;
-  options.quiet = true;
+  TrainOptions options = test::quiet_options(2);
   options.out_dir = path("run");
   int epochs_done = 0;
   options.after_epoch = [&](const EpochRecord&) { ++epochs_done; };

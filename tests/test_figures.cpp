@@ -117,9 +117,8 @@ struct Trained {
     const Dataset digits = test::bundled_digits(2000);
     train_set = digits.slice(0, 1500);
     figure_set = digits.slice(1500, 2000);
-    TrainOptions options;
-    options.epochs = 15;  // 37 steps each: enough for r̄_y to tell the classes apart
-    options.quiet = true;
+    // 15 epochs of 37 steps each: enough for r̄_y to tell the classes apart.
+    TrainOptions options = test::quiet_options(15);
     train(model, train_set, nullptr, options);
   }
 };

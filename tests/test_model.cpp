@@ -113,9 +113,8 @@ TEST(Model, ShortRunRaisesTheElboAndLearnsClasses) {
   c.latent_r = 8;
   c.k = 8;
   EquiVae<float> model(c, *backend);
-  TrainOptions options;
-  options.epochs = 50;  // 750 steps: r takes a few hundred steps to start carrying the class
-  options.quiet = true;
+  // 50 epochs, 750 steps: r takes a few hundred steps to start carrying the class.
+  TrainOptions options = test::quiet_options(50);
   const Dataset train_set = digits().slice(0, 1200), test_set = digits().slice(1200, 1500);
   const double error_before = distance_classifier_error(model, train_set, test_set);
   const std::vector<EpochRecord> records = train(model, train_set, nullptr, options);
@@ -214,9 +213,7 @@ TEST(Model, DivergenceStopsWithTheStepNamed) {
   auto backend = make_cpu_backend<float>(1);
   EquiVae<float> model(tiny_config(), *backend);
   model.parameters()[0] = std::nanf("");
-  TrainOptions options;
-  options.epochs = 1;
-  options.quiet = true;
+  TrainOptions options = test::quiet_options(1);
   try {
     train(model, digits(), nullptr, options);
     FAIL() << "expected an error";
@@ -229,9 +226,7 @@ TEST(Model, DivergenceStopsWithTheStepNamed) {
 TEST(Model, PixelsOutsideTheUnitIntervalAreRefusedBeforeTraining) {
   auto backend = make_cpu_backend<float>(1);
   EquiVae<float> model(tiny_config(), *backend);
-  TrainOptions options;
-  options.epochs = 1;
-  options.quiet = true;
+  TrainOptions options = test::quiet_options(1);
   const std::vector<std::pair<float, std::string>> bad = {
       {std::nanf(""), "is nan"}, {INFINITY, "is inf"}, {1.5f, "is 1.5"}, {-0.25f, "is -0.25"}};
   for (const auto& [value, shown] : bad) {

@@ -100,9 +100,7 @@ TrainedRun train_run(const BackendFactory& make_backend, const EquiVaeConfig& co
                      const Dataset* validation = nullptr) {
   auto backend = make_backend();
   EquiVae<float> model(config, *backend);
-  TrainOptions options;
-  options.epochs = epochs;
-  options.quiet = true;
+  TrainOptions options = test::quiet_options(epochs);
   options.out_dir = out_dir;
   options.resume_from = resume;
   TrainedRun run;
@@ -332,9 +330,7 @@ void check_stop_and_resume(const BackendFactory& make_backend, const std::string
   {
     auto backend = make_backend();
     EquiVae<float> model(test::tiny_config(), *backend);
-    TrainOptions options;
-    options.epochs = 4;
-    options.quiet = true;
+    TrainOptions options = test::quiet_options(4);
     options.out_dir = dir;
     options.device_window = window;
     int asked = 0;
@@ -383,9 +379,7 @@ TEST(Interrupt, OnADeviceTheRunStopsBeforeTheNextWindowOfSteps) {
 TEST(Interrupt, BeforeTheFirstCheckpointNothingIsOfferedToResume) {
   auto backend = make_cpu_backend<float>(1);
   EquiVae<float> model(test::tiny_config(), *backend);
-  TrainOptions options;
-  options.epochs = 2;
-  options.quiet = true;
+  TrainOptions options = test::quiet_options(2);
   options.stop_requested = [] { return true; };
   const std::string what =
       expect_error<Interrupted>([&] { train(model, train_set(), &validation_set(), options); },
@@ -401,9 +395,7 @@ TEST(Divergence, APoisonedParameterIsNamedAndTheLastCheckpointKept) {
   std::vector<DenseLayer<float>*> layers = model.all_layers();  // finv, encoder, decoder × 3
   ASSERT_EQ(layers.size(), 9u);
   Checkpoint saved;
-  TrainOptions options;
-  options.epochs = 3;
-  options.quiet = true;
+  TrainOptions options = test::quiet_options(3);
   options.out_dir = dir;
   options.after_epoch = [&](const EpochRecord& r) {
     if (r.epoch != 1) return;
@@ -464,9 +456,7 @@ TEST(MetricsLog, JsonLinesParseAndMatchTheCsv) {
   // "-": the JSON lines go to stdout instead.
   auto backend = make_cpu_backend<float>(1);
   EquiVae<float> model(config, *backend);
-  TrainOptions options;
-  options.epochs = 1;
-  options.quiet = true;
+  TrainOptions options = test::quiet_options(1);
   options.json_log = "-";
   testing::internal::CaptureStdout();
   const std::vector<EpochRecord> records =

@@ -120,9 +120,7 @@ TEST(SemiSupervised, ShortRunRaisesTheBoundAndLowersTheClassifierError) {
   const LabelledSplit split = split_labelled(digits().slice(0, 2500), 100, 1);
   const Dataset test = digits().slice(2500, 3000);
   const double error_before = classifier_error(model, test);
-  TrainOptions options;
-  options.epochs = 3;  // 3 × 120 steps
-  options.quiet = true;
+  TrainOptions options = test::quiet_options(3);  // 3 × 120 steps
   const auto records = train(model, split.labelled, &split.unlabelled, nullptr, options);
   const double error_after = classifier_error(model, test);
   std::printf("q(y|x) error before %.3f after %.3f; L_unlab %.1f → %.1f\n", error_before,
