@@ -346,18 +346,16 @@ void backward_weights(float* dW, const float* x, const float* dy, const Conv2dSh
                       bool transposed, void* workspace) {
   const size_t in = image_elements(s, transposed, false), out = image_elements(s, transposed, true);
   const size_t weights = size_t(s.C_out) * s.C_in * s.KH * s.KW;
-  // Chunks after the first: their gradient into the head of the workspace, added to dW in
-  // chunk order (the sum's order is fixed by N).
+  // With several chunks, those after the first put their gradient at the head of the workspace
+  // (the calls' own scratch after it), added to dW in chunk order (an order fixed by N).
   float* part = static_cast<float*>(aligned(workspace));
+  char* scratch = reinterpret_cast<char*>(part) + (Chunks(s.N).count > 1 ? weight_bytes(s) : 0);
   for_each_chunk(s, [&](int n0, const Conv2dShape& chunk) {
     const bool first = n0 == 0;
     plan_for(chunk, transposed)
         .backward_weights->run(
             {const_cast<float*>(x + n0 * in), const_cast<float*>(dy + n0 * out), first ? dW : part},
-            first && Chunks(s.N).count == 1
-                ? aligned(workspace)
-                : static_cast<char*>(aligned(workspace)) + weight_bytes(s),
-            nullptr);
+            scratch, nullptr);
     if (!first)
 #pragma omp parallel for simd schedule(static) if (weights > 65536)
       for (size_t i = 0; i < weights; ++i) dW[i] += part[i];
