@@ -167,7 +167,7 @@ template <bool kTransposed, bool kBackward>
 void BM_Conv(benchmark::State& state) {
   const cpu::Conv2dShape s = svhn_shape(state);
   const auto route = cpu::ConvRoute(state.range(3));
-  if (route == cpu::ConvRoute::onednn && !cpu::conv_onednn_built())
+  if (route == cpu::ConvRoute::onednn && !cpu::onednn_built())
     return state.SkipWithError("built without oneDNN");
   cpu::set_conv_route(route);
   const bool want_dx = state.range(4) != 0;

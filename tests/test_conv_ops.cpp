@@ -86,7 +86,7 @@ Conv2dShape shape(int N, int C_in, int H, int W, int C_out, int KH, int KW, int 
 
 // The routes a float convolution can take in this build (kernels/cpu/ops.h: ConvRoute).
 std::vector<cpu::ConvRoute> routes() {
-  if (cpu::conv_onednn_built()) return {cpu::ConvRoute::im2col, cpu::ConvRoute::onednn};
+  if (cpu::onednn_built()) return {cpu::ConvRoute::im2col, cpu::ConvRoute::onednn};
   return {cpu::ConvRoute::im2col};
 }
 const char* route_name(cpu::ConvRoute route) {
@@ -437,7 +437,7 @@ TEST(ConvOps, SvhnLayersAtFullChannelCountsOnEveryRoute) {
 }
 
 TEST(ConvOps, OneDnnRouteIsTakenWhereItCanBeAndFallsBackElsewhere) {
-  if (!cpu::conv_onednn_built()) GTEST_SKIP() << "built without oneDNN (libdnnl-dev)";
+  if (!cpu::onednn_built()) GTEST_SKIP() << "built without oneDNN (libdnnl-dev)";
   const auto im2col = cpu::ConvRoute::im2col, onednn = cpu::ConvRoute::onednn;
   // A shape oneDNN takes: its sums run in another order, so some bits differ (and the values
   // agree: the harness tests above hold both routes to the double reference).

@@ -1,6 +1,7 @@
 #pragma once
-// Row-major GEMM overloads on OpenBLAS, so a layer is written once for float and double:
-// C[M,N] = op(A)·op(B) + beta·C.
+// Row-major GEMM overloads, so a layer is written once for float and double:
+// C[M,N] = op(A)·op(B) + beta·C. gemm() is OpenBLAS (the im2col convolutions' lanes call it);
+// dense_gemm() is the dense layers' GEMM, whose float route is chosen (GemmRoute in ops.h).
 #include <cblas.h>
 
 namespace equivae::cpu {
@@ -12,6 +13,14 @@ inline void gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, co
 inline void gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, const double* A,
                  int lda, const double* Bm, int ldb, double beta, double* C, int ldc) {
   cblas_dgemm(CblasRowMajor, ta, tb, M, N, K, 1.0, A, lda, Bm, ldb, beta, C, ldc);
+}
+
+// float: oneDNN's matmul or OpenBLAS (dense_gemm.cpp); double: OpenBLAS, the reference.
+void dense_gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, const float* A,
+                int lda, const float* Bm, int ldb, float beta, float* C, int ldc);
+inline void dense_gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, const double* A,
+                       int lda, const double* Bm, int ldb, double beta, double* C, int ldc) {
+  gemm(ta, tb, M, N, K, A, lda, Bm, ldb, beta, C, ldc);
 }
 
 }  // namespace equivae::cpu

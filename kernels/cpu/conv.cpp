@@ -24,7 +24,6 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <atomic>
 #include <climits>
 #include <cstddef>
 #include <cstdlib>
@@ -35,6 +34,7 @@
 #include "kernels/cpu/conv_columns.h"
 #include "kernels/cpu/conv_onednn.h"
 #include "kernels/cpu/ops.h"
+#include "kernels/cpu/route_choice.h"
 
 namespace equivae::cpu {
 namespace {
@@ -52,9 +52,6 @@ constexpr size_t kTargetColumns = 256;
 constexpr int kMaxLanes = 16;
 
 using conv_detail::Geometry;
-
-// -1: not yet read from the environment.
-std::atomic<int> chosen_route{-1};
 
 enum class Direction { forward, backward_data, backward_weights };
 
@@ -278,32 +275,26 @@ std::string conv_shape_problem(const Conv2dShape& s, bool transposed) {
   return "";
 }
 
+namespace {
+// EQUIVAE_CPU_CONV=auto|im2col|onednn, in ConvRoute's order.
+RouteChoice<ConvRoute>& conv_route_choice() {
+  static RouteChoice<ConvRoute> choice("EQUIVAE_CPU_CONV", {"auto", "im2col", "onednn"},
+                                       "convolution route");
+  return choice;
+}
+}  // namespace
+
 void set_conv_route(ConvRoute route) {
-  chosen_route = int(route);
+  conv_route_choice().set(route);
 }
-
 ConvRoute conv_route_named(const std::string& name) {
-  if (name.empty() || name == "auto") return ConvRoute::automatic;
-  if (name == "im2col") return ConvRoute::im2col;
-  if (name == "onednn") return ConvRoute::onednn;
-  throw std::invalid_argument("convolution route '" + name + "': expected auto, im2col or onednn");
+  return conv_route_choice().named(name);
 }
-
 ConvRoute conv_route() {
-  int route = chosen_route.load();
-  if (route < 0) {
-    const char* name = std::getenv("EQUIVAE_CPU_CONV");
-    try {
-      route = int(conv_route_named(name ? name : ""));
-    } catch (const std::invalid_argument& e) {
-      throw std::invalid_argument(std::string("EQUIVAE_CPU_CONV: ") + e.what());
-    }
-    chosen_route = route;
-  }
-  return ConvRoute(route);
+  return conv_route_choice().get();
 }
 
-bool conv_onednn_built() {
+bool onednn_built() {
   return onednn::available();
 }
 

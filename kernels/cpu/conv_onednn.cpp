@@ -18,6 +18,8 @@
 #include <variant>
 #include <vector>
 
+#include "kernels/cpu/onednn_common.h"
+
 namespace equivae::cpu::onednn {
 namespace {
 
@@ -25,11 +27,6 @@ using dnnl::algorithm;
 using dnnl::memory;
 using dnnl::prop_kind;
 using tag = memory::format_tag;
-
-dnnl::engine& engine() {
-  static dnnl::engine e(dnnl::engine::kind::cpu, 0);
-  return e;
-}
 
 // Images per oneDNN call: each call reorders its whole batch through the workspace, so a larger
 // batch (the semi-supervised decoder's B + C·U = 1,160 rows) is cut into near-equal chunks of
@@ -131,13 +128,6 @@ struct Plan {
   std::unique_ptr<Call> backward_data, backward_weights;
   size_t workspace = 0;
 };
-
-struct ReferenceOnly {};
-template <class PrimitiveDesc>
-const PrimitiveDesc& fast(const PrimitiveDesc& pd) {
-  if (std::string(pd.impl_info_str()).rfind("ref", 0) == 0) throw ReferenceOnly{};
-  return pd;
-}
 
 Plan make_plan(const Conv2dShape& s, bool transposed) {
   const auto f32 = memory::data_type::f32;

@@ -1,4 +1,5 @@
-// Dense layer on OpenBLAS GEMM; bias and ReLU are applied in the same pass over y.
+// Dense layer on dense_gemm (oneDNN or OpenBLAS, blas.h); bias and ReLU are applied in the same
+// pass over y.
 #include <cblas.h>
 
 #include "kernels/cpu/blas.h"
@@ -8,13 +9,14 @@ namespace equivae::cpu {
 
 template <class T>
 void dense_forward_partial(T* y, const T* x, const T* W, int B, int in, int out) {
-  gemm(CblasNoTrans, CblasNoTrans, B, out, in, x, in, W, out, T(0), y, out);
+  dense_gemm(CblasNoTrans, CblasNoTrans, B, out, in, x, in, W, out, T(0), y, out);
 }
 
 template <class T>
 void dense_forward(T* y, const T* x, const T* W, const T* b, int B, int in, int out, bool relu,
                    bool accumulate) {
-  gemm(CblasNoTrans, CblasNoTrans, B, out, in, x, in, W, out, accumulate ? T(1) : T(0), y, out);
+  dense_gemm(CblasNoTrans, CblasNoTrans, B, out, in, x, in, W, out, accumulate ? T(1) : T(0), y,
+             out);
 #pragma omp parallel for schedule(static) if (B * out > 32768)
   for (int i = 0; i < B; ++i) {
     T* yi = y + size_t(i) * out;
@@ -52,10 +54,10 @@ template <class T>
 void dense_backward(T* dx, T* dW, T* db, T* dy, const T* x, const T* W, const T* y, int B, int in,
                     int out, bool relu, bool accumulate_dx, T* input_relu_db) {
   relu_bias_backward(dy, db, y, B, out, relu);
-  gemm(CblasTrans, CblasNoTrans, in, out, B, x, in, dy, out, T(0), dW, out);
+  dense_gemm(CblasTrans, CblasNoTrans, in, out, B, x, in, dy, out, T(0), dW, out);
   if (dx)
-    gemm(CblasNoTrans, CblasTrans, B, in, out, dy, out, W, out, accumulate_dx ? T(1) : T(0), dx,
-         in);
+    dense_gemm(CblasNoTrans, CblasTrans, B, in, out, dy, out, W, out, accumulate_dx ? T(1) : T(0),
+               dx, in);
   if (input_relu_db) relu_bias_backward(dx, input_relu_db, x, B, in, true);
 }
 

@@ -38,6 +38,17 @@ void dense_backward(T* dx, T* dW, T* db, T* dy, const T* x, const T* W, const T*
 template <class T>
 void relu_bias_backward(T* dy, T* db, const T* y, int B, int out, bool relu);
 
+// How the float dense layers' GEMMs run (dense_gemm in blas.h; the emulated CUDA backend's
+// GEMMs copy the CPU's): OpenBLAS, or oneDNN's matmul (when the build found libdnnl), or
+// automatic — oneDNN wherever it takes the GEMM, else OpenBLAS. double always takes OpenBLAS,
+// the reference. Process-wide; the default is automatic, or EQUIVAE_CPU_GEMM=openblas|onednn|auto
+// at start-up.
+enum class GemmRoute { automatic, openblas, onednn };
+void set_gemm_route(GemmRoute route);
+GemmRoute gemm_route();
+// "auto" (or ""), "openblas" or "onednn"; anything else throws std::invalid_argument naming it.
+GemmRoute gemm_route_named(const std::string& name);
+
 // ---- 2-D convolution and its transpose (NCHW, row-major), im2col + GEMM (kernels/cpu/conv.cpp).
 // One shape struct serves both; x is always the op's input, y its output.
 //   conv2d:           x[N, C_in, H, W], W[C_out, C_in, KH, KW], b[C_out] → y[N, C_out, Ho, Wo],
@@ -92,8 +103,8 @@ void set_conv_route(ConvRoute route);
 ConvRoute conv_route();
 // "auto" (or ""), "im2col" or "onednn"; anything else throws std::invalid_argument naming it.
 ConvRoute conv_route_named(const std::string& name);
-// Whether the build has the oneDNN route.
-bool conv_onednn_built();
+// Whether the build has the oneDNN routes (convolutions and GEMMs).
+bool onednn_built();
 
 // y = act(conv2d(x, W) + b), act = ReLU or identity; a null b adds no bias.
 template <class T>

@@ -1,6 +1,6 @@
 #pragma once
 // LtGemm for the emulated build (the emulator's device memory is host memory): lt_gemm.h's
-// calls, computed on the host — the product in OpenBLAS, called as the CPU backend calls it,
+// calls, computed on the host — the product in dense_gemm, called as the CPU backend calls it,
 // then gemm_epilogue.h's epilogue. So the emulated CUDA backend takes the cuBLASLt routes a
 // GPU takes (which epilogue, on which pointers, reading which mask) and the tests hold them
 // against the CPU backend; how cuBLASLt itself is driven (lt_gemm.h) is checked on a GPU.
@@ -18,12 +18,12 @@
 
 namespace equivae {
 
-// g on host memory, as kernels/cpu/dense.cpp calls OpenBLAS (so the emulated backend's results
+// g on host memory, as kernels/cpu/dense.cpp calls dense_gemm (so the emulated backend's results
 // match the CPU backend's bit for bit); the emulated backend's cuBLAS GEMMs run this too.
 template <class T>
 void host_gemm(const Gemm& g, const T* A, const T* B, T* C) {
-  cpu::gemm(g.trans_a ? CblasTrans : CblasNoTrans, g.trans_b ? CblasTrans : CblasNoTrans, g.M, g.N,
-            g.K, A, g.lda, B, g.ldb, T(g.beta), C, g.ldc);
+  cpu::dense_gemm(g.trans_a ? CblasTrans : CblasNoTrans, g.trans_b ? CblasTrans : CblasNoTrans, g.M,
+                  g.N, g.K, A, g.lda, B, g.ldb, T(g.beta), C, g.ldc);
 }
 
 class LtGemm {

@@ -1,0 +1,16 @@
+#pragma once
+// The float GEMMs' second route on the CPU: oneDNN's matmul (Debian's libdnnl; JIT brgemm
+// kernels), 1.1–1.2× OpenBLAS's speed on the dense layers' shapes. Which GEMMs take it is
+// dense_gemm.cpp's choice.
+namespace equivae::cpu::onednn {
+
+// C[M,N] = op(A)·op(B) + beta·C, row-major, op(X) = Xᵀ when trans_x. Returns false, having done
+// nothing, where this route does not take the GEMM — no oneDNN in the build, beta other than 0
+// or 1, an empty shape, a call from inside an OpenMP parallel region (the im2col lanes' single-
+// threaded GEMMs), a shape oneDNN refuses or offers only its reference loops for — and the caller
+// runs OpenBLAS. The primitive is created (JIT-compiled) on a shape's first call, per thread
+// count, and kept for the process; calls from several threads at once are safe.
+bool gemm(bool trans_a, bool trans_b, int M, int N, int K, const float* A, int lda, const float* B,
+          int ldb, float beta, float* C, int ldc);
+
+}  // namespace equivae::cpu::onednn
