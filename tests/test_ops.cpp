@@ -7,12 +7,24 @@
 #include <vector>
 
 #include "kernels/cpu/ops.h"
+#include "tests/gemm_routes.h"
 #include "tests/op_harness.h"
 
 namespace equivae::test {
 namespace {
 
 using IntInputs = std::vector<std::pair<std::string, std::vector<int32_t>>>;
+
+// The harness on every GEMM route the build has: the float op (oneDNN's matmul or OpenBLAS)
+// against the double one (always OpenBLAS).
+template <class Case>
+void expect_dense_ok(const Case& c) {
+  for (cpu::GemmRoute route : gemm_routes()) {
+    SCOPED_TRACE(gemm_route_name(route));
+    GemmRouteScope scope(route);
+    expect_op_ok(check_op(c));
+  }
+}
 
 struct DenseCase {
   int B = 9, in = 37, out = 19;
@@ -38,16 +50,16 @@ struct DenseCase {
 };
 
 TEST(Ops, DenseReluMatchesReferenceAndFiniteDifferences) {
-  expect_op_ok(check_op(DenseCase{}));
+  expect_dense_ok(DenseCase{});
 }
 TEST(Ops, DenseLinear) {
-  expect_op_ok(check_op(DenseCase{.relu = false}));
+  expect_dense_ok(DenseCase{.relu = false});
 }
 TEST(Ops, DenseInputGradientAccumulates) {
-  expect_op_ok(check_op(DenseCase{.accumulate = true}));
+  expect_dense_ok(DenseCase{.accumulate = true});
 }
 TEST(Ops, DenseOddShapes) {
-  expect_op_ok(check_op(DenseCase{.B = 1, .in = 1, .out = 3}));
+  expect_dense_ok(DenseCase{.B = 1, .in = 1, .out = 3});
 }
 
 // Two dense layers, the lower with a ReLU, run backward as LayerStack chains them: the upper
@@ -85,9 +97,8 @@ struct DenseOverReluCase {
 };
 
 TEST(Ops, DenseBackwardFinishesTheReluLayerBelow) {
-  expect_op_ok(check_op(DenseOverReluCase{}));
-  expect_op_ok(
-      check_op(DenseOverReluCase{.B = 1, .in = 2, .hidden = 1, .out = 1, .top_relu = false}));
+  expect_dense_ok(DenseOverReluCase{});
+  expect_dense_ok(DenseOverReluCase{.B = 1, .in = 2, .hidden = 1, .out = 1, .top_relu = false});
 }
 
 // A dense layer fed two inputs [a ; b] without their concatenation, as the encoder's first
@@ -122,8 +133,8 @@ struct DenseTwoInputsCase {
 };
 
 TEST(Ops, DenseLayerFedTwoInputs) {
-  expect_op_ok(check_op(DenseTwoInputsCase{}));
-  expect_op_ok(check_op(DenseTwoInputsCase{.B = 1, .in_a = 1, .in_b = 1, .out = 2, .relu = false}));
+  expect_dense_ok(DenseTwoInputsCase{});
+  expect_dense_ok(DenseTwoInputsCase{.B = 1, .in_a = 1, .in_b = 1, .out = 2, .relu = false});
 }
 
 // Pooling sets: C segments of k rows, row i pools m_i = 1 + (i mod (k−1)) others.
