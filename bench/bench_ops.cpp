@@ -1,6 +1,7 @@
 // Google Benchmark suite: every CPU op at the shapes of the supervised MNIST step
 // (B = 160, H = 512, d = 16), float; the convolutions and the Gaussian likelihood at the SVHN
-// shapes (B = 160, 32×32×3 images, k = 4, s = 2, p = 1); and OpenBLAS's sgemm alone, the rate
+// shapes (B = 160, 32×32×3 images, k = 4, s = 2, p = 1); each dense layer and convolution on
+// each of its routes (OpenBLAS or oneDNN; im2col or oneDNN); and OpenBLAS's sgemm alone, the rate
 // a step's FLOP floor is computed at. Counters: FLOP/s for GEMM work, bytes/s for the
 // bandwidth-bound ops, so each can be held against the machine's peaks.
 #include <benchmark/benchmark.h>
@@ -32,9 +33,29 @@ void set_bytes(benchmark::State& state, double bytes_per_iteration) {
   state.SetBytesProcessed(int64_t(bytes_per_iteration * state.iterations()));
 }
 
-// Args: in, out
+// Sets the GEMM route of the argument (kernels/cpu/ops.h: GemmRoute); false when the build
+// lacks it.
+bool set_gemm_route(benchmark::State& state, int64_t route) {
+  if (cpu::GemmRoute(route) == cpu::GemmRoute::onednn && !cpu::onednn_built()) {
+    state.SkipWithError("built without oneDNN");
+    return false;
+  }
+  cpu::set_gemm_route(cpu::GemmRoute(route));
+  return true;
+}
+// Each dense shape on the two GEMM routes (OpenBLAS, oneDNN).
+void dense_layers(benchmark::internal::Benchmark* b,
+                  std::initializer_list<std::array<int, 2>> layers) {
+  b->ArgNames({"in", "out", "route"});
+  for (const auto& [in, out] : layers)
+    for (auto route : {cpu::GemmRoute::openblas, cpu::GemmRoute::onednn})
+      b->Args({in, out, int64_t(route)});
+}
+
+// Args: in, out, GEMM route
 void BM_DenseForward(benchmark::State& state) {
   const int in = int(state.range(0)), out = int(state.range(1));
+  if (!set_gemm_route(state, state.range(2))) return;
   auto x = random_vector(size_t(kB) * in, 0, 1, 1),
        W = random_vector(size_t(in) * out, -.05f, .05f, 2), b = random_vector(out, -.05f, .05f, 3),
        y = std::vector<float>(size_t(kB) * out);
@@ -43,15 +64,15 @@ void BM_DenseForward(benchmark::State& state) {
     benchmark::DoNotOptimize(y.data());
   }
   set_flops(state, 2.0 * kB * in * out);
+  cpu::set_gemm_route(cpu::GemmRoute::automatic);
 }
-BENCHMARK(BM_DenseForward)
-    ->Args({kD, kH})
-    ->Args({kH, kH})
-    ->Args({kH, kD})
-    ->Args({kD + kLatent, kH});
+BENCHMARK(BM_DenseForward)->Apply([](auto* b) {
+  dense_layers(b, {{kD, kH}, {kH, kH}, {kH, kD}, {kD + kLatent, kH}});
+});
 
 void BM_DenseBackward(benchmark::State& state) {
   const int in = int(state.range(0)), out = int(state.range(1));
+  if (!set_gemm_route(state, state.range(2))) return;
   auto x = random_vector(size_t(kB) * in, 0, 1, 1),
        W = random_vector(size_t(in) * out, -.05f, .05f, 2),
        y = random_vector(size_t(kB) * out, 0, 1, 3), dy = random_vector(size_t(kB) * out, -1, 1, 4);
@@ -62,8 +83,9 @@ void BM_DenseBackward(benchmark::State& state) {
     benchmark::DoNotOptimize(dW.data());
   }
   set_flops(state, 4.0 * kB * in * out);  // dW and dx GEMMs
+  cpu::set_gemm_route(cpu::GemmRoute::automatic);
 }
-BENCHMARK(BM_DenseBackward)->Args({kH, kH})->Args({kH, kD});
+BENCHMARK(BM_DenseBackward)->Apply([](auto* b) { dense_layers(b, {{kH, kH}, {kH, kD}}); });
 
 void BM_Pooling(benchmark::State& state) {
   // Class segments of 16, each row pooling 7 others: the step's worst case.

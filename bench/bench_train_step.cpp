@@ -1,6 +1,6 @@
 // Google Benchmark: the whole supervised training step (batch gather, forward,
 // backward, Adam) at B = 160 with the reference architecture, its phases, and the
-// GEMM floor: the step's 27 GEMMs (forward, dX, dW of 9 layers) alone in OpenBLAS;
+// GEMM floor: the step's 27 GEMMs (forward, dX, dW of 9 layers) alone, in OpenBLAS or oneDNN;
 // and the SVHN model's step (conv trunks, transposed-conv decoder, Gaussian likelihood,
 // B = 160) on made-up 3×32×32 images, whole and by phase, and semi-supervised.
 #include <benchmark/benchmark.h>
@@ -9,6 +9,8 @@
 #include <vector>
 
 #include "bench/made_up_images.h"
+#include "kernels/cpu/blas.h"
+#include "kernels/cpu/ops.h"
 #include "kernels/philox.h"
 #include "model/equivae.h"
 #include "model/idx_dataset.h"
@@ -171,7 +173,11 @@ void BM_SvhnSemiSupervisedStep(benchmark::State& state) {
 }
 BENCHMARK(BM_SvhnSemiSupervisedStep)->Unit(benchmark::kMillisecond)->UseRealTime();
 
+// The step's 27 GEMMs alone, on the route of the argument (onednn:0 OpenBLAS, onednn:1 oneDNN's
+// matmul), as the dense layers call them.
 void BM_GemmFloor(benchmark::State& state) {
+  if (state.range(0) && !cpu::onednn_built()) return state.SkipWithError("built without oneDNN");
+  cpu::set_gemm_route(state.range(0) ? cpu::GemmRoute::onednn : cpu::GemmRoute::openblas);
   // The 9 layers' (in, out) shapes; each costs 3 GEMMs per step.
   const int B = 160;
   const std::vector<std::pair<int, int>> layers = {{784, 512}, {512, 512}, {512, 16},
@@ -189,18 +195,24 @@ void BM_GemmFloor(benchmark::State& state) {
   for (auto _ : state) {
     for (size_t l = 0; l < layers.size(); ++l) {
       const auto [in, out] = layers[l];
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, out, in, 1, x[l].data(), in,
-                  W[l].data(), out, 0, y[l].data(), out);
-      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, in, out, B, 1, x[l].data(), in,
-                  y[l].data(), out, 0, dW[l].data(), out);
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, in, out, 1, y[l].data(), out,
-                  W[l].data(), out, 0, x[l].data(), in);
+      cpu::dense_gemm(CblasNoTrans, CblasNoTrans, B, out, in, x[l].data(), in, W[l].data(), out,
+                      0.0f, y[l].data(), out);
+      cpu::dense_gemm(CblasTrans, CblasNoTrans, in, out, B, x[l].data(), in, y[l].data(), out, 0.0f,
+                      dW[l].data(), out);
+      cpu::dense_gemm(CblasNoTrans, CblasTrans, B, in, out, y[l].data(), out, W[l].data(), out,
+                      0.0f, x[l].data(), in);
     }
     benchmark::DoNotOptimize(x.back().data());
   }
   state.counters["FLOP/s"] =
       benchmark::Counter(flops * state.iterations(), benchmark::Counter::kIsRate);
+  cpu::set_gemm_route(cpu::GemmRoute::automatic);
 }
-BENCHMARK(BM_GemmFloor)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_GemmFloor)
+    ->ArgName("onednn")
+    ->Arg(0)
+    ->Arg(1)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 
 }  // namespace

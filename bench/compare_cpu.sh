@@ -1,73 +1,86 @@
 #!/usr/bin/env bash
-# Side-by-side CPU comparison in one run: the engine's training step (Google
-# Benchmark) and the PyTorch / JAX peers (bench/peers, installed into a venv by
-# their own script), same model, same batch construction, same thread count.
-#   bench/compare_cpu.sh [THREADS]        → bench/results/cpu-step.md
-#   bench/compare_cpu.sh THREADS semi     → bench/results/semi-cpu-step.md (the paper's
-#                                            semi-supervised step: 3,000 labels, U = 100)
-#   bench/compare_cpu.sh THREADS svhn [ROUNDS]
-#                                         → bench/results/svhn-cpu-step.md: the SVHN conv
-#       step, ROUNDS (3) interleaved rounds of the engine on each convolution route (im2col,
-#       automatic) and PyTorch eager / torch.compile, each round's BM_GemmFloor beside it
-#       (this machine's fast / slow state), then the medians
+# Side-by-side CPU comparison in one run: the engine's training step (Google Benchmark) and the
+# PyTorch / JAX peers (bench/peers, installed into a venv by their own script), same model, same
+# batch construction, same thread count.
+#
+#   bench/compare_cpu.sh [THREADS] [MODEL] [ROUNDS]
+#     THREADS  default: every core
+#     MODEL    mnist (default): the supervised step, B = 160; semi: the paper's semi-supervised
+#              step (3,000 labels, U = 100, 8-D latents, m_max 4); svhn: the SVHN conv step
+#     ROUNDS   default 3
+#   → bench/results/{mnist,semi,svhn}-cpu-step.md (every round and the medians, each one's
+#     ratio to the engine's) and the rounds' raw lines in {mnist,semi,svhn}-cpu-rounds.txt.
+#
+# The runs are interleaved, ROUNDS times: the engine on its automatic routes and on OpenBLAS
+# and im2col alone (EQUIVAE_CPU_GEMM=openblas EQUIVAE_CPU_CONV=im2col: the engine without
+# oneDNN), each peer mode, and BM_GemmFloor in OpenBLAS (a shared machine's fast or slow state
+# shows in it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 threads=${1:-$(nproc)}
-mode=${2:-}
+model=${2:-mnist}
+rounds=${3:-3}
+case "$model" in
+  mnist) bench='^BM_TrainStep/'; peers=("equivae_torch.py --mode eager" "equivae_torch.py --mode compile"
+                                       "equivae_jax.py --mode step" "equivae_jax.py --mode epoch") ;;
+  semi)
+    bench='^BM_SemiSupervisedStep/'
+    semi="--unlabelled 100 --labels 3000 --d-r 8 --d-v 8 --m-max 4"
+    peers=("equivae_torch.py $semi --mode eager" "equivae_torch.py $semi --mode compile"
+           "equivae_jax.py $semi --mode step" "equivae_jax.py $semi --mode epoch") ;;
+  svhn)  # JAX's CPU convolutions are left out: far slower than the rest
+    bench='^BM_SvhnTrainStep/-1/'; peers=("svhn_torch.py --mode eager" "svhn_torch.py --mode compile") ;;
+  *) echo "compare_cpu.sh: MODEL must be mnist, semi or svhn, got '$model'" >&2; exit 2 ;;
+esac
 out=bench/results
 mkdir -p "$out"
 scripts/setup.sh
+bench/peers/setup_venv.sh
 machine="$(lscpu | sed -n 's/Model name: *//p')"
-if [[ "$mode" == svhn ]]; then
-  rounds=${3:-3}
-  bench/peers/setup_venv.sh
-  log="$out/svhn-cpu-rounds.txt"
-  : >"$log"
-  for r in $(seq 1 "$rounds"); do
-    for route in im2col auto; do
-      ms=$(EQUIVAE_CPU_CONV=$route OMP_NUM_THREADS=$threads build/bench/bench_train_step \
-        --benchmark_filter='SvhnTrainStep/-1' --benchmark_repetitions=3 \
-        --benchmark_report_aggregates_only=true | awk '/median/{print $2}')
-      echo "$r engine-$route $ms" | tee -a "$log"
-    done
-    for mode in eager compile; do
-      ms=$(cd bench/peers && .venv/bin/python svhn_torch.py --mode $mode --threads "$threads" \
-        --steps 30 --warmup 5 2>/dev/null | tail -1 |
-        python3 -c 'import json, sys; print(json.load(sys.stdin)["ms_per_step_median"])')
-      echo "$r torch-$mode $ms" | tee -a "$log"
-    done
-    ms=$(OMP_NUM_THREADS=$threads build/bench/bench_train_step --benchmark_filter=GemmFloor |
-      awk '/BM_/{print $2}')
-    echo "$r gemm-floor $ms" | tee -a "$log"
+log="$out/$model-cpu-rounds.txt"
+: >"$log"
+engine_ms() {  # median of 3 repetitions of the benchmark $1, with the environment given after it
+  local filter=$1 ms
+  shift
+  ms=$(env "$@" OMP_NUM_THREADS="$threads" build/bench/bench_train_step --benchmark_filter="$filter" \
+    --benchmark_repetitions=3 --benchmark_report_aggregates_only=true 2>/dev/null |
+    awk '/median/{print $2}')
+  [[ -n "$ms" ]] || { echo "compare_cpu.sh: no figure from benchmark '$filter'" >&2; return 1; }
+  echo "$ms"
+}
+for r in $(seq 1 "$rounds"); do
+  ms=$(engine_ms "$bench" EQUIVAE_CPU_GEMM=auto EQUIVAE_CPU_CONV=auto)
+  echo "$r engine $ms" | tee -a "$log"
+  ms=$(engine_ms "$bench" EQUIVAE_CPU_GEMM=openblas EQUIVAE_CPU_CONV=im2col)
+  echo "$r engine-without-oneDNN $ms" | tee -a "$log"
+  for peer in "${peers[@]}"; do
+    # shellcheck disable=SC2086
+    ms=$(cd bench/peers && .venv/bin/python $peer --device cpu --threads "$threads" --steps 30 \
+      --warmup 5 2>/dev/null | tail -1 |
+      python3 -c 'import json, sys; print(json.load(sys.stdin)["ms_per_step_median"])')
+    [[ -n "$ms" ]] || { echo "compare_cpu.sh: no figure from peer '$peer'" >&2; exit 1; }
+    name=$(echo "$peer" | sed -E 's/^(equivae|svhn)_//; s/\.py.*--mode /-/')
+    echo "$r ${name} $ms" | tee -a "$log"
   done
-  python3 - "$log" "$threads" "$machine" <<'PY' | tee "$out/svhn-cpu-step.md"
+  ms=$(engine_ms BM_GemmFloor/onednn:0)
+  echo "$r gemm-floor $ms" | tee -a "$log"
+done
+python3 - "$log" "$threads" "$machine" "$model" <<'PY' | tee "$out/$model-cpu-step.md"
 import statistics, sys
 rows = [line.split() for line in open(sys.argv[1]) if line.strip()]
 threads = sys.argv[2] + (" thread" if sys.argv[2] == "1" else " threads")
-print(f"### CPU training step, SVHN conv model, B = 160, {threads} ({sys.argv[3]})\n")
+title = {"mnist": "supervised MNIST, B = 160",
+         "semi": "semi-supervised MNIST, B = 160 + U = 100 (× 10 labels)",
+         "svhn": "SVHN conv model, B = 160"}[sys.argv[4]]
+print(f"### CPU training step, {title}, {threads} ({sys.argv[3]})\n")
+round_names = list(dict.fromkeys(r for r, _, _ in rows))
 names = list(dict.fromkeys(name for _, name, _ in rows))
-print("| | " + " | ".join(f"round {r}" for r in dict.fromkeys(r for r, _, _ in rows)) + " | median |")
-print("| --- |" + " ---: |" * (len(set(r for r, _, _ in rows)) + 1))
+median = {n: statistics.median(float(ms) for _, m, ms in rows if m == n) for n in names}
+print("| ms / step | " + " | ".join(f"round {r}" for r in round_names) + " | median | vs engine |")
+print("| --- |" + " ---: |" * (len(round_names) + 2))
 for name in names:
     values = [float(ms) for _, n, ms in rows if n == name]
-    print(f"| {name} (ms) | " + " | ".join(f"{v:.1f}" for v in values) +
-          f" | {statistics.median(values):.1f} |")
+    ratio = "" if name == "gemm-floor" else f"{median[name] / median['engine']:.2f}×"
+    print(f"| {name} | " + " | ".join(f"{v:.2f}" for v in values) +
+          f" | {median[name]:.2f} | {ratio} |")
 PY
-  exit 0
-fi
-if [[ "$mode" == semi ]]; then
-  OMP_NUM_THREADS=$threads build/bench/bench_train_step --benchmark_filter='BM_SemiSupervisedStep' \
-    --benchmark_repetitions=3 --benchmark_format=json > "$out/engine-semi-step-cpu.json"
-  PEERS_MODEL=mnist-semi bench/peers/run_peers.sh "$out/peers-semi-cpu.jsonl" --threads "$threads"
-  python3 bench/compare_step.py "$out/engine-semi-step-cpu.json" "$out/peers-semi-cpu.jsonl" \
-    --benchmark BM_SemiSupervisedStep \
-    --title "CPU training step, semi-supervised MNIST, B = 160 + U = 100 (x 10 labels), $threads threads ($machine)" \
-    | tee "$out/semi-cpu-step.md"
-  exit 0
-fi
-OMP_NUM_THREADS=$threads build/bench/bench_train_step --benchmark_filter='BM_TrainStep' \
-  --benchmark_repetitions=3 --benchmark_format=json > "$out/engine-step-cpu.json"
-bench/peers/run_peers.sh "$out/peers-cpu.jsonl" --threads "$threads"
-python3 bench/compare_step.py "$out/engine-step-cpu.json" "$out/peers-cpu.jsonl" \
-  --title "CPU training step, supervised MNIST, B = 160, $threads threads ($machine)" \
-  | tee "$out/cpu-step.md"

@@ -133,7 +133,7 @@ class Backend {
                                     const T* logvar, int B, int C, int P) = 0;
 };
 
-// The native CPU backend (OpenBLAS + OpenMP); threads ≤ 0 keeps the defaults.
+// The native CPU backend (OpenBLAS or oneDNN GEMMs, OpenMP); threads ≤ 0 keeps the defaults.
 template <class T>
 std::unique_ptr<Backend<T>> make_cpu_backend(int threads = 0);
 

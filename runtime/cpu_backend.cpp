@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "kernels/cpu/ops.h"
 #include "runtime/backend.h"
 #include "runtime/conv_check.h"
 #include "runtime/error.h"
@@ -17,6 +18,9 @@ template <class T>
 class CpuBackend final : public Backend<T> {
  public:
   explicit CpuBackend(int threads) {
+    // A bad EQUIVAE_CPU_GEMM or EQUIVAE_CPU_CONV stops here, naming the variable, before any work.
+    cpu::gemm_route();
+    cpu::conv_route();
     if (threads > 0) {
       openblas_set_num_threads(threads);
       omp_set_num_threads(threads);

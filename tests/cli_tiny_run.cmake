@@ -2,7 +2,7 @@
 # print a test error and leave metrics.csv, metrics.jsonl and a loadable checkpoint behind,
 # and print nothing on stderr under --quiet. Then a resume to epoch 2 continues both logs,
 # a resume with another latent size is refused naming the field, and --log-json - puts the
-# JSON lines on stdout.
+# JSON lines on stdout; a CPU route misnamed in the environment is refused.
 file(REMOVE_RECURSE ${OUT})
 set(SMALL --hidden 32 --latent 4 --quiet --out ${OUT})
 execute_process(COMMAND ${TRAIN} --epochs 1 ${SMALL}
@@ -78,3 +78,17 @@ execute_process(COMMAND ${TRAIN} --epochs 3 ${SMALL} --resume ${OUT}/checkpoint.
 if(NOT rc EQUAL 0 OR NOT out MATCHES "{\"epoch\":3,\"elbo\":-?[0-9]")
   message(FATAL_ERROR "--log-json - should print epoch 3's JSON line (${rc}): ${out} ${err}")
 endif()
+
+# A CPU route misnamed in the environment stops the run before it trains, naming the variable.
+foreach(variable EQUIVAE_CPU_GEMM EQUIVAE_CPU_CONV)
+  file(REMOVE_RECURSE ${OUT}-route)
+  execute_process(COMMAND ${CMAKE_COMMAND} -E env ${variable}=mkl
+                          ${TRAIN} --epochs 1 --hidden 32 --latent 4 --quiet --out ${OUT}-route
+                  RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  if(rc EQUAL 0 OR NOT err MATCHES "${variable}: [a-zA-Z ]+ route 'mkl': expected auto, ")
+    message(FATAL_ERROR "${variable}=mkl should stop the run naming it (${rc}): ${err}")
+  endif()
+  if(EXISTS ${OUT}-route/checkpoint.safetensors)
+    message(FATAL_ERROR "${variable}=mkl: the refused run wrote a checkpoint")
+  endif()
+endforeach()
