@@ -25,14 +25,20 @@ GemmRoute gemm_route_named(const std::string& name) {
 GemmRoute gemm_route() {
   return gemm_route_choice().get();
 }
+bool onednn_gemm_automatic() {
+  return onednn::brgemm_available();
+}
 
-// Automatic is oneDNN wherever it takes the GEMM: on the MNIST step's 21 shapes it was faster
-// on every one (bench_ops BM_DenseGemm, B = 160; the step's 27 GEMMs 8.9 vs 10.9 ms on
-// 2 threads, 17.5 vs 19.3 ms on one).
+// Automatic is oneDNN wherever it runs the GEMM in its brgemm kernels (AVX-512): on the MNIST
+// step's 21 GEMM shapes it was faster on every one (bench_ops --benchmark_filter=Dense; the 27
+// GEMMs of BM_GemmFloor 10.0 vs 11.5 ms on 2 threads of the development machine). Its AVX2 path
+// (DNNL_MAX_CPU_ISA=AVX2 there) ran them 1.15× slower than OpenBLAS: automatic keeps OpenBLAS.
 void dense_gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, const float* A,
                 int lda, const float* Bm, int ldb, float beta, float* C, int ldc) {
-  if (gemm_route() != GemmRoute::openblas &&
-      onednn::gemm(ta == CblasTrans, tb == CblasTrans, M, N, K, A, lda, Bm, ldb, beta, C, ldc))
+  const GemmRoute route = gemm_route();
+  if (route != GemmRoute::openblas &&
+      onednn::gemm(ta == CblasTrans, tb == CblasTrans, M, N, K, A, lda, Bm, ldb, beta, C, ldc,
+                   route == GemmRoute::automatic))
     return;
   gemm(ta, tb, M, N, K, A, lda, Bm, ldb, beta, C, ldc);
 }

@@ -10,6 +10,7 @@
 #include <memory>
 #include <mutex>
 #include <oneapi/dnnl/dnnl.hpp>
+#include <string>
 #include <unordered_map>
 #include <vector>
 
@@ -24,6 +25,7 @@ using dnnl::memory;
 struct MatmulPlan {
   std::unique_ptr<dnnl::matmul> primitive;
   memory::desc a, b, c, scratchpad;
+  bool brgemm = false;  // oneDNN's brgemm kernels (not its older gemm:jit driver)
 };
 
 // (trans_a, trans_b, M, N, K, lda, ldb, ldc, accumulate, threads): oneDNN's kernels divide the
@@ -51,6 +53,7 @@ MatmulPlan make_plan(const Key& key) {
   }
   const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(plan.a, plan.b, plan.c), attr, engine());
   plan.scratchpad = fast(pd).scratchpad_desc();
+  plan.brgemm = std::string(pd.impl_info_str()).rfind("brg", 0) == 0;
   plan.primitive = std::make_unique<dnnl::matmul>(pd);
   return plan;
 }
@@ -84,13 +87,19 @@ struct ThreadState {
 
 }  // namespace
 
+bool brgemm_available() {
+  static const bool available =
+      plan_for({false, false, 160, 512, 512, 512, 512, 512, false, omp_get_max_threads()})->brgemm;
+  return available;
+}
+
 bool gemm(bool trans_a, bool trans_b, int M, int N, int K, const float* A, int lda, const float* B,
-          int ldb, float beta, float* C, int ldc) {
+          int ldb, float beta, float* C, int ldc, bool brgemm_only) {
   if (M <= 0 || N <= 0 || K <= 0 || (beta != 0.0f && beta != 1.0f) || omp_in_parallel())
     return false;
   const auto plan =
       plan_for({trans_a, trans_b, M, N, K, lda, ldb, ldc, beta != 0.0f, omp_get_max_threads()});
-  if (!plan->primitive) return false;
+  if (!plan->primitive || (brgemm_only && !plan->brgemm)) return false;
   thread_local ThreadState state;
   const dnnl::engine& e = engine();
   std::unordered_map<int, memory> args{
@@ -109,7 +118,11 @@ bool gemm(bool trans_a, bool trans_b, int M, int N, int K, const float* A, int l
 #else  // no oneDNN at build time: OpenBLAS takes every GEMM
 
 namespace equivae::cpu::onednn {
-bool gemm(bool, bool, int, int, int, const float*, int, const float*, int, float, float*, int) {
+bool brgemm_available() {
+  return false;
+}
+bool gemm(bool, bool, int, int, int, const float*, int, const float*, int, float, float*, int,
+          bool) {
   return false;
 }
 }  // namespace equivae::cpu::onednn

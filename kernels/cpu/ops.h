@@ -40,9 +40,9 @@ void relu_bias_backward(T* dy, T* db, const T* y, int B, int out, bool relu);
 
 // How the float dense layers' GEMMs run (dense_gemm in blas.h; the emulated CUDA backend's
 // GEMMs copy the CPU's): OpenBLAS, or oneDNN's matmul (when the build found libdnnl), or
-// automatic — oneDNN wherever it takes the GEMM, else OpenBLAS. double always takes OpenBLAS,
-// the reference. Process-wide; the default is automatic, or EQUIVAE_CPU_GEMM=openblas|onednn|auto
-// at start-up.
+// automatic — oneDNN wherever it runs the GEMM in its brgemm kernels (CPUs with AVX-512), else
+// OpenBLAS. double always takes OpenBLAS, the reference. Process-wide; the default is automatic, or
+// EQUIVAE_CPU_GEMM=openblas|onednn|auto at start-up.
 enum class GemmRoute { automatic, openblas, onednn };
 void set_gemm_route(GemmRoute route);
 GemmRoute gemm_route();
@@ -105,6 +105,8 @@ ConvRoute conv_route();
 ConvRoute conv_route_named(const std::string& name);
 // Whether the build has the oneDNN routes (convolutions and GEMMs).
 bool onednn_built();
+// Whether the automatic GEMM route takes oneDNN on this CPU (built, with brgemm kernels).
+bool onednn_gemm_automatic();
 
 // y = act(conv2d(x, W) + b), act = ReLU or identity; a null b adds no bias.
 template <class T>
