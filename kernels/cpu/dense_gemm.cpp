@@ -32,7 +32,8 @@ bool onednn_gemm_automatic() {
 // Automatic is oneDNN wherever it runs the GEMM in its brgemm kernels (AVX-512): on the MNIST
 // step's 21 GEMM shapes it was faster on every one (bench_ops --benchmark_filter=Dense; the 27
 // GEMMs of BM_GemmFloor 10.0 vs 11.5 ms on 2 threads of the development machine). Its AVX2 path
-// (DNNL_MAX_CPU_ISA=AVX2 there) ran them 1.15× slower than OpenBLAS: automatic keeps OpenBLAS.
+// (DNNL_MAX_CPU_ISA=AVX2 there) ran them 1.11–1.13× slower than OpenBLAS: automatic keeps
+// OpenBLAS.
 void dense_gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, const float* A,
                 int lda, const float* Bm, int ldb, float beta, float* C, int ldc) {
   const GemmRoute route = gemm_route();

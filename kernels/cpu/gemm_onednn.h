@@ -1,7 +1,7 @@
 #pragma once
 // The float GEMMs' second route on the CPU: oneDNN's matmul (Debian's libdnnl). With AVX-512 it
 // runs oneDNN's brgemm kernels, 1.1–1.2× OpenBLAS's speed on the dense layers' shapes; oneDNN 2.6
-// has none for AVX2, where its older gemm:jit driver ran 0.87× OpenBLAS's speed. Which GEMMs
+// has none for AVX2, where its older gemm:jit driver ran at 0.89× OpenBLAS's speed. Which GEMMs
 // take it is dense_gemm.cpp's choice.
 namespace equivae::cpu::onednn {
 
