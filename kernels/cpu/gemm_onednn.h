@@ -7,11 +7,12 @@ namespace equivae::cpu::onednn {
 
 // C[M,N] = op(A)·op(B) + beta·C, row-major, op(X) = Xᵀ when trans_x. Returns false, having done
 // nothing, where this route does not take the GEMM — no oneDNN in the build, beta other than 0
-// or 1, an empty shape, a call from inside an OpenMP parallel region (the im2col lanes' single-
-// threaded GEMMs), a shape oneDNN refuses or offers only its reference loops for — and the caller
-// runs OpenBLAS. The primitive is created (JIT-compiled) on a shape's first call, per thread
-// count, and kept for the process; calls from several threads at once are safe. brgemm_only:
-// also false where oneDNN would run the shape without its brgemm kernels.
+// or 1, an empty shape, a call from inside an OpenMP parallel region (a primitive spreads its
+// work over the thread count it was made for), a shape oneDNN refuses or offers only its
+// reference loops for — and the caller runs OpenBLAS. The primitive is created (JIT-compiled) on a
+// shape's first call, per thread count, and kept for the process; calls from several threads at
+// once are safe. brgemm_only: also false where oneDNN would run the shape without its brgemm
+// kernels.
 bool gemm(bool trans_a, bool trans_b, int M, int N, int K, const float* A, int lda, const float* B,
           int ldb, float beta, float* C, int ldc, bool brgemm_only);
 // Whether oneDNN runs this CPU's GEMMs in its brgemm kernels (a 160 × 512 × 512 product asked).
