@@ -43,8 +43,8 @@ prepare() {
   command -v nvcc >/dev/null || { echo "gpu_check --prepare: nvcc not found" >&2; return 1; }
   # RelWithDebInfo with our own flags: the top CMakeLists forces -march=native on Release,
   # and the GPU machine's CPU may lack this one's instructions. Without oneDNN: the CPU
-  # convolutions it would speed up serve the GPU checks only as references, and its library
-  # (tens of MB) would crowd the pack.
+  # convolutions and GEMMs it would speed up serve the GPU checks only as references, and its
+  # library (tens of MB) would crowd the pack.
   nice -n 19 cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DCMAKE_DISABLE_FIND_PACKAGE_dnnl=ON \
     -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O2 -DNDEBUG" \

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# libdnnl-dev: oneDNN, the CPU convolutions' faster route; its CMake package also asks for
+# libdnnl-dev: oneDNN, the CPU convolutions' and GEMMs' faster route; its CMake package asks for
 # OpenCL's (ocl-icd-opencl-dev, only "recommended" by it, so named here).
 packages=(build-essential cmake pkg-config libopenblas-openmp-dev zlib1g-dev libdeflate-dev nlohmann-json3-dev
           libgtest-dev libgmock-dev libbenchmark-dev libboost-context-dev libmatio-dev libpng-dev

@@ -19,6 +19,7 @@
 #include "runtime/backend.h"
 #include "runtime/cuda/conv_geometry.h"
 #include "runtime/error.h"
+#include "tests/cpu_routes.h"
 #include "tests/op_harness.h"
 
 namespace equivae::test {
@@ -84,26 +85,10 @@ Conv2dShape shape(int N, int C_in, int H, int W, int C_out, int KH, int KW, int 
   return {N, C_in, H, W, C_out, KH, KW, stride, pad, output_padding};
 }
 
-// The routes a float convolution can take in this build (kernels/cpu/ops.h: ConvRoute).
-std::vector<cpu::ConvRoute> routes() {
-  if (cpu::onednn_built()) return {cpu::ConvRoute::im2col, cpu::ConvRoute::onednn};
-  return {cpu::ConvRoute::im2col};
-}
-const char* route_name(cpu::ConvRoute route) {
-  return route == cpu::ConvRoute::im2col   ? "im2col"
-         : route == cpu::ConvRoute::onednn ? "onednn"
-                                           : "auto";
-}
-// Sets the process's route for a scope.
-struct RouteScope {
-  explicit RouteScope(cpu::ConvRoute route) { cpu::set_conv_route(route); }
-  ~RouteScope() { cpu::set_conv_route(cpu::ConvRoute::automatic); }
-};
-
 // The op harness on every route: the float op (im2col, or oneDNN where the shape allows)
 // against the double one (always im2col), finite differences, NaN/Inf, guards.
 void expect_conv_ok(const ConvCase& c) {
-  for (cpu::ConvRoute route : routes()) {
+  for (cpu::ConvRoute route : conv_routes()) {
     SCOPED_TRACE(route_name(route));
     RouteScope scope(route);
     expect_op_ok(check_op(c));
@@ -369,7 +354,7 @@ TEST(ConvOps, ResultsDoNotDependOnTheThreadCount) {
   // counts), and a shape off the fast path. oneDNN (here at 1–3 threads; its kernels split
   // work over channel blocks and images, and at other thread counts a weight gradient's sum
   // may run in another order): the same, and SVHN's channel counts.
-  for (cpu::ConvRoute route : routes()) {
+  for (cpu::ConvRoute route : conv_routes()) {
     SCOPED_TRACE(route_name(route));
     RouteScope scope(route);
     check_thread_count_independence<false>(shape(75, 8, 16, 16, 16, 4, 4, 2, 1));
@@ -413,7 +398,7 @@ void check_routes_against_double(const Conv2dShape& s) {
   const std::vector<double> ref = forward_and_backward<double, kTransposed>(s, {});
   double scale = 0;
   for (double v : ref) scale = std::max(scale, std::fabs(v));
-  for (cpu::ConvRoute route : routes()) {
+  for (cpu::ConvRoute route : conv_routes()) {
     const std::vector<float> got = forward_and_backward<float, kTransposed>(s, route);
     double worst = 0;
     for (size_t i = 0; i < ref.size(); ++i) worst = std::max(worst, std::fabs(got[i] - ref[i]));

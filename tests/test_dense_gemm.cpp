@@ -18,7 +18,7 @@
 #include "kernels/cpu/blas.h"
 #include "kernels/cpu/gemm_onednn.h"
 #include "kernels/cpu/ops.h"
-#include "tests/gemm_routes.h"
+#include "tests/cpu_routes.h"
 
 namespace equivae::test {
 namespace {
@@ -104,8 +104,8 @@ std::vector<GemmCase> cases() {
 
 TEST(DenseGemm, EveryRouteMatchesTheDoubleProduct) {
   for (cpu::GemmRoute route : gemm_routes()) {
-    SCOPED_TRACE(gemm_route_name(route));
-    GemmRouteScope scope(route);
+    SCOPED_TRACE(route_name(route));
+    RouteScope scope(route);
     unsigned seed = 1;
     for (const GemmCase& g : cases()) {
       const Operands o = random_operands(g, seed++);
@@ -116,7 +116,7 @@ TEST(DenseGemm, EveryRouteMatchesTheDoubleProduct) {
 
 TEST(DenseGemm, NanAndInfinityPropagate) {
   for (cpu::GemmRoute route : gemm_routes()) {
-    GemmRouteScope scope(route);
+    RouteScope scope(route);
     const GemmCase g{false, false, 4, 40, 24};
     Operands o = random_operands(g, 7);
     o.A[size_t(1) * g.lda() + 3] = std::numeric_limits<float>::quiet_NaN();  // row 1 of C
@@ -155,11 +155,11 @@ TEST(DenseGemm, OneDnnTakesTheGemmsItCanAndHandsTheRestBack) {
   // On the routes: oneDNN's sums run in another order, so some bits differ from OpenBLAS's.
   std::vector<float> openblas, matmul;
   {
-    GemmRouteScope scope(cpu::GemmRoute::openblas);
+    RouteScope scope(cpu::GemmRoute::openblas);
     openblas = run(g, o);
   }
   {
-    GemmRouteScope scope(cpu::GemmRoute::onednn);
+    RouteScope scope(cpu::GemmRoute::onednn);
     matmul = run(g, o);
   }
   EXPECT_NE(openblas, matmul);
@@ -170,10 +170,10 @@ TEST(DenseGemm, OneDnnTakesTheGemmsItCanAndHandsTheRestBack) {
   half.beta = 0.5f;
   std::vector<float> half_openblas;
   {
-    GemmRouteScope scope(cpu::GemmRoute::openblas);
+    RouteScope scope(cpu::GemmRoute::openblas);
     half_openblas = run(half, o);
   }
-  GemmRouteScope scope(cpu::GemmRoute::onednn);
+  RouteScope scope(cpu::GemmRoute::onednn);
   EXPECT_EQ(run(half, o), half_openblas);
 }
 
@@ -184,7 +184,7 @@ TEST(DenseGemm, OneDnnTakesTheGemmsItCanAndHandsTheRestBack) {
 TEST(DenseGemm, OneDnnResultsDoNotDependOnThreadsOrConcurrentCallers) {
   if (!cpu::onednn_gemm_automatic())
     GTEST_SKIP() << "no oneDNN brgemm kernels in this build or for this CPU";
-  GemmRouteScope scope(cpu::GemmRoute::onednn);
+  RouteScope scope(cpu::GemmRoute::onednn);
   const std::vector<GemmCase> shapes = {
       {false, false, 160, 512, 784}, {true, false, 784, 512, 160}, {false, true, 160, 784, 512},
       {false, false, 160, 16, 512},  {true, false, 512, 32, 160},  {false, true, 1160, 512, 32}};

@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "kernels/cpu/ops.h"
-#include "tests/gemm_routes.h"
+#include "tests/cpu_routes.h"
 #include "tests/op_harness.h"
 
 namespace equivae::test {
@@ -20,8 +20,8 @@ using IntInputs = std::vector<std::pair<std::string, std::vector<int32_t>>>;
 template <class Case>
 void expect_dense_ok(const Case& c) {
   for (cpu::GemmRoute route : gemm_routes()) {
-    SCOPED_TRACE(gemm_route_name(route));
-    GemmRouteScope scope(route);
+    SCOPED_TRACE(route_name(route));
+    RouteScope scope(route);
     expect_op_ok(check_op(c));
   }
 }
