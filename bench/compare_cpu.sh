@@ -54,7 +54,8 @@ for r in $(seq 1 "$rounds"); do
   ms=$(engine_ms "$bench" EQUIVAE_CPU_GEMM=openblas EQUIVAE_CPU_CONV=im2col)
   echo "$r engine-without-oneDNN $ms" | tee -a "$log"
   for peer in "${peers[@]}"; do
-    # shellcheck disable=SC2086  # a peer without a figure fails the pipeline (set -e, pipefail)
+    # A peer without a figure fails the pipeline (set -e, pipefail).
+    # shellcheck disable=SC2086
     ms=$(cd bench/peers && .venv/bin/python $peer --device cpu --threads "$threads" --steps 30 \
       --warmup 5 2>/dev/null | tail -1 |
       python3 -c 'import json, sys; print(json.load(sys.stdin)["ms_per_step_median"])')
