@@ -80,6 +80,11 @@ CudaBackendOptions with_new_levers(bool on) {
 const char* levers_label(bool on) {
   return on ? " small GEMM, fused ReLU backward, early Adam, programmatic launch" : "";
 }
+// kWindow (100) is a multiple of 10: every step of a timed window runs in a group.
+CudaBackendOptions with_steps_per_graph(CudaBackendOptions o, int steps) {
+  o.steps_per_graph = steps;
+  return o;
+}
 CudaBackendOptions autotuned(CudaBackendOptions o) {
   o.autotune = true;
   return o;
@@ -218,6 +223,9 @@ const StepRoute kStepRoutes[] = {
       .prioritise_critical_path = true,
       .small_gemm = true,
       .programmatic_launch = true}},
+    {"10 steps per graph", {.steps_per_graph = 10}},
+    {"small GEMM, fused ReLU backward, early Adam, programmatic launch, 10 steps per graph",
+     with_steps_per_graph(with_new_levers(true), 10)},
 };
 constexpr int kStepRouteCount = int(sizeof(kStepRoutes) / sizeof(kStepRoutes[0]));
 

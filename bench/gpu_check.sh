@@ -316,18 +316,20 @@ fi
 # 1-epoch run on the bundled digits whose ELBO should be the CPU's -245.86 give or take TF32.
 declare -A TRAIN_SECONDS=()  # per run of the 40-epoch job: wall seconds
 FASHION_RUNS=(train_fashion40 train_fashion40_autotuned train_fashion40_fused_relu
-  train_fashion40_small_gemm train_fashion40_small_gemm_tuned)
+  train_fashion40_small_gemm train_fashion40_small_gemm_tuned train_fashion40_graph10)
 declare -A FASHION_FLAGS=([train_fashion40]="" [train_fashion40_autotuned]="--autotune"
   [train_fashion40_fused_relu]="--fused-relu-backward"
   [train_fashion40_small_gemm]="--small-gemm --fused-relu-backward"
-  [train_fashion40_small_gemm_tuned]="--small-gemm --fused-relu-backward --autotune")
+  [train_fashion40_small_gemm_tuned]="--small-gemm --fused-relu-backward --autotune"
+  [train_fashion40_graph10]="--small-gemm --fused-relu-backward --steps-per-graph 10")
 if want train; then
   if has train_mnist; then
     run_stage train_digits_1epoch 60 "$BIN/train_mnist" --device cuda --epochs 1 \
       --out /tmp/equivae-digits
     if [[ -n "$FASHION" ]]; then
       # The default run, then the same with GEMM autotuning (its log names what the timing
-      # chose) and with the fused ReLU backward.
+      # chose), with the fused ReLU backward, with the small GEMM (untuned and autotuned) and
+      # with the small GEMM and ten steps per CUDA graph.
       for run in "${FASHION_RUNS[@]}"; do
         start_ns=$(date +%s%N)
         # Its wall time only when it ran to the end (a skipped or failed run has none to show).

@@ -565,15 +565,55 @@ void EquiVae<T>::device_step_ops() {
 }
 
 template <class T>
-void EquiVae<T>::capture_device_step() {
-  device_->begin_capture();
+void EquiVae<T>::capture_device_steps(int graph, int steps) {
+  device_->begin_capture(graph);
   try {
-    device_step_ops();
+    for (int i = 0; i < steps; ++i) device_step_ops();
   } catch (...) {
     device_->abort_capture();
     throw;
   }
   device_->end_capture();
+}
+
+namespace {
+// How a window of `steps` device steps is replayed: `groups` replays of the graph of
+// `per_graph` steps, then `singles` of the one-step graph.
+struct WindowReplays {
+  size_t groups = 0, singles = 0;
+};
+WindowReplays window_replays(size_t steps, int per_graph) {
+  WindowReplays r;
+  r.groups = per_graph > 1 ? steps / size_t(per_graph) : 0;
+  r.singles = steps - r.groups * size_t(std::max(per_graph, 1));
+  return r;
+}
+}  // namespace
+
+template <class T>
+void EquiVae<T>::capture_window_graphs(size_t steps) {
+  using Ops = DeviceStepOps<T>;
+  const int per_graph = device_->steps_per_graph();
+  const WindowReplays replays = window_replays(steps, per_graph);
+  auto missing = [&](int graph) {
+    const size_t count = graph == Ops::kStepsGraph ? replays.groups : replays.singles;
+    return count > 0 && !device_->has_graph(graph);
+  };
+  auto capture_missing = [&] {
+    if (missing(Ops::kStepsGraph)) capture_device_steps(Ops::kStepsGraph, per_graph);
+    if (missing(Ops::kOneStepGraph)) capture_device_steps(Ops::kOneStepGraph, 1);
+  };
+  if (!missing(Ops::kStepsGraph) && !missing(Ops::kOneStepGraph)) return;
+  capture_missing();
+  // The capture made the step's GEMM plans; with autotuning their algorithms are timed now,
+  // and graphs holding older choices are captured again (the plans are kept: same nodes, new
+  // kernels).
+  const GemmTuning tuning = device_->tune_gemms();
+  gemm_tuning_ += tuning;
+  if (tuning.changed > 0) {
+    device_->reset_graph();
+    capture_missing();
+  }
 }
 
 template <class T>
@@ -621,21 +661,12 @@ std::vector<StepMetrics> EquiVae<T>::train_steps(const std::vector<Batch>& batch
   counters.first_step = first_step;
   backend_.upload(res.counters.ptr, &counters, sizeof counters);
 
-  if (!device_->has_graph()) {
-    capture_device_step();
-    // The capture made the step's GEMM plans; with autotuning their algorithms are timed now,
-    // and a graph holding older choices is captured again (the plans are kept: same nodes,
-    // new kernels).
-    const GemmTuning tuning = device_->tune_gemms();
-    gemm_tuning_ += tuning;
-    if (tuning.changed > 0) {
-      device_->reset_graph();
-      capture_device_step();
-    }
-  }
-  {
+  capture_window_graphs(n);
+  {  // steps_per_graph steps per replay of the grouped graph, the rest one per replay
     DeviceRange<T> range(device_, "steps");
-    for (size_t i = 0; i < n; ++i) device_->replay();
+    const WindowReplays replays = window_replays(n, device_->steps_per_graph());
+    for (size_t i = 0; i < replays.groups; ++i) device_->replay(DeviceStepOps<T>::kStepsGraph);
+    for (size_t i = 0; i < replays.singles; ++i) device_->replay(DeviceStepOps<T>::kOneStepGraph);
   }
   res.host_table.resize(n * kMetricWidth);
   backend_.download(res.host_table.data(), res.table.ptr, n * kMetricWidth * sizeof(double));

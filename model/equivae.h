@@ -174,7 +174,11 @@ class EquiVae {
   // encoder's with its trunk — f_inv's are the last, when it returns.
   void backward_with(const std::function<void(ParamRange)>& done);
   void device_step_ops();  // the captured step: gather, forward, backward, Adam, metrics
-  void capture_device_step();
+  // Captures `steps` consecutive device steps into graph slot `graph`.
+  void capture_device_steps(int graph, int steps);
+  // Captures the graphs a window of `steps` steps replays (those not yet captured), then, with
+  // GEMM autotuning, times the new GEMM plans and captures again where a choice changed.
+  void capture_window_graphs(size_t steps);
   struct Resident;   // device buffers of the device-resident training (equivae.cpp)
   struct Inference;  // the inference plan and the data sets kept resident for it
   Inference& inference();

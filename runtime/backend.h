@@ -202,7 +202,13 @@ struct CudaBackendOptions {
   // waits for it on the device (kernels/cuda/launch.h), so a captured step's kernel-to-kernel
   // launch latency overlaps work. Library kernels (cuBLAS, cuBLASLt, cuDNN) launch as before.
   bool programmatic_launch = false;
+  // Consecutive training steps captured in one graph: a window of steps replays it once per
+  // steps_per_graph steps (the window's remainder one step at a time), so the gap between two
+  // graph launches falls between groups of steps rather than between every two. Each step
+  // still reads its slot and counters from device memory: the same steps, in the same order.
+  int steps_per_graph = 1;
   static constexpr int kSmallGemmRows = 2048;
+  static constexpr int kMaxStepsPerGraph = 64;
 };
 template <class T>
 std::unique_ptr<Backend<T>> make_cuda_backend(const CudaBackendOptions& options = {});

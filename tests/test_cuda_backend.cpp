@@ -19,6 +19,7 @@
 // calls may differ by an ulp on a GPU (NMSE ≤ 1e-12).
 #include <gtest/gtest.h>
 
+#include <array>
 #include <cmath>
 #include <memory>
 #include <string>
@@ -410,7 +411,8 @@ void compare_graph_steps(const EquiVaeConfig& config, const Dataset& data,
                          const Dataset* unlabelled, uint64_t first_step,
                          const std::vector<int>& windows,
                          const CudaBackendOptions& options = strict_options(),
-                         GemmTuning* tuning = nullptr) {
+                         GemmTuning* tuning = nullptr,
+                         std::array<size_t, DeviceStepOps<float>::kGraphSlots>* replays = nullptr) {
   Pair p(config, options);
   ASSERT_TRUE(p.gpu->device_steps_supported());
   EXPECT_FALSE(p.cpu->device_steps_supported());
@@ -437,6 +439,11 @@ void compare_graph_steps(const EquiVaeConfig& config, const Dataset& data,
   }
   EXPECT_EQ(p.gpu->adam_steps(), p.cpu->adam_steps());
   if (tuning) *tuning = p.gpu->gemm_tuning();
+  if (replays) {
+    auto& ops = dynamic_cast<DeviceStepOps<float>&>(*p.gpu_backend);
+    for (int slot = 0; slot < DeviceStepOps<float>::kGraphSlots; ++slot)
+      (*replays)[size_t(slot)] = ops.replays(slot);
+  }
   const double e = nmse(p.cpu_params(), p.gpu_params());
   std::printf("[ info ] %zu windows, %llu graph steps: weight NMSE vs the CPU %.3g\n",
               windows.size(), (unsigned long long)(step - first_step), e);
@@ -461,6 +468,53 @@ TEST_F(CudaBackend, SemiSupervisedGraphStepsMatchEagerCpuSteps) {
 TEST_F(CudaBackend, GraphWindowLargerThanTheFirstRecapturesAndStillMatches) {
   // A bigger window moves the slot table: the graph must be captured again.
   compare_graph_steps(tiny_config(), digits(), nullptr, 0, {1, 3});
+}
+
+// Several steps per graph: a window replays the graph of steps_per_graph steps as often as it
+// fits and the one-step graph for the rest, each step reading its own slot and counters, so
+// the steps are the CPU's eager ones in order; windows smaller than a group take the one-step
+// graph alone, a larger window moves the slot table and both graphs are captured again.
+TEST_F(CudaBackend, SeveralStepsPerGraphMatchEagerCpuSteps) {
+  using Ops = DeviceStepOps<float>;
+  struct Case {
+    int per_graph;
+    std::vector<int> windows;
+    size_t groups, singles;  // replays of each graph the windows take
+  };
+  for (const Case& c : {Case{2, {5, 1, 7}, 2 + 0 + 3, 1 + 1 + 1},
+                        Case{3, {2, 6, 4}, 0 + 2 + 1, 2 + 0 + 1}, Case{1, {3, 2}, 0, 5}}) {
+    SCOPED_TRACE("steps per graph " + std::to_string(c.per_graph));
+    CudaBackendOptions options = strict_options();
+    options.steps_per_graph = c.per_graph;
+    std::array<size_t, Ops::kGraphSlots> replays{};
+    compare_graph_steps(tiny_config(), digits(), nullptr, 7, c.windows, options, nullptr, &replays);
+    EXPECT_EQ(replays[Ops::kStepsGraph], c.groups);
+    EXPECT_EQ(replays[Ops::kOneStepGraph], c.singles);
+  }
+  // Semi-supervised with early Adam (side-stream updates inside every step of the group) and
+  // autotuning (both graphs captured again after the first tuning). The conv model's graph
+  // steps take it too (ConvModelGraphStepsMatchEagerCpuSteps).
+  CudaBackendOptions semi = strict_options();
+  semi.steps_per_graph = 2;
+  semi.early_adam = semi.autotune = true;
+  compare_graph_steps(tiny_semi_config(), semi_split().labelled, &semi_split().unlabelled, 3,
+                      {3, 2}, semi);
+}
+
+TEST_F(CudaBackend, StepsPerGraphOutsideItsRangeIsRefused) {
+  for (int bad : {0, -1, CudaBackendOptions::kMaxStepsPerGraph + 1}) {
+    CudaBackendOptions options = strict_options();
+    options.steps_per_graph = bad;
+    try {
+      device_backend(options);
+      ADD_FAILURE() << "steps per graph " << bad << " was taken";
+    } catch (const Error& e) {
+      EXPECT_NE(
+          std::string(e.what()).find("steps per graph must be 1 to 64, got " + std::to_string(bad)),
+          std::string::npos)
+          << e.what();
+    }
+  }
 }
 
 // The routes a benchmark may pick give the same step and the same graph steps: cuBLASLt for
@@ -832,14 +886,14 @@ TEST_F(CudaBackend, HostTrafficInsideACaptureIsRefused) {
   ASSERT_NE(ops, nullptr);
   float* buf = static_cast<float*>(gpu->allocate(64 * sizeof(float)));
   std::vector<float> host(64, 1.0f);
-  ops->begin_capture();
+  ops->begin_capture(DeviceStepOps<float>::kOneStepGraph);
   EXPECT_THROW(gpu->upload(buf, host.data(), 64 * sizeof(float)), Error);
   EXPECT_THROW(gpu->download(host.data(), buf, 64 * sizeof(float)), Error);
   EXPECT_THROW(gpu->allocate(16), Error);
   gpu->fill(buf, 4.0f, 64);  // captured, not run
   ops->end_capture();
   EXPECT_EQ(host_copy(*gpu, buf, 1)[0], 0.0) << "a captured op ran at capture time";
-  ops->replay();
+  ops->replay(DeviceStepOps<float>::kOneStepGraph);
   EXPECT_EQ(host_copy(*gpu, buf, 64), std::vector<double>(64, 4.0));
   gpu->release(buf);
 }
@@ -926,13 +980,13 @@ void compare_conv(const Conv2dShape& s, bool transposed, bool relu,
   auto* ops = dynamic_cast<DeviceStepOps<float>*>(gpu.get());
   ASSERT_NE(ops, nullptr);
   gpu->fill(gy.data, 0.0f, ny);
-  ops->begin_capture();
+  ops->begin_capture(DeviceStepOps<float>::kOneStepGraph);
   if (transposed)
     gpu->conv_transpose2d_forward(gy.data, gx.data, gW.data, gb.data, s, relu, gws.data, bytes);
   else
     gpu->conv2d_forward(gy.data, gx.data, gW.data, gb.data, s, relu, gws.data, bytes);
   ops->end_capture();
-  ops->replay();
+  ops->replay(DeviceStepOps<float>::kOneStepGraph);
   expect_same(y, gy, "y from a replayed graph");
   ops->reset_graph();
 }
@@ -1118,6 +1172,14 @@ TEST_F(CudaBackend, ConvModelGraphStepsMatchEagerCpuSteps) {
   compare_graph_steps(
       test::tiny_conv_semi_config(), blob_split().labelled, &blob_split().unlabelled, 2, {2},
       {.strict_fp32 = true, .side_conv_filter = true, .trunk_beside = true, .early_adam = true});
+  // Every side-stream lever, two steps per graph: one group and one single step.
+  compare_graph_steps(test::tiny_conv_semi_config(), blob_split().labelled,
+                      &blob_split().unlabelled, 2, {3},
+                      {.strict_fp32 = true,
+                       .side_conv_filter = true,
+                       .trunk_beside = true,
+                       .early_adam = true,
+                       .steps_per_graph = 2});
 }
 
 TEST_F(CudaBackend, ConvModelInferenceMatchesTheCpuBackend) {

@@ -1,6 +1,6 @@
 #pragma once
 // The device flags the tools share (--device, --threads, --strict-fp32, --autotune,
-// --fused-relu-backward, --small-gemm) and the backend they select.
+// --fused-relu-backward, --small-gemm, --steps-per-graph) and the backend they select.
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -33,6 +33,10 @@ inline void declare_device_flags(Flags& f, const std::string& default_device) {
             " rows (default: cuBLAS / cuBLASLt); with --autotune, only for the GEMMs where "
             "timing shows it faster than cuBLASLt",
         true);
+  f.add("steps-per-graph", "1",
+        "cuda: consecutive training steps captured in one CUDA graph and launched together (1 "
+        "to " +
+            std::to_string(CudaBackendOptions::kMaxStepsPerGraph) + "; the same steps)");
 }
 
 // The backend of the device flags; says why when cuda cannot start.
@@ -41,10 +45,14 @@ inline std::unique_ptr<Backend<float>> backend_from_flags(const Flags& f) {
   if (device == "auto") device = cuda_available() ? "cuda" : "cpu";
   check(device == "cpu" || device == "cuda", "--device",
         "expects cpu, cuda or auto, got '" + device + "'");
+  const int steps_per_graph =
+      int(f.get_int("steps-per-graph", 1, CudaBackendOptions::kMaxStepsPerGraph));
   if (device == "cpu") {
     std::string ignored;  // the CUDA-only switches given: said once rather than dropped silently
     for (const char* name : {"strict-fp32", "autotune", "fused-relu-backward", "small-gemm"})
       if (f.get_switch(name)) ignored += std::string(ignored.empty() ? "" : ", ") + "--" + name;
+    if (steps_per_graph != 1)
+      ignored += std::string(ignored.empty() ? "" : ", ") + "--steps-per-graph";
     if (!ignored.empty())
       std::fprintf(stderr,
                    "note: %s only change%s the cuda backend; the cpu backend runs as it is\n",
@@ -56,6 +64,7 @@ inline std::unique_ptr<Backend<float>> backend_from_flags(const Flags& f) {
   cuda.autotune = f.get_switch("autotune");
   cuda.fused_relu_backward = f.get_switch("fused-relu-backward");
   cuda.small_gemm = f.get_switch("small-gemm");
+  cuda.steps_per_graph = steps_per_graph;
   try {  // says why: no GPU, no driver, or a build without the CUDA backend
     return make_cuda_backend<float>(cuda);
   } catch (const Error& e) {

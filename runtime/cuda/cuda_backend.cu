@@ -99,6 +99,11 @@ template <class T>
 class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
  public:
   explicit CudaBackend(const CudaBackendOptions& options) : options_(options) {
+    check(options.steps_per_graph >= 1 &&
+              options.steps_per_graph <= CudaBackendOptions::kMaxStepsPerGraph,
+          "cuda backend",
+          "steps per graph must be 1 to " + std::to_string(CudaBackendOptions::kMaxStepsPerGraph) +
+              ", got " + std::to_string(options.steps_per_graph));
 #if !defined(EQUIVAE_CUDA_EMULATED)
     int count = 0;
     const cudaError_t status = cudaGetDeviceCount(&count);
@@ -165,7 +170,8 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
     }
     if (stream_) cudaStreamSynchronize(stream_);
     if (side_stream_) cudaStreamSynchronize(side_stream_);
-    if (exec_) cudaGraphExecDestroy(exec_);
+    for (cudaGraphExec_t exec : exec_)
+      if (exec) cudaGraphExecDestroy(exec);
     lt_.reset();
     side_lt_.reset();
     if (cublas_) cublasDestroy(cublas_);
@@ -474,36 +480,38 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
           [=, self = this] { cuda::finish_step(table, set, counters, self->stream_); });
   }
 
-  void begin_capture() override {
+  void begin_capture(int graph) override {
     check(!capturing_, "cuda backend", "begin_capture inside a capture");
-    reset_graph();
+    check_graph_slot(graph);
+    drop_graph(graph);
 #if defined(EQUIVAE_CUDA_EMULATED)
     recorded_.clear();
 #else
     EQUIVAE_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
 #endif
     capturing_ = true;
+    capture_slot_ = graph;
   }
   void end_capture() override {
     check(capturing_, "cuda backend", "end_capture without begin_capture");
     join_side_stream();  // a capture must end with every forked stream joined back
     capturing_ = false;
+    const int slot = capture_slot_;
 #if defined(EQUIVAE_CUDA_EMULATED)
-    graph_ = std::move(recorded_);
+    graphs_[slot] = std::move(recorded_);
     recorded_.clear();
-    has_graph_ = true;
 #else
     cudaGraph_t graph = nullptr;
     EQUIVAE_CUDA_CHECK(cudaStreamEndCapture(stream_, &graph));
     // Kernel nodes keep the priority of the stream they were captured on; the flag makes a
     // replay use them rather than the launch stream's.
     const cudaError_t status = cudaGraphInstantiate(
-        &exec_, graph,
+        &exec_[slot], graph,
         options_.prioritise_critical_path ? cudaGraphInstantiateFlagUseNodePriority : 0);
     cudaGraphDestroy(graph);
     cuda_check(status, "cudaGraphInstantiate");
-    has_graph_ = true;
 #endif
+    has_graph_[slot] = true;
   }
   void abort_capture() override {
     if (!capturing_) return;
@@ -518,28 +526,29 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
     side_pending_ = false;  // the capture, with its fork, is gone
 #endif
   }
-  bool has_graph() const override {
-    return has_graph_;
+  bool has_graph(int graph) const override {
+    check_graph_slot(graph);
+    return has_graph_[graph];
   }
   void reset_graph() override {
-#if defined(EQUIVAE_CUDA_EMULATED)
-    graph_.clear();
-#else
-    if (exec_) {
-      synchronize();
-      cudaGraphExecDestroy(exec_);
-      exec_ = nullptr;
-    }
-#endif
-    has_graph_ = false;
+    for (int slot = 0; slot < kGraphSlots; ++slot) drop_graph(slot);
   }
-  void replay() override {
-    check(has_graph_ && !capturing_, "cuda backend", "replay without a captured graph");
+  void replay(int graph) override {
+    check_graph_slot(graph);
+    check(has_graph_[graph] && !capturing_, "cuda backend", "replay without a captured graph");
+    ++replays_[graph];
 #if defined(EQUIVAE_CUDA_EMULATED)
-    for (const auto& op : graph_) op();
+    for (const auto& op : graphs_[graph]) op();
 #else
-    EQUIVAE_CUDA_CHECK(cudaGraphLaunch(exec_, stream_));
+    EQUIVAE_CUDA_CHECK(cudaGraphLaunch(exec_[graph], stream_));
 #endif
+  }
+  size_t replays(int graph) const override {
+    check_graph_slot(graph);
+    return replays_[graph];
+  }
+  int steps_per_graph() const override {
+    return options_.steps_per_graph;
   }
   GemmTuning tune_gemms() override {
     not_capturing("tune_gemms");
@@ -731,6 +740,25 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
       kept_relu_masks_.erase(mask);
       read_relu_masks_.erase(mask);
     }
+  }
+
+  using DeviceStepOps<T>::kGraphSlots;
+  static void check_graph_slot(int graph) {
+    check(graph >= 0 && graph < kGraphSlots, "cuda backend",
+          "graph slot " + std::to_string(graph) + " does not exist (0 to " +
+              std::to_string(kGraphSlots - 1) + ")");
+  }
+  void drop_graph(int slot) {
+#if defined(EQUIVAE_CUDA_EMULATED)
+    graphs_[slot].clear();
+#else
+    if (exec_[slot]) {
+      synchronize();
+      cudaGraphExecDestroy(exec_[slot]);
+      exec_[slot] = nullptr;
+    }
+#endif
+    has_graph_[slot] = false;
   }
 
   void not_capturing(const char* what) const {
@@ -930,16 +958,20 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
   CudaBackendOptions options_;
   cudaStream_t stream_ = nullptr;
   std::unordered_map<void*, DeviceBuffer> blocks_;
-  bool capturing_ = false, has_graph_ = false;
+  bool capturing_ = false;
+  int capture_slot_ = 0;  // the graph slot begin_capture named
+  bool has_graph_[DeviceStepOps<T>::kGraphSlots] = {};
+  size_t replays_[DeviceStepOps<T>::kGraphSlots] = {};
 #if defined(EQUIVAE_CUDA_EMULATED)
-  std::vector<std::function<void()>> recorded_, graph_;
+  std::vector<std::function<void()>> recorded_;
+  std::vector<std::function<void()>> graphs_[DeviceStepOps<T>::kGraphSlots];
   std::vector<std::function<void()>> side_queue_;  // side-stream work waiting for its join
   std::vector<std::pair<uintptr_t, uintptr_t>> side_scratch_;  // uses_scratch, since the join
   bool emulated_tuned_ = false;
 #else
   std::string device_name_;
   cublasHandle_t cublas_ = nullptr;
-  cudaGraphExec_t exec_ = nullptr;
+  cudaGraphExec_t exec_[DeviceStepOps<T>::kGraphSlots] = {};
   cudaStream_t side_stream_ = nullptr;
   cudaEvent_t fork_event_ = nullptr, join_event_ = nullptr;
   cublasHandle_t side_cublas_ = nullptr;

@@ -89,14 +89,19 @@ class DeviceStepOps {
   // set.values[j][0 .. count[j]), then step += 1, t += 1 — one launch.
   virtual void finish_step(double* table, const MeanSet<T>& set, DeviceCounters* counters) = 0;
 
-  // ---- one captured step: ops issued between begin_capture and end_capture are recorded,
-  // not run; replay runs them again, with the arguments they were issued with.
-  virtual void begin_capture() = 0;
+  // ---- captured steps: ops issued between begin_capture and end_capture are recorded, not
+  // run; replay runs them again, with the arguments they were issued with. A backend keeps
+  // kGraphSlots graphs side by side: kOneStepGraph holds one step, kStepsGraph
+  // steps_per_graph() consecutive ones (CudaBackendOptions::steps_per_graph).
+  static constexpr int kOneStepGraph = 0, kStepsGraph = 1, kGraphSlots = 2;
+  virtual void begin_capture(int graph) = 0;
   virtual void end_capture() = 0;
   virtual void abort_capture() = 0;  // after an exception inside the capture
-  virtual bool has_graph() const = 0;
-  virtual void reset_graph() = 0;
-  virtual void replay() = 0;
+  virtual bool has_graph(int graph) const = 0;
+  virtual void reset_graph() = 0;  // every slot's
+  virtual void replay(int graph) = 0;
+  virtual size_t replays(int graph) const = 0;  // of that slot since the backend began
+  virtual int steps_per_graph() const = 0;
   // With GEMM autotuning on (CudaBackendOptions::autotune): times the candidate
   // algorithms of every GEMM issued since the last call and keeps each one's fastest. A
   // report with changed > 0 means a graph captured before holds older choices: capture again.
