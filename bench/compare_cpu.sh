@@ -8,13 +8,15 @@
 #     MODEL    mnist (default): the supervised step, B = 160; semi: the paper's semi-supervised
 #              step (3,000 labels, U = 100, 8-D latents, m_max 4); svhn: the SVHN conv step
 #     ROUNDS   default 3
-#   → bench/results/{mnist,semi,svhn}-cpu-step.md (every round and the medians, each one's
-#     ratio to the engine's) and the rounds' raw lines in {mnist,semi,svhn}-cpu-rounds.txt.
+#   → bench/results/{THREADS}thread[s]-{mnist,semi,svhn}-cpu-step.md (every round and the
+#     medians, each one's ratio to the engine's) and the rounds' raw lines in
+#     …-cpu-rounds.txt beside it; the title names the CPU, its vector ISA and core count.
 #
 # The runs are interleaved, ROUNDS times: the engine on its automatic routes and on OpenBLAS
 # and im2col alone (EQUIVAE_CPU_GEMM=openblas EQUIVAE_CPU_CONV=im2col: the engine without
-# oneDNN), each peer mode, and BM_GemmFloor in OpenBLAS (a shared machine's fast or slow state
-# shows in it).
+# oneDNN), each peer mode, and BM_GemmFloor in OpenBLAS and in oneDNN (a shared machine's fast
+# or slow state shows in them, and the two tell CPUs of one model name apart: the same
+# "AMD EPYC" ran oneDNN's GEMMs at 1.15× OpenBLAS's on one machine, 1.9× on another).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 threads=${1:-$(nproc)}
@@ -36,8 +38,15 @@ out=bench/results
 mkdir -p "$out"
 scripts/setup.sh
 bench/peers/setup_venv.sh
-machine="$(lscpu | sed -n 's/Model name: *//p')"
-log="$out/$model-cpu-rounds.txt"
+machine="$(lscpu | sed -n 's/Model name: *//p'), $(nproc) cores"
+# The vector ISA oneDNN's kernels take (its brgemm needs AVX-512); VP2INTERSECT on an AMD CPU
+# marks Zen 5, whose 512-bit FMA units are twice as wide as Zen 4's.
+flags=" $(sed -n 's/^flags[[:space:]]*: //p' /proc/cpuinfo | head -1) "
+if [[ "$flags" == *" avx512f "* ]]; then isa="AVX-512"; elif [[ "$flags" == *" avx2 "* ]]; then isa="AVX2"; else isa="no AVX2"; fi
+[[ "$flags" == *" avx512_vp2intersect "* && "$machine" == AMD* ]] && isa="$isa, Zen 5"
+machine="$machine, $isa"
+prefix="$out/${threads}thread$([[ "$threads" == 1 ]] || echo s)-$model-cpu"
+log="$prefix-rounds.txt"
 : >"$log"
 engine_ms() {  # median of 3 repetitions of the benchmark $1, with the environment given after it
   local filter=$1 ms
@@ -64,8 +73,10 @@ for r in $(seq 1 "$rounds"); do
   done
   ms=$(engine_ms BM_GemmFloor/onednn:0)
   echo "$r gemm-floor $ms" | tee -a "$log"
+  ms=$(engine_ms BM_GemmFloor/onednn:1)
+  echo "$r gemm-floor-onednn $ms" | tee -a "$log"
 done
-python3 - "$log" "$threads" "$machine" "$model" <<'PY' | tee "$out/$model-cpu-step.md"
+python3 - "$log" "$threads" "$machine" "$model" <<'PY' | tee "$prefix-step.md"
 import statistics, sys
 rows = [line.split() for line in open(sys.argv[1]) if line.strip()]
 threads = sys.argv[2] + (" thread" if sys.argv[2] == "1" else " threads")
@@ -80,7 +91,7 @@ print("| ms / step | " + " | ".join(f"round {r}" for r in round_names) + " | med
 print("| --- |" + " ---: |" * (len(round_names) + 2))
 for name in names:
     values = [float(ms) for _, n, ms in rows if n == name]
-    ratio = "" if name == "gemm-floor" else f"{median[name] / median['engine']:.2f}×"
+    ratio = "" if name.startswith("gemm-floor") else f"{median[name] / median['engine']:.2f}×"
     print(f"| {name} | " + " | ".join(f"{v:.2f}" for v in values) +
           f" | {median[name]:.2f} | {ratio} |")
 PY
