@@ -1,6 +1,7 @@
 #pragma once
-// The float routes of the CPU's convolutions and dense GEMMs that this build has
-// (kernels/cpu/ops.h: ConvRoute, GemmRoute), for tests that run on each.
+// The float routes of the CPU's dense GEMMs and convolutions that this build has
+// (kernels/cpu/ops.h: GemmRoute, ConvRoute), for tests that run on each.
+#include <string>
 #include <type_traits>
 #include <vector>
 
@@ -8,10 +9,6 @@
 
 namespace equivae::test {
 
-inline std::vector<cpu::ConvRoute> conv_routes() {
-  if (cpu::onednn_built()) return {cpu::ConvRoute::im2col, cpu::ConvRoute::onednn};
-  return {cpu::ConvRoute::im2col};
-}
 inline std::vector<cpu::GemmRoute> gemm_routes() {
   if (cpu::onednn_built()) return {cpu::GemmRoute::openblas, cpu::GemmRoute::onednn};
   return {cpu::GemmRoute::openblas};
@@ -27,6 +24,23 @@ inline const char* route_name(cpu::GemmRoute route) {
                                            : "auto";
 }
 
+// The float convolutions' paths: im2col with its GEMMs on each GEMM route, and oneDNN's
+// convolutions.
+struct ConvPath {
+  cpu::ConvRoute conv;
+  cpu::GemmRoute gemm;
+  std::string name() const {
+    return conv == cpu::ConvRoute::im2col ? std::string("im2col + ") + route_name(gemm)
+                                          : route_name(conv);
+  }
+};
+inline std::vector<ConvPath> conv_paths() {
+  std::vector<ConvPath> paths;
+  for (cpu::GemmRoute gemm : gemm_routes()) paths.push_back({cpu::ConvRoute::im2col, gemm});
+  if (cpu::onednn_built()) paths.push_back({cpu::ConvRoute::onednn, cpu::GemmRoute::automatic});
+  return paths;
+}
+
 // Sets the process's route for a scope; automatic again after it.
 template <class Route>
 struct RouteScope {
@@ -38,6 +52,13 @@ struct RouteScope {
     else
       cpu::set_gemm_route(route);
   }
+};
+
+// Sets both routes of a convolution path for a scope.
+struct ConvPathScope {
+  explicit ConvPathScope(const ConvPath& path) : conv(path.conv), gemm(path.gemm) {}
+  RouteScope<cpu::ConvRoute> conv;
+  RouteScope<cpu::GemmRoute> gemm;
 };
 
 }  // namespace equivae::test

@@ -88,9 +88,9 @@ Conv2dShape shape(int N, int C_in, int H, int W, int C_out, int KH, int KW, int 
 // The op harness on every route: the float op (im2col, or oneDNN where the shape allows)
 // against the double one (always im2col), finite differences, NaN/Inf, guards.
 void expect_conv_ok(const ConvCase& c) {
-  for (cpu::ConvRoute route : conv_routes()) {
-    SCOPED_TRACE(route_name(route));
-    RouteScope scope(route);
+  for (const ConvPath& path : conv_paths()) {
+    SCOPED_TRACE(path.name());
+    ConvPathScope scope(path);
     expect_op_ok(check_op(c));
   }
 }
@@ -354,9 +354,9 @@ TEST(ConvOps, ResultsDoNotDependOnTheThreadCount) {
   // counts), and a shape off the fast path. oneDNN (here at 1–3 threads; its kernels split
   // work over channel blocks and images, and at other thread counts a weight gradient's sum
   // may run in another order): the same, and SVHN's channel counts.
-  for (cpu::ConvRoute route : conv_routes()) {
-    SCOPED_TRACE(route_name(route));
-    RouteScope scope(route);
+  for (const ConvPath& path : conv_paths()) {
+    SCOPED_TRACE(path.name());
+    ConvPathScope scope(path);
     check_thread_count_independence<false>(shape(75, 8, 16, 16, 16, 4, 4, 2, 1));
     check_thread_count_independence<true>(shape(83, 16, 8, 8, 8, 4, 4, 2, 1));
     check_thread_count_independence<false>(shape(20, 4, 10, 10, 8, 3, 3, 1, 1));
@@ -398,11 +398,12 @@ void check_routes_against_double(const Conv2dShape& s) {
   const std::vector<double> ref = forward_and_backward<double, kTransposed>(s, {});
   double scale = 0;
   for (double v : ref) scale = std::max(scale, std::fabs(v));
-  for (cpu::ConvRoute route : conv_routes()) {
-    const std::vector<float> got = forward_and_backward<float, kTransposed>(s, route);
+  for (const ConvPath& path : conv_paths()) {
+    RouteScope gemm(path.gemm);
+    const std::vector<float> got = forward_and_backward<float, kTransposed>(s, path.conv);
     double worst = 0;
     for (size_t i = 0; i < ref.size(); ++i) worst = std::max(worst, std::fabs(got[i] - ref[i]));
-    EXPECT_LE(worst, 1e-5 * scale) << route_name(route) << (kTransposed ? " transpose" : " conv");
+    EXPECT_LE(worst, 1e-5 * scale) << path.name() << (kTransposed ? " transpose" : " conv");
   }
 }
 

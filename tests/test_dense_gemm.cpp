@@ -142,13 +142,28 @@ TEST(DenseGemm, OneDnnTakesTheGemmsItCanAndHandsTheRestBack) {
   EXPECT_TRUE(onednn(1.0f, g.M));
   EXPECT_FALSE(onednn(0.5f, g.M));  // only C = A·B and C += A·B are oneDNN's
   EXPECT_FALSE(onednn(0.0f, 0));    // an empty shape is OpenBLAS's (which does nothing)
-  bool inside_parallel = true;
-#pragma omp parallel num_threads(2)
+  // Inside a parallel region (the im2col convolutions' lanes, whose GEMMs run side by side)
+  // each caller gets a one-thread primitive: the bits of a one-thread call outside the region,
+  // and the region's thread count is its own again afterwards.
+  const int saved = omp_get_max_threads();
+  omp_set_num_threads(1);
+  ASSERT_TRUE(onednn(0.0f, g.M));
+  const std::vector<float> one_thread = o.C;
+  omp_set_num_threads(saved);
+  std::vector<std::vector<float>> lanes(2, std::vector<float>(o.C.size(), -1.0f));
+  int team = 0, taken = 0, threads_after = 0;
+#pragma omp parallel num_threads(2) reduction(+ : team, taken, threads_after)
   {
-#pragma omp single
-    inside_parallel = onednn(0.0f, g.M);  // the im2col lanes' GEMMs stay single-threaded
+    team += 1;
+    std::vector<float>& C = lanes[size_t(omp_get_thread_num())];
+    const int before = omp_get_max_threads();
+    taken += cpu::onednn::gemm(false, true, g.M, g.N, g.K, o.A.data(), g.lda(), o.B.data(), g.ldb(),
+                               0.0f, C.data(), g.ldc(), false);
+    threads_after += omp_get_max_threads() == before;
   }
-  EXPECT_FALSE(inside_parallel);
+  EXPECT_EQ(taken, team);
+  EXPECT_EQ(threads_after, team);
+  for (int t = 0; t < taken; ++t) EXPECT_EQ(lanes[size_t(t)], one_thread) << "lane " << t;
   // The automatic route's call: taken only where oneDNN has its brgemm kernels (AVX-512).
   EXPECT_EQ(onednn(0.0f, g.M, true), cpu::onednn_gemm_automatic());
 

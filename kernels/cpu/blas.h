@@ -1,7 +1,7 @@
 #pragma once
 // Row-major GEMM overloads, so a layer is written once for float and double:
-// C[M,N] = op(A)·op(B) + beta·C. gemm() is OpenBLAS (the im2col convolutions' lanes call it);
-// dense_gemm() is the dense layers' GEMM, whose float route is chosen (GemmRoute in ops.h).
+// C[M,N] = op(A)·op(B) + beta·C. gemm() is OpenBLAS; dense_gemm() is the dense layers' and the
+// im2col convolutions' GEMM, whose float route is chosen (GemmRoute in ops.h).
 #include <cblas.h>
 
 namespace equivae::cpu {

@@ -1,4 +1,4 @@
-// 2-D convolution and transposed convolution on im2col + OpenBLAS GEMM, forward and backward;
+// 2-D convolution and transposed convolution on im2col + GEMM, forward and backward;
 // for float, each op and direction may take oneDNN instead (use_onednn below, conv_onednn.h).
 //
 // Both ops are written over one "geometry": an image side (planes of C × H × W, the conv's
@@ -13,7 +13,9 @@
 //
 // Lanes: chunk i goes to lane i mod L (L = min(chunks, kMaxLanes)); each lane has its own
 // workspace and weight-gradient accumulator and runs its chunks in order, and the lanes run
-// in parallel, a thread taking the next lane when it is free, with single-threaded GEMMs. The
+// in parallel, a thread taking the next lane when it is free, with single-threaded GEMMs
+// (dense_gemm: oneDNN's one-thread matmul where the GEMM route takes oneDNN — 1.5–1.9× the
+// OpenBLAS lanes' speed on the SVHN layers of a Zen 5 EPYC —, else OpenBLAS). The
 // accumulators are summed in lane order at the end. Threading whole chunks rather than each
 // GEMM saves OpenBLAS's per-call fork/join and its separate pass that zeroes C for beta = 0
 // (~14% of the cores' time in a 2-thread SVHN step), and lets one thread's im2col overlap
@@ -327,7 +329,7 @@ void conv2d_forward(T* y, const T* x, const T* W, const T* b, const Conv2dShape&
     const int ld = n * P;
     conv_detail::im2col(cols, chunks.phase_buffers(workspace, lane),
                         x + size_t(n0) * s.C_in * g.plane(), n, g);
-    gemm(CblasNoTrans, CblasNoTrans, s.C_out, ld, K, W, K, cols, ld, T(0), out, ld);
+    dense_gemm(CblasNoTrans, CblasNoTrans, s.C_out, ld, K, W, K, cols, ld, T(0), out, ld);
     block_to_images(y + size_t(n0) * s.C_out * P, out, n, s.C_out, P, b, relu);
   });
 }
@@ -349,11 +351,12 @@ void conv2d_backward(T* dx, T* dW, T* db, T* dy, const T* x, const T* W, const T
     if (dW) {
       conv_detail::im2col(cols, chunks.phase_buffers(workspace, lane),
                           x + size_t(n0) * s.C_in * g.plane(), n, g);
-      gemm(CblasNoTrans, CblasTrans, s.C_out, K, ld, dz, ld, cols, ld,
-           chunks.first_of_lane(n0) ? T(0) : T(1), chunks.weight_grad(workspace, dW, lane), K);
+      dense_gemm(CblasNoTrans, CblasTrans, s.C_out, K, ld, dz, ld, cols, ld,
+                 chunks.first_of_lane(n0) ? T(0) : T(1), chunks.weight_grad(workspace, dW, lane),
+                 K);
     }
     if (dx) {
-      gemm(CblasTrans, CblasNoTrans, K, ld, s.C_out, W, K, dz, ld, T(0), cols, ld);
+      dense_gemm(CblasTrans, CblasNoTrans, K, ld, s.C_out, W, K, dz, ld, T(0), cols, ld);
       conv_detail::col2im<T>(dx + size_t(n0) * s.C_in * g.plane(),
                              chunks.phase_buffers(workspace, lane), cols, n, g, nullptr, false);
     }
@@ -376,7 +379,7 @@ void conv_transpose2d_forward(T* y, const T* x, const T* W, const T* b, const Co
     T* in = chunks.block(workspace, lane);   // [C_in, n·P]
     const int ld = n * P;
     images_to_block(in, x + size_t(n0) * s.C_in * P, n, s.C_in, P);
-    gemm(CblasTrans, CblasNoTrans, K, ld, s.C_in, W, K, in, ld, T(0), cols, ld);
+    dense_gemm(CblasTrans, CblasNoTrans, K, ld, s.C_in, W, K, in, ld, T(0), cols, ld);
     conv_detail::col2im(y + size_t(n0) * s.C_out * g.plane(), chunks.phase_buffers(workspace, lane),
                         cols, n, g, b, relu);
   });
@@ -399,11 +402,12 @@ void conv_transpose2d_backward(T* dx, T* dW, T* db, T* dy, const T* x, const T* 
                         dy + size_t(n0) * s.C_out * g.plane(), n, g);
     if (dW) {
       images_to_block(block, x + size_t(n0) * s.C_in * P, n, s.C_in, P);
-      gemm(CblasNoTrans, CblasTrans, s.C_in, K, ld, block, ld, cols, ld,
-           chunks.first_of_lane(n0) ? T(0) : T(1), chunks.weight_grad(workspace, dW, lane), K);
+      dense_gemm(CblasNoTrans, CblasTrans, s.C_in, K, ld, block, ld, cols, ld,
+                 chunks.first_of_lane(n0) ? T(0) : T(1), chunks.weight_grad(workspace, dW, lane),
+                 K);
     }
     if (dx) {
-      gemm(CblasNoTrans, CblasNoTrans, s.C_in, ld, K, W, K, cols, ld, T(0), block, ld);
+      dense_gemm(CblasNoTrans, CblasNoTrans, s.C_in, ld, K, W, K, cols, ld, T(0), block, ld);
       block_to_images(dx + size_t(n0) * s.C_in * P, block, n, s.C_in, P);
     }
   });

@@ -1,4 +1,5 @@
-// The dense layers' float GEMM: oneDNN's matmul or OpenBLAS, by the process's GemmRoute.
+// The dense layers' and the im2col convolutions' float GEMM: oneDNN's matmul or OpenBLAS, by the
+// process's GemmRoute.
 #include <string>
 
 #include "kernels/cpu/blas.h"

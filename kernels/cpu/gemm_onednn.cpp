@@ -73,6 +73,23 @@ std::shared_ptr<const MatmulPlan> plan_for(const Key& key) {
   return plan;
 }
 
+// Inside a parallel region, the calling thread's OpenMP thread count is 1 while it lives (an ICV
+// of this thread's task alone), so that a primitive created or run there is a one-thread one.
+class OneThreadInParallel {
+ public:
+  OneThreadInParallel() : before_(omp_in_parallel() ? omp_get_max_threads() : 0) {
+    if (before_) omp_set_num_threads(1);
+  }
+  ~OneThreadInParallel() {
+    if (before_) omp_set_num_threads(before_);
+  }
+  OneThreadInParallel(const OneThreadInParallel&) = delete;
+  OneThreadInParallel& operator=(const OneThreadInParallel&) = delete;
+
+ private:
+  int before_;
+};
+
 // The calling thread's stream and scratchpad (grown to the largest a call asked for).
 struct ThreadState {
   dnnl::stream stream{engine()};
@@ -95,10 +112,12 @@ bool brgemm_available() {
 
 bool gemm(bool trans_a, bool trans_b, int M, int N, int K, const float* A, int lda, const float* B,
           int ldb, float beta, float* C, int ldc, bool brgemm_only) {
-  if (M <= 0 || N <= 0 || K <= 0 || (beta != 0.0f && beta != 1.0f) || omp_in_parallel())
-    return false;
-  const auto plan =
-      plan_for({trans_a, trans_b, M, N, K, lda, ldb, ldc, beta != 0.0f, omp_get_max_threads()});
+  if (M <= 0 || N <= 0 || K <= 0 || (beta != 0.0f && beta != 1.0f)) return false;
+  // Inside a parallel region (the im2col convolutions' lanes) oneDNN runs sequentially: its
+  // primitive is made for one thread.
+  const int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
+  const OneThreadInParallel one_thread;  // what oneDNN sees at creation and execution
+  const auto plan = plan_for({trans_a, trans_b, M, N, K, lda, ldb, ldc, beta != 0.0f, threads});
   if (!plan->primitive || (brgemm_only && !plan->brgemm)) return false;
   thread_local ThreadState state;
   const dnnl::engine& e = engine();

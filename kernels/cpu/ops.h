@@ -38,11 +38,11 @@ void dense_backward(T* dx, T* dW, T* db, T* dy, const T* x, const T* W, const T*
 template <class T>
 void relu_bias_backward(T* dy, T* db, const T* y, int B, int out, bool relu);
 
-// How the float dense layers' GEMMs run (dense_gemm in blas.h; the emulated CUDA backend's
-// GEMMs copy the CPU's): OpenBLAS, or oneDNN's matmul (when the build found libdnnl), or
-// automatic — oneDNN wherever it runs the GEMM in its brgemm kernels (CPUs with AVX-512), else
-// OpenBLAS. double always takes OpenBLAS, the reference. Process-wide; the default is automatic, or
-// EQUIVAE_CPU_GEMM=openblas|onednn|auto at start-up.
+// How the float dense layers' GEMMs and the im2col convolutions' run (dense_gemm in blas.h; the
+// emulated CUDA backend's GEMMs copy the CPU's): OpenBLAS, or oneDNN's matmul (when the build found
+// libdnnl), or automatic — oneDNN wherever it runs the GEMM in its brgemm kernels (CPUs with
+// AVX-512), else OpenBLAS. double always takes OpenBLAS, the reference. Process-wide; the default
+// is automatic, or EQUIVAE_CPU_GEMM=openblas|onednn|auto at start-up.
 enum class GemmRoute { automatic, openblas, onednn };
 void set_gemm_route(GemmRoute route);
 GemmRoute gemm_route();
@@ -92,12 +92,12 @@ std::string conv_shape_problem(const Conv2dShape& s, bool transposed);
 size_t conv2d_workspace_size(const Conv2dShape& s);
 size_t conv_transpose2d_workspace_size(const Conv2dShape& s);
 
-// How the float convolutions run: im2col + OpenBLAS GEMM (conv.cpp), oneDNN's JIT kernels
-// (conv_onednn.h, when the build found libdnnl), or automatic: per op and direction, the route
-// measured faster for its channel counts (conv.cpp, use_onednn). double always takes im2col,
-// the reference the float routes are tested against. Process-wide; the default is automatic,
-// or EQUIVAE_CPU_CONV=im2col|onednn|auto at start-up. A shape oneDNN cannot take (a negative
-// right padding, or only its slow reference loops on offer) falls back to im2col.
+// How the float convolutions run: im2col + GEMM (conv.cpp; the GEMM on the GemmRoute), oneDNN's
+// JIT kernels (conv_onednn.h, when the build found libdnnl), or automatic: per op and direction,
+// the route measured faster for its channel counts (conv.cpp, use_onednn). double always takes
+// im2col, the reference the float routes are tested against. Process-wide; the default is
+// automatic, or EQUIVAE_CPU_CONV=im2col|onednn|auto at start-up. A shape oneDNN cannot take (a
+// negative right padding, or only its slow reference loops on offer) falls back to im2col.
 enum class ConvRoute { automatic, im2col, onednn };
 void set_conv_route(ConvRoute route);
 ConvRoute conv_route();
