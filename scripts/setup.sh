@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs every dependency from Debian packages (idempotent, quiet when all is
 # there), then configures and builds the engine in Release under build/.
+#
+#   scripts/setup.sh [TARGET...]   the given CMake targets (say train_mnist), or everything
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,7 +31,9 @@ if [ ! -f "$build_dir/CMakeCache.txt" ]; then
   cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release >"$log" 2>&1 || { cat "$log"; exit 1; }
 fi
 # Quiet when all is built; the whole log when something fails.
-if ! cmake --build "$build_dir" -j"$(nproc)" >"$log" 2>&1; then
+targets=()
+for t in "$@"; do targets+=(--target "$t"); done
+if ! cmake --build "$build_dir" -j"$(nproc)" "${targets[@]}" >"$log" 2>&1; then
   cat "$log"
   echo "setup: build failed (log: $log)" >&2
   exit 1
