@@ -493,11 +493,15 @@ TEST_F(CudaBackend, SeveralStepsPerGraphMatchEagerCpuSteps) {
   }
   // Semi-supervised with early Adam (side-stream updates inside every step of the group) and
   // autotuning (both graphs captured again after the first tuning). The conv model's graph
-  // steps take it too (ConvModelGraphStepsMatchEagerCpuSteps).
+  // steps take it too (ConvModelGraphStepsMatchEagerCpuSteps). From step 4, as
+  // SemiSupervisedGraphStepsMatchEagerCpuSteps: from step 3 the sanitizer build's rounding
+  // (Debug flags) moves some weights apart through Adam's first updates, ±lr for a near-zero
+  // gradient whatever its size (weight NMSE 7e-8 there, with these options and without them;
+  // 2e-12 to 4e-12 from step 4).
   CudaBackendOptions semi = strict_options();
   semi.steps_per_graph = 2;
   semi.early_adam = semi.autotune = true;
-  compare_graph_steps(tiny_semi_config(), semi_split().labelled, &semi_split().unlabelled, 3,
+  compare_graph_steps(tiny_semi_config(), semi_split().labelled, &semi_split().unlabelled, 4,
                       {3, 2}, semi);
 }
 
