@@ -16,6 +16,7 @@
 #include "model/subsets.h"
 #include "model/trainer.h"
 #include "tests/conv_fixtures.h"
+#include "tests/cpu_routes.h"
 #include "tests/fixtures.h"
 
 namespace equivae {
@@ -71,7 +72,10 @@ std::vector<float> conv(int threads) {
   return weights_after(c, threads, images, nullptr);
 }
 
+// On the automatic routes, whatever EQUIVAE_CPU_GEMM / EQUIVAE_CPU_CONV say.
 void expect_thread_independent(const Run& run) {
+  test::RouteScope gemm(cpu::GemmRoute::automatic);
+  test::RouteScope conv(cpu::ConvRoute::automatic);
   const std::vector<float> one = run(1);
   for (int threads : {2, 3}) EXPECT_EQ(run(threads), one) << threads << " threads";
 }
