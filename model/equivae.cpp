@@ -582,21 +582,20 @@ namespace {
 struct WindowReplays {
   size_t groups = 0, singles = 0;
 };
-WindowReplays window_replays(size_t steps, int per_graph) {
+WindowReplays window_replays(size_t steps, int per_graph) {  // per_graph ≥ 1
   WindowReplays r;
   r.groups = per_graph > 1 ? steps / size_t(per_graph) : 0;
-  r.singles = steps - r.groups * size_t(std::max(per_graph, 1));
+  r.singles = steps - r.groups * size_t(per_graph);
   return r;
 }
 }  // namespace
 
 template <class T>
-void EquiVae<T>::capture_window_graphs(size_t steps) {
+void EquiVae<T>::capture_window_graphs(size_t groups, size_t singles) {
   using Ops = DeviceStepOps<T>;
   const int per_graph = device_->steps_per_graph();
-  const WindowReplays replays = window_replays(steps, per_graph);
   auto missing = [&](int graph) {
-    const size_t count = graph == Ops::kStepsGraph ? replays.groups : replays.singles;
+    const size_t count = graph == Ops::kStepsGraph ? groups : singles;
     return count > 0 && !device_->has_graph(graph);
   };
   auto capture_missing = [&] {
@@ -661,10 +660,10 @@ std::vector<StepMetrics> EquiVae<T>::train_steps(const std::vector<Batch>& batch
   counters.first_step = first_step;
   backend_.upload(res.counters.ptr, &counters, sizeof counters);
 
-  capture_window_graphs(n);
+  const WindowReplays replays = window_replays(n, device_->steps_per_graph());
+  capture_window_graphs(replays.groups, replays.singles);
   {  // steps_per_graph steps per replay of the grouped graph, the rest one per replay
     DeviceRange<T> range(device_, "steps");
-    const WindowReplays replays = window_replays(n, device_->steps_per_graph());
     for (size_t i = 0; i < replays.groups; ++i) device_->replay(DeviceStepOps<T>::kStepsGraph);
     for (size_t i = 0; i < replays.singles; ++i) device_->replay(DeviceStepOps<T>::kOneStepGraph);
   }

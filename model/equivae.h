@@ -176,9 +176,10 @@ class EquiVae {
   void device_step_ops();  // the captured step: gather, forward, backward, Adam, metrics
   // Captures `steps` consecutive device steps into graph slot `graph`.
   void capture_device_steps(int graph, int steps);
-  // Captures the graphs a window of `steps` steps replays (those not yet captured), then, with
-  // GEMM autotuning, times the new GEMM plans and captures again where a choice changed.
-  void capture_window_graphs(size_t steps);
+  // Captures the graphs a window replays (`groups` times the graph of steps_per_graph() steps,
+  // `singles` times the one-step graph) that are not yet captured, then, with GEMM autotuning,
+  // times the new GEMM plans and captures again where a choice changed.
+  void capture_window_graphs(size_t groups, size_t singles);
   struct Resident;   // device buffers of the device-resident training (equivae.cpp)
   struct Inference;  // the inference plan and the data sets kept resident for it
   Inference& inference();

@@ -114,10 +114,10 @@ bool gemm(bool trans_a, bool trans_b, int M, int N, int K, const float* A, int l
           int ldb, float beta, float* C, int ldc, bool brgemm_only) {
   if (M <= 0 || N <= 0 || K <= 0 || (beta != 0.0f && beta != 1.0f)) return false;
   // Inside a parallel region (the im2col convolutions' lanes) oneDNN runs sequentially: its
-  // primitive is made for one thread.
-  const int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
-  const OneThreadInParallel one_thread;  // what oneDNN sees at creation and execution
-  const auto plan = plan_for({trans_a, trans_b, M, N, K, lda, ldb, ldc, beta != 0.0f, threads});
+  // primitive is made for, keyed by and run with one thread.
+  const OneThreadInParallel one_thread;
+  const auto plan =
+      plan_for({trans_a, trans_b, M, N, K, lda, ldb, ldc, beta != 0.0f, omp_get_max_threads()});
   if (!plan->primitive || (brgemm_only && !plan->brgemm)) return false;
   thread_local ThreadState state;
   const dnnl::engine& e = engine();
