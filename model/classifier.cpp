@@ -131,6 +131,8 @@ MlpClassifier<T>::MlpClassifier(int in, int classes, const ClassifierConfig& con
     arena_.place(drop_mask_[l], B, layers[l].out);
     arena_.place(drop_dy_[l], B, layers[l].out);
   }
+  // No dropout between two convolutions: their tensor may stay blocked.
+  net_.use_blocked_layouts(backend_);
   place_shared_workspace(arena_, workspace_, {&net_}, backend_, "classifier");
   arena_.place(x_, B, in);
   arena_.place(labels_, 1, B);

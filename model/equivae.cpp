@@ -122,7 +122,10 @@ EquiVae<T>::EquiVae(const EquiVaeConfig& config, Backend<T>& backend, const Netw
   encoder_.place_activations(arena_, R);
   decoder_.place_activations(arena_, R);
   if (config.semi_supervised()) classifier_.place_activations(arena_, B + U);
-  for (LayerStack<T>* net : networks_) net->place_relu_masks(arena_, backend_);
+  for (LayerStack<T>* net : networks_) {
+    net->place_relu_masks(arena_, backend_);
+    net->use_blocked_layouts(backend_);
+  }
   // One convolution workspace, the largest any layer asks for.
   place_shared_workspace(arena_, workspace_, networks_, backend_, "model");
   arena_.place(x_, R, D);
@@ -699,7 +702,10 @@ typename EquiVae<T>::Inference& EquiVae<T>::inference() {
     stacks.push_back(inf->classifier.get());
   }
   int rows = 0;
-  for (LayerStack<T>* stack : stacks) rows = std::max(rows, stack->rows());
+  for (LayerStack<T>* stack : stacks) {
+    rows = std::max(rows, stack->rows());
+    stack->use_blocked_layouts(backend_);
+  }
   inf->arena.place(inf->x, rows, config_.input_dim);
   place_shared_workspace(inf->arena, inf->workspace, stacks, backend_, "model (inference)");
   inf->arena.allocate(backend_);

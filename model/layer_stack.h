@@ -170,6 +170,25 @@ class LayerStack {
       arena.place(layer.y, rows, layer.out);
     }
   }
+  // Keeps each tensor between two consecutive convolutions in the backend's blocked layout
+  // where the backend allows it (Backend::conv_blocked_between): neither side then reorders
+  // it. After place_activations or place_inference, before the workspace is sized; for a stack
+  // whose intermediate outputs only its own layers read (forward(), backward() and the
+  // two-input forms): the last output stays NCHW. Returns how many tensors stay blocked.
+  int use_blocked_layouts(Backend<T>& be) {
+    int blocked = 0;
+    for (size_t l = 0; l + 1 < layers_.size(); ++l) {
+      Layer<T>& producer = layers_[l];
+      Layer<T>& consumer = layers_[l + 1];
+      if (!producer.convolution() || !consumer.convolution()) continue;
+      if (!be.conv_blocked_between(producer.conv, producer.kind == LayerKind::conv_transpose2d,
+                                   consumer.conv, consumer.kind == LayerKind::conv_transpose2d))
+        continue;
+      producer.conv.y_blocked = consumer.conv.x_blocked = true;
+      ++blocked;
+    }
+    return blocked;
+  }
   // Scratch bytes the stack's convolutions need at the placed rows (0 for a dense stack).
   size_t workspace_bytes(Backend<T>& be) const {
     size_t bytes = 0;

@@ -13,6 +13,13 @@ inline void check_conv_shape(const cpu::Conv2dShape& s, bool transposed, const c
   check(problem.empty(), op, problem);
 }
 
+// For a backend whose convolutions take NCHW only (conv_blocked_between answers false).
+inline void check_conv_nchw(const cpu::Conv2dShape& s, const char* op) {
+  check(!s.x_blocked && !s.y_blocked, op,
+        "blocked operands (Conv2dShape::x_blocked, y_blocked) are for a backend whose "
+        "conv_blocked_between allows them; this one takes NCHW only");
+}
+
 // needed: what the backend's *_workspace_bytes(s) answers for the shape.
 inline void check_conv_workspace(const void* workspace, size_t bytes, size_t needed,
                                  const char* op) {

@@ -111,6 +111,11 @@ class CpuBackend final : public Backend<T> {
     cpu::dropout_backward(dx, dy, mask, n);
   }
 
+  bool conv_blocked_between(const Conv2dShape& producer, bool producer_transposed,
+                            const Conv2dShape& consumer, bool consumer_transposed) override {
+    return cpu::conv_blocked_between<T>(producer, producer_transposed, consumer,
+                                        consumer_transposed);
+  }
   size_t conv2d_workspace_bytes(const Conv2dShape& s) override {
     check_conv_shape(s, false, "conv2d");
     return cpu::conv2d_workspace_size(s) * sizeof(T);

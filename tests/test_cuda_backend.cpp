@@ -1050,6 +1050,11 @@ TEST_F(CudaBackend, ConvolutionArgumentsAreChecked) {
   Conv2dShape bad = s;
   bad.output_padding = 1;  // only the transpose has one
   EXPECT_THROW(gpu->conv2d_workspace_bytes(bad), Error);
+  // Blocked sides are the CPU's (oneDNN's layout): this backend keeps NCHW and says so.
+  Conv2dShape next{2, 4, 4, 4, 16, 3, 3, 1, 1, 0};
+  EXPECT_FALSE(gpu->conv_blocked_between(s, false, next, false));
+  next.x_blocked = true;
+  EXPECT_THROW(gpu->conv2d_workspace_bytes(next), Error);
   std::vector<float> zeros(2 * 3 * 8 * 8, 0.0f);
   DeviceVector x(*gpu, zeros), y(*gpu, zeros), W(*gpu, std::vector<float>(4 * 3 * 9, 0.0f)),
       ws(*gpu, std::vector<float>(bytes / sizeof(float) + 1));

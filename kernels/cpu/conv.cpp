@@ -30,6 +30,7 @@
 #include <cstddef>
 #include <cstdlib>
 #include <stdexcept>
+#include <string>
 #include <type_traits>
 
 #include "kernels/cpu/blas.h"
@@ -63,11 +64,14 @@ enum class Direction { forward, backward_data, backward_weights };
 // or more (into SVHN's 3-channel images oneDNN ran 0.7×); every conv's forward (1.1–1.7×);
 // of the transposes' forwards only those to 64 channels or more (128 → 64: 1.15×; 64 → 32
 // ran 0.86×, 32 → 3 0.45×).
+// A shape with a blocked side takes oneDNN in every direction, whatever the route: the tensor
+// is already in its layout (conv_blocked_between chose so).
 template <class T>
 bool use_onednn(const Conv2dShape& s, bool transposed, Direction direction) {
   if constexpr (!std::is_same_v<T, float>) {
     return false;
   } else {
+    if (s.x_blocked || s.y_blocked) return true;
     const ConvRoute route = conv_route();
     if (route == ConvRoute::im2col || !onednn::available() || !onednn::supports(s, transposed))
       return false;
@@ -211,33 +215,65 @@ void block_to_images(T* images, const T* block, int G, int C, int P, const T* bi
     }
 }
 
+constexpr int kMaxChannelBlock = 16;
+
 // The gradient at the op's output, in one pass: with relu, dy[N, C, P] *= (y > 0) in place;
 // db[c] = Σ_n Σ_p dy (overwritten; each image's sum added in n order; null: skipped). Each
 // thread takes a contiguous range of channels and walks the images in order, so it reads
 // memory in order (walking a channel across the images instead took 3% of a backward).
+// block > 0: dy and y are blocked, [N, C / block, P, block] (Conv2dShape::y_blocked); the
+// threads then take ranges of whole blocks, and each image's sum runs over p in order, block
+// channels side by side.
 template <class T>
-void output_grad(T* dy, T* db, const T* y, int N, int C, int P, bool relu) {
+void output_grad(T* dy, T* db, const T* y, int N, int C, int P, bool relu, int block) {
   if (!relu && !db) return;
+  const int bk = block > 0 ? block : 1;  // channels per unit of the threads' ranges
+  const int units = C / bk;
 #pragma omp parallel if (size_t(N) * C * P > 65536)
   {
     const int t = omp_get_thread_num(), nt = omp_get_num_threads();
-    const int c_lo = int(int64_t(C) * t / nt), c_hi = int(int64_t(C) * (t + 1) / nt);
-    if (db) std::fill(db + c_lo, db + c_hi, T(0));
-    for (int n = 0; n < N && c_lo < c_hi; ++n) {
-      const size_t at = (size_t(n) * C + c_lo) * P, count = size_t(c_hi - c_lo) * P;
+    const int u_lo = int(int64_t(units) * t / nt), u_hi = int(int64_t(units) * (t + 1) / nt);
+    if (db) std::fill(db + u_lo * bk, db + u_hi * bk, T(0));
+    for (int n = 0; n < N && u_lo < u_hi; ++n) {
+      const size_t at = (size_t(n) * units + u_lo) * P * bk, count = size_t(u_hi - u_lo) * P * bk;
       T* planes = dy + at;
       if (relu)
         for (size_t i = 0; i < count; ++i) planes[i] = y[at + i] > T(0) ? planes[i] : T(0);
       if (!db) continue;
-      for (int c = c_lo; c < c_hi; ++c) {
-        const T* plane = dy + (size_t(n) * C + c) * P;
+      for (int u = u_lo; u < u_hi; ++u) {
+        const T* unit = dy + (size_t(n) * units + u) * P * bk;
+        if (block > 0) {
+          T part[kMaxChannelBlock] = {};
+          for (int p = 0; p < P; ++p)
+#pragma omp simd
+            for (int j = 0; j < bk; ++j) part[j] += unit[size_t(p) * bk + j];
+          for (int j = 0; j < bk; ++j) db[u * bk + j] += part[j];
+          continue;
+        }
         T part = T(0);
 #pragma omp simd reduction(+ : part)
-        for (int p = 0; p < P; ++p) part += plane[p];
-        db[c] += part;
+        for (int p = 0; p < P; ++p) part += unit[p];
+        db[u] += part;
       }
     }
   }
+}
+
+// The block output_grad sees for a shape's y side (0: NCHW).
+int y_block(const Conv2dShape& s) {
+  return s.y_blocked ? conv_channel_block() : 0;
+}
+
+// A blocked side needs float and a shape oneDNN takes with it (conv_blocked_between).
+template <class T>
+void check_blocked(const Conv2dShape& s, bool transposed) {
+  if (!s.x_blocked && !s.y_blocked) return;
+  bool usable = std::is_same_v<T, float>;
+  if constexpr (std::is_same_v<T, float>) usable = onednn::supports(s, transposed);
+  if (!usable)
+    throw std::invalid_argument(
+        std::string(transposed ? "conv_transpose2d" : "conv2d") +
+        ": a blocked side needs float and oneDNN's route for the shape (conv_blocked_between)");
 }
 
 }  // namespace
@@ -300,6 +336,40 @@ bool onednn_built() {
   return onednn::available();
 }
 
+int conv_channel_block() {
+  return onednn::channel_block();
+}
+
+template <class T>
+bool conv_blocked_between(const Conv2dShape& producer, bool producer_transposed,
+                          const Conv2dShape& consumer, bool consumer_transposed) {
+  if constexpr (!std::is_same_v<T, float>) {
+    return false;
+  } else {
+    const int block = conv_channel_block();
+    if (block == 0 || conv_route() == ConvRoute::im2col) return false;
+    if (producer.N != consumer.N || producer.C_out != consumer.C_in ||
+        conv_out_h(producer, producer_transposed) != consumer.H ||
+        conv_out_w(producer, producer_transposed) != consumer.W || consumer.C_in % block != 0)
+      return false;
+    // Where the route would give a direction that touches the tensor to im2col (measured
+    // faster there), the tensor stays NCHW: the reorders it saves cost less than the route.
+    Conv2dShape p = producer, c = consumer;
+    p.x_blocked = p.y_blocked = c.x_blocked = c.y_blocked = false;
+    if (!use_onednn<T>(p, producer_transposed, Direction::forward) ||
+        !use_onednn<T>(p, producer_transposed, Direction::backward_weights) ||
+        !use_onednn<T>(c, consumer_transposed, Direction::forward) ||
+        !use_onednn<T>(c, consumer_transposed, Direction::backward_weights) ||
+        !use_onednn<T>(c, consumer_transposed, Direction::backward_data))
+      return false;
+    p = producer, c = consumer;
+    p.y_blocked = c.x_blocked = true;
+    return onednn::supports(p, producer_transposed) && onednn::supports(c, consumer_transposed);
+  }
+}
+template bool conv_blocked_between<float>(const Conv2dShape&, bool, const Conv2dShape&, bool);
+template bool conv_blocked_between<double>(const Conv2dShape&, bool, const Conv2dShape&, bool);
+
 // Elements of T: the im2col route's chunks, or oneDNN's operands and scratchpad in floats.
 size_t conv2d_workspace_size(const Conv2dShape& s) {
   const Geometry g = conv_geometry(s);
@@ -316,6 +386,7 @@ size_t conv_transpose2d_workspace_size(const Conv2dShape& s) {
 template <class T>
 void conv2d_forward(T* y, const T* x, const T* W, const T* b, const Conv2dShape& s, bool relu,
                     T* workspace) {
+  check_blocked<T>(s, false);
   if (use_onednn<T>(s, false, Direction::forward)) {
     if constexpr (std::is_same_v<T, float>) onednn::forward(y, x, W, b, s, false, relu, workspace);
     return;
@@ -337,10 +408,11 @@ void conv2d_forward(T* y, const T* x, const T* W, const T* b, const Conv2dShape&
 template <class T>
 void conv2d_backward(T* dx, T* dW, T* db, T* dy, const T* x, const T* W, const T* y,
                      const Conv2dShape& s, bool relu, T* workspace) {
+  check_blocked<T>(s, false);
   const Geometry g = conv_geometry(s);
   const Chunks chunks(g, s.N, s.C_out, size_t(s.C_out) * g.K());
   const int K = g.K(), P = g.P();
-  output_grad(dy, db, y, s.N, s.C_out, P, relu);
+  output_grad(dy, db, y, s.N, s.C_out, P, relu, y_block(s));
   onednn_backward(dx, dW, x, dy, W, s, false, workspace);
   if (!dW && !dx) return;
   chunks.run([&](int lane, int n0, int n) {
@@ -367,6 +439,7 @@ void conv2d_backward(T* dx, T* dW, T* db, T* dy, const T* x, const T* W, const T
 template <class T>
 void conv_transpose2d_forward(T* y, const T* x, const T* W, const T* b, const Conv2dShape& s,
                               bool relu, T* workspace) {
+  check_blocked<T>(s, true);
   if (use_onednn<T>(s, true, Direction::forward)) {
     if constexpr (std::is_same_v<T, float>) onednn::forward(y, x, W, b, s, true, relu, workspace);
     return;
@@ -388,10 +461,11 @@ void conv_transpose2d_forward(T* y, const T* x, const T* W, const T* b, const Co
 template <class T>
 void conv_transpose2d_backward(T* dx, T* dW, T* db, T* dy, const T* x, const T* W, const T* y,
                                const Conv2dShape& s, bool relu, T* workspace) {
+  check_blocked<T>(s, true);
   const Geometry g = transpose_geometry(s);
   const Chunks chunks(g, s.N, s.C_in, size_t(s.C_in) * g.K());
   const int K = g.K(), P = g.P();
-  output_grad(dy, db, y, s.N, s.C_out, int(g.plane()), relu);
+  output_grad(dy, db, y, s.N, s.C_out, int(g.plane()), relu, y_block(s));
   onednn_backward(dx, dW, x, dy, W, s, true, workspace);
   if (!dW && !dx) return;
   chunks.run([&](int lane, int n0, int n) {

@@ -38,6 +38,29 @@ size_t round_up(size_t bytes) {
   return (bytes + kAlign - 1) / kAlign * kAlign;
 }
 
+// The blocked layout's block, read off the layout oneDNN's forward convolution picks for a
+// 32-channel output on this CPU (0: neither 16 nor 8 channels, or no fast kernel).
+int probe_channel_block() {
+  const auto f32 = memory::data_type::f32;
+  const memory::dims image{1, 32, 8, 8}, weights{32, 32, 3, 3};
+  try {
+    const auto pd = fast(dnnl::convolution_forward::primitive_desc(
+        dnnl::convolution_forward::desc(prop_kind::forward_training, algorithm::convolution_direct,
+                                        memory::desc(image, f32, tag::any),
+                                        memory::desc(weights, f32, tag::any),
+                                        memory::desc(image, f32, tag::any), {1, 1}, {1, 1}, {1, 1}),
+        engine()));
+    for (const auto& [block, blocked] : {std::pair{16, tag::aBcd16b}, std::pair{8, tag::aBcd8b}})
+      if (pd.dst_desc() == memory::desc(image, f32, blocked)) return block;
+  } catch (const dnnl::error&) {
+  } catch (const ReferenceOnly&) {
+  }
+  return 0;
+}
+tag blocked_tag() {
+  return channel_block() == 8 ? tag::aBcd8b : tag::aBcd16b;
+}
+
 // Right padding that makes oneDNN's size formula give exactly the engine's output size: for a
 // conv, (Ho − 1)·stride + K − H − pad (≤ pad; below it when the floor in Ho drops pixels); for
 // the transpose, pad − output_padding. Negative: oneDNN cannot take the shape.
@@ -130,6 +153,11 @@ struct Plan {
 };
 
 Plan make_plan(const Conv2dShape& s, bool transposed) {
+  // A blocked side must fill its blocks exactly: the caller's buffer holds N·C·H·W values.
+  const int block = channel_block();
+  if ((s.x_blocked && (block == 0 || s.C_in % block != 0)) ||
+      (s.y_blocked && (block == 0 || s.C_out % block != 0)))
+    return Plan{};
   const auto f32 = memory::data_type::f32;
   const int Ho = conv_out_h(s, transposed), Wo = conv_out_w(s, transposed);
   const memory::dims src{s.N, s.C_in, s.H, s.W}, dst{s.N, s.C_out, Ho, Wo},
@@ -137,13 +165,27 @@ Plan make_plan(const Conv2dShape& s, bool transposed) {
       left{s.pad, s.pad};
   const auto right_pad = right_padding(s, transposed);
   const memory::dims right{right_pad[0], right_pad[1]};
-  const memory::desc src_plain(src, f32, tag::nchw), dst_plain(dst, f32, tag::nchw),
+  // What the caller holds: NCHW, or channel blocks where the shape says so.
+  const memory::desc src_plain(src, f32, s.x_blocked ? blocked_tag() : tag::nchw),
+      dst_plain(dst, f32, s.y_blocked ? blocked_tag() : tag::nchw),
       weights_plain(weights, f32, transposed ? tag::iohw : tag::oihw), bias_md(bias, f32, tag::x);
   // A side with few channels stays NCHW: blocked layouts pad channels to 16 (3 → 16 for
   // RGB images), and oneDNN's kernels read a narrow NCHW side directly.
   const auto layout = [](int channels) { return channels < 16 ? tag::nchw : tag::any; };
   const memory::desc src_any(src, f32, layout(s.C_in)), dst_any(dst, f32, layout(s.C_out)),
       weights_any(weights, f32, tag::any);
+  // make(src, dst) → a primitive descriptor. Blocked sides are given as they are, so that
+  // nothing reorders them; where oneDNN has no fast primitive for that (the data gradient into
+  // 3 channels from a blocked dy: only its reference loops), the primitive chooses its layouts
+  // and the blocked sides are reordered like NCHW ones (Operand).
+  const auto fast_for_layouts = [&](const auto& make) {
+    if (s.x_blocked || s.y_blocked) try {
+        return fast(make(s.x_blocked ? src_plain : src_any, s.y_blocked ? dst_plain : dst_any));
+      } catch (const dnnl::error&) {
+      } catch (const ReferenceOnly&) {
+      }
+    return fast(make(src_any, dst_any));
+  };
   dnnl::primitive_attr user_scratchpad;
   user_scratchpad.set_scratchpad_mode(dnnl::scratchpad_mode::user);
 
@@ -174,12 +216,14 @@ Plan make_plan(const Conv2dShape& s, bool transposed) {
         call->relu_after = relu && transposed;
       };
       const auto make_forward = [&]<class Op>(auto& hint) {
-        const auto desc =
-            with_bias ? typename Op::desc(prop_kind::forward_training, algo, src_any, weights_any,
-                                          bias_md, dst_any, strides, left, right)
-                      : typename Op::desc(prop_kind::forward_training, algo, src_any, weights_any,
-                                          dst_any, strides, left, right);
-        const auto pd = fast(typename Op::primitive_desc(desc, attr, engine()));
+        const auto pd = fast_for_layouts([&](const memory::desc& x, const memory::desc& y) {
+          const auto desc = with_bias
+                                ? typename Op::desc(prop_kind::forward_training, algo, x,
+                                                    weights_any, bias_md, y, strides, left, right)
+                                : typename Op::desc(prop_kind::forward_training, algo, x,
+                                                    weights_any, y, strides, left, right);
+          return typename Op::primitive_desc(desc, attr, engine());
+        });
         if (!with_bias && !relu) hint = pd;
         fill(pd);
         call->primitive = Op(pd);
@@ -209,13 +253,17 @@ Plan make_plan(const Conv2dShape& s, bool transposed) {
     w.scratchpad = weights_pd.scratchpad_desc();
   };
   const auto make_backward = [&]<class Data, class Weights>(const auto& hint) {
-    const typename Data::primitive_desc data_pd(
-        typename Data::desc(algo, src_any, weights_any, dst_any, strides, left, right),
-        user_scratchpad, engine(), hint);
-    const typename Weights::primitive_desc weights_pd(
-        typename Weights::desc(algo, src_any, weights_any, dst_any, strides, left, right),
-        user_scratchpad, engine(), hint);
-    fill_backward(fast(data_pd), fast(weights_pd));
+    const auto data_pd = fast_for_layouts([&](const memory::desc& x, const memory::desc& y) {
+      return typename Data::primitive_desc(
+          typename Data::desc(algo, x, weights_any, y, strides, left, right), user_scratchpad,
+          engine(), hint);
+    });
+    const auto weights_pd = fast_for_layouts([&](const memory::desc& x, const memory::desc& y) {
+      return typename Weights::primitive_desc(
+          typename Weights::desc(algo, x, weights_any, y, strides, left, right), user_scratchpad,
+          engine(), hint);
+    });
+    fill_backward(data_pd, weights_pd);
     plan.backward_data->primitive = Data(data_pd);
     plan.backward_weights->primitive = Weights(weights_pd);
   };
@@ -235,14 +283,14 @@ Plan make_plan(const Conv2dShape& s, bool transposed) {
   return plan;
 }
 
-using Key = std::tuple<int, int, int, int, int, int, int, int, int, int, bool>;
+using Key = std::tuple<int, int, int, int, int, int, int, int, int, int, bool, bool, bool>;
 
 // The process's plans, created on first use (primitive creation JIT-compiles the kernels).
 const Plan& plan_for(const Conv2dShape& s, bool transposed) {
   static std::mutex mutex;
   static std::map<Key, std::unique_ptr<Plan>> plans;
-  const Key key{s.N,   s.C_in,           s.H,       s.W, s.C_out, s.KH, s.KW, s.stride,
-                s.pad, s.output_padding, transposed};
+  const Key key{s.N,   s.C_in,           s.H,        s.W,         s.C_out,    s.KH, s.KW, s.stride,
+                s.pad, s.output_padding, transposed, s.x_blocked, s.y_blocked};
   std::lock_guard lock(mutex);
   auto& plan = plans[key];
   if (!plan) try {
@@ -291,6 +339,11 @@ size_t image_elements(const Conv2dShape& s, bool transposed, bool output) {
 
 bool available() {
   return true;
+}
+
+int channel_block() {
+  static const int block = probe_channel_block();
+  return block;
 }
 
 bool supports(const Conv2dShape& s, bool transposed) {
@@ -364,6 +417,9 @@ namespace {
 }  // namespace
 bool available() {
   return false;
+}
+int channel_block() {
+  return 0;
 }
 bool supports(const Conv2dShape&, bool) {
   return false;

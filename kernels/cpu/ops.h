@@ -64,6 +64,11 @@ struct Conv2dShape {
   int C_out = 1, KH = 1, KW = 1;
   int stride = 1, pad = 0;
   int output_padding = 0;  // conv_transpose2d only (must be 0 for conv2d)
+  // x and dx (x_blocked), y and dy (y_blocked) held in channel blocks [N, C / b, H, W, b]
+  // instead of NCHW: the layout oneDNN's kernels compute in (b = conv_channel_block()), kept
+  // between two convolutions so that neither reorders it. Only where conv_blocked_between
+  // allows it (the CPU's float ops on oneDNN's route); every other backend refuses the flags.
+  bool x_blocked = false, y_blocked = false;
 };
 inline int conv2d_out_size(int in, int k, int stride, int pad) {
   return (in + 2 * pad - k) / stride + 1;
@@ -107,6 +112,19 @@ ConvRoute conv_route_named(const std::string& name);
 bool onednn_built();
 // Whether the automatic GEMM route takes oneDNN on this CPU (built, with brgemm kernels).
 bool onednn_gemm_automatic();
+// The channel block b of the blocked layout (Conv2dShape::x_blocked): what oneDNN's
+// convolutions compute in on this CPU (16 with AVX-512, 8 with AVX2), 0 without oneDNN.
+int conv_channel_block();
+// Whether the tensor between two convolutions — producer's y, consumer's x, and their
+// gradients — may stay blocked (producer.y_blocked, consumer.x_blocked): T = float, the two
+// meet (same images, channels, height, width), the channels are a multiple of the block, and
+// every op and direction that reads or writes the tensor takes oneDNN on the current route
+// (the producer's forward and weight gradient; the consumer's forward, weight and data
+// gradients), with the flags already set on either shape. The producer's data gradient then
+// takes oneDNN too. Nothing else may read such a tensor (a stack's last output stays NCHW).
+template <class T>
+bool conv_blocked_between(const Conv2dShape& producer, bool producer_transposed,
+                          const Conv2dShape& consumer, bool consumer_transposed);
 
 // y = act(conv2d(x, W) + b), act = ReLU or identity; a null b adds no bias.
 template <class T>

@@ -817,6 +817,7 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
   // that from a 256-byte boundary, for a part per stream (conv_lane).
   size_t conv_workspace(const Conv2dShape& s, bool transposed) {
     check_conv_shape(s, transposed, transposed ? "conv_transpose2d" : "conv2d");
+    check_conv_nchw(s, transposed ? "conv_transpose2d" : "conv2d");
     const size_t main = convolutions().workspace_bytes(s, transposed);
     return split_conv_workspace() ? 2 * ((main + 255) / 256 * 256) : main;
   }
