@@ -64,14 +64,21 @@ TEST(BlockedLayouts, OnlyWhereEveryDirectionOfBothSidesTakesOneDnn) {
   }
 }
 
+// conv2d_forward<T> on s (zeros and constants) throws std::invalid_argument.
+template <class T>
+void expect_forward_refused(const Conv2dShape& s) {
+  const int Ho = cpu::conv_out_h(s, false), Wo = cpu::conv_out_w(s, false);
+  std::vector<T> x(size_t(s.N) * s.C_in * s.H * s.W, T(0.5)),
+      W(size_t(s.C_out) * s.C_in * s.KH * s.KW, T(0.1)), y(size_t(s.N) * s.C_out * Ho * Wo),
+      ws(cpu::conv2d_workspace_size(s));
+  EXPECT_THROW(cpu::conv2d_forward<T>(y.data(), x.data(), W.data(), nullptr, s, false, ws.data()),
+               std::invalid_argument);
+}
+
 TEST(BlockedLayouts, BlockedSidesAreRefusedWhereNoBlockedRouteExists) {
   Conv2dShape s = conv_shape(2, 16, 8, 16);
   s.y_blocked = true;
-  std::vector<double> x(2 * 16 * 8 * 8, 0.5), W(16 * 16 * 4 * 4, 0.1), y(2 * 16 * 4 * 4);
-  std::vector<double> ws(cpu::conv2d_workspace_size(s));
-  EXPECT_THROW(
-      cpu::conv2d_forward<double>(y.data(), x.data(), W.data(), nullptr, s, false, ws.data()),
-      std::invalid_argument);
+  expect_forward_refused<double>(s);
   // A backend without a blocked layout answers false and refuses the flags.
   auto cpu_double = make_cpu_backend<double>(1);
   EXPECT_FALSE(cpu_double->conv_blocked_between(conv_shape(2, 3, 16, 16), false, s, false));
@@ -79,11 +86,7 @@ TEST(BlockedLayouts, BlockedSidesAreRefusedWhereNoBlockedRouteExists) {
   // Float, but a block part-filled (20 channels): oneDNN has no plan for it.
   Conv2dShape odd = conv_shape(2, 16, 8, 20);
   odd.y_blocked = true;
-  std::vector<float> xf(2 * 16 * 8 * 8, 0.5f), Wf(20 * 16 * 4 * 4, 0.1f), yf(2 * 20 * 4 * 4);
-  std::vector<float> wsf(cpu::conv2d_workspace_size(odd));
-  EXPECT_THROW(
-      cpu::conv2d_forward<float>(yf.data(), xf.data(), Wf.data(), nullptr, odd, false, wsf.data()),
-      std::invalid_argument);
+  expect_forward_refused<float>(odd);
 }
 
 // A stack of five convolutions over N images, its parameters drawn from seed, run on a float
