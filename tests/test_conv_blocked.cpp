@@ -34,6 +34,8 @@ bool blocked_layouts_here() {
 
 TEST(BlockedLayouts, OnlyWhereEveryDirectionOfBothSidesTakesOneDnn) {
   if (!blocked_layouts_here()) GTEST_SKIP() << "this build or CPU has no oneDNN blocked layout";
+  // The automatic routes, whatever EQUIVAE_CPU_CONV says.
+  test::RouteScope<cpu::ConvRoute> automatic(cpu::ConvRoute::automatic);
   const int block = cpu::conv_channel_block();
   EXPECT_TRUE(block == 16 || block == 8) << block;
   const Conv2dShape a = conv_shape(8, 3, 16, 32), b = conv_shape(8, 32, 8, 64);
@@ -164,6 +166,7 @@ double relative_error(const std::vector<float>& a, const std::vector<float>& b) 
 
 TEST(BlockedLayouts, StackComputesWhatItsNchwTwinComputes) {
   if (!blocked_layouts_here()) GTEST_SKIP() << "this build or CPU has no oneDNN blocked layout";
+  test::RouteScope<cpu::ConvRoute> automatic(cpu::ConvRoute::automatic);
   ConvStack blocked(true), nchw(false);
   // conv → conv (32 channels), conv → transpose into 64, transpose → transpose into 64; the
   // last transpose's forward (into 3 channels) runs on im2col, so its input stays NCHW.
