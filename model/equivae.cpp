@@ -295,12 +295,15 @@ template <class T>
 void EquiVae<T>::load_batch(const Batch& batch, const Dataset& data, const Dataset* unlabelled) {
   const int D = config_.input_dim, C = config_.classes;
   check_batch(batch, data, unlabelled);
-  auto put = [&](int row, const float* src) {
+  // Row i < B is item i; row B + u·C + y unlabelled item u (for each of its C labels). The
+  // semi-supervised batch is 1,160 images (3.6 MB): rows in parallel.
+  const int rows = B_ + U_ * C;
+#pragma omp parallel for schedule(static) if (size_t(rows) * D >= (size_t(1) << 18))
+  for (int row = 0; row < rows; ++row) {
+    const float* src = row < B_ ? data.image(batch.rows[row])
+                                : unlabelled->image(batch.unlabelled_rows[(row - B_) / C]);
     std::copy(src, src + D, staging_.begin() + size_t(row) * D);
-  };
-  for (int i = 0; i < B_; ++i) put(i, data.image(batch.rows[i]));
-  for (int u = 0; u < U_; ++u)
-    for (int y = 0; y < C; ++y) put(B_ + u * C + y, unlabelled->image(batch.unlabelled_rows[u]));
+  }
   backend_.upload(x_.data, staging_.data(), size_t(R_) * D * sizeof(T));
   if (config_.semi_supervised()) {
     // The classifier sees each item once: the labelled rows, then row y = 0 of every u.

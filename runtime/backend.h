@@ -76,7 +76,7 @@ class Backend {
   virtual void pool_forward(T* r, const T* e, const int32_t* offsets, const int32_t* members, int R,
                             int d) = 0;
   // inv_offsets[N+1] / inv_rows: the sets' transpose (cpu::pool_transpose), for backends
-  // that gather (CUDA); the CPU scatters over offsets/members.
+  // that gather (CUDA, and the CPU where given; the CPU scatters over offsets/members without).
   virtual void pool_backward(T* de, const T* dr, const int32_t* offsets, const int32_t* members,
                              const int32_t* inv_offsets, const int32_t* inv_rows, int R, int N,
                              int d) = 0;

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstring>
 #include <vector>
 
 #include "kernels/cpu/ops.h"
@@ -177,6 +178,27 @@ TEST(Ops, PoolTransposeListsEachItemsPoolingRowsInOrder) {
   cpu::pool_transpose(offsets.data(), members.data(), 4, 5, inv_offsets.data(), inv_rows.data());
   EXPECT_EQ(inv_offsets, (std::vector<int32_t>{0, 2, 4, 4, 4, 7}));
   EXPECT_EQ(inv_rows, (std::vector<int32_t>{0, 2, 0, 3, 1, 2, 2}));
+}
+
+TEST(Ops, PoolingBackwardGatherEqualsTheScatterBitForBit) {
+  // Random sets of 1 to 6 members over N items (repeats allowed, some items unused), wide
+  // enough rows that the gather runs its items in parallel.
+  const int R = 300, N = 200, d = 512;
+  std::vector<int32_t> offsets{0}, members;
+  for (int i = 0; i < R; ++i) {
+    const int m = 1 + int(random_in(5, size_t(i), 0, 6));
+    for (int s = 0; s < m; ++s) members.push_back(int32_t(random_in(6, members.size(), 0, N - 10)));
+    offsets.push_back(int32_t(members.size()));
+  }
+  std::vector<int32_t> inv_offsets(N + 1), inv_rows(members.size());
+  cpu::pool_transpose(offsets.data(), members.data(), R, N, inv_offsets.data(), inv_rows.data());
+  std::vector<float> dr(size_t(R) * d), scatter(size_t(N) * d), gather(size_t(N) * d, 7.0f);
+  for (size_t i = 0; i < dr.size(); ++i) dr[i] = float(random_in(7, i, -1, 1));
+  cpu::pool_backward(scatter.data(), dr.data(), offsets.data(), members.data(), R, N, d);
+  cpu::pool_backward_gather(gather.data(), dr.data(), offsets.data(), inv_offsets.data(),
+                            inv_rows.data(), N, d);
+  EXPECT_EQ(0, std::memcmp(scatter.data(), gather.data(), scatter.size() * sizeof(float)));
+  EXPECT_EQ(gather[size_t(N - 1) * d], 0.0f);  // an unused item: zero, not left as it was
 }
 
 TEST(Ops, PoolingBackwardEqualsDenseMatrixForm) {

@@ -171,6 +171,11 @@ void pool_forward(T* r, const T* e, const int32_t* offsets, const int32_t* membe
 template <class T>
 void pool_backward(T* de, const T* dr, const int32_t* offsets, const int32_t* members, int R, int N,
                    int d);
+// pool_backward as a gather over the sets' transpose (pool_transpose): each item's rows in
+// parallel, bit for bit pool_backward's result.
+template <class T>
+void pool_backward_gather(T* de, const T* dr, const int32_t* offsets, const int32_t* inv_offsets,
+                          const int32_t* inv_rows, int N, int d);
 // The sets' transpose, for gathers: the pooled rows that use item j are
 // inv_rows[inv_offsets[j] .. inv_offsets[j+1]), in increasing order (a stable counting sort),
 // so a gather over them adds in pool_backward's order. inv_offsets[N+1], inv_rows[offsets[R]];
