@@ -91,10 +91,10 @@ TEST(BlockedLayouts, BlockedSidesAreRefusedWhereNoBlockedRouteExists) {
   expect_forward_refused<float>(odd);
 }
 
-// A stack of five convolutions over N images, its parameters drawn from seed, run on a float
+// A stack of five convolutions over N images, the same parameters whatever N, run on a float
 // CPU backend: with blocked layouts or without.
 struct ConvStack {
-  static constexpr int N = 6;
+  int N;
   std::unique_ptr<Backend<float>> be = make_cpu_backend<float>(1);
   Arena arena;
   Tensor<float> workspace;
@@ -108,7 +108,7 @@ struct ConvStack {
                           }};
   int blocked = 0;
 
-  explicit ConvStack(bool blocked_layouts) {
+  ConvStack(int images, bool blocked_layouts) : N(images) {
     stack.place_parameters(arena);
     stack.place_gradients(arena);
     stack.place_activations(arena, N);
@@ -126,7 +126,7 @@ struct Pass {
   std::vector<std::vector<float>> dW, db;
 };
 Pass run(ConvStack& s) {
-  const int in = s.stack.in(), out = s.stack.out(), N = ConvStack::N;
+  const int in = s.stack.in(), out = s.stack.out(), N = s.N;
   std::vector<float> x(size_t(N) * in), dout(size_t(N) * out);
   for (size_t i = 0; i < x.size(); ++i) x[i] = philox_uniform<float>(9, 0, 0, uint32_t(i));
   for (size_t i = 0; i < dout.size(); ++i)
@@ -164,10 +164,10 @@ double relative_error(const std::vector<float>& a, const std::vector<float>& b) 
   return error / scale;
 }
 
-TEST(BlockedLayouts, StackComputesWhatItsNchwTwinComputes) {
-  if (!blocked_layouts_here()) GTEST_SKIP() << "this build or CPU has no oneDNN blocked layout";
-  test::RouteScope<cpu::ConvRoute> automatic(cpu::ConvRoute::automatic);
-  ConvStack blocked(true), nchw(false);
+// The stack over N images with blocked layouts against its NCHW twin.
+void expect_blocked_twin(int N) {
+  SCOPED_TRACE(std::to_string(N) + " images");
+  ConvStack blocked(N, true), nchw(N, false);
   // conv → conv (32 channels), conv → transpose into 64, transpose → transpose into 64; the
   // last transpose's forward (into 3 channels) runs on im2col, so its input stays NCHW.
   ASSERT_EQ(blocked.blocked, 3);
@@ -191,6 +191,19 @@ TEST(BlockedLayouts, StackComputesWhatItsNchwTwinComputes) {
     EXPECT_LT(relative_error(b.db[l], n.db[l]), 1e-5) << "layer " << l;
   // And they are not trivially equal: the gradients are there.
   EXPECT_GT(relative_error(std::vector<float>(b.dx.size(), 0.0f), n.dx), 0.5);
+}
+
+TEST(BlockedLayouts, StackComputesWhatItsNchwTwinComputes) {
+  if (!blocked_layouts_here()) GTEST_SKIP() << "this build or CPU has no oneDNN blocked layout";
+  test::RouteScope<cpu::ConvRoute> automatic(cpu::ConvRoute::automatic);
+  expect_blocked_twin(6);
+}
+
+TEST(BlockedLayouts, BatchesOfSeveralOneDnnChunksToo) {
+  // Above 512 images oneDNN takes a batch in chunks (600: two of 300), blocked ones included.
+  if (!blocked_layouts_here()) GTEST_SKIP() << "this build or CPU has no oneDNN blocked layout";
+  test::RouteScope<cpu::ConvRoute> automatic(cpu::ConvRoute::automatic);
+  expect_blocked_twin(600);
 }
 
 }  // namespace
