@@ -453,6 +453,43 @@ TEST(ConvOps, OneDnnRouteIsTakenWhereItCanBeAndFallsBackElsewhere) {
             (forward_and_backward<float, true>(padded, onednn)));
 }
 
+// A backward with both gradients (oneDNN then reorders an NCHW dy once for the two) against
+// each gradient alone, bit for bit: a conv, a transpose, and a batch of two oneDNN chunks.
+TEST(ConvOps, OneDnnGradientsTogetherEqualEachAlone) {
+  if (!cpu::onednn_built()) GTEST_SKIP() << "built without oneDNN (libdnnl-dev)";
+  test::RouteScope<cpu::ConvRoute> onednn(cpu::ConvRoute::onednn);
+  for (const auto& [s, transposed] : {std::pair{shape(8, 32, 8, 8, 64, 4, 4, 2, 1), false},
+                                      std::pair{shape(8, 64, 4, 4, 32, 4, 4, 2, 1), true},
+                                      std::pair{shape(600, 16, 4, 4, 32, 4, 4, 2, 1), false}}) {
+    SCOPED_TRACE(std::string(transposed ? "transpose " : "conv ") + std::to_string(s.N));
+    const size_t in = size_t(s.N) * s.C_in * s.H * s.W,
+                 out = size_t(s.N) * s.C_out * cpu::conv_out_h(s, transposed) *
+                       cpu::conv_out_w(s, transposed),
+                 weights = size_t(s.C_out) * s.C_in * s.KH * s.KW;
+    std::vector<float> x(in), W(weights), dy(out);
+    for (size_t i = 0; i < in; ++i) x[i] = float(random_in(31, i, -1, 1));
+    for (size_t i = 0; i < weights; ++i) W[i] = float(random_in(32, i, -0.2, 0.2));
+    for (size_t i = 0; i < out; ++i) dy[i] = float(random_in(33, i, -1, 1));
+    std::vector<float> ws(transposed ? cpu::conv_transpose2d_workspace_size(s)
+                                     : cpu::conv2d_workspace_size(s));
+    const auto backward = [&](float* dx, float* dW) {
+      std::vector<float> dz = dy;  // the op may mask dy in place (not without ReLU)
+      if (transposed)
+        cpu::conv_transpose2d_backward<float>(dx, dW, nullptr, dz.data(), x.data(), W.data(),
+                                              nullptr, s, false, ws.data());
+      else
+        cpu::conv2d_backward<float>(dx, dW, nullptr, dz.data(), x.data(), W.data(), nullptr, s,
+                                    false, ws.data());
+    };
+    std::vector<float> dx(in), dW(weights), dx_alone(in), dW_alone(weights);
+    backward(dx.data(), dW.data());
+    backward(dx_alone.data(), nullptr);
+    backward(nullptr, dW_alone.data());
+    EXPECT_EQ(dx, dx_alone);
+    EXPECT_EQ(dW, dW_alone);
+  }
+}
+
 TEST(ConvOps, RoutesAreNamed) {
   EXPECT_EQ(cpu::conv_route_named("im2col"), cpu::ConvRoute::im2col);
   EXPECT_EQ(cpu::conv_route_named("onednn"), cpu::ConvRoute::onednn);

@@ -94,14 +94,12 @@ template <class T>
 void onednn_backward(T*& dx, T*& dW, const T* x, const T* dy, const T* W, const Conv2dShape& s,
                      bool transposed, T* workspace) {
   if constexpr (std::is_same_v<T, float>) {
-    if (dW && use_onednn<T>(s, transposed, Direction::backward_weights)) {
-      onednn::backward_weights(dW, x, dy, s, transposed, workspace);
-      dW = nullptr;
-    }
-    if (dx && use_onednn<T>(s, transposed, Direction::backward_data)) {
-      onednn::backward_data(dx, dy, W, s, transposed, workspace);
-      dx = nullptr;
-    }
+    T* onednn_dW = dW && use_onednn<T>(s, transposed, Direction::backward_weights) ? dW : nullptr;
+    T* onednn_dx = dx && use_onednn<T>(s, transposed, Direction::backward_data) ? dx : nullptr;
+    if (!onednn_dW && !onednn_dx) return;
+    onednn::backward(onednn_dx, onednn_dW, x, dy, W, s, transposed, workspace);
+    if (onednn_dW) dW = nullptr;
+    if (onednn_dx) dx = nullptr;
   }
 }
 

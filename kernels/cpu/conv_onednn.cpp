@@ -106,14 +106,20 @@ struct Call {
   }
 
   // Runs the primitive on the caller's NCHW pointers (same order as operands), reordering in
-  // and out through the workspace.
-  void run(const std::vector<void*>& pointers, void* workspace_, const float* bias) const {
+  // and out through the workspace. inner_given: the index of an input operand whose pointer
+  // already holds it in the primitive's layout (not reordered), or −1.
+  void run(const std::vector<void*>& pointers, void* workspace_, const float* bias,
+           int inner_given = -1) const {
     dnnl::stream stream(engine());
     char* ws = static_cast<char*>(workspace_);
     std::unordered_map<int, memory> args;
     std::vector<std::pair<const Operand*, std::pair<memory, memory>>> outputs;
     for (size_t i = 0; i < operands.size(); ++i) {
       const auto& [arg, op] = operands[i];
+      if (int(i) == inner_given) {
+        args.emplace(arg, memory(op.inner, engine(), pointers[i]));
+        continue;
+      }
       memory user(op.plain, engine(), pointers[i]);
       if (op.plain == op.inner) {
         args.emplace(arg, user);
@@ -149,8 +155,13 @@ struct Plan {
   bool usable = false;
   std::unique_ptr<Call> forward[2][2];  // [bias][relu]
   std::unique_ptr<Call> backward_data, backward_weights;
+  // Where both backward primitives read dy in one layout other than the caller's, backward()
+  // reorders it once for the two: its bytes at the head of the workspace (else 0).
+  size_t shared_dy = 0;
   size_t workspace = 0;
 };
+// The operand index of dy in the backward calls (make_plan's fill_backward order).
+constexpr int kDataDy = 0, kWeightsDy = 1;
 
 Plan make_plan(const Conv2dShape& s, bool transposed) {
   // A blocked side must fill its blocks exactly: the caller's buffer holds N·C·H·W values.
@@ -278,6 +289,14 @@ Plan make_plan(const Conv2dShape& s, bool transposed) {
     for (const auto& call : by_bias) plan.workspace = std::max(plan.workspace, call->workspace());
   plan.workspace = std::max(
       {plan.workspace, plan.backward_data->workspace(), plan.backward_weights->workspace()});
+  const Operand& data_dy = plan.backward_data->operands[kDataDy].second;
+  const Operand& weights_dy = plan.backward_weights->operands[kWeightsDy].second;
+  if (data_dy.plain != data_dy.inner && data_dy.inner == weights_dy.inner) {
+    plan.shared_dy = data_dy.workspace();
+    plan.workspace =
+        std::max(plan.workspace, plan.shared_dy + std::max(plan.backward_data->workspace(),
+                                                           plan.backward_weights->workspace()));
+  }
   plan.workspace += kAlign;  // room to align the caller's pointer
   plan.usable = true;
   return plan;
@@ -374,34 +393,40 @@ void forward(float* y, const float* x, const float* W, const float* b, const Con
   });
 }
 
-void backward_data(float* dx, const float* dy, const float* W, const Conv2dShape& s,
-                   bool transposed, void* workspace) {
-  const size_t in = image_elements(s, transposed, false), out = image_elements(s, transposed, true);
-  for_each_chunk(s, [&](int n0, const Conv2dShape& chunk) {
-    plan_for(chunk, transposed)
-        .backward_data->run(
-            {const_cast<float*>(dy + n0 * out), const_cast<float*>(W), dx + n0 * in},
-            aligned(workspace), nullptr);
-  });
-}
-
-void backward_weights(float* dW, const float* x, const float* dy, const Conv2dShape& s,
-                      bool transposed, void* workspace) {
+void backward(float* dx, float* dW, const float* x, const float* dy, const float* W,
+              const Conv2dShape& s, bool transposed, void* workspace) {
   const size_t in = image_elements(s, transposed, false), out = image_elements(s, transposed, true);
   const size_t weights = size_t(s.C_out) * s.C_in * s.KH * s.KW;
-  // With several chunks, those after the first put their gradient at the head of the workspace
-  // (the calls' own scratch after it), added to dW in chunk order (an order fixed by N).
+  // With several chunks, those after the first put their weight gradient at the head of the
+  // workspace, added to dW in chunk order (an order fixed by N); then dy in the primitives'
+  // layout when both gradients read it (Plan::shared_dy); then the calls' own scratch.
   float* part = static_cast<float*>(aligned(workspace));
-  char* scratch = reinterpret_cast<char*>(part) + (Chunks(s.N).count > 1 ? weight_bytes(s) : 0);
+  char* after_part = reinterpret_cast<char*>(part) + (Chunks(s.N).count > 1 ? weight_bytes(s) : 0);
   for_each_chunk(s, [&](int n0, const Conv2dShape& chunk) {
-    const bool first = n0 == 0;
-    plan_for(chunk, transposed)
-        .backward_weights->run(
-            {const_cast<float*>(x + n0 * in), const_cast<float*>(dy + n0 * out), first ? dW : part},
-            scratch, nullptr);
-    if (!first)
+    const Plan& plan = plan_for(chunk, transposed);
+    void* dy_at = const_cast<float*>(dy + n0 * out);
+    char* scratch = after_part;
+    const bool shared = dx && dW && plan.shared_dy > 0;
+    if (shared) {
+      const Operand& op = plan.backward_data->operands[kDataDy].second;
+      dnnl::stream stream(engine());
+      memory user(op.plain, engine(), dy_at), inner(op.inner, engine(), scratch);
+      op.to_inner->execute(stream, user, inner);
+      stream.wait();
+      dy_at = scratch;
+      scratch += plan.shared_dy;
+    }
+    if (dW) {
+      const bool first = n0 == 0;
+      plan.backward_weights->run({const_cast<float*>(x + n0 * in), dy_at, first ? dW : part},
+                                 scratch, nullptr, shared ? kWeightsDy : -1);
+      if (!first)
 #pragma omp parallel for simd schedule(static) if (weights > 65536)
-      for (size_t i = 0; i < weights; ++i) dW[i] += part[i];
+        for (size_t i = 0; i < weights; ++i) dW[i] += part[i];
+    }
+    if (dx)
+      plan.backward_data->run({dy_at, const_cast<float*>(W), dx + n0 * in}, scratch, nullptr,
+                              shared ? kDataDy : -1);
   });
 }
 
@@ -431,10 +456,8 @@ void forward(float*, const float*, const float*, const float*, const Conv2dShape
              void*) {
   missing();
 }
-void backward_data(float*, const float*, const float*, const Conv2dShape&, bool, void*) {
-  missing();
-}
-void backward_weights(float*, const float*, const float*, const Conv2dShape&, bool, void*) {
+void backward(float*, float*, const float*, const float*, const float*, const Conv2dShape&, bool,
+              void*) {
   missing();
 }
 }  // namespace equivae::cpu::onednn

@@ -30,11 +30,10 @@ size_t workspace_bytes(const Conv2dShape& s, bool transposed);
 // y[N, C_out, Ho, Wo] = act(op(x) + b); b may be null. W in the layouts of kernels/cpu/ops.h.
 void forward(float* y, const float* x, const float* W, const float* b, const Conv2dShape& s,
              bool transposed, bool relu, void* workspace);
-// dx = the op's adjoint applied to dy (dy already masked by the caller).
-void backward_data(float* dx, const float* dy, const float* W, const Conv2dShape& s,
-                   bool transposed, void* workspace);
-// dW (overwritten) from the op's input x and the gradient dy at its output.
-void backward_weights(float* dW, const float* x, const float* dy, const Conv2dShape& s,
-                      bool transposed, void* workspace);
+// The gradients from dy (already masked by the caller): dx = the op's adjoint applied to dy,
+// dW (overwritten) from the op's input x and dy; either may be null (skipped). With both, dy is
+// reordered once for the two where they read it in one layout.
+void backward(float* dx, float* dW, const float* x, const float* dy, const float* W,
+              const Conv2dShape& s, bool transposed, void* workspace);
 
 }  // namespace equivae::cpu::onednn
