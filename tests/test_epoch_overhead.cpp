@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/cpu/ops.h"
 #include "model/equivae.h"
 #include "model/evaluate.h"
 #include "model/idx_dataset.h"
@@ -191,6 +192,20 @@ TEST(InferencePlan, EachRowEqualsTheTrainingPlansForward) {
     auto be = make_cpu_backend<float>(1);
     EquiVae<float> model(test::tiny_conv_config(), *be);
     expect_embedding_equals_training_forward(model, blobs, "cpu conv");
+  }
+  {
+    // 16 and 32 channels between f_inv's convolutions: both plans keep them in oneDNN's
+    // blocked layout where this build has it (Conv2dShape::x_blocked).
+    static const Dataset blobs = test::coloured_blobs(400, 3, 8);
+    EquiVaeConfig c = test::tiny_conv_config();
+    c.conv_width = 16;
+    auto be = make_cpu_backend<float>(1);
+    EquiVae<float> model(c, *be);
+    const std::vector<DenseLayer<float>*> layers = model.all_layers();
+    const bool blocked = cpu::conv_channel_block() > 0;
+    EXPECT_EQ(layers[0]->conv.y_blocked, blocked);
+    EXPECT_EQ(layers[1]->conv.x_blocked && layers[1]->conv.y_blocked, blocked);
+    expect_embedding_equals_training_forward(model, blobs, "cpu conv, blocked trunk");
   }
 }
 
