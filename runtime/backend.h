@@ -110,15 +110,6 @@ class Backend {
   // Backward: with relu, dy is masked in place by (y > 0); dx, dW, db are overwritten, each may
   // be null (skipped). A shape that conv_shape_problem refuses, or a workspace smaller than
   // the query's answer, throws Error naming the op.
-  // Whether the tensor between two convolutions (producer's y, consumer's x) may stay in the
-  // backend's blocked layout, set as producer.y_blocked and consumer.x_blocked (Conv2dShape;
-  // kernels/cpu/ops.h): the CPU's float ops where oneDNN takes both sides. A backend that
-  // answers false (the default) refuses shapes with those flags.
-  virtual bool conv_blocked_between(const Conv2dShape& producer, bool producer_transposed,
-                                    const Conv2dShape& consumer, bool consumer_transposed) {
-    (void)producer, (void)producer_transposed, (void)consumer, (void)consumer_transposed;
-    return false;
-  }
   virtual size_t conv2d_workspace_bytes(const Conv2dShape& s) = 0;
   virtual size_t conv_transpose2d_workspace_bytes(const Conv2dShape& s) = 0;
   virtual void conv2d_forward(T* y, const T* x, const T* W, const T* b, const Conv2dShape& s,
@@ -132,6 +123,15 @@ class Backend {
   virtual void conv_transpose2d_backward(T* dx, T* dW, T* db, T* dy, const T* x, const T* W,
                                          const T* y, const Conv2dShape& s, bool relu,
                                          void* workspace, size_t workspace_bytes) = 0;
+  // Whether the tensor between two convolutions (producer's y, consumer's x) may stay in the
+  // backend's blocked layout, set as producer.y_blocked and consumer.x_blocked (Conv2dShape;
+  // kernels/cpu/ops.h): the CPU's float ops where oneDNN takes both sides. A backend that
+  // answers false (the default) refuses shapes with those flags.
+  virtual bool conv_blocked_between(const Conv2dShape& producer, bool producer_transposed,
+                                    const Conv2dShape& consumer, bool consumer_transposed) {
+    (void)producer, (void)producer_transposed, (void)consumer, (void)consumer_transposed;
+    return false;
+  }
 
   // ---- Gaussian log-likelihood, log-variance logvar[C] per channel (C = 1: global):
   // ll[B] from mu, x [B, C·P]; backward: dmu[B, C·P], dlogvar[C] (overwritten, either null to

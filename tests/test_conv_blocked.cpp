@@ -3,7 +3,6 @@
 // stay blocked, and a stack that keeps them blocked computes what its NCHW twin computes.
 #include <gtest/gtest.h>
 
-#include <cmath>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -15,6 +14,7 @@
 #include "runtime/arena.h"
 #include "runtime/backend.h"
 #include "tests/cpu_routes.h"
+#include "tests/gemm_exactness.h"
 
 namespace equivae {
 namespace {
@@ -154,16 +154,6 @@ Pass run(ConvStack& s) {
   return p;
 }
 
-// max |a − b| / (max |b| + tiny): the error relative to the tensor's scale.
-double relative_error(const std::vector<float>& a, const std::vector<float>& b) {
-  double error = 0, scale = 1e-30;
-  for (size_t i = 0; i < a.size(); ++i) {
-    error = std::max(error, std::fabs(double(a[i]) - double(b[i])));
-    scale = std::max(scale, std::fabs(double(b[i])));
-  }
-  return error / scale;
-}
-
 // The stack over N images with blocked layouts against its NCHW twin.
 void expect_blocked_twin(int N) {
   SCOPED_TRACE(std::to_string(N) + " images");
@@ -185,12 +175,12 @@ void expect_blocked_twin(int N) {
   // Layer 0's weight gradient reads dy blocked; its input gradient takes oneDNN (dy blocked)
   // where the NCHW twin takes im2col (into 3 channels); a blocked bias gradient sums in its
   // own order: equal to rounding.
-  EXPECT_LT(relative_error(b.dW[0], n.dW[0]), 1e-5);
-  EXPECT_LT(relative_error(b.dx, n.dx), 1e-5);
+  test::expect_same_rows(b.dW[0], n.dW[0], /*exact=*/false, "dW of layer 0");
+  test::expect_same_rows(b.dx, n.dx, /*exact=*/false, "dx");
   for (size_t l = 0; l < b.db.size(); ++l)
-    EXPECT_LT(relative_error(b.db[l], n.db[l]), 1e-5) << "layer " << l;
+    test::expect_same_rows(b.db[l], n.db[l], /*exact=*/false, "db of layer " + std::to_string(l));
   // And they are not trivially equal: the gradients are there.
-  EXPECT_GT(relative_error(std::vector<float>(b.dx.size(), 0.0f), n.dx), 0.5);
+  EXPECT_NE(n.dx, std::vector<float>(n.dx.size(), 0.0f));
 }
 
 TEST(BlockedLayouts, StackComputesWhatItsNchwTwinComputes) {

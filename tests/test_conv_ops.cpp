@@ -470,8 +470,12 @@ TEST(ConvOps, OneDnnGradientsTogetherEqualEachAlone) {
     for (size_t i = 0; i < in; ++i) x[i] = float(random_in(31, i, -1, 1));
     for (size_t i = 0; i < weights; ++i) W[i] = float(random_in(32, i, -0.2, 0.2));
     for (size_t i = 0; i < out; ++i) dy[i] = float(random_in(33, i, -1, 1));
-    std::vector<float> ws(transposed ? cpu::conv_transpose2d_workspace_size(s)
-                                     : cpu::conv2d_workspace_size(s));
+    // The workspace the query asks for, then guards that the ops must leave as they are (the
+    // shared dy takes room the calls' own reorders leave).
+    const size_t ws_size =
+        transposed ? cpu::conv_transpose2d_workspace_size(s) : cpu::conv2d_workspace_size(s);
+    constexpr float kGuard = -1234.5f;
+    std::vector<float> ws(ws_size + 4096, kGuard);
     const auto backward = [&](float* dx, float* dW) {
       std::vector<float> dz = dy;  // the op may mask dy in place (not without ReLU)
       if (transposed)
@@ -487,6 +491,8 @@ TEST(ConvOps, OneDnnGradientsTogetherEqualEachAlone) {
     backward(nullptr, dW_alone.data());
     EXPECT_EQ(dx, dx_alone);
     EXPECT_EQ(dW, dW_alone);
+    for (size_t i = ws_size; i < ws.size(); ++i)
+      ASSERT_EQ(ws[i], kGuard) << "past the workspace, +" << i - ws_size;
   }
 }
 

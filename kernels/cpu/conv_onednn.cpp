@@ -86,6 +86,16 @@ struct Operand {
       to_plain = dnnl::reorder(dnnl::reorder::primitive_desc(engine(), inner, engine(), plain));
   }
   size_t workspace() const { return plain == inner ? 0 : round_up(inner.get_size()); }
+  // The operand in the primitive's layout at `at` (workspace()'s bytes), from the caller's
+  // `user` when it is an input.
+  memory in_inner(dnnl::stream& stream, void* user, void* at) const {
+    memory in(inner, engine(), at);
+    if (to_inner) {
+      memory from(plain, engine(), user);
+      to_inner->execute(stream, from, in);
+    }
+    return in;
+  }
 };
 
 // A primitive, its operands and the scratchpad it needs.
@@ -125,9 +135,8 @@ struct Call {
         args.emplace(arg, user);
         continue;
       }
-      memory inner(op.inner, engine(), ws);
+      const memory inner = op.in_inner(stream, pointers[i], ws);
       ws += op.workspace();
-      if (op.to_inner) op.to_inner->execute(stream, user, inner);
       if (op.to_plain) outputs.push_back({&op, {inner, user}});
       args.emplace(arg, inner);
     }
@@ -156,7 +165,8 @@ struct Plan {
   std::unique_ptr<Call> forward[2][2];  // [bias][relu]
   std::unique_ptr<Call> backward_data, backward_weights;
   // Where both backward primitives read dy in one layout other than the caller's, backward()
-  // reorders it once for the two: its bytes at the head of the workspace (else 0).
+  // reorders it once for the two: its bytes at the head of the calls' workspace (else 0). The
+  // calls then skip their own dy reorder, whose room in their workspace it takes.
   size_t shared_dy = 0;
   size_t workspace = 0;
 };
@@ -291,12 +301,8 @@ Plan make_plan(const Conv2dShape& s, bool transposed) {
       {plan.workspace, plan.backward_data->workspace(), plan.backward_weights->workspace()});
   const Operand& data_dy = plan.backward_data->operands[kDataDy].second;
   const Operand& weights_dy = plan.backward_weights->operands[kWeightsDy].second;
-  if (data_dy.plain != data_dy.inner && data_dy.inner == weights_dy.inner) {
+  if (data_dy.plain != data_dy.inner && data_dy.inner == weights_dy.inner)
     plan.shared_dy = data_dy.workspace();
-    plan.workspace =
-        std::max(plan.workspace, plan.shared_dy + std::max(plan.backward_data->workspace(),
-                                                           plan.backward_weights->workspace()));
-  }
   plan.workspace += kAlign;  // room to align the caller's pointer
   plan.usable = true;
   return plan;
@@ -408,10 +414,8 @@ void backward(float* dx, float* dW, const float* x, const float* dy, const float
     char* scratch = after_part;
     const bool shared = dx && dW && plan.shared_dy > 0;
     if (shared) {
-      const Operand& op = plan.backward_data->operands[kDataDy].second;
       dnnl::stream stream(engine());
-      memory user(op.plain, engine(), dy_at), inner(op.inner, engine(), scratch);
-      op.to_inner->execute(stream, user, inner);
+      plan.backward_data->operands[kDataDy].second.in_inner(stream, dy_at, scratch);
       stream.wait();
       dy_at = scratch;
       scratch += plan.shared_dy;
