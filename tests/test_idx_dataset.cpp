@@ -7,6 +7,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -418,6 +419,50 @@ TEST_F(IdxTest, GzipWithWrongMagicStopsAfterTheHeader) {
   EXPECT_EQ(exit_under_memory_cap([&] { load_idx(wrong, good_labels()); }, "wrong magic",
                                   size_t{32} << 20),
             0);
+#endif
+}
+
+TEST_F(IdxTest, PlainFileIsReadNoFurtherThanItsHeaderImplies) {
+  // 48 MB: a wrong file (zeros, so a wrong magic) and a right header followed by the rest.
+  constexpr size_t kBig = size_t{48} << 20;
+  const std::string zeros = write("zeros", Bytes(kBig, 0));
+  const std::string long_images =
+      write("long", idx_images(3, 2, 3, concat(kPixels, Bytes(kBig, 7))));
+  expect_error([&] { load_idx(zeros, good_labels()); }, {zeros, "wrong magic 0x00000000"});
+  expect_error([&] { load_idx(long_images, good_labels()); },
+               {long_images, "size mismatch: header declares 3 images of 2x3 = 18 bytes",
+                "file holds " + std::to_string(18 + kBig) + " bytes after the 16-byte header (" +
+                    std::to_string(kBig) + " bytes of trailing data)"});
+#if !defined(__SANITIZE_ADDRESS__)
+  // With 16 MiB to spare both are refused with their messages: neither file is read whole.
+  EXPECT_EQ(exit_under_memory_cap([&] { load_idx(zeros, good_labels()); }, "wrong magic",
+                                  size_t{16} << 20),
+            0)
+      << "1: loaded, 2: another error, 3: an allocation failed";
+  EXPECT_EQ(exit_under_memory_cap([&] { load_idx(long_images, good_labels()); }, "trailing data",
+                                  size_t{16} << 20),
+            0);
+#endif
+}
+
+TEST_F(IdxTest, GzipAllocatesWhatItsStreamYieldsNotWhatItsTrailerClaims) {
+  // 12 MB of incompressible bytes behind a wrong magic, gzipped; the trailer's size (ISIZE)
+  // forged to 60 times the file, as a bomb's would be.
+  Bytes noise(size_t{12} << 20);
+  uint64_t x = 88172645463325252ull;
+  for (uint8_t& b : noise) x ^= x << 13, x ^= x >> 7, x ^= x << 17, b = uint8_t(x);
+  Bytes gz = gzip(noise);
+  const uint32_t forged = uint32_t(std::min<uint64_t>(60 * uint64_t(gz.size()), UINT32_MAX));
+  for (int k = 0; k < 4; ++k) gz[gz.size() - 4 + k] = uint8_t(forged >> (8 * k));
+  const std::string path = write("noise.gz", gz);
+  expect_error([&] { load_idx(path, good_labels()); }, {path, "wrong magic"});
+#if !defined(__SANITIZE_ADDRESS__)
+  // The compressed bytes and 24 MiB to spare: neither the forged size (720 MB) nor a guess of 4
+  // times the file (48 MB) is allocated before the header is seen.
+  EXPECT_EQ(exit_under_memory_cap([&] { load_idx(path, good_labels()); }, "wrong magic",
+                                  size_t{24} << 20),
+            0)
+      << "1: loaded, 2: another error, 3: an allocation failed";
 #endif
 }
 
