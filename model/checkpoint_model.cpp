@@ -15,7 +15,7 @@ int64_t parse_int(const std::string& path, const std::string& key, const std::st
   char* end = nullptr;
   errno = 0;
   const long long value = std::strtoll(text.c_str(), &end, 10);
-  check(!text.empty() && *end == '\0' && errno == 0 && value >= 0 && value <= (1ll << 31), path,
+  check(!text.empty() && *end == '\0' && errno == 0 && value >= 0 && value < (1ll << 31), path,
         "config metadata: " + key + "=" + text + " is not a valid count");
   return value;
 }

@@ -42,16 +42,32 @@ std::string non_finite_loss_terms(const StepMetrics& m) {
   return out;
 }
 
+namespace {
+// The first non-finite tensor of ckpt's [begin, end), named "<kind> <name> (element …)".
+std::string first_bad_tensor(const Checkpoint& ckpt, size_t begin, size_t end,
+                             const std::string& kind) {
+  for (size_t i = begin; i < end && i < ckpt.tensors.size(); ++i) {
+    const NamedTensor& t = ckpt.tensors[i];
+    const std::string bad = first_bad_element(t.data.data(), t.data.size());
+    if (!bad.empty()) return kind + " " + t.name + bad;
+  }
+  return {};
+}
+}  // namespace
+
+std::string first_non_finite_state(const Checkpoint& ckpt, size_t parameters) {
+  std::string bad = first_bad_tensor(ckpt, 0, parameters, "parameter");
+  if (bad.empty()) bad = first_bad_tensor(ckpt, parameters, ckpt.tensors.size(), "Adam moment");
+  return bad;
+}
+
 template <class T>
 std::string first_non_finite_tensor(EquiVae<T>& model) {
   // The checkpoint's tensors: the named parameters in order, then the Adam moments.
   const Checkpoint ckpt = model.to_checkpoint();
   const std::vector<NamedParameter<T>> params = model.named_parameters();
-  for (size_t i = 0; i < params.size() && i < ckpt.tensors.size(); ++i) {
-    const NamedTensor& t = ckpt.tensors[i];
-    const std::string bad = first_bad_element(t.data.data(), t.data.size());
-    if (!bad.empty()) return "parameter " + t.name + bad;
-  }
+  if (std::string bad = first_bad_tensor(ckpt, 0, params.size(), "parameter"); !bad.empty())
+    return bad;
   std::vector<T> host;
   for (const NamedParameter<T>& p : params) {
     host.resize(p.size);
@@ -59,12 +75,7 @@ std::string first_non_finite_tensor(EquiVae<T>& model) {
     const std::string bad = first_bad_element(host.data(), host.size());
     if (!bad.empty()) return "gradient of " + p.name + bad;
   }
-  for (size_t i = params.size(); i < ckpt.tensors.size(); ++i) {
-    const NamedTensor& t = ckpt.tensors[i];
-    const std::string bad = first_bad_element(t.data.data(), t.data.size());
-    if (!bad.empty()) return "Adam moment " + t.name + bad;
-  }
-  return {};
+  return first_bad_tensor(ckpt, params.size(), ckpt.tensors.size(), "Adam moment");
 }
 
 template std::string first_non_finite_tensor<float>(EquiVae<float>&);

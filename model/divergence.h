@@ -18,4 +18,9 @@ std::string non_finite_loss_terms(const StepMetrics& metrics);
 template <class T>
 std::string first_non_finite_tensor(EquiVae<T>& model);
 
+// The same over a checkpoint's state alone (parameters, then Adam's moments, the first
+// `parameters` tensors being the parameters), before it is written: a step can leave its loss
+// finite and its update not.
+std::string first_non_finite_state(const Checkpoint& checkpoint, size_t parameters);
+
 }  // namespace equivae

@@ -86,6 +86,10 @@ std::vector<EpochRecord> train(EquiVae<T>& model, const Dataset& labelled,
                         " epochs, more than the " + std::to_string(options.epochs) +
                         " this run asks for");
     model.load_checkpoint(ckpt, path);  // parameters, Adam's moments and t
+    check_resumable(model.adam_steps() == int64_t(progress.global_step), path,
+                    "has taken " + std::to_string(model.adam_steps()) +
+                        " Adam steps (metadata \"adam_steps\") but is at step " +
+                        std::to_string(progress.global_step));
   }
 
   std::string checkpoint_path, csv_path, json_path = options.json_log;
@@ -276,6 +280,13 @@ std::vector<EpochRecord> train(EquiVae<T>& model, const Dataset& labelled,
       const auto checkpoint_start = Clock::now();
       settle_checkpoint();
       Checkpoint ckpt = model.to_checkpoint();
+      // The epoch's last step stops on a non-finite loss, not on an update that went
+      // non-finite: such a state must not replace the last good checkpoint.
+      if (const std::string bad = first_non_finite_state(ckpt, model.named_parameters().size());
+          !bad.empty())
+        throw Error(where(step - 1, epoch),
+                    "training diverged: the step's loss is finite but its update left " + bad +
+                        " non-finite; " + kept_checkpoint().text);
       write_run_identity(ckpt, identity);
       r.checkpoint_seconds = seconds_since(checkpoint_start);
       records.push_back(r);
@@ -301,6 +312,17 @@ std::vector<EpochRecord> train(EquiVae<T>& model, const Dataset& labelled,
     }
     log.append(r);
     if (options.after_epoch) options.after_epoch(r);
+  }
+  // A finished run resumed into another directory trains nothing: its checkpoint goes there
+  // all the same, so that directory resumes as the metrics beside it say.
+  std::error_code same_error;
+  if (first_epoch > options.epochs && !checkpoint_path.empty() &&
+      !std::filesystem::equivalent(checkpoint_path, options.resume_from, same_error)) {
+    Checkpoint ckpt = model.to_checkpoint();
+    write_run_identity(ckpt, identity);
+    write_progress(ckpt, {progress.epoch, step, records});
+    writer.write(checkpoint_path, std::move(ckpt), "epoch " + std::to_string(progress.epoch));
+    pending_epoch = progress.epoch;
   }
   settle_checkpoint();
   return records;

@@ -76,12 +76,6 @@ std::string errno_text() {
   return std::strerror(errno);
 }
 
-std::string shape_text(const std::vector<int64_t>& shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + "]";
-}
-
 // Element count of a shape, or false if a dimension is negative or the count overflows.
 bool element_count(const std::vector<int64_t>& shape, uint64_t& count) {
   count = 1;
@@ -161,6 +155,12 @@ Entry parse_entry(const std::string& path, const std::string& name, const Json& 
 }
 
 }  // namespace
+
+std::string shape_text(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
 
 const NamedTensor& Checkpoint::get(const std::string& name) const {
   for (const NamedTensor& t : tensors) {

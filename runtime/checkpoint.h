@@ -53,6 +53,9 @@ void save_checkpoint(const std::string& path, const Checkpoint& checkpoint);
 // come back in file (data offset) order.
 Checkpoint load_checkpoint(const std::string& path);
 
+// "[784, 512]", "[]" for a scalar: shapes in error messages.
+std::string shape_text(const std::vector<int64_t>& shape);
+
 constexpr uint64_t kCheckpointWriteChunk = uint64_t{1} << 20;
 
 // Test hook (fault injection; not thread-safe, tests only): when set, save_checkpoint calls it

@@ -424,6 +424,89 @@ TEST(Divergence, AnInfiniteLearningRateIsCaughtAtTheNextStep) {
                 "no checkpoint of this run was written yet"});
 }
 
+TEST(Divergence, AnUpdateGoneNonFiniteInTheEpochsLastStepIsNotCheckpointed) {
+  // One step per epoch (B = 250 of 400 digits). After epoch 1 one of Adam's v is made
+  // negative: epoch 2's step has a finite loss, but its update takes the square root of v.
+  const std::string dir = fresh_dir("last_step");
+  const std::string path = dir + "/checkpoint.safetensors";
+  EquiVaeConfig config = test::tiny_config();
+  config.k = 25;
+  auto backend = make_cpu_backend<float>(1);
+  EquiVae<float> model(config, *backend);
+  Checkpoint saved;
+  TrainOptions options = test::quiet_options(3);
+  options.out_dir = dir;
+  options.after_epoch = [&](const EpochRecord& r) {
+    if (r.epoch != 1) return;
+    saved = model.to_checkpoint();
+    Checkpoint poisoned = saved;
+    for (NamedTensor& t : poisoned.tensors)
+      if (t.name == "adam.v") t.data[0] = -1.0f;
+    model.load_checkpoint(poisoned, "poisoned");
+  };
+  expect_error([&] { train(model, train_set(), nullptr, options); },
+               {"step 1 (epoch 2)", "diverged", "the step's loss is finite but its update left",
+                "(element 0 of", "= nan) non-finite",
+                "the last good checkpoint " + path + " (epoch 1) is kept untouched"});
+  const Checkpoint on_disk = load_checkpoint(path);
+  EXPECT_EQ(on_disk.metadata.at("epoch"), "1");
+  expect_same_tensors(saved, on_disk, "the checkpoint before the update went non-finite");
+  fs::remove_all(dir);
+}
+
+TEST(Resume, AFinishedRunResumedIntoAnotherDirectoryLeavesItsCheckpointThere) {
+  const std::string first = fresh_dir("finished"), second = fresh_dir("finished_copy");
+  const EquiVaeConfig config = test::tiny_config();
+  train_run(cpu(), config, train_set(), nullptr, 2, first);
+  // Nothing is left to train; the second directory still gets the checkpoint its metrics
+  // belong to, and resumes from it as from the first.
+  train_run(cpu(), config, train_set(), nullptr, 2, second, first + "/checkpoint.safetensors");
+  const Checkpoint a = load_checkpoint(first + "/checkpoint.safetensors");
+  const Checkpoint b = load_checkpoint(second + "/checkpoint.safetensors");
+  expect_same_tensors(a, b, "the finished run's checkpoint in another directory");
+  EXPECT_EQ(b.metadata.at("epoch"), "2");
+  EXPECT_EQ(b.metadata.at("history"), a.metadata.at("history"));
+  EXPECT_EQ(read_lines(second + "/metrics.csv").size(), 3u);
+  const TrainedRun on =
+      train_run(cpu(), config, train_set(), nullptr, 3, "", second + "/checkpoint.safetensors");
+  EXPECT_EQ(on.records.size(), 3u);
+  fs::remove_all(first);
+  fs::remove_all(second);
+}
+
+TEST(Resume, CheckpointTensorsMustHaveTheModelsShapesAndItsAdamStepCount) {
+  const std::string dir = fresh_dir("shapes");
+  const std::string path = dir + "/checkpoint.safetensors";
+  const EquiVaeConfig config = test::tiny_config();
+  train_run(cpu(), config, train_set(), nullptr, 1, dir);
+  const Checkpoint good = load_checkpoint(path);
+  auto backend = make_cpu_backend<float>(1);
+  EquiVae<float> model(config, *backend);
+  auto rewrite = [&](const std::string& name, const std::function<void(Checkpoint&)>& change) {
+    Checkpoint c = good;
+    change(c);
+    save_checkpoint(dir + "/" + name, c);
+    return dir + "/" + name;
+  };
+  // finv.0.weight stored [out, in], as PyTorch's nn.Linear would: as many values, transposed.
+  const std::string transposed = rewrite("transposed.safetensors", [](Checkpoint& c) {
+    for (NamedTensor& t : c.tensors)
+      if (t.name == "finv.0.weight") std::swap(t.shape[0], t.shape[1]);
+  });
+  expect_error([&] { model.load_checkpoint(load_checkpoint(transposed), transposed); },
+               {transposed, "tensor finv.0.weight has shape [24, 784], the model's is [784, 24]"});
+  const std::string garbled =
+      rewrite("garbled.safetensors", [](Checkpoint& c) { c.metadata["adam_steps"] = "1e3"; });
+  expect_error([&] { model.load_checkpoint(load_checkpoint(garbled), garbled); },
+               {garbled, "metadata \"adam_steps\" is not a non-negative integer: '1e3'"});
+  // A count that parses but is not the run's: a resume would restart Adam's bias correction.
+  const std::string reset =
+      rewrite("reset.safetensors", [](Checkpoint& c) { c.metadata["adam_steps"] = "0"; });
+  expect_error([&] { train_run(cpu(), config, train_set(), nullptr, 2, "", reset); },
+               {reset, "has taken 0 Adam steps (metadata \"adam_steps\") but is at step 10"});
+  fs::remove_all(dir);
+}
+
 TEST(MetricsLog, JsonLinesParseAndMatchTheCsv) {
   const std::string dir = fresh_dir("jsonl");
   const EquiVaeConfig config = test::tiny_semi_config();  // every field in use
