@@ -160,6 +160,9 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
       EQUIVAE_CUDA_CHECK(
           cudaMemset(channel_arrivals_[lane].get(), 0, kSlicedChannels * sizeof(unsigned)));
     }
+    // cudaMemset runs on the legacy stream, which the non-blocking streams do not wait for:
+    // the counters are zero before any kernel reads them.
+    EQUIVAE_CUDA_CHECK(cudaDeviceSynchronize());
   }
   ~CudaBackend() override {
 #if !defined(EQUIVAE_CUDA_EMULATED)

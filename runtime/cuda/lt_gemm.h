@@ -63,7 +63,9 @@ class LtGemm {
       check(
           cudaMalloc(&small_partials_, kSmallGemmPartials * sizeof(float)) == cudaSuccess &&
               cudaMalloc(&small_arrivals_, kSmallGemmArrivals * sizeof(unsigned)) == cudaSuccess &&
-              cudaMemset(small_arrivals_, 0, kSmallGemmArrivals * sizeof(unsigned)) == cudaSuccess,
+              cudaMemset(small_arrivals_, 0, kSmallGemmArrivals * sizeof(unsigned)) == cudaSuccess &&
+              // the legacy stream's memset done before the non-blocking streams read them
+              cudaDeviceSynchronize() == cudaSuccess,
           "cuda backend", "cannot allocate the small GEMM's scratch on the device");
   }
   LtGemm(const LtGemm&) = delete;
