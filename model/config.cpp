@@ -39,6 +39,22 @@ void EquiVaeConfig::validate() const {
             std::to_string(height) + "x" + std::to_string(width));
 }
 
+std::string EquiVaeConfig::image_mismatch(int64_t dim, int image_channels, int rows,
+                                          int cols) const {
+  const bool geometry = convolutional() || gaussian();
+  if (dim == input_dim &&
+      (!geometry || (image_channels == channels && rows == height && cols == width)))
+    return {};
+  auto shape = [&](int64_t values, int c, int h, int w) {
+    std::string s = std::to_string(values) + " values";
+    if (geometry)
+      s += " (" + std::to_string(c) + "x" + std::to_string(h) + "x" + std::to_string(w) + ")";
+    return s;
+  };
+  return "images have " + shape(dim, image_channels, rows, cols) + ", the model expects " +
+         shape(input_dim, channels, height, width);
+}
+
 std::string EquiVaeConfig::describe() const {
   std::ostringstream s;
   s << "input_dim=" << input_dim << " hidden=" << hidden << " latent_r=" << latent_r

@@ -52,6 +52,10 @@ struct EquiVaeConfig {
   int rows() const { return batch() + classes * unlabelled; }
   // Throws Error naming the first field out of range.
   void validate() const;
+  // Why images of `dim` values, `channels` planes of rows × cols, do not fit this model; ""
+  // when they do. The value count always; the planes and their size where the model reads
+  // the geometry (conv, Gaussian): 3,072 grey values of 48 × 64 are not a 3 × 32 × 32 image.
+  std::string image_mismatch(int64_t dim, int image_channels, int rows, int cols) const;
   // One line of "key=value" pairs; checkpoints store it and compare it on load. The dense
   // Bernoulli model's line has only the keys it had before the convolutional model existed
   // (geometry, architecture and likelihood appear when they matter).

@@ -14,7 +14,7 @@ constexpr int64_t kSvhnValidation = 3257;
 
 DataSplits load_splits(const DataSource& src) {
   DataSplits s;
-  s.bundled = src.directory.empty() && src.train_images.empty();
+  s.bundled = src.bundled();
   int64_t validation = src.validation;
   if (s.bundled) {
     const std::string& dir = src.bundled_dir;
@@ -24,14 +24,30 @@ DataSplits load_splits(const DataSource& src) {
     s.train = all.slice(0, all.n - 2000);
     s.test = all.slice(all.n - 2000, all.n);
     if (validation < 0) validation = 0;
-  } else if (!src.directory.empty() && src.train_images.empty() && src.test_images.empty() &&
-             is_svhn_dir(src.directory)) {
+  } else if (!src.directory.empty() && src.train_images.empty() && src.train_labels.empty() &&
+             src.test_images.empty() && src.test_labels.empty() && is_svhn_dir(src.directory)) {
     const SvhnFiles files = find_svhn_files(src.directory);
     auto test = std::async(std::launch::async, [&] { return load_svhn_mat(files.test); });
     s.train = load_svhn_mat(files.train);
     s.test = test.get();
     if (validation < 0) validation = kSvhnValidation;
   } else {
+    // An image file and its labels come together: --data's labels for the user's images
+    // would pair by index alone.
+    auto paired = [](const std::string& images, const std::string& labels, const char* split) {
+      const std::string im = std::string("--") + split + "-images";
+      const std::string lb = std::string("--") + split + "-labels";
+      check(images.empty() == labels.empty(), images.empty() ? lb : im,
+            "needs " + (images.empty() ? im : lb) +
+                " (an image file and its label file go "
+                "together)");
+    };
+    paired(src.train_images, src.train_labels, "train");
+    paired(src.test_images, src.test_labels, "test");
+    check(!src.directory.empty() || !src.train_images.empty(),
+          src.test_images.empty() ? "--train-labels" : "--test-images",
+          "needs --train-images and --train-labels or --data DIR (the bundled digits are used "
+          "only when no data flag is given)");
     MnistFiles files;
     if (!src.directory.empty()) files = find_mnist_files(src.directory);
     if (!src.train_images.empty()) files.train_images = src.train_images;
@@ -57,9 +73,14 @@ DataSplits load_splits(const DataSource& src) {
     // The training rows keep their storage (a copy would be 172 MB for Fashion-MNIST).
     s.train = std::move(s.train).slice(0, n);
   }
-  check(s.test.dim == s.train.dim, s.test.source,
-        "test images have " + std::to_string(s.test.dim) + " pixels, training images " +
-            std::to_string(s.train.dim));
+  auto shape = [](const Dataset& d) {
+    return std::to_string(d.channels) + "x" + std::to_string(d.rows) + "x" + std::to_string(d.cols);
+  };
+  check(s.test.channels == s.train.channels && s.test.rows == s.train.rows &&
+            s.test.cols == s.train.cols,
+        s.test.source,
+        "test images are " + shape(s.test) + ", training images " + shape(s.train) +
+            " (channels x height x width)");
   return s;
 }
 

@@ -22,6 +22,12 @@ struct DataSource {
   // −1: 0 for the bundled digits, 3257 for SVHN (its 73,257 -> 70,000 / 3,257), 5000 otherwise
   // (the paper's 55k/5k).
   int64_t validation = -1;
+  // The bundled digits are read only when no data flag names anything: a test or label file
+  // given alone is an error, not ignored.
+  bool bundled() const {
+    return directory.empty() && train_images.empty() && train_labels.empty() &&
+           test_images.empty() && test_labels.empty();
+  }
 };
 
 // Throws Error naming the file or flag at fault.

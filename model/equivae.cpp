@@ -1,6 +1,8 @@
 #include "model/equivae.h"
 
 #include <algorithm>
+#include <charconv>
+#include <climits>
 #include <cmath>
 #include <string>
 #include <type_traits>
@@ -888,9 +890,9 @@ void EquiVae<T>::classify_rows(const float* images, const float* device, int64_t
 
 template <class T>
 void EquiVae<T>::check_image_size(const Dataset& data) const {
-  check(data.dim == config_.input_dim, data.source,
-        "images have " + std::to_string(data.dim) + " pixels, the model expects " +
-            std::to_string(config_.input_dim));
+  const std::string mismatch =
+      config_.image_mismatch(data.dim, data.channels, data.rows, data.cols);
+  check(mismatch.empty(), data.source, mismatch);
 }
 
 template <class T>
@@ -941,19 +943,32 @@ void EquiVae<T>::load_checkpoint(const Checkpoint& ckpt, const std::string& path
   check(it->second == config_.describe(), path,
         "was trained with a different configuration:\n  checkpoint: " + it->second +
             "\n  requested:  " + config_.describe());
-  auto restore = [&](const std::string& name, T* dst, size_t n) {
+  // The shape, not only the count: a weight stored [out, in] (PyTorch's nn.Linear) holds as
+  // many values as our [in, out] and would load as a silently transposed layer.
+  auto restore = [&](const std::string& name, const std::vector<int64_t>& shape, T* dst, size_t n) {
     const NamedTensor& t = ckpt.get(name);
-    check(t.data.size() == n, path,
-          "tensor " + name + " holds " + std::to_string(t.data.size()) + " values, expected " +
-              std::to_string(n));
+    check(t.shape == shape && t.data.size() == n, path,
+          "tensor " + name + " has shape " + shape_text(t.shape) + ", the model's is " +
+              shape_text(shape) + " (dense weights are stored [in, out])");
     std::vector<T> host(t.data.begin(), t.data.end());
     backend_.upload(dst, host.data(), n * sizeof(T));
   };
-  for (const NamedParameter<T>& p : named_parameters()) restore(p.name, p.value, p.size);
-  restore("adam.m", adam_m_.data, parameter_count_);
-  restore("adam.v", adam_v_.data, parameter_count_);
-  auto steps = ckpt.metadata.find("adam_steps");
-  adam_steps_ = steps == ckpt.metadata.end() ? 0 : std::stoll(steps->second);
+  for (const NamedParameter<T>& p : named_parameters()) restore(p.name, p.shape, p.value, p.size);
+  const std::vector<int64_t> moments{int64_t(parameter_count_)};
+  restore("adam.m", moments, adam_m_.data, parameter_count_);
+  restore("adam.v", moments, adam_v_.data, parameter_count_);
+  // Files written by other tools may lack it (inference needs no Adam state); a resume checks
+  // it against the run's step count.
+  adam_steps_ = 0;
+  if (auto steps = ckpt.metadata.find("adam_steps"); steps != ckpt.metadata.end()) {
+    const std::string& text = steps->second;
+    uint64_t value = 0;
+    const auto r = std::from_chars(text.data(), text.data() + text.size(), value);
+    check(r.ec == std::errc() && r.ptr == text.data() + text.size() && !text.empty() &&
+              value <= uint64_t(INT64_MAX),
+          path, "metadata \"adam_steps\" is not a non-negative integer: '" + text + "'");
+    adam_steps_ = int64_t(value);
+  }
 }
 
 template class EquiVae<float>;

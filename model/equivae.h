@@ -131,6 +131,8 @@ class EquiVae {
   T* parameters() const { return params_flat_; }  // backend memory, [parameter_count]
   T* gradients() const { return grads_flat_; }    // same layout as parameters()
   int64_t adam_steps() const { return adam_steps_; }
+  // Throws Error naming data.source when its images do not fit (EquiVaeConfig::image_mismatch).
+  void check_image_size(const Dataset& data) const;
 
   // All parameters and the Adam state, named "finv.0.weight", …, "adam.m", "adam.v".
   Checkpoint to_checkpoint() const;
@@ -191,7 +193,6 @@ class EquiVae {
   // embed / classify of images[n, D] on the host, read from `device` instead where not null.
   void embed_rows(const float* images, const float* device, int64_t n, float* out);
   void classify_rows(const float* images, const float* device, int64_t n, int32_t* labels);
-  void check_image_size(const Dataset& data) const;  // data.dim == input_dim, else Error
 
   EquiVaeConfig config_;
   Backend<T>& backend_;

@@ -45,6 +45,19 @@ function(run name table paper columns)
   message(STATUS "reproduce ${name}: ${row}")
 endfunction()
 
+# Lists that would merge rows or wrap around are refused before anything trains.
+function(refused regex)
+  execute_process(COMMAND ${REPRODUCE} --quiet --threads 1 --device cpu --out ${OUT}/refused
+                  ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  if(rc EQUAL 0 OR NOT err MATCHES "${regex}")
+    message(FATAL_ERROR "reproduce ${ARGN}: expected a refusal /${regex}/, got ${rc}: ${err}")
+  endif()
+endfunction()
+refused("--labels: lists 100 twice" --labels 100,100)
+refused("--epochs: expects a comma-separated list of integers in \\[1, 100000\\]"
+        --epochs 4294967297)
+refused("--labels: sets Table 2's labelled-set sizes" --supervised --labels 100)
+
 # columns: 4 q(y|x), 5 distance, 6 neural, 7 benchmark
 run(mnist2 2 "paper EquiVAE \\(MNIST\\).*\\| 8.90 ± 0.70 \\| 21.91 ± 0.66 \\|" "4;5;6;7")
 run(svhn2 2 "paper EquiVAE \\(SVHN\\)" "4;5;6;7" --data ${OUT}/svhn --validation 100

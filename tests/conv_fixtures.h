@@ -20,6 +20,7 @@ inline Dataset coloured_blobs(int64_t n, int channels, int size, int classes = 1
   Dataset d;
   d.n = n;
   d.rows = d.cols = size;
+  d.channels = channels;
   d.dim = channels * size * size;
   d.num_classes = classes;
   d.source = "coloured blobs " + std::to_string(channels) + "x" + std::to_string(size) + "x" +

@@ -377,6 +377,36 @@ TEST(ConvModel, ConfigurationLinesAndChecks) {
   EXPECT_NO_THROW(dense.validate());
 }
 
+TEST(ConvModel, ImagesMustHaveTheGeometryAConvOrGaussianModelReads) {
+  const EquiVaeConfig svhn = svhn_config();
+  EXPECT_EQ(svhn.image_mismatch(3072, 3, 32, 32), "");
+  // 3,072 grey values of 48 × 64 are not a colour image of 32 × 32.
+  EXPECT_EQ(svhn.image_mismatch(3072, 1, 48, 64),
+            "images have 3072 values (1x48x64), the model expects 3072 values (3x32x32)");
+  EXPECT_NE(svhn.image_mismatch(784, 1, 28, 28), "");
+  // The dense Bernoulli model reads the value count alone.
+  const EquiVaeConfig dense;
+  EXPECT_EQ(dense.image_mismatch(784, 1, 16, 49), "");
+  EXPECT_EQ(dense.image_mismatch(400, 1, 20, 20),
+            "images have 400 values, the model expects 784 values");
+  // The model's check names the data set.
+  auto backend = make_cpu_backend<float>(1);
+  EquiVae<float> model(tiny_conv_config(), *backend);
+  Dataset grey = test::coloured_blobs(4, 1, 8);
+  grey.cols = 24;  // 1 × 8 × 24 = 192 values, as the model's 3 × 8 × 8
+  grey.dim = 192;
+  grey.images.resize(4 * 192);
+  EXPECT_NO_THROW(model.check_image_size(test::coloured_blobs(4, 3, 8)));
+  try {
+    model.check_image_size(grey);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(grey.source + ": images have 192 values (1x8x24)"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
 TEST(ConvModel, CheckpointRoundTripsAndRebuildsTheModel) {
   const EquiVaeConfig config = tiny_conv_semi_config();
   auto backend = make_cpu_backend<float>(1);

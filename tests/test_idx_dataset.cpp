@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "memory_cap.h"
+#include "model/data_splits.h"
 #include "model/idx_dataset.h"
 #include "runtime/error.h"
 #include "scratch_files.h"
@@ -512,6 +513,60 @@ TEST_F(IdxTest, FindMnistFilesMissing) {
   expect_error([&] { find_mnist_files(dir_.string()); }, {"missing t10k-labels-idx1-ubyte"});
   const std::string nodir = (dir_ / "no-such-dir").string();
   expect_error([&] { find_mnist_files(nodir); }, {nodir, "not a directory"});
+}
+
+// --- load_splits: which files the data flags name -------------------------------
+
+TEST_F(IdxTest, SplitsTakeTheBundledDigitsOnlyWhenNoDataFlagNamesAFile) {
+  for (std::string DataSource::*field : {&DataSource::train_images, &DataSource::train_labels,
+                                         &DataSource::test_images, &DataSource::test_labels}) {
+    DataSource src;
+    src.bundled_dir = "no-bundled-digits-here";  // would fail to open if they were read
+    src.*field = good_images();
+    EXPECT_FALSE(src.bundled());
+    // Each alone: its pair is missing, or the training files are.
+    expect_error([&] { load_splits(src); }, {"needs --"});
+  }
+  // The test pair alone: training files or --data are needed, the bundled digits not taken.
+  DataSource src;
+  src.bundled_dir = "no-bundled-digits-here";
+  src.test_images = good_images();
+  src.test_labels = good_labels();
+  expect_error([&] { load_splits(src); },
+               {"--test-images", "needs --train-images and --train-labels or --data DIR",
+                "only when no data flag is given"});
+}
+
+TEST_F(IdxTest, SplitsPairEveryImageFileWithItsOwnLabels) {
+  write("train-images-idx3-ubyte", idx_images(3, 2, 3, kPixels));
+  write("train-labels-idx1-ubyte", idx_labels(3, kLabels));
+  write("t10k-images-idx3-ubyte", idx_images(3, 2, 3, kPixels));
+  write("t10k-labels-idx1-ubyte", idx_labels(3, {1, 1, 1}));
+  DataSource src;
+  src.directory = dir_.string();
+  src.validation = 0;
+  EXPECT_EQ(load_splits(src).test.labels, (std::vector<int32_t>{1, 1, 1}));
+  // The user's test images with the directory's test labels would pair by index alone.
+  src.test_images = write("my-images", idx_images(3, 2, 3, kPixels));
+  expect_error([&] { load_splits(src); }, {"--test-images", "needs --test-labels"});
+  src.test_labels = write("my-labels", idx_labels(3, {2, 2, 2}));
+  EXPECT_EQ(load_splits(src).test.labels, (std::vector<int32_t>{2, 2, 2}));
+  src.test_images.clear();
+  expect_error([&] { load_splits(src); }, {"--test-labels", "needs --test-images"});
+}
+
+TEST_F(IdxTest, SplitsRefuseTestImagesOfAnotherShape) {
+  // 3x2 test images against 2x3 training ones: the same 6 values, not the same images.
+  DataSource src;
+  src.train_images = good_images();
+  src.train_labels = good_labels();
+  src.test_images = write("images-3x2", idx_images(3, 3, 2, kPixels));
+  src.test_labels = good_labels();
+  src.validation = 0;
+  expect_error([&] { load_splits(src); },
+               {src.test_images, "test images are 1x3x2, training images 1x2x3"});
+  src.test_images = good_images();
+  EXPECT_EQ(load_splits(src).test.n, 3);
 }
 
 // --- real data ------------------------------------------------------------------

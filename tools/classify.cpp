@@ -68,9 +68,7 @@ int run(int argc, char** argv) {
   } else {
     images = splits.test;
   }
-  check(images.dim == config.input_dim, images.source,
-        "images have " + std::to_string(images.dim) + " values, the model expects " +
-            std::to_string(config.input_dim));
+  model.check_image_size(images);
 
   std::vector<int32_t> predicted(size_t(images.n));
   if (method == "distance") {

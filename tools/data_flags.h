@@ -33,10 +33,9 @@ inline DataSource data_source(const Flags& f, int64_t bundled_validation) {
   src.train_labels = f.get("train-labels");
   src.test_images = f.get("test-images");
   src.test_labels = f.get("test-labels");
-  const bool bundled = src.directory.empty() && src.train_images.empty();
   if (f.get("validation") != "auto")
     src.validation = f.get_int("validation", 0, INT64_MAX);
-  else if (bundled)
+  else if (src.bundled())
     src.validation = bundled_validation;
   return src;
 }

@@ -50,9 +50,7 @@ int run(int argc, char** argv) {
   const int dr = model.config().latent_r, dv = model.config().latent_v;
   const DataSplits splits = load_data(flags, 0);
   const Dataset& data = select_split(flags, splits);
-  check(data.dim == model.config().input_dim, data.source,
-        "images have " + std::to_string(data.dim) + " values, the model expects " +
-            std::to_string(model.config().input_dim));
+  model.check_image_size(data);
   for (int32_t y : data.labels)
     check(y < model.config().classes, data.source,
           "label " + std::to_string(y) + " is outside the model's classes");

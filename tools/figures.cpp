@@ -111,6 +111,7 @@ int run(int argc, char** argv) {
             std::to_string(config.latent_r) + ", d_v = " + std::to_string(config.latent_v));
   const DataSplits splits = load_data(flags, 0);
   const Dataset& data = select_split(flags, splits);
+  model.check_image_size(data);  // the tiles are drawn in the data's geometry
   const int pixels = data.rows * data.cols;
   check(pixels > 0 && data.dim % pixels == 0 && (data.dim / pixels == 1 || data.dim / pixels == 3),
         data.source, "images are neither grayscale nor RGB");

@@ -76,10 +76,21 @@ inline EquiVaeConfig model_config(const Flags& f, const PaperSettings& paper, co
                  "its class in the batch%s\n",
                  c.m_max, c.k - 1, semi ? " (an unlabelled row at most k)" : "");
   if (c.convolutional()) c.conv_width = int(f.get_int("conv-width", 1, 4096));
+  // Parsed either way, so a bad value is refused; applied only with labels.
+  const int unlabelled = int(f.get_int("unlabelled", 1, 100000));
+  const double unlabelled_weight = f.get_double("unlabelled-weight", 0, 1e6);
+  const double classifier_weight = f.get_double("classifier-weight", 0, 1e6);
   if (semi) {
-    c.unlabelled = int(f.get_int("unlabelled", 1, 100000));
-    c.unlabelled_weight = f.get_double("unlabelled-weight", 0, 1e6);
-    c.classifier_weight = f.get_double("classifier-weight", 0, 1e6);
+    c.unlabelled = unlabelled;
+    c.unlabelled_weight = unlabelled_weight;
+    c.classifier_weight = classifier_weight;
+  } else {
+    for (const char* flag : {"unlabelled", "unlabelled-weight", "classifier-weight"})
+      if (f.has(flag))
+        std::fprintf(stderr,
+                     "note: --%s applies to semi-supervised runs (--labels N); this run "
+                     "is supervised\n",
+                     flag);
   }
   return c;
 }

@@ -71,10 +71,8 @@ inline PaperSettings paper_settings_for(int channels) {
 inline EquiVaeConfig base_config_for(const PaperSettings& paper, const Dataset& train) {
   EquiVaeConfig c = paper.base;
   if (!c.convolutional()) c.input_dim = train.dim;
-  check(train.dim == c.input_dim, train.source,
-        "images have " + std::to_string(train.dim) + " values, the model expects " +
-            std::to_string(c.channels) + "x" + std::to_string(c.height) + "x" +
-            std::to_string(c.width) + " = " + std::to_string(c.input_dim));
+  const std::string mismatch = c.image_mismatch(train.dim, train.channels, train.rows, train.cols);
+  check(mismatch.empty(), train.source, mismatch);
   c.classes = train.num_classes;
   return c;
 }

@@ -49,15 +49,22 @@ struct RunResult {
   double seconds = 0;
 };
 
-std::vector<int64_t> parse_list(const std::string& text, const std::string& flag) {
+// A comma-separated list of integers in [1, max]; `distinct`: no value twice (the table's rows
+// are keyed by it, so a repeated one would merge two rows' runs).
+std::vector<int64_t> parse_list(const std::string& text, const std::string& flag, int64_t max,
+                                bool distinct) {
   std::vector<int64_t> values;
   std::stringstream ss(text);
   std::string item;
   while (std::getline(ss, item, ',')) {
     char* end = nullptr;
+    errno = 0;
     const long long v = std::strtoll(item.c_str(), &end, 10);
-    check(!item.empty() && *end == '\0' && v > 0, "--" + flag,
-          "expects a comma-separated list of positive integers, got '" + text + "'");
+    check(!item.empty() && *end == '\0' && errno == 0 && v > 0 && v <= max, "--" + flag,
+          "expects a comma-separated list of integers in [1, " + std::to_string(max) + "], got '" +
+              text + "'");
+    check(!distinct || std::find(values.begin(), values.end(), v) == values.end(), "--" + flag,
+          "lists " + std::to_string(v) + " twice");
     values.push_back(v);
   }
   check(!values.empty(), "--" + flag, "is empty");
@@ -236,17 +243,19 @@ int run(int argc, char** argv) {
                            "set."))
     return 0;
   const bool supervised = f.get_switch("supervised"), quick = f.get_switch("quick");
+  check(!supervised || !f.has("labels"), "--labels",
+        "sets Table 2's labelled-set sizes; --supervised (Table 1) trains on every label");
   const DataSplits data = load_data(f, 1000);
   check(data.validation.n > 0, "--validation", "must be positive: it selects classifier epochs");
   const PaperSettings paper = paper_settings_for(data.train.channels);
-  std::vector<int64_t> label_counts = supervised ? std::vector<int64_t>{data.train.n}
-                                      : f.get("labels") == "paper"
-                                          ? paper.labels
-                                          : parse_list(f.get("labels"), "labels");
+  std::vector<int64_t> label_counts =
+      supervised                   ? std::vector<int64_t>{data.train.n}
+      : f.get("labels") == "paper" ? paper.labels
+                                   : parse_list(f.get("labels"), "labels", data.train.n, true);
   int seeds = int(f.get_int("seeds", 1, 100));
   int classifier_epochs = int(f.get_int("classifier-epochs", 1, 10000));
   std::vector<int64_t> epochs;
-  if (f.get("epochs") != "paper") epochs = parse_list(f.get("epochs"), "epochs");
+  if (f.get("epochs") != "paper") epochs = parse_list(f.get("epochs"), "epochs", 100000, false);
   if (quick) {  // a smoke run's defaults; flags given on the command line still count
     if (!supervised && !f.has("labels"))
       label_counts = {*std::min_element(label_counts.begin(), label_counts.end())};
