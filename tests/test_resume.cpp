@@ -500,8 +500,8 @@ TEST(Resume, CheckpointTensorsMustHaveTheModelsShapesAndItsAdamStepCount) {
   expect_error([&] { model.load_checkpoint(load_checkpoint(garbled), garbled); },
                {garbled, "metadata \"adam_steps\" is not a non-negative integer: '1e3'"});
   // A count that parses but is not the run's: a resume would restart Adam's bias correction.
-  const std::string reset =
-      rewrite("reset.safetensors", [](Checkpoint& c) { c.metadata["adam_steps"] = "0"; });
+  const std::string reset = rewrite(
+      "reset.safetensors", [](Checkpoint& c) { c.metadata["adam_steps"] = std::to_string(0); });
   expect_error([&] { train_run(cpu(), config, train_set(), nullptr, 2, "", reset); },
                {reset, "has taken 0 Adam steps (metadata \"adam_steps\") but is at step 10"});
   fs::remove_all(dir);
