@@ -28,7 +28,8 @@ struct EquiVaeConfig {
   // Semi-supervised (eqs. 5–7): U unlabelled items per step, each expanded over all C
   // labels (C·U extra rows through encoder and decoder) and a classifier q(y|x).
   int unlabelled = 0;  // U; 0: supervised
-  // loss = mean_lab(−L_lab − α log q(y|x)) + w · mean_unlab(−L_unlab); the paper: α = w = 1.
+  // loss = mean_lab(−L_lab − α log q(y|x)) + w · mean_unlab(−L_unlab). The paper: α = 1; its
+  // eq. 7 sums items, not batch means: w = N_unlab / N_lab (README: it collapses q(y|x)).
   double unlabelled_weight = 1.0;  // w
   double classifier_weight = 1.0;  // α
   // Image geometry, NCHW: an image row is `channels` planes of height × width. Used by the

@@ -34,7 +34,9 @@ inline void declare_model_flags(Flags& f, const std::vector<PaperSettings>& pape
         "class)");
   f.add("unlabelled", "100",
         "semi-supervised: unlabelled items per step (each paired with all 10 labels)");
-  f.add("unlabelled-weight", "1", "semi-supervised: weight of the unlabelled term's batch mean");
+  f.add("unlabelled-weight", "1",
+        "semi-supervised: weight w of the unlabelled term's batch mean against the labelled "
+        "term's (eq. 7's sum over items: w = unlabelled / labelled examples)");
   f.add("classifier-weight", "1",
         "semi-supervised: weight α of the labelled −log q(y|x) term (the paper: 1)");
   f.add("latent", "auto", "size of both latents r and v (auto, as the paper: " + latent_auto + ")");
