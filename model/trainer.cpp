@@ -51,7 +51,15 @@ std::vector<EpochRecord> train(EquiVae<T>& model, const Dataset& labelled,
                                  : "an unlabelled set needs a semi-supervised model");
   for (const Dataset* data : {&labelled, unlabelled, validation})
     if (data) data->check_pixels();
-  BalancedBatchSampler sampler(train.labels, config.classes, config.k, config.m_max, config.seed);
+  // Its faults (a class with fewer than k items) name the data set they are in.
+  BalancedBatchSampler sampler = [&] {
+    try {
+      return BalancedBatchSampler(train.labels, config.classes, config.k, config.m_max,
+                                  config.seed);
+    } catch (const Error& e) {
+      throw Error(train.source, e.what());
+    }
+  }();
   std::unique_ptr<UnlabelledSampler> unlabelled_sampler;
   if (unlabelled)
     unlabelled_sampler = std::make_unique<UnlabelledSampler>(
