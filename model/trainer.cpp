@@ -108,6 +108,22 @@ std::vector<EpochRecord> train(EquiVae<T>& model, const Dataset& labelled,
     csv_path = options.out_dir + "/metrics.csv";
     if (json_path.empty()) json_path = options.out_dir + "/metrics.jsonl";
     checkpoint_path = options.out_dir + "/checkpoint.safetensors";
+    // Another run's checkpoint there (not the one this run resumes) is not overwritten by this
+    // run's first epoch: it moves to OUT/previous/ with its metrics, replacing an older one.
+    std::error_code same;
+    if (std::filesystem::exists(checkpoint_path) &&
+        !std::filesystem::equivalent(checkpoint_path, options.resume_from, same)) {
+      const std::string previous = options.out_dir + "/previous";
+      std::filesystem::create_directories(previous, ec);
+      for (const char* name : {"checkpoint.safetensors", "metrics.csv", "metrics.jsonl"}) {
+        const std::string from = options.out_dir + "/" + name;
+        if (std::filesystem::exists(from)) std::filesystem::rename(from, previous + "/" + name, ec);
+        check(!ec, from, "cannot move the earlier run's file to " + previous + ": " + ec.message());
+      }
+      if (!options.quiet)
+        std::fprintf(stderr, "note: %s held another run's checkpoint: moved to %s/\n",
+                     options.out_dir.c_str(), previous.c_str());
+    }
   }
   // Both logs start over from the checkpoint's records, so a resumed run's files hold every
   // epoch once even if the previous run wrote a row after its last checkpoint.

@@ -474,6 +474,28 @@ TEST(Resume, AFinishedRunResumedIntoAnotherDirectoryLeavesItsCheckpointThere) {
   fs::remove_all(second);
 }
 
+TEST(Resume, AFreshRunKeepsTheEarlierRunsCheckpointAside) {
+  const std::string dir = fresh_dir("twice");
+  const EquiVaeConfig config = test::tiny_config();
+  train_run(cpu(), config, train_set(), nullptr, 2, dir);
+  const Checkpoint first = load_checkpoint(dir + "/checkpoint.safetensors");
+  EquiVaeConfig other = config;
+  other.seed = 8;
+  train_run(cpu(), other, train_set(), nullptr, 1, dir);
+  // The first run's files are in previous/, untouched; the new run's are in their place.
+  expect_same_tensors(first, load_checkpoint(dir + "/previous/checkpoint.safetensors"),
+                      "the earlier run's checkpoint");
+  EXPECT_EQ(read_lines(dir + "/previous/metrics.csv").size(), 3u);
+  EXPECT_EQ(load_checkpoint(dir + "/checkpoint.safetensors").metadata.at("epoch"), "1");
+  EXPECT_EQ(read_lines(dir + "/metrics.csv").size(), 2u);
+  // Resuming the directory's own checkpoint moves nothing.
+  train_run(cpu(), other, train_set(), nullptr, 2, dir, dir + "/checkpoint.safetensors");
+  expect_same_tensors(first, load_checkpoint(dir + "/previous/checkpoint.safetensors"),
+                      "the earlier run's checkpoint after a resume");
+  EXPECT_EQ(load_checkpoint(dir + "/checkpoint.safetensors").metadata.at("epoch"), "2");
+  fs::remove_all(dir);
+}
+
 TEST(Resume, CheckpointTensorsMustHaveTheModelsShapesAndItsAdamStepCount) {
   const std::string dir = fresh_dir("shapes");
   const std::string path = dir + "/checkpoint.safetensors";
