@@ -205,6 +205,14 @@ std::vector<EpochRecord> train(EquiVae<T>& model, const Dataset& labelled,
     }
     return k;
   };
+  // A step stops the run on a non-finite loss, not on an update that went non-finite (the
+  // epoch's last step's, say): such a state must not replace the last good checkpoint. Checked
+  // on the writer's thread, off the training's; the refusal surfaces at the next settle.
+  const size_t parameter_tensors = model.named_parameters().size();
+  const CheckpointWriter::Refusal refuse_non_finite = [parameter_tensors](const Checkpoint& c) {
+    const std::string bad = first_non_finite_state(c, parameter_tensors);
+    return bad.empty() ? bad : "the state after the epoch's last step is not finite: " + bad;
+  };
   auto where = [](uint64_t at, int epoch) {
     return "step " + std::to_string(at) + " (epoch " + std::to_string(epoch) + ")";
   };
@@ -304,18 +312,12 @@ std::vector<EpochRecord> train(EquiVae<T>& model, const Dataset& labelled,
       const auto checkpoint_start = Clock::now();
       settle_checkpoint();
       Checkpoint ckpt = model.to_checkpoint();
-      // The epoch's last step stops on a non-finite loss, not on an update that went
-      // non-finite: such a state must not replace the last good checkpoint.
-      if (const std::string bad = first_non_finite_state(ckpt, model.named_parameters().size());
-          !bad.empty())
-        throw Error(where(step - 1, epoch),
-                    "training diverged: the step's loss is finite but its update left " + bad +
-                        " non-finite; " + kept_checkpoint().text);
       write_run_identity(ckpt, identity);
       r.checkpoint_seconds = seconds_since(checkpoint_start);
       records.push_back(r);
       write_progress(ckpt, {epoch, step, records});
-      writer.write(checkpoint_path, std::move(ckpt), "epoch " + std::to_string(epoch));
+      writer.write(checkpoint_path, std::move(ckpt), "epoch " + std::to_string(epoch),
+                   refuse_non_finite);
       pending_epoch = epoch;
     }
 

@@ -22,13 +22,17 @@ CheckpointWriter::~CheckpointWriter() {
 }
 
 void CheckpointWriter::write(const std::string& path, Checkpoint checkpoint,
-                             const std::string& what) {
+                             const std::string& what, Refusal refuse) {
   wait();
   path_ = path;
   what_ = what;
-  pending_ = std::async(std::launch::async, [path, checkpoint = std::move(checkpoint)] {
-    save_checkpoint(path, checkpoint);
-  });
+  pending_ = std::async(std::launch::async,
+                        [path, checkpoint = std::move(checkpoint), refuse = std::move(refuse)] {
+                          if (refuse)
+                            if (const std::string why = refuse(checkpoint); !why.empty())
+                              throw Error(path, why);
+                          save_checkpoint(path, checkpoint);
+                        });
 }
 
 void CheckpointWriter::wait() {

@@ -5,6 +5,7 @@
 // flight: the next write() and wait() wait for it first, and its failure surfaces there, on
 // the caller's thread, as an Error naming the file. Until then the previous file at the path
 // stays as it was.
+#include <functional>
 #include <future>
 #include <string>
 
@@ -20,9 +21,13 @@ class CheckpointWriter {
   CheckpointWriter(const CheckpointWriter&) = delete;
   CheckpointWriter& operator=(const CheckpointWriter&) = delete;
 
+  // Why a checkpoint must not be written ("" when it may), asked on the writer's thread first.
+  using Refusal = std::function<std::string(const Checkpoint&)>;
   // Waits for the previous write (throwing its Error), then starts writing checkpoint to path.
-  // what: the checkpoint in an error message ("epoch 3"); empty: none.
-  void write(const std::string& path, Checkpoint checkpoint, const std::string& what = "");
+  // what: the checkpoint in an error message ("epoch 3"); empty: none. refuse: a check run on
+  // the writer's thread (off the caller's), whose reason fails the write as an error would.
+  void write(const std::string& path, Checkpoint checkpoint, const std::string& what = "",
+             Refusal refuse = {});
   // Waits for the write in flight, if any. Throws Error(path, "the checkpoint of epoch 3 was
   // not written: <why>") when it failed.
   void wait();

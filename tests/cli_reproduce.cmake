@@ -60,6 +60,24 @@ refused("--labels: sets Table 2's labelled-set sizes" --supervised --labels 100)
 
 # columns: 4 q(y|x), 5 distance, 6 neural, 7 benchmark
 run(mnist2 2 "paper EquiVAE \\(MNIST\\).*\\| 8.90 ± 0.70 \\| 21.91 ± 0.66 \\|" "4;5;6;7")
+# --reuse takes a row only from a run of the same settings: the same flags take it as it is
+# (its seconds too), another width trains again and says why.
+function(reuse name expect_same)
+  execute_process(COMMAND ${REPRODUCE} --quick --quiet --seeds 1 --latent 4 --threads 1
+                  --device cpu --out ${OUT}/${name} --reuse ${OUT}/mnist2/runs.csv ${ARGN}
+                  RESULT_VARIABLE rc ERROR_VARIABLE err)
+  file(STRINGS ${OUT}/mnist2/runs.csv before)
+  file(STRINGS ${OUT}/${name}/runs.csv after)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "reproduce ${name} failed (${rc}): ${err}")
+  elseif(expect_same AND NOT "${after}" STREQUAL "${before}")
+    message(FATAL_ERROR "reproduce ${name} did not reuse the earlier run: ${after}")
+  elseif(NOT expect_same AND ("${after}" STREQUAL "${before}" OR NOT err MATCHES "other settings"))
+    message(FATAL_ERROR "reproduce ${name} reused a run of other settings: ${after} ${err}")
+  endif()
+endfunction()
+reuse(reused TRUE --hidden 32)
+reuse(retrained FALSE --hidden 16)
 run(svhn2 2 "paper EquiVAE \\(SVHN\\)" "4;5;6;7" --data ${OUT}/svhn --validation 100
     --labels 100 --k 8 --conv-width 4)
 # Supervised SVHN, with the epochs to learn the blobs: the distance classifier on f_inv and the

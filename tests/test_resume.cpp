@@ -444,10 +444,13 @@ TEST(Divergence, AnUpdateGoneNonFiniteInTheEpochsLastStepIsNotCheckpointed) {
       if (t.name == "adam.v") t.data[0] = -1.0f;
     model.load_checkpoint(poisoned, "poisoned");
   };
+  // Epoch 3's step finds the loss non-finite; the write of epoch 2's state was refused.
   expect_error([&] { train(model, train_set(), nullptr, options); },
-               {"step 1 (epoch 2)", "diverged", "the step's loss is finite but its update left",
-                "(element 0 of", "= nan) non-finite",
-                "the last good checkpoint " + path + " (epoch 1) is kept untouched"});
+               {"step 2 (epoch 3)", "diverged",
+                "the last good checkpoint " + path + " (epoch 1) is kept untouched",
+                "the checkpoint of epoch 2 was not written: the state after the epoch's last "
+                "step is not finite: parameter ",
+                "(element 0 of", "= nan)"});
   const Checkpoint on_disk = load_checkpoint(path);
   EXPECT_EQ(on_disk.metadata.at("epoch"), "1");
   expect_same_tensors(saved, on_disk, "the checkpoint before the update went non-finite");

@@ -10,6 +10,7 @@
 // classifiers keep the epoch with the lowest validation error. The test split is read only for
 // the reported errors.
 #include <unistd.h>
+#include <zlib.h>
 
 #include <algorithm>
 #include <cmath>
@@ -47,7 +48,25 @@ struct RunResult {
   int epochs = 0;
   double q_error = NAN, distance_error = NAN, neural_error = NAN, benchmark_error = NAN;
   double seconds = 0;
+  std::string settings;  // CRC-32 of everything else the run depends on (settings_crc32)
 };
+
+// The CRC-32 of what a row's result depends on besides its labels, seed and epochs: the model
+// (its configuration line, learning rate and loss weights), the classifiers' epochs and the
+// data (the files and the validation size). --reuse takes an earlier row only when it matches.
+std::string settings_crc32(const EquiVaeConfig& c, int classifier_epochs, const DataSplits& data) {
+  std::ostringstream s;
+  s << c.describe() << " lr=" << c.lr << " unlabelled_weight=" << c.unlabelled_weight
+    << " classifier_weight=" << c.classifier_weight << " classifier_epochs=" << classifier_epochs
+    << " train=" << data.train.source << " validation=" << data.validation.n
+    << " test=" << data.test.source;
+  const std::string text = s.str();
+  char hex[16];
+  std::snprintf(
+      hex, sizeof hex, "%08lx",
+      crc32_z(crc32_z(0L, Z_NULL, 0), reinterpret_cast<const Bytef*>(text.data()), text.size()));
+  return hex;
+}
 
 // A comma-separated list of integers in [1, max]; `distinct`: no value twice (the table's rows
 // are keyed by it, so a repeated one would merge two rows' runs).
@@ -74,7 +93,7 @@ std::vector<int64_t> parse_list(const std::string& text, const std::string& flag
 void write_run(std::ofstream& csv, bool supervised, const RunResult& r) {
   csv << (supervised ? 1 : 2) << ',' << r.labels << ',' << r.seed << ',' << r.epochs << ','
       << r.q_error << ',' << r.distance_error << ',' << r.neural_error << ',' << r.benchmark_error
-      << ',' << r.seconds << '\n';
+      << ',' << r.seconds << ',' << r.settings << '\n';
   csv.flush();
 }
 
@@ -91,10 +110,12 @@ std::vector<RunResult> read_runs(const std::string& path, int table) {
     int t = 0;
     unsigned long long seed = 0;
     long long labels = 0;
-    char q[32], d[32], n[32], b[32];
-    check(std::sscanf(line.c_str(), "%d,%lld,%llu,%d,%31[^,],%31[^,],%31[^,],%31[^,],%lf", &t,
-                      &labels, &seed, &r.epochs, q, d, n, b, &r.seconds) == 9,
+    char q[32], d[32], n[32], b[32], settings[16] = "";
+    // Rows of files written before settings_crc32 existed have 9 fields: never reused.
+    check(std::sscanf(line.c_str(), "%d,%lld,%llu,%d,%31[^,],%31[^,],%31[^,],%31[^,],%lf,%15s", &t,
+                      &labels, &seed, &r.epochs, q, d, n, b, &r.seconds, settings) >= 9,
           path + ":" + std::to_string(number), "malformed row: " + line);
+    r.settings = settings;
     r.labels = labels;
     r.seed = seed;
     r.q_error = std::strtod(q, nullptr);  // "nan" where the row has no such classifier
@@ -286,17 +307,38 @@ int run(int argc, char** argv) {
     const auto it = paper.semi_epochs.lower_bound(labels);
     return it != paper.semi_epochs.end() ? it->second : paper.semi_epochs.rbegin()->second;
   };
-  auto earlier_run = [&](int64_t labels, uint64_t seed, int run_epochs) {
+  // Row li's model (its labels cap k and make it semi-supervised), and its settings.
+  std::vector<EquiVaeConfig> row_config;
+  for (int64_t labels : label_counts)
+    row_config.push_back(model_config(f, paper, data.train, supervised ? 0 : labels));
+  auto settings_of = [&](size_t li) {
+    return settings_crc32(row_config[li], classifier_epochs, data);
+  };
+  auto earlier_run = [&](int64_t labels, uint64_t seed, int run_epochs,
+                         const std::string& settings) {
     return std::find_if(earlier.begin(), earlier.end(), [&](const RunResult& e) {
-      return e.labels == labels && e.seed == seed && e.epochs == run_epochs;
+      return e.labels == labels && e.seed == seed && e.epochs == run_epochs &&
+             e.settings == settings;
     });
   };
-  int runs_to_train = 0;
+  int runs_to_train = 0, unmatched = 0;
   int64_t epochs_to_train = 0;
   for (size_t li = 0; li < label_counts.size(); ++li)
-    for (int s = 1; s <= seeds; ++s)
-      if (earlier_run(label_counts[li], uint64_t(s), epochs_of(li)) == earlier.end())
-        ++runs_to_train, epochs_to_train += epochs_of(li);
+    for (int s = 1; s <= seeds; ++s) {
+      if (earlier_run(label_counts[li], uint64_t(s), epochs_of(li), settings_of(li)) !=
+          earlier.end())
+        continue;
+      ++runs_to_train, epochs_to_train += epochs_of(li);
+      unmatched += std::any_of(earlier.begin(), earlier.end(), [&](const RunResult& e) {
+        return e.labels == label_counts[li] && e.seed == uint64_t(s) && e.epochs == epochs_of(li);
+      });
+    }
+  if (unmatched > 0)
+    std::fprintf(stderr,
+                 "note: --reuse: %d earlier runs of the same labels, seed and epochs were made "
+                 "with other settings (model, weights, classifier epochs or data), or before "
+                 "runs.csv recorded them: trained again\n",
+                 unmatched);
   Progress progress(runs_to_train, epochs_to_train, f.get_switch("quiet"));
   int run_number = 0;
 
@@ -305,7 +347,8 @@ int run(int argc, char** argv) {
   std::vector<RunResult> results;
   std::ofstream csv(out_dir + "/runs.csv");
   check(csv.good(), out_dir + "/runs.csv", "cannot open for writing");
-  csv << "table,labels,seed,epochs,q_error,distance_error,neural_error,benchmark_error,seconds\n";
+  csv << "table,labels,seed,epochs,q_error,distance_error,neural_error,benchmark_error,seconds,"
+         "settings_crc32\n";
   for (size_t li = 0; li < label_counts.size(); ++li) {
     const int64_t labels = label_counts[li];
     for (int s = 1; s <= seeds; ++s) {
@@ -313,13 +356,14 @@ int run(int argc, char** argv) {
       RunResult r;
       r.labels = labels;
       r.seed = uint64_t(s);
-      EquiVaeConfig c = model_config(f, paper, data.train, supervised ? 0 : labels);
+      EquiVaeConfig c = row_config[li];
       c.seed = r.seed;
       LabelledSplit split;
       if (!supervised) split = split_labelled(data.train, labels, r.seed);
       const Dataset& labelled = supervised ? data.train : split.labelled;
       r.epochs = epochs_of(li);
-      if (auto it = earlier_run(r.labels, r.seed, r.epochs); it != earlier.end()) {
+      r.settings = settings_of(li);
+      if (auto it = earlier_run(r.labels, r.seed, r.epochs, r.settings); it != earlier.end()) {
         results.push_back(*it);
         write_run(csv, supervised, *it);
         continue;
