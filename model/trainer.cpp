@@ -111,7 +111,7 @@ std::vector<EpochRecord> train(EquiVae<T>& model, const Dataset& labelled,
     // Another run's checkpoint there (not the one this run resumes) is not overwritten by this
     // run's first epoch: it moves to OUT/previous/ with its metrics, replacing an older one.
     std::error_code same;
-    if (std::filesystem::exists(checkpoint_path) &&
+    if (std::filesystem::is_regular_file(checkpoint_path) &&
         !std::filesystem::equivalent(checkpoint_path, options.resume_from, same)) {
       const std::string previous = options.out_dir + "/previous";
       std::filesystem::create_directories(previous, ec);
