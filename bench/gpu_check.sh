@@ -395,7 +395,7 @@ fi
 {
   echo "# GPU check $(date -u +%Y-%m-%dT%H:%MZ)"
   echo
-  echo "Device: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || echo unknown)"
+  echo "Device: $(timeout 10 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || echo unknown)"
   echo
   echo "| stage | result |"
   echo "| --- | --- |"

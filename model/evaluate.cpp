@@ -20,6 +20,9 @@ DistanceClassifier DistanceClassifier::fit(const std::vector<float>& embeddings,
   std::vector<int64_t> counts(classes, 0);
   for (size_t i = 0; i < labels.size(); ++i) {
     const int y = labels[i];
+    check(y >= 0 && y < classes, "distance classifier",
+          "label " + std::to_string(y) + " of training example " + std::to_string(i) +
+              " is outside the model's " + std::to_string(classes) + " classes");
     ++counts[y];
     for (int j = 0; j < dim; ++j) c.centroids[size_t(y) * dim + j] += embeddings[i * dim + j];
   }

@@ -15,9 +15,6 @@
 namespace equivae {
 namespace {
 
-// Images larger than this are a caller's bug, not a figure.
-constexpr int kMaxSide = 1 << 15;
-
 png_image blank_png_image() {
   png_image image;
   std::memset(&image, 0, sizeof image);
@@ -30,7 +27,8 @@ png_image blank_png_image() {
 void write_png(const std::string& path, const Image& image) {
   check(image.channels == 1 || image.channels == 3, path,
         "PNG images here have 1 (gray) or 3 (RGB) channels, got " + std::to_string(image.channels));
-  check(image.width > 0 && image.height > 0 && image.width <= kMaxSide && image.height <= kMaxSide,
+  check(image.width > 0 && image.height > 0 && image.width <= kPngMaxSide &&
+            image.height <= kPngMaxSide,
         path, "bad image size " + std::to_string(image.width) + "x" + std::to_string(image.height));
   const size_t want = size_t(image.width) * image.height * image.channels;
   check(image.pixels.size() == want, path,
@@ -65,9 +63,18 @@ Image read_png(const std::string& path) {
   png_image png = blank_png_image();
   if (!png_image_begin_read_from_memory(&png, bytes.data(), bytes.size()))
     throw Error(path, std::string("not a readable PNG: ") + png.message);
-  check(png.width <= png_uint_32(kMaxSide) && png.height <= png_uint_32(kMaxSide), path,
-        "image of " + std::to_string(png.width) + "x" + std::to_string(png.height) +
-            " is larger than " + std::to_string(kMaxSide) + " pixels a side");
+  // png_image_begin_read allocated; every refusal from here frees it.
+  auto refuse = [&](const std::string& why) {
+    png_image_free(&png);
+    throw Error(path, why);
+  };
+  if (png.width > png_uint_32(kPngMaxSide) || png.height > png_uint_32(kPngMaxSide))
+    refuse("image of " + std::to_string(png.width) + "x" + std::to_string(png.height) +
+           " is larger than " + std::to_string(kPngMaxSide) + " pixels a side");
+  if (png.format & (PNG_FORMAT_FLAG_LINEAR | PNG_FORMAT_FLAG_ALPHA))
+    refuse(std::string("has ") +
+           (png.format & PNG_FORMAT_FLAG_LINEAR ? "16-bit samples" : "an alpha channel") +
+           ": only 8-bit grayscale or RGB PNGs are read");
   const bool colour = (png.format & PNG_FORMAT_FLAG_COLOR) != 0;
   png.format = colour ? PNG_FORMAT_RGB : PNG_FORMAT_GRAY;
   Image image;
@@ -75,8 +82,7 @@ Image read_png(const std::string& path) {
   image.height = int(png.height);
   image.channels = colour ? 3 : 1;
   image.pixels.resize(PNG_IMAGE_SIZE(png));
-  png_color black{0, 0, 0};
-  if (!png_image_finish_read(&png, &black, image.pixels.data(), 0, nullptr)) {
+  if (!png_image_finish_read(&png, nullptr, image.pixels.data(), 0, nullptr)) {
     png_image_free(&png);
     throw Error(path, std::string("corrupt PNG: ") + png.message);
   }

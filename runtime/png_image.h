@@ -20,8 +20,12 @@ struct Image {
 // or the file cannot be written; a previous file at path stays intact on failure.
 void write_png(const std::string& path, const Image& image);
 
-// Reads a PNG as stored: grayscale files give 1 channel, colour files 3 (alpha dropped,
-// composited on black), 16-bit samples reduced to 8. Throws Error naming the path.
+// Images larger than this a side are a caller's bug, not a figure.
+constexpr int kPngMaxSide = 1 << 15;
+
+// Reads an 8-bit grayscale or RGB PNG, as write_png makes them: 1 or 3 channels. Throws
+// Error naming the path, also for 16-bit samples or an alpha channel, which libpng would
+// convert (through linear light) rather than read as stored.
 Image read_png(const std::string& path);
 
 }  // namespace equivae

@@ -34,7 +34,8 @@ fi
 build_dir=${EQUIVAE_FUZZ_DIR:-build-fuzz}
 mkdir -p "$build_dir"
 log="$build_dir/build.log"
-if [ ! -f "$build_dir/CMakeCache.txt" ]; then
+# Configured when it has no build files yet (a configure that failed leaves a cache but none).
+if [ ! -f "$build_dir/Makefile" ]; then
   CC=clang CXX=clang++ cmake -S fuzz -B "$build_dir" >"$log" 2>&1 || { cat "$log"; exit 1; }
 fi
 cmake --build "$build_dir" -j"$(nproc)" >"$log" 2>&1 || { cat "$log"; echo "fuzz: build failed" >&2; exit 1; }
@@ -49,18 +50,24 @@ for t in "${targets[@]}"; do
   before=$(find "$crashes" -type f | wc -l)
   # -timeout: an input that takes 10 s is a hang; -rss_limit_mb (and the malloc limit that
   # follows it): using 2 GB on a few-KB input is a bug too.
+  # A run that ends before its time (a crash on a seed, a target that does not start, the
+  # out-of-memory killer) is a failure whether or not it left a crash file.
+  rc=0
   "$build_dir/fuzz_$t" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
     -print_final_stats=1 "${dict[@]}" -artifact_prefix="$crashes/" "$work" "fuzz/corpus/$t" \
-    >"$build_dir/fuzz_$t.log" 2>&1 || true
+    >"$build_dir/fuzz_$t.log" 2>&1 || rc=$?
   after=$(find "$crashes" -type f | wc -l)
+  # Each may be absent from the log (a crash before the first report): "?" then, not an exit.
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$build_dir/fuzz_$t.log" | tail -1)
   rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$build_dir/fuzz_$t.log" | tail -1)
-  cov=$(grep -o 'cov: [0-9]*' "$build_dir/fuzz_$t.log" | tail -1 | cut -d' ' -f2)
+  cov=$({ grep -o 'cov: [0-9]*' "$build_dir/fuzz_$t.log" || true; } | tail -1 | cut -d' ' -f2)
   printf '%-11s %8s %12s %10s %6s %8s\n' "$t" "$seconds" "${execs:-?}" "${rate:-?}" "${cov:-?}" \
     "$((after - before))"
-  if ((after > before)); then
+  if ((after > before || rc != 0)); then
     status=1
-    grep -m1 -A12 -E "ERROR|runtime error|invariant failed|deadly signal" "$build_dir/fuzz_$t.log" || true
+    echo "fuzz: $t exited with status $rc (log: $build_dir/fuzz_$t.log)"
+    grep -m1 -A12 -E "ERROR|runtime error|invariant failed|deadly signal" "$build_dir/fuzz_$t.log" ||
+      tail -n 12 "$build_dir/fuzz_$t.log"
     find "$crashes" -type f -newer "$log" -printf '  kept: %p\n'
   fi
 done

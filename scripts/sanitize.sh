@@ -13,7 +13,8 @@ flags="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-fr
 mkdir -p "$build_dir"
 log="$build_dir/build.log"
 start=$(date +%s)
-if [ ! -f "$build_dir/CMakeCache.txt" ]; then
+# Configured when it has no build files yet (a configure that failed leaves a cache but none).
+if [ ! -f "$build_dir/Makefile" ]; then
   cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_COMPILER=g++ \
     -DCMAKE_CXX_FLAGS="$flags" -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address,undefined" \
     -DEQUIVAE_BUILD_BENCH=OFF >"$log" 2>&1 || { cat "$log"; exit 1; }
@@ -32,6 +33,7 @@ export ASAN_OPTIONS="halt_on_error=1:abort_on_error=1:detect_leaks=1:strict_stri
 export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
 export OMP_NUM_THREADS=1
 status=0
-ctest --test-dir "$build_dir" --output-on-failure -j"$jobs" "$@" || status=$?
+# --timeout: the limit of every test without its own (a hung one fails, not the whole job).
+ctest --test-dir "$build_dir" --output-on-failure --timeout 1500 -j"$jobs" "$@" || status=$?
 echo "sanitize: tests took $(($(date +%s) - built)) s (whole stage $(($(date +%s) - start)) s)"
 exit $status

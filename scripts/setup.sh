@@ -27,7 +27,8 @@ fi
 build_dir=${EQUIVAE_BUILD_DIR:-build}
 log="$build_dir/build.log"
 mkdir -p "$build_dir"
-if [ ! -f "$build_dir/CMakeCache.txt" ]; then
+# Configured when it has no build files yet (a configure that failed leaves a cache but none).
+if [ ! -f "$build_dir/Makefile" ]; then
   cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release >"$log" 2>&1 || { cat "$log"; exit 1; }
 fi
 # Quiet when all is built; the whole log when something fails.

@@ -3,4 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-ctest --test-dir "${EQUIVAE_BUILD_DIR:-build}" --output-on-failure -j"$(nproc)" "$@"
+# --timeout: the limit of every test without its own (a hung one fails, not the whole job).
+ctest --test-dir "${EQUIVAE_BUILD_DIR:-build}" --output-on-failure --timeout 900 -j"$(nproc)" "$@"

@@ -145,6 +145,9 @@ elseif(MODE STREQUAL "errors")
   # A test file flag alone is refused, not ignored in favour of the bundled digits.
   run_tool(1 ${CLASSIFY} --checkpoint ${CKPT} --test-images ${RUN}/no-such-images)
   expect_match("${err}" "--test-images: needs --test-labels" "--test-images alone")
+  # A figure larger than a PNG may be is refused before any decoding.
+  run_tool(1 ${FIGURES} --checkpoint ${CKPT} --which fig4 --samples 100 --scale 16)
+  expect_match("${err}" "45002 pixels a side, more than a PNG's 32768" "an oversized figure")
   run_tool(0 ${FIGURES} --help)
   expect_match("${out}" "--checkpoint.*--split.*--samples" "figures --help")
 else()

@@ -1,6 +1,7 @@
 // The figure and latent files: PNG round trips through libpng (gray and RGB) and their
 // faults, the tile grid's layout, and the .npy writer byte for byte.
 #include <gtest/gtest.h>
+#include <png.h>
 
 #include <cmath>
 #include <cstring>
@@ -132,6 +133,33 @@ TEST(Png, ReaderNamesTheFileAndTheFault) {
   const std::string message = error_of([&] { read_png(cut); });
   EXPECT_EQ(message.rfind(cut + ": ", 0), 0u) << message;
   EXPECT_NE(message, "(no error)");
+}
+
+TEST(Png, ReaderRefusesWhatItWouldConvertRatherThanRead) {
+  // 16-bit grey 0x8080 would come back as 186 (libpng takes it as linear light), grey + alpha
+  // (255, 128) as 186 too (composited in linear light): both are refused, not altered.
+  auto write_with_libpng = [](const std::string& path, png_uint_32 format,
+                              const std::vector<uint16_t>& samples) {
+    png_image png;
+    std::memset(&png, 0, sizeof png);
+    png.version = PNG_IMAGE_VERSION;
+    png.width = 1;
+    png.height = 1;
+    png.format = format;
+    if (format & PNG_FORMAT_FLAG_LINEAR) {
+      ASSERT_TRUE(png_image_write_to_file(&png, path.c_str(), 0, samples.data(), 0, nullptr));
+    } else {
+      const std::vector<uint8_t> bytes(samples.begin(), samples.end());
+      ASSERT_TRUE(png_image_write_to_file(&png, path.c_str(), 0, bytes.data(), 0, nullptr));
+    }
+  };
+  const std::string deep = scratch("grey16.png"), alpha = scratch("grey_alpha.png");
+  write_with_libpng(deep, PNG_FORMAT_LINEAR_Y, {0x8080});
+  write_with_libpng(alpha, PNG_FORMAT_GA, {255, 128});
+  EXPECT_NE(error_of([&] { read_png(deep); }).find(deep + ": has 16-bit samples"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { read_png(alpha); }).find(alpha + ": has an alpha channel"),
+            std::string::npos);
 }
 
 TEST(ImageGrid, PlacesTilesGuttersAndScale) {

@@ -126,6 +126,22 @@ TEST(Model, ShortRunRaisesTheElboAndLearnsClasses) {
   EXPECT_LT(error_after, error_before - 0.05);
 }
 
+TEST(Model, DistanceClassifierRefusesALabelOutsideItsClasses) {
+  // A checkpoint of 3 classes fitted on data with label 7: an error, not a write past the
+  // centroids.
+  const std::vector<float> embeddings = {0, 1, 2, 3, 4, 5};
+  EXPECT_NO_THROW(DistanceClassifier::fit(embeddings, {0, 1, 2}, 3, 2));
+  try {
+    DistanceClassifier::fit(embeddings, {0, 7, 2}, 3, 2);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("label 7 of training example 1 is outside the model's 3 "
+                                         "classes"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
 TEST(Model, SameSeedSameNumbers) {
   auto run = [](uint64_t seed) {
     auto backend = make_cpu_backend<float>(1);

@@ -31,7 +31,7 @@ void declare_flags(Flags& f) {
   declare_model_flags(f);
   declare_data_flags(f,
                      "last N training examples held out from the centroids (auto: 0 for the "
-                     "bundled digits, 5000 for a data directory)");
+                     "bundled digits, 5000 for an MNIST directory, 3257 for SVHN)");
   f.add("images", "", "IDX image file to classify (plain or gzip)");
   f.add("labels", "", "IDX label file of --images: prints the error");
   f.add("method", "auto",

@@ -31,7 +31,7 @@ void declare_flags(Flags& f) {
   declare_model_flags(f);
   declare_data_flags(f,
                      "last N training examples held out as the validation split (auto: 0 "
-                     "for the bundled digits, 5000 for a data directory)");
+                     "for the bundled digits, 5000 for an MNIST directory, 3257 for SVHN)");
   declare_split_flag(f);
   f.add("out", "runs/embed", "output directory for the .npy files");
   f.add("pool-m", "5", "images pooled into each r_pooled");

@@ -39,7 +39,7 @@ void declare_flags(Flags& f) {
   declare_model_flags(f);
   declare_data_flags(f,
                      "last N training examples held out as the validation split (auto: 0 "
-                     "for the bundled digits, 5000 for a data directory)");
+                     "for the bundled digits, 5000 for an MNIST directory, 3257 for SVHN)");
   declare_split_flag(f);
   f.add("out", "runs/figures", "output directory for the PNG files");
   f.add("which", "all", "fig4, fig5 or all (all: Fig. 5 too when the model has 2-D latents)");
@@ -128,6 +128,20 @@ int run(int argc, char** argv) {
         "cannot create the output directory" + (ec ? ": " + ec.message() : std::string()));
   std::fprintf(stderr, "model %s\nimages %lld (%s)\n", config.describe().c_str(), (long long)data.n,
                data.source.c_str());
+
+  // The widest figure, in tiles a side, checked before any decoding: a PNG side has at most
+  // kPngMaxSide pixels.
+  int widest = 0;
+  if (which != "fig5") widest = std::max({samples, steps + 2, config.classes + 1});
+  if (which == "fig5" || (which == "all" && two_d))
+    widest = std::max(widest, int(classes.size()) * (grid + 1) - 1);
+  const int64_t cell = int64_t(std::max(write.layout.height, write.layout.width)) *
+                       write.layout.scale;  // as tile_grid lays them out
+  const int64_t side = widest * (cell + write.layout.gutter) + write.layout.gutter;
+  check(side <= kPngMaxSide, "figures",
+        "the widest figure would be " + std::to_string(side) +
+            " pixels a side, more than a PNG's " + std::to_string(kPngMaxSide) +
+            " here: lower --samples, --steps, --grid or --scale");
 
   FigureMaker<float> figures(model, data, seed);
   if (which != "fig5") {
