@@ -47,9 +47,12 @@ else
 fi
 
 if [[ "$DEVICE" == "cuda" ]]; then
+  # The engine's GEMMs take TF32 by default, as JAX's do on a GPU: PyTorch's best mode also
+  # runs with TF32 allowed (its default is strict FP32).
   RUNS=("$TORCH --mode eager"
         "$TORCH --mode compile"
         "$TORCH --mode compile-cudagraphs"
+        "$TORCH --mode compile-cudagraphs --tf32"
         "$JAX --mode step"
         "$JAX --mode epoch")
 else
