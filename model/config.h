@@ -1,5 +1,5 @@
 #pragma once
-// Hyper-parameters of the EquiVAE (DESIGN §1; the paper's §3 values as defaults: 16-D latents,
+// Hyper-parameters of the EquiVAE (README, "The model"; the paper's §3 values as defaults: 16-D latents,
 // m_max = 7, Adam 1e-3, k = 16 → B = 160) and its architecture: the dense MNIST reference
 // model by default, the convolutional SVHN model with a Gaussian likelihood in svhn_config().
 #include <cstdint>
@@ -63,7 +63,7 @@ struct EquiVaeConfig {
   std::string describe() const;
 };
 
-// The SVHN model (DESIGN §1): 32×32×3 images, conv trunks (32, 64, 128 channels), Gaussian
+// The SVHN model (README, "SVHN"): 32×32×3 images, conv trunks (32, 64, 128 channels), Gaussian
 // likelihood, 16-D latents, m_max = 10, k = 16 (B = 160), H = 512.
 EquiVaeConfig svhn_config();
 

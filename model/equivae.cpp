@@ -291,6 +291,15 @@ void EquiVae<T>::check_batch(const Batch& batch, const Dataset& data,
   check(
       U_ == 0 || (unlabelled && unlabelled->dim == D), "batch",
       "the semi-supervised plan needs an unlabelled set of " + std::to_string(D) + "-pixel images");
+  for (int32_t row : batch.rows)
+    if (row < 0 || row >= data.n)
+      throw Error("batch", "row " + std::to_string(row) + " is outside " + data.source + " (" +
+                               std::to_string(data.n) + " images)");
+  for (int32_t row : batch.unlabelled_rows)
+    if (row < 0 || row >= unlabelled->n)
+      throw Error("batch", "unlabelled row " + std::to_string(row) + " is outside " +
+                               unlabelled->source + " (" + std::to_string(unlabelled->n) +
+                               " images)");
 }
 
 template <class T>
@@ -643,12 +652,6 @@ std::vector<StepMetrics> EquiVae<T>::train_steps(const std::vector<Batch>& batch
   for (size_t i = 0; i < n; ++i) {
     const Batch& batch = batches[i];
     check_batch(batch, labelled, unlabelled);
-    for (int32_t row : batch.rows)
-      if (row < 0 || row >= labelled.n)
-        throw Error("batch", "row " + std::to_string(row) + " out of range");
-    for (int32_t row : batch.unlabelled_rows)
-      if (row < 0 || row >= unlabelled->n)
-        throw Error("batch", "unlabelled row " + std::to_string(row) + " out of range");
     int32_t* p = res.host_slots.data() + i * slot;
     p = std::copy(batch.rows.begin(), batch.rows.end(), p);
     for (int32_t row : batch.unlabelled_rows) p = std::fill_n(p, C, row);

@@ -1,5 +1,5 @@
 #pragma once
-// The EquiVAE as a static plan (DESIGN §1–§2): every tensor is placed in one arena when the
+// The EquiVAE as a static plan (README, "The model"): every tensor is placed in one arena when the
 // model is built; a training step runs the forward ops in order, the backward ops in reverse,
 // then Adam over the flat parameter buffer.
 //

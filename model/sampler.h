@@ -1,5 +1,5 @@
 #pragma once
-// Class-balanced batches with leave-one-out pooling sets (DESIGN §1): C segments
+// Class-balanced batches with leave-one-out pooling sets (README, "The model"): C segments
 // of k items; row i pools m_i ~ U{1..min(m_max, k−1)} distinct other rows of its
 // own segment, never itself. Every draw is a Philox function of (seed, step), so
 // a step's batch does not depend on what ran before it (resume-friendly).

@@ -126,6 +126,26 @@ TEST(Model, ShortRunRaisesTheElboAndLearnsClasses) {
   EXPECT_LT(error_after, error_before - 0.05);
 }
 
+TEST(Model, ABatchRowOutsideTheDataSetIsRefused) {
+  // A batch built by hand, not by the sampler: load_batch checks its rows before reading.
+  auto backend = make_cpu_backend<float>(1);
+  EquiVae<float> model(test::tiny_config(), *backend);
+  BalancedBatchSampler sampler(digits().labels, 10, 4, 3, 7);
+  Batch batch;
+  sampler.sample(0, batch);
+  EXPECT_NO_THROW(model.load_batch(batch, digits()));
+  batch.rows[3] = int32_t(digits().n);
+  try {
+    model.load_batch(batch, digits());
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("row " + std::to_string(digits().n) + " is outside " +
+                                         digits().source),
+              std::string::npos)
+        << e.what();
+  }
+}
+
 TEST(Model, DistanceClassifierRefusesALabelOutsideItsClasses) {
   // A checkpoint of 3 classes fitted on data with label 7: an error, not a write past the
   // centroids.

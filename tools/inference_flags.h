@@ -14,8 +14,9 @@
 namespace equivae {
 
 inline void declare_model_flags(Flags& f) {
-  f.add("checkpoint", "runs/main/checkpoint.safetensors",
-        "checkpoint written by train_mnist --out DIR (DIR/checkpoint.safetensors)");
+  f.add("checkpoint", "runs/mnist/checkpoint.safetensors",
+        "checkpoint written by train_mnist or train_svhn --out DIR (DIR/checkpoint.safetensors; "
+        "the default: train_mnist's)");
   declare_device_flags(f, "cpu");
 }
 

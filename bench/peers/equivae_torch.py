@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """EquiVAE training step in PyTorch: the peer for side-by-side speed ratios.
 
-Same model, batch construction and optimiser as the engine (DESIGN.md §1):
+Same model, batch construction and optimiser as the engine (README, "The model"):
 f_inv 784-512-512-16, encoder [x; r] 800-512-512-32 (mu, log sigma^2),
 decoder [r; v] 32-512-512-784 logits, Bernoulli soft-target likelihood,
 KL to N(0, I), loss = -mean ELBO, Adam(1e-3, (0.9, 0.999), 1e-8),
