@@ -6,7 +6,9 @@ as equivae_torch.py: f_inv 784-512-512-16, encoder [x; r] 800-512-512-32,
 decoder [r; v] 32-512-512-784 logits, Bernoulli soft-target likelihood, KL to
 N(0, I), loss = -mean ELBO, Adam(1e-3, (0.9, 0.999), 1e-8) written by hand
 (same update as torch.optim.Adam), PyTorch-default nn.Linear init
-(U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weights and biases). Leave-one-out
+(U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weights and biases). The encoder's first
+layer is W_x x + W_r r + b, as the engine and equivae_torch.py compute it (the
+same function and init as one layer over [x; r]). Leave-one-out
 pooling r = P @ f_inv(x) with a dense [B, B] pooling matrix (see common.py).
 Modes (step | epoch) and timing: jax_driver.py. --unlabelled U: the
 semi-supervised step (semi_loss_fn; step mode samples on the host, epoch mode
@@ -43,11 +45,21 @@ def init_mlp(key, sizes):
 
 def init_params(key, d_x, H, d_r, d_v):
     k1, k2, k3 = jax.random.split(key, 3)
+    enc = init_mlp(k2, [d_x + d_r, H, H, 2 * d_v])
+    W, b = enc[0]
     return {
         "f_inv": init_mlp(k1, [d_x, H, H, d_r]),
-        "enc": init_mlp(k2, [d_x + d_r, H, H, 2 * d_v]),
+        # The first layer's rows for x and for r, apart (encoder()).
+        "enc_first": (W[:d_x], W[d_x:], b),
+        "enc": enc[1:],
         "dec": init_mlp(k3, [d_r + d_v, H, H, d_x]),
     }
+
+
+def encoder(params, a_x, r):
+    """q(v | r, x) from W_x x (a_x [R, H], without the bias) and r [R, d_r] -> [R, 2 d_v]."""
+    _, W_r, b = params["enc_first"]
+    return mlp(params["enc"], jax.nn.relu(a_x + r @ W_r + b))
 
 
 def mlp(layers, h):
@@ -63,7 +75,7 @@ def loss_fn(params, x, P, eps):
     d_v = eps.shape[1]
     e = mlp(params["f_inv"], x)                              # [B, d_r]
     r = P @ e                                                # leave-one-out pooling
-    h = mlp(params["enc"], jnp.concatenate([x, r], axis=1))  # [B, 2 d_v]
+    h = encoder(params, x @ params["enc_first"][0], r)     # [B, 2 d_v]
     mu, logvar = h[:, :d_v], h[:, d_v:]
     v = mu + jnp.exp(0.5 * logvar) * eps
     logits = mlp(params["dec"], jnp.concatenate([r, v], axis=1))
@@ -88,7 +100,8 @@ def semi_loss_fn(params, X, idx, P, uidx, eps, alpha=1.0, w=1.0):
     x_l, x_u = X[idx], X[uidx]
     r = P @ mlp(params["f_inv"], x_l)                                # [R, d_r]
     x = jnp.concatenate([x_l, jnp.repeat(x_u, C, axis=0)])           # [R, 784]
-    h = mlp(params["enc"], jnp.concatenate([x, r], axis=1))
+    a_x = jnp.concatenate([x_l, x_u]) @ params["enc_first"][0]       # W_x x once per item
+    h = encoder(params, jnp.concatenate([a_x[:B], jnp.repeat(a_x[B:], C, axis=0)]), r)
     mu, logvar = h[:, :d_v], h[:, d_v:]
     v = mu + jnp.exp(0.5 * logvar) * eps
     logits = mlp(params["dec"], jnp.concatenate([r, v], axis=1))

@@ -5,7 +5,10 @@ Same model, batch construction and optimiser as the engine (README, "The model")
 f_inv 784-512-512-16, encoder [x; r] 800-512-512-32 (mu, log sigma^2),
 decoder [r; v] 32-512-512-784 logits, Bernoulli soft-target likelihood,
 KL to N(0, I), loss = -mean ELBO, Adam(1e-3, (0.9, 0.999), 1e-8),
-nn.Linear default init. Leave-one-out pooling r = P @ f_inv(x) with a dense
+nn.Linear default init. The encoder's first layer is W_x x + W_r r + b, as the
+engine computes it (the same function and init as one layer over [x; r]): the
+backward then forms r's 16 input-gradient columns, not [x; r]'s 800, and the
+semi-supervised step takes W_x x once per item rather than once per label row. Leave-one-out pooling r = P @ f_inv(x) with a dense
 [B, B] pooling matrix (see common.py). Modes, timing: torch_driver.py
 (--mode eager | compile | compile-cudagraphs).
 """
@@ -29,8 +32,14 @@ class EquiVAE(nn.Module):
         self.d_v = d_v
         self.f_inv = nn.Sequential(nn.Linear(d_x, H), nn.ReLU(), nn.Linear(H, H), nn.ReLU(),
                                    nn.Linear(H, d_r))
-        self.enc = nn.Sequential(nn.Linear(d_x + d_r, H), nn.ReLU(), nn.Linear(H, H), nn.ReLU(),
-                                 nn.Linear(H, 2 * d_v))
+        # The encoder's first layer over [x; r], in two parts initialised as the one layer
+        # (U(+-1/sqrt(d_x + d_r)) for weights and bias).
+        self.enc_x = nn.Linear(d_x, H)
+        self.enc_r = nn.Linear(d_r, H, bias=False)
+        bound = 1.0 / (d_x + d_r) ** 0.5
+        for t in (self.enc_x.weight, self.enc_x.bias, self.enc_r.weight):
+            nn.init.uniform_(t, -bound, bound)
+        self.enc = nn.Sequential(nn.ReLU(), nn.Linear(H, H), nn.ReLU(), nn.Linear(H, 2 * d_v))
         self.dec = nn.Sequential(nn.Linear(d_r + d_v, H), nn.ReLU(), nn.Linear(H, H), nn.ReLU(),
                                  nn.Linear(H, d_x))
 
@@ -39,7 +48,7 @@ class EquiVAE(nn.Module):
         x = X[idx]                                    # gather the batch          [B, 784]
         e = self.f_inv(x)                             # invariant embeddings      [B, d_r]
         r = P @ e                                     # leave-one-out pooling     [B, d_r]
-        h = self.enc(torch.cat([x, r], dim=1))        # q(v | r, x)               [B, 2 d_v]
+        h = self.enc(self.enc_x(x) + self.enc_r(r))   # q(v | r, x)               [B, 2 d_v]
         mu, logvar = h[:, :self.d_v], h[:, self.d_v:]
         eps = torch.randn_like(mu)
         v = mu + torch.exp(0.5 * logvar) * eps        # reparameterised sample    [B, d_v]
@@ -69,7 +78,10 @@ class SemiSupervisedEquiVAE(EquiVAE):
         e = self.f_inv(x_l)                           # [B, d_r]
         r = P @ e                                     # [R, d_r]
         x = torch.cat([x_l, x_u.repeat_interleave(C, dim=0)])                # [R, 784]
-        h = self.enc(torch.cat([x, r], dim=1))
+        # W_x x once per item, copied to its C label rows                    [R, H]
+        a_x = self.enc_x(torch.cat([x_l, x_u]))
+        a_x = torch.cat([a_x[:B], a_x[B:].repeat_interleave(C, dim=0)])
+        h = self.enc(a_x + self.enc_r(r))
         mu, logvar = h[:, :self.d_v], h[:, self.d_v:]
         v = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
         logits = self.dec(torch.cat([r, v], dim=1))   # [R, 784]
