@@ -38,14 +38,12 @@ DataSplits load_splits(const DataSource& src) {
       const std::string im = std::string("--") + split + "-images";
       const std::string lb = std::string("--") + split + "-labels";
       check(images.empty() == labels.empty(), images.empty() ? lb : im,
-            "needs " + (images.empty() ? im : lb) +
-                " (an image file and its label file go "
-                "together)");
+            "needs " + (images.empty() ? im : lb) + " (an image file and its labels go together)");
     };
     paired(src.train_images, src.train_labels, "train");
     paired(src.test_images, src.test_labels, "test");
-    check(!src.directory.empty() || !src.train_images.empty(),
-          src.test_images.empty() ? "--train-labels" : "--test-images",
+    // What is left without --data or training files: a test pair alone.
+    check(!src.directory.empty() || !src.train_images.empty(), "--test-images",
           "needs --train-images and --train-labels or --data DIR (the bundled digits are used "
           "only when no data flag is given)");
     MnistFiles files;

@@ -115,9 +115,11 @@ std::vector<EpochRecord> train(EquiVae<T>& model, const Dataset& labelled,
         !std::filesystem::equivalent(checkpoint_path, options.resume_from, same)) {
       const std::string previous = options.out_dir + "/previous";
       std::filesystem::create_directories(previous, ec);
+      check(!ec, previous, "cannot create it for the earlier run's files: " + ec.message());
       for (const char* name : {"checkpoint.safetensors", "metrics.csv", "metrics.jsonl"}) {
         const std::string from = options.out_dir + "/" + name;
-        if (std::filesystem::exists(from)) std::filesystem::rename(from, previous + "/" + name, ec);
+        if (!std::filesystem::exists(from)) continue;
+        std::filesystem::rename(from, previous + "/" + name, ec);
         check(!ec, from, "cannot move the earlier run's file to " + previous + ": " + ec.message());
       }
       if (!options.quiet)
