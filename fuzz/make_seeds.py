@@ -52,17 +52,17 @@ put("idx", "header_only", idx_input(img3[:16], lab3[:8]))
 
 # ---- idx_gzip: [role byte: 0 images, 1 labels][gzip file]; paired with 1 image / 1 label.
 one_img, one_lab = images(1, 1, 1), labels([0])
-put("idx_gzip", "images", b"\x00" + gz(one_img))
-put("idx_gzip", "labels", b"\x01" + gz(one_lab))
-put("idx_gzip", "images_two_members", b"\x00" + gz(one_img[:9]) + gz(one_img[9:]))
-put("idx_gzip", "images_empty_member", b"\x00" + gz(b"") + gz(one_img))
-put("idx_gzip", "images_zlib_level9", b"\x00" + gzip.compress(one_img, 9, mtime=0))
+put("idx_gzip", "valid_images", b"\x00" + gz(one_img))
+put("idx_gzip", "valid_labels", b"\x01" + gz(one_lab))
+put("idx_gzip", "valid_images_two_members", b"\x00" + gz(one_img[:9]) + gz(one_img[9:]))
+put("idx_gzip", "valid_images_empty_member", b"\x00" + gz(b"") + gz(one_img))
+put("idx_gzip", "valid_images_zlib_level9", b"\x00" + gzip.compress(one_img, 9, mtime=0))
 put("idx_gzip", "truncated", b"\x00" + gz(images(4, 3, 3))[:-6])
 put("idx_gzip", "trailing_garbage", b"\x01" + gz(one_lab) + b"junk")
 bad_crc = bytearray(gz(one_lab))
 bad_crc[-8] ^= 1
 put("idx_gzip", "bad_crc", b"\x01" + bytes(bad_crc))
-put("idx_gzip", "stored_block", b"\x00" + gzip.compress(one_img, 0, mtime=0))
+put("idx_gzip", "valid_stored_block", b"\x00" + gzip.compress(one_img, 0, mtime=0))
 
 
 # ---- svhn_mat: the whole .mat file (MAT 5: 128-byte header, then one element per variable).
@@ -170,11 +170,11 @@ def argv(*args):
     return b"\x00".join(a.encode() for a in args)
 
 
-put("flags", "typical", argv("--epochs", "3", "--lr=0.01", "--quiet", "--data", "/tmp/x"))
-put("flags", "help", argv("--help"))
-put("flags", "switch_value", argv("--quiet=true", "--seed=18446744073709551615"))
+put("flags", "valid_typical", argv("--epochs", "3", "--lr=0.01", "--quiet", "--data", "/tmp/x"))
+put("flags", "valid_help", argv("--help"))
+put("flags", "valid_switch_value", argv("--quiet=true", "--seed=18446744073709551615"))
 put("flags", "repeated", argv("--epochs", "3", "--epochs=4"))
 put("flags", "missing_value", argv("--lr"))
 put("flags", "unknown", argv("--epoch", "3"))
-put("flags", "bad_numbers", argv("--lr=1e400", "--epochs=-0x10", "--m-max=nan", "--validation="))
+put("flags", "valid_syntax_bad_numbers", argv("--lr=1e400", "--epochs=-0x10", "--m-max=nan", "--validation="))
 put("flags", "positional", argv("data", "--", "-x", "--=3"))

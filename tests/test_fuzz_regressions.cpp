@@ -59,17 +59,21 @@ TEST(FuzzRegressions, EveryKeptCrashInputNowEndsInAnError) {
   EXPECT_GT(replayed, 0) << "no regression inputs found under fuzz/regressions/";
 }
 
-TEST(FuzzRegressions, SeedCorpusIsHandledAndValidSeedsLoad) {
+// A seed's name says what it is: "valid…" loads, every other one is a fault the reader names.
+TEST(FuzzRegressions, ValidSeedsLoadAndEveryOtherSeedEndsInAnError) {
   for (const Target& t : kTargets) {
     const std::vector<fs::path> seeds = inputs("corpus", t.name);
     EXPECT_FALSE(seeds.empty()) << "no seeds for " << t.name;
+    int valid = 0, faulty = 0;
     for (const fs::path& file : seeds) {
       const std::vector<uint8_t> bytes = read_bytes(file);
       const Outcome outcome = t.run(bytes.data(), bytes.size());
-      if (file.filename().string().rfind("valid", 0) == 0) {
-        EXPECT_EQ(outcome, Outcome::kAccepted) << file;
-      }
+      const bool is_valid = file.filename().string().rfind("valid", 0) == 0;
+      EXPECT_EQ(outcome, is_valid ? Outcome::kAccepted : Outcome::kError) << file;
+      ++(is_valid ? valid : faulty);
     }
+    EXPECT_GT(valid, 0) << t.name << ": no valid seed";
+    EXPECT_GT(faulty, 0) << t.name << ": no faulty seed";
   }
 }
 

@@ -666,7 +666,8 @@ TEST_F(SvhnTest, DamagedElementHeaders) {
 
 // --- an independent writer: scipy.io.savemat (optional) ------------------------------------------
 
-// The first python3 that imports scipy.io, or "" (scipy is not a dependency of the project).
+// The first python3 that imports scipy.io, or "" (scripts/setup.sh installs python3-scipy for
+// this test; a build without it skips the cross-check).
 std::string python_with_scipy() {
   for (const char* python : {"python3", "/usr/bin/python3"}) {
     const std::string probe = std::string(python) + " -c 'import numpy, scipy.io' >/dev/null 2>&1";
