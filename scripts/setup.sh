@@ -8,11 +8,12 @@ cd "$(dirname "$0")/.."
 
 # libdnnl-dev: oneDNN, the CPU convolutions' and GEMMs' faster route; its CMake package asks for
 # OpenCL's (ocl-icd-opencl-dev, only "recommended" by it, so named here). python3-scipy: the
-# SVHN reader's test against files scipy.io.savemat writes.
+# SVHN reader's test against files scipy.io.savemat writes; python3-torch: the training step
+# recomputed independently in PyTorch (tests/torch_check).
 packages=(build-essential cmake pkg-config libopenblas-openmp-dev zlib1g-dev libdeflate-dev nlohmann-json3-dev
           libgtest-dev libgmock-dev libbenchmark-dev libboost-context-dev libmatio-dev libpng-dev
           libdnnl-dev ocl-icd-opencl-dev dataset-fashion-mnist python3 python3-numpy python3-venv
-          python3-scipy)
+          python3-scipy python3-torch)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
