@@ -181,46 +181,39 @@ CudnnConvolutions::Plan& CudnnConvolutions::plan(const cpu::Conv2dShape& s, bool
     EQUIVAE_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterWorkspaceSize(
         h, p->x, p->y, p->filter_conv, p->w, p->filter_algo, &p->filter_bytes));
   }
-  // cuDNN loads (and may compile) an algorithm's kernels when it first runs it: each call runs
-  // once here, on zeroed scratch of this shape, so that the step's graph capture records them
-  // warm (a first run inside a capture may load modules or allocate, which a capture refuses).
-  // Not while capturing, where nothing may allocate.
-  if (!capturing) {
-    const size_t elem = type == CUDNN_DATA_DOUBLE ? sizeof(double) : sizeof(float);
-    const int Ho = cpu::conv_out_h(c, false), Wo = cpu::conv_out_w(c, false);
-    const size_t x_bytes = size_t(c.N) * c.C_in * c.H * c.W * elem,
-                 y_bytes = size_t(c.N) * c.C_out * Ho * Wo * elem,
-                 w_bytes = size_t(c.C_out) * c.C_in * c.KH * c.KW * elem,
-                 ws_bytes = std::max<size_t>(p->workspace(), 256);
-    struct Scratch {
-      void* ptr = nullptr;
-      explicit Scratch(size_t bytes) {
-        if (cudaMalloc(&ptr, bytes) != cudaSuccess || cudaMemset(ptr, 0, bytes) != cudaSuccess)
-          throw Error("cuda backend", "cannot allocate a convolution's warm-up scratch (" +
-                                          std::to_string(bytes) + " bytes)");
-      }
-      ~Scratch() {
-        if (ptr) cudaFree(ptr);
-      }
-    };
-    const Scratch x(x_bytes), y(y_bytes), w(w_bytes), ws(ws_bytes);
-    const double one_d = 1.0, zero_d = 0.0;
-    const float one_f = 1.0f, zero_f = 0.0f;
-    const void* one = elem == sizeof(double) ? static_cast<const void*>(&one_d) : &one_f;
-    const void* zero = elem == sizeof(double) ? static_cast<const void*>(&zero_d) : &zero_f;
-    EQUIVAE_CUDNN_CHECK(cudnnConvolutionForward(h, one, p->x, x.ptr, p->w, w.ptr, p->fwd_conv,
-                                                p->fwd_algo, ws.ptr, ws_bytes, zero, p->y, y.ptr));
-    EQUIVAE_CUDNN_CHECK(cudnnConvolutionBackwardData(h, one, p->w, w.ptr, p->y, y.ptr, p->data_conv,
-                                                     p->data_algo, ws.ptr, ws_bytes, zero, p->x,
-                                                     x.ptr));
-    EQUIVAE_CUDNN_CHECK(cudnnConvolutionBackwardFilter(h, one, p->x, x.ptr, p->y, y.ptr,
-                                                       p->filter_conv, p->filter_algo, ws.ptr,
-                                                       ws_bytes, zero, p->w, w.ptr));
-    // The scratch is freed only after the calls ran (cudaFree would wait anyway; this says so).
-    if (cudaStreamSynchronize(handle_->stream) != cudaSuccess)
-      throw Error("cuda backend", "a convolution's warm-up run failed on the device");
-  }
-  return *plans_.emplace(key, std::move(p)).first->second;
+  Plan& made = *plans_.emplace(key, std::move(p)).first->second;
+  // cuDNN loads (and may compile) an algorithm's kernels when it first runs it: the plan's three
+  // calls run once here, on zeroed scratch of this shape, so that the step's graph capture
+  // records them warm (a first run inside a capture may load modules or allocate, which a
+  // capture refuses). Not while capturing, where nothing may allocate.
+  if (!capturing) warm_up(s, transposed, c, made.workspace());
+  return made;
+}
+
+void CudnnConvolutions::warm_up(const cpu::Conv2dShape& s, bool transposed,
+                                const cpu::Conv2dShape& c, size_t workspace) {
+  const size_t elem = handle_->type == CUDNN_DATA_DOUBLE ? sizeof(double) : sizeof(float);
+  struct Scratch {
+    void* ptr = nullptr;
+    explicit Scratch(size_t bytes) {
+      if (cudaMalloc(&ptr, bytes) != cudaSuccess || cudaMemset(ptr, 0, bytes) != cudaSuccess)
+        throw Error("cuda backend", "cannot allocate a convolution's warm-up scratch (" +
+                                        std::to_string(bytes) + " bytes)");
+    }
+    ~Scratch() {
+      if (ptr) cudaFree(ptr);
+    }
+  };
+  // conv_x, conv_y, W and the workspace of the convolution c that the calls run.
+  const Scratch x(size_t(c.N) * c.C_in * c.H * c.W * elem),
+      y(size_t(c.N) * c.C_out * cpu::conv_out_h(c, false) * cpu::conv_out_w(c, false) * elem),
+      w(size_t(c.C_out) * c.C_in * c.KH * c.KW * elem), ws(std::max<size_t>(workspace, 256));
+  forward(s, transposed, y.ptr, x.ptr, w.ptr, ws.ptr, workspace, handle_->stream);
+  backward_data(s, transposed, x.ptr, y.ptr, w.ptr, ws.ptr, workspace, handle_->stream);
+  backward_filter(s, transposed, w.ptr, x.ptr, y.ptr, ws.ptr, workspace, handle_->stream);
+  // The scratch is freed only after the calls ran (cudaFree would wait anyway; this says so).
+  if (cudaStreamSynchronize(handle_->stream) != cudaSuccess)
+    throw Error("cuda backend", "a convolution's warm-up run failed on the device");
 }
 
 size_t CudnnConvolutions::workspace_bytes(const cpu::Conv2dShape& s, bool transposed) {

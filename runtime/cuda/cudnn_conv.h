@@ -56,6 +56,9 @@ class CudnnConvolutions {
   struct Handle;
   struct Plan;
   Plan& plan(const cpu::Conv2dShape& s, bool transposed);
+  // Runs a new plan's three calls once on scratch (c: the convolution they run).
+  void warm_up(const cpu::Conv2dShape& s, bool transposed, const cpu::Conv2dShape& c,
+               size_t workspace);
 
   std::unique_ptr<Handle> handle_;
   std::map<std::array<int, 11>, std::unique_ptr<Plan>> plans_;
