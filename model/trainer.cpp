@@ -101,6 +101,8 @@ std::vector<EpochRecord> train(EquiVae<T>& model, const Dataset& labelled,
   }
 
   std::string checkpoint_path, csv_path, json_path = options.json_log;
+  // The checkpoint this run resumes is the one it writes (--resume OUT/checkpoint.safetensors).
+  bool resumes_own_checkpoint = false;
   if (!options.out_dir.empty()) {
     std::error_code ec;
     std::filesystem::create_directories(options.out_dir, ec);
@@ -108,11 +110,12 @@ std::vector<EpochRecord> train(EquiVae<T>& model, const Dataset& labelled,
     csv_path = options.out_dir + "/metrics.csv";
     if (json_path.empty()) json_path = options.out_dir + "/metrics.jsonl";
     checkpoint_path = options.out_dir + "/checkpoint.safetensors";
+    std::error_code absent;  // either file missing: not the same one
+    resumes_own_checkpoint =
+        std::filesystem::equivalent(checkpoint_path, options.resume_from, absent);
     // Another run's checkpoint there (not the one this run resumes) is not overwritten by this
     // run's first epoch: it moves to OUT/previous/ with its metrics, replacing an older one.
-    std::error_code same;
-    if (std::filesystem::is_regular_file(checkpoint_path) &&
-        !std::filesystem::equivalent(checkpoint_path, options.resume_from, same)) {
+    if (std::filesystem::is_regular_file(checkpoint_path) && !resumes_own_checkpoint) {
       const std::string previous = options.out_dir + "/previous";
       std::filesystem::create_directories(previous, ec);
       check(!ec, previous, "cannot create it for the earlier run's files: " + ec.message());
@@ -343,9 +346,7 @@ std::vector<EpochRecord> train(EquiVae<T>& model, const Dataset& labelled,
   }
   // A finished run resumed into another directory trains nothing: its checkpoint goes there
   // all the same, so that directory resumes as the metrics beside it say.
-  std::error_code same_error;
-  if (first_epoch > options.epochs && !checkpoint_path.empty() &&
-      !std::filesystem::equivalent(checkpoint_path, options.resume_from, same_error)) {
+  if (first_epoch > options.epochs && !checkpoint_path.empty() && !resumes_own_checkpoint) {
     Checkpoint ckpt = model.to_checkpoint();
     write_run_identity(ckpt, identity);
     write_progress(ckpt, {progress.epoch, step, records});

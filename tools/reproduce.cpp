@@ -309,11 +309,11 @@ int run(int argc, char** argv) {
   };
   // Row li's model (its labels cap k and make it semi-supervised), and its settings.
   std::vector<EquiVaeConfig> row_config;
-  for (int64_t labels : label_counts)
+  std::vector<std::string> row_settings;
+  for (int64_t labels : label_counts) {
     row_config.push_back(model_config(f, paper, data.train, supervised ? 0 : labels));
-  auto settings_of = [&](size_t li) {
-    return settings_crc32(row_config[li], classifier_epochs, data);
-  };
+    row_settings.push_back(settings_crc32(row_config.back(), classifier_epochs, data));
+  }
   auto earlier_run = [&](int64_t labels, uint64_t seed, int run_epochs,
                          const std::string& settings) {
     return std::find_if(earlier.begin(), earlier.end(), [&](const RunResult& e) {
@@ -325,7 +325,7 @@ int run(int argc, char** argv) {
   int64_t epochs_to_train = 0;
   for (size_t li = 0; li < label_counts.size(); ++li)
     for (int s = 1; s <= seeds; ++s) {
-      if (earlier_run(label_counts[li], uint64_t(s), epochs_of(li), settings_of(li)) !=
+      if (earlier_run(label_counts[li], uint64_t(s), epochs_of(li), row_settings[li]) !=
           earlier.end())
         continue;
       ++runs_to_train, epochs_to_train += epochs_of(li);
@@ -362,7 +362,7 @@ int run(int argc, char** argv) {
       if (!supervised) split = split_labelled(data.train, labels, r.seed);
       const Dataset& labelled = supervised ? data.train : split.labelled;
       r.epochs = epochs_of(li);
-      r.settings = settings_of(li);
+      r.settings = row_settings[li];
       if (auto it = earlier_run(r.labels, r.seed, r.epochs, r.settings); it != earlier.end()) {
         results.push_back(*it);
         write_run(csv, supervised, *it);

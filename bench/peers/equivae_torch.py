@@ -8,9 +8,10 @@ KL to N(0, I), loss = -mean ELBO, Adam(1e-3, (0.9, 0.999), 1e-8),
 nn.Linear default init. The encoder's first layer is W_x x + W_r r + b, as the
 engine computes it (the same function and init as one layer over [x; r]): the
 backward then forms r's 16 input-gradient columns, not [x; r]'s 800, and the
-semi-supervised step takes W_x x once per item rather than once per label row. Leave-one-out pooling r = P @ f_inv(x) with a dense
-[B, B] pooling matrix (see common.py). Modes, timing: torch_driver.py
-(--mode eager | compile | compile-cudagraphs).
+semi-supervised step takes W_x x once per item rather than once per label row.
+Leave-one-out pooling r = P @ f_inv(x) with a dense [B, B] pooling matrix (see
+common.py). Modes, timing: torch_driver.py (--mode eager | compile |
+compile-cudagraphs).
 """
 from __future__ import annotations
 
