@@ -19,6 +19,7 @@
 // calls may differ by an ulp on a GPU (NMSE ≤ 1e-12).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <memory>
@@ -652,6 +653,74 @@ TEST_F(CudaBackend, FusedReluBackwardReadsTheMaskTheForwardKept) {
   EXPECT_EQ(ops->fused_relu().masks_read, 6);
 }
 #endif
+
+// A ReLU mask is read only by the kind of kernel that wrote it: cuBLASLt does not document the
+// bit order of its RELU_AUX mask, which the small GEMM takes to be bit n + m·ld. With the small
+// GEMM and fused ReLU backward, a layer 4,100 wide keeps its mask in the small GEMM's forward,
+// but the layer above's input-gradient GEMM is too wide for the small GEMM's DRELU tail (4,096
+// columns): it must not hand that mask to cuBLASLt's DRELU_BGRAD, and reads y instead. A
+// layer 64 wide stays in the small GEMM both ways and reads its mask. Either way the input
+// gradient and the bias gradient below are the CPU's, within TF32.
+TEST_F(CudaBackend, ReluMaskIsReadOnlyByTheKernelKindThatWroteIt) {
+  for (const int hidden : {64, 4100}) {
+    SCOPED_TRACE("hidden width " + std::to_string(hidden));
+    auto be = device_backend({.fused_relu_backward = true, .small_gemm = true});
+    const int B = 6, in = 5, out = 3;
+    auto take = [&](const std::vector<float>& host) {
+      float* p = static_cast<float*>(be->allocate(host.size() * sizeof(float)));
+      be->upload(p, host.data(), host.size() * sizeof(float));
+      return p;
+    };
+    std::vector<float> hx(size_t(B) * in), hW0(size_t(in) * hidden),
+        hb0(static_cast<size_t>(hidden)), hW1(size_t(hidden) * out), hdy(size_t(B) * out);
+    for (size_t i = 0; i < hx.size(); ++i) hx[i] = float(int(i * 7 % 11) - 5) / 4;
+    for (size_t i = 0; i < hW0.size(); ++i) hW0[i] = float(int(i * 5 % 13) - 6) / 8;
+    for (size_t i = 0; i < hb0.size(); ++i) hb0[i] = float(int(i % 3) - 1) / 10;
+    for (size_t i = 0; i < hW1.size(); ++i) hW1[i] = float(int(i * 3 % 7) - 3) / 4;
+    for (size_t i = 0; i < hdy.size(); ++i) hdy[i] = float(int(i % 5) - 2) / 2;
+    float *x = take(hx), *W0 = take(hW0), *b0 = take(hb0), *W1 = take(hW1), *b1 = take({0, 0, 0});
+    float *h = take(std::vector<float>(size_t(B) * hidden)),
+          *y = take(std::vector<float>(size_t(B) * out)), *dy = take(hdy),
+          *dh = take(std::vector<float>(size_t(B) * hidden)),
+          *dW1 = take(std::vector<float>(size_t(hidden) * out)), *db1 = take({0, 0, 0}),
+          *db0 = take(std::vector<float>(static_cast<size_t>(hidden)));
+    void* mask = be->allocate(be->relu_mask_bytes(B, hidden));
+    be->dense_forward(h, x, W0, b0, B, in, hidden, true, mask, false);
+    be->dense_forward(y, h, W1, b1, B, hidden, out, false, nullptr, false);
+    be->dense_backward(dh, dW1, db1, dy, h, W1, y, B, hidden, out, false, false,
+                       InputRelu<float>{db0, mask});
+    std::vector<float> hh(size_t(B) * hidden), got_dh(hh.size()),
+        got_db0(static_cast<size_t>(hidden));
+    be->download(hh.data(), h, hh.size() * sizeof(float));
+    be->download(got_dh.data(), dh, got_dh.size() * sizeof(float));
+    be->download(got_db0.data(), db0, got_db0.size() * sizeof(float));
+    auto* ops = dynamic_cast<DeviceStepOps<float>*>(be.get());
+    ASSERT_NE(ops, nullptr);
+    ASSERT_EQ(ops->small_gemm_outputs(), 3) << "h, y and dh: in the small GEMM";
+    EXPECT_EQ(ops->fused_relu().masks_kept, 1);
+    EXPECT_EQ(ops->fused_relu().masks_read, hidden > 4096 ? 0 : 1);
+
+    // The reference from the device's h, so that only the backward's rounding differs.
+    std::vector<float> dh_ref(hh.size()), db0_ref(static_cast<size_t>(hidden)), dy_ref(hdy);
+    int positive = 0;
+    for (float v : hh) positive += v > 0;
+    ASSERT_GT(positive, 0);
+    ASSERT_LT(positive, int(hh.size())) << "a mask of ones would not show which one was read";
+    cpu::dense_backward<float>(dh_ref.data(), std::vector<float>(size_t(hidden) * out).data(),
+                               std::vector<float>(out).data(), dy_ref.data(), hh.data(), hW1.data(),
+                               nullptr, B, hidden, out, false, false, db0_ref.data());
+    auto expect_close = [](const std::vector<float>& got, const std::vector<float>& want,
+                           const char* what) {
+      float scale = 0;
+      for (float v : want) scale = std::max(scale, std::fabs(v));
+      ASSERT_GT(scale, 0.0f) << what;
+      for (size_t i = 0; i < want.size(); ++i)
+        ASSERT_NEAR(got[i], want[i], 4e-3f * scale) << what << " [" << i << "]";
+    };
+    expect_close(got_dh, dh_ref, "dh");
+    expect_close(got_db0, db0_ref, "db0");
+  }
+}
 
 // GEMM autotuning (with the backward in cuBLASLt, so every GEMM is tuned on a GPU): the
 // first capture is timed and, where an algorithm changed, captured again; the graph steps,

@@ -241,10 +241,11 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
         LtEpilogue e{relu ? GemmEpilogue::relu_bias : GemmEpilogue::bias, b};
         if (keep_mask) e = {GemmEpilogue::relu_aux_bias, b, relu_mask, lt_relu_mask_ld(out)};
         // GEMM, bias and ReLU in one kernel: the small GEMM's, or cuBLASLt's epilogue.
-        const bool fused =
-            self->small_gemm(g, x, W, y, e) ||
-            (self->options_.cublaslt_epilogues && self->lt_->run(g, x, W, y, e, self->stream_));
-        if (keep_mask) self->note_relu_mask(relu_mask, fused);
+        GemmKernel wrote = GemmKernel::small;
+        const bool fused = self->small_gemm(g, x, W, y, e) ||
+                           (self->options_.cublaslt_epilogues &&
+                            self->lt_->run(g, x, W, y, e, self->stream_, GemmKernel::any, &wrote));
+        if (keep_mask) self->note_relu_mask(relu_mask, fused, wrote);
         if (fused) return;
       }
       self->gemm(g, x, W, y);
@@ -292,12 +293,15 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
         return;
       }
       // The layer below's backward begins here: in the GEMM's epilogue (DRELU_BGRAD, reading
-      // the mask its forward kept), else after the GEMM, from x = its ReLU's output.
+      // the mask its forward kept, on the kind of kernel that wrote it), else after the GEMM,
+      // from x = its ReLU's output.
       if constexpr (std::is_same_v<T, float>) {
         const LtEpilogue e{GemmEpilogue::drelu_bgrad, input_relu.db,
                            const_cast<void*>(input_relu.mask), lt_relu_mask_ld(in)};
-        if (self->kept_relu_masks_.count(input_relu.mask) &&
-            (self->small_gemm(g, dy, W, dx, e) || self->lt_->run(g, dy, W, dx, e, self->stream_))) {
+        const auto writer = self->relu_mask_writers_.find(input_relu.mask);
+        if (writer != self->relu_mask_writers_.end() &&
+            ((writer->second == GemmKernel::small && self->small_gemm(g, dy, W, dx, e)) ||
+             self->lt_->run(g, dy, W, dx, e, self->stream_, writer->second))) {
           self->read_relu_masks_.insert(input_relu.mask);
           return;
         }
@@ -578,7 +582,7 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
     return report;
   }
   typename DeviceStepOps<T>::FusedRelu fused_relu() const override {
-    return {int(kept_relu_masks_.size()), int(read_relu_masks_.size())};
+    return {int(relu_mask_writers_.size()), int(read_relu_masks_.size())};
   }
   int small_gemm_outputs() const override {
     if constexpr (std::is_same_v<T, float>)
@@ -733,14 +737,14 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
                                   self->side_stream());
       });
   }
-  // Which masks a forward's cuBLASLt epilogue wrote (a forward that fell back to the plain
-  // path wrote none, and its layer's backward then reads y instead). Host-side, decided at
-  // capture like the routes themselves.
-  void note_relu_mask(const void* mask, bool written) {
+  // Which masks a forward's epilogue wrote, and which kind of kernel wrote each (a forward
+  // that fell back to the plain path wrote none, and its layer's backward then reads y
+  // instead). Host-side, decided at capture like the routes themselves.
+  void note_relu_mask(const void* mask, bool written, GemmKernel writer) {
     if (written) {
-      kept_relu_masks_.insert(mask);
+      relu_mask_writers_[mask] = writer;
     } else {
-      kept_relu_masks_.erase(mask);
+      relu_mask_writers_.erase(mask);
       read_relu_masks_.erase(mask);
     }
   }
@@ -988,8 +992,9 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
   bool beside_ = false;                                     // between begin_beside and end_beside
   std::unique_ptr<LtGemm> lt_, side_lt_;                    // float only: cuBLASLt on each stream
   std::unique_ptr<CudnnConvolutions> cudnn_;  // the convolutions, created on first use
-  std::unordered_set<const void*> kept_relu_masks_, read_relu_masks_;  // fused_relu()
-  std::unordered_set<const void*> small_gemm_outputs_;                 // small_gemm_outputs()
+  std::unordered_map<const void*, GemmKernel> relu_mask_writers_;  // fused_relu(): kept masks
+  std::unordered_set<const void*> read_relu_masks_;                // fused_relu()
+  std::unordered_set<const void*> small_gemm_outputs_;             // small_gemm_outputs()
 };
 
 }  // namespace

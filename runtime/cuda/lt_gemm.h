@@ -63,7 +63,8 @@ class LtGemm {
       check(
           cudaMalloc(&small_partials_, kSmallGemmPartials * sizeof(float)) == cudaSuccess &&
               cudaMalloc(&small_arrivals_, kSmallGemmArrivals * sizeof(unsigned)) == cudaSuccess &&
-              cudaMemset(small_arrivals_, 0, kSmallGemmArrivals * sizeof(unsigned)) == cudaSuccess &&
+              cudaMemset(small_arrivals_, 0, kSmallGemmArrivals * sizeof(unsigned)) ==
+                  cudaSuccess &&
               // the legacy stream's memset done before the non-blocking streams read them
               cudaDeviceSynchronize() == cudaSuccess,
           "cuda backend", "cannot allocate the small GEMM's scratch on the device");
@@ -78,12 +79,16 @@ class LtGemm {
   }
 
   // C = op(A)·op(B) + beta·C, then the epilogue, on stream. Returns false (having enqueued
-  // nothing) where cuBLASLt offers no algorithm; the caller then takes another path.
+  // nothing) where cuBLASLt offers no algorithm, or where the plan's kernel is not of the kind
+  // `only` asks for; the caller then takes another path. *ran: the kind that ran.
   bool run(const Gemm& g, const float* A, const float* B, float* C, const LtEpilogue& e,
-           cudaStream_t stream) {
+           cudaStream_t stream, GemmKernel only = GemmKernel::any, GemmKernel* ran = nullptr) {
     if (!ok_ || g.M <= 0 || g.N <= 0 || g.K <= 0) return false;
     Plan& plan = plan_for(g, e, alignment(A), alignment(B), alignment(C));
-    if (!plan.usable || !set_pointers(plan, e)) return false;
+    const GemmKernel kernel = plan.small ? GemmKernel::small : GemmKernel::cublaslt;
+    if (!plan.usable || (only != GemmKernel::any && only != kernel) || !set_pointers(plan, e))
+      return false;
+    if (ran) *ran = kernel;
     if (plan.small) {
       run_small_gemm(g, A, B, C, small_tail(e), stream);
       return true;

@@ -39,10 +39,15 @@ class LtGemm {
 
   // C = op(A)·op(B) + beta·C, then the epilogue. Always has an algorithm. After tune(), with
   // the small GEMM as a candidate, every GEMM it fits runs in it (the emulated small GEMM).
+  // only and ran: as lt_gemm.h's.
   bool run(const Gemm& g, const float* A, const float* B, float* C, const LtEpilogue& e,
-           cudaStream_t stream) {
+           cudaStream_t stream, GemmKernel only = GemmKernel::any, GemmKernel* ran = nullptr) {
     if (g.M <= 0 || g.N <= 0 || g.K <= 0) return false;
-    if (tuned_ && small_candidate_ && small_gemm_fits(g, e.kind)) {
+    const bool small = tuned_ && small_candidate_ && small_gemm_fits(g, e.kind);
+    const GemmKernel kernel = small ? GemmKernel::small : GemmKernel::cublaslt;
+    if (only != GemmKernel::any && only != kernel) return false;
+    if (ran) *ran = kernel;
+    if (small) {
       run_small_gemm(g, A, B, C, small_tail(e), stream);
       small_outputs_.insert(C);
       return true;

@@ -13,6 +13,11 @@
 
 namespace equivae {
 
+// Which kind of kernel computes a GEMM. A ReLU bit mask is read only by the kind that wrote
+// it: the small GEMM writes and reads bit n + m·ld, the layout taken for cuBLASLt's RELU_AUX
+// (whose bit order cuBLASLt does not document), so a mask never crosses from one to the other.
+enum class GemmKernel { any, cublaslt, small };
+
 // The ReLU-backward tail's scratch, per owner (one stream's GEMMs, one after another): 64 row
 // tiles (2,048 rows) of 4,096 columns, and one arrival counter per 32 columns.
 constexpr size_t kSmallGemmPartials = size_t(64) * 4096, kSmallGemmArrivals = 4096 / 32;
