@@ -141,6 +141,34 @@ TEST(Emu, WarpShufflesFollowCudaLaneArithmetic) {
   check_shuffles<long long>();
 }
 
+// shfl.sync reads only bits 4:0 of its lane / offset operand: 33 acts as 1, -31 as 1 too.
+__global__ void kernel_shuffle_wide_offsets(int* out) {
+  const int t = int(threadIdx.x);
+  int* o = out + 6 * t;
+  o[0] = __shfl_xor_sync(kFullWarp, t, 33);
+  o[1] = __shfl_xor_sync(kFullWarp, t, -31);
+  o[2] = __shfl_down_sync(kFullWarp, t, 34u);
+  o[3] = __shfl_down_sync(kFullWarp, t, 33u, 8);
+  o[4] = __shfl_up_sync(kFullWarp, t, 35u);
+  o[5] = __shfl_up_sync(kFullWarp, t, 0xFFFFFFE1u);  // bits 4:0 are 1
+}
+
+TEST(Emu, WarpShufflesUseTheLowFiveBitsOfTheLaneOperand) {
+  const int n = 64;
+  std::vector<int> out(6 * n, -1);
+  EQUIVAE_LAUNCH(kernel_shuffle_wide_offsets, 1, n, 0, nullptr, out.data());
+  for (int t = 0; t < n; ++t) {
+    const int lane = t % 32;
+    const int* o = &out[6 * t];
+    EXPECT_EQ(o[0], t ^ 1) << "lane " << lane;
+    EXPECT_EQ(o[1], t ^ 1) << "lane " << lane;
+    EXPECT_EQ(o[2], lane + 2 < 32 ? t + 2 : t) << "lane " << lane;
+    EXPECT_EQ(o[3], (lane & 7) + 1 < 8 ? t + 1 : t) << "lane " << lane;
+    EXPECT_EQ(o[4], lane >= 3 ? t - 3 : t) << "lane " << lane;
+    EXPECT_EQ(o[5], lane >= 1 ? t - 1 : t) << "lane " << lane;
+  }
+}
+
 __global__ void kernel_votes(unsigned* out) {
   const int t = int(threadIdx.x), lane = t % 32;
   unsigned* o = out + 5 * t;
@@ -680,6 +708,140 @@ TEST(EmuRaceCheck, BlockReduceStorageReusedWithoutBarrierIsFlagged) {
     EXPECT_EQ(out[0], 64.0f);
     EXPECT_EQ(out[1], 128.0f);
   }
+}
+
+// ---------------------------------------------------------------- uninitialised shared reads
+// A checked shared word that no thread of the running block has written holds garbage on a GPU
+// (here: whatever the previous block left in the thread_local array, or zeros); reading it is
+// an emu::Error naming the kernel, block, thread and element.
+template <bool kEarlyRead>
+__global__ void kernel_read_before_write(int* out) {
+  EQUIVAE_SHARED(int, s, 64);
+  const int t = int(threadIdx.x);
+  if (kEarlyRead && t == 5) out[64] = s[9];  // before any thread wrote s[9]
+  __syncthreads();
+  s[t] = t;
+  __syncthreads();
+  out[t] = s[63 - t];
+}
+
+TEST(EmuUninitialisedShared, ReadBeforeAnyWriteIsFlaggedInEverySeed) {
+  std::vector<int> out(65);
+  for (uint64_t seed = 1; seed <= 10; ++seed) {
+    emu::set_schedule_seed(seed);
+    const std::string e = launch_error_of(
+        [&] { EQUIVAE_LAUNCH(kernel_read_before_write<true>, 1, 64, 0, nullptr, out.data()); });
+    ASSERT_NE(e.find("read of uninitialised shared memory"), std::string::npos)
+        << "seed " << seed << ": " << e;
+    EXPECT_NE(e.find("kernel_read_before_write<true>"), std::string::npos) << e;
+    EXPECT_NE(e.find("block (0,0,0)"), std::string::npos) << e;
+    EXPECT_NE(e.find("thread (5,0,0) read word 9 of __shared__ array (element 9 of 64"),
+              std::string::npos)
+        << e;
+    if (seed == 1) std::printf("%s\n", e.c_str());
+  }
+}
+
+TEST(EmuUninitialisedShared, WriteBarrierReadIsClean) {
+  std::vector<int> out(65);
+  for (uint64_t seed = 1; seed <= 10; ++seed) {
+    emu::set_schedule_seed(seed);
+    EXPECT_NO_THROW(EQUIVAE_LAUNCH(kernel_read_before_write<false>, 2, 64, 0, nullptr, out.data()));
+    for (int t = 0; t < 64; ++t) ASSERT_EQ(out[t], 63 - t);
+  }
+}
+
+TEST(EmuUninitialisedShared, IsOffWithTheRaceCheck) {
+  std::vector<int> out(65);
+  emu::set_race_check(false);
+  const std::string e = launch_error_of(
+      [&] { EQUIVAE_LAUNCH(kernel_read_before_write<true>, 1, 64, 0, nullptr, out.data()); });
+  emu::set_race_check(true);
+  EXPECT_EQ(e, "");
+}
+
+// Blocks below `writers` fill the array; the others only read it, which is a read of what an
+// earlier block (or launch) left on this OS thread.
+__global__ void kernel_reads_leftovers(int* out, unsigned writers) {
+  EQUIVAE_SHARED(int, s, 32);
+  const unsigned t = threadIdx.x;
+  if (blockIdx.x < writers) s[t] = int(blockIdx.x * 32 + t);
+  __syncthreads();
+  out[blockIdx.x * 32 + t] = s[31 - t];
+}
+
+TEST(EmuUninitialisedShared, AnEarlierBlocksOrLaunchsWritesDoNotCount) {
+  std::vector<int> out(64);
+  EXPECT_NO_THROW(EQUIVAE_LAUNCH(kernel_reads_leftovers, 2, 32, 0, nullptr, out.data(), 2u));
+  for (int i = 0; i < 64; ++i) ASSERT_EQ(out[i], (i & ~31) + 31 - i % 32);
+  std::string e = launch_error_of(
+      [&] { EQUIVAE_LAUNCH(kernel_reads_leftovers, 2, 32, 0, nullptr, out.data(), 1u); });
+  EXPECT_NE(e.find("read of uninitialised shared memory"), std::string::npos) << e;
+  EXPECT_NE(e.find("block (1,0,0)"), std::string::npos) << e;
+  e = launch_error_of(
+      [&] { EQUIVAE_LAUNCH(kernel_reads_leftovers, 1, 32, 0, nullptr, out.data(), 0u); });
+  EXPECT_NE(e.find("read of uninitialised shared memory"), std::string::npos) << e;
+  EXPECT_NE(e.find("block (0,0,0)"), std::string::npos) << e;
+}
+
+// Dynamic shared memory: thread 7 skips its store (in every block, or only in block 1), so the
+// thread reading element 7 reads a word that this block never wrote.
+template <bool kSkipEverywhere>
+__global__ void kernel_dynamic_skipped_store(const float* in, float* out) {
+  emu::SharedSpan<float> s = emu::dynamic_shared<float>();
+  const int n = int(blockDim.x), t = int(threadIdx.x);
+  if (t != 7 || (!kSkipEverywhere && blockIdx.x == 0)) s[t] = in[blockIdx.x * n + t];
+  __syncthreads();
+  out[blockIdx.x * n + t] = s[n - 1 - t];
+}
+
+TEST(EmuUninitialisedShared, DynamicSharedMemoryIsChecked) {
+  const int n = 96;
+  std::vector<float> in(2 * n, 1.0f), out(2 * n);
+  for (bool everywhere : {true, false}) {
+    const std::string e = launch_error_of([&] {
+      if (everywhere)
+        EQUIVAE_LAUNCH(kernel_dynamic_skipped_store<true>, 2, n, n * sizeof(float), nullptr,
+                       in.data(), out.data());
+      else
+        EQUIVAE_LAUNCH(kernel_dynamic_skipped_store<false>, 2, n, n * sizeof(float), nullptr,
+                       in.data(), out.data());
+    });
+    EXPECT_NE(e.find("read of uninitialised shared memory"), std::string::npos) << e;
+    EXPECT_NE(e.find(everywhere ? "block (0,0,0)" : "block (1,0,0)"), std::string::npos) << e;
+    EXPECT_NE(e.find("thread (88,0,0) read word 7 of dynamic shared memory (element 7 of 96"),
+              std::string::npos)
+        << e;
+  }
+}
+
+// A wide store initialises every 4-byte word it covers: doubles written, floats read.
+__global__ void kernel_dynamic_wide_store(float* out) {
+  emu::SharedSpan<double> d = emu::dynamic_shared<double>();
+  emu::SharedSpan<float> f = emu::dynamic_shared<float>();
+  d[threadIdx.x] = double(threadIdx.x);
+  __syncthreads();
+  out[threadIdx.x] = f[2 * (31 - threadIdx.x) + 1];  // the high word of a double
+}
+
+TEST(EmuUninitialisedShared, WideDynamicStoresInitialiseEveryWordTheyCover) {
+  std::vector<float> out(32);
+  EXPECT_NO_THROW(
+      EQUIVAE_LAUNCH(kernel_dynamic_wide_store, 1, 32, 32 * sizeof(double), nullptr, out.data()));
+}
+
+// A word initialised through its raw address (an atomic) counts as written.
+__global__ void kernel_shared_atomic_init(int* out) {
+  EQUIVAE_SHARED(int, s, 32);
+  atomicExch(&s[threadIdx.x], int(threadIdx.x));
+  __syncthreads();
+  out[threadIdx.x] = s[31 - threadIdx.x];
+}
+
+TEST(EmuUninitialisedShared, WordsInitialisedThroughTheirAddressCountAsWritten) {
+  std::vector<int> out(32);
+  EXPECT_NO_THROW(EQUIVAE_LAUNCH(kernel_shared_atomic_init, 2, 32, 0, nullptr, out.data()));
+  for (int t = 0; t < 32; ++t) EXPECT_EQ(out[t], 31 - t);
 }
 
 // ---------------------------------------------------------------- deadlocks and misuse

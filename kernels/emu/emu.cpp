@@ -120,6 +120,11 @@ struct BlockRun {
   std::vector<uint32_t> warp_sync;                 // per warp: full-warp syncs completed
   uint64_t rng = 0;
   uint64_t slow_warps = 0;  // bit w % 64: warp w is slow in this phase
+  struct {
+    bool pending = false;
+    detail::SharedSite site{};
+    unsigned thread = 0;
+  } uninitialised;  // the phase's first read of a word the block had not written
 };
 
 thread_local StackPool t_pool;
@@ -131,6 +136,24 @@ std::string where(const BlockRun& r) {
   s << "kernel '" << r.name << "' block (" << blockIdx.x << "," << blockIdx.y << "," << blockIdx.z
     << ") of grid (" << gridDim.x << "," << gridDim.y << "," << gridDim.z << "), block dims ("
     << r.dims.x << "," << r.dims.y << "," << r.dims.z << ")";
+  return s.str();
+}
+
+std::string thread_name(const BlockRun& r, unsigned linear) {
+  std::ostringstream s;
+  s << "thread (" << linear % r.dims.x << "," << linear / r.dims.x % r.dims.y << ","
+    << linear / (r.dims.x * r.dims.y) << ")";
+  return s.str();
+}
+
+std::string uninitialised_read_message(const BlockRun& r) {
+  const detail::SharedSite& site = r.uninitialised.site;
+  std::ostringstream s;
+  s << "emu: read of uninitialised shared memory in " << where(r) << ": "
+    << thread_name(r, r.uninitialised.thread) << " read word " << site.word << " of " << site.kind
+    << " (element " << site.index << " of " << site.count << ", " << site.elem_bytes
+    << "-byte elements), which no thread of this block had written (on a GPU it holds whatever "
+       "an earlier block or kernel left there)";
   return s.str();
 }
 
@@ -270,8 +293,9 @@ void run_block(BlockRun& r) {
                              });
       }
   if (!r.dynamic_shared.empty()) std::fill(r.dynamic_shared.begin(), r.dynamic_shared.end(), 0xFF);
-  // A new block starts a new barrier phase: every shadow word recorded before is stale.
-  ++detail::t_race.phase;
+  // A new block starts a new barrier phase: every shadow word recorded before is stale, and
+  // every word written before counts as unwritten.
+  detail::t_race.block_start = ++detail::t_race.phase;
   std::fill(r.warp_sync.begin(), r.warp_sync.end(), 0u);
 
   r.runnable.resize(r.n);
@@ -328,6 +352,9 @@ void run_block(BlockRun& r) {
       done += t.state == State::Done;
       at_block += t.state == State::AtBlockBarrier;
     }
+    const bool phase_over = done == r.n || (done == 0 && at_block == r.n);
+    // A read of an unwritten word that no racing write explained by the phase's end is the bug.
+    if (phase_over && r.uninitialised.pending) abort_block(r, uninitialised_read_message(r));
     if (done == r.n) break;
     if (done == 0 && at_block == r.n) {
       g_stats.block_barriers.fetch_add(1, std::memory_order_relaxed);
@@ -376,15 +403,6 @@ void fail(const char* what) {
   throw Error(what);
 }
 
-namespace {
-std::string thread_name(const BlockRun& r, unsigned linear) {
-  std::ostringstream s;
-  s << "thread (" << linear % r.dims.x << "," << linear / r.dims.x % r.dims.y << ","
-    << linear / (r.dims.x * r.dims.y) << ")";
-  return s.str();
-}
-}  // namespace
-
 void shared_race(const SharedSite& site, unsigned other, bool other_wrote, bool this_writes) {
   const BlockRun& r = *t_run;
   std::ostringstream s;
@@ -405,6 +423,11 @@ void shared_out_of_bounds(const SharedSite& site, long long index) {
   s << ": index " << index << " of " << site.kind << " of " << site.count << " elements ("
     << site.elem_bytes << " bytes each)";
   throw Error(s.str());
+}
+
+void note_uninitialised_read(const SharedSite& site) {
+  auto& u = t_run->uninitialised;
+  if (!u.pending) u.pending = true, u.site = site, u.thread = t_race.thread;
 }
 
 SharedBuffer dynamic_shared_buffer() {

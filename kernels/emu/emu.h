@@ -21,7 +21,10 @@
 //    EQUIVAE_SHARED / EQUIVAE_SHARED_2D of kernels/cuda/reduce.cuh declare here) and
 //    emu::dynamic_shared<T>() index through proxies that check bounds and record, per word,
 //    who wrote and read it in the current barrier phase; a race throws emu::Error (the rule:
-//    emu_runtime.h, set_race_check).
+//    emu_runtime.h, set_race_check). So does a read of a word that no thread of the running
+//    block has written (reported when its barrier phase ends): static arrays outlive the block
+//    (thread_local), so a block would otherwise read the previous block's values where a GPU
+//    gives garbage.
 #include <atomic>
 #include <bit>
 #include <cmath>
@@ -79,6 +82,7 @@ void* dynamic_shared_memory();
 // ---- the shared-memory race check's state (set by the scheduler, read inline by accessors)
 struct RaceClock {
   uint64_t phase = 0;                   // advances at every block start and block barrier
+  uint64_t block_start = 0;             // the phase at which the running block started
   unsigned thread = 0;                  // linear index of the running CUDA thread
   const uint32_t* warp_sync = nullptr;  // per warp: full-warp syncs completed in this block
   bool on = true;
@@ -86,9 +90,11 @@ struct RaceClock {
 extern thread_local RaceClock t_race;
 
 // Shadow of one shared word: ids are linear thread index + 1 (0: none); *_sync is the warp's
-// full-warp sync count at the time of the access.
+// full-warp sync count at the time of the access. `written` outlives the phase (and the block:
+// static arrays keep their shadow), so a write before RaceClock::block_start is no write.
 struct SharedWord {
-  uint64_t phase;
+  uint64_t phase;    // of the accesses recorded below
+  uint64_t written;  // phase of the latest write (0: never)
   uint32_t writer, writer_sync, r1, r1_sync, r2, r2_sync;
 };
 
@@ -98,10 +104,16 @@ struct SharedSite {   // what an error message needs about the array
   size_t count;       // elements in the array (or the dynamic buffer, in this element type)
   size_t elem_bytes;  // element size
   size_t word;        // word offset reported (element index, or 4-byte word of the buffer)
+  size_t words = 1;   // shadow words the element covers (tracked on the first)
 };
 [[noreturn]] void shared_race(const SharedSite& site, unsigned other, bool other_wrote,
                               bool this_writes);
 [[noreturn]] void shared_out_of_bounds(const SharedSite& site, long long index);
+// Records a read of a word that no thread of the running block has written. The scheduler
+// reports it when the barrier phase ends, unless a write of another thread in the same phase
+// races with the read first: then the diagnosis is the race (a missing barrier, not a missing
+// store), which the write reports at once.
+void note_uninitialised_read(const SharedSite& site);
 struct SharedBuffer {
   unsigned char* data;
   SharedWord* shadow;  // one per 4-byte word
@@ -118,9 +130,11 @@ inline bool race_ordered(const RaceClock& c, uint32_t id, uint32_t sync) {
 inline void note_read(SharedWord& w, const SharedSite& site) {
   const RaceClock& c = t_race;
   if (!c.on || !c.warp_sync) return;
+  // Nothing this block wrote: on a GPU, whatever an earlier block or kernel left there.
+  if (w.written < c.block_start) note_uninitialised_read(site);
   const uint32_t me = c.thread + 1, sync = c.warp_sync[c.thread >> 5];
   if (w.phase != c.phase) {
-    w = SharedWord{c.phase, 0, 0, me, sync, 0, 0};
+    w = SharedWord{c.phase, w.written, 0, 0, me, sync, 0, 0};
     return;
   }
   if (w.writer && !race_ordered(c, w.writer, w.writer_sync))
@@ -144,13 +158,23 @@ inline void note_write(SharedWord& w, const SharedSite& site) {
   }
   // Every earlier access is ordered before this write, so a later access that is ordered
   // after it is ordered after them too: only this write needs remembering.
-  w = SharedWord{c.phase, me, sync, 0, 0, 0, 0};
+  w = SharedWord{c.phase, c.phase, me, sync, 0, 0, 0, 0};
+  // A wide element of the dynamic buffer initialises every word it covers (read, say, as floats).
+  for (size_t k = 1; k < site.words; ++k) (&w)[k].written = c.phase;
+}
+
+// A raw address (`&ref`, for atomics) may be written through untracked: the word counts as
+// written, so a word initialised by an atomic is not read as uninitialised.
+inline void note_address(SharedWord& w) {
+  const RaceClock& c = t_race;
+  if (c.on && c.warp_sync) w.written = c.phase;
 }
 
 }  // namespace detail
 
 // A checked reference to one shared element: reads and writes go through the race check.
-// `&ref` gives the raw address (for atomics; such accesses are not tracked).
+// `&ref` gives the raw address (for atomics; such accesses are not tracked, but taking it
+// counts as writing the word for the uninitialised-read check).
 template <class T>
 class SharedRef {
  public:
@@ -201,6 +225,7 @@ class SharedRef {
     return old;
   }
   T* operator&() const {
+    detail::note_address(*w_);
     return p_;
   }
 
@@ -268,7 +293,12 @@ class SharedSpan {
   SharedRef<T> operator[](long long i) const {
     const size_t count = (b_.bytes - offset_) / sizeof(T);
     const size_t byte = offset_ + size_t(i) * sizeof(T);
-    const detail::SharedSite site{"dynamic shared memory", size_t(i), count, sizeof(T), byte / 4};
+    const detail::SharedSite site{"dynamic shared memory",
+                                  size_t(i),
+                                  count,
+                                  sizeof(T),
+                                  byte / 4,
+                                  (byte + sizeof(T) + 3) / 4 - byte / 4};
     if (i < 0 || size_t(i) >= count) detail::shared_out_of_bounds(site, i);
     return SharedRef<T>(reinterpret_cast<T*>(b_.data + byte), &b_.shadow[byte / 4], site);
   }
@@ -369,7 +399,8 @@ inline unsigned __activemask() {
   return emu::detail::active_mask();
 }
 
-// ---- warp shuffles (CUDA's lane arithmetic, sub-warp `width` included)
+// ---- warp shuffles (CUDA's lane arithmetic, sub-warp `width` included). shfl.sync reads only
+// bits 4:0 of the lane / offset operand, so an offset of 33 is an offset of 1.
 template <class T>
 inline T __shfl_sync(unsigned mask, T var, int src_lane, int width = warpSize) {
   emu::detail::check_width(width);
@@ -381,16 +412,16 @@ inline T __shfl_sync(unsigned mask, T var, int src_lane, int width = warpSize) {
 template <class T>
 inline T __shfl_down_sync(unsigned mask, T var, unsigned delta, int width = warpSize) {
   emu::detail::check_width(width);
-  const int lane = int(emu::detail::lane_id());
-  const int src = (lane & (width - 1)) + int(delta) < width ? lane + int(delta) : lane;
+  const int lane = int(emu::detail::lane_id()), d = int(delta & 31u);
+  const int src = (lane & (width - 1)) + d < width ? lane + d : lane;
   return emu::detail::from_bits<T>(
       emu::detail::warp_exchange(mask, emu::detail::to_bits(var), src));
 }
 template <class T>
 inline T __shfl_up_sync(unsigned mask, T var, unsigned delta, int width = warpSize) {
   emu::detail::check_width(width);
-  const int lane = int(emu::detail::lane_id());
-  const int src = (lane & (width - 1)) >= int(delta) ? lane - int(delta) : lane;
+  const int lane = int(emu::detail::lane_id()), d = int(delta & 31u);
+  const int src = (lane & (width - 1)) >= d ? lane - d : lane;
   return emu::detail::from_bits<T>(
       emu::detail::warp_exchange(mask, emu::detail::to_bits(var), src));
 }
@@ -398,7 +429,7 @@ template <class T>
 inline T __shfl_xor_sync(unsigned mask, T var, int lane_mask, int width = warpSize) {
   emu::detail::check_width(width);
   const int lane = int(emu::detail::lane_id());
-  int src = lane ^ lane_mask;
+  int src = lane ^ (lane_mask & 31);
   if (src >= (lane & ~(width - 1)) + width) src = lane;  // later groups: own value
   return emu::detail::from_bits<T>(
       emu::detail::warp_exchange(mask, emu::detail::to_bits(var), src));

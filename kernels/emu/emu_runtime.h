@@ -81,8 +81,15 @@ void set_fiber_stack_size(size_t bytes);
 //  - the shadow keeps the last writer and two readers per word (the second slot preferring a
 //    reader of another warp than the first), so every write-read or write-write conflict with
 //    the last writer is caught, and a write after reads by two or more other threads is.
-// A race or an out-of-bounds index throws emu::Error naming the kernel, the block, both
-// threads and the word. Out-of-bounds indices are checked even with the race check off.
+//  - a read of a word that no thread of the running block has written (an earlier block's or
+//    launch's write does not count) is an uninitialised read, reported when the barrier phase
+//    ends unless a write of another thread in that phase races with it (then the race is what
+//    is reported). Taking a raw address (&s[i]) counts as a write, since an atomic may
+//    initialise the word through it; a store of a wide element of the dynamic buffer writes
+//    every 4-byte word it covers.
+// A race, an uninitialised read or an out-of-bounds index throws emu::Error naming the kernel,
+// the block, the thread(s) and the word. Turning the check off turns off the uninitialised-read
+// check too; out-of-bounds indices are checked even with it off.
 void set_race_check(bool on);
 bool race_check();
 
