@@ -92,6 +92,47 @@ std::vector<double> host_copy(Backend<T>& backend, const T* device, size_t n) {
   return std::vector<double>(host.begin(), host.end());
 }
 
+float* device_copy(Backend<float>& backend, const std::vector<float>& host) {
+  float* p = static_cast<float*>(backend.allocate(host.size() * sizeof(float)));
+  backend.upload(p, host.data(), host.size() * sizeof(float));
+  return p;
+}
+
+// n values (int(i·mul mod m) − m/2) / div: both signs, exact in float.
+std::vector<float> patterned(size_t n, int mul, int m, float div) {
+  std::vector<float> v(n);
+  for (size_t i = 0; i < n; ++i) v[i] = float(int(i * size_t(mul) % size_t(m)) - m / 2) / div;
+  return v;
+}
+
+// Two dense layers on a device backend, run forward: x[B,in] → ReLU → h[B,hidden], its mask
+// kept, → y[B,out]; patterned inputs give pre-activations of both signs. hdy: a gradient of y.
+struct TwoDenseLayers {
+  int B, in, hidden, out;
+  std::vector<float> hx, hW0, hb0, hW1, hdy;
+  float *x, *W0, *b0, *W1, *b1, *h, *y;
+  void* mask;
+  TwoDenseLayers(Backend<float>& be, int B_, int in_, int hidden_, int out_,
+                 std::vector<float> b0_host)
+      : B(B_),
+        in(in_),
+        hidden(hidden_),
+        out(out_),
+        hx(patterned(size_t(B) * in, 7, 11, 4)),
+        hW0(patterned(size_t(in) * hidden, 5, 13, 8)),
+        hb0(std::move(b0_host)),
+        hW1(patterned(size_t(hidden) * out, 3, 7, 4)),
+        hdy(patterned(size_t(B) * out, 1, 5, 2)) {
+    x = device_copy(be, hx), W0 = device_copy(be, hW0), b0 = device_copy(be, hb0);
+    W1 = device_copy(be, hW1), b1 = device_copy(be, std::vector<float>(size_t(out)));
+    h = device_copy(be, std::vector<float>(size_t(B) * hidden));
+    y = device_copy(be, std::vector<float>(size_t(B) * out));
+    mask = be.allocate(be.relu_mask_bytes(B, hidden));
+    be.dense_forward(h, x, W0, b0, B, in, hidden, true, mask, false);
+    be.dense_forward(y, h, W1, b1, B, hidden, out, false, nullptr, false);
+  }
+};
+
 double nmse(const std::vector<double>& ref, const std::vector<double>& got) {
   EXPECT_EQ(ref.size(), got.size());
   double err = 0, norm = 0;
@@ -581,23 +622,11 @@ TEST_F(CudaBackend, FusedReluBackwardReadsTheMaskTheForwardKept) {
   auto be = device_backend({.strict_fp32 = true, .fused_relu_backward = true});
   const int B = 6, in = 5, hidden = 7, out = 3;
   ASSERT_EQ(be->relu_mask_bytes(B, hidden), size_t(128 / 8 * B));
-  auto take = [&](const std::vector<float>& host) {
-    float* p = static_cast<float*>(be->allocate(host.size() * sizeof(float)));
-    be->upload(p, host.data(), host.size() * sizeof(float));
-    return p;
-  };
-  std::vector<float> hx(size_t(B) * in), hW0(size_t(in) * hidden), hb0(hidden, 0.1f),
-      hW1(size_t(hidden) * out), hdy(size_t(B) * out);
-  for (size_t i = 0; i < hx.size(); ++i) hx[i] = float(int(i * 7 % 11) - 5) / 4;
-  for (size_t i = 0; i < hW0.size(); ++i) hW0[i] = float(int(i * 5 % 13) - 6) / 8;
-  for (size_t i = 0; i < hW1.size(); ++i) hW1[i] = float(int(i * 3 % 7) - 3) / 4;
-  for (size_t i = 0; i < hdy.size(); ++i) hdy[i] = float(int(i % 5) - 2) / 2;
-  float *x = take(hx), *W0 = take(hW0), *b0 = take(hb0), *W1 = take(hW1), *b1 = take({0, 0, 0});
-  float *h = take(std::vector<float>(size_t(B) * hidden)),
-        *y = take(std::vector<float>(size_t(B) * out));
-  void* mask = be->allocate(be->relu_mask_bytes(B, hidden));
-  be->dense_forward(h, x, W0, b0, B, in, hidden, true, mask, false);
-  be->dense_forward(y, h, W1, b1, B, hidden, out, false, nullptr, false);
+  auto take = [&](const std::vector<float>& host) { return device_copy(*be, host); };
+  const TwoDenseLayers layers(*be, B, in, hidden, out, std::vector<float>(hidden, 0.1f));
+  const std::vector<float>&hW1 = layers.hW1, &hdy = layers.hdy;
+  float *h = layers.h, *W1 = layers.W1, *y = layers.y;
+  void* mask = layers.mask;
   std::vector<float> hh(size_t(B) * hidden);
   be->download(hh.data(), h, hh.size() * sizeof(float));
   std::vector<uint8_t> bits(be->relu_mask_bytes(B, hidden));
@@ -666,29 +695,14 @@ TEST_F(CudaBackend, ReluMaskIsReadOnlyByTheKernelKindThatWroteIt) {
     SCOPED_TRACE("hidden width " + std::to_string(hidden));
     auto be = device_backend({.fused_relu_backward = true, .small_gemm = true});
     const int B = 6, in = 5, out = 3;
-    auto take = [&](const std::vector<float>& host) {
-      float* p = static_cast<float*>(be->allocate(host.size() * sizeof(float)));
-      be->upload(p, host.data(), host.size() * sizeof(float));
-      return p;
-    };
-    std::vector<float> hx(size_t(B) * in), hW0(size_t(in) * hidden),
-        hb0(static_cast<size_t>(hidden)), hW1(size_t(hidden) * out), hdy(size_t(B) * out);
-    for (size_t i = 0; i < hx.size(); ++i) hx[i] = float(int(i * 7 % 11) - 5) / 4;
-    for (size_t i = 0; i < hW0.size(); ++i) hW0[i] = float(int(i * 5 % 13) - 6) / 8;
-    for (size_t i = 0; i < hb0.size(); ++i) hb0[i] = float(int(i % 3) - 1) / 10;
-    for (size_t i = 0; i < hW1.size(); ++i) hW1[i] = float(int(i * 3 % 7) - 3) / 4;
-    for (size_t i = 0; i < hdy.size(); ++i) hdy[i] = float(int(i % 5) - 2) / 2;
-    float *x = take(hx), *W0 = take(hW0), *b0 = take(hb0), *W1 = take(hW1), *b1 = take({0, 0, 0});
-    float *h = take(std::vector<float>(size_t(B) * hidden)),
-          *y = take(std::vector<float>(size_t(B) * out)), *dy = take(hdy),
-          *dh = take(std::vector<float>(size_t(B) * hidden)),
-          *dW1 = take(std::vector<float>(size_t(hidden) * out)), *db1 = take({0, 0, 0}),
-          *db0 = take(std::vector<float>(static_cast<size_t>(hidden)));
-    void* mask = be->allocate(be->relu_mask_bytes(B, hidden));
-    be->dense_forward(h, x, W0, b0, B, in, hidden, true, mask, false);
-    be->dense_forward(y, h, W1, b1, B, hidden, out, false, nullptr, false);
-    be->dense_backward(dh, dW1, db1, dy, h, W1, y, B, hidden, out, false, false,
-                       InputRelu<float>{db0, mask});
+    const TwoDenseLayers layers(*be, B, in, hidden, out, patterned(size_t(hidden), 1, 3, 10));
+    const std::vector<float>& hW1 = layers.hW1;
+    float *h = layers.h, *dh = device_copy(*be, std::vector<float>(size_t(B) * hidden)),
+          *db0 = device_copy(*be, std::vector<float>(size_t(hidden)));
+    be->dense_backward(dh, device_copy(*be, std::vector<float>(size_t(hidden) * out)),
+                       device_copy(*be, std::vector<float>(size_t(out))),
+                       device_copy(*be, layers.hdy), h, layers.W1, layers.y, B, hidden, out, false,
+                       false, InputRelu<float>{db0, layers.mask});
     std::vector<float> hh(size_t(B) * hidden), got_dh(hh.size()),
         got_db0(static_cast<size_t>(hidden));
     be->download(hh.data(), h, hh.size() * sizeof(float));
@@ -701,7 +715,7 @@ TEST_F(CudaBackend, ReluMaskIsReadOnlyByTheKernelKindThatWroteIt) {
     EXPECT_EQ(ops->fused_relu().masks_read, hidden > 4096 ? 0 : 1);
 
     // The reference from the device's h, so that only the backward's rounding differs.
-    std::vector<float> dh_ref(hh.size()), db0_ref(static_cast<size_t>(hidden)), dy_ref(hdy);
+    std::vector<float> dh_ref(hh.size()), db0_ref(static_cast<size_t>(hidden)), dy_ref(layers.hdy);
     int positive = 0;
     for (float v : hh) positive += v > 0;
     ASSERT_GT(positive, 0);
