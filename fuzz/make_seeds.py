@@ -176,5 +176,6 @@ put("flags", "valid_switch_value", argv("--quiet=true", "--seed=1844674407370955
 put("flags", "repeated", argv("--epochs", "3", "--epochs=4"))
 put("flags", "missing_value", argv("--lr"))
 put("flags", "unknown", argv("--epoch", "3"))
-put("flags", "valid_syntax_bad_numbers", argv("--lr=1e400", "--epochs=-0x10", "--m-max=nan", "--validation="))
+put("flags", "valid_syntax_bad_numbers", argv("--lr=1e400", "--epochs=-0x10", "--m-max=nan"))
+put("flags", "empty_value", argv("--epochs", "3", "--data="))
 put("flags", "positional", argv("data", "--", "-x", "--=3"))

@@ -32,7 +32,16 @@ DataSplits load_splits(const DataSource& src) {
     s.test = test.get();
     if (validation < 0) validation = kSvhnValidation;
   } else {
-    // An image file and its labels come together: --data's labels for the user's images
+    // A directory or the files one by one, not both: the user's training files with --data's
+    // test files (or the reverse) would train on one data set and test on another.
+    const std::string* named[] = {&src.train_images, &src.train_labels, &src.test_images,
+                                  &src.test_labels};
+    const char* flag[] = {"--train-images", "--train-labels", "--test-images", "--test-labels"};
+    for (int i = 0; i < 4; ++i)
+      check(src.directory.empty() || named[i]->empty(), flag[i],
+            std::string("cannot be combined with --data (give the directory or the four "
+                        "files, not both)"));
+    // An image file and its labels come together: one set's labels for another's images
     // would pair by index alone.
     auto paired = [](const std::string& images, const std::string& labels, const char* split) {
       const std::string im = std::string("--") + split + "-images";
@@ -46,15 +55,14 @@ DataSplits load_splits(const DataSource& src) {
     check(!src.directory.empty() || !src.train_images.empty(), "--test-images",
           "needs --train-images and --train-labels or --data DIR (the bundled digits are used "
           "only when no data flag is given)");
+    check(!src.directory.empty() || !src.test_images.empty(), "--train-images",
+          "needs --test-images and --test-labels (or --data DIR instead of the four files)");
     MnistFiles files;
-    if (!src.directory.empty()) files = find_mnist_files(src.directory);
-    if (!src.train_images.empty()) files.train_images = src.train_images;
-    if (!src.train_labels.empty()) files.train_labels = src.train_labels;
-    if (!src.test_images.empty()) files.test_images = src.test_images;
-    if (!src.test_labels.empty()) files.test_labels = src.test_labels;
-    check(!files.train_labels.empty(), "--train-labels", "is needed with --train-images");
-    check(!files.test_images.empty() && !files.test_labels.empty(), "--test-images",
-          "and --test-labels are needed with --train-images");
+    if (!src.directory.empty()) {
+      files = find_mnist_files(src.directory);
+    } else {
+      files = {src.train_images, src.train_labels, src.test_images, src.test_labels};
+    }
     // The two files inflate side by side (gzip inflation is serial within a file).
     auto test = std::async(std::launch::async,
                            [&] { return load_idx(files.test_images, files.test_labels); });

@@ -42,6 +42,9 @@ void Flags::parse(int argc, const char* const* argv) {
       check(i + 1 < argc, "--" + name, "needs a value");
       value = argv[++i];
     }
+    // An empty value is never meant (an unset shell variable, say: --out "$DIR"), and a path
+    // flag would take it as "not given" and quietly drop or redirect the run's output.
+    check(!value.empty(), "--" + name, "is empty; give a value or leave the flag out");
     values_[name] = value;
   }
 }

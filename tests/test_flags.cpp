@@ -53,6 +53,9 @@ TEST(Flags, ErrorsNameTheFlag) {
   EXPECT_NE(error_of({"--lr", "1e-3x"}).find("--lr: expects a number"), std::string::npos);
   EXPECT_NE(error_of({"stray"}).find("unexpected argument"), std::string::npos);
   EXPECT_NE(error_of({"--quiet=maybe"}).find("is a switch"), std::string::npos);
+  // An empty value (--out "$UNSET") would read as "not given" and drop the run's output.
+  EXPECT_NE(error_of({"--out", ""}).find("--out: is empty"), std::string::npos);
+  EXPECT_NE(error_of({"--out="}).find("--out: is empty"), std::string::npos);
   EXPECT_EQ(error_of({"--epochs", "7"}), "");
 }
 

@@ -538,6 +538,24 @@ TEST_F(IdxTest, SplitsTakeTheBundledDigitsOnlyWhenNoDataFlagNamesAFile) {
 }
 
 TEST_F(IdxTest, SplitsPairEveryImageFileWithItsOwnLabels) {
+  DataSource src;
+  src.train_images = good_images();
+  src.train_labels = good_labels();
+  src.validation = 0;
+  // The training pair alone: the test pair is needed, said in one readable line.
+  expect_error([&] { load_splits(src); },
+               {"--train-images: needs --test-images and --test-labels"});
+  src.test_images = write("my-images", idx_images(3, 2, 3, kPixels));
+  expect_error([&] { load_splits(src); }, {"--test-images", "needs --test-labels"});
+  src.test_labels = write("my-labels", idx_labels(3, {2, 2, 2}));
+  EXPECT_EQ(load_splits(src).test.labels, (std::vector<int32_t>{2, 2, 2}));
+  src.test_images.clear();
+  expect_error([&] { load_splits(src); }, {"--test-labels", "needs --test-images"});
+}
+
+// --data names a directory's four files; a file flag beside it would mix two data sets (the
+// user's training files tested on the directory's test files, 95% error on Fashion-MNIST).
+TEST_F(IdxTest, SplitsRefuseADirectoryWithFilesBesideIt) {
   write("train-images-idx3-ubyte", idx_images(3, 2, 3, kPixels));
   write("train-labels-idx1-ubyte", idx_labels(3, kLabels));
   write("t10k-images-idx3-ubyte", idx_images(3, 2, 3, kPixels));
@@ -546,13 +564,12 @@ TEST_F(IdxTest, SplitsPairEveryImageFileWithItsOwnLabels) {
   src.directory = dir_.string();
   src.validation = 0;
   EXPECT_EQ(load_splits(src).test.labels, (std::vector<int32_t>{1, 1, 1}));
-  // The user's test images with the directory's test labels would pair by index alone.
-  src.test_images = write("my-images", idx_images(3, 2, 3, kPixels));
-  expect_error([&] { load_splits(src); }, {"--test-images", "needs --test-labels"});
-  src.test_labels = write("my-labels", idx_labels(3, {2, 2, 2}));
-  EXPECT_EQ(load_splits(src).test.labels, (std::vector<int32_t>{2, 2, 2}));
-  src.test_images.clear();
-  expect_error([&] { load_splits(src); }, {"--test-labels", "needs --test-images"});
+  for (std::string DataSource::*field : {&DataSource::train_images, &DataSource::train_labels,
+                                         &DataSource::test_images, &DataSource::test_labels}) {
+    DataSource both = src;
+    both.*field = good_images();
+    expect_error([&] { load_splits(both); }, {"cannot be combined with --data"});
+  }
 }
 
 TEST_F(IdxTest, SplitsRefuseTestImagesOfAnotherShape) {

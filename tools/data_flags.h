@@ -15,7 +15,7 @@ inline void declare_data_flags(Flags& f, const std::string& validation_help) {
   f.add("data", "",
         "directory with the standard MNIST / Fashion-MNIST file names "
         "(train-images-idx3-ubyte[.gz], t10k-...), or SVHN's train_32x32.mat and "
-        "test_32x32.mat");
+        "test_32x32.mat; or name the four files with the flags below instead");
   f.add("train-images", "", "IDX image file to train on (with --train-labels)");
   f.add("train-labels", "", "IDX label file to train on");
   f.add("test-images", "", "IDX image file to test on (with --test-labels)");

@@ -107,9 +107,14 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
 #if !defined(EQUIVAE_CUDA_EMULATED)
     int count = 0;
     const cudaError_t status = cudaGetDeviceCount(&count);
+    // Without a GPU (or its driver) the runtime reports cudaErrorNoDevice or, with no driver
+    // at all, cudaErrorInsufficientDriver, whose own text reads like a version problem.
     check(status == cudaSuccess && count > 0, "cuda backend",
-          std::string("no CUDA device: ") +
-              (status == cudaSuccess ? "none present" : cudaGetErrorString(status)));
+          std::string("no CUDA device: ") + (status == cudaSuccess ? "none present"
+                                             : status == cudaErrorInsufficientDriver
+                                                 ? "no GPU driver found, or it is older "
+                                                   "than this build's CUDA runtime"
+                                                 : cudaGetErrorString(status)));
     check(options.device >= 0 && options.device < count, "cuda backend",
           "device " + std::to_string(options.device) + " does not exist (" + std::to_string(count) +
               " present)");
