@@ -8,6 +8,7 @@
 #include "kernels/philox.h"
 #include "model/architecture.h"
 #include "runtime/error.h"
+#include "runtime/interrupt.h"
 
 namespace equivae {
 namespace {
@@ -264,7 +265,8 @@ template <class T>
 TrainSummary MlpClassifier<T>::train(const std::vector<float>& features,
                                      const std::vector<int32_t>& labels,
                                      const std::vector<float>* val_features,
-                                     const std::vector<int32_t>* val_labels) {
+                                     const std::vector<int32_t>* val_labels,
+                                     const std::function<bool()>& stop_requested) {
   check_data(features, &labels, "classifier training data");
   check((val_features == nullptr) == (val_labels == nullptr), "classifier validation data",
         "needs both features and labels");
@@ -283,7 +285,13 @@ TrainSummary MlpClassifier<T>::train(const std::vector<float>& features,
       std::swap(order[i], order[philox_below(uint32_t(i + 1), shuffle_seed, e, 0, uint32_t(i))]);
 
     double loss_sum = 0;
+    const int64_t steps = (n + B_ - 1) / B_;
     for (int64_t begin = 0; begin < n; begin += B_) {
+      if (stop_requested && stop_requested())
+        throw Interrupted(
+            "classifier epoch " + std::to_string(epoch) + " of " + std::to_string(config_.epochs),
+            "stopped on request before step " + std::to_string(begin / B_ + 1) + " of " +
+                std::to_string(steps) + " of the epoch");
       const int count = int(std::min<int64_t>(B_, n - begin));
       load_batch(features.data(), labels.data(), order.data() + begin, count);
       const double loss = forward(true, uint64_t(adam_steps_));

@@ -18,6 +18,7 @@
 // initial weights from Philox (PyTorch's defaults, U(±1/√fan_in)): a run is a pure function of
 // its seed.
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "model/config.h"
@@ -75,9 +76,12 @@ class MlpClassifier {
   // after every epoch and keeps the parameters of the epoch with the lowest one (early-stopping
   // selection on validation data, never on test data); the Adam state stays that of the last
   // epoch. Throws Error on mismatched sizes or a label outside [0, classes).
+  // stop_requested (null: never asked) is asked before each step, as the EquiVAE trainer asks
+  // it (TrainOptions::stop_requested): true throws Interrupted (runtime/interrupt.h) naming
+  // the epoch and the step, the parameters left as that step found them.
   TrainSummary train(const std::vector<float>& features, const std::vector<int32_t>& labels,
-                     const std::vector<float>* val_features,
-                     const std::vector<int32_t>* val_labels);
+                     const std::vector<float>* val_features, const std::vector<int32_t>* val_labels,
+                     const std::function<bool()>& stop_requested = nullptr);
   // argmax of the logits for each row of features[n, in], dropout off.
   std::vector<int32_t> predict(const std::vector<float>& features);
   // Fraction of rows whose prediction differs from labels.

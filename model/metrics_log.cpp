@@ -1,5 +1,8 @@
 #include "model/metrics_log.h"
 
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
 #include <sstream>
 
 #include "runtime/error.h"
@@ -29,10 +32,17 @@ constexpr Field kFields[] = {
     {"checkpoint_seconds", &EpochRecord::checkpoint_seconds, true},
 };
 
+// The reason goes with the refusal: a directory in the way, or the system's word for it.
 std::ofstream open_for_writing(const std::string& path) {
+  errno = 0;
   std::ofstream out(path, std::ios::trunc);
-  check(out.good(), path, "cannot open for writing");
-  return out;
+  if (out.good()) return out;
+  const int error = errno;
+  std::error_code ec;
+  const std::string why = std::filesystem::is_directory(path, ec) ? "is a directory"
+                          : error != 0                            ? std::strerror(error)
+                                                                  : "unknown reason";
+  throw Error(path, "cannot open for writing: " + why);
 }
 
 void flush_or_throw(std::ofstream& out, const std::string& path) {
@@ -82,14 +92,16 @@ EpochRecord epoch_record_from_json(const nlohmann::json& object, const std::stri
 MetricsLog::MetricsLog(const std::string& csv_path, const std::string& json_path,
                        const std::vector<EpochRecord>& history)
     : csv_path_(csv_path), json_path_(json_path), json_stdout_(json_path == "-") {
-  if (!csv_path_.empty()) {
-    csv_ = open_for_writing(csv_path_);
+  // Both open before either is written; the JSON log first, as it may lie elsewhere: when it
+  // cannot be opened, no new file is left in the output directory.
+  if (!json_path_.empty() && !json_stdout_) json_ = open_for_writing(json_path_);
+  if (!csv_path_.empty()) csv_ = open_for_writing(csv_path_);
+  if (csv_.is_open()) {
     csv_ << metrics_csv_header() << '\n';
     for (const EpochRecord& r : history) csv_ << metrics_csv_row(r) << '\n';
     flush_or_throw(csv_, csv_path_);
   }
-  if (!json_path_.empty() && !json_stdout_) {
-    json_ = open_for_writing(json_path_);
+  if (json_.is_open()) {
     for (const EpochRecord& r : history) json_ << metrics_json(r).dump() << '\n';
     flush_or_throw(json_, json_path_);
   }

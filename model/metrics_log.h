@@ -26,6 +26,7 @@ class MetricsLog {
  public:
   // csv_path, json_path: "" writes no such file; json_path "-" writes the JSON lines to
   // stdout. Files are (re)written with `history` first; stdout gets only appended records.
+  // A file that cannot be opened throws Error naming it and why, before either is written.
   MetricsLog(const std::string& csv_path, const std::string& json_path,
              const std::vector<EpochRecord>& history);
   // Writes one epoch to each destination and flushes.

@@ -9,6 +9,8 @@
 #include <future>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "model/divergence.h"
 #include "model/evaluate.h"
@@ -28,6 +30,85 @@ std::string format_duration(double seconds) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%d:%02d", s / 60, s % 60);
   return buf;
+}
+
+namespace fs = std::filesystem;
+
+// Creates the output directory; a file where it, or a directory above it, should be is named.
+void make_output_dir(const std::string& dir) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (!ec) return;
+  for (fs::path p = dir; !p.empty(); p = p.parent_path()) {
+    std::error_code unreadable;
+    if (fs::exists(p, unreadable) && !fs::is_directory(p, unreadable))
+      throw Error(p.string(), p == fs::path(dir)
+                                  ? "is a file, not a directory: it cannot hold the run's outputs"
+                                  : "is a file, not a directory: the output directory " + dir +
+                                        " cannot be made in it");
+    if (p == p.parent_path()) break;
+  }
+  throw Error(dir, "cannot create the output directory: " + ec.message());
+}
+
+// The epoch a checkpoint reached ("" when it cannot be read: the note then goes without it).
+std::string checkpoint_epoch(const std::string& path) {
+  try {
+    return load_checkpoint(path).metadata.at("epoch");
+  } catch (const std::exception&) {
+    return "";
+  }
+}
+
+// An earlier run's files, moved aside so that this run does not overwrite them.
+struct MovedAside {
+  std::string dir;  // "": nothing moved
+  std::string epoch;
+  std::vector<std::pair<std::string, std::string>> files;  // from, to
+  // Puts the files back (this run could not open its outputs): it then moved nothing.
+  void undo() noexcept {
+    std::error_code ec;
+    for (const auto& [from, to] : files) fs::rename(to, from, ec);
+    if (!dir.empty()) fs::remove(dir, ec);  // empty once they are back
+    files.clear();
+    dir.clear();
+  }
+};
+
+// Moves the run files in out_dir to the first free of OUT/previous, OUT/previous-2, ...: an
+// earlier move is never overwritten. A move that fails halfway is undone.
+MovedAside move_aside(const std::string& out_dir) {
+  MovedAside moved;
+  for (int i = 1; moved.dir.empty(); ++i) {
+    const std::string dir = out_dir + "/previous" + (i == 1 ? "" : "-" + std::to_string(i));
+    std::error_code ec;  // any entry of that name, a dangling link too, is taken
+    if (!fs::exists(fs::symlink_status(dir, ec))) moved.dir = dir;
+  }
+  moved.epoch = checkpoint_epoch(out_dir + "/checkpoint.safetensors");
+  std::error_code ec;
+  fs::create_directory(moved.dir, ec);
+  check(!ec, moved.dir, "cannot create it for the earlier run's files: " + ec.message());
+  for (const char* name : {"checkpoint.safetensors", "metrics.csv", "metrics.jsonl"}) {
+    const std::string from = out_dir + "/" + name, to = moved.dir + "/" + name;
+    if (!fs::exists(from)) continue;
+    fs::rename(from, to, ec);
+    if (ec) {
+      const std::string dir = moved.dir;
+      moved.undo();
+      throw Error(from, "cannot move the earlier run's file to " + dir + ": " + ec.message());
+    }
+    moved.files.emplace_back(from, to);
+  }
+  return moved;
+}
+
+// What became of the earlier run, and how to go on with it.
+void note_moved_aside(const std::string& out_dir, const MovedAside& moved) {
+  const std::string at = moved.epoch.empty() ? "" : " (epoch " + moved.epoch + ")";
+  std::fprintf(stderr,
+               "note: %s held an earlier run's checkpoint%s: moved to %s/; to continue that run, "
+               "pass --resume %s/checkpoint.safetensors with its flags\n",
+               out_dir.c_str(), at.c_str(), moved.dir.c_str(), moved.dir.c_str());
 }
 
 // log p(y) for each class, p(y) = class frequencies of the (labelled) training set.
@@ -103,36 +184,33 @@ std::vector<EpochRecord> train(EquiVae<T>& model, const Dataset& labelled,
   std::string checkpoint_path, csv_path, json_path = options.json_log;
   // The checkpoint this run resumes is the one it writes (--resume OUT/checkpoint.safetensors).
   bool resumes_own_checkpoint = false;
+  MovedAside moved;
   if (!options.out_dir.empty()) {
-    std::error_code ec;
-    std::filesystem::create_directories(options.out_dir, ec);
-    check(!ec, options.out_dir, "cannot create the output directory: " + ec.message());
+    make_output_dir(options.out_dir);
     csv_path = options.out_dir + "/metrics.csv";
     if (json_path.empty()) json_path = options.out_dir + "/metrics.jsonl";
     checkpoint_path = options.out_dir + "/checkpoint.safetensors";
     std::error_code absent;  // either file missing: not the same one
-    resumes_own_checkpoint =
-        std::filesystem::equivalent(checkpoint_path, options.resume_from, absent);
+    resumes_own_checkpoint = fs::equivalent(checkpoint_path, options.resume_from, absent);
     // Another run's checkpoint there (not the one this run resumes) is not overwritten by this
-    // run's first epoch: it moves to OUT/previous/ with its metrics, replacing an older one.
-    if (std::filesystem::is_regular_file(checkpoint_path) && !resumes_own_checkpoint) {
-      const std::string previous = options.out_dir + "/previous";
-      std::filesystem::create_directories(previous, ec);
-      check(!ec, previous, "cannot create it for the earlier run's files: " + ec.message());
-      for (const char* name : {"checkpoint.safetensors", "metrics.csv", "metrics.jsonl"}) {
-        const std::string from = options.out_dir + "/" + name;
-        if (!std::filesystem::exists(from)) continue;
-        std::filesystem::rename(from, previous + "/" + name, ec);
-        check(!ec, from, "cannot move the earlier run's file to " + previous + ": " + ec.message());
-      }
-      if (!options.quiet)
-        std::fprintf(stderr, "note: %s held another run's checkpoint: moved to %s/\n",
-                     options.out_dir.c_str(), previous.c_str());
-    }
+    // run's first epoch: it moves aside with its metrics.
+    if (fs::is_regular_file(checkpoint_path) && !resumes_own_checkpoint)
+      moved = move_aside(options.out_dir);
   }
   // Both logs start over from the checkpoint's records, so a resumed run's files hold every
-  // epoch once even if the previous run wrote a row after its last checkpoint.
-  MetricsLog log(csv_path, json_path, progress.history);
+  // epoch once even if the previous run wrote a row after its last checkpoint. They take the
+  // moved files' names, so they open after the move; a log that cannot be opened (its
+  // directory missing, a directory in its place) puts the earlier run's files back: a run
+  // that fails on its outputs moves nothing.
+  MetricsLog log = [&] {
+    try {
+      return MetricsLog(csv_path, json_path, progress.history);
+    } catch (...) {
+      moved.undo();
+      throw;
+    }
+  }();
+  if (!moved.dir.empty() && !options.quiet) note_moved_aside(options.out_dir, moved);
 
   // On a backend with device-resident steps (CUDA) the data sets are uploaded once and the
   // steps run as graph replays, a window of steps per call: the host samples the window's

@@ -16,9 +16,12 @@ namespace equivae {
 struct EpochRecord;
 
 struct TrainOptions {
-  int epochs = 40;      // epochs in total, those of the resumed run included
-  std::string out_dir;  // metrics.csv, metrics.jsonl, checkpoint.safetensors; empty: none
-  bool quiet = false;   // no progress lines (errors still throw)
+  int epochs = 40;  // epochs in total, those of the resumed run included
+  // metrics.csv, metrics.jsonl, checkpoint.safetensors; empty: none. Another run's checkpoint
+  // there (not the one resumed) moves aside with its logs, to the first free of OUT/previous,
+  // OUT/previous-2, ...; not when this run's logs cannot be opened.
+  std::string out_dir;
+  bool quiet = false;  // no progress lines (errors still throw)
   // A checkpoint written by train() to continue from: its configuration and data sets must be
   // this run's (else Error naming the differing fields); parameters, Adam state, epoch, step
   // and the earlier epochs' records are restored, and training goes on to `epochs`. The

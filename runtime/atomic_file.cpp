@@ -26,10 +26,22 @@ bool fsync_directory_of(const std::string& path) {
   return ::close(fd) == 0 && ok;
 }
 
+// A target that cannot become a file is refused before the temp file exists: the rename
+// would refuse it only after every byte was written, in words about the temp file.
+void check_target(const std::string& path) {
+  check(!path.empty(), "", "cannot write a file at an empty path");
+  std::error_code ec;
+  check(!std::filesystem::is_directory(path, ec), path,
+        "cannot rename a file over it: it is a directory");
+  check(std::filesystem::path(path).has_filename(), path,
+        "names a directory (it ends in '/'), not a file to write");
+}
+
 }  // namespace
 
 AtomicFileWriter::AtomicFileWriter(std::string path)
     : path_(std::move(path)), temp_(path_ + ".tmp." + std::to_string(::getpid())) {
+  check_target(path_);
   file_ = std::fopen(temp_.c_str(), "wb");
   if (!file_) throw Error(path_, "cannot create temp file " + temp_ + ": " + errno_text());
 }

@@ -14,7 +14,9 @@ namespace equivae {
 // Destroyed without commit() (an exception on the way), it removes its temp file.
 class AtomicFileWriter {
  public:
-  explicit AtomicFileWriter(std::string path);  // creates the temp file; throws Error
+  // Creates the temp file; throws Error naming the path, before anything is created, when
+  // the path is empty or names a directory.
+  explicit AtomicFileWriter(std::string path);
   ~AtomicFileWriter();
   AtomicFileWriter(const AtomicFileWriter&) = delete;
   AtomicFileWriter& operator=(const AtomicFileWriter&) = delete;

@@ -4,6 +4,13 @@ status 128 + the signal, says which checkpoint to --resume from, leaves no temp 
 resume from that checkpoint runs to the end.
 
   check_interrupt.py TRAIN_MNIST OUT_DIR
+
+With --reproduce, reproduce instead: stopped by Ctrl-C in EquiVAE's epochs and in the
+classifiers' (exit 130, --reuse advice, the EquiVAE checkpoint kept), and killed outright (a
+runs.csv that --reuse reads is there); each continued with --reuse from the checkpoint, with
+the whole training time in runs.csv's seconds.
+
+  check_interrupt.py --reproduce REPRODUCE OUT_DIR
 """
 import os
 import re
@@ -14,6 +21,9 @@ import sys
 import time
 
 TRAIN, OUT = sys.argv[1], sys.argv[2]
+REPRODUCE = sys.argv[2] if TRAIN == "--reproduce" else None
+if REPRODUCE:
+    OUT = sys.argv[3]
 SMALL = ["--hidden", "32", "--latent", "4", "--threads", "1"]
 failures = []
 
@@ -54,6 +64,132 @@ def stop_with(sig, out):
     expect(kept is not None, f"{name}: the kept epoch is not named")
     return checkpoint, int(kept.group(1)) if kept else 0
 
+
+# ---- reproduce (--reproduce)
+REPRODUCE_SMALL = ["--quick", "--seeds", "1", "--hidden", "32", "--latent", "4", "--threads", "1",
+                   "--device", "cpu"]
+
+
+def csv_rows(path):
+    with open(path) as f:
+        return [line.rstrip("\n").split(",") for line in f]
+
+
+def reproduce(out, args, sig=None, metrics=None, epochs=0):
+    """Runs reproduce into `out`; with `sig`, sends it once the file `metrics` holds `epochs`
+    epoch rows. Returns the exit status and stderr."""
+    with open(out + ".stderr", "w") as err:
+        proc = subprocess.Popen([REPRODUCE, "--out", out] + REPRODUCE_SMALL + args,
+                                stdout=subprocess.DEVNULL, stderr=err)
+        deadline = time.monotonic() + 300
+        while sig is not None and proc.poll() is None:
+            if os.path.exists(metrics) and len(csv_rows(metrics)) > epochs:
+                proc.send_signal(sig)
+                break
+            if time.monotonic() > deadline:
+                proc.kill()
+                sys.exit(f"no epoch {epochs} in {metrics} after 300 s")
+            time.sleep(0.02)
+        try:
+            rc = proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            rc = "still running 120 s after the signal"
+    return rc, open(out + ".stderr").read()
+
+
+def continued(out, args, run, what):
+    """The same command with --reuse OUT/runs.csv: the run continues from its checkpoint, its
+    row is written, the checkpoint deleted. Returns the row and the epoch continued from."""
+    rc, said = reproduce(out, args + ["--reuse", f"{out}/runs.csv"])
+    expect(rc == 0, f"{what}: the --reuse run failed ({rc}):\n{said[-2000:]}")
+    took = re.search(r"note: labels \d+ seed 1: EquiVAE continues from (\S+) at epoch (\d+) of", said)
+    expect(took is not None and took.group(1) == f"{run}/checkpoint.safetensors",
+           f"{what}: the --reuse run did not continue from the checkpoint:\n{said[-2000:]}")
+    expect(not os.path.exists(f"{run}/checkpoint.safetensors"), f"{what}: checkpoint kept")
+    rows = csv_rows(f"{out}/runs.csv")
+    expect(len(rows) == 2, f"{what}: runs.csv after --reuse: {rows}")
+    return rows[1] if len(rows) == 2 else None, int(took.group(2)) if took else 0
+
+
+def classifiers_stopped():
+    """Ctrl-C in the classifiers: exit 130, the EquiVAE checkpoint kept; --reuse trains only
+    the classifiers, and the row is the uninterrupted run's."""
+    out = OUT + "-classifiers"
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.rmtree(out + "-whole", ignore_errors=True)
+    run = f"{out}/runs/table2-labels100-seed1"
+    args = ["--labels", "100", "--epochs", "2", "--classifier-epochs", "3000"]
+    rc, said = reproduce(out, args, signal.SIGINT, f"{run}/metrics.csv", 2)
+    expect(rc == 130, f"classifiers: exit status {rc}, want 130:\n{said[-2000:]}")
+    expect(re.search(r"reproduce: interrupted: labels 100 seed 1, (neural|benchmark) classifier "
+                     r"epoch \d+ of 3000: stopped on request", said),
+           f"classifiers: no 'interrupted' line:\n{said[-2000:]}")
+    expect(f"--reuse {out}/runs.csv continues from there, training only the classifiers" in said,
+           "classifiers: no --reuse advice")
+    expect(os.path.exists(f"{run}/checkpoint.safetensors"),
+           f"classifiers: the EquiVAE checkpoint is gone: {sorted(os.listdir(run))}")
+    expect(len(csv_rows(f"{out}/runs.csv")) == 1, "classifiers: runs.csv should hold no run")
+    row, epoch = continued(out, args, run, "classifiers")
+    expect(epoch == 2, f"classifiers: continued from epoch {epoch}, want 2")
+    expect(len(csv_rows(f"{run}/metrics.csv")) == 3, "classifiers: EquiVAE trained again")
+    rc, said = reproduce(out + "-whole", args)
+    whole = csv_rows(f"{out}-whole/runs.csv")[-1] if rc == 0 else None
+    expect(row is not None and whole is not None and row[:8] == whole[:8],
+           f"classifiers: continued {row}, uninterrupted {whole}")
+
+
+def equivae_stopped():
+    """Ctrl-C in EquiVAE's epochs: exit 130; --reuse continues, and the row's seconds hold every
+    epoch's time (this session's and those the checkpoint holds)."""
+    out = OUT + "-equivae"
+    shutil.rmtree(out, ignore_errors=True)
+    run = f"{out}/runs/table2-labels100-seed1"
+    args = ["--labels", "100", "--epochs", "20"]
+    rc, said = reproduce(out, args, signal.SIGINT, f"{run}/metrics.csv", 10)
+    expect(rc == 130, f"equivae: exit status {rc}, want 130:\n{said[-2000:]}")
+    expect(re.search(r"reproduce: interrupted: labels 100 seed 1, step \d+ \(epoch \d+\): "
+                     r"stopped on request", said), f"equivae: no 'interrupted' line:\n{said}")
+    expect(f"--reuse {out}/runs.csv continues from there" in said, "equivae: no --reuse advice")
+    row, epoch = continued(out, args, run, "equivae")
+    expect(epoch >= 9, f"equivae: continued from epoch {epoch}, want 9 or later")
+    metrics = csv_rows(f"{run}/metrics.csv")
+    columns = metrics[0]
+    epochs_time = sum(float(m[columns.index(c)]) for m in metrics[1:]
+                      for c in ("seconds", "validation_seconds", "checkpoint_seconds"))
+    expect(len(metrics) == 21, f"equivae: metrics.csv holds {len(metrics) - 1} epochs, want 20")
+    seconds = float(row[8]) if row else 0
+    expect(seconds >= epochs_time,
+           f"equivae: runs.csv's seconds {seconds} < the 20 epochs' {epochs_time:.3f} s")
+
+
+def killed():
+    """Killed outright in the first run's epochs: runs.csv already holds its header, so --reuse
+    reads it and continues from the checkpoint."""
+    out = OUT + "-killed"
+    shutil.rmtree(out, ignore_errors=True)
+    run = f"{out}/runs/table2-labels100-seed1"
+    args = ["--labels", "100", "--epochs", "20"]
+    rc, said = reproduce(out, args, signal.SIGKILL, f"{run}/metrics.csv", 3)
+    expect(rc == -signal.SIGKILL, f"killed: exit status {rc}:\n{said[-2000:]}")
+    rows = csv_rows(f"{out}/runs.csv") if os.path.exists(f"{out}/runs.csv") else []
+    expect(rows[:1] == [["table", "labels", "seed", "epochs", "q_error", "distance_error",
+                         "neural_error", "benchmark_error", "seconds", "settings_crc32"]],
+           f"killed: runs.csv holds {rows}, want its header")
+    _, epoch = continued(out, args, run, "killed")
+    expect(epoch >= 2, f"killed: continued from epoch {epoch}, want 2 or later")
+
+
+if REPRODUCE:
+    classifiers_stopped()
+    equivae_stopped()
+    killed()
+    if failures:
+        print("\n".join(failures))
+        sys.exit(1)
+    print("reproduce stops cleanly in EquiVAE's epochs and in the classifiers, and continues "
+          "from its checkpoint, killed too")
+    sys.exit(0)
 
 checkpoint, epoch = stop_with(signal.SIGINT, OUT + "-int")
 if epoch:

@@ -6,6 +6,8 @@
 #   classify  the CSV with and without labels, and the error matching train_mnist's (also
 #             q(y|x)'s for a semi-supervised checkpoint it trains itself)
 #   errors    the tools' faults, each with its message
+#   trained_data  the data the checkpoint's run recorded: --validation auto holds out what it
+#             held out, and a note when the data flags give other data
 set(CKPT ${RUN}/run/checkpoint.safetensors)
 
 function(run_tool expect_rc)  # run_tool(0|1 tool args...): sets out/err in the parent scope
@@ -71,6 +73,13 @@ elseif(MODE STREQUAL "embed")
       message(FATAL_ERROR "${name}: ${size} bytes, expected ${expected}")
     endif()
   endforeach()
+  if(err MATCHES "pool-m")
+    message(FATAL_ERROR "a --pool-m note at the default 5: ${err}")
+  endif()
+  # More than the smallest class holds: said, as train_mnist says it of --m-max.
+  run_tool(0 ${EMBED} --checkpoint ${CKPT} --threads 1 --pool-m 999 --out ${RUN}/embed_pool)
+  expect_match("${err}" "note: --pool-m 999: a row pools at most the other images of its class: [0-9]+ in class [0-9] \\([0-9]+ images\\), the smallest of .*mnist10k"
+               "embed --pool-m 999")
   if(PYTHON)
     # The training split too: numpy recomputes the distance classifier's test error from both
     # splits' f_inv, to be checked against the error train_mnist printed for this checkpoint.
@@ -94,6 +103,9 @@ elseif(MODE STREQUAL "classify")
   run_tool(0 ${CLASSIFY} --checkpoint ${CKPT} --threads 1 --out ${RUN}/predictions.csv)
   expect_match("${out}" "classified 2000 images with the distance classifier \\(centroids from 8000"
                "classify")
+  if(err MATCHES "note:")
+    message(FATAL_ERROR "a note on the checkpoint's own data: ${err}")
+  endif()
   # The same error train_mnist printed for this checkpoint.
   file(READ ${RUN}/run/train.log train_log)
   string(REGEX MATCH "test error \\(distance classifier\\): ([0-9.]+)%" _ "${train_log}")
@@ -124,10 +136,21 @@ elseif(MODE STREQUAL "classify")
   run_tool(0 ${TRAIN} --labels 100 --epochs 1 --hidden 32 --latent 2 --threads 1 --out ${RUN}/semi)
   string(REGEX MATCH "test error \\(q\\(y\\|x\\)\\): ([0-9.]+)%" _ "${out}")
   set(q_error ${CMAKE_MATCH_1})
+  string(REGEX MATCH "test error \\(distance classifier\\): ([0-9.]+)%" _ "${out}")
+  set(semi_distance_error ${CMAKE_MATCH_1})
   run_tool(0 ${CLASSIFY} --checkpoint ${RUN}/semi/checkpoint.safetensors --threads 1
            --out ${RUN}/semi.csv)
   expect_match("${out}" "classified 2000 images with the q\\(y\\|x\\) classifier" "semi")
   expect_match("${out}" "error: ${q_error}% " "classify q(y|x) vs train_mnist")
+  # Its distance classifier: centroids from the 100 labelled digits train_mnist drew (drawn
+  # again from the checkpoint's label count and seed), so the same error.
+  run_tool(0 ${CLASSIFY} --checkpoint ${RUN}/semi/checkpoint.safetensors --threads 1
+           --method distance --out ${RUN}/semi_distance.csv)
+  expect_match("${out}" "\\(centroids from 100 labelled training images\\)" "semi distance")
+  expect_match("${out}" "error: ${semi_distance_error}% " "classify distance vs train_mnist, semi")
+  if(err MATCHES "note:")
+    message(FATAL_ERROR "a note on the semi-supervised checkpoint's own data: ${err}")
+  endif()
 
 elseif(MODE STREQUAL "errors")
   run_tool(1 ${FIGURES} --checkpoint ${RUN}/no-such.safetensors)
@@ -148,8 +171,72 @@ elseif(MODE STREQUAL "errors")
   # A figure larger than a PNG may be is refused before any decoding.
   run_tool(1 ${FIGURES} --checkpoint ${CKPT} --which fig4 --samples 100 --scale 16)
   expect_match("${err}" "45002 pixels a side, more than a PNG's 32768" "an oversized figure")
+  # Output paths that cannot be written: named, before any work.
+  run_tool(1 ${CLASSIFY} --checkpoint ${CKPT} --threads 1 --out ${RUN})
+  expect_match("${err}" "classify: error: --out: [^\n]+ is a directory; name a file in it, say [^\n]+/predictions.csv"
+               "classify --out DIR")
+  if(err MATCHES "\\.tmp\\.")
+    message(FATAL_ERROR "classify --out DIR names a temp file: ${err}")
+  endif()
+  run_tool(1 ${CLASSIFY} --checkpoint ${CKPT} --threads 1 --out=)
+  expect_match("${err}" "classify: error: --out: is empty" "classify --out=")
+  run_tool(1 ${EMBED} --checkpoint ${CKPT} --threads 1 --out=)
+  expect_match("${err}" "embed: error: --out: is empty" "embed --out=")
+  run_tool(1 ${FIGURES} --checkpoint ${CKPT} --threads 1 --out ${RUN}/run/train.log)
+  expect_match("${err}" "figures: error: --out: cannot create the output directory .*run/train.log: "
+               "figures --out FILE")
   run_tool(0 ${FIGURES} --help)
   expect_match("${out}" "--checkpoint.*--split.*--samples" "figures --help")
+elseif(MODE STREQUAL "trained_data")
+  # A run that held out 1000 validation digits: the tools hold out the same by default, so
+  # classify's centroids are train_mnist's (7000 digits) and so is its error.
+  run_tool(0 ${TRAIN} --validation 1000 --epochs 1 --hidden 32 --latent 2 --threads 1
+           --out ${RUN}/val1000)
+  string(REGEX MATCH "test error \\(distance classifier\\): ([0-9.]+)%" _ "${out}")
+  set(val_error ${CMAKE_MATCH_1})
+  set(val_ckpt ${RUN}/val1000/checkpoint.safetensors)
+  run_tool(0 ${CLASSIFY} --checkpoint ${val_ckpt} --threads 1 --out ${RUN}/val1000.csv)
+  expect_match("${out}" "\\(centroids from 7000 training images\\)" "classify, --validation 1000 run")
+  expect_match("${out}" "error: ${val_error}% " "classify vs train_mnist --validation 1000")
+  expect_match("${err}" "note: --validation auto: 1000, as the checkpoint's run held out"
+               "the validation size taken from the checkpoint")
+  if(err MATCHES "other data")
+    message(FATAL_ERROR "a note on the checkpoint's own data: ${err}")
+  endif()
+  # embed's --split auto: that validation split.
+  run_tool(0 ${EMBED} --checkpoint ${val_ckpt} --threads 1 --out ${RUN}/val1000_embed)
+  expect_match("${out}" "1000 images, d_r = 2" "embed, --validation 1000 run")
+
+  # Other data than the run's (the fixture held none out): a note with the flags of its own.
+  run_tool(0 ${CLASSIFY} --checkpoint ${CKPT} --threads 1 --validation 1000
+           --out ${RUN}/other.csv)
+  expect_match("${err}" "note: [^\n]*run/checkpoint.safetensors was trained on other data: it records 8000 training examples \\(0 held out for validation\\), the data flags give 8000 \\(1000 held out\\) from [^\n]*mnist10k[^\n]*\\. For its own, repeat its run's data flags \\(--data DIR or the IDX file flags\\) with --validation 0"
+               "classify --validation 1000 on the fixture")
+  set(images ${SOURCE}/data/mnist10k-images-idx3-ubyte.gz)
+  set(labels ${SOURCE}/data/mnist10k-labels-idx1-ubyte.gz)
+  run_tool(0 ${EMBED} --checkpoint ${CKPT} --threads 1 --train-images ${images}
+           --train-labels ${labels} --test-images ${images} --test-labels ${labels}
+           --out ${RUN}/other_embed)
+  expect_match("${err}" "it records 8000 training examples \\(0 held out for validation\\), the data flags give 10000 \\(5000 held out\\)"
+               "embed on the 10,000 digits")
+  run_tool(0 ${FIGURES} --checkpoint ${CKPT} --threads 1 --validation 1000 --which fig4
+           --out ${RUN}/other_figures)
+  expect_match("${err}" "was trained on other data: " "figures")
+  # As many examples, other images: a run on the 10,000 digits against Fashion-MNIST's 10,000
+  # test images as the training file (where scripts/setup.sh installed them).
+  set(fashion /usr/share/datasets/fashion-mnist)
+  if(EXISTS ${fashion}/t10k-images-idx3-ubyte.gz AND EXISTS ${fashion}/t10k-labels-idx1-ubyte.gz)
+    run_tool(0 ${TRAIN} --train-images ${images} --train-labels ${labels} --test-images ${images}
+             --test-labels ${labels} --epochs 1 --hidden 32 --latent 2 --threads 1
+             --out ${RUN}/digits10k)
+    set(f_images ${fashion}/t10k-images-idx3-ubyte.gz)
+    set(f_labels ${fashion}/t10k-labels-idx1-ubyte.gz)
+    run_tool(0 ${CLASSIFY} --checkpoint ${RUN}/digits10k/checkpoint.safetensors --threads 1
+             --train-images ${f_images} --train-labels ${f_labels} --test-images ${f_images}
+             --test-labels ${f_labels} --out ${RUN}/fashion.csv)
+    expect_match("${err}" "it records 10000 training examples \\(5000 held out for validation\\), the data flags give as many, but other images or labels, from [^\n]*fashion-mnist/t10k-images"
+                 "classify, the same sizes with other images")
+  endif()
 else()
   message(FATAL_ERROR "unknown MODE '${MODE}'")
 endif()

@@ -2,7 +2,9 @@
 # EquiVAE), and Tables 1 and 2 on SVHN-format files of made-up coloured blobs (convolutional
 # EquiVAE, Gaussian likelihood, the benchmark classifier on f_inv's conv trunk). Each writes
 # runs.csv with a finite error for every classifier of its table, and table.md beside the
-# paper's figures for that data set.
+# paper's figures for that data set. Then: an earlier reproduction in --out is moved aside, not
+# overwritten, unless --reuse continues it; Tables 1 and 2 have default directories of their
+# own; an empty runs.csv is reused as holding no run; an --out that cannot be made is one line.
 file(REMOVE_RECURSE ${OUT})
 file(MAKE_DIRECTORY ${OUT}/svhn)
 execute_process(COMMAND ${MAKE} ${OUT}/svhn 600 200 RESULT_VARIABLE rc ERROR_VARIABLE err)
@@ -93,3 +95,87 @@ list(GET row 7 benchmark)
 if(distance GREATER 0.5 OR benchmark GREATER 0.5)
   message(FATAL_ERROR "supervised SVHN blobs not learnt: distance ${distance}, benchmark ${benchmark}")
 endif()
+
+# ---- Earlier reproductions are kept, interrupted ones continue, --out errors say why.
+set(SMALL --quick --quiet --hidden 32 --latent 4 --threads 1 --device cpu)
+# quick(DIR ARGS...): a quick reproduction into DIR ("" : the default --out, run in
+# ${OUT}/defaults) that must succeed; its stderr in `err`.
+function(quick dir)
+  set(out_flag)
+  if(dir)
+    set(out_flag --out ${dir})
+  endif()
+  file(MAKE_DIRECTORY ${OUT}/defaults)
+  execute_process(COMMAND ${REPRODUCE} ${SMALL} ${out_flag} ${ARGN}
+                  WORKING_DIRECTORY ${OUT}/defaults
+                  RESULT_VARIABLE rc OUTPUT_QUIET ERROR_VARIABLE err)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "reproduce ${out_flag} ${ARGN} failed (${rc}): ${err}")
+  endif()
+  set(err "${err}" PARENT_SCOPE)
+endfunction()
+# expect_rows(CSV N TABLE): CSV holds N runs, each of TABLE.
+function(expect_rows csv n table)
+  if(NOT EXISTS ${csv})
+    message(FATAL_ERROR "${csv} is missing")
+  endif()
+  file(STRINGS ${csv} rows)
+  list(POP_FRONT rows header)
+  list(LENGTH rows got)
+  if(NOT got EQUAL n)
+    message(FATAL_ERROR "${csv} holds ${got} runs, expected ${n}: ${rows}")
+  endif()
+  foreach(row ${rows})
+    if(NOT row MATCHES "^${table},")
+      message(FATAL_ERROR "${csv}: a run of another table than ${table}: ${row}")
+    endif()
+  endforeach()
+endfunction()
+
+# A reproduction without --reuse naming OUT/runs.csv moves the earlier one aside, to the first
+# free OUT/previous, OUT/previous-2, ..., and says so; Table 1 after Table 2 likewise.
+quick(${OUT}/keep --seeds 2)
+quick(${OUT}/keep)
+if(NOT err MATCHES "note: [^\n]*/keep held an earlier reproduction [^\n]*: moved its runs.csv, table.md, runs/ to [^\n]*/keep/previous/; --reuse [^\n]*/keep/previous/runs.csv takes its runs")
+  message(FATAL_ERROR "reproduce over an earlier reproduction: no note: ${err}")
+endif()
+expect_rows(${OUT}/keep/previous/runs.csv 2 2)
+expect_rows(${OUT}/keep/runs.csv 1 2)
+quick(${OUT}/keep --supervised)
+expect_rows(${OUT}/keep/previous-2/runs.csv 1 2)
+expect_rows(${OUT}/keep/runs.csv 1 1)
+if(NOT EXISTS ${OUT}/keep/previous/runs/table2-labels100-seed2/metrics.csv)
+  message(FATAL_ERROR "the earlier reproduction's runs/ was not moved with its runs.csv")
+endif()
+# --reuse OUT/runs.csv continues it in place: its rows are kept, nothing is moved.
+quick(${OUT}/continued --seeds 2)
+file(STRINGS ${OUT}/continued/runs.csv first)
+quick(${OUT}/continued --seeds 3 --reuse ${OUT}/continued/runs.csv)
+expect_rows(${OUT}/continued/runs.csv 3 2)
+file(STRINGS ${OUT}/continued/runs.csv after)
+list(SUBLIST after 0 3 kept)
+if(NOT "${kept}" STREQUAL "${first}" OR EXISTS ${OUT}/continued/previous)
+  message(FATAL_ERROR "--reuse OUT/runs.csv did not continue in place: ${after}")
+endif()
+
+# Table 1 and Table 2 have default output directories of their own.
+quick("" --supervised)
+quick("")
+expect_rows(${OUT}/defaults/runs/reproduce/table1/runs.csv 1 1)
+expect_rows(${OUT}/defaults/runs/reproduce/table2/runs.csv 1 2)
+
+# An empty runs.csv (an earlier build's, killed in its first run) holds no run.
+file(WRITE ${OUT}/empty.csv "")
+quick(${OUT}/from-empty --reuse ${OUT}/empty.csv)
+expect_rows(${OUT}/from-empty/runs.csv 1 2)
+
+# An output directory that cannot be made is one line naming --out and the reason.
+function(out_refused dir regex)
+  execute_process(COMMAND ${REPRODUCE} ${SMALL} --out ${dir} RESULT_VARIABLE rc OUTPUT_QUIET
+                  ERROR_VARIABLE err)
+  if(NOT rc EQUAL 1 OR NOT err MATCHES "^reproduce: error: --out ${regex}[^\n]*\n$")
+    message(FATAL_ERROR "reproduce --out ${dir}: expected one line /${regex}/, got ${rc}: ${err}")
+  endif()
+endfunction()
+out_refused(/proc/x "/proc/x: cannot create the output directory: ")
+out_refused(${OUT}/empty.csv "[^\n]*/empty.csv: is a file, not a directory")

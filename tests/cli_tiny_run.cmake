@@ -2,7 +2,8 @@
 # print a test error and leave metrics.csv, metrics.jsonl and a loadable checkpoint behind,
 # and print nothing on stderr under --quiet. Then a resume to epoch 2 continues both logs,
 # a resume with another latent size is refused naming the field, and --log-json - puts the
-# JSON lines on stdout; a CPU route misnamed in the environment is refused.
+# JSON lines on stdout, alone (every other line goes to stderr); a CPU route misnamed in the
+# environment is refused.
 file(REMOVE_RECURSE ${OUT})
 set(SMALL --hidden 32 --latent 4 --quiet --out ${OUT})
 execute_process(COMMAND ${TRAIN} --epochs 1 ${SMALL}
@@ -77,6 +78,18 @@ execute_process(COMMAND ${TRAIN} --epochs 3 ${SMALL} --resume ${OUT}/checkpoint.
                 RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
 if(NOT rc EQUAL 0 OR NOT out MATCHES "{\"epoch\":3,\"elbo\":-?[0-9]")
   message(FATAL_ERROR "--log-json - should print epoch 3's JSON line (${rc}): ${out} ${err}")
+endif()
+# Only JSON lines on stdout (what a pipe into jq reads): the lines for people go to stderr.
+string(REGEX REPLACE "\n$" "" json_out "${out}")
+string(REPLACE "\n" ";" lines "${json_out}")
+foreach(line IN LISTS lines)
+  string(JSON type ERROR_VARIABLE json_error TYPE "${line}")
+  if(json_error OR NOT type STREQUAL "OBJECT")
+    message(FATAL_ERROR "with --log-json - stdout holds a line that is no JSON object: '${line}'")
+  endif()
+endforeach()
+if(NOT err MATCHES "test error \\(distance classifier\\): [0-9.]+% on 2000 images")
+  message(FATAL_ERROR "with --log-json - the test error belongs on stderr: ${err}")
 endif()
 
 # A CPU route misnamed in the environment stops the run before it trains, naming the variable.

@@ -21,6 +21,7 @@
 #include <thread>
 #include <vector>
 
+#include "runtime/atomic_file.h"
 #include "runtime/checkpoint.h"
 #include "runtime/checkpoint_writer.h"
 #include "runtime/error.h"
@@ -349,19 +350,59 @@ TEST_F(CheckpointTest, FailedOpenOfTempLeavesPreviousCheckpointIntact) {
   EXPECT_TRUE(temp_files().empty());
 }
 
-// The temp file is fully written, then the rename fails (the target is a non-empty
-// directory): the temp file must be removed and the directory untouched.
+// The temp file is fully written, then the rename fails (the target became a non-empty
+// directory after the writer checked it): the temp file must be removed and the directory
+// untouched.
 TEST_F(CheckpointTest, FailedRenameRemovesTempFile) {
+  const std::string path = file("c.safetensors");
+  try {
+    AtomicFileWriter out(path);
+    ASSERT_TRUE(out.write("bytes", 5));
+    fs::create_directories(fs::path(path) / "inside");
+    out.commit();
+    FAIL() << "commit should fail";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("cannot rename"), std::string::npos) << e.what();
+  }
+  EXPECT_TRUE(fs::is_directory(fs::path(path) / "inside"));
+  EXPECT_TRUE(temp_files().empty());
+}
+
+// A directory as the target is refused before anything is written, in words about the
+// target (not about the temp file the rename would have named), and left untouched.
+TEST_F(CheckpointTest, SaveOverADirectoryIsRefusedUpFront) {
   const std::string path = file("c.safetensors");
   fs::create_directories(fs::path(path) / "inside");
   try {
     save_checkpoint(path, sample_checkpoint());
     FAIL() << "save should fail";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("cannot rename"), std::string::npos) << e.what();
+    EXPECT_EQ(std::string(e.what()), path + ": cannot rename a file over it: it is a directory");
   }
   EXPECT_TRUE(fs::is_directory(fs::path(path) / "inside"));
   EXPECT_TRUE(temp_files().empty());
+}
+
+// An empty path, or one ending in '/', is no file: refused before a temp file is made (an
+// empty path's would land in the working directory as ".tmp.<pid>").
+TEST_F(CheckpointTest, PathThatNamesNoFileIsRefusedUpFront) {
+  const std::string stray = ".tmp." + std::to_string(::getpid());
+  try {
+    write_file_atomically("", "x", 1);
+    FAIL() << "an empty path should be refused";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()), "cannot write a file at an empty path");
+  }
+  EXPECT_FALSE(fs::exists(stray));
+  const std::string slash = file("absent") + "/";
+  try {
+    write_file_atomically(slash, "x", 1);
+    FAIL() << "a path ending in '/' should be refused";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()),
+              slash + ": names a directory (it ends in '/'), not a file to write");
+  }
+  EXPECT_FALSE(fs::exists(file("absent")));
 }
 
 // ---- integrity: the crc32 the writer records, and what the reader does with it.

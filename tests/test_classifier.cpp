@@ -22,6 +22,7 @@
 #include "runtime/backend.h"
 #include "runtime/cuda/cuda_backend.h"
 #include "runtime/error.h"
+#include "runtime/interrupt.h"
 #include "tests/conv_fixtures.h"
 #include "tests/op_harness.h"
 
@@ -300,6 +301,35 @@ TEST(Classifier, SameSeedSamePredictions) {
   EXPECT_EQ(a.second, b.second);
   EXPECT_NE(a.first, c.first) << "another seed should train differently";
   for (double loss : a.first) EXPECT_TRUE(std::isfinite(loss));
+}
+
+// Asked before each step (reproduce passes Ctrl-C's flag): a stop throws Interrupted naming
+// the epoch and step, with no step taken after it; a callback that never stops changes nothing.
+TEST(Classifier, StopsBeforeTheStepWhenAsked) {
+  const Problem train = separable(530, 8, 3, 20), val = separable(100, 8, 3, 21);
+  ClassifierConfig config = neural_classifier_preset();
+  config.epochs = 5;
+  config.batch = 64;  // 9 steps per epoch
+  auto backend = make_cpu_backend<float>(1);
+  MlpClassifier<float> stopped(8, 3, config, *backend);
+  int asked = 0;
+  try {
+    stopped.train(train.x, train.y, &val.x, &val.y, [&] { return ++asked == 12; });
+    ADD_FAILURE() << "the classifier did not stop";
+  } catch (const Interrupted& e) {
+    EXPECT_EQ(e.context(), "classifier epoch 2 of 5");
+    EXPECT_NE(std::string(e.what()).find("before step 3 of 9 of the epoch"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_EQ(asked, 12);
+  EXPECT_EQ(stopped.adam_steps(), 11);
+
+  MlpClassifier<float> plain(8, 3, config, *backend), polled(8, 3, config, *backend);
+  const TrainSummary a = plain.train(train.x, train.y, &val.x, &val.y);
+  const TrainSummary b = polled.train(train.x, train.y, &val.x, &val.y, [] { return false; });
+  EXPECT_EQ(a.loss, b.loss);
+  EXPECT_EQ(a.validation_error, b.validation_error);
+  EXPECT_EQ(polled.adam_steps(), 45);
 }
 
 TEST(Classifier, EarlyStoppingKeepsTheBestValidationEpoch) {

@@ -7,7 +7,10 @@
 #include <csignal>
 #include <cstdlib>
 #include <string>
+#include <vector>
 
+#include "model/classifier.h"
+#include "runtime/backend.h"
 #include "runtime/error.h"
 #include "runtime/interrupt.h"
 
@@ -65,6 +68,31 @@ TEST(StopOnSignal, TheReplacedHandlersComeBack) {
 TEST(StopOnSignal, OneAtATime) {
   StopOnSignal stop;
   EXPECT_THROW(StopOnSignal second, Error);
+}
+
+// reproduce's classifiers poll the flag the EquiVAE trainer polls: after a Ctrl-C they take no
+// further step and throw Interrupted, which the tool turns into exit status 130.
+TEST(StopOnSignal, StopsAClassifierInTraining) {
+  std::vector<float> x(600);
+  std::vector<int32_t> y(200);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = float(i % 7) / 7;
+  for (size_t i = 0; i < y.size(); ++i) y[i] = int32_t(i % 2);
+  ClassifierConfig config = neural_classifier_preset();
+  config.epochs = 1000;
+  auto backend = make_cpu_backend<float>(1);
+  MlpClassifier<float> clf(3, 2, config, *backend);
+  StopOnSignal stop;
+  int steps_before_the_signal = 5;
+  auto ask = [&] {
+    if (steps_before_the_signal-- == 0) {
+      testing::internal::CaptureStderr();
+      std::raise(SIGINT);  // the first Ctrl-C only sets the flag
+      testing::internal::GetCapturedStderr();
+    }
+    return StopOnSignal::requested();
+  };
+  EXPECT_THROW(clf.train(x, y, nullptr, nullptr, ask), Interrupted);
+  EXPECT_EQ(clf.adam_steps(), 5);
 }
 
 }  // namespace

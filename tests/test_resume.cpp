@@ -4,7 +4,8 @@
 // configuration or data set is refused naming the fields; a non-finite loss stops with the
 // step and the tensor named and leaves the last checkpoint as it was; a run stopped on request
 // names the checkpoint to resume from, and the resume equals the whole run; metrics.jsonl holds
-// the CSV's records.
+// the CSV's records. A fresh run moves an earlier run's files aside, each run to its own
+// OUT/previous[-N], and moves nothing when its logs cannot be opened.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -496,6 +497,108 @@ TEST(Resume, AFreshRunKeepsTheEarlierRunsCheckpointAside) {
   expect_same_tensors(first, load_checkpoint(dir + "/previous/checkpoint.safetensors"),
                       "the earlier run's checkpoint after a resume");
   EXPECT_EQ(load_checkpoint(dir + "/checkpoint.safetensors").metadata.at("epoch"), "2");
+  fs::remove_all(dir);
+}
+
+// train_run with the progress lines on: returns what the run printed on stderr.
+std::string run_printing(const EquiVaeConfig& config, int epochs, const std::string& out_dir,
+                         const std::string& resume = "") {
+  auto backend = make_cpu_backend<float>(1);
+  EquiVae<float> model(config, *backend);
+  TrainOptions options = test::quiet_options(epochs);
+  options.quiet = false;
+  options.out_dir = out_dir;
+  options.resume_from = resume;
+  testing::internal::CaptureStderr();
+  train(model, train_set(), &validation_set(), options);
+  return testing::internal::GetCapturedStderr();
+}
+
+TEST(Resume, EachEarlierRunKeepsItsOwnPreviousDirectoryAndTheNoteSaysHowToResumeIt) {
+  const std::string dir = fresh_dir("previous_n");
+  EquiVaeConfig a = test::tiny_config(), b = a, c = a;
+  b.seed = 8;
+  c.seed = 9;
+  train_run(cpu(), a, train_set(), nullptr, 2, dir);
+  const Checkpoint first = load_checkpoint(dir + "/checkpoint.safetensors");
+  train_run(cpu(), b, train_set(), nullptr, 1, dir);
+  const Checkpoint second = load_checkpoint(dir + "/checkpoint.safetensors");
+  const std::string note = run_printing(c, 1, dir);
+  // The third run moves the second one beside the first, never over it.
+  expect_same_tensors(first, load_checkpoint(dir + "/previous/checkpoint.safetensors"),
+                      "the first run's checkpoint");
+  expect_same_tensors(second, load_checkpoint(dir + "/previous-2/checkpoint.safetensors"),
+                      "the second run's checkpoint");
+  EXPECT_EQ(read_lines(dir + "/previous/metrics.csv").size(), 3u);
+  EXPECT_EQ(read_lines(dir + "/previous-2/metrics.csv").size(), 2u);
+  EXPECT_NE(note.find("note: " + dir + " held an earlier run's checkpoint (epoch 1): moved to " +
+                      dir + "/previous-2/; to continue that run, pass --resume " + dir +
+                      "/previous-2/checkpoint.safetensors"),
+            std::string::npos)
+      << note;
+
+  // As the note says: the second run goes on from there into the same directory (the third
+  // moves aside in turn) and equals its uninterrupted two epochs.
+  const TrainedRun resumed =
+      train_run(cpu(), b, train_set(), nullptr, 2, dir, dir + "/previous-2/checkpoint.safetensors");
+  const std::string whole_dir = fresh_dir("previous_n_whole");
+  const TrainedRun whole = train_run(cpu(), b, train_set(), nullptr, 2, whole_dir);
+  expect_same_tensors(whole.state, resumed.state, "the second run resumed from previous-2");
+  EXPECT_EQ(load_checkpoint(dir + "/checkpoint.safetensors").metadata.at("epoch"), "2");
+  EXPECT_EQ(load_checkpoint(dir + "/previous-3/checkpoint.safetensors").metadata.at("config.seed"),
+            "9");
+  fs::remove_all(dir);
+  fs::remove_all(whole_dir);
+}
+
+TEST(Resume, ARunThatCannotOpenItsLogsMovesNothing) {
+  const std::string dir = fresh_dir("unopened_logs");
+  const EquiVaeConfig config = test::tiny_config();
+  train_run(cpu(), config, train_set(), nullptr, 2, dir);
+  const Checkpoint earlier = load_checkpoint(dir + "/checkpoint.safetensors");
+  fs::create_directories(dir + "/a-directory");
+  auto backend = make_cpu_backend<float>(1);
+  EquiVae<float> model(config, *backend);
+  TrainOptions options = test::quiet_options(1);
+  options.out_dir = dir;
+  // A JSON log whose directory is missing, and one where a directory is: the reason is said.
+  for (const auto& [json, reason] :
+       {std::pair<std::string, std::string>{dir + "/missing/metrics.jsonl",
+                                            "No such file or directory"},
+        {dir + "/a-directory", "is a directory"}}) {
+    options.json_log = json;
+    expect_error([&] { train(model, train_set(), &validation_set(), options); },
+                 {json + ": cannot open for writing: " + reason});
+    // The earlier run's files are where they were; nothing moved aside.
+    expect_same_tensors(earlier, load_checkpoint(dir + "/checkpoint.safetensors"),
+                        "the earlier run's checkpoint after " + json);
+    EXPECT_EQ(read_lines(dir + "/metrics.csv").size(), 3u);
+    EXPECT_EQ(read_lines(dir + "/metrics.jsonl").size(), 2u);
+    EXPECT_FALSE(fs::exists(dir + "/previous"));
+  }
+  fs::remove_all(dir);
+}
+
+TEST(Resume, AFileWhereTheOutputDirectoryShouldBeIsNamed) {
+  const std::string dir = fresh_dir("out_is_a_file");
+  fs::create_directories(dir);
+  const std::string file = dir + "/afile";
+  std::ofstream(file) << "not a directory\n";
+  for (const auto& [out, expected] :
+       {std::pair<std::string, std::string>{
+            file, file + ": is a file, not a directory: it cannot hold the run's outputs"},
+        {file + "/sub", file + ": is a file, not a directory: the output directory " + file +
+                            "/sub cannot be made in it"}})
+    expect_error(
+        [&, out = out] { train_run(cpu(), test::tiny_config(), train_set(), nullptr, 1, out); },
+        {expected});
+  // A directory where no file can be made: the log's path and the reason.
+  if (fs::is_directory("/proc/self")) {
+    const std::string message = expect_error(
+        [] { train_run(cpu(), test::tiny_config(), train_set(), nullptr, 1, "/proc/self"); },
+        {"/proc/self/metrics.", ": cannot open for writing: "});
+    EXPECT_GT(message.size(), message.find("for writing: ") + 13) << "no reason: " << message;
+  }
   fs::remove_all(dir);
 }
 

@@ -1,7 +1,6 @@
 // classify: predicts the classes of IDX images with a trained checkpoint and writes them as
 // CSV; prints the error when the labels are known.
 #include <cstdio>
-#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -23,15 +22,20 @@ constexpr const char* kUsage =
     "Classifies the images of --images (default: the test split of the data flags) with the "
     "model of --checkpoint and writes index,predicted[,label] rows to --out.\n"
     "distance: the paper's classifier, argmin_y ||f_inv(x) - mean r_y||^2 with mean r_y the "
-    "mean f_inv over the training split's images of class y (every training label, also for "
-    "a semi-supervised checkpoint). classifier: argmax_y q(y|x) of a semi-supervised "
-    "checkpoint.";
+    "mean f_inv over the training split's images of class y; for a semi-supervised checkpoint "
+    "only over its labelled examples, drawn again as train_mnist --labels N drew them (the "
+    "checkpoint records N and the seed), so the error is the one train_mnist printed. "
+    "classifier: argmax_y q(y|x) of a semi-supervised checkpoint.\n"
+    "The training data come from the data flags; a note says when they differ from those the "
+    "checkpoint was trained on.";
 
 void declare_flags(Flags& f) {
   declare_model_flags(f);
   declare_data_flags(f,
-                     "last N training examples held out from the centroids (auto: 0 for the "
-                     "bundled digits, 5000 for an MNIST directory, 3257 for SVHN)");
+                     "last N training examples held out from the centroids (auto: as the "
+                     "checkpoint's run held out when the training file has its number of "
+                     "examples, else 0 for the bundled digits, 5000 for an MNIST directory, "
+                     "3257 for SVHN)");
   f.add("images", "", "IDX image file to classify (plain or gzip)");
   f.add("labels", "", "IDX label file of --images: prints the error");
   f.add("method", "auto",
@@ -41,11 +45,44 @@ void declare_flags(Flags& f) {
   f.add("help", "", "show this help", true);
 }
 
+// The centroids' images: the training split, or a semi-supervised run's labelled subset
+// (train_mnist's centroids), with a note when that subset cannot be drawn.
+const Dataset& centroid_images(const TrainingData& data, const EquiVaeConfig& config) {
+  if (data.subset) return data.subset->labelled;
+  if (config.semi_supervised())
+    std::fprintf(stderr,
+                 "note: the centroids come from every training label, not the semi-supervised "
+                 "run's labelled subset: %s\n",
+                 data.why_no_subset.c_str());
+  return data.splits.train;
+}
+
+// index,predicted[,label] rows; counts the wrong predictions where labels are known.
+std::string predictions_csv(const Dataset& images, const std::vector<int32_t>& predicted,
+                            int64_t& wrong) {
+  const bool labelled = !images.labels.empty();
+  std::string csv = labelled ? "index,predicted,label\n" : "index,predicted\n";
+  wrong = 0;
+  for (int64_t i = 0; i < images.n; ++i) {
+    csv += std::to_string(i);
+    csv += ',';
+    csv += std::to_string(predicted[i]);
+    if (labelled) {
+      csv += ',';
+      csv += std::to_string(images.labels[i]);
+      wrong += predicted[i] != images.labels[i];
+    }
+    csv += "\n";
+  }
+  return csv;
+}
+
 int run(int argc, char** argv) {
   Flags flags;
   declare_flags(flags);
   if (!parse_flags_or_help(flags, argc, argv, kUsage)) return 0;
   check(!flags.has("labels") || flags.has("images"), "--labels", "needs --images");
+  const std::string out = output_file(flags, "predictions.csv");
   LoadedModel loaded = load_model_from_flags(flags);
   EquiVae<float>& model = *loaded.model;
   const EquiVaeConfig& config = model.config();
@@ -58,22 +95,25 @@ int run(int argc, char** argv) {
 
   // The images: explicit files, or the test split of the data flags.
   Dataset images;
-  DataSplits splits;
+  TrainingData data;
   const bool need_train = method == "distance";
-  if (need_train || !flags.has("images")) splits = load_data(flags, 0);
+  if (need_train || !flags.has("images")) data = load_training_data(flags, loaded);
   if (flags.has("images")) {
     images = flags.has("labels")
                  ? load_idx(flags.get("images"), flags.get("labels"), config.classes)
                  : load_idx_images(flags.get("images"));
   } else {
-    images = splits.test;
+    images = data.splits.test;
   }
   model.check_image_size(images);
 
   std::vector<int32_t> predicted(size_t(images.n));
+  int64_t centroid_count = 0;
   if (method == "distance") {
+    const Dataset& centroids = centroid_images(data, config);
+    centroid_count = centroids.n;
     const DistanceClassifier classifier = DistanceClassifier::fit(
-        embed_dataset(model, splits.train), splits.train.labels, config.classes, config.latent_r);
+        embed_dataset(model, centroids), centroids.labels, config.classes, config.latent_r);
     const std::vector<float> embedded = embed_dataset(model, images);
     for (int64_t i = 0; i < images.n; ++i)
       predicted[i] = classifier.predict(&embedded[size_t(i) * config.latent_r]);
@@ -81,33 +121,18 @@ int run(int argc, char** argv) {
     model.classify(images.images.data(), images.n, predicted.data());
   }
 
-  const bool labelled = !images.labels.empty();
-  std::string csv = labelled ? "index,predicted,label\n" : "index,predicted\n";
   int64_t wrong = 0;
-  for (int64_t i = 0; i < images.n; ++i) {
-    csv += std::to_string(i);
-    csv += ',';
-    csv += std::to_string(predicted[i]);
-    if (labelled) {
-      csv += ',';
-      csv += std::to_string(images.labels[i]);
-      wrong += predicted[i] != images.labels[i];
-    }
-    csv += "\n";
-  }
-  const std::string out = flags.get("out");
-  const std::filesystem::path parent = std::filesystem::path(out).parent_path();
-  std::error_code ec;
-  if (!parent.empty()) std::filesystem::create_directories(parent, ec);
-  check(!ec, out, "cannot create its directory: " + ec.message());
+  const std::string csv = predictions_csv(images, predicted, wrong);
+  create_output_file_directory(out);
   write_file_atomically(out, csv.data(), csv.size());
 
   std::printf("classified %lld images with the %s classifier", (long long)images.n,
               method == "distance" ? "distance" : "q(y|x)");
   if (method == "distance")
-    std::printf(" (centroids from %lld training images)", (long long)splits.train.n);
+    std::printf(" (centroids from %lld %straining images)", (long long)centroid_count,
+                data.subset ? "labelled " : "");
   std::printf("; wrote %s\n", out.c_str());
-  if (labelled)
+  if (!images.labels.empty())
     std::printf("error: %.2f%% (%lld of %lld)\n", 100.0 * double(wrong) / double(images.n),
                 (long long)wrong, (long long)images.n);
   return 0;

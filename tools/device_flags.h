@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <memory>
 #include <string>
+#include <thread>
 
 #include "runtime/backend.h"
 #include "runtime/error.h"
@@ -39,6 +40,18 @@ inline void declare_device_flags(Flags& f, const std::string& default_device) {
             std::to_string(CudaBackendOptions::kMaxStepsPerGraph) + "; the same steps)");
 }
 
+// More threads than the machine runs at once are allowed (up to 1024) but take turns on the
+// cores, and every split GEMM waits for its last thread: said once rather than run slowly.
+inline void note_threads_above_cores(int threads) {
+  const unsigned cores = std::thread::hardware_concurrency();  // 0: unknown
+  if (cores == 0 || threads <= int(cores)) return;
+  std::fprintf(stderr,
+               "note: --threads %d is more than the %u cores (hardware threads) of this machine; "
+               "more threads than cores slow each training step down (--threads 0 uses every "
+               "core)\n",
+               threads, cores);
+}
+
 // The backend of the device flags; says why when cuda cannot start.
 inline std::unique_ptr<Backend<float>> backend_from_flags(const Flags& f) {
   std::string device = f.get("device");
@@ -57,7 +70,9 @@ inline std::unique_ptr<Backend<float>> backend_from_flags(const Flags& f) {
       std::fprintf(stderr,
                    "note: %s only change%s the cuda backend; the cpu backend runs as it is\n",
                    ignored.c_str(), ignored.find(',') == std::string::npos ? "s" : "");
-    return make_cpu_backend<float>(int(f.get_int("threads", 0, 1024)));
+    const int threads = int(f.get_int("threads", 0, 1024));
+    note_threads_above_cores(threads);
+    return make_cpu_backend<float>(threads);
   }
   CudaBackendOptions cuda;
   cuda.strict_fp32 = f.get_switch("strict-fp32");

@@ -1,7 +1,9 @@
 // embed: the latents of a data set under a trained checkpoint, as NumPy .npy files for
 // plotting (scripts/plot_figures.sh) or any other analysis.
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -30,13 +32,31 @@ constexpr const char* kUsage =
 void declare_flags(Flags& f) {
   declare_model_flags(f);
   declare_data_flags(f,
-                     "last N training examples held out as the validation split (auto: 0 "
-                     "for the bundled digits, 5000 for an MNIST directory, 3257 for SVHN)");
+                     "last N training examples held out as the validation split (auto: as "
+                     "the checkpoint's run held out when the training file has its number of "
+                     "examples, else 0 for the bundled digits, 5000 for an MNIST directory, "
+                     "3257 for SVHN)");
   declare_split_flag(f);
   f.add("out", "runs/embed", "output directory for the .npy files");
   f.add("pool-m", "5", "images pooled into each r_pooled");
   f.add("seed", "1", "which images are pooled (same seed, same files)");
   f.add("help", "", "show this help", true);
+}
+
+// A class of no more than m images pools all its other images, fewer than m: said, not done
+// silently (as train_mnist says it of --m-max).
+void note_pool_cap(const Dataset& data, int m) {
+  std::map<int32_t, int64_t> counts;
+  for (int32_t y : data.labels) ++counts[y];
+  if (counts.empty()) return;
+  const auto smallest = std::min_element(counts.begin(), counts.end(),
+                                         [](auto& a, auto& b) { return a.second < b.second; });
+  if (smallest->second - 1 >= m) return;
+  std::fprintf(stderr,
+               "note: --pool-m %d: a row pools at most the other images of its class: %lld in "
+               "class %d (%lld images), the smallest of %s\n",
+               m, (long long)(smallest->second - 1), int(smallest->first),
+               (long long)smallest->second, data.source.c_str());
 }
 
 int run(int argc, char** argv) {
@@ -45,25 +65,22 @@ int run(int argc, char** argv) {
   if (!parse_flags_or_help(flags, argc, argv, kUsage)) return 0;
   const int pool_m = int(flags.get_int("pool-m", 1, 1000));
   const uint64_t seed = uint64_t(flags.get_int("seed", 0, INT64_MAX));
+  const std::string dir = output_directory(flags);
   LoadedModel loaded = load_model_from_flags(flags);
   EquiVae<float>& model = *loaded.model;
   const int dr = model.config().latent_r, dv = model.config().latent_v;
-  const DataSplits splits = load_data(flags, 0);
+  const DataSplits splits = load_training_data(flags, loaded).splits;
   const Dataset& data = select_split(flags, splits);
   model.check_image_size(data);
   for (int32_t y : data.labels)
     check(y < model.config().classes, data.source,
           "label " + std::to_string(y) + " is outside the model's classes");
+  note_pool_cap(data, pool_m);
 
   const std::vector<float> r = embed_dataset(model, data);
   const std::vector<float> pooled = pooled_invariants(r, data.labels, dr, pool_m, seed);
   const std::vector<float> v = equivariant_means(model, data, pooled);
 
-  const std::string dir = flags.get("out");
-  std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
-  check(!ec && std::filesystem::is_directory(dir), dir,
-        "cannot create the output directory" + (ec ? ": " + ec.message() : std::string()));
   auto path = [&](const char* name) { return (std::filesystem::path(dir) / name).string(); };
   write_npy(path("r.npy"), r, {data.n, dr});
   write_npy(path("r_pooled.npy"), pooled, {data.n, dr});

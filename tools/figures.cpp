@@ -38,8 +38,10 @@ constexpr const char* kUsage =
 void declare_flags(Flags& f) {
   declare_model_flags(f);
   declare_data_flags(f,
-                     "last N training examples held out as the validation split (auto: 0 "
-                     "for the bundled digits, 5000 for an MNIST directory, 3257 for SVHN)");
+                     "last N training examples held out as the validation split (auto: as "
+                     "the checkpoint's run held out when the training file has its number of "
+                     "examples, else 0 for the bundled digits, 5000 for an MNIST directory, "
+                     "3257 for SVHN)");
   declare_split_flag(f);
   f.add("out", "runs/figures", "output directory for the PNG files");
   f.add("which", "all", "fig4, fig5 or all (all: Fig. 5 too when the model has 2-D latents)");
@@ -109,7 +111,7 @@ int run(int argc, char** argv) {
   check(two_d || which != "fig5", "--which fig5",
         "needs a model with 2-D latents (train_mnist --latent 2); this one has d_r = " +
             std::to_string(config.latent_r) + ", d_v = " + std::to_string(config.latent_v));
-  const DataSplits splits = load_data(flags, 0);
+  const DataSplits splits = load_training_data(flags, loaded).splits;
   const Dataset& data = select_split(flags, splits);
   model.check_image_size(data);  // the tiles are drawn in the data's geometry
   const int pixels = data.rows * data.cols;
@@ -117,15 +119,11 @@ int run(int argc, char** argv) {
         data.source, "images are neither grayscale nor RGB");
 
   Writer write;
-  write.dir = flags.get("out");
+  write.dir = output_directory(flags);
   write.layout.channels = data.dim / pixels;
   write.layout.height = data.rows;
   write.layout.width = data.cols;
   write.layout.scale = int(flags.get_int("scale", 1, 16));
-  std::error_code ec;
-  std::filesystem::create_directories(write.dir, ec);
-  check(!ec && std::filesystem::is_directory(write.dir), write.dir,
-        "cannot create the output directory" + (ec ? ": " + ec.message() : std::string()));
   std::fprintf(stderr, "model %s\nimages %lld (%s)\n", config.describe().c_str(), (long long)data.n,
                data.source.c_str());
 

@@ -1,14 +1,25 @@
 #pragma once
 // Flags shared by the tools that use a trained model (figures, embed, classify): the
-// checkpoint, where it runs, and which split of the data they read.
+// checkpoint, where it runs, which split of the data they read, and where they write. The
+// data are checked against the sets the checkpoint's run recorded (model/resume_state.h).
+#include <charconv>
+#include <cstdio>
+#include <filesystem>
+#include <map>
 #include <memory>
+#include <optional>
 #include <string>
+#include <system_error>
 
 #include "model/checkpoint_model.h"
 #include "model/data_splits.h"
+#include "model/resume_state.h"
+#include "model/subsets.h"
 #include "runtime/backend.h"
+#include "runtime/checkpoint.h"
 #include "runtime/error.h"
 #include "runtime/flags.h"
+#include "tools/data_flags.h"
 #include "tools/device_flags.h"
 
 namespace equivae {
@@ -20,23 +31,144 @@ inline void declare_model_flags(Flags& f) {
   declare_device_flags(f, "cpu");
 }
 
-// The checkpoint's model on the backend of --device / --threads.
+// The checkpoint's model on the backend of --device / --threads, and its metadata (what its
+// run trained on).
 struct LoadedModel {
   std::unique_ptr<Backend<float>> backend;
   std::unique_ptr<EquiVae<float>> model;
+  std::string path;
+  std::map<std::string, std::string> metadata;
 };
 
 inline LoadedModel load_model_from_flags(const Flags& f) {
   LoadedModel loaded;
   loaded.backend = backend_from_flags(f);
-  loaded.model = load_model(f.get("checkpoint"), *loaded.backend);
+  loaded.path = f.get("checkpoint");
+  Checkpoint checkpoint = load_checkpoint(loaded.path);  // read once: weights and metadata
+  loaded.model = std::make_unique<EquiVae<float>>(config_from_checkpoint(checkpoint, loaded.path),
+                                                  *loaded.backend);
+  loaded.model->load_checkpoint(checkpoint, loaded.path);
+  loaded.metadata = std::move(checkpoint.metadata);
   return loaded;
+}
+
+// The sizes of the sets the checkpoint's run trained on ("data.<set>.n"); known is false for
+// a checkpoint that does not record them (not written by the trainer).
+struct TrainedOn {
+  bool known = false;
+  int64_t labelled = 0, unlabelled = 0, validation = 0;
+  // The training file's examples: a semi-supervised run's labelled and unlabelled sets are
+  // its training split.
+  int64_t examples() const { return labelled + unlabelled + validation; }
+};
+
+inline TrainedOn trained_on(const LoadedModel& loaded) {
+  TrainedOn run;
+  const std::pair<const char*, int64_t*> sets[] = {{"labelled", &run.labelled},
+                                                   {"unlabelled", &run.unlabelled},
+                                                   {"validation", &run.validation}};
+  for (const auto& [name, value] : sets) {
+    auto it = loaded.metadata.find(std::string("data.") + name + ".n");
+    if (it == loaded.metadata.end()) return {};
+    const std::string& text = it->second;
+    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), *value);
+    if (ec != std::errc() || end != text.data() + text.size() || *value < 0) return {};
+  }
+  run.known = true;
+  return run;
+}
+
+// The data flags' splits. --validation auto holds out what the checkpoint's run held out when
+// the training file has as many examples as that run's (the same data, as far as sizes tell),
+// else what train_mnist's auto does.
+inline DataSplits load_data_as_trained(const Flags& f, const TrainedOn& run) {
+  DataSource source = data_source(f, 0);
+  DataSplits splits = load_splits(source);
+  if (f.get("validation") != "auto" || !run.known ||
+      splits.train.n + splits.validation.n != run.examples() ||
+      splits.validation.n == run.validation)
+    return splits;
+  std::fprintf(stderr, "note: --validation auto: %lld, as the checkpoint's run held out\n",
+               (long long)run.validation);
+  source.validation = run.validation;
+  return load_splits(source);
+}
+
+// The training data a tool works with, divided as the checkpoint's run divided them.
+struct TrainingData {
+  DataSplits splits;
+  // A semi-supervised checkpoint's labelled subset and the rest, drawn again as train_mnist
+  // drew them (model/subsets.h: the run's label count, the checkpoint's seed). Empty for a
+  // supervised checkpoint, and when it cannot be drawn (why_no_subset says why).
+  std::optional<LabelledSplit> subset;
+  std::string why_no_subset;
+};
+
+inline void draw_labelled_subset(const LoadedModel& loaded, const TrainedOn& run,
+                                 TrainingData& data) {
+  const EquiVaeConfig& config = loaded.model->config();
+  if (!config.semi_supervised()) return;
+  if (!run.known) {
+    data.why_no_subset = "the checkpoint does not record its number of labelled examples";
+    return;
+  }
+  try {
+    data.subset = split_labelled(data.splits.train, run.labelled, config.seed);
+  } catch (const Error& e) {
+    data.why_no_subset = e.what();
+  }
+}
+
+// A note on stderr when the data flags' training data (split, validation set, labelled
+// subset) differ from the sets the checkpoint's run recorded (sizes and CRC-32s): other data
+// may be meant, but then the figures are not the run's.
+inline void note_other_training_data(const LoadedModel& loaded, const TrainedOn& run,
+                                     const TrainingData& data) {
+  if (!run.known) return;
+  const DataSplits& s = data.splits;
+  const RunIdentity here = run_identity(
+      loaded.model->config(), data.subset ? data.subset->labelled : s.train,
+      data.subset ? &data.subset->unlabelled : nullptr, s.validation.n ? &s.validation : nullptr);
+  bool same = true;
+  for (const RunField& field : here) {
+    if (field.key.rfind("data.", 0) != 0) continue;
+    auto it = loaded.metadata.find(field.key);
+    same = same && it != loaded.metadata.end() && it->second == field.value;
+  }
+  if (same) return;
+  const int64_t examples = s.train.n + s.validation.n;
+  std::string recorded = std::to_string(run.examples()) + " training examples (";
+  if (run.unlabelled > 0) recorded += std::to_string(run.labelled) + " labelled, ";
+  recorded += std::to_string(run.validation) + " held out for validation)";
+  const std::string given =
+      examples == run.examples() && s.validation.n == run.validation
+          ? "as many, but other images or labels,"
+          : std::to_string(examples) + " (" + std::to_string(s.validation.n) + " held out)";
+  std::fprintf(stderr,
+               "note: %s was trained on other data: it records %s, the data flags give %s from "
+               "%s. For its own, repeat its run's data flags (--data DIR or the IDX file flags) "
+               "with --validation %lld\n",
+               loaded.path.c_str(), recorded.c_str(), given.c_str(), s.train.source.c_str(),
+               (long long)run.validation);
+}
+
+// The data flags' training data for the checkpoint's tools: held out as its run held out,
+// the labelled subset of a semi-supervised run drawn again, and a note when they are not the
+// run's own.
+inline TrainingData load_training_data(const Flags& f, const LoadedModel& loaded) {
+  const TrainedOn run = trained_on(loaded);
+  TrainingData data;
+  data.splits = load_data_as_trained(f, run);
+  draw_labelled_subset(loaded, run, data);
+  note_other_training_data(loaded, run, data);
+  return data;
 }
 
 inline void declare_split_flag(Flags& f) {
   f.add("split", "auto",
         "train, validation or test (auto: validation when there is one, else test; the "
-        "bundled digits have no validation split unless --validation N)");
+        "bundled digits have no validation split unless the checkpoint's run or --validation N "
+        "held one out)");
 }
 
 // The split named by --split; throws Error when it is empty.
@@ -51,6 +183,39 @@ inline const Dataset& select_split(const Flags& f, const DataSplits& splits) {
   check(set->n > 0, "--split",
         "the " + name + " split is empty (use --validation N to hold one out)");
   return *set;
+}
+
+// --out as the file to write, checked before any work: an empty path or a directory would
+// otherwise fail only at the write, after it.
+inline std::string output_file(const Flags& f, const std::string& example_name) {
+  const std::string out = f.get("out");
+  check(!out.empty(), "--out", "is empty; name the file to write");
+  std::error_code ec;
+  const bool directory = std::filesystem::is_directory(out, ec);
+  check(!directory && std::filesystem::path(out).has_filename(), "--out",
+        out + (directory ? " is a directory" : " names a directory (it ends in '/')") +
+            "; name a file in it, say " + (std::filesystem::path(out) / example_name).string());
+  return out;
+}
+
+// Creates the directory of the file --out names (its parent); throws Error naming it.
+inline void create_output_file_directory(const std::string& out) {
+  const std::filesystem::path parent = std::filesystem::path(out).parent_path();
+  std::error_code ec;
+  if (!parent.empty()) std::filesystem::create_directories(parent, ec);
+  check(!ec, "--out", "cannot create the directory " + parent.string() + ": " + ec.message());
+}
+
+// --out as the directory to write into, created; throws Error naming the flag and the path.
+inline std::string output_directory(const Flags& f) {
+  const std::string dir = f.get("out");
+  check(!dir.empty(), "--out", "is empty; name the output directory");
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (!ec && !std::filesystem::is_directory(dir))
+    ec = std::make_error_code(std::errc::not_a_directory);
+  check(!ec, "--out", "cannot create the output directory " + dir + ": " + ec.message());
+  return dir;
 }
 
 }  // namespace equivae

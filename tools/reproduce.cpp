@@ -27,6 +27,7 @@
 #include "model/evaluate.h"
 #include "model/subsets.h"
 #include "model/trainer.h"
+#include "runtime/atomic_file.h"
 #include "runtime/backend.h"
 #include "runtime/clock.h"
 #include "runtime/error.h"
@@ -43,6 +44,7 @@ namespace {
 using namespace equivae;
 
 struct RunResult {
+  int table = 0;  // 1: supervised, 2: semi-supervised
   int64_t labels = 0;
   uint64_t seed = 0;
   int epochs = 0;
@@ -90,30 +92,38 @@ std::vector<int64_t> parse_list(const std::string& text, const std::string& flag
   return values;
 }
 
-void write_run(std::ofstream& csv, bool supervised, const RunResult& r) {
-  csv << (supervised ? 1 : 2) << ',' << r.labels << ',' << r.seed << ',' << r.epochs << ','
-      << r.q_error << ',' << r.distance_error << ',' << r.neural_error << ',' << r.benchmark_error
-      << ',' << r.seconds << ',' << r.settings << '\n';
-  csv.flush();
+constexpr char kRunsHeader[] =
+    "table,labels,seed,epochs,q_error,distance_error,neural_error,benchmark_error,seconds,"
+    "settings_crc32\n";
+
+// runs.csv's text: the header, then the rows.
+std::string runs_csv(const std::vector<const RunResult*>& rows) {
+  std::ostringstream csv;
+  csv << kRunsHeader;
+  for (const RunResult* r : rows)
+    csv << r->table << ',' << r->labels << ',' << r->seed << ',' << r->epochs << ',' << r->q_error
+        << ',' << r->distance_error << ',' << r->neural_error << ',' << r->benchmark_error << ','
+        << r->seconds << ',' << r->settings << '\n';
+  return csv.str();
 }
 
-// Rows of an earlier runs.csv that belong to `table`.
-std::vector<RunResult> read_runs(const std::string& path, int table) {
+// Every row of an earlier runs.csv, of either table. An empty file holds none: builds before
+// this one created runs.csv empty and wrote its header with the first finished run.
+std::vector<RunResult> read_runs(const std::string& path) {
   std::ifstream in(path);
   check(in.good(), path, "cannot open (--reuse)");
   std::string line;
-  std::getline(in, line);
+  if (!std::getline(in, line)) return {};
   check(line.rfind("table,labels,seed,epochs,", 0) == 0, path, "is not a reproduce runs.csv");
   std::vector<RunResult> rows;
   for (int number = 2; std::getline(in, line); ++number) {
     RunResult r;
-    int t = 0;
     unsigned long long seed = 0;
     long long labels = 0;
     char q[32], d[32], n[32], b[32], settings[16] = "";
     // Rows of files written before settings_crc32 existed have 9 fields: never reused.
-    check(std::sscanf(line.c_str(), "%d,%lld,%llu,%d,%31[^,],%31[^,],%31[^,],%31[^,],%lf,%15s", &t,
-                      &labels, &seed, &r.epochs, q, d, n, b, &r.seconds, settings) >= 9,
+    check(std::sscanf(line.c_str(), "%d,%lld,%llu,%d,%31[^,],%31[^,],%31[^,],%31[^,],%lf,%15s",
+                      &r.table, &labels, &seed, &r.epochs, q, d, n, b, &r.seconds, settings) >= 9,
           path + ":" + std::to_string(number), "malformed row: " + line);
     r.settings = settings;
     r.labels = labels;
@@ -122,7 +132,7 @@ std::vector<RunResult> read_runs(const std::string& path, int table) {
     r.distance_error = std::strtod(d, nullptr);
     r.neural_error = std::strtod(n, nullptr);
     r.benchmark_error = std::strtod(b, nullptr);
-    if (t == table) rows.push_back(r);
+    rows.push_back(r);
   }
   return rows;
 }
@@ -152,7 +162,7 @@ std::string format(const MeanSe& m) {
   return buf;
 }
 
-// Neural classifier (2 dense layers 128, 64, dropout) on f_inv features.
+// Neural classifier (2 dense layers 128, 64, dropout) on f_inv features; stops at Ctrl-C.
 double neural_error(EquiVae<float>& model, Backend<float>& backend, const Dataset& train,
                     const Dataset& validation, const Dataset& test, uint64_t seed, int epochs) {
   ClassifierConfig c = neural_classifier_preset();
@@ -160,19 +170,20 @@ double neural_error(EquiVae<float>& model, Backend<float>& backend, const Datase
   c.epochs = epochs;
   MlpClassifier<float> clf(model.config().latent_r, train.num_classes, c, backend);
   const std::vector<float> tr = embed_dataset(model, train), va = embed_dataset(model, validation);
-  clf.train(tr, train.labels, &va, &validation.labels);
+  clf.train(tr, train.labels, &va, &validation.labels, StopOnSignal::requested);
   return clf.error(embed_dataset(model, test), test.labels);
 }
 
 // Benchmark classifier: f_inv's architecture (its convolutional trunk for SVHN) + 2 dropout
-// layers and a C-way output, on the labelled images alone.
+// layers and a C-way output, on the labelled images alone; stops at Ctrl-C.
 double benchmark_error(Backend<float>& backend, const EquiVaeConfig& model, const Dataset& train,
                        const Dataset& validation, const Dataset& test, uint64_t seed, int epochs) {
   ClassifierConfig c = benchmark_classifier_preset(model);
   c.seed = seed;
   c.epochs = epochs;
   MlpClassifier<float> clf(train.dim, train.num_classes, c, backend);
-  clf.train(train.images, train.labels, &validation.images, &validation.labels);
+  clf.train(train.images, train.labels, &validation.images, &validation.labels,
+            StopOnSignal::requested);
   return clf.error(test.images, test.labels);
 }
 
@@ -202,6 +213,10 @@ class Progress {
                  runs_, what.c_str(), epoch, epochs, elbo, format_duration(elapsed()).c_str(),
                  eta().c_str());
   }
+  // A line that is not progress (said even with --quiet), clearing the live line first.
+  void note(const std::string& text) const {
+    std::fprintf(stderr, "%snote: %s\n", live_ ? "\r\033[K" : "", text.c_str());
+  }
   // The finished run's result line, with the ETA of the rest.
   void run_done(int run, const std::string& result) {
     if (quiet_) return;
@@ -228,6 +243,404 @@ std::string format(const PaperFigure& p) {
   return buf;
 }
 
+namespace fs = std::filesystem;
+
+// One run of the reproduction: row `row` of the table (a labelled-set size) and a seed.
+struct PlannedRun {
+  size_t row = 0;
+  RunResult result;   // its key (table, labels, seed, epochs, settings), then its errors
+  bool done = false;  // trained, or taken from an earlier runs.csv
+};
+
+// What every run of one reproduction shares.
+struct Reproduction {
+  const DataSplits& data;
+  Backend<float>& backend;
+  bool supervised = false;
+  int classifier_epochs = 0;
+  std::vector<EquiVaeConfig> row_config;  // per row: its labels cap k and make it semi-supervised
+  std::string out_dir;
+  bool reuse = false;         // --reuse given: a run in OUT/runs/ continues from its checkpoint
+  std::string continue_with;  // the command that continues where this one stops
+  std::string runs_csv() const { return out_dir + "/runs.csv"; }
+  std::string run_dir(const RunResult& r) const {
+    return out_dir + "/runs/table" + std::to_string(r.table) + "-labels" +
+           std::to_string(r.labels) + "-seed" + std::to_string(r.seed);
+  }
+};
+
+std::string run_name(const RunResult& r) {
+  return "labels " + std::to_string(r.labels) + " seed " + std::to_string(r.seed);
+}
+
+// The output directory, created; one line naming --out and why when it cannot be.
+void create_out_dir(const std::string& dir) {
+  check(!dir.empty(), "--out", "is empty: name the output directory");
+  std::error_code ec;
+  check(!fs::exists(dir, ec) || fs::is_directory(dir, ec), "--out " + dir,
+        "is a file, not a directory: it cannot hold runs.csv, table.md and runs/");
+  fs::create_directories(dir, ec);
+  check(!ec, "--out " + dir, "cannot create the output directory: " + ec.message());
+}
+
+// Whether a runs.csv holds a row (an empty file or a header alone holds nothing finished).
+bool has_rows(const std::string& csv) {
+  std::ifstream in(csv);
+  std::string line;
+  std::getline(in, line);
+  while (std::getline(in, line))
+    if (!line.empty()) return true;
+  return false;
+}
+
+// What an earlier reproduction left in `dir` that this one would replace: runs.csv with rows,
+// table.md, and runs/ (each run's logs; a run in training's checkpoint).
+std::vector<std::string> earlier_reproduction(const std::string& dir) {
+  std::vector<std::string> names;
+  std::error_code ec;
+  if (has_rows(dir + "/runs.csv")) names.push_back("runs.csv");
+  if (fs::exists(dir + "/table.md", ec)) names.push_back("table.md");
+  if (fs::is_directory(dir + "/runs", ec) && !fs::is_empty(dir + "/runs", ec))
+    names.push_back("runs");
+  return names;
+}
+
+// Moves `names` from `dir` into the first of dir/previous, dir/previous-2, … that does not
+// exist yet, and returns it: nothing an earlier reproduction finished is overwritten.
+std::string move_aside(const std::string& dir, const std::vector<std::string>& names) {
+  std::string previous = dir + "/previous";
+  std::error_code ec;  // any entry of that name, a dangling link too, is taken
+  for (int i = 2; fs::exists(fs::symlink_status(previous, ec)); ++i)
+    previous = dir + "/previous-" + std::to_string(i);
+  fs::create_directory(previous, ec);
+  check(!ec, previous, "cannot create it for the earlier reproduction's files: " + ec.message());
+  for (const std::string& name : names) {
+    fs::rename(dir + "/" + name, previous + "/" + name, ec);
+    check(!ec, dir + "/" + name, "cannot move it to " + previous + ": " + ec.message());
+  }
+  return previous;
+}
+
+// Whether a row is one of the planned runs, with the same settings.
+bool planned(const std::vector<PlannedRun>& plan, const RunResult& e) {
+  return std::any_of(plan.begin(), plan.end(), [&](const PlannedRun& p) {
+    const RunResult& r = p.result;
+    return e.table == r.table && e.labels == r.labels && e.seed == r.seed && e.epochs == r.epochs &&
+           e.settings == r.settings;
+  });
+}
+
+// An earlier reproduction in OUT stays where it is only when this one continues it: --reuse
+// names its runs.csv, and every row of it is one of this reproduction's runs (so the new
+// runs.csv holds them all, and its runs/ holds the checkpoints to continue from). Otherwise it
+// moves aside, said on stderr.
+void keep_earlier_reproduction(const Reproduction& rp, bool reuses_out,
+                               const std::vector<RunResult>& out_rows,
+                               const std::vector<PlannedRun>& plan) {
+  const std::vector<std::string> names = earlier_reproduction(rp.out_dir);
+  if (names.empty()) return;
+  const auto not_planned = std::count_if(out_rows.begin(), out_rows.end(),
+                                         [&](const RunResult& e) { return !planned(plan, e); });
+  if (reuses_out && not_planned == 0) return;
+  const std::string previous = move_aside(rp.out_dir, names);
+  std::string moved;
+  for (const std::string& name : names)
+    moved += (moved.empty() ? "" : ", ") + name + (name == "runs" ? "/" : "");
+  std::string note =
+      "note: " + rp.out_dir + " held an earlier reproduction (" +
+      (reuses_out ? std::to_string(not_planned) + " of its runs are not runs of this reproduction"
+                  : "--reuse does not name its runs.csv") +
+      "): moved its " + moved + " to " + previous + "/";
+  if (names.front() == "runs.csv") note += "; --reuse " + previous + "/runs.csv takes its runs";
+  std::fprintf(stderr, "%s\n", note.c_str());
+}
+
+// runs.csv, atomically: the header and the rows done so far, in the table's order. Written
+// before the first run trains too, so an interrupted reproduction always leaves one that
+// --reuse reads.
+void write_runs(const Reproduction& rp, const std::vector<PlannedRun>& plan) {
+  std::vector<const RunResult*> rows;
+  for (const PlannedRun& p : plan)
+    if (p.done) rows.push_back(&p.result);
+  const std::string text = runs_csv(rows);
+  write_file_atomically(rp.runs_csv(), text.data(), text.size());
+}
+
+// The wall time of the epochs a resumed run took from its checkpoint, spent by the sessions
+// before this one (their training steps, validation and checkpoints).
+double earlier_seconds(const std::vector<EpochRecord>& records, int64_t trained_now) {
+  double seconds = 0;
+  for (size_t i = 0; i + size_t(trained_now) < records.size(); ++i)
+    seconds += records[i].seconds + records[i].validation_seconds + records[i].checkpoint_seconds;
+  return seconds;
+}
+
+// Trains run r's EquiVAE into its directory, with --reuse from the checkpoint there; returns
+// every epoch's record (those of the checkpoint first) and sets `trained` to the epochs this
+// call trained.
+std::vector<EpochRecord> train_equivae(const Reproduction& rp, EquiVae<float>& model,
+                                       const Dataset& labelled, const Dataset* unlabelled,
+                                       const RunResult& r, int run_number, Progress& progress,
+                                       int64_t& trained) {
+  const std::string dir = rp.run_dir(r), checkpoint = dir + "/checkpoint.safetensors";
+  const std::string what = run_name(r);
+  auto took = [&](int64_t epochs) {
+    progress.note(what + ": EquiVAE continues from " + checkpoint + " at epoch " +
+                  std::to_string(epochs) + " of " + std::to_string(r.epochs));
+  };
+  TrainOptions options;
+  options.epochs = r.epochs;
+  options.quiet = true;
+  options.out_dir = dir;
+  if (rp.reuse && fs::exists(checkpoint)) options.resume_from = checkpoint;
+  trained = 0;
+  int64_t skipped = 0;  // the checkpoint's epochs
+  options.after_epoch = [&](const EpochRecord& e) {
+    if (trained++ == 0 && e.epoch > 1) progress.skip(skipped = e.epoch - 1), took(skipped);
+    progress.epoch_done(run_number, what, e.epoch, r.epochs, e.elbo);
+  };
+  options.stop_requested = StopOnSignal::requested;
+  std::vector<EpochRecord> records;
+  try {
+    records = train(model, labelled, unlabelled, nullptr, options);
+  } catch (const Interrupted& e) {  // the advice is --reuse here, not the trainer's --resume
+    throw Interrupted(what + ", " + e.context(),
+                      "stopped on request; the finished runs are in " + rp.runs_csv() +
+                          " and this run's last finished epoch, if any, in " + dir + ": " +
+                          rp.continue_with + " continues from there");
+  }
+  if (trained == 0 && !records.empty()) took(int64_t(records.size()));
+  progress.skip(r.epochs - trained - skipped);  // a resumed run with nothing left to train
+  return records;
+}
+
+// A classifier's test error; stopped on request, says how to continue: the run's EquiVAE
+// checkpoint is still there, so only the classifiers train again.
+template <class TrainClassifier>
+double classifier_test_error(const Reproduction& rp, const RunResult& r, const std::string& name,
+                             TrainClassifier&& train_classifier) {
+  try {
+    return train_classifier();
+  } catch (const Interrupted& e) {
+    throw Interrupted(run_name(r) + ", " + name + " " + e.context(),
+                      "stopped on request; the finished runs are in " + rp.runs_csv() +
+                          " and this run's trained EquiVAE in " + rp.run_dir(r) +
+                          "/checkpoint.safetensors: " + rp.continue_with +
+                          " continues from there, training only the classifiers again");
+  }
+}
+
+// Trains run p (EquiVAE, then the classifiers) and fills in its errors and seconds. Its
+// EquiVAE checkpoint stays: the caller deletes it once the row is in runs.csv.
+void train_run(const Reproduction& rp, PlannedRun& p, int run_number, Progress& progress) {
+  const auto start = Clock::now();
+  RunResult& r = p.result;
+  EquiVaeConfig c = rp.row_config[p.row];
+  c.seed = r.seed;
+  LabelledSplit split;
+  if (!rp.supervised) split = split_labelled(rp.data.train, r.labels, r.seed);
+  const Dataset& labelled = rp.supervised ? rp.data.train : split.labelled;
+  EquiVae<float> model(c, rp.backend);
+  int64_t trained = 0;
+  const std::vector<EpochRecord> records =
+      train_equivae(rp, model, labelled, rp.supervised ? nullptr : &split.unlabelled, r, run_number,
+                    progress, trained);
+  const DataSplits& d = rp.data;
+  if (!rp.supervised) r.q_error = classifier_error(model, d.test);
+  r.distance_error = distance_classifier_error(model, labelled, d.test);
+  r.neural_error = classifier_test_error(rp, r, "neural", [&] {
+    return neural_error(model, rp.backend, labelled, d.validation, d.test, r.seed,
+                        rp.classifier_epochs);
+  });
+  r.benchmark_error = classifier_test_error(rp, r, "benchmark", [&] {
+    return benchmark_error(rp.backend, c, labelled, d.validation, d.test, r.seed,
+                           rp.classifier_epochs);
+  });
+  // A resumed run counts the epochs its checkpoint holds as well as this session.
+  r.seconds = seconds_since(start) + earlier_seconds(records, trained);
+}
+
+std::string result_line(const RunResult& r, bool supervised) {
+  char q[32] = "";  // supervised rows have no q(y|x)
+  if (!supervised) std::snprintf(q, sizeof q, "q(y|x) %6.2f%%  ", 100 * r.q_error);
+  char line[256];
+  std::snprintf(line, sizeof line,
+                "labels %6lld seed %llu: %sdistance %6.2f%%  neural %6.2f%%  benchmark %6.2f%%  "
+                "[%.0f s]",
+                (long long)r.labels, (unsigned long long)r.seed, q, 100 * r.distance_error,
+                100 * r.neural_error, 100 * r.benchmark_error, r.seconds);
+  return line;
+}
+
+// Trains every planned run not yet done, rewriting runs.csv after each; a run's checkpoint is
+// deleted once its row is there.
+void train_runs(const Reproduction& rp, std::vector<PlannedRun>& plan, Progress& progress) {
+  int run_number = 0;
+  for (PlannedRun& p : plan) {
+    if (p.done) continue;
+    // A stop asked for between two runs' polls (while a test set was classified, say).
+    if (StopOnSignal::requested())
+      throw Interrupted("before " + run_name(p.result),
+                        "stopped on request; the finished runs are in " + rp.runs_csv() + ": " +
+                            rp.continue_with + " continues from there");
+    train_run(rp, p, ++run_number, progress);
+    p.done = true;
+    write_runs(rp, plan);
+    fs::remove(rp.run_dir(p.result) + "/checkpoint.safetensors");  // its row stands for it now
+    progress.run_done(run_number, result_line(p.result, rp.supervised));
+  }
+}
+
+// table.md: mean ± standard error per row, beside the paper's figures.
+std::string table_text(const Reproduction& rp, const PaperSettings& paper,
+                       const std::vector<int64_t>& label_counts,
+                       const std::vector<PlannedRun>& plan) {
+  const DataSplits& data = rp.data;
+  std::ostringstream md;
+  md << "Test error (%), mean ± standard error over seeds; " << data.train.source << ", "
+     << data.test.n << " test images, " << data.validation.n << " validation.\n\n";
+  if (rp.supervised) {
+    md << "| row | runs | EquiVAE distance | EquiVAE neural (f_inv) | benchmark | paper (full "
+       << paper.name
+       << "): distance / neural / benchmark |\n| --- | --- | --- | --- | --- | --- |\n";
+  } else {
+    md << "| labels | runs | epochs | EquiVAE q(y\\|x) | EquiVAE distance | EquiVAE neural "
+          "(f_inv) | benchmark | paper EquiVAE ("
+       << paper.name
+       << ") | paper benchmark |\n"
+          "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n";
+  }
+  for (int64_t labels : label_counts) {
+    std::vector<double> q, dist, neural, bench;
+    int ep = 0;
+    for (const PlannedRun& p : plan) {
+      const RunResult& r = p.result;
+      if (r.labels == labels)
+        q.push_back(r.q_error), dist.push_back(r.distance_error), neural.push_back(r.neural_error),
+            bench.push_back(r.benchmark_error), ep = r.epochs;
+    }
+    if (rp.supervised) {
+      md << "| supervised, " << labels << " labels | " << dist.size() << " | "
+         << format(mean_se(dist)) << " | " << format(mean_se(neural)) << " | "
+         << format(mean_se(bench)) << " | " << format(paper.distance) << " / "
+         << format(paper.neural) << " / " << format(paper.benchmark) << " |\n";
+    } else {
+      const bool published = paper.semi_equivae.count(labels) > 0;
+      md << "| " << labels << " | " << q.size() << " | " << ep << " | " << format(mean_se(q))
+         << " | " << format(mean_se(dist)) << " | " << format(mean_se(neural)) << " | "
+         << format(mean_se(bench)) << " | "
+         << (published ? format(paper.semi_equivae.at(labels)) : "—") << " | "
+         << (published ? format(paper.semi_benchmark.at(labels)) : "—") << " |\n";
+    }
+  }
+  return md.str();
+}
+
+// The runs.csv files --reuse names, each read whole.
+std::vector<std::pair<std::string, std::vector<RunResult>>> read_reused(const Flags& f) {
+  std::vector<std::pair<std::string, std::vector<RunResult>>> files;
+  if (!f.has("reuse")) return files;
+  std::stringstream list(f.get("reuse"));
+  std::string path;
+  while (std::getline(list, path, ',')) files.emplace_back(path, read_runs(path));
+  return files;
+}
+
+// The command that continues a reproduction stopped now: the same one, with --reuse naming
+// OUT/runs.csv unless it does already.
+std::string continue_command(const Flags& f, bool reuses_out, const std::string& runs_csv) {
+  if (reuses_out) return "the same command";
+  return "the same command with --reuse " + (f.has("reuse") ? f.get("reuse") + "," : "") + runs_csv;
+}
+
+// The EquiVAE epochs of each row: --epochs (one value, or one per row), else the paper's.
+std::vector<int> row_epochs(const std::vector<int64_t>& label_counts,
+                            const std::vector<int64_t>& epochs, bool supervised,
+                            const PaperSettings& paper) {
+  std::vector<int> out;
+  for (size_t li = 0; li < label_counts.size(); ++li) {
+    if (!epochs.empty()) {
+      out.push_back(int(epochs.size() == 1 ? epochs[0] : epochs[li]));
+    } else if (supervised) {
+      out.push_back(paper.supervised_epochs);
+    } else {  // a labelled-set size the paper did not run: the epochs of the next larger one
+      const auto it = paper.semi_epochs.lower_bound(label_counts[li]);
+      out.push_back(it != paper.semi_epochs.end() ? it->second
+                                                  : paper.semi_epochs.rbegin()->second);
+    }
+  }
+  return out;
+}
+
+// Every run of the reproduction, row by row, seeds 1..seeds; fills rp.row_config.
+std::vector<PlannedRun> plan_runs(Reproduction& rp, const Flags& f, const PaperSettings& paper,
+                                  const std::vector<int64_t>& label_counts,
+                                  const std::vector<int>& epochs, int seeds) {
+  std::vector<PlannedRun> plan;
+  for (size_t li = 0; li < label_counts.size(); ++li) {
+    rp.row_config.push_back(
+        model_config(f, paper, rp.data.train, rp.supervised ? 0 : label_counts[li]));
+    const std::string settings =
+        settings_crc32(rp.row_config.back(), rp.classifier_epochs, rp.data);
+    for (int s = 1; s <= seeds; ++s) {
+      PlannedRun p;
+      p.row = li;
+      p.result.table = rp.supervised ? 1 : 2;
+      p.result.labels = label_counts[li];
+      p.result.seed = uint64_t(s);
+      p.result.epochs = epochs[li];
+      p.result.settings = settings;
+      plan.push_back(p);
+    }
+  }
+  return plan;
+}
+
+// What --reuse gave: whether it names OUT/runs.csv (and that file's rows), and the work left.
+struct Reused {
+  bool out = false;
+  std::vector<RunResult> out_rows;
+  int runs_to_train = 0;
+  int64_t epochs_to_train = 0;
+};
+
+// Earlier runs that --reuse names take the place of planned runs with the same key; those of
+// other settings are said and trained again.
+Reused take_earlier_runs(const Flags& f, const Reproduction& rp, std::vector<PlannedRun>& plan) {
+  Reused reused;
+  std::vector<RunResult> earlier;
+  const int table = rp.supervised ? 1 : 2;
+  for (const auto& [path, rows] : read_reused(f)) {
+    std::error_code ec;
+    if (fs::equivalent(path, rp.runs_csv(), ec)) reused.out = true, reused.out_rows = rows;
+    for (const RunResult& e : rows)
+      if (e.table == table) earlier.push_back(e);
+  }
+  int unmatched = 0;
+  for (PlannedRun& p : plan) {
+    const RunResult& r = p.result;
+    const auto it = std::find_if(earlier.begin(), earlier.end(), [&](const RunResult& e) {
+      return e.labels == r.labels && e.seed == r.seed && e.epochs == r.epochs &&
+             e.settings == r.settings;
+    });
+    if (it != earlier.end()) {
+      p.result = *it, p.done = true;
+      continue;
+    }
+    ++reused.runs_to_train, reused.epochs_to_train += r.epochs;
+    unmatched += std::any_of(earlier.begin(), earlier.end(), [&](const RunResult& e) {
+      return e.labels == r.labels && e.seed == r.seed && e.epochs == r.epochs;
+    });
+  }
+  if (unmatched > 0)
+    std::fprintf(stderr,
+                 "note: --reuse: %d earlier runs of the same labels, seed and epochs were made "
+                 "with other settings (model, weights, classifier epochs or data), or before "
+                 "runs.csv recorded them: trained again\n",
+                 unmatched);
+  return reused;
+}
+
 int run(int argc, char** argv) {
   Flags f;
   declare_data_flags(f,
@@ -244,7 +657,11 @@ int run(int argc, char** argv) {
   declare_model_flags(f, {mnist_paper(), svhn_paper()});
   f.add("classifier-epochs", "50", "epochs of the neural and benchmark classifiers");
   declare_device_flags(f, "auto");
-  f.add("out", "runs/reproduce", "output directory: runs.csv and table.md");
+  f.add("out", "runs/reproduce/table2",
+        "output directory: runs.csv, table.md and each run's logs in runs/ "
+        "(runs/reproduce/table1 with --supervised); an earlier reproduction there that this "
+        "one does not continue (--reuse OUT/runs.csv) moves to OUT/previous, OUT/previous-2, "
+        "...");
   f.add("reuse", "",
         "comma-separated runs.csv files of earlier runs: a row with the same table, labels, seed "
         "and epochs is taken instead of training again (resumes an interrupted reproduction, or "
@@ -286,176 +703,26 @@ int run(int argc, char** argv) {
   }
   check(epochs.empty() || epochs.size() == 1 || epochs.size() == label_counts.size(), "--epochs",
         "needs one value or one per labelled-set size");
-  const std::string out_dir = f.get("out");
-  std::filesystem::create_directories(out_dir);
+  const std::string out_dir =
+      supervised && !f.has("out") ? std::string("runs/reproduce/table1") : f.get("out");
+  create_out_dir(out_dir);
   const std::unique_ptr<Backend<float>> backend = backend_from_flags(f);
-  std::vector<RunResult> earlier;
-  if (f.has("reuse")) {
-    std::stringstream files(f.get("reuse"));
-    std::string path;
-    while (std::getline(files, path, ',')) {
-      std::vector<RunResult> rows = read_runs(path, supervised ? 1 : 2);
-      earlier.insert(earlier.end(), rows.begin(), rows.end());
-    }
-  }
-  // The EquiVAE epochs of row li, and the earlier run a row can take instead of training.
-  auto epochs_of = [&](size_t li) {
-    const int64_t labels = label_counts[li];
-    if (!epochs.empty()) return int(epochs.size() == 1 ? epochs[0] : epochs[li]);
-    if (supervised) return paper.supervised_epochs;
-    // A labelled-set size the paper did not run: the epochs of the next larger one it did.
-    const auto it = paper.semi_epochs.lower_bound(labels);
-    return it != paper.semi_epochs.end() ? it->second : paper.semi_epochs.rbegin()->second;
-  };
-  // Row li's model (its labels cap k and make it semi-supervised), and its settings.
-  std::vector<EquiVaeConfig> row_config;
-  std::vector<std::string> row_settings;
-  for (int64_t labels : label_counts) {
-    row_config.push_back(model_config(f, paper, data.train, supervised ? 0 : labels));
-    row_settings.push_back(settings_crc32(row_config.back(), classifier_epochs, data));
-  }
-  auto earlier_run = [&](int64_t labels, uint64_t seed, int run_epochs,
-                         const std::string& settings) {
-    return std::find_if(earlier.begin(), earlier.end(), [&](const RunResult& e) {
-      return e.labels == labels && e.seed == seed && e.epochs == run_epochs &&
-             e.settings == settings;
-    });
-  };
-  int runs_to_train = 0, unmatched = 0;
-  int64_t epochs_to_train = 0;
-  for (size_t li = 0; li < label_counts.size(); ++li)
-    for (int s = 1; s <= seeds; ++s) {
-      if (earlier_run(label_counts[li], uint64_t(s), epochs_of(li), row_settings[li]) !=
-          earlier.end())
-        continue;
-      ++runs_to_train, epochs_to_train += epochs_of(li);
-      unmatched += std::any_of(earlier.begin(), earlier.end(), [&](const RunResult& e) {
-        return e.labels == label_counts[li] && e.seed == uint64_t(s) && e.epochs == epochs_of(li);
-      });
-    }
-  if (unmatched > 0)
-    std::fprintf(stderr,
-                 "note: --reuse: %d earlier runs of the same labels, seed and epochs were made "
-                 "with other settings (model, weights, classifier epochs or data), or before "
-                 "runs.csv recorded them: trained again\n",
-                 unmatched);
-  Progress progress(runs_to_train, epochs_to_train, f.get_switch("quiet"));
-  int run_number = 0;
+  Reproduction rp{data, *backend, supervised, classifier_epochs, {}, out_dir, f.has("reuse"), ""};
+  std::vector<PlannedRun> plan = plan_runs(
+      rp, f, paper, label_counts, row_epochs(label_counts, epochs, supervised, paper), seeds);
+  const Reused reused = take_earlier_runs(f, rp, plan);
+  rp.continue_with = continue_command(f, reused.out, rp.runs_csv());
+  keep_earlier_reproduction(rp, reused.out, reused.out_rows, plan);
 
-  // Ctrl-C or SIGTERM stops the run in training at its next step (see the catch below).
+  // Ctrl-C or SIGTERM stops the run in training at its next step, EquiVAE's or a classifier's.
   StopOnSignal stop;
-  std::vector<RunResult> results;
-  std::ofstream csv(out_dir + "/runs.csv");
-  check(csv.good(), out_dir + "/runs.csv", "cannot open for writing");
-  csv << "table,labels,seed,epochs,q_error,distance_error,neural_error,benchmark_error,seconds,"
-         "settings_crc32\n";
-  for (size_t li = 0; li < label_counts.size(); ++li) {
-    const int64_t labels = label_counts[li];
-    for (int s = 1; s <= seeds; ++s) {
-      const auto start = Clock::now();
-      RunResult r;
-      r.labels = labels;
-      r.seed = uint64_t(s);
-      EquiVaeConfig c = row_config[li];
-      c.seed = r.seed;
-      LabelledSplit split;
-      if (!supervised) split = split_labelled(data.train, labels, r.seed);
-      const Dataset& labelled = supervised ? data.train : split.labelled;
-      r.epochs = epochs_of(li);
-      r.settings = row_settings[li];
-      if (auto it = earlier_run(r.labels, r.seed, r.epochs, r.settings); it != earlier.end()) {
-        results.push_back(*it);
-        write_run(csv, supervised, *it);
-        continue;
-      }
-      ++run_number;
-      // The run's own logs and, while it trains, its checkpoint: with --reuse, a run that
-      // was interrupted continues from it.
-      const std::string what = "labels " + std::to_string(labels) + " seed " + std::to_string(s);
-      const std::string run_dir = out_dir + "/runs/table" + (supervised ? "1" : "2") + "-labels" +
-                                  std::to_string(labels) + "-seed" + std::to_string(s);
-      const std::string checkpoint = run_dir + "/checkpoint.safetensors";
-      EquiVae<float> model(c, *backend);
-      TrainOptions options;
-      options.epochs = r.epochs;
-      options.quiet = true;
-      options.out_dir = run_dir;
-      if (f.has("reuse") && std::filesystem::exists(checkpoint)) options.resume_from = checkpoint;
-      int64_t trained = 0, skipped = 0;
-      options.after_epoch = [&](const EpochRecord& e) {
-        if (trained++ == 0 && e.epoch > 1) progress.skip(skipped = e.epoch - 1);
-        progress.epoch_done(run_number, what, e.epoch, r.epochs, e.elbo);
-      };
-      options.stop_requested = StopOnSignal::requested;
-      try {
-        train(model, labelled, supervised ? nullptr : &split.unlabelled, nullptr, options);
-      } catch (const Interrupted& e) {  // the advice is --reuse here, not the trainer's --resume
-        throw Interrupted(what + ", " + e.context(),
-                          "stopped on request; the finished runs are in " + out_dir +
-                              "/runs.csv and this run's last finished epoch, if any, in " +
-                              run_dir + ": the same command with --reuse " + out_dir +
-                              "/runs.csv continues from there");
-      }
-      progress.skip(r.epochs - trained - skipped);  // a resumed run with nothing left to train
-      std::filesystem::remove(checkpoint);          // the run's row in runs.csv stands for it now
-      if (!supervised) r.q_error = classifier_error(model, data.test);
-      r.distance_error = distance_classifier_error(model, labelled, data.test);
-      r.neural_error = neural_error(model, *backend, labelled, data.validation, data.test, r.seed,
-                                    classifier_epochs);
-      r.benchmark_error = benchmark_error(*backend, c, labelled, data.validation, data.test, r.seed,
-                                          classifier_epochs);
-      r.seconds = seconds_since(start);
-      results.push_back(r);
-      write_run(csv, supervised, r);
-      char q[32] = "";  // supervised rows have no q(y|x)
-      if (!supervised) std::snprintf(q, sizeof q, "q(y|x) %6.2f%%  ", 100 * r.q_error);
-      char line[256];
-      std::snprintf(line, sizeof line,
-                    "labels %6lld seed %d: %sdistance %6.2f%%  neural %6.2f%%  benchmark %6.2f%%  "
-                    "[%.0f s]",
-                    (long long)labels, s, q, 100 * r.distance_error, 100 * r.neural_error,
-                    100 * r.benchmark_error, r.seconds);
-      progress.run_done(run_number, line);
-    }
-  }
+  write_runs(rp, plan);
+  Progress progress(reused.runs_to_train, reused.epochs_to_train, f.get_switch("quiet"));
+  train_runs(rp, plan, progress);
 
-  std::ostringstream md;
-  md << "Test error (%), mean ± standard error over seeds; " << data.train.source << ", "
-     << data.test.n << " test images, " << data.validation.n << " validation.\n\n";
-  if (supervised) {
-    md << "| row | runs | EquiVAE distance | EquiVAE neural (f_inv) | benchmark | paper (full "
-       << paper.name
-       << "): distance / neural / benchmark |\n| --- | --- | --- | --- | --- | --- |\n";
-  } else {
-    md << "| labels | runs | epochs | EquiVAE q(y\\|x) | EquiVAE distance | EquiVAE neural "
-          "(f_inv) | benchmark | paper EquiVAE ("
-       << paper.name
-       << ") | paper benchmark |\n"
-          "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n";
-  }
-  for (int64_t labels : label_counts) {
-    std::vector<double> q, dist, neural, bench;
-    int ep = 0;
-    for (const RunResult& r : results)
-      if (r.labels == labels)
-        q.push_back(r.q_error), dist.push_back(r.distance_error), neural.push_back(r.neural_error),
-            bench.push_back(r.benchmark_error), ep = r.epochs;
-    if (supervised) {
-      md << "| supervised, " << labels << " labels | " << dist.size() << " | "
-         << format(mean_se(dist)) << " | " << format(mean_se(neural)) << " | "
-         << format(mean_se(bench)) << " | " << format(paper.distance) << " / "
-         << format(paper.neural) << " / " << format(paper.benchmark) << " |\n";
-    } else {
-      const bool published = paper.semi_equivae.count(labels) > 0;
-      md << "| " << labels << " | " << q.size() << " | " << ep << " | " << format(mean_se(q))
-         << " | " << format(mean_se(dist)) << " | " << format(mean_se(neural)) << " | "
-         << format(mean_se(bench)) << " | "
-         << (published ? format(paper.semi_equivae.at(labels)) : "—") << " | "
-         << (published ? format(paper.semi_benchmark.at(labels)) : "—") << " |\n";
-    }
-  }
-  std::ofstream(out_dir + "/table.md") << md.str();
-  std::printf("%s", md.str().c_str());
+  const std::string md = table_text(rp, paper, label_counts, plan);
+  write_file_atomically(out_dir + "/table.md", md.data(), md.size());
+  std::printf("%s", md.c_str());
   std::printf("wrote %s/runs.csv and %s/table.md\n", out_dir.c_str(), out_dir.c_str());
   return 0;
 }

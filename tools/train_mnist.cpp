@@ -15,6 +15,7 @@ int run(int argc, char** argv) {
   tool.paper = equivae::mnist_paper();
   tool.out = "runs/mnist";
   tool.bundled_data = true;
+  tool.colour_tool = "train_svhn";
   tool.validation_help =
       "last N training examples held out for validation (auto: 0 for the bundled digits, 5000 "
       "for a data directory, as the paper's 55k/5k split)";

@@ -35,6 +35,9 @@ struct TrainTool {
   const char* out;      // default output directory
   bool bundled_data;    // false: --data (or the IDX flags) is required
   const char* validation_help;
+  // The tool made for colour (SVHN) images when this one is not: such data are trained all
+  // the same (a dense model takes any image size), with a note naming it. Null: none.
+  const char* colour_tool = nullptr;
 };
 
 inline void declare_train_flags(Flags& f, const TrainTool& tool) {
@@ -55,7 +58,11 @@ inline void declare_train_flags(Flags& f, const TrainTool& tool) {
   f.add("resume", "",
         "continue the run that wrote this checkpoint (same flags and data, else refused), until "
         "--epochs in total; the result equals an uninterrupted run bit for bit (same device and "
-        "--threads)");
+        "--threads). The run writes to --out (" +
+            std::string(tool.out) +
+            " unless given), not beside the checkpoint: give the checkpoint's directory as --out "
+            "to go on there; another run's checkpoint in --out first moves aside to "
+            "OUT/previous (previous-2, ... when taken)");
   f.add("log-json", "",
         "write the per-epoch JSON lines here instead of OUT/metrics.jsonl ('-': stdout)");
   f.add("quiet", "", "no progress lines (errors are still printed)", true);
@@ -68,6 +75,17 @@ inline EquiVaeConfig train_config(const Flags& f, const TrainTool& tool, const D
   c.seed = uint64_t(f.get_int("seed", 0, INT64_MAX));
   c.validate();
   return c;
+}
+
+// A model made for other images trains on them all the same; the note names the tool for them.
+inline void note_other_images(const TrainTool& tool, const Flags& f, const Dataset& train) {
+  if (tool.colour_tool == nullptr || train.channels != 3) return;
+  const std::string data = f.has("data") ? "--data " + f.get("data") : train.source;
+  std::fprintf(stderr,
+               "note: %s holds %dx%dx%d colour images (SVHN): they train here with the dense MNIST "
+               "model (Bernoulli likelihood, MNIST's settings); for the paper's SVHN model "
+               "(convolutional, Gaussian likelihood, SVHN's settings) use %s\n",
+               data.c_str(), train.channels, train.rows, train.cols, tool.colour_tool);
 }
 
 inline int train_tool(const TrainTool& tool, int argc, char** argv) {
@@ -89,6 +107,7 @@ inline int train_tool(const TrainTool& tool, int argc, char** argv) {
   const std::unique_ptr<Backend<float>> backend = backend_from_flags(flags);
   const double backend_seconds = seconds_since(backend_start);
   const auto [data, load_seconds] = loading.get();
+  note_other_images(tool, flags, data.train);
   const EquiVaeConfig config = train_config(flags, tool, data.train);
   TrainOptions options;
   options.epochs = int(flags.get_int("epochs", 1, 100000));
@@ -96,6 +115,8 @@ inline int train_tool(const TrainTool& tool, int argc, char** argv) {
   options.quiet = flags.get_switch("quiet");
   options.resume_from = flags.get("resume");
   options.json_log = flags.get("log-json");
+  // With the JSON lines on stdout every line for people goes to stderr: stdout stays JSON.
+  FILE* const human = options.json_log == "-" ? stderr : stdout;
 
   const int64_t labels = flags.get_int("labels", 0, data.train.n);
   LabelledSplit split;
@@ -130,16 +151,16 @@ inline int train_tool(const TrainTool& tool, int argc, char** argv) {
   model.keep_resident(labelled);
   model.keep_resident(data.test);
   const double error = distance_classifier_error(model, labelled, data.test);
-  std::printf("test error (distance classifier): %.2f%% on %lld images  [%.1f s]\n", 100 * error,
-              (long long)data.test.n, seconds_since(start));
+  std::fprintf(human, "test error (distance classifier): %.2f%% on %lld images  [%.1f s]\n",
+               100 * error, (long long)data.test.n, seconds_since(start));
   if (unlabelled)
-    std::printf("test error (q(y|x)): %.2f%% on %lld images\n",
-                100 * classifier_error(model, data.test), (long long)data.test.n);
+    std::fprintf(human, "test error (q(y|x)): %.2f%% on %lld images\n",
+                 100 * classifier_error(model, data.test), (long long)data.test.n);
   if (!options.out_dir.empty()) {
     const std::string& out = options.out_dir;
     const std::string json = options.json_log.empty() ? out + "/metrics.jsonl" : options.json_log;
-    std::printf("wrote %s/metrics.csv, %s and %s/checkpoint.safetensors\n", out.c_str(),
-                json == "-" ? "the JSON lines to stdout" : json.c_str(), out.c_str());
+    std::fprintf(human, "wrote %s/metrics.csv, %s and %s/checkpoint.safetensors\n", out.c_str(),
+                 json == "-" ? "the JSON lines to stdout" : json.c_str(), out.c_str());
   }
   return 0;
 }
