@@ -1,5 +1,6 @@
 #pragma once
-// What every tool does first and last: parse its flags (or print its help), and turn an
+// What every tool does first and last: run itself with a short OpenMP spin
+// (runtime/openmp_spin.h), parse its flags (or print its help), and turn an
 // exception (equivae::Error names the file or flag at fault) into "NAME: error: ..." on
 // stderr and exit status 1 — or, for a run stopped by Ctrl-C or SIGTERM (Interrupted),
 // "NAME: interrupted: ..." and 128 + the signal's number.
@@ -9,10 +10,12 @@
 
 #include "runtime/flags.h"
 #include "runtime/interrupt.h"
+#include "runtime/openmp_spin.h"
 
 namespace equivae {
 
 inline int run_tool(const char* name, int (*run)(int, char**), int argc, char** argv) {
+  rerun_with_short_openmp_spin(argv);
   try {
     return run(argc, argv);
   } catch (const Interrupted& e) {  // stopped on request: 128 + the signal, as a shell says
