@@ -21,6 +21,7 @@
 #include "runtime/clock.h"
 #include "runtime/error.h"
 #include "runtime/interrupt.h"
+#include "runtime/output_dir.h"
 
 namespace equivae {
 namespace {
@@ -33,23 +34,6 @@ std::string format_duration(double seconds) {
 }
 
 namespace fs = std::filesystem;
-
-// Creates the output directory; a file where it, or a directory above it, should be is named.
-void make_output_dir(const std::string& dir) {
-  std::error_code ec;
-  fs::create_directories(dir, ec);
-  if (!ec) return;
-  for (fs::path p = dir; !p.empty(); p = p.parent_path()) {
-    std::error_code unreadable;
-    if (fs::exists(p, unreadable) && !fs::is_directory(p, unreadable))
-      throw Error(p.string(), p == fs::path(dir)
-                                  ? "is a file, not a directory: it cannot hold the run's outputs"
-                                  : "is a file, not a directory: the output directory " + dir +
-                                        " cannot be made in it");
-    if (p == p.parent_path()) break;
-  }
-  throw Error(dir, "cannot create the output directory: " + ec.message());
-}
 
 // The epoch a checkpoint reached ("" when it cannot be read: the note then goes without it).
 std::string checkpoint_epoch(const std::string& path) {
@@ -79,11 +63,7 @@ struct MovedAside {
 // earlier move is never overwritten. A move that fails halfway is undone.
 MovedAside move_aside(const std::string& out_dir) {
   MovedAside moved;
-  for (int i = 1; moved.dir.empty(); ++i) {
-    const std::string dir = out_dir + "/previous" + (i == 1 ? "" : "-" + std::to_string(i));
-    std::error_code ec;  // any entry of that name, a dangling link too, is taken
-    if (!fs::exists(fs::symlink_status(dir, ec))) moved.dir = dir;
-  }
+  moved.dir = first_free_previous_dir(out_dir);
   moved.epoch = checkpoint_epoch(out_dir + "/checkpoint.safetensors");
   std::error_code ec;
   fs::create_directory(moved.dir, ec);
@@ -186,7 +166,7 @@ std::vector<EpochRecord> train(EquiVae<T>& model, const Dataset& labelled,
   bool resumes_own_checkpoint = false;
   MovedAside moved;
   if (!options.out_dir.empty()) {
-    make_output_dir(options.out_dir);
+    create_output_directory(options.out_dir);
     csv_path = options.out_dir + "/metrics.csv";
     if (json_path.empty()) json_path = options.out_dir + "/metrics.jsonl";
     checkpoint_path = options.out_dir + "/checkpoint.safetensors";

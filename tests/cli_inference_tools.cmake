@@ -183,7 +183,7 @@ elseif(MODE STREQUAL "errors")
   run_tool(1 ${EMBED} --checkpoint ${CKPT} --threads 1 --out=)
   expect_match("${err}" "embed: error: --out: is empty" "embed --out=")
   run_tool(1 ${FIGURES} --checkpoint ${CKPT} --threads 1 --out ${RUN}/run/train.log)
-  expect_match("${err}" "figures: error: --out: cannot create the output directory .*run/train.log: "
+  expect_match("${err}" "figures: error: --out: .*run/train.log: is a file, not a directory"
                "figures --out FILE")
   run_tool(0 ${FIGURES} --help)
   expect_match("${out}" "--checkpoint.*--split.*--samples" "figures --help")

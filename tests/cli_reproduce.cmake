@@ -173,7 +173,7 @@ expect_rows(${OUT}/from-empty/runs.csv 1 2)
 function(out_refused dir regex)
   execute_process(COMMAND ${REPRODUCE} ${SMALL} --out ${dir} RESULT_VARIABLE rc OUTPUT_QUIET
                   ERROR_VARIABLE err)
-  if(NOT rc EQUAL 1 OR NOT err MATCHES "^reproduce: error: --out ${regex}[^\n]*\n$")
+  if(NOT rc EQUAL 1 OR NOT err MATCHES "^reproduce: error: --out: ${regex}[^\n]*\n$")
     message(FATAL_ERROR "reproduce --out ${dir}: expected one line /${regex}/, got ${rc}: ${err}")
   endif()
 endfunction()

@@ -19,6 +19,7 @@
 #include "runtime/checkpoint.h"
 #include "runtime/error.h"
 #include "runtime/flags.h"
+#include "runtime/output_dir.h"
 #include "tools/data_flags.h"
 #include "tools/device_flags.h"
 
@@ -210,11 +211,11 @@ inline void create_output_file_directory(const std::string& out) {
 inline std::string output_directory(const Flags& f) {
   const std::string dir = f.get("out");
   check(!dir.empty(), "--out", "is empty; name the output directory");
-  std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
-  if (!ec && !std::filesystem::is_directory(dir))
-    ec = std::make_error_code(std::errc::not_a_directory);
-  check(!ec, "--out", "cannot create the output directory " + dir + ": " + ec.message());
+  try {
+    create_output_directory(dir);
+  } catch (const Error& e) {
+    throw Error("--out", e.what());
+  }
   return dir;
 }
 

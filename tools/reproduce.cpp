@@ -33,6 +33,7 @@
 #include "runtime/error.h"
 #include "runtime/flags.h"
 #include "runtime/interrupt.h"
+#include "runtime/output_dir.h"
 #include "tools/data_flags.h"
 #include "tools/device_flags.h"
 #include "tools/model_flags.h"
@@ -275,12 +276,11 @@ std::string run_name(const RunResult& r) {
 
 // The output directory, created; one line naming --out and why when it cannot be.
 void create_out_dir(const std::string& dir) {
-  check(!dir.empty(), "--out", "is empty: name the output directory");
-  std::error_code ec;
-  check(!fs::exists(dir, ec) || fs::is_directory(dir, ec), "--out " + dir,
-        "is a file, not a directory: it cannot hold runs.csv, table.md and runs/");
-  fs::create_directories(dir, ec);
-  check(!ec, "--out " + dir, "cannot create the output directory: " + ec.message());
+  try {
+    create_output_directory(dir);
+  } catch (const Error& e) {
+    throw Error("--out", e.what());
+  }
 }
 
 // Whether a runs.csv holds a row (an empty file or a header alone holds nothing finished).
@@ -308,10 +308,8 @@ std::vector<std::string> earlier_reproduction(const std::string& dir) {
 // Moves `names` from `dir` into the first of dir/previous, dir/previous-2, … that does not
 // exist yet, and returns it: nothing an earlier reproduction finished is overwritten.
 std::string move_aside(const std::string& dir, const std::vector<std::string>& names) {
-  std::string previous = dir + "/previous";
-  std::error_code ec;  // any entry of that name, a dangling link too, is taken
-  for (int i = 2; fs::exists(fs::symlink_status(previous, ec)); ++i)
-    previous = dir + "/previous-" + std::to_string(i);
+  const std::string previous = first_free_previous_dir(dir);
+  std::error_code ec;
   fs::create_directory(previous, ec);
   check(!ec, previous, "cannot create it for the earlier reproduction's files: " + ec.message());
   for (const std::string& name : names) {

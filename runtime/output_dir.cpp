@@ -1,0 +1,38 @@
+#include "runtime/output_dir.h"
+
+#include <filesystem>
+#include <system_error>
+
+#include "runtime/error.h"
+
+namespace equivae {
+
+namespace fs = std::filesystem;
+
+void create_output_directory(const std::string& dir) {
+  check(!dir.empty(), "output directory", "the path is empty");
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (!ec && fs::is_directory(dir, ec)) return;
+  for (fs::path p = dir; !p.empty(); p = p.parent_path()) {
+    std::error_code unreadable;
+    if (fs::exists(p, unreadable) && !fs::is_directory(p, unreadable))
+      throw Error(p.string(), p == fs::path(dir)
+                                  ? "is a file, not a directory: it cannot hold the run's outputs"
+                                  : "is a file, not a directory: the output directory " + dir +
+                                        " cannot be made in it");
+    if (p == p.parent_path()) break;
+  }
+  throw Error(dir, "cannot create the output directory: " +
+                       (ec ? ec.message() : std::string("it is not a directory")));
+}
+
+std::string first_free_previous_dir(const std::string& dir) {
+  std::string previous = dir + "/previous";
+  std::error_code ec;
+  for (int i = 2; fs::exists(fs::symlink_status(previous, ec)); ++i)
+    previous = dir + "/previous-" + std::to_string(i);
+  return previous;
+}
+
+}  // namespace equivae
