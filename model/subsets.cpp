@@ -28,11 +28,23 @@ Dataset gather(const Dataset& data, const std::vector<int64_t>& indices, const s
   return out;
 }
 
-LabelledSplit split_labelled(const Dataset& data, int64_t count, uint64_t seed) {
+void check_labelled_split(const Dataset& data, int64_t count) {
   const int C = data.num_classes;
   check(count > 0 && count % C == 0, data.source,
         "a labelled subset of " + std::to_string(count) + " cannot be balanced over " +
             std::to_string(C) + " classes (use a multiple of " + std::to_string(C) + ")");
+  std::vector<int64_t> class_size(C, 0);
+  for (int32_t label : data.labels) ++class_size[label];
+  for (int c = 0; c < C; ++c)
+    check(class_size[c] >= count / C, data.source,
+          "class " + std::to_string(c) + " has " + std::to_string(class_size[c]) +
+              " examples, fewer than the " + std::to_string(count / C) +
+              " labelled ones asked for");
+}
+
+LabelledSplit split_labelled(const Dataset& data, int64_t count, uint64_t seed) {
+  check_labelled_split(data, count);
+  const int C = data.num_classes;
   const int64_t per_class = count / C;
   std::vector<std::vector<int64_t>> by_class(C);
   for (int64_t i = 0; i < data.n; ++i) by_class[data.labels[i]].push_back(i);
@@ -40,10 +52,6 @@ LabelledSplit split_labelled(const Dataset& data, int64_t count, uint64_t seed) 
   std::vector<char> taken(data.n, 0);
   for (int c = 0; c < C; ++c) {
     std::vector<int64_t>& items = by_class[c];
-    check(int64_t(items.size()) >= per_class, data.source,
-          "class " + std::to_string(c) + " has " + std::to_string(items.size()) +
-              " examples, fewer than the " + std::to_string(per_class) +
-              " labelled ones asked for");
     // Partial Fisher–Yates: the first per_class of a seeded permutation of the class.
     for (int64_t s = 0; s < per_class; ++s) {
       const int64_t pick = s + philox_below(uint32_t(items.size() - s), seed ^ kSubsetSalt, 0,

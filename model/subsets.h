@@ -15,6 +15,9 @@ struct LabelledSplit {
 
 // Throws Error if count is not a multiple of the classes or a class has too few examples.
 LabelledSplit split_labelled(const Dataset& data, int64_t count, uint64_t seed);
+// split_labelled's checks alone (any seed draws from the same class sizes): for a tool to
+// refuse a count before it starts.
+void check_labelled_split(const Dataset& data, int64_t count);
 
 // Rows [indices] of data as a new set.
 Dataset gather(const Dataset& data, const std::vector<int64_t>& indices, const std::string& what);

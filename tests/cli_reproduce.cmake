@@ -147,6 +147,15 @@ expect_rows(${OUT}/keep/runs.csv 1 1)
 if(NOT EXISTS ${OUT}/keep/previous/runs/table2-labels100-seed2/metrics.csv)
   message(FATAL_ERROR "the earlier reproduction's runs/ was not moved with its runs.csv")
 endif()
+# A reproduction refused on its flags (a labelled set larger than a class allows) moves nothing.
+execute_process(COMMAND ${REPRODUCE} ${SMALL} --out ${OUT}/keep --labels 6990
+                RESULT_VARIABLE rc OUTPUT_QUIET ERROR_VARIABLE err)
+if(NOT rc EQUAL 1 OR NOT err MATCHES "fewer than the 699 labelled ones asked for"
+   OR EXISTS ${OUT}/keep/previous-3)
+  message(FATAL_ERROR "reproduce --labels 6990: expected a refusal that moves nothing, got "
+                      "(${rc}): ${err}")
+endif()
+expect_rows(${OUT}/keep/runs.csv 1 1)
 # --reuse OUT/runs.csv continues it in place: its rows are kept, nothing is moved.
 quick(${OUT}/continued --seeds 2)
 file(STRINGS ${OUT}/continued/runs.csv first)

@@ -701,6 +701,10 @@ int run(int argc, char** argv) {
   }
   check(epochs.empty() || epochs.size() == 1 || epochs.size() == label_counts.size(), "--epochs",
         "needs one value or one per labelled-set size");
+  // Every row's labelled subset can be drawn: refused now, before an earlier reproduction in
+  // OUT moves aside, not when its row's first run starts.
+  if (!supervised)
+    for (int64_t labels : label_counts) check_labelled_split(data.train, labels);
   const std::string out_dir =
       supervised && !f.has("out") ? std::string("runs/reproduce/table1") : f.get("out");
   create_out_dir(out_dir);
