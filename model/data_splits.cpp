@@ -15,7 +15,6 @@ constexpr int64_t kSvhnValidation = 3257;
 DataSplits load_splits(const DataSource& src) {
   DataSplits s;
   s.bundled = src.bundled();
-  int64_t validation = src.validation;
   if (s.bundled) {
     const std::string& dir = src.bundled_dir;
     Dataset all =
@@ -23,14 +22,14 @@ DataSplits load_splits(const DataSource& src) {
     check(all.n > 2000, all.source, "expected the bundled 10,000 digits");
     s.train = all.slice(0, all.n - 2000);
     s.test = all.slice(all.n - 2000, all.n);
-    if (validation < 0) validation = 0;
+    s.auto_validation = 0;
   } else if (!src.directory.empty() && src.train_images.empty() && src.train_labels.empty() &&
              src.test_images.empty() && src.test_labels.empty() && is_svhn_dir(src.directory)) {
     const SvhnFiles files = find_svhn_files(src.directory);
     auto test = std::async(std::launch::async, [&] { return load_svhn_mat(files.test); });
     s.train = load_svhn_mat(files.train);
     s.test = test.get();
-    if (validation < 0) validation = kSvhnValidation;
+    s.auto_validation = kSvhnValidation;
   } else {
     // A directory or the files one by one, not both: the user's training files with --data's
     // test files (or the reverse) would train on one data set and test on another.
@@ -68,17 +67,9 @@ DataSplits load_splits(const DataSource& src) {
                            [&] { return load_idx(files.test_images, files.test_labels); });
     s.train = load_idx(files.train_images, files.train_labels);
     s.test = test.get();
-    if (validation < 0) validation = 5000;
+    s.auto_validation = 5000;
   }
-  check(validation < s.train.n, "--validation",
-        std::to_string(validation) + " would leave no training examples out of " +
-            std::to_string(s.train.n));
-  if (validation > 0) {
-    const int64_t n = s.train.n - validation;
-    s.validation = s.train.slice(n, s.train.n);
-    // The training rows keep their storage (a copy would be 172 MB for Fashion-MNIST).
-    s.train = std::move(s.train).slice(0, n);
-  }
+  hold_out_validation(s, src.validation < 0 ? s.auto_validation : src.validation);
   auto shape = [](const Dataset& d) {
     return std::to_string(d.channels) + "x" + std::to_string(d.rows) + "x" + std::to_string(d.cols);
   };
@@ -88,6 +79,18 @@ DataSplits load_splits(const DataSource& src) {
         "test images are " + shape(s.test) + ", training images " + shape(s.train) +
             " (channels x height x width)");
   return s;
+}
+
+void hold_out_validation(DataSplits& s, int64_t validation) {
+  check(s.validation.n == 0, "--validation", "a validation split is already held out");
+  check(validation < s.train.n, "--validation",
+        std::to_string(validation) + " would leave no training examples out of " +
+            std::to_string(s.train.n) + " (--validation N holds out fewer)");
+  if (validation == 0) return;
+  const int64_t n = s.train.n - validation;
+  s.validation = s.train.slice(n, s.train.n);
+  // The training rows keep their storage (a copy would be 172 MB for Fashion-MNIST).
+  s.train = std::move(s.train).slice(0, n);
 }
 
 }  // namespace equivae

@@ -13,6 +13,9 @@ namespace equivae {
 struct DataSplits {
   Dataset train, validation, test;
   bool bundled = false;
+  // What DataSource::validation = −1 holds out of this kind of training file: 0 for the
+  // bundled digits, 3257 for SVHN, 5000 for MNIST-format files.
+  int64_t auto_validation = 0;
 };
 
 struct DataSource {
@@ -32,5 +35,9 @@ struct DataSource {
 
 // Throws Error naming the file or flag at fault.
 DataSplits load_splits(const DataSource& source);
+
+// Moves the last `validation` training examples to s.validation (which must be empty); throws
+// Error naming --validation when that would leave no training example.
+void hold_out_validation(DataSplits& s, int64_t validation);
 
 }  // namespace equivae

@@ -206,6 +206,21 @@ elseif(MODE STREQUAL "trained_data")
   # embed's --split auto: that validation split.
   run_tool(0 ${EMBED} --checkpoint ${val_ckpt} --threads 1 --out ${RUN}/val1000_embed)
   expect_match("${out}" "1000 images, d_r = 2" "embed, --validation 1000 run")
+  # A training file smaller than its kind's auto hold-out (3,257 of SVHN's): the run's 100 are
+  # taken, where the auto default alone would leave no training example.
+  file(REMOVE_RECURSE ${RUN}/svhn_small)
+  file(MAKE_DIRECTORY ${RUN}/svhn_small)
+  execute_process(COMMAND ${MAKE} ${RUN}/svhn_small 600 200 RESULT_VARIABLE rc ERROR_VARIABLE err)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "make_svhn_files failed (${rc}): ${err}")
+  endif()
+  run_tool(0 ${TRAIN} --data ${RUN}/svhn_small --validation 100 --epochs 1 --hidden 32 --latent 2
+           --threads 1 --out ${RUN}/svhn_small_run)
+  run_tool(0 ${CLASSIFY} --checkpoint ${RUN}/svhn_small_run/checkpoint.safetensors
+           --data ${RUN}/svhn_small --threads 1 --out ${RUN}/svhn_small.csv)
+  expect_match("${out}" "\\(centroids from 500 training images\\)" "classify, small SVHN file")
+  expect_match("${err}" "note: --validation auto: 100, as the checkpoint's run held out"
+               "the small file's validation size taken from the checkpoint")
 
   # Other data than the run's (the fixture held none out): a note with the flags of its own.
   run_tool(0 ${CLASSIFY} --checkpoint ${CKPT} --threads 1 --validation 1000

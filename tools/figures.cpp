@@ -40,7 +40,7 @@ void declare_flags(Flags& f) {
   declare_data_flags(f,
                      "last N training examples held out as the validation split (auto: as "
                      "the checkpoint's run held out when the training file has its number of "
-                     "examples, else 0 for the bundled digits, 5000 for an MNIST directory, "
+                     "examples, else 0 for the bundled digits, 5000 for MNIST-format files, "
                      "3257 for SVHN)");
   declare_split_flag(f);
   f.add("out", "runs/figures", "output directory for the PNG files");

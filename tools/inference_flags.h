@@ -84,15 +84,16 @@ inline TrainedOn trained_on(const LoadedModel& loaded) {
 // else what train_mnist's auto does.
 inline DataSplits load_data_as_trained(const Flags& f, const TrainedOn& run) {
   DataSource source = data_source(f, 0);
+  if (f.get("validation") != "auto" || !run.known) return load_splits(source);
+  source.validation = 0;  // the whole training file, held out below
   DataSplits splits = load_splits(source);
-  if (f.get("validation") != "auto" || !run.known ||
-      splits.train.n + splits.validation.n != run.examples() ||
-      splits.validation.n == run.validation)
-    return splits;
-  std::fprintf(stderr, "note: --validation auto: %lld, as the checkpoint's run held out\n",
-               (long long)run.validation);
-  source.validation = run.validation;
-  return load_splits(source);
+  const bool as_trained = splits.train.n == run.examples();
+  const int64_t validation = as_trained ? run.validation : splits.auto_validation;
+  if (as_trained && validation != splits.auto_validation)
+    std::fprintf(stderr, "note: --validation auto: %lld, as the checkpoint's run held out\n",
+                 (long long)validation);
+  hold_out_validation(splits, validation);
+  return splits;
 }
 
 // The training data a tool works with, divided as the checkpoint's run divided them.

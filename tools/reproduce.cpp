@@ -643,8 +643,8 @@ int run(int argc, char** argv) {
   Flags f;
   declare_data_flags(f,
                      "last N training examples held out for validation, which selects the "
-                     "classifiers' epochs (auto: 1000 of the bundled digits, 5000 of an MNIST "
-                     "directory, 3257 of SVHN)");
+                     "classifiers' epochs (auto: 1000 of the bundled digits, 5000 of MNIST-format "
+                     "files, 3257 of SVHN)");
   f.add("supervised", "", "Table 1 (supervised, every label) instead of Table 2", true);
   f.add("labels", "paper",
         "Table 2: labelled-set sizes (paper: 100,600,1000,3000 for MNIST; 1000,3000 for SVHN)");

@@ -18,7 +18,7 @@ int run(int argc, char** argv) {
   tool.colour_tool = "train_svhn";
   tool.validation_help =
       "last N training examples held out for validation (auto: 0 for the bundled digits, 5000 "
-      "for a data directory, as the paper's 55k/5k split)";
+      "for a data directory or IDX files, as the paper's 55k/5k split)";
   return equivae::train_tool(tool, argc, argv);
 }
 
