@@ -416,6 +416,7 @@ Dataset load_idx_images(const std::string& images_path) {
 MnistFiles find_mnist_files(const std::string& dir) {
   namespace fs = std::filesystem;
   std::error_code ec;
+  check(fs::exists(dir, ec), dir, "does not exist (looking for MNIST IDX files)");
   check(fs::is_directory(dir, ec), dir, "not a directory (looking for MNIST IDX files)");
   // dashed: the official name; dotted: the variant some mirrors use.
   auto find = [&](const std::string& dashed, const std::string& dotted) {

@@ -648,6 +648,7 @@ Dataset load_svhn_mat(const std::string& path) {
 SvhnFiles find_svhn_files(const std::string& dir) {
   namespace fs = std::filesystem;
   std::error_code ec;
+  check(fs::exists(dir, ec), dir, "does not exist (looking for SVHN .mat files)");
   check(fs::is_directory(dir, ec), dir, "not a directory (looking for SVHN .mat files)");
   SvhnFiles files;
   for (auto [name, out] :

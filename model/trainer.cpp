@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <future>
 #include <memory>
 #include <string>
@@ -44,6 +45,17 @@ std::string checkpoint_epoch(const std::string& path) {
   }
 }
 
+// Whether a metrics.csv holds an epoch's row (a run that failed before its first epoch leaves
+// the header alone, nothing worth keeping).
+bool has_epoch_rows(const std::string& csv) {
+  std::ifstream in(csv);
+  std::string line;
+  std::getline(in, line);
+  while (std::getline(in, line))
+    if (!line.empty()) return true;
+  return false;
+}
+
 // An earlier run's files, moved aside so that this run does not overwrite them.
 struct MovedAside {
   std::string dir;  // "": nothing moved
@@ -70,7 +82,7 @@ MovedAside move_aside(const std::string& out_dir) {
   check(!ec, moved.dir, "cannot create it for the earlier run's files: " + ec.message());
   for (const char* name : {"checkpoint.safetensors", "metrics.csv", "metrics.jsonl"}) {
     const std::string from = out_dir + "/" + name, to = moved.dir + "/" + name;
-    if (!fs::exists(from)) continue;
+    if (!fs::is_regular_file(from)) continue;  // a directory in the way stays, and is named
     fs::rename(from, to, ec);
     if (ec) {
       const std::string dir = moved.dir;
@@ -84,6 +96,14 @@ MovedAside move_aside(const std::string& out_dir) {
 
 // What became of the earlier run, and how to go on with it.
 void note_moved_aside(const std::string& out_dir, const MovedAside& moved) {
+  const bool checkpoint = std::any_of(moved.files.begin(), moved.files.end(), [](const auto& f) {
+    return fs::path(f.first).filename() == "checkpoint.safetensors";
+  });
+  if (!checkpoint) {
+    std::fprintf(stderr, "note: %s held an earlier run's logs (no checkpoint): moved to %s/\n",
+                 out_dir.c_str(), moved.dir.c_str());
+    return;
+  }
   const std::string at = moved.epoch.empty() ? "" : " (epoch " + moved.epoch + ")";
   std::fprintf(stderr,
                "note: %s held an earlier run's checkpoint%s: moved to %s/; to continue that run, "
@@ -172,9 +192,11 @@ std::vector<EpochRecord> train(EquiVae<T>& model, const Dataset& labelled,
     checkpoint_path = options.out_dir + "/checkpoint.safetensors";
     std::error_code absent;  // either file missing: not the same one
     resumes_own_checkpoint = fs::equivalent(checkpoint_path, options.resume_from, absent);
-    // Another run's checkpoint there (not the one this run resumes) is not overwritten by this
-    // run's first epoch: it moves aside with its metrics.
-    if (fs::is_regular_file(checkpoint_path) && !resumes_own_checkpoint)
+    // Another run's checkpoint there (not the one this run resumes), or the epochs it logged
+    // (a run stopped before its first checkpoint), are not overwritten by this run: they move
+    // aside.
+    if ((fs::is_regular_file(checkpoint_path) || has_epoch_rows(csv_path)) &&
+        !resumes_own_checkpoint)
       moved = move_aside(options.out_dir);
   }
   // Both logs start over from the checkpoint's records, so a resumed run's files hold every

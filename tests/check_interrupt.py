@@ -103,7 +103,7 @@ def continued(out, args, run, what):
     row is written, the checkpoint deleted. Returns the row and the epoch continued from."""
     rc, said = reproduce(out, args + ["--reuse", f"{out}/runs.csv"])
     expect(rc == 0, f"{what}: the --reuse run failed ({rc}):\n{said[-2000:]}")
-    took = re.search(r"note: labels \d+ seed 1: EquiVAE continues from (\S+) at epoch (\d+) of", said)
+    took = re.search(r"note: labels \d+ seed 1: EquiVAE continues from (\S+) after epoch (\d+) of", said)
     expect(took is not None and took.group(1) == f"{run}/checkpoint.safetensors",
            f"{what}: the --reuse run did not continue from the checkpoint:\n{said[-2000:]}")
     expect(not os.path.exists(f"{run}/checkpoint.safetensors"), f"{what}: checkpoint kept")

@@ -512,7 +512,9 @@ TEST_F(IdxTest, FindMnistFilesMissing) {
   fs::create_directory(dir_ / "t10k-labels-idx1-ubyte");
   expect_error([&] { find_mnist_files(dir_.string()); }, {"missing t10k-labels-idx1-ubyte"});
   const std::string nodir = (dir_ / "no-such-dir").string();
-  expect_error([&] { find_mnist_files(nodir); }, {nodir, "not a directory"});
+  expect_error([&] { find_mnist_files(nodir); }, {nodir, "does not exist"});
+  const std::string file = write("a-file", {});
+  expect_error([&] { find_mnist_files(file); }, {file, "not a directory"});
 }
 
 // --- load_splits: which files the data flags name -------------------------------

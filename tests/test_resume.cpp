@@ -579,6 +579,30 @@ TEST(Resume, ARunThatCannotOpenItsLogsMovesNothing) {
   fs::remove_all(dir);
 }
 
+// A run stopped before its first checkpoint (diverged, say) leaves only its logs: those epochs
+// move aside too; a metrics.csv of the header alone (a run refused before its first epoch) is
+// nothing worth keeping and is overwritten.
+TEST(Resume, LogsWithoutACheckpointMoveAsideButAHeaderAloneDoesNot) {
+  const std::string dir = fresh_dir("logs_only");
+  const EquiVaeConfig config = test::tiny_config();
+  train_run(cpu(), config, train_set(), nullptr, 1, dir);
+  fs::remove(dir + "/checkpoint.safetensors");
+  const std::vector<std::string> logged = read_lines(dir + "/metrics.csv");
+  ASSERT_EQ(logged.size(), 2u);
+  train_run(cpu(), config, train_set(), nullptr, 1, dir);
+  EXPECT_EQ(read_lines(dir + "/previous/metrics.csv"), logged);
+  EXPECT_TRUE(fs::exists(dir + "/previous/metrics.jsonl"));
+  EXPECT_FALSE(fs::exists(dir + "/previous/checkpoint.safetensors"));
+
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  std::ofstream(dir + "/metrics.csv") << logged.front() << "\n";  // the header alone
+  train_run(cpu(), config, train_set(), nullptr, 1, dir);
+  EXPECT_FALSE(fs::exists(dir + "/previous"));
+  EXPECT_EQ(read_lines(dir + "/metrics.csv").size(), 2u);
+  fs::remove_all(dir);
+}
+
 TEST(Resume, AFileWhereTheOutputDirectoryShouldBeIsNamed) {
   const std::string dir = fresh_dir("out_is_a_file");
   fs::create_directories(dir);

@@ -713,7 +713,7 @@ TEST_F(SvhnTest, FindSvhnFiles) {
   EXPECT_EQ(f.train, path("train_32x32.mat"));
   EXPECT_EQ(f.test, path("test_32x32.mat"));
   EXPECT_FALSE(is_svhn_dir(path("no-such-dir")));
-  expect_error([&] { find_svhn_files(path("no-such-dir")); }, {"not a directory"});
+  expect_error([&] { find_svhn_files(path("no-such-dir")); }, {"does not exist"});
 }
 
 TEST_F(SvhnTest, SplitsHoldOutTheLastTrainingImages) {

@@ -344,11 +344,12 @@ void keep_earlier_reproduction(const Reproduction& rp, bool reuses_out,
   std::string moved;
   for (const std::string& name : names)
     moved += (moved.empty() ? "" : ", ") + name + (name == "runs" ? "/" : "");
-  std::string note =
-      "note: " + rp.out_dir + " held an earlier reproduction (" +
-      (reuses_out ? std::to_string(not_planned) + " of its runs are not runs of this reproduction"
-                  : "--reuse does not name its runs.csv") +
-      "): moved its " + moved + " to " + previous + "/";
+  std::string note = "note: " + rp.out_dir + " held an earlier reproduction (" +
+                     (reuses_out ? std::to_string(not_planned) + " of its runs " +
+                                       (not_planned == 1 ? "is not a run" : "are not runs") +
+                                       " of this reproduction"
+                                 : "--reuse does not name its runs.csv") +
+                     "): moved its " + moved + " to " + previous + "/";
   if (names.front() == "runs.csv") note += "; --reuse " + previous + "/runs.csv takes its runs";
   std::fprintf(stderr, "%s\n", note.c_str());
 }
@@ -383,7 +384,7 @@ std::vector<EpochRecord> train_equivae(const Reproduction& rp, EquiVae<float>& m
   const std::string dir = rp.run_dir(r), checkpoint = dir + "/checkpoint.safetensors";
   const std::string what = run_name(r);
   auto took = [&](int64_t epochs) {
-    progress.note(what + ": EquiVAE continues from " + checkpoint + " at epoch " +
+    progress.note(what + ": EquiVAE continues from " + checkpoint + " after epoch " +
                   std::to_string(epochs) + " of " + std::to_string(r.epochs));
   };
   TrainOptions options;
@@ -632,10 +633,10 @@ Reused take_earlier_runs(const Flags& f, const Reproduction& rp, std::vector<Pla
   }
   if (unmatched > 0)
     std::fprintf(stderr,
-                 "note: --reuse: %d earlier runs of the same labels, seed and epochs were made "
+                 "note: --reuse: %d earlier run%s of the same labels, seed and epochs %s made "
                  "with other settings (model, weights, classifier epochs or data), or before "
                  "runs.csv recorded them: trained again\n",
-                 unmatched);
+                 unmatched, unmatched == 1 ? "" : "s", unmatched == 1 ? "was" : "were");
   return reused;
 }
 
@@ -662,7 +663,9 @@ int run(int argc, char** argv) {
         "...");
   f.add("reuse", "",
         "comma-separated runs.csv files of earlier runs: a row with the same table, labels, seed "
-        "and epochs is taken instead of training again (resumes an interrupted reproduction, or "
+        "and epochs, made with the same settings (model, loss weights, classifier epochs, data; "
+        "its settings_crc32), is taken instead of training again (resumes an interrupted "
+        "reproduction, or "
         "merges runs made side by side); a run interrupted in OUT/runs/ continues from its "
         "checkpoint");
   f.add("quick", "",

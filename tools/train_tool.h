@@ -49,7 +49,7 @@ inline void declare_train_flags(Flags& f, const TrainTool& tool) {
   declare_model_flags(f, {tool.paper});
   f.add("latent-r", "", "size of the invariant latent r (overrides --latent)");
   f.add("latent-v", "", "size of the equivariant latent v (overrides --latent)");
-  f.add("lr", "0.001", "Adam learning rate");
+  f.add("lr", "0.001", "Adam learning rate (1e-8 to 10)");
   f.add("seed", "1", "random seed (same seed, same numbers)");
   declare_device_flags(f, "auto");
   f.add("out", tool.out,
