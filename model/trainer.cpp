@@ -6,7 +6,6 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <future>
 #include <memory>
 #include <string>
@@ -43,17 +42,6 @@ std::string checkpoint_epoch(const std::string& path) {
   } catch (const std::exception&) {
     return "";
   }
-}
-
-// Whether a metrics.csv holds an epoch's row (a run that failed before its first epoch leaves
-// the header alone, nothing worth keeping).
-bool has_epoch_rows(const std::string& csv) {
-  std::ifstream in(csv);
-  std::string line;
-  std::getline(in, line);
-  while (std::getline(in, line))
-    if (!line.empty()) return true;
-  return false;
 }
 
 // An earlier run's files, moved aside so that this run does not overwrite them.
@@ -195,8 +183,7 @@ std::vector<EpochRecord> train(EquiVae<T>& model, const Dataset& labelled,
     // Another run's checkpoint there (not the one this run resumes), or the epochs it logged
     // (a run stopped before its first checkpoint), are not overwritten by this run: they move
     // aside.
-    if ((fs::is_regular_file(checkpoint_path) || has_epoch_rows(csv_path)) &&
-        !resumes_own_checkpoint)
+    if ((fs::is_regular_file(checkpoint_path) || csv_has_rows(csv_path)) && !resumes_own_checkpoint)
       moved = move_aside(options.out_dir);
   }
   // Both logs start over from the checkpoint's records, so a resumed run's files hold every

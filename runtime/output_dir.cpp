@@ -1,6 +1,7 @@
 #include "runtime/output_dir.h"
 
 #include <filesystem>
+#include <fstream>
 #include <system_error>
 
 #include "runtime/error.h"
@@ -33,6 +34,15 @@ std::string first_free_previous_dir(const std::string& dir) {
   for (int i = 2; fs::exists(fs::symlink_status(previous, ec)); ++i)
     previous = dir + "/previous-" + std::to_string(i);
   return previous;
+}
+
+bool csv_has_rows(const std::string& path) {
+  std::ifstream in(path);
+  std::string line;
+  std::getline(in, line);
+  while (std::getline(in, line))
+    if (!line.empty()) return true;
+  return false;
 }
 
 }  // namespace equivae

@@ -14,4 +14,8 @@ void create_output_directory(const std::string& dir);
 // overwritten.
 std::string first_free_previous_dir(const std::string& dir);
 
+// Whether a CSV file holds a row below its header (false for a missing file, an empty one or
+// a header alone: an earlier run that finished nothing).
+bool csv_has_rows(const std::string& path);
+
 }  // namespace equivae

@@ -283,22 +283,12 @@ void create_out_dir(const std::string& dir) {
   }
 }
 
-// Whether a runs.csv holds a row (an empty file or a header alone holds nothing finished).
-bool has_rows(const std::string& csv) {
-  std::ifstream in(csv);
-  std::string line;
-  std::getline(in, line);
-  while (std::getline(in, line))
-    if (!line.empty()) return true;
-  return false;
-}
-
 // What an earlier reproduction left in `dir` that this one would replace: runs.csv with rows,
 // table.md, and runs/ (each run's logs; a run in training's checkpoint).
 std::vector<std::string> earlier_reproduction(const std::string& dir) {
   std::vector<std::string> names;
   std::error_code ec;
-  if (has_rows(dir + "/runs.csv")) names.push_back("runs.csv");
+  if (csv_has_rows(dir + "/runs.csv")) names.push_back("runs.csv");
   if (fs::exists(dir + "/table.md", ec)) names.push_back("table.md");
   if (fs::is_directory(dir + "/runs", ec) && !fs::is_empty(dir + "/runs", ec))
     names.push_back("runs");
