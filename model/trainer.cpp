@@ -9,6 +9,7 @@
 #include <future>
 #include <memory>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -45,54 +46,29 @@ std::string checkpoint_epoch(const std::string& path) {
 }
 
 // An earlier run's files, moved aside so that this run does not overwrite them.
-struct MovedAside {
-  std::string dir;  // "": nothing moved
-  std::string epoch;
-  std::vector<std::pair<std::string, std::string>> files;  // from, to
-  // Puts the files back (this run could not open its outputs): it then moved nothing.
-  void undo() noexcept {
-    std::error_code ec;
-    for (const auto& [from, to] : files) fs::rename(to, from, ec);
-    if (!dir.empty()) fs::remove(dir, ec);  // empty once they are back
-    files.clear();
-    dir.clear();
-  }
-};
-
-// Moves the run files in out_dir to the first free of OUT/previous, OUT/previous-2, ...: an
-// earlier move is never overwritten. A move that fails halfway is undone.
-MovedAside move_aside(const std::string& out_dir) {
-  MovedAside moved;
-  moved.dir = first_free_previous_dir(out_dir);
-  moved.epoch = checkpoint_epoch(out_dir + "/checkpoint.safetensors");
-  std::error_code ec;
-  fs::create_directory(moved.dir, ec);
-  check(!ec, moved.dir, "cannot create it for the earlier run's files: " + ec.message());
-  for (const char* name : {"checkpoint.safetensors", "metrics.csv", "metrics.jsonl"}) {
-    const std::string from = out_dir + "/" + name, to = moved.dir + "/" + name;
-    if (!fs::is_regular_file(from)) continue;  // a directory in the way stays, and is named
-    fs::rename(from, to, ec);
-    if (ec) {
-      const std::string dir = moved.dir;
-      moved.undo();
-      throw Error(from, "cannot move the earlier run's file to " + dir + ": " + ec.message());
-    }
-    moved.files.emplace_back(from, to);
-  }
-  return moved;
+// Moves the run files in out_dir (those that are files: a directory in the checkpoint's
+// place stays, and its write is refused naming it) to the first free of OUT/previous,
+// OUT/previous-2, ...; the earlier run's epoch goes with them for the note.
+std::pair<MovedAside, std::string> move_run_files_aside(const std::string& out_dir) {
+  std::vector<std::string> names;
+  for (const char* name : {"checkpoint.safetensors", "metrics.csv", "metrics.jsonl"})
+    if (fs::is_regular_file(out_dir + "/" + name)) names.push_back(name);
+  std::string epoch = checkpoint_epoch(out_dir + "/checkpoint.safetensors");
+  return {move_to_previous(out_dir, names), std::move(epoch)};
 }
 
 // What became of the earlier run, and how to go on with it.
-void note_moved_aside(const std::string& out_dir, const MovedAside& moved) {
-  const bool checkpoint = std::any_of(moved.files.begin(), moved.files.end(), [](const auto& f) {
-    return fs::path(f.first).filename() == "checkpoint.safetensors";
+void note_moved_aside(const std::string& out_dir, const MovedAside& moved,
+                      const std::string& epoch) {
+  const bool checkpoint = std::any_of(moved.entries.begin(), moved.entries.end(), [](auto& e) {
+    return fs::path(e.first).filename() == "checkpoint.safetensors";
   });
   if (!checkpoint) {
     std::fprintf(stderr, "note: %s held an earlier run's logs (no checkpoint): moved to %s/\n",
                  out_dir.c_str(), moved.dir.c_str());
     return;
   }
-  const std::string at = moved.epoch.empty() ? "" : " (epoch " + moved.epoch + ")";
+  const std::string at = epoch.empty() ? "" : " (epoch " + epoch + ")";
   std::fprintf(stderr,
                "note: %s held an earlier run's checkpoint%s: moved to %s/; to continue that run, "
                "pass --resume %s/checkpoint.safetensors with its flags\n",
@@ -173,6 +149,7 @@ std::vector<EpochRecord> train(EquiVae<T>& model, const Dataset& labelled,
   // The checkpoint this run resumes is the one it writes (--resume OUT/checkpoint.safetensors).
   bool resumes_own_checkpoint = false;
   MovedAside moved;
+  std::string moved_epoch;
   if (!options.out_dir.empty()) {
     create_output_directory(options.out_dir);
     csv_path = options.out_dir + "/metrics.csv";
@@ -184,7 +161,7 @@ std::vector<EpochRecord> train(EquiVae<T>& model, const Dataset& labelled,
     // (a run stopped before its first checkpoint), are not overwritten by this run: they move
     // aside.
     if ((fs::is_regular_file(checkpoint_path) || csv_has_rows(csv_path)) && !resumes_own_checkpoint)
-      moved = move_aside(options.out_dir);
+      std::tie(moved, moved_epoch) = move_run_files_aside(options.out_dir);
   }
   // Both logs start over from the checkpoint's records, so a resumed run's files hold every
   // epoch once even if the previous run wrote a row after its last checkpoint. They take the
@@ -199,7 +176,7 @@ std::vector<EpochRecord> train(EquiVae<T>& model, const Dataset& labelled,
       throw;
     }
   }();
-  if (!moved.dir.empty() && !options.quiet) note_moved_aside(options.out_dir, moved);
+  if (!moved.dir.empty() && !options.quiet) note_moved_aside(options.out_dir, moved, moved_epoch);
 
   // On a backend with device-resident steps (CUDA) the data sets are uploaded once and the
   // steps run as graph replays, a window of steps per call: the host samples the window's

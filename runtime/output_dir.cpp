@@ -10,7 +10,9 @@ namespace equivae {
 
 namespace fs = std::filesystem;
 
-void create_output_directory(const std::string& dir) {
+namespace {
+
+void create_directory_or_throw(const std::string& dir) {
   check(!dir.empty(), "output directory", "the path is empty");
   std::error_code ec;
   fs::create_directories(dir, ec);
@@ -28,12 +30,50 @@ void create_output_directory(const std::string& dir) {
                        (ec ? ec.message() : std::string("it is not a directory")));
 }
 
+}  // namespace
+
+void create_output_directory(const std::string& dir, const std::string& flag) {
+  if (flag.empty()) return create_directory_or_throw(dir);
+  try {
+    create_directory_or_throw(dir);
+  } catch (const Error& e) {
+    throw Error(flag, e.what());
+  }
+}
+
 std::string first_free_previous_dir(const std::string& dir) {
   std::string previous = dir + "/previous";
   std::error_code ec;
   for (int i = 2; fs::exists(fs::symlink_status(previous, ec)); ++i)
     previous = dir + "/previous-" + std::to_string(i);
   return previous;
+}
+
+void MovedAside::undo() noexcept {
+  std::error_code ec;
+  for (const auto& [from, to] : entries) fs::rename(to, from, ec);
+  if (!dir.empty()) fs::remove(dir, ec);  // empty once they are back
+  entries.clear();
+  dir.clear();
+}
+
+MovedAside move_to_previous(const std::string& dir, const std::vector<std::string>& names) {
+  MovedAside moved;
+  moved.dir = first_free_previous_dir(dir);
+  std::error_code ec;
+  fs::create_directory(moved.dir, ec);
+  check(!ec, moved.dir, "cannot create it for the earlier run's files: " + ec.message());
+  for (const std::string& name : names) {
+    const std::string from = dir + "/" + name, to = moved.dir + "/" + name;
+    fs::rename(from, to, ec);
+    if (ec) {
+      const std::string previous = moved.dir;
+      moved.undo();
+      throw Error(from, "cannot move it to " + previous + ": " + ec.message());
+    }
+    moved.entries.emplace_back(from, to);
+  }
+  return moved;
 }
 
 bool csv_has_rows(const std::string& path) {

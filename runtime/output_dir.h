@@ -2,17 +2,32 @@
 // The directories the tools write into, and where an earlier run's files move so that a new
 // run does not overwrite them.
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace equivae {
 
 // Creates dir and its parents. Throws Error naming the file in the way (dir itself, or a
-// directory above it, being a file) or dir and the system's reason.
-void create_output_directory(const std::string& dir);
+// directory above it, being a file) or dir and the system's reason; with `flag` ("--out"),
+// the error names the flag first.
+void create_output_directory(const std::string& dir, const std::string& flag = "");
 
 // The first of dir/previous, dir/previous-2, dir/previous-3, … that does not exist yet (any
 // entry of that name, a dangling link too, counts as taken): an earlier move is never
 // overwritten.
 std::string first_free_previous_dir(const std::string& dir);
+
+// Entries of a directory moved into its first free previous directory.
+struct MovedAside {
+  std::string dir;                                           // "": nothing moved
+  std::vector<std::pair<std::string, std::string>> entries;  // from, to
+  // Puts the entries back and removes the (then empty) previous directory: nothing moved.
+  void undo() noexcept;
+};
+
+// Moves the entries `names` of dir (files or directories) into first_free_previous_dir(dir),
+// which it creates. A move that fails is undone, and throws Error naming the entry and why.
+MovedAside move_to_previous(const std::string& dir, const std::vector<std::string>& names);
 
 // Whether a CSV file holds a row below its header (false for a missing file, an empty one or
 // a header alone: an earlier run that finished nothing).

@@ -212,11 +212,7 @@ inline void create_output_file_directory(const std::string& out) {
 inline std::string output_directory(const Flags& f) {
   const std::string dir = f.get("out");
   check(!dir.empty(), "--out", "is empty; name the output directory");
-  try {
-    create_output_directory(dir);
-  } catch (const Error& e) {
-    throw Error("--out", e.what());
-  }
+  create_output_directory(dir, "--out");
   return dir;
 }
 

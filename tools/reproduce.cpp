@@ -274,15 +274,6 @@ std::string run_name(const RunResult& r) {
   return "labels " + std::to_string(r.labels) + " seed " + std::to_string(r.seed);
 }
 
-// The output directory, created; one line naming --out and why when it cannot be.
-void create_out_dir(const std::string& dir) {
-  try {
-    create_output_directory(dir);
-  } catch (const Error& e) {
-    throw Error("--out", e.what());
-  }
-}
-
 // What an earlier reproduction left in `dir` that this one would replace: runs.csv with rows,
 // table.md, and runs/ (each run's logs; a run in training's checkpoint).
 std::vector<std::string> earlier_reproduction(const std::string& dir) {
@@ -293,20 +284,6 @@ std::vector<std::string> earlier_reproduction(const std::string& dir) {
   if (fs::is_directory(dir + "/runs", ec) && !fs::is_empty(dir + "/runs", ec))
     names.push_back("runs");
   return names;
-}
-
-// Moves `names` from `dir` into the first of dir/previous, dir/previous-2, … that does not
-// exist yet, and returns it: nothing an earlier reproduction finished is overwritten.
-std::string move_aside(const std::string& dir, const std::vector<std::string>& names) {
-  const std::string previous = first_free_previous_dir(dir);
-  std::error_code ec;
-  fs::create_directory(previous, ec);
-  check(!ec, previous, "cannot create it for the earlier reproduction's files: " + ec.message());
-  for (const std::string& name : names) {
-    fs::rename(dir + "/" + name, previous + "/" + name, ec);
-    check(!ec, dir + "/" + name, "cannot move it to " + previous + ": " + ec.message());
-  }
-  return previous;
 }
 
 // Whether a row is one of the planned runs, with the same settings.
@@ -330,7 +307,7 @@ void keep_earlier_reproduction(const Reproduction& rp, bool reuses_out,
   const auto not_planned = std::count_if(out_rows.begin(), out_rows.end(),
                                          [&](const RunResult& e) { return !planned(plan, e); });
   if (reuses_out && not_planned == 0) return;
-  const std::string previous = move_aside(rp.out_dir, names);
+  const std::string previous = move_to_previous(rp.out_dir, names).dir;
   std::string moved;
   for (const std::string& name : names)
     moved += (moved.empty() ? "" : ", ") + name + (name == "runs" ? "/" : "");
@@ -700,7 +677,7 @@ int run(int argc, char** argv) {
     for (int64_t labels : label_counts) check_labelled_split(data.train, labels);
   const std::string out_dir =
       supervised && !f.has("out") ? std::string("runs/reproduce/table1") : f.get("out");
-  create_out_dir(out_dir);
+  create_output_directory(out_dir, "--out");
   const std::unique_ptr<Backend<float>> backend = backend_from_flags(f);
   Reproduction rp{data, *backend, supervised, classifier_epochs, {}, out_dir, f.has("reuse"), ""};
   std::vector<PlannedRun> plan = plan_runs(
