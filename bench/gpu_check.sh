@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The one prepared GPU check (README, "CUDA backend"): the CUDA backend's tests on the GPU, the op and
+# The one prepared GPU check (docs/cuda-backend.md): the CUDA backend's tests on the GPU, the op and
 # step benchmarks, a 40-epoch supervised Fashion-MNIST run, the PyTorch/JAX peers, and
 # compute-sanitizer; everything written under a results folder plus one markdown summary.
 #

@@ -29,7 +29,7 @@ struct EquiVaeConfig {
   // labels (C·U extra rows through encoder and decoder) and a classifier q(y|x).
   int unlabelled = 0;  // U; 0: supervised
   // loss = mean_lab(−L_lab − α log q(y|x)) + w · mean_unlab(−L_unlab). The paper: α = 1; its
-  // eq. 7 sums items, not batch means: w = N_unlab / N_lab (README: it collapses q(y|x)).
+  // eq. 7 sums items, not batch means: w = N_unlab / N_lab (docs/semi-supervised.md: it collapses q(y|x)).
   double unlabelled_weight = 1.0;  // w
   double classifier_weight = 1.0;  // α
   // Image geometry, NCHW: an image row is `channels` planes of height × width. Used by the
@@ -63,7 +63,7 @@ struct EquiVaeConfig {
   std::string describe() const;
 };
 
-// The SVHN model (README, "SVHN"): 32×32×3 images, conv trunks (32, 64, 128 channels), Gaussian
+// The SVHN model (docs/svhn.md): 32×32×3 images, conv trunks (32, 64, 128 channels), Gaussian
 // likelihood, 16-D latents, m_max = 10, k = 16 (B = 160), H = 512.
 EquiVaeConfig svhn_config();
 

@@ -207,7 +207,7 @@ class HostSampler:
 
 
 class HostSemiSampler:
-    """Semi-supervised batches (the engine's semi-supervised step, README "Semi-supervised"):
+    """Semi-supervised batches (the engine's semi-supervised step, docs/semi-supervised.md):
     HostSampler's labelled batch over the labelled items, plus U unlabelled items per step
     (one epoch = one pass over them, shuffled once per epoch), each paired with every class
     y: row B + u*C + y pools m ~ Uniform{1..min(m_max, k)} distinct items of class y's segment

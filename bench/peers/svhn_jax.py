@@ -16,7 +16,7 @@ stride-1 convolution of the 2-dilated input with the flipped kernel), the
 layout XLA's CPU convolutions prefer; the dense layers see the features in
 the engine's (C, H, W) order. On the CPU the epoch mode (a lax.scan) runs
 ~15x slower per step than the step mode: XLA leaves the weight-gradient
-convolution inside a loop body off its fast path (README.md). Modes
+convolution inside a loop body off its fast path (docs/performance-cpu.md). Modes
 (step | epoch), timing and Adam: jax_driver.py.
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 #pragma once
 // The CUDA-on-CPU emulator, device side: what a kernels/cuda/*.cu source needs to compile as
-// C++ with g++ and run on the CPU (README, "CUDA backend"). Each CUDA thread of a block is a fiber
+// C++ with g++ and run on the CPU (docs/cuda-backend.md). Each CUDA thread of a block is a fiber
 // (Boost.Context) on one OS thread; the blocks of a launch run one after another.
 //
 //  - __global__/__device__/__host__/__forceinline__/__launch_bounds__: dropped.

@@ -8,8 +8,8 @@ With several steps dumped (dump_step DIR MODE STEPS), PyTorch's torch.optim.Adam
 β 0.9 / 0.999, ε 1e-8) then runs them on the same batches and noise, and the weights after
 the last update must be the engine's.
 
-An independent implementation of the objective (README "The model", "Semi-supervised" and
-"SVHN"): the networks from the checkpoint's tensors (dense weights [in, out]; convolutions
+An independent implementation of the objective (README "The model", docs/semi-supervised.md and
+docs/svhn.md): the networks from the checkpoint's tensors (dense weights [in, out]; convolutions
 k4 s2 p1 in PyTorch's layouts; ReLU between layers, after the encoder's conv trunk too),
 leave-one-out pooling r = P·f_inv(x_labelled) with P[i, j] = 1/m_i over each row's set,
 q(v | r, x) = N(μ, e^{lv}), v = μ + e^{lv/2}·ε with the engine's ε, Bernoulli soft-target
