@@ -463,12 +463,17 @@ std::string table_text(const Reproduction& rp, const PaperSettings& paper,
                        const std::vector<PlannedRun>& plan) {
   const DataSplits& data = rp.data;
   std::ostringstream md;
-  md << "Test error (%), mean ± standard error over seeds; " << data.train.source << ", "
-     << data.test.n << " test images, " << data.validation.n << " validation.\n\n";
+  // A source's "[a, b)" suffixes are the rows each split took: the file's first 8,000, then
+  // their first 7,000 (the rest held out for validation).
+  md << "Test error (%) on " << data.test.n << " test images, mean ± standard error over seeds. "
+     << "Training: " << data.train.n << " examples, " << data.train.source
+     << " ([a, b): the rows taken); validation: " << data.validation.n
+     << " examples, which pick the classifiers' epochs.\n\n";
   if (rp.supervised) {
-    md << "| row | runs | EquiVAE distance | EquiVAE neural (f_inv) | benchmark | paper (full "
+    md << "| row | runs | epochs | EquiVAE distance | EquiVAE neural (f_inv) | benchmark | paper "
+          "(full "
        << paper.name
-       << "): distance / neural / benchmark |\n| --- | --- | --- | --- | --- | --- |\n";
+       << "): distance / neural / benchmark |\n| --- | --- | --- | --- | --- | --- | --- |\n";
   } else {
     md << "| labels | runs | epochs | EquiVAE q(y\\|x) | EquiVAE distance | EquiVAE neural "
           "(f_inv) | benchmark | paper EquiVAE ("
@@ -486,7 +491,7 @@ std::string table_text(const Reproduction& rp, const PaperSettings& paper,
             bench.push_back(r.benchmark_error), ep = r.epochs;
     }
     if (rp.supervised) {
-      md << "| supervised, " << labels << " labels | " << dist.size() << " | "
+      md << "| supervised, " << labels << " labels | " << dist.size() << " | " << ep << " | "
          << format(mean_se(dist)) << " | " << format(mean_se(neural)) << " | "
          << format(mean_se(bench)) << " | " << format(paper.distance) << " / "
          << format(paper.neural) << " / " << format(paper.benchmark) << " |\n";
