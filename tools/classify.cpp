@@ -31,11 +31,7 @@ constexpr const char* kUsage =
 
 void declare_flags(Flags& f) {
   declare_model_flags(f);
-  declare_data_flags(f,
-                     "last N training examples held out from the centroids (auto: as the "
-                     "checkpoint's run held out when the training file has its number of "
-                     "examples, else 0 for the bundled digits, 5000 for MNIST-format files, "
-                     "3257 for SVHN)");
+  declare_inference_data_flags(f, "from the centroids");
   f.add("images", "", "IDX image file to classify (plain or gzip)");
   f.add("labels", "", "IDX label file of --images: prints the error");
   f.add("method", "auto",

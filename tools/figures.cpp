@@ -37,11 +37,7 @@ constexpr const char* kUsage =
 
 void declare_flags(Flags& f) {
   declare_model_flags(f);
-  declare_data_flags(f,
-                     "last N training examples held out as the validation split (auto: as "
-                     "the checkpoint's run held out when the training file has its number of "
-                     "examples, else 0 for the bundled digits, 5000 for MNIST-format files, "
-                     "3257 for SVHN)");
+  declare_inference_data_flags(f, "as the validation split");
   declare_split_flag(f);
   f.add("out", "runs/figures", "output directory for the PNG files");
   f.add("which", "all", "fig4, fig5 or all (all: Fig. 5 too when the model has 2-D latents)");

@@ -166,6 +166,15 @@ inline TrainingData load_training_data(const Flags& f, const LoadedModel& loaded
   return data;
 }
 
+// The data flags of a checkpoint's tools; `held_out_for` says what the held-out examples are
+// kept from ("as the validation split", "from the centroids").
+inline void declare_inference_data_flags(Flags& f, const std::string& held_out_for) {
+  declare_data_flags(f, "last N training examples held out " + held_out_for +
+                            " (auto: as the checkpoint's run held out when the training file "
+                            "has its number of examples, else 0 for the bundled digits, 5000 "
+                            "for MNIST-format files, 3257 for SVHN)");
+}
+
 inline void declare_split_flag(Flags& f) {
   f.add("split", "auto",
         "train, validation or test (auto: validation when there is one, else test; the "
