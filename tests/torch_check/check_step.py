@@ -26,6 +26,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "python"))
+from equivae_checkpoint import EquiVae  # noqa: E402  (the networks; the objective is below)
+
 torch.set_default_dtype(torch.float64)
 TOLERANCE = 1e-10  # float64 on both sides: only the order of sums differs
 
@@ -34,45 +37,22 @@ def load(dirpath, name):
     return torch.from_numpy(np.load(os.path.join(dirpath, name + ".npy")))
 
 
-def network(dirpath, prefix):
-    """[(W [in, out], b [out]) leaf tensors] of layers prefix.0, prefix.1, ... in order."""
-    layers, i = [], 0
-    names = set(os.listdir(dirpath))
-    while f"{prefix}.{i}.weight.npy" in names:
-        W = load(dirpath, f"{prefix}.{i}.weight").requires_grad_()
-        b = load(dirpath, f"{prefix}.{i}.bias").requires_grad_()
-        layers.append((f"{prefix}.{i}", W, b))
-        i += 1
-    return layers
+def model_of(dirpath, x):
+    """The networks (python/equivae_checkpoint.py's EquiVae, float64) from the dumped tensors;
+    a conv model's images are square, with the first convolution's input channels."""
+    names = [n[: -len(".npy")] for n in os.listdir(dirpath) if n.endswith(".npy")]
+    tensors = {n: np.load(os.path.join(dirpath, n + ".npy")) for n in names
+               if n.endswith((".weight", ".bias")) or n == "decoder.logvar"}
+    config = {}
+    first = tensors["finv.0.weight"]
+    if first.ndim == 4:
+        side = int(round((x.shape[1] // first.shape[1]) ** 0.5))
+        config = {"channels": first.shape[1], "height": side, "width": side}
+    return EquiVae(tensors, config)
 
 
-def layer(name, W, b, h):
-    """One layer: dense (W [in, out]) on rows; conv (W [C_out, C_in, 4, 4]) or, in the decoder,
-    transposed conv (W [C_in, C_out, 4, 4]), stride 2, padding 1, on NCHW images — rows of
-    C·H·W values are read as square C-channel images."""
-    if W.dim() == 2:
-        return h.flatten(1) @ W + b
-    transposed = name.startswith("decoder")
-    channels = W.shape[0] if transposed else W.shape[1]
-    if h.dim() == 2:
-        side = int(round((h.shape[1] // channels) ** 0.5))
-        h = h.reshape(h.shape[0], channels, side, side)
-    conv = F.conv_transpose2d if transposed else F.conv2d
-    return conv(h, W, b, stride=2, padding=1)
-
-
-def run(layers, h, relu_last=False):
-    """The layers in order, ReLU between them (and after the last with relu_last)."""
-    for n, (name, W, b) in enumerate(layers):
-        h = layer(name, W, b, h)
-        if n + 1 < len(layers) or relu_last:
-            h = torch.relu(h)
-    return h.flatten(1)
-
-
-def objective(stepdir, meta, nets, logvar):
+def objective(stepdir, meta, model):
     """The loss of one step's batch (stepdir) and its loss terms, from the networks' tensors."""
-    finv, enc, dec, cls = nets
     B, U, C, k = meta["B"], meta["U"], meta["C"], meta["k"]
     x = load(stepdir, "x")
     eps = load(stepdir, "eps")
@@ -84,18 +64,15 @@ def objective(stepdir, meta, nets, logvar):
         m = members[offsets[i]:offsets[i + 1]]
         assert len(m) > 0 and (i >= B or i not in m), f"row {i}: pooling set {m}"
         P[i, torch.from_numpy(m.astype(np.int64))] = 1.0 / len(m)
-    r = P @ run(finv, x[:B])                                  # [R, d_r]
+    r = P @ model.f_inv(x[:B])                                # [R, d_r]
     # The encoder: its conv trunk on x (SVHN; ReLU after it too), then the dense head on
     # [features ; r]. The dense MNIST encoder has no trunk: features = x.
-    trunk = [l for l in enc if l[1].dim() == 4]
-    features = run(trunk, x, relu_last=True) if trunk else x
-    h = run(enc[len(trunk):], torch.cat([features, r], dim=1))  # [R, 2 d_v]
-    dv = eps.shape[1]
-    mu, lv = h[:, :dv], h[:, dv:]
+    mu, lv = model.encode(x, r)                               # [R, d_v] each
     v = mu + torch.exp(0.5 * lv) * eps
-    out = run(dec, torch.cat([r, v], dim=1))                  # [R, D]: logits, or μ
-    if logvar is not None:  # Gaussian: log N(x | μ, e^{lv_c}) per pixel
-        lvp = logvar.repeat_interleave(x.shape[1] // logvar.shape[0])  # NCHW: channel-major
+    out = model.decode(r, v)                                  # [R, D]: logits, or μ
+    if model.logvar is not None:  # Gaussian: log N(x | μ, e^{lv_c}) per pixel
+        # NCHW rows: channel-major
+        lvp = model.logvar.repeat_interleave(x.shape[1] // model.logvar.shape[0])
         ll = -0.5 * ((x - out) ** 2 * torch.exp(-lvp) + lvp + np.log(2 * np.pi)).sum(dim=1)
     else:  # Bernoulli with soft targets
         ll = (x * out - F.softplus(out)).sum(dim=1)           # [R]
@@ -104,7 +81,7 @@ def objective(stepdir, meta, nets, logvar):
     got = {"recon": ll[:B].mean().item(), "kl": kl[:B].mean().item()}
     if meta["mode"] in ("semi", "svhn-semi"):
         log_prior = torch.tensor(meta["log_prior"])
-        qlogits = run(cls, load(stepdir, "xq"))               # [B + U, C]
+        qlogits = model.classify(load(stepdir, "xq"))         # [B + U, C]
         labels = torch.arange(B) // k                          # segment c holds class c
         nll = F.cross_entropy(qlogits[:B], labels, reduction="none")
         logq = F.log_softmax(qlogits[B:], dim=1)               # [U, C]
@@ -128,18 +105,18 @@ def compare_terms(step, got, reference, failures):
 def main():
     dirpath = sys.argv[1]
     meta = json.load(open(os.path.join(dirpath, "meta.json")))
-    nets = tuple(network(dirpath, name) for name in ("finv", "encoder", "decoder", "classifier"))
-    layers = [l for net in nets for l in net]
-    logvar = None
-    if os.path.exists(os.path.join(dirpath, "decoder.logvar.npy")):
-        logvar = load(dirpath, "decoder.logvar").requires_grad_()
-    named = [(name + ".weight", W) for name, W, _ in layers] + [(name + ".bias", b) for name, _, b in layers]
-    if logvar is not None:
-        named.append(("decoder.logvar", logvar))
+    model = model_of(dirpath, load(os.path.join(dirpath, "step0"), "x"))
+    named = []
+    for net in ("finv", "encoder", "decoder", "classifier"):
+        network = getattr(model, net)
+        named += [(f"{net}.{i}.weight", W) for i, W in enumerate(network.weights)]
+        named += [(f"{net}.{i}.bias", b) for i, b in enumerate(network.biases)]
+    if model.logvar is not None:
+        named.append(("decoder.logvar", model.logvar))
     failures = []
 
     # Step 0: the loss terms and every gradient.
-    loss, got = objective(os.path.join(dirpath, "step0"), meta, nets, logvar)
+    loss, got = objective(os.path.join(dirpath, "step0"), meta, model)
     loss.backward()
     compare_terms(0, got, meta["steps"][0], failures)
     worst = 0.0
@@ -162,7 +139,7 @@ def main():
         optimiser.step()  # step 0's gradients are already there
         for s in range(1, steps):
             optimiser.zero_grad()
-            loss, got = objective(os.path.join(dirpath, f"step{s}"), meta, nets, logvar)
+            loss, got = objective(os.path.join(dirpath, f"step{s}"), meta, model)
             loss.backward()
             compare_terms(s, got, meta["steps"][s], failures)
             optimiser.step()
