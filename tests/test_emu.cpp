@@ -710,6 +710,72 @@ TEST(EmuRaceCheck, BlockReduceStorageReusedWithoutBarrierIsFlagged) {
   }
 }
 
+// EQUIVAE_SHARED_3D: thread t owns element t of a 2 × 3 × 4 array; errors name the array and
+// the element's three indices. Each index is bounds-checked, and a pointer from a row
+// (`cube[s][i] + j`) may run on into later rows but not past the array.
+template <int kMode>  // 0: clean; 1: no barrier; 2, 3, 4: one index out of range; 5: past the end
+__global__ void kernel_cube(int* out) {
+  EQUIVAE_SHARED_3D(int, cube, 2, 3, 4);
+  const int t = int(threadIdx.x);
+  cube[t / 12][t / 4 % 3][t % 4] = t;
+  if (kMode != 1) __syncthreads();
+  out[t] = (cube[0][0] + (23 - t))[0] + cube[1][2][3];  // element 23 − t, and thread 23's
+  if (kMode == 2 && t == 5) out[t] = cube[2][0][0];
+  if (kMode == 3 && t == 5) out[t] = cube[1][3][0];
+  if (kMode == 4 && t == 5) out[t] = cube[1][2][4];
+  if (kMode == 5 && t == 5) out[t] = (cube[1][2] + 4)[0];
+}
+
+TEST(EmuRaceCheck, ThreeDimensionalArraysAreCheckedAndErrorsNameTheElement) {
+  std::vector<int> out(24);
+  EXPECT_NO_THROW(EQUIVAE_LAUNCH(kernel_cube<0>, 2, 24, 0, nullptr, out.data()));
+  for (int t = 0; t < 24; ++t) ASSERT_EQ(out[size_t(t)], 23 - t + 23);
+  for (uint64_t seed = 1; seed <= 5; ++seed) {
+    emu::set_schedule_seed(seed);
+    const std::string e =
+        launch_error_of([&] { EQUIVAE_LAUNCH(kernel_cube<1>, 1, 24, 0, nullptr, out.data()); });
+    EXPECT_NE(e.find("emu: shared-memory race (array 'cube') in kernel 'kernel_cube<1>'"),
+              std::string::npos)
+        << e;
+    EXPECT_NE(e.find("4-byte elements: cube["), std::string::npos) << e;
+  }
+  std::string e =
+      launch_error_of([&] { EQUIVAE_LAUNCH(kernel_cube<2>, 1, 24, 0, nullptr, out.data()); });
+  EXPECT_NE(e.find("emu: out-of-bounds shared-memory access (array 'cube')"), std::string::npos)
+      << e;
+  EXPECT_NE(e.find("index 2 of __shared__ array (first index) of 2 elements (48 bytes each)"),
+            std::string::npos)
+      << e;
+  e = launch_error_of([&] { EQUIVAE_LAUNCH(kernel_cube<3>, 1, 24, 0, nullptr, out.data()); });
+  EXPECT_NE(e.find("index 3 of __shared__ array (row index) of 3 elements (16 bytes each)"),
+            std::string::npos)
+      << e;
+  e = launch_error_of([&] { EQUIVAE_LAUNCH(kernel_cube<4>, 1, 24, 0, nullptr, out.data()); });
+  EXPECT_NE(e.find("index 4 of __shared__ array of 24 elements"), std::string::npos) << e;
+  e = launch_error_of([&] { EQUIVAE_LAUNCH(kernel_cube<5>, 1, 24, 0, nullptr, out.data()); });
+  EXPECT_NE(e.find("index 24 of __shared__ array of 24 elements"), std::string::npos) << e;
+}
+
+// The element of a 1-D or 2-D array is named too.
+__global__ void kernel_named_2d(int* out) {
+  EQUIVAE_SHARED_2D(int, grid2, 4, 8);
+  if (threadIdx.x != 13) grid2[threadIdx.x / 8][threadIdx.x % 8] = 1;
+  __syncthreads();
+  out[threadIdx.x] = grid2[threadIdx.x / 8][threadIdx.x % 8];
+}
+
+TEST(EmuUninitialisedShared, TheMessageNamesTheArrayAndTheElement) {
+  std::vector<int> out(32);
+  const std::string e =
+      launch_error_of([&] { EQUIVAE_LAUNCH(kernel_named_2d, 1, 32, 0, nullptr, out.data()); });
+  EXPECT_NE(e.find("emu: read of uninitialised shared memory (array 'grid2')"), std::string::npos)
+      << e;
+  EXPECT_NE(e.find("thread (13,0,0) read word 13 of __shared__ array (element 13 of 32, 4-byte "
+                   "elements: grid2[1][5])"),
+            std::string::npos)
+      << e;
+}
+
 // ---------------------------------------------------------------- uninitialised shared reads
 // A checked shared word that no thread of the running block has written holds garbage on a GPU
 // (here: whatever the previous block left in the thread_local array, or zeros); reading it is

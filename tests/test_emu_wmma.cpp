@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "kernels/cuda/launch.h"
+#include "kernels/cuda/reduce.cuh"
 #include "kernels/cuda/wmma.cuh"
 
 namespace {
@@ -150,6 +151,55 @@ TEST(EmuWmma, FragmentLoadedBeforeOtherWarpsWroteItIsWrongUnderShuffledSchedules
               synced);
   EXPECT_EQ(synced, 0);
   EXPECT_GE(racy, 1);
+}
+
+// A fragment stored into and loaded from a race-checked tile (EQUIVAE_SHARED_2D; `tile[0]` or
+// `tile[0] + 0` is the checked pointer): each element is checked as an access of the lane that
+// holds it. Warp 0 stores C; then warp `reader` loads the tile and stores it to D.
+//   kBarrier = true, reader 1: clean. kBarrier = false, reader 1: warp 1's load meets warp 0's
+//   store in one phase, a race in every seed. kBarrier = false, reader 0: warp 0 reloads its own
+//   store into the same kind of fragment, each lane its own elements: clean.
+template <bool kBarrier>
+__global__ void kernel_store_then_load(const float* C, float* D, int reader) {
+  EQUIVAE_SHARED_2D(float, tile, 16, 16) __align__(32);
+  const int warp = int(threadIdx.x) / 32;
+  wmma::fragment<wmma::accumulator, 16, 16, 8, float> c;
+  if (warp == 0) {
+    wmma::load_matrix_sync(c, C, 16, wmma::mem_row_major);
+    wmma::store_matrix_sync(tile[0], c, 16, wmma::mem_row_major);
+  }
+  if (kBarrier) __syncthreads();
+  if (warp == reader) {
+    wmma::load_matrix_sync(c, tile[0] + 0, 16, wmma::mem_row_major);
+    wmma::store_matrix_sync(D, c, 16, wmma::mem_row_major);
+  }
+}
+
+TEST(EmuWmma, LoadOfAnotherWarpsStoreInTheSamePhaseIsARace) {
+  std::vector<float> C(256), D(256);
+  for (int i = 0; i < 256; ++i) C[size_t(i)] = float(i);
+  for (uint64_t seed = 1; seed <= 10; ++seed) {
+    emu::set_schedule_seed(seed);
+    for (int reader : {0, 1}) {
+      std::fill(D.begin(), D.end(), NAN);
+      EXPECT_NO_THROW(equivae::cuda::launch(kernel_store_then_load<true>, 1, 64, 0, nullptr,
+                                            C.data(), D.data(), reader));
+      EXPECT_EQ(D, C);
+    }
+    std::fill(D.begin(), D.end(), NAN);
+    EXPECT_NO_THROW(equivae::cuda::launch(kernel_store_then_load<false>, 1, 64, 0, nullptr,
+                                          C.data(), D.data(), 0));
+    EXPECT_EQ(D, C);
+    std::string e;
+    try {
+      EQUIVAE_LAUNCH(kernel_store_then_load<false>, 1, 64, 0, nullptr, C.data(), D.data(), 1);
+    } catch (const emu::Error& error) {
+      e = error.what();
+    }
+    EXPECT_NE(e.find("emu: shared-memory race (array 'tile')"), std::string::npos) << e;
+    EXPECT_NE(e.find("in the same barrier phase"), std::string::npos) << e;
+    if (seed == 1) std::printf("%s\n", e.c_str());
+  }
 }
 
 }  // namespace

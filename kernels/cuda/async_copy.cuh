@@ -12,7 +12,10 @@
 // these are the PTX instructions and the object holds nothing. Under the emulator each copy is
 // recorded and lands only at the wait that covers its group (kMaxPending copies at most), so
 // shared memory read before its wait holds what it held before — a missing wait shows up as
-// stale data, as it can on a GPU.
+// stale data, as it can on a GPU. A copy into a race-checked array (smem an emu::SharedPtr:
+// `a[i] + j` of an EQUIVAE_SHARED_2D/3D array) is checked as well: its issue is a write of the
+// issuing thread, any access to the word before it lands is a race (with its own thread too),
+// and its landing is the issuing thread's write in the phase of the wait.
 #include <cstdint>
 #include <cstring>
 
@@ -50,12 +53,18 @@ class AsyncCopies {
 
 template <int kMaxPending>
 class AsyncCopies {
+  using Checked = ::emu::SharedPtr<float>;
+
  public:
-  void copy4(float* smem, const float* gmem, bool valid) { record(smem, gmem, valid ? 1 : 0, 1); }
+  void copy4(float* smem, const float* gmem, bool valid) { record(smem, {}, gmem, valid, 1); }
+  void copy4(Checked smem, const float* gmem, bool valid) { record(nullptr, smem, gmem, valid, 1); }
   void copy16(float* smem, const float* gmem, bool valid) {
-    if ((reinterpret_cast<uintptr_t>(smem) | reinterpret_cast<uintptr_t>(gmem)) % 16 != 0)
-      ::emu::detail::fail("cp.async of 16 bytes on an address that is not 16-byte aligned");
-    record(smem, gmem, valid ? 4 : 0, 4);
+    check_alignment(smem, gmem);
+    record(smem, {}, gmem, valid ? 4 : 0, 4);
+  }
+  void copy16(Checked smem, const float* gmem, bool valid) {
+    check_alignment(smem.address(), gmem);
+    record(nullptr, smem, gmem, valid ? 4 : 0, 4);
   }
   void commit() { ++group_; }
   template <int kNewest>
@@ -64,7 +73,13 @@ class AsyncCopies {
     for (int i = 0; i < count_; ++i) {
       Copy& c = pending_[i];
       if (c.group + kNewest < group_) {  // an older group than the newest kNewest: it lands
-        for (int k = 0; k < c.floats; ++k) c.smem[k] = k < c.valid ? c.gmem[k] : 0.0f;
+        for (int k = 0; k < c.floats; ++k) {
+          const float v = k < c.valid ? c.gmem[k] : 0.0f;
+          if (c.smem)
+            c.smem[k] = v;
+          else
+            c.checked[k].async_land(v);
+        }
       } else {
         pending_[kept++] = c;
       }
@@ -74,13 +89,20 @@ class AsyncCopies {
 
  private:
   struct Copy {
-    float* smem;
+    float* smem;      // an unchecked destination, or null and:
+    Checked checked;  // a race-checked one
     const float* gmem;
     int valid, floats, group;
   };
-  void record(float* smem, const float* gmem, int valid, int floats) {
+  static void check_alignment(const float* smem, const float* gmem) {
+    if ((reinterpret_cast<uintptr_t>(smem) | reinterpret_cast<uintptr_t>(gmem)) % 16 != 0)
+      ::emu::detail::fail("cp.async of 16 bytes on an address that is not 16-byte aligned");
+  }
+  void record(float* smem, Checked checked, const float* gmem, int valid, int floats) {
     if (count_ == kMaxPending) ::emu::detail::fail("more cp.async copies in flight than declared");
-    pending_[count_++] = Copy{smem, gmem, valid, floats, group_};
+    if (!smem)
+      for (int k = 0; k < floats; ++k) checked[k].async_issue();  // bounds and race check
+    pending_[count_++] = Copy{smem, checked, gmem, valid, floats, group_};
   }
   Copy pending_[kMaxPending];
   int count_ = 0, group_ = 0;

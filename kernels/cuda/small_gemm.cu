@@ -26,13 +26,16 @@
 // Shared memory: 4 stages × (A 32 × 36 + B 32 × 36) + C 32 × 36 floats = 40.5 KiB. The rows are
 // padded from 32 to 36 floats: 16-byte multiples, as wmma's ldm and cp.async need, and every
 // fragment's first element stays 32-byte aligned; the pad also moves consecutive rows 4 banks
-// apart.
+// apart. The tiles are EQUIVAE_SHARED arrays, so the emulator race-checks the copies into them,
+// the fragment loads and stores, and the epilogue's reads (pointers into them are written
+// `As[s][row] + col`, the emulator's checked pointer).
 #include <cstdint>
 #include <type_traits>
 
 #include "kernels/cuda/async_copy.cuh"
 #include "kernels/cuda/launch.h"
 #include "kernels/cuda/ops.h"
+#include "kernels/cuda/reduce.cuh"
 #include "kernels/cuda/wmma.cuh"
 
 namespace equivae::cuda {
@@ -49,11 +52,22 @@ constexpr int kQuads = kTile * kTile / 4 / kThreads;  // 16-byte pieces per oper
 constexpr int kPendingCopies = kStages * kQuads * 8;
 using Copies = AsyncCopies<kPendingCopies>;
 
+// The emulator's tests build the kernel with one barrier or wait wrong on purpose, to show that
+// the race check names each (tests/test_emu_small_gemm.cpp); the engine launches only `none`.
+enum class Defect {
+  none,
+  cs_barrier_dropped,     // no barrier between the fragments' stores into Cs and the epilogue
+  stage_barrier_dropped,  // no barrier in the K loop
+  issue_before_barrier,   // the next stage's copies issued before the loop's barrier
+  short_wait,             // cp.async wait<kStages − 1>: stage t has not landed when it is read
+};
+
 // Copies 4 floats of row r, columns c … c + 3 of a row-major operand (leading dimension ld,
-// `rows` × `cols` in range) to dst; out-of-range elements become zeros. `vec`: the operand and
-// ld allow 16-byte copies.
-__device__ __forceinline__ void copy_quad(Copies& copies, float* dst, const float* src, int ld,
-                                          int r, int c, int rows, int cols, bool vec) {
+// `rows` × `cols` in range) to dst (a float*; the emulator's checked pointer); out-of-range
+// elements become zeros. `vec`: the operand and ld allow 16-byte copies.
+template <class Dst>
+__device__ __forceinline__ void copy_quad(Copies& copies, Dst dst, const float* src, int ld, int r,
+                                          int c, int rows, int cols, bool vec) {
   const bool row_in = r < rows;
   if (vec && row_in && c + 3 < cols) {
     copies.copy16(dst, src + size_t(r) * ld + c, true);
@@ -70,31 +84,33 @@ __device__ __forceinline__ void copy_quad(Copies& copies, float* dst, const floa
 
 // Stage k0 … k0 + 31 of both operands, as stored in shared memory ([row][col], 32 × 32):
 //   A: [m][k]; B: [k][n] (row-major matrix_b), or [n][k] when trans_b (col-major matrix_b).
-template <bool kTransB>
-__device__ __forceinline__ void copy_stage(Copies& copies, float (*as)[kLd], float (*bs)[kLd],
-                                           const float* A, const float* B, int M, int N, int K,
-                                           int lda, int ldb, int m0, int n0, int k0, bool vec_a,
-                                           bool vec_b) {
+// Rows: float (*)[kLd] (the emulator's checked view of a ring slot).
+template <bool kTransB, class Rows>
+__device__ __forceinline__ void copy_stage(Copies& copies, Rows as, Rows bs, const float* A,
+                                           const float* B, int M, int N, int K, int lda, int ldb,
+                                           int m0, int n0, int k0, bool vec_a, bool vec_b) {
 #pragma unroll
   for (int j = 0; j < kQuads; ++j) {
     const int piece = int(threadIdx.x) + j * kThreads, row = piece / 8, col = (piece % 8) * 4;
-    copy_quad(copies, &as[row][col], A, lda, m0 + row, k0 + col, M, K, vec_a);
+    copy_quad(copies, as[row] + col, A, lda, m0 + row, k0 + col, M, K, vec_a);
     if (kTransB)
-      copy_quad(copies, &bs[row][col], B, ldb, n0 + row, k0 + col, N, K, vec_b);
+      copy_quad(copies, bs[row] + col, B, ldb, n0 + row, k0 + col, N, K, vec_b);
     else
-      copy_quad(copies, &bs[row][col], B, ldb, k0 + row, n0 + col, K, N, vec_b);
+      copy_quad(copies, bs[row] + col, B, ldb, k0 + row, n0 + col, K, N, vec_b);
   }
 }
 
-template <bool kTransB>
+template <bool kTransB, Defect kDefect = Defect::none>
 __global__ void __launch_bounds__(kThreads)
     kernel_small_gemm(const float* __restrict__ A, const float* __restrict__ B, float* C, int M,
                       int N, int K, int lda, int ldb, int ldc, float beta, SmallGemmTail tail) {
   grid_dependency_prologue();
-  __shared__ __align__(128) float As[kStages][kTile][kLd];
-  __shared__ __align__(128) float Bs[kStages][kTile][kLd];
-  __shared__ __align__(32) float Cs[kTile][kLd];
-  __shared__ bool last_of_column;
+  EQUIVAE_SHARED_3D(float, As, kStages, kTile, kLd) __align__(128);
+  EQUIVAE_SHARED_3D(float, Bs, kStages, kTile, kLd) __align__(128);
+  EQUIVAE_SHARED_2D(float, Cs, kTile, kLd) __align__(32);
+  EQUIVAE_SHARED(bool, last_of_column, 1);
+  constexpr int kWait = kDefect == Defect::short_wait ? kStages - 1 : kStages - 2;
+  constexpr bool kEarlyIssue = kDefect == Defect::issue_before_barrier;
   using BLayout = std::conditional_t<kTransB, wmma::col_major, wmma::row_major>;
 
   const int m0 = int(blockIdx.y) * kTile, n0 = int(blockIdx.x) * kTile;
@@ -116,16 +132,18 @@ __global__ void __launch_bounds__(kThreads)
   wmma::fragment<wmma::accumulator, 16, 16, 8, float> acc;
   wmma::fill_fragment(acc, 0.0f);
   for (int t = 0; t < stages; ++t) {
-    copies.wait<kStages - 2>();  // this thread's copies of stage t have landed
-    __syncthreads();             // everyone's; and stage t − 1's slot is free again
-    issue(t + kStages - 1);
+    copies.wait<kWait>();  // this thread's copies of stage t have landed
+    if (kEarlyIssue) issue(t + kStages - 1);
+    if (kDefect != Defect::stage_barrier_dropped)
+      __syncthreads();  // everyone's; and stage t − 1's slot is free again
+    if (!kEarlyIssue) issue(t + kStages - 1);
     const int s = t % kStages;
 #pragma unroll
     for (int kk = 0; kk < kTile; kk += 8) {
       wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major> fa;
       wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, BLayout> fb;
-      wmma::load_matrix_sync(fa, &As[s][wr][kk], kLd);
-      wmma::load_matrix_sync(fb, kTransB ? &Bs[s][wc][kk] : &Bs[s][kk][wc], kLd);
+      wmma::load_matrix_sync(fa, As[s][wr] + kk, kLd);
+      wmma::load_matrix_sync(fb, kTransB ? Bs[s][wc] + kk : Bs[s][kk] + wc, kLd);
 #pragma unroll
       for (int i = 0; i < fa.num_elements; ++i) fa.x[i] = wmma::__float_to_tf32(fa.x[i]);
 #pragma unroll
@@ -133,8 +151,8 @@ __global__ void __launch_bounds__(kThreads)
       wmma::mma_sync(acc, fa, fb, acc);
     }
   }
-  wmma::store_matrix_sync(&Cs[wr][wc], acc, kLd, wmma::mem_row_major);
-  __syncthreads();
+  wmma::store_matrix_sync(Cs[wr] + wc, acc, kLd, wmma::mem_row_major);
+  if (kDefect != Defect::cs_barrier_dropped) __syncthreads();
 
   // Epilogue: row r, columns c0 … c0 + 7 of the tile. Every thread stays to the end (the bias
   // gradient's barriers); cells outside C count as zeros.
@@ -176,9 +194,10 @@ __global__ void __launch_bounds__(kThreads)
   }
   __threadfence();  // the partial sums visible to the block that adds them up
   __syncthreads();
-  if (threadIdx.x == 0) last_of_column = atomicAdd(&tail.arrivals[blockIdx.x], 1u) == gridDim.y - 1;
+  if (threadIdx.x == 0)
+    last_of_column[0] = atomicAdd(&tail.arrivals[blockIdx.x], 1u) == gridDim.y - 1;
   __syncthreads();
-  if (!last_of_column) return;
+  if (!last_of_column[0]) return;
   __threadfence();
   if (threadIdx.x < unsigned(kTile) && n < N) {
     float sum = 0.0f;

@@ -146,14 +146,36 @@ std::string thread_name(const BlockRun& r, unsigned linear) {
   return s.str();
 }
 
+// " (array 'As')": a named static array, for the message's headline.
+std::string array_name(const detail::SharedSite& site) {
+  return site.shape && *site.shape->name ? std::string(" (array '") + site.shape->name + "')" : "";
+}
+
+// "word W of KIND (element I of C, B-byte elements: As[i][j][k])".
+std::string shared_word(const detail::SharedSite& site) {
+  std::ostringstream s;
+  s << "word " << site.word << " of " << site.kind << " (element " << site.index << " of "
+    << site.count << ", " << site.elem_bytes << "-byte elements";
+  if (const detail::SharedShape* a = site.shape; a && *a->name) {
+    s << ": " << a->name;
+    const size_t i = site.index;
+    if (a->rank == 1) s << "[" << i << "]";
+    if (a->rank == 2) s << "[" << i / a->inner[0] << "][" << i % a->inner[0] << "]";
+    if (a->rank == 3)
+      s << "[" << i / (a->inner[0] * a->inner[1]) << "][" << i / a->inner[1] % a->inner[0] << "]["
+        << i % a->inner[1] << "]";
+  }
+  s << ")";
+  return s.str();
+}
+
 std::string uninitialised_read_message(const BlockRun& r) {
   const detail::SharedSite& site = r.uninitialised.site;
   std::ostringstream s;
-  s << "emu: read of uninitialised shared memory in " << where(r) << ": "
-    << thread_name(r, r.uninitialised.thread) << " read word " << site.word << " of " << site.kind
-    << " (element " << site.index << " of " << site.count << ", " << site.elem_bytes
-    << "-byte elements), which no thread of this block had written (on a GPU it holds whatever "
-       "an earlier block or kernel left there)";
+  s << "emu: read of uninitialised shared memory" << array_name(site) << " in " << where(r) << ": "
+    << thread_name(r, r.uninitialised.thread) << " read " << shared_word(site)
+    << ", which no thread of this block had written (on a GPU it holds whatever an earlier block "
+       "or kernel left there)";
   return s.str();
 }
 
@@ -403,22 +425,31 @@ void fail(const char* what) {
   throw Error(what);
 }
 
-void shared_race(const SharedSite& site, unsigned other, bool other_wrote, bool this_writes) {
+void shared_race(const SharedSite& site, unsigned other, bool other_wrote, const char* this_does) {
   const BlockRun& r = *t_run;
   std::ostringstream s;
-  s << "emu: shared-memory race in " << where(r) << ": " << thread_name(r, other)
-    << (other_wrote ? " wrote" : " read") << " word " << site.word << " of " << site.kind
-    << " (element " << site.index << " of " << site.count << ", " << site.elem_bytes
-    << "-byte elements) and " << thread_name(r, t_race.thread)
-    << (this_writes ? " writes" : " reads")
+  s << "emu: shared-memory race" << array_name(site) << " in " << where(r) << ": "
+    << thread_name(r, other) << (other_wrote ? " wrote " : " read ") << shared_word(site) << " and "
+    << thread_name(r, t_race.thread) << " " << this_does
     << " it in the same barrier phase, with no __syncthreads() (nor, within a warp, a "
        "full-warp __syncwarp/shuffle/vote) between them";
   throw Error(s.str());
 }
 
+void shared_in_flight(const SharedSite& site, unsigned issuer, const char* this_does) {
+  const BlockRun& r = *t_run;
+  std::ostringstream s;
+  s << "emu: shared-memory race" << array_name(site) << " in " << where(r) << ": "
+    << thread_name(r, t_race.thread) << " " << this_does << " " << shared_word(site)
+    << " while the cp.async that " << (issuer == t_race.thread ? "it" : thread_name(r, issuer))
+    << " issued to it is in flight (no cp.async wait of the issuing thread covers it yet"
+    << (issuer == t_race.thread ? ")" : "; other threads also need a __syncthreads() after it)");
+  throw Error(s.str());
+}
+
 void shared_out_of_bounds(const SharedSite& site, long long index) {
   std::ostringstream s;
-  s << "emu: out-of-bounds shared-memory access";
+  s << "emu: out-of-bounds shared-memory access" << array_name(site);
   if (t_run) s << " in " << where(*t_run) << " by " << thread_name(*t_run, t_race.thread);
   s << ": index " << index << " of " << site.kind << " of " << site.count << " elements ("
     << site.elem_bytes << " bytes each)";

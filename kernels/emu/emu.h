@@ -17,14 +17,16 @@
 //    `mask`, read, and meet a second barrier. Reading a lane that is not in `mask` or does not
 //    exist gives all-ones bits (NaN for float), as undefined as on the GPU.
 //  - Atomics are std::atomic_ref operations; math intrinsics map to libm.
-//  - Checked shared memory: emu::SharedArray<T, N> / SharedArray2D<T, M, N> (what
-//    EQUIVAE_SHARED / EQUIVAE_SHARED_2D of kernels/cuda/reduce.cuh declare here) and
+//  - Checked shared memory: emu::SharedArray<T, N> / SharedArray2D / SharedArray3D (what
+//    EQUIVAE_SHARED / _2D / _3D of kernels/cuda/reduce.cuh declare here) and
 //    emu::dynamic_shared<T>() index through proxies that check bounds and record, per word,
 //    who wrote and read it in the current barrier phase; a race throws emu::Error (the rule:
 //    emu_runtime.h, set_race_check). So does a read of a word that no thread of the running
 //    block has written (reported when its barrier phase ends): static arrays outlive the block
 //    (thread_local), so a block would otherwise read the previous block's values where a GPU
-//    gives garbage.
+//    gives garbage. A row of a 2-D or 3-D array plus an offset (`a[i] + j`, `a[s][i] + j`)
+//    is an emu::SharedPtr, a checked pointer that the emulator's cp.async (AsyncCopies) and
+//    wmma load/store accept, so their accesses are checked too.
 #include <atomic>
 #include <bit>
 #include <cmath>
@@ -92,10 +94,26 @@ extern thread_local RaceClock t_race;
 // Shadow of one shared word: ids are linear thread index + 1 (0: none); *_sync is the warp's
 // full-warp sync count at the time of the access. `written` outlives the phase (and the block:
 // static arrays keep their shadow), so a write before RaceClock::block_start is no write.
+// `async`: the thread whose cp.async to the word is in flight (issued, not yet landed at its
+// wait); it counts only while `written` (set by the issue) is of the running block.
 struct SharedWord {
   uint64_t phase;    // of the accesses recorded below
   uint64_t written;  // phase of the latest write (0: never)
-  uint32_t writer, writer_sync, r1, r1_sync, r2, r2_sync;
+  uint32_t writer, writer_sync, r1, r1_sync, r2, r2_sync, async;
+};
+
+// A string as a template argument (C++20): a static array's name for error messages.
+template <size_t K>
+struct Name {
+  char s[K];
+  constexpr Name(const char (&v)[K]) {
+    for (size_t i = 0; i < K; ++i) s[i] = v[i];
+  }
+};
+struct SharedShape {  // a static array's name ("" if unnamed) and shape, for error messages
+  const char* name;
+  int rank;         // 1, 2 or 3
+  size_t inner[2];  // the extents after the first: {N} of [M][N], {M, N} of [L][M][N]
 };
 
 struct SharedSite {   // what an error message needs about the array
@@ -105,9 +123,13 @@ struct SharedSite {   // what an error message needs about the array
   size_t elem_bytes;  // element size
   size_t word;        // word offset reported (element index, or 4-byte word of the buffer)
   size_t words = 1;   // shadow words the element covers (tracked on the first)
+  const SharedShape* shape = nullptr;  // a static array's name and shape (null: dynamic)
 };
+// this_does: "reads", "writes", "issues a cp.async to" (the message's verb for this access).
 [[noreturn]] void shared_race(const SharedSite& site, unsigned other, bool other_wrote,
-                              bool this_writes);
+                              const char* this_does);
+// An access to a word while a cp.async of thread `issuer` to it is in flight.
+[[noreturn]] void shared_in_flight(const SharedSite& site, unsigned issuer, const char* this_does);
 [[noreturn]] void shared_out_of_bounds(const SharedSite& site, long long index);
 // Records a read of a word that no thread of the running block has written. The scheduler
 // reports it when the barrier phase ends, unless a write of another thread in the same phase
@@ -127,18 +149,26 @@ inline bool race_ordered(const RaceClock& c, uint32_t id, uint32_t sync) {
          ((other >> 5) == (c.thread >> 5) && c.warp_sync[c.thread >> 5] > sync);
 }
 
+// A cp.async to the word is in flight: its value is undefined to every thread until it lands.
+inline void check_in_flight(const SharedWord& w, const SharedSite& site, const char* does) {
+  if (w.async && w.written >= t_race.block_start) shared_in_flight(site, w.async - 1, does);
+}
+
 inline void note_read(SharedWord& w, const SharedSite& site) {
   const RaceClock& c = t_race;
   if (!c.on || !c.warp_sync) return;
+  check_in_flight(w, site, "reads");
   // Nothing this block wrote: on a GPU, whatever an earlier block or kernel left there.
   if (w.written < c.block_start) note_uninitialised_read(site);
   const uint32_t me = c.thread + 1, sync = c.warp_sync[c.thread >> 5];
   if (w.phase != c.phase) {
-    w = SharedWord{c.phase, w.written, 0, 0, me, sync, 0, 0};
+    w.phase = c.phase;
+    w.writer = w.writer_sync = w.r2 = w.r2_sync = 0;
+    w.r1 = me, w.r1_sync = sync;
     return;
   }
   if (w.writer && !race_ordered(c, w.writer, w.writer_sync))
-    shared_race(site, w.writer - 1, true, false);
+    shared_race(site, w.writer - 1, true, "reads");
   if (!w.r1 || w.r1 == me) {
     w.r1 = me, w.r1_sync = sync;
   } else if (!w.r2 || w.r2 == me || ((w.r2 - 1) >> 5) == ((w.r1 - 1) >> 5)) {
@@ -146,28 +176,44 @@ inline void note_read(SharedWord& w, const SharedSite& site) {
   }
 }
 
-inline void note_write(SharedWord& w, const SharedSite& site) {
+inline void note_write(SharedWord& w, const SharedSite& site, const char* does = "writes") {
   const RaceClock& c = t_race;
   if (!c.on || !c.warp_sync) return;
+  check_in_flight(w, site, does);
   const uint32_t me = c.thread + 1, sync = c.warp_sync[c.thread >> 5];
   if (w.phase == c.phase) {
     if (w.writer && !race_ordered(c, w.writer, w.writer_sync))
-      shared_race(site, w.writer - 1, true, true);
-    if (w.r1 && !race_ordered(c, w.r1, w.r1_sync)) shared_race(site, w.r1 - 1, false, true);
-    if (w.r2 && !race_ordered(c, w.r2, w.r2_sync)) shared_race(site, w.r2 - 1, false, true);
+      shared_race(site, w.writer - 1, true, does);
+    if (w.r1 && !race_ordered(c, w.r1, w.r1_sync)) shared_race(site, w.r1 - 1, false, does);
+    if (w.r2 && !race_ordered(c, w.r2, w.r2_sync)) shared_race(site, w.r2 - 1, false, does);
   }
   // Every earlier access is ordered before this write, so a later access that is ordered
   // after it is ordered after them too: only this write needs remembering.
-  w = SharedWord{c.phase, c.phase, me, sync, 0, 0, 0, 0};
+  w = SharedWord{c.phase, c.phase, me, sync, 0, 0, 0, 0, 0};
   // A wide element of the dynamic buffer initialises every word it covers (read, say, as floats).
-  for (size_t k = 1; k < site.words; ++k) (&w)[k].written = c.phase;
+  for (size_t k = 1; k < site.words; ++k) (&w)[k].written = c.phase, (&w)[k].async = 0;
+}
+
+// cp.async (kernels/cuda/async_copy.cuh) writes the word at some moment between its issue and
+// the wait that covers it: the issue is a write (racing with this phase's unordered accesses),
+// and until the landing any access, by any thread, is a race (check_in_flight). The landing is
+// the issuing thread's write in the phase of its wait: other threads need a barrier after it.
+inline void note_async_issue(SharedWord& w, const SharedSite& site) {
+  note_write(w, site, "issues a cp.async to");
+  if (t_race.on && t_race.warp_sync) w.async = t_race.thread + 1;
+}
+inline void note_async_land(SharedWord& w, const SharedSite& site) {
+  w.async = 0;
+  note_write(w, site, "lands a cp.async in");
 }
 
 // A raw address (`&ref`, for atomics) may be written through untracked: the word counts as
 // written, so a word initialised by an atomic is not read as uninitialised.
-inline void note_address(SharedWord& w) {
+inline void note_address(SharedWord& w, const SharedSite& site) {
   const RaceClock& c = t_race;
-  if (c.on && c.warp_sync) w.written = c.phase;
+  if (!c.on || !c.warp_sync) return;
+  check_in_flight(w, site, "takes the address of");
+  w.written = c.phase, w.async = 0;
 }
 
 }  // namespace detail
@@ -225,8 +271,16 @@ class SharedRef {
     return old;
   }
   T* operator&() const {
-    detail::note_address(*w_);
+    detail::note_address(*w_, site_);
     return p_;
+  }
+  // cp.async into this element (kernels/cuda/async_copy.cuh): its issue, and its landing of v.
+  void async_issue() const {
+    detail::note_async_issue(*w_, site_);
+  }
+  void async_land(const T& v) const {
+    detail::note_async_land(*w_, site_);
+    *p_ = v;
   }
 
  private:
@@ -235,53 +289,129 @@ class SharedRef {
   detail::SharedSite site_;
 };
 
+// A checked pointer into a static shared array: what `a[i] + j` (or `&a[i][j]`) is under
+// nvcc, for the emulator's cp.async and wmma, which check every element they touch. Indexing
+// gives SharedRef; indices and arithmetic are bounds-checked against the whole array.
+template <class T>
+class SharedPtr {
+ public:
+  SharedPtr() = default;
+  SharedPtr(T* data, detail::SharedWord* shadow, size_t count, size_t at,
+            const detail::SharedShape* shape)
+      : data_(data), shadow_(shadow), count_(count), at_(at), shape_(shape) {}
+  SharedRef<T> operator[](long long i) const {
+    const long long k = (long long)at_ + i;
+    if (k < 0 || size_t(k) >= count_) detail::shared_out_of_bounds(site(i), k);
+    return SharedRef<T>(data_ + k, shadow_ + k, site(i));
+  }
+  SharedPtr operator+(long long i) const {
+    const long long k = (long long)at_ + i;
+    if (k < 0 || size_t(k) > count_) {
+      detail::SharedSite s = site(i);
+      s.kind = "__shared__ array (pointer arithmetic)";
+      detail::shared_out_of_bounds(s, k);
+    }
+    return SharedPtr(data_, shadow_, count_, size_t(k), shape_);
+  }
+  T* address() const { return data_ + at_; }    // untracked: for alignment checks only
+  detail::SharedSite site(long long i) const {  // of element at + i
+    const size_t k = size_t((long long)at_ + i);
+    return {"__shared__ array", k, count_, sizeof(T), k, 1, shape_};
+  }
+
+ private:
+  T* data_;  // the array's first element (uninitialised by default: trivial, like a T*)
+  detail::SharedWord* shadow_;
+  size_t count_, at_;
+  const detail::SharedShape* shape_;
+};
+
+// A row of N elements of a 2-D or 3-D array (`a[i]`, `a[s][i]`): [j] is bounds-checked
+// against the row, `row + j` is a SharedPtr (which may run on into the next rows, as the
+// pointer does on a GPU).
+template <class T, size_t N>
+class SharedRow {
+ public:
+  explicit SharedRow(SharedPtr<T> p) : p_(p) {}
+  SharedRef<T> operator[](long long j) const {
+    if (j < 0 || size_t(j) >= N) detail::shared_out_of_bounds(p_.site(j), j);
+    return p_[j];
+  }
+  SharedPtr<T> operator+(long long j) const { return p_ + j; }
+  operator SharedPtr<T>() const { return p_; }
+
+ private:
+  SharedPtr<T> p_;
+};
+
+// M rows of N elements (a 2-D array, or `a[s]` of a 3-D one: `T (*)[N]` under nvcc).
+template <class T, size_t M, size_t N>
+class SharedRows {
+ public:
+  explicit SharedRows(SharedPtr<T> p) : p_(p) {}
+  SharedRow<T, N> operator[](long long i) const {
+    if (i < 0 || size_t(i) >= M) {
+      detail::SharedSite s = p_.site(i * (long long)N);
+      s.kind = "__shared__ array (row index)", s.index = size_t(i), s.count = M;
+      s.elem_bytes = sizeof(T) * N;
+      detail::shared_out_of_bounds(s, i);
+    }
+    return SharedRow<T, N>(p_ + i * (long long)N);
+  }
+
+ private:
+  SharedPtr<T> p_;
+};
+
 // `__shared__ T name[N]` under the race check (EQUIVAE_SHARED). Static storage (thread_local,
 // one per running block), zero-initialised shadow.
-template <class T, size_t N>
+template <class T, size_t N, detail::Name kName = "">
 class SharedArray {
  public:
-  SharedRef<T> operator[](long long i) {
-    const detail::SharedSite site{"__shared__ array", size_t(i), N, sizeof(T), size_t(i)};
-    if (i < 0 || size_t(i) >= N) detail::shared_out_of_bounds(site, i);
-    return SharedRef<T>(&data_[i], &shadow_[i], site);
-  }
+  SharedRef<T> operator[](long long i) { return SharedPtr<T>(data_, shadow_, N, 0, &kShape)[i]; }
   static constexpr size_t size() { return N; }
 
  private:
+  static constexpr detail::SharedShape kShape{kName.s, 1, {0, 0}};
   T data_[N];
   detail::SharedWord shadow_[N];
 };
 
-// `__shared__ T name[M][N]` under the race check (EQUIVAE_SHARED_2D): name[i][j].
-template <class T, size_t M, size_t N>
+// `__shared__ T name[M][N]` under the race check (EQUIVAE_SHARED_2D): name[i][j], name[i] + j.
+template <class T, size_t M, size_t N, detail::Name kName = "">
 class SharedArray2D {
  public:
-  class Row {
-   public:
-    Row(SharedArray2D* a, long long i) : a_(a), i_(i) {}
-    SharedRef<T> operator[](long long j) const {
-      const size_t k = size_t(i_) * N + size_t(j);
-      const detail::SharedSite site{"__shared__ array", k, M * N, sizeof(T), k};
-      if (j < 0 || size_t(j) >= N) detail::shared_out_of_bounds(site, j);
-      return SharedRef<T>(&a_->data_[i_][j], &a_->shadow_[k], site);
-    }
-
-   private:
-    SharedArray2D* a_;
-    long long i_;
-  };
-  Row operator[](long long i) {
-    if (i < 0 || size_t(i) >= M) {
-      const detail::SharedSite site{"__shared__ array (first index)", size_t(i), M, sizeof(T) * N,
-                                    size_t(i) * N};
-      detail::shared_out_of_bounds(site, i);
-    }
-    return Row(this, i);
+  SharedRow<T, N> operator[](long long i) {
+    return SharedRows<T, M, N>(SharedPtr<T>(&data_[0][0], shadow_, M * N, 0, &kShape))[i];
   }
 
  private:
+  static constexpr detail::SharedShape kShape{kName.s, 2, {N, 0}};
   T data_[M][N];
   detail::SharedWord shadow_[M * N];
+};
+
+// `__shared__ T name[L][M][N]` under the race check (EQUIVAE_SHARED_3D): name[s][i][j],
+// name[s][i] + j, and name[s] where the kernel takes a `T (*)[N]`.
+template <class T, size_t L, size_t M, size_t N, detail::Name kName = "">
+class SharedArray3D {
+ public:
+  SharedRows<T, M, N> operator[](long long s) {
+    const SharedPtr<T> all(&data_[0][0][0], shadow_, L * M * N, 0, &kShape);
+    const long long slab = (long long)(M * N);
+    if (s < 0 || size_t(s) >= L) {
+      detail::SharedSite site = all.site(s * slab);
+      site.kind = "__shared__ array (first index)", site.index = size_t(s), site.count = L;
+      site.elem_bytes = sizeof(T) * M * N;
+      detail::shared_out_of_bounds(site, s);
+    }
+    return SharedRows<T, M, N>(all + s * slab);
+  }
+
+ private:
+  static constexpr detail::SharedShape kShape{kName.s, 3, {M, N}};
+  T data_[L][M][N];
+  detail::SharedWord shadow_[L * M * N];
 };
 
 // The block's dynamic shared memory as a checked T array (shadowed per 4-byte word; an

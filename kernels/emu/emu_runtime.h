@@ -66,12 +66,14 @@ void set_fiber_stack_size(size_t bytes);
 
 // Shared-memory race check (on by default, as the emulator only runs in tests; the environment
 // variable EQUIVAE_EMU_RACE_CHECK=0 turns it off at startup). Applies to shared memory
-// declared through the checked accessors (EQUIVAE_SHARED / EQUIVAE_SHARED_2D
-// from kernels/cuda/reduce.cuh, BlockReduce's TempStorage, emu::dynamic_shared<T>()); a
-// plain `__shared__ T x[N]` stays an unchecked array, and so does the raw pointer that
-// EQUIVAE_DYNAMIC_SHARED (kernels/cuda/launch.h) gives (no kernel uses it yet). The rule, per
-// shared word (per element of a static array, per 4-byte word of the dynamic buffer), within one
-// barrier phase (between two __syncthreads() of the block):
+// declared through the checked accessors (EQUIVAE_SHARED / _2D / _3D from
+// kernels/cuda/reduce.cuh, BlockReduce's TempStorage, emu::dynamic_shared<T>()), including
+// what cp.async (AsyncCopies) and wmma load/store_matrix_sync do through a checked pointer
+// into them (`a[i] + j`); a plain `__shared__ T x[N]` stays an unchecked array, and so do a
+// raw pointer taken with `&a[i][j]` and the one that EQUIVAE_DYNAMIC_SHARED
+// (kernels/cuda/launch.h) gives (no kernel uses it yet). The rule, per shared word (per
+// element of a static array, per 4-byte word of the dynamic buffer), within one barrier phase
+// (between two __syncthreads() of the block):
 //  - two different threads touch the word and at least one of them writes it: a race, unless
 //    both are lanes of the same warp and a full-warp synchronisation of that warp (__syncwarp,
 //    a shuffle or a vote whose mask covers every lane of the warp) separates the two accesses.
@@ -81,6 +83,11 @@ void set_fiber_stack_size(size_t bytes);
 //  - the shadow keeps the last writer and two readers per word (the second slot preferring a
 //    reader of another warp than the first), so every write-read or write-write conflict with
 //    the last writer is caught, and a write after reads by two or more other threads is.
+//  - a cp.async's write is the issuing thread's: its issue is a write in the issue's phase, its
+//    landing (at the wait that covers it) a write in the wait's phase, and in between the word
+//    is in flight: any access to it, by any thread (the issuer too), is a race.
+//  - a wmma load or store is checked element by element, each element an access of the lane
+//    that holds it in the fragment (kernels/emu/emu_wmma.h).
 //  - a read of a word that no thread of the running block has written (an earlier block's or
 //    launch's write does not count) is an uninitialised read, reported when the barrier phase
 //    ends unless a write of another thread in that phase races with it (then the race is what
@@ -88,8 +95,9 @@ void set_fiber_stack_size(size_t bytes);
 //    initialise the word through it; a store of a wide element of the dynamic buffer writes
 //    every 4-byte word it covers.
 // A race, an uninitialised read or an out-of-bounds index throws emu::Error naming the kernel,
-// the block, the thread(s) and the word. Turning the check off turns off the uninitialised-read
-// check too; out-of-bounds indices are checked even with it off.
+// the block, the thread(s), the word and, for a static array, its name and the element's
+// indices. Turning the check off turns off the uninitialised-read check too; out-of-bounds
+// indices are checked even with it off.
 void set_race_check(bool on);
 bool race_check();
 

@@ -4,12 +4,16 @@
 // FP32 accumulators, m16n16k8. A fragment's element-to-lane mapping is unspecified in CUDA;
 // here lane l holds the elements l·E … l·E + E − 1 of the fragment's matrix in row-major order
 // (E = num_elements: 4 for a 16×8 or 8×16 input, 8 for a 16×16 accumulator, as on the GPU).
-// Loads and stores touch only the lane's own elements. mma_sync meets the whole warp (all 32
+// Loads and stores touch only the lane's own elements; in a race-checked shared array (an
+// emu::SharedPtr, `a[i] + j`) each element is checked as an access of the lane that holds it,
+// so a warp's load of what another warp stored in the same barrier phase is a race (on a GPU
+// the lanes' shares differ, but never span warps). mma_sync meets the whole warp (all 32
 // lanes, as on the GPU), each lane reads every lane's A and B elements and computes its own
 // accumulator elements. The products use A and B with their 13 low mantissa bits dropped (the
 // tensor core reads TF32 so), accumulated in float in k order.
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "kernels/emu/emu.h"
 
@@ -72,26 +76,45 @@ inline void fill_fragment(fragment<Use, 16, 16, 8, T, Layout>& f, float value) {
   for (float& v : f.x) v = value;
 }
 
+// Where a fragment is loaded from or stored to: a raw address (global memory, an unchecked
+// __shared__ array; Raw: const float* for loads, float* for stores) or a checked shared array's
+// emu::SharedPtr (`a[i] + j`, or the row `a[i]`), returned by address() as what it indexes.
+template <class P, class Raw>
+concept MatrixAddress =
+    std::is_convertible_v<P, Raw> || std::is_convertible_v<P, ::emu::SharedPtr<float>>;
+template <class Raw, class P>
+inline auto address(P p) {
+  if constexpr (std::is_convertible_v<P, Raw>)
+    return Raw(p);
+  else
+    return ::emu::SharedPtr<float>(p);
+}
+
 // A or B from memory (shared or global), in the fragment's layout.
-template <class Use, class Layout>
-inline void load_matrix_sync(fragment<Use, 16, 16, 8, precision::tf32, Layout>& f, const float* p,
+template <class Use, class Layout, MatrixAddress<const float*> P>
+inline void load_matrix_sync(fragment<Use, 16, 16, 8, precision::tf32, Layout>& f, P p,
                              unsigned ldm) {
   using F = fragment<Use, 16, 16, 8, precision::tf32, Layout>;
   constexpr bool row = std::is_same_v<Layout, row_major>;
+  const auto a = address<const float*>(p);
   detail::for_own_elements(F::cols, F::num_elements, [&](int e, int r, int c) {
-    f.x[e] = p[detail::offset(r, c, row, ldm)];
+    f.x[e] = a[detail::offset(r, c, row, ldm)];
   });
 }
-inline void load_matrix_sync(fragment<accumulator, 16, 16, 8, float>& f, const float* p,
-                             unsigned ldm, layout_t layout) {
+template <MatrixAddress<const float*> P>
+inline void load_matrix_sync(fragment<accumulator, 16, 16, 8, float>& f, P p, unsigned ldm,
+                             layout_t layout) {
+  const auto a = address<const float*>(p);
   detail::for_own_elements(16, 8, [&](int e, int r, int c) {
-    f.x[e] = p[detail::offset(r, c, layout == mem_row_major, ldm)];
+    f.x[e] = a[detail::offset(r, c, layout == mem_row_major, ldm)];
   });
 }
-inline void store_matrix_sync(float* p, const fragment<accumulator, 16, 16, 8, float>& f,
-                              unsigned ldm, layout_t layout) {
+template <MatrixAddress<float*> P>
+inline void store_matrix_sync(P p, const fragment<accumulator, 16, 16, 8, float>& f, unsigned ldm,
+                              layout_t layout) {
+  const auto a = address<float*>(p);
   detail::for_own_elements(16, 8, [&](int e, int r, int c) {
-    p[detail::offset(r, c, layout == mem_row_major, ldm)] = f.x[e];
+    a[detail::offset(r, c, layout == mem_row_major, ldm)] = f.x[e];
   });
 }
 
