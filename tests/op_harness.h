@@ -3,7 +3,9 @@
 // case declares its inputs and outputs and runs forward/backward for any T; the
 // harness then checks, for the case:
 //   - float against the double reference: normalised MSE ≤ 1e-7 on every output
-//     and every gradient;
+//     and every gradient, and every element within 1e-4 of its own magnitude (above a
+//     floor of 1% of the tensor's RMS): the NMSE alone lets an error confined to the
+//     small elements through (a float-only LeakyReLU slope 3% off passed it);
 //   - the double backward against central finite differences of the scalar
 //     L = Σ_o Σ dy_o ⊙ y_o (dy random);
 //   - no NaN/Inf anywhere (outputs start as NaN, so an unwritten element shows);
@@ -73,8 +75,9 @@ struct Buffers {
 
 struct OpReport {
   double worst_nmse = 0;      // float vs double, over outputs and gradients
+  double worst_element = 0;   // float vs double, element_error's worst
   double worst_fd_error = 0;  // |analytic − numeric| / (1 + |numeric|), double
-  std::string worst_nmse_at, worst_fd_at;
+  std::string worst_nmse_at, worst_element_at, worst_fd_at;
   bool finite = true, guards_intact = true;
   std::string problems;
 };
@@ -129,6 +132,22 @@ inline double nmse(const double* ref, const double* got, size_t n) {
   return norm == 0 ? err : err / norm;
 }
 
+// The worst element's error relative to its own magnitude, floored at 1% of the RMS of ref
+// (elements near zero carry the rounding of the larger terms they were summed from);
+// `where` gets its index.
+inline double element_error(const double* ref, const double* got, size_t n, size_t* where) {
+  double sq = 0;
+  for (size_t i = 0; i < n; ++i) sq += ref[i] * ref[i];
+  const double floor = 0.01 * std::sqrt(sq / double(n ? n : 1));
+  double worst = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const double scale = std::fabs(ref[i]) + floor;
+    const double e = scale > 0 ? std::fabs(got[i] - ref[i]) / scale : std::fabs(got[i]);
+    if (!(e <= worst)) worst = e, *where = i;
+  }
+  return worst;
+}
+
 template <class Case>
 double loss_of(const Case& c, Buffers<double> b) {
   c.template forward<double>(b);
@@ -178,6 +197,11 @@ OpReport check_op(const Case& c) {
       if (!checked || checked(i)) r.push_back(ref[i]), g.push_back(double(got[i]));
     const double e = nmse(r.data(), g.data(), r.size());
     if (!(e <= report.worst_nmse)) report.worst_nmse = e, report.worst_nmse_at = name;
+    size_t at = 0;
+    const double el = element_error(r.data(), g.data(), r.size(), &at);
+    if (!(el <= report.worst_element))
+      report.worst_element = el,
+      report.worst_element_at = name + "[" + std::to_string(at) + "] (of the compared elements)";
   }
 
   // Central finite differences of L in double, every checked element of every input.
@@ -206,6 +230,7 @@ inline void expect_op_ok(const OpReport& r) {
   EXPECT_TRUE(r.finite) << r.problems;
   EXPECT_TRUE(r.guards_intact) << r.problems;
   EXPECT_LE(r.worst_nmse, 1e-7) << "float vs double at " << r.worst_nmse_at;
+  EXPECT_LE(r.worst_element, 1e-4) << "float vs double, element " << r.worst_element_at;
   EXPECT_LE(r.worst_fd_error, 1e-6) << "finite differences at " << r.worst_fd_at;
 }
 

@@ -67,10 +67,17 @@ template <class T>
 double tolerance() {
   return std::is_same_v<T, float> ? 1e-7 : 1e-24;
 }
+// Per element, relative to its magnitude above 1% of the RMS (op_harness.h's element_error).
+template <class T>
+double element_tolerance() {
+  return std::is_same_v<T, float> ? 1e-4 : 1e-10;
+}
 
+// elementwise: also element_error ≤ element_tolerance (off where the float values carry
+// another quantity's rounding, as a parameter's change carries the parameter's).
 template <class T>
 void expect_matches(const std::vector<double>& ref, const Guarded<T>& got,
-                    const std::string& what) {
+                    const std::string& what, bool elementwise = true) {
   ASSERT_EQ(ref.size(), got.size()) << what;
   EXPECT_TRUE(got.guards_intact()) << what << ": write outside its bounds";
   size_t non_finite = 0;
@@ -79,6 +86,11 @@ void expect_matches(const std::vector<double>& ref, const Guarded<T>& got,
   const std::vector<double> g = as_double(got);
   const double e = nmse(ref.data(), g.data(), ref.size());
   EXPECT_LE(e, tolerance<T>()) << what << (std::is_same_v<T, float> ? " (float)" : " (double)");
+  size_t at = 0;
+  if (elementwise) {
+    EXPECT_LE(element_error(ref.data(), g.data(), ref.size(), &at), element_tolerance<T>())
+        << what << (std::is_same_v<T, float> ? " (float)" : " (double)") << ": element " << at;
+  }
 }
 
 template <class T>
@@ -333,6 +345,37 @@ TEST(CudaKernels, SampleAndKlStayFiniteForExtremeLogVarianceAndMean) {
   check_sample_kl_extremes<double>();
 }
 
+// ---------------------------------------------------------------- inverted dropout
+template <class T>
+void check_dropout(size_t n, double rate) {
+  const auto x = draw(41, n, -2, 2), dy = draw(42, n, -1, 1);
+  std::vector<double> y(n), mask(n), dx(n);
+  cpu::dropout_forward(y.data(), mask.data(), x.data(), n, rate, 7, 11, 3);
+  cpu::dropout_backward(dx.data(), dy.data(), mask.data(), n);
+  const std::string what = "dropout n=" + std::to_string(n) + " rate=" + std::to_string(rate);
+  for (uint64_t seed : kSeeds) {
+    emu::set_schedule_seed(seed);
+    Guarded<T> xt = guarded<T>(x), dyt = guarded<T>(dy);
+    Guarded<T> yt = nan_buffer<T>(n), mt = nan_buffer<T>(n), dxt = nan_buffer<T>(n);
+    cuda::dropout_forward(yt.data(), mt.data(), xt.data(), n, T(rate), 7, 11, 3, kStream);
+    cuda::dropout_backward(dxt.data(), dyt.data(), mt.data(), n, kStream);
+    expect_matches(y, yt, what + " y");
+    expect_matches(mask, mt, what + " mask");
+    expect_matches(dx, dxt, what + " dx");
+    size_t same_decision = 0;  // the keep decisions are the CPU's, element by element
+    for (size_t i = 0; i < n; ++i) same_decision += (mt[i] == T(0)) == (mask[i] == 0.0);
+    EXPECT_EQ(same_decision, n) << what;
+  }
+}
+
+TEST(CudaKernels, DropoutKeepsTheCpuMaskAndScales) {
+  for (double rate : {0.0, 0.5, 1.0}) {
+    check_dropout<float>(4099, rate);
+    check_dropout<double>(4099, rate);
+  }
+  check_dropout<float>(160 * 512, 0.5);  // the benchmark classifier's hidden layer
+}
+
 // ---------------------------------------------------------------- Bernoulli likelihood
 template <class T>
 void check_bernoulli(int B, int D) {
@@ -460,11 +503,14 @@ void check_adam(size_t n) {
     cuda::adam_step(pt.data(), mt.data(), vt.data(), gt.data(), n, config, t, kStream);
     cuda::adam_step(pd.data(), md.data(), vd.data(), gt.data(), n, config, &t, kStream);
   }
-  // Compare the parameters' change (the parameters themselves hide it), and the moments.
+  // Compare the parameters' change (the parameters themselves hide it) by its NMSE: a float
+  // parameter holds a change of 1e-7 only to its own ulp, so per element it is the parameter
+  // that is compared. And the moments.
   std::vector<double> dp(n);
   Guarded<T> dpt(n);
   for (size_t i = 0; i < n; ++i) dp[i] = p[i] - p0[i], dpt[i] = T(double(pt[i]) - p0[i]);
-  expect_matches(dp, dpt, "adam parameter change n=" + std::to_string(n));
+  expect_matches(dp, dpt, "adam parameter change n=" + std::to_string(n), false);
+  expect_matches(p, pt, "adam parameters n=" + std::to_string(n));
   expect_matches(m, mt, "adam m");
   expect_matches(v, vt, "adam v");
   EXPECT_TRUE(pt.guards_intact() && pd.guards_intact() && md.guards_intact() && vd.guards_intact());

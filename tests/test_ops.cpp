@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/cpu/ops.h"
@@ -391,6 +392,26 @@ struct UnwrittenOutputCase : PoolCase {
   }
 };
 
+// A float-only error confined to small elements, as a LeakyReLU whose float backward had its
+// slope 3% off would make: the NMSE hardly sees it, the per-element check must.
+struct SmallElementsWrongInFloatCase : BernoulliCase {
+  template <class T>
+  void backward(Buffers<T>& b) const {
+    BernoulliCase::backward(b);
+    if (!std::is_same_v<T, float>) return;
+    T* d = b["dlogits"];
+    T largest = 0;
+    for (size_t i = 0; i < size_t(B) * D; ++i) largest = std::max(largest, std::fabs(d[i]));
+    for (size_t i = 0; i < size_t(B) * D; ++i)
+      if (std::fabs(d[i]) < T(0.02) * largest) d[i] *= T(1.03);
+  }
+};
+
+TEST(OpHarness, CatchesAnErrorConfinedToSmallElements) {
+  const OpReport r = check_op(SmallElementsWrongInFloatCase{});
+  EXPECT_LE(r.worst_nmse, 1e-7) << "the NMSE alone would have passed it";
+  EXPECT_GT(r.worst_element, 1e-4) << r.worst_element_at;
+}
 TEST(OpHarness, CatchesAWrongGradient) {
   const OpReport r = check_op(WrongGradientCase{});
   EXPECT_GT(r.worst_fd_error, 1e-6);

@@ -135,6 +135,15 @@ template <class T>
 void sample_kl_backward(T* dmulv, const T* dv, const T* dkl, const T* mulv, const T* eps, int B,
                         int d, cudaStream_t stream);
 
+// ---- inverted dropout, cpu::dropout_forward's contract and mask: element i is kept iff
+// philox_uniform<double>(seed, step, stream_id, i) ≥ rate (decided in double for both T).
+template <class T>
+void dropout_forward(T* y, T* mask, const T* x, size_t n, T rate, uint64_t seed, uint64_t step,
+                     uint32_t stream_id, cudaStream_t stream);
+// dx = dy ⊙ mask (dx may alias dy)
+template <class T>
+void dropout_backward(T* dx, const T* dy, const T* mask, size_t n, cudaStream_t stream);
+
 // ---- Bernoulli log-likelihood from logits (soft targets x ∈ [0,1])
 template <class T>
 void bernoulli_ll_forward(T* ll, const T* logits, const T* x, int B, int D, cudaStream_t stream);

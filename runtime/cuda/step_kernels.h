@@ -36,13 +36,4 @@ template <class T>
 void finish_step(double* table, const MeanSet<T>& set, DeviceCounters* counters,
                  cudaStream_t stream);
 
-// Inverted dropout, cpu::dropout_forward's contract and mask: element i is kept iff
-// philox_uniform<double>(seed, step, stream_id, i) ≥ rate (decided in double for both T).
-template <class T>
-void dropout_forward(T* y, T* mask, const T* x, size_t n, T rate, uint64_t seed, uint64_t step,
-                     uint32_t stream_id, cudaStream_t stream);
-// dx = dy ⊙ mask (dx may alias dy)
-template <class T>
-void dropout_backward(T* dx, const T* dy, const T* mask, size_t n, cudaStream_t stream);
-
 }  // namespace equivae::cuda
