@@ -1,5 +1,6 @@
 #include "model/config.h"
 
+#include <algorithm>
 #include <sstream>
 
 #include "runtime/error.h"
@@ -23,6 +24,18 @@ void EquiVaeConfig::validate() const {
   check(unlabelled_weight >= 0, ctx, "unlabelled weight must be ≥ 0");
   check(classifier_weight >= 0, ctx, "classifier weight must be ≥ 0");
   check(gaussian_initial_sigma > 0, ctx, "the Gaussian's initial sigma must be positive");
+  // The kernels index a step's tensors with 32-bit ints (CPU and GPU alike): its largest,
+  // rows × the widest row (the input, a hidden layer, the encoder's μ and log σ², or a conv
+  // layer's 2× downsampled feature map), must stay below 2^31 elements.
+  int64_t widest = std::max<int64_t>({input_dim, hidden, 2 * int64_t(latent_v)});
+  if (convolutional()) widest = std::max<int64_t>(widest, int64_t(conv_width) * height * width / 4);
+  const int64_t step_rows = int64_t(classes) * k + int64_t(classes) * unlabelled;
+  check(step_rows * widest < (int64_t(1) << 31), ctx,
+        "a step of " + std::to_string(step_rows) + " rows (" + std::to_string(classes) +
+            " classes × (k = " + std::to_string(k) + " + unlabelled = " +
+            std::to_string(unlabelled) + ")) of up to " + std::to_string(widest) +
+            " values is too large: the kernels index 2^31 elements at most (use a smaller "
+            "k, unlabelled or hidden)");
   if (!convolutional() && !gaussian()) return;  // the geometry is not used
   check(channels > 0 && height > 0 && width > 0, ctx,
         "image geometry must be positive, got channels=" + std::to_string(channels) +

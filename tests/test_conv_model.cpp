@@ -375,6 +375,23 @@ TEST(ConvModel, ConfigurationLinesAndChecks) {
   EquiVaeConfig dense;
   dense.input_dim = 400;
   EXPECT_NO_THROW(dense.validate());
+  // A step whose largest tensor would pass 2^31 elements (the kernels' 32-bit indices) is
+  // refused before anything is allocated: 10 × (4096 + 100000) rows × 4096 wide; one row
+  // fewer per class fits at hidden 2048.
+  EquiVaeConfig huge;
+  huge.k = 4096, huge.unlabelled = 100000, huge.hidden = 4096;
+  try {
+    huge.validate();
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("1040960 rows"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("2^31"), std::string::npos) << e.what();
+  }
+  huge.hidden = 2048;
+  EXPECT_NO_THROW(huge.validate());
+  EquiVaeConfig conv = svhn_config();
+  conv.k = 4096, conv.unlabelled = 30000;  // 340,960 rows × 32·16·16 = 8,192 values > 2^31
+  EXPECT_THROW(conv.validate(), Error);
 }
 
 TEST(ConvModel, ImagesMustHaveTheGeometryAConvOrGaussianModelReads) {

@@ -76,8 +76,8 @@ double element_tolerance() {
 // elementwise: also element_error ≤ element_tolerance (off where the float values carry
 // another quantity's rounding, as a parameter's change carries the parameter's).
 template <class T>
-void expect_matches(const std::vector<double>& ref, const Guarded<T>& got,
-                    const std::string& what, bool elementwise = true) {
+void expect_matches(const std::vector<double>& ref, const Guarded<T>& got, const std::string& what,
+                    bool elementwise = true) {
   ASSERT_EQ(ref.size(), got.size()) << what;
   EXPECT_TRUE(got.guards_intact()) << what << ": write outside its bounds";
   size_t non_finite = 0;
