@@ -17,6 +17,7 @@
 #include <functional>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "kernels/philox.h"
@@ -73,6 +74,9 @@ struct Buffers {
   int32_t* i(const std::string& name) { return ints.at(name).data(); }
 };
 
+// A case's optional index inputs (int_inputs()): name → values, e.g. pooling's offsets.
+using IntInputs = std::vector<std::pair<std::string, std::vector<int32_t>>>;
+
 struct OpReport {
   double worst_nmse = 0;      // float vs double, over outputs and gradients
   double worst_element = 0;   // float vs double, element_error's worst
@@ -105,10 +109,12 @@ Buffers<T> make_buffers(const Case& c) {
     if (s.differentiable) b.real.emplace("d" + s.name, std::move(dy));
     ++stream;
   }
-  for (auto& [name, values] : c.int_inputs()) {
-    Guarded<int32_t> g(values.size());
-    for (size_t i = 0; i < values.size(); ++i) g[i] = values[i];
-    b.ints.emplace(name, std::move(g));
+  if constexpr (requires { c.int_inputs(); }) {  // optional: index inputs, not differentiated
+    for (auto& [name, values] : c.int_inputs()) {
+      Guarded<int32_t> g(values.size());
+      for (size_t i = 0; i < values.size(); ++i) g[i] = values[i];
+      b.ints.emplace(name, std::move(g));
+    }
   }
   return b;
 }

@@ -31,7 +31,6 @@ namespace {
 
 using test::Buffers;
 using test::BufferSpec;
-using IntInputs = std::vector<std::pair<std::string, std::vector<int32_t>>>;
 
 // ---- the op
 
@@ -42,7 +41,6 @@ struct DropoutCase {
   uint32_t stream = 2;
   std::vector<BufferSpec> inputs() const { return {{"x", n, -2, 2}}; }
   std::vector<BufferSpec> outputs() const { return {{"y", n}, {"mask", n, 0, 0, false}}; }
-  IntInputs int_inputs() const { return {}; }
   template <class T>
   void forward(Buffers<T>& b) const {
     cpu::dropout_forward(b["y"], b["mask"], b["x"], n, T(rate), 11, step, stream);

@@ -26,7 +26,6 @@
 namespace equivae::test {
 namespace {
 
-using IntInputs = std::vector<std::pair<std::string, std::vector<int32_t>>>;
 using cpu::Conv2dShape;
 
 int out_h(const Conv2dShape& s, bool transposed) {
@@ -55,7 +54,6 @@ struct ConvCase {
     return in;
   }
   std::vector<BufferSpec> outputs() const { return {{"y", output_size(s, transposed)}}; }
-  IntInputs int_inputs() const { return {}; }
   size_t workspace() const {
     return transposed ? cpu::conv_transpose2d_workspace_size(s) : cpu::conv2d_workspace_size(s);
   }
@@ -635,7 +633,6 @@ struct GaussianCase {
             {"logvar", size_t(C), lv_lo, lv_hi}};
   }
   std::vector<BufferSpec> outputs() const { return {{"ll", size_t(B)}}; }
-  IntInputs int_inputs() const { return {}; }
   template <class T>
   void forward(Buffers<T>& b) const {
     cpu::gaussian_ll_forward(b["ll"], b["mu"], b["x"], b["logvar"], B, C, P);

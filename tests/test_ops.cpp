@@ -15,8 +15,6 @@
 namespace equivae::test {
 namespace {
 
-using IntInputs = std::vector<std::pair<std::string, std::vector<int32_t>>>;
-
 // The harness on every GEMM route the build has: the float op (oneDNN's matmul or OpenBLAS)
 // against the double one (always OpenBLAS).
 template <class Case>
@@ -36,7 +34,6 @@ struct DenseCase {
     return {{"x", size_t(B) * in}, {"W", size_t(in) * out, -0.5, 0.5}, {"b", size_t(out)}};
   }
   std::vector<BufferSpec> outputs() const { return {{"y", size_t(B) * out}}; }
-  IntInputs int_inputs() const { return {}; }
   template <class T>
   void forward(Buffers<T>& b) const {
     cpu::dense_forward(b["y"], b["x"], b["W"], b["b"], B, in, out, relu);
@@ -82,7 +79,6 @@ struct DenseOverReluCase {
     h.differentiable = false;  // inside the pair: L sees y only
     return {h, {"y", size_t(B) * out}};
   }
-  IntInputs int_inputs() const { return {}; }
   template <class T>
   void forward(Buffers<T>& b) const {
     cpu::dense_forward(b["h"], b["x"], b["W0"], b["b0"], B, in, hidden, true);
@@ -116,7 +112,6 @@ struct DenseTwoInputsCase {
             {"bias", size_t(out)}};
   }
   std::vector<BufferSpec> outputs() const { return {{"y", size_t(B) * out}}; }
-  IntInputs int_inputs() const { return {}; }
   template <class T>
   void forward(Buffers<T>& b) const {
     cpu::dense_forward_partial(b["y"], b["a"], b["W"], B, in_a, out);
@@ -227,7 +222,6 @@ struct SampleKlCase {
   std::vector<BufferSpec> outputs() const {
     return {{"v", size_t(B) * d}, {"kl", size_t(B)}, {"eps", size_t(B) * d, 0, 0, false}};
   }
-  IntInputs int_inputs() const { return {}; }
   template <class T>
   void forward(Buffers<T>& b) const {
     cpu::sample_kl_forward(b["v"], b["eps"], b["kl"], b["mulv"], B, d, 42, 3, 0);
@@ -261,7 +255,6 @@ struct BernoulliCase {
     return {{"logits", size_t(B) * D, -6, 6}, {"x", size_t(B) * D, 0, 1, false}};
   }
   std::vector<BufferSpec> outputs() const { return {{"ll", size_t(B)}}; }
-  IntInputs int_inputs() const { return {}; }
   template <class T>
   void forward(Buffers<T>& b) const {
     cpu::bernoulli_ll_forward(b["ll"], b["logits"], b["x"], B, D);
@@ -322,7 +315,6 @@ struct ExpectationCase {
   std::vector<BufferSpec> outputs() const {
     return {{"L", size_t(U)}, {"q", size_t(U) * C, 0, 0, false}};
   }
-  IntInputs int_inputs() const { return {}; }
   template <class T>
   void forward(Buffers<T>& b) const {
     cpu::expectation_forward(b["L"], b["q"], b["logits"], b["ll"], b["kl"], b["log_prior"], U, C);
