@@ -1,6 +1,6 @@
 #pragma once
-// Hyper-parameters of the EquiVAE (README, "The model"; the paper's §3 values as defaults: 16-D latents,
-// m_max = 7, Adam 1e-3, k = 16 → B = 160) and its architecture: the dense MNIST reference
+// Hyper-parameters of the EquiVAE (README, "The model"; the paper's §3 values as defaults: 16-D
+// latents, m_max = 7, Adam 1e-3, k = 16 → B = 160) and its architecture: the dense MNIST reference
 // model by default, the convolutional SVHN model with a Gaussian likelihood in svhn_config().
 #include <cstdint>
 #include <string>
@@ -29,7 +29,8 @@ struct EquiVaeConfig {
   // labels (C·U extra rows through encoder and decoder) and a classifier q(y|x).
   int unlabelled = 0;  // U; 0: supervised
   // loss = mean_lab(−L_lab − α log q(y|x)) + w · mean_unlab(−L_unlab). The paper: α = 1; its
-  // eq. 7 sums items, not batch means: w = N_unlab / N_lab (docs/semi-supervised.md: it collapses q(y|x)).
+  // eq. 7 sums items, not batch means: w = N_unlab / N_lab (docs/semi-supervised.md: it collapses
+  // q(y|x)).
   double unlabelled_weight = 1.0;  // w
   double classifier_weight = 1.0;  // α
   // Image geometry, NCHW: an image row is `channels` planes of height × width. Used by the

@@ -127,8 +127,8 @@ void finish_step(double* table, const MeanSet<T>& set, DeviceCounters* counters,
   EQUIVAE_LAUNCH(kernel_finish_step<T>, 1, 32 * kMetricWidth, 0, stream, table, set, counters);
 }
 
-#define INSTANTIATE(T)                                                                        \
-  template void fill<T>(T*, T, size_t, cudaStream_t);                                         \
+#define INSTANTIATE(T)                                \
+  template void fill<T>(T*, T, size_t, cudaStream_t); \
   template void finish_step<T>(double*, const MeanSet<T>&, DeviceCounters*, cudaStream_t);
 INSTANTIATE(float)
 INSTANTIATE(double)
