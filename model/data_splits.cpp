@@ -1,5 +1,6 @@
 #include "model/data_splits.h"
 
+#include <filesystem>
 #include <future>
 #include <utility>
 
@@ -13,6 +14,11 @@ constexpr int64_t kSvhnValidation = 3257;
 }  // namespace
 
 DataSplits load_splits(const DataSource& src) {
+  // A directory holds either kind: a missing one is not MNIST's alone to name.
+  std::error_code ec;
+  check(src.directory.empty() || std::filesystem::exists(src.directory, ec), src.directory,
+        "does not exist (looking for MNIST's IDX files or SVHN's train_32x32.mat and "
+        "test_32x32.mat)");
   DataSplits s;
   s.bundled = src.bundled();
   if (s.bundled) {

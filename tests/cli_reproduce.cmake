@@ -168,11 +168,15 @@ if(NOT "${kept}" STREQUAL "${first}" OR EXISTS ${OUT}/continued/previous)
   message(FATAL_ERROR "--reuse OUT/runs.csv did not continue in place: ${after}")
 endif()
 
-# Table 1 and Table 2 have default output directories of their own.
+# Table 1 and Table 2 have default output directories of their own, and a smoke run's stay
+# apart from them.
 quick("" --supervised)
 quick("")
-expect_rows(${OUT}/defaults/runs/reproduce/table1/runs.csv 1 1)
-expect_rows(${OUT}/defaults/runs/reproduce/table2/runs.csv 1 2)
+expect_rows(${OUT}/defaults/runs/reproduce/quick-table1/runs.csv 1 1)
+expect_rows(${OUT}/defaults/runs/reproduce/quick-table2/runs.csv 1 2)
+if(EXISTS ${OUT}/defaults/runs/reproduce/table1 OR EXISTS ${OUT}/defaults/runs/reproduce/table2)
+  message(FATAL_ERROR "a --quick run wrote into a table's default directory")
+endif()
 
 # An empty runs.csv (an earlier build's, killed in its first run) holds no run.
 file(WRITE ${OUT}/empty.csv "")

@@ -630,7 +630,9 @@ int run(int argc, char** argv) {
   declare_device_flags(f, "auto");
   f.add("out", "runs/reproduce/table2",
         "output directory: runs.csv, table.md and each run's logs in runs/ "
-        "(runs/reproduce/table1 with --supervised); an earlier reproduction there that this "
+        "(runs/reproduce/table1 with --supervised; runs/reproduce/quick-table1 or "
+        "quick-table2 with --quick, so a smoke run leaves the tables alone); an earlier "
+        "reproduction there that this "
         "one does not continue (--reuse OUT/runs.csv) moves to OUT/previous, OUT/previous-2, "
         "...");
   f.add("reuse", "",
@@ -680,8 +682,9 @@ int run(int argc, char** argv) {
   // OUT moves aside, not when its row's first run starts.
   if (!supervised)
     for (int64_t labels : label_counts) check_labelled_split(data.train, labels);
+  const std::string table = supervised ? "table1" : "table2";
   const std::string out_dir =
-      supervised && !f.has("out") ? std::string("runs/reproduce/table1") : f.get("out");
+      f.has("out") ? f.get("out") : "runs/reproduce/" + (quick ? "quick-" + table : table);
   create_output_directory(out_dir, "--out");
   const std::unique_ptr<Backend<float>> backend = backend_from_flags(f);
   Reproduction rp{data, *backend, supervised, classifier_epochs, {}, out_dir, f.has("reuse"), ""};
