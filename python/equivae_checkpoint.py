@@ -6,6 +6,7 @@ into a PyTorch module, to work with a trained model beside the engine.
     import equivae_checkpoint
     model = equivae_checkpoint.load("runs/mnist/checkpoint.safetensors")  # float32, eval mode
     r = model.f_inv(x)                  # x [n, C·H·W] in [0, 1], NCHW rows → r [n, d_r]
+                                        # (a tensor or a numpy array; no gradients by default)
     mu, logvar = model.encode(x, r)     # q(v | r, x) = N(mu, e^logvar)
     out = model.decode(r, v)            # [n, C·H·W]: Bernoulli logits, or the Gaussian's μ
     logits = model.classify(x)          # q(y | x), semi-supervised checkpoints only
@@ -126,13 +127,18 @@ class EquiVae(torch.nn.Module):
         self.logvar = None if lv is None else torch.nn.Parameter(torch.from_numpy(lv))  # [C]
         self.likelihood = "gaussian" if lv is not None else "bernoulli"
 
+    def _tensor(self, a):
+        """a as a tensor of the parameters' dtype (numpy arrays and float64 inputs accepted)."""
+        return torch.as_tensor(a, dtype=self.finv.weights[0].dtype)
+
     def f_inv(self, x):
         """r = f_inv(x): the invariant embedding, [n, d_r]."""
-        return self.finv(x)
+        return self.finv(self._tensor(x))
 
     def encode(self, x, r):
         """(μ, log σ²) of q(v | r, x), each [n, d_v]: the encoder's own conv trunk on x (SVHN;
         ReLU after it), then its dense layers on [features ; r]."""
+        x, r = self._tensor(x), self._tensor(r)
         trunk = self.encoder.conv_layers()
         features = self.encoder(x, trunk, relu_last=True) if trunk else x
         h = torch.cat([features, r], dim=1)
@@ -146,7 +152,7 @@ class EquiVae(torch.nn.Module):
     def decode(self, r, v):
         """p(x | r, v)'s parameters, [n, C·H·W]: Bernoulli logits, or the Gaussian's μ (its
         log-variance per channel is self.logvar)."""
-        return self.decoder(torch.cat([r, v], dim=1))
+        return self.decoder(torch.cat([self._tensor(r), self._tensor(v)], dim=1))
 
     def reconstruct(self, x, r):
         """Pixel intensities of x decoded at v = μ(x, r): sigmoid(logits), or μ clamped to
@@ -159,11 +165,12 @@ class EquiVae(torch.nn.Module):
         """q(y | x) logits, [n, C]; semi-supervised checkpoints only."""
         if len(self.classifier.weights) == 0:
             raise ValueError("this checkpoint has no q(y|x): it is not a semi-supervised run's")
-        return self.classifier(x)
+        return self.classifier(self._tensor(x))
 
 
-def load(path):
-    """The EquiVAE of a checkpoint, float32, in eval mode."""
+def load(path, requires_grad=False):
+    """The EquiVAE of a checkpoint, float32, in eval mode; its parameters take gradients only
+    with requires_grad (to fine-tune or probe it)."""
     tensors, metadata = read_safetensors(path)
     tensors = {name: array.astype(np.float32) for name, array in tensors.items()}
     config = {k[len("config.") :]: v for k, v in metadata.items() if k.startswith("config.")}
@@ -171,6 +178,7 @@ def load(path):
         model = EquiVae(tensors, config, metadata)
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from None
+    model.requires_grad_(requires_grad)
     return model.eval()
 
 
