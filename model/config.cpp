@@ -26,23 +26,29 @@ void EquiVaeConfig::validate() const {
   check(gaussian_initial_sigma > 0, ctx, "the Gaussian's initial sigma must be positive");
   // The kernels index a step's tensors with 32-bit ints (CPU and GPU alike): its largest,
   // rows × the widest row (the input, a hidden layer, the encoder's μ and log σ², or a conv
-  // layer's 2× downsampled feature map), must stay below 2^31 elements.
-  int64_t widest = std::max<int64_t>({input_dim, hidden, 2 * int64_t(latent_v)});
-  if (convolutional()) widest = std::max<int64_t>(widest, int64_t(conv_width) * height * width / 4);
-  const int64_t step_rows = int64_t(classes) * k + int64_t(classes) * unlabelled;
-  check(step_rows * widest < (int64_t(1) << 31), ctx,
-        "a step of " + std::to_string(step_rows) + " rows (" + std::to_string(classes) +
-            " classes × (k = " + std::to_string(k) + " + unlabelled = " +
-            std::to_string(unlabelled) + ")) of up to " + std::to_string(widest) +
-            " values is too large: the kernels index 2^31 elements at most (use a smaller "
-            "k, unlabelled or hidden)");
+  // layer's 2× downsampled feature map), must stay below 2^31 elements. In 128 bits: a
+  // checkpoint's metadata can hold any int for each factor.
+  using Wide = __int128;
+  Wide widest = std::max<Wide>({Wide(input_dim), Wide(hidden), 2 * Wide(latent_v)});
+  if (convolutional())
+    widest = std::max<Wide>(widest, Wide(conv_width) * Wide(height) * Wide(width) / 4);
+  const Wide step_rows = Wide(classes) * k + Wide(classes) * unlabelled;
+  check(step_rows * widest < (Wide(1) << 31), ctx,
+        "a step of " + std::to_string(int64_t(step_rows)) + " rows (" + std::to_string(classes) +
+            " classes × (k = " + std::to_string(k) +
+            " + unlabelled = " + std::to_string(unlabelled) + ")) of up to " +
+            std::to_string(int64_t(std::min<Wide>(widest, INT64_MAX))) +
+            " values is too large: the kernels index 2^31 elements at most (use a smaller k, "
+            "unlabelled, hidden" +
+            (convolutional() ? " or conv_width)" : " or latent)"));
   if (!convolutional() && !gaussian()) return;  // the geometry is not used
   check(channels > 0 && height > 0 && width > 0, ctx,
         "image geometry must be positive, got channels=" + std::to_string(channels) +
             " height=" + std::to_string(height) + " width=" + std::to_string(width));
-  check(int64_t(channels) * height * width == input_dim, ctx,
-        "input_dim " + std::to_string(input_dim) + " is not channels × height × width = " +
-            std::to_string(int64_t(channels) * height * width));
+  check(__int128(channels) * height * width == input_dim, ctx,
+        "input_dim " + std::to_string(input_dim) +
+            " is not channels × height × width = " + std::to_string(channels) + " × " +
+            std::to_string(height) + " × " + std::to_string(width));
   if (!convolutional()) return;
   check(conv_width > 0, ctx, "conv_width must be positive, got " + std::to_string(conv_width));
   // Three stride-2 layers halve the image exactly (and the decoder's transposes double it back)

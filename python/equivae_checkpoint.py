@@ -48,25 +48,33 @@ def read_safetensors(path):
         header = json.loads(blob[8 : 8 + size])
     except ValueError as e:
         raise ValueError(f"{path}: the header is not JSON ({e})") from None
+    if not isinstance(header, dict) or not isinstance(header.get("__metadata__", {}), dict):
+        raise ValueError(f"{path}: the header is not a JSON object of tensors and metadata")
     metadata = header.pop("__metadata__", {})
     data = memoryview(blob)[8 + size :]
-    needed = max((entry["data_offsets"][1] for entry in header.values()), default=0)
-    if needed > len(data):
-        raise ValueError(
-            f"{path}: truncated: its tensors need {needed} data bytes, it holds {len(data)}")
-    if "crc32" in metadata and f"{zlib.crc32(data):08x}" != metadata["crc32"]:
-        raise ValueError(f"{path}: checksum mismatch: the file is corrupted")
-    tensors = {}
+    entries = {}
     for name, entry in header.items():
-        dtype = _DTYPES.get(entry["dtype"])
+        try:
+            dtype, shape = _DTYPES.get(entry["dtype"]), [int(d) for d in entry["shape"]]
+            begin, end = (int(o) for o in entry["data_offsets"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{path}: tensor {name}: a malformed entry ({e!r})") from None
         if dtype is None:
             raise ValueError(f"{path}: tensor {name} has dtype {entry['dtype']}, not F32 or F64")
-        begin, end = entry["data_offsets"]
-        count = int(np.prod(entry["shape"], dtype=np.int64))
-        if not 0 <= begin <= end <= len(data) or end - begin != count * np.dtype(dtype).itemsize:
+        if end > len(data):
+            raise ValueError(f"{path}: truncated: tensor {name} needs {end} data bytes, "
+                             f"the file holds {len(data)}")
+        count = int(np.prod(shape, dtype=np.int64))
+        if not 0 <= begin <= end or end - begin != count * np.dtype(dtype).itemsize:
             raise ValueError(f"{path}: tensor {name}: offsets {begin}..{end} do not hold its shape")
+        entries[name] = (dtype, shape, begin, end)
+    recorded = metadata.get("crc32")
+    if recorded is not None and f"{zlib.crc32(data):08x}" != str(recorded).lower():
+        raise ValueError(f"{path}: checksum mismatch: the file is corrupted")
+    tensors = {}
+    for name, (dtype, shape, begin, end) in entries.items():
         array = np.frombuffer(data[begin:end], dtype="<" + np.dtype(dtype).str[1:])
-        tensors[name] = array.reshape(entry["shape"])
+        tensors[name] = array.reshape(shape).astype(dtype)  # a writable, native-order copy
     return tensors, metadata
 
 
@@ -172,7 +180,7 @@ def load(path, requires_grad=False):
     """The EquiVAE of a checkpoint, float32, in eval mode; its parameters take gradients only
     with requires_grad (to fine-tune or probe it)."""
     tensors, metadata = read_safetensors(path)
-    tensors = {name: array.astype(np.float32) for name, array in tensors.items()}
+    tensors = {name: array.astype(np.float32, copy=False) for name, array in tensors.items()}
     config = {k[len("config.") :]: v for k, v in metadata.items() if k.startswith("config.")}
     try:
         model = EquiVae(tensors, config, metadata)

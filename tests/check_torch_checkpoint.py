@@ -123,14 +123,17 @@ def main():
     # Damaged files: named, never loaded.
     blob = open(f"{dense}/checkpoint.safetensors", "rb").read()
     flipped = blob[:-100] + bytes([blob[-100] ^ 1]) + blob[-99:]
-    for name, damaged in (("truncated", blob[: len(blob) // 2]), ("flipped", flipped)):
+    renamed = blob.replace(b'"data_offsets"', b'"data_offsetz"', 1)  # the CRC covers data only
+    for name, damaged in (("truncated", blob[: len(blob) // 2]), ("flipped", flipped),
+                          ("renamed", renamed)):
         path = os.path.join(WORK, f"{name}.safetensors")
         open(path, "wb").write(damaged)
         try:
             equivae_checkpoint.load(path)
             expect(False, f"{name} checkpoint refused")
         except ValueError as e:
-            fault = "truncated" if name == "truncated" else "checksum mismatch"
+            fault = {"truncated": "truncated", "flipped": "checksum mismatch",
+                     "renamed": "malformed entry"}[name]
             expect(path in str(e) and fault in str(e), f"{name} checkpoint refused: {e}")
 
     if failures:

@@ -376,8 +376,8 @@ TEST(ConvModel, ConfigurationLinesAndChecks) {
   dense.input_dim = 400;
   EXPECT_NO_THROW(dense.validate());
   // A step whose largest tensor would pass 2^31 elements (the kernels' 32-bit indices) is
-  // refused before anything is allocated: 10 × (4096 + 100000) rows × 4096 wide; one row
-  // fewer per class fits at hidden 2048.
+  // refused before anything is allocated: 10 × (4096 + 100000) rows × 4096 wide; at hidden
+  // 2048 the same rows fit.
   EquiVaeConfig huge;
   huge.k = 4096, huge.unlabelled = 100000, huge.hidden = 4096;
   try {

@@ -276,8 +276,10 @@ void check_sample_kl(int B, int d) {
                klt = nan_buffer<T>(kl.size());
     cuda::sample_kl_forward(vt.data(), et.data(), klt.data(), mt.data(), B, d, seed, step, row0,
                             kStream);
-    expect_matches(v, vt, "sample_kl v " + name);
-    expect_matches(eps, et, "sample_kl eps " + name);
+    // v and ε carry float Box–Muller's rounding (up to ~1e-6 near a zero of cos): NMSE here,
+    // and ε bit for bit against the CPU's float noise below.
+    expect_matches(v, vt, "sample_kl v " + name, false);
+    expect_matches(eps, et, "sample_kl eps " + name, false);
     expect_matches(kl, klt, "sample_kl kl " + name);
     EXPECT_EQ(std::memcmp(et.data(), eps_cpu.data(), eps_cpu.size() * sizeof(T)), 0)
         << "ε must equal the CPU's bit for bit";

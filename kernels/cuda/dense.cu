@@ -19,6 +19,7 @@
 
 #include "kernels/cuda/launch.h"
 #include "kernels/cuda/ops.h"
+#include "kernels/cuda/shared.cuh"
 
 namespace equivae::cuda {
 namespace {
@@ -43,13 +44,7 @@ __global__ void __launch_bounds__(kColumns* kRowLanes)
     kernel_dense_backward_bias(T* __restrict__ dy, T* __restrict__ sums, const T* __restrict__ y,
                                int B, int out, int rows_per_chunk, bool relu) {
   grid_dependency_prologue();
-  // EQUIVAE_SHARED_2D(T, partial, kRowLanes, kColumns + 1), spelled out: reduce.cuh (where
-  // the macro lives) would bring CUB's headers, and their unused globals, into this file's PTX.
-#if defined(__CUDACC__)
-  __shared__ T partial[kRowLanes][kColumns + 1];
-#else
-  __shared__ ::emu::SharedArray2D<T, kRowLanes, kColumns + 1> partial;  // race-checked
-#endif
+  EQUIVAE_SHARED_2D(T, partial, kRowLanes, kColumns + 1);
   const int col = blockIdx.x * kColumns + threadIdx.x;
   const int begin = blockIdx.y * rows_per_chunk;
   const int end = B < begin + rows_per_chunk ? B : begin + rows_per_chunk;

@@ -30,7 +30,7 @@ __global__ void __launch_bounds__(kThreads)
 
 template <class T>
 __global__ void __launch_bounds__(kThreads)
-    kernel_dropout_backward(T* dx, const T* __restrict__ dy, const T* __restrict__ mask, size_t n) {
+    kernel_dropout_backward(T* dx, const T* dy, const T* __restrict__ mask, size_t n) {
   grid_dependency_prologue();
   for (size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
        i += size_t(gridDim.x) * blockDim.x)

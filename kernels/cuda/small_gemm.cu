@@ -35,7 +35,7 @@
 #include "kernels/cuda/async_copy.cuh"
 #include "kernels/cuda/launch.h"
 #include "kernels/cuda/ops.h"
-#include "kernels/cuda/reduce.cuh"
+#include "kernels/cuda/shared.cuh"
 #include "kernels/cuda/wmma.cuh"
 
 namespace equivae::cuda {

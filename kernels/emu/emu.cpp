@@ -13,6 +13,9 @@
 #include <vector>
 
 #include <boost/context/fiber.hpp>
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#endif
 
 #include "kernels/emu/emu.h"
 // clang-format on
@@ -60,7 +63,14 @@ class StackPool {
     while (!free_.empty()) {
       Stack s = free_.back();
       free_.pop_back();
-      if (s.size == want) return context_of(s);
+      if (s.size == want) {
+#if defined(__SANITIZE_ADDRESS__)
+        // A fiber unwound by an exception (an emu::Error in a kernel) leaves its frames'
+        // poisoning behind; the next fiber on this stack would trip over it.
+        __asan_unpoison_memory_region(s.base + page_, s.size);
+#endif
+        return context_of(s);
+      }
       munmap(s.base, s.size + page_);
     }
     void* base = mmap(nullptr, want + page_, PROT_READ | PROT_WRITE,
