@@ -26,18 +26,19 @@ void EquiVaeConfig::validate() const {
   check(gaussian_initial_sigma > 0, ctx, "the Gaussian's initial sigma must be positive");
   // The kernels index a step's tensors with 32-bit ints (CPU and GPU alike): its largest,
   // rows × the widest row (the input, a hidden layer, the encoder's μ and log σ², or a conv
-  // layer's 2× downsampled feature map), must stay below 2^31 elements. In 128 bits: a
-  // checkpoint's metadata can hold any int for each factor.
+  // layer's 2× downsampled feature map), must stay below 2^31 elements. In 128 bits, and the
+  // product only of factors below 2^31: a checkpoint's metadata can hold any int in each field.
   using Wide = __int128;
+  const Wide limit = Wide(1) << 31;
   Wide widest = std::max<Wide>({Wide(input_dim), Wide(hidden), 2 * Wide(latent_v)});
   if (convolutional())
     widest = std::max<Wide>(widest, Wide(conv_width) * Wide(height) * Wide(width) / 4);
   const Wide step_rows = Wide(classes) * k + Wide(classes) * unlabelled;
-  check(step_rows * widest < (Wide(1) << 31), ctx,
-        "a step of " + std::to_string(int64_t(step_rows)) + " rows (" + std::to_string(classes) +
+  auto text = [](Wide v) { return std::to_string(int64_t(std::min<Wide>(v, INT64_MAX))); };
+  check(widest < limit && step_rows < limit && step_rows * widest < limit, ctx,
+        "a step of " + text(step_rows) + " rows (" + std::to_string(classes) +
             " classes × (k = " + std::to_string(k) +
-            " + unlabelled = " + std::to_string(unlabelled) + ")) of up to " +
-            std::to_string(int64_t(std::min<Wide>(widest, INT64_MAX))) +
+            " + unlabelled = " + std::to_string(unlabelled) + ")) of up to " + text(widest) +
             " values is too large: the kernels index 2^31 elements at most (use a smaller k, "
             "unlabelled, hidden" +
             (convolutional() ? " or conv_width)" : " or latent)"));

@@ -389,6 +389,12 @@ TEST(ConvModel, ConfigurationLinesAndChecks) {
   }
   huge.hidden = 2048;
   EXPECT_NO_THROW(huge.validate());
+  // A checkpoint's metadata may hold any int in each field: refused, without overflowing
+  // (the sanitizer build checks the arithmetic).
+  EquiVaeConfig extreme = svhn_config();
+  extreme.classes = extreme.k = extreme.unlabelled = extreme.hidden = INT32_MAX;
+  extreme.conv_width = extreme.height = extreme.width = INT32_MAX - 7;
+  EXPECT_THROW(extreme.validate(), Error);
   EquiVaeConfig conv = svhn_config();
   conv.k = 4096, conv.unlabelled = 30000;  // 340,960 rows × 32·16·16 = 8,192 values > 2^31
   EXPECT_THROW(conv.validate(), Error);
