@@ -35,11 +35,12 @@ __device__ __forceinline__ void for_each_in_channel_slice(int N, int C, int P, i
 }
 
 // Every thread of the block calls it with its own part: out[c] = scale · (the channel's sum
-// over every slice). storage and last (the block's __shared__ variables) are the caller's.
-template <class T, int kThreads>
+// over every slice). storage and last (the block's __shared__ variables; last an
+// EQUIVAE_SHARED(bool, last, 1)) are the caller's.
+template <class T, int kThreads, class LastFlag>
 __device__ __forceinline__ void finish_channel_sum(
     T part, T* out, T scale, int C, T* partials, unsigned* arrivals,
-    typename BlockReduce<T, kThreads>::TempStorage& storage, bool& last) {
+    typename BlockReduce<T, kThreads>::TempStorage& storage, LastFlag& last) {
   const int c = int(blockIdx.x), slice = int(blockIdx.y);
   const T total = BlockReduce<T, kThreads>(storage).sum(part);
   if (gridDim.y == 1) {
@@ -49,10 +50,10 @@ __device__ __forceinline__ void finish_channel_sum(
   if (threadIdx.x == 0) {
     partials[size_t(slice) * size_t(C) + size_t(c)] = total;
     __threadfence();  // the partial visible before the arrival that counts it
-    last = atomicAdd(&arrivals[c], 1u) == gridDim.y - 1;
+    last[0] = atomicAdd(&arrivals[c], 1u) == gridDim.y - 1;
   }
   __syncthreads();
-  if (!last || threadIdx.x != 0) return;
+  if (!last[0] || threadIdx.x != 0) return;
   __threadfence();
   T sum = T(0);
   for (unsigned i = 0; i < gridDim.y; ++i)

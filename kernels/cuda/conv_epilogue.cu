@@ -41,7 +41,7 @@ __global__ void __launch_bounds__(kThreads)
                               T* __restrict__ partials, unsigned* __restrict__ arrivals) {
   grid_dependency_prologue();
   __shared__ typename BlockReduce<T, kThreads>::TempStorage storage;
-  __shared__ bool last;
+  EQUIVAE_SHARED(bool, last, 1);
   T acc = T(0);
   for_each_in_channel_slice<kThreads>(N, C, P, images_per_slice, [&](size_t at, int) {
     T g = dy[at];

@@ -86,7 +86,7 @@ __global__ void __launch_bounds__(kThreads)
                                unsigned* __restrict__ arrivals) {
   grid_dependency_prologue();
   __shared__ typename BlockReduce<T, kThreads>::TempStorage storage;
-  __shared__ bool last;
+  EQUIVAE_SHARED(bool, last, 1);
   const int c = blockIdx.x;
   const T lv = logvar[c];
   // Uniform per channel: all its blocks leave together, before any barrier or arrival.
