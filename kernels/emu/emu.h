@@ -18,7 +18,7 @@
 //    exist gives all-ones bits (NaN for float), as undefined as on the GPU.
 //  - Atomics are std::atomic_ref operations; math intrinsics map to libm.
 //  - Checked shared memory: emu::SharedArray<T, N> / SharedArray2D / SharedArray3D (what
-//    EQUIVAE_SHARED / _2D / _3D of kernels/cuda/reduce.cuh declare here) and
+//    EQUIVAE_SHARED / _2D / _3D of kernels/cuda/shared.cuh declare here) and
 //    emu::dynamic_shared<T>() index through proxies that check bounds and record, per word,
 //    who wrote and read it in the current barrier phase; a race throws emu::Error (the rule:
 //    emu_runtime.h, set_race_check). So does a read of a word that no thread of the running

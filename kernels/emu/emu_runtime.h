@@ -67,7 +67,7 @@ void set_fiber_stack_size(size_t bytes);
 // Shared-memory race check (on by default, as the emulator only runs in tests; the environment
 // variable EQUIVAE_EMU_RACE_CHECK=0 turns it off at startup). Applies to shared memory
 // declared through the checked accessors (EQUIVAE_SHARED / _2D / _3D from
-// kernels/cuda/reduce.cuh, BlockReduce's TempStorage, emu::dynamic_shared<T>()), including
+// kernels/cuda/shared.cuh, BlockReduce's TempStorage, emu::dynamic_shared<T>()), including
 // what cp.async (AsyncCopies) and wmma load/store_matrix_sync do through a checked pointer
 // into them (`a[i] + j`); a plain `__shared__ T x[N]` stays an unchecked array, and so do a
 // raw pointer taken with `&a[i][j]` and the one that EQUIVAE_DYNAMIC_SHARED
