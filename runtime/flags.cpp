@@ -53,6 +53,10 @@ bool Flags::has(const std::string& name) const {
   return values_.count(name) > 0;
 }
 
+bool Flags::declared(const std::string& name) const {
+  return specs_.count(name) > 0;
+}
+
 std::string Flags::get(const std::string& name) const {
   const Spec& s = spec(name);
   auto it = values_.find(name);

@@ -15,7 +15,8 @@ class Flags {
            bool is_switch = false);
   // Parses argv; throws Error on an unknown flag, a missing value or a repeated flag.
   void parse(int argc, const char* const* argv);
-  bool has(const std::string& name) const;  // given on the command line
+  bool has(const std::string& name) const;       // given on the command line
+  bool declared(const std::string& name) const;  // added (the tool takes it)
   std::string get(const std::string& name) const;
   int64_t get_int(const std::string& name, int64_t min, int64_t max) const;
   double get_double(const std::string& name, double min, double max) const;

@@ -12,8 +12,11 @@
 
 namespace equivae {
 
-// default_device: "auto" for the training tools, "cpu" for the inference tools.
-inline void declare_device_flags(Flags& f, const std::string& default_device) {
+// default_device: "auto" for the training tools, "cpu" for the inference tools; training:
+// also the switches that only change a training step (--fused-relu-backward,
+// --steps-per-graph), which an inference tool does not take.
+inline void declare_device_flags(Flags& f, const std::string& default_device,
+                                 bool training = true) {
   f.add("device", default_device,
         "cpu, cuda or auto (auto: cuda when this build has the CUDA backend and a GPU is "
         "present, else cpu)");
@@ -23,16 +26,17 @@ inline void declare_device_flags(Flags& f, const std::string& default_device) {
         "cuda: time the candidate algorithms of each cuBLASLt GEMM and cuDNN convolution once "
         "at start-up and keep the fastest (default: the libraries' heuristics)",
         true);
-  f.add("fused-relu-backward", "",
-        "cuda: each ReLU's mask and bias gradient in the input-gradient GEMM of the layer above "
-        "(cuBLASLt DRELU_BGRAD; default: a kernel between the two GEMMs)",
-        true);
   f.add("small-gemm", "",
         "cuda: the engine's own tensor-core GEMM (TF32) for the forward's and the input "
         "gradients' GEMMs of up to " +
             std::to_string(CudaBackendOptions::kSmallGemmRows) +
             " rows (default: cuBLAS / cuBLASLt); with --autotune, only for the GEMMs where "
             "timing shows it faster than cuBLASLt",
+        true);
+  if (!training) return;
+  f.add("fused-relu-backward", "",
+        "cuda: each ReLU's mask and bias gradient in the input-gradient GEMM of the layer above "
+        "(cuBLASLt DRELU_BGRAD; default: a kernel between the two GEMMs)",
         true);
   f.add("steps-per-graph", "1",
         "cuda: consecutive training steps captured in one CUDA graph and launched together (1 "
@@ -58,12 +62,15 @@ inline std::unique_ptr<Backend<float>> backend_from_flags(const Flags& f) {
   if (device == "auto") device = cuda_available() ? "cuda" : "cpu";
   check(device == "cpu" || device == "cuda", "--device",
         "expects cpu, cuda or auto, got '" + device + "'");
+  const bool training = f.declared("steps-per-graph");
   const int steps_per_graph =
-      int(f.get_int("steps-per-graph", 1, CudaBackendOptions::kMaxStepsPerGraph));
+      training ? int(f.get_int("steps-per-graph", 1, CudaBackendOptions::kMaxStepsPerGraph)) : 1;
+  const bool fused_relu_backward = training && f.get_switch("fused-relu-backward");
   if (device == "cpu") {
     std::string ignored;  // the CUDA-only switches given: said once rather than dropped silently
     for (const char* name : {"strict-fp32", "autotune", "fused-relu-backward", "small-gemm"})
-      if (f.get_switch(name)) ignored += std::string(ignored.empty() ? "" : ", ") + "--" + name;
+      if (f.declared(name) && f.get_switch(name))
+        ignored += std::string(ignored.empty() ? "" : ", ") + "--" + name;
     if (steps_per_graph != 1)
       ignored += std::string(ignored.empty() ? "" : ", ") + "--steps-per-graph";
     if (!ignored.empty())
@@ -77,7 +84,7 @@ inline std::unique_ptr<Backend<float>> backend_from_flags(const Flags& f) {
   CudaBackendOptions cuda;
   cuda.strict_fp32 = f.get_switch("strict-fp32");
   cuda.autotune = f.get_switch("autotune");
-  cuda.fused_relu_backward = f.get_switch("fused-relu-backward");
+  cuda.fused_relu_backward = fused_relu_backward;
   cuda.small_gemm = f.get_switch("small-gemm");
   cuda.steps_per_graph = steps_per_graph;
   try {  // says why: no GPU, no driver, or a build without the CUDA backend

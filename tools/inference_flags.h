@@ -29,7 +29,7 @@ inline void declare_model_flags(Flags& f) {
   f.add("checkpoint", "runs/mnist/checkpoint.safetensors",
         "checkpoint written by train_mnist or train_svhn --out DIR (DIR/checkpoint.safetensors; "
         "the default: train_mnist's)");
-  declare_device_flags(f, "cpu");
+  declare_device_flags(f, "cpu", /*training=*/false);
 }
 
 // The checkpoint's model on the backend of --device / --threads, and its metadata (what its
