@@ -274,6 +274,14 @@ std::string run_name(const RunResult& r) {
   return "labels " + std::to_string(r.labels) + " seed " + std::to_string(r.seed);
 }
 
+// What a stopped reproduction says: where the finished runs are, what else it left (`left`,
+// "" or " and …"), and the command that continues (then `after`, "" or ", …").
+std::string stopped_advice(const Reproduction& rp, const std::string& left,
+                           const std::string& after) {
+  return "stopped on request; the finished runs are in " + rp.runs_csv() + left + ": " +
+         rp.continue_with + " continues from there" + after;
+}
+
 // What an earlier reproduction left in `dir` that this one would replace: runs.csv with rows,
 // table.md, and runs/ (each run's logs; a run in training's checkpoint).
 std::vector<std::string> earlier_reproduction(const std::string& dir) {
@@ -286,13 +294,16 @@ std::vector<std::string> earlier_reproduction(const std::string& dir) {
   return names;
 }
 
+// Whether two rows are the same run: table, labels, seed, epochs and settings.
+bool same_run(const RunResult& a, const RunResult& b) {
+  return a.table == b.table && a.labels == b.labels && a.seed == b.seed && a.epochs == b.epochs &&
+         a.settings == b.settings;
+}
+
 // Whether a row is one of the planned runs, with the same settings.
 bool planned(const std::vector<PlannedRun>& plan, const RunResult& e) {
-  return std::any_of(plan.begin(), plan.end(), [&](const PlannedRun& p) {
-    const RunResult& r = p.result;
-    return e.table == r.table && e.labels == r.labels && e.seed == r.seed && e.epochs == r.epochs &&
-           e.settings == r.settings;
-  });
+  return std::any_of(plan.begin(), plan.end(),
+                     [&](const PlannedRun& p) { return same_run(e, p.result); });
 }
 
 // An earlier reproduction in OUT stays where it is only when this one continues it: --reuse
@@ -370,10 +381,9 @@ std::vector<EpochRecord> train_equivae(const Reproduction& rp, EquiVae<float>& m
   try {
     records = train(model, labelled, unlabelled, nullptr, options);
   } catch (const Interrupted& e) {  // the advice is --reuse here, not the trainer's --resume
-    throw Interrupted(what + ", " + e.context(),
-                      "stopped on request; the finished runs are in " + rp.runs_csv() +
-                          " and this run's last finished epoch, if any, in " + dir + ": " +
-                          rp.continue_with + " continues from there");
+    throw Interrupted(
+        what + ", " + e.context(),
+        stopped_advice(rp, " and this run's last finished epoch, if any, in " + dir, ""));
   }
   if (trained == 0 && !records.empty()) took(int64_t(records.size()));
   progress.skip(r.epochs - trained - skipped);  // a resumed run with nothing left to train
@@ -388,11 +398,11 @@ double classifier_test_error(const Reproduction& rp, const RunResult& r, const s
   try {
     return train_classifier();
   } catch (const Interrupted& e) {
-    throw Interrupted(run_name(r) + ", " + name + " " + e.context(),
-                      "stopped on request; the finished runs are in " + rp.runs_csv() +
-                          " and this run's trained EquiVAE in " + rp.run_dir(r) +
-                          "/checkpoint.safetensors: " + rp.continue_with +
-                          " continues from there, training only the classifiers again");
+    throw Interrupted(
+        run_name(r) + ", " + name + " " + e.context(),
+        stopped_advice(
+            rp, " and this run's trained EquiVAE in " + rp.run_dir(r) + "/checkpoint.safetensors",
+            ", training only the classifiers again"));
   }
 }
 
@@ -446,9 +456,7 @@ void train_runs(const Reproduction& rp, std::vector<PlannedRun>& plan, Progress&
     if (p.done) continue;
     // A stop asked for between two runs' polls (while a test set was classified, say).
     if (StopOnSignal::requested())
-      throw Interrupted("before " + run_name(p.result),
-                        "stopped on request; the finished runs are in " + rp.runs_csv() + ": " +
-                            rp.continue_with + " continues from there");
+      throw Interrupted("before " + run_name(p.result), stopped_advice(rp, "", ""));
     train_run(rp, p, ++run_number, progress);
     p.done = true;
     write_runs(rp, plan);
@@ -590,10 +598,8 @@ Reused take_earlier_runs(const Flags& f, const Reproduction& rp, std::vector<Pla
   int unmatched = 0;
   for (PlannedRun& p : plan) {
     const RunResult& r = p.result;
-    const auto it = std::find_if(earlier.begin(), earlier.end(), [&](const RunResult& e) {
-      return e.labels == r.labels && e.seed == r.seed && e.epochs == r.epochs &&
-             e.settings == r.settings;
-    });
+    const auto it = std::find_if(earlier.begin(), earlier.end(),
+                                 [&](const RunResult& e) { return same_run(e, r); });
     if (it != earlier.end()) {
       p.result = *it, p.done = true;
       continue;
