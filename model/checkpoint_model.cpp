@@ -94,7 +94,12 @@ EquiVaeConfig config_from_checkpoint(const Checkpoint& checkpoint, const std::st
 
 std::unique_ptr<EquiVae<float>> load_model(const std::string& checkpoint_path,
                                            Backend<float>& backend) {
-  const Checkpoint checkpoint = load_checkpoint(checkpoint_path);
+  return load_model(load_checkpoint(checkpoint_path), checkpoint_path, backend);
+}
+
+std::unique_ptr<EquiVae<float>> load_model(const Checkpoint& checkpoint,
+                                           const std::string& checkpoint_path,
+                                           Backend<float>& backend) {
   auto model = std::make_unique<EquiVae<float>>(config_from_checkpoint(checkpoint, checkpoint_path),
                                                 backend);
   model->load_checkpoint(checkpoint, checkpoint_path);

@@ -19,5 +19,9 @@ EquiVaeConfig config_from_checkpoint(const Checkpoint& checkpoint, const std::st
 // naming the file.
 std::unique_ptr<EquiVae<float>> load_model(const std::string& checkpoint_path,
                                            Backend<float>& backend);
+// The same from a checkpoint already read (whose metadata the caller keeps as well).
+std::unique_ptr<EquiVae<float>> load_model(const Checkpoint& checkpoint,
+                                           const std::string& checkpoint_path,
+                                           Backend<float>& backend);
 
 }  // namespace equivae

@@ -30,6 +30,14 @@ void create_directory_or_throw(const std::string& dir) {
                        (ec ? ec.message() : std::string("it is not a directory")));
 }
 
+std::string first_free_previous_dir(const std::string& dir) {
+  std::string previous = dir + "/previous";
+  std::error_code ec;
+  for (int i = 2; fs::exists(fs::symlink_status(previous, ec)); ++i)
+    previous = dir + "/previous-" + std::to_string(i);
+  return previous;
+}
+
 }  // namespace
 
 void create_output_directory(const std::string& dir, const std::string& flag) {
@@ -39,14 +47,6 @@ void create_output_directory(const std::string& dir, const std::string& flag) {
   } catch (const Error& e) {
     throw Error(flag, e.what());
   }
-}
-
-std::string first_free_previous_dir(const std::string& dir) {
-  std::string previous = dir + "/previous";
-  std::error_code ec;
-  for (int i = 2; fs::exists(fs::symlink_status(previous, ec)); ++i)
-    previous = dir + "/previous-" + std::to_string(i);
-  return previous;
 }
 
 void MovedAside::undo() noexcept {

@@ -12,11 +12,6 @@ namespace equivae {
 // the error names the flag first.
 void create_output_directory(const std::string& dir, const std::string& flag = "");
 
-// The first of dir/previous, dir/previous-2, dir/previous-3, … that does not exist yet (any
-// entry of that name, a dangling link too, counts as taken): an earlier move is never
-// overwritten.
-std::string first_free_previous_dir(const std::string& dir);
-
 // Entries of a directory moved into its first free previous directory.
 struct MovedAside {
   std::string dir;                                           // "": nothing moved
@@ -25,8 +20,10 @@ struct MovedAside {
   void undo() noexcept;
 };
 
-// Moves the entries `names` of dir (files or directories) into first_free_previous_dir(dir),
-// which it creates. A move that fails is undone, and throws Error naming the entry and why.
+// Moves the entries `names` of dir (files or directories) into the first of dir/previous,
+// dir/previous-2, … that does not exist yet (any entry of that name, a dangling link too,
+// counts as taken: an earlier move is never overwritten), which it creates. A move that fails is
+// undone, and throws Error naming the entry and why.
 MovedAside move_to_previous(const std::string& dir, const std::vector<std::string>& names);
 
 // Whether a CSV file holds a row below its header (false for a missing file, an empty one or

@@ -46,9 +46,7 @@ inline LoadedModel load_model_from_flags(const Flags& f) {
   loaded.backend = backend_from_flags(f);
   loaded.path = f.get("checkpoint");
   Checkpoint checkpoint = load_checkpoint(loaded.path);  // read once: weights and metadata
-  loaded.model = std::make_unique<EquiVae<float>>(config_from_checkpoint(checkpoint, loaded.path),
-                                                  *loaded.backend);
-  loaded.model->load_checkpoint(checkpoint, loaded.path);
+  loaded.model = load_model(checkpoint, loaded.path, *loaded.backend);
   loaded.metadata = std::move(checkpoint.metadata);
   return loaded;
 }
@@ -199,8 +197,7 @@ inline const Dataset& select_split(const Flags& f, const DataSplits& splits) {
 // --out as the file to write, checked before any work: an empty path or a directory would
 // otherwise fail only at the write, after it.
 inline std::string output_file(const Flags& f, const std::string& example_name) {
-  const std::string out = f.get("out");
-  check(!out.empty(), "--out", "is empty; name the file to write");
+  const std::string out = f.get("out");  // not empty: Flags refuse an empty value
   std::error_code ec;
   const bool directory = std::filesystem::is_directory(out, ec);
   check(!directory && std::filesystem::path(out).has_filename(), "--out",
@@ -209,18 +206,16 @@ inline std::string output_file(const Flags& f, const std::string& example_name) 
   return out;
 }
 
-// Creates the directory of the file --out names (its parent); throws Error naming it.
+// Creates the directory of the file --out names (its parent), as the tools create their
+// output directories; throws Error naming the flag and the path.
 inline void create_output_file_directory(const std::string& out) {
-  const std::filesystem::path parent = std::filesystem::path(out).parent_path();
-  std::error_code ec;
-  if (!parent.empty()) std::filesystem::create_directories(parent, ec);
-  check(!ec, "--out", "cannot create the directory " + parent.string() + ": " + ec.message());
+  const std::string parent = std::filesystem::path(out).parent_path().string();
+  if (!parent.empty()) create_output_directory(parent, "--out");
 }
 
 // --out as the directory to write into, created; throws Error naming the flag and the path.
 inline std::string output_directory(const Flags& f) {
   const std::string dir = f.get("out");
-  check(!dir.empty(), "--out", "is empty; name the output directory");
   create_output_directory(dir, "--out");
   return dir;
 }
