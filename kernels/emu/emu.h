@@ -318,6 +318,14 @@ class SharedPtr {
     const size_t k = size_t((long long)at_ + i);
     return {"__shared__ array", k, count_, sizeof(T), k, 1, shape_};
   }
+  // An outer index i (a row, or a 3-D array's first index) outside [0, extent), whose blocks
+  // hold `stride` elements each from here.
+  [[noreturn]] void outer_out_of_bounds(long long i, size_t extent, size_t stride,
+                                        const char* kind) const {
+    detail::SharedSite s = site(i * (long long)stride);
+    s.kind = kind, s.index = size_t(i), s.count = extent, s.elem_bytes = sizeof(T) * stride;
+    detail::shared_out_of_bounds(s, i);
+  }
 
  private:
   T* data_;  // the array's first element (uninitialised by default: trivial, like a T*)
@@ -350,12 +358,7 @@ class SharedRows {
  public:
   explicit SharedRows(SharedPtr<T> p) : p_(p) {}
   SharedRow<T, N> operator[](long long i) const {
-    if (i < 0 || size_t(i) >= M) {
-      detail::SharedSite s = p_.site(i * (long long)N);
-      s.kind = "__shared__ array (row index)", s.index = size_t(i), s.count = M;
-      s.elem_bytes = sizeof(T) * N;
-      detail::shared_out_of_bounds(s, i);
-    }
+    if (i < 0 || size_t(i) >= M) p_.outer_out_of_bounds(i, M, N, "__shared__ array (row index)");
     return SharedRow<T, N>(p_ + i * (long long)N);
   }
 
@@ -398,14 +401,9 @@ class SharedArray3D {
  public:
   SharedRows<T, M, N> operator[](long long s) {
     const SharedPtr<T> all(&data_[0][0][0], shadow_, L * M * N, 0, &kShape);
-    const long long slab = (long long)(M * N);
-    if (s < 0 || size_t(s) >= L) {
-      detail::SharedSite site = all.site(s * slab);
-      site.kind = "__shared__ array (first index)", site.index = size_t(s), site.count = L;
-      site.elem_bytes = sizeof(T) * M * N;
-      detail::shared_out_of_bounds(site, s);
-    }
-    return SharedRows<T, M, N>(all + s * slab);
+    if (s < 0 || size_t(s) >= L)
+      all.outer_out_of_bounds(s, L, M * N, "__shared__ array (first index)");
+    return SharedRows<T, M, N>(all + s * (long long)(M * N));
   }
 
  private:
