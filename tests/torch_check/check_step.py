@@ -4,6 +4,9 @@ compares the loss terms and every gradient with the engine's.
 
 usage: check_step.py DIR        (exit 0: every figure agrees; 1: a mismatch, listed)
 
+First each step's batch is checked as the paper builds it (segments, leave-one-out pooling sets,
+and for MNIST every row against the IDX files), since the objective takes the batch as given.
+
 With several steps dumped (dump_step DIR MODE STEPS), PyTorch's torch.optim.Adam (lr 1e-3,
 β 0.9 / 0.999, ε 1e-8) then runs them on the same batches and noise, and the weights after
 the last update must be the engine's.
@@ -51,6 +54,69 @@ def model_of(dirpath, x):
     return EquiVae(tensors, config)
 
 
+def read_digits(meta):
+    """The MNIST digits the dump's batches came from, read here from the IDX files (gzip, big-
+    endian header) as the paper's data: pixels / 255 in float32, as the engine stores them."""
+    import gzip
+    with gzip.open(meta["images"]) as f:
+        images = f.read()
+    with gzip.open(meta["labels"]) as f:
+        labels = f.read()
+    n, rows, cols = (int.from_bytes(images[i:i + 4], "big") for i in (4, 8, 12))
+    pixels = np.frombuffer(images, np.uint8, offset=16).reshape(n, rows * cols)
+    n = meta["digits"]
+    return (pixels[:n].astype(np.float32) / np.float32(255.0),
+            np.frombuffer(labels, np.uint8, offset=8)[:n].astype(np.int64))
+
+
+def batch_problems(stepdir, meta, digits):
+    """The batch the engine's sampler built, checked against the paper rather than recomputed
+    from it (the objective above takes the rows and pooling sets as given, so a sampler error
+    would pass it): labelled segment c holds k distinct items of class c; each row of item u's
+    block B + u·C + y is item u, which is not in the labelled batch; a labelled row pools
+    1..min(m_max, k − 1) distinct others of its own segment, never itself (eq. 2's leave-one-
+    out); unlabelled row (u, y) pools 1..min(m_max, k) items of segment y. MNIST (digits
+    given): every row is a digit of the files / 255, of its segment's class."""
+    B, U, C, k, m_max = meta["B"], meta["U"], meta["C"], meta["k"], meta["m_max"]
+    x = np.load(os.path.join(stepdir, "x.npy"))
+    offsets = np.load(os.path.join(stepdir, "offsets.npy"))
+    members = np.load(os.path.join(stepdir, "members.npy"))
+    problems = []
+    if len(offsets) != x.shape[0] + 1 or x.shape[0] != B + U * C:
+        return [f"{x.shape[0]} rows and {len(offsets) - 1} pooling sets for B + U·C = {B + U * C}"]
+    item = [r.tobytes() for r in x.astype(np.float32)]  # a row's identity: its pixels
+    for c in range(C):
+        if len(set(item[c * k:(c + 1) * k])) != k:
+            problems.append(f"segment {c} repeats an item")
+    for u in range(U):
+        block = item[B + u * C:B + (u + 1) * C]
+        if len(set(block)) != 1:
+            problems.append(f"unlabelled item {u}: its {C} rows are not one item")
+        elif block[0] in set(item[:B]):
+            problems.append(f"unlabelled item {u} is also in the labelled batch")
+    for i in range(x.shape[0]):
+        pool = members[offsets[i]:offsets[i + 1]]
+        segment = i // k if i < B else (i - B) % C
+        most = min(m_max, k - 1) if i < B else min(m_max, k)
+        if not 1 <= len(pool) <= most or len(set(pool.tolist())) != len(pool):
+            problems.append(f"row {i}: pools {len(pool)} items ({pool.tolist()}), not 1..{most}"
+                            " distinct")
+        if any(j // k != segment for j in pool):
+            problems.append(f"row {i}: pools outside segment {segment} ({pool.tolist()})")
+        if i < B and i in pool:
+            problems.append(f"row {i} pools itself")
+    if digits is not None:
+        images, labels = digits
+        index = {images[j].tobytes(): j for j in range(len(images))}
+        for i in range(x.shape[0]):
+            j = index.get(item[i])
+            if j is None or not np.array_equal(x[i], images[j].astype(np.float64)):
+                problems.append(f"row {i} is not a digit of {meta['images']} / 255")
+            elif i < B and labels[j] != i // k:
+                problems.append(f"row {i}: a {labels[j]} in segment {i // k}")
+    return problems
+
+
 def objective(stepdir, meta, model):
     """The loss of one step's batch (stepdir) and its loss terms, from the networks' tensors."""
     B, U, C, k = meta["B"], meta["U"], meta["C"], meta["k"]
@@ -62,7 +128,6 @@ def objective(stepdir, meta, model):
     P = torch.zeros(R, B)
     for i in range(R):
         m = members[offsets[i]:offsets[i + 1]]
-        assert len(m) > 0 and (i >= B or i not in m), f"row {i}: pooling set {m}"
         P[i, torch.from_numpy(m.astype(np.int64))] = 1.0 / len(m)
     r = P @ model.f_inv(x[:B])                                # [R, d_r]
     # The encoder: its conv trunk on x (SVHN; ReLU after it too), then the dense head on
@@ -115,6 +180,16 @@ def main():
         named.append(("decoder.logvar", model.logvar))
     failures = []
 
+    # Every step's batch as the paper builds it, from the data files where there are some.
+    digits = read_digits(meta) if "images" in meta else None
+    for s in range(len(meta["steps"])):
+        problems = batch_problems(os.path.join(dirpath, f"step{s}"), meta, digits)
+        for p in problems[:5]:
+            print(f"step {s} batch: {p}")
+        failures += [f"step {s} batch: {p}" for p in problems]
+    print(f"{len(meta['steps'])} batch(es) checked: segments, pooling sets"
+          + (", rows against the IDX files" if digits is not None else ""))
+
     # Step 0: the loss terms and every gradient.
     loss, got = objective(os.path.join(dirpath, "step0"), meta, model)
     loss.backward()
@@ -152,7 +227,7 @@ def main():
         print(f"weights after {steps} Adam steps: worst max|diff| {worst:.1e} lr")
 
     if failures:
-        print("MISMATCH: " + "; ".join(failures))
+        print("MISMATCH: " + "; ".join(failures[:20]))
         return 1
     print(f"{meta['mode']}: the engine's loss terms and gradients are PyTorch's (float64)"
           + (f", and its weights after {steps} Adam steps" if steps > 1 else ""))

@@ -59,16 +59,16 @@ Dataset made_up_svhn() {
   return d;
 }
 
+const char* const kImages = EQUIVAE_SOURCE_DIR "/data/mnist10k-images-idx3-ubyte.gz";
+const char* const kLabels = EQUIVAE_SOURCE_DIR "/data/mnist10k-labels-idx1-ubyte.gz";
+
 int run(const std::string& dir, const std::string& mode, int steps) {
   check(mode == "supervised" || mode == "semi" || mode == "svhn" || mode == "svhn-semi",
         "dump_step", "mode is supervised, semi, svhn or svhn-semi");
   check(steps >= 1 && steps <= 100, "dump_step", "steps is 1 to 100");
   const bool svhn = mode.rfind("svhn", 0) == 0, semi = mode == "semi" || mode == "svhn-semi";
   std::filesystem::create_directories(dir);
-  const Dataset digits = svhn ? made_up_svhn()
-                              : load_idx(EQUIVAE_SOURCE_DIR "/data/mnist10k-images-idx3-ubyte.gz",
-                                         EQUIVAE_SOURCE_DIR "/data/mnist10k-labels-idx1-ubyte.gz")
-                                    .slice(0, 8000);
+  const Dataset digits = svhn ? made_up_svhn() : load_idx(kImages, kLabels).slice(0, 8000);
   // The reference architecture; semi-supervised as the paper (8-D latents, m_max 4) with
   // U = 100 and weights α, w ≠ 1 so that each term's scale is checked; SVHN's conv model
   // (Gaussian likelihood) with k = 4 (B = 40) to keep the double-precision step short.
@@ -145,16 +145,22 @@ int run(const std::string& dir, const std::string& mode, int steps) {
   std::ofstream meta(dir + "/meta.json");
   char line[512];
   std::snprintf(line, sizeof line,
-                "{\"mode\": \"%s\", \"B\": %d, \"U\": %d, \"C\": %d, \"k\": %d, \"alpha\": %.17g, "
-                "\"w\": %.17g, \"lr\": %.17g, \"log_prior\": [",
-                mode.c_str(), B, U, C, config.k, config.classifier_weight, config.unlabelled_weight,
-                config.lr);
+                "{\"mode\": \"%s\", \"B\": %d, \"U\": %d, \"C\": %d, \"k\": %d, \"m_max\": %d, "
+                "\"alpha\": %.17g, \"w\": %.17g, \"lr\": %.17g, \"log_prior\": [",
+                mode.c_str(), B, U, C, config.k, config.m_max, config.classifier_weight,
+                config.unlabelled_weight, config.lr);
   meta << line;
   for (int c = 0; c < C; ++c) {
     std::snprintf(line, sizeof line, "%s%.17g", c ? ", " : "", log_prior[size_t(c)]);
     meta << line;
   }
-  meta << "], \"steps\": [";
+  meta << "], ";
+  // MNIST: the digits the batches came from, for check_step.py to check each row against the
+  // files themselves (an independent reading, not the engine's loader or sampler).
+  if (!svhn)
+    meta << "\"images\": \"" << kImages << "\", \"labels\": \"" << kLabels
+         << "\", \"digits\": " << digits.n << ", ";
+  meta << "\"steps\": [";
   for (size_t i = 0; i < metrics.size(); ++i) {
     const StepMetrics& m = metrics[i];
     std::snprintf(line, sizeof line,
