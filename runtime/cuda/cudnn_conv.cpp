@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <string>
+#include <vector>
 
 #include "runtime/cuda/conv_geometry.h"
 #include "runtime/error.h"
@@ -41,20 +42,32 @@ std::array<int, 11> key_of(const cpu::Conv2dShape& s, bool transposed) {
 }
 
 // The first of cuDNN's ranked candidates (by its heuristics, or by measured time when
-// benchmarking) that ran successfully, is
-// deterministic, fits the workspace cap and, unless tensor ops are allowed, needs none.
-template <class Perf>
-const Perf& pick(const Perf* perf, int count, bool tensor_ops, const char* call) {
+// benchmarking) that ran successfully, is deterministic, fits the workspace cap, needs no tensor
+// ops unless they are allowed, and that `accepts` (which sets the candidate's math mode and asks
+// its workspace): cuDNN can rank an algorithm that the workspace query then refuses, so a
+// refusal moves on to the next candidate, as PyTorch's cuDNN search does, rather than failing.
+template <class Perf, class Accepts>
+const Perf& pick(const Perf* perf, int count, bool tensor_ops, const char* call, Accepts accepts) {
   for (int i = 0; i < count; ++i)
     if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].determinism == CUDNN_DETERMINISTIC &&
         perf[i].memory <= kMaxWorkspaceBytes &&
         // ALLOW_CONVERSION converts float data to FP16: less than the TF32 allowed here.
         perf[i].mathType != CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION &&
-        (tensor_ops || perf[i].mathType != CUDNN_TENSOR_OP_MATH))
+        (tensor_ops || perf[i].mathType != CUDNN_TENSOR_OP_MATH) && accepts(perf[i]))
       return perf[i];
-  throw Error("cuda backend", std::string(call) +
-                                  ": cuDNN offers no deterministic algorithm within " +
-                                  std::to_string(kMaxWorkspaceBytes >> 20) + " MiB of workspace");
+  throw Error("cuda backend", std::string(call) + ": none of cuDNN's " + std::to_string(count) +
+                                  " candidates is a deterministic algorithm within " +
+                                  std::to_string(kMaxWorkspaceBytes >> 20) +
+                                  " MiB of workspace that its workspace query accepts");
+}
+
+// Room for every candidate cuDNN can rank (its MaxCount, not the algorithm enum's size: an
+// algorithm may be listed once per math mode).
+template <class Perf>
+std::vector<Perf> candidates(cudnnStatus_t (*max_count)(cudnnHandle_t, int*), cudnnHandle_t h) {
+  int most = 0;
+  EQUIVAE_CUDNN_CHECK(max_count(h, &most));
+  return std::vector<Perf>(size_t(std::max(most, 1)));
 }
 
 }  // namespace
@@ -145,41 +158,55 @@ CudnnConvolutions::Plan& CudnnConvolutions::plan(const cpu::Conv2dShape& s, bool
     if (tensor_ops) EQUIVAE_CUDNN_CHECK(cudnnSetConvolutionMathType(c, candidate));
   };
   {
-    cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
+    auto perf =
+        candidates<cudnnConvolutionFwdAlgoPerf_t>(cudnnGetConvolutionForwardAlgorithmMaxCount, h);
     int count = 0;
     EQUIVAE_CUDNN_CHECK(
         (find ? cudnnFindConvolutionForwardAlgorithm : cudnnGetConvolutionForwardAlgorithm_v7)(
-            h, p->x, p->w, p->fwd_conv, p->y, CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &count, perf));
-    const auto& best = pick(perf, count, tensor_ops, "cudnnConvolutionForward");
-    p->fwd_algo = best.algo;
-    set_math(p->fwd_conv, best.mathType);
-    EQUIVAE_CUDNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(h, p->x, p->w, p->fwd_conv, p->y,
-                                                                p->fwd_algo, &p->fwd_bytes));
+            h, p->x, p->w, p->fwd_conv, p->y, int(perf.size()), &count, perf.data()));
+    p->fwd_algo = pick(perf.data(), count, tensor_ops, "cudnnConvolutionForward",
+                       [&](const cudnnConvolutionFwdAlgoPerf_t& candidate) {
+                         set_math(p->fwd_conv, candidate.mathType);
+                         return cudnnGetConvolutionForwardWorkspaceSize(
+                                    h, p->x, p->w, p->fwd_conv, p->y, candidate.algo,
+                                    &p->fwd_bytes) == CUDNN_STATUS_SUCCESS &&
+                                p->fwd_bytes <= kMaxWorkspaceBytes;
+                       })
+                      .algo;
   }
   {
-    cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
+    auto perf = candidates<cudnnConvolutionBwdDataAlgoPerf_t>(
+        cudnnGetConvolutionBackwardDataAlgorithmMaxCount, h);
     int count = 0;
     EQUIVAE_CUDNN_CHECK((find ? cudnnFindConvolutionBackwardDataAlgorithm
                               : cudnnGetConvolutionBackwardDataAlgorithm_v7)(
-        h, p->w, p->y, p->data_conv, p->x, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &count, perf));
-    const auto& best = pick(perf, count, tensor_ops, "cudnnConvolutionBackwardData");
-    p->data_algo = best.algo;
-    set_math(p->data_conv, best.mathType);
-    EQUIVAE_CUDNN_CHECK(cudnnGetConvolutionBackwardDataWorkspaceSize(
-        h, p->w, p->y, p->data_conv, p->x, p->data_algo, &p->data_bytes));
+        h, p->w, p->y, p->data_conv, p->x, int(perf.size()), &count, perf.data()));
+    p->data_algo = pick(perf.data(), count, tensor_ops, "cudnnConvolutionBackwardData",
+                        [&](const cudnnConvolutionBwdDataAlgoPerf_t& candidate) {
+                          set_math(p->data_conv, candidate.mathType);
+                          return cudnnGetConvolutionBackwardDataWorkspaceSize(
+                                     h, p->w, p->y, p->data_conv, p->x, candidate.algo,
+                                     &p->data_bytes) == CUDNN_STATUS_SUCCESS &&
+                                 p->data_bytes <= kMaxWorkspaceBytes;
+                        })
+                       .algo;
   }
   {
-    cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
+    auto perf = candidates<cudnnConvolutionBwdFilterAlgoPerf_t>(
+        cudnnGetConvolutionBackwardFilterAlgorithmMaxCount, h);
     int count = 0;
     EQUIVAE_CUDNN_CHECK((find ? cudnnFindConvolutionBackwardFilterAlgorithm
                               : cudnnGetConvolutionBackwardFilterAlgorithm_v7)(
-        h, p->x, p->y, p->filter_conv, p->w, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &count,
-        perf));
-    const auto& best = pick(perf, count, tensor_ops, "cudnnConvolutionBackwardFilter");
-    p->filter_algo = best.algo;
-    set_math(p->filter_conv, best.mathType);
-    EQUIVAE_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterWorkspaceSize(
-        h, p->x, p->y, p->filter_conv, p->w, p->filter_algo, &p->filter_bytes));
+        h, p->x, p->y, p->filter_conv, p->w, int(perf.size()), &count, perf.data()));
+    p->filter_algo = pick(perf.data(), count, tensor_ops, "cudnnConvolutionBackwardFilter",
+                          [&](const cudnnConvolutionBwdFilterAlgoPerf_t& candidate) {
+                            set_math(p->filter_conv, candidate.mathType);
+                            return cudnnGetConvolutionBackwardFilterWorkspaceSize(
+                                       h, p->x, p->y, p->filter_conv, p->w, candidate.algo,
+                                       &p->filter_bytes) == CUDNN_STATUS_SUCCESS &&
+                                   p->filter_bytes <= kMaxWorkspaceBytes;
+                          })
+                         .algo;
   }
   Plan& made = *plans_.emplace(key, std::move(p)).first->second;
   // cuDNN loads (and may compile) an algorithm's kernels when it first runs it: the plan's three
@@ -195,8 +222,10 @@ void CudnnConvolutions::warm_up(const cpu::Conv2dShape& s, bool transposed,
   const size_t elem = handle_->type == CUDNN_DATA_DOUBLE ? sizeof(double) : sizeof(float);
   struct Scratch {
     void* ptr = nullptr;
-    explicit Scratch(size_t bytes) {
-      if (cudaMalloc(&ptr, bytes) != cudaSuccess || cudaMemset(ptr, 0, bytes) != cudaSuccess)
+    // Zeroed on the calls' stream (non-blocking: a plain cudaMemset would not order before them).
+    Scratch(size_t bytes, cudaStream_t stream) {
+      if (cudaMalloc(&ptr, bytes) != cudaSuccess ||
+          cudaMemsetAsync(ptr, 0, bytes, stream) != cudaSuccess)
         throw Error("cuda backend", "cannot allocate a convolution's warm-up scratch (" +
                                         std::to_string(bytes) + " bytes)");
     }
@@ -205,9 +234,12 @@ void CudnnConvolutions::warm_up(const cpu::Conv2dShape& s, bool transposed,
     }
   };
   // conv_x, conv_y, W and the workspace of the convolution c that the calls run.
-  const Scratch x(size_t(c.N) * c.C_in * c.H * c.W * elem),
-      y(size_t(c.N) * c.C_out * cpu::conv_out_h(c, false) * cpu::conv_out_w(c, false) * elem),
-      w(size_t(c.C_out) * c.C_in * c.KH * c.KW * elem), ws(std::max<size_t>(workspace, 256));
+  const cudaStream_t stream = handle_->stream;
+  const Scratch x(size_t(c.N) * c.C_in * c.H * c.W * elem, stream),
+      y(size_t(c.N) * c.C_out * cpu::conv_out_h(c, false) * cpu::conv_out_w(c, false) * elem,
+        stream),
+      w(size_t(c.C_out) * c.C_in * c.KH * c.KW * elem, stream),
+      ws(std::max<size_t>(workspace, 256), stream);
   forward(s, transposed, y.ptr, x.ptr, w.ptr, ws.ptr, workspace, handle_->stream);
   backward_data(s, transposed, x.ptr, y.ptr, w.ptr, ws.ptr, workspace, handle_->stream);
   backward_filter(s, transposed, w.ptr, x.ptr, y.ptr, ws.ptr, workspace, handle_->stream);
