@@ -1,8 +1,8 @@
 // The CPU backend: host memory and the reference ops of kernels/cpu.
-#include <cblas.h>
 #include <omp.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
@@ -10,6 +10,7 @@
 #include "runtime/backend.h"
 #include "runtime/conv_check.h"
 #include "runtime/error.h"
+#include "runtime/openmp_threads.h"
 
 namespace equivae {
 namespace {
@@ -38,10 +39,9 @@ class CpuBackend final : public Backend<T> {
     // A bad EQUIVAE_CPU_GEMM or EQUIVAE_CPU_CONV stops here, naming the variable, before any work.
     cpu::gemm_route();
     cpu::conv_route();
-    if (threads > 0) {
-      openblas_set_num_threads(threads);
-      omp_set_num_threads(threads);
-    }
+    // The team every parallel region gets: the GEMMs split their work for it (openmp_threads.h).
+    const OpenmpTeam team = settle_openmp_team(threads);
+    if (!team.note.empty()) std::fprintf(stderr, "note: %s\n", team.note.c_str());
   }
   std::string name() const override { return "cpu"; }
 

@@ -93,5 +93,26 @@ TEST(Threads, ConvModelTrainingDoesNotDependOnTheThreadCount) {
   if (!cpu::onednn_gemm_automatic()) GTEST_SKIP() << kOpenBlasOnly;
   expect_thread_independent(conv);
 }
+
+// OpenMP settings that hand out smaller teams than asked for (OMP_DYNAMIC=true,
+// OMP_MAX_ACTIVE_LEVELS=0) leave training as it is, on either GEMM route: the backend turns them
+// off (runtime/openmp_threads.h). Before it did, they left part of each oneDNN GEMM undone and
+// hung OpenBLAS's.
+TEST(Threads, TeamShrinkingOpenmpSettingsChangeNothing) {
+  for (cpu::GemmRoute route : {cpu::GemmRoute::automatic, cpu::GemmRoute::openblas}) {
+    SCOPED_TRACE(route == cpu::GemmRoute::openblas ? "OpenBLAS" : "automatic");
+    test::RouteScope gemm(route);
+    const std::vector<float> reference = supervised(2);
+    omp_set_dynamic(1);
+    omp_set_max_active_levels(0);
+    const std::vector<float> shrunk = supervised(2);
+    EXPECT_EQ(omp_get_dynamic(), 0);
+    EXPECT_GE(omp_get_max_active_levels(), 1);
+    omp_set_dynamic(0);
+    omp_set_max_active_levels(1);
+    EXPECT_EQ(shrunk, reference);
+  }
+}
+
 }  // namespace
 }  // namespace equivae

@@ -9,6 +9,7 @@
 #include "runtime/backend.h"
 #include "runtime/error.h"
 #include "runtime/flags.h"
+#include "runtime/openmp_threads.h"
 
 namespace equivae {
 
@@ -77,7 +78,7 @@ inline std::unique_ptr<Backend<float>> backend_from_flags(const Flags& f) {
       std::fprintf(stderr,
                    "note: %s only change%s the cuda backend; the cpu backend runs as it is\n",
                    ignored.c_str(), ignored.find(',') == std::string::npos ? "s" : "");
-    const int threads = int(f.get_int("threads", 0, 1024));
+    const int threads = int(f.get_int("threads", 0, kMaxThreads));
     note_threads_above_cores(threads);
     return make_cpu_backend<float>(threads);
   }
