@@ -1,8 +1,7 @@
 #include "runtime/flags.h"
 
-#include <cerrno>
+#include <charconv>
 #include <cmath>
-#include <cstdlib>
 #include <sstream>
 
 #include "runtime/error.h"
@@ -63,28 +62,39 @@ std::string Flags::get(const std::string& name) const {
   return it == values_.end() ? s.default_value : it->second;
 }
 
+// Numbers are read strictly, as std::from_chars reads them: decimal only, the whole value, no
+// spaces around it, no '+' and no hexadecimal ("0x1p-10"), whichever flag takes them.
+bool parse_integer(const std::string& text, int64_t& value, bool* out_of_range) {
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  const bool whole = !text.empty() && end == text.data() + text.size();
+  if (out_of_range) *out_of_range = whole && ec == std::errc::result_out_of_range;
+  return whole && ec == std::errc();
+}
+
 int64_t Flags::get_int(const std::string& name, int64_t min, int64_t max) const {
   const std::string text = get(name);
-  char* end = nullptr;
-  errno = 0;
-  const long long value = std::strtoll(text.c_str(), &end, 10);
-  check(!text.empty() && *end == '\0' && errno == 0, "--" + name,
-        "expects an integer, got '" + text + "'");
-  check(value >= min && value <= max, "--" + name,
-        "must be in [" + std::to_string(min) + ", " + std::to_string(max) + "], got " + text);
+  const std::string range = "[" + std::to_string(min) + ", " + std::to_string(max) + "]";
+  int64_t value = 0;
+  bool out_of_range = false;
+  const bool parsed = parse_integer(text, value, &out_of_range);
+  check(!out_of_range, "--" + name, text + " is out of range: must be an integer in " + range);
+  check(parsed, "--" + name, "expects an integer, got '" + text + "'");
+  check(value >= min && value <= max, "--" + name, "must be in " + range + ", got " + text);
   return value;
 }
 
 double Flags::get_double(const std::string& name, double min, double max) const {
   const std::string text = get(name);
-  char* end = nullptr;
-  errno = 0;
-  const double value = std::strtod(text.c_str(), &end);
-  check(!text.empty() && *end == '\0' && errno == 0 && std::isfinite(value), "--" + name,
-        "expects a number, got '" + text + "'");
   std::ostringstream range;
-  range << "must be in [" << min << ", " << max << "], got " << text;
-  check(value >= min && value <= max, "--" + name, range.str());
+  range << "[" << min << ", " << max << "]";
+  double value = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  const bool whole = end == text.data() + text.size();
+  check(ec != std::errc::result_out_of_range || !whole, "--" + name,
+        text + " is out of range: must be a number in " + range.str());
+  check(ec == std::errc() && whole && !text.empty() && std::isfinite(value), "--" + name,
+        "expects a number, got '" + text + "'");
+  check(value >= min && value <= max, "--" + name, "must be in " + range.str() + ", got " + text);
   return value;
 }
 

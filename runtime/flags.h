@@ -8,6 +8,10 @@
 
 namespace equivae {
 
+// A whole decimal integer as the flags read one (no spaces, no '+', nothing after it); false
+// when text is not one or is beyond int64_t (out_of_range then says which).
+bool parse_integer(const std::string& text, int64_t& value, bool* out_of_range = nullptr);
+
 class Flags {
  public:
   // Declares a flag; default_value is shown in --help ("" for none). A switch takes no value.

@@ -59,6 +59,46 @@ TEST(Flags, ErrorsNameTheFlag) {
   EXPECT_EQ(error_of({"--epochs", "7"}), "");
 }
 
+// Every numeric flag reads its value the same strict way: decimal, whole, nothing around it.
+TEST(Flags, NumbersAreReadStrictly) {
+  for (const char* lr :
+       {" 0.001", "0.001 ", "0x1p-10", "+0.001", "1e-3 ", "0.001\n", "inf", "-nan"})
+    EXPECT_NE(error_of({"--lr", lr}).find(std::string("--lr: expects a number, got '") + lr + "'"),
+              std::string::npos)
+        << "'" << lr << "'";
+  for (const char* epochs : {" 3", "3 ", "+3", "0x3", "3.0", "3e0", ""})
+    EXPECT_NE(error_of({"--epochs", epochs}).find("--epochs: "), std::string::npos) << epochs;
+  for (const char* lr : {"0.001", "1e-3", "1E-3", ".5", "1", "10"})
+    EXPECT_EQ(error_of({"--lr", lr}), "") << lr;
+  EXPECT_EQ(error_of({"--epochs", "0003"}), "");
+}
+
+TEST(Flags, ValuesBeyondTheTypeAreOutOfRangeNotMalformed) {
+  EXPECT_NE(error_of({"--epochs", "18446744073709551615"})
+                .find("--epochs: 18446744073709551615 is out of range: must be an integer in "
+                      "[1, 1000]"),
+            std::string::npos);
+  EXPECT_NE(error_of({"--epochs", "-99999999999999999999"}).find("is out of range"),
+            std::string::npos);
+  EXPECT_NE(error_of({"--lr", "1e999"}).find("--lr: 1e999 is out of range: must be a number in"),
+            std::string::npos);
+  EXPECT_NE(error_of({"--epochs", "1001"}).find("--epochs: must be in [1, 1000], got 1001"),
+            std::string::npos);
+}
+
+TEST(Flags, ParseIntegerIsTheFlagsOwnReading) {
+  int64_t v = 0;
+  bool beyond = false;
+  EXPECT_TRUE(parse_integer("-42", v, &beyond));
+  EXPECT_EQ(v, -42);
+  EXPECT_FALSE(parse_integer(" 42", v));
+  EXPECT_FALSE(parse_integer("42,", v));
+  EXPECT_FALSE(parse_integer("", v, &beyond));
+  EXPECT_FALSE(beyond);
+  EXPECT_FALSE(parse_integer("9223372036854775808", v, &beyond));
+  EXPECT_TRUE(beyond);
+}
+
 TEST(Flags, HelpListsEveryFlagWithDefaults) {
   const std::string help = declared().help("usage: prog");
   for (const char* name : {"--epochs", "--lr", "--out", "--quiet"})

@@ -56,17 +56,11 @@ std::vector<int> parse_classes(const std::string& text, int classes) {
   std::stringstream in(text);
   std::string item;
   while (std::getline(in, item, ',')) {
-    size_t used = 0;
-    int y = -1;
-    try {
-      y = std::stoi(item, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    check(used == item.size() && y >= 0 && y < classes, "--classes",
+    int64_t y = -1;
+    check(parse_integer(item, y) && y >= 0 && y < classes, "--classes",
           "expects class numbers in [0, " + std::to_string(classes) +
               ") separated by commas, got '" + text + "'");
-    out.push_back(y);
+    out.push_back(int(y));
   }
   check(!out.empty(), "--classes", "names no class");
   return out;

@@ -79,10 +79,8 @@ std::vector<int64_t> parse_list(const std::string& text, const std::string& flag
   std::stringstream ss(text);
   std::string item;
   while (std::getline(ss, item, ',')) {
-    char* end = nullptr;
-    errno = 0;
-    const long long v = std::strtoll(item.c_str(), &end, 10);
-    check(!item.empty() && *end == '\0' && errno == 0 && v > 0 && v <= max, "--" + flag,
+    int64_t v = 0;
+    check(parse_integer(item, v) && v > 0 && v <= max, "--" + flag,
           "expects a comma-separated list of integers in [1, " + std::to_string(max) + "], got '" +
               text + "'");
     check(!distinct || std::find(values.begin(), values.end(), v) == values.end(), "--" + flag,
