@@ -80,6 +80,42 @@ function(reuse name expect_same)
 endfunction()
 reuse(reused TRUE --hidden 32)
 reuse(retrained FALSE --hidden 16)
+# A damaged runs.csv is refused, naming the file, the line and the column, before anything
+# trains: values out of range (an error rate is a fraction in [0, 1]), extra columns, and two
+# rows of one run that disagree.
+file(STRINGS ${OUT}/mnist2/runs.csv good)
+list(GET good 0 header)
+list(GET good 1 row)
+string(REPLACE "," ";" fields "${row}")
+function(damaged name regex)
+  string(REPLACE ";" "\n" text "${header};${ARGN}")
+  file(WRITE ${OUT}/${name}.csv "${text}\n")
+  execute_process(COMMAND ${REPRODUCE} --quick --quiet --seeds 1 --hidden 32 --latent 4
+                  --threads 1 --device cpu --out ${OUT}/damaged --reuse ${OUT}/${name}.csv
+                  RESULT_VARIABLE rc ERROR_VARIABLE err)
+  if(NOT rc EQUAL 1 OR NOT err MATCHES "${name}.csv:${regex}")
+    message(FATAL_ERROR "reproduce --reuse ${name}.csv: expected /${regex}/, got ${rc}: ${err}")
+  endif()
+endfunction()
+function(with_field index value out)  # the good row with field `index` set to `value`
+  set(f ${fields})
+  list(REMOVE_AT f ${index})
+  list(INSERT f ${index} "${value}")
+  string(REPLACE ";" "," r "${f}")
+  set(${out} "${r}" PARENT_SCOPE)
+endfunction()
+with_field(5 -5 negative)
+damaged(negative "2, column 6 \\(distance_error\\): '-5' is not an error rate \\(a fraction in \\[0, 1\\]\\)"
+        "${negative}")
+with_field(6 1e300 huge)
+damaged(huge "2, column 7 \\(neural_error\\): '1e300' is not an error rate" "${huge}")
+with_field(4 nan no_q)
+damaged(no_q "2, column 5 \\(q_error\\): 'nan' is not an error rate" "${no_q}")
+with_field(3 0 no_epochs)
+damaged(no_epochs "2, column 4 \\(epochs\\): '0' is not an integer in \\[1, 100000\\]" "${no_epochs}")
+damaged(extra "2: has 11 columns where the header has 10" "${row},7")
+with_field(5 0.5 other)
+damaged(conflict "3: holds other errors than [^\n]*conflict.csv:2 for the same run" "${row}" "${other}")
 run(svhn2 2 "paper EquiVAE \\(SVHN\\)" "4;5;6;7" --data ${OUT}/svhn --validation 100
     --labels 100 --k 8 --conv-width 4)
 # Supervised SVHN, with the epochs to learn the blobs: the distance classifier on f_inv and the

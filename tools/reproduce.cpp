@@ -13,6 +13,7 @@
 #include <zlib.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -44,6 +45,10 @@ namespace {
 
 using namespace equivae;
 
+// The most seeds per row and EquiVAE epochs per run the flags take (and runs.csv may hold).
+constexpr int64_t kMaxSeeds = 100;
+constexpr int64_t kMaxEpochs = 100000;
+
 struct RunResult {
   int table = 0;  // 1: supervised, 2: semi-supervised
   int64_t labels = 0;
@@ -52,6 +57,7 @@ struct RunResult {
   double q_error = NAN, distance_error = NAN, neural_error = NAN, benchmark_error = NAN;
   double seconds = 0;
   std::string settings;  // CRC-32 of everything else the run depends on (settings_crc32)
+  std::string origin;    // "runs.csv:LINE" of a row read from an earlier reproduction
 };
 
 // The CRC-32 of what a row's result depends on besides its labels, seed and epochs: the model
@@ -106,31 +112,106 @@ std::string runs_csv(const std::vector<const RunResult*>& rows) {
   return csv.str();
 }
 
-// Every row of an earlier runs.csv, of either table. An empty file holds none: builds before
-// this one created runs.csv empty and wrote its header with the first finished run.
+std::vector<std::string> split_csv_line(const std::string& line) {
+  std::vector<std::string> fields;
+  std::stringstream in(line);
+  std::string field;
+  while (std::getline(in, field, ',')) fields.push_back(field);
+  if (line.empty() || line.back() == ',') fields.emplace_back();
+  return fields;
+}
+
+// One row of an earlier runs.csv, each value checked against what runs_csv writes: a value out
+// of its range is damage, which --reuse would otherwise print in the table as a result.
+class RunsRow {
+ public:
+  RunsRow(const std::string& where, std::vector<std::string> fields, const std::string& header)
+      : where_(where), fields_(std::move(fields)), names_(split_csv_line(header)) {}
+  int64_t integer(size_t column, int64_t min, int64_t max) const {
+    int64_t value = 0;
+    check(parse_integer(fields_[column], value) && value >= min && value <= max, where(column),
+          "'" + fields_[column] + "' is not an integer in [" + std::to_string(min) + ", " +
+              std::to_string(max) + "]");
+    return value;
+  }
+  // A test error: the fraction of test images misclassified, in [0, 1]; "nan" where allowed
+  // (a supervised row has no q(y|x)).
+  double error_rate(size_t column, bool may_be_nan) const {
+    const double value = number(column);
+    const bool fraction = value >= 0 && value <= 1;  // false for NaN
+    check(fraction || (may_be_nan && std::isnan(value)), where(column),
+          "'" + fields_[column] + "' is not an error rate (a fraction in [0, 1]" +
+              (may_be_nan ? ", or nan" : "") + ")");
+    return value;
+  }
+  double seconds(size_t column) const {
+    const double value = number(column);
+    check(std::isfinite(value) && value >= 0, where(column),
+          "'" + fields_[column] + "' is not a duration in seconds");
+    return value;
+  }
+  std::string crc32(size_t column) const {
+    const std::string& text = fields_[column];
+    check(text.size() == 8 && text.find_first_not_of("0123456789abcdef") == std::string::npos,
+          where(column), "'" + text + "' is not a CRC-32 (8 lowercase hex digits)");
+    return text;
+  }
+
+ private:
+  std::string where(size_t column) const {
+    return where_ + ", column " + std::to_string(column + 1) + " (" + names_[column] + ")";
+  }
+  double number(size_t column) const {
+    const std::string& text = fields_[column];
+    double value = 0;
+    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+    check(!text.empty() && ec == std::errc() && end == text.data() + text.size(), where(column),
+          "'" + text + "' is not a number");
+    return value;
+  }
+  std::string where_;
+  std::vector<std::string> fields_, names_;
+};
+
+RunResult parse_run(const RunsRow& row, bool has_settings) {
+  RunResult r;
+  r.table = int(row.integer(0, 1, 2));
+  r.labels = row.integer(1, 1, INT64_MAX);
+  r.seed = uint64_t(row.integer(2, 1, kMaxSeeds));
+  r.epochs = int(row.integer(3, 1, kMaxEpochs));
+  r.q_error = row.error_rate(4, /*may_be_nan=*/r.table == 1);
+  r.distance_error = row.error_rate(5, false);
+  r.neural_error = row.error_rate(6, false);
+  r.benchmark_error = row.error_rate(7, false);
+  r.seconds = row.seconds(8);
+  // Rows of files written before settings_crc32 existed: never reused.
+  if (has_settings) r.settings = row.crc32(9);
+  return r;
+}
+
+// Every row of an earlier runs.csv, of either table, each value checked. An empty file holds
+// none: builds before this one created runs.csv empty and wrote its header with the first
+// finished run. Files written before settings_crc32 have 9 columns.
 std::vector<RunResult> read_runs(const std::string& path) {
   std::ifstream in(path);
   check(in.good(), path, "cannot open (--reuse)");
-  std::string line;
-  if (!std::getline(in, line)) return {};
-  check(line.rfind("table,labels,seed,epochs,", 0) == 0, path, "is not a reproduce runs.csv");
+  std::string header;
+  if (!std::getline(in, header)) return {};
+  const std::string current(kRunsHeader, sizeof kRunsHeader - 2);  // without the newline
+  const std::string before_settings = current.substr(0, current.rfind(','));
+  check(header == current || header == before_settings, path + ":1",
+        "not the header of a reproduce runs.csv (expected " + current + ")");
+  const size_t columns = split_csv_line(header).size();
   std::vector<RunResult> rows;
+  std::string line;
   for (int number = 2; std::getline(in, line); ++number) {
-    RunResult r;
-    unsigned long long seed = 0;
-    long long labels = 0;
-    char q[32], d[32], n[32], b[32], settings[16] = "";
-    // Rows of files written before settings_crc32 existed have 9 fields: never reused.
-    check(std::sscanf(line.c_str(), "%d,%lld,%llu,%d,%31[^,],%31[^,],%31[^,],%31[^,],%lf,%15s",
-                      &r.table, &labels, &seed, &r.epochs, q, d, n, b, &r.seconds, settings) >= 9,
-          path + ":" + std::to_string(number), "malformed row: " + line);
-    r.settings = settings;
-    r.labels = labels;
-    r.seed = seed;
-    r.q_error = std::strtod(q, nullptr);  // "nan" where the row has no such classifier
-    r.distance_error = std::strtod(d, nullptr);
-    r.neural_error = std::strtod(n, nullptr);
-    r.benchmark_error = std::strtod(b, nullptr);
+    const std::string where = path + ":" + std::to_string(number);
+    std::vector<std::string> fields = split_csv_line(line);
+    check(fields.size() == columns, where,
+          "has " + std::to_string(fields.size()) + " columns where the header has " +
+              std::to_string(columns) + ": " + line);
+    RunResult r = parse_run(RunsRow(where, std::move(fields), header), columns == 10);
+    r.origin = where;
     rows.push_back(r);
   }
   return rows;
@@ -296,6 +377,25 @@ std::vector<std::string> earlier_reproduction(const std::string& dir) {
 bool same_run(const RunResult& a, const RunResult& b) {
   return a.table == b.table && a.labels == b.labels && a.seed == b.seed && a.epochs == b.epochs &&
          a.settings == b.settings;
+}
+
+// Whether two rows of the same run hold the same errors (NaN: no such classifier).
+bool same_errors(const RunResult& a, const RunResult& b) {
+  auto same = [](double x, double y) { return x == y || (std::isnan(x) && std::isnan(y)); };
+  return same(a.q_error, b.q_error) && same(a.distance_error, b.distance_error) &&
+         same(a.neural_error, b.neural_error) && same(a.benchmark_error, b.benchmark_error);
+}
+
+// Rows of one run that disagree (a damaged file, or files merged that should not be) are
+// refused: taking either would report a result silently chosen.
+void check_no_conflicting_rows(const std::vector<RunResult>& rows) {
+  for (size_t i = 0; i < rows.size(); ++i)
+    for (size_t j = 0; j < i; ++j)
+      check(!same_run(rows[i], rows[j]) || same_errors(rows[i], rows[j]), rows[i].origin,
+            "holds other errors than " + rows[j].origin + " for the same run (table " +
+                std::to_string(rows[i].table) + ", " + run_name(rows[i]) + ", " +
+                std::to_string(rows[i].epochs) + " epochs, settings " + rows[i].settings +
+                "): remove the wrong row");
 }
 
 // Whether a row is one of the planned runs, with the same settings.
@@ -587,12 +687,15 @@ Reused take_earlier_runs(const Flags& f, const Reproduction& rp, std::vector<Pla
   Reused reused;
   std::vector<RunResult> earlier;
   const int table = rp.supervised ? 1 : 2;
+  std::vector<RunResult> every_row;
   for (const auto& [path, rows] : read_reused(f)) {
     std::error_code ec;
     if (fs::equivalent(path, rp.runs_csv(), ec)) reused.out = true, reused.out_rows = rows;
+    every_row.insert(every_row.end(), rows.begin(), rows.end());
     for (const RunResult& e : rows)
       if (e.table == table) earlier.push_back(e);
   }
+  check_no_conflicting_rows(every_row);
   int unmatched = 0;
   for (PlannedRun& p : plan) {
     const RunResult& r = p.result;
@@ -669,10 +772,10 @@ int run(int argc, char** argv) {
       supervised                   ? std::vector<int64_t>{data.train.n}
       : f.get("labels") == "paper" ? paper.labels
                                    : parse_list(f.get("labels"), "labels", data.train.n, true);
-  int seeds = int(f.get_int("seeds", 1, 100));
+  int seeds = int(f.get_int("seeds", 1, kMaxSeeds));
   int classifier_epochs = int(f.get_int("classifier-epochs", 1, 10000));
   std::vector<int64_t> epochs;
-  if (f.get("epochs") != "paper") epochs = parse_list(f.get("epochs"), "epochs", 100000, false);
+  if (f.get("epochs") != "paper") epochs = parse_list(f.get("epochs"), "epochs", kMaxEpochs, false);
   if (quick) {  // a smoke run's defaults; flags given on the command line still count
     if (!supervised && !f.has("labels"))
       label_counts = {*std::min_element(label_counts.begin(), label_counts.end())};
