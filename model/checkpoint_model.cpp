@@ -31,6 +31,7 @@ double parse_double(const std::string& path, const std::string& key, const std::
 }  // namespace
 
 EquiVaeConfig config_from_checkpoint(const Checkpoint& checkpoint, const std::string& path) {
+  check_checkpoint_format(checkpoint, path);
   auto it = checkpoint.metadata.find("config");
   check(it != checkpoint.metadata.end(), path,
         "not an EquiVAE checkpoint (no config in its metadata)");
@@ -102,7 +103,7 @@ std::unique_ptr<EquiVae<float>> load_model(const Checkpoint& checkpoint,
                                            Backend<float>& backend) {
   auto model = std::make_unique<EquiVae<float>>(config_from_checkpoint(checkpoint, checkpoint_path),
                                                 backend);
-  model->load_checkpoint(checkpoint, checkpoint_path);
+  model->load_weights(checkpoint, checkpoint_path);  // inference reads no Adam state
   return model;
 }
 

@@ -12,11 +12,14 @@
 
 namespace equivae {
 
-// Parses the "config" metadata; throws Error naming path when it is missing or malformed.
+// Parses the "config" metadata; throws Error naming path when the format is unknown or the
+// metadata are missing or malformed.
 EquiVaeConfig config_from_checkpoint(const Checkpoint& checkpoint, const std::string& path);
 
-// Reads the checkpoint, builds its model on backend and restores the weights; throws Error
-// naming the file.
+// Reads the checkpoint, builds its model on backend and restores the weights (not Adam's
+// moments, which inference does not use: a weights-only file loads); throws Error naming the
+// file on an unknown format, bad config metadata, or a missing, misshapen or non-finite
+// parameter tensor.
 std::unique_ptr<EquiVae<float>> load_model(const std::string& checkpoint_path,
                                            Backend<float>& backend);
 // The same from a checkpoint already read (whose metadata the caller keeps as well).

@@ -929,7 +929,7 @@ Checkpoint EquiVae<T>::to_checkpoint() const {
     download(t.data, moment->data, parameter_count_);
     ckpt.tensors.push_back(std::move(t));
   }
-  ckpt.metadata["format"] = "equivae-checkpoint-1";
+  ckpt.metadata["format"] = kCheckpointFormat;
   ckpt.metadata["config"] = config_.describe();
   ckpt.metadata["adam_steps"] = std::to_string(adam_steps_);
   ckpt.metadata["weight_layout"] =
@@ -939,27 +939,80 @@ Checkpoint EquiVae<T>::to_checkpoint() const {
   return ckpt;
 }
 
+namespace {
+
+const NamedTensor& checkpoint_tensor(const Checkpoint& ckpt, const std::string& path,
+                                     const std::string& name) {
+  for (const NamedTensor& t : ckpt.tensors)
+    if (t.name == name) return t;
+  const bool moment = name.rfind("adam.", 0) == 0;
+  throw Error(path, "tensor " + name + " is missing (the checkpoint holds " +
+                        std::to_string(ckpt.tensors.size()) + " tensors)" +
+                        (moment ? ": resuming needs Adam's moments, which figures, embed and "
+                                  "classify do not read"
+                                : ""));
+}
+
+// "element i of n = value" for the first NaN or infinity, else empty.
+std::string first_non_finite_element(const std::vector<float>& data) {
+  const auto bad =
+      std::find_if(data.begin(), data.end(), [](float v) { return !std::isfinite(v); });
+  if (bad == data.end()) return {};
+  const double value = *bad;
+  return "element " + std::to_string(bad - data.begin()) + " of " + std::to_string(data.size()) +
+         " = " +
+         (std::isnan(value) ? "nan"
+          : value > 0       ? "inf"
+                            : "-inf");
+}
+
+// One tensor of the checkpoint into backend memory, once its name, shape and values check.
 template <class T>
-void EquiVae<T>::load_checkpoint(const Checkpoint& ckpt, const std::string& path) {
+void restore_tensor(Backend<T>& backend, const Checkpoint& ckpt, const std::string& path,
+                    const std::string& name, const std::vector<int64_t>& shape, T* dst, size_t n) {
+  const NamedTensor& t = checkpoint_tensor(ckpt, path, name);
+  // The shape, not only the count: a weight stored [out, in] (PyTorch's nn.Linear) holds as
+  // many values as our [in, out] and would load as a silently transposed layer.
+  check(t.shape == shape && t.data.size() == n, path,
+        "tensor " + name + " has shape " + shape_text(t.shape) + ", the model's is " +
+            shape_text(shape) + " (dense weights are stored [in, out])");
+  // A NaN or an infinity would flow into every output (an all-NaN embedding, one class for
+  // every image) without an error: the file is refused instead.
+  const std::string bad = first_non_finite_element(t.data);
+  check(bad.empty(), path,
+        "tensor " + name + " holds a non-finite value (" + bad + "): the checkpoint is damaged");
+  std::vector<T> host(t.data.begin(), t.data.end());
+  backend.upload(dst, host.data(), n * sizeof(T));
+}
+
+}  // namespace
+
+void check_checkpoint_format(const Checkpoint& ckpt, const std::string& path) {
+  auto it = ckpt.metadata.find("format");
+  if (it == ckpt.metadata.end()) return;
+  check(it->second == kCheckpointFormat, path,
+        "checkpoint format '" + it->second + "' is not one this build reads (it reads " +
+            kCheckpointFormat + "): written by a newer build, or not an EquiVAE checkpoint");
+}
+
+template <class T>
+void EquiVae<T>::load_weights(const Checkpoint& ckpt, const std::string& path) {
+  check_checkpoint_format(ckpt, path);
   auto it = ckpt.metadata.find("config");
   check(it != ckpt.metadata.end(), path, "not an EquiVAE checkpoint (no config in its metadata)");
   check(it->second == config_.describe(), path,
         "was trained with a different configuration:\n  checkpoint: " + it->second +
             "\n  requested:  " + config_.describe());
-  // The shape, not only the count: a weight stored [out, in] (PyTorch's nn.Linear) holds as
-  // many values as our [in, out] and would load as a silently transposed layer.
-  auto restore = [&](const std::string& name, const std::vector<int64_t>& shape, T* dst, size_t n) {
-    const NamedTensor& t = ckpt.get(name);
-    check(t.shape == shape && t.data.size() == n, path,
-          "tensor " + name + " has shape " + shape_text(t.shape) + ", the model's is " +
-              shape_text(shape) + " (dense weights are stored [in, out])");
-    std::vector<T> host(t.data.begin(), t.data.end());
-    backend_.upload(dst, host.data(), n * sizeof(T));
-  };
-  for (const NamedParameter<T>& p : named_parameters()) restore(p.name, p.shape, p.value, p.size);
+  for (const NamedParameter<T>& p : named_parameters())
+    restore_tensor(backend_, ckpt, path, p.name, p.shape, p.value, p.size);
+}
+
+template <class T>
+void EquiVae<T>::load_checkpoint(const Checkpoint& ckpt, const std::string& path) {
+  load_weights(ckpt, path);
   const std::vector<int64_t> moments{int64_t(parameter_count_)};
-  restore("adam.m", moments, adam_m_.data, parameter_count_);
-  restore("adam.v", moments, adam_v_.data, parameter_count_);
+  restore_tensor(backend_, ckpt, path, "adam.m", moments, adam_m_.data, parameter_count_);
+  restore_tensor(backend_, ckpt, path, "adam.v", moments, adam_v_.data, parameter_count_);
   // Files written by other tools may lack it (inference needs no Adam state); a resume checks
   // it against the run's step count.
   adam_steps_ = 0;

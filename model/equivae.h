@@ -41,6 +41,13 @@
 
 namespace equivae {
 
+// The "format" metadata of the checkpoints this build writes, the only version there has been.
+inline constexpr const char* kCheckpointFormat = "equivae-checkpoint-1";
+// Throws Error naming path, the format found and the one this build reads, when a checkpoint's
+// "format" is another (a newer build's, or not an EquiVAE checkpoint). A file without the key
+// (another writer's) passes: its config metadata and tensors are checked all the same.
+void check_checkpoint_format(const Checkpoint& checkpoint, const std::string& path);
+
 struct StepMetrics {
   double recon = 0;  // mean log p(x|r,v) per labelled example (nats)
   double kl = 0;     // mean KL(q(v|r,x) || p(v)) per labelled example (nats)
@@ -136,8 +143,13 @@ class EquiVae {
 
   // All parameters and the Adam state, named "finv.0.weight", …, "adam.m", "adam.v".
   Checkpoint to_checkpoint() const;
-  // Restores parameters and Adam state; throws Error on a missing tensor or a shape mismatch.
+  // Restores parameters and Adam state (a resume). Throws Error naming path on an unknown
+  // format, another configuration, a missing tensor, a shape mismatch, or a NaN or infinite
+  // value (naming the tensor and its first such element).
   void load_checkpoint(const Checkpoint& checkpoint, const std::string& path);
+  // The parameters alone, checked the same way (inference): Adam's moments are not read, so a
+  // weights-only file loads.
+  void load_weights(const Checkpoint& checkpoint, const std::string& path);
   // Every layer in order (dense and convolutional), for tests.
   std::vector<DenseLayer<T>*> all_layers();
   // Every parameter tensor in checkpoint order: each layer's weight and bias (all_layers()

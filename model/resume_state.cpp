@@ -122,6 +122,8 @@ void write_run_identity(Checkpoint& checkpoint, const RunIdentity& identity) {
 
 void check_same_run(const Checkpoint& checkpoint, const std::string& path,
                     const RunIdentity& identity) {
+  // A newer format may mean other keys: said first, before any field is compared.
+  check_checkpoint_format(checkpoint, path);
   std::string differences;
   for (const RunField& f : identity) {
     auto it = checkpoint.metadata.find(f.key);

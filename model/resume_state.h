@@ -40,7 +40,8 @@ RunIdentity run_identity(const EquiVaeConfig& config, const Dataset& labelled,
                          const Dataset* unlabelled, const Dataset* validation);
 void write_run_identity(Checkpoint& checkpoint, const RunIdentity& identity);
 // Throws Error("checkpoint PATH was written with latent_v = 16, this run asks for 8; …")
-// naming every field that differs, or the first key the checkpoint lacks.
+// naming every field that differs, or the first key the checkpoint lacks; first of all, an
+// unknown format version (check_checkpoint_format).
 void check_same_run(const Checkpoint& checkpoint, const std::string& path,
                     const RunIdentity& identity);
 

@@ -5,7 +5,8 @@
 #   embed     the .npy files; read back with numpy when PYTHON (a python with numpy) is set
 #   classify  the CSV with and without labels, and the error matching train_mnist's (also
 #             q(y|x)'s for a semi-supervised checkpoint it trains itself)
-#   errors    the tools' faults, each with its message
+#   errors    the tools' faults, each with its message; with PYTHON3, damaged checkpoints
+#             (a NaN weight, an unknown format version, no Adam moments)
 #   trained_data  the data the checkpoint's run recorded: --validation auto holds out what it
 #             held out, and a note when the data flags give other data
 set(CKPT ${RUN}/run/checkpoint.safetensors)
@@ -25,6 +26,30 @@ function(expect_match text regex what)
   if(NOT "${text}" MATCHES "${regex}")
     message(FATAL_ERROR "${what}: expected /${regex}/ in: ${text}")
   endif()
+endfunction()
+
+# Damaged checkpoints (tests/make_damaged_inputs.py writes them), each refused by every tool
+# that reads it, naming the file and the fault; Adam's moments are not needed.
+function(damaged_inputs)
+  set(damage ${PYTHON3} ${SOURCE}/tests/make_damaged_inputs.py)
+  set(nan ${RUN}/nan.safetensors)
+  execute_process(COMMAND ${damage} nan ${CKPT} ${nan} finv.0.bias 5 COMMAND_ERROR_IS_FATAL ANY)
+  foreach(tool ${FIGURES} ${EMBED} ${CLASSIFY})
+    get_filename_component(name ${tool} NAME)
+    run_tool(1 ${tool} --checkpoint ${nan} --threads 1 --out ${RUN}/nan_${name})
+    expect_match("${err}" "${name}: error: [^\n]*nan.safetensors: tensor finv.0.bias holds a non-finite value \\(element 5 of 32 = nan\\)"
+                 "${name} on a NaN weight")
+  endforeach()
+  set(newer ${RUN}/newer.safetensors)
+  execute_process(COMMAND ${damage} format ${CKPT} ${newer} equivae-checkpoint-99
+                  COMMAND_ERROR_IS_FATAL ANY)
+  run_tool(1 ${CLASSIFY} --checkpoint ${newer} --threads 1 --out ${RUN}/newer.csv)
+  expect_match("${err}" "newer.safetensors: checkpoint format 'equivae-checkpoint-99' is not one this build reads \\(it reads equivae-checkpoint-1\\)"
+               "an unknown format version")
+  set(weights ${RUN}/weights_only.safetensors)
+  execute_process(COMMAND ${damage} weights-only ${CKPT} ${weights} COMMAND_ERROR_IS_FATAL ANY)
+  run_tool(0 ${CLASSIFY} --checkpoint ${weights} --threads 1 --out ${RUN}/weights_only.csv)
+  run_tool(0 ${EMBED} --checkpoint ${weights} --threads 1 --out ${RUN}/weights_only_embed)
 endfunction()
 
 if(MODE STREQUAL "train")
@@ -190,6 +215,9 @@ elseif(MODE STREQUAL "errors")
                "figures --out FILE")
   run_tool(0 ${FIGURES} --help)
   expect_match("${out}" "--checkpoint.*--split.*--samples" "figures --help")
+  if(PYTHON3)
+    damaged_inputs()
+  endif()
 elseif(MODE STREQUAL "trained_data")
   # A run that held out 1000 validation digits: the tools hold out the same by default, so
   # classify's centroids are train_mnist's (7000 digits) and so is its error.

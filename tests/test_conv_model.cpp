@@ -463,11 +463,14 @@ TEST(ConvModel, CheckpointRoundTripsAndRebuildsTheModel) {
   const std::unique_ptr<EquiVae<float>> rebuilt = load_model(path, *backend);
   EXPECT_EQ(rebuilt->config().describe(), config.describe());
   EXPECT_EQ(rebuilt->config().likelihood, Likelihood::gaussian);
+  // The rebuilt model is for inference: its weights only, not Adam's state.
+  EXPECT_EQ(restored.adam_steps(), 2);
+  EXPECT_EQ(rebuilt->adam_steps(), 0);
   for (EquiVae<float>* m : {&restored, rebuilt.get()}) {
-    EXPECT_EQ(m->adam_steps(), 2);
     const Checkpoint back = m->to_checkpoint();
     ASSERT_EQ(back.tensors.size(), written.tensors.size());
     for (size_t t = 0; t < written.tensors.size(); ++t) {
+      if (m == rebuilt.get() && written.tensors[t].name.rfind("adam.", 0) == 0) continue;
       EXPECT_EQ(back.tensors[t].name, written.tensors[t].name);
       EXPECT_EQ(back.tensors[t].shape, written.tensors[t].shape);
       EXPECT_EQ(0, std::memcmp(back.tensors[t].data.data(), written.tensors[t].data.data(),

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -342,6 +343,87 @@ TEST(CheckpointModel, MalformedConfigMetadataNamesTheFile) {
   ckpt.metadata.erase("config");
   EXPECT_NE(error_of([&] { config_from_checkpoint(ckpt, path); }).find("not an EquiVAE checkpoint"),
             std::string::npos);
+}
+
+// A tiny model's checkpoint, saved with `change` applied, and its path.
+std::string saved_checkpoint(const std::string& name,
+                             const std::function<void(Checkpoint&)>& change) {
+  auto backend = make_cpu_backend<float>(1);
+  EquiVae<float> model(test::tiny_config(), *backend);
+  Checkpoint ckpt = model.to_checkpoint();
+  change(ckpt);
+  const std::string path = scratch(name);
+  save_checkpoint(path, ckpt);
+  return path;
+}
+
+NamedTensor& tensor_named(Checkpoint& ckpt, const std::string& name) {
+  for (NamedTensor& t : ckpt.tensors)
+    if (t.name == name) return t;
+  throw Error(name, "no such tensor in the test's checkpoint");
+}
+
+TEST(CheckpointModel, NonFiniteWeightsAreRefusedNamingTheFileTheTensorAndTheElement) {
+  // A NaN or an infinity would give an all-NaN embedding or one class for every image, and
+  // the tools would exit 0: the shared loader refuses the file instead.
+  const struct {
+    const char* tensor;
+    size_t element;
+    float value;
+    const char* shown;
+  } cases[] = {{"finv.2.bias", 1, std::nanf(""), "nan"},
+               {"decoder.0.weight", 7, INFINITY, "inf"},
+               {"encoder.1.bias", 0, -INFINITY, "-inf"}};
+  for (const auto& c : cases) {
+    const std::string path = saved_checkpoint("non_finite.safetensors", [&](Checkpoint& ckpt) {
+      tensor_named(ckpt, c.tensor).data[c.element] = c.value;
+    });
+    auto backend = make_cpu_backend<float>(1);
+    Checkpoint back = load_checkpoint(path);
+    const size_t n = tensor_named(back, c.tensor).data.size();
+    EXPECT_EQ(error_of([&] { load_model(path, *backend); }),
+              path + ": tensor " + c.tensor + " holds a non-finite value (element " +
+                  std::to_string(c.element) + " of " + std::to_string(n) + " = " + c.shown +
+                  "): the checkpoint is damaged");
+  }
+}
+
+TEST(CheckpointModel, InferenceLoadsAWeightsOnlyCheckpoint) {
+  // Adam's moments are training state: a file without them (exported weights) loads for
+  // inference, with the same weights.
+  auto backend = make_cpu_backend<float>(1);
+  EquiVae<float> model(test::tiny_config(), *backend);
+  const std::string path = saved_checkpoint("weights_only.safetensors", [](Checkpoint& ckpt) {
+    std::erase_if(ckpt.tensors, [](const NamedTensor& t) { return t.name.rfind("adam.", 0) == 0; });
+  });
+  const std::unique_ptr<EquiVae<float>> loaded = load_model(path, *backend);
+  EXPECT_TRUE(std::equal(model.parameters(), model.parameters() + model.parameter_count(),
+                         loaded->parameters()));
+  // A missing parameter is named with the file.
+  const std::string partial = saved_checkpoint("partial.safetensors", [](Checkpoint& ckpt) {
+    std::erase_if(ckpt.tensors, [](const NamedTensor& t) { return t.name == "decoder.1.bias"; });
+  });
+  EXPECT_NE(error_of([&] {
+              load_model(partial, *backend);
+            }).find(partial + ": tensor decoder.1.bias is missing (the checkpoint holds 19"),
+            std::string::npos);
+}
+
+TEST(CheckpointModel, AnUnknownFormatVersionIsRefused) {
+  auto backend = make_cpu_backend<float>(1);
+  const std::string newer = saved_checkpoint("newer.safetensors", [](Checkpoint& ckpt) {
+    EXPECT_EQ(ckpt.metadata.at("format"), "equivae-checkpoint-1");  // the only one so far
+    ckpt.metadata["format"] = "equivae-checkpoint-99";
+  });
+  EXPECT_EQ(error_of([&] { load_model(newer, *backend); }),
+            newer +
+                ": checkpoint format 'equivae-checkpoint-99' is not one this build reads (it "
+                "reads equivae-checkpoint-1): written by a newer build, or not an EquiVAE "
+                "checkpoint");
+  // Another writer's file without the key is read on its config and tensors.
+  const std::string unversioned = saved_checkpoint(
+      "unversioned.safetensors", [](Checkpoint& ckpt) { ckpt.metadata.erase("format"); });
+  EXPECT_NO_THROW(load_model(unversioned, *backend));
 }
 
 }  // namespace

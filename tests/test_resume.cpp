@@ -659,6 +659,52 @@ TEST(Resume, CheckpointTensorsMustHaveTheModelsShapesAndItsAdamStepCount) {
   fs::remove_all(dir);
 }
 
+TEST(Resume, ANonFiniteTensorIsNamedWhenTheCheckpointIsRead) {
+  // A NaN in Adam's v: the resume is refused at once, naming adam.v, not the parameter its
+  // first update would have spoilt.
+  const std::string dir = fresh_dir("non_finite");
+  const std::string path = dir + "/checkpoint.safetensors";
+  const EquiVaeConfig config = test::tiny_config();
+  train_run(cpu(), config, train_set(), nullptr, 1, dir);
+  const Checkpoint good = load_checkpoint(path);
+  for (const char* name : {"adam.v", "adam.m", "decoder.2.bias"}) {
+    Checkpoint c = good;
+    for (NamedTensor& t : c.tensors)
+      if (t.name == name) t.data[3] = std::numeric_limits<float>::quiet_NaN();
+    const std::string poisoned = dir + "/poisoned.safetensors";
+    save_checkpoint(poisoned, c);
+    expect_error(
+        [&] { train_run(cpu(), config, train_set(), nullptr, 2, "", poisoned); },
+        {poisoned + ": tensor " + name + " holds a non-finite value (element 3 of ", " = nan)"});
+  }
+  // Adam's moments are a resume's to need, and its error says so, naming the file.
+  Checkpoint weights_only = good;
+  std::erase_if(weights_only.tensors,
+                [](const NamedTensor& t) { return t.name.rfind("adam.", 0) == 0; });
+  const std::string bare = dir + "/weights_only.safetensors";
+  save_checkpoint(bare, weights_only);
+  expect_error([&] { train_run(cpu(), config, train_set(), nullptr, 2, "", bare); },
+               {bare + ": tensor adam.m is missing", "resuming needs Adam's moments"});
+  fs::remove_all(dir);
+}
+
+TEST(Resume, AnUnknownFormatVersionIsSaidBeforeAnyFieldIsCompared) {
+  const std::string dir = fresh_dir("format");
+  const EquiVaeConfig config = test::tiny_config();
+  train_run(cpu(), config, train_set(), nullptr, 1, dir);
+  Checkpoint newer = load_checkpoint(dir + "/checkpoint.safetensors");
+  newer.metadata["format"] = "equivae-checkpoint-2";
+  newer.metadata["config.hidden"] = "7";  // a newer build's keys may differ too
+  const std::string path = dir + "/newer.safetensors";
+  save_checkpoint(path, newer);
+  const std::string what =
+      expect_error([&] { train_run(cpu(), config, train_set(), nullptr, 2, "", path); },
+                   {path + ": checkpoint format 'equivae-checkpoint-2' is not one this build "
+                           "reads (it reads equivae-checkpoint-1)"});
+  EXPECT_EQ(what.find("hidden"), std::string::npos) << what;
+  fs::remove_all(dir);
+}
+
 TEST(MetricsLog, JsonLinesParseAndMatchTheCsv) {
   const std::string dir = fresh_dir("jsonl");
   const EquiVaeConfig config = test::tiny_semi_config();  // every field in use
