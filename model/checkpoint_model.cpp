@@ -1,6 +1,7 @@
 #include "model/checkpoint_model.h"
 
 #include <cerrno>
+#include <charconv>
 #include <cstdlib>
 #include <functional>
 #include <map>
@@ -26,6 +27,42 @@ double parse_double(const std::string& path, const std::string& key, const std::
   check(!text.empty() && *end == '\0', path,
         "config metadata: " + key + "=" + text + " is not a number");
   return value;
+}
+
+// "CxHxW" of three positive counts, or false.
+bool parse_shape(const std::string& text, int (&dims)[3]) {
+  const char* p = text.data();
+  const char* const end = p + text.size();
+  for (int i = 0; i < 3; ++i) {
+    if (i > 0 && (p == end || *p++ != 'x')) return false;
+    const auto r = std::from_chars(p, end, dims[i]);
+    if (r.ec != std::errc() || dims[i] <= 0) return false;
+    p = r.ptr;
+  }
+  return p == end;
+}
+
+// The images' shape from "image_shape" (written beside the config since the dense model keeps
+// it). A dense checkpoint without it (an older build's) gets the unknown shape 0x0x0, so its
+// images are checked by their number of values alone.
+void read_image_shape(const Checkpoint& checkpoint, const std::string& path, EquiVaeConfig& c) {
+  auto it = checkpoint.metadata.find("image_shape");
+  if (it == checkpoint.metadata.end()) {
+    if (!c.convolutional() && !c.gaussian()) c.channels = c.height = c.width = 0;
+    return;
+  }
+  int dims[3] = {};
+  check(parse_shape(it->second, dims), path,
+        "metadata image_shape '" + it->second + "' is not channels x height x width (1x28x28)");
+  const std::string config_shape =
+      std::to_string(c.channels) + "x" + std::to_string(c.height) + "x" + std::to_string(c.width);
+  const bool shaped = c.convolutional() || c.gaussian();
+  check(!shaped || it->second == config_shape, path,
+        "metadata image_shape " + it->second + " contradicts the config's " + config_shape);
+  check(__int128(dims[0]) * dims[1] * dims[2] == c.input_dim, path,
+        "metadata image_shape " + it->second + " does not hold the config's input_dim " +
+            std::to_string(c.input_dim) + " values");
+  c.channels = dims[0], c.height = dims[1], c.width = dims[2];
 }
 
 }  // namespace
@@ -90,6 +127,7 @@ EquiVaeConfig config_from_checkpoint(const Checkpoint& checkpoint, const std::st
   } catch (const Error& e) {
     throw Error(path, std::string("config metadata: ") + e.what());
   }
+  read_image_shape(checkpoint, path, c);
   return c;
 }
 

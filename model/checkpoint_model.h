@@ -12,8 +12,9 @@
 
 namespace equivae {
 
-// Parses the "config" metadata; throws Error naming path when the format is unknown or the
-// metadata are missing or malformed.
+// Parses the "config" metadata, and the images' shape from "image_shape" (a dense checkpoint of
+// an older build lacks it: its geometry is then 0x0x0, unknown); throws Error naming path when
+// the format is unknown or the metadata are missing or malformed.
 EquiVaeConfig config_from_checkpoint(const Checkpoint& checkpoint, const std::string& path);
 
 // Reads the checkpoint, builds its model on backend and restores the weights (not Adam's

@@ -59,20 +59,31 @@ void EquiVaeConfig::validate() const {
             std::to_string(height) + "x" + std::to_string(width));
 }
 
+bool EquiVaeConfig::image_shape_known() const {
+  if (convolutional() || gaussian()) return true;
+  return channels > 0 && height > 0 && width > 0 &&
+         __int128(channels) * height * width == input_dim;
+}
+
 std::string EquiVaeConfig::image_mismatch(int64_t dim, int image_channels, int rows,
                                           int cols) const {
-  const bool geometry = convolutional() || gaussian();
-  if (dim == input_dim &&
-      (!geometry || (image_channels == channels && rows == height && cols == width)))
-    return {};
-  auto shape = [&](int64_t values, int c, int h, int w) {
-    std::string s = std::to_string(values) + " values";
-    if (geometry)
-      s += " (" + std::to_string(c) + "x" + std::to_string(h) + "x" + std::to_string(w) + ")";
-    return s;
+  const bool shaped = image_shape_known();
+  const bool same_shape = image_channels == channels && rows == height && cols == width;
+  if (dim == input_dim && (!shaped || same_shape)) return {};
+  auto shape = [](int c, int h, int w) {
+    return std::to_string(c) + "x" + std::to_string(h) + "x" + std::to_string(w);
   };
-  return "images have " + shape(dim, image_channels, rows, cols) + ", the model expects " +
-         shape(input_dim, channels, height, width);
+  const std::string images = shape(image_channels, rows, cols),
+                    model = shape(channels, height, width);
+  if (!shaped)
+    return "images have " + std::to_string(dim) + " values, the model expects " +
+           std::to_string(input_dim) + " values";
+  // As many values in another shape: the shapes are what differs.
+  if (dim == input_dim)
+    return "images are " + images + ", the model expects " + model + " images (the same " +
+           std::to_string(dim) + " values in another shape)";
+  return "images have " + std::to_string(dim) + " values (" + images + "), the model expects " +
+         std::to_string(input_dim) + " values (" + model + ")";
 }
 
 std::string EquiVaeConfig::describe() const {

@@ -34,8 +34,10 @@ struct EquiVaeConfig {
   double unlabelled_weight = 1.0;  // w
   double classifier_weight = 1.0;  // α
   // Image geometry, NCHW: an image row is `channels` planes of height × width. Used by the
-  // conv architecture and the Gaussian likelihood (one log-variance per channel); the dense
-  // Bernoulli model reads input_dim alone.
+  // conv architecture and the Gaussian likelihood (one log-variance per channel). The dense
+  // Bernoulli model computes with input_dim alone, but holds the shape of the images it was
+  // trained on, so that images of another shape with as many pixels (56 × 14 for 28 × 28) are
+  // refused; a model rebuilt from a checkpoint that does not record it has 0 × 0 × 0.
   int channels = 1, height = 28, width = 28;
   Architecture architecture = Architecture::dense;
   int conv_width = 32;  // conv: the trunk's channels are conv_width, 2·conv_width, 4·conv_width
@@ -52,11 +54,14 @@ struct EquiVaeConfig {
   bool gaussian() const { return likelihood == Likelihood::gaussian; }
   // Rows through encoder and decoder per step: B labelled + C·U expanded unlabelled.
   int rows() const { return batch() + classes * unlabelled; }
+  // Whether the geometry is the images' shape: always for conv and Gaussian models, for a
+  // dense one when it holds channels × height × width = input_dim values.
+  bool image_shape_known() const;
   // Throws Error naming the first field out of range.
   void validate() const;
   // Why images of `dim` values, `channels` planes of rows × cols, do not fit this model; ""
-  // when they do. The value count always; the planes and their size where the model reads
-  // the geometry (conv, Gaussian): 3,072 grey values of 48 × 64 are not a 3 × 32 × 32 image.
+  // when they do. The value count always; the planes and their size where the image shape is
+  // known: 3,072 grey values of 48 × 64 are not a 3 × 32 × 32 image.
   std::string image_mismatch(int64_t dim, int image_channels, int rows, int cols) const;
   // One line of "key=value" pairs; checkpoints store it and compare it on load. The dense
   // Bernoulli model's line has only the keys it had before the convolutional model existed

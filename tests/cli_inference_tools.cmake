@@ -6,7 +6,8 @@
 #   classify  the CSV with and without labels, and the error matching train_mnist's (also
 #             q(y|x)'s for a semi-supervised checkpoint it trains itself)
 #   errors    the tools' faults, each with its message; with PYTHON3, damaged checkpoints
-#             (a NaN weight, an unknown format version, no Adam moments)
+#             (a NaN weight, an unknown format version, no Adam moments) and images of
+#             another shape
 #   trained_data  the data the checkpoint's run recorded: --validation auto holds out what it
 #             held out, and a note when the data flags give other data
 set(CKPT ${RUN}/run/checkpoint.safetensors)
@@ -28,8 +29,8 @@ function(expect_match text regex what)
   endif()
 endfunction()
 
-# Damaged checkpoints (tests/make_damaged_inputs.py writes them), each refused by every tool
-# that reads it, naming the file and the fault; Adam's moments are not needed.
+# Damaged checkpoints and images (tests/make_damaged_inputs.py writes them), each refused by
+# every tool that reads it, naming the file and the fault; Adam's moments are not needed.
 function(damaged_inputs)
   set(damage ${PYTHON3} ${SOURCE}/tests/make_damaged_inputs.py)
   set(nan ${RUN}/nan.safetensors)
@@ -50,6 +51,21 @@ function(damaged_inputs)
   execute_process(COMMAND ${damage} weights-only ${CKPT} ${weights} COMMAND_ERROR_IS_FATAL ANY)
   run_tool(0 ${CLASSIFY} --checkpoint ${weights} --threads 1 --out ${RUN}/weights_only.csv)
   run_tool(0 ${EMBED} --checkpoint ${weights} --threads 1 --out ${RUN}/weights_only_embed)
+  # 784 pixels a digit as 56 x 14: the dense model was trained on 28 x 28.
+  set(tall ${RUN}/tall-images-idx3-ubyte)
+  execute_process(COMMAND ${damage} reshape ${SOURCE}/data/mnist10k-images-idx3-ubyte.gz ${tall}
+                          56 14 COMMAND_ERROR_IS_FATAL ANY)
+  run_tool(1 ${CLASSIFY} --checkpoint ${CKPT} --threads 1 --images ${tall} --out ${RUN}/tall.csv)
+  expect_match("${err}" "tall-images-idx3-ubyte: images are 1x56x14, the model expects 1x28x28 images"
+               "classify on 56 x 14 images")
+  set(labels ${SOURCE}/data/mnist10k-labels-idx1-ubyte.gz)
+  foreach(tool ${EMBED} ${FIGURES})
+    get_filename_component(name ${tool} NAME)
+    run_tool(1 ${tool} --checkpoint ${CKPT} --threads 1 --train-images ${tall} --train-labels
+             ${labels} --test-images ${tall} --test-labels ${labels} --out ${RUN}/tall_${name})
+    expect_match("${err}" "${name}: error: [^\n]*tall-images-idx3-ubyte[^\n]*: images are 1x56x14, the model expects 1x28x28 images"
+                 "${name} on 56 x 14 images")
+  endforeach()
 endfunction()
 
 if(MODE STREQUAL "train")

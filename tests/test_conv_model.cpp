@@ -403,14 +403,26 @@ TEST(ConvModel, ConfigurationLinesAndChecks) {
 TEST(ConvModel, ImagesMustHaveTheGeometryAConvOrGaussianModelReads) {
   const EquiVaeConfig svhn = svhn_config();
   EXPECT_EQ(svhn.image_mismatch(3072, 3, 32, 32), "");
-  // 3,072 grey values of 48 × 64 are not a colour image of 32 × 32.
+  // 3,072 grey values of 48 × 64 are not a colour image of 32 × 32: the shapes differ.
   EXPECT_EQ(svhn.image_mismatch(3072, 1, 48, 64),
-            "images have 3072 values (1x48x64), the model expects 3072 values (3x32x32)");
-  EXPECT_NE(svhn.image_mismatch(784, 1, 28, 28), "");
-  // The dense Bernoulli model reads the value count alone.
+            "images are 1x48x64, the model expects 3x32x32 images (the same 3072 values in "
+            "another shape)");
+  EXPECT_EQ(svhn.image_mismatch(784, 1, 28, 28),
+            "images have 784 values (1x28x28), the model expects 3072 values (3x32x32)");
+  // The dense Bernoulli model computes with the value count alone, but keeps the shape it
+  // was trained on: 784 pixels of 16 × 49 are not a 28 × 28 digit.
   const EquiVaeConfig dense;
-  EXPECT_EQ(dense.image_mismatch(784, 1, 16, 49), "");
+  EXPECT_EQ(dense.image_mismatch(784, 1, 28, 28), "");
+  EXPECT_EQ(dense.image_mismatch(784, 1, 16, 49),
+            "images are 1x16x49, the model expects 1x28x28 images (the same 784 values in "
+            "another shape)");
   EXPECT_EQ(dense.image_mismatch(400, 1, 20, 20),
+            "images have 400 values (1x20x20), the model expects 784 values (1x28x28)");
+  // Without a shape (a checkpoint of an older build): the value count alone.
+  EquiVaeConfig unshaped;
+  unshaped.channels = unshaped.height = unshaped.width = 0;
+  EXPECT_EQ(unshaped.image_mismatch(784, 1, 16, 49), "");
+  EXPECT_EQ(unshaped.image_mismatch(400, 1, 20, 20),
             "images have 400 values, the model expects 784 values");
   // The model's check names the data set.
   auto backend = make_cpu_backend<float>(1);
@@ -424,8 +436,9 @@ TEST(ConvModel, ImagesMustHaveTheGeometryAConvOrGaussianModelReads) {
     model.check_image_size(grey);
     FAIL() << "expected an error";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find(grey.source + ": images have 192 values (1x8x24)"),
-              std::string::npos)
+    EXPECT_NE(
+        std::string(e.what()).find(grey.source + ": images are 1x8x24, the model expects 3x8x8"),
+        std::string::npos)
         << e.what();
   }
 }

@@ -426,5 +426,34 @@ TEST(CheckpointModel, AnUnknownFormatVersionIsRefused) {
   EXPECT_NO_THROW(load_model(unversioned, *backend));
 }
 
+TEST(CheckpointModel, ADenseModelRefusesImagesOfAnotherShapeWithAsManyPixels) {
+  Dataset tall;  // 56 × 14: MNIST's 784 pixels in another shape
+  tall.n = 1, tall.rows = 56, tall.cols = 14, tall.dim = 784;
+  tall.images.assign(784, 0.5f);
+  tall.labels = {0};
+  tall.source = "tall-images";
+  auto backend = make_cpu_backend<float>(1);
+  const std::string path = saved_checkpoint("shaped.safetensors", [](Checkpoint& ckpt) {
+    EXPECT_EQ(ckpt.metadata.at("image_shape"), "1x28x28");
+  });
+  const std::unique_ptr<EquiVae<float>> model = load_model(path, *backend);
+  EXPECT_EQ(error_of([&] { model->check_image_size(tall); }),
+            "tall-images: images are 1x56x14, the model expects 1x28x28 images (the same 784 "
+            "values in another shape)");
+  // A checkpoint of an older build records no shape: the pixel count is all it can check.
+  const std::string older = saved_checkpoint(
+      "unshaped.safetensors", [](Checkpoint& ckpt) { ckpt.metadata.erase("image_shape"); });
+  EXPECT_NO_THROW(load_model(older, *backend)->check_image_size(tall));
+  // A damaged shape is refused with the file named.
+  for (const char* bad : {"1x28", "1x28x28x1", "0x28x28", "2x28x28", "1x28xx28", " 1x28x28"}) {
+    const std::string damaged = saved_checkpoint(
+        "bad_shape.safetensors", [&](Checkpoint& ckpt) { ckpt.metadata["image_shape"] = bad; });
+    EXPECT_NE(
+        error_of([&] { load_model(damaged, *backend); }).find(damaged + ": metadata image_shape"),
+        std::string::npos)
+        << bad;
+  }
+}
+
 }  // namespace
 }  // namespace equivae

@@ -70,7 +70,14 @@ inline PaperSettings paper_settings_for(int channels) {
 // size, a convolutional one the size it was built for.
 inline EquiVaeConfig base_config_for(const PaperSettings& paper, const Dataset& train) {
   EquiVaeConfig c = paper.base;
-  if (!c.convolutional()) c.input_dim = train.dim;
+  if (!c.convolutional()) {
+    // A dense model takes any image size: it keeps the shape it trains on, which its
+    // checkpoint records ("image_shape") so that inference refuses images of another shape.
+    c.input_dim = train.dim;
+    c.channels = train.channels;
+    c.height = train.rows;
+    c.width = train.cols;
+  }
   const std::string mismatch = c.image_mismatch(train.dim, train.channels, train.rows, train.cols);
   check(mismatch.empty(), train.source, mismatch);
   c.classes = train.num_classes;
