@@ -75,7 +75,10 @@ DataSplits load_splits(const DataSource& src) {
     s.test = test.get();
     s.auto_validation = 5000;
   }
-  hold_out_validation(s, src.validation < 0 ? s.auto_validation : src.validation);
+  if (src.validation < 0)
+    hold_out_auto_validation(s);
+  else
+    hold_out_validation(s, src.validation);
   auto shape = [](const Dataset& d) {
     return std::to_string(d.channels) + "x" + std::to_string(d.rows) + "x" + std::to_string(d.cols);
   };
@@ -85,6 +88,17 @@ DataSplits load_splits(const DataSource& src) {
         "test images are " + shape(s.test) + ", training images " + shape(s.train) +
             " (channels x height x width)");
   return s;
+}
+
+void hold_out_auto_validation(DataSplits& s) {
+  const char* kind = s.bundled                              ? "the bundled digits"
+                     : s.auto_validation == kSvhnValidation ? "SVHN data"
+                                                            : "MNIST-format files";
+  check(s.auto_validation < s.train.n, "--validation",
+        "auto holds out " + std::to_string(s.auto_validation) + ", the default for " + kind +
+            ", which would leave no training examples out of " + std::to_string(s.train.n) +
+            ": give --validation N with N below " + std::to_string(s.train.n) + " (0: none)");
+  hold_out_validation(s, s.auto_validation);
 }
 
 void hold_out_validation(DataSplits& s, int64_t validation) {

@@ -39,5 +39,8 @@ DataSplits load_splits(const DataSource& source);
 // Moves the last `validation` training examples to s.validation (which must be empty); throws
 // Error naming --validation when that would leave no training example.
 void hold_out_validation(DataSplits& s, int64_t validation);
+// The same with s.auto_validation (--validation auto), whose error says that the count was
+// the automatic default for this kind of data and how to give another.
+void hold_out_auto_validation(DataSplits& s);
 
 }  // namespace equivae

@@ -261,6 +261,15 @@ elseif(MODE STREQUAL "trained_data")
   if(NOT rc EQUAL 0)
     message(FATAL_ERROR "make_svhn_files failed (${rc}): ${err}")
   endif()
+  # Its automatic hold-out is said to be one, with the flag that sets another.
+  run_tool(1 ${TRAIN} --data ${RUN}/svhn_small --epochs 1 --threads 1 --out ${RUN}/svhn_auto)
+  expect_match("${err}" "--validation: auto holds out 3257, the default for SVHN data, which would leave no training examples out of 600: give --validation N"
+               "train_mnist on a small SVHN file")
+  # The 28 x 28 model and SVHN's colour images: the data's kind is named, before any hold-out.
+  run_tool(1 ${CLASSIFY} --checkpoint ${CKPT} --data ${RUN}/svhn_small --threads 1
+           --out ${RUN}/svhn_mnist.csv)
+  expect_match("${err}" "train_32x32.mat: images have 3072 values \\(3x32x32\\), the model expects 784 values \\(1x28x28\\)"
+               "classify, an MNIST checkpoint on SVHN data")
   run_tool(0 ${TRAIN} --data ${RUN}/svhn_small --validation 100 --epochs 1 --hidden 32 --latent 2
            --threads 1 --out ${RUN}/svhn_small_run)
   run_tool(0 ${CLASSIFY} --checkpoint ${RUN}/svhn_small_run/checkpoint.safetensors

@@ -737,9 +737,15 @@ TEST_F(SvhnTest, SplitsHoldOutTheLastTrainingImages) {
   }
   // The validation images are the training file's last two, pixel for pixel.
   EXPECT_EQ(s.validation.image(0)[1024 + 5 * 32 + 7], pixel(5, 7, 1, 3) / 255.0f);
-  // The default (3,257) needs more images than this file holds: a clear refusal.
+  // The default (3,257) needs more images than this file holds: a clear refusal, which says
+  // the count was the automatic default and how to give another.
   src.validation = -1;
-  expect_error([&] { load_splits(src); }, {"--validation", "3257 would leave no training"});
+  expect_error([&] { load_splits(src); },
+               {"--validation: auto holds out 3257, the default for SVHN data, which would "
+                "leave no training examples out of 5: give --validation N with N below 5"});
+  src.validation = 5;
+  expect_error([&] { load_splits(src); },
+               {"--validation: 5 would leave no training examples out of 5"});
 }
 
 TEST_F(SvhnTest, DefaultSplitIsThe3257LastImages) {

@@ -79,18 +79,28 @@ inline TrainedOn trained_on(const LoadedModel& loaded) {
 
 // The data flags' splits. --validation auto holds out what the checkpoint's run held out when
 // the training file has as many examples as that run's (the same data, as far as sizes tell),
-// else what train_mnist's auto does.
-inline DataSplits load_data_as_trained(const Flags& f, const TrainedOn& run) {
+// else what train_mnist's auto does. The training images must fit the model before anything
+// is held out: data of the wrong kind (SVHN for an MNIST model) are named as such, not by the
+// validation count their kind's default would take.
+inline DataSplits load_data_as_trained(const Flags& f, const TrainedOn& run,
+                                       const EquiVae<float>& model) {
   DataSource source = data_source(f, 0);
-  if (f.get("validation") != "auto" || !run.known) return load_splits(source);
-  source.validation = 0;  // the whole training file, held out below
+  const int64_t given = source.validation;  // −1: auto for a data directory or files
+  source.validation = 0;                    // the whole training file, held out below
   DataSplits splits = load_splits(source);
-  const bool as_trained = splits.train.n == run.examples();
-  const int64_t validation = as_trained ? run.validation : splits.auto_validation;
-  if (as_trained && validation != splits.auto_validation)
+  model.check_image_size(splits.train);
+  if (f.get("validation") != "auto") {
+    hold_out_validation(splits, given);
+    return splits;
+  }
+  if (!run.known || splits.train.n != run.examples()) {
+    hold_out_auto_validation(splits);
+    return splits;
+  }
+  if (run.validation != splits.auto_validation)
     std::fprintf(stderr, "note: --validation auto: %lld, as the checkpoint's run held out\n",
-                 (long long)validation);
-  hold_out_validation(splits, validation);
+                 (long long)run.validation);
+  hold_out_validation(splits, run.validation);
   return splits;
 }
 
@@ -158,7 +168,7 @@ inline void note_other_training_data(const LoadedModel& loaded, const TrainedOn&
 inline TrainingData load_training_data(const Flags& f, const LoadedModel& loaded) {
   const TrainedOn run = trained_on(loaded);
   TrainingData data;
-  data.splits = load_data_as_trained(f, run);
+  data.splits = load_data_as_trained(f, run, *loaded.model);
   draw_labelled_subset(loaded, run, data);
   note_other_training_data(loaded, run, data);
   return data;
