@@ -18,6 +18,7 @@
 #include <memory>
 
 #include "runtime/error.h"
+#include "runtime/path_checks.h"
 
 namespace equivae {
 namespace {
@@ -199,8 +200,7 @@ FileBytes gunzip(const std::vector<uint8_t>& in, const std::string& path, const 
 }
 
 FileBytes read_file(const std::string& path, const IdxLayout& layout) {
-  std::error_code ec;
-  check(!std::filesystem::is_directory(path, ec), path, "cannot open: is a directory");
+  check_input_file(path);  // a FIFO would block the open, a directory fail the read
   std::unique_ptr<std::FILE, int (*)(std::FILE*)> f(std::fopen(path.c_str(), "rb"), std::fclose);
   if (!f) throw Error(path, std::string("cannot open: ") + std::strerror(errno));
   FileBytes file;

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "runtime/error.h"
+#include "runtime/path_checks.h"
 
 namespace equivae {
 namespace {
@@ -102,8 +103,7 @@ uint64_t round8(uint64_t n) {
 class File {
  public:
   explicit File(const std::string& path) : path_(path), f_(nullptr, std::fclose) {
-    std::error_code ec;
-    check(!std::filesystem::is_directory(path, ec), path, "cannot open: is a directory");
+    check_input_file(path);  // a FIFO would block the open, a directory fail the read
     f_.reset(std::fopen(path.c_str(), "rb"));
     if (!f_) throw Error(path, std::string("cannot open: ") + std::strerror(errno));
     if (fseeko(f_.get(), 0, SEEK_END) != 0 || (size_ = ftello(f_.get())) < 0)

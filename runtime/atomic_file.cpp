@@ -8,6 +8,7 @@
 #include <filesystem>
 
 #include "runtime/error.h"
+#include "runtime/path_checks.h"
 
 namespace equivae {
 namespace {
@@ -35,6 +36,7 @@ void check_target(const std::string& path) {
         "cannot rename a file over it: it is a directory");
   check(std::filesystem::path(path).has_filename(), path,
         "names a directory (it ends in '/'), not a file to write");
+  check_output_file(path);  // the rename would replace a device node or a FIFO with a file
 }
 
 }  // namespace

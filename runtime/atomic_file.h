@@ -15,7 +15,7 @@ namespace equivae {
 class AtomicFileWriter {
  public:
   // Creates the temp file; throws Error naming the path, before anything is created, when
-  // the path is empty or names a directory.
+  // the path is empty or names a directory, a device node, a FIFO or a socket.
   explicit AtomicFileWriter(std::string path);
   ~AtomicFileWriter();
   AtomicFileWriter(const AtomicFileWriter&) = delete;

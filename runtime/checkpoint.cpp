@@ -15,6 +15,7 @@
 
 #include "runtime/atomic_file.h"
 #include "runtime/error.h"
+#include "runtime/path_checks.h"
 
 namespace equivae {
 
@@ -222,6 +223,7 @@ void save_checkpoint(const std::string& path, const Checkpoint& checkpoint) {
 }
 
 Checkpoint load_checkpoint(const std::string& path) {
+  check_input_file(path);  // a FIFO would block the open below
   std::unique_ptr<FILE, FileCloser> file(std::fopen(path.c_str(), "rb"));
   if (!file) throw Error(path, "cannot open checkpoint: " + errno_text());
   struct stat st {};

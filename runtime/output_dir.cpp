@@ -5,6 +5,7 @@
 #include <system_error>
 
 #include "runtime/error.h"
+#include "runtime/path_checks.h"
 
 namespace equivae {
 
@@ -77,6 +78,7 @@ MovedAside move_to_previous(const std::string& dir, const std::vector<std::strin
 }
 
 bool csv_has_rows(const std::string& path) {
+  if (!non_regular_kind(path).empty()) return false;  // a FIFO would block the read
   std::ifstream in(path);
   std::string line;
   std::getline(in, line);

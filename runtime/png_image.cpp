@@ -11,6 +11,7 @@
 
 #include "runtime/atomic_file.h"
 #include "runtime/error.h"
+#include "runtime/path_checks.h"
 
 namespace equivae {
 namespace {
@@ -52,8 +53,7 @@ void write_png(const std::string& path, const Image& image) {
 }
 
 Image read_png(const std::string& path) {
-  std::error_code ec;
-  check(!std::filesystem::is_directory(path, ec), path, "cannot open: is a directory");
+  check_input_file(path);
   std::ifstream in(path, std::ios::binary);
   if (!in) throw Error(path, std::string("cannot open: ") + std::strerror(errno));
   const std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)),

@@ -35,6 +35,7 @@
 #include "runtime/flags.h"
 #include "runtime/interrupt.h"
 #include "runtime/output_dir.h"
+#include "runtime/path_checks.h"
 #include "tools/data_flags.h"
 #include "tools/device_flags.h"
 #include "tools/model_flags.h"
@@ -193,6 +194,7 @@ RunResult parse_run(const RunsRow& row, bool has_settings) {
 // none: builds before this one created runs.csv empty and wrote its header with the first
 // finished run. Files written before settings_crc32 have 9 columns.
 std::vector<RunResult> read_runs(const std::string& path) {
+  check_input_file(path);  // a FIFO would block the read
   std::ifstream in(path);
   check(in.good(), path, "cannot open (--reuse)");
   std::string header;

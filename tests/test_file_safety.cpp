@@ -1,0 +1,125 @@
+// What stands at the paths the tools read and write (runtime/path_checks.h): a FIFO, a device
+// node or a directory as an input is refused at once, naming it, instead of hanging or failing
+// obscurely; an atomic write refuses to replace one; an output that is an input is named with
+// both flags.
+#include <fcntl.h>
+#include <stdio_ext.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "model/data_splits.h"
+#include "model/idx_dataset.h"
+#include "model/metrics_log.h"
+#include "model/svhn_dataset.h"
+#include "runtime/atomic_file.h"
+#include "runtime/checkpoint.h"
+#include "runtime/error.h"
+#include "runtime/path_checks.h"
+#include "runtime/png_image.h"
+#include "tests/scratch_files.h"
+
+namespace equivae {
+namespace {
+
+namespace fs = std::filesystem;
+
+class FileSafety : public test::ScratchDirTest {
+ protected:
+  FileSafety() : ScratchDirTest("file_safety_") {}
+  std::string fifo(const std::string& name) const {
+    const std::string p = path(name);
+    EXPECT_EQ(::mkfifo(p.c_str(), 0600), 0) << p;
+    return p;
+  }
+};
+
+// The error `action` throws ("" for none). A call that waits on the FIFO (the fault under test)
+// is released after 5 s by opening the FIFO's other end, so that it fails instead of hanging.
+std::string error_of(const std::function<void()>& action, const std::string& fifo = "") {
+  std::atomic<bool> done{false};
+  std::thread release([&] {
+    for (int i = 0; i < 100 && !done; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    if (done || fifo.empty()) return;
+    const int fd = ::open(fifo.c_str(), O_RDWR | O_NONBLOCK);  // both ends: wakes either side
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    if (fd >= 0) ::close(fd);
+  });
+  std::string message;
+  try {
+    action();
+  } catch (const std::exception& e) {
+    message = e.what();
+  }
+  done = true;
+  release.join();
+  return message;
+}
+
+TEST_F(FileSafety, AFifoAsAnInputIsRefusedAtOnceNamingIt) {
+  const std::string f = fifo("input");
+  const std::string refused = f + ": cannot open: is a FIFO (named pipe), not a regular file";
+  EXPECT_EQ(error_of([&] { load_checkpoint(f); }, f), refused);
+  EXPECT_EQ(error_of([&] { load_idx_images(f); }, f), refused);
+  EXPECT_EQ(error_of([&] { load_svhn_mat(f); }, f), refused);
+  EXPECT_EQ(error_of([&] { read_png(f); }, f), refused);
+  // Through a symbolic link, the link and what it leads to are said.
+  const std::string link = path("link");
+  fs::create_symlink(f, link);
+  EXPECT_EQ(error_of([&] { load_checkpoint(link); }, f),
+            link + ": cannot open: is a symbolic link to " + f +
+                ", which is a FIFO (named pipe), not a regular file");
+}
+
+TEST_F(FileSafety, AnAtomicWriteDoesNotReplaceAFifoOrADevice) {
+  const std::string f = fifo("out.csv");
+  EXPECT_EQ(error_of([&] { write_file_atomically(f, "x", 1); }),
+            f + ": is a FIFO (named pipe), not a regular file: the output cannot take its place; "
+                "name another path or move it away");
+  EXPECT_TRUE(fs::is_fifo(fs::symlink_status(f)));
+  const std::string null = path("null");
+  fs::create_symlink("/dev/null", null);
+  EXPECT_NE(error_of([&] {
+              write_file_atomically(null, "x", 1);
+            }).find("is a symbolic link to /dev/null, which is a character device"),
+            std::string::npos);
+  EXPECT_TRUE(fs::is_symlink(fs::symlink_status(null)));
+  // As root, a device node of its own (what the tester's `classify --out` replaced).
+  const std::string node = path("node");
+  if (::mknod(node.c_str(), S_IFCHR | 0600, makedev(1, 3)) == 0) {
+    EXPECT_NE(error_of([&] { write_file_atomically(node, "x", 1); }).find("a character device"),
+              std::string::npos);
+    EXPECT_TRUE(fs::is_character_file(fs::symlink_status(node)));
+  }
+  EXPECT_FALSE(fs::exists(f + ".tmp." + std::to_string(::getpid())));
+}
+
+TEST_F(FileSafety, AnOutputThatIsAnInputIsNamedWithBothFlags) {
+  const std::string input = write("images", {1, 2, 3});
+  fs::create_directories(path("sub"));
+  const std::string roundabout = path("sub/../images");
+  EXPECT_TRUE(same_file(input, roundabout));
+  EXPECT_TRUE(same_file(path("new.csv"), path("sub/../new.csv")));  // neither exists yet
+  EXPECT_FALSE(same_file(input, path("new.csv")));
+  EXPECT_EQ(error_of([&] {
+              check_not_an_input({"--out", roundabout},
+                                 {{"--checkpoint", path("ck")}, {"--images", input}});
+            }),
+            "--out: " + roundabout + " is the same file as --images " + input +
+                ": writing it would destroy that input; name another file");
+  check_not_an_input({"--out", path("new.csv")}, {{"--images", input}, {"--labels", ""}});
+}
+
+}  // namespace
+}  // namespace equivae
