@@ -11,6 +11,19 @@ namespace equivae {
 namespace {
 // SVHN's 73,257 training images -> 70,000 train / 3,257 validation.
 constexpr int64_t kSvhnValidation = 3257;
+
+// A directory whose train_32x32.mat is not a file to read (a directory, a dangling link) is
+// searched for MNIST's files: when they are missing too, the error says why it was not SVHN.
+MnistFiles find_mnist_files_or_say_why_not_svhn(const std::string& dir) {
+  try {
+    return find_mnist_files(dir);
+  } catch (const Error& e) {
+    const std::string not_svhn = svhn_file_unusable(dir);
+    if (not_svhn.empty()) throw;
+    throw Error("", std::string(e.what()) + "; " + not_svhn + ", so it was not read as SVHN's");
+  }
+}
+
 }  // namespace
 
 DataSplits load_splits(const DataSource& src) {
@@ -64,7 +77,7 @@ DataSplits load_splits(const DataSource& src) {
           "needs --test-images and --test-labels (or --data DIR instead of the four files)");
     MnistFiles files;
     if (!src.directory.empty()) {
-      files = find_mnist_files(src.directory);
+      files = find_mnist_files_or_say_why_not_svhn(src.directory);
     } else {
       files = {src.train_images, src.train_labels, src.test_images, src.test_labels};
     }
@@ -99,6 +112,23 @@ void hold_out_auto_validation(DataSplits& s) {
             ", which would leave no training examples out of " + std::to_string(s.train.n) +
             ": give --validation N with N below " + std::to_string(s.train.n) + " (0: none)");
   hold_out_validation(s, s.auto_validation);
+}
+
+std::vector<NamedPath> data_source_files(const DataSource& src) {
+  if (src.bundled())
+    return {{"the bundled digits", src.bundled_dir + "/mnist10k-images-idx3-ubyte.gz"},
+            {"the bundled digits", src.bundled_dir + "/mnist10k-labels-idx1-ubyte.gz"}};
+  std::vector<NamedPath> files = {{"--train-images", src.train_images},
+                                  {"--train-labels", src.train_labels},
+                                  {"--test-images", src.test_images},
+                                  {"--test-labels", src.test_labels}};
+  if (src.directory.empty()) return files;
+  const SvhnFiles svhn = svhn_file_paths(src.directory);
+  for (const std::string& path : mnist_file_candidates(src.directory))
+    files.push_back({"--data", path});
+  files.push_back({"--data", svhn.train});
+  files.push_back({"--data", svhn.test});
+  return files;
 }
 
 void hold_out_validation(DataSplits& s, int64_t validation) {

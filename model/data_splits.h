@@ -7,6 +7,7 @@
 #include <string>
 
 #include "model/idx_dataset.h"
+#include "runtime/path_checks.h"
 
 namespace equivae {
 
@@ -35,6 +36,10 @@ struct DataSource {
 
 // Throws Error naming the file or flag at fault.
 DataSplits load_splits(const DataSource& source);
+
+// The files load_splits may read, each with the flag that names it ("--data" for the files in
+// the directory, whichever of its names are there or not): no output may be one of them.
+std::vector<NamedPath> data_source_files(const DataSource& source);
 
 // Moves the last `validation` training examples to s.validation (which must be empty); throws
 // Error naming --validation when that would leave no training example.

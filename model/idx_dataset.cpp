@@ -16,6 +16,7 @@
 #include <cstring>
 #include <filesystem>
 #include <memory>
+#include <utility>
 
 #include "runtime/error.h"
 #include "runtime/path_checks.h"
@@ -413,26 +414,48 @@ Dataset load_idx_images(const std::string& images_path) {
   return ds;
 }
 
+namespace {
+
+// Each file's names: the official (dashed) one, the variant some mirrors use (dotted), each
+// plain and gzipped, in the order find_mnist_files looks for them.
+std::vector<std::string> mnist_names(const std::string& dashed, const std::string& dotted) {
+  return {dashed, dashed + ".gz", dotted, dotted + ".gz"};
+}
+const std::pair<const char*, const char*> kMnistFiles[] = {
+    {"train-images-idx3-ubyte", "train-images.idx3-ubyte"},
+    {"train-labels-idx1-ubyte", "train-labels.idx1-ubyte"},
+    {"t10k-images-idx3-ubyte", "t10k-images.idx3-ubyte"},
+    {"t10k-labels-idx1-ubyte", "t10k-labels.idx1-ubyte"}};
+
+}  // namespace
+
 MnistFiles find_mnist_files(const std::string& dir) {
   namespace fs = std::filesystem;
   std::error_code ec;
   check(fs::exists(dir, ec), dir, "does not exist (looking for MNIST IDX files)");
   check(fs::is_directory(dir, ec), dir, "not a directory (looking for MNIST IDX files)");
-  // dashed: the official name; dotted: the variant some mirrors use.
-  auto find = [&](const std::string& dashed, const std::string& dotted) {
-    for (const std::string& name : {dashed, dashed + ".gz", dotted, dotted + ".gz"}) {
-      const fs::path p = fs::path(dir) / name;
-      if (fs::is_regular_file(p, ec)) return p.string();
+  auto find = [&](const std::pair<const char*, const char*>& file) {
+    const std::vector<std::string> names = mnist_names(file.first, file.second);
+    std::string unusable;  // a name that is there but is not a file to read
+    for (const std::string& name : names) {
+      const std::string p = (fs::path(dir) / name).string();
+      if (fs::is_regular_file(p, ec)) return p;
+      const std::string kind = non_regular_kind(p);
+      if (!kind.empty() && unusable.empty())
+        unusable = "; " + name + " is there but is " + kind + ", not a regular file";
     }
-    throw Error(dir, "missing " + dashed + " (also looked for " + dashed + ".gz, " + dotted + ", " +
-                         dotted + ".gz)");
+    throw Error(dir, "missing " + names[0] + " (also looked for " + names[1] + ", " + names[2] +
+                         ", " + names[3] + ")" + unusable);
   };
-  MnistFiles files;
-  files.train_images = find("train-images-idx3-ubyte", "train-images.idx3-ubyte");
-  files.train_labels = find("train-labels-idx1-ubyte", "train-labels.idx1-ubyte");
-  files.test_images = find("t10k-images-idx3-ubyte", "t10k-images.idx3-ubyte");
-  files.test_labels = find("t10k-labels-idx1-ubyte", "t10k-labels.idx1-ubyte");
-  return files;
+  return {find(kMnistFiles[0]), find(kMnistFiles[1]), find(kMnistFiles[2]), find(kMnistFiles[3])};
+}
+
+std::vector<std::string> mnist_file_candidates(const std::string& dir) {
+  std::vector<std::string> paths;
+  for (const auto& [dashed, dotted] : kMnistFiles)
+    for (const std::string& name : mnist_names(dashed, dotted))
+      paths.push_back((std::filesystem::path(dir) / name).string());
+  return paths;
 }
 
 }  // namespace equivae

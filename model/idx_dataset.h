@@ -46,7 +46,11 @@ struct MnistFiles {
 // Finds the standard MNIST / Fashion-MNIST names in a directory: train-images-idx3-ubyte,
 // train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, each either plain or
 // with .gz (also accept the dotted variants train-images.idx3-ubyte etc.). Throws Error naming the
-// directory and the missing file when one is absent.
+// directory and the missing file when one is absent, and what stands in its place when a
+// name is there but is not a regular file (a directory, a dangling symbolic link).
 MnistFiles find_mnist_files(const std::string& dir);
+
+// Every path in dir that find_mnist_files may pick.
+std::vector<std::string> mnist_file_candidates(const std::string& dir);
 
 }  // namespace equivae

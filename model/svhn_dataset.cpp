@@ -650,14 +650,24 @@ SvhnFiles find_svhn_files(const std::string& dir) {
   std::error_code ec;
   check(fs::exists(dir, ec), dir, "does not exist (looking for SVHN .mat files)");
   check(fs::is_directory(dir, ec), dir, "not a directory (looking for SVHN .mat files)");
-  SvhnFiles files;
-  for (auto [name, out] :
-       {std::pair{"train_32x32.mat", &files.train}, std::pair{"test_32x32.mat", &files.test}}) {
-    const fs::path p = fs::path(dir) / name;
-    check(fs::is_regular_file(p, ec), dir, std::string("missing ") + name);
-    *out = p.string();
+  const SvhnFiles files = svhn_file_paths(dir);
+  for (const std::string& path : {files.train, files.test}) {
+    const std::string kind = non_regular_kind(path);
+    const std::string name = fs::path(path).filename().string();
+    check(kind.empty(), dir, name + " is there but is " + kind + ", not a regular file");
+    check(fs::is_regular_file(path, ec), dir, "missing " + name);
   }
   return files;
+}
+
+SvhnFiles svhn_file_paths(const std::string& dir) {
+  const std::filesystem::path d(dir);
+  return {(d / "train_32x32.mat").string(), (d / "test_32x32.mat").string()};
+}
+
+std::string svhn_file_unusable(const std::string& dir) {
+  const std::string kind = non_regular_kind(svhn_file_paths(dir).train);
+  return kind.empty() ? "" : "train_32x32.mat is there but is " + kind + ", not a regular file";
 }
 
 bool is_svhn_dir(const std::string& dir) {

@@ -30,8 +30,15 @@ struct SvhnFiles {
 };
 
 // Finds train_32x32.mat and test_32x32.mat in a directory; throws Error naming the directory
-// and the missing file.
+// and the missing file (and what stands in its place, a directory say).
 SvhnFiles find_svhn_files(const std::string& dir);
+
+// Their paths in dir, whether they are there or not.
+SvhnFiles svhn_file_paths(const std::string& dir);
+
+// "" when dir's train_32x32.mat is a regular file or absent; else why the directory was not
+// read as SVHN's ("train_32x32.mat is there but is a directory, not a regular file").
+std::string svhn_file_unusable(const std::string& dir);
 
 // Whether a directory holds train_32x32.mat (an SVHN directory rather than an MNIST one).
 bool is_svhn_dir(const std::string& dir);

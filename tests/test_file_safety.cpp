@@ -1,7 +1,8 @@
 // What stands at the paths the tools read and write (runtime/path_checks.h): a FIFO, a device
 // node or a directory as an input is refused at once, naming it, instead of hanging or failing
 // obscurely; an atomic write refuses to replace one; an output that is an input is named with
-// both flags.
+// both flags; the data error says why a directory
+// was not read as SVHN's.
 #include <fcntl.h>
 #include <stdio_ext.h>
 #include <sys/stat.h>
@@ -119,6 +120,25 @@ TEST_F(FileSafety, AnOutputThatIsAnInputIsNamedWithBothFlags) {
             "--out: " + roundabout + " is the same file as --images " + input +
                 ": writing it would destroy that input; name another file");
   check_not_an_input({"--out", path("new.csv")}, {{"--images", input}, {"--labels", ""}});
+}
+
+TEST_F(FileSafety, ADataDirectoryThatIsNotSvhnsSaysWhy) {
+  fs::create_directories(path("data/train_32x32.mat"));
+  DataSource source;
+  source.directory = path("data");
+  const std::string message = error_of([&] { load_splits(source); });
+  EXPECT_NE(message.find("missing train-images-idx3-ubyte"), std::string::npos) << message;
+  EXPECT_NE(message.find("; train_32x32.mat is there but is a directory, not a regular file, so "
+                         "it was not read as SVHN's"),
+            std::string::npos)
+      << message;
+  // A dangling link in an MNIST file's place is named as one.
+  fs::create_directories(path("mnist"));
+  fs::create_symlink(path("gone"), path("mnist/train-images-idx3-ubyte.gz"));
+  EXPECT_NE(error_of([&] { find_mnist_files(path("mnist")); })
+                .find("; train-images-idx3-ubyte.gz is there but is a dangling symbolic link to " +
+                      path("gone")),
+            std::string::npos);
 }
 
 }  // namespace

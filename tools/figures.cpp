@@ -109,7 +109,9 @@ int run(int argc, char** argv) {
         data.source, "images are neither grayscale nor RGB");
 
   Writer write;
-  write.dir = output_directory(flags);
+  write.dir = output_directory(
+      flags, {"fig4_prior_samples.png", "fig4_interpolations.png", "fig4_style_swap.png",
+              "fig5_invariant_grid.png", "fig5_equivariant_grids.png"});
   write.layout.channels = data.dim / pixels;
   write.layout.height = data.rows;
   write.layout.width = data.cols;

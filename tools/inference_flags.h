@@ -10,6 +10,7 @@
 #include <optional>
 #include <string>
 #include <system_error>
+#include <vector>
 
 #include "model/checkpoint_model.h"
 #include "model/data_splits.h"
@@ -20,6 +21,7 @@
 #include "runtime/error.h"
 #include "runtime/flags.h"
 #include "runtime/output_dir.h"
+#include "runtime/path_checks.h"
 #include "tools/data_flags.h"
 #include "tools/device_flags.h"
 
@@ -204,8 +206,31 @@ inline const Dataset& select_split(const Flags& f, const DataSplits& splits) {
   return *set;
 }
 
-// --out as the file to write, checked before any work: an empty path or a directory would
-// otherwise fail only at the write, after it.
+// The files a checkpoint's tool reads, each with the flag that names it.
+inline std::vector<NamedPath> tool_inputs(const Flags& f) {
+  std::vector<NamedPath> inputs = data_source_files(data_source(f, 0));
+  inputs.push_back({"--checkpoint", f.get("checkpoint")});
+  for (const std::string flag : {"images", "labels"})
+    if (f.declared(flag) && f.has(flag)) inputs.push_back({"--" + flag, f.get(flag)});
+  return inputs;
+}
+
+// The files a tool writes from --out, checked before they are: each may replace only a
+// regular file (not a device node or a FIFO), and none may be one of the tool's inputs.
+inline void check_tool_outputs(const Flags& f, const std::vector<std::string>& outputs) {
+  const std::vector<NamedPath> inputs = tool_inputs(f);
+  for (const std::string& out : outputs) {
+    try {
+      check_output_file(out);
+    } catch (const Error& e) {
+      throw Error("--out", e.what());
+    }
+    check_not_an_input({"--out", out}, inputs);
+  }
+}
+
+// --out as the file to write, checked before any work: an empty path, a directory, a device
+// or FIFO, or one of the inputs would otherwise fail (or be destroyed) only at the write.
 inline std::string output_file(const Flags& f, const std::string& example_name) {
   const std::string out = f.get("out");  // not empty: Flags refuse an empty value
   std::error_code ec;
@@ -213,6 +238,7 @@ inline std::string output_file(const Flags& f, const std::string& example_name) 
   check(!directory && std::filesystem::path(out).has_filename(), "--out",
         out + (directory ? " is a directory" : " names a directory (it ends in '/')") +
             "; name a file in it, say " + (std::filesystem::path(out) / example_name).string());
+  check_tool_outputs(f, {out});
   return out;
 }
 
@@ -223,10 +249,15 @@ inline void create_output_file_directory(const std::string& out) {
   if (!parent.empty()) create_output_directory(parent, "--out");
 }
 
-// --out as the directory to write into, created; throws Error naming the flag and the path.
-inline std::string output_directory(const Flags& f) {
+// --out as the directory to write the files `names` into, created, and the files checked as
+// output_file checks its one; throws Error naming the flag and the path.
+inline std::string output_directory(const Flags& f, const std::vector<std::string>& names) {
   const std::string dir = f.get("out");
   create_output_directory(dir, "--out");
+  std::vector<std::string> outputs;
+  for (const std::string& name : names)
+    outputs.push_back((std::filesystem::path(dir) / name).string());
+  check_tool_outputs(f, outputs);
   return dir;
 }
 

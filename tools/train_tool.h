@@ -4,6 +4,7 @@
 // paper's defaults and whether a data set is bundled.
 #include <algorithm>
 #include <cstdio>
+#include <filesystem>
 #include <future>
 #include <memory>
 #include <string>
@@ -21,6 +22,7 @@
 #include "runtime/error.h"
 #include "runtime/flags.h"
 #include "runtime/interrupt.h"
+#include "runtime/path_checks.h"
 #include "tools/data_flags.h"
 #include "tools/device_flags.h"
 #include "tools/model_flags.h"
@@ -77,6 +79,32 @@ inline EquiVaeConfig train_config(const Flags& f, const TrainTool& tool, const D
   return c;
 }
 
+// The run's files, checked before anything is read or trained: none may be one of the run's
+// inputs (the data files; the checkpoint it resumes, but for OUT/checkpoint.safetensors, which
+// the run continues in place), and --log-json may be none of OUT's own files.
+inline void check_run_outputs(const Flags& f, const DataSource& source) {
+  const std::string out = f.get("out"), json = f.get("log-json");
+  const NamedPath resume{"--resume", f.get("resume")};
+  const std::vector<NamedPath> data = data_source_files(source);
+  const NamedPath checkpoint{"--out", out + "/checkpoint.safetensors"};
+  const std::vector<NamedPath> logs = {{"--out", out + "/metrics.csv"},
+                                       {"--out", out + "/metrics.jsonl"}};
+  check_not_an_input(checkpoint, data);
+  for (const NamedPath& log : logs) {
+    check_not_an_input(log, data);
+    check_not_an_input(log, {resume});
+  }
+  if (json.empty() || json == "-") return;
+  const NamedPath json_log{"--log-json", json};
+  check_not_an_input(json_log, data);
+  check_not_an_input(json_log, {resume});
+  for (const NamedPath& own : {checkpoint, logs[0], logs[1]})
+    check(!same_file(json, own.path), "--log-json",
+          json + " is the run's own " + std::filesystem::path(own.path).filename().string() +
+              " in --out " + out +
+              ": name a file outside the run's files, or leave --log-json out");
+}
+
 // A model made for other images trains on them all the same; the note names the tool for them.
 inline void note_other_images(const TrainTool& tool, const Flags& f, const Dataset& train) {
   if (tool.colour_tool == nullptr || train.channels != 3) return;
@@ -98,6 +126,7 @@ inline int train_tool(const TrainTool& tool, int argc, char** argv) {
   // Reading the data (file reads, inflation) and starting the backend (on a GPU: the driver,
   // the context, the BLAS handles) are independent: side by side. The flags are parsed here;
   // the other thread only reads files.
+  check_run_outputs(flags, data_source(flags, 0));
   auto loading = std::async(std::launch::async, [source = data_source(flags, 0)] {
     const auto t0 = Clock::now();
     DataSplits splits = load_splits(source);
@@ -156,6 +185,7 @@ inline int train_tool(const TrainTool& tool, int argc, char** argv) {
   if (unlabelled)
     std::fprintf(human, "test error (q(y|x)): %.2f%% on %lld images\n",
                  100 * classifier_error(model, data.test), (long long)data.test.n);
+
   if (!options.out_dir.empty()) {
     const std::string& out = options.out_dir;
     const std::string json = options.json_log.empty() ? out + "/metrics.jsonl" : options.json_log;
