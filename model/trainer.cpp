@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <future>
 #include <memory>
 #include <string>
@@ -23,6 +24,7 @@
 #include "runtime/error.h"
 #include "runtime/interrupt.h"
 #include "runtime/output_dir.h"
+#include "runtime/path_checks.h"
 
 namespace equivae {
 namespace {
@@ -45,13 +47,46 @@ std::string checkpoint_epoch(const std::string& path) {
   }
 }
 
-// An earlier run's files, moved aside so that this run does not overwrite them.
-// Moves the run files in out_dir (those that are files: a directory in the checkpoint's
-// place stays, and its write is refused naming it) to the first free of OUT/previous,
-// OUT/previous-2, ...; the earlier run's epoch goes with them for the note.
+constexpr const char* kRunFiles[] = {"checkpoint.safetensors", "metrics.csv", "metrics.jsonl"};
+
+// Each of the run's files in out_dir must be a regular file or absent, checked before the
+// first step: a directory in the checkpoint's place would be refused only when epoch 1's
+// checkpoint is written, a FIFO in a log's would block its open.
+void check_run_files(const std::string& out_dir, bool default_json_log) {
+  for (const char* name : kRunFiles)
+    if (default_json_log || std::string(name) != "metrics.jsonl")
+      check_output_file(out_dir + "/" + name);
+}
+
+// Whether a file holds anything to keep, whoever wrote it: anything but an empty file or
+// (`header` given) a metrics.csv of its header alone, which a run refused before its first
+// epoch leaves.
+bool holds_something(const std::string& path, const std::string& header = "") {
+  std::error_code ec;
+  if (!fs::is_regular_file(path, ec)) return false;
+  const uintmax_t size = fs::file_size(path, ec);
+  if (ec || size == 0) return false;
+  if (header.empty() || size != header.size() + 1) return true;
+  std::ifstream in(path);
+  std::string line;
+  std::getline(in, line);
+  return line != header;
+}
+
+// Whether out_dir holds files of this run's names that it would overwrite: another run's
+// checkpoint, its logs, or the user's own files of those names.
+bool holds_files_to_keep(const std::string& out_dir) {
+  return holds_something(out_dir + "/checkpoint.safetensors") ||
+         holds_something(out_dir + "/metrics.csv", metrics_csv_header()) ||
+         holds_something(out_dir + "/metrics.jsonl");
+}
+
+// Files of this run's names, moved aside so that this run does not overwrite them.
+// Moves the run files in out_dir to the first free of OUT/previous, OUT/previous-2, ...; the
+// earlier run's epoch goes with them for the note.
 std::pair<MovedAside, std::string> move_run_files_aside(const std::string& out_dir) {
   std::vector<std::string> names;
-  for (const char* name : {"checkpoint.safetensors", "metrics.csv", "metrics.jsonl"})
+  for (const char* name : kRunFiles)
     if (fs::is_regular_file(out_dir + "/" + name)) names.push_back(name);
   std::string epoch = checkpoint_epoch(out_dir + "/checkpoint.safetensors");
   return {move_to_previous(out_dir, names), std::move(epoch)};
@@ -64,8 +99,13 @@ void note_moved_aside(const std::string& out_dir, const MovedAside& moved,
     return fs::path(e.first).filename() == "checkpoint.safetensors";
   });
   if (!checkpoint) {
-    std::fprintf(stderr, "note: %s held an earlier run's logs (no checkpoint): moved to %s/\n",
-                 out_dir.c_str(), moved.dir.c_str());
+    std::string names;
+    for (const auto& entry : moved.entries)
+      names += (names.empty() ? "" : ", ") + fs::path(entry.first).filename().string();
+    std::fprintf(stderr,
+                 "note: %s held %s but no checkpoint (an earlier run's logs, or files of those "
+                 "names): moved to %s/, as this run writes its own\n",
+                 out_dir.c_str(), names.c_str(), moved.dir.c_str());
     return;
   }
   const std::string at = epoch.empty() ? "" : " (epoch " + epoch + ")";
@@ -152,15 +192,16 @@ std::vector<EpochRecord> train(EquiVae<T>& model, const Dataset& labelled,
   std::string moved_epoch;
   if (!options.out_dir.empty()) {
     create_output_directory(options.out_dir);
+    check_run_files(options.out_dir, json_path.empty());
     csv_path = options.out_dir + "/metrics.csv";
     if (json_path.empty()) json_path = options.out_dir + "/metrics.jsonl";
     checkpoint_path = options.out_dir + "/checkpoint.safetensors";
     std::error_code absent;  // either file missing: not the same one
     resumes_own_checkpoint = fs::equivalent(checkpoint_path, options.resume_from, absent);
-    // Another run's checkpoint there (not the one this run resumes), or the epochs it logged
-    // (a run stopped before its first checkpoint), are not overwritten by this run: they move
-    // aside.
-    if ((fs::is_regular_file(checkpoint_path) || csv_has_rows(csv_path)) && !resumes_own_checkpoint)
+    // Another run's checkpoint there (not the one this run resumes), the epochs it logged (a
+    // run stopped before its first checkpoint), or any other files of those names are not
+    // overwritten by this run: they move aside.
+    if (!resumes_own_checkpoint && holds_files_to_keep(options.out_dir))
       std::tie(moved, moved_epoch) = move_run_files_aside(options.out_dir);
   }
   // Both logs start over from the checkpoint's records, so a resumed run's files hold every

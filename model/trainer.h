@@ -17,9 +17,11 @@ struct EpochRecord;
 
 struct TrainOptions {
   int epochs = 40;  // epochs in total, those of the resumed run included
-  // metrics.csv, metrics.jsonl, checkpoint.safetensors; empty: none. Another run's checkpoint
-  // there (not the one resumed) moves aside with its logs, to the first free of OUT/previous,
-  // OUT/previous-2, ...; not when this run's logs cannot be opened.
+  // metrics.csv, metrics.jsonl, checkpoint.safetensors; empty: none. Each must be a regular
+  // file or absent (checked before the first step). Another run's checkpoint there (not the
+  // one resumed), or any other file of those names with something in it, moves aside with the
+  // others to the first free of OUT/previous, OUT/previous-2, ...; not when this run's logs
+  // cannot be opened.
   std::string out_dir;
   bool quiet = false;  // no progress lines (errors still throw)
   // A checkpoint written by train() to continue from: its configuration and data sets must be

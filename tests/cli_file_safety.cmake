@@ -1,7 +1,8 @@
 # What the tools do with the paths they are given: nothing the user has is lost, and nothing
 # hangs. An output that is an input (classify --out = --checkpoint or --images, --log-json = the
 # resumed checkpoint or a data file or one of OUT's own files), a FIFO or a device node is
-# refused naming it; a FIFO as an input is refused at once;
+# refused naming it; a FIFO as an input is refused at once; a user's metrics.csv in --out moves
+# aside; a directory in the checkpoint's place is refused before the first epoch;
 # a train_32x32.mat that is a directory is named in the data error.
 file(REMOVE_RECURSE ${OUT})
 file(MAKE_DIRECTORY ${OUT})
@@ -110,6 +111,24 @@ endif()
 expect_same_file(${CKPT} ${ckpt_hash} "the refused runs")
 expect_same_file(${IMAGES} ${images_hash} "the refused runs")
 expect_same_file(${LABELS} ${labels_hash} "the refused runs")
+
+# ---- the user's own metrics.csv in --out moves aside; it is never overwritten.
+file(MAKE_DIRECTORY ${OUT}/mixed)
+file(WRITE ${OUT}/mixed/metrics.csv "my,own\n")
+run(0 ${TRAIN} --epochs 1 ${SMALL} --out ${OUT}/mixed)
+file(READ ${OUT}/mixed/previous/metrics.csv kept)
+if(NOT kept STREQUAL "my,own\n")
+  message(FATAL_ERROR "the user's metrics.csv was not kept in previous/: '${kept}'")
+endif()
+expect_match("${err}" "note: [^\n]*mixed held metrics.csv but no checkpoint [^\n]*: moved to [^\n]*mixed/previous/" "the moved note")
+
+# ---- a directory in the checkpoint's place: refused before the first epoch.
+file(MAKE_DIRECTORY ${OUT}/ckdir/checkpoint.safetensors)
+run(1 ${TRAIN} --epochs 1 ${SMALL} --out ${OUT}/ckdir)
+expect_match("${err}" "ckdir/checkpoint.safetensors: is a directory, not a regular file" "checkpoint directory")
+if(err MATCHES "epoch +1/1" OR EXISTS ${OUT}/ckdir/metrics.csv)
+  message(FATAL_ERROR "the run trained before refusing the checkpoint's directory: ${err}")
+endif()
 
 # ---- --data with a train_32x32.mat that is a directory: the error says why it is not SVHN.
 file(MAKE_DIRECTORY ${OUT}/notsvhn/train_32x32.mat)

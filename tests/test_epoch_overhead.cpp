@@ -377,11 +377,35 @@ TEST_F(EpochCheckpoint, NoValidationAndNoCheckpointTakeNoTime) {
   EXPECT_EQ(records[0].checkpoint_seconds, 0);
 }
 
-TEST_F(EpochCheckpoint, AnUnwritableCheckpointStopsTheRunNamingTheFile) {
-  // A directory where the file should go: the rename over it fails in the writer's thread,
-  // and the error reaches the caller naming the file and the epoch.
+TEST_F(EpochCheckpoint, ADirectoryInTheCheckpointsPlaceIsRefusedBeforeTheFirstEpoch) {
   const std::string target = path("run/checkpoint.safetensors");
   fs::create_directories(fs::path(target) / "occupied");
+  auto be = make_cpu_backend<float>(1);
+  EquiVae<float> model(test::tiny_config(), *be);
+  TrainOptions options = test::quiet_options(2);
+  options.out_dir = path("run");
+  int epochs_done = 0;
+  options.after_epoch = [&](const EpochRecord&) { ++epochs_done; };
+  try {
+    train(model, train_digits().slice(0, 400), nullptr, options);
+    ADD_FAILURE() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()), target +
+                                         ": is a directory, not a regular file: the output "
+                                         "cannot take its place; name another path or move "
+                                         "it away");
+  }
+  EXPECT_EQ(epochs_done, 0);
+  EXPECT_TRUE(fs::is_directory(target));
+}
+
+TEST_F(EpochCheckpoint, AnUnwritableCheckpointStopsTheRunNamingTheFile) {
+  // A directory where the temp file should go (one in the checkpoint's own place is refused
+  // before the first epoch): the write fails in the writer's thread, and the error reaches the
+  // caller naming the file and the epoch.
+  const std::string target = path("run/checkpoint.safetensors");
+  const std::string temp = target + ".tmp." + std::to_string(::getpid());
+  fs::create_directories(fs::path(temp) / "occupied");
   auto be = make_cpu_backend<float>(1);
   EquiVae<float> model(test::tiny_config(), *be);
   TrainOptions options = test::quiet_options(2);
@@ -396,12 +420,12 @@ TEST_F(EpochCheckpoint, AnUnwritableCheckpointStopsTheRunNamingTheFile) {
     const std::string message = e.what();
     EXPECT_EQ(message.rfind(target + ": the checkpoint of epoch 1 was not written: ", 0), 0u)
         << message;
-    EXPECT_NE(message.find("cannot rename"), std::string::npos) << message;
+    EXPECT_NE(message.find("cannot create temp file " + temp), std::string::npos) << message;
   }
   EXPECT_EQ(epochs_done, 1);  // found when epoch 2's checkpoint waited for it
-  EXPECT_TRUE(fs::is_directory(target));
+  EXPECT_TRUE(fs::is_directory(temp));
   for (const auto& entry : fs::directory_iterator(path("run")))
-    EXPECT_EQ(entry.path().string().find(".tmp."), std::string::npos)
+    EXPECT_TRUE(entry.path() == temp || entry.path().string().find(".tmp.") == std::string::npos)
         << "temp file left behind: " << entry.path();
 
   // A divergence while that write is in flight says both: nothing good is on disk, and why.
@@ -418,7 +442,7 @@ TEST_F(EpochCheckpoint, AnUnwritableCheckpointStopsTheRunNamingTheFile) {
     const std::string message = e.what();
     EXPECT_NE(message.find("step 10 (epoch 2): training diverged"), std::string::npos) << message;
     EXPECT_NE(message.find("no checkpoint of this run was written yet; " + target +
-                           ": the checkpoint of epoch 1 was not written: cannot rename"),
+                           ": the checkpoint of epoch 1 was not written: cannot create temp file"),
               std::string::npos)
         << message;
   }
