@@ -192,6 +192,7 @@ std::vector<EpochRecord> train(EquiVae<T>& model, const Dataset& labelled,
   std::string moved_epoch;
   if (!options.out_dir.empty()) {
     create_output_directory(options.out_dir);
+    remove_stale_temp_files_noting(options.out_dir, {"checkpoint.safetensors"}, options.quiet);
     check_run_files(options.out_dir, json_path.empty());
     csv_path = options.out_dir + "/metrics.csv";
     if (json_path.empty()) json_path = options.out_dir + "/metrics.jsonl";

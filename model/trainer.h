@@ -21,7 +21,7 @@ struct TrainOptions {
   // file or absent (checked before the first step). Another run's checkpoint there (not the
   // one resumed), or any other file of those names with something in it, moves aside with the
   // others to the first free of OUT/previous, OUT/previous-2, ...; not when this run's logs
-  // cannot be opened.
+  // cannot be opened. Partial checkpoints of dead processes there are removed (a note says so).
   std::string out_dir;
   bool quiet = false;  // no progress lines (errors still throw)
   // A checkpoint written by train() to continue from: its configuration and data sets must be

@@ -1,8 +1,10 @@
 #include "runtime/atomic_file.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -39,10 +41,49 @@ void check_target(const std::string& path) {
   check_output_file(path);  // the rename would replace a device node or a FIFO with a file
 }
 
+constexpr char kTempInfix[] = ".tmp.";
+
+std::string temp_path_of(const std::string& path) {
+  return path + kTempInfix + std::to_string(::getpid());
+}
+
+// The writer's process of a temp file name NAME.tmp.<pid> of one of `names`; 0 for any other.
+pid_t temp_file_owner(const std::string& file, const std::vector<std::string>& names) {
+  for (const std::string& name : names) {
+    const std::string prefix = name + kTempInfix;
+    if (file.size() <= prefix.size() || file.compare(0, prefix.size(), prefix) != 0) continue;
+    const std::string pid = file.substr(prefix.size());
+    if (pid.size() > 9 ||
+        !std::all_of(pid.begin(), pid.end(), [](char c) { return c >= '0' && c <= '9'; }))
+      return 0;
+    return pid_t(std::stol(pid));
+  }
+  return 0;
+}
+
+// Whether process pid runs (EPERM: it does, as another user's).
+bool process_runs(pid_t pid) {
+  return ::kill(pid, 0) == 0 || errno == EPERM;
+}
+
 }  // namespace
 
+std::vector<std::string> remove_stale_temp_files(const std::string& dir,
+                                                 const std::vector<std::string>& names) {
+  namespace fs = std::filesystem;
+  std::vector<std::string> removed;
+  std::error_code ec;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const pid_t owner = temp_file_owner(it->path().filename().string(), names);
+    std::error_code kind;
+    if (owner <= 0 || process_runs(owner) || !it->is_regular_file(kind)) continue;
+    if (fs::remove(it->path(), kind)) removed.push_back(it->path().string());
+  }
+  return removed;
+}
+
 AtomicFileWriter::AtomicFileWriter(std::string path)
-    : path_(std::move(path)), temp_(path_ + ".tmp." + std::to_string(::getpid())) {
+    : path_(std::move(path)), temp_(temp_path_of(path_)) {
   check_target(path_);
   file_ = std::fopen(temp_.c_str(), "wb");
   if (!file_) throw Error(path_, "cannot create temp file " + temp_ + ": " + errno_text());

@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdio>
 #include <string>
+#include <vector>
 
 namespace equivae {
 
@@ -37,5 +38,11 @@ class AtomicFileWriter {
 
 // The whole file at once.
 void write_file_atomically(const std::string& path, const void* bytes, size_t size);
+
+// The temp files of writes into dir of the files `names` that their process left behind
+// (killed mid-write, or a second Ctrl-C): dir/NAME.tmp.<pid> whose process no longer runs.
+// Removes them and returns their paths.
+std::vector<std::string> remove_stale_temp_files(const std::string& dir,
+                                                 const std::vector<std::string>& names);
 
 }  // namespace equivae

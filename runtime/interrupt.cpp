@@ -36,11 +36,15 @@ StopOnSignal::StopOnSignal() {
   action.sa_flags = SA_RESTART;  // file writes and waits go on where the signal met them
   sigaction(SIGINT, &action, &old_int_);
   sigaction(SIGTERM, &action, &old_term_);
+  // A closed terminal stops the run as SIGTERM does, unless the run ignores it (nohup).
+  sigaction(SIGHUP, nullptr, &old_hup_);
+  if (old_hup_.sa_handler != SIG_IGN) sigaction(SIGHUP, &action, nullptr);
 }
 
 StopOnSignal::~StopOnSignal() {
   sigaction(SIGINT, &old_int_, nullptr);
   sigaction(SIGTERM, &old_term_, nullptr);
+  sigaction(SIGHUP, &old_hup_, nullptr);
   g_installed = false;
 }
 

@@ -1,7 +1,8 @@
 #pragma once
-// Stopping a run on request: Ctrl-C (SIGINT) or SIGTERM asks a training tool to stop at the
-// next step, after the checkpoint being written is on disk, instead of dying mid-write; a
-// second signal ends the process at once, as if there were no handler.
+// Stopping a run on request: Ctrl-C (SIGINT), SIGTERM or SIGHUP (the terminal closed) asks a
+// training tool to stop at the next step, after the checkpoint being written is on disk,
+// instead of dying mid-write; a second signal ends the process at once, as if there were no
+// handler.
 #include <csignal>
 
 #include "runtime/error.h"
@@ -15,9 +16,9 @@ class Interrupted : public Error {
   using Error::Error;
 };
 
-// While alive, SIGINT and SIGTERM set a flag (and say on stderr that the run will stop)
-// instead of ending the process; the handlers it replaced come back on destruction. One at a
-// time.
+// While alive, SIGINT, SIGTERM and SIGHUP set a flag (and say on stderr that the run will
+// stop) instead of ending the process; the handlers it replaced come back on destruction. One
+// at a time.
 class StopOnSignal {
  public:
   StopOnSignal();
@@ -25,14 +26,14 @@ class StopOnSignal {
   StopOnSignal(const StopOnSignal&) = delete;
   StopOnSignal& operator=(const StopOnSignal&) = delete;
 
-  // The signal that asked to stop (SIGINT or SIGTERM), or 0.
+  // The signal that asked to stop (SIGINT, SIGTERM or SIGHUP), or 0.
   static int received();
   // Whether one did: TrainOptions::stop_requested for a run under this guard.
   static bool requested() { return received() != 0; }
 
  private:
   struct sigaction old_int_ {
-  }, old_term_{};
+  }, old_term_{}, old_hup_{};
 };
 
 }  // namespace equivae

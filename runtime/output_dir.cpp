@@ -1,9 +1,11 @@
 #include "runtime/output_dir.h"
 
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <system_error>
 
+#include "runtime/atomic_file.h"
 #include "runtime/error.h"
 #include "runtime/path_checks.h"
 
@@ -75,6 +77,18 @@ MovedAside move_to_previous(const std::string& dir, const std::vector<std::strin
     moved.entries.emplace_back(from, to);
   }
   return moved;
+}
+
+void remove_stale_temp_files_noting(const std::string& dir, const std::vector<std::string>& names,
+                                    bool quiet) {
+  const std::vector<std::string> removed = remove_stale_temp_files(dir, names);
+  if (removed.empty() || quiet) return;
+  std::string list;
+  for (const std::string& path : removed) list += (list.empty() ? "" : ", ") + path;
+  std::fprintf(stderr,
+               "note: removed %s: partial file%s left by a run stopped mid-write (its process no "
+               "longer runs)\n",
+               list.c_str(), removed.size() > 1 ? "s" : "");
 }
 
 bool csv_has_rows(const std::string& path) {

@@ -26,6 +26,12 @@ struct MovedAside {
 // undone, and throws Error naming the entry and why.
 MovedAside move_to_previous(const std::string& dir, const std::vector<std::string>& names);
 
+// Removes the partial files that writes of `names` into dir left when their process was killed
+// mid-write (runtime/atomic_file.h: NAME.tmp.<pid> of a process that no longer runs), and says
+// so in one line on stderr unless quiet.
+void remove_stale_temp_files_noting(const std::string& dir, const std::vector<std::string>& names,
+                                    bool quiet = false);
+
 // Whether a CSV file holds a row below its header (false for a missing file, an empty one or
 // a header alone: an earlier run that finished nothing).
 bool csv_has_rows(const std::string& path);

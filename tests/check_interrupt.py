@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""train_mnist stopped by Ctrl-C (SIGINT) and by SIGTERM: it stops at the next step with exit
-status 128 + the signal, says which checkpoint to --resume from, leaves no temp file, and the
-resume from that checkpoint runs to the end.
+"""train_mnist stopped by Ctrl-C (SIGINT), by SIGTERM and by SIGHUP (the terminal closed): it
+stops at the next step with exit status 128 + the signal, says which checkpoint to --resume
+from, leaves no temp file, and the resume from that checkpoint runs to the end.
 
   check_interrupt.py TRAIN_MNIST OUT_DIR
 
@@ -199,8 +199,9 @@ if epoch:
     expect(resumed.returncode == 0, f"the resume failed: {resumed.stderr}")
     expect("test error (distance classifier)" in resumed.stdout, "the resume printed no test error")
 stop_with(signal.SIGTERM, OUT + "-term")
+stop_with(signal.SIGHUP, OUT + "-hup")
 
 if failures:
     print("\n".join(failures))
     sys.exit(1)
-print(f"SIGINT and SIGTERM stop train_mnist cleanly; the resume from epoch {epoch} ran")
+print(f"SIGINT, SIGTERM and SIGHUP stop train_mnist cleanly; the resume from epoch {epoch} ran")

@@ -2,7 +2,8 @@
 # hangs. An output that is an input (classify --out = --checkpoint or --images, --log-json = the
 # resumed checkpoint or a data file or one of OUT's own files), a FIFO or a device node is
 # refused naming it; a FIFO as an input is refused at once; a user's metrics.csv in --out moves
-# aside; a directory in the checkpoint's place is refused before the first epoch;
+# aside; a directory in the checkpoint's place is refused before the first epoch; partial temp
+# files of dead runs are removed;
 # a train_32x32.mat that is a directory is named in the data error.
 file(REMOVE_RECURSE ${OUT})
 file(MAKE_DIRECTORY ${OUT})
@@ -128,6 +129,17 @@ run(1 ${TRAIN} --epochs 1 ${SMALL} --out ${OUT}/ckdir)
 expect_match("${err}" "ckdir/checkpoint.safetensors: is a directory, not a regular file" "checkpoint directory")
 if(err MATCHES "epoch +1/1" OR EXISTS ${OUT}/ckdir/metrics.csv)
   message(FATAL_ERROR "the run trained before refusing the checkpoint's directory: ${err}")
+endif()
+
+# ---- partial checkpoints of runs that no longer run are removed, with a note; a live
+# process's (pid 1) is left alone.
+file(MAKE_DIRECTORY ${OUT}/stale)
+file(WRITE ${OUT}/stale/checkpoint.safetensors.tmp.999999999 "partial")
+file(WRITE ${OUT}/stale/checkpoint.safetensors.tmp.1 "being written")
+run(0 ${TRAIN} --epochs 1 ${SMALL} --out ${OUT}/stale)
+expect_match("${err}" "note: removed [^\n]*stale/checkpoint.safetensors.tmp.999999999: partial file left by a run stopped mid-write" "stale temp note")
+if(EXISTS ${OUT}/stale/checkpoint.safetensors.tmp.999999999 OR NOT EXISTS ${OUT}/stale/checkpoint.safetensors.tmp.1)
+  message(FATAL_ERROR "the stale temp file is still there, or the live one is gone")
 endif()
 
 # ---- --data with a train_32x32.mat that is a directory: the error says why it is not SVHN.

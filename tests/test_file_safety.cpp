@@ -1,8 +1,8 @@
 // What stands at the paths the tools read and write (runtime/path_checks.h): a FIFO, a device
 // node or a directory as an input is refused at once, naming it, instead of hanging or failing
 // obscurely; an atomic write refuses to replace one; an output that is an input is named with
-// both flags; the data error says why a directory
-// was not read as SVHN's.
+// both flags; partial temp files of dead processes are found and removed; the data error says why a
+// directory was not read as SVHN's.
 #include <fcntl.h>
 #include <stdio_ext.h>
 #include <sys/stat.h>
@@ -120,6 +120,17 @@ TEST_F(FileSafety, AnOutputThatIsAnInputIsNamedWithBothFlags) {
             "--out: " + roundabout + " is the same file as --images " + input +
                 ": writing it would destroy that input; name another file");
   check_not_an_input({"--out", path("new.csv")}, {{"--images", input}, {"--labels", ""}});
+}
+
+TEST_F(FileSafety, PartialTempFilesOfDeadProcessesAreRemoved) {
+  const std::string dead = write("checkpoint.safetensors.tmp.999999999", {1});
+  const std::string mine = write("checkpoint.safetensors.tmp." + std::to_string(::getpid()), {1});
+  const std::string live = write("checkpoint.safetensors.tmp.1", {1});  // init runs
+  const std::string other = write("notes.txt.tmp.999999999", {1});
+  const std::string not_a_pid = write("checkpoint.safetensors.tmp.12ab", {1});
+  EXPECT_EQ(remove_stale_temp_files(dir_.string(), {"checkpoint.safetensors", "metrics.csv"}),
+            std::vector<std::string>{dead});
+  for (const std::string& kept : {mine, live, other, not_a_pid}) EXPECT_TRUE(fs::exists(kept));
 }
 
 TEST_F(FileSafety, ADataDirectoryThatIsNotSvhnsSaysWhy) {

@@ -1,6 +1,7 @@
-// Stopping on request (runtime/interrupt.h): the first SIGINT or SIGTERM only sets the flag and
-// says so on stderr; a second one ends the process as the default action would; the handlers
-// it replaced come back when it goes; two at once are refused. (The training loop's side —
+// Stopping on request (runtime/interrupt.h): the first SIGINT, SIGTERM or SIGHUP only sets the
+// flag and says so on stderr; a second one ends the process as the default
+// action would; the handlers it replaced come back when it goes (an ignored SIGHUP,
+// nohup's, stays ignored); two at once are refused. (The training loop's side —
 // where the run stops and what it keeps — is in test_resume.cpp.)
 #include <gtest/gtest.h>
 
@@ -18,7 +19,7 @@ namespace equivae {
 namespace {
 
 TEST(StopOnSignal, TheFirstSignalOnlyAsksTheRunToStop) {
-  for (const int sig : {SIGINT, SIGTERM}) {
+  for (const int sig : {SIGINT, SIGTERM, SIGHUP}) {
     StopOnSignal stop;
     EXPECT_EQ(StopOnSignal::received(), 0);
     testing::internal::CaptureStderr();
@@ -28,6 +29,17 @@ TEST(StopOnSignal, TheFirstSignalOnlyAsksTheRunToStop) {
     EXPECT_NE(said.find("stopping after the current step"), std::string::npos) << said;
     EXPECT_NE(said.find("Ctrl-C again"), std::string::npos) << said;
   }
+}
+
+// Under nohup the run outlives its terminal: the guard leaves an ignored SIGHUP ignored.
+TEST(StopOnSignal, AnIgnoredHangupStaysIgnored) {
+  const auto previous = std::signal(SIGHUP, SIG_IGN);
+  {
+    StopOnSignal stop;
+    std::raise(SIGHUP);
+    EXPECT_EQ(StopOnSignal::received(), 0);
+  }
+  EXPECT_EQ(std::signal(SIGHUP, previous), SIG_IGN);
 }
 
 TEST(StopOnSignal, ASecondSignalEndsTheProcessAtOnce) {

@@ -243,14 +243,18 @@ inline std::string output_file(const Flags& f, const std::string& example_name) 
 }
 
 // Creates the directory of the file --out names (its parent), as the tools create their
-// output directories; throws Error naming the flag and the path.
+// output directories, and removes the partial file an earlier write of it left when killed;
+// throws Error naming the flag and the path.
 inline void create_output_file_directory(const std::string& out) {
-  const std::string parent = std::filesystem::path(out).parent_path().string();
+  const std::filesystem::path path(out);
+  const std::string parent = path.parent_path().string();
   if (!parent.empty()) create_output_directory(parent, "--out");
+  remove_stale_temp_files_noting(parent.empty() ? "." : parent, {path.filename().string()});
 }
 
 // --out as the directory to write the files `names` into, created, and the files checked as
-// output_file checks its one; throws Error naming the flag and the path.
+// output_file checks its one (and their partial files from killed writes removed); throws
+// Error naming the flag and the path.
 inline std::string output_directory(const Flags& f, const std::vector<std::string>& names) {
   const std::string dir = f.get("out");
   create_output_directory(dir, "--out");
@@ -258,6 +262,7 @@ inline std::string output_directory(const Flags& f, const std::vector<std::strin
   for (const std::string& name : names)
     outputs.push_back((std::filesystem::path(dir) / name).string());
   check_tool_outputs(f, outputs);
+  remove_stale_temp_files_noting(dir, names);
   return dir;
 }
 

@@ -2,8 +2,8 @@
 // What every tool does first and last: run itself with a short OpenMP spin
 // (runtime/openmp_spin.h), parse its flags (or print its help), and turn an
 // exception (equivae::Error names the file or flag at fault) into "NAME: error: ..." on
-// stderr and exit status 1 — or, for a run stopped by Ctrl-C or SIGTERM (Interrupted),
-// "NAME: interrupted: ..." and 128 + the signal's number.
+// stderr and exit status 1 — or, for a run stopped by Ctrl-C, SIGTERM or SIGHUP
+// (Interrupted), "NAME: interrupted: ..." and 128 + the signal's number.
 #include <cstdio>
 #include <exception>
 #include <string>
