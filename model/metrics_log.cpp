@@ -1,11 +1,15 @@
 #include "model/metrics_log.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <sstream>
 
 #include "runtime/error.h"
+#include "runtime/path_checks.h"
 
 namespace equivae {
 namespace {
@@ -32,8 +36,23 @@ constexpr Field kFields[] = {
     {"checkpoint_seconds", &EpochRecord::checkpoint_seconds, true},
 };
 
+// A FIFO is written into as a stream, and only when a process reads it: opening one that no
+// process reads would wait for a reader forever. A block device or a socket is no log.
+void check_stream_target(const std::string& path) {
+  std::error_code ec;
+  const std::filesystem::file_type type = std::filesystem::status(path, ec).type();
+  if (type == std::filesystem::file_type::fifo) {
+    const int fd = ::open(path.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+    check(fd >= 0, path, "cannot open for writing: is a FIFO (named pipe) that no process reads");
+    ::close(fd);
+  }
+  check(type != std::filesystem::file_type::block && type != std::filesystem::file_type::socket,
+        path, "cannot open for writing: is " + non_regular_kind(path) + ", not a file or a stream");
+}
+
 // The reason goes with the refusal: a directory in the way, or the system's word for it.
 std::ofstream open_for_writing(const std::string& path) {
+  check_stream_target(path);
   errno = 0;
   std::ofstream out(path, std::ios::trunc);
   if (out.good()) return out;
@@ -112,13 +131,34 @@ void MetricsLog::append(const EpochRecord& record) {
     csv_ << metrics_csv_row(record) << '\n';
     flush_or_throw(csv_, csv_path_);
   }
+  if (json_stdout_ || json_.is_open()) append_json(record);
+}
+
+void MetricsLog::append_json(const EpochRecord& record) {
+  const std::string line = metrics_json(record).dump() + "\n";
+  errno = 0;
+  bool written = false;
   if (json_stdout_) {
-    std::printf("%s\n", metrics_json(record).dump().c_str());
-    std::fflush(stdout);
-  } else if (json_.is_open()) {
-    json_ << metrics_json(record).dump() << '\n';
-    flush_or_throw(json_, json_path_);
+    written = std::fputs(line.c_str(), stdout) >= 0 && std::fflush(stdout) == 0;
+  } else {
+    json_ << line;
+    json_.flush();
+    written = json_.good();
   }
+  if (!written) drop_json_log(errno);
+}
+
+void MetricsLog::drop_json_log(int error) {
+  const std::string where = json_stdout_ ? "stdout" : json_path_;
+  const std::string why = error == EPIPE ? "its reader went away"
+                          : error != 0   ? std::strerror(error)
+                                         : "write failed";
+  const std::string kept = csv_.is_open() ? "; the epochs are still logged in " + csv_path_ : "";
+  std::fprintf(stderr,
+               "note: cannot write the JSON lines to %s: %s; training goes on without them%s\n",
+               where.c_str(), why.c_str(), kept.c_str());
+  json_stdout_ = false;
+  json_.close();
 }
 
 }  // namespace equivae

@@ -27,12 +27,18 @@ class MetricsLog {
   // csv_path, json_path: "" writes no such file; json_path "-" writes the JSON lines to
   // stdout. Files are (re)written with `history` first; stdout gets only appended records.
   // A file that cannot be opened throws Error naming it and why, before either is written.
+  // The JSON log may be a stream (a FIFO, /dev/stderr): written into, never replaced; a FIFO
+  // that no process reads is refused rather than waited for.
   MetricsLog(const std::string& csv_path, const std::string& json_path,
              const std::vector<EpochRecord>& history);
-  // Writes one epoch to each destination and flushes.
+  // Writes one epoch to each destination and flushes. A JSON log that can no longer be written
+  // (its reader went away: EPIPE; a full disk) is said once on stderr and dropped: training
+  // goes on, the CSV and the checkpoint keep the records. A failed CSV write throws.
   void append(const EpochRecord& record);
 
  private:
+  void append_json(const EpochRecord& record);
+  void drop_json_log(int error);
   std::string csv_path_, json_path_;
   std::ofstream csv_, json_;
   bool json_stdout_ = false;

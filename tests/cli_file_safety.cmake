@@ -3,7 +3,7 @@
 # resumed checkpoint or a data file or one of OUT's own files), a FIFO or a device node is
 # refused naming it; a FIFO as an input is refused at once; a user's metrics.csv in --out moves
 # aside; a directory in the checkpoint's place is refused before the first epoch; partial temp
-# files of dead runs are removed;
+# files of dead runs are removed; a closed --log-json - pipe costs the JSON lines, not the run;
 # a train_32x32.mat that is a directory is named in the data error.
 file(REMOVE_RECURSE ${OUT})
 file(MAKE_DIRECTORY ${OUT})
@@ -140,6 +140,21 @@ run(0 ${TRAIN} --epochs 1 ${SMALL} --out ${OUT}/stale)
 expect_match("${err}" "note: removed [^\n]*stale/checkpoint.safetensors.tmp.999999999: partial file left by a run stopped mid-write" "stale temp note")
 if(EXISTS ${OUT}/stale/checkpoint.safetensors.tmp.999999999 OR NOT EXISTS ${OUT}/stale/checkpoint.safetensors.tmp.1)
   message(FATAL_ERROR "the stale temp file is still there, or the live one is gone")
+endif()
+
+# ---- --log-json - into a pipe whose reader goes away: training goes on, with one note.
+execute_process(COMMAND ${TRAIN} --epochs 6 ${SMALL} --out ${OUT}/pipe --log-json -
+                COMMAND head -n 1
+                RESULTS_VARIABLE rcs OUTPUT_VARIABLE o ERROR_VARIABLE e TIMEOUT 60)
+if(NOT rcs STREQUAL "0;0")
+  message(FATAL_ERROR "train_mnist | head -n 1: exit statuses ${rcs}: ${e}")
+endif()
+expect_match("${e}" "note: cannot write the JSON lines to stdout: its reader went away; training goes on without them; the epochs are still logged in [^\n]*pipe/metrics.csv" "closed pipe")
+expect_match("${e}" "epoch +6/6" "closed pipe: all epochs")
+file(STRINGS ${OUT}/pipe/metrics.csv rows)
+list(LENGTH rows n)
+if(NOT n EQUAL 7)
+  message(FATAL_ERROR "closed pipe: metrics.csv holds ${n} lines, want 7")
 endif()
 
 # ---- --data with a train_32x32.mat that is a directory: the error says why it is not SVHN.

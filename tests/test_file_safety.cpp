@@ -1,8 +1,9 @@
 // What stands at the paths the tools read and write (runtime/path_checks.h): a FIFO, a device
 // node or a directory as an input is refused at once, naming it, instead of hanging or failing
 // obscurely; an atomic write refuses to replace one; an output that is an input is named with
-// both flags; partial temp files of dead processes are found and removed; the data error says why a
-// directory was not read as SVHN's.
+// both flags; partial temp files of dead processes are found and removed; a JSON log whose
+// reader went away is dropped with a note, not the run; the data error says why a directory
+// was not read as SVHN's.
 #include <fcntl.h>
 #include <stdio_ext.h>
 #include <sys/stat.h>
@@ -131,6 +132,51 @@ TEST_F(FileSafety, PartialTempFilesOfDeadProcessesAreRemoved) {
   EXPECT_EQ(remove_stale_temp_files(dir_.string(), {"checkpoint.safetensors", "metrics.csv"}),
             std::vector<std::string>{dead});
   for (const std::string& kept : {mine, live, other, not_a_pid}) EXPECT_TRUE(fs::exists(kept));
+}
+
+TEST_F(FileSafety, AJsonLogWhoseReaderWentAwayIsDroppedWithANote) {
+  // stdout is a pipe whose read end is closed: the write fails with EPIPE (SIGPIPE ignored, as
+  // the tools ignore it).
+  int ends[2];
+  ASSERT_EQ(::pipe(ends), 0);
+  ::close(ends[0]);
+  const auto old_pipe = std::signal(SIGPIPE, SIG_IGN);
+  std::fflush(stdout);
+  const int saved_stdout = ::dup(STDOUT_FILENO);
+  ::dup2(ends[1], STDOUT_FILENO);
+  ::close(ends[1]);
+  const std::string csv = path("metrics.csv");
+  std::string said, error;
+  {
+    MetricsLog log(csv, "-", {});
+    EpochRecord record;
+    testing::internal::CaptureStderr();
+    for (int epoch = 1; epoch <= 3; ++epoch) {
+      record.epoch = epoch;
+      error += error_of([&] { log.append(record); });
+    }
+    said = testing::internal::GetCapturedStderr();
+  }
+  __fpurge(stdout);  // what the failed flush left: not for the real stdout
+  std::clearerr(stdout);
+  ::dup2(saved_stdout, STDOUT_FILENO);
+  ::close(saved_stdout);
+  std::signal(SIGPIPE, old_pipe);
+  EXPECT_EQ(error, "");
+  EXPECT_EQ(said,
+            "note: cannot write the JSON lines to stdout: its reader went away; training "
+            "goes on without them; the epochs are still logged in " +
+                csv + "\n");
+  std::ifstream in(csv);
+  int lines = 0;
+  for (std::string line; std::getline(in, line);) ++lines;
+  EXPECT_EQ(lines, 4);  // the header and every epoch
+}
+
+TEST_F(FileSafety, AJsonLogFifoThatNoProcessReadsIsRefused) {
+  const std::string f = fifo("log");
+  EXPECT_EQ(error_of([&] { MetricsLog(path("metrics.csv"), f, {}); }, f),
+            f + ": cannot open for writing: is a FIFO (named pipe) that no process reads");
 }
 
 TEST_F(FileSafety, ADataDirectoryThatIsNotSvhnsSaysWhy) {

@@ -3,7 +3,10 @@
 // (runtime/openmp_spin.h), parse its flags (or print its help), and turn an
 // exception (equivae::Error names the file or flag at fault) into "NAME: error: ..." on
 // stderr and exit status 1 — or, for a run stopped by Ctrl-C, SIGTERM or SIGHUP
-// (Interrupted), "NAME: interrupted: ..." and 128 + the signal's number.
+// (Interrupted), "NAME: interrupted: ..." and 128 + the signal's number. SIGPIPE is ignored: a
+// reader of stdout that goes away (| head) makes writes fail, which the tools survive, instead
+// of ending a run silently.
+#include <csignal>
 #include <cstdio>
 #include <exception>
 #include <string>
@@ -15,6 +18,7 @@
 namespace equivae {
 
 inline int run_tool(const char* name, int (*run)(int, char**), int argc, char** argv) {
+  std::signal(SIGPIPE, SIG_IGN);
   rerun_with_short_openmp_spin(argv);
   try {
     return run(argc, argv);
