@@ -3,12 +3,18 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstring>
 
 namespace equivae {
 namespace {
 
+constexpr char kStepNotice[] =
+    "\nstopping after the current step (the checkpoint being written is finished first); "
+    "press Ctrl-C again to quit at once\n";
+
 volatile std::sig_atomic_t g_received = 0;
 std::atomic<bool> g_installed{false};
+std::atomic<const char*> g_notice{kStepNotice};  // lock-free: read in the handler
 
 void on_signal(int sig) {
   if (g_received != 0) {  // the second one: end now, as the default action would
@@ -17,11 +23,9 @@ void on_signal(int sig) {
     return;
   }
   g_received = sig;
-  // Only async-signal-safe calls here: write(2), not stdio.
-  static const char kMessage[] =
-      "\nstopping after the current step (the checkpoint being written is finished first); "
-      "press Ctrl-C again to quit at once\n";
-  ssize_t ignored = ::write(STDERR_FILENO, kMessage, sizeof kMessage - 1);
+  // Only async-signal-safe calls here: write(2) and strlen, not stdio.
+  const char* notice = g_notice.load();
+  ssize_t ignored = ::write(STDERR_FILENO, notice, std::strlen(notice));
   (void)ignored;
 }
 
@@ -30,6 +34,7 @@ void on_signal(int sig) {
 StopOnSignal::StopOnSignal() {
   check(!g_installed.exchange(true), "signals", "StopOnSignal is already installed");
   g_received = 0;
+  g_notice = kStepNotice;
   struct sigaction action {};
   action.sa_handler = on_signal;
   sigemptyset(&action.sa_mask);
@@ -50,6 +55,10 @@ StopOnSignal::~StopOnSignal() {
 
 int StopOnSignal::received() {
   return g_received;
+}
+
+void StopOnSignal::set_notice(const char* notice) {
+  g_notice = notice;
 }
 
 }  // namespace equivae

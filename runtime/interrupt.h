@@ -30,6 +30,10 @@ class StopOnSignal {
   static int received();
   // Whether one did: TrainOptions::stop_requested for a run under this guard.
   static bool requested() { return received() != 0; }
+  // What a first signal from now on prints on stderr (a string that outlives the guard, a
+  // literal), so that it says what the tool does next; each guard starts with "stopping after
+  // the current step ...".
+  static void set_notice(const char* notice);
 
  private:
   struct sigaction old_int_ {

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """train_mnist stopped by Ctrl-C (SIGINT), by SIGTERM and by SIGHUP (the terminal closed): it
 stops at the next step with exit status 128 + the signal, says which checkpoint to --resume
-from, leaves no temp file, and the resume from that checkpoint runs to the end.
+from, leaves no temp file, and the resume from that checkpoint runs to the end. A Ctrl-C after
+the last step stops before the test evaluation (exit 130), saying the error was not computed.
 
   check_interrupt.py TRAIN_MNIST OUT_DIR
 
@@ -201,7 +202,53 @@ if epoch:
 stop_with(signal.SIGTERM, OUT + "-term")
 stop_with(signal.SIGHUP, OUT + "-hup")
 
+
+def stopped_before_the_test_error():
+    """Ctrl-C once training is past its last step: no test error is computed, exit 130, and the
+    message says so and how to get it. The run's stdout is a pipe filled beforehand, so that its
+    one JSON line (written after the epoch's checkpoint starts) waits for the signal."""
+    out = OUT + "-evaluation"
+    shutil.rmtree(out, ignore_errors=True)
+    checkpoint = os.path.join(out, "checkpoint.safetensors")
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    filled = 0
+    try:
+        while True:
+            filled += os.write(write_end, b"x" * 4096)
+    except BlockingIOError:
+        pass
+    os.set_blocking(write_end, True)
+    with open(out + ".stderr", "w") as err:
+        proc = subprocess.Popen([TRAIN, "--epochs", "1", "--out", out, "--log-json", "-"] + SMALL,
+                                stdout=write_end, stderr=err)
+        os.close(write_end)
+        deadline = time.monotonic() + 300
+        while not os.path.exists(checkpoint) and proc.poll() is None:
+            if time.monotonic() > deadline:
+                proc.kill()
+                sys.exit(f"no checkpoint in {out} after 300 s")
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.2)
+        with os.fdopen(read_end, "rb") as pipe:
+            printed = pipe.read()[filled:].decode()
+        rc = proc.wait(timeout=120)
+    said = open(out + ".stderr").read()
+    expect(rc == 130, f"evaluation: exit status {rc}, want 130; stderr:\n{said[-2000:]}")
+    expect("test error" not in printed + said.replace("the test error was not computed", ""),
+           f"evaluation: a test error was printed after Ctrl-C:\n{printed}{said[-2000:]}")
+    expect(f"train_mnist: interrupted: test evaluation: stopped on request; training finished "
+           f"(epoch 1) and {checkpoint} is kept, but the test error was not computed: classify "
+           f"--checkpoint {checkpoint} with this run's data flags computes it" in said,
+           f"evaluation: no 'not computed' line:\n{said[-2000:]}")
+    expect(os.path.exists(checkpoint), "evaluation: no checkpoint kept")
+
+
+stopped_before_the_test_error()
+
 if failures:
     print("\n".join(failures))
     sys.exit(1)
-print(f"SIGINT, SIGTERM and SIGHUP stop train_mnist cleanly; the resume from epoch {epoch} ran")
+print(f"SIGINT, SIGTERM and SIGHUP stop train_mnist cleanly; the resume from epoch {epoch} ran; "
+      "Ctrl-C after the last step skips the test evaluation, saying so")

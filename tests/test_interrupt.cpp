@@ -1,6 +1,6 @@
 // Stopping on request (runtime/interrupt.h): the first SIGINT, SIGTERM or SIGHUP only sets the
-// flag and says so on stderr; a second one ends the process as the default
-// action would; the handlers it replaced come back when it goes (an ignored SIGHUP,
+// flag and says so on stderr (what the tool set to say); a second one ends the process as the
+// default action would; the handlers it replaced come back when it goes (an ignored SIGHUP,
 // nohup's, stays ignored); two at once are refused. (The training loop's side —
 // where the run stops and what it keeps — is in test_resume.cpp.)
 #include <gtest/gtest.h>
@@ -29,6 +29,22 @@ TEST(StopOnSignal, TheFirstSignalOnlyAsksTheRunToStop) {
     EXPECT_NE(said.find("stopping after the current step"), std::string::npos) << said;
     EXPECT_NE(said.find("Ctrl-C again"), std::string::npos) << said;
   }
+}
+
+TEST(StopOnSignal, TheNoticeSaysWhatTheToolDoesNext) {
+  static const char kNotice[] = "\nstopping before the next pass\n";
+  {
+    StopOnSignal stop;
+    StopOnSignal::set_notice(kNotice);
+    testing::internal::CaptureStderr();
+    std::raise(SIGINT);
+    EXPECT_EQ(testing::internal::GetCapturedStderr(), kNotice);
+  }
+  StopOnSignal stop;  // a new guard says the training loop's words again
+  testing::internal::CaptureStderr();
+  std::raise(SIGTERM);
+  EXPECT_NE(testing::internal::GetCapturedStderr().find("stopping after the current step"),
+            std::string::npos);
 }
 
 // Under nohup the run outlives its terminal: the guard leaves an ignored SIGHUP ignored.

@@ -116,6 +116,26 @@ inline void note_other_images(const TrainTool& tool, const Flags& f, const Datas
                data.c_str(), train.channels, train.rows, train.cols, tool.colour_tool);
 }
 
+// What a signal in the test evaluation prints: it stops before the next pass over the images.
+constexpr char kEvaluationNotice[] =
+    "\nstopping before the next pass of the test evaluation (training is finished, its "
+    "checkpoint kept); press Ctrl-C again to quit at once\n";
+
+// After training, a signal stops the test evaluation before its next pass: Interrupted says
+// which error was not computed (`missing`) and how to compute it from the checkpoint
+// (`method`: classify's flag for it, or "").
+inline void stop_evaluation_if_requested(const TrainOptions& options, const std::string& missing,
+                                         const std::string& method = "") {
+  if (!StopOnSignal::requested()) return;
+  const std::string checkpoint = options.out_dir + "/checkpoint.safetensors";
+  throw Interrupted("test evaluation", "stopped on request; training finished (epoch " +
+                                           std::to_string(options.epochs) + ") and " + checkpoint +
+                                           " is kept, but " + missing +
+                                           " was not computed: classify --checkpoint " +
+                                           checkpoint + (method.empty() ? "" : " " + method) +
+                                           " with this run's data flags computes it");
+}
+
 inline int train_tool(const TrainTool& tool, int argc, char** argv) {
   Flags flags;
   declare_train_flags(flags, tool);
@@ -168,24 +188,30 @@ inline int train_tool(const TrainTool& tool, int argc, char** argv) {
     if (!options.resume_from.empty())
       std::fprintf(stderr, "resuming from %s\n", options.resume_from.c_str());
   }
-  {
-    // Ctrl-C or SIGTERM stops the run at the next step, the checkpoint in flight written.
-    StopOnSignal stop;
-    options.stop_requested = StopOnSignal::requested;
-    train(model, labelled, unlabelled, data.validation.n ? &data.validation : nullptr, options);
-  }
+  // Ctrl-C, SIGTERM or SIGHUP stops the run at the next step, the checkpoint in flight
+  // written; in the test evaluation, before its next pass over the images.
+  StopOnSignal stop;
+  options.stop_requested = StopOnSignal::requested;
+  train(model, labelled, unlabelled, data.validation.n ? &data.validation : nullptr, options);
+  StopOnSignal::set_notice(kEvaluationNotice);
 
   // The distance classifier's centroids come from the labelled examples only. On the GPU
   // both sets are uploaded once and read in place (a no-op on the CPU).
   model.keep_resident(labelled);
   model.keep_resident(data.test);
-  const double error = distance_classifier_error(model, labelled, data.test);
+  const char* distance = unlabelled ? "--method distance" : "";
+  stop_evaluation_if_requested(options, "the test error", distance);
+  const DistanceClassifier classifier = DistanceClassifier::fit(
+      embed_dataset(model, labelled), labelled.labels, config.classes, config.latent_r);
+  stop_evaluation_if_requested(options, "the test error", distance);
+  const double error = classifier.error(embed_dataset(model, data.test), data.test.labels);
   std::fprintf(human, "test error (distance classifier): %.2f%% on %lld images  [%.1f s]\n",
                100 * error, (long long)data.test.n, seconds_since(start));
-  if (unlabelled)
+  if (unlabelled) {
+    stop_evaluation_if_requested(options, "the q(y|x) test error");
     std::fprintf(human, "test error (q(y|x)): %.2f%% on %lld images\n",
                  100 * classifier_error(model, data.test), (long long)data.test.n);
-
+  }
   if (!options.out_dir.empty()) {
     const std::string& out = options.out_dir;
     const std::string json = options.json_log.empty() ? out + "/metrics.jsonl" : options.json_log;
