@@ -492,7 +492,7 @@ EQUIVAE_GUARDED_BENCHMARK(BM_Op) {
         be.sample_kl_forward(v, eps, ll, mulv, B, d, 1, 2, 0);
         break;
       case 10:
-        be.adam_step(p, m, vv, g, params, adam, 1);
+        be.adam_step(p, m, vv, g, params, adam, 1, nullptr);
         break;
       case 11:
         be.sample_kl_backward(dmulv, v, ll, mulv, eps, B, d);

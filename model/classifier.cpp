@@ -258,7 +258,7 @@ void MlpClassifier<T>::apply_adam() {
   AdamConfig adam;
   adam.lr = config_.lr;
   backend_.adam_step(params_flat_, adam_m_.data, adam_v_.data, grads_flat_, parameter_count_, adam,
-                     ++adam_steps_);
+                     ++adam_steps_, /*non_finite_t=*/nullptr);
 }
 
 template <class T>

@@ -116,6 +116,7 @@ EquiVae<T>::EquiVae(const EquiVaeConfig& config, Backend<T>& backend, const Netw
   parameter_count_ = params_bytes / sizeof(T);  // includes alignment padding (kept at zero)
   arena_.place(adam_m_, 1, int(parameter_count_));
   arena_.place(adam_v_, 1, int(parameter_count_));
+  arena_.place(adam_non_finite_t_, 1, 1);
 
   // f_inv sees the B labelled rows; encoder and decoder all R rows, an encoder trunk each of
   // the B + U items once.
@@ -461,21 +462,30 @@ void EquiVae<T>::backward_with(const std::function<void(ParamRange)>& done) {
 }
 
 template <class T>
-void EquiVae<T>::apply_adam() {
-  DeviceRange<T> range(device_, "optimiser");
-  AdamConfig adam;
-  adam.lr = config_.lr;
-  backend_.adam_step(params_flat_, adam_m_.data, adam_v_.data, grads_flat_, parameter_count_, adam,
-                     ++adam_steps_);
+bool EquiVae<T>::apply_adam() {
+  {
+    DeviceRange<T> range(device_, "optimiser");
+    AdamConfig adam;
+    adam.lr = config_.lr;
+    backend_.adam_step(params_flat_, adam_m_.data, adam_v_.data, grads_flat_, parameter_count_,
+                       adam, ++adam_steps_, adam_non_finite_t_.data);
+  }
+  int64_t non_finite_t = 0;
+  backend_.download(&non_finite_t, adam_non_finite_t_.data, sizeof non_finite_t);
+  if (non_finite_t == 0) return true;
+  // Cleared, so that a caller going on regardless updates again (as before the record).
+  const int64_t none = 0;
+  backend_.upload(adam_non_finite_t_.data, &none, sizeof none);
+  return false;
 }
 
 template <class T>
 StepMetrics EquiVae<T>::train_step(const Batch& batch, const Dataset& data, uint64_t step,
                                    const Dataset* unlabelled) {
   load_batch(batch, data, unlabelled);
-  const StepMetrics metrics = forward(step);
+  StepMetrics metrics = forward(step);
   backward();
-  apply_adam();
+  metrics.update_finite = apply_adam();
   return metrics;
 }
 
@@ -680,6 +690,10 @@ std::vector<StepMetrics> EquiVae<T>::train_steps(const std::vector<Batch>& batch
   }
   res.host_table.resize(n * kMetricWidth);
   backend_.download(res.host_table.data(), res.table.ptr, n * kMetricWidth * sizeof(double));
+  // The record of an update gone non-finite: a copy of 32 bytes after the table's, which
+  // has waited for the window already.
+  const int64_t first_t = counters.t;
+  backend_.download(&counters, res.counters.ptr, sizeof counters);
   adam_steps_ += int64_t(n);
 
   std::vector<StepMetrics> metrics(n);
@@ -689,6 +703,14 @@ std::vector<StepMetrics> EquiVae<T>::train_steps(const std::vector<Batch>& batch
     metrics[i].kl = row[1];
     metrics[i].classifier_nll = row[2];
     metrics[i].unlabelled_bound = row[3];
+  }
+  if (counters.non_finite_t != 0) {
+    const int64_t i = counters.non_finite_t - first_t;
+    check(i >= 0 && i < int64_t(n), "device steps",
+          "Adam's non-finite record holds t = " + std::to_string(counters.non_finite_t) +
+              ", outside the window's " + std::to_string(first_t) + " .. " +
+              std::to_string(first_t + int64_t(n) - 1));
+    metrics[size_t(i)].update_finite = false;
   }
   return metrics;
 }

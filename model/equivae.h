@@ -55,6 +55,9 @@ struct StepMetrics {
   // Semi-supervised only:
   double classifier_nll = 0;    // mean −log q(y|x) over the labelled batch
   double unlabelled_bound = 0;  // mean L_unlab per unlabelled item (eq. 6, incl. log p(y))
+  // false: the step's Adam update left a parameter or Adam moment NaN or infinite (the
+  // metrics above are its forward's, before the update).
+  bool update_finite = true;
 };
 
 // A parameter tensor by its checkpoint name, with its gradient (same layout), backend memory.
@@ -84,7 +87,10 @@ class EquiVae {
   void load_batch(const Batch& batch, const Dataset& data, const Dataset* unlabelled = nullptr);
   StepMetrics forward(uint64_t step);  // noise from (seed, step, row, col)
   void backward() { backward_with({}); }
-  void apply_adam();
+  // false: the update left a parameter or Adam moment NaN or infinite (StepMetrics::
+  // update_finite). Asked of the backend after each update: free on the CPU, one small
+  // download on a GPU (which the device steps avoid: they ask once per window).
+  bool apply_adam();
 
   // ---- Device-resident training, on backends that offer DeviceStepOps (CUDA), float plans:
   // the data sets are uploaded once; a step is one replay of a graph captured on first use,
@@ -96,7 +102,9 @@ class EquiVae {
   bool device_steps_supported() const;
   // Uploads the data sets that train_steps' batches index (kept until the next call).
   void upload_datasets(const Dataset& labelled, const Dataset* unlabelled = nullptr);
-  // Steps first_step, first_step + 1, ... with batches[i] at step first_step + i.
+  // Steps first_step, first_step + 1, ... with batches[i] at step first_step + i. After a step
+  // whose update went non-finite (its update_finite false), the window's later steps run
+  // without updating anything: the state stays as that update left it, for the report.
   std::vector<StepMetrics> train_steps(const std::vector<Batch>& batches, uint64_t first_step);
   // What GEMM autotuning has done over this plan's step captures (all zero without it).
   const GemmTuning& gemm_tuning() const { return gemm_tuning_; }
@@ -221,7 +229,10 @@ class EquiVae {
   T* params_flat_ = nullptr;
   T* grads_flat_ = nullptr;
   size_t parameter_count_ = 0;
-  Tensor<T> adam_m_, adam_v_;          // [1, parameter_count]
+  Tensor<T> adam_m_, adam_v_;  // [1, parameter_count]
+  // [1, 1] Adam's record of an update gone non-finite (its t; 0: none; cpu::adam_step), for
+  // apply_adam; the device steps keep theirs in DeviceCounters.
+  Tensor<int64_t> adam_non_finite_t_;
   Tensor<T> x_;                        // [R, input_dim] labelled rows, then unlabelled per label
   Tensor<int32_t> offsets_, members_;  // pooling sets of the R rows, CSR
   Tensor<int32_t> inv_offsets_, inv_rows_;  // their transpose [B+1] / [capacity], for gathers

@@ -95,8 +95,10 @@ class Backend {
                                    const T* log_prior, int U, int C) = 0;
   virtual void expectation_backward(T* dlogits, T* dll, T* dkl, const T* dL, const T* q,
                                     const T* ll, const T* kl, const T* log_prior, int U, int C) = 0;
+  // non_finite_t: backend memory holding cpu::adam_step's record of the first update that went
+  // non-finite, or null.
   virtual void adam_step(T* params, T* m, T* v, const T* grads, size_t n, const AdamConfig& config,
-                         int64_t t) = 0;
+                         int64_t t, int64_t* non_finite_t) = 0;
   virtual void dropout_forward(T* y, T* mask, const T* x, size_t n, T rate, uint64_t seed,
                                uint64_t step, uint32_t stream) = 0;
   virtual void dropout_backward(T* dx, const T* dy, const T* mask, size_t n) = 0;

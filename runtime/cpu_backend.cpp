@@ -120,8 +120,8 @@ class CpuBackend final : public Backend<T> {
     cpu::expectation_backward(dlogits, dll, dkl, dL, q, ll, kl, log_prior, U, C);
   }
   void adam_step(T* params, T* m, T* v, const T* grads, size_t n, const AdamConfig& config,
-                 int64_t t) override {
-    cpu::adam_step(params, m, v, grads, n, config, t);
+                 int64_t t, int64_t* non_finite_t) override {
+    cpu::adam_step(params, m, v, grads, n, config, t, non_finite_t);
   }
   void dropout_forward(T* y, T* mask, const T* x, size_t n, T rate, uint64_t seed, uint64_t step,
                        uint32_t stream) override {

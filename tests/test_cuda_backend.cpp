@@ -3,7 +3,8 @@
 // noise ε, same gradients and updated weights, for the supervised and the semi-supervised
 // plan, eager (train_step) and as replays of one captured graph (train_steps: batches gathered on
 // the device, step and Adam's t read from device counters, metrics recorded on the device); the
-// trainer's device path; a short run learns.
+// trainer's device path; a short run learns; a window flags the step whose update went
+// non-finite and keeps the state that update left.
 //
 // Built twice from this source:
 //  - test_cuda_backend: the backend compiled against the CUDA-on-CPU emulator (GEMMs in
@@ -22,6 +23,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <tuple>
@@ -832,6 +834,59 @@ TEST_F(CudaBackend, AShortGraphRunLowersTheLoss) {
   const double first = loss(0, 5), last = loss(25, 30);
   std::printf("[ info ] mean loss of steps 0-4: %.2f, of steps 25-29: %.2f\n", first, last);
   EXPECT_LT(last, first - 50) << "30 Adam steps should lower the loss";
+}
+
+// lr = 10 on the tiny model: within a few steps an update overflows Adam's v (as train_mnist
+// --lr 10 does). A window of graph steps flags that step, as the CPU's eager steps do, and no
+// other; its later steps update nothing, so the state is bit for bit the one a window ending
+// at that step leaves — with each network's update on the side stream (early Adam) and
+// several steps per graph too. The record starts afresh in the next window.
+TEST_F(CudaBackend, AWindowFlagsTheStepWhoseUpdateWentNonFiniteAndKeepsItsState) {
+  EquiVaeConfig config = tiny_config();
+  config.lr = 10;
+  constexpr size_t kWindow = 8;
+  BalancedBatchSampler sampler(digits().labels, 10, config.k, config.m_max, config.seed);
+  std::vector<Batch> batches(kWindow);
+  for (size_t i = 0; i < kWindow; ++i) sampler.sample(i, batches[i]);
+  // The CPU's first step whose update went non-finite.
+  auto cpu_backend = make_cpu_backend<float>(1);
+  EquiVae<float> cpu(config, *cpu_backend);
+  size_t bad = kWindow;
+  for (size_t i = 0; i < kWindow && bad == kWindow; ++i)
+    if (!cpu.train_step(batches[i], digits(), i).update_finite) bad = i;
+  ASSERT_LT(bad, kWindow - 1) << "lr = 10 should diverge within the window, before its end";
+
+  CudaBackendOptions early = strict_options();
+  early.early_adam = true;
+  early.steps_per_graph = 4;
+  for (const CudaBackendOptions& options : {strict_options(), early}) {
+    SCOPED_TRACE(options.early_adam ? "early Adam, 4 steps per graph" : "one update per step");
+    // Steps 0 .. n - 1 in one window on a fresh device plan: the flags and the state.
+    auto window = [&](size_t n, std::vector<StepMetrics>& metrics) {
+      auto backend = device_backend(options);
+      EquiVae<float> model(config, *backend);
+      model.upload_datasets(digits());
+      metrics = model.train_steps({batches.begin(), batches.begin() + std::ptrdiff_t(n)}, 0);
+      Checkpoint state = model.to_checkpoint();
+      // The next window starts with no record: its steps run and are flagged on their own.
+      const std::vector<StepMetrics> next = model.train_steps({batches[0]}, n);
+      EXPECT_FALSE(next[0].update_finite) << "a non-finite state's update stays non-finite";
+      return state;
+    };
+    std::vector<StepMetrics> whole, to_bad;
+    const Checkpoint after_whole = window(kWindow, whole);
+    const Checkpoint after_bad = window(bad + 1, to_bad);
+    for (size_t i = 0; i < kWindow; ++i)
+      EXPECT_EQ(whole[i].update_finite, i != bad) << "step " << i;
+    EXPECT_FALSE(to_bad[bad].update_finite);
+    ASSERT_EQ(after_whole.tensors.size(), after_bad.tensors.size());
+    for (size_t t = 0; t < after_whole.tensors.size(); ++t) {
+      const std::vector<float>&a = after_whole.tensors[t].data, &b = after_bad.tensors[t].data;
+      ASSERT_EQ(a.size(), b.size());
+      EXPECT_EQ(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)), 0)
+          << after_whole.tensors[t].name << ": the steps after the flagged one changed it";
+    }
+  }
 }
 
 // Three graph steps from `first` on the device, eager steps on the CPU: the losses follow the

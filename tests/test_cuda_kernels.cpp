@@ -502,8 +502,8 @@ void check_adam(size_t n) {
     for (size_t i = 0; i < n; i += 7) g[i] *= 1e-6;  // tiny gradients: ε matters
     cpu::adam_step(p.data(), m.data(), v.data(), g.data(), n, config, t);
     Guarded<T> gt = guarded<T>(g);
-    cuda::adam_step(pt.data(), mt.data(), vt.data(), gt.data(), n, config, t, kStream);
-    cuda::adam_step(pd.data(), md.data(), vd.data(), gt.data(), n, config, &t, kStream);
+    cuda::adam_step(pt.data(), mt.data(), vt.data(), gt.data(), n, config, t, nullptr, kStream);
+    cuda::adam_step(pd.data(), md.data(), vd.data(), gt.data(), n, config, &t, nullptr, kStream);
   }
   // Compare the parameters' change (the parameters themselves hide it) by its NMSE: a float
   // parameter holds a change of 1e-7 only to its own ulp, so per element it is the parameter
@@ -523,6 +523,127 @@ void check_adam(size_t n) {
 TEST(CudaKernels, AdamFusedStep) {
   check_adam<float>(100003);  // not a multiple of the block; grid-stride past 1024 blocks
   check_adam<double>(1000);
+}
+
+// ---------------------------------------------------------------- Adam's non-finite record
+// One element of an update (its p, m, v, g at t = 1) among finite ones, and whether the update
+// must record that it left a value NaN or infinite.
+template <class T>
+struct AdamRecordCase {
+  const char* what;
+  T p, m, v, g;
+  bool recorded;
+};
+
+template <class T>
+std::vector<AdamRecordCase<T>> adam_record_cases() {
+  const T max = std::numeric_limits<T>::max(), inf = std::numeric_limits<T>::infinity(),
+          nan = std::numeric_limits<T>::quiet_NaN(), root = std::sqrt(max);
+  return {
+      {"finite", 0.5, 0.01, 1e-4, 0.3, false},
+      {"huge finite parameter and moments", max / 2, max / 4, max / 4, 1, false},
+      {"huge gradient, g^2 still finite", 0, 0, 0, root / 2, false},
+      {"g^2 overflows v (m finite, p's step 0)", 0, 0, 0, max / 2, true},
+      {"NaN gradient", 0.5, 0, 0, nan, true},
+      {"infinite gradient", 0.5, 0, 0, -inf, true},
+      {"negative v (its square root is NaN)", 0.5, 0, -1, 0, true},
+      {"infinite parameter", inf, 0, 0, 0.3, true},
+  };
+}
+
+// Elements [n] of p, m, v, g: finite draws, case c's values at element `at`.
+template <class T>
+struct AdamState {
+  std::vector<T> p, m, v, g;
+};
+template <class T>
+AdamState<T> adam_state(const AdamRecordCase<T>& c, size_t n, size_t at) {
+  auto drawn = [n](uint64_t stream, double lo) {
+    const std::vector<double> d = draw(stream, n, lo, 1);
+    return std::vector<T>(d.begin(), d.end());
+  };
+  AdamState<T> s{drawn(301, -1), drawn(302, -1), drawn(303, 0), drawn(304, -1)};  // v ≥ 0
+  s.p[at] = c.p, s.m[at] = c.m, s.v[at] = c.v, s.g[at] = c.g;
+  return s;
+}
+template <class T>
+Guarded<T> device_copy(const std::vector<T>& v) {
+  Guarded<T> g(v.size());
+  std::copy(v.begin(), v.end(), g.data());
+  return g;
+}
+
+// Where an Adam update runs: the CPU op, or a CUDA launcher with t given or read from device
+// memory.
+enum class AdamRoute { kCpu, kCudaT, kCudaTDevice };
+const char* route_name(AdamRoute r) {
+  return r == AdamRoute::kCpu     ? "CPU"
+         : r == AdamRoute::kCudaT ? "CUDA, t given"
+                                  : "CUDA, t on device";
+}
+
+// A state in (guarded) buffers, updated by one route with its record.
+template <class T>
+struct AdamRun {
+  Guarded<T> p, m, v, g;
+  int64_t record = 0;
+  AdamRun(const AdamState<T>& s, int64_t record)
+      : p(device_copy(s.p)),
+        m(device_copy(s.m)),
+        v(device_copy(s.v)),
+        g(device_copy(s.g)),
+        record(record) {}
+  void step(AdamRoute route, int64_t t) {
+    const cpu::AdamConfig config;
+    const size_t n = p.size();
+    if (route == AdamRoute::kCpu)
+      cpu::adam_step(p.data(), m.data(), v.data(), g.data(), n, config, t, &record);
+    else if (route == AdamRoute::kCudaT)
+      cuda::adam_step(p.data(), m.data(), v.data(), g.data(), n, config, t, &record, kStream);
+    else
+      cuda::adam_step(p.data(), m.data(), v.data(), g.data(), n, config, &t, &record, kStream);
+  }
+  bool same_state(const AdamRun& o) const {
+    const size_t bytes = p.size() * sizeof(T);
+    return std::memcmp(p.data(), o.p.data(), bytes) == 0 &&
+           std::memcmp(m.data(), o.m.data(), bytes) == 0 &&
+           std::memcmp(v.data(), o.v.data(), bytes) == 0;
+  }
+};
+
+// Each route records step 1 where the case says so and nothing otherwise; after a recorded
+// update, step 2 changes nothing; an update of the recorded step itself still runs (a step
+// updates its networks' ranges one by one).
+template <class T>
+void check_adam_record(size_t n, size_t at) {
+  for (const AdamRoute route : {AdamRoute::kCpu, AdamRoute::kCudaT, AdamRoute::kCudaTDevice}) {
+    emu::set_schedule_seed(uint64_t(route) + 1);
+    for (const AdamRecordCase<T>& c : adam_record_cases<T>()) {
+      SCOPED_TRACE(std::string(route_name(route)) + ", " + c.what +
+                   (std::is_same_v<T, float> ? " (float)" : " (double)"));
+      AdamRun<T> run(adam_state(c, n, at), 0);
+      run.step(route, 1);
+      EXPECT_EQ(run.record, c.recorded ? 1 : 0);
+      EXPECT_TRUE(run.p.guards_intact() && run.m.guards_intact() && run.v.guards_intact());
+      const AdamRun<T> after_step_1 = run;
+      run.step(route, 2);
+      EXPECT_EQ(run.record, c.recorded ? 1 : 0) << "step 2";
+      EXPECT_EQ(run.same_state(after_step_1), c.recorded)
+          << (c.recorded ? "after a recorded update, a later step must change nothing"
+                         : "a finite state must go on updating");
+    }
+    const AdamState<T> finite = adam_state(adam_record_cases<T>()[0], n, at);
+    AdamRun<T> same_step(finite, 3);
+    same_step.step(route, 3);
+    EXPECT_FALSE(same_step.same_state(AdamRun<T>(finite, 3)))
+        << route_name(route) << ": an update of the recorded step must run";
+    EXPECT_EQ(same_step.record, 3) << route_name(route);
+  }
+}
+
+TEST(CudaKernels, AdamRecordsTheFirstUpdateThatLeavesAValueNonFinite) {
+  check_adam_record<float>(100003, 77777);  // several blocks per thread's grid stride
+  check_adam_record<double>(1000, 999);     // the last element
 }
 
 // ---------------------------------------------------------------- batch gather

@@ -229,12 +229,16 @@ void expectation_backward(T* dlogits, T* dll, T* dkl, const T* dL, const T* q, c
 
 // ---- Adam over one flat parameter buffer (PyTorch semantics, bias-corrected):
 // m = β1 m + (1−β1) g; v = β2 v + (1−β2) g²; p −= lr · m̂ / (√v̂ + eps), t ≥ 1.
+// non_finite_t (null: not kept) records the first update that left a parameter or moment
+// NaN or ±inf, for the divergence report: 0 while none has; such an update stores its t
+// there, and an update of a later t finds it set and changes nothing, so the state stays as
+// that update left it (a GPU runs a window of steps before the host looks).
 struct AdamConfig {
   double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
 };
 template <class T>
-void adam_step(T* params, T* m, T* v, const T* grads, size_t n, const AdamConfig& config,
-               int64_t t);
+void adam_step(T* params, T* m, T* v, const T* grads, size_t n, const AdamConfig& config, int64_t t,
+               int64_t* non_finite_t = nullptr);
 
 // ---- small reductions
 template <class T>

@@ -2,6 +2,7 @@
 // Precision-generic math for the kernels: float → the CUDA single-precision functions (libm's
 // under the emulator), double → the double ones. No fast-math intrinsics: results stay within
 // a few ulp of the CPU reference.
+#include <cfloat>
 #include <cmath>
 
 #include "kernels/cuda/launch.h"
@@ -37,6 +38,13 @@ __device__ __forceinline__ float fmax_(float a, float b) {
 }
 __device__ __forceinline__ double fmax_(double a, double b) {
   return fmax(a, b);
+}
+// Neither NaN nor ±inf: |x| ≤ the largest finite value (false for NaN), no branch.
+__device__ __forceinline__ bool finite_(float x) {
+  return fabsf(x) <= FLT_MAX;
+}
+__device__ __forceinline__ bool finite_(double x) {
+  return fabs(x) <= DBL_MAX;
 }
 
 }  // namespace equivae::cuda::math

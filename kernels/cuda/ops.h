@@ -171,12 +171,14 @@ void expectation_backward(T* dlogits, T* dll, T* dkl, const T* dL, const T* q, c
 
 // ---- Adam over the flat parameter buffer, one fused pass (PyTorch semantics, t ≥ 1). The
 // t_device overload reads t from device memory (graph replay: t changes every step).
+// non_finite_t: device memory, cpu::adam_step's record of the first update that went
+// non-finite (null: none kept).
 template <class T>
 void adam_step(T* params, T* m, T* v, const T* grads, size_t n, const cpu::AdamConfig& config,
-               int64_t t, cudaStream_t stream);
+               int64_t t, int64_t* non_finite_t, cudaStream_t stream);
 template <class T>
 void adam_step(T* params, T* m, T* v, const T* grads, size_t n, const cpu::AdamConfig& config,
-               const int64_t* t_device, cudaStream_t stream);
+               const int64_t* t_device, int64_t* non_finite_t, cudaStream_t stream);
 
 // ---- batch gather from a device-resident data set: out[i, :] = data[index[i], :]
 void gather_rows(float* out, const float* data, const int32_t* index, int B, int D,

@@ -378,10 +378,11 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
     });
   }
   void adam_step(T* params, T* m, T* v, const T* grads, size_t n, const AdamConfig& config,
-                 int64_t t) override {
+                 int64_t t, int64_t* non_finite_t) override {
     join_side_stream();
-    issue("adam_step",
-          [=, self = this] { cuda::adam_step(params, m, v, grads, n, config, t, self->stream_); });
+    issue("adam_step", [=, self = this] {
+      cuda::adam_step(params, m, v, grads, n, config, t, non_finite_t, self->stream_);
+    });
   }
   void dropout_forward(T* y, T* mask, const T* x, size_t n, T rate, uint64_t seed, uint64_t step,
                        uint32_t stream_id) override {
@@ -472,15 +473,17 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
     });
   }
   void adam_step(T* params, T* m, T* v, const T* grads, size_t n, const AdamConfig& config,
-                 const DeviceCounters* counters, bool beside) override {
+                 DeviceCounters* counters, bool beside) override {
     if (!beside) join_side_stream();
+    int64_t* non_finite_t = &counters->non_finite_t;
     issue("adam_step", [=, self = this] {
       if (!beside) {
-        cuda::adam_step(params, m, v, grads, n, config, &counters->t, self->stream_);
+        cuda::adam_step(params, m, v, grads, n, config, &counters->t, non_finite_t, self->stream_);
         return;
       }
       self->on_side_stream([=] {
-        cuda::adam_step(params, m, v, grads, n, config, &counters->t, self->side_stream());
+        cuda::adam_step(params, m, v, grads, n, config, &counters->t, non_finite_t,
+                        self->side_stream());
       });
     });
   }

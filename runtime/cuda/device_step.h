@@ -27,7 +27,10 @@ struct alignas(16) DeviceCounters {
   uint64_t step = 0;        // global step of the next replay (Philox counter)
   int64_t t = 1;            // Adam's t of the next replay (≥ 1)
   uint64_t first_step = 0;  // global step of slot 0 of the uploaded window
-  uint64_t reserved = 0;
+  // Adam's record of the window's first update that left a value NaN or infinite (its t; 0:
+  // none, cpu::adam_step): the later steps' updates change nothing, so the state stays as it
+  // left it. Read back with the window's metrics.
+  int64_t non_finite_t = 0;
 };
 
 constexpr int kMetricWidth = 4;   // doubles per step in the metric table
@@ -76,12 +79,12 @@ class DeviceStepOps {
   // sample_kl_forward with the step read from counters->step.
   virtual void sample_kl_forward(T* v, T* eps, T* kl, const T* mulv, int B, int d, uint64_t seed,
                                  const DeviceCounters* counters, uint32_t row0) = 0;
-  // adam_step with t read from counters->t. beside: over the parameters of a network whose
-  // backward is done, beside the backward still to come (a GPU: on the side stream, after
-  // everything issued so far on both streams); else after every gradient of the step.
+  // adam_step with t read from counters->t, recording a non-finite update in
+  // counters->non_finite_t. beside: over the parameters of a network whose backward is done,
+  // beside the backward still to come (a GPU: on the side stream, after everything issued so
+  // far on both streams); else after every gradient of the step.
   virtual void adam_step(T* params, T* m, T* v, const T* grads, size_t n,
-                         const cpu::AdamConfig& config, const DeviceCounters* counters,
-                         bool beside) = 0;
+                         const cpu::AdamConfig& config, DeviceCounters* counters, bool beside) = 0;
   // Whether a captured step should update each network's parameters as soon as its backward
   // is done, with adam_step(…, beside = true) (CudaBackendOptions::early_adam).
   virtual bool early_adam() const = 0;
