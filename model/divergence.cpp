@@ -17,15 +17,25 @@ std::string number(double value) {
   return buf;
 }
 
-// "(element i of n = value)" for the first non-finite element, else empty.
+// The index of the first non-finite element, n when there is none.
+template <class V>
+size_t first_bad_index(const V* data, size_t n) {
+  size_t i = 0;
+  while (i < n && std::isfinite(double(data[i]))) ++i;
+  return i;
+}
+
+// " (element i of n = value)"
+std::string element(size_t i, size_t n, double value) {
+  return " (element " + std::to_string(i) + " of " + std::to_string(n) + " = " + number(value) +
+         ")";
+}
+
+// " (element i of n = value)" for the first non-finite element, else empty.
 template <class V>
 std::string first_bad_element(const V* data, size_t n) {
-  for (size_t i = 0; i < n; ++i) {
-    if (std::isfinite(double(data[i]))) continue;
-    return " (element " + std::to_string(i) + " of " + std::to_string(n) + " = " +
-           number(double(data[i])) + ")";
-  }
-  return {};
+  const size_t i = first_bad_index(data, n);
+  return i < n ? element(i, n, double(data[i])) : std::string();
 }
 
 }  // namespace
@@ -68,6 +78,28 @@ std::string first_bad_tensor(const Checkpoint& ckpt, size_t begin, size_t end,
   }
   return {};
 }
+
+// The first non-finite element of Adam's moments (ckpt's tensors after the parameters'),
+// named within the parameter it belongs to: "Adam moment adam.v of finv.0.weight (element 7
+// of 401408 = inf)"; by its flat index where it lies in no parameter (alignment padding).
+template <class T>
+std::string first_bad_moment(const Checkpoint& ckpt, const std::vector<NamedParameter<T>>& params,
+                             const T* parameter_region) {
+  for (size_t k = params.size(); k < ckpt.tensors.size(); ++k) {
+    const NamedTensor& t = ckpt.tensors[k];
+    if (all_finite(t.data.data(), t.data.size())) continue;
+    const size_t i = first_bad_index(t.data.data(), t.data.size());
+    if (i == t.data.size()) continue;
+    const double value = t.data[i];
+    for (const NamedParameter<T>& p : params) {
+      const size_t offset = size_t(p.value - parameter_region);
+      if (i >= offset && i < offset + p.size)
+        return "Adam moment " + t.name + " of " + p.name + element(i - offset, p.size, value);
+    }
+    return "Adam moment " + t.name + element(i, t.data.size(), value);
+  }
+  return {};
+}
 }  // namespace
 
 std::string first_non_finite_state(const Checkpoint& ckpt, size_t parameters) {
@@ -90,10 +122,21 @@ std::string first_non_finite_tensor(EquiVae<T>& model) {
     const std::string bad = first_bad_element(host.data(), host.size());
     if (!bad.empty()) return "gradient of " + p.name + bad;
   }
-  return first_bad_tensor(ckpt, params.size(), ckpt.tensors.size(), "Adam moment");
+  return first_bad_moment(ckpt, params, model.parameters());
+}
+
+template <class T>
+std::string first_non_finite_state(EquiVae<T>& model) {
+  const Checkpoint ckpt = model.to_checkpoint();
+  const std::vector<NamedParameter<T>> params = model.named_parameters();
+  if (std::string bad = first_bad_tensor(ckpt, 0, params.size(), "parameter"); !bad.empty())
+    return bad;
+  return first_bad_moment(ckpt, params, model.parameters());
 }
 
 template std::string first_non_finite_tensor<float>(EquiVae<float>&);
 template std::string first_non_finite_tensor<double>(EquiVae<double>&);
+template std::string first_non_finite_state<float>(EquiVae<float>&);
+template std::string first_non_finite_state<double>(EquiVae<double>&);
 
 }  // namespace equivae

@@ -12,11 +12,17 @@ namespace equivae {
 std::string non_finite_loss_terms(const StepMetrics& metrics);
 
 // "parameter decoder.2.bias (element 5 of 784 = nan)", "gradient of finv.0.weight (…)",
-// "Adam moment adam.v (…)": the first non-finite tensor, scanning the parameters, then the
-// gradients of the last backward pass, then Adam's moments, each in checkpoint order. Empty
+// "Adam moment adam.v of finv.0.weight (…)": the first non-finite tensor, scanning the
+// parameters, then the gradients of the last backward pass, then Adam's moments, each in
+// checkpoint order (a moment's element is named within the parameter it belongs to). Empty
 // when all are finite. Reads the whole model back from the backend: for the error path only.
 template <class T>
 std::string first_non_finite_tensor(EquiVae<T>& model);
+
+// The same over the model's state alone (parameters, then Adam's moments): what an update
+// that went non-finite left.
+template <class T>
+std::string first_non_finite_state(EquiVae<T>& model);
 
 // The same over a checkpoint's state alone (parameters, then Adam's moments, the first
 // `parameters` tensors being the parameters), before it is written: a step can leave its loss

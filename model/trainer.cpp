@@ -9,6 +9,7 @@
 #include <fstream>
 #include <future>
 #include <memory>
+#include <optional>
 #include <string>
 #include <tuple>
 #include <utility>
@@ -28,6 +29,13 @@
 
 namespace equivae {
 namespace {
+
+// %g of a value, for messages.
+std::string format_number(double value) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", value);
+  return buf;
+}
 
 std::string format_duration(double seconds) {
   const int s = int(std::lround(seconds));
@@ -296,9 +304,10 @@ std::vector<EpochRecord> train(EquiVae<T>& model, const Dataset& labelled,
     }
     return k;
   };
-  // A step stops the run on a non-finite loss, not on an update that went non-finite (the
-  // epoch's last step's, say): such a state must not replace the last good checkpoint. Checked
-  // on the writer's thread, off the training's; the refusal surfaces at the next settle.
+  // Every step's loss and update are checked, so the state after an epoch is finite unless
+  // something outside the steps changed it: a last guard that a non-finite state never
+  // replaces the last good checkpoint. Checked on the writer's thread, off the training's;
+  // the refusal surfaces at the next settle.
   const size_t parameter_tensors = model.named_parameters().size();
   const CheckpointWriter::Refusal refuse_non_finite = [parameter_tensors](const Checkpoint& c) {
     const std::string bad = first_non_finite_state(c, parameter_tensors);
@@ -307,15 +316,37 @@ std::vector<EpochRecord> train(EquiVae<T>& model, const Dataset& labelled,
   auto where = [](uint64_t at, int epoch) {
     return "step " + std::to_string(at) + " (epoch " + std::to_string(epoch) + ")";
   };
+  // How to go on after a divergence: the same flags take the same steps again, and a run
+  // continued with --resume keeps the learning rate.
+  const std::string lower_lr = "; a lower learning rate may avoid it: start a new run with " +
+                               ("--lr below this run's " + format_number(config.lr)) +
+                               " (a run continued with --resume must keep it)";
+  // The device window's step whose update went non-finite, if any.
+  std::optional<uint64_t> window_diverged;
   auto diverged = [&](const StepMetrics& m, uint64_t at, int epoch) {
     std::string tensor = first_non_finite_tensor(model);
     if (tensor.empty()) tensor = "none: every parameter, gradient and Adam moment is finite";
-    // A device window ran to its end before its metrics were read: the state is after it.
-    const std::string state = on_device ? " after step " + std::to_string(window_last) : "";
+    // A device window ran to its end before its metrics were read: the state is after it, or
+    // after the update that went non-finite (the later ones change nothing).
+    const uint64_t last = window_diverged.value_or(window_last);
+    const std::string state = on_device ? " after step " + std::to_string(last) : "";
     const Kept k = kept_checkpoint();
     return Error(where(at, epoch), "training diverged: the loss is not finite (" +
                                        non_finite_loss_terms(m) + "); first non-finite tensor" +
-                                       state + ": " + tensor + "; " + k.text + k.failed);
+                                       state + ": " + tensor + "; " + k.text + k.failed + lower_lr);
+  };
+  // Step `s` of `epoch` (global step `at`) had a finite loss, however large, and an Adam update
+  // that left a parameter or moment NaN or infinite: the state is as that update left it.
+  auto update_diverged = [&](const StepMetrics& m, uint64_t at, int epoch, int64_t s) {
+    std::string tensor = first_non_finite_state(model);
+    if (tensor.empty()) tensor = "none found in the state read back";
+    const Kept k = kept_checkpoint();
+    const std::string in_epoch =
+        "step " + std::to_string(s + 1) + " of " + std::to_string(steps) + " of the epoch";
+    const std::string loss = "ELBO " + format_number(m.elbo() + log_prior);
+    return Error(where(at, epoch), "training diverged in " + in_epoch + ": its loss was finite (" +
+                                       loss + ") but its Adam update made a value non-finite: " +
+                                       tensor + "; " + k.text + k.failed + lower_lr);
   };
   // Stopped on request before step `s` of `epoch` (global step `at`).
   auto stopped = [&](uint64_t at, int epoch, int64_t s) {
@@ -350,6 +381,9 @@ std::vector<EpochRecord> train(EquiVae<T>& model, const Dataset& labelled,
           const int tuned_before = model.gemm_tuning().timed;
           window_metrics = model.train_steps(window, step);
           window_last = step + window.size() - 1;
+          window_diverged.reset();
+          for (size_t i = 0; i < window_metrics.size() && !window_diverged; ++i)
+            if (!window_metrics[i].update_finite) window_diverged = step + i;
           if (const GemmTuning& t = model.gemm_tuning(); t.timed > tuned_before && !options.quiet)
             std::fprintf(stderr,
                          "GEMM autotuning: %d cuBLASLt plans timed, %d changed (%d to the small "
@@ -369,10 +403,12 @@ std::vector<EpochRecord> train(EquiVae<T>& model, const Dataset& labelled,
       if (!std::isfinite(m.recon) || !std::isfinite(m.kl) || !std::isfinite(m.classifier_nll) ||
           !std::isfinite(m.unlabelled_bound))
         throw diverged(m, step, epoch);
+      bool update_finite = m.update_finite;  // on a device; on the host, asked after the update
       if (!on_device) {
         model.backward();
-        model.apply_adam();
+        update_finite = model.apply_adam();
       }
+      if (!update_finite) throw update_diverged(m, step, epoch, s);
       recon += m.recon;
       kl += m.kl;
       nll += m.classifier_nll;
