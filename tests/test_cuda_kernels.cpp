@@ -548,6 +548,8 @@ std::vector<AdamRecordCase<T>> adam_record_cases() {
       {"infinite gradient", 0.5, 0, 0, -inf, true},
       {"negative v (its square root is NaN)", 0.5, 0, -1, 0, true},
       {"infinite parameter", inf, 0, 0, 0.3, true},
+      {"infinite m, finite g and v (p's step is infinite)", 0.5, inf, 1e-4, 0.3, true},
+      {"NaN m", 0.5, nan, 1e-4, 0.3, true},
   };
 }
 

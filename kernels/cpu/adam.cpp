@@ -17,21 +17,18 @@ void adam_step(T* params, T* m, T* v, const T* grads, size_t n, const AdamConfig
   const double bc2 = 1.0 - std::pow(config.beta2, double(t));
   const T step_size = T(config.lr / bc1);
   const T inv_sqrt_bc2 = T(1.0 / std::sqrt(bc2));
-  // |x| ≤ max is false for NaN and ±inf alone: three compares per element, no branch, so the
-  // loop still vectorises (and costs nothing next to its memory traffic).
+  // |p| ≤ max and v ≤ max are false for NaN and ±inf alone; m goes non-finite only with v
+  // (through g) or p (through the step), so the two say whether any of the three did. Two
+  // compares per element, no branch: the loop still vectorises.
   const T largest = std::numeric_limits<T>::max();
   int non_finite = 0;
 #pragma omp parallel for simd schedule(static) reduction(| : non_finite) if (n > 262144)
   for (size_t i = 0; i < n; ++i) {
     const T g = grads[i];
-    const T mi = b1 * m[i] + (T(1) - b1) * g;
-    const T vi = b2 * v[i] + (T(1) - b2) * g * g;
-    const T pi = params[i] - step_size * mi / (std::sqrt(vi) * inv_sqrt_bc2 + eps);
-    m[i] = mi;
-    v[i] = vi;
-    params[i] = pi;
-    non_finite |= int(!(std::abs(pi) <= largest)) | int(!(std::abs(mi) <= largest)) |
-                  int(!(std::abs(vi) <= largest));
+    m[i] = b1 * m[i] + (T(1) - b1) * g;
+    v[i] = b2 * v[i] + (T(1) - b2) * g * g;
+    params[i] -= step_size * m[i] / (std::sqrt(v[i]) * inv_sqrt_bc2 + eps);
+    non_finite |= int(!(std::abs(params[i]) <= largest)) | int(!(v[i] <= largest));
   }
   if (non_finite && non_finite_t && *non_finite_t == 0) *non_finite_t = t;
 }

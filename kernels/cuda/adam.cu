@@ -7,11 +7,11 @@
 // elements; capping the grid amortises that over ~8 elements per thread for the model's
 // ~2 M parameters. With t read from device memory the same launch replays in a CUDA graph.
 //
-// Non-finite record (cpu::adam_step's non_finite_t): each thread notes whether any value it
-// wrote is NaN or ±inf (three compares per element, in registers); a warp with such a thread
-// stores t with one atomic from its first lane — only in the step that diverges. Every thread
-// reads the record once, beside t, and a later step's launch that finds it set returns at
-// once: only one step's updates ever store (all equal t), so the first one is what is kept.
+// Non-finite record (cpu::adam_step's non_finite_t): each thread notes whether a p or v it
+// wrote is NaN or ±inf (m goes so only with one of them): two compares per element, in
+// registers. A warp with such a thread stores t with one atomic from its first lane, only in
+// the step that diverges. Every thread reads the record once, beside t; a later step's launch
+// that finds it set returns at once, so only one step's updates ever store (all the same t).
 #include <cmath>
 
 #include "kernels/cuda/launch.h"
@@ -54,7 +54,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocksPerSm<T>)
     m[i] = mi;
     v[i] = vi;
     params[i] = pi;
-    finite &= math::finite_(pi) & math::finite_(mi) & math::finite_(vi);
+    finite &= math::finite_(pi) & math::finite_(vi);
   }
   // Every lane of the warp votes (none returned above unless the whole grid did). t ≥ 1, so
   // the unsigned maximum is the signed one (CUDA's 64-bit atomics take unsigned long long).
