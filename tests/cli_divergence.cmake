@@ -8,11 +8,12 @@ execute_process(COMMAND ${TRAIN} --device cpu --epochs 2 --lr 10 --quiet --out $
 if(NOT rc EQUAL 1)
   message(FATAL_ERROR "expected exit status 1, got '${rc}': ${out}${err}")
 endif()
-string(CONCAT want "train_mnist: error: step 1 \\(epoch 1\\): training diverged in step 2 of 50 of the epoch: "
-            "its loss was finite \\(ELBO -[0-9.]+e\\+[0-9]+\\) but its Adam update made a value "
-            "non-finite: Adam moment adam.v of [a-z]+\\.[0-9]+\\.weight \\(element [0-9]+ of "
-            "[0-9]+ = inf\\); no checkpoint of this run was written yet; a lower learning rate "
-            "may avoid it: start a new run with --lr below this run's 10")
+string(CONCAT want
+  "train_mnist: error: step 1 \\(epoch 1\\): training diverged in step 2 of 50 of the epoch: "
+  "its loss was finite \\(ELBO -[0-9.]+e\\+[0-9]+\\) but its Adam update made a value "
+  "non-finite: Adam moment adam.v of [a-z]+\\.[0-9]+\\.weight \\(element [0-9]+ of [0-9]+ "
+  "= inf\\); no checkpoint of this run was written yet; a lower learning rate may avoid it: "
+  "start a new run with --lr below this run's 10")
 if(NOT err MATCHES "${want}")
   message(FATAL_ERROR "expected /${want}/, got: ${err}")
 endif()
