@@ -416,6 +416,27 @@ TEST(Divergence, APoisonedParameterIsNamedAndTheLastCheckpointKept) {
   fs::remove_all(dir);
 }
 
+TEST(Divergence, OnADeviceANonFiniteLossNamesTheStateAfterItsStep) {
+  // As above on the emulated GPU: the window of steps 10-19 runs to its end before its losses
+  // are read, but step 10's NaN update stops the later ones, so the state named is step 10's.
+  const std::string dir = fresh_dir("poison_device");
+  auto backend = make_emulated_cuda_backend<float>();
+  EquiVae<float> model(test::tiny_config(), *backend);
+  TrainOptions options = test::quiet_options(3);
+  options.out_dir = dir;
+  options.after_epoch = [&](const EpochRecord& r) {
+    if (r.epoch != 1) return;
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    backend->upload(model.all_layers()[8]->b.data + 3, &nan, sizeof nan);  // decoder.2.bias[3]
+  };
+  expect_error([&] { train(model, train_set(), nullptr, options); },
+               {"step 10 (epoch 2): training diverged: the loss is not finite (reconstruction "
+                "log p(x|r,v) = nan",
+                "first non-finite tensor after step 10: parameter ",
+                "the last good checkpoint " + dir + "/checkpoint.safetensors (epoch 1) is kept"});
+  fs::remove_all(dir);
+}
+
 TEST(Divergence, AnInfiniteLearningRateIsCaughtAtTheFirstUpdate) {
   // Step 0's loss is finite; its Adam update with lr = +inf makes every parameter non-finite,
   // which stops the run at that step, naming the first parameter tensor.
