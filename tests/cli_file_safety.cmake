@@ -20,11 +20,7 @@ function(run expect_rc)
   set(err "${e}" PARENT_SCOPE)
 endfunction()
 
-function(expect_match text regex what)
-  if(NOT "${text}" MATCHES "${regex}")
-    message(FATAL_ERROR "${what}: expected /${regex}/ in: ${text}")
-  endif()
-endfunction()
+include(${CMAKE_CURRENT_LIST_DIR}/cli_expect.cmake)
 
 function(expect_same_file path hash what)
   file(SHA256 ${path} now)

@@ -23,11 +23,7 @@ function(run_tool expect_rc)  # run_tool(0|1 tool args...): sets out/err in the 
   set(err "${e}" PARENT_SCOPE)
 endfunction()
 
-function(expect_match text regex what)
-  if(NOT "${text}" MATCHES "${regex}")
-    message(FATAL_ERROR "${what}: expected /${regex}/ in: ${text}")
-  endif()
-endfunction()
+include(${CMAKE_CURRENT_LIST_DIR}/cli_expect.cmake)
 
 # Damaged checkpoints and images (tests/make_damaged_inputs.py writes them), each refused by
 # every tool that reads it, naming the file and the fault; Adam's moments are not needed.
