@@ -36,23 +36,39 @@ constexpr Field kFields[] = {
     {"checkpoint_seconds", &EpochRecord::checkpoint_seconds, true},
 };
 
+// An open descriptor, closed when it goes.
+class HeldOpen {
+ public:
+  explicit HeldOpen(int fd = -1) : fd_(fd) {}
+  ~HeldOpen() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  HeldOpen(const HeldOpen&) = delete;
+  HeldOpen& operator=(const HeldOpen&) = delete;
+
+ private:
+  int fd_;
+};
+
 // A FIFO is written into as a stream, and only when a process reads it: opening one that no
-// process reads would wait for a reader forever. A block device or a socket is no log.
-void check_stream_target(const std::string& path) {
+// process reads would wait for a reader forever. A block device or a socket is no log. The
+// FIFO's probe (a non-blocking writer) is returned open, to be held until the log's own stream
+// is open: closed in between, it would leave the pipe without writers, a waiting reader (cat,
+// jq) would read end-of-file and go, and the log's open would then wait forever.
+HeldOpen check_stream_target(const std::string& path) {
   std::error_code ec;
   const std::filesystem::file_type type = std::filesystem::status(path, ec).type();
-  if (type == std::filesystem::file_type::fifo) {
-    const int fd = ::open(path.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
-    check(fd >= 0, path, "cannot open for writing: is a FIFO (named pipe) that no process reads");
-    ::close(fd);
-  }
   check(type != std::filesystem::file_type::block && type != std::filesystem::file_type::socket,
         path, "cannot open for writing: is " + non_regular_kind(path) + ", not a file or a stream");
+  if (type != std::filesystem::file_type::fifo) return HeldOpen();
+  const int fd = ::open(path.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+  check(fd >= 0, path, "cannot open for writing: is a FIFO (named pipe) that no process reads");
+  return HeldOpen(fd);
 }
 
 // The reason goes with the refusal: a directory in the way, or the system's word for it.
 std::ofstream open_for_writing(const std::string& path) {
-  check_stream_target(path);
+  const HeldOpen probe = check_stream_target(path);
   errno = 0;
   std::ofstream out(path, std::ios::trunc);
   if (out.good()) return out;

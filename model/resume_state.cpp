@@ -120,12 +120,29 @@ void write_run_identity(Checkpoint& checkpoint, const RunIdentity& identity) {
   for (const RunField& f : identity) checkpoint.metadata[f.key] = f.value;
 }
 
+namespace {
+// Whether the checkpoint's model is dense (an absent architecture, from before the conv model,
+// means dense).
+bool checkpoint_says_dense(const Checkpoint& checkpoint) {
+  auto it = checkpoint.metadata.find("config.architecture");
+  return it == checkpoint.metadata.end() ||
+         it->second == architecture_name(EquiVaeConfig{}.architecture);
+}
+}  // namespace
+
 void check_same_run(const Checkpoint& checkpoint, const std::string& path,
                     const RunIdentity& identity) {
   // A newer format may mean other keys: said first, before any field is compared.
   check_checkpoint_format(checkpoint, path);
   std::string differences;
+  // A dense run's checkpoint of an earlier build recorded the default geometry, not its images'
+  // (it has no "image_shape"): its input_dim alone says what it took.
+  const bool geometry_unrecorded =
+      !checkpoint.metadata.count("image_shape") && checkpoint_says_dense(checkpoint);
   for (const RunField& f : identity) {
+    if (geometry_unrecorded &&
+        (f.key == "config.channels" || f.key == "config.height" || f.key == "config.width"))
+      continue;
     auto it = checkpoint.metadata.find(f.key);
     const std::string& written = it == checkpoint.metadata.end() && !f.if_absent.empty()
                                      ? f.if_absent

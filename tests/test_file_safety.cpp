@@ -8,6 +8,7 @@
 #include <stdio_ext.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -177,6 +178,47 @@ TEST_F(FileSafety, AJsonLogFifoThatNoProcessReadsIsRefused) {
   const std::string f = fifo("log");
   EXPECT_EQ(error_of([&] { MetricsLog(path("metrics.csv"), f, {}); }, f),
             f + ": cannot open for writing: is a FIFO (named pipe) that no process reads");
+}
+
+// A reader that stops at the first end-of-file (cat, jq) gets every line: the refusal's probe
+// of the FIFO stays open until the log's own stream is, so the pipe is never without a writer
+// in between (closed early, the reader went and the log's open waited forever: 1 tool run in
+// 15, here round 233 of 300).
+// Each round in a child process, so that a hang fails the test rather than stalling it.
+TEST_F(FileSafety, AJsonLogFifoWithAReaderThatStopsAtEndOfFileGetsEveryLine) {
+  const std::string f = fifo("read");
+  for (int round = 0; round < 300; ++round) {
+    const pid_t child = ::fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+      ::alarm(10);  // a hang ends the child with SIGALRM
+      std::thread reader([&] {
+        const int fd = ::open(f.c_str(), O_RDONLY);
+        char buffer[4096];
+        while (fd >= 0 && ::read(fd, buffer, sizeof buffer) > 0) {
+        }
+        if (fd >= 0) ::close(fd);
+      });
+      // Until the reader waits in its open, the log is refused as having none: try again.
+      for (int attempt = 0;; ++attempt) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(1 + round % 4));
+        try {
+          MetricsLog log(path("metrics.csv"), f, {});
+          log.append(EpochRecord{});
+          break;
+        } catch (const Error&) {
+          if (attempt == 1000) ::_exit(3);
+        }
+      }
+      reader.join();
+      ::_exit(0);
+    }
+    int status = 0;
+    ASSERT_EQ(::waitpid(child, &status, 0), child);
+    ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+        << "round " << round << ": the log's open waited for a reader that had gone (status "
+        << status << ")";
+  }
 }
 
 TEST_F(FileSafety, ADataDirectoryThatIsNotSvhnsSaysWhy) {

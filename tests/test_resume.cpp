@@ -292,6 +292,30 @@ TEST(Resume, CheckpointsWithoutTheConvolutionalKeysAreDenseBernoulliRuns) {
   fs::remove_all(conv_dir);
 }
 
+TEST(Resume, DenseCheckpointsOfEarlierBuildsResumeWhateverTheirImagesShape) {
+  // Before dense checkpoints recorded their images' shape ("image_shape"), their config held the
+  // default geometry 1 x 28 x 28 whatever the images were: such a checkpoint of a dense run on
+  // 3 x 8 x 8 images resumes (its input_dim says what it took).
+  static const Dataset blobs = test::coloured_blobs(120, 3, 8);
+  EquiVaeConfig config = test::tiny_config();
+  config.input_dim = blobs.dim;
+  config.channels = blobs.channels;
+  config.height = blobs.rows;
+  config.width = blobs.cols;
+  const std::string dir = fresh_dir("older-dense-shape");
+  const std::string path = dir + "/checkpoint.safetensors";
+  train_run(cpu(), config, blobs, nullptr, 1, dir, "", &blobs);
+  Checkpoint older = load_checkpoint(path);
+  EXPECT_EQ(older.metadata.erase("image_shape"), 1u);
+  older.metadata["config.channels"] = "1";
+  older.metadata["config.height"] = older.metadata["config.width"] = "28";
+  const std::string older_path = dir + "/older.safetensors";
+  save_checkpoint(older_path, older);
+  const TrainedRun resumed = train_run(cpu(), config, blobs, nullptr, 2, "", older_path, &blobs);
+  EXPECT_EQ(resumed.records.size(), 2u);
+  fs::remove_all(dir);
+}
+
 TEST(Resume, HistoryWithoutTheTimeBreakdownResumesWithZeros) {
   // Checkpoints written before the per-epoch time breakdown hold records without
   // train_seconds, validation_seconds and checkpoint_seconds: they resume, those read 0.

@@ -98,7 +98,8 @@ inline void check_run_outputs(const Flags& f, const DataSource& source) {
   const NamedPath json_log{"--log-json", json};
   check_not_an_input(json_log, data);
   check_not_an_input(json_log, {resume});
-  for (const NamedPath& own : {checkpoint, logs[0], logs[1]})
+  // OUT/metrics.jsonl itself is where the JSON lines go without the flag: the same, allowed.
+  for (const NamedPath& own : {checkpoint, logs[0]})
     check(!same_file(json, own.path), "--log-json",
           json + " is the run's own " + std::filesystem::path(own.path).filename().string() +
               " in --out " + out +
