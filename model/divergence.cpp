@@ -7,15 +7,15 @@
 #include <vector>
 
 namespace equivae {
-namespace {
 
-// %g of a value; NaN as "nan" whatever its sign bit.
-std::string number(double value) {
+std::string format_number(double value) {
   if (std::isnan(value)) return "nan";
   char buf[32];
   std::snprintf(buf, sizeof buf, "%g", value);
   return buf;
 }
+
+namespace {
 
 // The index of the first non-finite element, n when there is none.
 template <class V>
@@ -27,8 +27,8 @@ size_t first_bad_index(const V* data, size_t n) {
 
 // " (element i of n = value)"
 std::string element(size_t i, size_t n, double value) {
-  return " (element " + std::to_string(i) + " of " + std::to_string(n) + " = " + number(value) +
-         ")";
+  return " (element " + std::to_string(i) + " of " + std::to_string(n) + " = " +
+         format_number(value) + ")";
 }
 
 // " (element i of n = value)" for the first non-finite element, else empty.
@@ -45,7 +45,7 @@ std::string non_finite_loss_terms(const StepMetrics& m) {
   auto term = [&](const char* name, double value) {
     if (std::isfinite(value)) return;
     if (!out.empty()) out += ", ";
-    out += name + std::string(" = ") + number(value);
+    out += name + std::string(" = ") + format_number(value);
   };
   term("reconstruction log p(x|r,v)", m.recon);
   term("KL", m.kl);
@@ -108,30 +108,36 @@ std::string first_non_finite_state(const Checkpoint& ckpt, size_t parameters) {
   return bad;
 }
 
+namespace {
+// The first non-finite tensor of the parameters, then (with_gradients) the last backward's
+// gradients, then Adam's moments.
 template <class T>
-std::string first_non_finite_tensor(EquiVae<T>& model) {
+std::string first_non_finite(EquiVae<T>& model, bool with_gradients) {
   // The checkpoint's tensors: the named parameters in order, then the Adam moments.
   const Checkpoint ckpt = model.to_checkpoint();
   const std::vector<NamedParameter<T>> params = model.named_parameters();
   if (std::string bad = first_bad_tensor(ckpt, 0, params.size(), "parameter"); !bad.empty())
     return bad;
   std::vector<T> host;
-  for (const NamedParameter<T>& p : params) {
-    host.resize(p.size);
-    model.backend().download(host.data(), p.grad, host.size() * sizeof(T));
-    const std::string bad = first_bad_element(host.data(), host.size());
-    if (!bad.empty()) return "gradient of " + p.name + bad;
-  }
+  if (with_gradients)
+    for (const NamedParameter<T>& p : params) {
+      host.resize(p.size);
+      model.backend().download(host.data(), p.grad, host.size() * sizeof(T));
+      const std::string bad = first_bad_element(host.data(), host.size());
+      if (!bad.empty()) return "gradient of " + p.name + bad;
+    }
   return first_bad_moment(ckpt, params, model.parameters());
+}
+}  // namespace
+
+template <class T>
+std::string first_non_finite_tensor(EquiVae<T>& model) {
+  return first_non_finite(model, /*with_gradients=*/true);
 }
 
 template <class T>
 std::string first_non_finite_state(EquiVae<T>& model) {
-  const Checkpoint ckpt = model.to_checkpoint();
-  const std::vector<NamedParameter<T>> params = model.named_parameters();
-  if (std::string bad = first_bad_tensor(ckpt, 0, params.size(), "parameter"); !bad.empty())
-    return bad;
-  return first_bad_moment(ckpt, params, model.parameters());
+  return first_non_finite(model, /*with_gradients=*/false);
 }
 
 template std::string first_non_finite_tensor<float>(EquiVae<float>&);

@@ -8,6 +8,9 @@
 
 namespace equivae {
 
+// %g of a value, for the messages; NaN as "nan" whatever its sign bit.
+std::string format_number(double value);
+
 // "reconstruction log p(x|r,v) = nan, KL = inf"; empty when every term is finite.
 std::string non_finite_loss_terms(const StepMetrics& metrics);
 

@@ -30,13 +30,6 @@
 namespace equivae {
 namespace {
 
-// %g of a value, for messages.
-std::string format_number(double value) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%g", value);
-  return buf;
-}
-
 std::string format_duration(double seconds) {
   const int s = int(std::lround(seconds));
   char buf[32];
@@ -84,9 +77,11 @@ bool holds_something(const std::string& path, const std::string& header = "") {
 // Whether out_dir holds files of this run's names that it would overwrite: another run's
 // checkpoint, its logs, or the user's own files of those names.
 bool holds_files_to_keep(const std::string& out_dir) {
-  return holds_something(out_dir + "/checkpoint.safetensors") ||
-         holds_something(out_dir + "/metrics.csv", metrics_csv_header()) ||
-         holds_something(out_dir + "/metrics.jsonl");
+  for (const char* name : kRunFiles)
+    if (holds_something(out_dir + "/" + name,
+                        std::string(name) == "metrics.csv" ? metrics_csv_header() : ""))
+      return true;
+  return false;
 }
 
 // Files of this run's names, moved aside so that this run does not overwrite them.

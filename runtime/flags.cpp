@@ -71,6 +71,13 @@ bool parse_integer(const std::string& text, int64_t& value, bool* out_of_range) 
   return whole && ec == std::errc();
 }
 
+bool parse_number(const std::string& text, double& value, bool* out_of_range) {
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  const bool whole = !text.empty() && end == text.data() + text.size();
+  if (out_of_range) *out_of_range = whole && ec == std::errc::result_out_of_range;
+  return whole && ec == std::errc();
+}
+
 int64_t Flags::get_int(const std::string& name, int64_t min, int64_t max) const {
   const std::string text = get(name);
   const std::string range = "[" + std::to_string(min) + ", " + std::to_string(max) + "]";
@@ -88,12 +95,10 @@ double Flags::get_double(const std::string& name, double min, double max) const 
   std::ostringstream range;
   range << "[" << min << ", " << max << "]";
   double value = 0;
-  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-  const bool whole = end == text.data() + text.size();
-  check(ec != std::errc::result_out_of_range || !whole, "--" + name,
-        text + " is out of range: must be a number in " + range.str());
-  check(ec == std::errc() && whole && !text.empty() && std::isfinite(value), "--" + name,
-        "expects a number, got '" + text + "'");
+  bool out_of_range = false;
+  const bool parsed = parse_number(text, value, &out_of_range);
+  check(!out_of_range, "--" + name, text + " is out of range: must be a number in " + range.str());
+  check(parsed && std::isfinite(value), "--" + name, "expects a number, got '" + text + "'");
   check(value >= min && value <= max, "--" + name, "must be in " + range.str() + ", got " + text);
   return value;
 }

@@ -11,6 +11,8 @@ namespace equivae {
 // A whole decimal integer as the flags read one (no spaces, no '+', nothing after it); false
 // when text is not one or is beyond int64_t (out_of_range then says which).
 bool parse_integer(const std::string& text, int64_t& value, bool* out_of_range = nullptr);
+// The same for a decimal number ("1e-3", ".5"; also "inf" and "nan", which callers judge).
+bool parse_number(const std::string& text, double& value, bool* out_of_range = nullptr);
 
 class Flags {
  public:

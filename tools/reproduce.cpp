@@ -13,7 +13,6 @@
 #include <zlib.h>
 
 #include <algorithm>
-#include <charconv>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -165,9 +164,7 @@ class RunsRow {
   double number(size_t column) const {
     const std::string& text = fields_[column];
     double value = 0;
-    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-    check(!text.empty() && ec == std::errc() && end == text.data() + text.size(), where(column),
-          "'" + text + "' is not a number");
+    check(parse_number(text, value), where(column), "'" + text + "' is not a number");
     return value;
   }
   std::string where_;

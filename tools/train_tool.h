@@ -147,8 +147,9 @@ inline int train_tool(const TrainTool& tool, int argc, char** argv) {
   // Reading the data (file reads, inflation) and starting the backend (on a GPU: the driver,
   // the context, the BLAS handles) are independent: side by side. The flags are parsed here;
   // the other thread only reads files.
-  check_run_outputs(flags, data_source(flags, 0));
-  auto loading = std::async(std::launch::async, [source = data_source(flags, 0)] {
+  const DataSource source = data_source(flags, 0);
+  check_run_outputs(flags, source);
+  auto loading = std::async(std::launch::async, [source] {
     const auto t0 = Clock::now();
     DataSplits splits = load_splits(source);
     return std::pair{std::move(splits), seconds_since(t0)};
