@@ -274,6 +274,11 @@ TrainSummary MlpClassifier<T>::train(const std::vector<float>& features,
   const int64_t n = int64_t(labels.size());
   check(n >= 1, "classifier training data", "is empty");
 
+  // Step `s` (from 0) of `steps` in `epoch`, counted from 1 as the trainer's messages count.
+  auto where = [&](int epoch, int64_t s, int64_t steps) {
+    return "classifier epoch " + std::to_string(epoch) + " of " + std::to_string(config_.epochs) +
+           ", step " + std::to_string(s + 1) + " of " + std::to_string(steps);
+  };
   TrainSummary summary;
   std::vector<int64_t> order(n);
   std::vector<T> best_params;
@@ -288,15 +293,11 @@ TrainSummary MlpClassifier<T>::train(const std::vector<float>& features,
     const int64_t steps = (n + B_ - 1) / B_;
     for (int64_t begin = 0; begin < n; begin += B_) {
       if (stop_requested && stop_requested())
-        throw Interrupted(
-            "classifier epoch " + std::to_string(epoch) + " of " + std::to_string(config_.epochs),
-            "stopped on request before step " + std::to_string(begin / B_ + 1) + " of " +
-                std::to_string(steps) + " of the epoch");
+        throw Interrupted(where(epoch, begin / B_, steps), "stopped on request before this step");
       const int count = int(std::min<int64_t>(B_, n - begin));
       load_batch(features.data(), labels.data(), order.data() + begin, count);
       const double loss = forward(true, uint64_t(adam_steps_));
-      check(std::isfinite(loss), "classifier step " + std::to_string(adam_steps_),
-            "the loss is not finite");
+      check(std::isfinite(loss), where(epoch, begin / B_, steps), "the loss is not finite");
       backward();
       apply_adam();
       loss_sum += loss * count;

@@ -308,8 +308,11 @@ std::vector<EpochRecord> train(EquiVae<T>& model, const Dataset& labelled,
     const std::string bad = first_non_finite_state(c, parameter_tensors);
     return bad.empty() ? bad : "the state after the epoch's last step is not finite: " + bad;
   };
-  auto where = [](uint64_t at, int epoch) {
-    return "step " + std::to_string(at) + " (epoch " + std::to_string(epoch) + ")";
+  // Where a step stands, every count from 1: step `s` (from 0) of `epoch`, the run's step `at`
+  // (from 0, as the sampler and the checkpoint count).
+  auto where = [&](uint64_t at, int epoch, int64_t s) {
+    return "epoch " + std::to_string(epoch) + ", step " + std::to_string(s + 1) + " of " +
+           std::to_string(steps) + " (step " + std::to_string(at + 1) + " of the run)";
   };
   // How to go on after a divergence: the same flags take the same steps again, and a run
   // continued with --resume keeps the learning rate.
@@ -318,17 +321,19 @@ std::vector<EpochRecord> train(EquiVae<T>& model, const Dataset& labelled,
                                " (a run continued with --resume must keep it)";
   // The device window's step whose update went non-finite, if any.
   std::optional<uint64_t> window_diverged;
-  auto diverged = [&](const StepMetrics& m, uint64_t at, int epoch) {
+  auto diverged = [&](const StepMetrics& m, uint64_t at, int epoch, int64_t s) {
     std::string tensor = first_non_finite_tensor(model);
     if (tensor.empty()) tensor = "none: every parameter, gradient and Adam moment is finite";
     // A device window ran to its end before its metrics were read: the state is after it, or
     // after the update that went non-finite (the later ones change nothing).
     const uint64_t last = window_diverged.value_or(window_last);
-    const std::string state = on_device ? " after step " + std::to_string(last) : "";
+    const std::string state =
+        on_device ? " after step " + std::to_string(last + 1) + " of the run" : "";
     const Kept k = kept_checkpoint();
-    return Error(where(at, epoch), "training diverged: the loss is not finite (" +
-                                       non_finite_loss_terms(m) + "); first non-finite tensor" +
-                                       state + ": " + tensor + "; " + k.text + k.failed + lower_lr);
+    return Error(where(at, epoch, s), "training diverged: the loss is not finite (" +
+                                          non_finite_loss_terms(m) + "); first non-finite tensor" +
+                                          state + ": " + tensor + "; " + k.text + k.failed +
+                                          lower_lr);
   };
   // Step `s` of `epoch` (global step `at`) had a finite loss, however large, and an Adam update
   // that left a parameter or moment NaN or infinite: the state is as that update left it.
@@ -336,21 +341,18 @@ std::vector<EpochRecord> train(EquiVae<T>& model, const Dataset& labelled,
     std::string tensor = first_non_finite_state(model);
     if (tensor.empty()) tensor = "none found in the state read back";
     const Kept k = kept_checkpoint();
-    const std::string in_epoch =
-        "step " + std::to_string(s + 1) + " of " + std::to_string(steps) + " of the epoch";
     const std::string loss = "ELBO " + format_number(m.elbo() + log_prior);
-    return Error(where(at, epoch), "training diverged in " + in_epoch + ": its loss was finite (" +
-                                       loss + ") but its Adam update made a value non-finite: " +
-                                       tensor + "; " + k.text + k.failed + lower_lr);
+    return Error(where(at, epoch, s), "training diverged: its loss was finite (" + loss +
+                                          ") but its Adam update made a value non-finite: " +
+                                          tensor + "; " + k.text + k.failed + lower_lr);
   };
   // Stopped on request before step `s` of `epoch` (global step `at`).
   auto stopped = [&](uint64_t at, int epoch, int64_t s) {
     const Kept k = kept_checkpoint();
     // A write in flight that failed leaves the one before it, which still resumes.
     const std::string next = k.path.empty() ? "" : ": continue with --resume " + k.path;
-    return Interrupted(where(at, epoch), "stopped on request before step " + std::to_string(s + 1) +
-                                             " of " + std::to_string(steps) + " of the epoch; " +
-                                             k.text + next + k.failed);
+    return Interrupted(where(at, epoch, s),
+                       "stopped on request before this step; " + k.text + next + k.failed);
   };
   for (int epoch = first_epoch; epoch <= options.epochs; ++epoch) {
     const auto epoch_start = Clock::now();
@@ -397,7 +399,7 @@ std::vector<EpochRecord> train(EquiVae<T>& model, const Dataset& labelled,
       }();
       if (!std::isfinite(m.recon) || !std::isfinite(m.kl) || !std::isfinite(m.classifier_nll) ||
           !std::isfinite(m.unlabelled_bound))
-        throw diverged(m, step, epoch);
+        throw diverged(m, step, epoch, s);
       bool update_finite = m.update_finite;  // on a device; on the host, asked after the update
       if (!on_device) {
         model.backward();

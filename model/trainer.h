@@ -64,11 +64,11 @@ struct EpochRecord {
 };
 
 // Trains until epoch options.epochs and returns every epoch's record (a resumed run's
-// earlier epochs included). Throws Error("step N (epoch E)", ...) at the first step whose
-// loss is not finite, naming the non-finite loss term and the first non-finite parameter,
-// gradient or Adam moment by its checkpoint name, or whose Adam update left a parameter or
-// moment non-finite (a finite loss, however large, is no error), naming the step within the
-// epoch and the first non-finite parameter or moment and element; the last epoch's
+// earlier epochs included). Throws Error("epoch E, step S of N (step G of the run)", ...), every
+// count from 1, at the first step whose loss is not finite, naming the non-finite loss term and
+// the first non-finite parameter, gradient or Adam moment by its checkpoint name, or whose Adam
+// update left a parameter or moment non-finite (a finite loss, however large, is no error),
+// naming the first non-finite parameter or moment and element; the last epoch's
 // checkpoint stays on disk untouched and the diverged epoch gets no row in the logs.
 // Throws Interrupted when options.stop_requested says so.
 // A checkpoint that cannot be written throws Error naming the file and the epoch, at the next

@@ -56,7 +56,7 @@ def stop_with(sig, out):
     name = signal.Signals(sig).name
     expect(rc == 128 + sig, f"{name}: exit status {rc}, want {128 + sig}; stderr:\n{said[-2000:]}")
     expect("stopping after the current step" in said, f"{name}: no notice on stderr")
-    expect("train_mnist: interrupted: step " in said, f"{name}: no 'interrupted' line:\n{said[-2000:]}")
+    expect("train_mnist: interrupted: epoch " in said, f"{name}: no 'interrupted' line:\n{said[-2000:]}")
     expect(f"continue with --resume {checkpoint}" in said, f"{name}: no --resume advice")
     left = sorted(os.listdir(out))
     expect(left == ["checkpoint.safetensors", "metrics.csv", "metrics.jsonl"],
@@ -124,7 +124,7 @@ def classifiers_stopped():
     rc, said = reproduce(out, args, signal.SIGINT, f"{run}/metrics.csv", 2)
     expect(rc == 130, f"classifiers: exit status {rc}, want 130:\n{said[-2000:]}")
     expect(re.search(r"reproduce: interrupted: labels 100 seed 1, (neural|benchmark) classifier "
-                     r"epoch \d+ of 3000: stopped on request", said),
+                     r"epoch \d+ of 3000, step \d+ of \d+: stopped on request", said),
            f"classifiers: no 'interrupted' line:\n{said[-2000:]}")
     expect(f"--reuse {out}/runs.csv continues from there, training only the classifiers" in said,
            "classifiers: no --reuse advice")
@@ -149,8 +149,9 @@ def equivae_stopped():
     args = ["--labels", "100", "--epochs", "20"]
     rc, said = reproduce(out, args, signal.SIGINT, f"{run}/metrics.csv", 10)
     expect(rc == 130, f"equivae: exit status {rc}, want 130:\n{said[-2000:]}")
-    expect(re.search(r"reproduce: interrupted: labels 100 seed 1, step \d+ \(epoch \d+\): "
-                     r"stopped on request", said), f"equivae: no 'interrupted' line:\n{said}")
+    expect(re.search(r"reproduce: interrupted: labels 100 seed 1, epoch \d+, step \d+ of \d+ "
+                     r"\(step \d+ of the run\): stopped on request", said),
+           f"equivae: no 'interrupted' line:\n{said}")
     expect(f"--reuse {out}/runs.csv continues from there" in said, "equivae: no --reuse advice")
     row, epoch = continued(out, args, run, "equivae")
     expect(epoch >= 9, f"equivae: continued from epoch {epoch}, want 9 or later")

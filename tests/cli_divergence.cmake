@@ -9,7 +9,7 @@ if(NOT rc EQUAL 1)
   message(FATAL_ERROR "expected exit status 1, got '${rc}': ${out}${err}")
 endif()
 string(CONCAT want
-  "train_mnist: error: step 1 \\(epoch 1\\): training diverged in step 2 of 50 of the epoch: "
+  "train_mnist: error: epoch 1, step 2 of 50 \\(step 2 of the run\\): training diverged: "
   "its loss was finite \\(ELBO -[0-9.]+e\\+[0-9]+\\) but its Adam update made a value "
   "non-finite: Adam moment adam.v of [a-z]+\\.[0-9]+\\.weight \\(element [0-9]+ of [0-9]+ "
   "= inf\\); no checkpoint of this run was written yet; a lower learning rate may avoid it: "

@@ -315,8 +315,8 @@ TEST(Classifier, StopsBeforeTheStepWhenAsked) {
     stopped.train(train.x, train.y, &val.x, &val.y, [&] { return ++asked == 12; });
     ADD_FAILURE() << "the classifier did not stop";
   } catch (const Interrupted& e) {
-    EXPECT_EQ(e.context(), "classifier epoch 2 of 5");
-    EXPECT_NE(std::string(e.what()).find("before step 3 of 9 of the epoch"), std::string::npos)
+    EXPECT_EQ(e.context(), "classifier epoch 2 of 5, step 3 of 9");
+    EXPECT_NE(std::string(e.what()).find("stopped on request before this step"), std::string::npos)
         << e.what();
   }
   EXPECT_EQ(asked, 12);

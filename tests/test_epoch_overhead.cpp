@@ -440,7 +440,9 @@ TEST_F(EpochCheckpoint, AnUnwritableCheckpointStopsTheRunNamingTheFile) {
   } catch (const Error& e) {
     std::printf("[ message ] %s\n", e.what());
     const std::string message = e.what();
-    EXPECT_NE(message.find("step 10 (epoch 2): training diverged"), std::string::npos) << message;
+    EXPECT_NE(message.find("epoch 2, step 1 of 10 (step 11 of the run): training diverged"),
+              std::string::npos)
+        << message;
     EXPECT_NE(message.find("no checkpoint of this run was written yet; " + target +
                            ": the checkpoint of epoch 1 was not written: cannot create temp file"),
               std::string::npos)

@@ -389,17 +389,20 @@ void check_stop_and_resume(const BackendFactory& make_backend, const std::string
 
 TEST(Interrupt, AStopRequestEndsTheRunAtTheNextStepAndItsResumeEqualsTheWholeRun) {
   // 10 steps per epoch: asked before step 15, the 6th of epoch 2.
-  check_stop_and_resume(cpu(), "stop-cpu", 15, 512,
-                        {"step 15 (epoch 2)", "stopped on request before step 6 of 10"}, 1);
+  check_stop_and_resume(
+      cpu(), "stop-cpu", 15, 512,
+      {"epoch 2, step 6 of 10 (step 16 of the run): stopped on request before this step"}, 1);
 }
 
 TEST(Interrupt, OnADeviceTheRunStopsBeforeTheNextWindowOfSteps) {
   // Windows of 4 steps (4, 4, 2 per epoch): the 5th question comes before step 14.
-  check_stop_and_resume(emulated_cuda(), "stop-emulated", 4, 4,
-                        {"step 14 (epoch 2)", "stopped on request before step 5 of 10"}, 1);
+  check_stop_and_resume(
+      emulated_cuda(), "stop-emulated", 4, 4,
+      {"epoch 2, step 5 of 10 (step 15 of the run): stopped on request before this step"}, 1);
   // At an epoch's start, once the previous epoch's checkpoint is on disk.
-  check_stop_and_resume(emulated_cuda(), "stop-emulated-epoch", 2, 512,
-                        {"step 20 (epoch 3)", "stopped on request before step 1 of 10"}, 2);
+  check_stop_and_resume(
+      emulated_cuda(), "stop-emulated-epoch", 2, 512,
+      {"epoch 3, step 1 of 10 (step 21 of the run): stopped on request before this step"}, 2);
 }
 
 TEST(Interrupt, BeforeTheFirstCheckpointNothingIsOfferedToResume) {
@@ -407,9 +410,9 @@ TEST(Interrupt, BeforeTheFirstCheckpointNothingIsOfferedToResume) {
   EquiVae<float> model(test::tiny_config(), *backend);
   TrainOptions options = test::quiet_options(2);
   options.stop_requested = [] { return true; };
-  const std::string what =
-      expect_error<Interrupted>([&] { train(model, train_set(), &validation_set(), options); },
-                                {"step 0 (epoch 1)", "no checkpoint of this run was written yet"});
+  const std::string what = expect_error<Interrupted>(
+      [&] { train(model, train_set(), &validation_set(), options); },
+      {"epoch 1, step 1 of 10 (step 1 of the run)", "no checkpoint of this run was written yet"});
   EXPECT_EQ(what.find("--resume"), std::string::npos) << what;
 }
 
@@ -429,10 +432,11 @@ TEST(Divergence, APoisonedParameterIsNamedAndTheLastCheckpointKept) {
     const float nan = std::numeric_limits<float>::quiet_NaN();
     backend->upload(layers[8]->b.data + 3, &nan, sizeof nan);  // decoder.2.bias[3]
   };
-  expect_error([&] { train(model, train_set(), nullptr, options); },
-               {"step 10 (epoch 2)", "diverged", "reconstruction log p(x|r,v) = nan",
-                "parameter decoder.2.bias (element 3 of 784 = nan)",
-                "the last good checkpoint " + path + " (epoch 1) is kept untouched"});
+  expect_error(
+      [&] { train(model, train_set(), nullptr, options); },
+      {"epoch 2, step 1 of 10 (step 11 of the run)", "diverged",
+       "reconstruction log p(x|r,v) = nan", "parameter decoder.2.bias (element 3 of 784 = nan)",
+       "the last good checkpoint " + path + " (epoch 1) is kept untouched"});
   const Checkpoint on_disk = load_checkpoint(path);
   EXPECT_EQ(on_disk.metadata.at("epoch"), "1");
   expect_same_tensors(saved, on_disk, "the checkpoint before the divergence");
@@ -453,11 +457,12 @@ TEST(Divergence, OnADeviceANonFiniteLossNamesTheStateAfterItsStep) {
     const float nan = std::numeric_limits<float>::quiet_NaN();
     backend->upload(model.all_layers()[8]->b.data + 3, &nan, sizeof nan);  // decoder.2.bias[3]
   };
-  expect_error([&] { train(model, train_set(), nullptr, options); },
-               {"step 10 (epoch 2): training diverged: the loss is not finite (reconstruction "
-                "log p(x|r,v) = nan",
-                "first non-finite tensor after step 10: parameter ",
-                "the last good checkpoint " + dir + "/checkpoint.safetensors (epoch 1) is kept"});
+  expect_error(
+      [&] { train(model, train_set(), nullptr, options); },
+      {"epoch 2, step 1 of 10 (step 11 of the run): training diverged: the loss is not finite "
+       "(reconstruction log p(x|r,v) = nan",
+       "first non-finite tensor after step 11 of the run: parameter ",
+       "the last good checkpoint " + dir + "/checkpoint.safetensors (epoch 1) is kept"});
   fs::remove_all(dir);
 }
 
@@ -467,7 +472,7 @@ TEST(Divergence, AnInfiniteLearningRateIsCaughtAtTheFirstUpdate) {
   EquiVaeConfig config = test::tiny_config();
   config.lr = std::numeric_limits<double>::infinity();
   expect_error([&] { train_run(cpu(), config, train_set(), nullptr, 1, ""); },
-               {"step 0 (epoch 1): training diverged in step 1 of 10 of the epoch",
+               {"epoch 1, step 1 of 10 (step 1 of the run): training diverged: its loss was finite",
                 "its Adam update made a value non-finite: parameter finv.0.weight (element 0 of",
                 "no checkpoint of this run was written yet"});
 }
@@ -496,13 +501,14 @@ TEST(Divergence, AnUpdateGoneNonFiniteStopsAtItsStepAndKeepsTheLastCheckpoint) {
         if (t.name == "adam.v") t.data[0] = -1.0f;
       model.load_checkpoint(poisoned, "poisoned");
     };
-    expect_error([&] { train(model, train_set(), nullptr, options); },
-                 {"step 1 (epoch 2): training diverged in step 1 of 1 of the epoch: its loss was "
-                  "finite (ELBO ",
-                  ") but its Adam update made a value non-finite: parameter finv.0.weight "
-                  "(element 0 of ",
-                  "= nan); the last good checkpoint " + path + " (epoch 1) is kept untouched",
-                  "start a new run with --lr below this run's 0.001"});
+    expect_error(
+        [&] { train(model, train_set(), nullptr, options); },
+        {"epoch 2, step 1 of 1 (step 2 of the run): training diverged: its loss was finite "
+         "(ELBO ",
+         ") but its Adam update made a value non-finite: parameter finv.0.weight "
+         "(element 0 of ",
+         "= nan); the last good checkpoint " + path + " (epoch 1) is kept untouched",
+         "start a new run with --lr below this run's 0.001"});
     const Checkpoint on_disk = load_checkpoint(path);
     EXPECT_EQ(on_disk.metadata.at("epoch"), "1");
     expect_same_tensors(saved, on_disk, "the checkpoint before the update went non-finite");
@@ -521,12 +527,13 @@ TEST(Divergence, ALearningRateThatOverflowsAdamsMomentIsCaughtAtThatStep) {
     const std::string dir = fresh_dir("overflow");
     EquiVaeConfig config = test::tiny_config();
     config.lr = 10;
-    expect_error([&] { train_run(make_backend, config, train_set(), nullptr, 2, dir); },
-                 {"step 1 (epoch 1): training diverged in step 2 of 10 of the epoch: its loss "
-                  "was finite (ELBO -",
-                  ") but its Adam update made a value non-finite: Adam moment adam.v of ",
-                  " = inf); no checkpoint of this run was written yet; a lower learning rate may "
-                  "avoid it: start a new run with --lr below this run's 10"});
+    expect_error(
+        [&] { train_run(make_backend, config, train_set(), nullptr, 2, dir); },
+        {"epoch 1, step 2 of 10 (step 2 of the run): training diverged: its loss was finite "
+         "(ELBO -",
+         ") but its Adam update made a value non-finite: Adam moment adam.v of ",
+         " = inf); no checkpoint of this run was written yet; a lower learning rate may "
+         "avoid it: start a new run with --lr below this run's 10"});
     EXPECT_FALSE(fs::exists(dir + "/checkpoint.safetensors"));
     EXPECT_EQ(read_lines(dir + "/metrics.csv").size(), 1u) << "the header alone";
     fs::remove_all(dir);
