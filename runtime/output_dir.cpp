@@ -1,6 +1,7 @@
 #include "runtime/output_dir.h"
 
 #include <cstdio>
+#include <exception>
 #include <filesystem>
 #include <fstream>
 #include <system_error>
@@ -50,6 +51,33 @@ void create_output_directory(const std::string& dir, const std::string& flag) {
   } catch (const Error& e) {
     throw Error(flag, e.what());
   }
+}
+
+ScopedOutputDirectory::ScopedOutputDirectory(const std::string& dir, const std::string& flag)
+    : dir_(dir), exceptions_at_start_(std::uncaught_exceptions()) {
+  std::error_code ec;
+  fs::path normal = fs::path(dir).lexically_normal();
+  if (!normal.has_filename()) normal = normal.parent_path();  // "out/" names "out"
+  for (fs::path p = normal; !p.empty() && p != p.parent_path(); p = p.parent_path()) {
+    if (p.filename().empty() || p.filename() == "." || p.filename() == "..") break;
+    if (fs::exists(fs::symlink_status(p, ec))) break;
+    created_.push_back(p.string());
+  }
+  create_output_directory(dir, flag);
+}
+
+ScopedOutputDirectory::ScopedOutputDirectory(ScopedOutputDirectory&& other) noexcept
+    : dir_(std::move(other.dir_)),
+      created_(std::move(other.created_)),
+      exceptions_at_start_(other.exceptions_at_start_) {
+  other.created_.clear();
+}
+
+ScopedOutputDirectory::~ScopedOutputDirectory() {
+  if (std::uncaught_exceptions() <= exceptions_at_start_) return;  // the tool went on to write
+  std::error_code ec;
+  for (const std::string& d : created_)
+    if (!fs::remove(d, ec)) break;  // not empty (or gone): it and its parents stay
 }
 
 void MovedAside::undo() noexcept {

@@ -12,6 +12,28 @@ namespace equivae {
 // the error names the flag first.
 void create_output_directory(const std::string& dir, const std::string& flag = "");
 
+// An output directory that a tool creates before its work, so that a path that cannot hold
+// its files fails first, and writes into at the end: if the tool fails in between (an
+// exception leaves the scope), the directories this one created are removed again while
+// they are empty, so a failed run leaves nothing behind.
+class ScopedOutputDirectory {
+ public:
+  // create_output_directory(dir, flag), remembering which directories did not exist yet.
+  ScopedOutputDirectory(const std::string& dir, const std::string& flag);
+  ScopedOutputDirectory(ScopedOutputDirectory&& other) noexcept;
+  ScopedOutputDirectory(const ScopedOutputDirectory&) = delete;
+  ScopedOutputDirectory& operator=(const ScopedOutputDirectory&) = delete;
+  ScopedOutputDirectory& operator=(ScopedOutputDirectory&&) = delete;
+  ~ScopedOutputDirectory();
+
+  const std::string& path() const { return dir_; }
+
+ private:
+  std::string dir_;
+  std::vector<std::string> created_;  // dir and the parents made for it, deepest first
+  int exceptions_at_start_ = 0;
+};
+
 // Entries of a directory moved into its first free previous directory.
 struct MovedAside {
   std::string dir;                                           // "": nothing moved

@@ -91,9 +91,14 @@ elseif(MODE STREQUAL "figures")
       message(FATAL_ERROR "${name} is only ${size} bytes: no digits in it?")
     endif()
   endforeach()
+  # Only the files of the figures asked for are checked: a directory where Fig. 5 would go
+  # does not stop --which fig4.
+  file(REMOVE_RECURSE ${RUN}/figures4)
+  file(MAKE_DIRECTORY ${RUN}/figures4/fig5_invariant_grid.png)
   run_tool(0 ${FIGURES} --checkpoint ${CKPT} --threads 1 --out ${RUN}/figures4 --which fig4 --scale 2)
   expect_match("${out}" "fig4_prior_samples.png \\(582x582\\)" "--scale 2")
-  if(EXISTS ${RUN}/figures4/fig5_invariant_grid.png)
+  if(NOT IS_DIRECTORY ${RUN}/figures4/fig5_invariant_grid.png
+     OR EXISTS ${RUN}/figures4/fig5_equivariant_grids.png)
     message(FATAL_ERROR "--which fig4 wrote Fig. 5")
   endif()
 
@@ -192,8 +197,13 @@ elseif(MODE STREQUAL "classify")
 elseif(MODE STREQUAL "errors")
   run_tool(1 ${FIGURES} --checkpoint ${RUN}/no-such.safetensors)
   expect_match("${err}" "figures: error: .*no-such.safetensors" "missing checkpoint")
-  run_tool(1 ${EMBED} --checkpoint ${SOURCE}/data/mnist10k-labels-idx1-ubyte.gz)
+  file(REMOVE_RECURSE ${RUN}/failed_embed)
+  run_tool(1 ${EMBED} --checkpoint ${SOURCE}/data/mnist10k-labels-idx1-ubyte.gz
+           --out ${RUN}/failed_embed/latents)
   expect_match("${err}" "embed: error: .*mnist10k-labels-idx1-ubyte.gz" "not a checkpoint")
+  if(EXISTS ${RUN}/failed_embed)
+    message(FATAL_ERROR "a failed embed left its output directory ${RUN}/failed_embed behind")
+  endif()
   # The training step's CUDA switches are not the inference tools' to take.
   run_tool(1 ${EMBED} --checkpoint ${CKPT} --steps-per-graph 4)
   expect_match("${err}" "embed: error: --steps-per-graph: unknown flag" "--steps-per-graph")
@@ -209,8 +219,13 @@ elseif(MODE STREQUAL "errors")
   run_tool(1 ${CLASSIFY} --checkpoint ${CKPT} --test-images ${RUN}/no-such-images)
   expect_match("${err}" "--test-images: needs --test-labels" "--test-images alone")
   # A figure larger than a PNG may be is refused before any decoding.
-  run_tool(1 ${FIGURES} --checkpoint ${CKPT} --which fig4 --samples 100 --scale 16)
+  file(REMOVE_RECURSE ${RUN}/failed_figures)
+  run_tool(1 ${FIGURES} --checkpoint ${CKPT} --which fig4 --samples 100 --scale 16
+           --out ${RUN}/failed_figures)
   expect_match("${err}" "45002 pixels a side, more than a PNG's 32768" "an oversized figure")
+  if(EXISTS ${RUN}/failed_figures)
+    message(FATAL_ERROR "a failed figures left its output directory ${RUN}/failed_figures behind")
+  endif()
   # Output paths that cannot be written: named, before any work.
   run_tool(1 ${CLASSIFY} --checkpoint ${CKPT} --threads 1 --out ${RUN})
   expect_match("${err}" "classify: error: --out: [^\n]+ is a directory; name a file in it, say [^\n]+/predictions.csv"

@@ -28,6 +28,7 @@
 #include "runtime/atomic_file.h"
 #include "runtime/checkpoint.h"
 #include "runtime/error.h"
+#include "runtime/output_dir.h"
 #include "runtime/path_checks.h"
 #include "runtime/png_image.h"
 #include "tests/scratch_files.h"
@@ -133,6 +134,37 @@ TEST_F(FileSafety, PartialTempFilesOfDeadProcessesAreRemoved) {
   EXPECT_EQ(remove_stale_temp_files(dir_.string(), {"checkpoint.safetensors", "metrics.csv"}),
             std::vector<std::string>{dead});
   for (const std::string& kept : {mine, live, other, not_a_pid}) EXPECT_TRUE(fs::exists(kept));
+}
+
+// A tool creates its output directory before its work and writes at the end: a failure in
+// between removes what it created (empty directories only), not what was there before.
+TEST_F(FileSafety, AFailedToolLeavesNoOutputDirectoryBehind) {
+  const std::string outer = path("outer"), inner = outer + "/inner";
+  try {
+    const ScopedOutputDirectory out(inner + "/", "--out");
+    EXPECT_TRUE(fs::is_directory(inner));
+    throw Error("checkpoint", "unreadable");
+  } catch (const Error&) {
+  }
+  EXPECT_FALSE(fs::exists(outer)) << "both levels it made are gone";
+  EXPECT_TRUE(fs::is_directory(dir_)) << "the directory that held them stays";
+
+  fs::create_directories(outer);
+  try {
+    ScopedOutputDirectory made(inner, "--out");
+    const ScopedOutputDirectory moved = std::move(made);  // as output_directory returns it
+    std::ofstream(inner + "/r.npy") << "written";
+    throw Error("embed", "failed after its first file");
+  } catch (const Error&) {
+  }
+  EXPECT_TRUE(fs::exists(inner + "/r.npy")) << "a directory holding a file is kept";
+
+  { const ScopedOutputDirectory fine(path("fine/figures"), "--out"); }
+  EXPECT_TRUE(fs::is_directory(path("fine/figures"))) << "kept when the tool succeeded";
+  EXPECT_NE(error_of([&] {
+              ScopedOutputDirectory(inner + "/r.npy/x", "--out");
+            }).find("--out: " + inner + "/r.npy: is a file, not a directory"),
+            std::string::npos);
 }
 
 TEST_F(FileSafety, AJsonLogWhoseReaderWentAwayIsDroppedWithANote) {

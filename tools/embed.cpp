@@ -61,7 +61,9 @@ int run(int argc, char** argv) {
   if (!parse_flags_or_help(flags, argc, argv, kUsage)) return 0;
   const int pool_m = int(flags.get_int("pool-m", 1, 1000));
   const uint64_t seed = uint64_t(flags.get_int("seed", 0, INT64_MAX));
-  const std::string dir = output_directory(flags, {"r.npy", "r_pooled.npy", "v.npy", "labels.npy"});
+  const ScopedOutputDirectory out =
+      output_directory(flags, {"r.npy", "r_pooled.npy", "v.npy", "labels.npy"});
+  const std::string& dir = out.path();
   LoadedModel loaded = load_model_from_flags(flags);
   EquiVae<float>& model = *loaded.model;
   const int dr = model.config().latent_r, dv = model.config().latent_v;

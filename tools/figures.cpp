@@ -108,10 +108,14 @@ int run(int argc, char** argv) {
   check(pixels > 0 && data.dim % pixels == 0 && (data.dim / pixels == 1 || data.dim / pixels == 3),
         data.source, "images are neither grayscale nor RGB");
 
+  // The figures this call draws, and the files it writes (checked before any drawing).
+  const bool fig4 = which != "fig5", fig5 = which == "fig5" || (which == "all" && two_d);
+  std::vector<std::string> names;
+  if (fig4) names = {"fig4_prior_samples.png", "fig4_interpolations.png", "fig4_style_swap.png"};
+  if (fig5) names.insert(names.end(), {"fig5_invariant_grid.png", "fig5_equivariant_grids.png"});
+  const ScopedOutputDirectory out = output_directory(flags, names);
   Writer write;
-  write.dir = output_directory(
-      flags, {"fig4_prior_samples.png", "fig4_interpolations.png", "fig4_style_swap.png",
-              "fig5_invariant_grid.png", "fig5_equivariant_grids.png"});
+  write.dir = out.path();
   write.layout.channels = data.dim / pixels;
   write.layout.height = data.rows;
   write.layout.width = data.cols;
@@ -122,9 +126,8 @@ int run(int argc, char** argv) {
   // The widest figure, in tiles a side, checked before any decoding: a PNG side has at most
   // kPngMaxSide pixels.
   int widest = 0;
-  if (which != "fig5") widest = std::max({samples, steps + 2, config.classes + 1});
-  if (which == "fig5" || (which == "all" && two_d))
-    widest = std::max(widest, int(classes.size()) * (grid + 1) - 1);
+  if (fig4) widest = std::max({samples, steps + 2, config.classes + 1});
+  if (fig5) widest = std::max(widest, int(classes.size()) * (grid + 1) - 1);
   const int64_t cell = int64_t(std::max(write.layout.height, write.layout.width)) *
                        write.layout.scale;  // as tile_grid lays them out
   const int64_t side = widest * (cell + write.layout.gutter) + write.layout.gutter;
@@ -134,12 +137,12 @@ int run(int argc, char** argv) {
             " here: lower --samples, --steps, --grid or --scale");
 
   FigureMaker<float> figures(model, data, seed);
-  if (which != "fig5") {
+  if (fig4) {
     write("fig4_prior_samples.png", figures.prior_samples(samples));
     write("fig4_interpolations.png", figures.interpolations(steps));
     write("fig4_style_swap.png", figures.style_swap());
   }
-  if (which == "fig5" || (which == "all" && two_d)) {
+  if (fig5) {
     write("fig5_invariant_grid.png", figures.invariant_grid(grid));
     std::vector<Tiles> panels;
     for (int y : classes) panels.push_back(figures.equivariant_grid(y, grid, extent));

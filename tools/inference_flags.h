@@ -254,16 +254,17 @@ inline void create_output_file_directory(const std::string& out) {
 
 // --out as the directory to write the files `names` into, created, and the files checked as
 // output_file checks its one (and their partial files from killed writes removed); throws
-// Error naming the flag and the path.
-inline std::string output_directory(const Flags& f, const std::vector<std::string>& names) {
-  const std::string dir = f.get("out");
-  create_output_directory(dir, "--out");
+// Error naming the flag and the path. The directory goes again if the tool fails before it
+// writes there (ScopedOutputDirectory): keep the result alive until the files are written.
+inline ScopedOutputDirectory output_directory(const Flags& f,
+                                              const std::vector<std::string>& names) {
+  ScopedOutputDirectory out(f.get("out"), "--out");
   std::vector<std::string> outputs;
   for (const std::string& name : names)
-    outputs.push_back((std::filesystem::path(dir) / name).string());
+    outputs.push_back((std::filesystem::path(out.path()) / name).string());
   check_tool_outputs(f, outputs);
-  remove_stale_temp_files_noting(dir, names);
-  return dir;
+  remove_stale_temp_files_noting(out.path(), names);
+  return out;
 }
 
 }  // namespace equivae
