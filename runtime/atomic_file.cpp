@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -66,6 +67,19 @@ bool process_runs(pid_t pid) {
   return ::kill(pid, 0) == 0 || errno == EPERM;
 }
 
+// Whether a writer holds the lock every AtomicFileWriter takes on its temp file: the word of a
+// live writer whose PID means nothing here (another PID namespace sharing the directory).
+// Locks go with their process, so a dead writer's file is free; a file system without locks
+// answers "free", leaving the PID as the only evidence.
+bool held_by_a_writer(const std::string& temp) {
+  int fd = ::open(temp.c_str(), O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) fd = ::open(temp.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) return false;
+  const bool held = ::flock(fd, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK;
+  ::close(fd);  // releases the lock if this took it
+  return held;
+}
+
 }  // namespace
 
 std::vector<std::string> remove_stale_temp_files(const std::string& dir,
@@ -76,7 +90,9 @@ std::vector<std::string> remove_stale_temp_files(const std::string& dir,
   for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
     const pid_t owner = temp_file_owner(it->path().filename().string(), names);
     std::error_code kind;
-    if (owner <= 0 || process_runs(owner) || !it->is_regular_file(kind)) continue;
+    if (owner <= 0 || process_runs(owner) || !it->is_regular_file(kind) ||
+        held_by_a_writer(it->path().string()))
+      continue;
     if (fs::remove(it->path(), kind)) removed.push_back(it->path().string());
   }
   return removed;
@@ -85,8 +101,10 @@ std::vector<std::string> remove_stale_temp_files(const std::string& dir,
 AtomicFileWriter::AtomicFileWriter(std::string path)
     : path_(std::move(path)), temp_(temp_path_of(path_)) {
   check_target(path_);
-  file_ = std::fopen(temp_.c_str(), "wb");
+  file_ = std::fopen(temp_.c_str(), "wbe");  // e: no child process inherits it, nor its lock
   if (!file_) throw Error(path_, "cannot create temp file " + temp_ + ": " + errno_text());
+  // Held until the temp file has its final name (commit), or is gone: marks it as in use.
+  ::flock(::fileno(file_), LOCK_EX | LOCK_NB);
 }
 
 AtomicFileWriter::~AtomicFileWriter() {
@@ -105,14 +123,14 @@ void AtomicFileWriter::throw_write_error() const {
 void AtomicFileWriter::commit() {
   // The data is on disk before the rename makes it visible.
   const bool synced = std::fflush(file_) == 0 && ::fsync(::fileno(file_)) == 0;
-  const std::string why = synced ? "" : errno_text();
-  const bool closed = std::fclose(file_) == 0;
-  file_ = nullptr;
-  if (!synced || !closed)
-    throw Error(path_, "cannot flush temp file " + temp_ + ": " + (synced ? errno_text() : why));
+  if (!synced) throw Error(path_, "cannot flush temp file " + temp_ + ": " + errno_text());
+  // Renamed while still open, so its lock marks it in use until it no longer has a temp name.
   if (std::rename(temp_.c_str(), path_.c_str()) != 0)
     throw Error(path_, "cannot rename " + temp_ + " over it: " + errno_text());
   committed_ = true;
+  const bool closed = std::fclose(file_) == 0;
+  file_ = nullptr;
+  if (!closed) throw Error(path_, "written, but closing it failed: " + errno_text());
   if (!fsync_directory_of(path_))
     throw Error(path_, "written, but syncing its directory failed: " + errno_text());
 }

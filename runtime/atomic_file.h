@@ -1,8 +1,9 @@
 #pragma once
 // Files written atomically: the bytes go to a temp file beside the target
-// (path + ".tmp.<pid>"), which is flushed, fsynced and renamed over the target, then the
-// directory is fsynced. A crash or a failed write leaves either the old file or the new
-// one, never a torn file; on failure the temp file is removed and Error names the path.
+// (path + ".tmp.<pid>", flock-ed by its writer until renamed), which is flushed, fsynced and
+// renamed over the target, then the directory is fsynced. A crash or a failed write leaves either
+// the old file or the new one, never a torn file; on failure the temp file is removed and Error
+// names the path.
 #include <cstddef>
 #include <cstdio>
 #include <string>
@@ -26,7 +27,7 @@ class AtomicFileWriter {
   bool write(const void* bytes, size_t n);
   // The Error for a failed write, naming the temp file and errno's text.
   [[noreturn]] void throw_write_error() const;
-  // fflush + fsync + close, rename over the target, fsync the directory; throws Error.
+  // fflush + fsync, rename over the target, close, fsync the directory; throws Error.
   void commit();
   const std::string& temp_path() const { return temp_; }
 
@@ -40,8 +41,9 @@ class AtomicFileWriter {
 void write_file_atomically(const std::string& path, const void* bytes, size_t size);
 
 // The temp files of writes into dir of the files `names` that their process left behind
-// (killed mid-write, or a second Ctrl-C): dir/NAME.tmp.<pid> whose process no longer runs.
-// Removes them and returns their paths.
+// (killed mid-write, or a second Ctrl-C): dir/NAME.tmp.<pid> whose process no longer runs and
+// whose lock no writer holds (a live writer in another PID namespace keeps it). Removes them
+// and returns their paths.
 std::vector<std::string> remove_stale_temp_files(const std::string& dir,
                                                  const std::vector<std::string>& names);
 

@@ -136,6 +136,29 @@ TEST_F(FileSafety, PartialTempFilesOfDeadProcessesAreRemoved) {
   for (const std::string& kept : {mine, live, other, not_a_pid}) EXPECT_TRUE(fs::exists(kept));
 }
 
+// A writer's PID means nothing in another PID namespace sharing the directory (a container,
+// NFS): the lock each writer holds on its temp file until the rename says it is live.
+TEST_F(FileSafety, ATempFileWhoseWriterHoldsItsLockIsKeptWhateverItsPid) {
+  const std::string target = path("checkpoint.safetensors");
+  const std::string foreign = target + ".tmp.999999999";  // no such process here
+  AtomicFileWriter writer(target);
+  ASSERT_TRUE(writer.write("abc", 3));
+  fs::rename(writer.temp_path(), foreign);  // the lock goes along
+  EXPECT_TRUE(remove_stale_temp_files(dir_.string(), {"checkpoint.safetensors"}).empty());
+  EXPECT_TRUE(fs::exists(foreign)) << "a live writer's temp file was removed";
+  fs::rename(foreign, writer.temp_path());
+  writer.commit();  // the lock lasts until the rename: then nothing is left to remove
+  EXPECT_TRUE(remove_stale_temp_files(dir_.string(), {"checkpoint.safetensors"}).empty());
+  std::string written;
+  std::getline(std::ifstream(target), written);
+  EXPECT_EQ(written, "abc");
+
+  // The writer gone (its lock with it), the same name is stale.
+  const std::string dead = write("checkpoint.safetensors.tmp.999999999", {1});
+  EXPECT_EQ(remove_stale_temp_files(dir_.string(), {"checkpoint.safetensors"}),
+            std::vector<std::string>{dead});
+}
+
 // A tool creates its output directory before its work and writes at the end: a failure in
 // between removes what it created (empty directories only), not what was there before.
 TEST_F(FileSafety, AFailedToolLeavesNoOutputDirectoryBehind) {
