@@ -921,8 +921,9 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
   CudnnConvolutions& convolutions() {
     if (!cudnn_) {
       not_capturing("the first convolution (ask its workspace size before capturing)");
-      cudnn_ = std::make_unique<CudnnConvolutions>(stream_, std::is_same_v<T, double>,
-                                                   options_.strict_fp32, options_.autotune);
+      cudnn_ =
+          std::make_unique<CudnnConvolutions>(stream_, side_stream(), std::is_same_v<T, double>,
+                                              options_.strict_fp32, options_.autotune);
     }
     return *cudnn_;
   }

@@ -74,11 +74,20 @@ std::vector<Perf> candidates(cudnnStatus_t (*max_count)(cudnnHandle_t, int*), cu
 
 struct CudnnConvolutions::Handle {
   cudnnHandle_t handle = nullptr;
+  cudnnHandle_t side = nullptr;  // bound to side_stream for good
   cudnnDataType_t type = CUDNN_DATA_FLOAT;
   cudnnMathType_t math = CUDNN_DEFAULT_MATH;
   bool benchmark = false;
   cudaStream_t stream = nullptr;  // the constructor's: where cudnnFind* times candidates
+  cudaStream_t side_stream = nullptr;
+  // The handle for a call on `on`: the side stream's own, else the main one set to `on`.
+  cudnnHandle_t for_stream(cudaStream_t on) const {
+    if (side && on == side_stream) return side;
+    EQUIVAE_CUDNN_CHECK(cudnnSetStream(handle, on));
+    return handle;
+  }
   ~Handle() {
+    if (side) cudnnDestroy(side);
     if (handle) cudnnDestroy(handle);
   }
 };
@@ -102,12 +111,17 @@ struct CudnnConvolutions::Plan {
   size_t workspace() const { return std::max(fwd_bytes, std::max(data_bytes, filter_bytes)); }
 };
 
-CudnnConvolutions::CudnnConvolutions(cudaStream_t stream, bool double_precision, bool strict_fp32,
-                                     bool benchmark)
+CudnnConvolutions::CudnnConvolutions(cudaStream_t stream, cudaStream_t side_stream,
+                                     bool double_precision, bool strict_fp32, bool benchmark)
     : handle_(std::make_unique<Handle>()) {
   EQUIVAE_CUDNN_CHECK(cudnnCreate(&handle_->handle));
   EQUIVAE_CUDNN_CHECK(cudnnSetStream(handle_->handle, stream));
   handle_->stream = stream;
+  if (side_stream && side_stream != stream) {
+    EQUIVAE_CUDNN_CHECK(cudnnCreate(&handle_->side));
+    EQUIVAE_CUDNN_CHECK(cudnnSetStream(handle_->side, side_stream));
+    handle_->side_stream = side_stream;
+  }
   handle_->benchmark = benchmark;
   handle_->type = double_precision ? CUDNN_DATA_DOUBLE : CUDNN_DATA_FLOAT;
   // FMA math excludes TF32 tensor cores (what strict_fp32 promises for cuBLAS too); the
@@ -240,12 +254,18 @@ void CudnnConvolutions::warm_up(const cpu::Conv2dShape& s, bool transposed,
         stream),
       w(size_t(c.C_out) * c.C_in * c.KH * c.KW * elem, stream),
       ws(std::max<size_t>(workspace, 256), stream);
-  forward(s, transposed, y.ptr, x.ptr, w.ptr, ws.ptr, workspace, handle_->stream);
-  backward_data(s, transposed, x.ptr, y.ptr, w.ptr, ws.ptr, workspace, handle_->stream);
-  backward_filter(s, transposed, w.ptr, x.ptr, y.ptr, ws.ptr, workspace, handle_->stream);
-  // The scratch is freed only after the calls ran (cudaFree would wait anyway; this says so).
-  if (cudaStreamSynchronize(handle_->stream) != cudaSuccess)
-    throw Error("cuda backend", "a convolution's warm-up run failed on the device");
+  // Each handle runs them once: the side stream's too (what it runs first must not allocate
+  // inside a capture either), after the main stream's, which zeroed the scratch.
+  std::vector<cudaStream_t> streams{handle_->stream};
+  if (handle_->side) streams.push_back(handle_->side_stream);
+  for (const cudaStream_t on : streams) {
+    forward(s, transposed, y.ptr, x.ptr, w.ptr, ws.ptr, workspace, on);
+    backward_data(s, transposed, x.ptr, y.ptr, w.ptr, ws.ptr, workspace, on);
+    backward_filter(s, transposed, w.ptr, x.ptr, y.ptr, ws.ptr, workspace, on);
+    // The scratch is freed only after the calls ran (cudaFree would wait anyway; this says so).
+    if (cudaStreamSynchronize(on) != cudaSuccess)
+      throw Error("cuda backend", "a convolution's warm-up run failed on the device");
+  }
 }
 
 size_t CudnnConvolutions::workspace_bytes(const cpu::Conv2dShape& s, bool transposed) {
@@ -276,11 +296,11 @@ void CudnnConvolutions::forward(const cpu::Conv2dShape& s, bool transposed, void
                                 size_t workspace_bytes, cudaStream_t stream) {
   Plan& p = plan(s, transposed);
   check_workspace(workspace_bytes, p.fwd_bytes, "cudnnConvolutionForward");
-  EQUIVAE_CUDNN_CHECK(cudnnSetStream(handle_->handle, stream));
+  const cudnnHandle_t h = handle_->for_stream(stream);
   const Scalars k;
-  EQUIVAE_CUDNN_CHECK(cudnnConvolutionForward(handle_->handle, k.one(handle_->type), p.x, conv_x,
-                                              p.w, W, p.fwd_conv, p.fwd_algo, workspace,
-                                              workspace_bytes, k.zero(handle_->type), p.y, conv_y));
+  EQUIVAE_CUDNN_CHECK(cudnnConvolutionForward(h, k.one(handle_->type), p.x, conv_x, p.w, W,
+                                              p.fwd_conv, p.fwd_algo, workspace, workspace_bytes,
+                                              k.zero(handle_->type), p.y, conv_y));
 }
 
 void CudnnConvolutions::backward_data(const cpu::Conv2dShape& s, bool transposed, void* dconv_x,
@@ -288,11 +308,11 @@ void CudnnConvolutions::backward_data(const cpu::Conv2dShape& s, bool transposed
                                       size_t workspace_bytes, cudaStream_t stream) {
   Plan& p = plan(s, transposed);
   check_workspace(workspace_bytes, p.data_bytes, "cudnnConvolutionBackwardData");
-  EQUIVAE_CUDNN_CHECK(cudnnSetStream(handle_->handle, stream));
+  const cudnnHandle_t h = handle_->for_stream(stream);
   const Scalars k;
   EQUIVAE_CUDNN_CHECK(cudnnConvolutionBackwardData(
-      handle_->handle, k.one(handle_->type), p.w, W, p.y, dconv_y, p.data_conv, p.data_algo,
-      workspace, workspace_bytes, k.zero(handle_->type), p.x, dconv_x));
+      h, k.one(handle_->type), p.w, W, p.y, dconv_y, p.data_conv, p.data_algo, workspace,
+      workspace_bytes, k.zero(handle_->type), p.x, dconv_x));
 }
 
 void CudnnConvolutions::backward_filter(const cpu::Conv2dShape& s, bool transposed, void* dW,
@@ -300,11 +320,11 @@ void CudnnConvolutions::backward_filter(const cpu::Conv2dShape& s, bool transpos
                                         size_t workspace_bytes, cudaStream_t stream) {
   Plan& p = plan(s, transposed);
   check_workspace(workspace_bytes, p.filter_bytes, "cudnnConvolutionBackwardFilter");
-  EQUIVAE_CUDNN_CHECK(cudnnSetStream(handle_->handle, stream));
+  const cudnnHandle_t h = handle_->for_stream(stream);
   const Scalars k;
   EQUIVAE_CUDNN_CHECK(cudnnConvolutionBackwardFilter(
-      handle_->handle, k.one(handle_->type), p.x, conv_x, p.y, dconv_y, p.filter_conv,
-      p.filter_algo, workspace, workspace_bytes, k.zero(handle_->type), p.w, dW));
+      h, k.one(handle_->type), p.x, conv_x, p.y, dconv_y, p.filter_conv, p.filter_algo, workspace,
+      workspace_bytes, k.zero(handle_->type), p.w, dW));
 }
 
 #else  // no cuDNN in this build
@@ -320,7 +340,7 @@ namespace {
 }
 }  // namespace
 
-CudnnConvolutions::CudnnConvolutions(cudaStream_t, bool, bool, bool) {
+CudnnConvolutions::CudnnConvolutions(cudaStream_t, cudaStream_t, bool, bool, bool) {
   no_cudnn();
 }
 CudnnConvolutions::~CudnnConvolutions() = default;

@@ -34,10 +34,11 @@ class CudnnConvolutions {
  public:
   // double_precision: the tensors are double (else float). Creates the cuDNN handle on stream
   // (where cudnnFind* times its candidates). Each call runs on the stream it is given: the
-  // weight gradient may go to a second stream beside the input gradient (one handle, as the
-  // calls come from one host thread; each call has its own workspace).
-  CudnnConvolutions(cudaStream_t stream, bool double_precision, bool strict_fp32,
-                    bool benchmark = false);
+  // weight gradient may go to side_stream beside the input gradient, which gets a handle of
+  // its own (as each cuBLAS stream has), so no handle is bound to two streams at once; each
+  // call has its own workspace.
+  CudnnConvolutions(cudaStream_t stream, cudaStream_t side_stream, bool double_precision,
+                    bool strict_fp32, bool benchmark = false);
   ~CudnnConvolutions();
   CudnnConvolutions(const CudnnConvolutions&) = delete;
   CudnnConvolutions& operator=(const CudnnConvolutions&) = delete;

@@ -17,8 +17,8 @@ namespace equivae {
 
 class CudnnConvolutions {
  public:
-  CudnnConvolutions(cudaStream_t /*stream*/, bool double_precision, bool /*strict_fp32*/,
-                    bool /*benchmark*/ = false)
+  CudnnConvolutions(cudaStream_t /*stream*/, cudaStream_t /*side_stream*/, bool double_precision,
+                    bool /*strict_fp32*/, bool /*benchmark*/ = false)
       : double_(double_precision) {}
   CudnnConvolutions(const CudnnConvolutions&) = delete;
   CudnnConvolutions& operator=(const CudnnConvolutions&) = delete;
