@@ -202,7 +202,7 @@ class EquiVae {
   // `singles` times the one-step graph) that are not yet captured, then, with GEMM autotuning,
   // times the new GEMM plans and captures again where a choice changed.
   void capture_window_graphs(size_t groups, size_t singles);
-  struct Resident;   // device buffers of the device-resident training (equivae.cpp)
+  struct Resident;   // device buffers of the device-resident training (equivae_internal.h)
   struct Inference;  // the inference plan and the data sets kept resident for it
   Inference& inference();
   // The inference copy of `trained` over images[n, D] (host; device: the same images on the
