@@ -114,8 +114,9 @@ void note_moved_aside(const std::string& out_dir, const MovedAside& moved,
   const std::string at = epoch.empty() ? "" : " (epoch " + epoch + ")";
   std::fprintf(stderr,
                "note: %s held an earlier run's checkpoint%s: moved to %s/; to continue that run, "
-               "pass --resume %s/checkpoint.safetensors with its flags\n",
-               out_dir.c_str(), at.c_str(), moved.dir.c_str(), moved.dir.c_str());
+               "pass --resume %s/checkpoint.safetensors --out %s with its flags\n",
+               out_dir.c_str(), at.c_str(), moved.dir.c_str(), moved.dir.c_str(),
+               moved.dir.c_str());
 }
 
 // log p(y) for each class, p(y) = class frequencies of the (labelled) training set.
@@ -350,7 +351,10 @@ std::vector<EpochRecord> train(EquiVae<T>& model, const Dataset& labelled,
   auto stopped = [&](uint64_t at, int epoch, int64_t s) {
     const Kept k = kept_checkpoint();
     // A write in flight that failed leaves the one before it, which still resumes.
-    const std::string next = k.path.empty() ? "" : ": continue with --resume " + k.path;
+    // --out too: without it a resumed run writes to the default directory, not this run's.
+    const std::string out = options.out_dir.empty() ? "" : " --out " + options.out_dir;
+    const std::string next =
+        k.path.empty() ? "" : ": continue with --resume " + k.path + out + " and this run's flags";
     return Interrupted(where(at, epoch, s),
                        "stopped on request before this step; " + k.text + next + k.failed);
   };

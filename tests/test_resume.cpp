@@ -363,7 +363,7 @@ void check_stop_and_resume(const BackendFactory& make_backend, const std::string
     options.stop_requested = [&] { return asked++ == ask; };
     std::vector<std::string> all = parts;
     all.push_back("the last good checkpoint " + path + " (epoch " + std::to_string(kept) + ")");
-    all.push_back("continue with --resume " + path);
+    all.push_back("continue with --resume " + path + " --out " + dir + " and this run's flags");
     expect_error<Interrupted>([&] { train(model, train_set(), &validation_set(), options); }, all);
     EXPECT_EQ(asked, ask + 1);
   }
@@ -627,10 +627,11 @@ TEST(Resume, EachEarlierRunKeepsItsOwnPreviousDirectoryAndTheNoteSaysHowToResume
                       "the second run's checkpoint");
   EXPECT_EQ(read_lines(dir + "/previous/metrics.csv").size(), 3u);
   EXPECT_EQ(read_lines(dir + "/previous-2/metrics.csv").size(), 2u);
-  EXPECT_NE(note.find("note: " + dir + " held an earlier run's checkpoint (epoch 1): moved to " +
-                      dir + "/previous-2/; to continue that run, pass --resume " + dir +
-                      "/previous-2/checkpoint.safetensors"),
-            std::string::npos)
+  EXPECT_NE(
+      note.find("note: " + dir + " held an earlier run's checkpoint (epoch 1): moved to " + dir +
+                "/previous-2/; to continue that run, pass --resume " + dir +
+                "/previous-2/checkpoint.safetensors --out " + dir + "/previous-2 with its flags"),
+      std::string::npos)
       << note;
 
   // As the note says: the second run goes on from there into the same directory (the third
