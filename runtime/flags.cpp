@@ -80,7 +80,9 @@ bool parse_number(const std::string& text, double& value, bool* out_of_range) {
 
 int64_t Flags::get_int(const std::string& name, int64_t min, int64_t max) const {
   const std::string text = get(name);
-  const std::string range = "[" + std::to_string(min) + ", " + std::to_string(max) + "]";
+  // Appended, not `"[" + ...`: GCC 12 warns (-Wrestrict) on that temporary's inlined memcpy.
+  std::string range = "[";
+  range.append(std::to_string(min)).append(", ").append(std::to_string(max)).append("]");
   int64_t value = 0;
   bool out_of_range = false;
   const bool parsed = parse_integer(text, value, &out_of_range);
