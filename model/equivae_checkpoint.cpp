@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "model/equivae.h"
+#include "runtime/build_info.h"
 #include "runtime/error.h"
 
 namespace equivae {
@@ -57,6 +58,9 @@ Checkpoint EquiVae<T>::to_checkpoint() const {
       config_.convolutional() ? "dense [in, out]: y = x . weight + bias; conv2d [out, in, kh, kw] "
                                 "and conv_transpose2d [in, out, kh, kw] as PyTorch's"
                               : "[in, out]: y = x . weight + bias";
+  // What wrote it (not part of a run's identity: a newer build or another device resumes it).
+  ckpt.metadata["engine.version"] = engine_version();
+  ckpt.metadata["engine.backend"] = backend_.describe();
   return ckpt;
 }
 

@@ -46,6 +46,9 @@ class Backend {
  public:
   virtual ~Backend() = default;
   virtual std::string name() const = 0;
+  // One line for logs and checkpoints: the device and how it computes (threads, GEMM and
+  // convolution routes, precision), so that a result says what produced it.
+  virtual std::string describe() const { return name(); }
 
   // ---- memory: the plan takes one block up front, zero-filled.
   virtual void* allocate(size_t bytes) = 0;

@@ -5,7 +5,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
 
+#include "kernels/cpu/conv_onednn.h"
+#include "kernels/cpu/gemm_onednn.h"
 #include "kernels/cpu/ops.h"
 #include "runtime/backend.h"
 #include "runtime/conv_check.h"
@@ -42,8 +45,23 @@ class CpuBackend final : public Backend<T> {
     // The team every parallel region gets: the GEMMs split their work for it (openmp_threads.h).
     const OpenmpTeam team = settle_openmp_team(threads);
     if (!team.note.empty()) std::fprintf(stderr, "note: %s\n", team.note.c_str());
+    threads_ = team.threads;
   }
   std::string name() const override { return "cpu"; }
+  std::string describe() const override {
+    std::string gemms = "OpenBLAS", convolutions = "im2col + OpenBLAS";
+    if constexpr (std::is_same_v<T, float>) {  // double, the reference, always takes OpenBLAS
+      const cpu::GemmRoute g = cpu::gemm_route();
+      if (g == cpu::GemmRoute::onednn ||
+          (g == cpu::GemmRoute::automatic && cpu::onednn::brgemm_available()))
+        gemms = "oneDNN";
+      if (cpu::conv_route() != cpu::ConvRoute::im2col && cpu::onednn::available())
+        convolutions = "oneDNN, or im2col + OpenBLAS for the shapes it does not take";
+    }
+    return std::string("cpu, ") + (std::is_same_v<T, float> ? "float" : "double") + ", " +
+           std::to_string(threads_) + (threads_ == 1 ? " thread" : " threads") +
+           "; GEMMs: " + gemms + "; convolutions: " + convolutions;
+  }
 
   void* allocate(size_t bytes) override {
     // 64-byte alignment: cache lines and AVX-512 vectors.
@@ -176,6 +194,9 @@ class CpuBackend final : public Backend<T> {
                             const T* logvar, int B, int C, int P) override {
     cpu::gaussian_ll_backward(dmu, dlogvar, dll, mu, x, logvar, B, C, P);
   }
+
+ private:
+  int threads_ = 1;  // the OpenMP team every parallel region gets
 };
 
 }  // namespace

@@ -3,7 +3,7 @@
 # and print nothing on stderr under --quiet. Then a resume to epoch 2 continues both logs,
 # a resume with another latent size is refused naming the field, and --log-json - puts the
 # JSON lines on stdout, alone (every other line goes to stderr); a CPU route misnamed in the
-# environment is refused.
+# environment is refused. Without --quiet the run names its engine and backend.
 file(REMOVE_RECURSE ${OUT})
 set(SMALL --hidden 32 --latent 4 --quiet --out ${OUT})
 execute_process(COMMAND ${TRAIN} --epochs 1 ${SMALL}
@@ -20,6 +20,17 @@ endif()
 if(NOT EXISTS ${OUT}/checkpoint.safetensors)
   message(FATAL_ERROR "no checkpoint written")
 endif()
+
+# Without --quiet the run says which engine and backend it is (also in its checkpoints).
+file(REMOVE_RECURSE ${OUT}-said)
+execute_process(COMMAND ${TRAIN} --epochs 1 --hidden 32 --latent 4 --threads 1 --device cpu
+                        --out ${OUT}-said
+                RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(NOT rc EQUAL 0 OR NOT err MATCHES
+   "\nengine [0-9A-Za-z._+-]+  backend: cpu, float, 1 thread; GEMMs: (oneDNN|OpenBLAS); ")
+  message(FATAL_ERROR "no engine and backend line (${rc}): ${err}")
+endif()
+file(REMOVE_RECURSE ${OUT}-said)
 
 # Each metrics.jsonl line is a JSON object with the CSV's fields, epoch by epoch.
 function(check_logs epochs)

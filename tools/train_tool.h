@@ -18,6 +18,7 @@
 #include "model/subsets.h"
 #include "model/trainer.h"
 #include "runtime/backend.h"
+#include "runtime/build_info.h"
 #include "runtime/clock.h"
 #include "runtime/error.h"
 #include "runtime/flags.h"
@@ -183,8 +184,8 @@ inline int train_tool(const TrainTool& tool, int argc, char** argv) {
                    (long long)unlabelled->n);
     std::fprintf(stderr, "  validation %lld  test %lld  (%s)\n", (long long)data.validation.n,
                  (long long)data.test.n, data.train.source.c_str());
-    std::fprintf(stderr, "model %s  B=%d  %s backend\n", config.describe().c_str(), config.batch(),
-                 backend->name().c_str());
+    std::fprintf(stderr, "model %s  B=%d\nengine %s  backend: %s\n", config.describe().c_str(),
+                 config.batch(), engine_version().c_str(), backend->describe().c_str());
     std::fprintf(stderr, "start-up %.2f s: data loaded in %.2f s beside the backend's %.2f s\n",
                  seconds_since(start), load_seconds, backend_seconds);
     if (!options.resume_from.empty())

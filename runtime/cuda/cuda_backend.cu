@@ -122,6 +122,15 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
     cudaDeviceProp prop{};
     EQUIVAE_CUDA_CHECK(cudaGetDeviceProperties(&prop, options.device));
     device_name_ = prop.name;
+    int runtime_version = 0, driver_version = 0;
+    EQUIVAE_CUDA_CHECK(cudaRuntimeGetVersion(&runtime_version));
+    EQUIVAE_CUDA_CHECK(cudaDriverGetVersion(&driver_version));
+    auto version = [](int v) {
+      return std::to_string(v / 1000) + "." + std::to_string(v % 1000 / 10);
+    };
+    device_details_ = "sm_" + std::to_string(prop.major) + std::to_string(prop.minor) + ", " +
+                      std::to_string(prop.multiProcessorCount) + " SMs; CUDA runtime " +
+                      version(runtime_version) + ", driver " + version(driver_version);
     programmatic_launch_ = options.programmatic_launch && prop.major >= 9;  // Hopper's feature
     // Lower numbers are higher priorities; 0 is the default and the least.
     int least_priority = 0, greatest_priority = 0;
@@ -199,6 +208,23 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
 #else
     return "cuda (" + device_name_ + (options_.strict_fp32 ? ", fp32" : ", tf32") + ")";
 #endif
+  }
+  std::string describe() const override {
+    std::string switches;  // the step's switches a user turns on (train_mnist's flags)
+    if (options_.small_gemm) switches += " --small-gemm";
+    if (options_.fused_relu_backward) switches += " --fused-relu-backward";
+    if (options_.autotune) switches += " --autotune";
+    if (options_.steps_per_graph > 1)
+      switches += " --steps-per-graph " + std::to_string(options_.steps_per_graph);
+    const std::string precision = std::is_same_v<T, double> ? "double"
+                                  : options_.strict_fp32    ? "float, FP32 GEMMs"
+                                                            : "float, TF32 GEMMs";
+#if defined(EQUIVAE_CUDA_EMULATED)
+    const std::string device = "cuda, emulated on the CPU";
+#else
+    const std::string device = "cuda, " + device_name_ + " (" + device_details_ + ")";
+#endif
+    return device + "; " + precision + (switches.empty() ? "" : ";" + switches);
   }
 
   // ---- memory: one cudaMalloc per block, owned here until release (or the backend's end).
@@ -987,6 +1013,7 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
   bool emulated_tuned_ = false;
 #else
   std::string device_name_;
+  std::string device_details_;  // compute capability, SMs, CUDA runtime and driver versions
   cublasHandle_t cublas_ = nullptr;
   cudaGraphExec_t exec_[DeviceStepOps<T>::kGraphSlots] = {};
   cudaStream_t side_stream_ = nullptr;
