@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "runtime/build_info.h"
+
 namespace equivae::reproduce {
 
 namespace {
@@ -53,7 +55,10 @@ std::string table_text(const Reproduction& rp, const PaperSettings& paper,
   md << "Test error (%) on " << data.test.n << " test images, mean ± standard error over seeds. "
      << "Training: " << data.train.n << " examples, " << data.train.source
      << " ([a, b): the rows taken); validation: " << data.validation.n
-     << " examples, which pick the classifiers' epochs.\n\n";
+     << " examples, which pick the classifiers' epochs.\n\n"
+     << "Engine " << engine_version() << "; backend: " << rp.backend.describe()
+     << (rp.reuse ? " (rows taken from earlier runs with --reuse ran on their own)" : "")
+     << ".\n\n";
   if (rp.supervised) {
     md << "| row | runs | epochs | EquiVAE distance | EquiVAE neural (f_inv) | benchmark | paper "
           "(full "
