@@ -8,6 +8,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -21,6 +23,7 @@
 #include "runtime/checkpoint.h"
 #include "runtime/error.h"
 #include "runtime/flags.h"
+#include "tools/reproduce_runs_csv.h"
 
 namespace equivae::fuzz {
 
@@ -219,6 +222,131 @@ inline Outcome run_flags(const uint8_t* data, size_t size) {
   } catch (const Error&) {
   }
   EQUIVAE_FUZZ_ASSERT(!f.help("usage").empty());
+  return Outcome::kAccepted;
+}
+
+// runs_csv: a row read from reproduce's runs.csv holds what read_runs checks and RunResult
+// promises. has_settings: the file has the 10-column header (the 9-column one predates
+// settings_crc32, and its rows carry none).
+inline void check_run(const reproduce::RunResult& r, bool has_settings) {
+  EQUIVAE_FUZZ_ASSERT(r.table == 1 || r.table == 2);
+  EQUIVAE_FUZZ_ASSERT(r.labels >= 1);
+  EQUIVAE_FUZZ_ASSERT(r.seed >= 1 && r.seed <= uint64_t(reproduce::kMaxSeeds));
+  EQUIVAE_FUZZ_ASSERT(r.epochs >= 1 && r.epochs <= reproduce::kMaxEpochs);
+  auto fraction = [](double e) { return e >= 0 && e <= 1; };
+  // Only a supervised row (table 1) has no q(y|x) error.
+  EQUIVAE_FUZZ_ASSERT(fraction(r.q_error) || (r.table == 1 && std::isnan(r.q_error)));
+  EQUIVAE_FUZZ_ASSERT(fraction(r.distance_error) && fraction(r.neural_error) &&
+                      fraction(r.benchmark_error));
+  EQUIVAE_FUZZ_ASSERT(std::isfinite(r.seconds) && r.seconds >= 0);
+  if (has_settings) {
+    EQUIVAE_FUZZ_ASSERT(r.settings.size() == 8 &&
+                        r.settings.find_first_not_of("0123456789abcdef") == std::string::npos);
+  } else {
+    EQUIVAE_FUZZ_ASSERT(r.settings.empty());
+  }
+}
+
+inline bool same_bits(double a, double b) {
+  return std::memcmp(&a, &b, sizeof a) == 0;
+}
+
+// runs_csv prints doubles to 6 significant digits: a value read back is the one read first
+// to within that rounding (and the spacing of subnormals), and is NaN exactly when it was.
+inline bool within_print_rounding(double first, double back) {
+  if (std::isnan(first) || std::isnan(back)) return std::isnan(first) && std::isnan(back);
+  return std::fabs(back - first) <= 5.000001e-6 * std::fabs(first) + 4.9407e-324;
+}
+
+// What read_runs gives for the text runs_csv writes of `rows` (an Error here is a bug: the
+// reader refuses what the writer wrote).
+inline std::vector<reproduce::RunResult> write_and_read(
+    const std::vector<reproduce::RunResult>& rows, std::string& text) {
+  std::vector<const reproduce::RunResult*> pointers;
+  for (const reproduce::RunResult& r : rows) pointers.push_back(&r);
+  text = reproduce::runs_csv(pointers);
+  const MemFile file(reinterpret_cast<const uint8_t*>(text.data()), text.size());
+  return reproduce::read_runs(file.path());
+}
+
+// Whether two rows of one run disagree: what check_no_conflicting_rows must refuse.
+inline bool has_conflict(const std::vector<reproduce::RunResult>& rows) {
+  auto same = [](double x, double y) { return x == y || (std::isnan(x) && std::isnan(y)); };
+  for (size_t i = 0; i < rows.size(); ++i)
+    for (size_t j = 0; j < i; ++j) {
+      const reproduce::RunResult &a = rows[i], &b = rows[j];
+      if (reproduce::same_run(a, b) &&
+          !(same(a.q_error, b.q_error) && same(a.distance_error, b.distance_error) &&
+            same(a.neural_error, b.neural_error) && same(a.benchmark_error, b.benchmark_error)))
+        return true;
+    }
+  return false;
+}
+
+inline bool refuses_conflicts(const std::vector<reproduce::RunResult>& rows) {
+  try {
+    reproduce::check_no_conflicting_rows(rows);
+    return false;
+  } catch (const Error&) {
+    return true;
+  }
+}
+
+// runs_csv: the input is the whole runs.csv (reproduce --reuse FILE). What loads holds the
+// rows' invariants; check_no_conflicting_rows refuses exactly the files with two rows of one
+// run that disagree; and the rows written by runs_csv read back as the same runs, their values
+// rounded to the writer's precision, and writing those again gives the same text (a fixed
+// point), read back bit for bit.
+inline Outcome run_runs_csv(const uint8_t* data, size_t size) {
+  const MemFile file(data, size);
+  std::vector<reproduce::RunResult> rows;
+  try {
+    rows = reproduce::read_runs(file.path());
+  } catch (const Error&) {
+    return Outcome::kError;
+  }
+  const std::string first_line(reinterpret_cast<const char*>(data),
+                               std::find(data, data + size, uint8_t('\n')) - data);
+  const bool has_settings = first_line.find("settings_crc32") != std::string::npos;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    check_run(rows[i], has_settings);
+    EQUIVAE_FUZZ_ASSERT(rows[i].origin == file.path() + ":" + std::to_string(i + 2));
+  }
+  const bool conflict = has_conflict(rows);
+  EQUIVAE_FUZZ_ASSERT(refuses_conflicts(rows) == conflict);
+
+  // Rows of a 9-column file carry no settings and are never reused, so never written back:
+  // the writer only writes runs that do. A stand-in lets their values take the round trip.
+  std::vector<reproduce::RunResult> written = rows;
+  for (reproduce::RunResult& r : written)
+    if (r.settings.empty()) r.settings = "0123abcd";
+  std::string text, text_again;
+  const std::vector<reproduce::RunResult> back = write_and_read(written, text);
+  EQUIVAE_FUZZ_ASSERT(back.size() == rows.size());
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const reproduce::RunResult &a = written[i], &b = back[i];
+    check_run(b, true);
+    EQUIVAE_FUZZ_ASSERT(reproduce::same_run(a, b));
+    EQUIVAE_FUZZ_ASSERT(within_print_rounding(a.q_error, b.q_error) &&
+                        within_print_rounding(a.distance_error, b.distance_error) &&
+                        within_print_rounding(a.neural_error, b.neural_error) &&
+                        within_print_rounding(a.benchmark_error, b.benchmark_error) &&
+                        within_print_rounding(a.seconds, b.seconds));
+  }
+  // Rounding may make disagreeing rows agree, never the other way round.
+  EQUIVAE_FUZZ_ASSERT(!has_conflict(back) || has_conflict(written));
+
+  const std::vector<reproduce::RunResult> again = write_and_read(back, text_again);
+  EQUIVAE_FUZZ_ASSERT(text_again == text);
+  EQUIVAE_FUZZ_ASSERT(again.size() == back.size());
+  for (size_t i = 0; i < back.size(); ++i) {
+    const reproduce::RunResult &a = back[i], &b = again[i];
+    EQUIVAE_FUZZ_ASSERT(reproduce::same_run(a, b));
+    EQUIVAE_FUZZ_ASSERT(
+        same_bits(a.q_error, b.q_error) && same_bits(a.distance_error, b.distance_error) &&
+        same_bits(a.neural_error, b.neural_error) &&
+        same_bits(a.benchmark_error, b.benchmark_error) && same_bits(a.seconds, b.seconds));
+  }
   return Outcome::kAccepted;
 }
 

@@ -179,3 +179,48 @@ put("flags", "unknown", argv("--epoch", "3"))
 put("flags", "valid_syntax_bad_numbers", argv("--lr=1e400", "--epochs=-0x10", "--m-max=nan"))
 put("flags", "empty_value", argv("--epochs", "3", "--data="))
 put("flags", "positional", argv("data", "--", "-x", "--=3"))
+
+# ---- runs_csv: the whole runs.csv of reproduce, as runs_csv() writes it (doubles to 6
+# significant digits, a supervised row's q_error "nan"); rows like tests/cli_reproduce.cmake's.
+RUNS_HEADER = ("table,labels,seed,epochs,q_error,distance_error,neural_error,benchmark_error,"
+               "seconds,settings_crc32")
+RUNS_HEADER_9 = RUNS_HEADER[:RUNS_HEADER.rindex(",")]  # before settings_crc32 existed
+
+
+def runs(*rows, header=RUNS_HEADER, eol="\n"):
+    return "".join(line + eol for line in (header,) + rows).encode()
+
+
+t1 = "1,500,1,2,nan,0.1234,0.0987,0.1012,93.4567,5e0c1f2a"
+t1_seed2 = "1,500,2,2,nan,0.1301,0.1011,0.0954,91.002,5e0c1f2a"
+t2 = "2,100,1,10,0.2032,0.1875,0.1933,0.2411,412.5,c81d07b3"
+t2_other = "2,100,1,10,0.2032,0.5,0.1933,0.2411,412.5,c81d07b3"  # one run, another error
+put("runs_csv", "valid_both_tables", runs(t1, t1_seed2, t2))
+put("runs_csv", "valid_before_settings_crc32",
+    runs(t1.rsplit(",", 1)[0], t2.rsplit(",", 1)[0], header=RUNS_HEADER_9))
+put("runs_csv", "valid_empty", b"")
+put("runs_csv", "valid_header_only", runs())
+put("runs_csv", "valid_one_run_twice", runs(t2, t2))
+put("runs_csv", "valid_number_spellings",
+    runs("1,9223372036854775807,100,100000,-nan,-0,1e-320,1.,0.0,5e0c1f2a",
+         "2,0001,07,1,.5,1,0.99999999,2.2250738585072014e-308,1e300,00000000"))
+put("runs_csv", "valid_no_final_newline", runs(t1)[:-1])
+# Each row alone is valid, so the reader loads the file; check_no_conflicting_rows refuses it.
+put("runs_csv", "valid_syntax_conflicting_rows", runs(t2, t2_other))
+put("runs_csv", "bad_number", runs(t2.replace("0.1875", "0.18.75")))
+put("runs_csv", "error_out_of_range", runs(t2.replace("0.1875", "-5")))
+put("runs_csv", "error_huge", runs(t2.replace("0.1933", "1e300")))
+put("runs_csv", "seed_out_of_range", runs(t1.replace(",1,2,", ",101,2,")))
+put("runs_csv", "epochs_zero", runs(t2.replace(",10,", ",0,")))
+put("runs_csv", "labels_overflow", runs(t2.replace("2,100,", "2,9223372036854775808,")))
+put("runs_csv", "seconds_inf", runs(t2.replace("412.5", "inf")))
+put("runs_csv", "table2_without_q_error", runs(t2.replace("0.2032", "nan")))
+put("runs_csv", "table_three", runs(t1, "3" + t2[1:]))
+put("runs_csv", "missing_column", runs(t1, t2.rsplit(",", 1)[0]))
+put("runs_csv", "extra_column", runs(t2 + ",7"))
+put("runs_csv", "ten_columns_under_nine", runs(t2, header=RUNS_HEADER_9))
+put("runs_csv", "crc_uppercase", runs(t2.replace("c81d07b3", "C81D07B3")))
+put("runs_csv", "blank_line", runs(t1, "", t2))
+put("runs_csv", "crlf", runs(t1, t2, eol="\r\n"))
+put("runs_csv", "nul_byte", runs(t1.replace("0.1234", "0.12\x0034")))
+put("runs_csv", "other_header", runs(t1, header="table,labels,seed,epochs"))

@@ -2,7 +2,7 @@
 # Builds the libFuzzer targets (clang, ASan + UBSan) under build-fuzz/ and fuzzes each reader
 # of outside bytes for SECONDS (default 60) of wall time, one core each, one after another:
 #   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]
-#   targets: idx idx_gzip checkpoint flags svhn_mat
+#   targets: idx idx_gzip checkpoint flags svhn_mat runs_csv
 # Starts from the committed seeds (fuzz/corpus/<target>/, never written to) plus what earlier
 # runs found (build-fuzz/work/<target>/). Prints executions, coverage and crashes per target;
 # a crashing input lands in build-fuzz/crashes/<target>/ and the script exits 1. Fix the
@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 seconds=${1:-60}
 shift || true
 targets=("$@")
-((${#targets[@]})) || targets=(idx idx_gzip checkpoint flags svhn_mat)
+((${#targets[@]})) || targets=(idx idx_gzip checkpoint flags svhn_mat runs_csv)
 
 # clang with its runtime libraries (libFuzzer), cmake, and the readers' dependencies.
 packages=(clang libclang-rt-dev cmake pkg-config zlib1g-dev libdeflate-dev nlohmann-json3-dev libmatio-dev)

@@ -23,11 +23,10 @@ struct Target {
   const char* name;
   Harness run;
 };
-const Target kTargets[] = {{"idx", run_idx},
-                           {"idx_gzip", run_idx_gzip},
-                           {"checkpoint", run_checkpoint},
-                           {"flags", run_flags},
-                           {"svhn_mat", run_svhn_mat}};
+const Target kTargets[] = {
+    {"idx", run_idx},     {"idx_gzip", run_idx_gzip}, {"checkpoint", run_checkpoint},
+    {"flags", run_flags}, {"svhn_mat", run_svhn_mat}, {"runs_csv", run_runs_csv},
+};
 
 std::vector<uint8_t> read_bytes(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
