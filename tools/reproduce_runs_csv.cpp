@@ -2,6 +2,7 @@
 
 #include <zlib.h>
 
+#include <charconv>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -39,13 +40,26 @@ constexpr char kRunsHeader[] =
 
 }  // namespace
 
+namespace {
+
+// The shortest text that reads back as the same double (nan, inf as std::from_chars reads
+// them): a row taken again with --reuse keeps its value, not a 6-digit rounding of it.
+std::string exact(double v) {
+  char buf[64];
+  const auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
+  return ec == std::errc() ? std::string(buf, end) : "nan";
+}
+
+}  // namespace
+
 std::string runs_csv(const std::vector<const RunResult*>& rows) {
   std::ostringstream csv;
   csv << kRunsHeader;
   for (const RunResult* r : rows)
-    csv << r->table << ',' << r->labels << ',' << r->seed << ',' << r->epochs << ',' << r->q_error
-        << ',' << r->distance_error << ',' << r->neural_error << ',' << r->benchmark_error << ','
-        << r->seconds << ',' << r->settings << '\n';
+    csv << r->table << ',' << r->labels << ',' << r->seed << ',' << r->epochs << ','
+        << exact(r->q_error) << ',' << exact(r->distance_error) << ',' << exact(r->neural_error)
+        << ',' << exact(r->benchmark_error) << ',' << exact(r->seconds) << ',' << r->settings
+        << '\n';
   return csv.str();
 }
 
