@@ -12,17 +12,23 @@ constexpr char kStepNotice[] =
     "\nstopping after the current step (the checkpoint being written is finished first); "
     "press Ctrl-C again to quit at once\n";
 
-volatile std::sig_atomic_t g_received = 0;
+// The handler runs on whichever thread the signal lands on (the checkpoint writer's, the data
+// loader's, an OpenMP worker's) while the training thread polls: a lock-free atomic, which a
+// handler may touch, rather than a volatile sig_atomic_t, which is safe only for a handler on
+// the polling thread itself.
+std::atomic<int> g_received{0};
+static_assert(std::atomic<int>::is_always_lock_free);
 std::atomic<bool> g_installed{false};
 std::atomic<const char*> g_notice{kStepNotice};  // lock-free: read in the handler
 
 void on_signal(int sig) {
-  if (g_received != 0) {  // the second one: end now, as the default action would
+  // The first signal claims the flag; any later one, even on another thread at the same moment,
+  // ends the process now, as the default action would.
+  if (int none = 0; !g_received.compare_exchange_strong(none, sig)) {
     std::signal(sig, SIG_DFL);
     std::raise(sig);
     return;
   }
-  g_received = sig;
   // Only async-signal-safe calls here: write(2) and strlen, not stdio.
   const char* notice = g_notice.load();
   ssize_t ignored = ::write(STDERR_FILENO, notice, std::strlen(notice));

@@ -5,9 +5,11 @@
 // where the run stops and what it keeps — is in test_resume.cpp.)
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <csignal>
 #include <cstdlib>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "model/classifier.h"
@@ -91,6 +93,23 @@ TEST(StopOnSignal, TheReplacedHandlersComeBack) {
   std::raise(SIGTERM);
   EXPECT_EQ(g_previous_handler_calls, 1);
   sigaction(SIGTERM, &saved, nullptr);
+}
+
+// A signal sent to the process runs its handler on any thread that does not block it: in a tool,
+// the checkpoint writer's, the data loader's or an OpenMP worker's. The training thread polling
+// requested() must see the flag set there, with no data race between the two (ThreadSanitizer
+// checks this under scripts/tsan.sh).
+TEST(StopOnSignal, ASignalHandledOnAnotherThreadReachesThePollingThread) {
+  StopOnSignal stop;
+  testing::internal::CaptureStderr();
+  std::thread worker([] { std::raise(SIGTERM); });  // raise: the handler runs on this thread
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!StopOnSignal::requested() && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::yield();
+  EXPECT_EQ(StopOnSignal::received(), SIGTERM);
+  worker.join();
+  EXPECT_NE(testing::internal::GetCapturedStderr().find("stopping after the current step"),
+            std::string::npos);
 }
 
 TEST(StopOnSignal, OneAtATime) {
