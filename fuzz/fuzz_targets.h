@@ -294,9 +294,8 @@ inline bool refuses_conflicts(const std::vector<reproduce::RunResult>& rows) {
 
 // runs_csv: the input is the whole runs.csv (reproduce --reuse FILE). What loads holds the
 // rows' invariants; check_no_conflicting_rows refuses exactly the files with two rows of one
-// run that disagree; and the rows written by runs_csv read back as the same runs, their values
-// rounded to the writer's precision, and writing those again gives the same text (a fixed
-// point), read back bit for bit.
+// run that disagree; and the rows written by runs_csv (each double's shortest round-trip
+// text) read back as the same runs with the same values, bit for bit.
 inline Outcome run_runs_csv(const uint8_t* data, size_t size) {
   const MemFile file(data, size);
   std::vector<reproduce::RunResult> rows;

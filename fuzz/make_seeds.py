@@ -180,8 +180,9 @@ put("flags", "valid_syntax_bad_numbers", argv("--lr=1e400", "--epochs=-0x10", "-
 put("flags", "empty_value", argv("--epochs", "3", "--data="))
 put("flags", "positional", argv("data", "--", "-x", "--=3"))
 
-# ---- runs_csv: the whole runs.csv of reproduce, as runs_csv() writes it (doubles to 6
-# significant digits, a supervised row's q_error "nan"); rows like tests/cli_reproduce.cmake's.
+# ---- runs_csv: the whole runs.csv of reproduce, as runs_csv() writes it (each double's
+# shortest round-trip text, a supervised row's q_error "nan"); rows like
+# tests/cli_reproduce.cmake's.
 RUNS_HEADER = ("table,labels,seed,epochs,q_error,distance_error,neural_error,benchmark_error,"
                "seconds,settings_crc32")
 RUNS_HEADER_9 = RUNS_HEADER[:RUNS_HEADER.rindex(",")]  # before settings_crc32 existed

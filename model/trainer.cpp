@@ -114,7 +114,8 @@ void note_moved_aside(const std::string& out_dir, const MovedAside& moved,
   const std::string at = epoch.empty() ? "" : " (epoch " + epoch + ")";
   std::fprintf(stderr,
                "note: %s held an earlier run's checkpoint%s: moved to %s/; to continue that run, "
-               "pass --resume %s/checkpoint.safetensors --out %s with its flags\n",
+               "run its command with --resume %s/checkpoint.safetensors and --out %s in place "
+               "of its --out\n",
                out_dir.c_str(), at.c_str(), moved.dir.c_str(), moved.dir.c_str(),
                moved.dir.c_str());
 }
@@ -350,11 +351,16 @@ std::vector<EpochRecord> train(EquiVae<T>& model, const Dataset& labelled,
   // Stopped on request before step `s` of `epoch` (global step `at`).
   auto stopped = [&](uint64_t at, int epoch, int64_t s) {
     const Kept k = kept_checkpoint();
-    // A write in flight that failed leaves the one before it, which still resumes.
-    // --out too: without it a resumed run writes to the default directory, not this run's.
-    const std::string out = options.out_dir.empty() ? "" : " --out " + options.out_dir;
-    const std::string next =
-        k.path.empty() ? "" : ": continue with --resume " + k.path + out + " and this run's flags";
+    // A write in flight that failed leaves the one before it, which still resumes. The same
+    // command, --out included: a resumed run writes where --out says (by default runs/mnist),
+    // not beside the checkpoint it resumes.
+    std::string next;
+    if (!k.path.empty() && k.path == options.resume_from)
+      next = ": continue by running this command again";
+    else if (!k.path.empty())
+      next =
+          ": continue by running this command again with --resume " + k.path +
+          (options.resume_from.empty() ? " added" : " in place of --resume " + options.resume_from);
     return Interrupted(where(at, epoch, s),
                        "stopped on request before this step; " + k.text + next + k.failed);
   };

@@ -101,10 +101,24 @@ std::vector<std::string> remove_stale_temp_files(const std::string& dir,
 AtomicFileWriter::AtomicFileWriter(std::string path)
     : path_(std::move(path)), temp_(temp_path_of(path_)) {
   check_target(path_);
-  file_ = std::fopen(temp_.c_str(), "wbe");  // e: no child process inherits it, nor its lock
-  if (!file_) throw Error(path_, "cannot create temp file " + temp_ + ": " + errno_text());
-  // Held until the temp file has its final name (commit), or is gone: marks it as in use.
-  ::flock(::fileno(file_), LOCK_EX | LOCK_NB);
+  // Opened without truncating, then locked (held until the file has its final name, or is
+  // gone: it marks the file as in use), then emptied: a writer of another PID namespace with
+  // the same PID, writing the same name, holds the lock, and its bytes are not cut short.
+  // CLOEXEC: no child process inherits the file, nor its lock.
+  const int fd = ::open(temp_.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0666);
+  if (fd < 0) throw Error(path_, "cannot create temp file " + temp_ + ": " + errno_text());
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK) {
+    ::close(fd);
+    throw Error(path_, "another writer is writing it (its temp file " + temp_ +
+                           " is locked): one writer per file at a time");
+  }
+  // A file system without locks leaves the PID as the only mark (remove_stale_temp_files).
+  if (::ftruncate(fd, 0) != 0 || !(file_ = ::fdopen(fd, "wb"))) {
+    const std::string why = errno_text();
+    ::unlink(temp_.c_str());  // this writer's own: the lock above is held
+    ::close(fd);
+    throw Error(path_, "cannot create temp file " + temp_ + ": " + why);
+  }
 }
 
 AtomicFileWriter::~AtomicFileWriter() {

@@ -49,14 +49,17 @@ class CpuBackend final : public Backend<T> {
   }
   std::string name() const override { return "cpu"; }
   std::string describe() const override {
-    std::string gemms = "OpenBLAS", convolutions = "im2col + OpenBLAS";
+    // The routes dense_gemm and the convolutions take (kernels/cpu/dense_gemm.cpp, conv.cpp):
+    // oneDNN only in a build with it, forced or, automatically, where it has brgemm kernels.
+    std::string gemms = "OpenBLAS", convolutions = "im2col + these GEMMs";
     if constexpr (std::is_same_v<T, float>) {  // double, the reference, always takes OpenBLAS
       const cpu::GemmRoute g = cpu::gemm_route();
-      if (g == cpu::GemmRoute::onednn ||
-          (g == cpu::GemmRoute::automatic && cpu::onednn::brgemm_available()))
+      if (cpu::onednn::available() &&
+          (g == cpu::GemmRoute::onednn ||
+           (g == cpu::GemmRoute::automatic && cpu::onednn::brgemm_available())))
         gemms = "oneDNN";
       if (cpu::conv_route() != cpu::ConvRoute::im2col && cpu::onednn::available())
-        convolutions = "oneDNN, or im2col + OpenBLAS for the shapes it does not take";
+        convolutions = "oneDNN, or im2col + these GEMMs for the shapes it does not take";
     }
     return std::string("cpu, ") + (std::is_same_v<T, float> ? "float" : "double") + ", " +
            std::to_string(threads_) + (threads_ == 1 ? " thread" : " threads") +

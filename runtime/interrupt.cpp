@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <cstring>
 
 namespace equivae {
@@ -22,6 +23,8 @@ std::atomic<bool> g_installed{false};
 std::atomic<const char*> g_notice{kStepNotice};  // lock-free: read in the handler
 
 void on_signal(int sig) {
+  // The interrupted thread may be between a failed call and reading errno for its message.
+  const int saved_errno = errno;
   // The first signal claims the flag; any later one, even on another thread at the same moment,
   // ends the process now, as the default action would.
   if (int none = 0; !g_received.compare_exchange_strong(none, sig)) {
@@ -33,6 +36,7 @@ void on_signal(int sig) {
   const char* notice = g_notice.load();
   ssize_t ignored = ::write(STDERR_FILENO, notice, std::strlen(notice));
   (void)ignored;
+  errno = saved_errno;
 }
 
 }  // namespace

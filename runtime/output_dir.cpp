@@ -55,15 +55,21 @@ void create_output_directory(const std::string& dir, const std::string& flag) {
 
 ScopedOutputDirectory::ScopedOutputDirectory(const std::string& dir, const std::string& flag)
     : dir_(dir), exceptions_at_start_(std::uncaught_exceptions()) {
+  // Every directory the path names on its way, as written ("x/../y" makes x too), that does
+  // not exist yet; deepest first.
   std::error_code ec;
-  fs::path normal = fs::path(dir).lexically_normal();
-  if (!normal.has_filename()) normal = normal.parent_path();  // "out/" names "out"
-  for (fs::path p = normal; !p.empty() && p != p.parent_path(); p = p.parent_path()) {
-    if (p.filename().empty() || p.filename() == "." || p.filename() == "..") break;
-    if (fs::exists(fs::symlink_status(p, ec))) break;
-    created_.push_back(p.string());
+  fs::path prefix;
+  for (const fs::path& part : fs::path(dir)) {
+    prefix /= part;
+    if (part.empty() || part == "." || part == ".." || part == prefix.root_path()) continue;
+    if (!fs::exists(fs::symlink_status(prefix, ec))) created_.insert(created_.begin(), prefix);
   }
-  create_output_directory(dir, flag);
+  try {
+    create_output_directory(dir, flag);
+  } catch (...) {
+    remove_created();  // what it made before it failed
+    throw;
+  }
 }
 
 ScopedOutputDirectory::ScopedOutputDirectory(ScopedOutputDirectory&& other) noexcept
@@ -74,10 +80,12 @@ ScopedOutputDirectory::ScopedOutputDirectory(ScopedOutputDirectory&& other) noex
 }
 
 ScopedOutputDirectory::~ScopedOutputDirectory() {
-  if (std::uncaught_exceptions() <= exceptions_at_start_) return;  // the tool went on to write
+  if (std::uncaught_exceptions() > exceptions_at_start_) remove_created();  // the tool failed
+}
+
+void ScopedOutputDirectory::remove_created() noexcept {
   std::error_code ec;
-  for (const std::string& d : created_)
-    if (!fs::remove(d, ec)) break;  // not empty (or gone): it and its parents stay
+  for (const std::string& d : created_) fs::remove(d, ec);  // only while empty: rmdir
 }
 
 void MovedAside::undo() noexcept {

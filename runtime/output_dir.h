@@ -29,6 +29,8 @@ class ScopedOutputDirectory {
   const std::string& path() const { return dir_; }
 
  private:
+  void remove_created() noexcept;
+
   std::string dir_;
   std::vector<std::string> created_;  // dir and the parents made for it, deepest first
   int exceptions_at_start_ = 0;

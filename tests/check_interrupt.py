@@ -57,7 +57,7 @@ def stop_with(sig, out):
     expect(rc == 128 + sig, f"{name}: exit status {rc}, want {128 + sig}; stderr:\n{said[-2000:]}")
     expect("stopping after the current step" in said, f"{name}: no notice on stderr")
     expect("train_mnist: interrupted: epoch " in said, f"{name}: no 'interrupted' line:\n{said[-2000:]}")
-    expect(f"continue with --resume {checkpoint} --out {out} and this run's flags" in said,
+    expect(f"continue by running this command again with --resume {checkpoint} added" in said,
            f"{name}: no --resume advice")
     left = sorted(os.listdir(out))
     expect(left == ["checkpoint.safetensors", "metrics.csv", "metrics.jsonl"],

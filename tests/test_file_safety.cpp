@@ -153,6 +153,20 @@ TEST_F(FileSafety, ATempFileWhoseWriterHoldsItsLockIsKeptWhateverItsPid) {
   std::getline(std::ifstream(target), written);
   EXPECT_EQ(written, "abc");
 
+  // A second writer of the same name (another PID namespace's process with the same PID, here
+  // this process) finds the lock and stops, leaving the first one's bytes whole.
+  {
+    AtomicFileWriter first(target);
+    ASSERT_TRUE(first.write("first", 5));
+    EXPECT_NE(error_of([&] {
+                AtomicFileWriter second(target);
+              }).find(target + ": another writer is writing it"),
+              std::string::npos);
+    first.commit();
+  }
+  std::getline(std::ifstream(target), written);
+  EXPECT_EQ(written, "first");
+
   // The writer gone (its lock with it), the same name is stale.
   const std::string dead = write("checkpoint.safetensors.tmp.999999999", {1});
   EXPECT_EQ(remove_stale_temp_files(dir_.string(), {"checkpoint.safetensors"}),
@@ -171,6 +185,13 @@ TEST_F(FileSafety, AFailedToolLeavesNoOutputDirectoryBehind) {
   }
   EXPECT_FALSE(fs::exists(outer)) << "both levels it made are gone";
   EXPECT_TRUE(fs::is_directory(dir_)) << "the directory that held them stays";
+  try {
+    const ScopedOutputDirectory out(path("detour/../landed"), "--out");  // makes detour too
+    EXPECT_TRUE(fs::is_directory(path("detour")) && fs::is_directory(path("landed")));
+    throw Error("checkpoint", "unreadable");
+  } catch (const Error&) {
+  }
+  EXPECT_FALSE(fs::exists(path("detour")) || fs::exists(path("landed")));
 
   fs::create_directories(outer);
   try {

@@ -97,8 +97,8 @@ TEST(StopOnSignal, TheReplacedHandlersComeBack) {
 
 // A signal sent to the process runs its handler on any thread that does not block it: in a tool,
 // the checkpoint writer's, the data loader's or an OpenMP worker's. The training thread polling
-// requested() must see the flag set there, with no data race between the two (ThreadSanitizer
-// checks this under scripts/tsan.sh).
+// requested() must see the flag set there. The race this guards against (the flag was a
+// volatile sig_atomic_t) shows only under ThreadSanitizer: scripts/tsan.sh runs this test so.
 TEST(StopOnSignal, ASignalHandledOnAnotherThreadReachesThePollingThread) {
   StopOnSignal stop;
   testing::internal::CaptureStderr();

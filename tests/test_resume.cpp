@@ -363,7 +363,7 @@ void check_stop_and_resume(const BackendFactory& make_backend, const std::string
     options.stop_requested = [&] { return asked++ == ask; };
     std::vector<std::string> all = parts;
     all.push_back("the last good checkpoint " + path + " (epoch " + std::to_string(kept) + ")");
-    all.push_back("continue with --resume " + path + " --out " + dir + " and this run's flags");
+    all.push_back("continue by running this command again with --resume " + path + " added");
     expect_error<Interrupted>([&] { train(model, train_set(), &validation_set(), options); }, all);
     EXPECT_EQ(asked, ask + 1);
   }
@@ -405,6 +405,36 @@ TEST(Interrupt, OnADeviceTheRunStopsBeforeTheNextWindowOfSteps) {
       {"epoch 3, step 1 of 10 (step 21 of the run): stopped on request before this step"}, 2);
 }
 
+// A resumed run that is stopped says how to go on from the checkpoint it keeps: the same
+// command while that is still the one it resumed, else that command with the newer checkpoint
+// in place of its --resume (adding a second --resume would be refused).
+TEST(Interrupt, AResumedRunsAdviceNamesTheCheckpointToResumeInstead) {
+  const std::string dir = fresh_dir("resumed-stop"), other = fresh_dir("resumed-stop-elsewhere");
+  const std::string path = dir + "/checkpoint.safetensors";
+  train_run(cpu(), test::tiny_config(), train_set(), nullptr, 1, dir);
+  auto stop_at = [&](int ask, const std::vector<std::string>& parts) {
+    auto backend = make_cpu_backend<float>(1);
+    EquiVae<float> model(test::tiny_config(), *backend);
+    TrainOptions options = test::quiet_options(3);
+    options.out_dir = other;
+    options.resume_from = path;
+    int asked = 0;
+    options.stop_requested = [&] { return asked++ == ask; };
+    return expect_error<Interrupted>([&] { train(model, train_set(), &validation_set(), options); },
+                                     parts);
+  };
+  const std::string first =
+      stop_at(0, {"the checkpoint " + path +
+                  " (epoch 1) is kept untouched: continue by running this command again"});
+  EXPECT_EQ(first.find("--resume"), std::string::npos) << first;
+  // 10 steps per epoch: the 11th question comes before epoch 3, once epoch 2 is on disk there.
+  stop_at(10, {"the last good checkpoint " + other + "/checkpoint.safetensors (epoch 2)",
+               "continue by running this command again with --resume " + other +
+                   "/checkpoint.safetensors in place of --resume " + path});
+  fs::remove_all(dir);
+  fs::remove_all(other);
+}
+
 TEST(Interrupt, BeforeTheFirstCheckpointNothingIsOfferedToResume) {
   auto backend = make_cpu_backend<float>(1);
   EquiVae<float> model(test::tiny_config(), *backend);
@@ -414,6 +444,7 @@ TEST(Interrupt, BeforeTheFirstCheckpointNothingIsOfferedToResume) {
       [&] { train(model, train_set(), &validation_set(), options); },
       {"epoch 1, step 1 of 10 (step 1 of the run)", "no checkpoint of this run was written yet"});
   EXPECT_EQ(what.find("--resume"), std::string::npos) << what;
+  EXPECT_EQ(what.find("continue"), std::string::npos) << what;
 }
 
 TEST(Divergence, APoisonedParameterIsNamedAndTheLastCheckpointKept) {
@@ -627,11 +658,11 @@ TEST(Resume, EachEarlierRunKeepsItsOwnPreviousDirectoryAndTheNoteSaysHowToResume
                       "the second run's checkpoint");
   EXPECT_EQ(read_lines(dir + "/previous/metrics.csv").size(), 3u);
   EXPECT_EQ(read_lines(dir + "/previous-2/metrics.csv").size(), 2u);
-  EXPECT_NE(
-      note.find("note: " + dir + " held an earlier run's checkpoint (epoch 1): moved to " + dir +
-                "/previous-2/; to continue that run, pass --resume " + dir +
-                "/previous-2/checkpoint.safetensors --out " + dir + "/previous-2 with its flags"),
-      std::string::npos)
+  EXPECT_NE(note.find("note: " + dir + " held an earlier run's checkpoint (epoch 1): moved to " +
+                      dir + "/previous-2/; to continue that run, run its command with --resume " +
+                      dir + "/previous-2/checkpoint.safetensors and --out " + dir +
+                      "/previous-2 in place of its --out"),
+            std::string::npos)
       << note;
 
   // As the note says: the second run goes on from there into the same directory (the third

@@ -1,5 +1,6 @@
 #include "tools/reproduce_table.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <sstream>
@@ -49,6 +50,8 @@ std::string table_text(const Reproduction& rp, const PaperSettings& paper,
                        const std::vector<int64_t>& label_counts,
                        const std::vector<PlannedRun>& plan) {
   const DataSplits& data = rp.data;
+  const bool taken_from_earlier = std::any_of(
+      plan.begin(), plan.end(), [](const PlannedRun& p) { return !p.result.origin.empty(); });
   std::ostringstream md;
   // A source's "[a, b)" suffixes are the rows each split took: the file's first 8,000, then
   // their first 7,000 (the rest held out for validation).
@@ -57,7 +60,7 @@ std::string table_text(const Reproduction& rp, const PaperSettings& paper,
      << " ([a, b): the rows taken); validation: " << data.validation.n
      << " examples, which pick the classifiers' epochs.\n\n"
      << "Engine " << engine_version() << "; backend: " << rp.backend.describe()
-     << (rp.reuse ? " (rows taken from earlier runs with --reuse ran on their own)" : "")
+     << (taken_from_earlier ? " (rows taken from earlier runs with --reuse ran on their own)" : "")
      << ".\n\n";
   if (rp.supervised) {
     md << "| row | runs | epochs | EquiVAE distance | EquiVAE neural (f_inv) | benchmark | paper "
