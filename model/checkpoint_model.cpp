@@ -54,8 +54,7 @@ void read_image_shape(const Checkpoint& checkpoint, const std::string& path, Equ
   int dims[3] = {};
   check(parse_shape(it->second, dims), path,
         "metadata image_shape '" + it->second + "' is not channels x height x width (1x28x28)");
-  const std::string config_shape =
-      std::to_string(c.channels) + "x" + std::to_string(c.height) + "x" + std::to_string(c.width);
+  const std::string config_shape = shape_text(c.channels, c.height, c.width);
   const bool shaped = c.convolutional() || c.gaussian();
   check(!shaped || it->second == config_shape, path,
         "metadata image_shape " + it->second + " contradicts the config's " + config_shape);

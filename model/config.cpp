@@ -70,11 +70,8 @@ std::string EquiVaeConfig::image_mismatch(int64_t dim, int image_channels, int r
   const bool shaped = image_shape_known();
   const bool same_shape = image_channels == channels && rows == height && cols == width;
   if (dim == input_dim && (!shaped || same_shape)) return {};
-  auto shape = [](int c, int h, int w) {
-    return std::to_string(c) + "x" + std::to_string(h) + "x" + std::to_string(w);
-  };
-  const std::string images = shape(image_channels, rows, cols),
-                    model = shape(channels, height, width);
+  const std::string images = shape_text(image_channels, rows, cols),
+                    model = shape_text(channels, height, width);
   if (!shaped)
     return "images have " + std::to_string(dim) + " values, the model expects " +
            std::to_string(input_dim) + " values";
@@ -97,6 +94,10 @@ std::string EquiVaeConfig::describe() const {
     s << " architecture=" << architecture_name(architecture) << " conv_width=" << conv_width;
   if (gaussian()) s << " likelihood=" << likelihood_name(likelihood);
   return s.str();
+}
+
+std::string shape_text(int channels, int height, int width) {
+  return std::to_string(channels) + "x" + std::to_string(height) + "x" + std::to_string(width);
 }
 
 EquiVaeConfig svhn_config() {

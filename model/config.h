@@ -73,6 +73,9 @@ struct EquiVaeConfig {
 // likelihood, 16-D latents, m_max = 10, k = 16 (B = 160), H = 512.
 EquiVaeConfig svhn_config();
 
+// "CxHxW": an image shape as messages and checkpoints ("image_shape") write it.
+std::string shape_text(int channels, int height, int width);
+
 const char* architecture_name(Architecture a);  // "dense", "conv"
 const char* likelihood_name(Likelihood l);      // "bernoulli", "gaussian"
 // Throws Error(context, …) naming the accepted values when text is neither.

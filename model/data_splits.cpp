@@ -4,6 +4,7 @@
 #include <future>
 #include <utility>
 
+#include "model/config.h"
 #include "model/svhn_dataset.h"
 #include "runtime/error.h"
 
@@ -92,9 +93,7 @@ DataSplits load_splits(const DataSource& src) {
     hold_out_auto_validation(s);
   else
     hold_out_validation(s, src.validation);
-  auto shape = [](const Dataset& d) {
-    return std::to_string(d.channels) + "x" + std::to_string(d.rows) + "x" + std::to_string(d.cols);
-  };
+  auto shape = [](const Dataset& d) { return shape_text(d.channels, d.rows, d.cols); };
   check(s.test.channels == s.train.channels && s.test.rows == s.train.rows &&
             s.test.cols == s.train.cols,
         s.test.source,

@@ -50,9 +50,7 @@ Checkpoint EquiVae<T>::to_checkpoint() const {
   ckpt.metadata["config"] = config_.describe();
   // The dense model's line has no geometry: the shape of its images goes beside it.
   if (config_.image_shape_known())
-    ckpt.metadata["image_shape"] = std::to_string(config_.channels) + "x" +
-                                   std::to_string(config_.height) + "x" +
-                                   std::to_string(config_.width);
+    ckpt.metadata["image_shape"] = shape_text(config_.channels, config_.height, config_.width);
   ckpt.metadata["adam_steps"] = std::to_string(adam_steps_);
   ckpt.metadata["weight_layout"] =
       config_.convolutional() ? "dense [in, out]: y = x . weight + bias; conv2d [out, in, kh, kw] "
