@@ -440,9 +440,8 @@ MnistFiles find_mnist_files(const std::string& dir) {
     for (const std::string& name : names) {
       const std::string p = (fs::path(dir) / name).string();
       if (fs::is_regular_file(p, ec)) return p;
-      const std::string kind = non_regular_kind(p);
-      if (!kind.empty() && unusable.empty())
-        unusable = "; " + name + " is there but is " + kind + ", not a regular file";
+      const std::string why = not_a_file_to_read(p);
+      if (!why.empty() && unusable.empty()) unusable = "; " + why;
     }
     throw Error(dir, "missing " + names[0] + " (also looked for " + names[1] + ", " + names[2] +
                          ", " + names[3] + ")" + unusable);

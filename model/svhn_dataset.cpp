@@ -652,10 +652,9 @@ SvhnFiles find_svhn_files(const std::string& dir) {
   check(fs::is_directory(dir, ec), dir, "not a directory (looking for SVHN .mat files)");
   const SvhnFiles files = svhn_file_paths(dir);
   for (const std::string& path : {files.train, files.test}) {
-    const std::string kind = non_regular_kind(path);
-    const std::string name = fs::path(path).filename().string();
-    check(kind.empty(), dir, name + " is there but is " + kind + ", not a regular file");
-    check(fs::is_regular_file(path, ec), dir, "missing " + name);
+    const std::string why = not_a_file_to_read(path);
+    check(why.empty(), dir, why);
+    check(fs::is_regular_file(path, ec), dir, "missing " + fs::path(path).filename().string());
   }
   return files;
 }
@@ -666,8 +665,7 @@ SvhnFiles svhn_file_paths(const std::string& dir) {
 }
 
 std::string svhn_file_unusable(const std::string& dir) {
-  const std::string kind = non_regular_kind(svhn_file_paths(dir).train);
-  return kind.empty() ? "" : "train_32x32.mat is there but is " + kind + ", not a regular file";
+  return not_a_file_to_read(svhn_file_paths(dir).train);
 }
 
 bool is_svhn_dir(const std::string& dir) {

@@ -11,6 +11,12 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// Whether path is a symbolic link whose target is missing.
+bool dangling_link(const std::string& path) {
+  std::error_code ec;
+  return fs::is_symlink(fs::symlink_status(path, ec)) && !fs::exists(fs::status(path, ec));
+}
+
 // What the path's own entry, or the file a link there leads to, is (see non_regular_kind).
 std::string kind_of_target(const std::string& path) {
   std::error_code ec;
@@ -28,7 +34,7 @@ std::string kind_of_target(const std::string& path) {
     case fs::file_type::block:
       return "a block device";
     case fs::file_type::not_found:
-      if (fs::is_symlink(fs::symlink_status(path, ec)))
+      if (dangling_link(path))
         return "a dangling symbolic link to " + fs::read_symlink(path, ec).string();
       return "";
     default:
@@ -41,10 +47,15 @@ std::string kind_of_target(const std::string& path) {
 std::string non_regular_kind(const std::string& path) {
   const std::string kind = kind_of_target(path);
   std::error_code ec;
-  if (kind.empty() || kind.rfind("a dangling", 0) == 0 ||
-      !fs::is_symlink(fs::symlink_status(path, ec)))
+  if (kind.empty() || dangling_link(path) || !fs::is_symlink(fs::symlink_status(path, ec)))
     return kind;
   return "a symbolic link to " + fs::read_symlink(path, ec).string() + ", which is " + kind;
+}
+
+std::string not_a_file_to_read(const std::string& path) {
+  const std::string kind = non_regular_kind(path);
+  if (kind.empty()) return kind;
+  return fs::path(path).filename().string() + " is there but is " + kind + ", not a regular file";
 }
 
 void check_input_file(const std::string& path) {
@@ -55,7 +66,7 @@ void check_input_file(const std::string& path) {
 void check_output_file(const std::string& path) {
   const std::string kind = non_regular_kind(path);
   // A dangling link loses nothing: a rename replaces the link, a stream creates its target.
-  if (kind.empty() || kind.rfind("a dangling", 0) == 0) return;
+  if (kind.empty() || dangling_link(path)) return;
   throw Error(path, "is " + kind +
                         ", not a regular file: the output cannot take its place; name another "
                         "path or move it away");

@@ -13,6 +13,10 @@ namespace equivae {
 // "a block device", "a dangling symbolic link to T"; "" otherwise.
 std::string non_regular_kind(const std::string& path);
 
+// "NAME is there but is KIND, not a regular file" (NAME: path's file name) when path's entry is
+// there but is no file to read, for a search that names what it found; "" otherwise.
+std::string not_a_file_to_read(const std::string& path);
+
 // Throws Error(path, "cannot open: is a FIFO (named pipe), not a regular file") when something
 // other than a regular file is there; a missing file is left to the open, which says so.
 void check_input_file(const std::string& path);
