@@ -10,6 +10,8 @@
 # replays it in the normal build). EQUIVAE_FUZZ_DIR overrides the build directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+script=fuzz
+source scripts/common.sh
 
 seconds=${1:-60}
 shift || true
@@ -18,27 +20,12 @@ targets=("$@")
 
 # clang with its runtime libraries (libFuzzer), cmake, and the readers' dependencies.
 packages=(clang libclang-rt-dev cmake pkg-config zlib1g-dev libdeflate-dev nlohmann-json3-dev libmatio-dev)
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  echo "fuzz: installing ${missing[*]}"
-  sudo_cmd=""
-  [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
-  export DEBIAN_FRONTEND=noninteractive
-  $sudo_cmd apt-get update -qq
-  $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+install_packages "${packages[@]}"
 
 build_dir=${EQUIVAE_FUZZ_DIR:-build-fuzz}
-mkdir -p "$build_dir"
 log="$build_dir/build.log"
-# Configured when it has no build files yet (a configure that failed leaves a cache but none).
-if [ ! -f "$build_dir/Makefile" ]; then
-  CC=clang CXX=clang++ cmake -S fuzz -B "$build_dir" >"$log" 2>&1 || { cat "$log"; exit 1; }
-fi
-cmake --build "$build_dir" -j"$(nproc)" >"$log" 2>&1 || { cat "$log"; echo "fuzz: build failed" >&2; exit 1; }
+configure_once "$build_dir" env CC=clang CXX=clang++ cmake -S fuzz -B "$build_dir"
+build_quietly "$build_dir" -j"$(nproc)"
 
 status=0
 printf '%-11s %8s %12s %10s %6s %8s\n' target seconds executions execs/s cov crashes

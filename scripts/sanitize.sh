@@ -6,24 +6,17 @@
 # EQUIVAE_ASAN_DIR overrides the build directory; EQUIVAE_JOBS the build/test parallelism.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+script=sanitize
+source scripts/common.sh
 
 build_dir=${EQUIVAE_ASAN_DIR:-build-asan}
 jobs=${EQUIVAE_JOBS:-$(nproc)}
 flags="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer -O1 -g"
-mkdir -p "$build_dir"
-log="$build_dir/build.log"
 start=$(date +%s)
-# Configured when it has no build files yet (a configure that failed leaves a cache but none).
-if [ ! -f "$build_dir/Makefile" ]; then
-  cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_COMPILER=g++ \
-    -DCMAKE_CXX_FLAGS="$flags" -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address,undefined" \
-    -DEQUIVAE_BUILD_BENCH=OFF >"$log" 2>&1 || { cat "$log"; exit 1; }
-fi
-if ! cmake --build "$build_dir" -j"$jobs" >"$log" 2>&1; then
-  cat "$log"
-  echo "sanitize: build failed (log: $log)" >&2
-  exit 1
-fi
+configure_once "$build_dir" cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_COMPILER=g++ \
+  -DCMAKE_CXX_FLAGS="$flags" -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address,undefined" \
+  -DEQUIVAE_BUILD_BENCH=OFF
+build_quietly "$build_dir" -j"$jobs"
 built=$(date +%s)
 echo "sanitize: built $build_dir in $((built - start)) s"
 

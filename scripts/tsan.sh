@@ -20,6 +20,8 @@
 #  - the kernels' own tests (ops, GEMMs, convolutions): no threads but OpenMP's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+script=tsan
+source scripts/common.sh
 
 build_dir=${EQUIVAE_TSAN_DIR:-build-tsan}
 jobs=${EQUIVAE_JOBS:-$(nproc)}
@@ -29,24 +31,14 @@ targets=(train_mnist train_svhn reproduce figures embed classify make_svhn_files
          test_file_safety test_flags test_fuzz_regressions test_idx_dataset test_image_files
          test_interrupt test_model test_resume test_sampler test_semisupervised
          test_svhn_dataset test_threads)
-mkdir -p "$build_dir"
-log="$build_dir/build.log"
 start=$(date +%s)
-# Configured when it has no build files yet (a configure that failed leaves a cache but none).
-if [ ! -f "$build_dir/Makefile" ]; then
-  env -u CUDACXX PATH=/usr/sbin:/usr/bin:/sbin:/bin \
-    cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_COMPILER=g++ \
-    -DCMAKE_CXX_FLAGS="$flags" -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=thread" \
-    -DEQUIVAE_BUILD_BENCH=OFF -DCMAKE_DISABLE_FIND_PACKAGE_dnnl=ON >"$log" 2>&1 ||
-    { cat "$log"; exit 1; }
-fi
+configure_once "$build_dir" env -u CUDACXX PATH=/usr/sbin:/usr/bin:/sbin:/bin \
+  cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_COMPILER=g++ \
+  -DCMAKE_CXX_FLAGS="$flags" -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=thread" \
+  -DEQUIVAE_BUILD_BENCH=OFF -DCMAKE_DISABLE_FIND_PACKAGE_dnnl=ON
 target_args=()
 for t in "${targets[@]}"; do target_args+=(--target "$t"); done
-if ! cmake --build "$build_dir" -j"$jobs" "${target_args[@]}" >"$log" 2>&1; then
-  cat "$log"
-  echo "tsan: build failed (log: $log)" >&2
-  exit 1
-fi
+build_quietly "$build_dir" -j"$jobs" "${target_args[@]}"
 built=$(date +%s)
 echo "tsan: built $build_dir in $((built - start)) s"
 

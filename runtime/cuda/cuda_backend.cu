@@ -525,6 +525,9 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
     check(!capturing_, "cuda backend", "begin_capture inside a capture");
     check_graph_slot(graph);
     drop_graph(graph);
+    // Side-stream work issued before the capture is joined outside it: a join inside would
+    // wait on an event recorded outside the capture, which a capture refuses.
+    join_side_stream();
 #if defined(EQUIVAE_CUDA_EMULATED)
     recorded_.clear();
 #else
@@ -550,6 +553,7 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
         &exec_[slot], graph,
         options_.prioritise_critical_path ? cudaGraphInstantiateFlagUseNodePriority : 0);
     cudaGraphDestroy(graph);
+    if (status != cudaSuccess) exec_[slot] = nullptr;  // its value is unspecified then
     cuda_check(status, "cudaGraphInstantiate");
 #endif
     has_graph_[slot] = true;
@@ -560,6 +564,12 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
 #if defined(EQUIVAE_CUDA_EMULATED)
     recorded_.clear();
 #else
+    // A fork left unjoined makes the capture end in an error and may leave the side stream
+    // capturing: join it first (errors ignored: the capture may already be invalidated).
+    if (side_pending_) {
+      cudaEventRecord(join_event_, side_stream_);
+      cudaStreamWaitEvent(stream_, join_event_, 0);
+    }
     cudaGraph_t graph = nullptr;
     cudaStreamEndCapture(stream_, &graph);
     if (graph) cudaGraphDestroy(graph);
