@@ -71,12 +71,14 @@ inline EquiVaeConfig model_config(const Flags& f, const PaperSettings& paper, co
   c.hidden = int(f.get_int("hidden", 1, 65536));
   c.m_max = f.get("m-max") == "auto" ? (semi ? paper.m_max_semi : paper.m_max_sup)
                                      : int(f.get_int("m-max", 1, 4096));
-  // The samplers' cap (model/sampler.h) on a value asked for: said, not applied silently.
-  if (f.get("m-max") != "auto" && c.m_max > c.k - 1)
+  // The samplers' cap (model/sampler.h), on a value asked for or the paper's (which few
+  // labels, or a small --k, bring under it): said, not applied silently.
+  if (c.m_max > c.k - 1)
     std::fprintf(stderr,
-                 "note: --m-max %d: a labelled row pools at most the k - 1 = %d other items of "
+                 "note: %s %d: a labelled row pools at most the k - 1 = %d other items of "
                  "its class in the batch%s\n",
-                 c.m_max, c.k - 1, semi ? " (an unlabelled row at most k)" : "");
+                 f.get("m-max") == "auto" ? "m_max (the paper's)" : "--m-max", c.m_max, c.k - 1,
+                 semi ? " (an unlabelled row at most k)" : "");
   if (c.convolutional()) c.conv_width = int(f.get_int("conv-width", 1, 4096));
   // Parsed either way, so a bad value is refused; applied only with labels.
   const int unlabelled = int(f.get_int("unlabelled", 1, 100000));
