@@ -554,24 +554,45 @@ fastest_route(os.path.join(res, "bench_step.json"))
 table(os.path.join(res, "bench_step_fp32.json"), "CUDA backend, strict FP32")
 table(os.path.join(res, "bench_chains.json"), "Dense-layer GEMM chains per route (B = 160, TF32, one graph each)")
 table(os.path.join(res, "bench_kernels.json"), "Kernels alone")
-for file, title in (("peers_cuda.jsonl", "Peers on the same GPU (MNIST)"),
-                    ("peers_svhn_cuda.jsonl", "SVHN peers on the same GPU (BM_SvhnGraphStep above)"),
-                    ("peers_semi_cuda.jsonl",
-                     "Semi-supervised MNIST peers on the same GPU (BM_GraphStep/semi:1 above)")):
+def engine_steps():
+    # The engine's headline steps (seconds), by benchmark name, for the head-to-head rows.
+    steps = {}
+    for f in ("bench_step_head.json", "bench_step.json"):
+        path = os.path.join(res, f)
+        if os.path.exists(path):
+            for b in json.load(open(path)).get("benchmarks", []):
+                if "step" in b and not b.get("error_occurred"):
+                    steps.setdefault(b["name"], b["step"])
+    return steps
+steps = engine_steps()
+for file, title, engine, per_epoch in (
+        ("peers_cuda.jsonl", "Peers on the same GPU (MNIST)",
+         "BM_GraphStep/semi:0/k:16/levers:0/real_time", 0),
+        ("peers_svhn_cuda.jsonl", "SVHN peers on the same GPU",
+         "BM_SvhnGraphStep/semi:0/autotuned:0/levers:0/real_time", 70000 / 160),
+        ("peers_semi_cuda.jsonl", "Semi-supervised MNIST peers on the same GPU",
+         "BM_GraphStep/semi:1/k:16/levers:0/real_time", 0)):
     peers = os.path.join(res, file)
     if not os.path.exists(peers):
         continue
     print(f"## {title}\n")
-    print("| peer | result |")
-    print("| --- | --- |")
+    mine = steps.get(engine)
+    epoch = lambda ms: f"; a 70,000-image epoch {ms * per_epoch / 1e3:.2f} s" if per_epoch else ""
+    if mine:
+        print(f"The engine ({engine}): {mine * 1e3:.4f} ms per step{epoch(mine * 1e3)}\n")
+    print("| peer | ms per step (median) | the peer's time / the engine's | the rest |")
+    print("| --- | ---: | ---: | --- |")
     for line in open(peers):
         try:
             r = json.loads(line)
         except ValueError:
             continue
         name = " ".join(str(r.get(k, "")) for k in ("framework", "mode") if k in r) or "peer"
-        rest = ", ".join(f"{k}={v}" for k, v in r.items() if k not in ("framework", "mode"))
-        print(f"| {name} | {rest} |")
+        ms = r.get("ms_per_step_median")
+        ratio = f"{ms / (mine * 1e3):.2f}" if ms and mine else ""
+        rest = ", ".join(f"{k}={v}" for k, v in r.items()
+                         if k not in ("framework", "mode", "ms_per_step_median"))
+        print(f"| {name} | {ms if ms is not None else ''}{epoch(ms) if ms else ''} | {ratio} | {rest} |")
     print()
 EOF
   echo "Full log: gpu_check.log"
