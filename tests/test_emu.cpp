@@ -395,6 +395,7 @@ TEST(Emu, ShuffledOrderExposesUnsynchronisedWarpReads) {
 // Shared arrays declared through EQUIVAE_SHARED (and BlockReduce's TempStorage, and
 // emu::dynamic_shared<T>()) are race-checked: two threads touching a word in one barrier phase,
 // one of them writing, is an emu::Error whatever the schedule.
+// The message of the emu::Error that `launch` throws, or "" when it runs through.
 template <class F>
 std::string launch_error_of(F launch) {
   try {
@@ -935,19 +936,9 @@ __global__ void kernel_shuffle_mask_excludes_caller(float* out) {
   out[threadIdx.x] = __shfl_sync(0x1u, 1.0f, 0);
 }
 
-template <class F>
-std::string launch_error(F launch) {
-  try {
-    launch();
-  } catch (const emu::Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
 TEST(Emu, BarrierInDivergentBranchIsReportedNotHung) {
   std::vector<int> out(64);
-  const std::string e = launch_error(
+  const std::string e = launch_error_of(
       [&] { EQUIVAE_LAUNCH(kernel_barrier_in_divergent_branch, 2, 64, 0, nullptr, out.data()); });
   ASSERT_FALSE(e.empty()) << "the launch must fail";
   EXPECT_NE(e.find("deadlock"), std::string::npos) << e;
@@ -959,7 +950,7 @@ TEST(Emu, BarrierInDivergentBranchIsReportedNotHung) {
 
 TEST(Emu, ShuffleWaitingForAnExitedLaneIsReported) {
   std::vector<float> out(32);
-  const std::string e = launch_error(
+  const std::string e = launch_error_of(
       [&] { EQUIVAE_LAUNCH(kernel_shuffle_with_exited_lane, 1, 32, 0, nullptr, out.data()); });
   EXPECT_NE(e.find("deadlock"), std::string::npos) << e;
   EXPECT_NE(e.find("5(exited)"), std::string::npos) << e;
@@ -967,7 +958,7 @@ TEST(Emu, ShuffleWaitingForAnExitedLaneIsReported) {
 
 TEST(Emu, ShuffleAgainstSyncthreadsIsReported) {
   std::vector<float> out(64);
-  const std::string e = launch_error(
+  const std::string e = launch_error_of(
       [&] { EQUIVAE_LAUNCH(kernel_shuffle_against_syncthreads, 1, 64, 0, nullptr, out.data()); });
   EXPECT_NE(e.find("deadlock"), std::string::npos) << e;
   EXPECT_NE(e.find("(at __syncthreads)"), std::string::npos) << e;
@@ -975,7 +966,7 @@ TEST(Emu, ShuffleAgainstSyncthreadsIsReported) {
 
 TEST(Emu, WarpPrimitiveWithMaskExcludingCallerIsReported) {
   std::vector<float> out(32);
-  const std::string e = launch_error(
+  const std::string e = launch_error_of(
       [&] { EQUIVAE_LAUNCH(kernel_shuffle_mask_excludes_caller, 1, 32, 0, nullptr, out.data()); });
   EXPECT_NE(e.find("mask that excludes it"), std::string::npos) << e;
   EXPECT_NE(e.find("thread ("), std::string::npos) << e;
