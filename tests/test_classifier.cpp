@@ -24,6 +24,7 @@
 #include "runtime/error.h"
 #include "runtime/interrupt.h"
 #include "tests/conv_fixtures.h"
+#include "tests/error_checks.h"
 #include "tests/op_harness.h"
 
 namespace equivae {
@@ -31,6 +32,7 @@ namespace {
 
 using test::Buffers;
 using test::BufferSpec;
+using test::expect_error;
 
 // ---- the op
 
@@ -621,18 +623,6 @@ TEST(ConvClassifier, LearnsBrightQuadrantsAndSelectsTheBestValidationEpoch) {
   EXPECT_EQ(s.best_epoch, 1 + int(best - s.validation_error.begin()));
   EXPECT_EQ(s.best_validation_error, *best);
   EXPECT_EQ(clf.error(val.x, val.y), *best);  // the kept parameters are the best epoch's
-}
-
-// Runs make and expects an Error whose message holds every part.
-void expect_error(const std::function<void()>& make, const std::vector<std::string>& parts) {
-  try {
-    make();
-    ADD_FAILURE() << "no Error thrown";
-  } catch (const Error& e) {
-    for (const std::string& part : parts)
-      EXPECT_NE(std::string(e.what()).find(part), std::string::npos)
-          << "'" << e.what() << "' lacks '" << part << "'";
-  }
 }
 
 TEST(ConvClassifier, RejectsBadConfigurations) {

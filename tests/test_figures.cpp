@@ -20,6 +20,7 @@
 #include "runtime/error.h"
 #include "runtime/image_grid.h"
 #include "runtime/png_image.h"
+#include "tests/error_checks.h"
 #include "tests/fixtures.h"
 #include "tests/gemm_exactness.h"
 
@@ -27,21 +28,12 @@ namespace equivae {
 namespace {
 
 namespace fs = std::filesystem;
+using test::error_of;
 
 std::string scratch(const std::string& name) {
   const fs::path dir = fs::path(EQUIVAE_BINARY_DIR) / "test_figures";
   fs::create_directories(dir);
   return (dir / name).string();
-}
-
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
 }
 
 // An MLP on the host in double: y = x · W + b, ReLU between layers.

@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "error_checks.h"
 #include "memory_cap.h"
 #include "model/data_splits.h"
 #include "model/idx_dataset.h"
@@ -29,6 +30,7 @@ namespace {
 namespace fs = std::filesystem;
 using Bytes = std::vector<uint8_t>;
 using test::exit_under_memory_cap;
+using test::expect_error;
 using testing::HasSubstr;
 
 void put_be32(Bytes& b, uint32_t v) {
@@ -102,16 +104,6 @@ Bytes gzip_with_zeros(const Bytes& head, size_t zeros) {
 Bytes concat(Bytes a, const Bytes& b) {
   a.insert(a.end(), b.begin(), b.end());
   return a;
-}
-
-// Runs fn, expects an equivae::Error whose message holds every substring.
-void expect_error(const std::function<void()>& fn, std::initializer_list<std::string> parts) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected an equivae::Error";
-  } catch (const Error& e) {
-    for (const std::string& part : parts) EXPECT_THAT(e.what(), HasSubstr(part));
-  }
 }
 
 // 3 images of 2x3 with distinctive pixels, and their labels.

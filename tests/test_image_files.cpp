@@ -17,11 +17,13 @@
 #include "runtime/image_grid.h"
 #include "runtime/npy_file.h"
 #include "runtime/png_image.h"
+#include "tests/error_checks.h"
 
 namespace equivae {
 namespace {
 
 namespace fs = std::filesystem;
+using test::error_of;
 
 std::string scratch(const std::string& name) {
   const fs::path dir = fs::path(EQUIVAE_BINARY_DIR) / "test_image_files";
@@ -47,16 +49,6 @@ Image pattern_image(int width, int height, int channels) {
   image.pixels.resize(size_t(width) * height * channels);
   for (size_t i = 0; i < image.pixels.size(); ++i) image.pixels[i] = uint8_t((i * 37 + 11) % 256);
   return image;
-}
-
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
 }
 
 bool no_temp_files_beside(const std::string& path) {

@@ -23,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "error_checks.h"
 #include "memory_cap.h"
 #include "model/data_splits.h"
 #include "model/svhn_dataset.h"
@@ -35,6 +36,7 @@ namespace {
 namespace fs = std::filesystem;
 using Bytes = std::vector<uint8_t>;
 using test::exit_under_memory_cap;
+using test::expect_error;
 using testing::HasSubstr;
 
 // MAT 5 element types and array classes the tests build with.
@@ -245,16 +247,6 @@ Var labels_var(const std::vector<double>& labels) {
 
 const std::vector<double> kLabels = {10, 1, 5};  // -> digits 0, 1, 5
 const std::vector<int32_t> kDigits = {0, 1, 5};
-
-// Runs fn, expects an equivae::Error whose message holds every substring.
-void expect_error(const std::function<void()>& fn, std::initializer_list<std::string> parts) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected an equivae::Error";
-  } catch (const Error& e) {
-    for (const std::string& part : parts) EXPECT_THAT(e.what(), HasSubstr(part));
-  }
-}
 
 // The top-level elements of a little-endian MAT file: (offset of the tag, type, size).
 struct Element {
