@@ -19,6 +19,14 @@ inline std::string temp_checkpoint_path(const std::string& name) {
       .string();
 }
 
+// EQUIVAE_BINARY_DIR/<dir>/<name>, the folder made when missing: a file a test writes into the
+// build tree, in a folder of its own.
+inline std::string build_tree_file(const std::string& dir, const std::string& name) {
+  const std::filesystem::path folder = std::filesystem::path(EQUIVAE_BINARY_DIR) / dir;
+  std::filesystem::create_directories(folder);
+  return (folder / name).string();
+}
+
 // A fixture owning a fresh directory TEMP/<prefix><pid>_<test name>, removed after the test.
 class ScratchDirTest : public testing::Test {
  protected:

@@ -23,6 +23,7 @@
 #include "tests/error_checks.h"
 #include "tests/fixtures.h"
 #include "tests/gemm_exactness.h"
+#include "tests/scratch_files.h"
 
 namespace equivae {
 namespace {
@@ -31,9 +32,7 @@ namespace fs = std::filesystem;
 using test::error_of;
 
 std::string scratch(const std::string& name) {
-  const fs::path dir = fs::path(EQUIVAE_BINARY_DIR) / "test_figures";
-  fs::create_directories(dir);
-  return (dir / name).string();
+  return test::build_tree_file("test_figures", name);
 }
 
 // An MLP on the host in double: y = x · W + b, ReLU between layers.

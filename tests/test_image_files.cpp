@@ -18,6 +18,7 @@
 #include "runtime/npy_file.h"
 #include "runtime/png_image.h"
 #include "tests/error_checks.h"
+#include "tests/scratch_files.h"
 
 namespace equivae {
 namespace {
@@ -26,9 +27,7 @@ namespace fs = std::filesystem;
 using test::error_of;
 
 std::string scratch(const std::string& name) {
-  const fs::path dir = fs::path(EQUIVAE_BINARY_DIR) / "test_image_files";
-  fs::create_directories(dir);
-  return (dir / name).string();
+  return test::build_tree_file("test_image_files", name);
 }
 
 std::vector<uint8_t> read_bytes(const std::string& path) {
