@@ -16,6 +16,13 @@ inline Dataset bundled_digits(int64_t n) {
       .slice(0, n);
 }
 
+// The same, loaded once per test binary and kept: the digits several tests of a file share.
+template <int64_t N>
+const Dataset& kept_digits() {
+  static const Dataset data = bundled_digits(N);
+  return data;
+}
+
 // Training options for a test run: `epochs` epochs, no progress lines.
 inline TrainOptions quiet_options(int epochs) {
   TrainOptions options;

@@ -50,8 +50,7 @@ namespace equivae {
 namespace {
 
 const Dataset& digits() {
-  static const Dataset data = test::bundled_digits(1500);
-  return data;
+  return test::kept_digits<1500>();
 }
 
 using test::tiny_config;

@@ -44,8 +44,7 @@ namespace fs = std::filesystem;
 
 // 1,010 training digits: 25 chunks of B = 40 rows and a short one of 10.
 const Dataset& digits() {
-  static const Dataset data = test::bundled_digits(1210);
-  return data;
+  return test::kept_digits<1210>();
 }
 const Dataset& train_digits() {
   static const Dataset data = digits().slice(0, 1010);

@@ -42,8 +42,7 @@ namespace {
 namespace fs = std::filesystem;
 
 const Dataset& digits() {
-  static const Dataset data = test::bundled_digits(1500);
-  return data;
+  return test::kept_digits<1500>();
 }
 // 400 training digits: 10 supervised steps per epoch at B = 40.
 const Dataset& train_set() {

@@ -18,8 +18,7 @@ namespace equivae {
 namespace {
 
 const Dataset& digits() {
-  static const Dataset data = test::bundled_digits(3000);
-  return data;
+  return test::kept_digits<3000>();
 }
 
 using test::tiny_semi_config;

@@ -23,8 +23,7 @@ namespace equivae {
 namespace {
 
 const Dataset& digits() {
-  static const Dataset data = test::bundled_digits(640);
-  return data;
+  return test::kept_digits<640>();
 }
 
 constexpr const char* kOpenBlasOnly =
