@@ -15,6 +15,7 @@
 #include "model/sampler.h"
 #include "model/trainer.h"
 #include "runtime/error.h"
+#include "tests/dense_finite_differences.h"
 #include "tests/fixtures.h"
 #include "tests/scratch_files.h"
 
@@ -47,31 +48,11 @@ TEST(Model, WholeBackwardMatchesFiniteDifferencesInDouble) {
 
   // h = 1e-4: the loss sums ~800 pixel terms, so a smaller step drowns in round-off.
   // Parameters of every layer (weights and biases of f_inv, encoder, decoder).
-  std::vector<size_t> probes;
-  for (DenseLayer<double>* layer : model.all_layers()) {
-    const size_t w0 = size_t(layer->W.data - model.parameters());
-    const size_t b0 = size_t(layer->b.data - model.parameters());
-    for (size_t s = 0; s < 6; ++s) probes.push_back(w0 + (s * 7919) % layer->W.size());
-    probes.push_back(b0 + layer->b.size() / 2);
-  }
-  const double h = 1e-4;
-  double worst = 0;
-  int nonzero = 0;
-  for (size_t p : probes) {
-    double& w = model.parameters()[p];
-    const double saved = w;
-    w = saved + h;
-    const double up = loss_at(model, 5);
-    w = saved - h;
-    const double down = loss_at(model, 5);
-    w = saved;
-    const double numeric = (up - down) / (2 * h);
-    const double e = std::fabs(numeric - grads[p]) / (1e-4 + std::fabs(numeric));
-    worst = std::max(worst, e);
-    nonzero += std::fabs(numeric) > 1e-9;
-  }
-  EXPECT_LT(worst, 2e-5);
-  EXPECT_GT(nonzero, int(probes.size()) / 2) << "most probed gradients should be non-zero";
+  const std::vector<size_t> probes = test::dense_layer_probes(model, 6, 2);
+  const test::FiniteDifferences fd =
+      test::central_differences(model, probes, grads, 1e-4, [&] { return loss_at(model, 5); });
+  EXPECT_LT(fd.worst, 2e-5);
+  EXPECT_GT(fd.nonzero, int(probes.size()) / 2) << "most probed gradients should be non-zero";
 }
 
 TEST(Model, FloatPlanMatchesDoublePlanForOneStep) {

@@ -12,6 +12,7 @@
 #include "model/subsets.h"
 #include "model/trainer.h"
 #include "runtime/error.h"
+#include "tests/dense_finite_differences.h"
 #include "tests/fixtures.h"
 
 namespace equivae {
@@ -45,29 +46,13 @@ TEST(SemiSupervised, WholeObjectiveBackwardMatchesFiniteDifferences) {
   model.backward();
   std::vector<double> grads(model.gradients(), model.gradients() + model.parameter_count());
 
-  std::vector<size_t> probes;  // every layer of f_inv, encoder, decoder and q(y|x)
-  for (DenseLayer<double>* layer : model.all_layers()) {
-    const size_t w0 = size_t(layer->W.data - model.parameters());
-    for (size_t s = 0; s < 5; ++s) probes.push_back(w0 + (s * 7919) % layer->W.size());
-    probes.push_back(size_t(layer->b.data - model.parameters()) + layer->b.size() / 3);
-  }
-  const double h = 1e-4;  // the loss sums ~800 pixel terms per row: larger steps beat round-off
-  double worst = 0;
-  int nonzero = 0;
-  for (size_t p : probes) {
-    double& w = model.parameters()[p];
-    const double saved = w;
-    w = saved + h;
-    const double up = loss_of(model.forward(2), config);
-    w = saved - h;
-    const double down = loss_of(model.forward(2), config);
-    w = saved;
-    const double numeric = (up - down) / (2 * h);
-    worst = std::max(worst, std::fabs(numeric - grads[p]) / (1e-4 + std::fabs(numeric)));
-    nonzero += std::fabs(numeric) > 1e-9;
-  }
-  EXPECT_LT(worst, 2e-5);
-  EXPECT_GT(nonzero, int(probes.size()) / 2);
+  // Every layer of f_inv, encoder, decoder and q(y|x).
+  const std::vector<size_t> probes = test::dense_layer_probes(model, 5, 3);
+  // h = 1e-4: the loss sums ~800 pixel terms per row: larger steps beat round-off.
+  const test::FiniteDifferences fd = test::central_differences(
+      model, probes, grads, 1e-4, [&] { return loss_of(model.forward(2), config); });
+  EXPECT_LT(fd.worst, 2e-5);
+  EXPECT_GT(fd.nonzero, int(probes.size()) / 2);
 }
 
 TEST(SemiSupervised, UnlabelledPoolingSetsComeFromTheirLabelsSegment) {
