@@ -68,6 +68,26 @@ CudaBackendOptions strict_options() {
   return options;
 }
 
+// The batch of `step` that config's balanced sampler draws from data's labels.
+Batch supervised_batch(const EquiVaeConfig& config, const Dataset& data, uint64_t step) {
+  BalancedBatchSampler sampler(data.labels, 10, config.k, config.m_max, config.seed);
+  Batch batch;
+  sampler.sample(step, batch);
+  return batch;
+}
+
+// The semi-supervised batch of `step`: config's samplers over split's labelled and unlabelled
+// sets, the labelled rows first.
+Batch semi_batch(const EquiVaeConfig& config, const LabelledSplit& split, uint64_t step) {
+  BalancedBatchSampler labelled(split.labelled.labels, 10, config.k, config.m_max, config.seed);
+  UnlabelledSampler unlabelled(split.unlabelled.n, config.unlabelled, 10, config.k, config.m_max,
+                               config.seed);
+  Batch batch;
+  labelled.sample(step, batch);
+  unlabelled.sample(step, batch);
+  return batch;
+}
+
 std::unique_ptr<Backend<float>> device_backend(
     const CudaBackendOptions& options = strict_options()) {
 #if defined(EQUIVAE_TEST_REAL_CUDA)
@@ -213,21 +233,14 @@ void compare_one_step(const EquiVaeConfig& config, const Batch& batch, const Dat
 
 TEST_F(CudaBackend, SupervisedStepMatchesTheCpuBackend) {
   const EquiVaeConfig config = tiny_config();
-  BalancedBatchSampler sampler(digits().labels, 10, config.k, config.m_max, config.seed);
-  Batch batch;
-  sampler.sample(3, batch);
+  const Batch batch = supervised_batch(config, digits(), 3);
   compare_one_step(config, batch, digits(), nullptr, 3, 1e-7);
 }
 
 TEST_F(CudaBackend, SemiSupervisedStepMatchesTheCpuBackend) {
   const EquiVaeConfig config = tiny_semi_config();
   const LabelledSplit& split = semi_split();
-  BalancedBatchSampler labelled(split.labelled.labels, 10, config.k, config.m_max, config.seed);
-  UnlabelledSampler unlabelled(split.unlabelled.n, config.unlabelled, 10, config.k, config.m_max,
-                               config.seed);
-  Batch batch;
-  labelled.sample(2, batch);
-  unlabelled.sample(2, batch);
+  const Batch batch = semi_batch(config, split, 2);
   compare_one_step(config, batch, split.labelled, &split.unlabelled, 2, 1e-7);
 }
 
@@ -578,9 +591,7 @@ TEST_F(CudaBackend, StepsPerGraphOutsideItsRangeIsRefused) {
 // in OpenBLAS.
 TEST_F(CudaBackend, EveryGemmRouteMatchesTheCpuBackend) {
   const EquiVaeConfig config = tiny_config();
-  BalancedBatchSampler sampler(digits().labels, 10, config.k, config.m_max, config.seed);
-  Batch batch;
-  sampler.sample(5, batch);
+  const Batch batch = supervised_batch(config, digits(), 5);
   const std::vector<std::pair<const char*, CudaBackendOptions>> routes = {
       {"lt backward", {.strict_fp32 = true, .lt_backward = true}},
       {"lt backward, no split-K", {.strict_fp32 = true, .lt_backward = true, .split_k = false}},
@@ -674,9 +685,7 @@ TEST_F(CudaBackend, FusedReluBackwardReadsTheMaskTheForwardKept) {
   auto step_backend = device_backend({.strict_fp32 = true, .fused_relu_backward = true});
   const EquiVaeConfig config = tiny_config();
   EquiVae<float> model(config, *step_backend);
-  BalancedBatchSampler sampler(digits().labels, 10, config.k, config.m_max, config.seed);
-  Batch batch;
-  sampler.sample(0, batch);
+  const Batch batch = supervised_batch(config, digits(), 0);
   model.train_step(batch, digits(), 0);
   ops = dynamic_cast<DeviceStepOps<float>*>(step_backend.get());
   EXPECT_EQ(ops->fused_relu().masks_kept, 6);
@@ -1242,21 +1251,14 @@ const LabelledSplit& blob_split() {
 
 TEST_F(CudaBackend, ConvModelStepMatchesTheCpuBackend) {
   const EquiVaeConfig config = test::tiny_conv_config();
-  BalancedBatchSampler sampler(blobs().labels, 10, config.k, config.m_max, config.seed);
-  Batch batch;
-  sampler.sample(3, batch);
+  const Batch batch = supervised_batch(config, blobs(), 3);
   compare_one_step(config, batch, blobs(), nullptr, 3, 1e-7);
 }
 
 TEST_F(CudaBackend, ConvModelSemiSupervisedStepMatchesTheCpuBackend) {
   const EquiVaeConfig config = test::tiny_conv_semi_config();
   const LabelledSplit& split = blob_split();
-  BalancedBatchSampler labelled(split.labelled.labels, 10, config.k, config.m_max, config.seed);
-  UnlabelledSampler unlabelled(split.unlabelled.n, config.unlabelled, 10, config.k, config.m_max,
-                               config.seed);
-  Batch batch;
-  labelled.sample(1, batch);
-  unlabelled.sample(1, batch);
+  const Batch batch = semi_batch(config, split, 1);
   compare_one_step(config, batch, split.labelled, &split.unlabelled, 1, 1e-7);
   // The encoder's trunk beside f_inv (eager: the same ops, forked and joined).
   compare_one_step(config, batch, split.labelled, &split.unlabelled, 1, 1e-7,
@@ -1367,9 +1369,7 @@ TEST_F(CudaBackend, DoublePlanRunsEagerButNotOnTheDevice) {
   EquiVae<double> a(config, *cpu), b(config, *gpu);
   EXPECT_FALSE(b.device_steps_supported());
   EXPECT_THROW(b.upload_datasets(digits()), Error);
-  BalancedBatchSampler sampler(digits().labels, 10, config.k, config.m_max, config.seed);
-  Batch batch;
-  sampler.sample(1, batch);
+  const Batch batch = supervised_batch(config, digits(), 1);
   const StepMetrics ma = a.train_step(batch, digits(), 1), mb = b.train_step(batch, digits(), 1);
   EXPECT_NEAR(mb.recon, ma.recon, 1e-9 * std::fabs(ma.recon));
   EXPECT_NEAR(mb.kl, ma.kl, 1e-9 * std::fabs(ma.kl) + 1e-12);
