@@ -217,6 +217,29 @@ TEST(Classifier, WholeBackwardMatchesFiniteDifferencesInDoubleWithDropout) {
   EXPECT_GT(g.nonzero, g.probed / 2);
 }
 
+double normalised_mse(const std::vector<double>& reference, const std::vector<double>& other) {
+  double err = 0, norm = 0;
+  for (size_t i = 0; i < reference.size(); ++i) {
+    err += (reference[i] - other[i]) * (reference[i] - other[i]);
+    norm += reference[i] * reference[i];
+  }
+  return err / norm;
+}
+
+// The normalised MSE of the float plan's gradients against the double plan's, gathered layer by
+// layer: the flat buffers' alignment padding differs between float and double.
+double float_gradient_mse(MlpClassifier<float>& cf, MlpClassifier<double>& cd) {
+  std::vector<double> gd, gf;
+  for (size_t l = 0; l < cd.layers().size(); ++l) {
+    for (auto [f, d] : {std::pair{cf.layers()[l].dW, cd.layers()[l].dW},
+                        std::pair{cf.layers()[l].db, cd.layers()[l].db}}) {
+      gd.insert(gd.end(), d.data, d.data + d.size());
+      gf.insert(gf.end(), f.data, f.data + f.size());
+    }
+  }
+  return normalised_mse(gd, gf);
+}
+
 TEST(Classifier, FloatPlanMatchesDoublePlanForOneStep) {
   auto bf = make_cpu_backend<float>(1);
   auto bd = make_cpu_backend<double>(1);
@@ -232,17 +255,7 @@ TEST(Classifier, FloatPlanMatchesDoublePlanForOneStep) {
   EXPECT_NEAR(lf, ld, 1e-5 * std::fabs(ld));
   cf.backward();
   cd.backward();
-  double err = 0, norm = 0;
-  for (size_t l = 0; l < cd.layers().size(); ++l) {
-    for (auto [f, d] : {std::pair{cf.layers()[l].dW, cd.layers()[l].dW},
-                        std::pair{cf.layers()[l].db, cd.layers()[l].db}}) {
-      for (size_t i = 0; i < d.size(); ++i) {
-        err += (d.data[i] - f.data[i]) * (d.data[i] - f.data[i]);
-        norm += d.data[i] * d.data[i];
-      }
-    }
-  }
-  EXPECT_LT(err / norm, 1e-7) << "normalised MSE of the float gradients";
+  EXPECT_LT(float_gradient_mse(cf, cd), 1e-7) << "normalised MSE of the float gradients";
 }
 
 TEST(Classifier, LearnsALinearlySeparableProblem) {
@@ -433,15 +446,6 @@ std::vector<double> download_all(Backend<T>& be, const T* data, size_t n) {
   return std::vector<double>(host.begin(), host.end());
 }
 
-double normalised_mse(const std::vector<double>& reference, const std::vector<double>& other) {
-  double err = 0, norm = 0;
-  for (size_t i = 0; i < reference.size(); ++i) {
-    err += (reference[i] - other[i]) * (reference[i] - other[i]);
-    norm += reference[i] * reference[i];
-  }
-  return err / norm;
-}
-
 TEST(ConvClassifier, LayersAndDropoutPlaces) {
   auto backend = make_cpu_backend<double>(1);
   MlpClassifier<double> clf(kTinyIn, 3, tiny_conv_classifier(5, 0.5), *backend);
@@ -539,17 +543,8 @@ TEST(ConvClassifier, FloatPlanMatchesDoublePlanForOneStep) {
     EXPECT_NEAR(lf, ld, 1e-5 * std::fabs(ld)) << count;
     cf.backward();
     cd.backward();
-    // Layer by layer: the flat buffers' alignment padding differs between float and double.
-    std::vector<double> gd, gf;
-    for (size_t l = 0; l < cd.layers().size(); ++l) {
-      for (auto [f, d] : {std::pair{cf.layers()[l].dW, cd.layers()[l].dW},
-                          std::pair{cf.layers()[l].db, cd.layers()[l].db}}) {
-        gd.insert(gd.end(), d.data, d.data + d.size());
-        gf.insert(gf.end(), f.data, f.data + f.size());
-      }
-    }
-    const double mse = normalised_mse(gd, gf);
-    EXPECT_LT(mse, 1e-7) << "normalised MSE of the float gradients, " << count << " rows";
+    EXPECT_LT(float_gradient_mse(cf, cd), 1e-7)
+        << "normalised MSE of the float gradients, " << count << " rows";
   }
 }
 
