@@ -323,6 +323,14 @@ TEST(Validation, OnTheEmulatedCudaBackendFromResidentImages) {
 class EpochCheckpoint : public test::ScratchDirTest {
  protected:
   EpochCheckpoint() : ScratchDirTest("epoch_") {}
+  // Two quiet epochs into path("run"), each one that ends counted in epochs_done.
+  TrainOptions counted_options() {
+    TrainOptions options = test::quiet_options(2);
+    options.out_dir = path("run");
+    options.after_epoch = [this](const EpochRecord&) { ++epochs_done; };
+    return options;
+  }
+  int epochs_done = 0;
 };
 
 std::vector<char> file_bytes(const std::string& path) {
@@ -381,10 +389,7 @@ TEST_F(EpochCheckpoint, ADirectoryInTheCheckpointsPlaceIsRefusedBeforeTheFirstEp
   fs::create_directories(fs::path(target) / "occupied");
   auto be = make_cpu_backend<float>(1);
   EquiVae<float> model(test::tiny_config(), *be);
-  TrainOptions options = test::quiet_options(2);
-  options.out_dir = path("run");
-  int epochs_done = 0;
-  options.after_epoch = [&](const EpochRecord&) { ++epochs_done; };
+  TrainOptions options = counted_options();
   try {
     train(model, train_digits().slice(0, 400), nullptr, options);
     ADD_FAILURE() << "expected an error";
@@ -407,10 +412,7 @@ TEST_F(EpochCheckpoint, AnUnwritableCheckpointStopsTheRunNamingTheFile) {
   fs::create_directories(fs::path(temp) / "occupied");
   auto be = make_cpu_backend<float>(1);
   EquiVae<float> model(test::tiny_config(), *be);
-  TrainOptions options = test::quiet_options(2);
-  options.out_dir = path("run");
-  int epochs_done = 0;
-  options.after_epoch = [&](const EpochRecord&) { ++epochs_done; };
+  TrainOptions options = counted_options();
   try {
     train(model, train_digits().slice(0, 400), nullptr, options);
     ADD_FAILURE() << "expected an error";
