@@ -35,8 +35,9 @@
 # ("bench" stands for step routes fp32 chains kernels.) A session's device time (~15 minutes,
 # the machine's start-up included) holds one full call, not two: make it one call; should the
 # budget run out, the summary names the skipped stages, and a second call on the same warm
-# machine with only those (e.g. STAGES="sanitizer peers_semi") uses what is left — its figures
-# come from the same GPU.
+# machine with only those uses what is left — its figures come from the same GPU; name
+# "step" too (e.g. STAGES="step sanitizer peers_semi") for the peers' rows to show the engine's
+# step beside them.
 # shellcheck disable=SC2317  # the stages are functions called through their names
 set -u -o pipefail
 
@@ -114,8 +115,8 @@ mkdir -p "$RESULTS"
 LOG="$RESULTS/gpu_check.log"
 SUMMARY="$RESULTS/summary.md"
 : >"$LOG"
-DEFAULT_STAGES="info tests step peers peers_svhn train routes fp32 train_routes chains kernels
-  profile sanitizer peers_semi emulated"
+DEFAULT_STAGES="info tests step peers peers_svhn train routes fp32 train_routes chains kernels"
+DEFAULT_STAGES+=" profile sanitizer peers_semi emulated"
 STAGES="${STAGES:-$DEFAULT_STAGES}"
 declare -A STATUS=()
 tests_failed=0
@@ -170,7 +171,9 @@ if [[ -d "$PACK/bin" ]]; then
   # The pack's binaries read the bundled digits under the path they were built at.
   built_at="$(cat "$PACK/source_dir" 2>/dev/null)"
   if [[ -n "$built_at" && "$built_at" != "$ROOT" && ! -e "$built_at/data" ]]; then
-    if mkdir -p "$(dirname "$built_at")" 2>/dev/null && ln -s "$ROOT" "$built_at" 2>/dev/null; then
+    # A link (dangling, say) may be replaced; anything else there is left alone.
+    if [[ ! -e "$built_at" || -L "$built_at" ]] && mkdir -p "$(dirname "$built_at")" 2>/dev/null &&
+      ln -sfnT "$ROOT" "$built_at" 2>/dev/null && [[ -e "$built_at/data" ]]; then
       log "linked $built_at (where the pack was built) to $ROOT"
     else
       log "WARNING: the pack was built at $built_at and cannot link it here: the runs and" \
@@ -457,7 +460,7 @@ stage_emulated() {
   run_stage tests_emulated 60 env OMP_NUM_THREADS=4 "$BIN/test_cuda_backend"
 }
 
-# "bench" and "train" as the stages were once named: every benchmark, every 40-epoch run.
+# "bench", as the benchmarks' stage was once named, stands for all of them.
 expanded=""
 for s in $STAGES; do
   case "$s" in
@@ -502,10 +505,23 @@ done
   python3 - "$RESULTS" <<'EOF' 2>/dev/null || echo "(python3 summary of the benchmarks failed; see the json files)"
 import json, os, sys
 res = sys.argv[1]
+loaded = {}
+def load(path):
+    # A results file, or None when it is missing or unreadable (a stage killed mid-write):
+    # one bad file must not cost the rest of the summary (said once, where first read).
+    if path not in loaded:
+        try:
+            with open(path) as f:
+                loaded[path] = json.load(f)
+        except (OSError, ValueError) as e:
+            if os.path.exists(path):
+                print(f"({os.path.basename(path)} could not be read: {e})\n")
+            loaded[path] = None
+    return loaded[path]
 def table(path, title):
-    if not os.path.exists(path):
+    data = load(path)
+    if data is None:
         return
-    data = json.load(open(path))
     print(f"## {title}\n")
     print("| benchmark | label | per step / op | examples/s |")
     print("| --- | --- | --- | --- |")
@@ -535,9 +551,10 @@ table(os.path.join(res, "bench_step.json"),
       "CUDA backend: the lever routes, SVHN variants, eager steps and ops (TF32 allowed)")
 def fastest_route(path):
     # BM_GraphStepGemmRoute: the route to keep as the default (CudaBackendOptions)
-    if not os.path.exists(path):
+    data = load(path)
+    if data is None:
         return
-    routes = [b for b in json.load(open(path)).get("benchmarks", [])
+    routes = [b for b in data.get("benchmarks", [])
               if b["name"].startswith("BM_GraphStepGemmRoute") and "step" in b]
     if not routes:
         return
@@ -558,11 +575,10 @@ def engine_steps():
     # The engine's headline steps (seconds), by benchmark name, for the head-to-head rows.
     steps = {}
     for f in ("bench_step_head.json", "bench_step.json"):
-        path = os.path.join(res, f)
-        if os.path.exists(path):
-            for b in json.load(open(path)).get("benchmarks", []):
-                if "step" in b and not b.get("error_occurred"):
-                    steps.setdefault(b["name"], b["step"])
+        data = load(os.path.join(res, f)) or {}
+        for b in data.get("benchmarks", []):
+            if "step" in b and not b.get("error_occurred"):
+                steps.setdefault(b["name"], b["step"])
     return steps
 steps = engine_steps()
 for file, title, engine, per_epoch in (
@@ -587,11 +603,12 @@ for file, title, engine, per_epoch in (
             r = json.loads(line)
         except ValueError:
             continue
-        name = " ".join(str(r.get(k, "")) for k in ("framework", "mode") if k in r) or "peer"
+        named = ("framework", "mode", "matmul")  # framework: "torch 2.11.0+cu130", say
+        name = " ".join(str(r[k]) for k in named if k in r) or str(r.get("peer", "peer"))
         ms = r.get("ms_per_step_median")
         ratio = f"{ms / (mine * 1e3):.2f}" if ms and mine else ""
         rest = ", ".join(f"{k}={v}" for k, v in r.items()
-                         if k not in ("framework", "mode", "ms_per_step_median"))
+                         if k not in named + ("ms_per_step_median",))
         print(f"| {name} | {ms if ms is not None else ''}{epoch(ms) if ms else ''} | {ratio} | {rest} |")
     print()
 EOF

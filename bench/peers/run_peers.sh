@@ -14,9 +14,11 @@
 #   conv SVHN model (svhn_torch.py, svhn_jax.py; --data-dir takes a directory
 #   with train_32x32.mat).
 # CPU (default): torch eager, torch compile, jax step-jit, jax epoch-jit.
-# PEERS_DEVICE=cuda: torch eager, compile, compile-cudagraphs, jax step, jax
-#   epoch, all with --device cuda (needs a CUDA torch and jax[cuda12] in the
-#   interpreter: PEERS_GPU=1 for setup_venv.sh, or PEERS_PY, see below).
+# PEERS_DEVICE=cuda: torch compile-cudagraphs with TF32, jax epoch, torch eager,
+#   jax step, torch compile-cudagraphs (FP32), torch compile, in that order (each
+#   framework's fastest first, kept when a caller's timeout cuts the rest), all
+#   with --device cuda (needs a CUDA torch and jax[cuda12] in the interpreter:
+#   PEERS_GPU=1 for setup_venv.sh, or PEERS_PY, see below).
 # PEERS_PY=/path/to/python: use that interpreter (must import torch, jax,
 #   numpy) instead of creating/using bench/peers/.venv -- e.g. on a machine
 #   without network access.

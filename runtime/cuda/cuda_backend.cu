@@ -564,8 +564,8 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
 #if defined(EQUIVAE_CUDA_EMULATED)
     recorded_.clear();
 #else
-    // A fork left unjoined makes the capture end in an error and may leave the side stream
-    // capturing: join it first (errors ignored: the capture may already be invalidated).
+    // A fork left unjoined makes the capture end in an error (cudaErrorStreamCaptureUnjoined):
+    // join it first (errors ignored: the capture may already be invalidated).
     if (side_pending_) {
       cudaEventRecord(join_event_, side_stream_);
       cudaStreamWaitEvent(stream_, join_event_, 0);
