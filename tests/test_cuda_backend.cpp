@@ -1074,6 +1074,59 @@ std::vector<float> random_floats(uint64_t stream, size_t n, double lo, double hi
   return v;
 }
 
+// Side-stream work still pending when a capture begins is joined before it (a join inside
+// would wait on an event recorded outside the capture, which CUDA refuses), and a capture
+// aborted with its fork unjoined leaves both streams fit for the next one, its work never run.
+// On the emulator: the same values, in order; on a GPU: the capture rules too.
+TEST_F(CudaBackend, CapturesAfterPendingAndAbortedSideStreamWork) {
+  const int B = 8, in = 5, out = 3;
+  const auto x = random_floats(1, size_t(B) * in, -1, 1),
+             W = random_floats(2, size_t(in) * out, -0.5, 0.5),
+             dy = random_floats(3, size_t(B) * out, -1, 1),
+             other_dy = random_floats(4, size_t(B) * out, -1, 1),
+             y = random_floats(5, size_t(B) * out, -1, 1);
+  auto cpu = make_cpu_backend<float>(1);
+  std::vector<float> dx(size_t(B) * in), dW(size_t(in) * out), db(out), dz = dy;
+  cpu->dense_backward(dx.data(), dW.data(), db.data(), dz.data(), x.data(), W.data(), y.data(), B,
+                      in, out, /*relu=*/false, /*accumulate_dx=*/false, {});
+
+  auto gpu = device_backend();
+  auto* ops = dynamic_cast<DeviceStepOps<float>*>(gpu.get());
+  ASSERT_NE(ops, nullptr);
+  DeviceVector gx(*gpu, x), gW(*gpu, W), gy(*gpu, y), gdy(*gpu, dy), gother(*gpu, other_dy),
+      gdx(*gpu, dx), gdW(*gpu, std::vector<float>(dW.size())), gdb(*gpu, db),
+      gbuf(*gpu, std::vector<float>(64));
+  const auto expect_dW = [&](const char* when) {
+    const std::vector<double> want(dW.begin(), dW.end()), got = gdW.get();
+    EXPECT_LE(nmse(want, got), 1e-6) << "dW " << when;
+  };
+  constexpr int kGraph = DeviceStepOps<float>::kOneStepGraph;
+
+  // dW = xᵀ · dy goes to the side stream, and nothing joins it before the capture begins.
+  gpu->dense_backward(gdx.data, gdW.data, gdb.data, gdy.data, gx.data, gW.data, gy.data, B, in, out,
+                      false, false, {});
+  ops->begin_capture(kGraph);
+  gpu->fill(gbuf.data, 4.0f, 64);
+  ops->end_capture();
+  ops->replay(kGraph);
+  EXPECT_EQ(gbuf.get(), std::vector<double>(64, 4.0));
+  expect_dW("from the eager backward before the capture");
+
+  // A capture that forks the side stream (another dy into the same dW), then is aborted.
+  ops->begin_capture(kGraph);
+  gpu->dense_backward(gdx.data, gdW.data, gdb.data, gother.data, gx.data, gW.data, gy.data, B, in,
+                      out, false, false, {});
+  ops->abort_capture();
+  EXPECT_FALSE(ops->has_graph(kGraph));
+  ops->begin_capture(kGraph);
+  gpu->fill(gbuf.data, 5.0f, 64);
+  ops->end_capture();
+  ops->replay(kGraph);
+  EXPECT_EQ(gbuf.get(), std::vector<double>(64, 5.0));
+  expect_dW("after the aborted capture, which ran nothing");
+  ops->reset_graph();
+}
+
 void compare_conv(const Conv2dShape& s, bool transposed, bool relu,
                   const CudaBackendOptions& options) {
   const std::string name = std::string(transposed ? "conv_transpose2d" : "conv2d") +
