@@ -67,18 +67,37 @@ std::unique_ptr<Backend<float>> gpu_backend(CudaBackendOptions options = {}) {
   return make_cuda_backend<float>(options);
 }
 
-// The levers not yet measured on a GPU, together (BM_GraphStepGemmRoute/25): the small GEMM
-// with its DRELU tail, early Adam, programmatic launch and (for the conv model) the
-// convolutions' weight gradients and the encoder's trunk on the side stream. Where a
-// benchmark's "levers" argument is 1, its step runs on them.
-CudaBackendOptions with_new_levers(bool on) {
+// The levers that are not defaults, together (BM_GraphStepGemmRoute/24): the small GEMM with
+// its DRELU tail and early Adam, beside the defaults (programmatic launch and, for the conv
+// model, the convolutions' weight gradients and the encoder's trunk on the side stream).
+CudaBackendOptions with_new_levers() {
   CudaBackendOptions o;
-  o.fused_relu_backward = o.small_gemm = o.early_adam = o.programmatic_launch = on;
-  o.side_conv_filter = o.trunk_beside = on;
+  o.fused_relu_backward = o.small_gemm = o.early_adam = true;
+  o.programmatic_launch = o.side_conv_filter = o.trunk_beside = true;
   return o;
 }
-const char* levers_label(bool on) {
-  return on ? " small GEMM, fused ReLU backward, early Adam, programmatic launch" : "";
+// A benchmark's "levers" argument: 0 the defaults; 1 with_new_levers; 2 the defaults before
+// programmatic launch and the convolutions' side-stream work became defaults (2026-11-27),
+// timed beside 0 in one run; 3 (the conv model) 2 with the weight gradients on the side stream.
+CudaBackendOptions levers_options(int64_t which) {
+  CudaBackendOptions o = which == 1 ? with_new_levers() : CudaBackendOptions{};
+  if (which >= 2) {
+    o.programmatic_launch = o.trunk_beside = false;
+    o.side_conv_filter = which == 3;
+  }
+  return o;
+}
+std::string levers_label(int64_t which) {
+  switch (which) {
+    case 1:
+      return " small GEMM, fused ReLU backward, early Adam";
+    case 2:
+      return " previous defaults: no programmatic launch, convolutions in order";
+    case 3:
+      return " no programmatic launch, side-stream conv dW, trunk in order";
+    default:
+      return "";
+  }
 }
 // kWindow (100) is a multiple of 10: every step of a timed window runs in a group.
 CudaBackendOptions with_steps_per_graph(CudaBackendOptions o, int steps) {
@@ -154,8 +173,7 @@ EQUIVAE_GUARDED_BENCHMARK(BM_GraphStep) {
   const bool semi = state.range(0) != 0;
   EquiVaeConfig config = semi ? semi_config() : EquiVaeConfig{};
   config.k = int(state.range(1));  // B = 10·k; classes smaller than k wrap around
-  const bool levers = state.range(2) != 0;
-  auto backend = gpu_backend(with_new_levers(levers));
+  auto backend = gpu_backend(levers_options(state.range(2)));
   EquiVae<float> model(config, *backend);
   LabelledSplit split;
   if (semi) split = split_labelled(digits(), 3000, 1);
@@ -167,7 +185,7 @@ EQUIVAE_GUARDED_BENCHMARK(BM_GraphStep) {
     state.counters["GEMM FLOP/s"] =
         benchmark::Counter(gemm_flops(config.batch()) * kWindow * double(state.iterations()),
                            benchmark::Counter::kIsRate);
-  state.SetLabel(backend->name() + levers_label(levers));
+  state.SetLabel(backend->name() + levers_label(state.range(2)));
 }
 // The supervised graph step (B = 160) on each route the backend offers (CudaBackendOptions),
 // to keep the fastest as the default; each route names what it changes from the defaults.
@@ -209,11 +227,11 @@ const StepRoute kStepRoutes[] = {
     {"small GEMM, fused ReLU backward", {.fused_relu_backward = true, .small_gemm = true}},
     {"small GEMM, fused ReLU backward, early Adam",
      {.fused_relu_backward = true, .early_adam = true, .small_gemm = true}},
-    {"programmatic launch", {.programmatic_launch = true}},
-    {"small GEMM, fused ReLU backward, early Adam, programmatic launch", with_new_levers(true)},
+    {"no programmatic launch", {.programmatic_launch = false}},
+    {"small GEMM, fused ReLU backward, early Adam, programmatic launch", with_new_levers()},
     {"small GEMM where it wins (autotuned), fused ReLU backward, early Adam, programmatic "
      "launch",
-     autotuned(with_new_levers(true))},
+     autotuned(with_new_levers())},
     {"small GEMM, fused ReLU backward, lt backward, early Adam, autotuned, critical path "
      "prioritised, programmatic launch",
      {.fused_relu_backward = true,
@@ -225,7 +243,7 @@ const StepRoute kStepRoutes[] = {
       .programmatic_launch = true}},
     {"10 steps per graph", {.steps_per_graph = 10}},
     {"small GEMM, fused ReLU backward, early Adam, programmatic launch, 10 steps per graph",
-     with_steps_per_graph(with_new_levers(true), 10)},
+     with_steps_per_graph(with_new_levers(), 10)},
 };
 constexpr int kStepRouteCount = int(sizeof(kStepRoutes) / sizeof(kStepRoutes[0]));
 
@@ -266,6 +284,9 @@ BENCHMARK(BM_GraphStep)
     ->Args({0, 1024, 0})
     ->Args({1, 16, 1})
     ->Args({0, 1024, 1})
+    ->Args({0, 16, 2})
+    ->Args({1, 16, 2})
+    ->Args({0, 1024, 2})
     ->Unit(benchmark::kMicrosecond)
     ->UseRealTime();
 
@@ -300,17 +321,14 @@ const Dataset& svhn_shaped() {
 // The SVHN model (svhn_config(): B = 160, m_max = 10) as graph replays, one iteration = kWindow
 // steps; range(0) = 1: semi-supervised with U = 100 (1,160 rows through encoder and decoder;
 // the first 1,000 images labelled, the rest unlabelled); range(1) = 1: autotuned (cuDNN's
-// and cuBLASLt's algorithms timed at start-up); range(2) = 1: with_new_levers, 2: only the
-// convolutions' weight gradients on the side stream, 3: those and the encoder's trunk there.
+// and cuBLASLt's algorithms timed at start-up); range(2): levers_options (2: the defaults
+// before 2026-11-27, every convolution in order; 3: only the weight gradients beside).
 EQUIVAE_GUARDED_BENCHMARK(BM_SvhnGraphStep) {
   if (skip_without_gpu(state)) return;
   const bool semi = state.range(0) != 0;
   EquiVaeConfig config = svhn_config();
   if (semi) config.unlabelled = 100;
-  const bool levers = state.range(2) == 1;
-  CudaBackendOptions options = with_new_levers(levers);
-  options.side_conv_filter = options.side_conv_filter || state.range(2) >= 2;
-  options.trunk_beside = options.trunk_beside || state.range(2) == 3;
+  CudaBackendOptions options = levers_options(state.range(2));
   options.autotune = state.range(1) != 0;
   auto backend = gpu_backend(options);
   EquiVae<float> model(config, *backend);
@@ -319,9 +337,8 @@ EQUIVAE_GUARDED_BENCHMARK(BM_SvhnGraphStep) {
   const Dataset& labelled = semi ? split.labelled : svhn_shaped();
   const Dataset* unlabelled = semi ? &split.unlabelled : nullptr;
   time_graph_windows(state, model, labelled, unlabelled);
-  state.SetLabel(backend->name() + (options.autotune ? " autotuned" : "") + levers_label(levers) +
-                 (options.side_conv_filter ? " side-stream conv dW" : "") +
-                 (options.trunk_beside ? " trunk beside f_inv" : ""));
+  state.SetLabel(backend->name() + (options.autotune ? " autotuned" : "") +
+                 levers_label(state.range(2)));
 }
 BENCHMARK(BM_SvhnGraphStep)
     ->ArgNames({"semi", "autotuned", "levers"})
@@ -332,6 +349,7 @@ BENCHMARK(BM_SvhnGraphStep)
     ->Args({0, 0, 3})
     ->Args({0, 0, 1})
     ->Args({1, 0, 1})
+    ->Args({1, 0, 2})
     ->Unit(benchmark::kMicrosecond)
     ->UseRealTime();
 

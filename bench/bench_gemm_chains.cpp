@@ -21,6 +21,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <exception>
 #include <map>
 #include <memory>
 #include <string>
@@ -329,16 +330,22 @@ bool time_graph(benchmark::State& state, cudaStream_t stream, F&& issue) {
   cudaGraph_t graph = nullptr;
   cudaGraphExec_t exec = nullptr;
   bool ok = cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal) == cudaSuccess;
-  std::string failed;
-  const bool issued = ok && issue(failed);
+  std::string failed, thrown;
+  bool issued = false;
+  try {  // a throw must still end the capture: left open, it fails every later benchmark
+    issued = ok && issue(failed);
+  } catch (const std::exception& e) {
+    thrown = e.what();
+  }
   ok = cudaStreamEndCapture(stream, &graph) == cudaSuccess && issued &&
        cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess;
   size_t nodes = 0;
   if (graph) cudaGraphGetNodes(graph, nullptr, &nodes);
   if (!ok) {
     const std::string why =
-        failed.empty() ? std::string("capture failed: ") + cudaGetErrorString(cudaGetLastError())
-                       : "cuBLASLt has no algorithm for " + failed;
+        !thrown.empty()  ? thrown
+        : failed.empty() ? std::string("capture failed: ") + cudaGetErrorString(cudaGetLastError())
+                         : "cuBLASLt has no algorithm for " + failed;
     state.SkipWithError(why.c_str());
     if (graph) cudaGraphDestroy(graph);
     return false;
@@ -465,7 +472,7 @@ EQUIVAE_GUARDED_BENCHMARK(BM_GemmShape) {
                               {forward ? cuda::GemmTail::bias : cuda::GemmTail::none, bias},
                               stream);
       else if (route == 1)
-        ok = lt.run(g, A, B, C, LtEpilogue{forward ? GemmEpilogue::bias : GemmEpilogue::none, bias},
+        ok = lt.run(g, A, B, C, forward ? LtEpilogue{GemmEpilogue::bias, bias} : LtEpilogue{},
                     stream);
       else
         ok = cublas_gemm(cublas, g, A, B, C);

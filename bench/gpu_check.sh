@@ -37,7 +37,9 @@
 # budget run out, the summary names the skipped stages, and a second call on the same warm
 # machine with only those uses what is left — its figures come from the same GPU; name
 # "step" too (e.g. STAGES="step sanitizer peers_semi") for the peers' rows to show the engine's
-# step beside them.
+# step beside them; PEERS_FIRST=2 keeps each peer stage to each framework's fastest mode.
+# Under the device tool ($OUT set) every result but the summary and the log is packed into
+# all-results.tar.gz (the tool returns at most 8 files).
 # shellcheck disable=SC2317  # the stages are functions called through their names
 set -u -o pipefail
 
@@ -416,6 +418,12 @@ stage_profile() {
     run_stage profile 90 bash -c "ncu --clock-control none --metrics gpu__time_duration.sum \
       --launch-skip 300 --launch-count 150 --csv '$BIN/bench_cuda_step' \
       --benchmark_filter=EagerStep --benchmark_min_time=0.2 >'$RESULTS/ncu_eager_step.csv'"
+    # The B = 10,240 step's graph nodes, kernel by kernel (ncu profiles each node of a replayed
+    # graph): where it spends the time its GEMMs alone do not (issue 4's 60% of their rate).
+    run_stage profile_big 90 bash -c "ncu --clock-control none --metrics gpu__time_duration.sum \
+      --launch-skip 300 --launch-count 150 --csv '$BIN/bench_cuda_step' \
+      --benchmark_filter='BM_GraphStep/semi:0/k:1024/levers:0/' --benchmark_min_time=0.05 \
+      >'$RESULTS/ncu_graph_step_b10240.csv'"
   else
     STATUS[profile]="skipped: ncu or bench_cuda_step missing"
   fi
@@ -615,4 +623,14 @@ EOF
   echo "Full log: gpu_check.log"
 } >"$SUMMARY"
 cat "$SUMMARY"
+# The device tool brings back at most 8 files from $OUT (a run of 2026-11-27 lost its summary
+# and 9 other files to that limit): there, everything goes into one archive, kept beside the
+# summary and the log.
+if [[ -n "${OUT:-}" && "$RESULTS" == "$OUT" ]]; then
+  if tar czf /tmp/gpu_check_results.tar.gz -C "$RESULTS" . &&
+    mv /tmp/gpu_check_results.tar.gz "$RESULTS/all-results.tar.gz"; then
+    find "$RESULTS" -mindepth 1 -maxdepth 1 ! -name summary.md ! -name gpu_check.log \
+      ! -name all-results.tar.gz -exec rm -rf {} +
+  fi
+fi
 exit "$tests_failed"

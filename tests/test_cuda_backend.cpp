@@ -67,6 +67,13 @@ CudaBackendOptions strict_options() {
   options.strict_fp32 = true;
   return options;
 }
+// Strict, with every convolution in order on the main stream (the defaults put the weight
+// gradients and the SVHN encoder's trunk on the side stream).
+CudaBackendOptions in_order_options() {
+  CudaBackendOptions options = strict_options();
+  options.side_conv_filter = options.trunk_beside = false;
+  return options;
+}
 
 // The batch of `step` that config's balanced sampler draws from data's labels.
 Batch supervised_batch(const EquiVaeConfig& config, const Dataset& data, uint64_t step) {
@@ -609,7 +616,7 @@ TEST_F(CudaBackend, EveryGemmRouteMatchesTheCpuBackend) {
       {"early Adam", {.strict_fp32 = true, .early_adam = true}},
       {"fused ReLU backward, early Adam",
        {.strict_fp32 = true, .fused_relu_backward = true, .early_adam = true}},
-      {"programmatic launch", {.strict_fp32 = true, .programmatic_launch = true}},
+      {"no programmatic launch", {.strict_fp32 = true, .programmatic_launch = false}},
       {"programmatic launch, fused ReLU backward, early Adam",
        {.strict_fp32 = true,
         .fused_relu_backward = true,
@@ -1197,9 +1204,9 @@ void compare_conv(const Conv2dShape& s, bool transposed, bool relu,
 TEST_F(CudaBackend, ConvolutionsMatchTheCpuBackend) {
   // The SVHN geometry (k = 4, s = 2, p = 1) at a small batch, odd sizes with output padding;
   // the weight gradient on the main stream, then on the side stream.
-  CudaBackendOptions side = strict_options();
+  CudaBackendOptions side = in_order_options();
   side.side_conv_filter = true;
-  for (const CudaBackendOptions& options : {strict_options(), side}) {
+  for (const CudaBackendOptions& options : {in_order_options(), side}) {
     compare_conv({3, 3, 16, 16, 8, 4, 4, 2, 1, 0}, false, true, options);
     compare_conv({2, 5, 7, 9, 4, 3, 4, 2, 1, 0}, false, false, options);
     compare_conv({3, 8, 4, 4, 6, 4, 4, 2, 1, 0}, true, true, options);
@@ -1213,9 +1220,9 @@ TEST_F(CudaBackend, ConvolutionsMatchTheCpuBackend) {
 // side stream's, and refuses the main stream's alone.
 TEST_F(CudaBackend, SideStreamConvolutionFilterHasItsOwnWorkspace) {
   const Conv2dShape s{2, 3, 8, 8, 4, 4, 4, 2, 1, 0};
-  CudaBackendOptions side = strict_options();
+  CudaBackendOptions side = in_order_options();
   side.side_conv_filter = true;
-  auto one = device_backend(), two = device_backend(side);
+  auto one = device_backend(in_order_options()), two = device_backend(side);
   for (const bool transposed : {false, true}) {
     const size_t main =
         transposed ? one->conv_transpose2d_workspace_bytes(s) : one->conv2d_workspace_bytes(s);
@@ -1306,21 +1313,23 @@ TEST_F(CudaBackend, ConvModelStepMatchesTheCpuBackend) {
   const EquiVaeConfig config = test::tiny_conv_config();
   const Batch batch = supervised_batch(config, blobs(), 3);
   compare_one_step(config, batch, blobs(), nullptr, 3, 1e-7);
+  // The conv model's side-stream defaults off: every convolution in order on the main stream.
+  compare_one_step(config, batch, blobs(), nullptr, 3, 1e-7, in_order_options());
 }
 
 TEST_F(CudaBackend, ConvModelSemiSupervisedStepMatchesTheCpuBackend) {
   const EquiVaeConfig config = test::tiny_conv_semi_config();
   const LabelledSplit& split = blob_split();
   const Batch batch = semi_batch(config, split, 1);
+  // By default the encoder's trunk runs beside f_inv (eager: the same ops, forked and joined);
+  // off, in order on the main stream.
   compare_one_step(config, batch, split.labelled, &split.unlabelled, 1, 1e-7);
-  // The encoder's trunk beside f_inv (eager: the same ops, forked and joined).
-  compare_one_step(config, batch, split.labelled, &split.unlabelled, 1, 1e-7,
-                   {.strict_fp32 = true, .trunk_beside = true});
+  compare_one_step(config, batch, split.labelled, &split.unlabelled, 1, 1e-7, in_order_options());
 }
 
 // A beside stretch takes convolutions and pooling only, and only where the option is on.
 TEST_F(CudaBackend, BesideStretchTakesConvolutionsAndPoolingOnly) {
-  auto off = device_backend();
+  auto off = device_backend({.strict_fp32 = true, .trunk_beside = false});
   auto* off_ops = dynamic_cast<DeviceStepOps<float>*>(off.get());
   ASSERT_NE(off_ops, nullptr);
   EXPECT_FALSE(off_ops->begin_beside()) << "trunk_beside is off";
@@ -1341,6 +1350,10 @@ TEST_F(CudaBackend, ConvModelGraphStepsMatchEagerCpuSteps) {
   compare_graph_steps(test::tiny_conv_config(), blobs(), nullptr, 5, {2, 1});
   compare_graph_steps(test::tiny_conv_semi_config(), blob_split().labelled,
                       &blob_split().unlabelled, 2, {2});
+  // Without the side-stream defaults (convolutions' weight gradients and the encoder's trunk).
+  compare_graph_steps(test::tiny_conv_config(), blobs(), nullptr, 5, {2, 1}, in_order_options());
+  compare_graph_steps(test::tiny_conv_semi_config(), blob_split().labelled,
+                      &blob_split().unlabelled, 2, {2}, in_order_options());
   // With autotuning: cuDNN's algorithms timed (cudnnFind*) when the plan is made, the GEMMs'
   // after the first capture.
   CudaBackendOptions options = strict_options();
@@ -1358,18 +1371,21 @@ TEST_F(CudaBackend, ConvModelGraphStepsMatchEagerCpuSteps) {
   // Each convolution's weight gradient on the side stream: alone (joined by Adam), and with
   // early Adam (each network's update queued behind its weight gradients on that stream).
   compare_graph_steps(test::tiny_conv_config(), blobs(), nullptr, 5, {2, 1},
-                      {.strict_fp32 = true, .side_conv_filter = true});
-  compare_graph_steps(test::tiny_conv_semi_config(), blob_split().labelled,
-                      &blob_split().unlabelled, 2, {2},
-                      {.strict_fp32 = true, .side_conv_filter = true, .early_adam = true});
+                      {.strict_fp32 = true, .side_conv_filter = true, .trunk_beside = false});
+  compare_graph_steps(
+      test::tiny_conv_semi_config(), blob_split().labelled, &blob_split().unlabelled, 2, {2},
+      {.strict_fp32 = true, .side_conv_filter = true, .trunk_beside = false, .early_adam = true});
   // The encoder's trunk beside f_inv: alone; with the encoder's W_x·x in order on the main
   // stream (which must join the trunk first); and with the weight gradients on the side stream
   // and early Adam (the trunk's update after its weight gradients, in side-stream order).
   compare_graph_steps(test::tiny_conv_config(), blobs(), nullptr, 5, {2, 1},
-                      {.strict_fp32 = true, .trunk_beside = true});
+                      {.strict_fp32 = true, .side_conv_filter = false, .trunk_beside = true});
   compare_graph_steps(test::tiny_conv_semi_config(), blob_split().labelled,
                       &blob_split().unlabelled, 2, {2},
-                      {.strict_fp32 = true, .partial_beside = false, .trunk_beside = true});
+                      {.strict_fp32 = true,
+                       .partial_beside = false,
+                       .side_conv_filter = false,
+                       .trunk_beside = true});
   compare_graph_steps(
       test::tiny_conv_semi_config(), blob_split().labelled, &blob_split().unlabelled, 2, {2},
       {.strict_fp32 = true, .side_conv_filter = true, .trunk_beside = true, .early_adam = true});

@@ -147,6 +147,33 @@ TEST(GemmEpilogue, ReluMaskRoundTripIsTheCpuDenseLayer) {
   EXPECT_EQ(dbg, db);
 }
 
+// cuBLASLt is handed only the pointers an epilogue uses (a bias with no bias epilogue made
+// cublasLtMatmul refuse the GEMM on an H200).
+TEST(GemmEpilogue, OnlyThePointersAnEpilogueUsesAreKept) {
+  using equivae::GemmEpilogue;
+  float bias = 0.0f;
+  uint8_t mask = 0;
+  const auto kept = [&](GemmEpilogue kind) {
+    return equivae::with_used_pointers({kind, &bias, &mask, 128});
+  };
+  const equivae::LtEpilogue none = kept(GemmEpilogue::none);
+  EXPECT_EQ(none.bias, nullptr);
+  EXPECT_EQ(none.aux, nullptr);
+  EXPECT_EQ(none.aux_ld, 0);
+  for (GemmEpilogue kind : {GemmEpilogue::bias, GemmEpilogue::relu_bias}) {
+    const equivae::LtEpilogue e = kept(kind);
+    EXPECT_EQ(e.bias, &bias);
+    EXPECT_EQ(e.aux, nullptr) << "no mask without an aux epilogue";
+  }
+  for (GemmEpilogue kind : {GemmEpilogue::relu_aux_bias, GemmEpilogue::drelu_bgrad}) {
+    const equivae::LtEpilogue e = kept(kind);
+    EXPECT_EQ(e.bias, &bias);
+    EXPECT_EQ(e.aux, &mask);
+    EXPECT_EQ(e.aux_ld, 128);
+    EXPECT_EQ(e.kind, kind);
+  }
+}
+
 // GEMM autotuning's choice (runtime/cuda/gemm_choice.h): the heuristic's first candidate
 // stays unless another beats it by more than the margin; failed candidates never win.
 TEST(GemmChoice, TheHeuristicsChoiceStaysUnlessAnotherIsClearlyFaster) {

@@ -19,6 +19,7 @@
 #   framework's fastest first, kept when a caller's timeout cuts the rest), all
 #   with --device cuda (needs a CUDA torch and jax[cuda12] in the interpreter:
 #   PEERS_GPU=1 for setup_venv.sh, or PEERS_PY, see below).
+# PEERS_FIRST=N: only the first N modes of that order.
 # PEERS_PY=/path/to/python: use that interpreter (must import torch, jax,
 #   numpy) instead of creating/using bench/peers/.venv -- e.g. on a machine
 #   without network access.
@@ -68,6 +69,13 @@ else
         "$TORCH --mode compile"
         "$JAX --mode step"
         "$JAX --mode epoch")
+fi
+
+# PEERS_FIRST=N: only the first N modes (on a GPU: each framework's fastest, for N = 2).
+if [[ -n "${PEERS_FIRST:-}" ]]; then
+  [[ "$PEERS_FIRST" =~ ^[1-9][0-9]*$ ]] ||
+    { echo "run_peers.sh: PEERS_FIRST must be a positive integer, got '$PEERS_FIRST'" >&2; exit 2; }
+  RUNS=("${RUNS[@]:0:$PEERS_FIRST}")
 fi
 
 mkdir -p "$(dirname "$OUT")"

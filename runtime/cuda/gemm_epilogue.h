@@ -25,6 +25,20 @@ struct LtEpilogue {
   int64_t aux_ld = 0;
 };
 
+// e with only the pointers its kind reads or writes. A bias handed with no bias epilogue made
+// cublasLtMatmul refuse the GEMM ("an unsupported value or parameter") on an H200
+// (BM_GemmShape's input-gradient GEMMs, 2026-11-27): LtGemm drops such pointers instead.
+inline LtEpilogue with_used_pointers(LtEpilogue e) {
+  const bool bias = e.kind != GemmEpilogue::none;  // every other kind reads or writes bias[N]
+  const bool aux = e.kind == GemmEpilogue::relu_aux_bias || e.kind == GemmEpilogue::drelu_bgrad;
+  if (!bias) e.bias = nullptr;
+  if (!aux) {
+    e.aux = nullptr;
+    e.aux_ld = 0;
+  }
+  return e;
+}
+
 // The mask of a ReLU over M rows of N features: its leading dimension in bits, and its bytes.
 inline int64_t lt_relu_mask_ld(int N) {
   return (int64_t(N) + 127) / 128 * 128;

@@ -81,9 +81,10 @@ class LtGemm {
   // C = op(A)·op(B) + beta·C, then the epilogue, on stream. Returns false (having enqueued
   // nothing) where cuBLASLt offers no algorithm, or where the plan's kernel is not of the kind
   // `only` asks for; the caller then takes another path. *ran: the kind that ran.
-  bool run(const Gemm& g, const float* A, const float* B, float* C, const LtEpilogue& e,
+  bool run(const Gemm& g, const float* A, const float* B, float* C, const LtEpilogue& given,
            cudaStream_t stream, GemmKernel only = GemmKernel::any, GemmKernel* ran = nullptr) {
     if (!ok_ || g.M <= 0 || g.N <= 0 || g.K <= 0) return false;
+    const LtEpilogue e = with_used_pointers(given);
     Plan& plan = plan_for(g, e, alignment(A), alignment(B), alignment(C));
     const GemmKernel kernel = plan.small ? GemmKernel::small : GemmKernel::cublaslt;
     if (!plan.usable || (only != GemmKernel::any && only != kernel) || !set_pointers(plan, e))
