@@ -348,6 +348,7 @@ bool time_graph(benchmark::State& state, cudaStream_t stream, F&& issue) {
                          : "cuBLASLt has no algorithm for " + failed;
     state.SkipWithError(why.c_str());
     if (graph) cudaGraphDestroy(graph);
+    cudaGetLastError();  // the failed capture's error, not the next benchmark's
     return false;
   }
   for (int r = 0; r < 10; ++r) cudaGraphLaunch(exec, stream);  // warm-up

@@ -218,7 +218,7 @@ struct CudaBackendOptions {
   // waits for it on the device (kernels/cuda/launch.h), so a captured step's kernel-to-kernel
   // launch latency overlaps work. Library kernels (cuBLAS, cuBLASLt, cuDNN) launch as before.
   // Default: the fastest of the supervised step's 29 routes on an H200 (195 against 204 µs
-  // without it; docs/cuda-levers.md).
+  // without it; 183 against 204 in a second run; docs/cuda-levers.md).
   bool programmatic_launch = true;
   // Consecutive training steps captured in one graph: a window of steps replays it once per
   // steps_per_graph steps (the window's remainder one step at a time), so the gap between two

@@ -164,6 +164,7 @@ TEST(GemmEpilogue, OnlyThePointersAnEpilogueUsesAreKept) {
     const equivae::LtEpilogue e = kept(kind);
     EXPECT_EQ(e.bias, &bias);
     EXPECT_EQ(e.aux, nullptr) << "no mask without an aux epilogue";
+    EXPECT_EQ(e.aux_ld, 0);
   }
   for (GemmEpilogue kind : {GemmEpilogue::relu_aux_bias, GemmEpilogue::drelu_bgrad}) {
     const equivae::LtEpilogue e = kept(kind);

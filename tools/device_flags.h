@@ -1,6 +1,7 @@
 #pragma once
 // The device flags the tools share (--device, --threads, --strict-fp32, --autotune,
-// --fused-relu-backward, --small-gemm, --steps-per-graph) and the backend they select.
+// --fused-relu-backward, --small-gemm, --steps-per-graph, --no-programmatic-launch,
+// --convolutions-in-order) and the backend they select.
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -15,7 +16,8 @@ namespace equivae {
 
 // default_device: "auto" for the training tools, "cpu" for the inference tools; training:
 // also the switches that only change a training step (--fused-relu-backward,
-// --steps-per-graph), which an inference tool does not take.
+// --steps-per-graph, and the two that turn a measured default off), which an inference tool
+// does not take.
 inline void declare_device_flags(Flags& f, const std::string& default_device,
                                  bool training = true) {
   f.add("device", default_device,
@@ -43,6 +45,15 @@ inline void declare_device_flags(Flags& f, const std::string& default_device,
         "cuda: consecutive training steps captured in one CUDA graph and launched together (1 "
         "to " +
             std::to_string(CudaBackendOptions::kMaxStepsPerGraph) + "; the same steps)");
+  f.add("no-programmatic-launch", "",
+        "cuda: each of the engine's kernels launched after the one before it has finished "
+        "(default on compute capability 9.0+: programmatic dependent launch, which overlaps "
+        "the launch with the kernel before)",
+        true);
+  f.add("convolutions-in-order", "",
+        "cuda, the conv model: each convolution's weight gradient and the encoder's conv trunk "
+        "in order on the main stream (default: beside it, on a second stream)",
+        true);
 }
 
 // More threads than the machine runs at once are allowed (up to 1024) but take turns on the
@@ -57,22 +68,35 @@ inline void note_threads_above_cores(int threads) {
                threads, cores);
 }
 
+// The CUDA backend's options the flags select (a training tool's also the step's switches).
+inline CudaBackendOptions cuda_options_from_flags(const Flags& f) {
+  CudaBackendOptions cuda;
+  cuda.strict_fp32 = f.get_switch("strict-fp32");
+  cuda.autotune = f.get_switch("autotune");
+  cuda.small_gemm = f.get_switch("small-gemm");
+  if (!f.declared("steps-per-graph")) return cuda;  // an inference tool
+  cuda.fused_relu_backward = f.get_switch("fused-relu-backward");
+  cuda.steps_per_graph =
+      int(f.get_int("steps-per-graph", 1, CudaBackendOptions::kMaxStepsPerGraph));
+  if (f.get_switch("no-programmatic-launch")) cuda.programmatic_launch = false;
+  if (f.get_switch("convolutions-in-order")) cuda.side_conv_filter = cuda.trunk_beside = false;
+  return cuda;
+}
+
 // The backend of the device flags; says why when cuda cannot start.
 inline std::unique_ptr<Backend<float>> backend_from_flags(const Flags& f) {
   std::string device = f.get("device");
   if (device == "auto") device = cuda_available() ? "cuda" : "cpu";
   check(device == "cpu" || device == "cuda", "--device",
         "expects cpu, cuda or auto, got '" + device + "'");
-  const bool training = f.declared("steps-per-graph");
-  const int steps_per_graph =
-      training ? int(f.get_int("steps-per-graph", 1, CudaBackendOptions::kMaxStepsPerGraph)) : 1;
-  const bool fused_relu_backward = training && f.get_switch("fused-relu-backward");
+  const CudaBackendOptions cuda = cuda_options_from_flags(f);  // checks --steps-per-graph
   if (device == "cpu") {
     std::string ignored;  // the CUDA-only switches given: said once rather than dropped silently
-    for (const char* name : {"strict-fp32", "autotune", "fused-relu-backward", "small-gemm"})
+    for (const char* name : {"strict-fp32", "autotune", "fused-relu-backward", "small-gemm",
+                             "no-programmatic-launch", "convolutions-in-order"})
       if (f.declared(name) && f.get_switch(name))
         ignored += std::string(ignored.empty() ? "" : ", ") + "--" + name;
-    if (steps_per_graph != 1)
+    if (cuda.steps_per_graph != 1)
       ignored += std::string(ignored.empty() ? "" : ", ") + "--steps-per-graph";
     if (!ignored.empty())
       std::fprintf(stderr,
@@ -82,12 +106,6 @@ inline std::unique_ptr<Backend<float>> backend_from_flags(const Flags& f) {
     note_threads_above_cores(threads);
     return make_cpu_backend<float>(threads);
   }
-  CudaBackendOptions cuda;
-  cuda.strict_fp32 = f.get_switch("strict-fp32");
-  cuda.autotune = f.get_switch("autotune");
-  cuda.fused_relu_backward = fused_relu_backward;
-  cuda.small_gemm = f.get_switch("small-gemm");
-  cuda.steps_per_graph = steps_per_graph;
   try {  // says why: no GPU, no driver, or a build without the CUDA backend
     return make_cuda_backend<float>(cuda);
   } catch (const Error& e) {

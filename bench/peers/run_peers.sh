@@ -38,6 +38,10 @@ case "$MODEL" in
   *) echo "run_peers.sh: PEERS_MODEL must be mnist, mnist-semi or svhn, got '$MODEL'" >&2
      exit 2 ;;
 esac
+if [[ -n "${PEERS_FIRST:-}" && ! "$PEERS_FIRST" =~ ^[1-9][0-9]*$ ]]; then
+  echo "run_peers.sh: PEERS_FIRST must be a positive integer, got '$PEERS_FIRST'" >&2
+  exit 2
+fi
 OUT="${1:-$OUT_DEFAULT}"
 shift || true
 if [[ "$DEVICE" == "cuda" ]]; then export PEERS_GPU="${PEERS_GPU:-1}"; fi
@@ -72,11 +76,7 @@ else
 fi
 
 # PEERS_FIRST=N: only the first N modes (on a GPU: each framework's fastest, for N = 2).
-if [[ -n "${PEERS_FIRST:-}" ]]; then
-  [[ "$PEERS_FIRST" =~ ^[1-9][0-9]*$ ]] ||
-    { echo "run_peers.sh: PEERS_FIRST must be a positive integer, got '$PEERS_FIRST'" >&2; exit 2; }
-  RUNS=("${RUNS[@]:0:$PEERS_FIRST}")
-fi
+if [[ -n "${PEERS_FIRST:-}" ]]; then RUNS=("${RUNS[@]:0:$PEERS_FIRST}"); fi
 
 mkdir -p "$(dirname "$OUT")"
 : > "$OUT"
