@@ -436,7 +436,8 @@ BENCHMARK(BM_BackwardChain)->DenseRange(0, 4)->Unit(benchmark::kMicrosecond)->Us
 
 // One GEMM of the step (B = 160), kReplays times in a row in one graph: /route 0 cuBLAS, 1
 // cuBLASLt (the heuristic's first algorithm; bias epilogue on the forward shapes), 2 the small
-// GEMM (bias tail on the forward shapes). "GEMM" is the time per GEMM.
+// GEMM walking all of K in a block, 3 the small GEMM with K split as the backend runs it (bias
+// tail on the forward shapes). "GEMM" is the time per GEMM.
 struct GemmShape {
   const char* name;
   int N, K;
@@ -463,15 +464,24 @@ EQUIVAE_GUARDED_BENCHMARK(BM_GemmShape) {
   cudaMalloc(&workspace, kWorkspaceBytes);
   cublasHandle_t cublas = tf32_cublas(stream, workspace, kWorkspaceBytes);
   LtGemm lt(false, true, workspace, kWorkspaceBytes);
+  void *split_partials = nullptr, *split_arrivals = nullptr;
+  cudaMalloc(&split_partials, kSmallGemmSplitPartials * sizeof(float));
+  cudaMalloc(&split_arrivals, kSmallGemmSplitArrivals * sizeof(unsigned));
+  cudaMemset(split_arrivals, 0, kSmallGemmSplitArrivals * sizeof(unsigned));
+  cudaDeviceSynchronize();  // the legacy stream's memset before the non-blocking stream reads
+  const cuda::SmallGemmSplit split = route == 3
+                                         ? small_gemm_split(static_cast<float*>(split_partials),
+                                                            static_cast<unsigned*>(split_arrivals))
+                                         : cuda::SmallGemmSplit{};
   const Gemm g{false, s.trans_b, M, s.N, s.K, s.K, ld_b, s.N, 0.0};
   const bool forward = !s.trans_b;
   const bool timed = time_graph(state, stream, [&](std::string& failed) {
     for (int r = 0; r < kReplays; ++r) {  // kReplays GEMMs in a row in one graph
       bool ok = true;
-      if (route == 2)
+      if (route >= 2)
         cuda::small_gemm_tf32(A, B, C, M, s.N, s.K, s.K, ld_b, s.N, s.trans_b, 0.0f,
-                              {forward ? cuda::GemmTail::bias : cuda::GemmTail::none, bias},
-                              stream);
+                              {forward ? cuda::GemmTail::bias : cuda::GemmTail::none, bias}, stream,
+                              split);
       else if (route == 1)
         ok = lt.run(g, A, B, C, forward ? LtEpilogue{GemmEpilogue::bias, bias} : LtEpilogue{},
                     stream);
@@ -491,18 +501,21 @@ EQUIVAE_GUARDED_BENCHMARK(BM_GemmShape) {
     state.counters["FLOP/s"] =
         benchmark::Counter(2.0 * M * s.N * s.K * gemms, benchmark::Counter::kIsRate);
   }
-  static const char* const kRoutes[] = {"cuBLAS", "cuBLASLt", "small GEMM"};
-  state.SetLabel(std::string(kRoutes[route]) + " " + s.name);
+  static const char* const kRoutes[] = {"cuBLAS", "cuBLASLt", "small GEMM", "small GEMM, split K"};
+  state.SetLabel(
+      std::string(kRoutes[route]) + " " + s.name +
+      (route == 3 ? " (" + std::to_string(cuda::small_gemm_splits(M, s.N, s.K, split)) + " splits)"
+                  : ""));
   cublasDestroy(cublas);
   cudaStreamSynchronize(stream);
   for (void* p : {static_cast<void*>(A), static_cast<void*>(B), static_cast<void*>(C),
-                  static_cast<void*>(bias), workspace})
+                  static_cast<void*>(bias), workspace, split_partials, split_arrivals})
     cudaFree(p);
   cudaStreamDestroy(stream);
 }
 BENCHMARK(BM_GemmShape)
     ->ArgNames({"route", "shape"})
-    ->ArgsProduct({{0, 1, 2}, benchmark::CreateDenseRange(0, 7, 1)})
+    ->ArgsProduct({{0, 1, 2, 3}, benchmark::CreateDenseRange(0, 7, 1)})
     ->Unit(benchmark::kMicrosecond)
     ->UseManualTime();
 

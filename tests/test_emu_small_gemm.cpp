@@ -21,9 +21,9 @@ namespace {
 struct Problem {
   int M, N, K;
   bool trans_b;
-  std::vector<float> A, B, C, bias, db, partials;
+  std::vector<float> A, B, C, bias, db, partials, split_partials;
   std::vector<uint8_t> mask;
-  std::vector<unsigned> arrivals;
+  std::vector<unsigned> arrivals, split_arrivals;
   int lda() const { return K; }
   int ldb() const { return trans_b ? K : N; }
   Problem(int m, int n, int k, bool t) : M(m), N(n), K(k), trans_b(t) {
@@ -33,6 +33,13 @@ struct Problem {
     bias.assign(size_t(N), 0.25f), db.assign(size_t(N), NAN);
     partials.resize(small_gemm_partials(M, N)), arrivals.assign(small_gemm_arrivals(N), 0u);
     mask.assign(size_t(M) * size_t((N + 31) / 32 * 4), 0xFF);  // drelu_bgrad: every cell kept
+    const size_t tiles = size_t((M + kTile - 1) / kTile) * size_t((N + kTile - 1) / kTile);
+    split_partials.assign(tiles * 8 * kTile * kTile, NAN), split_arrivals.assign(tiles, 0u);
+  }
+  // Split-K into `splits` (0: the kernel's choice, 1: none) over this problem's scratch.
+  SmallGemmSplit split(int splits) {
+    return {splits, split_partials.data(), split_arrivals.data(), split_partials.size(),
+            split_arrivals.size()};
   }
   SmallGemmTail tail(GemmTail kind) {
     return {kind,      bias.data(),     mask.data(),    (N + 31) / 32 * 32,
@@ -57,6 +64,8 @@ const char* defect_name(Defect d) {
       return "issue_before_barrier";
     case Defect::short_wait:
       return "short_wait";
+    case Defect::split_sum_one_short:
+      return "split_sum_one_short";
     default:
       return "none";
   }
@@ -64,19 +73,21 @@ const char* defect_name(Defect d) {
 
 // The launch of one variant; returns the emulator's error ("" if none).
 template <Defect kDefect>
-std::string error_of(Problem& p) {
-  const dim3 grid(unsigned((p.N + kTile - 1) / kTile), unsigned((p.M + kTile - 1) / kTile));
+std::string error_of(Problem& p, int splits = 1) {
+  const SmallGemmSplit split = p.split(splits);
+  const dim3 grid(unsigned((p.N + kTile - 1) / kTile), unsigned((p.M + kTile - 1) / kTile),
+                  unsigned(small_gemm_splits(p.M, p.N, p.K, split)));
   const std::string name = std::string("kernel_small_gemm<") + (p.trans_b ? "true" : "false") +
                            ", Defect::" + defect_name(kDefect) + ">";
   try {
     if (p.trans_b)
       launch_named(name.c_str(), kernel_small_gemm<true, kDefect>, grid, kThreads, 0, nullptr,
                    p.A.data(), p.B.data(), p.C.data(), p.M, p.N, p.K, p.lda(), p.ldb(), p.N, 0.0f,
-                   p.tail(GemmTail::none));
+                   p.tail(GemmTail::none), split);
     else
       launch_named(name.c_str(), kernel_small_gemm<false, kDefect>, grid, kThreads, 0, nullptr,
                    p.A.data(), p.B.data(), p.C.data(), p.M, p.N, p.K, p.lda(), p.ldb(), p.N, 0.0f,
-                   p.tail(GemmTail::none));
+                   p.tail(GemmTail::none), split);
   } catch (const emu::Error& e) {
     return e.what();
   }
@@ -92,27 +103,32 @@ bool has(const std::string& s, const char* part) {
 constexpr int kM = 70, kN = 45, kK = 160;
 constexpr int kSeeds = 6;
 
+// Split K (no split; the kernel's choice, 2 splits of K = 160's five stages; five splits of
+// one stage each), each with and without the ReLU backward's tail.
 TEST(EmuSmallGemm, TheEnginesKernelIsCleanUnderTheRaceCheckInEverySeed) {
   ASSERT_TRUE(emu::race_check()) << "EQUIVAE_EMU_RACE_CHECK=0 turns off what this file tests";
-  for (const bool trans_b : {false, true})
-    for (const GemmTail kind : {GemmTail::none, GemmTail::drelu_bgrad})  // drelu: 3 more phases
-      for (uint64_t seed = 1; seed <= kSeeds; ++seed) {
-        emu::set_schedule_seed(seed);
-        Problem p(kM, kN, kK, trans_b);
-        EXPECT_NO_THROW(small_gemm_tf32(p.A.data(), p.B.data(), p.C.data(), p.M, p.N, p.K, p.lda(),
-                                        p.ldb(), p.N, trans_b, 0.0f, p.tail(kind), nullptr))
-            << "seed " << seed;
-        for (int m = 0; m < kM; ++m)
-          for (int n = 0; n < kN; ++n)
-            ASSERT_NEAR(p.C[size_t(m) * kN + n], p.want(m, n), 1e-2) << m << "," << n;
-        if (kind == GemmTail::drelu_bgrad) {
-          for (int n = 0; n < kN; ++n) {
-            double sum = 0;
-            for (int m = 0; m < kM; ++m) sum += p.C[size_t(m) * kN + n];
-            ASSERT_NEAR(p.db[size_t(n)], sum, 1e-3 * (1 + std::fabs(sum))) << n;
+  for (const int splits : {1, 0, 5})
+    for (const bool trans_b : {false, true})
+      for (const GemmTail kind : {GemmTail::none, GemmTail::drelu_bgrad})  // drelu: more phases
+        for (uint64_t seed = 1; seed <= kSeeds; ++seed) {
+          emu::set_schedule_seed(seed);
+          Problem p(kM, kN, kK, trans_b);
+          EXPECT_NO_THROW(small_gemm_tf32(p.A.data(), p.B.data(), p.C.data(), p.M, p.N, p.K,
+                                          p.lda(), p.ldb(), p.N, trans_b, 0.0f, p.tail(kind),
+                                          nullptr, p.split(splits)))
+              << "seed " << seed << ", splits " << splits;
+          for (unsigned v : p.split_arrivals) ASSERT_EQ(v, 0u) << "split counters left set";
+          for (int m = 0; m < kM; ++m)
+            for (int n = 0; n < kN; ++n)
+              ASSERT_NEAR(p.C[size_t(m) * kN + n], p.want(m, n), 1e-2) << m << "," << n;
+          if (kind == GemmTail::drelu_bgrad) {
+            for (int n = 0; n < kN; ++n) {
+              double sum = 0;
+              for (int m = 0; m < kM; ++m) sum += p.C[size_t(m) * kN + n];
+              ASSERT_NEAR(p.db[size_t(n)], sum, 1e-3 * (1 + std::fabs(sum))) << n;
+            }
           }
         }
-      }
 }
 
 // Runs a variant in seeds 1 … kSeeds with both B layouts, checks what every defect's error must
@@ -177,6 +193,54 @@ TEST(EmuSmallGemm, ShortCpAsyncWaitIsAReadOfACopyInFlight) {
     EXPECT_TRUE(has(e, "(array 'As')")) << e;
     EXPECT_TRUE(has(e, " reads word ")) << e;
     EXPECT_TRUE(has(e, "issued to it is in flight (no cp.async wait of the issuing thread")) << e;
+  }
+}
+
+// Split K: the splits the kernel takes (a block per at most 4 stages; none without scratch
+// or where a tile's partials do not fit; no split left without a stage).
+TEST(EmuSmallGemm, SplitsTakeAtMostFourStagesEachWithinTheScratch) {
+  Problem p(kM, kN, kK, false);  // K = 160: five stages
+  EXPECT_EQ(small_gemm_splits(kM, kN, kK, p.split(0)), 2);
+  EXPECT_EQ(small_gemm_splits(kM, kN, kK, p.split(5)), 5);
+  EXPECT_EQ(small_gemm_splits(kM, kN, kK, p.split(4)), 3) << "4 would leave a split empty";
+  EXPECT_EQ(small_gemm_splits(kM, kN, kK, p.split(9)), 5) << "at most one per stage";
+  EXPECT_EQ(small_gemm_splits(kM, kN, kK, p.split(1)), 1);
+  EXPECT_EQ(small_gemm_splits(kM, kN, 128, p.split(0)), 1) << "four stages: one block";
+  EXPECT_EQ(small_gemm_splits(
+                160, 512, 512,
+                {0, p.split_partials.data(), p.split_arrivals.data(), size_t(80) * 4 * 1024, 80}),
+            4);
+  EXPECT_EQ(small_gemm_splits(
+                160, 512, 784,
+                {0, p.split_partials.data(), p.split_arrivals.data(), size_t(80) * 4 * 1024, 80}),
+            4)
+      << "25 stages, the scratch holds 4 partials a tile: 7 a split";
+  EXPECT_EQ(small_gemm_splits(kM, kN, kK, {0, nullptr, nullptr, 0, 0}), 1) << "no scratch";
+  SmallGemmSplit few = p.split(0);
+  few.arrival_capacity = 5;  // six tiles
+  EXPECT_EQ(small_gemm_splits(kM, kN, kK, few), 1);
+}
+
+// (d) Split K with the partials added up by the second-to-last block of a tile to arrive: it
+// reads a partial not yet written (the scratch starts NaN), so C is wrong. The emulator runs a
+// launch's blocks one after another (split 0 of every tile, then split 1, …): with 3 splits,
+// split 1 adds up and split 2's partial is still NaN.
+TEST(EmuSmallGemm, SplitTileAddedUpBeforeItsLastPartialIsWrong) {
+  for (const bool trans_b : {false, true}) {
+    Problem p(kM, kN, kK, trans_b);
+    ASSERT_EQ(error_of<Defect::split_sum_one_short>(p, 3), "") << "no race: wrong values";
+    int wrong = 0;
+    for (int m = 0; m < kM; ++m)
+      for (int n = 0; n < kN; ++n) {
+        const float c = p.C[size_t(m) * kN + n];
+        wrong += !std::isfinite(c) || std::fabs(c - p.want(m, n)) > 1e-2;
+      }
+    EXPECT_EQ(wrong, kM * kN) << (trans_b ? "NT" : "NN");
+    Problem q(kM, kN, kK, trans_b);  // the kernel as launched: right
+    ASSERT_EQ(error_of<Defect::none>(q, 3), "");
+    for (int m = 0; m < kM; ++m)
+      for (int n = 0; n < kN; ++n)
+        ASSERT_NEAR(q.C[size_t(m) * kN + n], q.want(m, n), 1e-2) << m << "," << n;
   }
 }
 

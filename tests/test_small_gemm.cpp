@@ -10,7 +10,8 @@
 // untouched). The ReLU backward's tail (drelu_bgrad) reads a random mask: cleared cells are exactly
 // 0, the bias gradient is the column sums of the result (relative error ≤ 1e-5 against the TF32
 // reference), and its block counters are left zero, so the same scratch serves the next call (every
-// case runs more than once).
+// case runs more than once). Each case runs with K in one block and split (the kernel's
+// choice, and three ways), the split's counters also left zero.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -66,34 +67,40 @@ bool gpu_ready() {
 
 // The buffers of one call, on the host.
 struct Buffers {
-  std::vector<float> A, B, bias, C, db, partials;
+  std::vector<float> A, B, bias, C, db, partials, split_partials;
   std::vector<uint8_t> mask;  // written (relu_mask_bias) or read (drelu_bgrad)
-  std::vector<unsigned> arrivals;
+  std::vector<unsigned> arrivals, split_arrivals;
 };
 
 // One call of the kernel: under the emulator on the host buffers themselves (its device
 // memory is host memory); on a GPU through device copies of every buffer, the written ones
 // copied back.
 void call_small_gemm(Buffers& h, int M, int N, int K, int lda, int ldb, int ldc, bool trans_b,
-                     float beta, GemmTail kind, int64_t mask_ld) {
+                     float beta, GemmTail kind, int64_t mask_ld, int splits) {
 #if defined(EQUIVAE_TEST_REAL_CUDA)
-  const DeviceCopy<float> A(h.A), B(h.B), bias(h.bias), C(h.C), db(h.db), partials(h.partials);
+  const DeviceCopy<float> A(h.A), B(h.B), bias(h.bias), C(h.C), db(h.db), partials(h.partials),
+      split_partials(h.split_partials);
   const DeviceCopy<uint8_t> mask(h.mask);
-  const DeviceCopy<unsigned> arrivals(h.arrivals);
+  const DeviceCopy<unsigned> arrivals(h.arrivals), split_arrivals(h.split_arrivals);
   cuda::small_gemm_tf32(
       A.get(), B.get(), C.get(), M, N, K, lda, ldb, ldc, trans_b, beta,
-      {kind, bias.get(), mask.get(), mask_ld, db.get(), partials.get(), arrivals.get()}, nullptr);
+      {kind, bias.get(), mask.get(), mask_ld, db.get(), partials.get(), arrivals.get()}, nullptr,
+      {splits, split_partials.get(), split_arrivals.get(), h.split_partials.size(),
+       h.split_arrivals.size()});
   ASSERT_EQ(cudaGetLastError(), cudaSuccess);
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   C.back(h.C);
   mask.back(h.mask);
   db.back(h.db);
   arrivals.back(h.arrivals);
+  split_arrivals.back(h.split_arrivals);
 #else
   cuda::small_gemm_tf32(h.A.data(), h.B.data(), h.C.data(), M, N, K, lda, ldb, ldc, trans_b, beta,
                         {kind, h.bias.data(), h.mask.data(), mask_ld, h.db.data(),
                          h.partials.data(), h.arrivals.data()},
-                        nullptr);
+                        nullptr,
+                        {splits, h.split_partials.data(), h.split_arrivals.data(),
+                         h.split_partials.size(), h.split_arrivals.size()});
 #endif
 }
 
@@ -105,10 +112,11 @@ struct Case {
   int seeds;  // schedule seeds run (the step's shapes take one: the emulator's MMA is slow)
 };
 
-std::string describe(const Case& c, bool aligned) {
+std::string describe(const Case& c, bool aligned, int splits) {
   return std::to_string(c.M) + "x" + std::to_string(c.N) + "x" + std::to_string(c.K) +
          (c.trans_b ? " NT" : " NN") + " beta " + std::to_string(c.beta) + " tail " +
-         std::to_string(int(c.tail)) + (aligned ? " aligned" : " odd leading dimensions");
+         std::to_string(int(c.tail)) + (aligned ? " aligned" : " odd leading dimensions") +
+         " splits " + std::to_string(splits);
 }
 
 // Round to TF32 (11 significant bits, nearest, ties away from zero), written independently of
@@ -121,8 +129,10 @@ double tf32(float v) {
 }
 
 // aligned: leading dimensions rounded up to a multiple of 4 floats (the kernel's 16-byte copies),
-// else padded to odd sizes (its 4-byte copies).
-void run_case(const Case& c, bool aligned) {
+// else padded to odd sizes (its 4-byte copies). splits: SmallGemmSplit's (0: the kernel's
+// choice, 1: all of K in one block); its scratch starts NaN.
+void run_case(const Case& c, bool aligned, int splits) {
+  const auto describe = [&](const Case& d, bool a) { return test::describe(d, a, splits); };
   const auto pad = [&](int n, int odd) { return aligned ? (n + 3) / 4 * 4 : n + odd; };
   const int lda = pad(c.K, 3), ldb = pad(c.trans_b ? c.K : c.N, 5), ldc = c.N + 2;
   const int64_t mask_ld = lt_relu_mask_ld(c.N);
@@ -136,6 +146,9 @@ void run_case(const Case& c, bool aligned) {
   Buffers h;
   h.partials.resize(cuda::small_gemm_partials(c.M, c.N));
   h.arrivals.assign(cuda::small_gemm_arrivals(c.N), 0u);  // kept across the calls below
+  const size_t tiles = size_t((c.M + 31) / 32) * size_t((c.N + 31) / 32);
+  h.split_partials.assign(tiles * 8 * 32 * 32, NAN);
+  h.split_arrivals.assign(tiles, 0u);  // kept across the calls below too
   const int b_rows = c.trans_b ? c.N : c.K;
   std::vector<float>&A = h.A, &B = h.B, &bias = h.bias;
   A.resize(size_t(c.M) * lda), B.resize(size_t(b_rows) * ldb), bias.resize(size_t(c.N));
@@ -177,8 +190,10 @@ void run_case(const Case& c, bool aligned) {
     // drelu_bgrad reads the mask below; the other tails may write theirs over 0xA5 bytes.
     h.mask = drelu ? below : std::vector<uint8_t>(size_t(c.M) * size_t(mask_ld / 8), 0xA5);
     h.db.assign(size_t(c.N), NAN);
-    call_small_gemm(h, c.M, c.N, c.K, lda, ldb, ldc, c.trans_b, c.beta, c.tail, mask_ld);
+    call_small_gemm(h, c.M, c.N, c.K, lda, ldb, ldc, c.trans_b, c.beta, c.tail, mask_ld, splits);
     if (::testing::Test::HasFatalFailure()) return;
+    for (unsigned v : h.split_arrivals)
+      ASSERT_EQ(v, 0u) << describe(c, aligned) << ": split counters left set";
     const std::vector<float>&C = h.C, &db = h.db;
     const std::vector<uint8_t>& mask = h.mask;
     const std::vector<unsigned>& arrivals = h.arrivals;
@@ -244,8 +259,9 @@ TEST(SmallGemm, RaggedShapesEveryTailBothLayouts) {
       {37, 45, 70, true, 0.0f, GemmTail::drelu_bgrad, 3},
       {70, 33, 9, true, 1.0f, GemmTail::drelu_bgrad, 2},
   };
-  for (const Case& c : cases)
-    for (const bool aligned : {true, false}) run_case(c, aligned);
+  for (const int splits : {1, 0, 3})  // all of K in a block; the kernel's choice; three ways
+    for (const Case& c : cases)
+      for (const bool aligned : {true, false}) run_case(c, aligned, splits);
 }
 
 // The training step's shapes at B = 160 (its operands are 16-byte aligned): the encoder's first
@@ -260,7 +276,8 @@ TEST(SmallGemm, TrainingStepShapes) {
       {160, 512, 512, true, 0.0f, GemmTail::none, 1},
       {160, 512, 512, true, 0.0f, GemmTail::drelu_bgrad, 2},
   };
-  for (const Case& c : cases) run_case(c, /*aligned=*/true);  // the engine's layouts
+  for (const int splits : {1, 0})  // the kernel's choice: as the backend runs them
+    for (const Case& c : cases) run_case(c, /*aligned=*/true, splits);  // the engine's layouts
 }
 
 }  // namespace

@@ -65,9 +65,26 @@ struct SmallGemmTail {
 };
 size_t small_gemm_partials(int M, int N);
 size_t small_gemm_arrivals(int N);
+// Split-K: K's stages shared out among `splits` blocks per 32 × 32 tile (grid z), each writing
+// its partial tile to `partials`; the tile's last block to arrive adds them up in split order
+// (deterministic, no atomics on data) and runs the tail. A block then walks at most
+// kSmallGemmStagesPerSplit stages of 32 rather than all of K (16 at K = 512: a chain of L2
+// round trips that made the unsplit kernel slower than cuBLAS on an H200). splits = 0: the
+// kernel's choice (small_gemm_splits); 1: no split. partials/arrivals: scratch of capacity
+// floats and arrival_capacity counters (zero at first, left zero); without it, no split.
+struct SmallGemmSplit {
+  int splits = 1;
+  float* partials = nullptr;
+  unsigned* arrivals = nullptr;
+  size_t capacity = 0, arrival_capacity = 0;
+};
+constexpr int kSmallGemmStagesPerSplit = 4;
+// The splits a call of M × N × K takes for `requested` (0: ceil(stages / 4)), within the
+// scratch: no split leaves a block without a stage.
+int small_gemm_splits(int M, int N, int K, const SmallGemmSplit& split);
 void small_gemm_tf32(const float* A, const float* B, float* C, int M, int N, int K, int lda,
                      int ldb, int ldc, bool trans_b, float beta, const SmallGemmTail& tail,
-                     cudaStream_t stream);
+                     cudaStream_t stream, const SmallGemmSplit& split = {});
 
 // ---- convolution epilogues, NCHW y[N, C, P] (P = H·W; the convolutions themselves are cuDNN
 // on the GPU, the CPU's im2col + GEMM under emulation), for conv2d and conv_transpose2d:

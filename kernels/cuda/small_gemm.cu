@@ -4,8 +4,12 @@
 // Why: at B = 160 a training step's GEMMs are 160 × 512 × 512 and smaller; a library's tiles
 // (128 × 128 and up) cover such an output with a handful of blocks, or split K and add a
 // reduction kernel (13 of them in a step of the H200 profile, ~3 µs each on the critical
-// path). Here a block owns a 32 × 32 tile of C, so a 160 × 512 output is 80 blocks, and the
-// whole K range is walked in the block: no second kernel, no workspace.
+// path). Here a block owns a 32 × 32 tile of C, so a 160 × 512 output is 80 blocks, and no
+// second kernel runs. Walking the whole K range in one block made it slower than cuBLAS on an
+// H200 (13.2 against 6.3 µs at 160 × 512 × 512: 16 stages, each about an L2 round trip), so K
+// is split too (SmallGemmSplit, grid z): each of a tile's blocks walks at most 4 stages and
+// writes its partial tile to scratch, and the tile's last block to arrive adds the partials up
+// in split order and runs the epilogue (deterministic; a counter per tile, none on data).
 //
 // Launch geometry: grid (ceil(N / 32), ceil(M / 32)), 128 threads = 4 warps; warp w computes
 // the 16 × 16 quarter (w / 2, w % 2) of the tile with one m16n16k8 TF32 accumulator.
@@ -60,6 +64,7 @@ enum class Defect {
   stage_barrier_dropped,  // no barrier in the K loop
   issue_before_barrier,   // the next stage's copies issued before the loop's barrier
   short_wait,             // cp.async wait<kStages − 1>: stage t has not landed when it is read
+  split_sum_one_short,    // the second-to-last block of a split tile adds the partials up
 };
 
 // Copies 4 floats of row r, columns c … c + 3 of a row-major operand (leading dimension ld,
@@ -103,12 +108,14 @@ __device__ __forceinline__ void copy_stage(Copies& copies, Rows as, Rows bs, con
 template <bool kTransB, Defect kDefect = Defect::none>
 __global__ void __launch_bounds__(kThreads)
     kernel_small_gemm(const float* __restrict__ A, const float* __restrict__ B, float* C, int M,
-                      int N, int K, int lda, int ldb, int ldc, float beta, SmallGemmTail tail) {
+                      int N, int K, int lda, int ldb, int ldc, float beta, SmallGemmTail tail,
+                      SmallGemmSplit split) {
   grid_dependency_prologue();
   EQUIVAE_SHARED_3D(float, As, kStages, kTile, kLd) __align__(128);
   EQUIVAE_SHARED_3D(float, Bs, kStages, kTile, kLd) __align__(128);
   EQUIVAE_SHARED_2D(float, Cs, kTile, kLd) __align__(32);
   EQUIVAE_SHARED(bool, last_of_column, 1);
+  EQUIVAE_SHARED(bool, last_of_tile, 1);
   constexpr int kWait = kDefect == Defect::short_wait ? kStages - 1 : kStages - 2;
   constexpr bool kEarlyIssue = kDefect == Defect::issue_before_barrier;
   using BLayout = std::conditional_t<kTransB, wmma::col_major, wmma::row_major>;
@@ -120,11 +127,16 @@ __global__ void __launch_bounds__(kThreads)
   const bool vec_b = ldb % 4 == 0 && reinterpret_cast<uintptr_t>(B) % 16 == 0;
 
   Copies copies;
-  const int stages = (K + kTile - 1) / kTile;
-  auto issue = [&](int t) {  // stage t into ring slot t % kStages, as one commit group
+  // This block's stages of K: split z of gridDim.z walks stages [first, first + stages).
+  const int all_stages = (K + kTile - 1) / kTile;
+  const int per_split = (all_stages + int(gridDim.z) - 1) / int(gridDim.z);
+  const int first = int(blockIdx.z) * per_split;
+  const int stages =
+      first < all_stages ? (all_stages - first < per_split ? all_stages - first : per_split) : 0;
+  auto issue = [&](int t) {  // the block's stage t into ring slot t % kStages, one commit group
     if (t < stages)
       copy_stage<kTransB>(copies, As[t % kStages], Bs[t % kStages], A, B, M, N, K, lda, ldb, m0, n0,
-                          t * kTile, vec_a, vec_b);
+                          (first + t) * kTile, vec_a, vec_b);
     copies.commit();  // empty groups too: the wait below counts groups
   };
   for (int t = 0; t < kStages - 1; ++t) issue(t);
@@ -154,9 +166,36 @@ __global__ void __launch_bounds__(kThreads)
   wmma::store_matrix_sync(Cs[wr] + wc, acc, kLd, wmma::mem_row_major);
   if (kDefect != Defect::cs_barrier_dropped) __syncthreads();
 
-  // Epilogue: row r, columns c0 … c0 + 7 of the tile. Every thread stays to the end (the bias
-  // gradient's barriers); cells outside C count as zeros.
+  // Each thread's cells of the tile from here on: row r, columns c0 … c0 + 7.
   const int r = int(threadIdx.x) / 4, c0 = (int(threadIdx.x) % 4) * 8;
+  if (gridDim.z > 1) {
+    // Split K: this block's partial tile to scratch; the tile's last block to arrive adds the
+    // partials up in split order into Cs (its own cells: no barrier needed before the epilogue).
+    const size_t tile = size_t(blockIdx.y) * gridDim.x + blockIdx.x;
+    float* mine = split.partials + (tile * gridDim.z + blockIdx.z) * (kTile * kTile);
+#pragma unroll
+    for (int j = 0; j < 8; ++j) mine[r * kTile + c0 + j] = Cs[r][c0 + j];
+    __threadfence();  // the partial visible to the block that adds the partials up
+    __syncthreads();
+    constexpr unsigned kShort = kDefect == Defect::split_sum_one_short ? 2u : 1u;
+    if (threadIdx.x == 0)
+      last_of_tile[0] = atomicAdd(&split.arrivals[tile], 1u) == gridDim.z - kShort;
+    __syncthreads();
+    if (!last_of_tile[0]) return;
+    __threadfence();
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      float sum = 0.0f;
+      for (unsigned z = 0; z < gridDim.z; ++z)
+        sum +=
+            __ldcg(&split.partials[(tile * gridDim.z + z) * (kTile * kTile) + r * kTile + c0 + j]);
+      Cs[r][c0 + j] = sum;
+    }
+    if (threadIdx.x == 0) split.arrivals[tile] = 0;  // ready for the next call
+  }
+
+  // Epilogue. Every thread stays to the end (the bias gradient's barriers); cells outside C
+  // count as zeros.
   const int m = m0 + r;
   const bool in_c = m < M && n0 + c0 < N;
   const GemmTail kind = tail.kind;
@@ -216,17 +255,35 @@ size_t small_gemm_arrivals(int N) {
   return size_t((N + kTile - 1) / kTile);
 }
 
+int small_gemm_splits(int M, int N, int K, const SmallGemmSplit& split) {
+  if (M <= 0 || N <= 0 || K <= 0 || !split.partials || !split.arrivals) return 1;
+  const int stages = (K + kTile - 1) / kTile;
+  const size_t tiles = size_t((M + kTile - 1) / kTile) * size_t((N + kTile - 1) / kTile);
+  int splits = split.splits > 0
+                   ? split.splits
+                   : (stages + kSmallGemmStagesPerSplit - 1) / kSmallGemmStagesPerSplit;
+  const size_t fits = split.capacity / (tiles * size_t(kTile * kTile));
+  if (tiles > split.arrival_capacity || fits < 2) return 1;
+  if (size_t(splits) > fits) splits = int(fits);
+  if (splits > stages) splits = stages;
+  if (splits <= 1) return 1;
+  // Every split walks ceil(stages / splits) stages but the last: none is left without one.
+  const int per_split = (stages + splits - 1) / splits;
+  return (stages + per_split - 1) / per_split;
+}
+
 void small_gemm_tf32(const float* A, const float* B, float* C, int M, int N, int K, int lda,
                      int ldb, int ldc, bool trans_b, float beta, const SmallGemmTail& tail,
-                     cudaStream_t stream) {
+                     cudaStream_t stream, const SmallGemmSplit& split) {
   if (M <= 0 || N <= 0 || K <= 0) return;
-  const dim3 grid(unsigned((N + kTile - 1) / kTile), unsigned((M + kTile - 1) / kTile));
+  const dim3 grid(unsigned((N + kTile - 1) / kTile), unsigned((M + kTile - 1) / kTile),
+                  unsigned(small_gemm_splits(M, N, K, split)));
   if (trans_b)
     EQUIVAE_LAUNCH(kernel_small_gemm<true>, grid, kThreads, 0, stream, A, B, C, M, N, K, lda, ldb,
-                   ldc, beta, tail);
+                   ldc, beta, tail, split);
   else
     EQUIVAE_LAUNCH(kernel_small_gemm<false>, grid, kThreads, 0, stream, A, B, C, M, N, K, lda, ldb,
-                   ldc, beta, tail);
+                   ldc, beta, tail, split);
 }
 
 }  // namespace equivae::cuda

@@ -975,7 +975,7 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
       if (!options_.small_gemm || options_.strict_fp32 || options_.autotune ||
           !small_gemm_fits(g, e.kind))
         return false;
-      run_small_gemm(g, A, B, C, (side ? side_lt_ : lt_)->small_tail(e), lane_stream(side));
+      (side ? side_lt_ : lt_)->run_small(g, A, B, C, e, lane_stream(side));
       small_gemm_outputs_.insert(C);
       return true;
     }

@@ -47,8 +47,8 @@ class LtGemm {
   // output, in an order counters in the workspace fix: no reduction kernel); workspace: device
   // memory the matmuls may use (the caller's); autotune: plans keep candidates for tune();
   // small_gemm: the engine's small GEMM may run on this stream (CudaBackendOptions::small_gemm,
-  // TF32 only): this LtGemm holds its ReLU-backward scratch (small_tail) and, with autotune,
-  // times it as one more candidate of every plan it fits.
+  // TF32 only): this LtGemm holds its ReLU-backward and split-K scratch (run_small) and, with
+  // autotune, times it as one more candidate of every plan it fits.
   LtGemm(bool strict_fp32, bool split_k, void* workspace, size_t workspace_bytes,
          bool autotune = false, bool split_k_in_place = false, bool small_gemm = false)
       : strict_fp32_(strict_fp32),
@@ -65,6 +65,12 @@ class LtGemm {
               cudaMalloc(&small_arrivals_, kSmallGemmArrivals * sizeof(unsigned)) == cudaSuccess &&
               cudaMemset(small_arrivals_, 0, kSmallGemmArrivals * sizeof(unsigned)) ==
                   cudaSuccess &&
+              cudaMalloc(&split_partials_, kSmallGemmSplitPartials * sizeof(float)) ==
+                  cudaSuccess &&
+              cudaMalloc(&split_arrivals_, kSmallGemmSplitArrivals * sizeof(unsigned)) ==
+                  cudaSuccess &&
+              cudaMemset(split_arrivals_, 0, kSmallGemmSplitArrivals * sizeof(unsigned)) ==
+                  cudaSuccess &&
               // the legacy stream's memset done before the non-blocking streams read them
               cudaDeviceSynchronize() == cudaSuccess,
           "cuda backend", "cannot allocate the small GEMM's scratch on the device");
@@ -74,8 +80,8 @@ class LtGemm {
   ~LtGemm() {
     for (auto& [key, plan] : plans_) destroy(plan);
     if (handle_) cublasLtDestroy(handle_);
-    if (small_partials_) cudaFree(small_partials_);
-    if (small_arrivals_) cudaFree(small_arrivals_);
+    for (void* p : {small_partials_, small_arrivals_, split_partials_, split_arrivals_})
+      if (p) cudaFree(p);
   }
 
   // C = op(A)·op(B) + beta·C, then the epilogue, on stream. Returns false (having enqueued
@@ -91,7 +97,7 @@ class LtGemm {
       return false;
     if (ran) *ran = kernel;
     if (plan.small) {
-      run_small_gemm(g, A, B, C, small_tail(e), stream);
+      run_small(g, A, B, C, e, stream);
       return true;
     }
     const cublasStatus_t status = matmul(plan, plan.algo, A, B, C, float(g.beta), stream);
@@ -140,7 +146,7 @@ class LtGemm {
       const size_t small = seconds.size();  // the small GEMM, last: the margin rule applies
       if (plan->small_fits)
         seconds.push_back(time_launches(dev, [&] {
-          run_small_gemm(plan->gemm, A, B, C, small_tail(e), dev.stream);
+          run_small(plan->gemm, A, B, C, e, dev.stream);
           return true;
         }));
       const int pick = pick_fastest(seconds, kMargin);
@@ -157,11 +163,17 @@ class LtGemm {
     return report;
   }
 
-  // The small GEMM's tail for epilogue e, on this LtGemm's scratch (its stream's GEMMs run one
-  // after another, and tune() owns the device). Needs the constructor's small_gemm.
-  cuda::SmallGemmTail small_tail(const LtEpilogue& e) const {
-    return small_gemm_tail(e, static_cast<float*>(small_partials_),
-                           static_cast<unsigned*>(small_arrivals_));
+  // g in the small GEMM with epilogue e as its tail, split K as it chooses, on this LtGemm's
+  // scratch (its stream's GEMMs run one after another, and tune() owns the device). Needs the
+  // constructor's small_gemm.
+  void run_small(const Gemm& g, const float* A, const float* B, float* C, const LtEpilogue& e,
+                 cudaStream_t stream) const {
+    run_small_gemm(g, A, B, C,
+                   small_gemm_tail(e, static_cast<float*>(small_partials_),
+                                   static_cast<unsigned*>(small_arrivals_)),
+                   small_gemm_split(static_cast<float*>(split_partials_),
+                                    static_cast<unsigned*>(split_arrivals_)),
+                   stream);
   }
 
   // Plans tune() handed to the small GEMM.
@@ -402,7 +414,8 @@ class LtGemm {
   }
 
   bool strict_fp32_, split_k_, in_place_, autotune_, small_candidate_;
-  void *small_partials_ = nullptr, *small_arrivals_ = nullptr;
+  void *small_partials_ = nullptr, *small_arrivals_ = nullptr;  // the ReLU backward's tail
+  void *split_partials_ = nullptr, *split_arrivals_ = nullptr;  // split K
   void* workspace_;
   size_t workspace_bytes_;
   bool ok_ = false;

@@ -33,7 +33,9 @@ class LtGemm {
          bool autotune = false, bool /*split_k_in_place*/ = false, bool small_gemm = false)
       : small_candidate_(small_gemm && autotune && !strict_fp32),
         partials_(small_gemm && !strict_fp32 ? kSmallGemmPartials : 0),
-        arrivals_(small_gemm && !strict_fp32 ? kSmallGemmArrivals : 0, 0u) {}
+        arrivals_(small_gemm && !strict_fp32 ? kSmallGemmArrivals : 0, 0u),
+        split_partials_(small_gemm && !strict_fp32 ? kSmallGemmSplitPartials : 0),
+        split_arrivals_(small_gemm && !strict_fp32 ? kSmallGemmSplitArrivals : 0, 0u) {}
   LtGemm(const LtGemm&) = delete;
   LtGemm& operator=(const LtGemm&) = delete;
 
@@ -48,7 +50,7 @@ class LtGemm {
     if (only != GemmKernel::any && only != kernel) return false;
     if (ran) *ran = kernel;
     if (small) {
-      run_small_gemm(g, A, B, C, small_tail(e), stream);
+      run_small(g, A, B, C, e, stream);
       small_outputs_.insert(C);
       return true;
     }
@@ -62,8 +64,10 @@ class LtGemm {
     tuned_ = true;
     return {};
   }
-  cuda::SmallGemmTail small_tail(const LtEpilogue& e) {
-    return small_gemm_tail(e, partials_.data(), arrivals_.data());
+  void run_small(const Gemm& g, const float* A, const float* B, float* C, const LtEpilogue& e,
+                 cudaStream_t stream) {
+    run_small_gemm(g, A, B, C, small_gemm_tail(e, partials_.data(), arrivals_.data()),
+                   small_gemm_split(split_partials_.data(), split_arrivals_.data()), stream);
   }
   // Plans (here: distinct outputs) that the small GEMM took.
   int small_plans() const { return int(small_outputs_.size()); }
@@ -72,6 +76,8 @@ class LtGemm {
   bool small_candidate_, tuned_ = false;
   std::vector<float> partials_;  // the small GEMM's ReLU-backward scratch
   std::vector<unsigned> arrivals_;
+  std::vector<float> split_partials_;  // its split K's
+  std::vector<unsigned> split_arrivals_;
   std::unordered_set<const void*> small_outputs_;
 };
 

@@ -21,6 +21,11 @@ enum class GemmKernel { any, cublaslt, small };
 // The ReLU-backward tail's scratch, per owner (one stream's GEMMs, one after another): 64 row
 // tiles (2,048 rows) of 4,096 columns, and one arrival counter per 32 columns.
 constexpr size_t kSmallGemmPartials = size_t(64) * 4096, kSmallGemmArrivals = 4096 / 32;
+// Split K's scratch, per owner as well: 2 M floats (8 MiB) of partial tiles — a 160 × 784
+// output split 4 ways takes 0.5 M; larger outputs split less (small_gemm_splits) — and a
+// counter per tile of the largest output the small GEMM takes (2,048 × 4,096).
+constexpr size_t kSmallGemmSplitPartials = size_t(2) << 20,
+                 kSmallGemmSplitArrivals = size_t(CudaBackendOptions::kSmallGemmRows / 32) * 128;
 
 // Whether the small GEMM computes g: A not transposed, at most kSmallGemmRows rows, and (for
 // the ReLU-backward tail) a bias-gradient scratch large enough.
@@ -54,10 +59,16 @@ inline cuda::SmallGemmTail small_gemm_tail(const LtEpilogue& e, float* partials,
   return {};
 }
 
+// Split K as the kernel chooses it, on an owner's scratch.
+inline cuda::SmallGemmSplit small_gemm_split(float* partials, unsigned* arrivals) {
+  return {0, partials, arrivals, kSmallGemmSplitPartials, kSmallGemmSplitArrivals};
+}
+
 inline void run_small_gemm(const Gemm& g, const float* A, const float* B, float* C,
-                           const cuda::SmallGemmTail& tail, cudaStream_t stream) {
+                           const cuda::SmallGemmTail& tail, const cuda::SmallGemmSplit& split,
+                           cudaStream_t stream) {
   cuda::small_gemm_tf32(A, B, C, g.M, g.N, g.K, g.lda, g.ldb, g.ldc, g.trans_b, float(g.beta), tail,
-                        stream);
+                        stream, split);
 }
 
 }  // namespace equivae
