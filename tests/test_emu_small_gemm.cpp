@@ -118,6 +118,7 @@ TEST(EmuSmallGemm, TheEnginesKernelIsCleanUnderTheRaceCheckInEverySeed) {
                                           nullptr, p.split(splits)))
               << "seed " << seed << ", splits " << splits;
           for (unsigned v : p.split_arrivals) ASSERT_EQ(v, 0u) << "split counters left set";
+          for (unsigned v : p.arrivals) ASSERT_EQ(v, 0u) << "bias-gradient counters left set";
           for (int m = 0; m < kM; ++m)
             for (int n = 0; n < kN; ++n)
               ASSERT_NEAR(p.C[size_t(m) * kN + n], p.want(m, n), 1e-2) << m << "," << n;
@@ -133,14 +134,16 @@ TEST(EmuSmallGemm, TheEnginesKernelIsCleanUnderTheRaceCheckInEverySeed) {
 
 // Runs a variant in seeds 1 … kSeeds with both B layouts, checks what every defect's error must
 // say, and returns the errors for the defect's own checks.
+// K and splits: a split launch's blocks each walk ceil(stages / splits) stages (five or more
+// for the ring to wrap).
 template <Defect kDefect>
-std::vector<std::string> errors_in_every_seed() {
+std::vector<std::string> errors_in_every_seed(int K = kK, int splits = 1) {
   std::vector<std::string> errors;
   for (const bool trans_b : {false, true})
     for (uint64_t seed = 1; seed <= kSeeds; ++seed) {
       emu::set_schedule_seed(seed);
-      Problem p(kM, kN, kK, trans_b);
-      const std::string e = error_of<kDefect>(p);
+      Problem p(kM, kN, K, trans_b);
+      const std::string e = error_of<kDefect>(p, splits);
       EXPECT_TRUE(has(e, "emu: shared-memory race (array '"))
           << "seed " << seed << (trans_b ? " NT" : " NN") << ": " << (e.empty() ? "no error" : e);
       EXPECT_TRUE(has(e, "kernel 'kernel_small_gemm<")) << e;
@@ -194,6 +197,15 @@ TEST(EmuSmallGemm, ShortCpAsyncWaitIsAReadOfACopyInFlight) {
     EXPECT_TRUE(has(e, " reads word ")) << e;
     EXPECT_TRUE(has(e, "issued to it is in flight (no cp.async wait of the issuing thread")) << e;
   }
+}
+
+// Each barrier or wait defect is found in a split launch too: K = 640 is 20 stages, four
+// splits of five.
+TEST(EmuSmallGemm, EveryDefectIsFoundWithKSplit) {
+  errors_in_every_seed<Defect::cs_barrier_dropped>(640, 4);
+  errors_in_every_seed<Defect::issue_before_barrier>(640, 4);
+  errors_in_every_seed<Defect::stage_barrier_dropped>(640, 4);
+  errors_in_every_seed<Defect::short_wait>(640, 4);
 }
 
 // Split K: the splits the kernel takes (a block per at most 4 stages; none without scratch

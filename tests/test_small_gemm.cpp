@@ -14,6 +14,7 @@
 // choice, and three ways), the split's counters also left zero.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -187,6 +188,7 @@ void run_case(const Case& c, bool aligned, int splits) {
     emu::set_schedule_seed(uint64_t(s));
 #endif
     h.C = C0;
+    std::fill(h.split_partials.begin(), h.split_partials.end(), NAN);  // a partial not written
     // drelu_bgrad reads the mask below; the other tails may write theirs over 0xA5 bytes.
     h.mask = drelu ? below : std::vector<uint8_t>(size_t(c.M) * size_t(mask_ld / 8), 0xA5);
     h.db.assign(size_t(c.N), NAN);
@@ -258,6 +260,7 @@ TEST(SmallGemm, RaggedShapesEveryTailBothLayouts) {
       {40, 100, 33, false, 1.0f, GemmTail::relu_mask_bias, 2},
       {37, 45, 70, true, 0.0f, GemmTail::drelu_bgrad, 3},
       {70, 33, 9, true, 1.0f, GemmTail::drelu_bgrad, 2},
+      {70, 33, 100, true, 1.0f, GemmTail::drelu_bgrad, 2},  // four stages: split with beta
   };
   for (const int splits : {1, 0, 3})  // all of K in a block; the kernel's choice; three ways
     for (const Case& c : cases)

@@ -11,20 +11,19 @@
 // writes its partial tile to scratch, and the tile's last block to arrive adds the partials up
 // in split order and runs the epilogue (deterministic; a counter per tile, none on data).
 //
-// Launch geometry: grid (ceil(N / 32), ceil(M / 32)), 128 threads = 4 warps; warp w computes
-// the 16 × 16 quarter (w / 2, w % 2) of the tile with one m16n16k8 TF32 accumulator.
-// K is walked 32 at a time through a ring of 4 shared-memory stages filled by cp.async
-// (async_copy.cuh): 3 stages of loads are in flight while the warps multiply the 4th, so the
-// walk costs about a third of one L2 round trip per stage rather than a whole one (the MMAs of
-// a stage take far less than a load's latency at these sizes). Each thread copies 2 × 16 bytes
-// of A and of B per stage, coalesced (8 threads cover a row's 32 floats), 16-byte copies where
-// the operand and its leading dimension allow it, else 4-byte ones; out-of-range rows,
-// columns and depths are zero-filled, so any M, N, K work. One barrier per stage: it makes
-// the stage's copies visible and frees the stage read before it for the next copies. The
-// accumulators go through shared memory to the epilogue: each thread takes
-// 8 consecutive columns of one row (a row's 32 floats are one 128-byte segment per warp), adds
-// beta·C, the bias, the ReLU, and writes the mask's byte for those 8 columns; for a ReLU's
-// backward it clears the cells the mask below says were ≤ 0, and the block's 32 column sums
+// Launch geometry: grid (ceil(N / 32), ceil(M / 32), splits of K), 128 threads = 4 warps; warp w
+// computes the 16 × 16 quarter (w / 2, w % 2) of the tile with one m16n16k8 TF32 accumulator. K is
+// walked 32 at a time through a ring of 4 shared-memory stages filled by cp.async (async_copy.cuh):
+// 3 stages of loads are in flight while the warps multiply the 4th, so the walk costs about a third
+// of one L2 round trip per stage rather than a whole one (the MMAs of a stage take far less than a
+// load's latency at these sizes). Each thread copies 2 × 16 bytes of A and of B per stage,
+// coalesced (8 threads cover a row's 32 floats), 16-byte copies where the operand and its leading
+// dimension allow it, else 4-byte ones; out-of-range rows, columns and depths are zero-filled, so
+// any M, N, K work. One barrier per stage: it makes the stage's copies visible and frees the stage
+// read before it for the next copies. The accumulators go through shared memory to the epilogue:
+// each thread takes 8 consecutive columns of one row (a row's 32 floats are one 128-byte segment
+// per warp), adds beta·C, the bias, the ReLU, and writes the mask's byte for those 8 columns; for a
+// ReLU's backward it clears the cells the mask below says were ≤ 0, and the block's 32 column sums
 // go to scratch, where the column tile's last block adds them up (the bias gradient).
 //
 // Shared memory: 4 stages × (A 32 × 36 + B 32 × 36) + C 32 × 36 floats = 40.5 KiB. The rows are
@@ -266,6 +265,7 @@ int small_gemm_splits(int M, int N, int K, const SmallGemmSplit& split) {
   if (tiles > split.arrival_capacity || fits < 2) return 1;
   if (size_t(splits) > fits) splits = int(fits);
   if (splits > stages) splits = stages;
+  if (splits > 65535) splits = 65535;  // the grid's z limit
   if (splits <= 1) return 1;
   // Every split walks ceil(stages / splits) stages but the last: none is left without one.
   const int per_split = (stages + splits - 1) / splits;
