@@ -229,6 +229,8 @@ std::vector<EpochRecord> train(EquiVae<T>& model, const Dataset& labelled,
   // steps run as graph replays, a window of steps per call: the host samples the window's
   // batches, and reads the window's metrics back once.
   check(options.device_window >= 1, "train", "device_window must be at least 1");
+  check(options.validate_every >= 1, "train",
+        "validate_every must be at least 1, got " + std::to_string(options.validate_every));
   const int64_t window_steps = options.device_window;
   const bool on_device = model.device_steps_supported();
   if (on_device) model.upload_datasets(train, unlabelled);
@@ -433,7 +435,9 @@ std::vector<EpochRecord> train(EquiVae<T>& model, const Dataset& labelled,
     r.unlabelled_bound = bound / double(steps);
     r.seconds = r.train_seconds = seconds_since(epoch_start);
     r.examples_per_s = double(steps) * (config.batch() + config.unlabelled) / r.seconds;
-    if (validation) {
+    const bool validated =
+        validation && (epoch % options.validate_every == 0 || epoch == options.epochs);
+    if (validated) {
       const auto validation_start = Clock::now();
       r.validation_error = distance_classifier_error(model, train, *validation);
       if (unlabelled) r.classifier_validation_error = classifier_error(model, *validation);
@@ -462,11 +466,11 @@ std::vector<EpochRecord> train(EquiVae<T>& model, const Dataset& labelled,
                    epoch, options.epochs, r.elbo, r.recon, r.kl);
       if (unlabelled)
         std::fprintf(stderr, "  L_unlab %8.2f  -log q %5.3f", r.unlabelled_bound, r.classifier_nll);
-      if (validation) std::fprintf(stderr, "  val err %5.2f%%", 100 * r.validation_error);
+      if (validated) std::fprintf(stderr, "  val err %5.2f%%", 100 * r.validation_error);
       if (r.classifier_validation_error >= 0)
         std::fprintf(stderr, " (q(y|x) %5.2f%%)", 100 * r.classifier_validation_error);
       std::fprintf(stderr, "  %7.0f ex/s  [train %.2f s", r.examples_per_s, r.train_seconds);
-      if (validation) std::fprintf(stderr, ", val %.2f s", r.validation_seconds);
+      if (validated) std::fprintf(stderr, ", val %.2f s", r.validation_seconds);
       if (!checkpoint_path.empty()) std::fprintf(stderr, ", ckpt %.2f s", r.checkpoint_seconds);
       std::fprintf(stderr, "]  ETA %s\n", format_duration(eta).c_str());
     }

@@ -39,6 +39,11 @@ struct TrainOptions {
   // a window's batches, uploads their indices and reads its metrics back once; the next
   // window is sampled while the device runs this one). Windows never cross an epoch's end.
   int device_window = 512;
+  // With a validation set: its error after every validate_every-th epoch and after the last
+  // (1: every epoch). Nothing selects on it (the run's result is its last epoch), so fewer
+  // validations change no parameter, only the time (on an H200, 0.9 s of a 4.5 s 40-epoch
+  // run); the other epochs' records hold −1.
+  int validate_every = 1;
   // Asked before each step (on a device, before each window of steps): true stops the run
   // there, once the checkpoint being written is on disk, with Interrupted (runtime/interrupt.h)
   // naming the checkpoint to --resume from. Null: never asked.

@@ -320,6 +320,37 @@ TEST(Validation, OnTheEmulatedCudaBackendFromResidentImages) {
                                      "emulated cuda, semi-supervised");
 }
 
+// --validate-every: the validation error after every N-th epoch and the last, −1 (and no
+// validation time) in the other records; the parameters are those of a run validating every
+// epoch, bit for bit (nothing selects on the validation).
+TEST(Validation, EveryNthEpochAndTheLastOnlyChangesNoParameter) {
+  const Dataset train_set = train_digits().slice(0, 400);  // 10 steps per epoch
+  std::vector<float> every_epoch;
+  for (const int every : {1, 3}) {
+    auto be = make_cpu_backend<float>(1);
+    EquiVae<float> model(test::tiny_config(), *be);
+    TrainOptions options = test::quiet_options(4);
+    options.validate_every = every;
+    const std::vector<EpochRecord> records = train(model, train_set, &validation_digits(), options);
+    ASSERT_EQ(records.size(), 4u);
+    for (const EpochRecord& r : records) {
+      const bool validated = every == 1 || r.epoch == 3 || r.epoch == 4;
+      EXPECT_EQ(r.validation_error >= 0, validated) << "every " << every << ", epoch " << r.epoch;
+      if (!validated) EXPECT_EQ(r.validation_seconds, 0.0) << "epoch " << r.epoch;
+    }
+    const std::vector<float> params = download(*be, model.parameters(), model.parameter_count());
+    if (every == 1)
+      every_epoch = params;
+    else
+      EXPECT_TRUE(params == every_epoch) << "the parameters moved with the validation";
+  }
+  auto be = make_cpu_backend<float>(1);
+  EquiVae<float> model(test::tiny_config(), *be);
+  TrainOptions options = test::quiet_options(1);
+  options.validate_every = 0;
+  EXPECT_THROW(train(model, train_set, &validation_digits(), options), Error);
+}
+
 class EpochCheckpoint : public test::ScratchDirTest {
  protected:
   EpochCheckpoint() : ScratchDirTest("epoch_") {}

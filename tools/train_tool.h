@@ -46,6 +46,9 @@ struct TrainTool {
 inline void declare_train_flags(Flags& f, const TrainTool& tool) {
   declare_data_flags(f, tool.validation_help);
   f.add("epochs", std::to_string(tool.paper.supervised_epochs), "training epochs");
+  f.add("validate-every", "1",
+        "the validation error after every N-th epoch and the last (1: every epoch; nothing "
+        "selects on it, so larger N only saves time)");
   f.add("labels", "0",
         "semi-supervised: keep the labels of only N training examples (N/10 per class, chosen "
         "by --seed), the rest train unlabelled; 0: supervised");
@@ -163,6 +166,7 @@ inline int train_tool(const TrainTool& tool, int argc, char** argv) {
   const EquiVaeConfig config = train_config(flags, tool, data.train);
   TrainOptions options;
   options.epochs = int(flags.get_int("epochs", 1, 100000));
+  options.validate_every = int(flags.get_int("validate-every", 1, 100000));
   options.out_dir = flags.get("out");
   options.quiet = flags.get_switch("quiet");
   options.resume_from = flags.get("resume");
