@@ -38,7 +38,8 @@
 # budget run out, the summary names the skipped stages, and a second call on the same warm
 # machine with only those uses what is left — its figures come from the same GPU; name
 # "step" too (e.g. STAGES="step sanitizer peers_semi") for the peers' rows to show the engine's
-# step beside them; PEERS_FIRST=2 keeps each peer stage to each framework's fastest mode.
+# step beside them; each peer stage runs each framework's fastest mode (PEERS_FIRST=2, the
+# default here; PEERS_FIRST=6 runs every mode).
 # Under the device tool ($OUT set) every result but the summary and the log is packed into
 # all-results.tar.gz (the tool returns at most 8 files).
 # shellcheck disable=SC2317  # the stages are functions called through their names
@@ -130,6 +131,10 @@ tests_failed=0
 ALONE=()  # GPU tests that failed in the whole run, each run again alone: what that said
 
 BUDGET_S="${BUDGET_S:-540}"
+# Each peer stage runs each framework's fastest mode (run_peers.sh's first two) unless told
+# otherwise (PEERS_FIRST=6: all): the slower modes cost the budget 60–90 s a stage and no
+# comparison the issues ask for.
+export PEERS_FIRST="${PEERS_FIRST:-2}"
 CHECK_START=$(date +%s)
 
 log() { echo "[gpu_check $(date +%H:%M:%S)] $*" | tee -a "$LOG" >&2; }
