@@ -123,11 +123,6 @@ class Chains {
     cudaMalloc(&workspace_, kWorkspace);
     cudaMalloc(&side_workspace_, kWorkspace);
     cudaMalloc(&scratch_, kScratch * sizeof(float));
-    // The small GEMM's split-K scratch (its routes run on stream_ only), counters at zero.
-    cudaMalloc(&split_partials_, kSmallGemmSplitPartials * sizeof(float));
-    cudaMalloc(&split_arrivals_, kSmallGemmSplitArrivals * sizeof(unsigned));
-    cudaMemset(split_arrivals_, 0, kSmallGemmSplitArrivals * sizeof(unsigned));
-    cudaDeviceSynchronize();
     cublas_ = tf32_cublas(stream_, workspace_, kWorkspace);
     side_cublas_ = tf32_cublas(side_, side_workspace_, kWorkspace);
     uint64_t seed = 1;
@@ -167,9 +162,7 @@ class Chains {
     lt_.clear();
     cublasDestroy(cublas_);
     cublasDestroy(side_cublas_);
-    for (void* p : {workspace_, side_workspace_, static_cast<void*>(scratch_), split_partials_,
-                    split_arrivals_})
-      cudaFree(p);
+    for (void* p : {workspace_, side_workspace_, static_cast<void*>(scratch_)}) cudaFree(p);
     cudaEventDestroy(fork_);
     cudaEventDestroy(join_);
     cudaStreamDestroy(side_);
@@ -201,7 +194,7 @@ class Chains {
                                               : cuda::GemmTail::relu_bias;
           cuda::small_gemm_tf32(x, l.W, l.y, kBatch, d.out, d.in, d.in, d.out, d.out, false, 0.0f,
                                 {tail, l.b, static_cast<uint8_t*>(l.aux), l.aux_ld}, stream_,
-                                split());
+                                small_split_.split());
           continue;
         }
         if (!lt.run({false, false, kBatch, d.out, d.in, d.in, d.out, d.out, 0.0}, x, l.W, l.y, e,
@@ -249,7 +242,7 @@ class Chains {
         }
         if (route == Route::small) {  // the input gradient in the small GEMM, the rest as cuBLAS
           cuda::small_gemm_tf32(l.dy, l.W + size_t(from) * d.out, dx, kBatch, width, d.out, d.out,
-                                d.out, width, true, 0.0f, {}, stream_, split());
+                                d.out, width, true, 0.0f, {}, stream_, small_split_.split());
           continue;
         }
         if (!gemm(lt, split_k, false, g, l.dy, l.W + size_t(from) * d.out, dx, e)) {
@@ -296,11 +289,6 @@ class Chains {
   static constexpr size_t kWorkspace = size_t(32) << 20;
   static constexpr size_t kScratch = size_t(64) * 4096;
 
-  cuda::SmallGemmSplit split() const {  // as the backend runs the small GEMM: K split
-    return small_gemm_split(static_cast<float*>(split_partials_),
-                            static_cast<unsigned*>(split_arrivals_));
-  }
-
   LtGemm& lt_for(bool split_k, bool side) {
     const int key = int(split_k) * 2 + int(side);
     auto found = lt_.find(key);
@@ -322,7 +310,8 @@ class Chains {
   cudaEvent_t fork_ = nullptr, join_ = nullptr;
   void *workspace_ = nullptr, *side_workspace_ = nullptr;
   float* scratch_ = nullptr;
-  void *split_partials_ = nullptr, *split_arrivals_ = nullptr;
+  // The small routes' split-K scratch (on stream_ only): K split as the backend splits it.
+  SmallGemmSplitScratch small_split_;
   cublasHandle_t cublas_ = nullptr, side_cublas_ = nullptr;
   std::map<int, std::unique_ptr<LtGemm>> lt_;
   std::vector<Stack> stacks_;
@@ -479,15 +468,8 @@ EQUIVAE_GUARDED_BENCHMARK(BM_GemmShape) {
   cudaMalloc(&workspace, kWorkspaceBytes);
   cublasHandle_t cublas = tf32_cublas(stream, workspace, kWorkspaceBytes);
   LtGemm lt(false, true, workspace, kWorkspaceBytes);
-  void *split_partials = nullptr, *split_arrivals = nullptr;
-  cudaMalloc(&split_partials, kSmallGemmSplitPartials * sizeof(float));
-  cudaMalloc(&split_arrivals, kSmallGemmSplitArrivals * sizeof(unsigned));
-  cudaMemset(split_arrivals, 0, kSmallGemmSplitArrivals * sizeof(unsigned));
-  cudaDeviceSynchronize();  // the legacy stream's memset before the non-blocking stream reads
-  const cuda::SmallGemmSplit split = route == 3
-                                         ? small_gemm_split(static_cast<float*>(split_partials),
-                                                            static_cast<unsigned*>(split_arrivals))
-                                         : cuda::SmallGemmSplit{};
+  const SmallGemmSplitScratch split_scratch;
+  const cuda::SmallGemmSplit split = route == 3 ? split_scratch.split() : cuda::SmallGemmSplit{};
   const Gemm g{false, s.trans_b, M, s.N, s.K, s.K, ld_b, s.N, 0.0};
   const bool forward = !s.trans_b;
   const bool timed = time_graph(state, stream, [&](std::string& failed) {
@@ -524,7 +506,7 @@ EQUIVAE_GUARDED_BENCHMARK(BM_GemmShape) {
   cublasDestroy(cublas);
   cudaStreamSynchronize(stream);
   for (void* p : {static_cast<void*>(A), static_cast<void*>(B), static_cast<void*>(C),
-                  static_cast<void*>(bias), workspace, split_partials, split_arrivals})
+                  static_cast<void*>(bias), workspace})
     cudaFree(p);
   cudaStreamDestroy(stream);
 }

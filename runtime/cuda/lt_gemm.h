@@ -28,6 +28,7 @@
 #include <cstdint>
 #include <limits>
 #include <map>
+#include <memory>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -39,6 +40,34 @@
 #include "runtime/error.h"
 
 namespace equivae {
+
+// The small GEMM's split-K scratch on the device (small_gemm_route.h's sizes), its counters at
+// zero; freed with it. One per stream whose small GEMMs run one after another.
+class SmallGemmSplitScratch {
+ public:
+  SmallGemmSplitScratch() {
+    ok_ = cudaMalloc(&partials_, kSmallGemmSplitPartials * sizeof(float)) == cudaSuccess &&
+          cudaMalloc(&arrivals_, kSmallGemmSplitArrivals * sizeof(unsigned)) == cudaSuccess &&
+          cudaMemset(arrivals_, 0, kSmallGemmSplitArrivals * sizeof(unsigned)) == cudaSuccess &&
+          // the legacy stream's memset done before the non-blocking streams read them
+          cudaDeviceSynchronize() == cudaSuccess;
+  }
+  SmallGemmSplitScratch(const SmallGemmSplitScratch&) = delete;
+  SmallGemmSplitScratch& operator=(const SmallGemmSplitScratch&) = delete;
+  ~SmallGemmSplitScratch() {
+    for (void* p : {partials_, arrivals_})
+      if (p) cudaFree(p);
+  }
+  bool ok() const { return ok_; }
+  // Split K as the kernel chooses it, on this scratch.
+  cuda::SmallGemmSplit split() const {
+    return small_gemm_split(static_cast<float*>(partials_), static_cast<unsigned*>(arrivals_));
+  }
+
+ private:
+  void *partials_ = nullptr, *arrivals_ = nullptr;
+  bool ok_ = false;
+};
 
 class LtGemm {
  public:
@@ -59,28 +88,25 @@ class LtGemm {
         workspace_(workspace),
         workspace_bytes_(workspace_bytes) {
     ok_ = cublasLtCreate(&handle_) == CUBLAS_STATUS_SUCCESS;
-    if (small_gemm && !strict_fp32)  // the small GEMM's scratch, counters at zero
+    if (small_gemm && !strict_fp32) {  // the small GEMM's scratch, counters at zero
+      split_ = std::make_unique<SmallGemmSplitScratch>();
       check(
-          cudaMalloc(&small_partials_, kSmallGemmPartials * sizeof(float)) == cudaSuccess &&
+          split_->ok() &&
+              cudaMalloc(&small_partials_, kSmallGemmPartials * sizeof(float)) == cudaSuccess &&
               cudaMalloc(&small_arrivals_, kSmallGemmArrivals * sizeof(unsigned)) == cudaSuccess &&
               cudaMemset(small_arrivals_, 0, kSmallGemmArrivals * sizeof(unsigned)) ==
-                  cudaSuccess &&
-              cudaMalloc(&split_partials_, kSmallGemmSplitPartials * sizeof(float)) ==
-                  cudaSuccess &&
-              cudaMalloc(&split_arrivals_, kSmallGemmSplitArrivals * sizeof(unsigned)) ==
-                  cudaSuccess &&
-              cudaMemset(split_arrivals_, 0, kSmallGemmSplitArrivals * sizeof(unsigned)) ==
                   cudaSuccess &&
               // the legacy stream's memset done before the non-blocking streams read them
               cudaDeviceSynchronize() == cudaSuccess,
           "cuda backend", "cannot allocate the small GEMM's scratch on the device");
+    }
   }
   LtGemm(const LtGemm&) = delete;
   LtGemm& operator=(const LtGemm&) = delete;
   ~LtGemm() {
     for (auto& [key, plan] : plans_) destroy(plan);
     if (handle_) cublasLtDestroy(handle_);
-    for (void* p : {small_partials_, small_arrivals_, split_partials_, split_arrivals_})
+    for (void* p : {small_partials_, small_arrivals_})
       if (p) cudaFree(p);
   }
 
@@ -171,9 +197,7 @@ class LtGemm {
     run_small_gemm(g, A, B, C,
                    small_gemm_tail(e, static_cast<float*>(small_partials_),
                                    static_cast<unsigned*>(small_arrivals_)),
-                   small_gemm_split(static_cast<float*>(split_partials_),
-                                    static_cast<unsigned*>(split_arrivals_)),
-                   stream);
+                   split_ ? split_->split() : cuda::SmallGemmSplit{}, stream);
   }
 
   // Plans tune() handed to the small GEMM.
@@ -415,7 +439,7 @@ class LtGemm {
 
   bool strict_fp32_, split_k_, in_place_, autotune_, small_candidate_;
   void *small_partials_ = nullptr, *small_arrivals_ = nullptr;  // the ReLU backward's tail
-  void *split_partials_ = nullptr, *split_arrivals_ = nullptr;  // split K
+  std::unique_ptr<SmallGemmSplitScratch> split_;                // split K's
   void* workspace_;
   size_t workspace_bytes_;
   bool ok_ = false;
