@@ -78,10 +78,12 @@ CudaBackendOptions with_new_levers() {
 }
 // A benchmark's "levers" argument: 0 the defaults; 1 with_new_levers; 2 the defaults before
 // programmatic launch and the convolutions' side-stream work became defaults (2026-11-27),
-// timed beside 0 in one run; 3 (the conv model) 2 with the weight gradients on the side stream.
+// timed beside 0 in one run; 3 (the conv model) 2 with the weight gradients on the side stream;
+// 4 (the conv model) the defaults with every convolution lowered to GEMMs (conv_gemm).
 CudaBackendOptions levers_options(int64_t which) {
   CudaBackendOptions o = which == 1 ? with_new_levers() : CudaBackendOptions{};
-  if (which >= 2) {
+  if (which == 4) o.conv_gemm = true;
+  if (which == 2 || which == 3) {
     o.programmatic_launch = o.trunk_beside = false;
     o.side_conv_filter = which == 3;
   }
@@ -95,6 +97,8 @@ std::string levers_label(int64_t which) {
       return " previous defaults: no programmatic launch, convolutions in order";
     case 3:
       return " no programmatic launch, side-stream conv dW, trunk in order";
+    case 4:
+      return " convolutions lowered to GEMMs";
     default:
       return "";
   }
@@ -322,7 +326,8 @@ const Dataset& svhn_shaped() {
 // steps; range(0) = 1: semi-supervised with U = 100 (1,160 rows through encoder and decoder;
 // the first 1,000 images labelled, the rest unlabelled); range(1) = 1: autotuned (cuDNN's
 // and cuBLASLt's algorithms timed at start-up); range(2): levers_options (2: the defaults
-// before 2026-11-27, every convolution in order; 3: only the weight gradients beside).
+// before 2026-11-27, every convolution in order; 3: only the weight gradients beside; 4: every
+// convolution lowered to GEMMs).
 EQUIVAE_GUARDED_BENCHMARK(BM_SvhnGraphStep) {
   if (skip_without_gpu(state)) return;
   const bool semi = state.range(0) != 0;
@@ -350,6 +355,8 @@ BENCHMARK(BM_SvhnGraphStep)
     ->Args({0, 0, 1})
     ->Args({1, 0, 1})
     ->Args({1, 0, 2})
+    ->Args({0, 0, 4})
+    ->Args({1, 0, 4})
     ->Unit(benchmark::kMicrosecond)
     ->UseRealTime();
 
@@ -379,7 +386,7 @@ BENCHMARK(BM_SvhnEagerStep)->Unit(benchmark::kMicrosecond)->UseRealTime();
 // device time including launch overhead, with the FLOP/s or bytes/s it reaches.
 constexpr int kRepeat = 50;
 struct OpBuffers {
-  std::unique_ptr<Backend<float>> backend = gpu_backend();
+  std::unique_ptr<Backend<float>> backend = gpu_backend();  // the defaults, or the given one
   std::vector<void*> blocks;
   float* take(size_t n, float value) {
     float* p = static_cast<float*>(backend->allocate(n * sizeof(float)));
@@ -627,6 +634,78 @@ EQUIVAE_GUARDED_BENCHMARK(BM_Op) {
   state.SetLabel(names[op]);
 }
 BENCHMARK(BM_Op)->DenseRange(0, 22)->Unit(benchmark::kMicrosecond)->UseRealTime();
+
+// One convolution layer of the SVHN model (B = 160) alone, on cuDNN or lowered to GEMMs
+// (conv_gemm): range(0) the layer — 0–2 f_inv's trunk 3 → 32 → 64 → 128 (32 × 32 → 4 × 4),
+// 3–5 the decoder's transposes 128 → 64 → 32 → 3 (4 × 4 → 32 × 32), k4 s2 p1, bias, ReLU but
+// the last; range(1) 0 the forward, 1 the backward (bias gradient, dW, and dx but for the
+// first layer, whose input is the image); range(2) 1: lowered to GEMMs. FLOP/s counts the
+// convolutions' multiply-adds (2 per MAC; the backward's two products, one for the first layer).
+EQUIVAE_GUARDED_BENCHMARK(BM_ConvLayer) {
+  if (skip_without_gpu(state)) return;
+  struct Layer {
+    int C_in, C_out, H;
+    bool transposed;
+  };
+  static constexpr Layer kLayers[] = {{3, 32, 32, false}, {32, 64, 16, false}, {64, 128, 8, false},
+                                      {128, 64, 4, true}, {64, 32, 8, true},   {32, 3, 16, true}};
+  const int layer = int(state.range(0));
+  const bool backward = state.range(1) != 0;
+  CudaBackendOptions options;
+  options.conv_gemm = state.range(2) != 0;
+  OpBuffers b{gpu_backend(options), {}};
+  Backend<float>& be = *b.backend;
+  const Layer& l = kLayers[layer];
+  Conv2dShape s;
+  s.N = 160, s.C_in = l.C_in, s.H = s.W = l.H, s.C_out = l.C_out, s.KH = s.KW = 4;
+  s.stride = 2, s.pad = 1;
+  const bool relu = layer != 5, with_dx = layer != 0;
+  const int Ho = cpu::conv_out_h(s, l.transposed), Wo = cpu::conv_out_w(s, l.transposed);
+  const size_t in = size_t(s.N) * s.C_in * s.H * s.W, out = size_t(s.N) * s.C_out * Ho * Wo,
+               weights = size_t(s.C_in) * s.C_out * 16;
+  float *x = b.take(in, 0.5f), *W = b.take(weights, 0.01f), *bias = b.take(s.C_out, 0.1f),
+        *y = b.take(out, 0.f), *dy = b.take(out, 0.01f), *dx = b.take(in, 0.f),
+        *dW = b.take(weights, 0.f), *db = b.take(s.C_out, 0.f);
+  const size_t bytes =
+      l.transposed ? be.conv_transpose2d_workspace_bytes(s) : be.conv2d_workspace_bytes(s);
+  void* ws = bytes ? be.allocate(bytes) : nullptr;
+  if (ws) b.blocks.push_back(ws);
+  float* gdx = with_dx ? dx : nullptr;
+  auto run = [&] {
+    if (l.transposed && backward)
+      be.conv_transpose2d_backward(gdx, dW, db, dy, x, W, y, s, relu, ws, bytes);
+    else if (l.transposed)
+      be.conv_transpose2d_forward(y, x, W, bias, s, relu, ws, bytes);
+    else if (backward)
+      be.conv2d_backward(gdx, dW, db, dy, x, W, y, s, relu, ws, bytes);
+    else
+      be.conv2d_forward(y, x, W, bias, s, relu, ws, bytes);
+  };
+  run();
+  synchronize(be);
+  for (auto _ : state) {
+    for (int r = 0; r < kRepeat; ++r) run();
+    synchronize(be);
+  }
+  const double done = double(kRepeat) * double(state.iterations());
+  // Multiply-adds of the forward convolution: one per (larger side's pixel, C_in, C_out, tap).
+  const double macs = double(l.transposed ? in : out) * (l.transposed ? s.C_out : s.C_in) * 16;
+  const double products = backward ? (with_dx ? 2 : 1) : 1;
+  state.counters["op"] =
+      benchmark::Counter(done, benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+  state.counters["FLOP/s"] =
+      benchmark::Counter(2 * macs * products * done, benchmark::Counter::kIsRate);
+  state.SetLabel(std::string(l.transposed ? "conv_transpose2d " : "conv2d ") +
+                 std::to_string(s.C_in) + "->" + std::to_string(s.C_out) + " " +
+                 std::to_string(s.H) + "x" + std::to_string(s.W) +
+                 (backward ? " backward" : " forward") +
+                 (options.conv_gemm ? ", lowered to GEMMs" : ", cuDNN"));
+}
+BENCHMARK(BM_ConvLayer)
+    ->ArgNames({"layer", "backward", "lowered"})
+    ->ArgsProduct({{0, 1, 2, 3, 4, 5}, {0, 1}, {0, 1}})
+    ->Unit(benchmark::kMicrosecond)
+    ->UseRealTime();
 
 }  // namespace
 

@@ -24,10 +24,11 @@
 # Exit status: 0, 1 when the GPU tests failed (or were not built), 2 when they were skipped
 # (no usable GPU).
 # Stages run in the order STAGES gives; the default puts first what the issues ask a GPU for:
-#   info tests step peers peers_svhn train   the GPU tests; the headline steps (supervised,
-#       semi-supervised, B = 10,240 beside its GEMMs alone, SVHN) and the PyTorch/JAX peers
-#       (MNIST, SVHN) on the same GPU; the 40-epoch Fashion-MNIST run on the default route
-#       (also validated once, after the last epoch)
+#   info tests step conv peers peers_svhn train   the GPU tests; the headline steps
+#       (supervised, semi-supervised, B = 10,240 beside its GEMMs alone, SVHN on cuDNN and
+#       lowered to GEMMs), each SVHN convolution layer alone both ways, and the PyTorch/JAX
+#       peers (MNIST, SVHN) on the same GPU; the 40-epoch Fashion-MNIST run on the default
+#       route (also validated once, after the last epoch)
 #   routes fp32 train_routes chains kernels  every lever route of docs/cuda-levers.md (the
 #       summary names the fastest), strict FP32, the 40-epoch run on the lever routes, the
 #       GEMM chains, every kernel alone
@@ -123,7 +124,7 @@ mkdir -p "$RESULTS"
 LOG="$RESULTS/gpu_check.log"
 SUMMARY="$RESULTS/summary.md"
 : >"$LOG"
-DEFAULT_STAGES="info tests step peers peers_svhn train routes fp32 train_routes chains kernels"
+DEFAULT_STAGES="info tests step conv peers peers_svhn train routes fp32 train_routes chains kernels"
 DEFAULT_STAGES+=" profile sanitizer peers_semi emulated"
 STAGES="${STAGES:-$DEFAULT_STAGES}"
 declare -A STATUS=()
@@ -335,8 +336,9 @@ bench_stage() {
 
 # The headline steps (TF32 allowed): supervised and semi-supervised MNIST at B = 160, the step
 # at B = 10,240 and its GEMMs alone in cuBLAS, and the SVHN step, each on the default route and
-# on the defaults before 2026-11-27 (levers:2), timed in one run.
-SVHN_HEAD='^BM_SvhnGraphStep/semi:0/autotuned:0/levers:[02]/'
+# on the defaults before 2026-11-27 (levers:2), and SVHN with its convolutions lowered to GEMMs
+# (levers:4), timed in one run.
+SVHN_HEAD='^BM_SvhnGraphStep/semi:0/autotuned:0/levers:[024]/'
 stage_step() {
   if has bench_cuda_step; then
     bench_stage bench_step_head 90 "$BIN/bench_cuda_step" "$RESULTS/bench_step_head.json" \
@@ -353,12 +355,20 @@ stage_routes() {
   if has bench_cuda_step; then
     bench_stage bench_step 150 "$BIN/bench_cuda_step" "$RESULTS/bench_step.json" \
       --group '^BM_GraphStepGemmRoute/' \
-      --group '^BM_SvhnGraphStep/(semi:1|semi:0/autotuned:1|semi:0/autotuned:0/levers:[13-9])/' \
+      --group '^BM_SvhnGraphStep/(semi:1|semi:0/autotuned:1|semi:0/autotuned:0/levers:[135-9])/' \
       --group '^BM_EagerStep' --group '^BM_SvhnEagerStep' --group '^BM_Op/' \
       -- --benchmark_min_time=0.3
   else
     STATUS[bench_step]="not built"
   fi
+}
+
+# Each SVHN convolution layer alone (B = 160), forward and backward, on cuDNN and lowered to
+# GEMMs (CudaBackendOptions::conv_gemm): which layers the lowering wins.
+stage_conv() {
+  has bench_cuda_step || return 0
+  bench_stage bench_conv 45 "$BIN/bench_cuda_step" "$RESULTS/bench_conv.json" \
+    --group '^BM_ConvLayer/' -- --benchmark_min_time=0.2
 }
 
 # The graph steps again in strict FP32.
@@ -591,6 +601,7 @@ def fastest_route(path):
     print()
 fastest_route(os.path.join(res, "bench_step.json"))
 table(os.path.join(res, "bench_step_fp32.json"), "CUDA backend, strict FP32")
+table(os.path.join(res, "bench_conv.json"), "SVHN convolution layers alone (B = 160): cuDNN, and lowered to GEMMs")
 table(os.path.join(res, "bench_chains.json"), "Dense-layer GEMM chains per route (B = 160, TF32, one graph each)")
 table(os.path.join(res, "bench_kernels.json"), "Kernels alone")
 def engine_steps():
@@ -603,21 +614,27 @@ def engine_steps():
                 steps.setdefault(b["name"], b["step"])
     return steps
 steps = engine_steps()
-for file, title, engine, per_epoch in (
+# Each peer table's engine rows: the default route, and for SVHN the convolutions lowered to
+# GEMMs too; the ratios are to the faster of them (named above the table).
+for file, title, engines, per_epoch in (
         ("peers_cuda.jsonl", "Peers on the same GPU (MNIST)",
-         "BM_GraphStep/semi:0/k:16/levers:0/real_time", 0),
+         ["BM_GraphStep/semi:0/k:16/levers:0/real_time"], 0),
         ("peers_svhn_cuda.jsonl", "SVHN peers on the same GPU",
-         "BM_SvhnGraphStep/semi:0/autotuned:0/levers:0/real_time", 70000 / 160),
+         ["BM_SvhnGraphStep/semi:0/autotuned:0/levers:0/real_time",
+          "BM_SvhnGraphStep/semi:0/autotuned:0/levers:4/real_time"], 70000 / 160),
         ("peers_semi_cuda.jsonl", "Semi-supervised MNIST peers on the same GPU",
-         "BM_GraphStep/semi:1/k:16/levers:0/real_time", 0)):
+         ["BM_GraphStep/semi:1/k:16/levers:0/real_time"], 0)):
     peers = os.path.join(res, file)
     if not os.path.exists(peers):
         continue
     print(f"## {title}\n")
-    mine = steps.get(engine)
     epoch = lambda ms: f"; a 70,000-image epoch {ms * per_epoch / 1e3:.2f} s" if per_epoch else ""
-    if mine:
-        print(f"The engine ({engine}): {mine * 1e3:.4f} ms per step{epoch(mine * 1e3)}\n")
+    timed = [(steps[e], e) for e in engines if e in steps]
+    for step, engine in timed:
+        print(f"The engine ({engine}): {step * 1e3:.4f} ms per step{epoch(step * 1e3)}\n")
+    mine = min(timed)[0] if timed else None
+    if len(timed) > 1:
+        print(f"Ratios below: to the faster, {min(timed)[1]}\n")
     print("| peer | ms per step (median) | the peer's time / the engine's | the rest |")
     print("| --- | ---: | ---: | --- |")
     for line in open(peers):

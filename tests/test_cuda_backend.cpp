@@ -1140,7 +1140,8 @@ void compare_conv(const Conv2dShape& s, bool transposed, bool relu,
                            " N=" + std::to_string(s.N) + " " + std::to_string(s.C_in) + "x" +
                            std::to_string(s.H) + "x" + std::to_string(s.W) + " → " +
                            std::to_string(s.C_out) + (relu ? " relu" : "") +
-                           (options.side_conv_filter ? ", dW on the side stream" : "");
+                           (options.side_conv_filter ? ", dW on the side stream" : "") +
+                           (options.conv_gemm ? ", lowered to GEMMs" : "");
   const int Ho = cpu::conv_out_h(s, transposed);
   const int Wo = cpu::conv_out_w(s, transposed);
   const size_t nx = size_t(s.N) * s.C_in * s.H * s.W, ny = size_t(s.N) * s.C_out * Ho * Wo,
@@ -1186,7 +1187,8 @@ void compare_conv(const Conv2dShape& s, bool transposed, bool relu,
   expect_same(dW, gdW, "dW");
   expect_same(db, gdb, "db");
 
-  // Captured as a graph and replayed: the same output (cuDNN's calls are capturable).
+  // Captured as a graph and replayed: the same output (cuDNN's calls and the lowering's are
+  // capturable).
   auto* ops = dynamic_cast<DeviceStepOps<float>*>(gpu.get());
   ASSERT_NE(ops, nullptr);
   gpu->fill(gy.data, 0.0f, ny);
@@ -1204,9 +1206,12 @@ void compare_conv(const Conv2dShape& s, bool transposed, bool relu,
 TEST_F(CudaBackend, ConvolutionsMatchTheCpuBackend) {
   // The SVHN geometry (k = 4, s = 2, p = 1) at a small batch, odd sizes with output padding;
   // the weight gradient on the main stream, then on the side stream.
+  // Each also lowered to GEMMs (conv_gemm), in order and with dW on the side stream.
   CudaBackendOptions side = in_order_options();
   side.side_conv_filter = true;
-  for (const CudaBackendOptions& options : {in_order_options(), side}) {
+  CudaBackendOptions lowered = in_order_options(), lowered_side = side;
+  lowered.conv_gemm = lowered_side.conv_gemm = true;
+  for (const CudaBackendOptions& options : {in_order_options(), side, lowered, lowered_side}) {
     compare_conv({3, 3, 16, 16, 8, 4, 4, 2, 1, 0}, false, true, options);
     compare_conv({2, 5, 7, 9, 4, 3, 4, 2, 1, 0}, false, false, options);
     compare_conv({3, 8, 4, 4, 6, 4, 4, 2, 1, 0}, true, true, options);
@@ -1249,8 +1254,8 @@ TEST_F(CudaBackend, SideStreamConvolutionFilterHasItsOwnWorkspace) {
   }
 }
 
-TEST_F(CudaBackend, ConvolutionArgumentsAreChecked) {
-  auto gpu = device_backend();
+void check_convolution_arguments(const CudaBackendOptions& options) {
+  auto gpu = device_backend(options);
   const Conv2dShape s{2, 3, 8, 8, 4, 3, 3, 2, 1, 0};
   const size_t bytes = gpu->conv2d_workspace_bytes(s);
   Conv2dShape bad = s;
@@ -1271,6 +1276,31 @@ TEST_F(CudaBackend, ConvolutionArgumentsAreChecked) {
                  Error);
   }
   EXPECT_NO_THROW(gpu->conv2d_forward(y.data, x.data, W.data, nullptr, s, false, ws.data, bytes));
+}
+
+TEST_F(CudaBackend, ConvolutionArgumentsAreChecked) {
+  for (const bool lowered : {false, true}) {
+    SCOPED_TRACE(lowered ? "lowered to GEMMs" : "cuDNN");
+    CudaBackendOptions options = strict_options();
+    options.conv_gemm = lowered;
+    check_convolution_arguments(options);
+  }
+}
+
+// The lowering's workspace holds the patches and the output in CNHW: (C_in·KH·KW + C_out)·N·Ho·Wo
+// elements of the forward convolution (its own for a transpose), whatever the side streams.
+TEST_F(CudaBackend, LoweredConvolutionWorkspaceHoldsThePatches) {
+  const Conv2dShape s{2, 3, 8, 8, 4, 4, 4, 2, 1, 0};
+  CudaBackendOptions options = in_order_options();
+  options.conv_gemm = true;
+  auto gpu = device_backend(options);
+  const size_t Q = 2 * 4 * 4;  // conv2d: N·Ho·Wo
+  EXPECT_GE(gpu->conv2d_workspace_bytes(s), (3 * 16 + 4) * Q * sizeof(float));
+  EXPECT_LE(gpu->conv2d_workspace_bytes(s), (3 * 16 + 4) * Q * sizeof(float) + 256);
+  // The transpose [2, 3, 8, 8] → [2, 4, 16, 16] runs the convolution [2, 4, 16, 16] → [2, 3, 8, 8].
+  const size_t Qt = 2 * 8 * 8;
+  EXPECT_GE(gpu->conv_transpose2d_workspace_bytes(s), (4 * 16 + 3) * Qt * sizeof(float));
+  EXPECT_LE(gpu->conv_transpose2d_workspace_bytes(s), (4 * 16 + 3) * Qt * sizeof(float) + 256);
 }
 
 TEST_F(CudaBackend, GaussianLikelihoodMatchesTheCpuBackend) {
@@ -1315,6 +1345,10 @@ TEST_F(CudaBackend, ConvModelStepMatchesTheCpuBackend) {
   compare_one_step(config, batch, blobs(), nullptr, 3, 1e-7);
   // The conv model's side-stream defaults off: every convolution in order on the main stream.
   compare_one_step(config, batch, blobs(), nullptr, 3, 1e-7, in_order_options());
+  // Every convolution lowered to GEMMs, with the side-stream defaults.
+  CudaBackendOptions lowered = strict_options();
+  lowered.conv_gemm = true;
+  compare_one_step(config, batch, blobs(), nullptr, 3, 1e-7, lowered);
 }
 
 TEST_F(CudaBackend, ConvModelSemiSupervisedStepMatchesTheCpuBackend) {
@@ -1400,6 +1434,18 @@ TEST_F(CudaBackend, ConvModelGraphStepsMatchEagerCpuSteps) {
   compare_graph_steps(
       test::tiny_conv_semi_config(), blob_split().labelled, &blob_split().unlabelled, 2, {2},
       {.strict_fp32 = true, .side_conv_filter = true, .trunk_beside = true, .early_adam = true});
+  // Every convolution lowered to GEMMs: in order, and with every side-stream lever and early
+  // Adam (the lowering's workspace split per stream as cuDNN's is).
+  CudaBackendOptions lowered = in_order_options();
+  lowered.conv_gemm = true;
+  compare_graph_steps(test::tiny_conv_config(), blobs(), nullptr, 5, {2, 1}, lowered);
+  compare_graph_steps(test::tiny_conv_semi_config(), blob_split().labelled,
+                      &blob_split().unlabelled, 2, {2},
+                      {.strict_fp32 = true,
+                       .side_conv_filter = true,
+                       .trunk_beside = true,
+                       .conv_gemm = true,
+                       .early_adam = true});
   // Every side-stream lever, two steps per graph: one group and one single step.
   compare_graph_steps(test::tiny_conv_semi_config(), blob_split().labelled,
                       &blob_split().unlabelled, 2, {3},

@@ -766,6 +766,87 @@ TEST(CudaKernels, ConvolutionBiasReluEpilogueAndBiasGradient) {
   check_conv_epilogue<float>(7, 2, 5000, true, true, 4);  // 2 images per slice, 1 in the last
 }
 
+// ---------------------------------------------------------------- convolution lowering
+// im2col, col2im and the leading-axes swap (conv_lowering.cu) against loops in double: the
+// first and last move values, so they must match exactly; col2im adds each element's windows
+// up, in the same order (i, then j) as the loop, and is im2col's adjoint.
+template <class T>
+void check_conv_lowering(const cuda::ConvLoweringShape& g) {
+  const int K = g.C * g.KH * g.KW, Q = g.N * g.Ho * g.Wo;
+  const size_t nx = size_t(g.N) * g.C * g.H * g.W, ncol = size_t(K) * Q;
+  const auto x = draw(40, nx, -1, 1), dcol = draw(41, ncol, -1, 1);
+  std::vector<double> col(ncol, 0.0), dx(nx, 0.0);
+  for (int c = 0; c < g.C; ++c)
+    for (int i = 0; i < g.KH; ++i)
+      for (int j = 0; j < g.KW; ++j)
+        for (int n = 0; n < g.N; ++n)
+          for (int oh = 0; oh < g.Ho; ++oh)
+            for (int ow = 0; ow < g.Wo; ++ow) {
+              const int h = oh * g.stride - g.pad + i, w = ow * g.stride - g.pad + j;
+              const size_t at = size_t((c * g.KH + i) * g.KW + j) * Q + (n * g.Ho + oh) * g.Wo + ow;
+              if (h < 0 || h >= g.H || w < 0 || w >= g.W) continue;
+              const size_t xi = ((size_t(n) * g.C + c) * g.H + h) * g.W + w;
+              col[at] = x[xi];
+              dx[xi] += dcol[at];
+            }
+  const std::string name = shape({g.N, g.C, g.H, g.W}) + " k" + std::to_string(g.KH) + "x" +
+                           std::to_string(g.KW) + " s" + std::to_string(g.stride) + " p" +
+                           std::to_string(g.pad);
+  const Guarded<T> xt = guarded<T>(x), dcolt = guarded<T>(dcol);
+  for (uint64_t seed : kSeeds) {
+    emu::set_schedule_seed(seed);
+    Guarded<T> colt = nan_buffer<T>(ncol), dxt = nan_buffer<T>(nx);
+    cuda::im2col(colt.data(), xt.data(), g, kStream);
+    expect_matches(col, colt, "im2col " + name);
+    EXPECT_EQ(as_double(colt), col) << "im2col moves values: " << name;
+    cuda::col2im(dxt.data(), dcolt.data(), g, kStream);
+    expect_matches(dx, dxt, "col2im " + name);
+    // The adjoint identity ⟨im2col(x), dcol⟩ = ⟨x, col2im(dcol)⟩, from the kernels' outputs.
+    double lhs = 0, rhs = 0;
+    for (size_t e = 0; e < ncol; ++e) lhs += double(colt[e]) * dcol[e];
+    for (size_t e = 0; e < nx; ++e) rhs += x[e] * double(dxt[e]);
+    EXPECT_NEAR(lhs, rhs, 1e-4 * (1 + std::abs(lhs))) << "adjoint " << name;
+  }
+  // The swap, both ways: y[N, C, P] ↔ [C, N, P] with P = H·W.
+  const int P = g.H * g.W;
+  std::vector<double> swapped(nx);
+  for (int n = 0; n < g.N; ++n)
+    for (int c = 0; c < g.C; ++c)
+      for (int p = 0; p < P; ++p)
+        swapped[(size_t(c) * g.N + n) * P + p] = x[(size_t(n) * g.C + c) * P + p];
+  Guarded<T> cn = nan_buffer<T>(nx), back = nan_buffer<T>(nx);
+  cuda::swap_leading(cn.data(), xt.data(), g.N, g.C, P, kStream);
+  EXPECT_EQ(as_double(cn), swapped) << "NCHW → CNHW " << name;
+  EXPECT_TRUE(cn.guards_intact()) << name;
+  cuda::swap_leading(back.data(), cn.data(), g.C, g.N, P, kStream);
+  EXPECT_EQ(as_double(back), x) << "CNHW → NCHW " << name;
+  EXPECT_TRUE(back.guards_intact()) << name;
+}
+
+cuda::ConvLoweringShape lowering(int N, int C, int H, int W, int KH, int KW, int stride, int pad) {
+  return {N,
+          C,
+          H,
+          W,
+          KH,
+          KW,
+          stride,
+          pad,
+          (H + 2 * pad - KH) / stride + 1,
+          (W + 2 * pad - KW) / stride + 1};
+}
+
+TEST(CudaKernels, ConvolutionLoweringMatchesLoops) {
+  check_conv_lowering<float>(lowering(3, 2, 8, 8, 4, 4, 2, 1));  // the SVHN layers' geometry
+  check_conv_lowering<double>(lowering(3, 2, 8, 8, 4, 4, 2, 1));
+  check_conv_lowering<float>(lowering(2, 3, 7, 5, 3, 3, 2, 1));   // odd, non-square
+  check_conv_lowering<float>(lowering(1, 4, 6, 9, 2, 3, 3, 2));   // stride 3, wide padding
+  check_conv_lowering<float>(lowering(2, 3, 5, 4, 1, 1, 1, 0));   // 1 × 1: col is x per channel
+  check_conv_lowering<double>(lowering(1, 1, 9, 9, 5, 5, 1, 2));  // stride 1: 25 windows a pixel
+  // Many pixels: a patch row spans several blocks.
+  check_conv_lowering<float>(lowering(5, 1, 40, 40, 2, 2, 1, 0));
+}
+
 // How many slices a call makes: ~8,192 elements of a channel each, at most 64 and at most one
 // per image, none empty, fewer when the scratch has no room for their partials.
 TEST(CudaKernels, ConvolutionBiasGradientSlices) {

@@ -1,7 +1,6 @@
 #pragma once
-// The device flags the tools share (--device, --threads, --strict-fp32, --autotune,
-// --fused-relu-backward, --small-gemm, --steps-per-graph, --no-programmatic-launch,
-// --convolutions-in-order) and the backend they select.
+// The device flags the tools share (--device, --threads, and the CUDA-only switches of
+// kCudaSwitches with --steps-per-graph) and the backend they select.
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -13,6 +12,12 @@
 #include "runtime/openmp_threads.h"
 
 namespace equivae {
+
+// The switches that change the cuda backend alone (the cpu backend names them as ignored).
+inline constexpr const char* kCudaSwitches[] = {
+    "strict-fp32",          "autotune",  "fused-relu-backward",
+    "small-gemm",           "conv-gemm", "no-programmatic-launch",
+    "convolutions-in-order"};
 
 // default_device: "auto" for the training tools, "cpu" for the inference tools; training:
 // also the switches that only change a training step (--fused-relu-backward,
@@ -35,6 +40,10 @@ inline void declare_device_flags(Flags& f, const std::string& default_device,
             std::to_string(CudaBackendOptions::kSmallGemmRows) +
             " rows (default: cuBLAS / cuBLASLt); with --autotune, only for the GEMMs where "
             "timing shows it faster than cuBLASLt",
+        true);
+  f.add("conv-gemm", "",
+        "cuda, the conv model: each convolution as one GEMM over the whole batch between the "
+        "engine's im2col / col2im kernels (default: cuDNN)",
         true);
   if (!training) return;
   f.add("fused-relu-backward", "",
@@ -74,6 +83,7 @@ inline CudaBackendOptions cuda_options_from_flags(const Flags& f) {
   cuda.strict_fp32 = f.get_switch("strict-fp32");
   cuda.autotune = f.get_switch("autotune");
   cuda.small_gemm = f.get_switch("small-gemm");
+  cuda.conv_gemm = f.get_switch("conv-gemm");
   if (!f.declared("steps-per-graph")) return cuda;  // an inference tool
   cuda.fused_relu_backward = f.get_switch("fused-relu-backward");
   cuda.steps_per_graph =
@@ -92,8 +102,7 @@ inline std::unique_ptr<Backend<float>> backend_from_flags(const Flags& f) {
   const CudaBackendOptions cuda = cuda_options_from_flags(f);  // checks --steps-per-graph
   if (device == "cpu") {
     std::string ignored;  // the CUDA-only switches given: said once rather than dropped silently
-    for (const char* name : {"strict-fp32", "autotune", "fused-relu-backward", "small-gemm",
-                             "no-programmatic-launch", "convolutions-in-order"})
+    for (const char* name : kCudaSwitches)
       if (f.declared(name) && f.get_switch(name))
         ignored += std::string(ignored.empty() ? "" : ", ") + "--" + name;
     if (cuda.steps_per_graph != 1)

@@ -117,6 +117,24 @@ template <class T>
 void conv_backward_bias(T* dy, T* db, const T* y, int N, int C, int P, bool relu,
                         const ChannelSumScratch<T>& scratch, cudaStream_t stream);
 
+// ---- convolutions lowered to GEMMs (kernels/cuda/conv_lowering.cu; runtime/cuda/gemm_conv.h)
+// The forward convolution x[N, C, H, W] → y[N, Co, Ho, Wo] the lowering reads: its patches
+// have K = C·KH·KW rows, its output Q = N·Ho·Wo pixels.
+struct ConvLoweringShape {
+  int N, C, H, W, KH, KW, stride, pad, Ho, Wo;
+};
+// col[K, Q] = the patches of x (zeros where a window leaves x), row (c·KH + i)·KW + j, column
+// (n·Ho + oh)·Wo + ow.
+template <class T>
+void im2col(T* col, const T* x, const ConvLoweringShape& g, cudaStream_t stream);
+// dx[N, C, H, W] = Σ of each element's entries of dcol[K, Q] (overwritten; a gather in a fixed
+// order, deterministic).
+template <class T>
+void col2im(T* dx, const T* dcol, const ConvLoweringShape& g, cudaStream_t stream);
+// out[B, A, P] = in[A, B, P] with the two leading axes swapped (NCHW ↔ CNHW).
+template <class T>
+void swap_leading(T* out, const T* in, int A, int B, int P, cudaStream_t stream);
+
 // ---- Gaussian log-likelihood, log-variance logvar[C] per channel (C = 1: global), clamped
 // to [−30, 20]; mu, x [B, C·P] (cpu::gaussian_ll_*'s contracts). dmu and dlogvar are
 // overwritten, either null to skip; dlogvar's per-channel sums run over row slices as far as

@@ -1,5 +1,6 @@
 // The CUDA backend: Backend<T> on device memory, the hand-written kernels of kernels/cuda,
-// GEMMs in cuBLAS and cuBLASLt (fused epilogues), convolutions in cuDNN, issued on a main
+// GEMMs in cuBLAS and cuBLASLt (fused epilogues), convolutions in cuDNN or lowered to GEMMs
+// (gemm_conv.h, CudaBackendOptions::conv_gemm), issued on a main
 // stream and a side stream; plus DeviceStepOps<T> (runtime/cuda/device_step.h) so a plan can
 // capture its training step once and replay it as a CUDA graph.
 //
@@ -34,6 +35,7 @@
 #include "runtime/conv_check.h"
 #include "runtime/cuda/cuda_backend.h"
 #include "runtime/cuda/device_step.h"
+#include "runtime/cuda/gemm_conv.h"
 #include "runtime/cuda/gemm_epilogue.h"
 #include "runtime/cuda/gemm_shape.h"
 #include "runtime/cuda/small_gemm_route.h"
@@ -192,7 +194,7 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
     lt_.reset();
     side_lt_.reset();
     if (cublas_) cublasDestroy(cublas_);
-    cudnn_.reset();
+    convolutions_.reset();
     if (side_cublas_) cublasDestroy(side_cublas_);
     if (fork_event_) cudaEventDestroy(fork_event_);
     if (join_event_) cudaEventDestroy(join_event_);
@@ -421,9 +423,11 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
           [=, self = this] { cuda::dropout_backward(dx, dy, mask, n, self->stream_); });
   }
 
-  // ---- convolutions: cuDNN on the GPU (runtime/cuda/cudnn_conv.h); under the emulator the
-  // CPU's im2col + GEMM, as GEMMs run in OpenBLAS there. Bias, ReLU and the bias gradient are
-  // the epilogue kernels of kernels/cuda/conv_epilogue.cu either way.
+  // ---- convolutions: cuDNN on the GPU (runtime/cuda/cudnn_conv.h; under the emulator the
+  // CPU's im2col + GEMM, as GEMMs run in OpenBLAS there), or with conv_gemm the engine's
+  // im2col / col2im kernels around the library GEMM (runtime/cuda/gemm_conv.h) on both. Bias,
+  // ReLU and the bias gradient are the epilogue kernels of kernels/cuda/conv_epilogue.cu
+  // either way.
   size_t conv2d_workspace_bytes(const Conv2dShape& s) override {
     return conv_workspace(s, false);
   }
@@ -859,13 +863,14 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
 #endif
   }
 
-  // ---- convolution helpers: the linear part of each op, in cuDNN (emulated: the CPU's
-  // convolution behind the same calls, cudnn_conv_emulated.h).
+  // ---- convolution helpers: the linear part of each op, in ConvolutionCalls
+  // (convolution_calls.h): cuDNN (emulated: the CPU's convolution behind the same calls,
+  // cudnn_conv_emulated.h), or lowered to GEMMs with conv_gemm.
   static int conv_output_plane(const Conv2dShape& s, bool transposed) {
     return cpu::conv_out_h(s, transposed) * cpu::conv_out_w(s, transposed);
   }
-  // The bytes a convolution's calls need: cuDNN's; with side_conv_filter or trunk_beside twice
-  // that from a 256-byte boundary, for a part per stream (conv_lane).
+  // The bytes a convolution's calls need: its ConvolutionCalls'; with side_conv_filter or
+  // trunk_beside twice that from a 256-byte boundary, for a part per stream (conv_lane).
   size_t conv_workspace(const Conv2dShape& s, bool transposed) {
     check_conv_shape(s, transposed, transposed ? "conv_transpose2d" : "conv2d");
     check_conv_nchw(s, transposed ? "conv_transpose2d" : "conv2d");
@@ -905,7 +910,7 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
     uses_scratch(lane.workspace, lane.bytes, side);
     issue(name, [=, self = this] {
       // The transpose's forward is the convolution's backward-data (cudnn_conv.h).
-      CudnnConvolutions& c = self->convolutions();
+      ConvolutionCalls& c = self->convolutions();
       if (transposed)
         c.backward_data(s, true, y, x, W, lane.workspace, lane.bytes, lane.stream);
       else
@@ -933,7 +938,7 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
     issue(name, [=, self = this] {
       cuda::conv_backward_bias(dy, db, y, s.N, s.C_out, conv_output_plane(s, transposed), relu,
                                lane.scratch, lane.stream);
-      CudnnConvolutions& c = self->convolutions();
+      ConvolutionCalls& c = self->convolutions();
       // The weight gradient's conv_x and dconv_y: a transpose's conv_x is dz (its output side).
       const T* conv_x = transposed ? dy : x;
       const T* dconv_y = transposed ? x : dy;
@@ -954,14 +959,22 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
     });
   }
   // Created on first use: the plan asks the workspace sizes at build time, before any capture.
-  CudnnConvolutions& convolutions() {
-    if (!cudnn_) {
+  ConvolutionCalls& convolutions() {
+    if (!convolutions_ && options_.conv_gemm) {
+      convolutions_ = std::make_unique<GemmConvolutions>(
+          std::is_same_v<T, double>,
+          [this](const Gemm& g, const void* A, const void* B, void* C, cudaStream_t stream) {
+            library_gemm(g, static_cast<const T*>(A), static_cast<const T*>(B), static_cast<T*>(C),
+                         stream != stream_);
+          });
+    }
+    if (!convolutions_) {
       not_capturing("the first convolution (ask its workspace size before capturing)");
-      cudnn_ =
+      convolutions_ =
           std::make_unique<CudnnConvolutions>(stream_, side_stream(), std::is_same_v<T, double>,
                                               options_.strict_fp32, options_.autotune);
     }
-    return *cudnn_;
+    return *convolutions_;
   }
 
   // C = op(A)·op(B) + β·C, then the epilogue, in the engine's tensor-core GEMM where the
@@ -991,6 +1004,11 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
            (small_gemm_tuned() && small_gemm_fits(g, GemmEpilogue::none))) &&
           (side ? side_lt_ : lt_)->run(g, A, B, C, LtEpilogue{}, lane_stream(side)))
         return;
+    library_gemm(g, A, B, C, side);
+  }
+  // The same in cuBLAS alone (the emulator: the CPU's GEMM), whatever the GEMM options say.
+  void library_gemm(const Gemm& g, const T* A, const T* B, T* C, [[maybe_unused]] bool side) {
+    if (g.M <= 0 || g.N <= 0) return;
 #if defined(EQUIVAE_CUDA_EMULATED)
     host_gemm(g, A, B, C);  // the emulator's device memory is host memory
 #else
@@ -1037,7 +1055,7 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
   DeviceBuffer channel_partials_[2], channel_arrivals_[2];  // channel_sum_scratch(side)
   bool beside_ = false;                                     // between begin_beside and end_beside
   std::unique_ptr<LtGemm> lt_, side_lt_;                    // float only: cuBLASLt on each stream
-  std::unique_ptr<CudnnConvolutions> cudnn_;  // the convolutions, created on first use
+  std::unique_ptr<ConvolutionCalls> convolutions_;          // created on first use
   std::unordered_map<const void*, GemmKernel> relu_mask_writers_;  // fused_relu(): kept masks
   std::unordered_set<const void*> read_relu_masks_;                // fused_relu()
   std::unordered_set<const void*> small_gemm_outputs_;             // small_gemm_outputs()

@@ -23,6 +23,7 @@
 #include <memory>
 
 #include "kernels/cpu/ops.h"
+#include "runtime/cuda/convolution_calls.h"
 
 #if !defined(EQUIVAE_CUDA_EMULATED)
 #include <cuda_runtime_api.h>
@@ -30,7 +31,7 @@
 
 namespace equivae {
 
-class CudnnConvolutions {
+class CudnnConvolutions final : public ConvolutionCalls {
  public:
   // double_precision: the tensors are double (else float). Creates the cuDNN handle on stream
   // (where cudnnFind* times its candidates). Each call runs on the stream it is given: the
@@ -39,19 +40,20 @@ class CudnnConvolutions {
   // call has its own workspace.
   CudnnConvolutions(cudaStream_t stream, cudaStream_t side_stream, bool double_precision,
                     bool strict_fp32, bool benchmark = false);
-  ~CudnnConvolutions();
+  ~CudnnConvolutions() override;
   CudnnConvolutions(const CudnnConvolutions&) = delete;
   CudnnConvolutions& operator=(const CudnnConvolutions&) = delete;
 
-  // Workspace for all three calls of the shape (the largest of the three).
-  size_t workspace_bytes(const cpu::Conv2dShape& s, bool transposed);
+  size_t workspace_bytes(const cpu::Conv2dShape& s, bool transposed) override;
   void forward(const cpu::Conv2dShape& s, bool transposed, void* conv_y, const void* conv_x,
-               const void* W, void* workspace, size_t workspace_bytes, cudaStream_t stream);
+               const void* W, void* workspace, size_t workspace_bytes,
+               cudaStream_t stream) override;
   void backward_data(const cpu::Conv2dShape& s, bool transposed, void* dconv_x, const void* dconv_y,
-                     const void* W, void* workspace, size_t workspace_bytes, cudaStream_t stream);
+                     const void* W, void* workspace, size_t workspace_bytes,
+                     cudaStream_t stream) override;
   void backward_filter(const cpu::Conv2dShape& s, bool transposed, void* dW, const void* conv_x,
                        const void* dconv_y, void* workspace, size_t workspace_bytes,
-                       cudaStream_t stream);
+                       cudaStream_t stream) override;
 
  private:
   struct Handle;

@@ -11,11 +11,12 @@
 #include "kernels/cpu/ops.h"
 #include "kernels/emu/emu_runtime.h"
 #include "runtime/cuda/conv_geometry.h"
+#include "runtime/cuda/convolution_calls.h"
 #include "runtime/error.h"
 
 namespace equivae {
 
-class CudnnConvolutions {
+class CudnnConvolutions final : public ConvolutionCalls {
  public:
   CudnnConvolutions(cudaStream_t /*stream*/, cudaStream_t /*side_stream*/, bool double_precision,
                     bool /*strict_fp32*/, bool /*benchmark*/ = false)
@@ -23,12 +24,12 @@ class CudnnConvolutions {
   CudnnConvolutions(const CudnnConvolutions&) = delete;
   CudnnConvolutions& operator=(const CudnnConvolutions&) = delete;
 
-  size_t workspace_bytes(const cpu::Conv2dShape& s, bool transposed) const {
+  size_t workspace_bytes(const cpu::Conv2dShape& s, bool transposed) override {
     return cpu::conv2d_workspace_size(forward_convolution(s, transposed)) *
            (double_ ? sizeof(double) : sizeof(float));
   }
   void forward(const cpu::Conv2dShape& s, bool transposed, void* conv_y, const void* conv_x,
-               const void* W, void* workspace, size_t bytes, cudaStream_t /*stream*/) const {
+               const void* W, void* workspace, size_t bytes, cudaStream_t /*stream*/) override {
     run(s, transposed, workspace, bytes, "cudnnConvolutionForward", [&](auto* ws, auto t) {
       using T = decltype(t);
       cpu::conv2d_forward<T>(static_cast<T*>(conv_y), static_cast<const T*>(conv_x),
@@ -37,7 +38,8 @@ class CudnnConvolutions {
     });
   }
   void backward_data(const cpu::Conv2dShape& s, bool transposed, void* dconv_x, const void* dconv_y,
-                     const void* W, void* workspace, size_t bytes, cudaStream_t /*stream*/) const {
+                     const void* W, void* workspace, size_t bytes,
+                     cudaStream_t /*stream*/) override {
     run(s, transposed, workspace, bytes, "cudnnConvolutionBackwardData", [&](auto* ws, auto t) {
       using T = decltype(t);  // dconv_y is read only: no ReLU to mask it with
       cpu::conv2d_backward<T>(static_cast<T*>(dconv_x), nullptr, nullptr,
@@ -48,7 +50,7 @@ class CudnnConvolutions {
   }
   void backward_filter(const cpu::Conv2dShape& s, bool transposed, void* dW, const void* conv_x,
                        const void* dconv_y, void* workspace, size_t bytes,
-                       cudaStream_t /*stream*/) const {
+                       cudaStream_t /*stream*/) override {
     run(s, transposed, workspace, bytes, "cudnnConvolutionBackwardFilter", [&](auto* ws, auto t) {
       using T = decltype(t);
       cpu::conv2d_backward<T>(nullptr, static_cast<T*>(dW), nullptr,
@@ -62,7 +64,7 @@ class CudnnConvolutions {
   // The call in the tensors' precision, after cudnn_conv.cpp's workspace check.
   template <class F>
   void run(const cpu::Conv2dShape& s, bool transposed, void* workspace, size_t bytes,
-           const char* call, F&& op) const {
+           const char* call, F&& op) {
     const size_t needed = workspace_bytes(s, transposed);
     check(bytes >= needed, "cuda backend",
           std::string(call) + ": workspace of " + std::to_string(bytes) + " bytes, " +

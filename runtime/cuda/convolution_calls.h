@@ -1,0 +1,38 @@
+#pragma once
+// The three calls a convolution's linear part is made of, in the terms of one forward
+// convolution conv_y = conv(conv_x, W) (conv_geometry.h): the CUDA backend's conv ops are
+// built on them, and two implementations offer them —
+//   CudnnConvolutions (cudnn_conv.h; cudnn_conv_emulated.h under the emulator): cuDNN;
+//   GemmConvolutions (gemm_conv.h): im2col / col2im kernels around one GEMM per call
+//                    (CudaBackendOptions::conv_gemm).
+// Each call runs on the stream it is given, in its workspace (at least workspace_bytes of the
+// shape, else Error naming the call), and overwrites its output.
+#include <cstddef>
+
+#include "kernels/cpu/ops.h"
+
+#if defined(EQUIVAE_CUDA_EMULATED)
+#include "kernels/emu/emu_runtime.h"
+#else
+#include <cuda_runtime_api.h>
+#endif
+
+namespace equivae {
+
+class ConvolutionCalls {
+ public:
+  virtual ~ConvolutionCalls() = default;
+  // Workspace for all three calls of the shape (the largest of the three).
+  virtual size_t workspace_bytes(const cpu::Conv2dShape& s, bool transposed) = 0;
+  virtual void forward(const cpu::Conv2dShape& s, bool transposed, void* conv_y, const void* conv_x,
+                       const void* W, void* workspace, size_t workspace_bytes,
+                       cudaStream_t stream) = 0;
+  virtual void backward_data(const cpu::Conv2dShape& s, bool transposed, void* dconv_x,
+                             const void* dconv_y, const void* W, void* workspace,
+                             size_t workspace_bytes, cudaStream_t stream) = 0;
+  virtual void backward_filter(const cpu::Conv2dShape& s, bool transposed, void* dW,
+                               const void* conv_x, const void* dconv_y, void* workspace,
+                               size_t workspace_bytes, cudaStream_t stream) = 0;
+};
+
+}  // namespace equivae
