@@ -336,7 +336,9 @@ TEST(Validation, EveryNthEpochAndTheLastOnlyChangesNoParameter) {
     for (const EpochRecord& r : records) {
       const bool validated = every == 1 || r.epoch == 3 || r.epoch == 4;
       EXPECT_EQ(r.validation_error >= 0, validated) << "every " << every << ", epoch " << r.epoch;
-      if (!validated) EXPECT_EQ(r.validation_seconds, 0.0) << "epoch " << r.epoch;
+      if (!validated) {
+        EXPECT_EQ(r.validation_seconds, 0.0) << "epoch " << r.epoch;
+      }
     }
     const std::vector<float> params = download(*be, model.parameters(), model.parameter_count());
     if (every == 1)

@@ -1,21 +1,24 @@
 #pragma once
-// ConvolutionCalls (convolution_calls.h) as one GEMM per call between the lowering kernels of
+// ConvolutionCalls (convolution_calls.h) as GEMMs between the lowering kernels of
 // kernels/cuda/conv_lowering.cu (CudaBackendOptions::conv_gemm). For the forward convolution
 // conv_y[N, Co, Ho, Wo] = conv(conv_x[N, C, H, W], W[Co, C, KH, KW]) of the op (conv_geometry.h),
-// with K = C·KH·KW, P = Ho·Wo, Q = N·P, and the workspace holding col[K, Q] and yc[Co, Q]:
+// with K = C·KH·KW and P = Ho·Wo, over a chunk of n images (Q = n·P pixels; the workspace holds
+// col[K, Q] and yc[Co, Q]):
 //   forward          col = im2col(conv_x);  yc = W·col             (Co × Q × K);  conv_y = yc
 //                    with its two leading axes swapped (CNHW → NCHW)
 //   backward_data    yc = dconv_y swapped (NCHW → CNHW);  col = Wᵀ·yc  (K × Q × Co);
 //                    dconv_x = col2im(col)
-//   backward_filter  col = im2col(conv_x);  yc = dconv_y swapped;  dW = yc·colᵀ  (Co × K × Q)
-// Each GEMM covers every image at once: at the SVHN model's 32 → 64 layer (B = 160) the forward
-// is one 64 × 10,240 × 512 product, where cuDNN's deterministic NCHW algorithms ran at 10–12
-// TFLOP/s on an H200. The GEMMs go through the backend's library GEMM (cuBLAS on a GPU, TF32
-// unless strict_fp32; the CPU's under the emulator), on the call's stream. Deterministic: the
-// GEMMs are, and col2im gathers in a fixed order.
-//
-// Workspace: K·Q + Co·Q elements (col from the start, yc from the next 256-byte boundary), the
-// same for all three calls. 23.6 MB at the SVHN 32 → 64 layer, B = 160 (float).
+//   backward_filter  col = im2col(conv_x);  yc = dconv_y swapped;  dW (+)= yc·colᵀ  (Co × K × Q),
+//                    the chunks after the first adding onto dW (β = 1)
+// A chunk is as many images as a workspace of at most workspace_cap bytes holds (64 MiB by
+// default, cuDNN's cap in cudnn_conv.cpp; at least one image), so a GEMM covers many images at
+// once: at the SVHN model's 32 → 64 layer (B = 160) the forward is one 64 × 10,240 × 512
+// product in 23.6 MB, where cuDNN's deterministic NCHW algorithms ran at 10–12 TFLOP/s on an
+// H200; a larger batch runs in several chunks rather than a workspace that grows with it. The
+// GEMMs go through the backend's library GEMM (cuBLAS on a GPU, TF32 unless strict_fp32; the
+// CPU's under the emulator), on the call's stream. Deterministic: the GEMMs are, the chunks
+// run in order, and col2im gathers in a fixed order.
+#include <algorithm>
 #include <cstddef>
 #include <functional>
 #include <string>
@@ -33,54 +36,69 @@ namespace equivae {
 
 class GemmConvolutions final : public ConvolutionCalls {
  public:
+  static constexpr size_t kDefaultWorkspaceCap = size_t(64) << 20;
   // C = op(A)·op(B) + β·C on the given stream, in the tensors' precision (the backend's).
   using GemmRunner =
       std::function<void(const Gemm& g, const void* A, const void* B, void* C, cudaStream_t)>;
-  GemmConvolutions(bool double_precision, GemmRunner gemm)
-      : double_(double_precision), gemm_(std::move(gemm)) {}
+  GemmConvolutions(bool double_precision, GemmRunner gemm,
+                   size_t workspace_cap = kDefaultWorkspaceCap)
+      : double_(double_precision), gemm_(std::move(gemm)), cap_(workspace_cap) {}
 
+  // col and yc for one chunk: (K + Co)·n·P elements (yc from a 256-byte boundary).
   size_t workspace_bytes(const cpu::Conv2dShape& s, bool transposed) override {
     const Lowering l = lowering(s, transposed);
-    return l.yc_offset + size_t(l.Co) * l.Q * element();
+    return l.yc_offset + size_t(l.Co) * l.chunk * l.P * element();
+  }
+  // Images per chunk of the shape (the tests' view of the split).
+  int chunk_images(const cpu::Conv2dShape& s, bool transposed) const {
+    return lowering(s, transposed).chunk;
   }
 
   void forward(const cpu::Conv2dShape& s, bool transposed, void* conv_y, const void* conv_x,
                const void* W, void* workspace, size_t bytes, cudaStream_t stream) override {
     run(s, transposed, workspace, bytes, "conv forward (im2col + GEMM)",
-        [&](auto* col, auto* yc, const Lowering& l) {
+        [&](auto* col, auto* yc, const Lowering& l, const cuda::ConvLoweringShape& g, int n0) {
           using T = std::remove_pointer_t<decltype(col)>;
-          cuda::im2col(col, static_cast<const T*>(conv_x), l.g, stream);
-          gemm_({false, false, l.Co, l.Q, l.K, l.K, l.Q, l.Q, 0.0}, W, col, yc, stream);
-          cuda::swap_leading(static_cast<T*>(conv_y), yc, l.Co, l.g.N, l.P, stream);
+          const int Q = g.N * l.P;
+          cuda::im2col(col, static_cast<const T*>(conv_x) + n0 * l.in_image, g, stream);
+          gemm_({false, false, l.Co, Q, l.K, l.K, Q, Q, 0.0}, W, col, yc, stream);
+          cuda::swap_leading(static_cast<T*>(conv_y) + n0 * l.out_image, yc, l.Co, g.N, l.P,
+                             stream);
         });
   }
   void backward_data(const cpu::Conv2dShape& s, bool transposed, void* dconv_x, const void* dconv_y,
                      const void* W, void* workspace, size_t bytes, cudaStream_t stream) override {
     run(s, transposed, workspace, bytes, "conv backward data (GEMM + col2im)",
-        [&](auto* col, auto* yc, const Lowering& l) {
+        [&](auto* col, auto* yc, const Lowering& l, const cuda::ConvLoweringShape& g, int n0) {
           using T = std::remove_pointer_t<decltype(col)>;
-          cuda::swap_leading(yc, static_cast<const T*>(dconv_y), l.g.N, l.Co, l.P, stream);
-          gemm_({true, false, l.K, l.Q, l.Co, l.K, l.Q, l.Q, 0.0}, W, yc, col, stream);
-          cuda::col2im(static_cast<T*>(dconv_x), col, l.g, stream);
+          const int Q = g.N * l.P;
+          cuda::swap_leading(yc, static_cast<const T*>(dconv_y) + n0 * l.out_image, g.N, l.Co, l.P,
+                             stream);
+          gemm_({true, false, l.K, Q, l.Co, l.K, Q, Q, 0.0}, W, yc, col, stream);
+          cuda::col2im(static_cast<T*>(dconv_x) + n0 * l.in_image, col, g, stream);
         });
   }
   void backward_filter(const cpu::Conv2dShape& s, bool transposed, void* dW, const void* conv_x,
                        const void* dconv_y, void* workspace, size_t bytes,
                        cudaStream_t stream) override {
     run(s, transposed, workspace, bytes, "conv backward filter (im2col + GEMM)",
-        [&](auto* col, auto* yc, const Lowering& l) {
+        [&](auto* col, auto* yc, const Lowering& l, const cuda::ConvLoweringShape& g, int n0) {
           using T = std::remove_pointer_t<decltype(col)>;
-          cuda::im2col(col, static_cast<const T*>(conv_x), l.g, stream);
-          cuda::swap_leading(yc, static_cast<const T*>(dconv_y), l.g.N, l.Co, l.P, stream);
-          gemm_({false, true, l.Co, l.K, l.Q, l.Q, l.Q, l.K, 0.0}, yc, col, dW, stream);
+          const int Q = g.N * l.P;
+          cuda::im2col(col, static_cast<const T*>(conv_x) + n0 * l.in_image, g, stream);
+          cuda::swap_leading(yc, static_cast<const T*>(dconv_y) + n0 * l.out_image, g.N, l.Co, l.P,
+                             stream);
+          gemm_({false, true, l.Co, l.K, Q, Q, Q, l.K, n0 > 0 ? 1.0 : 0.0}, yc, col, dW, stream);
         });
   }
 
  private:
   struct Lowering {
-    cuda::ConvLoweringShape g;
-    int Co, K, P, Q;
-    size_t yc_offset;  // bytes from the workspace's start to yc
+    cuda::ConvLoweringShape g;  // the whole batch
+    int Co, K, P;
+    int chunk;                   // images per chunk
+    size_t in_image, out_image;  // elements of one image of conv_x, of conv_y
+    size_t yc_offset;            // bytes from the workspace's start to yc
   };
   size_t element() const { return double_ ? sizeof(double) : sizeof(float); }
   Lowering lowering(const cpu::Conv2dShape& s, bool transposed) const {
@@ -90,13 +108,18 @@ class GemmConvolutions final : public ConvolutionCalls {
                c.C_out,
                c.C_in * c.KH * c.KW,
                Ho * Wo,
-               c.N * Ho * Wo,
+               1,
+               size_t(c.C_in) * c.H * c.W,
+               size_t(c.C_out) * Ho * Wo,
                0};
-    l.yc_offset = (size_t(l.K) * l.Q * element() + 255) / 256 * 256;
+    // Per image: its K·P patch elements and Co·P outputs, plus the alignment's slack.
+    const size_t per_image = (size_t(l.K) + l.Co) * l.P * element();
+    l.chunk = int(std::clamp<size_t>(cap_ > 256 ? (cap_ - 256) / per_image : 0, 1, size_t(c.N)));
+    l.yc_offset = (size_t(l.K) * l.chunk * l.P * element() + 255) / 256 * 256;
     return l;
   }
-  // The call in the tensors' precision with col and yc carved from the workspace, after the
-  // workspace check.
+  // The call chunk by chunk in the tensors' precision, with col and yc carved from the
+  // workspace, after the workspace check: op(col, yc, lowering, chunk's shape, first image).
   template <class F>
   void run(const cpu::Conv2dShape& s, bool transposed, void* workspace, size_t bytes,
            const char* call, F&& op) {
@@ -106,14 +129,20 @@ class GemmConvolutions final : public ConvolutionCalls {
           std::string(call) + ": workspace of " + std::to_string(bytes) + " bytes, " +
               std::to_string(needed) + " needed");
     char* base = static_cast<char*>(workspace);
-    if (double_)
-      op(reinterpret_cast<double*>(base), reinterpret_cast<double*>(base + l.yc_offset), l);
-    else
-      op(reinterpret_cast<float*>(base), reinterpret_cast<float*>(base + l.yc_offset), l);
+    for (int n0 = 0; n0 < l.g.N; n0 += l.chunk) {
+      cuda::ConvLoweringShape g = l.g;
+      g.N = std::min(l.chunk, l.g.N - n0);
+      if (double_)
+        op(reinterpret_cast<double*>(base), reinterpret_cast<double*>(base + l.yc_offset), l, g,
+           n0);
+      else
+        op(reinterpret_cast<float*>(base), reinterpret_cast<float*>(base + l.yc_offset), l, g, n0);
+    }
   }
 
   bool double_;
   GemmRunner gemm_;
+  size_t cap_;
 };
 
 }  // namespace equivae
