@@ -209,6 +209,18 @@ class EquiVae {
   // device, or null) → result[n, width] on the host.
   void infer_rows(LayerStack<T>& stack, const float* images, const float* device, int64_t n,
                   int width, std::vector<T>& result);
+  // An inference pass captured as a graph (DeviceStepOps' inference slots): the stack over n
+  // images read in place from `device` into `results`.
+  struct InferenceGraphKey {
+    const void* stack = nullptr;
+    const float* device = nullptr;
+    int64_t n = 0;
+    const void* results = nullptr;
+    bool operator==(const InferenceGraphKey&) const = default;
+  };
+  // Runs `pass` (a whole inference pass, every image read in place on the device) as a
+  // captured graph: replays the one captured for key, else captures it first.
+  void run_inference_graph(const InferenceGraphKey& key, const std::function<void()>& pass);
   const float* resident_images(const Dataset& data) const;  // null when not kept resident
   // embed / classify of images[n, D] on the host, read from `device` instead where not null.
   void embed_rows(const float* images, const float* device, int64_t n, float* out);

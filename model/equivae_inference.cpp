@@ -2,6 +2,7 @@
 // images, the data sets kept resident for it, and encode_v / decode on the training plan.
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <memory>
 #include <type_traits>
 #include <vector>
@@ -87,32 +88,68 @@ void EquiVae<T>::infer_rows(LayerStack<T>& stack, const float* images, const flo
   T* results = static_cast<T*>(inf.results.ptr);
   check(width == stack.out(), stack.name(), "inference output width mismatch");
   Tensor<T>& output = stack.layers().back().y;
-  for (int64_t begin = 0; begin < n; begin += rows) {
-    const int count = int(std::min<int64_t>(rows, n - begin));
-    const T* x = inf.x.data;
-    // Resident images are read in place, except a short last chunk of a convolutional stack
-    // (it would read past the data set's end).
-    bool in_place = false;
-    if constexpr (std::is_same_v<T, float>) {
-      if (device && (count == rows || !stack.convolutional())) {
-        x = device + begin * D;
-        in_place = true;
-      }
-    }
-    if (!in_place) {
-      const float* src = images + begin * D;
+  // Resident images are read in place, except a short last chunk of a convolutional stack
+  // (it would read past the data set's end).
+  const bool all_in_place =
+      std::is_same_v<T, float> && device && (n % rows == 0 || !stack.convolutional());
+  auto run_chunks = [&] {
+    for (int64_t begin = 0; begin < n; begin += rows) {
+      const int count = int(std::min<int64_t>(rows, n - begin));
+      const T* x = inf.x.data;
+      bool in_place = false;
       if constexpr (std::is_same_v<T, float>) {
-        backend_.upload(inf.x.data, src, size_t(count) * D * sizeof(T));
-      } else {
-        inf.staging.resize(size_t(rows) * D);
-        std::copy(src, src + size_t(count) * D, inf.staging.begin());
-        backend_.upload(inf.x.data, inf.staging.data(), size_t(count) * D * sizeof(T));
+        if (device && (count == rows || !stack.convolutional())) {
+          x = device + begin * D;
+          in_place = true;
+        }
       }
+      if (!in_place) {
+        const float* src = images + begin * D;
+        if constexpr (std::is_same_v<T, float>) {
+          backend_.upload(inf.x.data, src, size_t(count) * D * sizeof(T));
+        } else {
+          inf.staging.resize(size_t(rows) * D);
+          std::copy(src, src + size_t(count) * D, inf.staging.begin());
+          backend_.upload(inf.x.data, inf.staging.data(), size_t(count) * D * sizeof(T));
+        }
+      }
+      output.data = results + begin * width;  // this chunk's rows of the call's results
+      stack.forward(backend_, x, count);
     }
-    output.data = results + begin * width;  // this chunk's rows of the call's results
-    stack.forward(backend_, x, count);
+  };
+  if (device_ && all_in_place) {
+    // Every chunk read in place: the pass is one graph, captured on first use and replayed
+    // (it reads the parameters in place, so it sees every update since).
+    run_inference_graph({&stack, device, n, results}, run_chunks);
+  } else {
+    run_chunks();
   }
   backend_.download(result.data(), results, size_t(n) * width * sizeof(T));
+}
+
+template <class T>
+void EquiVae<T>::run_inference_graph(const InferenceGraphKey& key,
+                                     const std::function<void()>& pass) {
+  using Ops = DeviceStepOps<T>;
+  Inference& inf = inference();
+  int slot = -1;
+  for (int i = 0; i < Ops::kInferenceGraphs; ++i)
+    if (inf.graphs[i] == key && device_->has_graph(Ops::kFirstInferenceGraph + i)) slot = i;
+  if (slot < 0) {
+    slot = inf.next_graph;
+    inf.next_graph = (slot + 1) % Ops::kInferenceGraphs;
+    inf.graphs[slot] = {};  // holds nothing until the capture ends
+    device_->begin_capture(Ops::kFirstInferenceGraph + slot);
+    try {
+      pass();
+    } catch (...) {
+      device_->abort_capture();
+      throw;
+    }
+    device_->end_capture();
+    inf.graphs[slot] = key;
+  }
+  device_->replay(Ops::kFirstInferenceGraph + slot);
 }
 
 template <class T>
@@ -218,6 +255,8 @@ void EquiVae<T>::classify_rows(const float* images, const float* device, int64_t
   template const float* EquiVae<T>::resident_images(const Dataset&) const;                       \
   template void EquiVae<T>::infer_rows(LayerStack<T>&, const float*, const float*, int64_t, int, \
                                        std::vector<T>&);                                         \
+  template void EquiVae<T>::run_inference_graph(const InferenceGraphKey&,                        \
+                                                const std::function<void()>&);                   \
   template void EquiVae<T>::embed(const float*, int64_t, float*);                                \
   template void EquiVae<T>::embed(const Dataset&, float*);                                       \
   template void EquiVae<T>::embed_rows(const float*, const float*, int64_t, float*);             \

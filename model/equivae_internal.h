@@ -75,6 +75,12 @@ struct EquiVae<T>::Inference {
     std::unique_ptr<BackendBlock<T>> copy;
   };
   std::vector<Kept> kept;
+  // The passes captured as graphs (DeviceStepOps' inference slots, in order): a key that no
+  // longer matches (another set, a moved results block) or a slot the backend dropped (a
+  // training window's new capture drops them all) is captured again. Slots are reused round
+  // robin.
+  InferenceGraphKey graphs[DeviceStepOps<T>::kInferenceGraphs];
+  int next_graph = 0;
 };
 
 }  // namespace equivae

@@ -234,6 +234,73 @@ TEST(InferencePlan, ResidentImagesOnTheEmulatedCudaBackendGiveTheSameRows) {
   EXPECT_EQ(conv_uploaded, conv_in_place);
 }
 
+// Kept resident on a device backend, an inference pass is one captured graph: the first call
+// captures it, later calls replay it, each data set (and stack) has its own, and a replay reads
+// the parameters in place, so it gives what an eager pass gives after they change. A
+// convolutional f_inv whose last chunk is short uploads that chunk, so it runs eagerly.
+TEST(InferencePlan, ResidentPassesReplayACapturedGraphThatSeesParameterUpdates) {
+  using Ops = DeviceStepOps<float>;
+  auto be = make_emulated_cuda_backend<float>();
+  auto* ops = dynamic_cast<Ops*>(be.get());
+  ASSERT_NE(ops, nullptr);
+  auto inference_replays = [&] {
+    size_t n = 0;
+    for (int i = 0; i < Ops::kInferenceGraphs; ++i)
+      n += ops->replays(Ops::kFirstInferenceGraph + i);
+    return n;
+  };
+  EquiVae<float> model(test::tiny_config(), *be);
+  const Dataset& data = train_digits();
+  const Dataset other = data.slice(100, 190);
+  const size_t dr = 3;
+  std::vector<float> eager(size_t(data.n) * dr), replayed(eager.size());
+  model.embed(data, eager.data());
+  EXPECT_EQ(inference_replays(), 0u) << "uploaded chunk by chunk: eager";
+  model.keep_resident(data);
+  model.keep_resident(other);
+  model.embed(data, replayed.data());
+  EXPECT_EQ(inference_replays(), 1u);
+  EXPECT_EQ(replayed, eager);
+  std::vector<float> other_eager(size_t(other.n) * dr), other_replayed(other_eager.size());
+  model.embed(other, other_replayed.data());  // its own graph
+  model.embed(data, replayed.data());         // the first one's again
+  EXPECT_EQ(inference_replays(), 3u);
+  EXPECT_EQ(replayed, eager);
+
+  // New parameters: the replayed passes follow them.
+  std::vector<float> params(model.parameter_count());
+  be->download(params.data(), model.parameters(), params.size() * sizeof(float));
+  for (float& p : params) p *= 0.5f;
+  be->upload(model.parameters(), params.data(), params.size() * sizeof(float));
+  model.embed(data, replayed.data());
+  model.embed(other, other_replayed.data());
+  EXPECT_EQ(inference_replays(), 5u);
+  model.forget_resident();
+  std::vector<float> eager_after(eager.size());
+  model.embed(data, eager_after.data());
+  model.embed(other, other_eager.data());
+  EXPECT_EQ(inference_replays(), 5u) << "not resident: eager";
+  EXPECT_NE(eager_after, eager) << "the parameters changed";
+  EXPECT_EQ(replayed, eager_after);
+  EXPECT_EQ(other_replayed, other_eager);
+
+  // The conv model: 400 images in chunks of 30 end in a short chunk (eager); 390 do not.
+  static const Dataset blobs = test::coloured_blobs(400, 3, 8);
+  static const Dataset whole = blobs.slice(0, 390);
+  EquiVae<float> conv(test::tiny_conv_config(), *be);
+  std::vector<float> conv_eager(size_t(whole.n) * dr), conv_replayed(conv_eager.size()),
+      short_chunk(size_t(blobs.n) * dr);
+  conv.embed(whole, conv_eager.data());
+  conv.keep_resident(blobs);
+  conv.keep_resident(whole);
+  const size_t before = inference_replays();
+  conv.embed(blobs, short_chunk.data());
+  EXPECT_EQ(inference_replays(), before) << "a short last chunk is uploaded: eager";
+  conv.embed(whole, conv_replayed.data());
+  EXPECT_EQ(inference_replays(), before + 1);
+  EXPECT_EQ(conv_replayed, conv_eager);
+}
+
 TEST(InferencePlan, ClassifyEqualsTheTrainingPlansClassifier) {
   // q(y|x)'s argmax through the inference plan against the training plan's logits of the
   // labelled rows of a batch.

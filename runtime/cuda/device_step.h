@@ -95,8 +95,12 @@ class DeviceStepOps {
   // ---- captured steps: ops issued between begin_capture and end_capture are recorded, not
   // run; replay runs them again, with the arguments they were issued with. A backend keeps
   // kGraphSlots graphs side by side: kOneStepGraph holds one step, kStepsGraph
-  // steps_per_graph() consecutive ones (CudaBackendOptions::steps_per_graph).
-  static constexpr int kOneStepGraph = 0, kStepsGraph = 1, kGraphSlots = 2;
+  // steps_per_graph() consecutive ones (CudaBackendOptions::steps_per_graph), and the
+  // kInferenceGraphs from kFirstInferenceGraph on each one inference pass over a data set kept
+  // on the device (EquiVae::embed / classify: every chunk's forward in one replay).
+  static constexpr int kOneStepGraph = 0, kStepsGraph = 1;
+  static constexpr int kFirstInferenceGraph = 2, kInferenceGraphs = 4;
+  static constexpr int kGraphSlots = kFirstInferenceGraph + kInferenceGraphs;
   virtual void begin_capture(int graph) = 0;
   virtual void end_capture() = 0;
   virtual void abort_capture() = 0;  // after an exception inside the capture
