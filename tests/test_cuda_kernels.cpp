@@ -793,6 +793,7 @@ void check_conv_lowering(const cuda::ConvLoweringShape& g) {
                            std::to_string(g.KW) + " s" + std::to_string(g.stride) + " p" +
                            std::to_string(g.pad);
   const Guarded<T> xt = guarded<T>(x), dcolt = guarded<T>(dcol);
+  std::vector<T> dxt_last(nx);  // col2im's output, for its epilogue below
   for (uint64_t seed : kSeeds) {
     emu::set_schedule_seed(seed);
     Guarded<T> colt = nan_buffer<T>(ncol), dxt = nan_buffer<T>(nx);
@@ -806,6 +807,7 @@ void check_conv_lowering(const cuda::ConvLoweringShape& g) {
     for (size_t e = 0; e < ncol; ++e) lhs += double(colt[e]) * dcol[e];
     for (size_t e = 0; e < nx; ++e) rhs += x[e] * double(dxt[e]);
     EXPECT_NEAR(lhs, rhs, 1e-4 * (1 + std::abs(lhs))) << "adjoint " << name;
+    for (size_t e = 0; e < nx; ++e) dxt_last[e] = dxt[e];
   }
   // The swap, both ways: y[N, C, P] ↔ [C, N, P] with P = H·W.
   const int P = g.H * g.W;
@@ -821,6 +823,30 @@ void check_conv_lowering(const cuda::ConvLoweringShape& g) {
   cuda::swap_leading(back.data(), cn.data(), g.C, g.N, P, kStream);
   EXPECT_EQ(as_double(back), x) << "CNHW → NCHW " << name;
   EXPECT_TRUE(back.guards_intact()) << name;
+
+  // With the epilogue: + bias[channel], then ReLU, as conv_bias_act computes it (bit for bit).
+  const auto bias = draw(42, size_t(g.C), -0.5, 0.5);
+  const Guarded<T> biast = guarded<T>(bias);
+  for (const bool relu : {false, true}) {
+    auto act = [&](double v, int c) {
+      const T z = T(v) + T(bias[c]);
+      return double(relu && z < T(0) ? T(0) : z);
+    };
+    std::vector<double> back_act(nx), dx_act(nx);
+    for (size_t e = 0; e < nx; ++e) {
+      const int c = int(e / P % g.C);
+      back_act[e] = act(x[e], c);
+      dx_act[e] = act(double(dxt_last[e]), c);
+    }
+    Guarded<T> out = nan_buffer<T>(nx), dxe = nan_buffer<T>(nx);
+    cuda::swap_leading(out.data(), cn.data(), g.C, g.N, P, kStream, biast.data(), relu);
+    EXPECT_EQ(as_double(out), back_act)
+        << "CNHW → NCHW with bias" << (relu ? ", ReLU " : " ") << name;
+    EXPECT_TRUE(out.guards_intact()) << name;
+    cuda::col2im(dxe.data(), dcolt.data(), g, kStream, biast.data(), relu);
+    EXPECT_EQ(as_double(dxe), dx_act) << "col2im with bias" << (relu ? ", ReLU " : " ") << name;
+    EXPECT_TRUE(dxe.guards_intact()) << name;
+  }
 }
 
 cuda::ConvLoweringShape lowering(int N, int C, int H, int W, int KH, int KW, int stride, int pad) {

@@ -79,6 +79,30 @@ void check_calls(const Conv2dShape& s, bool transposed, size_t cap, int expected
   expect_close(y, ty, "conv_y (forward)");
   expect_close(dx, tdx, "dconv_x (backward_data)");
   expect_close(dW, tdW, "dW (backward_filter)");
+
+  // The op's forward with its bias and ReLU in the last pass, against the CPU op's: conv2d's
+  // (its output is conv_y's side), or the transpose's (conv_x's side, from an input of conv_y's).
+  const int channels = transposed ? c.C_in : c.C_out;
+  std::vector<double> bias(channels);
+  for (int i = 0; i < channels; ++i) bias[i] = double(float(random_in(53, size_t(i), -0.5, 0.5)));
+  const std::vector<T> tbias(bias.begin(), bias.end());
+  for (const bool relu : {false, true}) {
+    const size_t n_out = transposed ? nx : ny;
+    const std::vector<double>& input = transposed ? dy : x;
+    std::vector<double> ref(n_out);
+    if (transposed) {
+      std::vector<double> tws(cpu::conv_transpose2d_workspace_size(s));
+      cpu::conv_transpose2d_forward(ref.data(), input.data(), W.data(), bias.data(), s, relu,
+                                    tws.data());
+    } else {
+      cpu::conv2d_forward(ref.data(), input.data(), W.data(), bias.data(), s, relu, ws.data());
+    }
+    const std::vector<T> tin(input.begin(), input.end());
+    std::vector<T> got(n_out, T(-7));
+    ASSERT_TRUE(calls.forward_with_epilogue(s, transposed, got.data(), tin.data(), tW.data(),
+                                            tbias.data(), relu, tws.data(), bytes, nullptr));
+    expect_close(ref, got, relu ? "the op's forward, bias and ReLU" : "the op's forward, bias");
+  }
   // A workspace one byte short is refused by each call, naming it.
   std::vector<T> out(ny);
   EXPECT_THROW(calls.forward(s, transposed, out.data(), tx.data(), tW.data(), tws.data(), bytes - 1,

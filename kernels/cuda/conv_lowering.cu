@@ -11,6 +11,9 @@
 //   swap_leading  out[B, A, P] ← in[A, B, P]   NCHW ↔ CNHW, so that the GEMM sees all N·P pixels
 //                                        of a channel as one row: one GEMM of Co × Q × K
 //                                        rather than N small ones per image.
+// col2im and swap_leading can also add the op's bias and apply its ReLU as they write (the
+// conv2d forward's last pass is the swap, a transpose's is col2im): conv_bias_act's pass over
+// the output, fused.
 // Why: cuDNN's deterministic FP32 algorithms for the SVHN model's NCHW layers ran at 10–12
 // TFLOP/s on an H200 (BM_Op/19–20: 67 µs forward, 112 µs backward for 32 → 64 channels at
 // 16 × 16, B = 160), where one GEMM of those sizes is a few µs.
@@ -33,6 +36,13 @@ namespace {
 
 constexpr int kThreads = 256;
 
+// conv_bias_act's epilogue on one element of channel c (NaN propagates, as there).
+template <class T>
+__device__ __forceinline__ T bias_act(T v, const T* __restrict__ bias, int c, bool relu) {
+  const T z = bias ? v + bias[c] : v;
+  return relu ? (z < T(0) ? T(0) : z) : z;
+}
+
 template <class T>
 __global__ void __launch_bounds__(kThreads)
     kernel_im2col(T* __restrict__ col, const T* __restrict__ x, ConvLoweringShape g) {
@@ -53,7 +63,8 @@ __global__ void __launch_bounds__(kThreads)
 
 template <class T>
 __global__ void __launch_bounds__(kThreads)
-    kernel_col2im(T* __restrict__ dx, const T* __restrict__ dcol, ConvLoweringShape g, int total) {
+    kernel_col2im(T* __restrict__ dx, const T* __restrict__ dcol, ConvLoweringShape g, int total,
+                  const T* __restrict__ bias, bool relu) {
   grid_dependency_prologue();
   const int Q = g.N * g.Ho * g.Wo;
   for (int e = blockIdx.x * blockDim.x + threadIdx.x; e < total; e += gridDim.x * blockDim.x) {
@@ -71,18 +82,19 @@ __global__ void __launch_bounds__(kThreads)
         if (ow < g.Wo) acc += row[size_t(j) * Q + ow];
       }
     }
-    dx[e] = acc;
+    dx[e] = bias_act(acc, bias, c, relu);
   }
 }
 
 template <class T>
 __global__ void __launch_bounds__(kThreads)
-    kernel_swap_leading(T* __restrict__ out, const T* __restrict__ in, int A, int B, int P) {
+    kernel_swap_leading(T* __restrict__ out, const T* __restrict__ in, int A, int B, int P,
+                        const T* __restrict__ bias, bool relu) {
   grid_dependency_prologue();
   const int total = A * B * P;
   for (int e = blockIdx.x * blockDim.x + threadIdx.x; e < total; e += gridDim.x * blockDim.x) {
     const int p = e % P, a = (e / P) % A, b = e / (P * A);  // out[b, a, p]
-    out[e] = in[(size_t(a) * B + b) * P + p];
+    out[e] = bias_act(in[(size_t(a) * B + b) * P + p], bias, a, relu);
   }
 }
 
@@ -97,25 +109,27 @@ void im2col(T* col, const T* x, const ConvLoweringShape& g, cudaStream_t stream)
 }
 
 template <class T>
-void col2im(T* dx, const T* dcol, const ConvLoweringShape& g, cudaStream_t stream) {
+void col2im(T* dx, const T* dcol, const ConvLoweringShape& g, cudaStream_t stream, const T* bias,
+            bool relu) {
   const int total = g.N * g.C * g.H * g.W;
   if (total <= 0) return;
   EQUIVAE_LAUNCH(kernel_col2im<T>, blocks_for(size_t(total), kThreads), kThreads, 0, stream, dx,
-                 dcol, g, total);
+                 dcol, g, total, bias, relu);
 }
 
 template <class T>
-void swap_leading(T* out, const T* in, int A, int B, int P, cudaStream_t stream) {
+void swap_leading(T* out, const T* in, int A, int B, int P, cudaStream_t stream, const T* bias,
+                  bool relu) {
   const size_t total = size_t(A) * B * P;
   if (total == 0) return;
   EQUIVAE_LAUNCH(kernel_swap_leading<T>, blocks_for(total, kThreads), kThreads, 0, stream, out, in,
-                 A, B, P);
+                 A, B, P, bias, relu);
 }
 
-#define INSTANTIATE(T)                                                           \
-  template void im2col<T>(T*, const T*, const ConvLoweringShape&, cudaStream_t); \
-  template void col2im<T>(T*, const T*, const ConvLoweringShape&, cudaStream_t); \
-  template void swap_leading<T>(T*, const T*, int, int, int, cudaStream_t);
+#define INSTANTIATE(T)                                                                           \
+  template void im2col<T>(T*, const T*, const ConvLoweringShape&, cudaStream_t);                 \
+  template void col2im<T>(T*, const T*, const ConvLoweringShape&, cudaStream_t, const T*, bool); \
+  template void swap_leading<T>(T*, const T*, int, int, int, cudaStream_t, const T*, bool);
 INSTANTIATE(float)
 INSTANTIATE(double)
 #undef INSTANTIATE

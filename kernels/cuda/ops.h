@@ -128,12 +128,16 @@ struct ConvLoweringShape {
 template <class T>
 void im2col(T* col, const T* x, const ConvLoweringShape& g, cudaStream_t stream);
 // dx[N, C, H, W] = Σ of each element's entries of dcol[K, Q] (overwritten; a gather in a fixed
-// order, deterministic).
+// order, deterministic), then + bias[c] (null: none) and with relu max(·, 0) — conv_bias_act's
+// epilogue, in the same pass (a transpose's forward).
 template <class T>
-void col2im(T* dx, const T* dcol, const ConvLoweringShape& g, cudaStream_t stream);
-// out[B, A, P] = in[A, B, P] with the two leading axes swapped (NCHW ↔ CNHW).
+void col2im(T* dx, const T* dcol, const ConvLoweringShape& g, cudaStream_t stream,
+            const T* bias = nullptr, bool relu = false);
+// out[B, A, P] = in[A, B, P] with the two leading axes swapped (NCHW ↔ CNHW), then + bias[a]
+// (null: none) and with relu max(·, 0) (a convolution's forward: CNHW → NCHW with its epilogue).
 template <class T>
-void swap_leading(T* out, const T* in, int A, int B, int P, cudaStream_t stream);
+void swap_leading(T* out, const T* in, int A, int B, int P, cudaStream_t stream,
+                  const T* bias = nullptr, bool relu = false);
 
 // ---- Gaussian log-likelihood, log-variance logvar[C] per channel (C = 1: global), clamped
 // to [−30, 20]; mu, x [B, C·P] (cpu::gaussian_ll_*'s contracts). dmu and dlogvar are

@@ -33,6 +33,17 @@ class ConvolutionCalls {
   virtual void backward_filter(const cpu::Conv2dShape& s, bool transposed, void* dW,
                                const void* conv_x, const void* dconv_y, void* workspace,
                                size_t workspace_bytes, cudaStream_t stream) = 0;
+  // The op's whole forward, y = act(conv(x, W) + b) (conv2d: forward; a transpose: its
+  // backward_data; b may be null), where the implementation applies the bias and ReLU in the
+  // same pass as the convolution; false, with nothing issued, where it does not (cuDNN): the
+  // backend then runs the linear call and its own epilogue kernel.
+  virtual bool forward_with_epilogue(const cpu::Conv2dShape& s, bool transposed, void* y,
+                                     const void* x, const void* W, const void* b, bool relu,
+                                     void* workspace, size_t workspace_bytes, cudaStream_t stream) {
+    (void)s, (void)transposed, (void)y, (void)x, (void)W, (void)b, (void)relu, (void)workspace,
+        (void)workspace_bytes, (void)stream;
+    return false;
+  }
 };
 
 }  // namespace equivae

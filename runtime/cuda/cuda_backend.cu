@@ -911,6 +911,9 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
     issue(name, [=, self = this] {
       // The transpose's forward is the convolution's backward-data (cudnn_conv.h).
       ConvolutionCalls& c = self->convolutions();
+      if (c.forward_with_epilogue(s, transposed, y, x, W, b, relu, lane.workspace, lane.bytes,
+                                  lane.stream))
+        return;
       if (transposed)
         c.backward_data(s, true, y, x, W, lane.workspace, lane.bytes, lane.stream);
       else

@@ -17,7 +17,8 @@
 // H200; a larger batch runs in several chunks rather than a workspace that grows with it. The
 // GEMMs go through the backend's library GEMM (cuBLAS on a GPU, TF32 unless strict_fp32; the
 // CPU's under the emulator), on the call's stream. Deterministic: the GEMMs are, the chunks
-// run in order, and col2im gathers in a fixed order.
+// run in order, and col2im gathers in a fixed order. The op's forward takes its bias and ReLU
+// in its last pass (forward_with_epilogue), so no epilogue kernel reads the output again.
 #include <algorithm>
 #include <cstddef>
 #include <functional>
@@ -56,27 +57,22 @@ class GemmConvolutions final : public ConvolutionCalls {
 
   void forward(const cpu::Conv2dShape& s, bool transposed, void* conv_y, const void* conv_x,
                const void* W, void* workspace, size_t bytes, cudaStream_t stream) override {
-    run(s, transposed, workspace, bytes, "conv forward (im2col + GEMM)",
-        [&](auto* col, auto* yc, const Lowering& l, const cuda::ConvLoweringShape& g, int n0) {
-          using T = std::remove_pointer_t<decltype(col)>;
-          const int Q = g.N * l.P;
-          cuda::im2col(col, static_cast<const T*>(conv_x) + n0 * l.in_image, g, stream);
-          gemm_({false, false, l.Co, Q, l.K, l.K, Q, Q, 0.0}, W, col, yc, stream);
-          cuda::swap_leading(static_cast<T*>(conv_y) + n0 * l.out_image, yc, l.Co, g.N, l.P,
-                             stream);
-        });
+    lowered_forward(s, transposed, conv_y, conv_x, W, nullptr, false, workspace, bytes, stream);
   }
   void backward_data(const cpu::Conv2dShape& s, bool transposed, void* dconv_x, const void* dconv_y,
                      const void* W, void* workspace, size_t bytes, cudaStream_t stream) override {
-    run(s, transposed, workspace, bytes, "conv backward data (GEMM + col2im)",
-        [&](auto* col, auto* yc, const Lowering& l, const cuda::ConvLoweringShape& g, int n0) {
-          using T = std::remove_pointer_t<decltype(col)>;
-          const int Q = g.N * l.P;
-          cuda::swap_leading(yc, static_cast<const T*>(dconv_y) + n0 * l.out_image, g.N, l.Co, l.P,
-                             stream);
-          gemm_({true, false, l.K, Q, l.Co, l.K, Q, Q, 0.0}, W, yc, col, stream);
-          cuda::col2im(static_cast<T*>(dconv_x) + n0 * l.in_image, col, g, stream);
-        });
+    lowered_backward_data(s, transposed, dconv_x, dconv_y, W, nullptr, false, workspace, bytes,
+                          stream);
+  }
+  // The bias and ReLU in the call's last pass: the swap to NCHW (conv2d), col2im (a transpose).
+  bool forward_with_epilogue(const cpu::Conv2dShape& s, bool transposed, void* y, const void* x,
+                             const void* W, const void* b, bool relu, void* workspace, size_t bytes,
+                             cudaStream_t stream) override {
+    if (transposed)
+      lowered_backward_data(s, true, y, x, W, b, relu, workspace, bytes, stream);
+    else
+      lowered_forward(s, false, y, x, W, b, relu, workspace, bytes, stream);
+    return true;
   }
   void backward_filter(const cpu::Conv2dShape& s, bool transposed, void* dW, const void* conv_x,
                        const void* dconv_y, void* workspace, size_t bytes,
@@ -93,6 +89,35 @@ class GemmConvolutions final : public ConvolutionCalls {
   }
 
  private:
+  // forward and backward_data, each with an optional epilogue (bias b, null: none; relu).
+  void lowered_forward(const cpu::Conv2dShape& s, bool transposed, void* conv_y, const void* conv_x,
+                       const void* W, const void* b, bool relu, void* workspace, size_t bytes,
+                       cudaStream_t stream) {
+    run(s, transposed, workspace, bytes, "conv forward (im2col + GEMM)",
+        [&](auto* col, auto* yc, const Lowering& l, const cuda::ConvLoweringShape& g, int n0) {
+          using T = std::remove_pointer_t<decltype(col)>;
+          const int Q = g.N * l.P;
+          cuda::im2col(col, static_cast<const T*>(conv_x) + n0 * l.in_image, g, stream);
+          gemm_({false, false, l.Co, Q, l.K, l.K, Q, Q, 0.0}, W, col, yc, stream);
+          cuda::swap_leading(static_cast<T*>(conv_y) + n0 * l.out_image, yc, l.Co, g.N, l.P, stream,
+                             static_cast<const T*>(b), relu);
+        });
+  }
+  void lowered_backward_data(const cpu::Conv2dShape& s, bool transposed, void* dconv_x,
+                             const void* dconv_y, const void* W, const void* b, bool relu,
+                             void* workspace, size_t bytes, cudaStream_t stream) {
+    run(s, transposed, workspace, bytes, "conv backward data (GEMM + col2im)",
+        [&](auto* col, auto* yc, const Lowering& l, const cuda::ConvLoweringShape& g, int n0) {
+          using T = std::remove_pointer_t<decltype(col)>;
+          const int Q = g.N * l.P;
+          cuda::swap_leading(yc, static_cast<const T*>(dconv_y) + n0 * l.out_image, g.N, l.Co, l.P,
+                             stream);
+          gemm_({true, false, l.K, Q, l.Co, l.K, Q, Q, 0.0}, W, yc, col, stream);
+          cuda::col2im(static_cast<T*>(dconv_x) + n0 * l.in_image, col, g, stream,
+                       static_cast<const T*>(b), relu);
+        });
+  }
+
   struct Lowering {
     cuda::ConvLoweringShape g;  // the whole batch
     int Co, K, P;
