@@ -309,6 +309,41 @@ TEST_F(CudaBackend, EmulatedBesideConvolutionRunsAtItsJoin) {
   }
 }
 
+// The Gaussian likelihood's log-variance gradient goes to the side stream with
+// side_bias_gradient (only Adam reads it); dμ, which the decoder's backward starts from, stays
+// on the main stream. Without the option both are there at once.
+TEST_F(CudaBackend, EmulatedLogVarianceGradientRunsBesideTheDecodersBackward) {
+  const int B = 2, C = 3, P = 4;
+  const size_t n = size_t(B) * C * P;
+  for (const bool beside : {true, false}) {
+    CudaBackendOptions options = strict_options();
+    options.side_bias_gradient = beside;
+    auto be = device_backend(options);
+    float *mu = filled(*be, n, 0.5f), *x = filled(*be, n, 1.0f), *lv = filled(*be, C, 0.0f),
+          *dll = filled(*be, B, 1.0f), *dmu = filled(*be, n, 7.0f), *dlv = filled(*be, C, 7.0f);
+    be->gaussian_ll_backward(dmu, dlv, dll, mu, x, lv, B, C, P);
+    // Main-stream copies of both before anything joins the side stream, then the joined values.
+    float *ones = filled(*be, n, 1.0f), *dlv_early = filled(*be, C, -1.0f),
+          *dmu_early = filled(*be, n, -1.0f);
+    be->dropout_backward(dlv_early, dlv, ones, C);
+    be->dropout_backward(dmu_early, dmu, ones, n);
+    std::vector<float> g_early(C), g_joined(C), d_early(n), d_joined(n);
+    be->download(g_early.data(), dlv_early, C * sizeof(float));  // joins
+    be->download(d_early.data(), dmu_early, n * sizeof(float));
+    be->download(g_joined.data(), dlv, C * sizeof(float));
+    be->download(d_joined.data(), dmu, n * sizeof(float));
+    for (int c = 0; c < C; ++c) {
+      // ∂ll/∂lv_c = Σ over the channel's B·P elements of −½ + ½ (x − μ)² e^{−lv}.
+      EXPECT_FLOAT_EQ(g_joined[c], float(B * P) * (-0.5f + 0.5f * 0.25f)) << "after the join";
+      EXPECT_EQ(g_early[c], beside ? 7.0f : g_joined[c]) << (beside ? "side" : "main") << " stream";
+    }
+    for (size_t i = 0; i < n; ++i) {
+      EXPECT_EQ(d_early[i], d_joined[i]) << "dμ on the main stream";
+      EXPECT_NE(d_joined[i], 7.0f) << "dμ written";
+    }
+  }
+}
+
 // The emulator runs the streams one after the other, so it checks scratch instead: memory a
 // side-stream op was given (here the weight gradient's part of a workspace) and a main-stream
 // op issued after it is given before the next join would race on a GPU, and is refused.

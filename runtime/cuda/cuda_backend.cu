@@ -462,10 +462,20 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
   }
   void gaussian_ll_backward(T* dmu, T* dlogvar, const T* dll, const T* mu, const T* x,
                             const T* logvar, int B, int C, int P) override {
-    if (dlogvar) uses_scratch(channel_sum_scratch(false), false);
+    // dμ on the main stream: the decoder's backward starts from it. dlogvar, which only Adam
+    // reads, with side_bias_gradient on the side stream beside that backward, as the dense
+    // layers' bias gradients go (μ, x and dll stay as they are meanwhile: every plan tensor
+    // has its own memory); its per-channel sums then use the side stream's scratch.
+    const bool beside = dlogvar && options_.side_bias_gradient;
+    if (dlogvar) uses_scratch(channel_sum_scratch(beside), beside);
     issue("gaussian_ll_backward", [=, self = this] {
-      cuda::gaussian_ll_backward(dmu, dlogvar, dll, mu, x, logvar, B, C, P,
+      cuda::gaussian_ll_backward(dmu, beside ? nullptr : dlogvar, dll, mu, x, logvar, B, C, P,
                                  self->channel_sum_scratch(false), self->stream_);
+      if (beside)
+        self->on_side_stream([=] {
+          cuda::gaussian_ll_backward<T>(nullptr, dlogvar, dll, mu, x, logvar, B, C, P,
+                                        self->channel_sum_scratch(true), self->side_stream());
+        });
     });
   }
 
