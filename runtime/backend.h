@@ -178,8 +178,9 @@ struct CudaBackendOptions {
   // counters), never with a reduction kernel after the GEMM.
   bool split_k_in_place = false;
   // The dense backward's bias gradient on the side stream beside the weight-gradient GEMM
-  // (default), or fused with the ReLU mask on the critical path. Also the Gaussian
-  // likelihood's log-variance gradient: beside the decoder's backward, or before it.
+  // (default), or fused with the ReLU mask on the critical path. Also each convolution's bias
+  // gradient (its mask stays on the main stream) and the Gaussian likelihood's log-variance
+  // gradient: beside the backward, or on the critical path.
   bool side_bias_gradient = true;
   // dense_forward_partial's GEMM (the encoder's W_x·x) on the side stream, beside f_inv and
   // the pooling (default), or in order on the main stream.

@@ -344,6 +344,39 @@ TEST_F(CudaBackend, EmulatedLogVarianceGradientRunsBesideTheDecodersBackward) {
   }
 }
 
+// A convolution's bias gradient goes beside with side_bias_gradient too; its ReLU's mask, which
+// the input gradient reads, stays on the main stream.
+TEST_F(CudaBackend, EmulatedConvolutionBiasGradientRunsAtItsJoin) {
+  const Conv2dShape s{1, 1, 4, 4, 2, 2, 2, 2, 0, 0};  // 2 × 2 windows: y [1, 2, 2, 2]
+  for (const bool beside : {true, false}) {
+    CudaBackendOptions options = in_order_options();
+    options.side_bias_gradient = beside;
+    auto be = device_backend(options);
+    const size_t bytes = be->conv2d_workspace_bytes(s);
+    // y: channel 0 positive, channel 1 ≤ 0 (masked); dy = 0.25 everywhere.
+    const std::vector<float> yv = {1, 1, 1, 1, 0, -1, 0, -1};
+    float *x = filled(*be, 16, 1.0f), *W = filled(*be, 8, 0.5f), *dy = filled(*be, 8, 0.25f),
+          *db = filled(*be, 2, 7.0f), *dx = filled(*be, 16, 0.0f),
+          *ws = filled(*be, bytes / sizeof(float) + 1, 0.0f);
+    float* y = filled(*be, 8, 0.0f);
+    be->upload(y, yv.data(), yv.size() * sizeof(float));
+    be->conv2d_backward(dx, nullptr, db, dy, x, W, y, s, true, ws, bytes);
+    float *ones = filled(*be, 8, 1.0f), *db_early = filled(*be, 2, -1.0f),
+          *dz_early = filled(*be, 8, -1.0f);
+    be->dropout_backward(db_early, db, ones, 2);
+    be->dropout_backward(dz_early, dy, ones, 8);
+    std::vector<float> db_before(2), dz_before(8), db_after(2);
+    be->download(db_before.data(), db_early, 2 * sizeof(float));  // joins
+    be->download(dz_before.data(), dz_early, 8 * sizeof(float));
+    be->download(db_after.data(), db, 2 * sizeof(float));
+    EXPECT_EQ(db_after, (std::vector<float>{1.0f, 0.0f})) << "Σ of the masked dy per channel";
+    const std::vector<float> untouched = {7.0f, 7.0f};
+    EXPECT_EQ(db_before, beside ? untouched : db_after) << (beside ? "side" : "main") << " stream";
+    EXPECT_EQ(dz_before, (std::vector<float>{0.25f, 0.25f, 0.25f, 0.25f, 0, 0, 0, 0}))
+        << "the mask on the main stream";
+  }
+}
+
 // The emulator runs the streams one after the other, so it checks scratch instead: memory a
 // side-stream op was given (here the weight gradient's part of a workspace) and a main-stream
 // op issued after it is given before the next join would race on a GPU, and is refused.
@@ -1246,7 +1279,11 @@ TEST_F(CudaBackend, ConvolutionsMatchTheCpuBackend) {
   side.side_conv_filter = true;
   CudaBackendOptions lowered = in_order_options(), lowered_side = side;
   lowered.conv_gemm = lowered_side.conv_gemm = true;
-  for (const CudaBackendOptions& options : {in_order_options(), side, lowered, lowered_side}) {
+  // And the bias gradient with the mask on the main stream (by default it goes beside).
+  CudaBackendOptions bias_in_order = in_order_options();
+  bias_in_order.side_bias_gradient = false;
+  for (const CudaBackendOptions& options :
+       {in_order_options(), side, lowered, lowered_side, bias_in_order}) {
     compare_conv({3, 3, 16, 16, 8, 4, 4, 2, 1, 0}, false, true, options);
     compare_conv({2, 5, 7, 9, 4, 3, 4, 2, 1, 0}, false, false, options);
     compare_conv({3, 8, 4, 4, 6, 4, 4, 2, 1, 0}, true, true, options);

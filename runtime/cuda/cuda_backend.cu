@@ -931,8 +931,9 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
       cuda::conv_bias_act(y, b, s.N, s.C_out, conv_output_plane(s, transposed), relu, lane.stream);
     });
   }
-  // One convolution's backward: dy masked by the ReLU and db, then dx and dW (either null)
-  // from dz[N, C_out, Ho, Wo]. dW goes to the side stream with side_conv_filter: nothing reads
+  // One convolution's backward: dy masked by the ReLU and db (db on the side stream with
+  // side_bias_gradient), then dx and dW (either null) from dz[N, C_out, Ho, Wo]. dW goes to the
+  // side stream with side_conv_filter: nothing reads
   // it before Adam, which joins the side stream first, and dz and x stay as they are meanwhile
   // (every plan tensor has its own memory).
   void conv_backward(bool transposed, T* dx, T* dW, T* db, T* dy, const T* x, const T* W,
@@ -941,16 +942,27 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
     check_conv_workspace(workspace, workspace_bytes, conv_workspace(s, transposed), name);
     const bool side = beside_;
     const bool dW_beside = dW && options_.side_conv_filter && !side;
+    // With side_bias_gradient the ReLU's mask stays on the main stream (an elementwise pass) and
+    // the per-channel sums of db go beside, as the dense layers' bias gradients do.
+    const bool db_beside = db && options_.side_bias_gradient && !side;
     const ConvLane lane = conv_lane(workspace, workspace_bytes, side);
     const ConvLane beside = conv_lane(workspace, workspace_bytes, true);
     // In the order the streams meet them: the bias gradient, the weight gradient (maybe on the
     // side stream), the input gradient.
-    if (db) uses_scratch(lane.scratch, side);
+    if (db) uses_scratch(db_beside ? beside.scratch : lane.scratch, side || db_beside);
     if (dW_beside) uses_scratch(beside.workspace, beside.bytes, true);
     if (dW || dx) uses_scratch(lane.workspace, lane.bytes, side);
     issue(name, [=, self = this] {
-      cuda::conv_backward_bias(dy, db, y, s.N, s.C_out, conv_output_plane(s, transposed), relu,
-                               lane.scratch, lane.stream);
+      const int plane = conv_output_plane(s, transposed);
+      if (db_beside) {
+        if (relu) cuda::relu_mask(dy, y, size_t(s.N) * s.C_out * plane, lane.stream);
+        self->on_side_stream([=] {
+          cuda::conv_backward_bias(dy, db, y, s.N, s.C_out, plane, /*relu=*/false, beside.scratch,
+                                   beside.stream);
+        });
+      } else {
+        cuda::conv_backward_bias(dy, db, y, s.N, s.C_out, plane, relu, lane.scratch, lane.stream);
+      }
       ConvolutionCalls& c = self->convolutions();
       // The weight gradient's conv_x and dconv_y: a transpose's conv_x is dz (its output side).
       const T* conv_x = transposed ? dy : x;
