@@ -218,6 +218,12 @@ class EquiVae {
     const void* results = nullptr;
     bool operator==(const InferenceGraphKey&) const = default;
   };
+  // A slot's pass: its key, and the backend's graph_id of the capture (another model on the same
+  // backend may have captured over it since).
+  struct InferenceGraph {
+    InferenceGraphKey key;
+    uint64_t id = 0;
+  };
   // Runs `pass` (a whole inference pass, every image read in place on the device) as a
   // captured graph: replays the one captured for key, else captures it first.
   void run_inference_graph(const InferenceGraphKey& key, const std::function<void()>& pass);

@@ -134,7 +134,9 @@ void EquiVae<T>::run_inference_graph(const InferenceGraphKey& key,
   Inference& inf = inference();
   int slot = -1;
   for (int i = 0; i < Ops::kInferenceGraphs; ++i)
-    if (inf.graphs[i] == key && device_->has_graph(Ops::kFirstInferenceGraph + i)) slot = i;
+    if (inf.graphs[i].key == key &&
+        device_->graph_id(Ops::kFirstInferenceGraph + i) == inf.graphs[i].id)
+      slot = i;
   if (slot < 0) {
     slot = inf.next_graph;
     inf.next_graph = (slot + 1) % Ops::kInferenceGraphs;
@@ -147,7 +149,7 @@ void EquiVae<T>::run_inference_graph(const InferenceGraphKey& key,
       throw;
     }
     device_->end_capture();
-    inf.graphs[slot] = key;
+    inf.graphs[slot] = {key, device_->graph_id(Ops::kFirstInferenceGraph + slot)};
   }
   device_->replay(Ops::kFirstInferenceGraph + slot);
 }

@@ -75,11 +75,12 @@ struct EquiVae<T>::Inference {
     std::unique_ptr<BackendBlock<T>> copy;
   };
   std::vector<Kept> kept;
-  // The passes captured as graphs (DeviceStepOps' inference slots, in order): a key that no
-  // longer matches (another set, a moved results block) or a slot the backend dropped (a
-  // training window's new capture drops them all) is captured again. Slots are reused round
-  // robin.
-  InferenceGraphKey graphs[DeviceStepOps<T>::kInferenceGraphs];
+  // The passes captured as graphs (DeviceStepOps' inference slots, in order): a pass whose key
+  // matches no slot (another set, a moved results block), or whose slot now holds another
+  // graph (the backend's reset_graph — a training window's blocks moving, autotuning's
+  // recapture — or another model's capture on the same backend), is captured again. Slots are
+  // reused round robin; more than kInferenceGraphs passes in turn would capture each time.
+  InferenceGraph graphs[DeviceStepOps<T>::kInferenceGraphs];
   int next_graph = 0;
 };
 

@@ -197,11 +197,12 @@ struct CudaBackendOptions {
   // workspace, as with side_conv_filter. Default (see side_conv_filter); off: in order on the
   // main stream.
   bool trunk_beside = true;
-  // Every convolution's three calls (forward, input and weight gradients) as one GEMM each
-  // over the whole batch, between the engine's im2col / col2im / layout kernels
-  // (runtime/cuda/gemm_conv.h), instead of cuDNN: its deterministic FP32 NCHW algorithms ran the
-  // SVHN model's layers at 10–12 TFLOP/s on an H200. Needs no cuDNN. The workspace holds the
-  // patches: (C_in·KH·KW + C_out)·N·Ho·Wo elements of the forward convolution.
+  // Every convolution's three calls (forward, input and weight gradients) as GEMMs over many
+  // images at once (the whole batch where a 64 MiB workspace holds it, else chunks of images),
+  // between the engine's im2col / col2im / layout kernels (runtime/cuda/gemm_conv.h), instead
+  // of cuDNN: its deterministic FP32 NCHW algorithms ran the SVHN model's layers at 10–12
+  // TFLOP/s on an H200. Needs no cuDNN. The workspace holds a chunk's patches and output:
+  // (C_in·KH·KW + C_out)·n·Ho·Wo elements of the forward convolution for n images.
   bool conv_gemm = false;
   // In a captured step, each network's Adam update on the side stream as soon as its backward
   // is done (the decoder's beside the encoder's and f_inv's backward), instead of one update

@@ -1360,19 +1360,24 @@ TEST_F(CudaBackend, ConvolutionArgumentsAreChecked) {
 }
 
 // The lowering's workspace holds the patches and the output in CNHW: (C_in·KH·KW + C_out)·N·Ho·Wo
-// elements of the forward convolution (its own for a transpose), whatever the side streams.
+// elements of the forward convolution (its own for a transpose); with a side stream's lever on,
+// each stream has a part of that size (twice it, from a 256-byte boundary).
 TEST_F(CudaBackend, LoweredConvolutionWorkspaceHoldsThePatches) {
   const Conv2dShape s{2, 3, 8, 8, 4, 4, 4, 2, 1, 0};
-  CudaBackendOptions options = in_order_options();
-  options.conv_gemm = true;
-  auto gpu = device_backend(options);
-  const size_t Q = 2 * 4 * 4;  // conv2d: N·Ho·Wo
-  EXPECT_GE(gpu->conv2d_workspace_bytes(s), (3 * 16 + 4) * Q * sizeof(float));
-  EXPECT_LE(gpu->conv2d_workspace_bytes(s), (3 * 16 + 4) * Q * sizeof(float) + 256);
-  // The transpose [2, 3, 8, 8] → [2, 4, 16, 16] runs the convolution [2, 4, 16, 16] → [2, 3, 8, 8].
-  const size_t Qt = 2 * 8 * 8;
-  EXPECT_GE(gpu->conv_transpose2d_workspace_bytes(s), (4 * 16 + 3) * Qt * sizeof(float));
-  EXPECT_LE(gpu->conv_transpose2d_workspace_bytes(s), (4 * 16 + 3) * Qt * sizeof(float) + 256);
+  const size_t Q = 2 * 4 * 4;   // conv2d: N·Ho·Wo
+  const size_t Qt = 2 * 8 * 8;  // the transpose [2, 3, 8, 8] → [2, 4, 16, 16] runs the
+                                // convolution [2, 4, 16, 16] → [2, 3, 8, 8]
+  const size_t one = (3 * 16 + 4) * Q * sizeof(float), one_t = (4 * 16 + 3) * Qt * sizeof(float);
+  CudaBackendOptions in_order = in_order_options(), sides = strict_options();
+  in_order.conv_gemm = sides.conv_gemm = true;
+  for (const CudaBackendOptions& options : {in_order, sides}) {
+    const size_t parts = options.side_conv_filter || options.trunk_beside ? 2 : 1;
+    auto gpu = device_backend(options);
+    EXPECT_GE(gpu->conv2d_workspace_bytes(s), parts * one);
+    EXPECT_LE(gpu->conv2d_workspace_bytes(s), parts * (one + 256));
+    EXPECT_GE(gpu->conv_transpose2d_workspace_bytes(s), parts * one_t);
+    EXPECT_LE(gpu->conv_transpose2d_workspace_bytes(s), parts * (one_t + 256));
+  }
 }
 
 TEST_F(CudaBackend, GaussianLikelihoodMatchesTheCpuBackend) {

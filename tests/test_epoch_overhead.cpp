@@ -301,6 +301,55 @@ TEST(InferencePlan, ResidentPassesReplayACapturedGraphThatSeesParameterUpdates) 
   EXPECT_EQ(conv_replayed, conv_eager);
 }
 
+// What a captured pass is keyed by: two resident sets of the same size each get their own
+// graph; a results block that moved (a larger set's pass) is captured again; a second model on
+// the same backend capturing into the slots does not leave the first replaying its graph; and
+// q(y|x)'s pass (classify) replays as f_inv's does. Each replayed pass equals an eager one.
+TEST(InferencePlan, CapturedPassesStayRightAcrossSetsModelsAndMovedResults) {
+  auto be = make_emulated_cuda_backend<float>();
+  const EquiVaeConfig config = test::tiny_semi_config();
+  EquiVae<float> first(config, *be), second(config, *be);
+  const Dataset& data = train_digits();
+  const Dataset a = data.slice(0, 90), b = data.slice(100, 190), big = data.slice(0, 600);
+  auto embed = [](EquiVae<float>& m, const Dataset& d) {
+    std::vector<float> out(size_t(d.n) * m.config().latent_r);
+    m.embed(d, out.data());
+    return out;
+  };
+  auto classify = [](EquiVae<float>& m, const Dataset& d) {
+    std::vector<int32_t> out(size_t(d.n));
+    m.classify(d, out.data());
+    return out;
+  };
+  // The eager passes (nothing resident) of each model, for the same sets.
+  const std::vector<float> a0 = embed(first, a), b0 = embed(first, b), big0 = embed(first, big);
+  const std::vector<int32_t> labels0 = classify(first, a);
+  ASSERT_NE(a0, b0);
+  for (const Dataset* d : {&a, &b, &big}) first.keep_resident(*d);
+  EXPECT_EQ(embed(first, a), a0);
+  EXPECT_EQ(embed(first, b), b0) << "same size, another set: its own graph";
+  EXPECT_EQ(classify(first, a), labels0) << "q(y|x)'s pass";
+  EXPECT_EQ(embed(first, big), big0) << "a larger pass: the results block grows";
+  EXPECT_EQ(embed(first, a), a0) << "captured again over the moved results block";
+  EXPECT_EQ(embed(first, b), b0);
+
+  // A second model on the backend captures into the same slots; the first one's parameters then
+  // change, and its passes must follow its own parameters, not replay the other's graphs.
+  for (const Dataset* d : {&a, &b}) second.keep_resident(*d);
+  const std::vector<float> second_a = embed(second, a);
+  embed(second, b);
+  std::vector<float> params(first.parameter_count());
+  be->download(params.data(), first.parameters(), params.size() * sizeof(float));
+  for (float& p : params) p *= 0.5f;
+  be->upload(first.parameters(), params.data(), params.size() * sizeof(float));
+  const std::vector<float> a1 = embed(first, a), b1 = embed(first, b);
+  EXPECT_EQ(embed(second, a), second_a) << "the second model's parameters did not change";
+  first.forget_resident();
+  EXPECT_NE(embed(first, a), a0) << "the parameters changed";
+  EXPECT_EQ(a1, embed(first, a)) << "replayed = eager, after the other model's captures";
+  EXPECT_EQ(b1, embed(first, b));
+}
+
 TEST(InferencePlan, ClassifyEqualsTheTrainingPlansClassifier) {
   // q(y|x)'s argmax through the inference plan against the training plan's logits of the
   // labelled rows of a batch.

@@ -42,7 +42,7 @@ inline void declare_device_flags(Flags& f, const std::string& default_device,
             "timing shows it faster than cuBLASLt",
         true);
   f.add("conv-gemm", "",
-        "cuda, the conv model: each convolution as one GEMM over the whole batch between the "
+        "cuda, the conv model: each convolution as GEMMs over many images at once between the "
         "engine's im2col / col2im kernels (default: cuDNN)",
         true);
   if (!training) return;

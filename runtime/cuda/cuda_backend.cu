@@ -571,6 +571,7 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
     cuda_check(status, "cudaGraphInstantiate");
 #endif
     has_graph_[slot] = true;
+    graph_ids_[slot] = ++captures_;
   }
   void abort_capture() override {
     if (!capturing_) return;
@@ -594,6 +595,10 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
   bool has_graph(int graph) const override {
     check_graph_slot(graph);
     return has_graph_[graph];
+  }
+  uint64_t graph_id(int graph) const override {
+    check_graph_slot(graph);
+    return has_graph_[graph] ? graph_ids_[graph] : 0;
   }
   void reset_graph() override {
     for (int slot = 0; slot < kGraphSlots; ++slot) drop_graph(slot);
@@ -1057,6 +1062,8 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
   bool capturing_ = false;
   int capture_slot_ = 0;  // the graph slot begin_capture named
   bool has_graph_[DeviceStepOps<T>::kGraphSlots] = {};
+  uint64_t graph_ids_[DeviceStepOps<T>::kGraphSlots] = {};  // graph_id's, per slot
+  uint64_t captures_ = 0;                                   // captures ended so far
   size_t replays_[DeviceStepOps<T>::kGraphSlots] = {};
 #if defined(EQUIVAE_CUDA_EMULATED)
   std::vector<std::function<void()>> recorded_;

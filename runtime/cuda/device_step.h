@@ -105,6 +105,9 @@ class DeviceStepOps {
   virtual void end_capture() = 0;
   virtual void abort_capture() = 0;  // after an exception inside the capture
   virtual bool has_graph(int graph) const = 0;
+  // A number no other capture of this backend had, for the graph now in the slot (0: none):
+  // whoever captured it can tell it from a graph another caller captured there since.
+  virtual uint64_t graph_id(int graph) const = 0;
   virtual void reset_graph() = 0;  // every slot's
   virtual void replay(int graph) = 0;
   virtual size_t replays(int graph) const = 0;  // of that slot since the backend began
