@@ -342,7 +342,12 @@ EQUIVAE_GUARDED_BENCHMARK(BM_SvhnGraphStep) {
   const Dataset& labelled = semi ? split.labelled : svhn_shaped();
   const Dataset* unlabelled = semi ? &split.unlabelled : nullptr;
   time_graph_windows(state, model, labelled, unlabelled);
-  state.SetLabel(backend->name() + (options.autotune ? " autotuned" : "") +
+  const auto routes = model.convolution_routes();  // autotuned: cuDNN or lowered, per call
+  const std::string conv_routes = routes.timed > 0
+                                      ? " (" + std::to_string(routes.lowered) + " of " +
+                                            std::to_string(routes.timed) + " conv calls lowered)"
+                                      : "";
+  state.SetLabel(backend->name() + (options.autotune ? " autotuned" + conv_routes : "") +
                  levers_label(state.range(2)));
 }
 BENCHMARK(BM_SvhnGraphStep)

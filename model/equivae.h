@@ -106,6 +106,11 @@ class EquiVae {
   // whose update went non-finite (its update_finite false), the window's later steps run
   // without updating anything: the state stays as that update left it, for the report.
   std::vector<StepMetrics> train_steps(const std::vector<Batch>& batches, uint64_t first_step);
+  // Which convolution calls autotuning timed and lowered to GEMMs (all zero without it, or on
+  // a backend without device steps).
+  typename DeviceStepOps<T>::ConvolutionRoutes convolution_routes() const {
+    return device_ ? device_->convolution_routes() : typename DeviceStepOps<T>::ConvolutionRoutes{};
+  }
   // What GEMM autotuning has done over this plan's step captures (all zero without it).
   const GemmTuning& gemm_tuning() const { return gemm_tuning_; }
 

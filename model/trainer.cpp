@@ -234,6 +234,13 @@ std::vector<EpochRecord> train(EquiVae<T>& model, const Dataset& labelled,
   const int64_t window_steps = options.device_window;
   const bool on_device = model.device_steps_supported();
   if (on_device) model.upload_datasets(train, unlabelled);
+  // The plan's convolutions were timed on cuDNN and lowered to GEMMs when it was made
+  // (CudaBackendOptions::autotune): said once.
+  if (const auto routes = model.convolution_routes(); routes.timed > 0 && !options.quiet)
+    std::fprintf(stderr,
+                 "convolution autotuning: %d calls timed on cuDNN and lowered to GEMMs, %d run "
+                 "lowered\n",
+                 routes.timed, routes.lowered);
   // The validation reads the training set (the centroids) and the validation set every epoch:
   // on the device both stay there (the training set is the copy just uploaded).
   struct KeptForValidation {

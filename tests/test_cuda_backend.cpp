@@ -1282,8 +1282,12 @@ TEST_F(CudaBackend, ConvolutionsMatchTheCpuBackend) {
   // And the bias gradient with the mask on the main stream (by default it goes beside).
   CudaBackendOptions bias_in_order = in_order_options();
   bias_in_order.side_bias_gradient = false;
+  // And autotuned: each call on cuDNN or lowered as timed (the emulator's split: the forward and
+  // the weight gradient lowered, the input gradient on cuDNN's stand-in).
+  CudaBackendOptions autotuned = side;
+  autotuned.autotune = true;
   for (const CudaBackendOptions& options :
-       {in_order_options(), side, lowered, lowered_side, bias_in_order}) {
+       {in_order_options(), side, lowered, lowered_side, bias_in_order, autotuned}) {
     compare_conv({3, 3, 16, 16, 8, 4, 4, 2, 1, 0}, false, true, options);
     compare_conv({2, 5, 7, 9, 4, 3, 4, 2, 1, 0}, false, false, options);
     compare_conv({3, 8, 4, 4, 6, 4, 4, 2, 1, 0}, true, true, options);
@@ -1356,6 +1360,30 @@ TEST_F(CudaBackend, ConvolutionArgumentsAreChecked) {
     CudaBackendOptions options = strict_options();
     options.conv_gemm = lowered;
     check_convolution_arguments(options);
+  }
+}
+
+// Autotuned, each shape's three calls are timed on cuDNN and on the lowering once, and the
+// backend says how many went to the lowering (the emulator's split: two of three); cuDNN alone
+// or the lowering alone times nothing.
+TEST_F(CudaBackend, AutotunedConvolutionsReportTheirRoutes) {
+  const Conv2dShape a{2, 3, 8, 8, 4, 4, 4, 2, 1, 0}, b{2, 4, 4, 4, 8, 4, 4, 2, 1, 0};
+  for (const bool autotune : {true, false}) {
+    for (const bool conv_gemm : {false, true}) {
+      CudaBackendOptions options = in_order_options();
+      options.autotune = autotune;
+      options.conv_gemm = conv_gemm;
+      auto gpu = device_backend(options);
+      auto* ops = dynamic_cast<DeviceStepOps<float>*>(gpu.get());
+      ASSERT_NE(ops, nullptr);
+      gpu->conv2d_workspace_bytes(a);
+      gpu->conv2d_workspace_bytes(a);  // measured once
+      gpu->conv_transpose2d_workspace_bytes(b);
+      const auto routes = ops->convolution_routes();
+      const bool timed = autotune && !conv_gemm;
+      EXPECT_EQ(routes.timed, timed ? 6 : 0) << autotune << conv_gemm;
+      EXPECT_EQ(routes.lowered, timed ? 4 : 0) << autotune << conv_gemm;
+    }
   }
 }
 
@@ -1465,8 +1493,9 @@ TEST_F(CudaBackend, ConvModelGraphStepsMatchEagerCpuSteps) {
   compare_graph_steps(test::tiny_conv_config(), blobs(), nullptr, 5, {2, 1}, in_order_options());
   compare_graph_steps(test::tiny_conv_semi_config(), blob_split().labelled,
                       &blob_split().unlabelled, 2, {2}, in_order_options());
-  // With autotuning: cuDNN's algorithms timed (cudnnFind*) when the plan is made, the GEMMs'
-  // after the first capture.
+  // With autotuning: cuDNN's algorithms timed (cudnnFind*) when the plan is made, each
+  // convolution call then on cuDNN or lowered to GEMMs as timed (the emulator's fixed split runs
+  // both), the GEMMs' after the first capture.
   CudaBackendOptions options = strict_options();
   options.autotune = true;
   compare_graph_steps(test::tiny_conv_config(), blobs(), nullptr, 5, {2, 1}, options);

@@ -1,4 +1,6 @@
-// GemmConvolutions (runtime/cuda/gemm_conv.h), the convolutions lowered to GEMMs, with its
+// TimedConvolutions (runtime/cuda/timed_convolutions.h): each call on the implementation a
+// measurement chose, with fakes that record what ran. And GemmConvolutions
+// (runtime/cuda/gemm_conv.h), the convolutions lowered to GEMMs, with its
 // kernels run by the emulator and its GEMMs by OpenBLAS: each of the three calls against the
 // CPU's convolution in double (kernels/cpu) on the same forward-convolution geometry, for
 // conv2d and transposed shapes, float and double, in one chunk and split into chunks of images
@@ -8,6 +10,8 @@
 
 #include <algorithm>
 #include <functional>
+#include <limits>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -15,6 +19,7 @@
 #include "kernels/cpu/ops.h"
 #include "runtime/cuda/conv_geometry.h"
 #include "runtime/cuda/gemm_conv.h"
+#include "runtime/cuda/timed_convolutions.h"
 #include "runtime/error.h"
 #include "tests/op_harness.h"
 
@@ -167,6 +172,70 @@ TEST(GemmConvolutions, ChunksOfImagesGiveTheSameResults) {
   const Conv2dShape t{5, 4, 4, 4, 3, 4, 4, 2, 1, 0};  // a transpose: its output is the x side
   check_calls<float>(t, true, 2 * per_image(t, true, sizeof(float)) + 256, 2);
   check_calls<double>(t, true, 3 * per_image(t, true, sizeof(double)) + 256, 3);
+}
+
+// A ConvolutionCalls that records which of its calls ran and needs `bytes` of workspace.
+struct RecordingCalls final : ConvolutionCalls {
+  explicit RecordingCalls(size_t bytes, bool fuses) : bytes(bytes), fuses(fuses) {}
+  size_t workspace_bytes(const Conv2dShape&, bool) override { return bytes; }
+  void forward(const Conv2dShape&, bool, void*, const void*, const void*, void*, size_t,
+               cudaStream_t) override {
+    ran += "f";
+  }
+  void backward_data(const Conv2dShape&, bool, void*, const void*, const void*, void*, size_t,
+                     cudaStream_t) override {
+    ran += "d";
+  }
+  void backward_filter(const Conv2dShape&, bool, void*, const void*, const void*, void*, size_t,
+                       cudaStream_t) override {
+    ran += "w";
+  }
+  bool forward_with_epilogue(const Conv2dShape&, bool, void*, const void*, const void*, const void*,
+                             bool, void*, size_t, cudaStream_t) override {
+    if (fuses) ran += "e";
+    return fuses;
+  }
+  size_t bytes;
+  bool fuses;
+  std::string ran;
+};
+
+TEST(TimedConvolutions, EachCallRunsWhereItWasMeasuredFasterByMoreThanTheMargin) {
+  auto cudnn = std::make_unique<RecordingCalls>(1000, false);
+  auto lowered = std::make_unique<RecordingCalls>(4000, true);
+  RecordingCalls *c = cudnn.get(), *l = lowered.get();
+  int measured = 0;
+  // The forward 10% faster lowered; the input gradient 2% faster (within the margin: cuDNN
+  // stays); the weight gradient's lowering failed (infinite).
+  TimedConvolutions timed(
+      std::move(cudnn), std::move(lowered),
+      [&](const Conv2dShape&, bool, ConvolutionCalls&, ConvolutionCalls&) {
+        ++measured;
+        const double never = std::numeric_limits<double>::infinity();
+        return TimedConvolutions::Seconds{{{1.0, 0.9}, {1.0, 0.98}, {1.0, never}}};
+      });
+  const Conv2dShape s{2, 3, 8, 8, 4, 4, 4, 2, 1, 0};
+  EXPECT_EQ(timed.workspace_bytes(s, false), 4000u) << "either's workspace";
+  EXPECT_EQ(timed.workspace_bytes(s, false), 4000u);
+  EXPECT_EQ(measured, 1) << "once per shape";
+  timed.forward(s, false, nullptr, nullptr, nullptr, nullptr, 0, nullptr);
+  timed.backward_data(s, false, nullptr, nullptr, nullptr, nullptr, 0, nullptr);
+  timed.backward_filter(s, false, nullptr, nullptr, nullptr, nullptr, 0, nullptr);
+  EXPECT_EQ(l->ran, "f");
+  EXPECT_EQ(c->ran, "dw");
+  // The op's forward with its epilogue: conv2d's is the forward (lowered, fused); a transpose's
+  // is backward_data (cuDNN: the backend adds the epilogue).
+  EXPECT_TRUE(timed.forward_with_epilogue(s, false, nullptr, nullptr, nullptr, nullptr, true,
+                                          nullptr, 0, nullptr));
+  EXPECT_EQ(l->ran, "fe");
+  EXPECT_FALSE(timed.forward_with_epilogue(s, true, nullptr, nullptr, nullptr, nullptr, true,
+                                           nullptr, 0, nullptr));
+  EXPECT_EQ(measured, 2) << "the transpose is another shape";
+  EXPECT_EQ(timed.calls_chosen(), 6);
+  EXPECT_EQ(timed.calls_lowered(), 2);
+  EXPECT_TRUE(timed.lowered(s, false, TimedConvolutions::kForward));
+  EXPECT_FALSE(timed.lowered(s, false, TimedConvolutions::kBackwardData));
+  EXPECT_FALSE(timed.lowered(s, false, TimedConvolutions::kBackwardFilter));
 }
 
 }  // namespace

@@ -32,7 +32,8 @@ inline void declare_device_flags(Flags& f, const std::string& default_device,
   f.add("strict-fp32", "", "cuda: plain FP32 GEMMs (default: TF32 tensor cores allowed)", true);
   f.add("autotune", "",
         "cuda: time the candidate algorithms of each cuBLASLt GEMM and cuDNN convolution once "
-        "at start-up and keep the fastest (default: the libraries' heuristics)",
+        "at start-up and keep the fastest, and run each convolution call on cuDNN or lowered to "
+        "GEMMs, whichever was faster (default: the libraries' heuristics)",
         true);
   f.add("small-gemm", "",
         "cuda: the engine's own tensor-core GEMM (TF32) for the forward's and the input "

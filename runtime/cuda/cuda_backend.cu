@@ -21,6 +21,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <string>
 #include <type_traits>
@@ -40,6 +41,7 @@
 #include "runtime/cuda/gemm_shape.h"
 #include "runtime/cuda/small_gemm_route.h"
 #include "runtime/cuda/step_kernels.h"
+#include "runtime/cuda/timed_convolutions.h"
 #include "runtime/error.h"
 
 #if defined(EQUIVAE_CUDA_EMULATED)
@@ -647,6 +649,12 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
   typename DeviceStepOps<T>::FusedRelu fused_relu() const override {
     return {int(relu_mask_writers_.size()), int(read_relu_masks_.size())};
   }
+  typename DeviceStepOps<T>::ConvolutionRoutes convolution_routes() const override {
+    using ConvolutionRoutes = typename DeviceStepOps<T>::ConvolutionRoutes;
+    const auto* timed = dynamic_cast<const TimedConvolutions*>(convolutions_.get());
+    return timed ? ConvolutionRoutes{timed->calls_chosen(), timed->calls_lowered()}
+                 : ConvolutionRoutes{};
+  }
   int small_gemm_outputs() const override {
     if constexpr (std::is_same_v<T, float>)
       if (small_gemm_tuned()) return lt_->small_plans() + side_lt_->small_plans();
@@ -989,22 +997,113 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
     });
   }
   // Created on first use: the plan asks the workspace sizes at build time, before any capture.
+  // conv_gemm: the lowering alone; autotune: cuDNN or the lowering per call, as timed
+  // (timed_convolutions.h); else cuDNN.
   ConvolutionCalls& convolutions() {
-    if (!convolutions_ && options_.conv_gemm) {
-      convolutions_ = std::make_unique<GemmConvolutions>(
+    if (convolutions_) return *convolutions_;
+    auto lowered = [this] {
+      return std::make_unique<GemmConvolutions>(
           std::is_same_v<T, double>,
           [this](const Gemm& g, const void* A, const void* B, void* C, cudaStream_t stream) {
             library_gemm(g, static_cast<const T*>(A), static_cast<const T*>(B), static_cast<T*>(C),
                          stream != stream_);
           });
+    };
+    if (options_.conv_gemm) {
+      convolutions_ = lowered();
+      return *convolutions_;
     }
-    if (!convolutions_) {
-      not_capturing("the first convolution (ask its workspace size before capturing)");
-      convolutions_ =
-          std::make_unique<CudnnConvolutions>(stream_, side_stream(), std::is_same_v<T, double>,
-                                              options_.strict_fp32, options_.autotune);
-    }
+    not_capturing("the first convolution (ask its workspace size before capturing)");
+    auto cudnn = std::make_unique<CudnnConvolutions>(
+        stream_, side_stream(), std::is_same_v<T, double>, options_.strict_fp32, options_.autotune);
+    if (options_.autotune)
+      convolutions_ = std::make_unique<TimedConvolutions>(
+          std::move(cudnn), lowered(),
+          [this](const Conv2dShape& s, bool transposed, ConvolutionCalls& a, ConvolutionCalls& b) {
+            return time_convolution(s, transposed, a, b);
+          });
+    else
+      convolutions_ = std::move(cudnn);
     return *convolutions_;
+  }
+  // Seconds per call of a shape's three calls on each implementation (TimedConvolutions). On a
+  // GPU: on the main stream on zeroed scratch of the shape, the fastest of 3 rounds of 5 calls
+  // after a warm-up (infinite where a call fails); inside a capture nothing can be timed, and
+  // cuDNN keeps every call. Under the emulator, where time means nothing, a fixed split that
+  // runs both: the forward and the weight gradient lowered, the input gradient on cuDNN's
+  // stand-in.
+  TimedConvolutions::Seconds time_convolution([[maybe_unused]] const Conv2dShape& s,
+                                              [[maybe_unused]] bool transposed,
+                                              [[maybe_unused]] ConvolutionCalls& cudnn,
+                                              [[maybe_unused]] ConvolutionCalls& lowered) {
+    using Call = TimedConvolutions;
+    TimedConvolutions::Seconds seconds;
+#if defined(EQUIVAE_CUDA_EMULATED)
+    seconds[Call::kForward] = {2, 1};
+    seconds[Call::kBackwardData] = {1, 2};
+    seconds[Call::kBackwardFilter] = {2, 1};
+#else
+    const double never = std::numeric_limits<double>::infinity();
+    for (auto& call : seconds) call = {1, never};
+    if (capturing_) return seconds;
+    const Conv2dShape c = forward_convolution(s, transposed);
+    const size_t elem = sizeof(T), nx = size_t(c.N) * c.C_in * c.H * c.W,
+                 ny = size_t(c.N) * c.C_out * cpu::conv_out_h(c, false) * cpu::conv_out_w(c, false),
+                 nw = size_t(c.C_out) * c.C_in * c.KH * c.KW,
+                 bytes = std::max(cudnn.workspace_bytes(s, transposed),
+                                  lowered.workspace_bytes(s, transposed));
+    auto zeroed = [&](size_t n) {
+      DeviceBuffer b(n);
+      EQUIVAE_CUDA_CHECK(cudaMemsetAsync(b.get(), 0, n, stream_));
+      return b;
+    };
+    const DeviceBuffer x = zeroed(nx * elem), y = zeroed(ny * elem), w = zeroed(nw * elem),
+                       ws(bytes);
+    struct Events {
+      cudaEvent_t start = nullptr, stop = nullptr;
+      ~Events() {
+        if (start) cudaEventDestroy(start);
+        if (stop) cudaEventDestroy(stop);
+      }
+    } events;
+    EQUIVAE_CUDA_CHECK(cudaEventCreate(&events.start));
+    EQUIVAE_CUDA_CHECK(cudaEventCreate(&events.stop));
+    const cudaEvent_t start = events.start, stop = events.stop;
+    auto time = [&](const std::function<void()>& call) {
+      double best = never;
+      try {
+        call();  // warm-up: loads the kernels, makes cuBLAS's and cuDNN's choices
+        for (int round = 0; round < 3; ++round) {
+          float ms = 0;
+          EQUIVAE_CUDA_CHECK(cudaEventRecord(start, stream_));
+          for (int i = 0; i < 5; ++i) call();
+          EQUIVAE_CUDA_CHECK(cudaEventRecord(stop, stream_));
+          EQUIVAE_CUDA_CHECK(cudaEventSynchronize(stop));
+          EQUIVAE_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+          best = std::min(best, double(ms) * 1e-3 / 5);
+        }
+      } catch (const Error&) {
+        cudaStreamSynchronize(stream_);
+        cudaGetLastError();  // a call that failed is never chosen
+        best = never;
+      }
+      return best;
+    };
+    ConvolutionCalls* impls[2] = {&cudnn, &lowered};
+    for (int i = 0; i < 2; ++i) {
+      ConvolutionCalls& on = *impls[i];
+      seconds[Call::kForward][i] = time(
+          [&] { on.forward(s, transposed, y.get(), x.get(), w.get(), ws.get(), bytes, stream_); });
+      seconds[Call::kBackwardData][i] = time([&] {
+        on.backward_data(s, transposed, x.get(), y.get(), w.get(), ws.get(), bytes, stream_);
+      });
+      seconds[Call::kBackwardFilter][i] = time([&] {
+        on.backward_filter(s, transposed, w.get(), x.get(), y.get(), ws.get(), bytes, stream_);
+      });
+    }
+    cudaStreamSynchronize(stream_);  // the scratch is freed after the calls ran
+#endif
+    return seconds;
   }
 
   // C = op(A)·op(B) + β·C, then the epilogue, in the engine's tensor-core GEMM where the

@@ -129,6 +129,13 @@ class DeviceStepOps {
   // tensor-core GEMM wrote, or, autotuned, how many GEMM plans it won (0: every GEMM ran in
   // the libraries).
   virtual int small_gemm_outputs() const = 0;
+  // With autotuning of the convolutions (CudaBackendOptions::autotune without conv_gemm): how
+  // many convolution calls (three per shape) were timed on cuDNN and on the lowering to GEMMs,
+  // and how many of them went to the lowering.
+  struct ConvolutionRoutes {
+    int timed = 0, lowered = 0;
+  };
+  virtual ConvolutionRoutes convolution_routes() const = 0;
   // Waits until everything issued so far has run.
   virtual void synchronize() = 0;
 
