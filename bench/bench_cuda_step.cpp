@@ -79,10 +79,12 @@ CudaBackendOptions with_new_levers() {
 // A benchmark's "levers" argument: 0 the defaults; 1 with_new_levers; 2 the defaults before
 // programmatic launch and the convolutions' side-stream work became defaults (2026-11-27),
 // timed beside 0 in one run; 3 (the conv model) 2 with the weight gradients on the side stream;
-// 4 (the conv model) the defaults with every convolution lowered to GEMMs (conv_gemm).
+// 4 (the conv model) the defaults with every convolution lowered to GEMMs (conv_gemm); 5 the
+// defaults with programmatic launch only for grids of at most two waves of 132 SMs.
 CudaBackendOptions levers_options(int64_t which) {
   CudaBackendOptions o = which == 1 ? with_new_levers() : CudaBackendOptions{};
   if (which == 4) o.conv_gemm = true;
+  if (which == 5) o.programmatic_max_blocks = 2 * 132;
   if (which == 2 || which == 3) {
     o.programmatic_launch = o.trunk_beside = false;
     o.side_conv_filter = which == 3;
@@ -99,6 +101,8 @@ std::string levers_label(int64_t which) {
       return " no programmatic launch, side-stream conv dW, trunk in order";
     case 4:
       return " convolutions lowered to GEMMs";
+    case 5:
+      return " programmatic launch for grids of at most 264 blocks";
     default:
       return "";
   }
@@ -291,6 +295,7 @@ BENCHMARK(BM_GraphStep)
     ->Args({0, 16, 2})
     ->Args({1, 16, 2})
     ->Args({0, 1024, 2})
+    ->Args({0, 1024, 5})
     ->Unit(benchmark::kMicrosecond)
     ->UseRealTime();
 

@@ -229,6 +229,11 @@ struct CudaBackendOptions {
   // Default: the fastest of the supervised step's 29 routes on an H200 (195 against 204 µs
   // without it; 183 against 204 in a second run; docs/cuda-levers.md).
   bool programmatic_launch = true;
+  // With programmatic_launch: only kernels of at most this many blocks launch programmatically
+  // (0: every kernel). At B = 10,240 a kernel has thousands of blocks in several waves, and the
+  // next kernel's blocks, let in at its start, may hold SM slots its later waves want: a
+  // benchmark route (BM_GraphStep levers:5) times two waves of an H100/H200 (264 blocks).
+  size_t programmatic_max_blocks = 0;
   // Consecutive training steps captured in one graph: a window of steps replays it once per
   // steps_per_graph steps (the window's remainder one step at a time), so the gap between two
   // graph launches falls between groups of steps rather than between every two. Each step

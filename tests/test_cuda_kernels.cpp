@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "kernels/cpu/ops.h"
+#include "kernels/cuda/launch.h"
 #include "kernels/cuda/ops.h"
 #include "kernels/philox.h"
 #include "tests/op_harness.h"
@@ -764,6 +765,28 @@ TEST(CudaKernels, ConvolutionBiasReluEpilogueAndBiasGradient) {
   check_conv_epilogue<double>(40, 2, 300, true, true, 2);
   check_conv_epilogue<float>(70, 4, 17, true, true, 1);   // 1,190 elements: one slice
   check_conv_epilogue<float>(7, 2, 5000, true, true, 4);  // 2 images per slice, 1 in the last
+}
+
+// ---------------------------------------------------------------- programmatic launch scope
+// Which launches a ProgrammaticLaunch scope makes programmatic: none when off; every grid, or
+// those of at most max_blocks blocks; the thread's setting restored when the scope ends.
+TEST(CudaKernels, ProgrammaticLaunchScopeLimitsTheGridsItApplies) {
+  EXPECT_FALSE(cuda::programmatic_for(dim3(1)));
+  {
+    cuda::ProgrammaticLaunch all(true);
+    EXPECT_TRUE(cuda::programmatic_for(dim3(100000)));
+    {
+      cuda::ProgrammaticLaunch small(true, 264);
+      EXPECT_TRUE(cuda::programmatic_for(dim3(264)));
+      EXPECT_TRUE(cuda::programmatic_for(dim3(4, 2, 33)));
+      EXPECT_FALSE(cuda::programmatic_for(dim3(265)));
+      EXPECT_FALSE(cuda::programmatic_for(dim3(3, 89)));
+      cuda::ProgrammaticLaunch off(false, 264);
+      EXPECT_FALSE(cuda::programmatic_for(dim3(1)));
+    }
+    EXPECT_TRUE(cuda::programmatic_for(dim3(100000))) << "the outer scope's setting is back";
+  }
+  EXPECT_FALSE(cuda::programmatic_for(dim3(1)));
 }
 
 // ---------------------------------------------------------------- convolution lowering

@@ -44,27 +44,43 @@ __device__ __forceinline__ void grid_dependency_prologue() {
 #endif
 }
 
-// Whether this thread's launches are programmatic (see above); the backend sets it around the
-// launches of each op when its option is on and the device has compute capability 9.0+.
+// Whether this thread's launches are programmatic (see above), and up to how many blocks a
+// programmatic launch's grid may have (0: any; a larger grid launches as usual — its blocks
+// scheduled early could hold SM slots the running kernel's later waves want); the backend sets
+// both around the launches of each op when its option is on and the device has compute
+// capability 9.0+.
 inline thread_local bool t_programmatic_launch = false;
+inline thread_local size_t t_programmatic_max_blocks = 0;
 class ProgrammaticLaunch {
  public:
-  explicit ProgrammaticLaunch(bool on) : before_(t_programmatic_launch) {
+  explicit ProgrammaticLaunch(bool on, size_t max_blocks = 0)
+      : before_(t_programmatic_launch), before_max_(t_programmatic_max_blocks) {
     t_programmatic_launch = on;
+    t_programmatic_max_blocks = max_blocks;
   }
-  ~ProgrammaticLaunch() { t_programmatic_launch = before_; }
+  ~ProgrammaticLaunch() {
+    t_programmatic_launch = before_;
+    t_programmatic_max_blocks = before_max_;
+  }
   ProgrammaticLaunch(const ProgrammaticLaunch&) = delete;
   ProgrammaticLaunch& operator=(const ProgrammaticLaunch&) = delete;
 
  private:
   bool before_;
+  size_t before_max_;
 };
+// Whether a launch of `grid` is programmatic under this thread's setting.
+inline bool programmatic_for(dim3 grid) {
+  const size_t blocks = size_t(grid.x) * grid.y * grid.z;
+  return t_programmatic_launch &&
+         (t_programmatic_max_blocks == 0 || blocks <= t_programmatic_max_blocks);
+}
 
 template <class... P, class... A>
 inline void launch_named([[maybe_unused]] const char* name, void (*kernel)(P...), dim3 grid,
                          dim3 block, size_t shmem, cudaStream_t stream, A&&... args) {
 #if defined(__CUDACC__)
-  if (t_programmatic_launch) {
+  if (programmatic_for(grid)) {
     cudaLaunchAttribute attribute{};
     attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
     attribute.val.programmaticStreamSerializationAllowed = 1;

@@ -876,7 +876,8 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
 #else
     nvtxRangePushA(name);
     {
-      cuda::ProgrammaticLaunch programmatic(programmatic_launch_);  // the op's own kernels
+      cuda::ProgrammaticLaunch programmatic(programmatic_launch_,  // the op's own kernels
+                                            options_.programmatic_max_blocks);
       op();
     }
     nvtxRangePop();
