@@ -35,6 +35,7 @@
 #include "runtime/backend.h"
 #include "runtime/conv_check.h"
 #include "runtime/cuda/cuda_backend.h"
+#include "runtime/cuda/device_buffer.h"
 #include "runtime/cuda/device_step.h"
 #include "runtime/cuda/gemm_conv.h"
 #include "runtime/cuda/gemm_epilogue.h"
@@ -52,18 +53,13 @@
 #include <cuda_runtime.h>
 #include <nvtx3/nvToolsExt.h>
 
+#include "runtime/cuda/convolution_timing.h"
 #include "runtime/cuda/cudnn_conv.h"
 #include "runtime/cuda/lt_gemm.h"
 #endif
 
 namespace equivae {
 namespace {
-
-void cuda_check(cudaError_t status, const char* what) {
-  if (status != cudaSuccess)
-    throw Error("cuda backend", std::string(what) + ": " + cudaGetErrorString(status));
-}
-#define EQUIVAE_CUDA_CHECK(expr) cuda_check((expr), #expr)
 
 #if !defined(EQUIVAE_CUDA_EMULATED)
 void cublas_check(cublasStatus_t status, const char* what) {
@@ -72,32 +68,6 @@ void cublas_check(cublasStatus_t status, const char* what) {
 }
 #define EQUIVAE_CUBLAS_CHECK(expr) cublas_check((expr), #expr)
 #endif
-
-// A block of device memory, freed on destruction.
-class DeviceBuffer {
- public:
-  DeviceBuffer() = default;
-  explicit DeviceBuffer(size_t bytes) {
-    EQUIVAE_CUDA_CHECK(cudaMalloc(&ptr_, std::max<size_t>(bytes, 256)));
-  }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  DeviceBuffer(DeviceBuffer&& other) noexcept : ptr_(std::exchange(other.ptr_, nullptr)) {}
-  DeviceBuffer& operator=(DeviceBuffer&& other) noexcept {
-    if (this != &other) {
-      if (ptr_) cudaFree(ptr_);
-      ptr_ = std::exchange(other.ptr_, nullptr);
-    }
-    return *this;
-  }
-  ~DeviceBuffer() {
-    if (ptr_) cudaFree(ptr_);
-  }
-  void* get() const { return ptr_; }
-
- private:
-  void* ptr_ = nullptr;
-};
 
 template <class T>
 class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
@@ -1027,9 +997,8 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
       convolutions_ = std::move(cudnn);
     return *convolutions_;
   }
-  // Seconds per call of a shape's three calls on each implementation (TimedConvolutions). On a
-  // GPU: on the main stream on zeroed scratch of the shape, the fastest of 3 rounds of 5 calls
-  // after a warm-up (infinite where a call fails); inside a capture nothing can be timed, and
+  // Seconds per call of a shape's three calls on each implementation (TimedConvolutions): on a
+  // GPU measured (convolution_timing.h), except inside a capture, where nothing can be timed and
   // cuDNN keeps every call. Under the emulator, where time means nothing, a fixed split that
   // runs both: the forward and the weight gradient lowered, the input gradient on cuDNN's
   // stand-in.
@@ -1044,65 +1013,8 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
     seconds[Call::kBackwardData] = {1, 2};
     seconds[Call::kBackwardFilter] = {2, 1};
 #else
-    const double never = std::numeric_limits<double>::infinity();
-    for (auto& call : seconds) call = {1, never};
-    if (capturing_) return seconds;
-    const Conv2dShape c = forward_convolution(s, transposed);
-    const size_t elem = sizeof(T), nx = size_t(c.N) * c.C_in * c.H * c.W,
-                 ny = size_t(c.N) * c.C_out * cpu::conv_out_h(c, false) * cpu::conv_out_w(c, false),
-                 nw = size_t(c.C_out) * c.C_in * c.KH * c.KW,
-                 bytes = std::max(cudnn.workspace_bytes(s, transposed),
-                                  lowered.workspace_bytes(s, transposed));
-    auto zeroed = [&](size_t n) {
-      DeviceBuffer b(n);
-      EQUIVAE_CUDA_CHECK(cudaMemsetAsync(b.get(), 0, n, stream_));
-      return b;
-    };
-    const DeviceBuffer x = zeroed(nx * elem), y = zeroed(ny * elem), w = zeroed(nw * elem),
-                       ws(bytes);
-    struct Events {
-      cudaEvent_t start = nullptr, stop = nullptr;
-      ~Events() {
-        if (start) cudaEventDestroy(start);
-        if (stop) cudaEventDestroy(stop);
-      }
-    } events;
-    EQUIVAE_CUDA_CHECK(cudaEventCreate(&events.start));
-    EQUIVAE_CUDA_CHECK(cudaEventCreate(&events.stop));
-    const cudaEvent_t start = events.start, stop = events.stop;
-    auto time = [&](const std::function<void()>& call) {
-      double best = never;
-      try {
-        call();  // warm-up: loads the kernels, makes cuBLAS's and cuDNN's choices
-        for (int round = 0; round < 3; ++round) {
-          float ms = 0;
-          EQUIVAE_CUDA_CHECK(cudaEventRecord(start, stream_));
-          for (int i = 0; i < 5; ++i) call();
-          EQUIVAE_CUDA_CHECK(cudaEventRecord(stop, stream_));
-          EQUIVAE_CUDA_CHECK(cudaEventSynchronize(stop));
-          EQUIVAE_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
-          best = std::min(best, double(ms) * 1e-3 / 5);
-        }
-      } catch (const Error&) {
-        cudaStreamSynchronize(stream_);
-        cudaGetLastError();  // a call that failed is never chosen
-        best = never;
-      }
-      return best;
-    };
-    ConvolutionCalls* impls[2] = {&cudnn, &lowered};
-    for (int i = 0; i < 2; ++i) {
-      ConvolutionCalls& on = *impls[i];
-      seconds[Call::kForward][i] = time(
-          [&] { on.forward(s, transposed, y.get(), x.get(), w.get(), ws.get(), bytes, stream_); });
-      seconds[Call::kBackwardData][i] = time([&] {
-        on.backward_data(s, transposed, x.get(), y.get(), w.get(), ws.get(), bytes, stream_);
-      });
-      seconds[Call::kBackwardFilter][i] = time([&] {
-        on.backward_filter(s, transposed, w.get(), x.get(), y.get(), ws.get(), bytes, stream_);
-      });
-    }
-    cudaStreamSynchronize(stream_);  // the scratch is freed after the calls ran
+    if (!capturing_) return time_convolution_calls<T>(s, transposed, cudnn, lowered, stream_);
+    for (auto& call : seconds) call = {1, std::numeric_limits<double>::infinity()};
 #endif
     return seconds;
   }
