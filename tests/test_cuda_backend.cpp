@@ -886,6 +886,29 @@ TEST_F(CudaBackend, TrainerOnTheDeviceMatchesTheCpuTrainerAndLearns) {
       1e-10);
 }
 
+// The trainer's validation on the device: the training set and a validation set kept resident,
+// each pass replayed as a captured graph (on a GPU: a real CUDA graph), per epoch, matching the
+// CPU's errors; the replays counted; the graphs read the parameters each epoch's steps left.
+TEST_F(CudaBackend, ValidationPassesReplayCapturedGraphsAndMatchTheCpu) {
+  Pair p(tiny_config());
+  const Dataset data = digits().slice(0, 300), validation = digits().slice(300, 400);
+  TrainOptions options = test::quiet_options(3);
+  const std::vector<EpochRecord> cpu = train(*p.cpu, data, &validation, options);
+  const std::vector<EpochRecord> gpu = train(*p.gpu, data, &validation, options);
+  ASSERT_EQ(cpu.size(), 3u);
+  ASSERT_EQ(gpu.size(), 3u);
+  for (size_t e = 0; e < cpu.size(); ++e)
+    EXPECT_NEAR(gpu[e].validation_error, cpu[e].validation_error, 0.011)
+        << "epoch " << e + 1 << " (a row or so may round to another class)";
+  using Ops = DeviceStepOps<float>;
+  const auto* ops = dynamic_cast<const Ops*>(p.gpu_backend.get());
+  ASSERT_NE(ops, nullptr);
+  size_t replays = 0;
+  for (int i = 0; i < Ops::kInferenceGraphs; ++i)
+    replays += ops->replays(Ops::kFirstInferenceGraph + i);
+  EXPECT_EQ(replays, 6u) << "two passes (training set, validation set) an epoch";
+}
+
 TEST_F(CudaBackend, TrainerWithSeveralWindowsPerEpochMatchesTheCpuTrainer) {
   // Windows of 3, 3 and 1 steps: each window's batches are sampled while the previous one
   // runs, across the epoch boundary too; the numbers are the CPU trainer's.
