@@ -7,6 +7,7 @@
 //                    (CudaBackendOptions::conv_gemm).
 // Each call runs on the stream it is given, in its workspace (at least workspace_bytes of the
 // shape, else Error naming the call), and overwrites its output.
+#include <array>
 #include <cstddef>
 
 #include "kernels/cpu/ops.h"
@@ -18,6 +19,22 @@
 #endif
 
 namespace equivae {
+
+// A shape and direction as a map key, for what an implementation makes or chooses per shape.
+using ConvolutionKey = std::array<int, 11>;
+inline ConvolutionKey convolution_key(const cpu::Conv2dShape& s, bool transposed) {
+  return {s.N,
+          s.C_in,
+          s.H,
+          s.W,
+          s.C_out,
+          s.KH,
+          s.KW,
+          s.stride,
+          s.pad,
+          s.output_padding,
+          transposed ? 1 : 0};
+}
 
 class ConvolutionCalls {
  public:

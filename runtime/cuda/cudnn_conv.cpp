@@ -27,20 +27,6 @@ void cudnn_check(cudnnStatus_t status, const char* what) {
 }
 #define EQUIVAE_CUDNN_CHECK(expr) cudnn_check((expr), #expr)
 
-std::array<int, 11> key_of(const cpu::Conv2dShape& s, bool transposed) {
-  return {s.N,
-          s.C_in,
-          s.H,
-          s.W,
-          s.C_out,
-          s.KH,
-          s.KW,
-          s.stride,
-          s.pad,
-          s.output_padding,
-          transposed ? 1 : 0};
-}
-
 // The first of cuDNN's ranked candidates (by its heuristics, or by measured time when
 // benchmarking) that ran successfully, is deterministic, fits the workspace cap, needs no tensor
 // ops unless they are allowed, and that `accepts` (which sets the candidate's math mode and asks
@@ -134,7 +120,7 @@ CudnnConvolutions::~CudnnConvolutions() {
 }
 
 CudnnConvolutions::Plan& CudnnConvolutions::plan(const cpu::Conv2dShape& s, bool transposed) {
-  const auto key = key_of(s, transposed);
+  const auto key = convolution_key(s, transposed);
   if (auto it = plans_.find(key); it != plans_.end()) return *it->second;
   auto p = std::make_unique<Plan>();
   const cudnnHandle_t h = handle_->handle;

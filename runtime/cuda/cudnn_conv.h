@@ -64,7 +64,7 @@ class CudnnConvolutions final : public ConvolutionCalls {
                size_t workspace);
 
   std::unique_ptr<Handle> handle_;
-  std::map<std::array<int, 11>, std::unique_ptr<Plan>> plans_;
+  std::map<ConvolutionKey, std::unique_ptr<Plan>> plans_;
 };
 
 }  // namespace equivae

@@ -77,19 +77,8 @@ class TimedConvolutions final : public ConvolutionCalls {
   }
 
  private:
-  using Key = std::array<int, 11>;
   const std::array<bool, 3>& choice(const cpu::Conv2dShape& s, bool transposed) {
-    const Key key{s.N,
-                  s.C_in,
-                  s.H,
-                  s.W,
-                  s.C_out,
-                  s.KH,
-                  s.KW,
-                  s.stride,
-                  s.pad,
-                  s.output_padding,
-                  int(transposed)};
+    const ConvolutionKey key = convolution_key(s, transposed);
     auto it = choices_.find(key);
     if (it != choices_.end()) return it->second;
     const Seconds seconds = measure_(s, transposed, *cudnn_, *lowered_);
@@ -104,7 +93,7 @@ class TimedConvolutions final : public ConvolutionCalls {
 
   std::unique_ptr<ConvolutionCalls> cudnn_, lowered_;
   Measure measure_;
-  std::map<Key, std::array<bool, 3>> choices_;
+  std::map<ConvolutionKey, std::array<bool, 3>> choices_;
 };
 
 }  // namespace equivae
