@@ -125,6 +125,7 @@ void EquiVae<T>::capture_device_steps(int graph, int steps) {
     throw;
   }
   device_->end_capture();
+  resident_->step_graph_ids[graph] = device_->graph_id(graph);
 }
 
 namespace {
@@ -147,7 +148,8 @@ void EquiVae<T>::capture_window_graphs(size_t groups, size_t singles) {
   const int per_graph = device_->steps_per_graph();
   auto missing = [&](int graph) {
     const size_t count = graph == Ops::kStepsGraph ? groups : singles;
-    return count > 0 && !device_->has_graph(graph);
+    const uint64_t id = device_->graph_id(graph);
+    return count > 0 && (id == 0 || id != resident_->step_graph_ids[graph]);
   };
   auto capture_missing = [&] {
     if (missing(Ops::kStepsGraph)) capture_device_steps(Ops::kStepsGraph, per_graph);

@@ -52,6 +52,10 @@ struct EquiVae<T>::Resident {
                       // pooling offsets [R + 1], pooling members [capacity]
   std::vector<int32_t> host_slots;
   std::vector<double> host_table;
+  // The backend's graph_id of this model's captures of the step graphs (kOneStepGraph,
+  // kStepsGraph): a slot that holds another graph since (reset_graph, or another model's
+  // capture on the same backend) is captured again, never replayed.
+  uint64_t step_graph_ids[2] = {0, 0};
 };
 
 // The inference plan (equivae.h): copies of f_inv and q(y|x) at the rows the training plan

@@ -348,33 +348,38 @@ TEST_F(CudaBackend, EmulatedLogVarianceGradientRunsBesideTheDecodersBackward) {
 // the input gradient reads, stays on the main stream.
 TEST_F(CudaBackend, EmulatedConvolutionBiasGradientRunsAtItsJoin) {
   const Conv2dShape s{1, 1, 4, 4, 2, 2, 2, 2, 0, 0};  // 2 × 2 windows: y [1, 2, 2, 2]
-  for (const bool beside : {true, false}) {
-    CudaBackendOptions options = in_order_options();
-    options.side_bias_gradient = beside;
-    auto be = device_backend(options);
-    const size_t bytes = be->conv2d_workspace_bytes(s);
-    // y: channel 0 positive, channel 1 ≤ 0 (masked); dy = 0.25 everywhere.
-    const std::vector<float> yv = {1, 1, 1, 1, 0, -1, 0, -1};
-    float *x = filled(*be, 16, 1.0f), *W = filled(*be, 8, 0.5f), *dy = filled(*be, 8, 0.25f),
-          *db = filled(*be, 2, 7.0f), *dx = filled(*be, 16, 0.0f),
-          *ws = filled(*be, bytes / sizeof(float) + 1, 0.0f);
-    float* y = filled(*be, 8, 0.0f);
-    be->upload(y, yv.data(), yv.size() * sizeof(float));
-    be->conv2d_backward(dx, nullptr, db, dy, x, W, y, s, true, ws, bytes);
-    float *ones = filled(*be, 8, 1.0f), *db_early = filled(*be, 2, -1.0f),
-          *dz_early = filled(*be, 8, -1.0f);
-    be->dropout_backward(db_early, db, ones, 2);
-    be->dropout_backward(dz_early, dy, ones, 8);
-    std::vector<float> db_before(2), dz_before(8), db_after(2);
-    be->download(db_before.data(), db_early, 2 * sizeof(float));  // joins
-    be->download(dz_before.data(), dz_early, 8 * sizeof(float));
-    be->download(db_after.data(), db, 2 * sizeof(float));
-    EXPECT_EQ(db_after, (std::vector<float>{1.0f, 0.0f})) << "Σ of the masked dy per channel";
-    const std::vector<float> untouched = {7.0f, 7.0f};
-    EXPECT_EQ(db_before, beside ? untouched : db_after) << (beside ? "side" : "main") << " stream";
-    EXPECT_EQ(dz_before, (std::vector<float>{0.25f, 0.25f, 0.25f, 0.25f, 0, 0, 0, 0}))
-        << "the mask on the main stream";
-  }
+  // With and without the workspace split per stream (side_conv_filter): db goes beside either
+  // way (the emulator's side stream is the main one, so it shows the deferral, not the stream).
+  for (const bool beside : {true, false})
+    for (const bool split : {false, true}) {
+      CudaBackendOptions options = in_order_options();
+      options.side_bias_gradient = beside;
+      options.side_conv_filter = split;
+      auto be = device_backend(options);
+      const size_t bytes = be->conv2d_workspace_bytes(s);
+      // y: channel 0 positive, channel 1 ≤ 0 (masked); dy = 0.25 everywhere.
+      const std::vector<float> yv = {1, 1, 1, 1, 0, -1, 0, -1};
+      float *x = filled(*be, 16, 1.0f), *W = filled(*be, 8, 0.5f), *dy = filled(*be, 8, 0.25f),
+            *db = filled(*be, 2, 7.0f), *dx = filled(*be, 16, 0.0f),
+            *ws = filled(*be, bytes / sizeof(float) + 1, 0.0f);
+      float* y = filled(*be, 8, 0.0f);
+      be->upload(y, yv.data(), yv.size() * sizeof(float));
+      be->conv2d_backward(dx, nullptr, db, dy, x, W, y, s, true, ws, bytes);
+      float *ones = filled(*be, 8, 1.0f), *db_early = filled(*be, 2, -1.0f),
+            *dz_early = filled(*be, 8, -1.0f);
+      be->dropout_backward(db_early, db, ones, 2);
+      be->dropout_backward(dz_early, dy, ones, 8);
+      std::vector<float> db_before(2), dz_before(8), db_after(2);
+      be->download(db_before.data(), db_early, 2 * sizeof(float));  // joins
+      be->download(dz_before.data(), dz_early, 8 * sizeof(float));
+      be->download(db_after.data(), db, 2 * sizeof(float));
+      EXPECT_EQ(db_after, (std::vector<float>{1.0f, 0.0f})) << "Σ of the masked dy per channel";
+      const std::vector<float> untouched = {7.0f, 7.0f};
+      EXPECT_EQ(db_before, beside ? untouched : db_after)
+          << (beside ? "side" : "main") << " stream";
+      EXPECT_EQ(dz_before, (std::vector<float>{0.25f, 0.25f, 0.25f, 0.25f, 0, 0, 0, 0}))
+          << "the mask on the main stream";
+    }
 }
 
 // The emulator runs the streams one after the other, so it checks scratch instead: memory a
@@ -886,6 +891,27 @@ TEST_F(CudaBackend, TrainerOnTheDeviceMatchesTheCpuTrainerAndLearns) {
       1e-10);
 }
 
+// Two models training in turn on one backend: each captures its step graphs into the same
+// slots, so each must tell its own graph from the other's (the backend's graph_id) and capture
+// again rather than replay the other model's step. Model A's parameters must end where a model
+// trained alone on its own backend ends.
+TEST_F(CudaBackend, TwoModelsTrainingInTurnOnOneBackendEachRunTheirOwnSteps) {
+  const Dataset data = digits().slice(0, 300);
+  const TrainOptions options = test::quiet_options(1);
+  auto shared = device_backend(), alone_backend = device_backend();
+  EquiVaeConfig other_config = tiny_config();
+  other_config.seed += 1;
+  EquiVae<float> a(tiny_config(), *shared), b(other_config, *shared),
+      alone(tiny_config(), *alone_backend);
+  train(a, data, nullptr, options);
+  train(b, data, nullptr, options);
+  train(a, data, nullptr, options);
+  train(alone, data, nullptr, options);
+  train(alone, data, nullptr, options);
+  EXPECT_EQ(host_copy(*shared, a.parameters(), a.parameter_count()),
+            host_copy(*alone_backend, alone.parameters(), alone.parameter_count()));
+}
+
 // The trainer's validation on the device: the training set and a validation set kept resident,
 // each pass replayed as a captured graph (on a GPU: a real CUDA graph), per epoch, matching the
 // CPU's errors; the replays counted; the graphs read the parameters each epoch's steps left.
@@ -904,9 +930,16 @@ TEST_F(CudaBackend, ValidationPassesReplayCapturedGraphsAndMatchTheCpu) {
   const auto* ops = dynamic_cast<const Ops*>(p.gpu_backend.get());
   ASSERT_NE(ops, nullptr);
   size_t replays = 0;
-  for (int i = 0; i < Ops::kInferenceGraphs; ++i)
+  std::vector<uint64_t> ids;
+  for (int i = 0; i < Ops::kInferenceGraphs; ++i) {
     replays += ops->replays(Ops::kFirstInferenceGraph + i);
+    if (const uint64_t id = ops->graph_id(Ops::kFirstInferenceGraph + i)) ids.push_back(id);
+  }
   EXPECT_EQ(replays, 6u) << "two passes (training set, validation set) an epoch";
+  // Captured once each, in the first epoch, after the step's graph: captures 2 and 3 of the
+  // backend (a pass captured again each epoch would hold a later one).
+  std::sort(ids.begin(), ids.end());
+  EXPECT_EQ(ids, (std::vector<uint64_t>{2, 3}));
 }
 
 TEST_F(CudaBackend, TrainerWithSeveralWindowsPerEpochMatchesTheCpuTrainer) {

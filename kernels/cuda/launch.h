@@ -45,9 +45,9 @@ __device__ __forceinline__ void grid_dependency_prologue() {
 }
 
 // Whether this thread's launches are programmatic (see above), and up to how many blocks a
-// programmatic launch's grid may have (0: any; a larger grid launches as usual — its blocks
-// scheduled early could hold SM slots the running kernel's later waves want); the backend sets
-// both around the launches of each op when its option is on and the device has compute
+// programmatic launch's grid may have (0: any; a larger grid launches as usual —
+// CudaBackendOptions::programmatic_max_blocks, an experiment for large batches); the backend
+// sets both around the launches of each op when its option is on and the device has compute
 // capability 9.0+.
 inline thread_local bool t_programmatic_launch = false;
 inline thread_local size_t t_programmatic_max_blocks = 0;

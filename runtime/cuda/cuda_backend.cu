@@ -933,7 +933,11 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
     const ConvLane beside = conv_lane(workspace, workspace_bytes, true);
     // In the order the streams meet them: the bias gradient, the weight gradient (maybe on the
     // side stream), the input gradient.
-    if (db) uses_scratch(db_beside ? beside.scratch : lane.scratch, side || db_beside);
+    // db beside runs on the side stream with its per-channel-sum scratch whether or not the
+    // workspace is split (beside, the lane of a split workspace, is the main stream's when not).
+    const cuda::ChannelSumScratch<T> db_scratch =
+        db_beside ? channel_sum_scratch(true) : lane.scratch;
+    if (db) uses_scratch(db_scratch, side || db_beside);
     if (dW_beside) uses_scratch(beside.workspace, beside.bytes, true);
     if (dW || dx) uses_scratch(lane.workspace, lane.bytes, side);
     issue(name, [=, self = this] {
@@ -941,8 +945,8 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
       if (db_beside) {
         if (relu) cuda::relu_mask(dy, y, size_t(s.N) * s.C_out * plane, lane.stream);
         self->on_side_stream([=] {
-          cuda::conv_backward_bias(dy, db, y, s.N, s.C_out, plane, /*relu=*/false, beside.scratch,
-                                   beside.stream);
+          cuda::conv_backward_bias(dy, db, y, s.N, s.C_out, plane, /*relu=*/false, db_scratch,
+                                   self->side_stream());
         });
       } else {
         cuda::conv_backward_bias(dy, db, y, s.N, s.C_out, plane, relu, lane.scratch, lane.stream);

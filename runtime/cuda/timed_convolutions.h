@@ -5,9 +5,10 @@
 // shape's workspace is asked — the plans ask before any capture — `measure` times each of its
 // three calls on both, and a call goes to the lowering only where it is more than 3% faster
 // (pick_fastest, gemm_choice.h: cuDNN is the first candidate, as a GEMM's heuristic choice is),
-// so timing noise does not swap equal routes. The workspace holds either's.
+// so timing noise does not swap equal routes. The workspace holds what the chosen routes need.
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstddef>
 #include <functional>
 #include <map>
@@ -34,9 +35,11 @@ class TimedConvolutions final : public ConvolutionCalls {
       : cudnn_(std::move(cudnn)), lowered_(std::move(lowered)), measure_(std::move(measure)) {}
 
   size_t workspace_bytes(const cpu::Conv2dShape& s, bool transposed) override {
-    choice(s, transposed);
-    return std::max(cudnn_->workspace_bytes(s, transposed),
-                    lowered_->workspace_bytes(s, transposed));
+    const std::array<bool, 3>& lowered = choice(s, transposed);
+    const bool any_lowered = lowered[0] || lowered[1] || lowered[2],
+               any_cudnn = !(lowered[0] && lowered[1] && lowered[2]);
+    return std::max(any_cudnn ? cudnn_->workspace_bytes(s, transposed) : 0,
+                    any_lowered ? lowered_->workspace_bytes(s, transposed) : 0);
   }
   void forward(const cpu::Conv2dShape& s, bool transposed, void* conv_y, const void* conv_x,
                const void* W, void* workspace, size_t bytes, cudaStream_t stream) override {
@@ -63,8 +66,9 @@ class TimedConvolutions final : public ConvolutionCalls {
                                            stream);
   }
 
-  // The calls measured so far, and how many of them went to the lowering (for the log).
-  int calls_chosen() const { return int(choices_.size()) * 3; }
+  // The calls timed on both so far (a shape decided without timing — inside a capture — counts
+  // none), and how many of them went to the lowering (for the log).
+  int calls_chosen() const { return timed_calls_; }
   int calls_lowered() const {
     int n = 0;
     for (const auto& [key, lowered] : choices_)
@@ -83,8 +87,10 @@ class TimedConvolutions final : public ConvolutionCalls {
     if (it != choices_.end()) return it->second;
     const Seconds seconds = measure_(s, transposed, *cudnn_, *lowered_);
     std::array<bool, 3> lowered{};
-    for (int call = 0; call < 3; ++call)
+    for (int call = 0; call < 3; ++call) {
       lowered[call] = pick_fastest({seconds[call][0], seconds[call][1]}, kMargin) == 1;
+      timed_calls_ += std::isfinite(seconds[call][0]) && std::isfinite(seconds[call][1]);
+    }
     return choices_.emplace(key, lowered).first->second;
   }
   ConvolutionCalls& on(const cpu::Conv2dShape& s, bool transposed, Call call) {
@@ -94,6 +100,7 @@ class TimedConvolutions final : public ConvolutionCalls {
   std::unique_ptr<ConvolutionCalls> cudnn_, lowered_;
   Measure measure_;
   std::map<ConvolutionKey, std::array<bool, 3>> choices_;
+  int timed_calls_ = 0;
 };
 
 }  // namespace equivae
