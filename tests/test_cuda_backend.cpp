@@ -24,7 +24,9 @@
 #include <array>
 #include <cmath>
 #include <cstring>
+#include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -43,6 +45,7 @@
 #include "tests/fixtures.h"
 
 #if !defined(EQUIVAE_TEST_REAL_CUDA)
+#include "kernels/emu/emu.h"
 #include "runtime/cuda/cuda_backend.h"
 #endif
 
@@ -379,6 +382,49 @@ TEST_F(CudaBackend, EmulatedConvolutionBiasGradientRunsAtItsJoin) {
           << (beside ? "side" : "main") << " stream";
       EXPECT_EQ(dz_before, (std::vector<float>{0.25f, 0.25f, 0.25f, 0.25f, 0, 0, 0, 0}))
           << "the mask on the main stream";
+    }
+}
+
+// Which stream each kernel was launched on (the emulator's side stream has a handle of its own,
+// the main one is null): the parameter-gradient sums go beside with side_bias_gradient — with
+// or without the workspace split — and the mask, dμ and the input gradients stay on the main
+// stream; without the option everything is on the main stream.
+TEST_F(CudaBackend, EmulatedParameterGradientSumsAreLaunchedOnTheSideStream) {
+  const Conv2dShape s{2, 2, 4, 4, 3, 2, 2, 2, 0, 0};
+  for (const bool beside : {true, false})
+    for (const bool split : {false, true}) {
+      SCOPED_TRACE(std::string(beside ? "beside" : "in order") + (split ? ", split" : ""));
+      CudaBackendOptions options = in_order_options();
+      options.side_bias_gradient = beside;
+      options.side_conv_filter = split;
+      auto be = device_backend(options);
+      std::map<std::string, std::set<bool>> on_side;  // kernel → the streams it ran on
+      emu::set_launch_observer([&](const char* kernel, cudaStream_t stream) {
+        std::string name(kernel);
+        name = name.substr(0, name.find('<'));
+        on_side[name].insert(stream != nullptr);
+      });
+      const size_t bytes = be->conv2d_workspace_bytes(s);
+      float *x = filled(*be, 2 * 2 * 16, 0.5f), *W = filled(*be, 3 * 2 * 4, 0.25f),
+            *y = filled(*be, 2 * 3 * 4, 1.0f), *dy = filled(*be, 2 * 3 * 4, 0.25f),
+            *dx = filled(*be, 2 * 2 * 16, 0.0f), *dW = filled(*be, 3 * 2 * 4, 0.0f),
+            *db = filled(*be, 3, 0.0f), *ws = filled(*be, bytes / sizeof(float) + 1, 0.0f);
+      be->conv2d_backward(dx, dW, db, dy, x, W, y, s, true, ws, bytes);
+      const int B = 2, C = 3, P = 4;
+      float *mu = filled(*be, B * C * P, 0.5f), *xg = filled(*be, B * C * P, 1.0f),
+            *lv = filled(*be, C, 0.0f), *dll = filled(*be, B, 1.0f),
+            *dmu = filled(*be, B * C * P, 0.0f), *dlv = filled(*be, C, 0.0f);
+      be->gaussian_ll_backward(dmu, dlv, dll, mu, xg, lv, B, C, P);
+      std::vector<float> sink(3);
+      be->download(sink.data(), db, 3 * sizeof(float));  // joins: the side work runs
+      emu::set_launch_observer({});
+      using Streams = std::set<bool>;
+      EXPECT_EQ(on_side["kernel_conv_backward_bias"], Streams{beside});
+      EXPECT_EQ(on_side["kernel_gaussian_ll_dlogvar"], Streams{beside});
+      EXPECT_EQ(on_side["kernel_gaussian_ll_dmu"], Streams{false});
+      EXPECT_EQ(on_side["kernel_relu_mask"], beside ? Streams{false} : Streams{})
+          << "the mask alone on the main stream (without the option: fused with the sums)";
+      EXPECT_EQ(on_side["kernel_col2im"], Streams{}) << "cuDNN's stand-in, no lowering here";
     }
 }
 

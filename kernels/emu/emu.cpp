@@ -476,6 +476,14 @@ SharedBuffer dynamic_shared_buffer() {
   return {t_run->dynamic_shared.data(), t_run->dynamic_shadow.data(), t_run->dynamic_shared.size()};
 }
 
+LaunchObserver& observer_slot() {
+  static LaunchObserver observer;
+  return observer;
+}
+const LaunchObserver& launch_observer() {
+  return observer_slot();
+}
+
 void run_grid(const char* name, dim3 grid, dim3 block, size_t shmem, Body body, void* ctx) {
   if (t_run) throw Error(std::string("emu: kernel '") + name + "' launched from device code");
   const uint64_t threads = uint64_t(block.x) * block.y * block.z;
@@ -611,4 +619,9 @@ void* dynamic_shared_memory() {
 }
 
 }  // namespace detail
+
+void set_launch_observer(LaunchObserver observer) {
+  detail::observer_slot() = std::move(observer);
+}
+
 }  // namespace emu

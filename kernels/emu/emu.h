@@ -32,6 +32,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -474,11 +475,21 @@ inline void check_width(int width) {
 
 }  // namespace detail
 
+// A test's view of the launches: called with each kernel's name and stream before it runs, on
+// the launching thread (empty: none). The emulator runs every launch at once whatever its
+// stream, so which stream a kernel was given is what shows where a GPU would run it.
+using LaunchObserver = std::function<void(const char* kernel, cudaStream_t stream)>;
+void set_launch_observer(LaunchObserver observer);
+namespace detail {
+const LaunchObserver& launch_observer();
+}  // namespace detail
+
 // The emulator's kernel launch (kernels/cuda/launch.h wraps it). Arguments are converted to
 // the kernel's parameter types once, as a CUDA launch does, and every thread receives copies.
 template <class... P, class... A>
 void launch(const char* name, void (*kernel)(P...), dim3 grid, dim3 block, size_t shmem,
-            cudaStream_t, A&&... args) {
+            cudaStream_t stream, A&&... args) {
+  if (const LaunchObserver& observe = detail::launch_observer()) observe(name, stream);
   static_assert(sizeof...(P) == sizeof...(A), "kernel launched with the wrong number of args");
   using Params = std::tuple<std::decay_t<P>...>;
   Params params(static_cast<std::decay_t<P>>(std::forward<A>(args))...);
