@@ -19,9 +19,11 @@
 // 16 × 16, B = 160), where one GEMM of those sizes is a few µs.
 //
 // Launch geometry:
-// - kernel_im2col: grid (blocks over Q, rows of K); a block's threads walk consecutive
-//   pixels q of one patch row k (writes coalesced; reads strided by s along ow), the row's
-//   (c, i, j) decoded once per block row.
+// - kernel_im2col: grid (blocks over Q, groups of kIm2colRows patch rows); a thread takes one
+//   pixel q, decodes its window once and walks the group's rows (c, i, j) by increments; a warp
+//   writes 32 consecutive q of each row (coalesced) and reads x strided by s along ow. (One
+//   thread per element decoded q with three divisions per element, about as long as its
+//   memory traffic.)
 // - kernel_col2im: one thread per element of dx, grid-stride; each visits only the ≤ ⌈KH/s⌉·⌈KW/s⌉
 //   kernel positions whose window can cover it (i ≡ h + pad mod s).
 // - kernel_swap_leading: one thread per element of out, grid-stride; consecutive threads take
@@ -35,6 +37,7 @@ namespace equivae::cuda {
 namespace {
 
 constexpr int kThreads = 256;
+constexpr int kIm2colRows = 16;  // patch rows per thread: its pixel decoded once for them
 
 // conv_bias_act's epilogue on one element of channel c (NaN propagates, as there).
 template <class T>
@@ -48,15 +51,23 @@ __global__ void __launch_bounds__(kThreads)
     kernel_im2col(T* __restrict__ col, const T* __restrict__ x, ConvLoweringShape g) {
   grid_dependency_prologue();
   const int Q = g.N * g.Ho * g.Wo, K = g.C * g.KH * g.KW;
-  for (int k = blockIdx.y; k < K; k += gridDim.y) {
-    const int j = k % g.KW, i = (k / g.KW) % g.KH, c = k / (g.KW * g.KH);
-    T* row = col + size_t(k) * Q;
+  for (int k0 = blockIdx.y * kIm2colRows; k0 < K; k0 += gridDim.y * kIm2colRows) {
+    const int k_end = k0 + kIm2colRows < K ? k0 + kIm2colRows : K;
     for (int q = blockIdx.x * blockDim.x + threadIdx.x; q < Q; q += gridDim.x * blockDim.x) {
+      // The pixel's window, decoded once for the rows this thread walks.
       const int ow = q % g.Wo, oh = (q / g.Wo) % g.Ho, n = q / (g.Wo * g.Ho);
-      const int h = oh * g.stride - g.pad + i, w = ow * g.stride - g.pad + j;
-      row[q] = (h >= 0 && h < g.H && w >= 0 && w < g.W)
-                   ? x[((size_t(n) * g.C + c) * g.H + h) * g.W + w]
-                   : T(0);
+      const int h0 = oh * g.stride - g.pad, w0 = ow * g.stride - g.pad;
+      int j = k0 % g.KW, i = (k0 / g.KW) % g.KH, c = k0 / (g.KW * g.KH);
+      for (int k = k0; k < k_end; ++k) {
+        const int h = h0 + i, w = w0 + j;
+        col[size_t(k) * Q + q] = (h >= 0 && h < g.H && w >= 0 && w < g.W)
+                                     ? x[((size_t(n) * g.C + c) * g.H + h) * g.W + w]
+                                     : T(0);
+        if (++j == g.KW) {  // the next row: (c, i, j + 1), carrying into i and c
+          j = 0;
+          if (++i == g.KH) i = 0, ++c;
+        }
+      }
     }
   }
 }
@@ -104,7 +115,9 @@ template <class T>
 void im2col(T* col, const T* x, const ConvLoweringShape& g, cudaStream_t stream) {
   const int Q = g.N * g.Ho * g.Wo, K = g.C * g.KH * g.KW;
   if (Q <= 0 || K <= 0) return;
-  const dim3 grid(blocks_for(size_t(Q), kThreads, 1024), unsigned(K < 65535 ? K : 65535));
+  const int row_blocks = (K + kIm2colRows - 1) / kIm2colRows;
+  const dim3 grid(blocks_for(size_t(Q), kThreads, 1024),
+                  unsigned(row_blocks < 65535 ? row_blocks : 65535));
   EQUIVAE_LAUNCH(kernel_im2col<T>, grid, kThreads, 0, stream, col, x, g);
 }
 
