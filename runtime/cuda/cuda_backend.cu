@@ -920,9 +920,9 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
   }
   // One convolution's backward: dy masked by the ReLU and db (db on the side stream with
   // side_bias_gradient), then dx and dW (either null) from dz[N, C_out, Ho, Wo]. dW goes to the
-  // side stream with side_conv_filter: nothing reads
-  // it before Adam, which joins the side stream first, and dz and x stay as they are meanwhile
-  // (every plan tensor has its own memory).
+  // side stream with side_conv_filter: nothing reads it before Adam, which joins the side
+  // stream first, and dz and x stay as they are meanwhile (every plan tensor has its own
+  // memory).
   void conv_backward(bool transposed, T* dx, T* dW, T* db, T* dy, const T* x, const T* W,
                      const T* y, const Conv2dShape& s, bool relu, void* workspace,
                      size_t workspace_bytes, const char* name) {
