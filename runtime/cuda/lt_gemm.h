@@ -41,32 +41,39 @@
 
 namespace equivae {
 
-// The small GEMM's split-K scratch on the device (small_gemm_route.h's sizes), its counters at
-// zero; freed with it. One per stream whose small GEMMs run one after another.
-class SmallGemmSplitScratch {
+// Device scratch of `floats` partial sums and `counters` arrival counters, the counters at zero
+// (the small GEMM leaves them zero); freed with it. The small GEMM's ReLU-backward tail and its
+// split K each take one per stream whose small GEMMs run one after another.
+class SmallGemmScratch {
  public:
-  SmallGemmSplitScratch() {
-    ok_ = cudaMalloc(&partials_, kSmallGemmSplitPartials * sizeof(float)) == cudaSuccess &&
-          cudaMalloc(&arrivals_, kSmallGemmSplitArrivals * sizeof(unsigned)) == cudaSuccess &&
-          cudaMemset(arrivals_, 0, kSmallGemmSplitArrivals * sizeof(unsigned)) == cudaSuccess &&
+  SmallGemmScratch(size_t floats, size_t counters) {
+    ok_ = cudaMalloc(&partials_, floats * sizeof(float)) == cudaSuccess &&
+          cudaMalloc(&arrivals_, counters * sizeof(unsigned)) == cudaSuccess &&
+          cudaMemset(arrivals_, 0, counters * sizeof(unsigned)) == cudaSuccess &&
           // the legacy stream's memset done before the non-blocking streams read them
           cudaDeviceSynchronize() == cudaSuccess;
   }
-  SmallGemmSplitScratch(const SmallGemmSplitScratch&) = delete;
-  SmallGemmSplitScratch& operator=(const SmallGemmSplitScratch&) = delete;
-  ~SmallGemmSplitScratch() {
+  SmallGemmScratch(const SmallGemmScratch&) = delete;
+  SmallGemmScratch& operator=(const SmallGemmScratch&) = delete;
+  ~SmallGemmScratch() {
     for (void* p : {partials_, arrivals_})
       if (p) cudaFree(p);
   }
   bool ok() const { return ok_; }
-  // Split K as the kernel chooses it, on this scratch.
-  cuda::SmallGemmSplit split() const {
-    return small_gemm_split(static_cast<float*>(partials_), static_cast<unsigned*>(arrivals_));
-  }
+  float* partials() const { return static_cast<float*>(partials_); }
+  unsigned* arrivals() const { return static_cast<unsigned*>(arrivals_); }
 
  private:
   void *partials_ = nullptr, *arrivals_ = nullptr;
   bool ok_ = false;
+};
+
+// The split-K scratch (small_gemm_route.h's sizes).
+class SmallGemmSplitScratch : public SmallGemmScratch {
+ public:
+  SmallGemmSplitScratch() : SmallGemmScratch(kSmallGemmSplitPartials, kSmallGemmSplitArrivals) {}
+  // Split K as the kernel chooses it, on this scratch.
+  cuda::SmallGemmSplit split() const { return small_gemm_split(partials(), arrivals()); }
 };
 
 class LtGemm {
@@ -89,16 +96,10 @@ class LtGemm {
         workspace_bytes_(workspace_bytes) {
     ok_ = cublasLtCreate(&handle_) == CUBLAS_STATUS_SUCCESS;
     if (small_gemm && !strict_fp32) {  // the small GEMM's scratch, counters at zero
+      tail_ = std::make_unique<SmallGemmScratch>(kSmallGemmPartials, kSmallGemmArrivals);
       split_ = std::make_unique<SmallGemmSplitScratch>();
-      check(
-          split_->ok() &&
-              cudaMalloc(&small_partials_, kSmallGemmPartials * sizeof(float)) == cudaSuccess &&
-              cudaMalloc(&small_arrivals_, kSmallGemmArrivals * sizeof(unsigned)) == cudaSuccess &&
-              cudaMemset(small_arrivals_, 0, kSmallGemmArrivals * sizeof(unsigned)) ==
-                  cudaSuccess &&
-              // the legacy stream's memset done before the non-blocking streams read them
-              cudaDeviceSynchronize() == cudaSuccess,
-          "cuda backend", "cannot allocate the small GEMM's scratch on the device");
+      check(tail_->ok() && split_->ok(), "cuda backend",
+            "cannot allocate the small GEMM's scratch on the device");
     }
   }
   LtGemm(const LtGemm&) = delete;
@@ -106,8 +107,6 @@ class LtGemm {
   ~LtGemm() {
     for (auto& [key, plan] : plans_) destroy(plan);
     if (handle_) cublasLtDestroy(handle_);
-    for (void* p : {small_partials_, small_arrivals_})
-      if (p) cudaFree(p);
   }
 
   // C = op(A)·op(B) + beta·C, then the epilogue, on stream. Returns false (having enqueued
@@ -194,10 +193,8 @@ class LtGemm {
   // constructor's small_gemm.
   void run_small(const Gemm& g, const float* A, const float* B, float* C, const LtEpilogue& e,
                  cudaStream_t stream) const {
-    run_small_gemm(g, A, B, C,
-                   small_gemm_tail(e, static_cast<float*>(small_partials_),
-                                   static_cast<unsigned*>(small_arrivals_)),
-                   split_ ? split_->split() : cuda::SmallGemmSplit{}, stream);
+    run_small_gemm(g, A, B, C, small_gemm_tail(e, tail_->partials(), tail_->arrivals()),
+                   split_->split(), stream);
   }
 
   // Plans tune() handed to the small GEMM.
@@ -438,8 +435,8 @@ class LtGemm {
   }
 
   bool strict_fp32_, split_k_, in_place_, autotune_, small_candidate_;
-  void *small_partials_ = nullptr, *small_arrivals_ = nullptr;  // the ReLU backward's tail
-  std::unique_ptr<SmallGemmSplitScratch> split_;                // split K's
+  std::unique_ptr<SmallGemmScratch> tail_;        // the small GEMM's ReLU-backward tail's
+  std::unique_ptr<SmallGemmSplitScratch> split_;  // its split K's
   void* workspace_;
   size_t workspace_bytes_;
   bool ok_ = false;
