@@ -201,6 +201,9 @@ class EquiVae {
   // encoder's with its trunk — f_inv's are the last, when it returns.
   void backward_with(const std::function<void(ParamRange)>& done);
   void device_step_ops();  // the captured step: gather, forward, backward, Adam, metrics
+  // Captures the ops `issue` issues into graph slot `graph` (the capture aborted if it throws);
+  // returns the backend's graph_id of the capture.
+  uint64_t capture_graph(int graph, const std::function<void()>& issue);
   // Captures `steps` consecutive device steps into graph slot `graph`.
   void capture_device_steps(int graph, int steps);
   // Captures the graphs a window replays (`groups` times the graph of steps_per_graph() steps,

@@ -116,16 +116,23 @@ void EquiVae<T>::device_step_ops() {
 }
 
 template <class T>
-void EquiVae<T>::capture_device_steps(int graph, int steps) {
+uint64_t EquiVae<T>::capture_graph(int graph, const std::function<void()>& issue) {
   device_->begin_capture(graph);
   try {
-    for (int i = 0; i < steps; ++i) device_step_ops();
+    issue();
   } catch (...) {
     device_->abort_capture();
     throw;
   }
   device_->end_capture();
-  resident_->step_graph_ids[graph] = device_->graph_id(graph);
+  return device_->graph_id(graph);
+}
+
+template <class T>
+void EquiVae<T>::capture_device_steps(int graph, int steps) {
+  resident_->step_graph_ids[graph] = capture_graph(graph, [&] {
+    for (int i = 0; i < steps; ++i) device_step_ops();
+  });
 }
 
 namespace {
@@ -242,12 +249,13 @@ std::vector<StepMetrics> EquiVae<T>::train_steps(const std::vector<Batch>& batch
 }
 
 // The members this file defines, for both plans (equivae.cpp instantiates the class).
-#define INSTANTIATE(T)                                                       \
-  template bool EquiVae<T>::device_steps_supported() const;                  \
-  template void EquiVae<T>::upload_datasets(const Dataset&, const Dataset*); \
-  template void EquiVae<T>::device_step_ops();                               \
-  template void EquiVae<T>::capture_device_steps(int, int);                  \
-  template void EquiVae<T>::capture_window_graphs(size_t, size_t);           \
+#define INSTANTIATE(T)                                                            \
+  template bool EquiVae<T>::device_steps_supported() const;                       \
+  template void EquiVae<T>::upload_datasets(const Dataset&, const Dataset*);      \
+  template void EquiVae<T>::device_step_ops();                                    \
+  template uint64_t EquiVae<T>::capture_graph(int, const std::function<void()>&); \
+  template void EquiVae<T>::capture_device_steps(int, int);                       \
+  template void EquiVae<T>::capture_window_graphs(size_t, size_t);                \
   template std::vector<StepMetrics> EquiVae<T>::train_steps(const std::vector<Batch>&, uint64_t);
 INSTANTIATE(float)
 INSTANTIATE(double)

@@ -90,18 +90,16 @@ void EquiVae<T>::infer_rows(LayerStack<T>& stack, const float* images, const flo
   Tensor<T>& output = stack.layers().back().y;
   // Resident images are read in place, except a short last chunk of a convolutional stack
   // (it would read past the data set's end).
-  const bool all_in_place =
-      std::is_same_v<T, float> && device && (n % rows == 0 || !stack.convolutional());
+  auto read_in_place = [&](int count) {
+    return std::is_same_v<T, float> && device && (count == rows || !stack.convolutional());
+  };
   auto run_chunks = [&] {
     for (int64_t begin = 0; begin < n; begin += rows) {
       const int count = int(std::min<int64_t>(rows, n - begin));
       const T* x = inf.x.data;
-      bool in_place = false;
+      const bool in_place = read_in_place(count);
       if constexpr (std::is_same_v<T, float>) {
-        if (device && (count == rows || !stack.convolutional())) {
-          x = device + begin * D;
-          in_place = true;
-        }
+        if (in_place) x = device + begin * D;
       }
       if (!in_place) {
         const float* src = images + begin * D;
@@ -117,7 +115,8 @@ void EquiVae<T>::infer_rows(LayerStack<T>& stack, const float* images, const flo
       stack.forward(backend_, x, count);
     }
   };
-  if (device_ && all_in_place) {
+  // Only the last chunk can be short.
+  if (device_ && read_in_place(int(n - (n - 1) / rows * rows))) {
     // Every chunk read in place: the pass is one graph, captured on first use and replayed
     // (it reads the parameters in place, so it sees every update since).
     run_inference_graph({&stack, device, n, results}, run_chunks);
@@ -141,15 +140,7 @@ void EquiVae<T>::run_inference_graph(const InferenceGraphKey& key,
     slot = inf.next_graph;
     inf.next_graph = (slot + 1) % Ops::kInferenceGraphs;
     inf.graphs[slot] = {};  // holds nothing until the capture ends
-    device_->begin_capture(Ops::kFirstInferenceGraph + slot);
-    try {
-      pass();
-    } catch (...) {
-      device_->abort_capture();
-      throw;
-    }
-    device_->end_capture();
-    inf.graphs[slot] = {key, device_->graph_id(Ops::kFirstInferenceGraph + slot)};
+    inf.graphs[slot] = {key, capture_graph(Ops::kFirstInferenceGraph + slot, pass)};
   }
   device_->replay(Ops::kFirstInferenceGraph + slot);
 }
