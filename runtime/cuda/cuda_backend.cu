@@ -542,7 +542,6 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
     if (status != cudaSuccess) exec_[slot] = nullptr;  // its value is unspecified then
     cuda_check(status, "cudaGraphInstantiate");
 #endif
-    has_graph_[slot] = true;
     graph_ids_[slot] = ++captures_;
   }
   void abort_capture() override {
@@ -566,18 +565,18 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
   }
   bool has_graph(int graph) const override {
     check_graph_slot(graph);
-    return has_graph_[graph];
+    return graph_ids_[graph] != 0;
   }
   uint64_t graph_id(int graph) const override {
     check_graph_slot(graph);
-    return has_graph_[graph] ? graph_ids_[graph] : 0;
+    return graph_ids_[graph];
   }
   void reset_graph() override {
     for (int slot = 0; slot < kGraphSlots; ++slot) drop_graph(slot);
   }
   void replay(int graph) override {
     check_graph_slot(graph);
-    check(has_graph_[graph] && !capturing_, "cuda backend", "replay without a captured graph");
+    check(graph_ids_[graph] != 0 && !capturing_, "cuda backend", "replay without a captured graph");
     ++replays_[graph];
 #if defined(EQUIVAE_CUDA_EMULATED)
     for (const auto& op : graphs_[graph]) op();
@@ -809,7 +808,7 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
       exec_[slot] = nullptr;
     }
 #endif
-    has_graph_[slot] = false;
+    graph_ids_[slot] = 0;
   }
 
   void not_capturing(const char* what) const {
@@ -1079,9 +1078,8 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
   cudaStream_t stream_ = nullptr;
   std::unordered_map<void*, DeviceBuffer> blocks_;
   bool capturing_ = false;
-  int capture_slot_ = 0;  // the graph slot begin_capture named
-  bool has_graph_[DeviceStepOps<T>::kGraphSlots] = {};
-  uint64_t graph_ids_[DeviceStepOps<T>::kGraphSlots] = {};  // graph_id's, per slot
+  int capture_slot_ = 0;                                    // the graph slot begin_capture named
+  uint64_t graph_ids_[DeviceStepOps<T>::kGraphSlots] = {};  // graph_id's, per slot (0: none)
   uint64_t captures_ = 0;                                   // captures ended so far
   size_t replays_[DeviceStepOps<T>::kGraphSlots] = {};
 #if defined(EQUIVAE_CUDA_EMULATED)
