@@ -436,18 +436,21 @@ stage_train_routes() {  # the same run with GEMM autotuning (its log names what 
   for run in "${FASHION_RUNS[@]:2}"; do fashion_run "$run"; done
 }
 
-# Per-kernel device time of eager steps (Nsight Compute, clocks left alone).
+# profile_kernels NAME FILTER MIN_TIME CSV: Nsight Compute's device time of 150 kernels of
+# bench_cuda_step's benchmarks FILTER (after the first 300 launches, clocks left alone).
+profile_kernels() {
+  run_stage "$1" 90 bash -c "ncu --clock-control none --metrics gpu__time_duration.sum \
+    --launch-skip 300 --launch-count 150 --csv '$BIN/bench_cuda_step' \
+    --benchmark_filter='$2' --benchmark_min_time=$3 >'$RESULTS/$4'"
+}
+# Per-kernel device time of eager steps; and the B = 10,240 step's graph nodes, kernel by
+# kernel (ncu profiles each node of a replayed graph): where it spends the time its GEMMs alone
+# do not (issue 4's 60% of their rate).
 stage_profile() {
   if command -v ncu >/dev/null && has bench_cuda_step; then
-    run_stage profile 90 bash -c "ncu --clock-control none --metrics gpu__time_duration.sum \
-      --launch-skip 300 --launch-count 150 --csv '$BIN/bench_cuda_step' \
-      --benchmark_filter=EagerStep --benchmark_min_time=0.2 >'$RESULTS/ncu_eager_step.csv'"
-    # The B = 10,240 step's graph nodes, kernel by kernel (ncu profiles each node of a replayed
-    # graph): where it spends the time its GEMMs alone do not (issue 4's 60% of their rate).
-    run_stage profile_big 90 bash -c "ncu --clock-control none --metrics gpu__time_duration.sum \
-      --launch-skip 300 --launch-count 150 --csv '$BIN/bench_cuda_step' \
-      --benchmark_filter='BM_GraphStep/semi:0/k:1024/levers:0/' --benchmark_min_time=0.05 \
-      >'$RESULTS/ncu_graph_step_b10240.csv'"
+    profile_kernels profile EagerStep 0.2 ncu_eager_step.csv
+    profile_kernels profile_big 'BM_GraphStep/semi:0/k:1024/levers:0/' 0.05 \
+      ncu_graph_step_b10240.csv
   else
     STATUS[profile]="skipped: ncu or bench_cuda_step missing"
   fi
