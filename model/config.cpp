@@ -24,6 +24,9 @@ void EquiVaeConfig::validate() const {
   check(unlabelled_weight >= 0, ctx, "unlabelled weight must be ≥ 0");
   check(classifier_weight >= 0, ctx, "classifier weight must be ≥ 0");
   check(gaussian_initial_sigma > 0, ctx, "the Gaussian's initial sigma must be positive");
+  check(inference_chunk >= 0 && inference_chunk <= kMaxInferenceChunk, ctx,
+        "inference_chunk must be 0 (the training batch's rows) to " +
+            std::to_string(kMaxInferenceChunk) + " rows, got " + std::to_string(inference_chunk));
   // The kernels index a step's tensors with 32-bit ints (CPU and GPU alike): its largest,
   // rows × the widest row (the input, a hidden layer, the encoder's μ and log σ², or a conv
   // layer's 2× downsampled feature map), must stay below 2^31 elements. In 128 bits, and the
@@ -42,6 +45,13 @@ void EquiVaeConfig::validate() const {
             " values is too large: the kernels index 2^31 elements at most (use a smaller k, "
             "unlabelled, hidden" +
             (convolutional() ? " or conv_width)" : " or latent)"));
+  // The inference plan's dense chunks (their widest output: latent_r or classes at most).
+  const Wide chunk_widest = std::max<Wide>({widest, Wide(latent_r), Wide(classes)});
+  check(Wide(inference_chunk) * chunk_widest < limit, ctx,
+        "an inference chunk of " + std::to_string(inference_chunk) + " rows of up to " +
+            text(chunk_widest) +
+            " values is too large: the kernels index 2^31 elements at most (use a smaller "
+            "inference_chunk)");
   if (!convolutional() && !gaussian()) return;  // the geometry is not used
   check(channels > 0 && height > 0 && width > 0, ctx,
         "image geometry must be positive, got channels=" + std::to_string(channels) +

@@ -124,6 +124,9 @@ class EquiVae {
   // f_inv of every image of data → out[data.n, d_r]; read in place from the device when data
   // is kept resident there (keep_resident), else uploaded chunk by chunk.
   void embed(const Dataset& data, float* out);
+  // Rows per chunk of the inference plan's f_inv (EquiVaeConfig::inference_chunk; builds the
+  // plan on first use).
+  int inference_rows();
   // Device-step backends (float): keeps a device copy of data's images for embed(data), or
   // classify(data), until forget_resident(): the labelled set of upload_datasets is reused as
   // it is, another is uploaded once. data must stay alive and unchanged meanwhile. Elsewhere

@@ -16,17 +16,22 @@ namespace equivae {
 template <class T>
 typename EquiVae<T>::Inference& EquiVae<T>::inference() {
   if (inference_) return *inference_;
-  // Chunks of the rows the training plan runs each network over (f_inv: B; q(y|x): B + U):
-  // the same GEMM shapes, so the same numbers, row for row. Larger chunks are not exact: BLAS
-  // libraries pick their kernels (and so the order of a row's sums) by the matrix sizes.
+  // Chunks of config_.inference_chunk rows through a dense stack, at least the rows the training
+  // plan runs it over (f_inv: B; q(y|x): B + U); a convolutional stack, and inference_chunk 0,
+  // exactly those: the same GEMM shapes, so the same numbers, row for row. Larger chunks are not
+  // exact: BLAS libraries pick their kernels (and so the order of a row's sums) by the sizes.
+  auto chunk_rows = [&](const LayerStack<T>& trained) {
+    return trained.convolutional() ? trained.rows()
+                                   : std::max(trained.rows(), config_.inference_chunk);
+  };
   auto inf = std::make_unique<Inference>();
   const NetworkLayers layers = network_layers(config_);
   inf->finv = std::make_unique<LayerStack<T>>("finv", layers.finv);
-  inf->finv->place_inference(inf->arena, finv_.rows(), finv_);
+  inf->finv->place_inference(inf->arena, chunk_rows(finv_), finv_);
   std::vector<LayerStack<T>*> stacks = {inf->finv.get()};
   if (config_.semi_supervised()) {
     inf->classifier = std::make_unique<LayerStack<T>>("classifier", layers.classifier);
-    inf->classifier->place_inference(inf->arena, classifier_.rows(), classifier_);
+    inf->classifier->place_inference(inf->arena, chunk_rows(classifier_), classifier_);
     stacks.push_back(inf->classifier.get());
   }
   int rows = 0;
@@ -157,6 +162,11 @@ void EquiVae<T>::embed(const Dataset& data, float* out) {
 }
 
 template <class T>
+int EquiVae<T>::inference_rows() {
+  return inference().finv->rows();
+}
+
+template <class T>
 void EquiVae<T>::embed_rows(const float* images, const float* device, int64_t n, float* out) {
   DeviceRange<T> range(device_, "eval");
   std::vector<T> rows;
@@ -252,6 +262,7 @@ void EquiVae<T>::classify_rows(const float* images, const float* device, int64_t
                                                 const std::function<void()>&);                   \
   template void EquiVae<T>::embed(const float*, int64_t, float*);                                \
   template void EquiVae<T>::embed(const Dataset&, float*);                                       \
+  template int EquiVae<T>::inference_rows();                                                     \
   template void EquiVae<T>::embed_rows(const float*, const float*, int64_t, float*);             \
   template void EquiVae<T>::encode_v(const float*, const float*, int64_t, float*);               \
   template void EquiVae<T>::decode(const float*, const float*, int64_t, float*);                 \

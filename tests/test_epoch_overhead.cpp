@@ -1,8 +1,10 @@
 // The work the trainer does after each epoch, made cheap without changing what it computes:
-// the validation runs f_inv (and q(y|x)) through the inference plan, in chunks of the training
-// plan's rows, read in place from device-resident images, with one download per call; each
-// row's f_inv equals the training plan's own forward bit for bit, and the per-epoch validation
-// errors equal those of the batch-by-batch upload/download loop the trainer ran before; the
+// the validation runs f_inv (and q(y|x)) through the inference plan, in chunks of
+// EquiVaeConfig::inference_chunk rows (at least the training plan's), read in place from
+// device-resident images, with one download per call; with inference_chunk 0 each row's f_inv
+// equals the training plan's own forward bit for bit (in larger chunks, within the GEMMs'
+// rounding), and the per-epoch validation errors equal those of a chunk-by-chunk
+// upload/download loop over the same chunks, as the trainer ran before; the
 // checkpoint is written in the background and its file is the one a synchronous write gives;
 // a checkpoint that cannot be written stops the run naming the file; each epoch's record says
 // where its time went.
@@ -55,6 +57,15 @@ const Dataset& validation_digits() {
   return data;
 }
 
+// The tiny configurations with inference chunks of the training plan's rows (0), of 64 rows
+// (several chunks and a short last one: 1,010 training digits, 200 validation ones), and of
+// the default (one chunk per set).
+EquiVaeConfig with_chunk(EquiVaeConfig c, int chunk) {
+  c.inference_chunk = chunk;
+  return c;
+}
+const int kChunks[] = {0, 64, EquiVaeConfig{}.inference_chunk};
+
 template <class T>
 std::vector<T> download(Backend<T>& be, const T* src, size_t n) {
   std::vector<T> host(n);
@@ -90,33 +101,43 @@ std::vector<T> chunk_by_chunk(EquiVae<T>& model, const std::vector<DenseLayer<T>
   return result;
 }
 
-// f_inv (the dense plan's first 3 layers) in chunks of B, as float.
+// The rows of a dense stack's inference chunks (EquiVaeConfig::inference_chunk): at least the
+// rows the training plan runs it over.
+int dense_chunk_rows(const EquiVaeConfig& c, int training_rows) {
+  return std::max(training_rows, c.inference_chunk);
+}
+
+// f_inv (the dense plan's first 3 layers) in chunks of the inference plan's rows, as float.
 template <class T>
-std::vector<float> batch_chunked_embedding(EquiVae<T>& model, const Dataset& data) {
+std::vector<float> chunked_embedding(EquiVae<T>& model, const Dataset& data) {
   const std::vector<DenseLayer<T>*> layers = model.all_layers();
   const std::vector<DenseLayer<T>*> finv(layers.begin(), layers.begin() + 3);  // D → H → H → d_r
   EXPECT_EQ(finv.back()->out, model.config().latent_r);
-  const std::vector<T> e = chunk_by_chunk(model, finv, model.config().batch(), data);
+  const int rows = dense_chunk_rows(model.config(), model.config().batch());
+  EXPECT_EQ(model.inference_rows(), rows);
+  const std::vector<T> e = chunk_by_chunk(model, finv, rows, data);
   return std::vector<float>(e.begin(), e.end());
 }
 
 template <class T>
-double batch_chunked_validation_error(EquiVae<T>& model, const Dataset& train,
-                                      const Dataset& validation) {
+double chunked_validation_error(EquiVae<T>& model, const Dataset& train,
+                                const Dataset& validation) {
   const EquiVaeConfig& c = model.config();
-  const DistanceClassifier classifier = DistanceClassifier::fit(
-      batch_chunked_embedding(model, train), train.labels, c.classes, c.latent_r);
-  return classifier.error(batch_chunked_embedding(model, validation), validation.labels);
+  const DistanceClassifier classifier =
+      DistanceClassifier::fit(chunked_embedding(model, train), train.labels, c.classes, c.latent_r);
+  return classifier.error(chunked_embedding(model, validation), validation.labels);
 }
 
-// argmax q(y|x) (the semi-supervised plan's last 3 layers) in chunks of B + U: its error.
+// argmax q(y|x) (the semi-supervised plan's last 3 layers) in chunks of the inference plan's
+// rows (B + U at least): its error.
 template <class T>
 double chunked_classifier_error(EquiVae<T>& model, const Dataset& data) {
   const EquiVaeConfig& c = model.config();
   const std::vector<DenseLayer<T>*> layers = model.all_layers();
   const std::vector<DenseLayer<T>*> classifier(layers.end() - 3, layers.end());
   EXPECT_EQ(classifier.back()->out, c.classes);
-  const std::vector<T> logits = chunk_by_chunk(model, classifier, c.batch() + c.unlabelled, data);
+  const std::vector<T> logits =
+      chunk_by_chunk(model, classifier, dense_chunk_rows(c, c.batch() + c.unlabelled), data);
   int64_t wrong = 0;
   for (int64_t i = 0; i < data.n; ++i) {
     const T* row = logits.data() + size_t(i) * c.classes;
@@ -144,6 +165,7 @@ void expect_embedding_equals_training_forward(EquiVae<T>& model, const Dataset& 
   BalancedBatchSampler sampler(data.labels, c.classes, c.k, c.m_max, c.seed);
   Batch batch;
   int compared = 0, last_chunk_rows = 0;
+  const int64_t last_chunk = data.n / model.inference_rows() * model.inference_rows();
   const bool exact = test::gemm_rows_exact_anywhere<T>();
   for (uint64_t step = 0; step < 8; ++step) {
     sampler.sample(step, batch);
@@ -158,7 +180,7 @@ void expect_embedding_equals_training_forward(EquiVae<T>& model, const Dataset& 
         expected.push_back(all[size_t(row) * dr + j]);
       }
       ++compared;
-      last_chunk_rows += row >= data.n / c.batch() * c.batch();
+      last_chunk_rows += row >= last_chunk;
     }
     test::expect_same_rows(got, expected, exact,
                            what + ": batch of step " + std::to_string(step) +
@@ -170,26 +192,38 @@ void expect_embedding_equals_training_forward(EquiVae<T>& model, const Dataset& 
 }
 
 TEST(InferencePlan, EachRowEqualsTheTrainingPlansForward) {
+  // Chunks of the training plan's rows (inference_chunk 0), then larger ones.
+  const EquiVaeConfig exact = with_chunk(test::tiny_config(), 0);
   {
     auto be = make_cpu_backend<float>(1);
-    EquiVae<float> model(test::tiny_config(), *be);
+    EquiVae<float> model(exact, *be);
+    EXPECT_EQ(model.inference_rows(), exact.batch());
     expect_embedding_equals_training_forward(model, train_digits(), "cpu float, 1 thread");
   }
   {
     auto be = make_cpu_backend<float>(2);
-    EquiVae<float> model(test::tiny_config(), *be);
+    EquiVae<float> model(exact, *be);
     expect_embedding_equals_training_forward(model, train_digits(), "cpu float, 2 threads");
   }
   {
     auto be = make_cpu_backend<double>(1);
-    EquiVae<double> model(test::tiny_config(), *be);
+    EquiVae<double> model(exact, *be);
     expect_embedding_equals_training_forward(model, train_digits(), "cpu double");
   }
+  for (const int chunk : {64, EquiVaeConfig{}.inference_chunk}) {
+    auto be = make_cpu_backend<float>(1);
+    EquiVae<float> model(with_chunk(test::tiny_config(), chunk), *be);
+    EXPECT_EQ(model.inference_rows(), chunk);
+    expect_embedding_equals_training_forward(model, train_digits(),
+                                             "cpu float, chunks of " + std::to_string(chunk));
+  }
   {
-    // Convolutional f_inv: the short last chunk runs all B = 30 rows (the rest ignored).
+    // Convolutional f_inv: chunks of B = 30 rows whatever inference_chunk says; the short last
+    // chunk runs all 30 (the rest ignored).
     static const Dataset blobs = test::coloured_blobs(400, 3, 8);
     auto be = make_cpu_backend<float>(1);
     EquiVae<float> model(test::tiny_conv_config(), *be);
+    EXPECT_EQ(model.inference_rows(), model.config().batch());
     expect_embedding_equals_training_forward(model, blobs, "cpu conv");
   }
   {
@@ -206,6 +240,24 @@ TEST(InferencePlan, EachRowEqualsTheTrainingPlansForward) {
     EXPECT_EQ(layers[1]->conv.x_blocked && layers[1]->conv.y_blocked, blocked);
     expect_embedding_equals_training_forward(model, blobs, "cpu conv, blocked trunk");
   }
+}
+
+TEST(InferencePlan, AChunkOutOfRangeIsRefusedNamingIt) {
+  auto refused = [](const EquiVaeConfig& c, const std::string& expected) {
+    try {
+      c.validate();
+      ADD_FAILURE() << "expected an error naming " << expected;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(expected), std::string::npos) << e.what();
+    }
+  };
+  refused(with_chunk(EquiVaeConfig{}, -1), "inference_chunk must be 0");
+  refused(with_chunk(EquiVaeConfig{}, kMaxInferenceChunk + 1), "got 1048577");
+  EXPECT_NO_THROW(with_chunk(EquiVaeConfig{}, kMaxInferenceChunk).validate());  // × 784 values
+  // The largest chunk of a model 4,096 wide would index past 2^31 elements.
+  EquiVaeConfig wide = with_chunk(EquiVaeConfig{}, kMaxInferenceChunk);
+  wide.hidden = 4096;
+  refused(wide, "an inference chunk of 1048576 rows of up to 4096 values");
 }
 
 TEST(InferencePlan, ResidentImagesOnTheEmulatedCudaBackendGiveTheSameRows) {
@@ -352,8 +404,8 @@ TEST(InferencePlan, CapturedPassesStayRightAcrossSetsModelsAndMovedResults) {
 
 TEST(InferencePlan, ClassifyEqualsTheTrainingPlansClassifier) {
   // q(y|x)'s argmax through the inference plan against the training plan's logits of the
-  // labelled rows of a batch.
-  const EquiVaeConfig c = test::tiny_semi_config();
+  // labelled rows of a batch (chunks of the training plan's rows: the same bits).
+  const EquiVaeConfig c = with_chunk(test::tiny_semi_config(), 0);
   auto be = make_cpu_backend<float>(1);
   EquiVae<float> model(c, *be);
   const LabelledSplit split = split_labelled(train_digits(), 300, 5);
@@ -385,7 +437,7 @@ TEST(InferencePlan, ClassifyEqualsTheTrainingPlansClassifier) {
 }
 
 // Trains `epochs` epochs of a tiny model and checks every epoch's validation errors against
-// the chunk-by-chunk reference computed from the same parameters.
+// the chunk-by-chunk reference computed from the same parameters in the same chunks.
 void expect_validation_equals_reference(std::unique_ptr<Backend<float>> backend,
                                         const EquiVaeConfig& config, const Dataset& labelled,
                                         const Dataset* unlabelled, int epochs,
@@ -394,11 +446,11 @@ void expect_validation_equals_reference(std::unique_ptr<Backend<float>> backend,
   TrainOptions options = test::quiet_options(epochs);
   int checked = 0;
   options.after_epoch = [&](const EpochRecord& r) {
-    const double reference = batch_chunked_validation_error(model, labelled, validation_digits());
+    const double reference = chunked_validation_error(model, labelled, validation_digits());
     EXPECT_EQ(r.validation_error, reference) << what << ", epoch " << r.epoch;
     // The embeddings behind it, bit for bit (the error alone could agree by chance).
     for (const Dataset* data : {&labelled, &validation_digits()})
-      EXPECT_TRUE(embed_dataset(model, *data) == batch_chunked_embedding(model, *data))
+      EXPECT_TRUE(embed_dataset(model, *data) == chunked_embedding(model, *data))
           << what << ", epoch " << r.epoch << ": " << data->n << " images";
     std::printf("[ %s ] epoch %d: validation error %.4f (reference %.4f)", what.c_str(), r.epoch,
                 r.validation_error, reference);
@@ -419,21 +471,30 @@ const LabelledSplit& semi_split() {  // 100 labelled, 100 unlabelled: 25 steps p
   return split;
 }
 
-TEST(Validation, PerEpochErrorsEqualTheBatchChunkedReference) {
-  expect_validation_equals_reference(make_cpu_backend<float>(1), test::tiny_config(),
-                                     train_digits(), nullptr, 2, "cpu");
-  expect_validation_equals_reference(make_cpu_backend<float>(1), test::tiny_semi_config(),
-                                     semi_split().labelled, &semi_split().unlabelled, 2,
-                                     "cpu, semi-supervised");
+TEST(Validation, PerEpochErrorsEqualTheChunkedReference) {
+  for (const int chunk : kChunks) {
+    const std::string rows = ", inference chunk " + std::to_string(chunk);
+    expect_validation_equals_reference(make_cpu_backend<float>(1),
+                                       with_chunk(test::tiny_config(), chunk), train_digits(),
+                                       nullptr, 2, "cpu" + rows);
+    expect_validation_equals_reference(
+        make_cpu_backend<float>(1), with_chunk(test::tiny_semi_config(), chunk),
+        semi_split().labelled, &semi_split().unlabelled, 2, "cpu, semi-supervised" + rows);
+  }
 }
 
 TEST(Validation, OnTheEmulatedCudaBackendFromResidentImages) {
   // The device path: the training set's uploaded copy and a resident validation set.
-  expect_validation_equals_reference(make_emulated_cuda_backend<float>(), test::tiny_config(),
-                                     train_digits(), nullptr, 1, "emulated cuda");
-  expect_validation_equals_reference(make_emulated_cuda_backend<float>(), test::tiny_semi_config(),
-                                     semi_split().labelled, &semi_split().unlabelled, 1,
-                                     "emulated cuda, semi-supervised");
+  for (const int chunk : kChunks) {
+    const std::string rows = ", inference chunk " + std::to_string(chunk);
+    expect_validation_equals_reference(make_emulated_cuda_backend<float>(),
+                                       with_chunk(test::tiny_config(), chunk), train_digits(),
+                                       nullptr, 1, "emulated cuda" + rows);
+    expect_validation_equals_reference(make_emulated_cuda_backend<float>(),
+                                       with_chunk(test::tiny_semi_config(), chunk),
+                                       semi_split().labelled, &semi_split().unlabelled, 1,
+                                       "emulated cuda, semi-supervised" + rows);
+  }
 }
 
 // --validate-every: the validation error after every N-th epoch and the last, −1 (and no

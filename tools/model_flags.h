@@ -43,6 +43,10 @@ inline void declare_model_flags(Flags& f, const std::vector<PaperSettings>& pape
   f.add("hidden", "512", "width of every hidden layer (and of the benchmark classifier's)");
   f.add("m-max", "auto",
         "r pools m ~ U{1..m_max} other same-class items (auto, as the paper: " + m_max_auto + ")");
+  f.add("inference-chunk", std::to_string(EquiVaeConfig{}.inference_chunk),
+        "images per chunk of f_inv and q(y|x) at evaluation (each epoch's validation, the test "
+        "error); 0: the batch's rows, so each image's f_inv equals a training step's forward "
+        "bit for bit (convolutional networks always run the batch's rows)");
   if (conv)
     f.add("conv-width", std::to_string(conv->base.conv_width),
           (papers.size() > 1 ? conv->name + ": " : std::string()) +
@@ -80,6 +84,7 @@ inline EquiVaeConfig model_config(const Flags& f, const PaperSettings& paper, co
                  f.get("m-max") == "auto" ? "m_max (the paper's)" : "--m-max", c.m_max, c.k - 1,
                  semi ? " (an unlabelled row at most k)" : "");
   if (c.convolutional()) c.conv_width = int(f.get_int("conv-width", 1, 4096));
+  c.inference_chunk = int(f.get_int("inference-chunk", 0, kMaxInferenceChunk));
   // Parsed either way, so a bad value is refused; applied only with labels.
   const int unlabelled = int(f.get_int("unlabelled", 1, 100000));
   const double unlabelled_weight = f.get_double("unlabelled-weight", 0, 1e6);
