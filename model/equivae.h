@@ -159,6 +159,18 @@ class EquiVae {
 
   // All parameters and the Adam state, named "finv.0.weight", …, "adam.m", "adam.v".
   Checkpoint to_checkpoint() const;
+  // to_checkpoint in two halves, so that a trainer reads the state back and goes on while
+  // another thread makes the checkpoint of it: read_state downloads the parameters, Adam's m
+  // and v into state[3 · parameter_count] (resized; a buffer kept from the last call is
+  // reused without new pages), and fill_checkpoint (host memory only, any thread) cuts
+  // checkpoint_layout()'s tensors out of it.
+  void read_state(std::vector<float>& state) const;
+  struct CheckpointLayout {
+    Checkpoint shell;             // names, shapes and metadata; every tensor's data empty
+    std::vector<size_t> offsets;  // where each tensor starts in the state
+  };
+  CheckpointLayout checkpoint_layout() const;
+  static Checkpoint fill_checkpoint(CheckpointLayout layout, const std::vector<float>& state);
   // Restores parameters and Adam state (a resume). Throws Error naming path on an unknown
   // format, another configuration, a missing tensor, a shape mismatch, or a NaN or infinite
   // value (naming the tensor and its first such element).

@@ -16,35 +16,37 @@
 namespace equivae {
 
 template <class T>
-Checkpoint EquiVae<T>::to_checkpoint() const {
-  Checkpoint ckpt;
-  // Three downloads (parameters, Adam's m and v: one host sync each on a GPU), then the
-  // parameter region is cut into its tensors on the host.
-  auto download = [&](std::vector<float>& dst, const T* src, size_t n) {
-    dst.resize(n);
+void EquiVae<T>::read_state(std::vector<float>& state) const {
+  // Three downloads (parameters, Adam's m and v: one host sync each on a GPU).
+  const size_t n = parameter_count_;
+  state.resize(3 * n);
+  for (const auto& [region, src] :
+       {std::pair{0, params_flat_}, std::pair{1, adam_m_.data}, std::pair{2, adam_v_.data}}) {
+    float* dst = state.data() + size_t(region) * n;
     if constexpr (std::is_same_v<T, float>) {
-      backend_.download(dst.data(), src, n * sizeof(T));
+      backend_.download(dst, src, n * sizeof(T));
     } else {
       std::vector<T> host(n);
       backend_.download(host.data(), src, n * sizeof(T));
-      std::copy(host.begin(), host.end(), dst.begin());
+      std::copy(host.begin(), host.end(), dst);
     }
-  };
-  std::vector<float> params;
-  download(params, params_flat_, parameter_count_);
+  }
+}
+
+template <class T>
+typename EquiVae<T>::CheckpointLayout EquiVae<T>::checkpoint_layout() const {
+  CheckpointLayout layout;
+  Checkpoint& ckpt = layout.shell;
   for (const NamedParameter<T>& p : named_parameters()) {
     const size_t offset = size_t(p.value - params_flat_);
     check(p.value >= params_flat_ && offset + p.size <= parameter_count_, "model",
           "parameter " + p.name + " lies outside the parameter region");
-    ckpt.tensors.push_back({p.name, p.shape,
-                            std::vector<float>(params.begin() + std::ptrdiff_t(offset),
-                                               params.begin() + std::ptrdiff_t(offset + p.size))});
+    ckpt.tensors.push_back({p.name, p.shape, {}});
+    layout.offsets.push_back(offset);
   }
-  for (const auto& [name, moment] :
-       {std::pair{"adam.m", &adam_m_}, std::pair{"adam.v", &adam_v_}}) {
-    NamedTensor t{name, {int64_t(parameter_count_)}, {}};
-    download(t.data, moment->data, parameter_count_);
-    ckpt.tensors.push_back(std::move(t));
+  for (const auto& [name, region] : {std::pair{"adam.m", 1}, std::pair{"adam.v", 2}}) {
+    ckpt.tensors.push_back({name, {int64_t(parameter_count_)}, {}});
+    layout.offsets.push_back(size_t(region) * parameter_count_);
   }
   ckpt.metadata["format"] = kCheckpointFormat;
   ckpt.metadata["config"] = config_.describe();
@@ -59,7 +61,30 @@ Checkpoint EquiVae<T>::to_checkpoint() const {
   // What wrote it (not part of a run's identity: a newer build or another device resumes it).
   ckpt.metadata["engine.version"] = engine_version();
   ckpt.metadata["engine.backend"] = backend_.describe();
+  return layout;
+}
+
+template <class T>
+Checkpoint EquiVae<T>::fill_checkpoint(CheckpointLayout layout, const std::vector<float>& state) {
+  Checkpoint ckpt = std::move(layout.shell);
+  for (size_t i = 0; i < ckpt.tensors.size(); ++i) {
+    NamedTensor& t = ckpt.tensors[i];
+    size_t count = 1;
+    for (const int64_t extent : t.shape) count *= size_t(extent);
+    const size_t offset = layout.offsets.at(i);
+    check(offset <= state.size() && count <= state.size() - offset, t.name,
+          "lies outside the state read back (" + std::to_string(state.size()) + " values)");
+    t.data.assign(state.begin() + std::ptrdiff_t(offset),
+                  state.begin() + std::ptrdiff_t(offset + count));
+  }
   return ckpt;
+}
+
+template <class T>
+Checkpoint EquiVae<T>::to_checkpoint() const {
+  std::vector<float> state;
+  read_state(state);
+  return fill_checkpoint(checkpoint_layout(), state);
 }
 
 namespace {
@@ -151,9 +176,12 @@ void EquiVae<T>::load_checkpoint(const Checkpoint& ckpt, const std::string& path
 }
 
 // The members this file defines, for both plans (equivae.cpp instantiates the class).
-#define INSTANTIATE(T)                                                           \
-  template Checkpoint EquiVae<T>::to_checkpoint() const;                         \
-  template void EquiVae<T>::load_weights(const Checkpoint&, const std::string&); \
+#define INSTANTIATE(T)                                                                          \
+  template Checkpoint EquiVae<T>::to_checkpoint() const;                                        \
+  template void EquiVae<T>::read_state(std::vector<float>&) const;                              \
+  template typename EquiVae<T>::CheckpointLayout EquiVae<T>::checkpoint_layout() const;         \
+  template Checkpoint EquiVae<T>::fill_checkpoint(CheckpointLayout, const std::vector<float>&); \
+  template void EquiVae<T>::load_weights(const Checkpoint&, const std::string&);                \
   template void EquiVae<T>::load_checkpoint(const Checkpoint&, const std::string&);
 INSTANTIATE(float)
 INSTANTIATE(double)

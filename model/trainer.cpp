@@ -276,8 +276,10 @@ std::vector<EpochRecord> train(EquiVae<T>& model, const Dataset& labelled,
   const int first_epoch = progress.epoch + 1;
   uint64_t step = progress.global_step;
   uint64_t window_last = 0;  // the last step of the device window that ran
-  // Each epoch's checkpoint is read back on this thread and written on the writer's while the
-  // next epoch trains; the next checkpoint, a divergence and the end of training wait for it.
+  // Each epoch's state is read back on this thread into `state`, and cut into a checkpoint and
+  // written on the writer's while the next epoch trains; the next checkpoint, a divergence and
+  // the end of training wait for it (`state` outlives the writer, which waits when destroyed).
+  std::vector<float> state;
   CheckpointWriter writer;
   int saved_epoch = 0;    // the last epoch whose checkpoint this call has on disk
   int pending_epoch = 0;  // the epoch whose checkpoint is being written, 0: none
@@ -453,16 +455,21 @@ std::vector<EpochRecord> train(EquiVae<T>& model, const Dataset& labelled,
     if (checkpoint_path.empty()) {
       records.push_back(r);
     } else {
-      // The time this thread spends on it: the previous write's end, then the state read back.
+      // The time this thread spends on it: the previous write's end (which frees `state`), then
+      // the state read back into it.
       const auto checkpoint_start = Clock::now();
       settle_checkpoint();
-      Checkpoint ckpt = model.to_checkpoint();
-      write_run_identity(ckpt, identity);
+      model.read_state(state);
+      typename EquiVae<T>::CheckpointLayout layout = model.checkpoint_layout();
+      write_run_identity(layout.shell, identity);
       r.checkpoint_seconds = seconds_since(checkpoint_start);
       records.push_back(r);
-      write_progress(ckpt, {epoch, step, records});
-      writer.write(checkpoint_path, std::move(ckpt), "epoch " + std::to_string(epoch),
-                   refuse_non_finite);
+      write_progress(layout.shell, {epoch, step, records});
+      writer.write(checkpoint_path,
+                   CheckpointWriter::Builder([layout = std::move(layout), &state]() mutable {
+                     return EquiVae<T>::fill_checkpoint(std::move(layout), state);
+                   }),
+                   "epoch " + std::to_string(epoch), refuse_non_finite);
       pending_epoch = epoch;
     }
 

@@ -1,6 +1,7 @@
 #include "runtime/checkpoint_writer.h"
 
 #include <exception>
+#include <memory>
 #include <utility>
 
 #include "runtime/error.h"
@@ -23,16 +24,22 @@ CheckpointWriter::~CheckpointWriter() {
 
 void CheckpointWriter::write(const std::string& path, Checkpoint checkpoint,
                              const std::string& what, Refusal refuse) {
+  auto shared = std::make_shared<Checkpoint>(std::move(checkpoint));
+  write(path, Builder([shared] { return std::move(*shared); }), what, std::move(refuse));
+}
+
+void CheckpointWriter::write(const std::string& path, Builder build, const std::string& what,
+                             Refusal refuse) {
   wait();
   path_ = path;
   what_ = what;
-  pending_ = std::async(std::launch::async,
-                        [path, checkpoint = std::move(checkpoint), refuse = std::move(refuse)] {
-                          if (refuse)
-                            if (const std::string why = refuse(checkpoint); !why.empty())
-                              throw Error(path, why);
-                          save_checkpoint(path, checkpoint);
-                        });
+  pending_ =
+      std::async(std::launch::async, [path, build = std::move(build), refuse = std::move(refuse)] {
+        const Checkpoint checkpoint = build();
+        if (refuse)
+          if (const std::string why = refuse(checkpoint); !why.empty()) throw Error(path, why);
+        save_checkpoint(path, checkpoint);
+      });
 }
 
 void CheckpointWriter::wait() {

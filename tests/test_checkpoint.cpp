@@ -780,6 +780,47 @@ TEST_F(CheckpointTest, ABackgroundWriteThatFailsIsReportedToTheCallerNamingTheFi
   EXPECT_TRUE(temp_files().empty());
 }
 
+TEST_F(CheckpointTest, ABuilderMakesTheCheckpointOnTheWritersThread) {
+  // write(path, build): build runs on the writer's thread, after write() has returned, and its
+  // checkpoint is the file; an Error it throws fails the write, naming the file.
+  const Checkpoint c = sample_checkpoint();
+  const std::thread::id caller = std::this_thread::get_id();
+  std::atomic<bool> returned{false};
+  std::thread::id builder;
+  bool built_after_return = false;
+  CheckpointWriter writer;
+  writer.write(file("built.safetensors"), CheckpointWriter::Builder([&] {
+                 std::this_thread::sleep_for(std::chrono::milliseconds(20));
+                 builder = std::this_thread::get_id();
+                 built_after_return = returned.load();
+                 return c;
+               }),
+               "epoch 1");
+  returned = true;
+  writer.wait();
+  EXPECT_NE(builder, caller);
+  EXPECT_TRUE(built_after_return) << "the checkpoint was made before write() returned";
+  expect_bit_equal(c, load_checkpoint(file("built.safetensors")));
+
+  const std::string path = file("refused.safetensors");
+  writer.write(path, CheckpointWriter::Builder([]() -> Checkpoint {
+                 throw Error("model", "adam.v lies outside the state read back");
+               }),
+               "epoch 2");
+  try {
+    writer.wait();
+    FAIL() << "wait should report the builder's error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.context(), path);
+    EXPECT_NE(std::string(e.what()).find("the checkpoint of epoch 2 was not written: adam.v lies "
+                                         "outside the state read back"),
+              std::string::npos)
+        << e.what();
+  }
+  EXPECT_FALSE(fs::exists(path));
+  EXPECT_TRUE(temp_files().empty());
+}
+
 TEST_F(CheckpointTest, ADestroyedWriterFinishesItsWrite) {
   HookGuard guard;
   set_checkpoint_write_hook([](uint64_t) {

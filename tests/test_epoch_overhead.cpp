@@ -548,6 +548,32 @@ std::vector<char> file_bytes(const std::string& path) {
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
+TEST(StateReadBack, ReusesItsBufferAndRefusesAStateTooShortForTheLayout) {
+  auto be = make_cpu_backend<float>(1);
+  EquiVae<float> model(test::tiny_config(), *be);
+  std::vector<float> state;
+  model.read_state(state);
+  ASSERT_EQ(state.size(), 3 * model.parameter_count());
+  const float* buffer = state.data();
+  model.read_state(state);
+  EXPECT_EQ(state.data(), buffer) << "a second read_state took a new buffer";
+  const Checkpoint whole = model.to_checkpoint();
+  const Checkpoint filled = EquiVae<float>::fill_checkpoint(model.checkpoint_layout(), state);
+  ASSERT_EQ(filled.tensors.size(), whole.tensors.size());
+  for (size_t i = 0; i < whole.tensors.size(); ++i)
+    EXPECT_TRUE(filled.tensors[i].data == whole.tensors[i].data) << whole.tensors[i].name;
+  EXPECT_EQ(filled.metadata, whole.metadata);
+  state.pop_back();  // adam.v's last value missing
+  try {
+    EquiVae<float>::fill_checkpoint(model.checkpoint_layout(), state);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("adam.v: lies outside the state read back"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
 TEST_F(EpochCheckpoint, TheFileEqualsASynchronousWriteOfTheSameState) {
   const EquiVaeConfig config = test::tiny_config();
   const Dataset train_set = train_digits().slice(0, 400);  // 10 steps per epoch
