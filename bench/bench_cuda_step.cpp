@@ -116,6 +116,10 @@ CudaBackendOptions autotuned(CudaBackendOptions o) {
   o.autotune = true;
   return o;
 }
+CudaBackendOptions with_drelu_alone(CudaBackendOptions o) {
+  o.drelu_alone = true;
+  return o;
+}
 
 void synchronize(Backend<float>& backend) {
   if (auto* ops = dynamic_cast<DeviceStepOps<float>*>(&backend)) ops->synchronize();
@@ -252,6 +256,10 @@ const StepRoute kStepRoutes[] = {
     {"10 steps per graph", {.steps_per_graph = 10}},
     {"small GEMM, fused ReLU backward, early Adam, programmatic launch, 10 steps per graph",
      with_steps_per_graph(with_new_levers(), 10)},
+    // The input gradients' epilogues apply the mask alone (DRELU); the bias gradients beside.
+    {"fused ReLU backward, the mask alone", {.fused_relu_backward = true, .drelu_alone = true}},
+    {"small GEMM, fused ReLU backward, the mask alone, early Adam, programmatic launch",
+     with_drelu_alone(with_new_levers())},
 };
 constexpr int kStepRouteCount = int(sizeof(kStepRoutes) / sizeof(kStepRoutes[0]));
 
@@ -272,7 +280,7 @@ EQUIVAE_GUARDED_BENCHMARK(BM_GraphStepGemmRoute) {
   if (options.fused_relu_backward) {  // which route ran: DRELU_BGRAD GEMMs, or the kernels
     const auto fused = dynamic_cast<DeviceStepOps<float>&>(*backend).fused_relu();
     state.counters["masks kept"] = fused.masks_kept;
-    state.counters["DRELU_BGRAD GEMMs"] = fused.masks_read;
+    state.counters[options.drelu_alone ? "DRELU GEMMs" : "DRELU_BGRAD GEMMs"] = fused.masks_read;
   }
   if (options.small_gemm)  // outputs the engine's tensor-core GEMM wrote (autotuned: plans it won)
     state.counters["small GEMMs"] =

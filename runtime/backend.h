@@ -172,6 +172,11 @@ struct CudaBackendOptions {
   // input-gradient GEMM applies it and sums the bias gradient in its epilogue (DRELU_BGRAD),
   // one kernel fewer per pair of dense layers on the backward's critical path.
   bool fused_relu_backward = false;
+  // With fused_relu_backward: the input-gradient GEMM's epilogue applies the mask alone (DRELU)
+  // and the layer below's bias gradient is summed from its output as without the fusion (on the
+  // side stream with side_bias_gradient), so the critical path's GEMM carries no column sums
+  // (DRELU_BGRAD made those GEMMs slower on an H200: docs/cuda-levers.md).
+  bool drelu_alone = false;
   bool lt_backward = false;  // the dense backward's GEMMs in cuBLASLt too (default: cuBLAS)
   bool split_k = true;       // cuBLASLt may split K over blocks (a reduction after the GEMM)
   // With split_k: cuBLASLt adds the partial products up in place, in the output (ordered by

@@ -707,7 +707,8 @@ TEST_F(CudaBackend, StepsPerGraphOutsideItsRangeIsRefused) {
 // the backward too (with or without split-K), cuBLAS backward without split-K in the forward,
 // the bias gradient fused with the ReLU mask on the main stream, the forward without cuBLASLt
 // epilogues (cuBLAS + the bias/ReLU kernel), the ReLU backward fused into the input-gradient
-// GEMMs (masks kept by the forward; DRELU_BGRAD), with the bias gradients on either stream,
+// GEMMs (masks kept by the forward; DRELU_BGRAD, or DRELU with the bias gradient after it), with
+// the bias gradients on either stream,
 // the encoder's W_x·x in order on the main stream, each network's Adam update beside the
 // rest of the backward (graph steps), and the engine's kernels launched programmatically
 // (on a GPU of compute capability 9.0+ each may start before the one before it ends, and
@@ -729,6 +730,13 @@ TEST_F(CudaBackend, EveryGemmRouteMatchesTheCpuBackend) {
       {"fused ReLU backward", {.strict_fp32 = true, .fused_relu_backward = true}},
       {"fused ReLU backward, bias gradient on the main stream",
        {.strict_fp32 = true, .fused_relu_backward = true, .side_bias_gradient = false}},
+      {"fused ReLU backward, the mask alone (DRELU), bias gradient beside",
+       {.strict_fp32 = true, .fused_relu_backward = true, .drelu_alone = true}},
+      {"fused ReLU backward, the mask alone (DRELU), bias gradient on the main stream",
+       {.strict_fp32 = true,
+        .fused_relu_backward = true,
+        .drelu_alone = true,
+        .side_bias_gradient = false}},
       {"fused ReLU backward without cuBLASLt (masks unused)",
        {.strict_fp32 = true, .cublaslt_epilogues = false, .fused_relu_backward = true}},
       {"encoder's W_x·x on the main stream", {.strict_fp32 = true, .partial_beside = false}},
@@ -756,8 +764,9 @@ TEST_F(CudaBackend, EveryGemmRouteMatchesTheCpuBackend) {
 // hand zeroes that gradient and the bias gradient of the layer below, whatever y says. (Under
 // the emulator cuBLASLt always has an algorithm; on a GPU that has none for DRELU_BGRAD the
 // backward reads y instead, so this check is the emulator's.)
-TEST_F(CudaBackend, FusedReluBackwardReadsTheMaskTheForwardKept) {
-  auto be = device_backend({.strict_fp32 = true, .fused_relu_backward = true});
+void expect_the_backward_reads_the_kept_mask(bool drelu_alone) {
+  auto be = device_backend(
+      {.strict_fp32 = true, .fused_relu_backward = true, .drelu_alone = drelu_alone});
   const int B = 6, in = 5, hidden = 7, out = 3;
   ASSERT_EQ(be->relu_mask_bytes(B, hidden), size_t(128 / 8 * B));
   auto take = [&](const std::vector<float>& host) { return device_copy(*be, host); };
@@ -805,6 +814,14 @@ TEST_F(CudaBackend, FusedReluBackwardReadsTheMaskTheForwardKept) {
   ASSERT_NE(ops, nullptr);
   EXPECT_EQ(ops->fused_relu().masks_kept, 1);
   EXPECT_EQ(ops->fused_relu().masks_read, 1);
+}
+
+TEST_F(CudaBackend, FusedReluBackwardReadsTheMaskTheForwardKept) {
+  // With drelu_alone the GEMM applies the mask alone and the bias gradient sums its output.
+  for (const bool alone : {false, true}) {
+    SCOPED_TRACE(alone ? "DRELU, the bias gradient after it" : "DRELU_BGRAD");
+    expect_the_backward_reads_the_kept_mask(alone);
+  }
 
   // A whole step: f_inv, encoder and decoder each have two dense ReLU layers under another
   // dense layer, so six masks are kept and read.
@@ -813,7 +830,7 @@ TEST_F(CudaBackend, FusedReluBackwardReadsTheMaskTheForwardKept) {
   EquiVae<float> model(config, *step_backend);
   const Batch batch = supervised_batch(config, digits(), 0);
   model.train_step(batch, digits(), 0);
-  ops = dynamic_cast<DeviceStepOps<float>*>(step_backend.get());
+  auto* ops = dynamic_cast<DeviceStepOps<float>*>(step_backend.get());
   EXPECT_EQ(ops->fused_relu().masks_kept, 6);
   EXPECT_EQ(ops->fused_relu().masks_read, 6);
 }
@@ -1127,10 +1144,17 @@ TEST_F(CudaBackend, Tf32GemmsStayClose) {
 TEST_F(CudaBackend, SmallGemmRouteStaysWithinTf32OfTheCpu) {
   const EquiVaeConfig config = tiny_config();
   int default_route_outputs = 0;
-  for (const bool fused : {false, true}) {
-    SCOPED_TRACE(fused ? "with fused ReLU backward" : "default route");
-    const CudaBackendOptions options{
-        .fused_relu_backward = fused, .small_gemm = true, .programmatic_launch = fused};
+  // The default route; fused ReLU backward (DRELU_BGRAD tails); the same with the mask alone
+  // (DRELU tails, the bias gradients after them).
+  for (const int route : {0, 1, 2}) {
+    const bool fused = route > 0;
+    SCOPED_TRACE(route == 0   ? "default route"
+                 : route == 1 ? "with fused ReLU backward"
+                              : "fused, the mask alone (DRELU)");
+    const CudaBackendOptions options{.fused_relu_backward = fused,
+                                     .drelu_alone = route == 2,
+                                     .small_gemm = true,
+                                     .programmatic_launch = fused};
     Pair p(config, options);
     BalancedBatchSampler sampler(digits().labels, 10, config.k, config.m_max, config.seed);
     const double e = tf32_step_gradient_nmse(p, sampler);

@@ -145,6 +145,13 @@ TEST(GemmEpilogue, ReluMaskRoundTripIsTheCpuDenseLayer) {
     for (int n = N; n < ldc; ++n) ASSERT_EQ(g[size_t(m) * ldc + n], kSpare) << "spare column";
   }
   EXPECT_EQ(dbg, db);
+  // drelu: the same masked gradient, and no bias gradient (its pointer is not handed on).
+  std::vector<float> h(size_t(M) * ldc, kSpare);
+  for (int m = 0; m < M; ++m)
+    for (int n = 0; n < N; ++n) h[size_t(m) * ldc + n] = dy[size_t(m) * N + n];
+  equivae::apply_epilogue({equivae::GemmEpilogue::drelu, nullptr, mask.data(), ld}, h.data(), M, N,
+                          ldc);
+  EXPECT_EQ(h, g);
 }
 
 // cuBLASLt is handed only the pointers an epilogue uses (a bias with no bias epilogue made
@@ -173,6 +180,10 @@ TEST(GemmEpilogue, OnlyThePointersAnEpilogueUsesAreKept) {
     EXPECT_EQ(e.aux_ld, 128);
     EXPECT_EQ(e.kind, kind);
   }
+  const equivae::LtEpilogue drelu = kept(GemmEpilogue::drelu);
+  EXPECT_EQ(drelu.bias, nullptr) << "DRELU has no bias gradient";
+  EXPECT_EQ(drelu.aux, &mask);
+  EXPECT_EQ(drelu.aux_ld, 128);
 }
 
 // GEMM autotuning's choice (runtime/cuda/gemm_choice.h): the heuristic's first candidate

@@ -137,8 +137,9 @@ void run_case(const Case& c, bool aligned, int splits) {
   const auto pad = [&](int n, int odd) { return aligned ? (n + 3) / 4 * 4 : n + odd; };
   const int lda = pad(c.K, 3), ldb = pad(c.trans_b ? c.K : c.N, 5), ldc = c.N + 2;
   const int64_t mask_ld = lt_relu_mask_ld(c.N);
-  const bool drelu = c.tail == GemmTail::drelu_bgrad;
-  std::vector<uint8_t> below(size_t(c.M) * size_t(mask_ld / 8));  // drelu_bgrad's input mask
+  const bool bgrad = c.tail == GemmTail::drelu_bgrad;
+  const bool drelu = bgrad || c.tail == GemmTail::drelu;
+  std::vector<uint8_t> below(size_t(c.M) * size_t(mask_ld / 8));  // drelu's input mask
   for (size_t i = 0; i < below.size(); ++i) below[i] = uint8_t(random_in(15, i, 0, 256));
   const auto kept = [&](int m, int n) {
     const size_t bit = size_t(n) + size_t(m) * size_t(mask_ld);
@@ -189,7 +190,7 @@ void run_case(const Case& c, bool aligned, int splits) {
 #endif
     h.C = C0;
     std::fill(h.split_partials.begin(), h.split_partials.end(), NAN);  // a partial not written
-    // drelu_bgrad reads the mask below; the other tails may write theirs over 0xA5 bytes.
+    // drelu(_bgrad) reads the mask below; the other tails may write theirs over 0xA5 bytes.
     h.mask = drelu ? below : std::vector<uint8_t>(size_t(c.M) * size_t(mask_ld / 8), 0xA5);
     h.db.assign(size_t(c.N), NAN);
     call_small_gemm(h, c.M, c.N, c.K, lda, ldb, ldc, c.trans_b, c.beta, c.tail, mask_ld, splits);
@@ -221,7 +222,12 @@ void run_case(const Case& c, bool aligned, int splits) {
             << describe(c, aligned) << ": mask bit of C[" << m << "," << n << "]";
       }
     EXPECT_LE(std::sqrt(err_r / norm), 1e-5) << describe(c, aligned) << " vs TF32-rounded inputs";
-    if (drelu) {
+    if (drelu && !bgrad) {
+      for (int n = 0; n < c.N; ++n) {
+        ASSERT_TRUE(std::isnan(db[size_t(n)])) << describe(c, aligned) << ": db written by drelu";
+      }
+    }
+    if (bgrad) {
       double db_err = 0, db_norm = 0;
       for (int n = 0; n < c.N; ++n) {
         double want = 0;
@@ -261,6 +267,8 @@ TEST(SmallGemm, RaggedShapesEveryTailBothLayouts) {
       {37, 45, 70, true, 0.0f, GemmTail::drelu_bgrad, 3},
       {70, 33, 9, true, 1.0f, GemmTail::drelu_bgrad, 2},
       {70, 33, 100, true, 1.0f, GemmTail::drelu_bgrad, 2},  // four stages: split with beta
+      {37, 45, 70, true, 0.0f, GemmTail::drelu, 2},
+      {70, 33, 100, true, 1.0f, GemmTail::drelu, 2},
   };
   for (const int splits : {1, 0, 3})  // all of K in a block; the kernel's choice; three ways
     for (const Case& c : cases)

@@ -52,12 +52,13 @@ void relu_mask(T* dy, const T* y, size_t n, cudaStream_t stream);
 //                   db[n] = Σ_m C[m,n], summed per 32-row tile into `partials` and the tiles in
 //                   order by the last block of each column tile (deterministic, no atomics on
 //                   data; `arrivals` counts the blocks and is left zero for the next call).
+//   drelu:          the mask alone, as drelu_bgrad without the bias gradient.
 // Float only; any M, N, K ≥ 1 and leading dimensions.
-enum class GemmTail { none, bias, relu_bias, relu_mask_bias, drelu_bgrad };
+enum class GemmTail { none, bias, relu_bias, relu_mask_bias, drelu_bgrad, drelu };
 struct SmallGemmTail {
   GemmTail kind = GemmTail::none;
   const float* bias = nullptr;   // bias, relu_bias, relu_mask_bias: read
-  uint8_t* mask = nullptr;       // relu_mask_bias: written; drelu_bgrad: read
+  uint8_t* mask = nullptr;       // relu_mask_bias: written; drelu_bgrad, drelu: read
   int64_t mask_ld = 0;           // bits per row of the mask
   float* db = nullptr;           // drelu_bgrad: written
   float* partials = nullptr;     // drelu_bgrad: small_gemm_partials(M, N) floats of scratch

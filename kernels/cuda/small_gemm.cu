@@ -199,8 +199,9 @@ __global__ void __launch_bounds__(kThreads)
   const bool in_c = m < M && n0 + c0 < N;
   const GemmTail kind = tail.kind;
   const bool relu = kind == GemmTail::relu_bias || kind == GemmTail::relu_mask_bias;
+  const bool drelu = kind == GemmTail::drelu_bgrad || kind == GemmTail::drelu;
   const size_t mask_byte = (size_t(m) * size_t(tail.mask_ld) + size_t(n0 + c0)) / 8;
-  const unsigned below = in_c && kind == GemmTail::drelu_bgrad ? tail.mask[mask_byte] : 0u;
+  const unsigned below = in_c && drelu ? tail.mask[mask_byte] : 0u;
   unsigned bits = 0;
 #pragma unroll
   for (int j = 0; j < 8; ++j) {
@@ -212,7 +213,7 @@ __global__ void __launch_bounds__(kThreads)
       if (beta != 0.0f) v += beta * *out;
       if (kind == GemmTail::bias || relu) v += tail.bias[n];
       if (relu) v = v < 0.0f ? 0.0f : v;
-      if (kind == GemmTail::drelu_bgrad && !((below >> j) & 1u)) v = 0.0f;
+      if (drelu && !((below >> j) & 1u)) v = 0.0f;
       *out = v;
       if (v > 0.0f) bits |= 1u << j;
     }

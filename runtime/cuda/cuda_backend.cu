@@ -298,16 +298,20 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
         return;
       }
       // The layer below's backward begins here: in the GEMM's epilogue (DRELU_BGRAD, reading
-      // the mask its forward kept, on the kind of kernel that wrote it), else after the GEMM,
-      // from x = its ReLU's output.
+      // the mask its forward kept, on the kind of kernel that wrote it; with drelu_alone the
+      // mask alone, DRELU, and the bias gradient after it), else after the GEMM, from x = its
+      // ReLU's output.
       if constexpr (std::is_same_v<T, float>) {
-        const LtEpilogue e{GemmEpilogue::drelu_bgrad, input_relu.db,
-                           const_cast<void*>(input_relu.mask), lt_relu_mask_ld(in)};
+        const bool alone = self->options_.drelu_alone;
+        const LtEpilogue e{alone ? GemmEpilogue::drelu : GemmEpilogue::drelu_bgrad,
+                           alone ? nullptr : input_relu.db, const_cast<void*>(input_relu.mask),
+                           lt_relu_mask_ld(in)};
         const auto writer = self->relu_mask_writers_.find(input_relu.mask);
         if (writer != self->relu_mask_writers_.end() &&
             ((writer->second == GemmKernel::small && self->small_gemm(g, dy, W, dx, e)) ||
              self->lt_->run(g, dy, W, dx, e, self->stream_, writer->second))) {
           self->read_relu_masks_.insert(input_relu.mask);
+          if (alone) self->relu_bias_backward(dx, input_relu.db, x, B, in, /*relu=*/false);
           return;
         }
         self->read_relu_masks_.erase(input_relu.mask);

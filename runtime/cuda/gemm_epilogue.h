@@ -6,6 +6,7 @@
 //   relu_aux_bias: relu_bias, and bit n + m·aux_ld of the mask aux set where the result is > 0
 //   drelu_bgrad:   C[m,n] = 0 where that bit is clear (a ReLU's backward: C becomes the
 //                  pre-activation gradient), then bias[n] = Σ_m C[m,n] (its bias gradient)
+//   drelu:         the mask alone, as drelu_bgrad without the bias gradient
 // This is the contract between the CUDA backend and cuBLASLt: lt_gemm.h maps each kind to its
 // cublasLtEpilogue_t, and apply_epilogue below is the same on the host, which the emulated build
 // runs in cuBLASLt's place (lt_gemm_emulated.h) and the CPU tests check. The mask layout is
@@ -16,12 +17,12 @@
 
 namespace equivae {
 
-enum class GemmEpilogue { none, bias, relu_bias, relu_aux_bias, drelu_bgrad };
+enum class GemmEpilogue { none, bias, relu_bias, relu_aux_bias, drelu_bgrad, drelu };
 
 struct LtEpilogue {
   GemmEpilogue kind = GemmEpilogue::none;
   const void* bias = nullptr;  // float[N]: read by bias*, written by drelu_bgrad
-  void* aux = nullptr;         // the ReLU bit mask: written by relu_aux_bias, read by drelu_bgrad
+  void* aux = nullptr;  // the ReLU bit mask: written by relu_aux_bias, read by drelu_bgrad, drelu
   int64_t aux_ld = 0;
 };
 
@@ -29,8 +30,10 @@ struct LtEpilogue {
 // cublasLtMatmul refuse the GEMM ("an unsupported value or parameter") on an H200
 // (BM_GemmShape's input-gradient GEMMs, 2026-11-27): LtGemm drops such pointers instead.
 inline LtEpilogue with_used_pointers(LtEpilogue e) {
-  const bool bias = e.kind != GemmEpilogue::none;  // every other kind reads or writes bias[N]
-  const bool aux = e.kind == GemmEpilogue::relu_aux_bias || e.kind == GemmEpilogue::drelu_bgrad;
+  // Every other kind reads or writes bias[N].
+  const bool bias = e.kind != GemmEpilogue::none && e.kind != GemmEpilogue::drelu;
+  const bool aux = e.kind == GemmEpilogue::relu_aux_bias || e.kind == GemmEpilogue::drelu_bgrad ||
+                   e.kind == GemmEpilogue::drelu;
   if (!bias) e.bias = nullptr;
   if (!aux) {
     e.aux = nullptr;
@@ -74,6 +77,13 @@ inline void apply_epilogue(const LtEpilogue& e, float* C, int M, int N, int ldc)
         }
       return;
     }
+    case GemmEpilogue::drelu:
+      for (int m = 0; m < M; ++m)
+        for (int n = 0; n < N; ++n) {
+          const size_t k = bit(m, n);
+          if (!((mask[k / 8] >> (k % 8)) & 1u)) C[size_t(m) * ldc + n] = 0.0f;
+        }
+      return;
     case GemmEpilogue::drelu_bgrad: {
       auto* db = static_cast<float*>(const_cast<void*>(e.bias));
       for (int n = 0; n < N; ++n) db[n] = 0.0f;

@@ -414,6 +414,8 @@ class LtGemm {
         return CUBLASLT_EPILOGUE_RELU_AUX_BIAS;
       case GemmEpilogue::drelu_bgrad:
         return CUBLASLT_EPILOGUE_DRELU_BGRAD;
+      case GemmEpilogue::drelu:
+        return CUBLASLT_EPILOGUE_DRELU;
       case GemmEpilogue::none:
         break;
     }

@@ -53,6 +53,8 @@ inline cuda::SmallGemmTail small_gemm_tail(const LtEpilogue& e, float* partials,
     case GemmEpilogue::drelu_bgrad:
       return {cuda::GemmTail::drelu_bgrad, nullptr,  mask,    e.aux_ld,
               const_cast<float*>(bias),    partials, arrivals};
+    case GemmEpilogue::drelu:
+      return {cuda::GemmTail::drelu, nullptr, mask, e.aux_ld};
     case GemmEpilogue::none:
       break;
   }
