@@ -578,7 +578,7 @@ def table(path, title):
         # GEMMs ran DRELU_BGRAD on the fused-ReLU routes and how many outputs the small GEMM
         # wrote on its routes, and a single GEMM's rate
         for extra in ("graph nodes", "grad NMSE", "y NMSE", "tuned plans", "changed",
-                      "heuristic us", "tuned us", "masks kept", "DRELU_BGRAD GEMMs",
+                      "heuristic us", "tuned us", "masks kept", "DRELU_BGRAD GEMMs", "DRELU GEMMs",
                       "small GEMMs", "FLOP/s"):
             if extra in b:
                 label += f"; {extra} {b[extra]:.3g}"

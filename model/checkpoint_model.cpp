@@ -137,9 +137,10 @@ std::unique_ptr<EquiVae<float>> load_model(const std::string& checkpoint_path,
 
 std::unique_ptr<EquiVae<float>> load_model(const Checkpoint& checkpoint,
                                            const std::string& checkpoint_path,
-                                           Backend<float>& backend) {
-  auto model = std::make_unique<EquiVae<float>>(config_from_checkpoint(checkpoint, checkpoint_path),
-                                                backend);
+                                           Backend<float>& backend, int inference_chunk) {
+  EquiVaeConfig config = config_from_checkpoint(checkpoint, checkpoint_path);
+  config.inference_chunk = inference_chunk;
+  auto model = std::make_unique<EquiVae<float>>(config, backend);
   model->load_weights(checkpoint, checkpoint_path);  // inference reads no Adam state
   return model;
 }

@@ -23,9 +23,11 @@ EquiVaeConfig config_from_checkpoint(const Checkpoint& checkpoint, const std::st
 // parameter tensor.
 std::unique_ptr<EquiVae<float>> load_model(const std::string& checkpoint_path,
                                            Backend<float>& backend);
-// The same from a checkpoint already read (whose metadata the caller keeps as well).
+// The same from a checkpoint already read (whose metadata the caller keeps as well), with the
+// inference plan's chunk rows (EquiVaeConfig::inference_chunk: not a checkpoint's to say).
 std::unique_ptr<EquiVae<float>> load_model(const Checkpoint& checkpoint,
                                            const std::string& checkpoint_path,
-                                           Backend<float>& backend);
+                                           Backend<float>& backend,
+                                           int inference_chunk = EquiVaeConfig{}.inference_chunk);
 
 }  // namespace equivae

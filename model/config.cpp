@@ -45,9 +45,11 @@ void EquiVaeConfig::validate() const {
             " values is too large: the kernels index 2^31 elements at most (use a smaller k, "
             "unlabelled, hidden" +
             (convolutional() ? " or conv_width)" : " or latent)"));
-  // The inference plan's dense chunks (their widest output: latent_r or classes at most).
-  const Wide chunk_widest = std::max<Wide>({widest, Wide(latent_r), Wide(classes)});
-  check(Wide(inference_chunk) * chunk_widest < limit, ctx,
+  // The inference plan's dense chunks (f_inv and q(y|x): the input, hidden layers, and latent_r
+  // or classes wide outputs); a convolutional model's stacks run the training rows instead.
+  const Wide chunk_widest =
+      std::max<Wide>({Wide(input_dim), Wide(hidden), Wide(latent_r), Wide(classes)});
+  check(convolutional() || Wide(inference_chunk) * chunk_widest < limit, ctx,
         "an inference chunk of " + std::to_string(inference_chunk) + " rows of up to " +
             text(chunk_widest) +
             " values is too large: the kernels index 2^31 elements at most (use a smaller "

@@ -114,12 +114,14 @@ class EquiVae {
   // What GEMM autotuning has done over this plan's step captures (all zero without it).
   const GemmTuning& gemm_tuning() const { return gemm_tuning_; }
 
-  // ---- Inference plan: f_inv and q(y|x) in chunks of the rows the training plan runs them
-  // over (B; B + U), reading its parameters in place, in an arena of their own (built on
-  // first use): row i's numbers are those of a training step's forward over the same image,
-  // bit for bit. The results collect on the backend and come back in one download per call;
-  // images kept resident on the device are read in place. Call between training steps.
-  // f_inv(x) for n images[n, input_dim] → out[n, d_r] (host memory).
+  // ---- Inference plan: f_inv and q(y|x) in chunks of EquiVaeConfig::inference_chunk rows, at
+  // least the rows the training plan runs them over (B; B + U), reading its parameters in
+  // place, in an arena of their own (built on first use). With inference_chunk 0 (and always
+  // for a convolutional stack) the chunks are the training plan's rows, and row i's numbers are
+  // those of a training step's forward over the same image, bit for bit. The results collect on the
+  // backend and come back in one download per call; images kept resident on the device are read in
+  // place. Call between training steps. f_inv(x) for n images[n, input_dim] → out[n, d_r] (host
+  // memory).
   void embed(const float* images, int64_t n, float* out);
   // f_inv of every image of data → out[data.n, d_r]; read in place from the device when data
   // is kept resident there (keep_resident), else uploaded chunk by chunk.
@@ -161,9 +163,10 @@ class EquiVae {
   Checkpoint to_checkpoint() const;
   // to_checkpoint in two halves, so that a trainer reads the state back and goes on while
   // another thread makes the checkpoint of it: read_state downloads the parameters, Adam's m
-  // and v into state[3 · parameter_count] (resized; a buffer kept from the last call is
-  // reused without new pages), and fill_checkpoint (host memory only, any thread) cuts
-  // checkpoint_layout()'s tensors out of it.
+  // and v into state[3 · parameter_count] (resized; a float plan reuses a buffer kept from the
+  // last call without new pages, a double one converts through a temporary), and
+  // fill_checkpoint (host memory only, any thread) cuts checkpoint_layout()'s tensors out of it:
+  // a trainer then holds the buffer and the checkpoint made of it, 6 · parameter_count floats.
   void read_state(std::vector<float>& state) const;
   struct CheckpointLayout {
     Checkpoint shell;             // names, shapes and metadata; every tensor's data empty

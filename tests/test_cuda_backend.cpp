@@ -824,15 +824,18 @@ TEST_F(CudaBackend, FusedReluBackwardReadsTheMaskTheForwardKept) {
   }
 
   // A whole step: f_inv, encoder and decoder each have two dense ReLU layers under another
-  // dense layer, so six masks are kept and read.
-  auto step_backend = device_backend({.strict_fp32 = true, .fused_relu_backward = true});
-  const EquiVaeConfig config = tiny_config();
-  EquiVae<float> model(config, *step_backend);
-  const Batch batch = supervised_batch(config, digits(), 0);
-  model.train_step(batch, digits(), 0);
-  auto* ops = dynamic_cast<DeviceStepOps<float>*>(step_backend.get());
-  EXPECT_EQ(ops->fused_relu().masks_kept, 6);
-  EXPECT_EQ(ops->fused_relu().masks_read, 6);
+  // dense layer, so six masks are kept and read (by DRELU_BGRAD, or DRELU alone).
+  for (const bool alone : {false, true}) {
+    auto step_backend =
+        device_backend({.strict_fp32 = true, .fused_relu_backward = true, .drelu_alone = alone});
+    const EquiVaeConfig config = tiny_config();
+    EquiVae<float> model(config, *step_backend);
+    const Batch batch = supervised_batch(config, digits(), 0);
+    model.train_step(batch, digits(), 0);
+    auto* ops = dynamic_cast<DeviceStepOps<float>*>(step_backend.get());
+    EXPECT_EQ(ops->fused_relu().masks_kept, 6);
+    EXPECT_EQ(ops->fused_relu().masks_read, 6) << (alone ? "DRELU" : "DRELU_BGRAD");
+  }
 }
 #endif
 
@@ -1192,15 +1195,20 @@ TEST_F(CudaBackend, SmallGemmRouteStaysWithinTf32OfTheCpu) {
 // decides, and the steps must stay as close whichever way it went.
 TEST_F(CudaBackend, AutotunedSmallGemmTakesThePlansItWins) {
   const EquiVaeConfig config = tiny_config();
-  Pair p(config, {.fused_relu_backward = true, .autotune = true, .small_gemm = true});
-  BalancedBatchSampler sampler(digits().labels, 10, config.k, config.m_max, config.seed);
-  expect_tf32_graph_steps(p, sampler, 0);
-  auto* ops = dynamic_cast<DeviceStepOps<float>*>(p.gpu_backend.get());
-  ASSERT_NE(ops, nullptr);
-  std::printf("[ info ] plans the small GEMM took after tuning: %d\n", ops->small_gemm_outputs());
+  for (const bool alone : {false, true}) {  // DRELU_BGRAD tails, or DRELU ones
+    SCOPED_TRACE(alone ? "the mask alone (DRELU)" : "DRELU_BGRAD");
+    Pair p(
+        config,
+        {.fused_relu_backward = true, .drelu_alone = alone, .autotune = true, .small_gemm = true});
+    BalancedBatchSampler sampler(digits().labels, 10, config.k, config.m_max, config.seed);
+    expect_tf32_graph_steps(p, sampler, 0);
+    auto* ops = dynamic_cast<DeviceStepOps<float>*>(p.gpu_backend.get());
+    ASSERT_NE(ops, nullptr);
+    std::printf("[ info ] plans the small GEMM took after tuning: %d\n", ops->small_gemm_outputs());
 #if !defined(EQUIVAE_TEST_REAL_CUDA)
-  EXPECT_GE(ops->small_gemm_outputs(), 10) << "the tuned route did not take the small GEMM";
+    EXPECT_GE(ops->small_gemm_outputs(), 10) << "the tuned route did not take the small GEMM";
 #endif
+  }
 }
 
 TEST_F(CudaBackend, DropoutAndFillMatchTheCpu) {

@@ -32,6 +32,10 @@ inline void declare_model_flags(Flags& f) {
         "checkpoint written by train_mnist or train_svhn --out DIR (DIR/checkpoint.safetensors; "
         "the default: train_mnist's)");
   declare_device_flags(f, "cpu", /*training=*/false);
+  f.add("inference-chunk", std::to_string(EquiVaeConfig{}.inference_chunk),
+        "images per chunk of f_inv and q(y|x); 0: the training batch's rows, so each image's "
+        "f_inv equals a training step's forward bit for bit (convolutional networks always run "
+        "the batch's rows)");
 }
 
 // The checkpoint's model on the backend of --device / --threads, and its metadata (what its
@@ -45,10 +49,11 @@ struct LoadedModel {
 
 inline LoadedModel load_model_from_flags(const Flags& f) {
   LoadedModel loaded;
+  const int inference_chunk = int(f.get_int("inference-chunk", 0, kMaxInferenceChunk));
   loaded.backend = backend_from_flags(f);
   loaded.path = f.get("checkpoint");
   Checkpoint checkpoint = load_checkpoint(loaded.path);  // read once: weights and metadata
-  loaded.model = load_model(checkpoint, loaded.path, *loaded.backend);
+  loaded.model = load_model(checkpoint, loaded.path, *loaded.backend, inference_chunk);
   loaded.metadata = std::move(checkpoint.metadata);
   return loaded;
 }
