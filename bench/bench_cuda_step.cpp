@@ -432,6 +432,7 @@ EQUIVAE_GUARDED_BENCHMARK(BM_Op) {
   float* db = b.take(std::max(H, D), 0.f);
   float* dx = b.take(size_t(B) * D, 0.f);
   float* ll = b.take(B, 0.f);
+  float* dll = b.take(B, -1.f / float(B));  // the supervised step's
   float* mulv = b.take(size_t(B) * 2 * d, 0.1f);
   float* v = b.take(size_t(B) * d, 0.f);
   float* eps = b.take(size_t(B) * d, 0.f);
@@ -576,6 +577,9 @@ EQUIVAE_GUARDED_BENCHMARK(BM_Op) {
         be.conv2d_backward(nullptr, nullptr, db, bias_dy, nullptr, nullptr, bias_y, first_layer,
                            true, bias_ws, bias_bytes);
         break;
+      case 23:
+        be.bernoulli_ll_forward_backward(ll, dy, dll, y, x, B, D);
+        break;
     }
   };
   static const char* names[] = {"dense_fwd 784x512 relu",
@@ -600,7 +604,8 @@ EQUIVAE_GUARDED_BENCHMARK(BM_Op) {
                                 "conv2d_fwd 32->64 16x16 relu",
                                 "conv2d_bwd 32->64 16x16 relu",
                                 "conv bias grad 160x3x32x32",
-                                "conv bias grad + ReLU mask 160x32x16x16"};
+                                "conv bias grad + ReLU mask 160x32x16x16",
+                                "bernoulli_fwd_bwd 160x784"};
   run();
   synchronize(be);
   for (auto _ : state) {
@@ -620,7 +625,7 @@ EQUIVAE_GUARDED_BENCHMARK(BM_Op) {
       2 * BD * H, 2 * BH * H, 2 * BH * D, 4 * BH * H, 4 * BH * D, 0,          0,
       0,          0,          0,          0,          0,          0,          0,
       0,          0,          0,          0,          0,          conv_flops, 2 * conv_flops,
-      0,          0};
+      0,          0,          0};
   const double bytes[] = {0,
                           0,
                           0,
@@ -642,8 +647,9 @@ EQUIVAE_GUARDED_BENCHMARK(BM_Op) {
                           f * 3 * BH,                 // x → y, mask
                           0,
                           0,
-                          f * double(last_out),        // dy → db
-                          f * 3 * double(first_out)};  // dy, y → dz (in place), db
+                          f * double(last_out),       // dy → db
+                          f * 3 * double(first_out),  // dy, y → dz (in place), db
+                          f * (3 * BD + 2 * B)};      // logits, x, dll → ll, dlogits
   const double done = double(kRepeat) * double(state.iterations());
   if (flops[op] > 0)
     state.counters["FLOP/s"] = benchmark::Counter(flops[op] * done, benchmark::Counter::kIsRate);
@@ -651,7 +657,7 @@ EQUIVAE_GUARDED_BENCHMARK(BM_Op) {
     state.counters["bytes/s"] = benchmark::Counter(bytes[op] * done, benchmark::Counter::kIsRate);
   state.SetLabel(names[op]);
 }
-BENCHMARK(BM_Op)->DenseRange(0, 22)->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(BM_Op)->DenseRange(0, 23)->Unit(benchmark::kMicrosecond)->UseRealTime();
 
 // One convolution layer of the SVHN model (B = 160) alone, on cuDNN or lowered to GEMMs
 // (conv_gemm): range(0) the layer — 0–2 f_inv's trunk 3 → 32 → 64 → 128 (32 × 32 → 4 × 4),

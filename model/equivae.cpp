@@ -322,6 +322,9 @@ void EquiVae<T>::forward_ops(uint64_t step, const DeviceCounters* counters) {
   if (config_.gaussian())
     be.gaussian_ll_forward(ll_.data, out.data, x_.data, logvar_.data, R, config_.channels,
                            D / config_.channels);
+  else if (likelihood_gradient_in_forward())  // dll is −1/B throughout: known already
+    be.bernoulli_ll_forward_backward(ll_.data, decoder_.output_grad().data, dll_.data, out.data,
+                                     x_.data, R, D);
   else
     be.bernoulli_ll_forward(ll_.data, out.data, x_.data, R, D);
   if (config_.semi_supervised()) {
@@ -370,7 +373,7 @@ void EquiVae<T>::backward_with(const std::function<void(ParamRange)>& done) {
     be.gaussian_ll_backward(decoder_.output_grad().data, dlogvar_.data, dll_.data,
                             decoder_.output().data, x_.data, logvar_.data, R, config_.channels,
                             D / config_.channels);
-  else
+  else if (!likelihood_gradient_in_forward())  // else the forward wrote it already
     be.bernoulli_ll_backward(decoder_.output_grad().data, dll_.data, decoder_.output().data,
                              x_.data, R, D);
   decoder_.backward_two_inputs(be, r_.data, v_.data, dr, R, dr_.data, dv_.data,

@@ -205,6 +205,13 @@ class EquiVae {
   // The forward ops; the noise's step comes from `step`, or from the device when counters
   // is set (a captured step).
   void forward_ops(uint64_t step, const DeviceCounters* counters);
+  // The supervised Bernoulli model's likelihood gradient is written by the forward
+  // (bernoulli_ll_forward_backward): its dll is −1/B from the start. Semi-supervised, the
+  // unlabelled rows' dll comes from the expectation's backward; the Gaussian's backward also
+  // sums the log-variance gradient.
+  bool likelihood_gradient_in_forward() const {
+    return !config_.gaussian() && !config_.semi_supervised();
+  }
   StepMetrics read_metrics();
   // Elements [offset, offset + count) of the parameter region (and of the gradients' and
   // Adam's moments', which share its layout).

@@ -90,6 +90,14 @@ class Backend {
   virtual void bernoulli_ll_forward(T* ll, const T* logits, const T* x, int B, int D) = 0;
   virtual void bernoulli_ll_backward(T* dlogits, const T* dll, const T* logits, const T* x, int B,
                                      int D) = 0;
+  // Both at once, where dll is known before the forward (the supervised step's −1/B): the ll and
+  // dlogits of the two calls above, which is what this default makes; the CUDA backend reads
+  // logits and x once, in one kernel.
+  virtual void bernoulli_ll_forward_backward(T* ll, T* dlogits, const T* dll, const T* logits,
+                                             const T* x, int B, int D) {
+    bernoulli_ll_forward(ll, logits, x, B, D);
+    bernoulli_ll_backward(dlogits, dll, logits, x, B, D);
+  }
   virtual void softmax_xent_forward(T* loss, T* probs, const T* logits, const int32_t* labels,
                                     int B, int C) = 0;
   virtual void softmax_xent_backward(T* dlogits, const T* dloss, const T* probs,

@@ -396,6 +396,12 @@ void check_bernoulli(int B, int D) {
     cuda::bernoulli_ll_backward(dl.data(), dt.data(), lt.data(), xt.data(), B, D, kStream);
     expect_matches(ll, llt, "bernoulli_ll_forward " + shape({B, D}));
     expect_matches(dlogits, dl, "bernoulli_ll_backward " + shape({B, D}));
+    // Both in one kernel: bit for bit the two.
+    Guarded<T> ll_both = nan_buffer<T>(B), dl_both = nan_buffer<T>(dlogits.size());
+    cuda::bernoulli_ll_forward_backward(ll_both.data(), dl_both.data(), dt.data(), lt.data(),
+                                        xt.data(), B, D, kStream);
+    EXPECT_TRUE(bitwise_equal(ll_both, llt)) << "bernoulli_ll_forward_backward's ll";
+    EXPECT_TRUE(bitwise_equal(dl_both, dl)) << "bernoulli_ll_forward_backward's dlogits";
     if (seed == kSeeds[0])
       first = llt;
     else

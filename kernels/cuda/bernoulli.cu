@@ -7,6 +7,11 @@
 //   thread, coalesced), then a block reduction (CUB under nvcc). A block per row keeps the
 //   reduction in one SM without atomics, so ll is deterministic; grid = B.
 // - kernel_bernoulli_ll_backward: elementwise over [B, D], 256 threads, 1-D grid-stride.
+// - kernel_bernoulli_ll_forward_backward: both where dll is known before the forward (the
+//   supervised step's −1/B): the forward's geometry, each thread also writing the gradient of
+//   the pixels it sums, so logits and x are read once and the backward's launch is gone from
+//   the step's critical path. The same expressions in the same order: bit for bit the two
+//   kernels' ll and dlogits.
 #include "kernels/cuda/launch.h"
 #include "kernels/cuda/math.cuh"
 #include "kernels/cuda/ops.h"
@@ -52,6 +57,32 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+template <class T>
+__global__ void __launch_bounds__(kThreads)
+    kernel_bernoulli_ll_forward_backward(T* __restrict__ ll, T* __restrict__ dlogits,
+                                         const T* __restrict__ dll, const T* __restrict__ logits,
+                                         const T* __restrict__ x, int D) {
+  grid_dependency_prologue();
+  __shared__ typename BlockReduce<T, kThreads>::TempStorage storage;
+  const size_t row = size_t(blockIdx.x) * D;
+  const T* l = logits + row;
+  const T* xi = x + row;
+  T* dl = dlogits + row;
+  const T scale = dll[blockIdx.x];
+  T acc = T(0);
+  for (int j = threadIdx.x; j < D; j += kThreads) {
+    const T lj = l[j];
+    const T positive = lj > T(0) ? lj : T(0);
+    const T magnitude = lj < T(0) ? -lj : lj;
+    const T e = math::exp_(-magnitude);
+    acc += xi[j] * lj - (positive + math::log1p_(e));
+    const T sigmoid = (lj >= T(0) ? T(1) : e) / (T(1) + e);
+    dl[j] = scale * (xi[j] - sigmoid);
+  }
+  const T total = BlockReduce<T, kThreads>(storage).sum(acc);
+  if (threadIdx.x == 0) ll[blockIdx.x] = total;
+}
+
 }  // namespace
 
 template <class T>
@@ -70,9 +101,20 @@ void bernoulli_ll_backward(T* dlogits, const T* dll, const T* logits, const T* x
                  dlogits, dll, logits, x, B, D);
 }
 
-#define INSTANTIATE(T)                                                                   \
-  template void bernoulli_ll_forward<T>(T*, const T*, const T*, int, int, cudaStream_t); \
-  template void bernoulli_ll_backward<T>(T*, const T*, const T*, const T*, int, int, cudaStream_t);
+template <class T>
+void bernoulli_ll_forward_backward(T* ll, T* dlogits, const T* dll, const T* logits, const T* x,
+                                   int B, int D, cudaStream_t stream) {
+  if (B <= 0) return;
+  EQUIVAE_LAUNCH(kernel_bernoulli_ll_forward_backward<T>, unsigned(B), kThreads, 0, stream, ll,
+                 dlogits, dll, logits, x, D);
+}
+
+#define INSTANTIATE(T)                                                                           \
+  template void bernoulli_ll_forward<T>(T*, const T*, const T*, int, int, cudaStream_t);         \
+  template void bernoulli_ll_backward<T>(T*, const T*, const T*, const T*, int, int,             \
+                                         cudaStream_t);                                          \
+  template void bernoulli_ll_forward_backward<T>(T*, T*, const T*, const T*, const T*, int, int, \
+                                                 cudaStream_t);
 INSTANTIATE(float)
 INSTANTIATE(double)
 #undef INSTANTIATE

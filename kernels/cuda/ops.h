@@ -190,6 +190,10 @@ void bernoulli_ll_forward(T* ll, const T* logits, const T* x, int B, int D, cuda
 template <class T>
 void bernoulli_ll_backward(T* dlogits, const T* dll, const T* logits, const T* x, int B, int D,
                            cudaStream_t stream);
+// Both in one kernel, where dll[B] is known before the forward: bit for bit the two above.
+template <class T>
+void bernoulli_ll_forward_backward(T* ll, T* dlogits, const T* dll, const T* logits, const T* x,
+                                   int B, int D, cudaStream_t stream);
 
 // ---- softmax cross-entropy
 template <class T>

@@ -357,6 +357,12 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
       cuda::bernoulli_ll_backward(dlogits, dll, logits, x, B, D, self->stream_);
     });
   }
+  void bernoulli_ll_forward_backward(T* ll, T* dlogits, const T* dll, const T* logits, const T* x,
+                                     int B, int D) override {
+    issue("bernoulli_ll_forward_backward", [=, self = this] {
+      cuda::bernoulli_ll_forward_backward(ll, dlogits, dll, logits, x, B, D, self->stream_);
+    });
+  }
   void softmax_xent_forward(T* loss, T* probs, const T* logits, const int32_t* labels, int B,
                             int C) override {
     issue("softmax_xent_forward", [=, self = this] {
