@@ -118,10 +118,10 @@ class EquiVae {
   // least the rows the training plan runs them over (B; B + U), reading its parameters in
   // place, in an arena of their own (built on first use). With inference_chunk 0 (and always
   // for a convolutional stack) the chunks are the training plan's rows, and row i's numbers are
-  // those of a training step's forward over the same image, bit for bit. The results collect on the
-  // backend and come back in one download per call; images kept resident on the device are read in
-  // place. Call between training steps. f_inv(x) for n images[n, input_dim] → out[n, d_r] (host
-  // memory).
+  // those of a training step's forward over the same image, bit for bit. The results collect
+  // on the backend and come back in one download per call; images kept resident on the device
+  // are read in place. Call between training steps.
+  // f_inv(x) for n images[n, input_dim] → out[n, d_r] (host memory).
   void embed(const float* images, int64_t n, float* out);
   // f_inv of every image of data → out[data.n, d_r]; read in place from the device when data
   // is kept resident there (keep_resident), else uploaded chunk by chunk.
