@@ -1,11 +1,10 @@
 #pragma once
 // Checkpoints written beside the work that produced them: write() takes a checkpoint already
 // in host memory, or a function that makes one from host memory, and saves it with
-// save_checkpoint (temp file, fsync, rename, directory fsync:
-// still atomic) on a thread of its own while the caller goes on. At most one write is in
-// flight: the next write() and wait() wait for it first, and its failure surfaces there, on
-// the caller's thread, as an Error naming the file. Until then the previous file at the path
-// stays as it was.
+// save_checkpoint (temp file, fsync, rename, directory fsync: still atomic) on a thread of its
+// own while the caller goes on. At most one write is in flight: the next write() and wait()
+// wait for it first, and its failure surfaces there, on the caller's thread, as an Error naming
+// the file. Until then the previous file at the path stays as it was.
 #include <functional>
 #include <future>
 #include <string>

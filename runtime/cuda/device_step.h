@@ -119,8 +119,8 @@ class DeviceStepOps {
   virtual GemmTuning tune_gemms() = 0;
   // With fused ReLU backward (CudaBackendOptions::fused_relu_backward): how many ReLU masks the
   // forwards' cuBLASLt epilogues keep, and how many of them an input-gradient GEMM read
-  // (DRELU_BGRAD, or DRELU with drelu_alone). Where cuBLASLt had no algorithm the kernel path ran instead, with the same
-  // numbers: this says which route a benchmark timed.
+  // (DRELU_BGRAD, or DRELU with drelu_alone). Where cuBLASLt had no algorithm the kernel path
+  // ran instead, with the same numbers: this says which route a benchmark timed.
   struct FusedRelu {
     int masks_kept = 0, masks_read = 0;
   };

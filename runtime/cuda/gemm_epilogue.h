@@ -30,7 +30,7 @@ struct LtEpilogue {
 // cublasLtMatmul refuse the GEMM ("an unsupported value or parameter") on an H200
 // (BM_GemmShape's input-gradient GEMMs, 2026-11-27): LtGemm drops such pointers instead.
 inline LtEpilogue with_used_pointers(LtEpilogue e) {
-  // Every other kind reads or writes bias[N].
+  // Every kind but none and drelu reads or writes bias[N].
   const bool bias = e.kind != GemmEpilogue::none && e.kind != GemmEpilogue::drelu;
   const bool aux = e.kind == GemmEpilogue::relu_aux_bias || e.kind == GemmEpilogue::drelu_bgrad ||
                    e.kind == GemmEpilogue::drelu;
@@ -78,21 +78,19 @@ inline void apply_epilogue(const LtEpilogue& e, float* C, int M, int N, int ldc)
       return;
     }
     case GemmEpilogue::drelu:
-      for (int m = 0; m < M; ++m)
-        for (int n = 0; n < N; ++n) {
-          const size_t k = bit(m, n);
-          if (!((mask[k / 8] >> (k % 8)) & 1u)) C[size_t(m) * ldc + n] = 0.0f;
-        }
-      return;
     case GemmEpilogue::drelu_bgrad: {
-      auto* db = static_cast<float*>(const_cast<void*>(e.bias));
-      for (int n = 0; n < N; ++n) db[n] = 0.0f;
+      // drelu_bgrad's bias gradient; drelu has none.
+      auto* db = e.kind == GemmEpilogue::drelu_bgrad
+                     ? static_cast<float*>(const_cast<void*>(e.bias))
+                     : nullptr;
+      if (db)
+        for (int n = 0; n < N; ++n) db[n] = 0.0f;
       for (int m = 0; m < M; ++m)
         for (int n = 0; n < N; ++n) {
           float& c = C[size_t(m) * ldc + n];
           const size_t k = bit(m, n);
           if (!((mask[k / 8] >> (k % 8)) & 1u)) c = 0.0f;
-          db[n] += c;
+          if (db) db[n] += c;
         }
       return;
     }
