@@ -159,6 +159,9 @@ class Chains {
               static_cast<void*>(l.dy), static_cast<void*>(l.dW), static_cast<void*>(l.db), l.aux})
           cudaFree(p);
     }
+    for (void* p : {static_cast<void*>(chain_steps_[0]), static_cast<void*>(chain_steps_[1]),
+                    static_cast<void*>(chain_barrier_)})
+      cudaFree(p);
     lt_.clear();
     cublasDestroy(cublas_);
     cublasDestroy(side_cublas_);
@@ -202,6 +205,43 @@ class Chains {
           return false;
       }
     return true;
+  }
+
+  // The same forward as one persistent chain of split small GEMMs (cuda::small_gemm_chain: one
+  // cooperative launch, a grid barrier between layers, on every block the GPU holds). The
+  // steps go to the device on the first call, which must come before a capture.
+  void forward_persistent(bool aux) {
+    if (!chain_steps_[aux]) {
+      std::vector<cuda::SmallGemmStep> steps;
+      const cuda::SmallGemmSplit split = small_split_.split();
+      for (auto s = stacks_.rbegin(); s != stacks_.rend(); ++s)
+        for (size_t i = 0; i < s->layers.size(); ++i) {
+          const Layer& l = s->layers[i];
+          const LayerShape& d = l.shape;
+          cuda::SmallGemmStep step;
+          step.A = i == 0 ? s->x : s->layers[i - 1].y;
+          step.B = l.W, step.C = l.y;
+          step.M = kBatch, step.N = d.out, step.K = d.in;
+          step.lda = d.in, step.ldb = d.out, step.ldc = d.out;
+          step.tail = {!d.relu ? cuda::GemmTail::bias
+                       : aux   ? cuda::GemmTail::relu_mask_bias
+                               : cuda::GemmTail::relu_bias,
+                       l.b, static_cast<uint8_t*>(l.aux), l.aux_ld};
+          step.splits = cuda::small_gemm_splits(kBatch, d.out, d.in, split);
+          steps.push_back(step);
+        }
+      chain_count_ = int(steps.size());
+      cudaMalloc(&chain_steps_[aux], steps.size() * sizeof(steps[0]));
+      cudaMemcpy(chain_steps_[aux], steps.data(), steps.size() * sizeof(steps[0]),
+                 cudaMemcpyHostToDevice);
+      if (!chain_barrier_) {
+        cudaMalloc(&chain_barrier_, 2 * sizeof(unsigned));
+        cudaMemset(chain_barrier_, 0, 2 * sizeof(unsigned));
+      }
+    }
+    cuda::small_gemm_chain(chain_steps_[aux], chain_count_, false, small_split_.split(),
+                           {chain_barrier_, chain_barrier_ + 1}, cuda::small_gemm_chain_blocks(),
+                           stream_);
   }
 
   // The three stacks' backward on a route; false (with `failed` naming the GEMM) when
@@ -312,6 +352,10 @@ class Chains {
   float* scratch_ = nullptr;
   // The small routes' split-K scratch (on stream_ only): K split as the backend splits it.
   SmallGemmSplitScratch small_split_;
+  // The persistent route's steps (without and with the masks) and its grid barrier.
+  cuda::SmallGemmStep* chain_steps_[2] = {nullptr, nullptr};
+  int chain_count_ = 0;
+  unsigned* chain_barrier_ = nullptr;
   cublasHandle_t cublas_ = nullptr, side_cublas_ = nullptr;
   std::map<int, std::unique_ptr<LtGemm>> lt_;
   std::vector<Stack> stacks_;
@@ -367,12 +411,14 @@ bool time_graph(benchmark::State& state, cudaStream_t stream, F&& issue) {
 
 // The forward of the three stacks: /0 RELU_BIAS (the engine's), /1 RELU_AUX_BIAS (writes the
 // bit masks the fused backward needs), /2 RELU_BIAS without split-K, /3 the small GEMM with
-// bias + ReLU, /4 the small GEMM writing the masks too. The small GEMM's outputs are checked
-// against cuBLASLt's ("y NMSE").
+// bias + ReLU, /4 the small GEMM writing the masks too, /5 and /6 the same as /3 and /4 in one
+// persistent launch (cuda::small_gemm_chain). The small GEMM's outputs are checked against
+// cuBLASLt's ("y NMSE").
 EQUIVAE_GUARDED_BENCHMARK(BM_ForwardChain) {
   if (skip_without_gpu(state)) return;
   const int route = int(state.range(0));
-  const bool aux = route == 1 || route == 4, split_k = route != 2, small = route >= 3;
+  const bool aux = route == 1 || route == 4 || route == 6, split_k = route != 2, small = route >= 3,
+             persistent = route >= 5;
   Chains chains;
   if (small) {
     if (!chains.forward(false, true)) {
@@ -380,7 +426,12 @@ EQUIVAE_GUARDED_BENCHMARK(BM_ForwardChain) {
       return;
     }
     const std::vector<float> reference = chains.outputs();
-    chains.forward(aux, true, true);
+    if (persistent) {
+      chains.forward_persistent(aux);  // outside the capture: its steps go to the device
+      cudaStreamSynchronize(chains.stream());
+    } else {
+      chains.forward(aux, true, true);
+    }
     const double e = nmse(reference, chains.outputs());
     state.counters["y NMSE"] = e;
     if (!(e < 1e-4)) {
@@ -389,16 +440,24 @@ EQUIVAE_GUARDED_BENCHMARK(BM_ForwardChain) {
     }
   }
   time_graph(state, chains.stream(), [&](std::string& failed) {
+    if (persistent) {
+      chains.forward_persistent(aux);
+      return true;
+    }
     if (chains.forward(aux, split_k, small)) return true;
     failed = aux ? "RELU_AUX_BIAS forward" : "the forward";
     return false;
   });
-  static const char* const kNames[] = {"RELU_BIAS", "RELU_AUX_BIAS", "RELU_BIAS, no split-K",
+  static const char* const kNames[] = {"RELU_BIAS",
+                                       "RELU_AUX_BIAS",
+                                       "RELU_BIAS, no split-K",
                                        "small GEMM (split K), bias + ReLU",
-                                       "small GEMM (split K), bias + ReLU + mask"};
+                                       "small GEMM (split K), bias + ReLU + mask",
+                                       "persistent chain of split small GEMMs, bias + ReLU",
+                                       "persistent chain of split small GEMMs, bias + ReLU + mask"};
   state.SetLabel(kNames[route]);
 }
-BENCHMARK(BM_ForwardChain)->DenseRange(0, 4)->Unit(benchmark::kMicrosecond)->UseManualTime();
+BENCHMARK(BM_ForwardChain)->DenseRange(0, 6)->Unit(benchmark::kMicrosecond)->UseManualTime();
 
 // The backward of the three stacks (dy of each stack's top layer given): /0 cuBLAS, the mask
 // kernel, the bias gradient and dW on the side stream (the engine's), /1 the same in
@@ -441,7 +500,11 @@ BENCHMARK(BM_BackwardChain)->DenseRange(0, 4)->Unit(benchmark::kMicrosecond)->Us
 // One GEMM of the step (B = 160), kReplays times in a row in one graph: /route 0 cuBLAS, 1
 // cuBLASLt (the heuristic's first algorithm; bias epilogue on the forward shapes), 2 the small
 // GEMM walking all of K in a block, 3 the small GEMM with K split as the backend runs it (bias
-// tail on the forward shapes). "GEMM" is the time per GEMM.
+// tail on the forward shapes), 4 the same kReplays split small GEMMs as one persistent chain
+// (cuda::small_gemm_chain: one cooperative launch, a grid barrier between GEMMs, as many blocks
+// as the GPU holds), 5 that chain on one block per SM. "GEMM" is the time per GEMM: 4 against 3
+// is what a grid barrier saves over a kernel boundary, the question a whole step in one
+// persistent kernel stands on.
 struct GemmShape {
   const char* name;
   int N, K;
@@ -469,10 +532,35 @@ EQUIVAE_GUARDED_BENCHMARK(BM_GemmShape) {
   cublasHandle_t cublas = tf32_cublas(stream, workspace, kWorkspaceBytes);
   LtGemm lt(false, true, workspace, kWorkspaceBytes);
   const SmallGemmSplitScratch split_scratch;
-  const cuda::SmallGemmSplit split = route == 3 ? split_scratch.split() : cuda::SmallGemmSplit{};
+  const cuda::SmallGemmSplit split = route >= 3 ? split_scratch.split() : cuda::SmallGemmSplit{};
+  // The persistent routes: kReplays copies of the step on the device, the barrier's counters.
+  cuda::SmallGemmStep* steps = nullptr;
+  unsigned* barrier = nullptr;
+  int chain_blocks = 0;
+  if (route >= 4) {
+    cuda::SmallGemmStep step;
+    step.A = A, step.B = B, step.C = C;
+    step.M = M, step.N = s.N, step.K = s.K, step.lda = s.K, step.ldb = ld_b, step.ldc = s.N;
+    step.tail = {!s.trans_b ? cuda::GemmTail::bias : cuda::GemmTail::none, bias};
+    step.splits = cuda::small_gemm_splits(M, s.N, s.K, split);
+    const std::vector<cuda::SmallGemmStep> host(kReplays, step);
+    cudaMalloc(&steps, sizeof(step) * host.size());
+    cudaMemcpy(steps, host.data(), sizeof(step) * host.size(), cudaMemcpyHostToDevice);
+    cudaMalloc(&barrier, 2 * sizeof(unsigned));
+    cudaMemset(barrier, 0, 2 * sizeof(unsigned));
+    int device = 0, sms = 0;
+    cudaGetDevice(&device);
+    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+    chain_blocks = route == 4 ? cuda::small_gemm_chain_blocks() : sms;
+  }
   const Gemm g{false, s.trans_b, M, s.N, s.K, s.K, ld_b, s.N, 0.0};
   const bool forward = !s.trans_b;
   const bool timed = time_graph(state, stream, [&](std::string& failed) {
+    if (route >= 4) {  // kReplays GEMMs in one launch
+      cuda::small_gemm_chain(steps, kReplays, s.trans_b, split, {barrier, barrier + 1},
+                             chain_blocks, stream);
+      return true;
+    }
     for (int r = 0; r < kReplays; ++r) {  // kReplays GEMMs in a row in one graph
       bool ok = true;
       if (route >= 2)
@@ -498,21 +586,28 @@ EQUIVAE_GUARDED_BENCHMARK(BM_GemmShape) {
     state.counters["FLOP/s"] =
         benchmark::Counter(2.0 * M * s.N * s.K * gemms, benchmark::Counter::kIsRate);
   }
-  static const char* const kRoutes[] = {"cuBLAS", "cuBLASLt", "small GEMM", "small GEMM, split K"};
+  static const char* const kRoutes[] = {"cuBLAS",
+                                        "cuBLASLt",
+                                        "small GEMM",
+                                        "small GEMM, split K",
+                                        "persistent chain of split small GEMMs",
+                                        "persistent chain, one block per SM"};
   state.SetLabel(
       std::string(kRoutes[route]) + " " + s.name +
-      (route == 3 ? " (" + std::to_string(cuda::small_gemm_splits(M, s.N, s.K, split)) + " splits)"
+      (route >= 3 ? " (" + std::to_string(cuda::small_gemm_splits(M, s.N, s.K, split)) + " splits" +
+                        (route >= 4 ? ", " + std::to_string(chain_blocks) + " blocks" : "") + ")"
                   : ""));
   cublasDestroy(cublas);
   cudaStreamSynchronize(stream);
   for (void* p : {static_cast<void*>(A), static_cast<void*>(B), static_cast<void*>(C),
-                  static_cast<void*>(bias), workspace})
+                  static_cast<void*>(bias), workspace, static_cast<void*>(steps),
+                  static_cast<void*>(barrier)})
     cudaFree(p);
   cudaStreamDestroy(stream);
 }
 BENCHMARK(BM_GemmShape)
     ->ArgNames({"route", "shape"})
-    ->ArgsProduct({{0, 1, 2, 3}, benchmark::CreateDenseRange(0, 7, 1)})
+    ->ArgsProduct({{0, 1, 2, 3, 4, 5}, benchmark::CreateDenseRange(0, 7, 1)})
     ->Unit(benchmark::kMicrosecond)
     ->UseManualTime();
 

@@ -24,9 +24,11 @@
 # Exit status: 0, 1 when the GPU tests failed (or were not built), 2 when they were skipped
 # (no usable GPU).
 # Stages run in the order STAGES gives; the default puts first what the issues ask a GPU for:
-#   info tests step conv peers peers_svhn train   the GPU tests; the headline steps
+#   info tests step conv persistent peers peers_svhn train   the GPU tests; the headline steps
 #       (supervised, semi-supervised, B = 10,240 beside its GEMMs alone, SVHN on cuDNN and
-#       lowered to GEMMs), each SVHN convolution layer alone both ways, and the PyTorch/JAX
+#       lowered to GEMMs), each SVHN convolution layer alone both ways, each of the step's GEMM
+#       shapes in cuBLAS, split small GEMMs and one persistent chain of them (what a grid
+#       barrier costs against a kernel boundary), and the PyTorch/JAX
 #       peers (MNIST, SVHN) on the same GPU; the 40-epoch Fashion-MNIST run on the default
 #       route (also validated once, after the last epoch)
 #   routes fp32 train_routes chains kernels  every lever route of docs/cuda-levers.md (the
@@ -70,7 +72,7 @@ prepare() {
   # reading early (cmake then dies of SIGPIPE), which kept these optional targets out of packs.
   known="$(cmake --build "$BUILD" --target help)"
   for optional in bench_cuda_kernels test_cuda_kernels_gpu test_inference_cuda_gpu \
-    test_small_gemm_gpu; do
+    test_small_gemm_gpu test_small_gemm_chain_gpu; do
     if grep -q "^\.\.\. $optional\$" <<<"$known"; then
       targets+=("$optional")
     fi
@@ -124,7 +126,7 @@ mkdir -p "$RESULTS"
 LOG="$RESULTS/gpu_check.log"
 SUMMARY="$RESULTS/summary.md"
 : >"$LOG"
-DEFAULT_STAGES="info tests step conv peers peers_svhn train routes fp32 train_routes chains kernels"
+DEFAULT_STAGES="info tests step conv persistent peers peers_svhn train routes fp32 train_routes chains kernels"
 DEFAULT_STAGES+=" profile sanitizer peers_semi emulated"
 STAGES="${STAGES:-$DEFAULT_STAGES}"
 declare -A STATUS=()
@@ -305,6 +307,9 @@ EOF_FAILED
   if has test_small_gemm_gpu; then  # the tensor-core GEMM alone, every tail and layout
     run_stage tests_small_gemm_gpu 60 "$BIN/test_small_gemm_gpu" || tests_failed=1
   fi
+  if has test_small_gemm_chain_gpu; then  # its persistent chain (a cooperative launch)
+    run_stage tests_small_gemm_chain_gpu 60 "$BIN/test_small_gemm_chain_gpu" || tests_failed=1
+  fi
 }
 
 # bench_stage NAME TIMEOUT BINARY JSON [--group REGEX]... [-- BINARY_ARGS...]: the benchmarks
@@ -376,6 +381,16 @@ stage_fp32() {
   has bench_cuda_step || return 0
   EQUIVAE_BENCH_STRICT_FP32=1 bench_stage bench_step_fp32 45 "$BIN/bench_cuda_step" \
     "$RESULTS/bench_step_fp32.json" --group '^BM_GraphStep/' -- --benchmark_min_time=0.3
+}
+
+# Each GEMM shape of the step, 100 in a row: cuBLAS, the split small GEMM, and the same 100 as
+# one persistent chain (on every block the GPU holds, and on one per SM); and the three dense
+# stacks' forward the same ways. The chains stage times every route again.
+stage_persistent() {
+  has bench_gemm_chains || return 0
+  bench_stage bench_persistent 45 "$BIN/bench_gemm_chains" "$RESULTS/bench_persistent.json" \
+    --group '^BM_GemmShape/route:[0345]/' --group '^BM_ForwardChain/[0356]/' \
+    -- --benchmark_min_time=0.2
 }
 
 # The dense layers' GEMM chains on each route (fused DRELU_BGRAD, no split-K, the small GEMM):
@@ -568,7 +583,7 @@ def table(path, title):
         if b.get("error_occurred"):
             print(f"| {b['name']} | {b.get('error_message','error')} | | |")
             continue
-        per = b.get("step", b.get("op", b.get("chain", b.get("GEMM"))))
+        per = b.get("step", b.get("op", b.get("GEMM", b.get("chain"))))
         per = f"{per * 1e6:.1f} us" if per is not None else f"{b['real_time']:.1f} {b['time_unit']}"
         ex = b.get("examples/s")
         label = b.get("label", "")
@@ -609,6 +624,7 @@ def fastest_route(path):
 fastest_route(os.path.join(res, "bench_step.json"))
 table(os.path.join(res, "bench_step_fp32.json"), "CUDA backend, strict FP32")
 table(os.path.join(res, "bench_conv.json"), "SVHN convolution layers alone (B = 160): cuDNN, and lowered to GEMMs")
+table(os.path.join(res, "bench_persistent.json"), "Persistent GEMM chains: the step's GEMM shapes, 100 in a row, in cuBLAS (route 0), split small GEMMs (3), one persistent chain (4: every block the GPU holds; 5: one per SM); the dense stacks' forward in cuBLASLt (BM_ForwardChain/0), split small GEMMs (/3), one persistent chain (/5)")
 table(os.path.join(res, "bench_chains.json"), "Dense-layer GEMM chains per route (B = 160, TF32, one graph each)")
 table(os.path.join(res, "bench_kernels.json"), "Kernels alone")
 def engine_steps():

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -253,6 +254,45 @@ TEST(EmuSmallGemm, SplitTileAddedUpBeforeItsLastPartialIsWrong) {
     for (int m = 0; m < kM; ++m)
       for (int n = 0; n < kN; ++n)
         ASSERT_NEAR(q.C[size_t(m) * kN + n], q.want(m, n), 1e-2) << m << "," << n;
+  }
+}
+
+// The persistent chain without its grid barrier: a step's blocks run on into the next step,
+// whose input is the first step's output, before the other blocks have written it, and whose
+// partial tiles overwrite the first step's in the shared split scratch. The emulator runs one
+// block until it waits at a grid barrier, so the broken chain's outputs are wrong in every seed;
+// the engine's chain matches one call per step bit for bit.
+template <ChainDefect kDefect>
+std::vector<float> chain_outputs(uint64_t seed) {
+  emu::set_schedule_seed(seed);
+  Problem first(40, 48, 70, false), second(40, 36, 48, false);
+  SmallGemmStep steps[2];
+  for (int i = 0; i < 2; ++i) {
+    Problem& p = i == 0 ? first : second;
+    steps[i].A = i == 0 ? first.A.data() : first.C.data();
+    steps[i].B = p.B.data(), steps[i].C = p.C.data();
+    steps[i].M = p.M, steps[i].N = p.N, steps[i].K = p.K;
+    steps[i].lda = p.K, steps[i].ldb = p.N, steps[i].ldc = p.N;
+    steps[i].tail = p.tail(GemmTail::relu_bias);
+    steps[i].splits = small_gemm_splits(p.M, p.N, p.K, first.split(2));
+  }
+  unsigned barrier[2] = {0, 0};
+  EQUIVAE_LAUNCH_COOPERATIVE((kernel_small_gemm_chain<false, kDefect>), dim3(3), kThreads, 0,
+                             nullptr, steps, 2, first.split(2), GridBarrier{barrier, barrier + 1});
+  std::vector<float> out = first.C;
+  out.insert(out.end(), second.C.begin(), second.C.end());
+  return out;
+}
+
+TEST(EmuSmallGemm, ChainWithoutItsGridBarrierIsWrongInEverySeed) {
+  for (uint64_t seed = 1; seed <= 4; ++seed) {
+    const std::vector<float> good = chain_outputs<ChainDefect::none>(seed),
+                             broken = chain_outputs<ChainDefect::grid_barrier_dropped>(seed);
+    size_t differ = 0;
+    for (size_t i = 0; i < good.size(); ++i)
+      differ += std::memcmp(&good[i], &broken[i], sizeof(float)) != 0;
+    EXPECT_GT(differ, 0u) << "seed " << seed << ": the chain without its barrier was right";
+    for (float v : good) ASSERT_FALSE(std::isnan(v)) << "seed " << seed;
   }
 }
 

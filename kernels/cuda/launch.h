@@ -100,6 +100,31 @@ inline void launch_named([[maybe_unused]] const char* name, void (*kernel)(P...)
 #endif
 }
 
+// A cooperative launch (cudaLaunchAttributeCooperative, capturable into a graph): every block
+// of the grid is resident at once, which a grid-wide barrier (grid_sync.cuh) needs; the launch
+// fails if the grid does not fit on the GPU at once (cooperative_blocks, below, sizes it). The
+// emulator runs such a grid's blocks at once too, one OS thread each. Not programmatic.
+template <class... P, class... A>
+inline void launch_cooperative_named([[maybe_unused]] const char* name, void (*kernel)(P...),
+                                     dim3 grid, dim3 block, size_t shmem, cudaStream_t stream,
+                                     A&&... args) {
+#if defined(__CUDACC__)
+  cudaLaunchAttribute attribute{};
+  attribute.id = cudaLaunchAttributeCooperative;
+  attribute.val.cooperative = 1;
+  cudaLaunchConfig_t config{};
+  config.gridDim = grid;
+  config.blockDim = block;
+  config.dynamicSmemBytes = shmem;
+  config.stream = stream;
+  config.attrs = &attribute;
+  config.numAttrs = 1;
+  cudaLaunchKernelEx(&config, kernel, std::forward<A>(args)...);  // errors: as <<<>>>'s, later
+#else
+  ::emu::launch_grid(true, name, kernel, grid, block, shmem, stream, std::forward<A>(args)...);
+#endif
+}
+
 template <class... P, class... A>
 inline void launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t shmem, cudaStream_t stream,
                    A&&... args) {
@@ -117,3 +142,6 @@ inline unsigned blocks_for(size_t n, unsigned threads, unsigned cap = 4096) {
 
 #define EQUIVAE_LAUNCH(kernel, grid, block, shmem, stream, ...) \
   ::equivae::cuda::launch_named(#kernel, kernel, grid, block, shmem, stream, __VA_ARGS__)
+#define EQUIVAE_LAUNCH_COOPERATIVE(kernel, grid, block, shmem, stream, ...)              \
+  ::equivae::cuda::launch_cooperative_named(#kernel, kernel, grid, block, shmem, stream, \
+                                            __VA_ARGS__)

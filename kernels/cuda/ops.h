@@ -87,6 +87,38 @@ void small_gemm_tf32(const float* A, const float* B, float* C, int M, int N, int
                      int ldb, int ldc, bool trans_b, float beta, const SmallGemmTail& tail,
                      cudaStream_t stream, const SmallGemmSplit& split = {});
 
+// ---- persistent GEMM chain: several small GEMMs in one launch
+// A grid-wide barrier's state (kernels/cuda/grid_sync.cuh): two counters in device memory,
+// zero before the first launch that uses them, left zero by every barrier.
+struct GridBarrier {
+  unsigned* arrived = nullptr;
+  unsigned* generation = nullptr;
+};
+// One GEMM of a chain, as small_gemm_tf32 takes it; `splits`: its K splits, as
+// small_gemm_splits gives them for the chain's scratch (1 without).
+struct SmallGemmStep {
+  const float* A = nullptr;
+  const float* B = nullptr;
+  float* C = nullptr;
+  int M = 0, N = 0, K = 0, lda = 0, ldb = 0, ldc = 0;
+  float beta = 0.0f;
+  SmallGemmTail tail;
+  int splits = 1;
+};
+// Runs steps[0 … count) (device memory; every step of one trans_b) in order in one cooperative
+// launch of `blocks` blocks: each step's tiles and K splits dealt over the blocks, a grid
+// barrier between steps, so a step may read what an earlier one wrote. Each step computes
+// exactly what small_gemm_tf32 computes for it, bit for bit. Why: at B = 160 a GEMM kernel
+// of the step takes 4–9 µs on an H200, most of it launching, filling and draining the GPU;
+// here the blocks stay resident and a grid barrier replaces the kernel boundary (what it costs:
+// bench_gemm_chains, BM_GemmShape/route:4). `blocks` ≤ small_gemm_chain_blocks().
+void small_gemm_chain(const SmallGemmStep* steps, int count, bool trans_b,
+                      const SmallGemmSplit& split, GridBarrier barrier, int blocks,
+                      cudaStream_t stream);
+// How many blocks of the chain kernel the current device runs at once (its SMs × the blocks
+// an SM holds); under the emulator 4.
+int small_gemm_chain_blocks();
+
 // ---- convolution epilogues, NCHW y[N, C, P] (P = H·W; the convolutions themselves are cuDNN
 // on the GPU, the CPU's im2col + GEMM under emulation), for conv2d and conv_transpose2d:
 // y += b[c] (b null: no bias) and, with relu, max(·, 0) in place (NaN propagates).

@@ -36,6 +36,7 @@
 #include <type_traits>
 
 #include "kernels/cuda/async_copy.cuh"
+#include "kernels/cuda/grid_sync.cuh"
 #include "kernels/cuda/launch.h"
 #include "kernels/cuda/ops.h"
 #include "kernels/cuda/shared.cuh"
@@ -64,6 +65,11 @@ enum class Defect {
   issue_before_barrier,   // the next stage's copies issued before the loop's barrier
   short_wait,             // cp.async wait<kStages − 1>: stage t has not landed when it is read
   split_sum_one_short,    // the second-to-last block of a split tile adds the partials up
+};
+// The persistent chain (small_gemm_chain) without its grid barrier, for the same tests.
+enum class ChainDefect {
+  none,
+  grid_barrier_dropped,  // a step starts before the step before it has ended
 };
 
 // Copies 4 floats of row r, columns c … c + 3 of a row-major operand (leading dimension ld,
@@ -104,12 +110,15 @@ __device__ __forceinline__ void copy_stage(Copies& copies, Rows as, Rows bs, con
   }
 }
 
-template <bool kTransB, Defect kDefect = Defect::none>
-__global__ void __launch_bounds__(kThreads)
-    kernel_small_gemm(const float* __restrict__ A, const float* __restrict__ B, float* C, int M,
-                      int N, int K, int lda, int ldb, int ldc, float beta, SmallGemmTail tail,
-                      SmallGemmSplit split) {
-  grid_dependency_prologue();
+// One block's work: tile (tile.x, tile.y) of C (column and row tile), split tile.z of K, in a
+// grid of `tiles` (the kernel's blockIdx and gridDim, or a persistent kernel's virtual ones).
+template <bool kTransB, Defect kDefect>
+__device__ __forceinline__ void small_gemm_tile(const float* __restrict__ A,
+                                                const float* __restrict__ B, float* C, int M, int N,
+                                                int K, int lda, int ldb, int ldc, float beta,
+                                                const SmallGemmTail& tail,
+                                                const SmallGemmSplit& split, uint3 tile,
+                                                uint3 tiles) {
   EQUIVAE_SHARED_3D(float, As, kStages, kTile, kLd) __align__(128);
   EQUIVAE_SHARED_3D(float, Bs, kStages, kTile, kLd) __align__(128);
   EQUIVAE_SHARED_2D(float, Cs, kTile, kLd) __align__(32);
@@ -119,17 +128,17 @@ __global__ void __launch_bounds__(kThreads)
   constexpr bool kEarlyIssue = kDefect == Defect::issue_before_barrier;
   using BLayout = std::conditional_t<kTransB, wmma::col_major, wmma::row_major>;
 
-  const int m0 = int(blockIdx.y) * kTile, n0 = int(blockIdx.x) * kTile;
+  const int m0 = int(tile.y) * kTile, n0 = int(tile.x) * kTile;
   const int warp = int(threadIdx.x) / 32;
   const int wr = (warp / 2) * 16, wc = (warp % 2) * 16;  // the warp's quarter of the tile
   const bool vec_a = lda % 4 == 0 && reinterpret_cast<uintptr_t>(A) % 16 == 0;
   const bool vec_b = ldb % 4 == 0 && reinterpret_cast<uintptr_t>(B) % 16 == 0;
 
   Copies copies;
-  // This block's stages of K: split z of gridDim.z walks stages [first, first + stages).
+  // This block's stages of K: split z of tiles.z walks stages [first, first + stages).
   const int all_stages = (K + kTile - 1) / kTile;
-  const int per_split = (all_stages + int(gridDim.z) - 1) / int(gridDim.z);
-  const int first = int(blockIdx.z) * per_split;
+  const int per_split = (all_stages + int(tiles.z) - 1) / int(tiles.z);
+  const int first = int(tile.z) * per_split;
   const int stages =
       first < all_stages ? (all_stages - first < per_split ? all_stages - first : per_split) : 0;
   auto issue = [&](int t) {  // the block's stage t into ring slot t % kStages, one commit group
@@ -167,30 +176,30 @@ __global__ void __launch_bounds__(kThreads)
 
   // Each thread's cells of the tile from here on: row r, columns c0 … c0 + 7.
   const int r = int(threadIdx.x) / 4, c0 = (int(threadIdx.x) % 4) * 8;
-  if (gridDim.z > 1) {
+  if (tiles.z > 1) {
     // Split K: this block's partial tile to scratch; the tile's last block to arrive adds the
     // partials up in split order into Cs (its own cells: no barrier needed before the epilogue).
-    const size_t tile = size_t(blockIdx.y) * gridDim.x + blockIdx.x;
-    float* mine = split.partials + (tile * gridDim.z + blockIdx.z) * (kTile * kTile);
+    const size_t index = size_t(tile.y) * tiles.x + tile.x;
+    float* mine = split.partials + (index * tiles.z + tile.z) * (kTile * kTile);
 #pragma unroll
     for (int j = 0; j < 8; ++j) mine[r * kTile + c0 + j] = Cs[r][c0 + j];
     __threadfence();  // the partial visible to the block that adds the partials up
     __syncthreads();
     constexpr unsigned kShort = kDefect == Defect::split_sum_one_short ? 2u : 1u;
     if (threadIdx.x == 0)
-      last_of_tile[0] = atomicAdd(&split.arrivals[tile], 1u) == gridDim.z - kShort;
+      last_of_tile[0] = atomicAdd(&split.arrivals[index], 1u) == tiles.z - kShort;
     __syncthreads();
     if (!last_of_tile[0]) return;
     __threadfence();
 #pragma unroll
     for (int j = 0; j < 8; ++j) {
       float sum = 0.0f;
-      for (unsigned z = 0; z < gridDim.z; ++z)
+      for (unsigned z = 0; z < tiles.z; ++z)
         sum +=
-            __ldcg(&split.partials[(tile * gridDim.z + z) * (kTile * kTile) + r * kTile + c0 + j]);
+            __ldcg(&split.partials[(index * tiles.z + z) * (kTile * kTile) + r * kTile + c0 + j]);
       Cs[r][c0 + j] = sum;
     }
-    if (threadIdx.x == 0) split.arrivals[tile] = 0;  // ready for the next call
+    if (threadIdx.x == 0) split.arrivals[index] = 0;  // ready for the next call
   }
 
   // Epilogue. Every thread stays to the end (the bias gradient's barriers); cells outside C
@@ -229,21 +238,55 @@ __global__ void __launch_bounds__(kThreads)
   if (threadIdx.x < unsigned(kTile) && n < N) {
     float sum = 0.0f;
     for (int rr = 0; rr < kTile; ++rr) sum += Cs[rr][threadIdx.x];
-    tail.partials[size_t(blockIdx.y) * size_t(N) + size_t(n)] = sum;
+    tail.partials[size_t(tile.y) * size_t(N) + size_t(n)] = sum;
   }
   __threadfence();  // the partial sums visible to the block that adds them up
   __syncthreads();
-  if (threadIdx.x == 0)
-    last_of_column[0] = atomicAdd(&tail.arrivals[blockIdx.x], 1u) == gridDim.y - 1;
+  if (threadIdx.x == 0) last_of_column[0] = atomicAdd(&tail.arrivals[tile.x], 1u) == tiles.y - 1;
   __syncthreads();
   if (!last_of_column[0]) return;
   __threadfence();
   if (threadIdx.x < unsigned(kTile) && n < N) {
     float sum = 0.0f;
-    for (unsigned i = 0; i < gridDim.y; ++i) sum += __ldcg(&tail.partials[size_t(i) * N + n]);
+    for (unsigned i = 0; i < tiles.y; ++i) sum += __ldcg(&tail.partials[size_t(i) * N + n]);
     tail.db[n] = sum;
   }
-  if (threadIdx.x == 0) tail.arrivals[blockIdx.x] = 0;  // ready for the next call
+  if (threadIdx.x == 0) tail.arrivals[tile.x] = 0;  // ready for the next call
+}
+
+template <bool kTransB, Defect kDefect = Defect::none>
+__global__ void __launch_bounds__(kThreads)
+    kernel_small_gemm(const float* __restrict__ A, const float* __restrict__ B, float* C, int M,
+                      int N, int K, int lda, int ldb, int ldc, float beta, SmallGemmTail tail,
+                      SmallGemmSplit split) {
+  grid_dependency_prologue();
+  small_gemm_tile<kTransB, kDefect>(A, B, C, M, N, K, lda, ldb, ldc, beta, tail, split, blockIdx,
+                                    gridDim);
+}
+
+// The persistent chain: every step's tiles (and K splits) dealt round-robin over the blocks, a
+// grid barrier between steps, so each step reads what the step before wrote.
+// Three blocks an SM: without the bound ptxas held it to 96 registers and spilled; with it, ~140.
+template <bool kTransB, ChainDefect kDefect = ChainDefect::none>
+__global__ void __launch_bounds__(kThreads, 3)
+    kernel_small_gemm_chain(const SmallGemmStep* steps, int count, SmallGemmSplit split,
+                            GridBarrier barrier) {
+  grid_dependency_prologue();
+  for (int i = 0; i < count; ++i) {
+    const SmallGemmStep s = steps[i];
+    const uint3 tiles{unsigned((s.N + kTile - 1) / kTile), unsigned((s.M + kTile - 1) / kTile),
+                      unsigned(s.splits)};
+    const unsigned all = tiles.x * tiles.y * tiles.z;
+    for (unsigned t = blockIdx.x; t < all; t += gridDim.x) {
+      small_gemm_tile<kTransB, Defect::none>(
+          s.A, s.B, s.C, s.M, s.N, s.K, s.lda, s.ldb, s.ldc, s.beta, s.tail, split,
+          {t % tiles.x, t / tiles.x % tiles.y, t / (tiles.x * tiles.y)}, tiles);
+      // The tile's epilogue has read Cs before the next tile's fragments are stored there (the
+      // K loop's barriers separate them too, but for a split given no stage of K).
+      __syncthreads();
+    }
+    if (kDefect != ChainDefect::grid_barrier_dropped) grid_barrier(barrier);
+  }
 }
 
 }  // namespace
@@ -285,6 +328,33 @@ void small_gemm_tf32(const float* A, const float* B, float* C, int M, int N, int
   else
     EQUIVAE_LAUNCH(kernel_small_gemm<false>, grid, kThreads, 0, stream, A, B, C, M, N, K, lda, ldb,
                    ldc, beta, tail, split);
+}
+
+void small_gemm_chain(const SmallGemmStep* steps, int count, bool trans_b,
+                      const SmallGemmSplit& split, GridBarrier barrier, int blocks,
+                      cudaStream_t stream) {
+  if (count <= 0 || blocks <= 0) return;
+  if (trans_b)
+    EQUIVAE_LAUNCH_COOPERATIVE(kernel_small_gemm_chain<true>, dim3(unsigned(blocks)), kThreads, 0,
+                               stream, steps, count, split, barrier);
+  else
+    EQUIVAE_LAUNCH_COOPERATIVE(kernel_small_gemm_chain<false>, dim3(unsigned(blocks)), kThreads, 0,
+                               stream, steps, count, split, barrier);
+}
+
+int small_gemm_chain_blocks() {
+#if defined(__CUDACC__)
+  int device = 0, sms = 0, per_sm_t = 0, per_sm_n = 0;
+  cudaGetDevice(&device);
+  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+  cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm_t, kernel_small_gemm_chain<true>, kThreads,
+                                                0);
+  cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm_n, kernel_small_gemm_chain<false>, kThreads,
+                                                0);
+  return sms * (per_sm_t < per_sm_n ? per_sm_t : per_sm_n);
+#else
+  return 4;
+#endif
 }
 
 }  // namespace equivae::cuda

@@ -7,9 +7,12 @@
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
 #include <exception>
+#include <mutex>
 #include <new>
 #include <sstream>
+#include <thread>
 #include <vector>
 
 #include <boost/context/fiber.hpp>
@@ -484,7 +487,136 @@ const LaunchObserver& launch_observer() {
   return observer_slot();
 }
 
-void run_grid(const char* name, dim3 grid, dim3 block, size_t shmem, Body body, void* ctx) {
+namespace {
+
+// One block of a launch, run to its end on the calling OS thread (its fibers, its shared memory).
+void run_one_block(const char* name, dim3 grid, dim3 block, size_t shmem, Body body, void* ctx,
+                   uint64_t launch, uint64_t seed, uint3 index) {
+  const unsigned n = block.x * block.y * block.z;
+  BlockRun r;
+  r.name = name;
+  r.body = body;
+  r.ctx = ctx;
+  r.dims = block;
+  r.n = n;
+  r.threads.resize(n);
+  r.dynamic_shared.resize(shmem);
+  r.dynamic_shadow.assign((shmem + 3) / 4, detail::SharedWord{});
+  r.warp_sync.assign((n + 31) / 32, 0u);
+  struct Scope {
+    explicit Scope(BlockRun* run) {
+      t_run = run;
+      t_race.on = g_race_check.load();
+      t_race.warp_sync = run->warp_sync.data();
+    }
+    ~Scope() {
+      t_run = nullptr;
+      t_race.warp_sync = nullptr;  // shared accesses outside a launch are not tracked
+    }
+  } scope(&r);
+  gridDim = {grid.x, grid.y, grid.z};
+  blockDim = {block.x, block.y, block.z};
+  blockIdx = index;
+  uint64_t s = seed ^ (launch * 0xD1B54A32D192ED03ull);
+  s = splitmix64(s) ^ ((uint64_t(index.z) * 65536 + index.y) << 32 | index.x);
+  r.rng = splitmix64(s);
+  run_block(r);
+  g_stats.blocks.fetch_add(1, std::memory_order_relaxed);
+  g_stats.threads.fetch_add(n, std::memory_order_relaxed);
+}
+
+// A cooperative launch: its blocks are all alive at once, one OS thread each, so that they can
+// meet at grid-wide barriers (kernels/cuda/grid_sync.cuh), but one runs at a time: a baton
+// passes, to a block drawn from the schedule's generator, only when the block holding it
+// spin-waits at a grid barrier (grid_spin_wait) or returns. So a run is as reproducible as a
+// block's schedule, and a missing grid barrier shows: the first block runs on past it before
+// any other block has started.
+struct CooperativeRun {
+  std::mutex m;
+  std::condition_variable cv;
+  unsigned holder = 0;               // the block that may run
+  std::vector<uint8_t> done;         // per block: returned (or never to start)
+  std::vector<uint64_t> spin_phase;  // per block: its barrier phase at its latest spin-wait
+  unsigned live = 0;                 // blocks not done
+  unsigned stalls = 0;               // spin-waits in a row where nobody moved on
+  bool failed = false;               // a block threw: the others stop
+  uint64_t rng = 0;
+
+  // Hands the baton on from block `from` (lock held): to another live block if there is one.
+  void pass(unsigned from) {
+    std::vector<unsigned> others;
+    for (unsigned b = 0; b < done.size(); ++b)
+      if (!done[b] && b != from) others.push_back(b);
+    if (!others.empty()) holder = others[splitmix64(rng) % others.size()];
+    cv.notify_all();
+  }
+  void wait_turn(std::unique_lock<std::mutex>& lock, unsigned block) {
+    cv.wait(lock, [&] { return holder == block || failed; });
+  }
+};
+thread_local CooperativeRun* t_cooperative = nullptr;
+thread_local unsigned t_cooperative_block = 0;
+// This block stopped because another failed (its error, wrapped by the block's report, is not
+// the launch's).
+thread_local bool t_cooperative_aborted = false;
+
+[[noreturn]] void cooperative_abort() {
+  t_cooperative_aborted = true;
+  throw Error("emu: another block of this cooperative launch failed");
+}
+
+void run_cooperative(const char* name, dim3 grid, dim3 block, size_t shmem, Body body, void* ctx,
+                     uint64_t launch, uint64_t seed) {
+  CooperativeRun run;
+  const unsigned blocks = grid.x * grid.y * grid.z;
+  run.done.assign(blocks, 0);
+  run.spin_phase.assign(blocks, 0);
+  run.live = blocks;
+  run.rng = seed ^ (launch * 0x9E3779B97F4A7C15ull);
+  run.holder = unsigned(splitmix64(run.rng) % blocks);
+  std::vector<std::exception_ptr> errors(blocks);
+  std::vector<uint8_t> aborted(blocks, 0);
+  std::vector<std::thread> workers;
+  workers.reserve(blocks);
+  for (unsigned b = 0; b < blocks; ++b)
+    workers.emplace_back([&, b] {
+      t_cooperative = &run;
+      t_cooperative_block = b;
+      t_cooperative_aborted = false;
+      bool start;
+      {
+        std::unique_lock<std::mutex> lock(run.m);
+        run.wait_turn(lock, b);
+        start = !run.failed;
+      }
+      try {
+        if (start)
+          run_one_block(name, grid, block, shmem, body, ctx, launch, seed,
+                        {b % grid.x, b / grid.x % grid.y, b / (grid.x * grid.y)});
+      } catch (...) {
+        errors[b] = std::current_exception();
+        aborted[b] = t_cooperative_aborted;
+      }
+      std::lock_guard<std::mutex> lock(run.m);
+      if (errors[b]) run.failed = true;
+      run.done[b] = 1;
+      --run.live;
+      run.stalls = 0;
+      run.pass(b);
+      t_cooperative = nullptr;
+    });
+  for (std::thread& w : workers) w.join();
+  // The failing block's own error, not that of a block that stopped because of it.
+  for (unsigned b = 0; b < blocks; ++b)
+    if (errors[b] && !aborted[b]) std::rethrow_exception(errors[b]);
+  for (unsigned b = 0; b < blocks; ++b)
+    if (errors[b]) std::rethrow_exception(errors[b]);
+}
+
+}  // namespace
+
+void run_grid(const char* name, dim3 grid, dim3 block, size_t shmem, Body body, void* ctx,
+              bool cooperative) {
   if (t_run) throw Error(std::string("emu: kernel '") + name + "' launched from device code");
   const uint64_t threads = uint64_t(block.x) * block.y * block.z;
   std::ostringstream bad;
@@ -497,48 +629,50 @@ void run_grid(const char* name, dim3 grid, dim3 block, size_t shmem, Body body, 
   else if (shmem > 48 * 1024)
     bad << shmem << " bytes of dynamic shared memory exceed the 48 KiB available without "
         << "cudaFuncSetAttribute(MaxDynamicSharedMemorySize)";
+  else if (cooperative && uint64_t(grid.x) * grid.y * grid.z > kMaxCooperativeBlocks)
+    bad << "a cooperative grid of " << uint64_t(grid.x) * grid.y * grid.z
+        << " blocks: the emulator runs at most " << kMaxCooperativeBlocks
+        << " at once (a GPU: as many as fit on its SMs together)";
   if (!bad.str().empty())
     throw Error(std::string("emu: invalid launch of kernel '") + name + "': " + bad.str());
 
-  BlockRun r;
-  r.name = name;
-  r.body = body;
-  r.ctx = ctx;
-  r.dims = block;
-  r.n = unsigned(threads);
-  r.threads.resize(r.n);
-  r.dynamic_shared.resize(shmem);
-  r.dynamic_shadow.assign((shmem + 3) / 4, detail::SharedWord{});
-  r.warp_sync.assign((r.n + 31) / 32, 0u);
   const uint64_t launch = g_launch.fetch_add(1);
   const uint64_t seed = g_seed.load();
   g_stats.launches.fetch_add(1, std::memory_order_relaxed);
-
-  struct Scope {
-    BlockRun* r;
-    explicit Scope(BlockRun* run) : r(run) {
-      t_run = run;
-      t_race.on = g_race_check.load();
-      t_race.warp_sync = run->warp_sync.data();
-    }
-    ~Scope() {
-      t_run = nullptr;
-      t_race.warp_sync = nullptr;  // shared accesses outside a launch are not tracked
-    }
-  } scope(&r);
-  gridDim = {grid.x, grid.y, grid.z};
-  blockDim = {block.x, block.y, block.z};
+  if (cooperative) return run_cooperative(name, grid, block, shmem, body, ctx, launch, seed);
   for (unsigned z = 0; z < grid.z; ++z)
     for (unsigned y = 0; y < grid.y; ++y)
-      for (unsigned x = 0; x < grid.x; ++x) {
-        blockIdx = {x, y, z};
-        uint64_t s = seed ^ (launch * 0xD1B54A32D192ED03ull);
-        s = splitmix64(s) ^ ((uint64_t(z) * 65536 + y) << 32 | x);
-        r.rng = splitmix64(s);
-        run_block(r);
-        g_stats.blocks.fetch_add(1, std::memory_order_relaxed);
-        g_stats.threads.fetch_add(r.n, std::memory_order_relaxed);
-      }
+      for (unsigned x = 0; x < grid.x; ++x)
+        run_one_block(name, grid, block, shmem, body, ctx, launch, seed, {x, y, z});
+}
+
+void grid_spin_wait() {
+  self("a grid-wide barrier");
+  CooperativeRun* run = t_cooperative;
+  if (!run) fail("emu: a grid-wide barrier in a kernel not launched cooperatively");
+  const unsigned me = t_cooperative_block;
+  std::unique_lock<std::mutex> lock(run->m);
+  if (run->failed) cooperative_abort();
+  // Spinning at the barrier it spun at before, this block has not moved on; when every live
+  // block has had several turns so, none will: a block left the kernel early, or skipped a
+  // barrier the others met.
+  const uint64_t phase = t_race.phase;
+  if (run->spin_phase[me] == phase) {
+    ++run->stalls;
+  } else {
+    run->spin_phase[me] = phase;
+    run->stalls = 0;
+  }
+  if (run->live == 1 || run->stalls > 4 * run->live + 8) {
+    run->failed = true;
+    run->cv.notify_all();
+    fail(
+        "emu: deadlock at a grid-wide barrier: the blocks still running wait for one that has "
+        "returned (it left the kernel early, or skipped a barrier the others met)");
+  }
+  run->pass(me);
+  run->wait_turn(lock, me);
+  if (run->failed) cooperative_abort();
 }
 
 void syncthreads() {

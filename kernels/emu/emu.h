@@ -61,9 +61,17 @@ namespace emu {
 namespace detail {
 
 using Body = void (*)(void*);
-// Runs body(ctx) once per CUDA thread of every block of the grid; throws emu::Error.
+// Runs body(ctx) once per CUDA thread of every block of the grid; throws emu::Error. The blocks
+// run one after another, or, `cooperative`, all at once, one OS thread each (at most
+// kMaxCooperativeBlocks), so that they can meet at grid-wide barriers (grid_spin_wait).
+constexpr unsigned kMaxCooperativeBlocks = 64;
 void run_grid(const char* name, dim3 grid, dim3 block, size_t dynamic_shared_bytes, Body body,
-              void* ctx);
+              void* ctx, bool cooperative = false);
+// A spin-wait step of a grid-wide barrier (kernels/cuda/grid_sync.cuh): hands the run on to
+// another block (emu.cpp, CooperativeRun); throws when another block of the launch has failed
+// (the launch reports that block's error), when the kernel was not launched cooperatively, or
+// when every block still running waits at a barrier none will pass (a deadlock).
+void grid_spin_wait();
 
 void syncthreads();
 // Block-wide barrier that also combines one predicate per thread (0: count, 1: and, 2: or).
@@ -486,9 +494,10 @@ const LaunchObserver& launch_observer();
 
 // The emulator's kernel launch (kernels/cuda/launch.h wraps it). Arguments are converted to
 // the kernel's parameter types once, as a CUDA launch does, and every thread receives copies.
+// `cooperative`: every block runs at once (cudaLaunchAttributeCooperative's guarantee).
 template <class... P, class... A>
-void launch(const char* name, void (*kernel)(P...), dim3 grid, dim3 block, size_t shmem,
-            cudaStream_t stream, A&&... args) {
+void launch_grid(bool cooperative, const char* name, void (*kernel)(P...), dim3 grid, dim3 block,
+                 size_t shmem, cudaStream_t stream, A&&... args) {
   if (const LaunchObserver& observe = detail::launch_observer()) observe(name, stream);
   static_assert(sizeof...(P) == sizeof...(A), "kernel launched with the wrong number of args");
   using Params = std::tuple<std::decay_t<P>...>;
@@ -503,7 +512,12 @@ void launch(const char* name, void (*kernel)(P...), dim3 grid, dim3 block, size_
         Ctx* x = static_cast<Ctx*>(c);
         std::apply(x->kernel, *x->params);
       },
-      &ctx);
+      &ctx, cooperative);
+}
+template <class... P, class... A>
+void launch(const char* name, void (*kernel)(P...), dim3 grid, dim3 block, size_t shmem,
+            cudaStream_t stream, A&&... args) {
+  launch_grid(false, name, kernel, grid, block, shmem, stream, std::forward<A>(args)...);
 }
 
 inline void* dynamic_shared_memory() {
