@@ -120,6 +120,10 @@ CudaBackendOptions with_drelu_alone(CudaBackendOptions o) {
   o.drelu_alone = true;
   return o;
 }
+CudaBackendOptions with_persistent_chains(CudaBackendOptions o) {
+  o.persistent_chains = true;
+  return o;
+}
 
 void synchronize(Backend<float>& backend) {
   if (auto* ops = dynamic_cast<DeviceStepOps<float>*>(&backend)) ops->synchronize();
@@ -260,6 +264,11 @@ const StepRoute kStepRoutes[] = {
     {"fused ReLU backward, the mask alone", {.fused_relu_backward = true, .drelu_alone = true}},
     {"small GEMM, fused ReLU backward, the mask alone, early Adam, programmatic launch",
      with_drelu_alone(with_new_levers())},
+    // Each network's dense forwards as one persistent launch (a grid barrier between layers).
+    {"persistent chains", {.persistent_chains = true}},
+    {"persistent chains, small GEMM, fused ReLU backward, the mask alone, early Adam, "
+     "programmatic launch",
+     with_persistent_chains(with_drelu_alone(with_new_levers()))},
 };
 constexpr int kStepRouteCount = int(sizeof(kStepRoutes) / sizeof(kStepRoutes[0]));
 
@@ -282,9 +291,12 @@ EQUIVAE_GUARDED_BENCHMARK(BM_GraphStepGemmRoute) {
     state.counters["masks kept"] = fused.masks_kept;
     state.counters[options.drelu_alone ? "DRELU GEMMs" : "DRELU_BGRAD GEMMs"] = fused.masks_read;
   }
-  if (options.small_gemm)  // outputs the engine's tensor-core GEMM wrote (autotuned: plans it won)
-    state.counters["small GEMMs"] =
+  if (options.small_gemm || options.persistent_chains)  // outputs the small GEMM wrote
+    state.counters["small GEMMs"] =                     // (autotuned: plans it won)
         dynamic_cast<DeviceStepOps<float>&>(*backend).small_gemm_outputs();
+  if (options.persistent_chains)  // chain launches issued (the captures' and the warm-up's)
+    state.counters["chains"] =
+        double(dynamic_cast<DeviceStepOps<float>&>(*backend).persistent_chains_run());
   state.SetLabel(backend->name() + " " + route.name);
 }
 BENCHMARK(BM_GraphStepGemmRoute)

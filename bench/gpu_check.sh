@@ -384,13 +384,21 @@ stage_fp32() {
 }
 
 # Each GEMM shape of the step, 100 in a row: cuBLAS, the split small GEMM, and the same 100 as
-# one persistent chain (on every block the GPU holds, and on one per SM); and the three dense
-# stacks' forward the same ways. The chains stage times every route again.
+# one persistent chain (on every block the GPU holds, and on one per SM); the three dense
+# stacks' forward the same ways; and the supervised step with persistent chains (step routes
+# 31, 32) beside the default (0) and the levers without them (30). The chains and routes
+# stages time every route again.
 stage_persistent() {
-  has bench_gemm_chains || return 0
-  bench_stage bench_persistent 45 "$BIN/bench_gemm_chains" "$RESULTS/bench_persistent.json" \
-    --group '^BM_GemmShape/route:[0345]/' --group '^BM_ForwardChain/[0356]/' \
-    -- --benchmark_min_time=0.2
+  if has bench_gemm_chains; then
+    bench_stage bench_persistent 45 "$BIN/bench_gemm_chains" "$RESULTS/bench_persistent.json" \
+      --group '^BM_GemmShape/route:[0345]/' --group '^BM_ForwardChain/[0356]/' \
+      -- --benchmark_min_time=0.2
+  fi
+  if has bench_cuda_step; then  # the whole step with them, beside the default and route 30
+    bench_stage bench_persistent_step 45 "$BIN/bench_cuda_step" \
+      "$RESULTS/bench_persistent_step.json" --group '^BM_GraphStepGemmRoute/route:(0|30|31|32)/' \
+      -- --benchmark_min_time=0.3
+  fi
 }
 
 # The dense layers' GEMM chains on each route (fused DRELU_BGRAD, no split-K, the small GEMM):
@@ -594,7 +602,7 @@ def table(path, title):
         # wrote on its routes, and a single GEMM's rate
         for extra in ("graph nodes", "grad NMSE", "y NMSE", "tuned plans", "changed",
                       "heuristic us", "tuned us", "masks kept", "DRELU_BGRAD GEMMs", "DRELU GEMMs",
-                      "small GEMMs", "FLOP/s"):
+                      "small GEMMs", "chains", "FLOP/s"):
             if extra in b:
                 label += f"; {extra} {b[extra]:.3g}"
         print(f"| {b['name']} | {label} | {per} | {ex:,.0f} |" if ex else
@@ -625,6 +633,7 @@ fastest_route(os.path.join(res, "bench_step.json"))
 table(os.path.join(res, "bench_step_fp32.json"), "CUDA backend, strict FP32")
 table(os.path.join(res, "bench_conv.json"), "SVHN convolution layers alone (B = 160): cuDNN, and lowered to GEMMs")
 table(os.path.join(res, "bench_persistent.json"), "Persistent GEMM chains: the step's GEMM shapes, 100 in a row, in cuBLAS (route 0), split small GEMMs (3), one persistent chain (4: every block the GPU holds; 5: one per SM); the dense stacks' forward in cuBLASLt (BM_ForwardChain/0), split small GEMMs (/3), one persistent chain (/5)")
+table(os.path.join(res, "bench_persistent_step.json"), "The supervised step with persistent chains (routes 31, 32) beside the default (0) and the same levers without them (30)")
 table(os.path.join(res, "bench_chains.json"), "Dense-layer GEMM chains per route (B = 160, TF32, one graph each)")
 table(os.path.join(res, "bench_kernels.json"), "Kernels alone")
 def engine_steps():

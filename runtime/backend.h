@@ -252,6 +252,12 @@ struct CudaBackendOptions {
   // graph launches falls between groups of steps rather than between every two. Each step
   // still reads its slot and counters from device memory: the same steps, in the same order.
   int steps_per_graph = 1;
+  // Consecutive dense forwards (a network's layers, each reading the one before) as one
+  // persistent launch of the engine's tensor-core GEMM (cuda::small_gemm_chain: the blocks stay
+  // resident and a grid barrier replaces each kernel boundary), up to kMaxChainSteps layers a
+  // launch; bit for bit what small_gemm gives them. TF32 only, not with autotune; the layers
+  // that do not fit the small GEMM run as before.
+  bool persistent_chains = false;
   static constexpr int kSmallGemmRows = 2048;
   static constexpr int kMaxStepsPerGraph = 64;
 };

@@ -1188,6 +1188,81 @@ TEST_F(CudaBackend, SmallGemmRouteStaysWithinTf32OfTheCpu) {
   }
 }
 
+// Persistent chains (CudaBackendOptions::persistent_chains): each network's consecutive dense
+// forwards run as one cooperative launch of the small GEMM, a grid barrier between layers. The
+// eager step and graph steps stay within TF32 of the CPU, with and without fused ReLU backward
+// (whose input gradients then read masks a chain wrote); chains ran, and held several layers
+// each.
+TEST_F(CudaBackend, PersistentChainsStayWithinTf32OfTheCpu) {
+  const EquiVaeConfig config = tiny_config();
+  for (const bool fused : {false, true}) {
+    SCOPED_TRACE(fused ? "with fused ReLU backward and the small GEMM" : "the default route");
+    const CudaBackendOptions options{
+        .fused_relu_backward = fused, .small_gemm = fused, .persistent_chains = true};
+    Pair p(config, options);
+    BalancedBatchSampler sampler(digits().labels, 10, config.k, config.m_max, config.seed);
+    const double e = tf32_step_gradient_nmse(p, sampler);
+    std::printf("[ info ] persistent chains: gradient NMSE vs the CPU %.3g\n", e);
+#if defined(EQUIVAE_TEST_REAL_CUDA)
+    EXPECT_LE(e, 1e-4);
+#else
+    EXPECT_LE(e, 1e-6);  // only the chains' GEMMs in TF32
+#endif
+    auto* ops = dynamic_cast<DeviceStepOps<float>*>(p.gpu_backend.get());
+    ASSERT_NE(ops, nullptr);
+    const size_t chains = ops->persistent_chains_run();
+    EXPECT_GT(chains, 0u) << "no chain ran";
+    if (fused) {
+      EXPECT_GT(ops->fused_relu().masks_read, 0) << "no chain's mask was read";
+    } else {
+      EXPECT_GE(size_t(ops->small_gemm_outputs()), 2 * chains) << "chains of one layer";
+    }
+    p.cpu->apply_adam();
+    p.gpu->apply_adam();
+    expect_tf32_graph_steps(p, sampler, 1);
+    EXPECT_GT(ops->persistent_chains_run(), chains) << "the graph steps ran no chain";
+  }
+}
+
+// A chain still pending when its output is read back runs first: two dense layers, then a
+// download (no other op between), equal the CPU's within TF32.
+TEST_F(CudaBackend, APendingChainRunsBeforeADownload) {
+  auto gpu = device_backend({.persistent_chains = true});
+  auto cpu = make_cpu_backend<float>(1);
+  constexpr int B = 40, in = 48, hidden = 72, out = 24;
+  const auto values = [](size_t n, uint64_t stream) {  // uniform in [−0.5, 0.5)
+    std::vector<float> v(n);
+    uint64_t s = stream * 0x9E3779B97F4A7C15ull;
+    for (float& f : v) {
+      s = s * 6364136223846793005ull + 1442695040888963407ull;
+      f = float((s >> 40) & 0xFFFFFF) / float(1 << 24) - 0.5f;
+    }
+    return v;
+  };
+  const std::vector<float> x = values(size_t(B) * in, 1), W1 = values(size_t(in) * hidden, 2),
+                           b1 = values(hidden, 3), W2 = values(size_t(hidden) * out, 4),
+                           b2 = values(out, 5);
+  std::vector<float> want(size_t(B) * out), got(want.size(), NAN);
+  for (Backend<float>* be : {cpu.get(), gpu.get()}) {
+    const auto put = [&](const std::vector<float>& v) {
+      auto* p = static_cast<float*>(be->allocate(v.size() * sizeof(float)));
+      be->upload(p, v.data(), v.size() * sizeof(float));
+      return p;
+    };
+    float *dx = put(x), *dW1 = put(W1), *db1 = put(b1), *dW2 = put(W2), *db2 = put(b2);
+    auto* h = static_cast<float*>(be->allocate(size_t(B) * hidden * sizeof(float)));
+    auto* y = static_cast<float*>(be->allocate(size_t(B) * out * sizeof(float)));
+    be->dense_forward(h, dx, dW1, db1, B, in, hidden, true, nullptr, false);
+    be->dense_forward(y, h, dW2, db2, B, hidden, out, false, nullptr, false);
+    be->download(be == cpu.get() ? want.data() : got.data(), y, want.size() * sizeof(float));
+  }
+  EXPECT_LE(nmse(std::vector<double>(want.begin(), want.end()),
+                 std::vector<double>(got.begin(), got.end())),
+            1e-5);
+  EXPECT_EQ(dynamic_cast<DeviceStepOps<float>&>(*gpu).persistent_chains_run(), 1u)
+      << "the two layers did not run as one chain";
+}
+
 // Autotuned, the small GEMM is one more candidate of every cuBLASLt plan it fits (LtGemm::tune
 // keeps it where it is faster). Under the emulator it takes every such plan, as if it had won,
 // so the graph captured again after the tuning runs it: those steps stay within TF32 of the

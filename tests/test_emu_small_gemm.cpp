@@ -277,8 +277,9 @@ std::vector<float> chain_outputs(uint64_t seed) {
     steps[i].splits = small_gemm_splits(p.M, p.N, p.K, first.split(2));
   }
   unsigned barrier[2] = {0, 0};
-  EQUIVAE_LAUNCH_COOPERATIVE((kernel_small_gemm_chain<false, kDefect>), dim3(3), kThreads, 0,
-                             nullptr, steps, 2, first.split(2), GridBarrier{barrier, barrier + 1});
+  EQUIVAE_LAUNCH_COOPERATIVE((kernel_small_gemm_chain<false, const SmallGemmStep*, kDefect>),
+                             dim3(3), kThreads, 0, nullptr, steps, 2, first.split(2),
+                             GridBarrier{barrier, barrier + 1});
   std::vector<float> out = first.C;
   out.insert(out.end(), second.C.begin(), second.C.end());
   return out;

@@ -14,10 +14,14 @@
 namespace equivae {
 
 // The switches that change the cuda backend alone (the cpu backend names them as ignored).
-inline constexpr const char* kCudaSwitches[] = {
-    "strict-fp32",          "autotune",  "fused-relu-backward",
-    "small-gemm",           "conv-gemm", "no-programmatic-launch",
-    "convolutions-in-order"};
+inline constexpr const char* kCudaSwitches[] = {"strict-fp32",
+                                                "autotune",
+                                                "fused-relu-backward",
+                                                "small-gemm",
+                                                "conv-gemm",
+                                                "no-programmatic-launch",
+                                                "convolutions-in-order",
+                                                "persistent-chains"};
 
 // default_device: "auto" for the training tools, "cpu" for the inference tools; training:
 // also the switches that only change a training step (--fused-relu-backward,
@@ -41,6 +45,11 @@ inline void declare_device_flags(Flags& f, const std::string& default_device,
             std::to_string(CudaBackendOptions::kSmallGemmRows) +
             " rows (default: cuBLAS / cuBLASLt); with --autotune, only for the GEMMs where "
             "timing shows it faster than cuBLASLt",
+        true);
+  f.add("persistent-chains", "",
+        "cuda: each network's consecutive dense layers as one persistent launch of the engine's "
+        "tensor-core GEMM, a grid barrier between layers (TF32; not with --autotune; default: a "
+        "kernel per layer)",
         true);
   f.add("conv-gemm", "",
         "cuda, the conv model: each convolution as GEMMs over many images at once between the "
@@ -84,6 +93,7 @@ inline CudaBackendOptions cuda_options_from_flags(const Flags& f) {
   cuda.strict_fp32 = f.get_switch("strict-fp32");
   cuda.autotune = f.get_switch("autotune");
   cuda.small_gemm = f.get_switch("small-gemm");
+  cuda.persistent_chains = f.get_switch("persistent-chains");
   cuda.conv_gemm = f.get_switch("conv-gemm");
   if (!f.declared("steps-per-graph")) return cuda;  // an inference tool
   cuda.fused_relu_backward = f.get_switch("fused-relu-backward");

@@ -105,6 +105,12 @@ struct SmallGemmStep {
   SmallGemmTail tail;
   int splits = 1;
 };
+// A chain's steps held in the launch's parameters (no device memory: an engine issues a chain
+// as it captures the step's graph).
+constexpr int kMaxChainSteps = 8;
+struct SmallGemmSteps {
+  SmallGemmStep step[kMaxChainSteps];
+};
 // Runs steps[0 … count) (device memory; every step of one trans_b) in order in one cooperative
 // launch of `blocks` blocks: each step's tiles and K splits dealt over the blocks, a grid
 // barrier between steps, so a step may read what an earlier one wrote. Each step computes
@@ -113,6 +119,10 @@ struct SmallGemmStep {
 // here the blocks stay resident and a grid barrier replaces the kernel boundary (what it costs:
 // bench_gemm_chains, BM_GemmShape/route:4). `blocks` ≤ small_gemm_chain_blocks().
 void small_gemm_chain(const SmallGemmStep* steps, int count, bool trans_b,
+                      const SmallGemmSplit& split, GridBarrier barrier, int blocks,
+                      cudaStream_t stream);
+// The same with the steps in the launch's parameters (count ≤ kMaxChainSteps).
+void small_gemm_chain(const SmallGemmSteps& steps, int count, bool trans_b,
                       const SmallGemmSplit& split, GridBarrier barrier, int blocks,
                       cudaStream_t stream);
 // How many blocks of the chain kernel the current device runs at once (its SMs × the blocks

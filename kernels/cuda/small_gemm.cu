@@ -266,14 +266,22 @@ __global__ void __launch_bounds__(kThreads)
 
 // The persistent chain: every step's tiles (and K splits) dealt round-robin over the blocks, a
 // grid barrier between steps, so each step reads what the step before wrote.
+// The steps of a chain: in device memory, or (the engine's chains, captured as they are
+// issued) in the kernel's parameters.
+__device__ __forceinline__ const SmallGemmStep& step_at(const SmallGemmStep* steps, int i) {
+  return steps[i];
+}
+__device__ __forceinline__ const SmallGemmStep& step_at(const SmallGemmSteps& steps, int i) {
+  return steps.step[i];
+}
+
 // Three blocks an SM: without the bound ptxas held it to 96 registers and spilled; with it, ~140.
-template <bool kTransB, ChainDefect kDefect = ChainDefect::none>
+template <bool kTransB, class Steps, ChainDefect kDefect = ChainDefect::none>
 __global__ void __launch_bounds__(kThreads, 3)
-    kernel_small_gemm_chain(const SmallGemmStep* steps, int count, SmallGemmSplit split,
-                            GridBarrier barrier) {
+    kernel_small_gemm_chain(Steps steps, int count, SmallGemmSplit split, GridBarrier barrier) {
   grid_dependency_prologue();
   for (int i = 0; i < count; ++i) {
-    const SmallGemmStep s = steps[i];
+    const SmallGemmStep s = step_at(steps, i);
     const uint3 tiles{unsigned((s.N + kTile - 1) / kTile), unsigned((s.M + kTile - 1) / kTile),
                       unsigned(s.splits)};
     const unsigned all = tiles.x * tiles.y * tiles.z;
@@ -330,28 +338,48 @@ void small_gemm_tf32(const float* A, const float* B, float* C, int M, int N, int
                    ldc, beta, tail, split);
 }
 
+namespace {
+template <class Steps>
+void launch_chain(const Steps& steps, int count, bool trans_b, const SmallGemmSplit& split,
+                  GridBarrier barrier, int blocks, cudaStream_t stream) {
+  if (count <= 0 || blocks <= 0) return;
+  if (trans_b)
+    launch_cooperative_named("kernel_small_gemm_chain<true>", kernel_small_gemm_chain<true, Steps>,
+                             dim3(unsigned(blocks)), kThreads, 0, stream, steps, count, split,
+                             barrier);
+  else
+    launch_cooperative_named("kernel_small_gemm_chain<false>",
+                             kernel_small_gemm_chain<false, Steps>, dim3(unsigned(blocks)),
+                             kThreads, 0, stream, steps, count, split, barrier);
+}
+}  // namespace
+
 void small_gemm_chain(const SmallGemmStep* steps, int count, bool trans_b,
                       const SmallGemmSplit& split, GridBarrier barrier, int blocks,
                       cudaStream_t stream) {
-  if (count <= 0 || blocks <= 0) return;
-  if (trans_b)
-    EQUIVAE_LAUNCH_COOPERATIVE(kernel_small_gemm_chain<true>, dim3(unsigned(blocks)), kThreads, 0,
-                               stream, steps, count, split, barrier);
-  else
-    EQUIVAE_LAUNCH_COOPERATIVE(kernel_small_gemm_chain<false>, dim3(unsigned(blocks)), kThreads, 0,
-                               stream, steps, count, split, barrier);
+  launch_chain(steps, count, trans_b, split, barrier, blocks, stream);
+}
+void small_gemm_chain(const SmallGemmSteps& steps, int count, bool trans_b,
+                      const SmallGemmSplit& split, GridBarrier barrier, int blocks,
+                      cudaStream_t stream) {
+  launch_chain(steps, count < kMaxChainSteps ? count : kMaxChainSteps, trans_b, split, barrier,
+               blocks, stream);
 }
 
 int small_gemm_chain_blocks() {
 #if defined(__CUDACC__)
-  int device = 0, sms = 0, per_sm_t = 0, per_sm_n = 0;
+  int device = 0, sms = 0, per_sm = 0, fewest = 1 << 30;
   cudaGetDevice(&device);
   cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
-  cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm_t, kernel_small_gemm_chain<true>, kThreads,
-                                                0);
-  cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm_n, kernel_small_gemm_chain<false>, kThreads,
-                                                0);
-  return sms * (per_sm_t < per_sm_n ? per_sm_t : per_sm_n);
+  const auto fit = [&](auto kernel) {  // every variant must fit: the launch takes any of them
+    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, 0);
+    fewest = per_sm < fewest ? per_sm : fewest;
+  };
+  fit(kernel_small_gemm_chain<true, const SmallGemmStep*>);
+  fit(kernel_small_gemm_chain<false, const SmallGemmStep*>);
+  fit(kernel_small_gemm_chain<true, SmallGemmSteps>);
+  fit(kernel_small_gemm_chain<false, SmallGemmSteps>);
+  return sms * fewest;
 #else
   return 4;
 #endif

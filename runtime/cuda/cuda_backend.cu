@@ -20,6 +20,7 @@
 // in column-major: call gemm with the operands and M/N swapped and the same transposes.
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <functional>
 #include <limits>
 #include <memory>
@@ -134,12 +135,18 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
     if constexpr (std::is_same_v<T, float>) {
       lt_ = std::make_unique<LtGemm>(options.strict_fp32, options.split_k, workspace_.get(),
                                      kWorkspaceBytes, options.autotune, options.split_k_in_place,
-                                     options.small_gemm);
+                                     options.small_gemm || chains_on());
       side_lt_ = std::make_unique<LtGemm>(options.strict_fp32, options.split_k,
                                           side_workspace_.get(), kWorkspaceBytes, options.autotune,
                                           options.split_k_in_place, options.small_gemm);
     }
     bias_scratch_ = DeviceBuffer(kBiasScratchElems * sizeof(T));
+    if (chains_on()) {  // the chains' grid barrier: two counters at zero
+      chain_barrier_ = DeviceBuffer(2 * sizeof(unsigned));
+      EQUIVAE_CUDA_CHECK(cudaMemset(chain_barrier_.get(), 0, 2 * sizeof(unsigned)));
+      chain_blocks_ = cuda::small_gemm_chain_blocks();
+      check(chain_blocks_ > 0, "cuda backend", "the persistent GEMM chain fits no SM");
+    }
     // The per-channel sums' scratch of each stream (channel_sum_scratch): partial sums,
     // counters at zero.
     for (int lane = 0; lane < 2; ++lane) {
@@ -186,6 +193,7 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
   std::string describe() const override {
     std::string switches;  // the step's switches a user turns on (train_mnist's flags)
     if (options_.small_gemm) switches += " --small-gemm";
+    if (options_.persistent_chains) switches += " --persistent-chains";
     if (options_.fused_relu_backward) switches += " --fused-relu-backward";
     if (options_.autotune) switches += " --autotune";
     if (options_.steps_per_graph > 1)
@@ -245,6 +253,11 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
         const bool keep_mask = relu && relu_mask;
         LtEpilogue e{relu ? GemmEpilogue::relu_bias : GemmEpilogue::bias, b};
         if (keep_mask) e = {GemmEpilogue::relu_aux_bias, b, relu_mask, lt_relu_mask_ld(out)};
+        if (self->chain_layer(g, x, W, y, e)) {  // runs with the layers after it
+          if (keep_mask) self->note_relu_mask(relu_mask, true, GemmKernel::small);
+          return;
+        }
+        self->flush_chain();
         // GEMM, bias and ReLU in one kernel: the small GEMM's, or cuBLASLt's epilogue.
         GemmKernel wrote = GemmKernel::small;
         const bool fused = self->small_gemm(g, x, W, y, e) ||
@@ -253,6 +266,7 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
         if (keep_mask) self->note_relu_mask(relu_mask, fused, wrote);
         if (fused) return;
       }
+      self->flush_chain();
       self->gemm(g, x, W, y);
       cuda::dense_bias_act(y, b, B, out, relu, self->stream_);
     });
@@ -557,6 +571,7 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
   void abort_capture() override {
     if (!capturing_) return;
     capturing_ = false;
+    chain_.clear();  // layers of the aborted capture
 #if defined(EQUIVAE_CUDA_EMULATED)
     recorded_.clear();
 #else
@@ -588,6 +603,7 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
     check_graph_slot(graph);
     check(graph_ids_[graph] != 0 && !capturing_, "cuda backend", "replay without a captured graph");
     ++replays_[graph];
+    flush_chain();  // eager layers issued before the replay run before it
 #if defined(EQUIVAE_CUDA_EMULATED)
     for (const auto& op : graphs_[graph]) op();
 #else
@@ -633,6 +649,9 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
     const auto* timed = dynamic_cast<const TimedConvolutions*>(convolutions_.get());
     return timed ? ConvolutionRoutes{timed->calls_chosen(), timed->calls_lowered()}
                  : ConvolutionRoutes{};
+  }
+  size_t persistent_chains_run() const override {
+    return chains_run_;
   }
   int small_gemm_outputs() const override {
     if constexpr (std::is_same_v<T, float>)
@@ -721,12 +740,14 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
   }
   // The side stream waits for everything issued so far on the main stream.
   void fork_side_stream() {
+    flush_chain();  // the side stream waits for the pending layers too
     EQUIVAE_CUDA_CHECK(cudaEventRecord(fork_event_, stream_));
     EQUIVAE_CUDA_CHECK(cudaStreamWaitEvent(side_stream_, fork_event_, 0));
     side_pending_ = true;
   }
   // The main stream waits for everything issued so far on the side stream.
   void join_side_stream() {
+    flush_chain();  // what follows a join (a download, the capture's end) sees every layer
     if (!side_pending_) return;
     EQUIVAE_CUDA_CHECK(cudaEventRecord(join_event_, side_stream_));
     EQUIVAE_CUDA_CHECK(cudaStreamWaitEvent(stream_, join_event_, 0));
@@ -830,8 +851,11 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
   // records the stream's work itself). An NVTX range names every op. In a beside stretch
   // (begin_beside) only convolutions and pooling, which then run on the side stream (under
   // the emulator: queued as side-stream work, run at the join that waits for it).
+  // With persistent_chains, a pending chain of dense forwards runs before any other op (a
+  // dense forward adds itself to it, or runs it first: dense_forward).
   template <class F>
   void issue(const char* name, F&& op) {
+    const bool flush = chains_on() && std::strcmp(name, "dense_forward") != 0;
     if (beside_) {
       const std::string op_name = name;
       check(op_name.rfind("conv", 0) == 0 || op_name.rfind("pool_", 0) == 0, "cuda backend",
@@ -851,15 +875,20 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
       return;
     }
     if (capturing_) {
-      recorded_.emplace_back(std::forward<F>(op));
+      recorded_.emplace_back([self = this, flush, work = std::function<void()>(op)] {
+        if (flush) self->flush_chain();
+        work();
+      });
       return;
     }
+    if (flush) flush_chain();
     op();
 #else
     nvtxRangePushA(name);
     {
       cuda::ProgrammaticLaunch programmatic(programmatic_launch_,  // the op's own kernels
                                             options_.programmatic_max_blocks);
+      if (flush) flush_chain();
       op();
     }
     nvtxRangePop();
@@ -1035,6 +1064,48 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
     return seconds;
   }
 
+  // persistent_chains (CudaBackendOptions): on where the small GEMM can run (float, TF32, not
+  // autotuned).
+  bool chains_on() const {
+    return std::is_same_v<T, float> && options_.persistent_chains && !options_.strict_fp32 &&
+           !options_.autotune;
+  }
+  // Adds a dense forward (C = A·W, then e) to the pending chain when the small GEMM takes it;
+  // false: not taken (the caller runs the pending chain, then the layer as before). A full
+  // chain runs at once.
+  bool chain_layer([[maybe_unused]] const Gemm& g, [[maybe_unused]] const T* A,
+                   [[maybe_unused]] const T* B, [[maybe_unused]] T* C,
+                   [[maybe_unused]] const LtEpilogue& e) {
+    if constexpr (std::is_same_v<T, float>) {
+      if (!chains_on() || g.trans_b || !small_gemm_fits(g, e.kind)) return false;
+      cuda::SmallGemmStep step;
+      step.A = A, step.B = B, step.C = C;
+      step.M = g.M, step.N = g.N, step.K = g.K, step.lda = g.lda, step.ldb = g.ldb,
+      step.ldc = g.ldc;
+      step.beta = float(g.beta);
+      step.tail = lt_->small_tail(e);
+      step.splits = cuda::small_gemm_splits(g.M, g.N, g.K, lt_->small_split());
+      chain_.push_back(step);
+      small_gemm_outputs_.insert(C);
+      if (int(chain_.size()) == cuda::kMaxChainSteps) flush_chain();
+      return true;
+    }
+    return false;
+  }
+  // Runs the pending chain (one cooperative launch on the main stream), if any.
+  void flush_chain() {
+    if constexpr (std::is_same_v<T, float>) {
+      if (chain_.empty()) return;
+      cuda::SmallGemmSteps steps;
+      std::copy(chain_.begin(), chain_.end(), steps.step);
+      auto* barrier = static_cast<unsigned*>(chain_barrier_.get());
+      cuda::small_gemm_chain(steps, int(chain_.size()), /*trans_b=*/false, lt_->small_split(),
+                             {barrier, barrier + 1}, chain_blocks_, stream_);
+      chain_.clear();
+      ++chains_run_;
+    }
+  }
+
   // C = op(A)·op(B) + β·C, then the epilogue, in the engine's tensor-core GEMM where the
   // options and the shape send it there (CudaBackendOptions::small_gemm; autotuned, LtGemm
   // chooses per plan instead), on the main stream or with side on the side stream, with that
@@ -1118,6 +1189,10 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
   std::unordered_map<const void*, GemmKernel> relu_mask_writers_;  // fused_relu(): kept masks
   std::unordered_set<const void*> read_relu_masks_;                // fused_relu()
   std::unordered_set<const void*> small_gemm_outputs_;             // small_gemm_outputs()
+  std::vector<cuda::SmallGemmStep> chain_;  // persistent_chains: dense forwards not yet run
+  DeviceBuffer chain_barrier_;              // their grid barrier's counters
+  int chain_blocks_ = 0;                    // blocks of a chain's launch
+  size_t chains_run_ = 0;                   // chain launches so far (persistent_chains_run())
 };
 
 }  // namespace

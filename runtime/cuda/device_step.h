@@ -129,6 +129,9 @@ class DeviceStepOps {
   // tensor-core GEMM wrote, or, autotuned, how many GEMM plans it won (0: every GEMM ran in
   // the libraries).
   virtual int small_gemm_outputs() const = 0;
+  // With CudaBackendOptions::persistent_chains: how many chains of dense forwards were issued
+  // (one cooperative launch each; a captured step's count once per capture).
+  virtual size_t persistent_chains_run() const = 0;
   // With autotuning of the convolutions (CudaBackendOptions::autotune without conv_gemm): how
   // many convolution calls (three per shape) were timed on cuDNN and on the lowering to GEMMs,
   // and how many of them went to the lowering.

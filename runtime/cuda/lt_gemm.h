@@ -196,6 +196,12 @@ class LtGemm {
     run_small_gemm(g, A, B, C, small_gemm_tail(e, tail_->partials(), tail_->arrivals()),
                    split_->split(), stream);
   }
+  // The small GEMM's tail for e and its split K, on this stream's scratch (a persistent chain's
+  // steps: CudaBackendOptions::persistent_chains).
+  cuda::SmallGemmTail small_tail(const LtEpilogue& e) const {
+    return small_gemm_tail(e, tail_->partials(), tail_->arrivals());
+  }
+  cuda::SmallGemmSplit small_split() const { return split_->split(); }
 
   // Plans tune() handed to the small GEMM.
   int small_plans() const {

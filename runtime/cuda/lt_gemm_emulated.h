@@ -69,6 +69,14 @@ class LtGemm {
     run_small_gemm(g, A, B, C, small_gemm_tail(e, partials_.data(), arrivals_.data()),
                    small_gemm_split(split_partials_.data(), split_arrivals_.data()), stream);
   }
+  // The small GEMM's tail for e and its split K, on this stream's scratch (a persistent chain's
+  // steps: CudaBackendOptions::persistent_chains).
+  cuda::SmallGemmTail small_tail(const LtEpilogue& e) {
+    return small_gemm_tail(e, partials_.data(), arrivals_.data());
+  }
+  cuda::SmallGemmSplit small_split() {
+    return small_gemm_split(split_partials_.data(), split_arrivals_.data());
+  }
   // Plans (here: distinct outputs) that the small GEMM took.
   int small_plans() const { return int(small_outputs_.size()); }
 
