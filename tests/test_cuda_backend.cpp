@@ -1190,15 +1190,19 @@ TEST_F(CudaBackend, SmallGemmRouteStaysWithinTf32OfTheCpu) {
 
 // Persistent chains (CudaBackendOptions::persistent_chains): each network's consecutive dense
 // forwards run as one cooperative launch of the small GEMM, a grid barrier between layers. The
-// eager step and graph steps stay within TF32 of the CPU, with and without fused ReLU backward
-// (whose input gradients then read masks a chain wrote); chains ran, and held several layers
-// each.
+// eager step and graph steps stay within TF32 of the CPU on the default route, with fused ReLU
+// backward and the small GEMM (whose input gradients then read masks a chain wrote), and with
+// fused ReLU backward alone (a chained layer then keeps no mask: only the small GEMM reads one);
+// chains ran, and held several layers each.
 TEST_F(CudaBackend, PersistentChainsStayWithinTf32OfTheCpu) {
   const EquiVaeConfig config = tiny_config();
-  for (const bool fused : {false, true}) {
-    SCOPED_TRACE(fused ? "with fused ReLU backward and the small GEMM" : "the default route");
+  for (const int route : {0, 1, 2}) {
+    const bool fused = route > 0, small = route == 1;
+    SCOPED_TRACE(route == 0   ? "the default route"
+                 : route == 1 ? "with fused ReLU backward and the small GEMM"
+                              : "with fused ReLU backward alone");
     const CudaBackendOptions options{
-        .fused_relu_backward = fused, .small_gemm = fused, .persistent_chains = true};
+        .fused_relu_backward = fused, .small_gemm = small, .persistent_chains = true};
     Pair p(config, options);
     BalancedBatchSampler sampler(digits().labels, 10, config.k, config.m_max, config.seed);
     const double e = tf32_step_gradient_nmse(p, sampler);
@@ -1212,10 +1216,11 @@ TEST_F(CudaBackend, PersistentChainsStayWithinTf32OfTheCpu) {
     ASSERT_NE(ops, nullptr);
     const size_t chains = ops->persistent_chains_run();
     EXPECT_GT(chains, 0u) << "no chain ran";
-    if (fused) {
+    if (small) {
       EXPECT_GT(ops->fused_relu().masks_read, 0) << "no chain's mask was read";
     } else {
       EXPECT_GE(size_t(ops->small_gemm_outputs()), 2 * chains) << "chains of one layer";
+      EXPECT_EQ(ops->fused_relu().masks_read, 0) << "a mask no kernel here can read was read";
     }
     p.cpu->apply_adam();
     p.gpu->apply_adam();

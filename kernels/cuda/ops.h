@@ -121,12 +121,13 @@ struct SmallGemmSteps {
 void small_gemm_chain(const SmallGemmStep* steps, int count, bool trans_b,
                       const SmallGemmSplit& split, GridBarrier barrier, int blocks,
                       cudaStream_t stream);
-// The same with the steps in the launch's parameters (count ≤ kMaxChainSteps).
+// The same with the steps in the launch's parameters (count ≤ kMaxChainSteps, else
+// std::invalid_argument).
 void small_gemm_chain(const SmallGemmSteps& steps, int count, bool trans_b,
                       const SmallGemmSplit& split, GridBarrier barrier, int blocks,
                       cudaStream_t stream);
 // How many blocks of the chain kernel the current device runs at once (its SMs × the blocks
-// an SM holds); under the emulator 4.
+// an SM holds; 0 where the occupancy query fails); under the emulator 4.
 int small_gemm_chain_blocks();
 
 // ---- convolution epilogues, NCHW y[N, C, P] (P = H·W; the convolutions themselves are cuDNN

@@ -33,6 +33,8 @@
 // the fragment loads and stores, and the epilogue's reads (pointers into them are written
 // `As[s][row] + col`, the emulator's checked pointer).
 #include <cstdint>
+#include <stdexcept>
+#include <string>
 #include <type_traits>
 
 #include "kernels/cuda/async_copy.cuh"
@@ -293,7 +295,8 @@ __global__ void __launch_bounds__(kThreads, 3)
       // K loop's barriers separate them too, but for a split given no stage of K).
       __syncthreads();
     }
-    if (kDefect != ChainDefect::grid_barrier_dropped) grid_barrier(barrier);
+    // Between steps (after the last, the stream orders what follows).
+    if (kDefect != ChainDefect::grid_barrier_dropped && i + 1 < count) grid_barrier(barrier);
   }
 }
 
@@ -362,8 +365,11 @@ void small_gemm_chain(const SmallGemmStep* steps, int count, bool trans_b,
 void small_gemm_chain(const SmallGemmSteps& steps, int count, bool trans_b,
                       const SmallGemmSplit& split, GridBarrier barrier, int blocks,
                       cudaStream_t stream) {
-  launch_chain(steps, count < kMaxChainSteps ? count : kMaxChainSteps, trans_b, split, barrier,
-               blocks, stream);
+  if (count > kMaxChainSteps)
+    throw std::invalid_argument("small_gemm_chain: " + std::to_string(count) +
+                                " steps in the launch's parameters; at most " +
+                                std::to_string(kMaxChainSteps));
+  launch_chain(steps, count, trans_b, split, barrier, blocks, stream);
 }
 
 int small_gemm_chain_blocks() {
@@ -372,13 +378,16 @@ int small_gemm_chain_blocks() {
   cudaGetDevice(&device);
   cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
   const auto fit = [&](auto kernel) {  // every variant must fit: the launch takes any of them
-    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, 0);
+    per_sm = 0;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, 0) != cudaSuccess)
+      per_sm = 0;
     fewest = per_sm < fewest ? per_sm : fewest;
   };
   fit(kernel_small_gemm_chain<true, const SmallGemmStep*>);
   fit(kernel_small_gemm_chain<false, const SmallGemmStep*>);
   fit(kernel_small_gemm_chain<true, SmallGemmSteps>);
   fit(kernel_small_gemm_chain<false, SmallGemmSteps>);
+  cudaGetLastError();  // a failed query (0 blocks: the caller says so) leaves no error behind
   return sms * fewest;
 #else
   return 4;

@@ -59,7 +59,7 @@ class StackPool {
  public:
   StackPool() : page_(size_t(sysconf(_SC_PAGESIZE))) {}
   ~StackPool() {
-    for (const Stack& s : free_) munmap(s.base, s.size + page_);
+    for (const Stack& s : free_) unmap(s);
   }
   ctx::stack_context allocate() {
     const size_t want = (g_stack_size.load() + page_ - 1) / page_ * page_;
@@ -74,12 +74,16 @@ class StackPool {
 #endif
         return context_of(s);
       }
-      munmap(s.base, s.size + page_);
+      unmap(s);
     }
     void* base = mmap(nullptr, want + page_, PROT_READ | PROT_WRITE,
                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (base == MAP_FAILED) throw std::bad_alloc();
     mprotect(base, page_, PROT_NONE);
+#if defined(__SANITIZE_ADDRESS__)
+    // Memory mapped again where a stack unwound by an exception was may keep its poisoning.
+    __asan_unpoison_memory_region(static_cast<char*>(base) + page_, want);
+#endif
     return context_of({static_cast<char*>(base), want});
   }
   void deallocate(ctx::stack_context& sc) noexcept {
@@ -96,6 +100,12 @@ class StackPool {
     sc.size = s.size;
     sc.sp = s.base + page_ + s.size;  // stacks grow down from the top
     return sc;
+  }
+  void unmap(const Stack& s) const {
+#if defined(__SANITIZE_ADDRESS__)
+    __asan_unpoison_memory_region(s.base + page_, s.size);  // no poisoning outlives the stack
+#endif
+    munmap(s.base, s.size + page_);
   }
   size_t page_;
   std::vector<Stack> free_;
@@ -537,18 +547,29 @@ struct CooperativeRun {
   unsigned holder = 0;               // the block that may run
   std::vector<uint8_t> done;         // per block: returned (or never to start)
   std::vector<uint64_t> spin_phase;  // per block: its barrier phase at its latest spin-wait
-  unsigned live = 0;                 // blocks not done
-  unsigned stalls = 0;               // spin-waits in a row where nobody moved on
-  bool failed = false;               // a block threw: the others stop
+  // Progress: bumped when a block returns or spin-waits at a barrier it had not waited at
+  // before. Only the block holding the run can release a barrier (by arriving last), and it
+  // then runs on until it returns or waits at its next barrier, which bumps the epoch; so when
+  // every live block has spin-waited since the last bump, none can ever move on: a deadlock.
+  uint64_t epoch = 0;
+  std::vector<uint64_t> spun;  // per block: the epoch of its latest spin-wait (~0: none)
+  bool failed = false;         // a block threw: the others stop
   uint64_t rng = 0;
 
-  // Hands the baton on from block `from` (lock held): to another live block if there is one.
+  // Hands the run on from block `from` (lock held): to another live block that has not waited
+  // since the last progress if there is one (one the progress may have released), else to any.
   void pass(unsigned from) {
-    std::vector<unsigned> others;
+    std::vector<unsigned> fresh, waiting;
     for (unsigned b = 0; b < done.size(); ++b)
-      if (!done[b] && b != from) others.push_back(b);
-    if (!others.empty()) holder = others[splitmix64(rng) % others.size()];
+      if (!done[b] && b != from) (spun[b] == epoch ? waiting : fresh).push_back(b);
+    const std::vector<unsigned>& pick = fresh.empty() ? waiting : fresh;
+    if (!pick.empty()) holder = pick[splitmix64(rng) % pick.size()];
     cv.notify_all();
+  }
+  bool deadlocked() const {
+    for (unsigned b = 0; b < done.size(); ++b)
+      if (!done[b] && spun[b] != epoch) return false;
+    return true;
   }
   void wait_turn(std::unique_lock<std::mutex>& lock, unsigned block) {
     cv.wait(lock, [&] { return holder == block || failed; });
@@ -565,47 +586,59 @@ thread_local bool t_cooperative_aborted = false;
   throw Error("emu: another block of this cooperative launch failed");
 }
 
-void run_cooperative(const char* name, dim3 grid, dim3 block, size_t shmem, Body body, void* ctx,
-                     uint64_t launch, uint64_t seed) {
+void run_cooperative(const char* name, dim3 grid, dim3 block_dims, size_t shmem, Body body,
+                     void* ctx, uint64_t launch, uint64_t seed) {
   CooperativeRun run;
   const unsigned blocks = grid.x * grid.y * grid.z;
   run.done.assign(blocks, 0);
   run.spin_phase.assign(blocks, 0);
-  run.live = blocks;
+  run.spun.assign(blocks, ~uint64_t(0));
   run.rng = seed ^ (launch * 0x9E3779B97F4A7C15ull);
   run.holder = unsigned(splitmix64(run.rng) % blocks);
   std::vector<std::exception_ptr> errors(blocks);
   std::vector<uint8_t> aborted(blocks, 0);
   std::vector<std::thread> workers;
   workers.reserve(blocks);
-  for (unsigned b = 0; b < blocks; ++b)
-    workers.emplace_back([&, b] {
-      t_cooperative = &run;
-      t_cooperative_block = b;
-      t_cooperative_aborted = false;
-      bool start;
-      {
-        std::unique_lock<std::mutex> lock(run.m);
-        run.wait_turn(lock, b);
-        start = !run.failed;
-      }
-      try {
-        if (start)
-          run_one_block(name, grid, block, shmem, body, ctx, launch, seed,
-                        {b % grid.x, b / grid.x % grid.y, b / (grid.x * grid.y)});
-      } catch (...) {
-        errors[b] = std::current_exception();
-        aborted[b] = t_cooperative_aborted;
-      }
+  const auto block = [&](unsigned b) {
+    t_cooperative = &run;
+    t_cooperative_block = b;
+    t_cooperative_aborted = false;
+    bool start;
+    {
+      std::unique_lock<std::mutex> lock(run.m);
+      run.wait_turn(lock, b);
+      start = !run.failed;
+    }
+    try {
+      if (start)
+        run_one_block(name, grid, block_dims, shmem, body, ctx, launch, seed,
+                      {b % grid.x, b / grid.x % grid.y, b / (grid.x * grid.y)});
+    } catch (...) {
+      errors[b] = std::current_exception();
+      aborted[b] = t_cooperative_aborted;
+    }
+    std::lock_guard<std::mutex> lock(run.m);
+    if (errors[b]) run.failed = true;
+    run.done[b] = 1;
+    ++run.epoch;
+    run.pass(b);
+    t_cooperative = nullptr;
+  };
+  std::string not_started;
+  for (unsigned b = 0; b < blocks && not_started.empty(); ++b) {
+    try {
+      workers.emplace_back(block, b);
+    } catch (const std::exception& e) {  // the blocks started so far stop, then the launch fails
+      not_started = e.what();
       std::lock_guard<std::mutex> lock(run.m);
-      if (errors[b]) run.failed = true;
-      run.done[b] = 1;
-      --run.live;
-      run.stalls = 0;
-      run.pass(b);
-      t_cooperative = nullptr;
-    });
+      run.failed = true;
+      run.cv.notify_all();
+    }
+  }
   for (std::thread& w : workers) w.join();
+  if (!not_started.empty())
+    throw Error(std::string("emu: kernel '") + name + "': cannot start a thread for each of the " +
+                std::to_string(blocks) + " blocks of a cooperative launch: " + not_started);
   // The failing block's own error, not that of a block that stopped because of it.
   for (unsigned b = 0; b < blocks; ++b)
     if (errors[b] && !aborted[b]) std::rethrow_exception(errors[b]);
@@ -653,17 +686,13 @@ void grid_spin_wait() {
   const unsigned me = t_cooperative_block;
   std::unique_lock<std::mutex> lock(run->m);
   if (run->failed) cooperative_abort();
-  // Spinning at the barrier it spun at before, this block has not moved on; when every live
-  // block has had several turns so, none will: a block left the kernel early, or skipped a
-  // barrier the others met.
-  const uint64_t phase = t_race.phase;
-  if (run->spin_phase[me] == phase) {
-    ++run->stalls;
-  } else {
+  const uint64_t phase = t_race.phase;  // a new barrier phase: this block moved on since it waited
+  if (run->spin_phase[me] != phase) {
     run->spin_phase[me] = phase;
-    run->stalls = 0;
+    ++run->epoch;
   }
-  if (run->live == 1 || run->stalls > 4 * run->live + 8) {
+  run->spun[me] = run->epoch;
+  if (run->deadlocked()) {
     run->failed = true;
     run->cv.notify_all();
     fail(

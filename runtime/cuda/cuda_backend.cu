@@ -146,6 +146,13 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
       EQUIVAE_CUDA_CHECK(cudaMemset(chain_barrier_.get(), 0, 2 * sizeof(unsigned)));
       chain_blocks_ = cuda::small_gemm_chain_blocks();
       check(chain_blocks_ > 0, "cuda backend", "the persistent GEMM chain fits no SM");
+#if !defined(EQUIVAE_CUDA_EMULATED)
+      int cooperative = 0;
+      EQUIVAE_CUDA_CHECK(
+          cudaDeviceGetAttribute(&cooperative, cudaDevAttrCooperativeLaunch, options.device));
+      check(cooperative != 0, "cuda backend",
+            "--persistent-chains needs cooperative launches, which this device does not offer");
+#endif
     }
     // The per-channel sums' scratch of each stream (channel_sum_scratch): partial sums,
     // counters at zero.
@@ -253,8 +260,13 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
         const bool keep_mask = relu && relu_mask;
         LtEpilogue e{relu ? GemmEpilogue::relu_bias : GemmEpilogue::bias, b};
         if (keep_mask) e = {GemmEpilogue::relu_aux_bias, b, relu_mask, lt_relu_mask_ld(out)};
-        if (self->chain_layer(g, x, W, y, e)) {  // runs with the layers after it
-          if (keep_mask) self->note_relu_mask(relu_mask, true, GemmKernel::small);
+        // In a chain, with the layers after it. Its mask is the small GEMM's, which only the
+        // small GEMM reads back: without small_gemm the layer keeps none (its backward reads y).
+        const bool chain_mask = keep_mask && self->options_.small_gemm;
+        if (self->chain_layer(
+                g, x, W, y,
+                keep_mask && !chain_mask ? LtEpilogue{GemmEpilogue::relu_bias, b} : e)) {
+          if (keep_mask) self->note_relu_mask(relu_mask, chain_mask, GemmKernel::small);
           return;
         }
         self->flush_chain();
@@ -1092,16 +1104,24 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
     }
     return false;
   }
-  // Runs the pending chain (one cooperative launch on the main stream), if any.
+  // Runs the pending chain (one cooperative launch on the main stream), if any; a launch that
+  // fails throws here, naming the chain, whoever asked (a join, a download, another op).
   void flush_chain() {
     if constexpr (std::is_same_v<T, float>) {
       if (chain_.empty()) return;
+      const size_t count = chain_.size();
       cuda::SmallGemmSteps steps;
       std::copy(chain_.begin(), chain_.end(), steps.step);
+      chain_.clear();  // taken, whatever the launch does
       auto* barrier = static_cast<unsigned*>(chain_barrier_.get());
-      cuda::small_gemm_chain(steps, int(chain_.size()), /*trans_b=*/false, lt_->small_split(),
+      cuda::small_gemm_chain(steps, int(count), /*trans_b=*/false, lt_->small_split(),
                              {barrier, barrier + 1}, chain_blocks_, stream_);
-      chain_.clear();
+#if !defined(EQUIVAE_CUDA_EMULATED)
+      const cudaError_t status = cudaGetLastError();
+      if (status != cudaSuccess)
+        throw Error("cuda backend", "persistent chain of " + std::to_string(count) +
+                                        " dense layers: " + cudaGetErrorString(status));
+#endif
       ++chains_run_;
     }
   }

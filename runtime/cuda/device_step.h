@@ -130,7 +130,8 @@ class DeviceStepOps {
   // the libraries).
   virtual int small_gemm_outputs() const = 0;
   // With CudaBackendOptions::persistent_chains: how many chains of dense forwards were issued
-  // (one cooperative launch each; a captured step's count once per capture).
+  // (one cooperative launch each): on a GPU a captured step's once, at its capture; under the
+  // emulator, which runs a graph by calling its ops again, at every replay too.
   virtual size_t persistent_chains_run() const = 0;
   // With autotuning of the convolutions (CudaBackendOptions::autotune without conv_gemm): how
   // many convolution calls (three per shape) were timed on cuDNN and on the lowering to GEMMs,
