@@ -77,6 +77,17 @@ TEST(EmuGridBarrier, WithoutTheBarrierBlocksReadUnwrittenSlotsInEverySeed) {
   }
 }
 
+// The emulator's error from launch() ("" if none).
+template <class F>
+std::string error_of(F&& launch) {
+  try {
+    launch();
+  } catch (const emu::Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
 // Block 0 returns before the barrier the others wait at.
 __global__ void kernel_block_leaves_early(GridBarrier barrier) {
   equivae::cuda::grid_dependency_prologue();
@@ -86,14 +97,11 @@ __global__ void kernel_block_leaves_early(GridBarrier barrier) {
 
 TEST(EmuGridBarrier, ABlockThatLeavesEarlyIsADeadlockNotAHang) {
   unsigned counters[2] = {0, 0};
-  try {
+  const std::string e = error_of([&] {
     EQUIVAE_LAUNCH_COOPERATIVE(kernel_block_leaves_early, dim3(3), 32, 0, nullptr,
                                GridBarrier{&counters[0], &counters[1]});
-    FAIL() << "no error";
-  } catch (const emu::Error& e) {
-    EXPECT_NE(std::string(e.what()).find("deadlock at a grid-wide barrier"), std::string::npos)
-        << e.what();
-  }
+  });
+  EXPECT_NE(e.find("deadlock at a grid-wide barrier"), std::string::npos) << e;
 }
 
 __global__ void kernel_barrier_once(GridBarrier barrier) {
@@ -104,21 +112,14 @@ __global__ void kernel_barrier_once(GridBarrier barrier) {
 TEST(EmuGridBarrier, ABarrierNeedsACooperativeLaunchThatFits) {
   unsigned counters[2] = {0, 0};
   const GridBarrier barrier{&counters[0], &counters[1]};
-  try {
-    EQUIVAE_LAUNCH(kernel_barrier_once, dim3(2), 32, 0, nullptr, barrier);
-    FAIL() << "no error";
-  } catch (const emu::Error& e) {
-    EXPECT_NE(std::string(e.what()).find("not launched cooperatively"), std::string::npos)
-        << e.what();
-  }
-  try {
+  std::string e =
+      error_of([&] { EQUIVAE_LAUNCH(kernel_barrier_once, dim3(2), 32, 0, nullptr, barrier); });
+  EXPECT_NE(e.find("not launched cooperatively"), std::string::npos) << e;
+  e = error_of([&] {
     EQUIVAE_LAUNCH_COOPERATIVE(kernel_barrier_once, dim3(emu::detail::kMaxCooperativeBlocks + 1),
                                32, 0, nullptr, barrier);
-    FAIL() << "no error";
-  } catch (const emu::Error& e) {
-    EXPECT_NE(std::string(e.what()).find("cooperative grid of 65 blocks"), std::string::npos)
-        << e.what();
-  }
+  });
+  EXPECT_NE(e.find("cooperative grid of 65 blocks"), std::string::npos) << e;
 }
 
 // Block 1 fails (a shared index out of bounds) while the others wait at the barrier.
@@ -131,14 +132,11 @@ __global__ void kernel_one_block_fails(GridBarrier barrier) {
 
 TEST(EmuGridBarrier, OneBlocksErrorIsTheLaunchsError) {
   unsigned counters[2] = {0, 0};
-  try {
+  const std::string e = error_of([&] {
     EQUIVAE_LAUNCH_COOPERATIVE(kernel_one_block_fails, dim3(4), 32, 0, nullptr,
                                GridBarrier{&counters[0], &counters[1]});
-    FAIL() << "no error";
-  } catch (const emu::Error& e) {
-    EXPECT_NE(std::string(e.what()).find("out-of-bounds shared-memory access"), std::string::npos)
-        << e.what();
-  }
+  });
+  EXPECT_NE(e.find("out-of-bounds shared-memory access"), std::string::npos) << e;
 }
 
 }  // namespace

@@ -23,6 +23,7 @@
 #include "kernels/cuda/ops.h"
 #include "runtime/backend.h"
 #include "runtime/cuda/gemm_epilogue.h"
+#include "tests/gpu_ready.h"
 #include "tests/op_harness.h"
 
 #if defined(EQUIVAE_TEST_REAL_CUDA)
@@ -56,15 +57,6 @@ class DeviceCopy {
   size_t bytes_;
 };
 #endif
-
-// The emulator always runs; the GPU build needs a device.
-bool gpu_ready() {
-#if defined(EQUIVAE_TEST_REAL_CUDA)
-  return cuda_available();
-#else
-  return true;
-#endif
-}
 
 // The buffers of one call, on the host.
 struct Buffers {

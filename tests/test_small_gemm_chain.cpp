@@ -21,6 +21,7 @@
 #include "kernels/cuda/ops.h"
 #include "runtime/backend.h"
 #include "runtime/cuda/gemm_epilogue.h"
+#include "tests/gpu_ready.h"
 #include "tests/op_harness.h"
 
 #if defined(EQUIVAE_TEST_REAL_CUDA)
@@ -31,14 +32,6 @@ namespace equivae::test {
 namespace {
 
 using cuda::GemmTail;
-
-bool gpu_ready() {
-#if defined(EQUIVAE_TEST_REAL_CUDA)
-  return cuda_available();
-#else
-  return true;
-#endif
-}
 
 // Device memory of n Ts (the emulator's device memory is host memory), set from and read back
 // to the host.

@@ -76,6 +76,22 @@ inline bool programmatic_for(dim3 grid) {
          (t_programmatic_max_blocks == 0 || blocks <= t_programmatic_max_blocks);
 }
 
+#if defined(__CUDACC__)
+// cudaLaunchKernelEx with one launch attribute (its errors, as <<<>>>'s, show later).
+template <class... P, class... A>
+inline void launch_with(const cudaLaunchAttribute& attribute, void (*kernel)(P...), dim3 grid,
+                        dim3 block, size_t shmem, cudaStream_t stream, A&&... args) {
+  cudaLaunchConfig_t config{};
+  config.gridDim = grid;
+  config.blockDim = block;
+  config.dynamicSmemBytes = shmem;
+  config.stream = stream;
+  config.attrs = const_cast<cudaLaunchAttribute*>(&attribute);
+  config.numAttrs = 1;
+  cudaLaunchKernelEx(&config, kernel, std::forward<A>(args)...);
+}
+#endif
+
 template <class... P, class... A>
 inline void launch_named([[maybe_unused]] const char* name, void (*kernel)(P...), dim3 grid,
                          dim3 block, size_t shmem, cudaStream_t stream, A&&... args) {
@@ -84,14 +100,7 @@ inline void launch_named([[maybe_unused]] const char* name, void (*kernel)(P...)
     cudaLaunchAttribute attribute{};
     attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
     attribute.val.programmaticStreamSerializationAllowed = 1;
-    cudaLaunchConfig_t config{};
-    config.gridDim = grid;
-    config.blockDim = block;
-    config.dynamicSmemBytes = shmem;
-    config.stream = stream;
-    config.attrs = &attribute;
-    config.numAttrs = 1;
-    cudaLaunchKernelEx(&config, kernel, std::forward<A>(args)...);  // errors: as <<<>>>'s, later
+    launch_with(attribute, kernel, grid, block, shmem, stream, std::forward<A>(args)...);
     return;
   }
   kernel<<<grid, block, shmem, stream>>>(std::forward<A>(args)...);
@@ -102,8 +111,9 @@ inline void launch_named([[maybe_unused]] const char* name, void (*kernel)(P...)
 
 // A cooperative launch (cudaLaunchAttributeCooperative, capturable into a graph): every block
 // of the grid is resident at once, which a grid-wide barrier (grid_sync.cuh) needs; the launch
-// fails if the grid does not fit on the GPU at once (cooperative_blocks, below, sizes it). The
-// emulator runs such a grid's blocks at once too, one OS thread each. Not programmatic.
+// fails if the grid does not fit on the GPU at once (its owner sizes it by occupancy, as
+// small_gemm_chain_blocks does). The emulator runs such a grid's blocks at once too, one OS
+// thread each. Not programmatic.
 template <class... P, class... A>
 inline void launch_cooperative_named([[maybe_unused]] const char* name, void (*kernel)(P...),
                                      dim3 grid, dim3 block, size_t shmem, cudaStream_t stream,
@@ -112,14 +122,7 @@ inline void launch_cooperative_named([[maybe_unused]] const char* name, void (*k
   cudaLaunchAttribute attribute{};
   attribute.id = cudaLaunchAttributeCooperative;
   attribute.val.cooperative = 1;
-  cudaLaunchConfig_t config{};
-  config.gridDim = grid;
-  config.blockDim = block;
-  config.dynamicSmemBytes = shmem;
-  config.stream = stream;
-  config.attrs = &attribute;
-  config.numAttrs = 1;
-  cudaLaunchKernelEx(&config, kernel, std::forward<A>(args)...);  // errors: as <<<>>>'s, later
+  launch_with(attribute, kernel, grid, block, shmem, stream, std::forward<A>(args)...);
 #else
   ::emu::launch_grid(true, name, kernel, grid, block, shmem, stream, std::forward<A>(args)...);
 #endif
