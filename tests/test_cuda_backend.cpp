@@ -1260,6 +1260,7 @@ TEST_F(CudaBackend, APendingChainRunsBeforeADownload) {
     be->dense_forward(h, dx, dW1, db1, B, in, hidden, true, nullptr, false);
     be->dense_forward(y, h, dW2, db2, B, hidden, out, false, nullptr, false);
     be->download(be == cpu.get() ? want.data() : got.data(), y, want.size() * sizeof(float));
+    for (float* p : {dx, dW1, db1, dW2, db2, h, y}) be->release(p);
   }
   EXPECT_LE(nmse(std::vector<double>(want.begin(), want.end()),
                  std::vector<double>(got.begin(), got.end())),

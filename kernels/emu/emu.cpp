@@ -113,9 +113,26 @@ class StackPool {
 
 struct PoolAllocator {
   StackPool* pool;
-  ctx::stack_context allocate() { return pool->allocate(); }
+  char** lowest = nullptr;  // where to note the stack's lowest address (for unpoison_below)
+  ctx::stack_context allocate() {
+    ctx::stack_context sc = pool->allocate();
+    if (lowest) *lowest = static_cast<char*>(sc.sp) - sc.size;
+    return sc;
+  }
   void deallocate(ctx::stack_context& sc) noexcept { pool->deallocate(sc); }
 };
+
+// Frames an exception unwound leave their redzones poisoned below the catching frame: ASan
+// would clear them (__asan_handle_no_return) but cannot on a fiber's stack, which it does
+// not know, and the unwinder's own frames of the next throw land there (a false
+// stack-buffer-overflow). Clears the fiber's stack below the caller's frame.
+[[maybe_unused]] inline void unpoison_below([[maybe_unused]] char* lowest,
+                                            [[maybe_unused]] void* frame) {
+#if defined(__SANITIZE_ADDRESS__)
+  if (lowest && static_cast<char*>(frame) > lowest)
+    __asan_unpoison_memory_region(lowest, size_t(static_cast<char*>(frame) - lowest));
+#endif
+}
 
 enum class State : uint8_t { Ready, AtBlockBarrier, AtWarpBarrier, Done };
 
@@ -128,6 +145,7 @@ struct Thread {
   unsigned mask = 0;  // of the warp barrier it waits at
   uint64_t slot = 0;  // value published to a shuffle / vote
   std::exception_ptr error;
+  char* stack_lowest = nullptr;  // of its fiber's stack
 };
 
 struct BlockRun {
@@ -323,14 +341,16 @@ void run_block(BlockRun& r) {
         t.mask = 0;
         t.slot = 0;
         t.error = nullptr;
-        t.fiber = ctx::fiber(std::allocator_arg, PoolAllocator{&t_pool},
+        t.fiber = ctx::fiber(std::allocator_arg, PoolAllocator{&t_pool, &t.stack_lowest},
                              [th = &t, run = &r](ctx::fiber&& sched) {
                                th->sched = std::move(sched);
                                try {
                                  run->body(run->ctx);
                                } catch (const ctx::detail::forced_unwind&) {
+                                 unpoison_below(th->stack_lowest, __builtin_frame_address(0));
                                  throw;
                                } catch (...) {
+                                 unpoison_below(th->stack_lowest, __builtin_frame_address(0));
                                  th->error = std::current_exception();
                                }
                                th->state = State::Done;
