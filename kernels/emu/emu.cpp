@@ -519,20 +519,22 @@ const LaunchObserver& launch_observer() {
 
 namespace {
 
-// One block of a launch, run to its end on the calling OS thread (its fibers, its shared memory).
-void run_one_block(const char* name, dim3 grid, dim3 block, size_t shmem, Body body, void* ctx,
-                   uint64_t launch, uint64_t seed, uint3 index) {
-  const unsigned n = block.x * block.y * block.z;
-  BlockRun r;
+// A launch's block state (threads, dynamic shared memory and their shadows), made once per
+// launch on an OS thread and reused by every block it runs there (run_block resets it).
+void prepare_run(BlockRun& r, const char* name, dim3 block, size_t shmem, Body body, void* ctx) {
   r.name = name;
   r.body = body;
   r.ctx = ctx;
   r.dims = block;
-  r.n = n;
-  r.threads.resize(n);
+  r.n = block.x * block.y * block.z;
+  r.threads.resize(r.n);
   r.dynamic_shared.resize(shmem);
   r.dynamic_shadow.assign((shmem + 3) / 4, detail::SharedWord{});
-  r.warp_sync.assign((n + 31) / 32, 0u);
+  r.warp_sync.assign((r.n + 31) / 32, 0u);
+}
+
+// One block of a launch, run to its end on the calling OS thread (its fibers, its shared memory).
+void run_one_block(BlockRun& r, dim3 grid, uint64_t launch, uint64_t seed, uint3 index) {
   struct Scope {
     explicit Scope(BlockRun* run) {
       t_run = run;
@@ -545,14 +547,14 @@ void run_one_block(const char* name, dim3 grid, dim3 block, size_t shmem, Body b
     }
   } scope(&r);
   gridDim = {grid.x, grid.y, grid.z};
-  blockDim = {block.x, block.y, block.z};
+  blockDim = {r.dims.x, r.dims.y, r.dims.z};
   blockIdx = index;
   uint64_t s = seed ^ (launch * 0xD1B54A32D192ED03ull);
   s = splitmix64(s) ^ ((uint64_t(index.z) * 65536 + index.y) << 32 | index.x);
   r.rng = splitmix64(s);
   run_block(r);
   g_stats.blocks.fetch_add(1, std::memory_order_relaxed);
-  g_stats.threads.fetch_add(n, std::memory_order_relaxed);
+  g_stats.threads.fetch_add(r.n, std::memory_order_relaxed);
 }
 
 // A cooperative launch: its blocks are all alive at once, one OS thread each, so that they can
@@ -630,9 +632,12 @@ void run_cooperative(const char* name, dim3 grid, dim3 block_dims, size_t shmem,
       start = !run.failed;
     }
     try {
-      if (start)
-        run_one_block(name, grid, block_dims, shmem, body, ctx, launch, seed,
+      if (start) {
+        BlockRun r;
+        prepare_run(r, name, block_dims, shmem, body, ctx);
+        run_one_block(r, grid, launch, seed,
                       {b % grid.x, b / grid.x % grid.y, b / (grid.x * grid.y)});
+      }
     } catch (...) {
       errors[b] = std::current_exception();
       aborted[b] = t_cooperative_aborted;
@@ -693,10 +698,11 @@ void run_grid(const char* name, dim3 grid, dim3 block, size_t shmem, Body body, 
   const uint64_t seed = g_seed.load();
   g_stats.launches.fetch_add(1, std::memory_order_relaxed);
   if (cooperative) return run_cooperative(name, grid, block, shmem, body, ctx, launch, seed);
+  BlockRun r;
+  prepare_run(r, name, block, shmem, body, ctx);
   for (unsigned z = 0; z < grid.z; ++z)
     for (unsigned y = 0; y < grid.y; ++y)
-      for (unsigned x = 0; x < grid.x; ++x)
-        run_one_block(name, grid, block, shmem, body, ctx, launch, seed, {x, y, z});
+      for (unsigned x = 0; x < grid.x; ++x) run_one_block(r, grid, launch, seed, {x, y, z});
 }
 
 void grid_spin_wait() {
