@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <memory>
+#include <span>
 #include <vector>
 
 #include "bench/gpu_bench.h"
@@ -25,6 +26,7 @@
 #include "model/subsets.h"
 #include "runtime/backend.h"
 #include "runtime/cuda/device_step.h"
+#include "runtime/host_floats.h"
 
 #ifdef EQUIVAE_BENCH_CUBLAS
 #include <cublas_v2.h>
@@ -340,6 +342,31 @@ EQUIVAE_GUARDED_BENCHMARK(BM_EagerStep) {
   state.SetLabel(backend->name());
 }
 BENCHMARK(BM_EagerStep)->Unit(benchmark::kMicrosecond)->UseRealTime();
+
+// The per-epoch state read-back a checkpoint is cut from (parameters, Adam's m and v: 3 ×
+// ~2.0 M floats for the reference model), one iteration = one read_state: range(0) = 0 into a
+// pageable std::vector (as the trainer did before), 1 into the backend's host memory
+// (page-locked: HostFloats, as the trainer does now). bytes/s: the state's bytes.
+EQUIVAE_GUARDED_BENCHMARK(BM_ReadState) {
+  if (skip_without_gpu(state)) return;
+  auto backend = gpu_backend();
+  EquiVae<float> model(EquiVaeConfig{}, *backend);
+  const bool pinned = state.range(0) != 0;
+  std::vector<float> pageable(pinned ? 0 : model.state_size());
+  HostFloats<float> host =
+      pinned ? HostFloats<float>(*backend, model.state_size()) : HostFloats<float>();
+  const std::span<float> into = pinned ? host.span() : std::span<float>(pageable);
+  model.read_state(into);  // first touch of the pages, outside the timing
+  for (auto _ : state) model.read_state(into);
+  state.SetBytesProcessed(int64_t(state.iterations()) * int64_t(into.size_bytes()));
+  state.SetLabel(backend->name() +
+                 (pinned ? " into page-locked host memory" : " into a pageable vector"));
+}
+BENCHMARK(BM_ReadState)
+    ->ArgName("pinned")
+    ->DenseRange(0, 1)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 
 // 3,200 made-up SVHN-shaped images (320 per class): timing only.
 const Dataset& svhn_shaped() {

@@ -342,13 +342,15 @@ bench_stage() {
 # The headline steps (TF32 allowed): supervised and semi-supervised MNIST at B = 160, the step
 # at B = 10,240 and its GEMMs alone in cuBLAS, and the SVHN step, each on the default route and
 # on the defaults before 2026-11-27 (levers:2), and SVHN with its convolutions lowered to GEMMs
-# (levers:4) and autotuned (each convolution call on cuDNN or lowered, as timed), in one run.
+# (levers:4) and autotuned (each convolution call on cuDNN or lowered, as timed), in one run;
+# and the per-epoch state read-back a checkpoint is cut from, into pageable and page-locked
+# host memory (BM_ReadState: the 40-epoch run's `ckpt` column).
 SVHN_HEAD='^BM_SvhnGraphStep/semi:0/(autotuned:0/levers:[024]|autotuned:1/levers:0)/'
 stage_step() {
   if has bench_cuda_step; then
     bench_stage bench_step_head 90 "$BIN/bench_cuda_step" "$RESULTS/bench_step_head.json" \
       --group '^BM_GraphStep/' --group '^BM_GemmFloor' --group "$SVHN_HEAD" \
-      -- --benchmark_min_time=0.3
+      --group '^BM_ReadState/' -- --benchmark_min_time=0.3
   else
     STATUS[bench_step_head]="not built"
   fi
@@ -602,7 +604,7 @@ def table(path, title):
         # wrote on its routes, and a single GEMM's rate
         for extra in ("graph nodes", "grad NMSE", "y NMSE", "tuned plans", "changed",
                       "heuristic us", "tuned us", "masks kept", "DRELU_BGRAD GEMMs", "DRELU GEMMs",
-                      "small GEMMs", "chains", "FLOP/s"):
+                      "small GEMMs", "chains", "FLOP/s", "bytes_per_second"):
             if extra in b:
                 label += f"; {extra} {b[extra]:.3g}"
         print(f"| {b['name']} | {label} | {per} | {ex:,.0f} |" if ex else

@@ -26,6 +26,7 @@
 #include <functional>
 #include <initializer_list>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -163,17 +164,22 @@ class EquiVae {
   Checkpoint to_checkpoint() const;
   // to_checkpoint in two halves, so that a trainer reads the state back and goes on while
   // another thread makes the checkpoint of it: read_state downloads the parameters, Adam's m
-  // and v into state[3 · parameter_count] (resized; a float plan reuses a buffer kept from the
-  // last call without new pages, a double one converts through a temporary), and
-  // fill_checkpoint (host memory only, any thread) cuts checkpoint_layout()'s tensors out of it:
-  // a trainer then holds the buffer and the checkpoint made of it, 6 · parameter_count floats.
+  // and v into state[state_size()] (a float plan downloads straight into it, a double one
+  // converts through a temporary; the vector form resizes, reusing the buffer kept from the
+  // last call without new pages; the span form needs exactly state_size() floats, which a
+  // trainer takes from Backend::allocate_host: page-locked on a GPU, so each epoch's 3 ×
+  // parameter_count floats come back at the link's speed), and fill_checkpoint (host memory
+  // only, any thread) cuts checkpoint_layout()'s tensors out of it: a trainer then holds the
+  // buffer and the checkpoint made of it, 6 · parameter_count floats.
+  size_t state_size() const { return 3 * parameter_count_; }
+  void read_state(std::span<float> state) const;
   void read_state(std::vector<float>& state) const;
   struct CheckpointLayout {
     Checkpoint shell;             // names, shapes and metadata; every tensor's data empty
     std::vector<size_t> offsets;  // where each tensor starts in the state
   };
   CheckpointLayout checkpoint_layout() const;
-  static Checkpoint fill_checkpoint(CheckpointLayout layout, const std::vector<float>& state);
+  static Checkpoint fill_checkpoint(CheckpointLayout layout, std::span<const float> state);
   // Restores parameters and Adam state (a resume). Throws Error naming path on an unknown
   // format, another configuration, a missing tensor, a shape mismatch, or a NaN or infinite
   // value (naming the tensor and its first such element).

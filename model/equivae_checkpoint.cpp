@@ -16,10 +16,12 @@
 namespace equivae {
 
 template <class T>
-void EquiVae<T>::read_state(std::vector<float>& state) const {
+void EquiVae<T>::read_state(std::span<float> state) const {
   // Three downloads (parameters, Adam's m and v: one host sync each on a GPU).
   const size_t n = parameter_count_;
-  state.resize(3 * n);
+  check(state.size() == state_size(), "model",
+        "read_state needs room for exactly " + std::to_string(state_size()) +
+            " floats (parameters, Adam's m and v), got " + std::to_string(state.size()));
   for (const auto& [region, src] :
        {std::pair{0, params_flat_}, std::pair{1, adam_m_.data}, std::pair{2, adam_v_.data}}) {
     float* dst = state.data() + size_t(region) * n;
@@ -31,6 +33,12 @@ void EquiVae<T>::read_state(std::vector<float>& state) const {
       std::copy(host.begin(), host.end(), dst);
     }
   }
+}
+
+template <class T>
+void EquiVae<T>::read_state(std::vector<float>& state) const {
+  state.resize(state_size());
+  read_state(std::span<float>(state));
 }
 
 template <class T>
@@ -65,7 +73,7 @@ typename EquiVae<T>::CheckpointLayout EquiVae<T>::checkpoint_layout() const {
 }
 
 template <class T>
-Checkpoint EquiVae<T>::fill_checkpoint(CheckpointLayout layout, const std::vector<float>& state) {
+Checkpoint EquiVae<T>::fill_checkpoint(CheckpointLayout layout, std::span<const float> state) {
   Checkpoint ckpt = std::move(layout.shell);
   for (size_t i = 0; i < ckpt.tensors.size(); ++i) {
     NamedTensor& t = ckpt.tensors[i];
@@ -176,12 +184,13 @@ void EquiVae<T>::load_checkpoint(const Checkpoint& ckpt, const std::string& path
 }
 
 // The members this file defines, for both plans (equivae.cpp instantiates the class).
-#define INSTANTIATE(T)                                                                          \
-  template Checkpoint EquiVae<T>::to_checkpoint() const;                                        \
-  template void EquiVae<T>::read_state(std::vector<float>&) const;                              \
-  template typename EquiVae<T>::CheckpointLayout EquiVae<T>::checkpoint_layout() const;         \
-  template Checkpoint EquiVae<T>::fill_checkpoint(CheckpointLayout, const std::vector<float>&); \
-  template void EquiVae<T>::load_weights(const Checkpoint&, const std::string&);                \
+#define INSTANTIATE(T)                                                                       \
+  template Checkpoint EquiVae<T>::to_checkpoint() const;                                     \
+  template void EquiVae<T>::read_state(std::span<float>) const;                              \
+  template void EquiVae<T>::read_state(std::vector<float>&) const;                           \
+  template typename EquiVae<T>::CheckpointLayout EquiVae<T>::checkpoint_layout() const;      \
+  template Checkpoint EquiVae<T>::fill_checkpoint(CheckpointLayout, std::span<const float>); \
+  template void EquiVae<T>::load_weights(const Checkpoint&, const std::string&);             \
   template void EquiVae<T>::load_checkpoint(const Checkpoint&, const std::string&);
 INSTANTIATE(float)
 INSTANTIATE(double)

@@ -10,6 +10,7 @@
 #include <future>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <tuple>
 #include <utility>
@@ -23,6 +24,7 @@
 #include "runtime/checkpoint_writer.h"
 #include "runtime/clock.h"
 #include "runtime/error.h"
+#include "runtime/host_floats.h"
 #include "runtime/interrupt.h"
 #include "runtime/output_dir.h"
 #include "runtime/path_checks.h"
@@ -279,7 +281,10 @@ std::vector<EpochRecord> train(EquiVae<T>& model, const Dataset& labelled,
   // Each epoch's state is read back on this thread into `state`, and cut into a checkpoint and
   // written on the writer's while the next epoch trains; the next checkpoint, a divergence and
   // the end of training wait for it (`state` outlives the writer, which waits when destroyed).
-  std::vector<float> state;
+  // Its memory is the backend's host memory, taken at the first checkpoint and kept: on a GPU
+  // page-locked, so the read-back is one DMA per region rather than a pageable copy (~6 ms an
+  // epoch for the 24 MB of the MNIST model's state on an H200's host).
+  HostFloats<T> state;
   CheckpointWriter writer;
   int saved_epoch = 0;    // the last epoch whose checkpoint this call has on disk
   int pending_epoch = 0;  // the epoch whose checkpoint is being written, 0: none
@@ -459,17 +464,21 @@ std::vector<EpochRecord> train(EquiVae<T>& model, const Dataset& labelled,
       // the state read back into it.
       const auto checkpoint_start = Clock::now();
       settle_checkpoint();
-      model.read_state(state);
+      if (state.size() != model.state_size())
+        state = HostFloats<T>(model.backend(), model.state_size());
+      model.read_state(state.span());
       typename EquiVae<T>::CheckpointLayout layout = model.checkpoint_layout();
       write_run_identity(layout.shell, identity);
       r.checkpoint_seconds = seconds_since(checkpoint_start);
       records.push_back(r);
       write_progress(layout.shell, {epoch, step, records});
-      writer.write(checkpoint_path,
-                   CheckpointWriter::Builder([layout = std::move(layout), &state]() mutable {
-                     return EquiVae<T>::fill_checkpoint(std::move(layout), state);
-                   }),
-                   "epoch " + std::to_string(epoch), refuse_non_finite);
+      writer.write(
+          checkpoint_path,
+          CheckpointWriter::Builder(
+              [layout = std::move(layout), read = std::span<const float>(state.span())]() mutable {
+                return EquiVae<T>::fill_checkpoint(std::move(layout), read);
+              }),
+          "epoch " + std::to_string(epoch), refuse_non_finite);
       pending_epoch = epoch;
     }
 

@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <new>
 #include <string>
 
 #include "kernels/cpu/ops.h"
@@ -56,6 +57,18 @@ class Backend {
   virtual void upload(void* dst, const void* src, size_t bytes) = 0;
   virtual void download(void* dst, const void* src, size_t bytes) = 0;
   virtual void fill(T* dst, T value, size_t count) = 0;
+  // Host memory that downloads and uploads reach at the link's full speed, for buffers a run
+  // fills again and again (the per-epoch state a checkpoint is cut from): page-locked on a GPU,
+  // where a download into pageable memory goes through the driver's staging buffers at a few
+  // GB/s; plain memory elsewhere. Not while a graph is being captured. Released with
+  // release_host, before the backend ends (HostFloats, runtime/host_floats.h, does both).
+  virtual void* allocate_host(size_t bytes) {
+    return ::operator new (bytes, std::align_val_t{kHostAlignment});
+  }
+  virtual void release_host(void* block) {
+    ::operator delete (block, std::align_val_t{kHostAlignment});
+  }
+  static constexpr size_t kHostAlignment = 64;
 
   // ---- ops (see kernels/cpu/ops.h for the contracts)
   // relu_mask: where a backend may keep the ReLU's mask of y for a later dense_backward's

@@ -23,6 +23,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -41,10 +42,13 @@
 #include "runtime/backend.h"
 #include "runtime/cuda/device_step.h"
 #include "runtime/error.h"
+#include "runtime/host_floats.h"
 #include "tests/conv_fixtures.h"
 #include "tests/fixtures.h"
 
-#if !defined(EQUIVAE_TEST_REAL_CUDA)
+#if defined(EQUIVAE_TEST_REAL_CUDA)
+#include <cuda_runtime_api.h>
+#else
 #include "kernels/emu/emu.h"
 #include "runtime/cuda/cuda_backend.h"
 #endif
@@ -1415,6 +1419,45 @@ TEST_F(CudaBackend, CapturesAfterPendingAndAbortedSideStreamWork) {
   EXPECT_EQ(gbuf.get(), std::vector<double>(64, 5.0));
   expect_dW("after the aborted capture, which ran nothing");
   ops->reset_graph();
+}
+
+// Backend::allocate_host: host floats that downloads land in and uploads read from (on a GPU
+// page-locked: the trainer's per-epoch state read-back), released with HostFloats; refused
+// inside a capture, like every other allocation.
+TEST_F(CudaBackend, HostMemoryTakesDownloadsAndUploadsAndIsPageLockedOnTheDevice) {
+  auto gpu = device_backend();
+  constexpr size_t n = 3000;
+  const std::vector<float> values = random_floats(7, n, -2, 2);
+  DeviceVector device(*gpu, std::vector<float>(n));
+  {
+    HostFloats<float> in(*gpu, n), out(*gpu, n);
+    ASSERT_EQ(in.size(), n);
+    ASSERT_NE(in.data(), nullptr);
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(in.data()) % 64, 0u) << "not 64-byte aligned";
+    std::copy(values.begin(), values.end(), in.data());
+    gpu->upload(device.data, in.data(), n * sizeof(float));
+    gpu->download(out.data(), device.data, n * sizeof(float));
+    EXPECT_TRUE(std::equal(values.begin(), values.end(), out.data()));
+#if defined(EQUIVAE_TEST_REAL_CUDA)
+    cudaPointerAttributes attributes{};
+    ASSERT_EQ(cudaPointerGetAttributes(&attributes, out.data()), cudaSuccess);
+    EXPECT_EQ(attributes.type, cudaMemoryTypeHost) << "not page-locked host memory";
+#endif
+    HostFloats<float> moved = std::move(out);  // the block changes hands, released once
+    EXPECT_EQ(out.data(), nullptr);
+    EXPECT_EQ(moved.size(), n);
+  }
+  auto* ops = dynamic_cast<DeviceStepOps<float>*>(gpu.get());
+  ASSERT_NE(ops, nullptr);
+  ops->begin_capture(DeviceStepOps<float>::kOneStepGraph);
+  try {
+    HostFloats<float> during(*gpu, n);
+    ADD_FAILURE() << "host memory allocated inside a capture";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("allocate_host inside a graph capture"), std::string::npos)
+        << e.what();
+  }
+  ops->abort_capture();
 }
 
 void compare_conv(const Conv2dShape& s, bool transposed, bool relu,

@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -34,6 +35,7 @@
 #include "runtime/checkpoint.h"
 #include "runtime/cuda/cuda_backend.h"
 #include "runtime/error.h"
+#include "runtime/host_floats.h"
 #include "tests/conv_fixtures.h"
 #include "tests/fixtures.h"
 #include "tests/gemm_exactness.h"
@@ -551,6 +553,32 @@ class EpochCheckpoint : public test::ScratchDirTest {
 std::vector<char> file_bytes(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+// The trainer reads the state into the backend's host memory, exactly state_size() floats: any
+// other size is refused, naming both.
+TEST(StateReadBack, IntoBackendHostMemoryOfTheStateSizeAndNoOtherSize) {
+  auto be = make_cpu_backend<float>(1);
+  EquiVae<float> model(test::tiny_config(), *be);
+  ASSERT_EQ(model.state_size(), 3 * model.parameter_count());
+  std::vector<float> want;
+  model.read_state(want);
+  HostFloats<float> state(*be, model.state_size());
+  model.read_state(state.span());
+  EXPECT_TRUE(std::equal(want.begin(), want.end(), state.data()));
+  for (const size_t wrong : {model.state_size() - 1, model.state_size() + 1}) {
+    HostFloats<float> other(*be, wrong);
+    try {
+      model.read_state(other.span());
+      ADD_FAILURE() << "a state of " << wrong << " floats was read into";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("exactly " + std::to_string(model.state_size()) +
+                                           " floats (parameters, Adam's m and v), got " +
+                                           std::to_string(wrong)),
+                std::string::npos)
+          << e.what();
+    }
+  }
 }
 
 TEST(StateReadBack, ReusesItsBufferAndRefusesAStateTooShortForTheLayout) {

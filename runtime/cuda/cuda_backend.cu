@@ -242,6 +242,17 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
     EQUIVAE_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream_));
     EQUIVAE_CUDA_CHECK(cudaStreamSynchronize(stream_));
   }
+  // Page-locked (cudaMallocHost), so that a download into it is one DMA at the link's speed
+  // rather than a copy through the driver's pageable staging (the per-epoch state: 3 × 8 MB).
+  void* allocate_host(size_t bytes) override {
+    not_capturing("allocate_host");
+    void* p = nullptr;
+    EQUIVAE_CUDA_CHECK(cudaMallocHost(&p, std::max<size_t>(bytes, 1)));
+    return p;
+  }
+  void release_host(void* block) override {
+    if (block) cudaFreeHost(block);  // called from destructors: an error is not thrown there
+  }
   void fill(T* dst, T value, size_t count) override {
     issue("fill", [=, self = this] { cuda::fill(dst, value, count, self->stream_); });
   }
