@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "runtime/error.h"
+#include "runtime/generated_iterator.h"
 #include "runtime/path_checks.h"
 
 namespace equivae {
@@ -631,16 +632,15 @@ Dataset load_svhn_mat(const std::string& path) {
     }();
     // Column-major X(h, w, c, i) sits at h + 32 w + 1024 c + 3072 i; each image becomes
     // [c][h][w] row-major: every 32x32 plane is transposed.
+    // Output element o = (plane, h, w) reads the plane's byte at w · 32 + h; written in output
+    // order, each float once (no zero-filled pass first).
+    static_assert(kSide == 32, "the index arithmetic below is for 32 x 32 planes");
     const uint8_t* src = static_cast<const uint8_t*>(images->data);
-    ds.images.resize(static_cast<size_t>(n) * kImageBytes);  // [n, 3, 32, 32]
-    for (int64_t i = 0; i < n; ++i) {
-      for (int c = 0; c < kPlanes; ++c) {
-        const uint8_t* plane = src + (i * kPlanes + c) * kSide * kSide;
-        float* out = ds.images.data() + (i * kPlanes + c) * kSide * kSide;
-        for (int h = 0; h < kSide; ++h)
-          for (int w = 0; w < kSide; ++w) out[h * kSide + w] = table[plane[w * kSide + h]];
-      }
-    }
+    assign_generated(ds.images, std::ptrdiff_t(n) * std::ptrdiff_t(kImageBytes),  // [n, 3, 32, 32]
+                     [src](std::ptrdiff_t o) {
+                       const std::ptrdiff_t plane = o >> 10, h = (o >> 5) & 31, w = o & 31;
+                       return table[src[(plane << 10) | (w << 5) | h]];
+                     });
   }
   return ds;
 }

@@ -263,5 +263,27 @@ TEST(Model, PixelsOutsideTheUnitIntervalAreRefusedBeforeTraining) {
   EXPECT_THROW(short_data.check_pixels(), Error);
 }
 
+// The check runs over blocks of pixels: the first bad pixel is named wherever it lies (a
+// block's first or last, the set's last), and a later bad one does not hide it.
+TEST(Model, TheFirstBadPixelIsNamedWhereverItLies) {
+  const Dataset& clean = digits();
+  const size_t last = clean.images.size() - 1;
+  for (const size_t at : {size_t(4095), size_t(4096), size_t(9 * 784), last}) {
+    Dataset data = clean;
+    data.source = "made-up digits";
+    data.images[at] = std::nanf("");
+    if (at != last) data.images[last] = 2.0f;  // a later one
+    const std::string want = "image " + std::to_string(at / size_t(data.dim)) + ", pixel " +
+                             std::to_string(at % size_t(data.dim)) + " is nan";
+    try {
+      data.check_pixels();
+      ADD_FAILURE() << "no error for the NaN at " << at;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(want), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_NO_THROW(clean.check_pixels());
+}
+
 }  // namespace
 }  // namespace equivae
