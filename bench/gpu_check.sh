@@ -472,12 +472,14 @@ profile_kernels() {
     --launch-skip 300 --launch-count 150 --csv '$BIN/bench_cuda_step' \
     --benchmark_filter='$2' --benchmark_min_time=$3 >'$RESULTS/$4'"
 }
-# Per-kernel device time of eager steps; and the B = 10,240 step's graph nodes, kernel by
-# kernel (ncu profiles each node of a replayed graph): where it spends the time its GEMMs alone
-# do not (issue 4's 60% of their rate).
+# Per-kernel device time of eager steps; the SVHN step's kernels (issue 6: which of its
+# convolutions, and which cuDNN kernels, hold its ~1 ms); and the B = 10,240 step's graph
+# nodes, kernel by kernel (ncu profiles each node of a replayed graph): where it spends the
+# time its GEMMs alone do not (issue 4's 60% of their rate).
 stage_profile() {
   if command -v ncu >/dev/null && has bench_cuda_step; then
-    profile_kernels profile EagerStep 0.2 ncu_eager_step.csv
+    profile_kernels profile '^BM_EagerStep' 0.2 ncu_eager_step.csv
+    profile_kernels profile_svhn '^BM_SvhnEagerStep' 0.2 ncu_svhn_eager_step.csv
     profile_kernels profile_big 'BM_GraphStep/semi:0/k:1024/levers:0/' 0.05 \
       ncu_graph_step_b10240.csv
   else

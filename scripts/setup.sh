@@ -18,8 +18,27 @@ packages=(build-essential cmake pkg-config libopenblas-openmp-dev zlib1g-dev lib
           python3-scipy python3-torch)
 install_packages "${packages[@]}"
 
+# The real CUDA backend (nvcc for sm_80 and sm_90: most of the build's time) for everything, and
+# for named targets where a GPU is present; named targets on a machine without one (the first
+# command: train_mnist, which then trains on the CPU) are built without it. EQUIVAE_CUDA=ON|OFF
+# decides instead. A build directory configured the other way is configured again.
+has_gpu() {
+  compgen -G '/dev/nvidia[0-9]*' >/dev/null || nvidia-smi -L 2>/dev/null | grep -q '^GPU '
+}
+cuda=ON
+if [[ -z ${EQUIVAE_CUDA:-} ]] && (($#)) && ! has_gpu; then
+  cuda=OFF
+  echo "$script: no GPU here: building $* for the CPU, without the CUDA backend (EQUIVAE_CUDA=ON builds it)"
+fi
+cuda=${EQUIVAE_CUDA:-$cuda}
+[[ $cuda == ON || $cuda == OFF ]] || { echo "$script: EQUIVAE_CUDA must be ON or OFF, got '$cuda'" >&2; exit 1; }
+
 build_dir=${EQUIVAE_BUILD_DIR:-build}
-configure_once "$build_dir" cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release
+configure=(cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release -DEQUIVAE_CUDA="$cuda")
+configure_once "$build_dir" "${configure[@]}"
+if ! grep -qx "EQUIVAE_CUDA:BOOL=$cuda" "$build_dir/CMakeCache.txt"; then
+  "${configure[@]}" >"$build_dir/build.log" 2>&1 || { cat "$build_dir/build.log"; exit 1; }
+fi
 targets=()
 for t in "$@"; do targets+=(--target "$t"); done
 build_quietly "$build_dir" -j"$(nproc)" "${targets[@]}"
