@@ -3,6 +3,8 @@
 # there), then configures and builds the engine in Release under build/.
 #
 #   scripts/setup.sh [TARGET...]   the given CMake targets (say train_mnist), or everything
+#   EQUIVAE_CUDA=ON|OFF            with or without the real CUDA backend (default: with it, but
+#                                  for named targets only where a GPU is present)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 script=setup
