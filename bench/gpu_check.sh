@@ -61,7 +61,7 @@ prepare() {
   # and the GPU machine's CPU may lack this one's instructions. Without oneDNN: the CPU
   # convolutions and GEMMs it would speed up serve the GPU checks only as references, and its
   # library (tens of MB) would crowd the pack.
-  nice -n 19 cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  nice -n 19 cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DEQUIVAE_CUDA=ON \
     -DCMAKE_DISABLE_FIND_PACKAGE_dnnl=ON \
     -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O2 -DNDEBUG" \
     -DCMAKE_CUDA_FLAGS_RELWITHDEBINFO="-O3 -DNDEBUG" >/dev/null || return 1
@@ -197,7 +197,7 @@ if [[ -d "$PACK/bin" ]]; then
   fi
 else
   log "no pack at $PACK: configuring and building in $BUILD"
-  if run_stage build 420 bash -c "cmake -S '$ROOT' -B '$BUILD' -DCMAKE_BUILD_TYPE=Release \
+  if run_stage build 420 bash -c "cmake -S '$ROOT' -B '$BUILD' -DCMAKE_BUILD_TYPE=Release -DEQUIVAE_CUDA=ON \
       && cmake --build '$BUILD' -j \"\$(nproc)\" --target test_cuda_backend_gpu train_mnist \
          bench_cuda_step bench_gemm_chains"; then
     BIN="$RESULTS/.bin"

@@ -350,8 +350,8 @@ void Dataset::check_pixels() const {
   check(n >= 0 && images.size() == size_t(n) * size_t(dim), source,
         "holds " + std::to_string(images.size()) +
             " pixel values, not n·dim = " + std::to_string(n) + "·" + std::to_string(dim));
-  // Blocks of 4,096 checked without a branch per pixel (the compiler vectorises the block's
-  // test); only a block that fails is walked pixel by pixel, to name the first bad one.
+  // Blocks of 4,096 checked without a branch per pixel (which lets the compiler vectorise the
+  // block's test); only a block that fails is walked pixel by pixel, to name the first bad one.
   constexpr size_t kBlock = 4096;
   size_t k = 0;
   for (; k < images.size(); k += kBlock) {

@@ -65,7 +65,7 @@ class Backend {
   virtual void* allocate_host(size_t bytes) {
     return ::operator new (bytes, std::align_val_t{kHostAlignment});
   }
-  virtual void release_host(void* block) {
+  virtual void release_host(void* block) noexcept {
     ::operator delete (block, std::align_val_t{kHostAlignment});
   }
   static constexpr size_t kHostAlignment = 64;

@@ -10,6 +10,9 @@
 
 namespace equivae {
 
+// Its reference is a value, as for an iterator over a computed sequence (formally an input
+// iterator's, which std::vector::assign does not mind: it measures the range with operator-
+// and constructs each element from *it).
 template <class F>
 struct GeneratedIterator {
   using iterator_category = std::random_access_iterator_tag;

@@ -22,20 +22,23 @@ install_packages "${packages[@]}"
 
 # The real CUDA backend (nvcc for sm_80 and sm_90: most of the build's time) for everything, and
 # for named targets where a GPU is present; named targets on a machine without one (the first
-# command: train_mnist, which then trains on the CPU) are built without it. EQUIVAE_CUDA=ON|OFF
-# decides instead. A build directory configured the other way is configured again.
-has_gpu() {
-  compgen -G '/dev/nvidia[0-9]*' >/dev/null || nvidia-smi -L 2>/dev/null | grep -q '^GPU '
+# command: train_mnist, which then trains on the CPU) are built without it, unless the build
+# directory already has it (a whole build before: nothing to gain by switching). EQUIVAE_CUDA=
+# ON|OFF decides instead. A build directory configured the other way is configured again (the
+# second command after the first: once).
+build_dir=${EQUIVAE_BUILD_DIR:-build}
+has_gpu() {  # no pipe into grep -q: under pipefail an early exit of grep could read as "none"
+  compgen -G '/dev/nvidia[0-9]*' >/dev/null || [[ $(nvidia-smi -L 2>/dev/null) == *GPU\ * ]]
 }
 cuda=ON
-if [[ -z ${EQUIVAE_CUDA:-} ]] && (($#)) && ! has_gpu; then
+if [[ -z ${EQUIVAE_CUDA:-} ]] && (($#)) && ! grep -qsx "EQUIVAE_CUDA:BOOL=ON" "$build_dir/CMakeCache.txt" &&
+  ! has_gpu; then
   cuda=OFF
   echo "$script: no GPU here: building $* for the CPU, without the CUDA backend (EQUIVAE_CUDA=ON builds it)"
 fi
 cuda=${EQUIVAE_CUDA:-$cuda}
 [[ $cuda == ON || $cuda == OFF ]] || { echo "$script: EQUIVAE_CUDA must be ON or OFF, got '$cuda'" >&2; exit 1; }
 
-build_dir=${EQUIVAE_BUILD_DIR:-build}
 configure=(cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release -DEQUIVAE_CUDA="$cuda")
 configure_once "$build_dir" "${configure[@]}"
 if ! grep -qx "EQUIVAE_CUDA:BOOL=$cuda" "$build_dir/CMakeCache.txt"; then

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "kernels/cpu/ops.h"
+#include "kernels/emu/emu_runtime.h"
 #include "model/equivae.h"
 #include "model/evaluate.h"
 #include "model/idx_dataset.h"
@@ -661,6 +662,33 @@ TEST_F(EpochCheckpoint, TheFileEqualsASynchronousWriteOfTheSameState) {
   EXPECT_NE(header.find(",seconds,examples_per_s,"), std::string::npos) << header;
   EXPECT_NE(header.find(",train_seconds,validation_seconds,checkpoint_seconds"), std::string::npos)
       << header;
+}
+
+// On the (emulated) CUDA backend the trainer reads each epoch's state back into the backend's
+// page-locked host memory: one block of the state's size, taken at the first checkpoint, kept
+// across epochs and given back when training ends; the file is the same as the CPU's path.
+TEST_F(EpochCheckpoint, TheStateComesBackIntoOnePageLockedBlockKeptAcrossEpochs) {
+  const EquiVaeConfig config = test::tiny_config();
+  const Dataset train_set = train_digits().slice(0, 400);
+  auto be = make_emulated_cuda_backend<float>();
+  EquiVae<float> model(config, *be);
+  TrainOptions options = test::quiet_options(3);
+  options.out_dir = path("run");
+  const int64_t before = emu::pinned_blocks, taken_before = emu::pinned_allocations;
+  std::vector<int64_t> live;
+  options.after_epoch = [&](const EpochRecord&) {
+    live.push_back(emu::pinned_blocks - before);
+    EXPECT_EQ(emu::last_pinned_bytes, model.state_size() * sizeof(float));
+  };
+  train(model, train_set, nullptr, options);
+  EXPECT_EQ(live, (std::vector<int64_t>{1, 1, 1})) << "page-locked blocks alive after each epoch";
+  EXPECT_EQ(emu::pinned_blocks, before) << "the block was not given back";
+  EXPECT_EQ(emu::pinned_allocations - taken_before, 1) << "one block for every epoch";
+  const Checkpoint written = load_checkpoint(path("run/checkpoint.safetensors"));
+  const Checkpoint now = model.to_checkpoint();
+  ASSERT_EQ(written.tensors.size(), now.tensors.size());
+  for (size_t i = 0; i < now.tensors.size(); ++i)
+    EXPECT_TRUE(written.tensors[i].data == now.tensors[i].data) << now.tensors[i].name;
 }
 
 TEST_F(EpochCheckpoint, NoValidationAndNoCheckpointTakeNoTime) {

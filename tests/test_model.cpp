@@ -263,8 +263,9 @@ TEST(Model, PixelsOutsideTheUnitIntervalAreRefusedBeforeTraining) {
   EXPECT_THROW(short_data.check_pixels(), Error);
 }
 
-// The check runs over blocks of pixels: the first bad pixel is named wherever it lies (a
-// block's first or last, the set's last), and a later bad one does not hide it.
+// The check runs over blocks of 4,096 pixels: the first bad pixel is named wherever it lies
+// (the last of a block, the first of the next, inside one, the set's last), and a later bad
+// one does not hide it.
 TEST(Model, TheFirstBadPixelIsNamedWhereverItLies) {
   const Dataset& clean = digits();
   const size_t last = clean.images.size() - 1;

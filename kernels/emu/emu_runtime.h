@@ -6,6 +6,7 @@
 //
 // Never link the emulator into a program that also links the real CUDA runtime: both define
 // the same global names (dim3, cudaStream_t, cudaMalloc ...).
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -141,12 +142,23 @@ inline cudaError_t cudaFree(void* p) {
   std::free(p);
   return cudaSuccess;
 }
-// Page-locked host memory is plain host memory here.
+// Page-locked host memory is plain host memory here; the blocks alive and the size of the last
+// one asked for are counted, so that tests see who takes such memory and gives it back.
+namespace emu {
+inline std::atomic<int64_t> pinned_blocks{0};       // alive now
+inline std::atomic<int64_t> pinned_allocations{0};  // ever taken
+inline std::atomic<size_t> last_pinned_bytes{0};
+}  // namespace emu
 inline cudaError_t cudaMallocHost(void** p, size_t bytes) {
   *p = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
-  return *p ? cudaSuccess : cudaErrorMemoryAllocation;
+  if (!*p) return cudaErrorMemoryAllocation;
+  ++emu::pinned_blocks;
+  ++emu::pinned_allocations;
+  emu::last_pinned_bytes = bytes;
+  return cudaSuccess;
 }
 inline cudaError_t cudaFreeHost(void* p) {
+  if (p) --emu::pinned_blocks;
   std::free(p);
   return cudaSuccess;
 }

@@ -250,7 +250,7 @@ class CudaBackend final : public Backend<T>, public DeviceStepOps<T> {
     EQUIVAE_CUDA_CHECK(cudaMallocHost(&p, std::max<size_t>(bytes, 1)));
     return p;
   }
-  void release_host(void* block) override {
+  void release_host(void* block) noexcept override {
     if (block) cudaFreeHost(block);  // called from destructors: an error is not thrown there
   }
   void fill(T* dst, T value, size_t count) override {
