@@ -23,15 +23,16 @@ install_packages "${packages[@]}"
 # The real CUDA backend (nvcc for sm_80 and sm_90: most of the build's time) for everything, and
 # for named targets where a GPU is present; named targets on a machine without one (the first
 # command: train_mnist, which then trains on the CPU) are built without it, unless the build
-# directory already has it (a whole build before: nothing to gain by switching). EQUIVAE_CUDA=
+# directory was configured with it (a whole build before: nothing to gain by switching). EQUIVAE_CUDA=
 # ON|OFF decides instead. A build directory configured the other way is configured again (the
 # second command after the first: once).
 build_dir=${EQUIVAE_BUILD_DIR:-build}
 has_gpu() {  # no pipe into grep -q: under pipefail an early exit of grep could read as "none"
   compgen -G '/dev/nvidia[0-9]*' >/dev/null || [[ $(nvidia-smi -L 2>/dev/null) == *GPU\ * ]]
 }
+cache=$build_dir/CMakeCache.txt
 cuda=ON
-if [[ -z ${EQUIVAE_CUDA:-} ]] && (($#)) && ! grep -qsx "EQUIVAE_CUDA:BOOL=ON" "$build_dir/CMakeCache.txt" &&
+if [[ -z ${EQUIVAE_CUDA:-} ]] && (($#)) && { [[ ! -f $cache ]] || grep -qx "EQUIVAE_CUDA:BOOL=OFF" "$cache"; } &&
   ! has_gpu; then
   cuda=OFF
   echo "$script: no GPU here: building $* for the CPU, without the CUDA backend (EQUIVAE_CUDA=ON builds it)"
@@ -41,7 +42,7 @@ cuda=${EQUIVAE_CUDA:-$cuda}
 
 configure=(cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release -DEQUIVAE_CUDA="$cuda")
 configure_once "$build_dir" "${configure[@]}"
-if ! grep -qx "EQUIVAE_CUDA:BOOL=$cuda" "$build_dir/CMakeCache.txt"; then
+if ! grep -qx "EQUIVAE_CUDA:BOOL=$cuda" "$cache"; then
   "${configure[@]}" >"$build_dir/build.log" 2>&1 || { cat "$build_dir/build.log"; exit 1; }
 fi
 targets=()

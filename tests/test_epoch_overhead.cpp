@@ -667,7 +667,7 @@ TEST_F(EpochCheckpoint, TheFileEqualsASynchronousWriteOfTheSameState) {
 // On the (emulated) CUDA backend the trainer reads each epoch's state back into the backend's
 // page-locked host memory: one block of the state's size, taken at the first checkpoint, kept
 // across epochs and given back when training ends; the file is the same as the CPU's path.
-TEST_F(EpochCheckpoint, TheStateComesBackIntoOnePageLockedBlockKeptAcrossEpochs) {
+TEST_F(EpochCheckpoint, EmulatedDeviceStateComesBackIntoOnePageLockedBlockKeptAcrossEpochs) {
   const EquiVaeConfig config = test::tiny_config();
   const Dataset train_set = train_digits().slice(0, 400);
   auto be = make_emulated_cuda_backend<float>();
