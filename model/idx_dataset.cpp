@@ -281,16 +281,6 @@ void check_header(const FileBytes& f, const std::string& path, uint32_t magic, s
   }
 }
 
-// Pixels 0..255 -> [0, 1]; the table makes 255 exactly 1.0f and costs nothing per pixel.
-const std::array<float, 256>& pixel_table() {
-  static const std::array<float, 256> table = [] {
-    std::array<float, 256> t{};
-    for (int i = 0; i < 256; ++i) t[i] = static_cast<float>(i) / 255.0f;
-    return t;
-  }();
-  return table;
-}
-
 void parse_images(const FileBytes& f, const std::string& path, Dataset& ds) {
   check_header(f, path, kImagesMagic, kImagesHeader, "images");
   const uint8_t* p = f.data.data();
@@ -314,7 +304,7 @@ void parse_images(const FileBytes& f, const std::string& path, Dataset& ds) {
   ds.rows = static_cast<int>(rows);
   ds.cols = static_cast<int>(cols);
   ds.dim = static_cast<int>(dim);
-  const float* table = pixel_table().data();
+  const float* table = pixel_intensities();
   const uint8_t* pixels = p + kImagesHeader;
   assign_generated(ds.images, std::ptrdiff_t(want),  // [n, dim], each float written once
                    [=](std::ptrdiff_t i) { return table[pixels[i]]; });
@@ -345,6 +335,15 @@ void parse_labels(const FileBytes& f, const std::string& path, Dataset& ds) {
 }
 
 }  // namespace
+
+const float* pixel_intensities() {
+  static const std::array<float, 256> table = [] {
+    std::array<float, 256> t{};
+    for (int i = 0; i < 256; ++i) t[i] = static_cast<float>(i) / 255.0f;
+    return t;
+  }();
+  return table.data();
+}
 
 void Dataset::check_pixels() const {
   check(n >= 0 && images.size() == size_t(n) * size_t(dim), source,

@@ -30,6 +30,10 @@ struct Dataset {
   void check_pixels() const;
 };
 
+// The float pixel of each byte 0..255: i / 255, with 255 exactly 1.0f (a table: nothing per
+// pixel). The IDX and SVHN readers both convert through it.
+const float* pixel_intensities();
+
 // Reads an IDX image file (magic 0x00000803, uint8, dims n,rows,cols) and an IDX label
 // file (magic 0x00000801, uint8, dim n). Either may be gzip-compressed: detect by the gzip
 // magic bytes (1f 8b), not by the file name. Big-endian headers.

@@ -625,11 +625,7 @@ Dataset load_svhn_mat(const std::string& path) {
   }
   {
     const MatVar images = read_variable(mat.get(), path, x, MAT_C_UINT8, 1);
-    static const std::array<float, 256> table = [] {
-      std::array<float, 256> t{};
-      for (int i = 0; i < 256; ++i) t[i] = static_cast<float>(i) / 255.0f;  // 255 -> exactly 1
-      return t;
-    }();
+    const float* table = pixel_intensities();  // 255 -> exactly 1
     // Column-major X(h, w, c, i) sits at h + 32 w + 1024 c + 3072 i; each image becomes
     // [c][h][w] row-major: every 32x32 plane is transposed.
     // Output element o = (plane, h, w) reads the plane's byte at w · 32 + h; written in output
@@ -637,7 +633,7 @@ Dataset load_svhn_mat(const std::string& path) {
     static_assert(kSide == 32, "the index arithmetic below is for 32 x 32 planes");
     const uint8_t* src = static_cast<const uint8_t*>(images->data);
     assign_generated(ds.images, std::ptrdiff_t(n) * std::ptrdiff_t(kImageBytes),  // [n, 3, 32, 32]
-                     [src](std::ptrdiff_t o) {
+                     [src, table](std::ptrdiff_t o) {
                        const std::ptrdiff_t plane = o >> 10, h = (o >> 5) & 31, w = o & 31;
                        return table[src[(plane << 10) | (w << 5) | h]];
                      });
