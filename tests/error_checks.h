@@ -12,12 +12,12 @@
 
 namespace equivae::test {
 
-// The message of the equivae::Error that f throws, or "(no error)" when it returns.
-template <class F>
+// The message of the equivae::Error (or the E) that f throws, or "(no error)" when it returns.
+template <class E = Error, class F>
 std::string error_of(F&& f) {
   try {
     f();
-  } catch (const Error& e) {
+  } catch (const E& e) {
     return e.what();
   }
   return "(no error)";

@@ -44,6 +44,7 @@
 #include "runtime/error.h"
 #include "runtime/host_floats.h"
 #include "tests/conv_fixtures.h"
+#include "tests/error_checks.h"
 #include "tests/fixtures.h"
 
 #if defined(EQUIVAE_TEST_REAL_CUDA)
@@ -1450,13 +1451,8 @@ TEST_F(CudaBackend, HostMemoryTakesDownloadsAndUploadsAndIsPageLockedOnTheDevice
   auto* ops = dynamic_cast<DeviceStepOps<float>*>(gpu.get());
   ASSERT_NE(ops, nullptr);
   ops->begin_capture(DeviceStepOps<float>::kOneStepGraph);
-  try {
-    HostFloats<float> during(*gpu, n);
-    ADD_FAILURE() << "host memory allocated inside a capture";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("allocate_host inside a graph capture"), std::string::npos)
-        << e.what();
-  }
+  test::expect_error([&] { HostFloats<float> during(*gpu, n); },
+                     {"allocate_host inside a graph capture"});
   ops->abort_capture();
 }
 

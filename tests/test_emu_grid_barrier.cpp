@@ -7,11 +7,13 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "kernels/cuda/grid_sync.cuh"
 #include "kernels/cuda/launch.h"
 #include "kernels/cuda/shared.cuh"
+#include "tests/error_checks.h"
 
 namespace {
 
@@ -77,15 +79,10 @@ TEST(EmuGridBarrier, WithoutTheBarrierBlocksReadUnwrittenSlotsInEverySeed) {
   }
 }
 
-// The emulator's error from launch() ("" if none).
+// The emulator's error from a launch ("(no error)" if none).
 template <class F>
 std::string error_of(F&& launch) {
-  try {
-    launch();
-  } catch (const emu::Error& e) {
-    return e.what();
-  }
-  return "";
+  return equivae::test::error_of<emu::Error>(std::forward<F>(launch));
 }
 
 // Block 0 returns before the barrier the others wait at.
